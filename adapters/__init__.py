@@ -1,0 +1,1 @@
+"""Taskswap core: backbones, adapter format, store, registry and runtime. No HTTP here."""

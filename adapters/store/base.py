@@ -1,0 +1,111 @@
+"""What every store offers, whatever it is backed by.
+
+Layout (relative to the store root)::
+
+    generation                       integer, bumped on every alias change
+    tasks/<name>/alias.json          {"active": <version>, "versions": [...]}
+    tasks/<name>/versions/<sha256>/  immutable adapter files (content-addressed)
+    staging/<uuid>/                  uploads being written; never read as adapters
+
+A version directory appears only by an atomic rename (or, on object storage, only
+becomes reachable once the alias names it); the alias is replaced atomically (rename
+or conditional put). So any crash leaves the old or the new state, never a half one.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from adapters.errors import InvalidInput, NotFound
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_VERSION = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+class VersionInfo(BaseModel):
+    version: str
+    kind: str
+    created_at: str
+    labels: list[str] = Field(default_factory=list)
+
+
+class Alias(BaseModel):
+    """A task's pointer to its active version, with the history of its versions."""
+
+    name: str
+    active: str
+    versions: list[VersionInfo]
+    updated_at: str
+
+    def find(self, version: str) -> VersionInfo:
+        """The version with this id or unique prefix (at least 8 hex characters)."""
+        check_version(version)
+        hits = [v for v in self.versions if v.version.startswith(version)]
+        if len(hits) != 1:
+            known = ", ".join(v.version[:12] for v in self.versions)
+            what = "is ambiguous" if hits else "does not exist"
+            raise NotFound(f"version {version!r} of task {self.name!r} {what} (versions: {known})")
+        return hits[0]
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(f"task name {name!r} is invalid: use 1-64 lowercase letters, digits, "
+                           "'_', '-' or '.', starting with a letter or digit")
+    return name
+
+
+def check_version(version: str) -> str:
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise InvalidInput(f"version {version!r} is invalid: give the sha256 id or a prefix "
+                           "of at least 8 hex characters")
+    return version
+
+
+class AdapterStore(ABC):
+    """Immutable versions + atomically switched aliases + a generation counter."""
+
+    url: str
+
+    @abstractmethod
+    def put_version(self, name: str, folder: Path) -> str:
+        """Copy an adapter folder in as a new immutable version; return its sha256 (idempotent)."""
+
+    @abstractmethod
+    def version_path(self, name: str, version: str) -> Path:
+        """A local folder holding the version's files (fetched into a cache if remote)."""
+
+    @abstractmethod
+    def get_alias(self, name: str) -> Alias | None: ...
+
+    @abstractmethod
+    def list_aliases(self) -> dict[str, Alias]: ...
+
+    @abstractmethod
+    def publish(self, name: str, version: str, info: VersionInfo) -> Alias:
+        """Add ``version`` to the task's history and make it active (atomic)."""
+
+    @abstractmethod
+    def activate(self, name: str, version: str) -> Alias:
+        """Make an existing version active (rollback); atomic."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove the task: its alias first (atomic), then its files."""
+
+    @abstractmethod
+    def generation(self) -> int:
+        """A number that grows with every alias change; replicas poll it."""
+
+    @abstractmethod
+    def gc(self, grace_s: float = 3600.0) -> list[str]:
+        """Remove staging leftovers and unreferenced versions older than ``grace_s``."""
+
+    def resolve_store_path(self, ref: str) -> Path:
+        """A folder inside the store named by a request (``tasks/x/versions/<sha>``,
+        or a path under ``imports/``); anything else is refused."""
+        raise InvalidInput("this store does not support registration by path")

@@ -1,0 +1,196 @@
+"""The store on a local (or network-mounted POSIX) folder.
+
+Writes are stage-then-rename with fsync; alias read-modify-writes run under an
+``fcntl`` lock on ``<root>/.lock`` so several worker processes and replicas on one
+filesystem never lose an update.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from adapters.errors import InvalidInput, NotFound
+from adapters.format.adapter_dir import content_hash
+from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name, check_version
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename over it."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class LocalStore(AdapterStore):
+    """``open_store('/var/lib/taskswap/store')`` — see :mod:`adapters.store.base` for the layout."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.url = str(self.root)
+        for sub in ("tasks", "staging", "imports"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._thread_lock = threading.Lock()
+
+    # ---- locking -------------------------------------------------------------------
+    @contextmanager
+    def _locked(self):
+        with self._thread_lock, open(self.root / ".lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # ---- versions ------------------------------------------------------------------
+    def _task_dir(self, name: str) -> Path:
+        return self.root / "tasks" / check_name(name)
+
+    def put_version(self, name: str, folder: Path) -> str:
+        stage = self.root / "staging" / uuid.uuid4().hex
+        shutil.copytree(folder, stage, symlinks=True)
+        try:
+            for p in stage.iterdir():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+            _fsync_dir(stage)
+            version = content_hash(stage)
+            target = self._task_dir(name) / "versions" / version
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                return version  # same bytes already stored: idempotent
+            try:
+                os.rename(stage, target)  # atomic: the version appears whole or not at all
+            except OSError:
+                if not target.exists():
+                    raise
+            _fsync_dir(target.parent)
+            return version
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    def version_path(self, name: str, version: str) -> Path:
+        path = self._task_dir(name) / "versions" / check_version(version)
+        if not path.is_dir():
+            raise NotFound(f"version {version[:12]} of task {name!r} is not in the store")
+        return path
+
+    # ---- aliases -------------------------------------------------------------------
+    def get_alias(self, name: str) -> Alias | None:
+        path = self._task_dir(name) / "alias.json"
+        try:
+            return Alias.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def list_aliases(self) -> dict[str, Alias]:
+        out = {}
+        for d in sorted((self.root / "tasks").iterdir()):
+            alias = self.get_alias(d.name) if (d / "alias.json").exists() else None
+            if alias is not None:
+                out[d.name] = alias
+        return out
+
+    def _write_alias(self, alias: Alias) -> None:
+        write_atomic(self._task_dir(alias.name) / "alias.json", alias.model_dump_json(indent=2).encode())
+        self._bump()
+
+    def publish(self, name: str, version: str, info: VersionInfo) -> Alias:
+        self.version_path(name, version)
+        with self._locked():
+            alias = self.get_alias(name)
+            versions = [v for v in (alias.versions if alias else []) if v.version != version]
+            alias = Alias(name=name, active=version, versions=[*versions, info], updated_at=_now())
+            self._write_alias(alias)
+            return alias
+
+    def activate(self, name: str, version: str) -> Alias:
+        with self._locked():
+            alias = self.get_alias(name)
+            if alias is None:
+                raise NotFound(f"task {name!r} is not registered")
+            found = alias.find(version)
+            alias = alias.model_copy(update={"active": found.version, "updated_at": _now()})
+            self._write_alias(alias)
+            return alias
+
+    def delete(self, name: str) -> None:
+        task = self._task_dir(name)
+        with self._locked():
+            if not (task / "alias.json").exists():
+                raise NotFound(f"task {name!r} is not registered")
+            trash = self.root / "staging" / f"deleted-{name}-{uuid.uuid4().hex}"
+            os.rename(task, trash)  # the task vanishes atomically; files go after
+            _fsync_dir(task.parent)
+            self._bump()
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # ---- generation ----------------------------------------------------------------
+    def generation(self) -> int:
+        try:
+            return int((self.root / "generation").read_text() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def _bump(self) -> None:  # callers hold the lock
+        write_atomic(self.root / "generation", str(self.generation() + 1).encode())
+
+    # ---- maintenance ---------------------------------------------------------------
+    def gc(self, grace_s: float = 3600.0) -> list[str]:
+        removed, cutoff = [], time.time() - grace_s
+        for p in (self.root / "staging").iterdir():
+            if p.stat().st_mtime < cutoff or p.name.startswith("deleted-"):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(str(p.relative_to(self.root)))
+        with self._locked():
+            for task in (self.root / "tasks").iterdir():
+                alias = self.get_alias(task.name)
+                keep = {v.version for v in alias.versions} if alias else set()
+                vdir = task / "versions"
+                for v in (vdir.iterdir() if vdir.is_dir() else []):
+                    if v.name not in keep and v.stat().st_mtime < cutoff:
+                        shutil.rmtree(v, ignore_errors=True)
+                        removed.append(str(v.relative_to(self.root)))
+                if alias is None and (not vdir.is_dir() or not any(vdir.iterdir())):
+                    shutil.rmtree(task, ignore_errors=True)
+        for p in self.root.glob("**/.*.tmp"):
+            if p.stat().st_mtime < cutoff:
+                p.unlink(missing_ok=True)
+                removed.append(str(p.relative_to(self.root)))
+        return removed
+
+    def resolve_store_path(self, ref: str) -> Path:
+        """Only folders inside the store root; ``..``, absolute paths and links are refused."""
+        if not isinstance(ref, str) or not ref or ref.startswith("/") or ".." in ref.split("/"):
+            raise InvalidInput(f"store path {ref!r} must be relative to the store root, without '..'")
+        path = (self.root / ref)
+        real = path.resolve()
+        if self.root not in real.parents or path.is_symlink():
+            raise InvalidInput(f"store path {ref!r} leaves the store; only paths inside it are allowed")
+        if not real.is_dir():
+            raise NotFound(f"store path {ref!r} does not exist in the store")
+        return real
