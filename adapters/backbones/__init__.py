@@ -1,0 +1,1 @@
+"""Backbones: frozen pretrained models with their preprocessors and fingerprints."""

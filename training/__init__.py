@@ -1,0 +1,1 @@
+"""Taskswap training: turn a labelled data set into a servable adapter directory."""
