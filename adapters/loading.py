@@ -81,17 +81,19 @@ def pick_backbone(adir: AdapterDir, backbones: dict[str, Backbone], requested: s
         raise IncompatibleAdapter(f"adapter was trained on backbone {m.backbone.name!r} "
                                   f"({(m.backbone.fingerprint or '?')[:19]}), which this server does not "
                                   f"serve (have {sorted(backbones)})")
-    fits = []
+    fits, why = [], []
     header = adir.headers["adapter_model.safetensors"]
     for b in backbones.values():
         try:
             plan_lora(header, b.model, b.base_model_prefix)
             fits.append(b)
-        except (IncompatibleAdapter, InvalidAdapter):
-            pass
-    if len(fits) != 1:
-        raise InvalidInput("cannot tell which backbone this PEFT adapter is for "
-                           f"({len(fits)} fit); pass backbone=<one of {sorted(backbones)}>")
+        except (IncompatibleAdapter, InvalidAdapter) as exc:
+            why.append(f"{b.name}: {exc.message}")
+    if not fits:
+        raise IncompatibleAdapter("this PEFT adapter fits no served backbone (" + "; ".join(why) + ")")
+    if len(fits) > 1:
+        raise InvalidInput("this PEFT adapter fits several backbones "
+                           f"{[b.name for b in fits]}; pass backbone=<name>")
     return fits[0]
 
 
