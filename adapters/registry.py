@@ -63,6 +63,8 @@ class Registry:
         self._inflight: dict[tuple[str, str], Future] = {}
         self._pinned: set[str] = set()
         self._generation = -1
+        self._local_seq = 0  # bumped by every local register/activate/delete
+        self._sync_lock = threading.Lock()
 
     # ---- reading ---------------------------------------------------------------------
     @property
@@ -131,6 +133,7 @@ class Registry:
                            created_at=datetime.now(timezone.utc).isoformat())
         with self._lock:
             alias = self.store.publish(name, version, info)
+            self._local_seq += 1
             self._install(name, alias, loaded)
         if self.events:
             self.events.on_register(loaded.kind)
@@ -144,6 +147,7 @@ class Registry:
         loaded = self._load(name, target, activate=False)
         with self._lock:
             alias = self.store.activate(name, target)
+            self._local_seq += 1
             self._install(name, alias, loaded)
         return loaded
 
@@ -151,6 +155,7 @@ class Registry:
         self._fresh_alias(name)
         with self._lock:
             self.store.delete(name)
+            self._local_seq += 1
             self._drop(name)
 
     def pin(self, name: str, pinned: bool = True) -> None:
@@ -166,35 +171,43 @@ class Registry:
 
     # ---- convergence -----------------------------------------------------------------
     def sync(self, force: bool = False) -> bool:
-        """Follow the store: load newly active versions, drop deleted tasks. True if changed."""
-        gen = self.store.generation()
-        if gen == self._generation and not force:
-            return False
-        aliases = self.store.list_aliases()
-        for name, alias in aliases.items():
-            current = self._active.get(name)
-            if current is not None and current.version == alias.active:
-                continue
-            if alias.find(alias.active).kind == "lora":
-                with self._lock:  # LoRAs load lazily on first use, within the budget
-                    self._active.pop(name, None)
-                    self._aliases = {**self._aliases, name: alias}
-                continue
-            try:  # load before switching: requests keep the old version meanwhile
-                loaded = self._load(name, alias.active, activate=False)
-            except TaskswapError as exc:
-                log.warning("task %s version %s failed to load: %s", name, alias.active[:12], exc)
-                continue
+        """Follow the store: load newly active versions, drop deleted tasks. True if changed.
+
+        Loads happen outside the registry lock, against a snapshot of the store; the
+        snapshot is installed only if no local register/activate/delete landed since it
+        was taken (``_local_seq``), otherwise the round is dropped and the next one
+        retries — a stale snapshot must never roll back a version just acknowledged.
+        """
+        with self._sync_lock:
+            seq = self._local_seq
+            gen = self.store.generation()
+            if gen == self._generation and not force:
+                return False
+            aliases = self.store.list_aliases()
+            ready: dict[str, LoadedAdapter | None] = {}
+            for name, alias in aliases.items():
+                current = self._active.get(name)
+                if current is not None and current.version == alias.active:
+                    continue
+                if alias.find(alias.active).kind == "lora":
+                    ready[name] = None  # LoRAs load lazily on first use, within the budget
+                    continue
+                try:  # load before switching: requests keep the old version meanwhile
+                    ready[name] = self._load(name, alias.active, activate=False)
+                except TaskswapError as exc:
+                    log.warning("task %s version %s failed to load: %s", name, alias.active[:12], exc)
             with self._lock:
-                self._install(name, alias, loaded)
-        with self._lock:
-            for name in set(self._aliases) - set(aliases):
-                self._drop(name)
-            self._aliases = {**self._aliases, **aliases}
-            for name in set(self._aliases) - set(aliases):
-                self._aliases.pop(name, None)
-            self._generation = gen
-        return True
+                if self._local_seq != seq:
+                    return False  # a local change raced this snapshot: retry next round
+                for name in set(self._aliases) - set(aliases):
+                    self._drop(name)
+                for name, loaded in ready.items():
+                    if loaded is None:
+                        self._active.pop(name, None)
+                    self._install(name, aliases[name], loaded)
+                self._aliases = dict(aliases)
+                self._generation = gen
+            return True
 
     def _install(self, name: str, alias: Alias, loaded: LoadedAdapter | None) -> None:
         self._aliases = {**self._aliases, name: alias}

@@ -153,3 +153,26 @@ def test_crash_leftovers_are_invisible_and_collected(tmp_path, backbones, text_b
     assert any("deadbeef" in r for r in removed) and any("f" * 64 in r for r in removed)
     assert not (store.root / "tasks" / "b").exists()
     assert [x["name"] for x in fresh.list()] == ["a"]
+
+
+def test_stale_sync_snapshot_never_rolls_back_a_local_registration(tmp_path, registry, text_backbone):
+    """A watcher's snapshot taken just before a local registration must not undo it."""
+    v1 = registry.register(head_adapter(tmp_path / "a", text_backbone, "a", seed=1)).version
+    store = registry.store
+    real_list = store.list_aliases
+    v2 = {}
+
+    def racing_list():
+        snapshot = real_list()  # still names v1 (and nothing of task "b")
+        v2["a"] = registry.register(head_adapter(tmp_path / "a2", text_backbone, "a", seed=2)).version
+        v2["b"] = registry.register(head_adapter(tmp_path / "b", text_backbone, "b")).version
+        return snapshot
+
+    store.list_aliases = racing_list
+    registry.sync(force=True)
+    store.list_aliases = real_list
+    assert v2["a"] != v1
+    assert predict(registry, "a").version == v2["a"]
+    assert predict(registry, "b").version == v2["b"]
+    registry.sync(force=True)
+    assert predict(registry, "a").version == v2["a"]
