@@ -1,0 +1,232 @@
+"""One contract, two stores: every test here runs on the local folder store AND on the
+S3 store (a real moto server on loopback), so their semantics cannot drift apart."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from adapters.errors import InvalidInput, NotFound
+from adapters.format.adapter_dir import content_hash
+from adapters.store import LocalStore, VersionInfo, open_store
+from factories import head_adapter
+from s3 import moto_s3  # noqa: F401  (session fixture)
+
+
+@pytest.fixture(params=["local", "s3"])
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def make_store(kind, tmp_path, monkeypatch, request):
+    """``make_store()`` opens the test's store; calling it again opens a second handle on
+    the same root (what another replica would see)."""
+    monkeypatch.setenv("TASKSWAP_STORE_CACHE", str(tmp_path / "cache"))
+    url = str(tmp_path / "store") if kind == "local" else request.getfixturevalue("moto_s3").new_store_url()
+    return lambda: open_store(url)
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
+
+
+@pytest.fixture
+def adapter(tmp_path, text_backbone):
+    """``adapter(seed)``: a real head adapter folder; different seeds, different bytes."""
+    built: dict[tuple[int, str], Path] = {}
+
+    def build(seed: int = 0, name: str = "sentiment") -> Path:
+        if (seed, name) not in built:  # built once: the manifest carries a timestamp
+            built[seed, name] = head_adapter(tmp_path / f"src-{name}-{seed}", text_backbone, name, seed=seed)
+        return built[seed, name]
+    return build
+
+
+def info(version: str) -> VersionInfo:
+    return VersionInfo(version=version, kind="head", labels=["neg", "pos"],
+                       created_at=datetime.now(timezone.utc).isoformat())
+
+
+def register(store, folder: Path, name: str = "sentiment") -> str:
+    version = store.put_version(name, folder)
+    store.publish(name, version, info(version))
+    return version
+
+
+def put_import(store, kind: str, folder: Path, rel: str, moto=None) -> None:
+    """Place an adapter folder under the store's import area, as an operator would."""
+    if kind == "local":
+        shutil.copytree(folder, store.root / rel)
+        return
+    client = moto.client()
+    for p in folder.iterdir():
+        client.put_object(Bucket=store.bucket, Key=f"{store.prefix}/{rel}/{p.name}", Body=p.read_bytes())
+
+
+# ---- the contract -------------------------------------------------------------------
+
+def test_empty_store(store):
+    assert store.generation() == 0
+    assert store.list_aliases() == {}
+    assert store.get_alias("sentiment") is None
+
+
+def test_put_version_is_content_addressed_and_idempotent(store, adapter):
+    v1 = store.put_version("sentiment", adapter(0))
+    assert v1 == content_hash(adapter(0)) and len(v1) == 64
+    assert store.put_version("sentiment", adapter(0)) == v1  # same bytes, same version
+    v2 = store.put_version("sentiment", adapter(1))
+    assert v2 != v1
+    path = store.version_path("sentiment", v1)
+    assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in adapter(0).iterdir())
+    assert content_hash(path) == v1
+    assert store.generation() == 0  # storing a version changes no alias
+    assert store.get_alias("sentiment") is None  # and makes nothing visible
+
+
+def test_bad_names_and_versions_are_refused(store, adapter):
+    with pytest.raises(InvalidInput, match="task name"):
+        store.put_version("../etc", adapter(0))
+    with pytest.raises(InvalidInput, match="version"):
+        store.version_path("sentiment", "not-hex")
+    with pytest.raises(NotFound, match="not in the store"):
+        store.version_path("sentiment", "ab" * 32)
+
+
+def test_publish_activate_history(store, adapter):
+    v1 = register(store, adapter(0))
+    alias = store.get_alias("sentiment")
+    assert (alias.active, [v.version for v in alias.versions], store.generation()) == (v1, [v1], 1)
+
+    v2 = register(store, adapter(1))
+    alias = store.get_alias("sentiment")
+    assert (alias.active, [v.version for v in alias.versions], store.generation()) == (v2, [v1, v2], 2)
+
+    assert store.activate("sentiment", v1[:10]).active == v1  # rollback by unique prefix
+    assert store.get_alias("sentiment").active == v1 and store.generation() == 3
+
+    with pytest.raises(NotFound, match="does not exist"):
+        store.activate("sentiment", "0" * 64)
+    with pytest.raises(NotFound, match="not registered"):
+        store.activate("other", v1)
+    assert store.generation() == 3  # a refused change bumps nothing
+
+    register(store, adapter(0))  # re-publishing an old version moves it to the end, active
+    alias = store.get_alias("sentiment")
+    assert (alias.active, [v.version for v in alias.versions]) == (v1, [v2, v1])
+    assert set(store.list_aliases()) == {"sentiment"}
+
+
+def test_publish_requires_a_stored_version(store):
+    with pytest.raises(NotFound):
+        store.publish("sentiment", "cd" * 32, info("cd" * 32))
+    assert store.get_alias("sentiment") is None and store.generation() == 0
+
+
+def test_delete(store, adapter):
+    v1 = register(store, adapter(0))
+    register(store, adapter(0, name="topic"), name="topic")
+    store.delete("sentiment")
+    assert store.get_alias("sentiment") is None
+    assert set(store.list_aliases()) == {"topic"}
+    assert store.generation() == 3
+    with pytest.raises(NotFound):
+        store.delete("sentiment")
+    with pytest.raises(NotFound):
+        store.activate("sentiment", v1)
+    assert store.generation() == 3
+    assert register(store, adapter(0)) == v1  # the same bytes can come back under the name
+    assert content_hash(store.version_path("sentiment", v1)) == v1
+    assert store.get_alias("sentiment").versions[0].version == v1
+
+
+def test_gc_keeps_referenced_and_recent_versions(store, adapter):
+    live = register(store, adapter(0))
+    orphan = store.put_version("sentiment", adapter(1))  # stored, never published
+    register(store, adapter(2, name="gone"), name="gone")
+    gone = store.get_alias("gone").active
+    store.delete("gone")
+
+    store.gc(grace_s=3600)
+    assert content_hash(store.version_path("sentiment", orphan)) == orphan  # recent: kept
+
+    store.gc(grace_s=0)
+    assert content_hash(store.version_path("sentiment", live)) == live  # referenced: kept
+    with pytest.raises(NotFound):
+        store.version_path("sentiment", orphan)
+    with pytest.raises(NotFound):
+        store.version_path("gone", gone)
+    assert store.get_alias("sentiment").active == live
+
+
+def test_a_second_handle_sees_every_change(make_store, adapter):
+    """Two replicas = two store objects on one root; the generation tells them to look."""
+    a, b = make_store(), make_store()
+    v1 = register(a, adapter(0))
+    assert b.generation() == 1 and b.get_alias("sentiment").active == v1
+    assert content_hash(b.version_path("sentiment", v1)) == v1
+    v2 = register(b, adapter(1))
+    a.activate("sentiment", v1)
+    assert b.get_alias("sentiment").active == v1 and b.generation() == 3
+    assert [v.version for v in a.get_alias("sentiment").versions] == [v1, v2]
+    b.delete("sentiment")
+    assert a.get_alias("sentiment") is None and a.generation() == 4
+
+
+def test_concurrent_writers_lose_no_update(make_store, adapter):
+    """Four writers (separate handles, as separate replicas would be) publish different
+    versions of one task at once: every version lands in the history, and the generation
+    counts every change exactly once."""
+    folders = [adapter(seed) for seed in range(8)]
+    stores = [make_store() for _ in range(4)]
+    versions = [stores[0].put_version("sentiment", f) for f in folders]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def writer(i: int) -> None:
+        try:
+            start.wait()
+            for v in versions[i::len(stores)]:
+                stores[i].publish("sentiment", v, info(v))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    alias = stores[0].get_alias("sentiment")
+    assert sorted(v.version for v in alias.versions) == sorted(versions)
+    assert alias.active in versions
+    assert stores[0].generation() == len(versions)
+
+
+def test_resolve_store_path(store, kind, adapter, request):
+    moto = request.getfixturevalue("moto_s3") if kind == "s3" else None
+    put_import(store, kind, adapter(0), "imports/team-a/sentiment", moto)
+    path = store.resolve_store_path("imports/team-a/sentiment")
+    assert content_hash(path) == content_hash(adapter(0))
+
+    v = register(store, adapter(1))
+    assert content_hash(store.resolve_store_path(f"tasks/sentiment/versions/{v}")) == v
+
+    for bad in ("../outside", "/etc", "imports/../../x"):
+        with pytest.raises(InvalidInput):
+            store.resolve_store_path(bad)
+    with pytest.raises(NotFound):
+        store.resolve_store_path("imports/nothing-here")
+
+
+def test_open_store_picks_the_backend(tmp_path, moto_s3):
+    assert isinstance(open_store(str(tmp_path / "s")), LocalStore)
+    assert isinstance(open_store(f"file://{tmp_path / 's2'}"), LocalStore)
+    from adapters.store.remote import FsspecStore
+    assert isinstance(open_store(moto_s3.new_store_url()), FsspecStore)
