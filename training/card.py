@@ -1,0 +1,122 @@
+"""The model card (``README.md``) of a trained adapter, rendered from ``templates/model_card.md``.
+
+The template fixes the structure (a test checks its headings and metrics table); this
+module only turns a run's facts into table rows and sentences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from training.metrics import Metrics
+
+TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
+HEADINGS = ["## Summary", "## Data", "## Method", "## Hyper-parameters", "## Metrics",
+            "## Per-class report", "## Plots", "## How to use", "## Limitations"]
+
+_METHOD_TEXT = {
+    "head": ("The backbone stays frozen. Its pooled features (`{pooling}` pooling) were computed "
+             "once for every example and cached; a {head} was fitted on them with AdamW and "
+             "cross-entropy, features standardised during fitting (folded into the saved weights)."),
+    "lora": ("LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the backbone, trained jointly "
+             "with a {head} on `{pooling}`-pooled features. The head was first fitted on frozen "
+             "features, then LoRA and head were trained together with AdamW. The base weights are "
+             "unchanged; the server applies this adapter's low-rank deltas per row."),
+    "scratch": ("Baseline: the backbone's architecture (same config) initialised at random and trained "
+                "end to end with a {head} on `{pooling}`-pooled features. It shows what the "
+                "pretrained weights buy; it is not an adapter of the frozen backbone."),
+}
+
+
+@dataclass
+class CardFacts:
+    name: str
+    method: str
+    task_type: str
+    labels: list[str]
+    backbone_name: str
+    backbone_source: str
+    fingerprint: str
+    preprocessing: dict
+    data: list[str]  # one line per fact about the data
+    hyper: dict
+    metrics: dict[str, Metrics]  # split name -> metrics ("train", "validation", "test")
+    report_split: str
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    device: str
+    created_at: str
+    n_train: int = 0
+    lora_targets: list[str] = field(default_factory=list)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return ", ".join(map(str, v)) if v else "[]"
+    return str(v)
+
+
+def _head_words(hyper: dict) -> str:
+    hidden = hyper.get("hidden") or []
+    return "linear head" if not hidden else f"MLP head (hidden {hidden}, {hyper.get('activation')})"
+
+
+def render_card(f: CardFacts) -> str:
+    """The card's Markdown for one run."""
+    servable = f.method != "scratch"
+    ctx = {
+        "name": f.name, "task_type": f.task_type, "method": f.method,
+        "kind_line": (f"A Taskswap **{'LoRA' if f.method == 'lora' else 'head'} adapter** for the "
+                      f"frozen backbone `{f.backbone_name}`." if servable else
+                      "A **from-scratch baseline report** (no adapter: not servable on the frozen backbone)."),
+        "labels": ", ".join(f"`{x}`" for x in f.labels),
+        "backbone_name": f.backbone_name, "backbone_source": f.backbone_source,
+        "fingerprint": f.fingerprint[:23] + "…", "preprocessing": _fmt(
+            ", ".join(f"{k} {v}" for k, v in sorted(f.preprocessing.items())) or "none"),
+        "servable": "yes" if servable else "no (random-init weights, not the served backbone)",
+        "created_at": f.created_at, "train_seconds": f"{f.train_seconds:.1f}", "device": f.device,
+        "data": "\n".join(f"- {line}" for line in f.data),
+        "method_text": _METHOD_TEXT[f.method].format(
+            pooling=f.hyper.get("pooling"), head=_head_words(f.hyper), lora_r=f.hyper.get("lora_r"),
+            lora_alpha=f.hyper.get("lora_alpha"), targets=", ".join(f.lora_targets)),
+        "hyper_rows": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in f.hyper.items()),
+        "metric_rows": "\n".join(
+            f"| {split} | {m.n} | {m.accuracy:.4f} | {m.macro_f1:.4f} | "
+            f"{'' if m.loss is None else f'{m.loss:.4f}'} |" for split, m in f.metrics.items()),
+        "best_epoch": str(f.best_epoch), "epochs_run": str(f.epochs_run),
+        "report_split": f.report_split,
+        "class_rows": "\n".join(
+            f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
+            for c in f.metrics[f.report_split].per_class),
+        "usage": _usage(f, servable),
+        "limitations": _limitations(f),
+    }
+    return Template(TEMPLATE.read_text()).substitute(ctx)
+
+
+def _usage(f: CardFacts, servable: bool) -> str:
+    if not servable:
+        return "Not servable. Compare its metrics with a `head` or `lora` adapter on the same data."
+    example = '"inputs": ["an example text"]' if f.preprocessing.get("max_length") else \
+        '"images": ["<base64 PNG/JPEG>"]'
+    return ("Register it with a running server, then predict:\n\n"
+            "```bash\n"
+            f"taskswap register . --url http://127.0.0.1:3000 --token $TASKSWAP_ADMIN_TOKEN\n"
+            f"taskswap evaluate . --data labelled.csv   # score it on more labelled data\n"
+            "```\n\n"
+            f"Requests name the task `{f.name}` ({example}).")
+
+
+def _limitations(f: CardFacts) -> str:
+    lines = [f"- Trained on {f.n_train} examples; the metrics above hold for data like the "
+             "training data only.",
+             "- Validation metrics were used for early stopping, so they are slightly optimistic; "
+             "the `test` row (when present) is a held-out split never used in training."]
+    if f.method == "scratch":
+        lines.append("- Random initialisation: no pretrained knowledge; expect it to need far more data.")
+    return "\n".join(lines)

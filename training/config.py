@@ -1,0 +1,87 @@
+"""The one settings object of a training run; every field documented where it is declared.
+
+Hyper-parameters left as ``None`` take the defaults of the chosen method (``METHOD_DEFAULTS``):
+a head on cached features can afford hundreds of cheap epochs, LoRA and from-scratch
+training pass the whole backbone per step and get a few.
+
+Example::
+
+    >>> c = TrainConfig(name="sentiment", method="lora")
+    >>> c.epochs, c.lr, c.lora_r
+    (5, 0.0005, 8)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from adapters.format.manifest import NAME_PATTERN
+
+Method = Literal["head", "lora", "scratch"]
+
+METHOD_DEFAULTS: dict[str, dict] = {
+    "head": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4},
+    "lora": {"epochs": 5, "lr": 5e-4, "batch_size": 32, "patience": 2, "weight_decay": 0.0},
+    "scratch": {"epochs": 10, "lr": 1e-3, "batch_size": 32, "patience": 3, "weight_decay": 1e-2},
+}
+
+
+class TrainConfig(BaseModel):
+    """What to train and how. Data and backbone are passed beside it (see ``training.trainer``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Task name the adapter registers under: lowercase letters, digits, '_', '-', '.'."""
+    method: Method = "head"
+    """'head': frozen features + head; 'lora': PEFT LoRA + head; 'scratch': random init baseline."""
+
+    hidden: list[int] = Field(default_factory=list)
+    """Hidden layer widths of the head; [] is a linear head (logistic regression)."""
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    pooling: Literal["mean", "cls", "pooler"] | None = None
+    """Pooling of backbone features; None: the backbone's default (text 'mean', MobileNet 'pooler')."""
+    normalize: bool = False
+    """L2-normalise pooled features before the head."""
+
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1)
+    """Early stopping: epochs without a lower validation loss before training stops."""
+    weight_decay: float | None = Field(None, ge=0)
+
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of each class carved off for validation when no validation data is given."""
+    seed: int = 0
+    """Seeds the split, the initialisation and the shuffling: same seed, same adapter."""
+
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: list[str] | None = None
+    """Module names (PEFT ``target_modules``); None: a default per architecture."""
+
+    feature_batch_size: int = Field(64, ge=1)
+    """Rows per backbone forward when computing features (and when evaluating)."""
+    max_train_minutes: float | None = Field(None, gt=0)
+    """LoRA/scratch: stop after the epoch that crosses this wall-clock budget."""
+    progress: bool = True
+    """Show tqdm progress bars (stderr)."""
+
+    @model_validator(mode="after")
+    def _method_defaults(self):
+        for key, value in METHOD_DEFAULTS[self.method].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        return self
+
+    def hyperparameters(self) -> dict:
+        """The settings that shaped the weights (for the manifest and the model card)."""
+        keys = ["method", "hidden", "activation", "pooling", "normalize", "epochs", "lr", "batch_size",
+                "patience", "weight_decay", "val_fraction", "seed"]
+        if self.method == "lora":
+            keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_targets"]
+        return {k: getattr(self, k) for k in keys}

@@ -1,0 +1,133 @@
+"""Build and register the demo adapters into a store, once: ``python -m training.demo --store var/store``.
+
+Each demo task is a linear head on a default backbone (``adapters.backbones.defaults``),
+trained by exactly the code path of ``taskswap train --method head`` (manifest with
+metrics, model card, plots) and registered through ``adapters.registry.Registry``, which
+runs the same checks as the server's ``POST /adapters``. No server is needed.
+
+Idempotent: a task whose active version was trained on the same default backbone source
+and preprocessing is skipped without loading any model; ``--force`` retrains everything.
+
+==============  ================  ==========  ======================================
+task            data set          backbone    examples (train / held-out test)
+==============  ================  ==========  ======================================
+``sentiment``   rotten-tomatoes   ``text``    2,000 / 500
+``fashion``     fashion-mnist     ``vision``  2,000 / 500
+``digits``      digits            ``vision``  all 1,347 / all 450
+==============  ================  ==========  ======================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.backbones.defaults import default_spec
+
+log = logging.getLogger("taskswap.demo")
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    name: str
+    dataset: str
+    backbone: str
+    train_limit: int | None
+    test_limit: int | None
+
+
+DEMO_TASKS = (
+    DemoTask("sentiment", "rotten-tomatoes", "text", 2000, 500),
+    DemoTask("fashion", "fashion-mnist", "vision", 2000, 500),
+    DemoTask("digits", "digits", "vision", None, None),
+)
+
+
+def is_current(store, task: DemoTask) -> bool:
+    """True if ``task`` is registered and its active version fits the default backbone spec."""
+    alias = store.get_alias(task.name)
+    if alias is None:
+        return False
+    try:
+        manifest = json.loads((store.version_path(task.name, alias.active) / "adapter.json").read_text())
+    except (OSError, ValueError):
+        return False
+    spec = default_spec(task.backbone)
+    want = {"image_size": spec.image_size} if spec.image_size else {"max_length": spec.max_length}
+    return (manifest.get("backbone", {}).get("source") == spec.source
+            and all(manifest.get("preprocessing", {}).get(k) == v for k, v in want.items()))
+
+
+def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = False,
+               keep: Path | None = None, progress: bool = True) -> dict[str, str]:
+    """Train and register the demo tasks missing from ``store_url``; returns ``{task: status}``."""
+    from adapters.backbones.base import load_backbone
+    from adapters.registry import Registry
+    from adapters.store import open_store
+    from training.config import TrainConfig
+    from training.data import load_demo
+    from training.trainer import train
+
+    store = open_store(store_url)
+    chosen = [t for t in DEMO_TASKS if tasks is None or t.name in tasks]
+    todo = [t for t in chosen if force or not is_current(store, t)]
+    status = {t.name: "already registered" for t in chosen if t not in todo}
+    if not todo:
+        return status
+    backbones = {name: load_backbone(default_spec(name)) for name in sorted({t.backbone for t in todo})}
+    registry = Registry(store, backbones)
+    with tempfile.TemporaryDirectory(prefix="taskswap-demo-") as tmp:
+        for t in todo:
+            start = time.perf_counter()
+            data = load_demo(t.dataset, "train", limit=t.train_limit, seed=0)
+            test = load_demo(t.dataset, "test", limit=t.test_limit, seed=0)
+            out = (keep or Path(tmp)) / t.name
+            result = train(data, backbones[t.backbone],
+                           TrainConfig(name=t.name, method="head", progress=progress), out, test=test)
+            loaded = registry.register(out)
+            m = result.metrics
+            status[t.name] = (f"registered version {loaded.version[:12]}: validation accuracy "
+                              f"{m['validation'].accuracy:.3f}, test accuracy {m['test'].accuracy:.3f} "
+                              f"({len(test)} held-out examples), {time.perf_counter() - start:.0f} s")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--store", default="var/store", help="store folder or URL (default var/store)")
+    p.add_argument("--home", help="TASKSWAP_HOME: where converted backbones and cached features live")
+    p.add_argument("--tasks", help=f"comma-separated subset of {[t.name for t in DEMO_TASKS]}")
+    p.add_argument("--force", action="store_true", help="retrain and re-register even if present")
+    p.add_argument("--keep", type=Path, help="also keep the adapter folders under this folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.home:
+        os.environ["TASKSWAP_HOME"] = str(Path(args.home).expanduser().resolve())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tasks = [x.strip() for x in args.tasks.split(",")] if args.tasks else None
+    unknown = sorted(set(tasks or []) - {t.name for t in DEMO_TASKS})
+    if unknown:
+        print(f"error: unknown demo tasks {unknown}; choose from {[t.name for t in DEMO_TASKS]}",
+              file=sys.stderr)
+        return 2
+    from adapters.errors import TaskswapError
+    try:
+        status = build_demo(args.store, tasks, args.force, args.keep, not args.no_progress)
+    except TaskswapError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    for name, line in status.items():
+        print(f"{name}: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

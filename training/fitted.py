@@ -1,0 +1,31 @@
+"""What every training method hands back to the trainer: a head, curves and a predictor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from adapters.heads import Head
+from training.heads import History
+
+
+@dataclass
+class FitOutput:
+    """A fitted model.
+
+    ``predict(inputs) -> [n, n_labels]`` probabilities, computed the way the served
+    adapter computes them (the exported head on the exported trunk). ``peft_model`` is
+    set for LoRA (saved with PEFT's ``save_pretrained``); ``servable`` is False for the
+    from-scratch baseline.
+    """
+
+    head: Head
+    history: History
+    predict: Callable[[list], torch.Tensor]
+    pooling: str
+    peft_model: object | None = None
+    lora_targets: list[str] = field(default_factory=list)
+    servable: bool = True
+    notes: dict = field(default_factory=dict)

@@ -1,0 +1,152 @@
+"""Fit a linear or MLP head on frozen features, with early stopping on validation loss.
+
+Features are standardised (per-dimension mean/std of the training rows) while fitting,
+which makes one learning rate work across backbones whose feature scales differ by
+orders of magnitude; the standardisation is then folded into the first layer
+(``W' = W / std``, ``b' = b - W' @ mean``), so the saved head takes raw features exactly
+as the server computes them and needs no extra parameters on disk.
+
+Example::
+
+    >>> import torch
+    >>> from adapters.format import HeadSpec
+    >>> x = torch.randn(40, 4); y = (x[:, 0] > 0).long()
+    >>> fit = fit_head(HeadSpec(pooling="mean", input_dim=4), 2, x, y, x, y,
+    ...                HeadFitConfig(epochs=100, lr=0.05), progress=False)
+    >>> float((fit.head(x).argmax(1) == y).float().mean()) > 0.9
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from adapters.format import HeadSpec
+from adapters.heads import Head
+
+
+@dataclass
+class HeadFitConfig:
+    epochs: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    patience: int = 10  # epochs without a better validation loss before stopping
+    seed: int = 0
+
+
+@dataclass
+class History:
+    """Per-epoch curves; ``best_epoch`` is 1-based (the weights that were kept)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return {"train_loss": self.train_loss, "val_loss": self.val_loss,
+                "val_accuracy": self.val_accuracy, "best_epoch": self.best_epoch,
+                "stopped_early": self.stopped_early}
+
+
+@dataclass
+class HeadFit:
+    head: Head  # eval mode, takes raw (unstandardised) features
+    history: History
+
+
+class EarlyStopping:
+    """Keeps the best state seen; ``step`` returns True when it is time to stop."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best = float("inf")
+        self.best_epoch = 0
+        self.state = None
+        self._bad = 0
+
+    def step(self, epoch: int, val_loss: float, state: dict) -> bool:
+        if val_loss < self.best - 1e-6:
+            self.best, self.best_epoch, self._bad = val_loss, epoch, 0
+            self.state = copy.deepcopy(state)
+            return False
+        self._bad += 1
+        return self._bad >= self.patience
+
+
+def standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension ``(mean, std)`` of ``x [rows, dim]``; constant dimensions get std 1."""
+    mean = x.mean(0)
+    std = x.std(0, unbiased=False)
+    return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
+
+
+def fold_standardisation(head: Head, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make ``head(x)`` equal the trained ``head((x - mean) / std)`` (in place, first layer)."""
+    first = head.linear_layers()[0]
+    with torch.no_grad():
+        w = first.weight / std  # [out, in] / [in]
+        first.bias.copy_(first.bias - w @ mean)
+        first.weight.copy_(w)
+
+
+def _features_for_head(spec: HeadSpec, x: torch.Tensor) -> torch.Tensor:
+    # Head.forward normalises before its first layer; standardise what that layer sees.
+    return nn.functional.normalize(x, dim=-1) if spec.normalize else x
+
+
+def evaluate_head(head: Head, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``head`` on ``x [rows, dim]``, ``y [rows]``."""
+    with torch.no_grad():
+        logits = head(x)
+        return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+
+
+def fit_head(spec: HeadSpec, n_labels: int, train_x: torch.Tensor, train_y: torch.Tensor,
+             val_x: torch.Tensor, val_y: torch.Tensor, cfg: HeadFitConfig,
+             progress: bool = True) -> HeadFit:
+    """Train ``Head(spec, n_labels)`` with AdamW; keep the epoch with the lowest val loss."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    mean, std = standardiser(_features_for_head(spec, train_x))
+    # The head sees standardised features during fitting: normalise -> standardise -> net.
+    std_spec = spec.model_copy(update={"normalize": False})
+    head = Head(std_spec, n_labels)
+    prep = lambda x: (_features_for_head(spec, x) - mean) / std  # noqa: E731
+    tx, vx = prep(train_x), prep(val_x)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stop, hist = EarlyStopping(cfg.patience), History()
+    bar = tqdm(range(1, cfg.epochs + 1), desc="head", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        head.train()
+        order = torch.randperm(len(tx), generator=gen)
+        total = 0.0
+        for start in range(0, len(tx), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            loss = nn.functional.cross_entropy(head(tx[idx]), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        head.eval()
+        val_loss, val_acc = evaluate_head(head, vx, val_y)
+        hist.train_loss.append(total / len(tx))
+        hist.val_loss.append(val_loss)
+        hist.val_accuracy.append(val_acc)
+        bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
+        if stop.step(epoch, val_loss, head.state_dict()):
+            hist.stopped_early = True
+            break
+    head.load_state_dict(stop.state)
+    hist.best_epoch = stop.best_epoch
+    final = Head(spec, n_labels)  # the real spec (normalize as asked) with folded weights
+    final.load_state_dict(head.state_dict())
+    fold_standardisation(final, mean, std)
+    return HeadFit(final.eval().requires_grad_(False), hist)

@@ -1,0 +1,68 @@
+"""The ``head`` method: cached frozen features, then a linear/MLP head fitted on them.
+
+Example::
+
+    >>> from adapters.backbones.base import load_backbone
+    >>> from adapters.backbones.tiny import tiny_backbone_spec
+    >>> from training.config import TrainConfig
+    >>> from training.data import LabelledData
+    >>> bb = load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc"))
+    >>> d = LabelledData("text", ["good", "bad"] * 8, [1, 0] * 8, ["neg", "pos"], "toy")
+    >>> out = fit_probe(bb, d, d, TrainConfig(name="t", epochs=5, progress=False), None)
+    >>> out.predict(["good"]).shape
+    torch.Size([1, 2])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from adapters.backbones.base import Backbone
+from adapters.format import HeadSpec
+from training.config import TrainConfig
+from training.data import LabelledData
+from training.features import extract_features
+from training.fitted import FitOutput
+from training.heads import HeadFitConfig, fit_head
+
+
+def head_spec(cfg: TrainConfig, backbone: Backbone) -> HeadSpec:
+    pooling = cfg.pooling or backbone.default_pooling
+    if pooling not in backbone.available_poolings:
+        from adapters.errors import InvalidInput
+        raise InvalidInput(f"pooling {pooling!r} is not available on backbone {backbone.name!r}; "
+                           f"choose one of {backbone.available_poolings}")
+    return HeadSpec(pooling=pooling, input_dim=backbone.hidden_size, hidden=list(cfg.hidden),
+                    activation=cfg.activation, normalize=cfg.normalize)
+
+
+def head_fit_config(cfg: TrainConfig) -> HeadFitConfig:
+    return HeadFitConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         batch_size=cfg.batch_size, patience=cfg.patience, seed=cfg.seed)
+
+
+def fit_probe(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
+              cache_dir: Path | None, fit_cfg: HeadFitConfig | None = None) -> FitOutput:
+    """Fit a head on frozen features of ``train``, early-stopped on ``val``."""
+    spec = head_spec(cfg, backbone)
+    memo: dict[int, tuple[list, torch.Tensor]] = {}  # id -> (the list itself, features)
+
+    def features(inputs: list, desc: str) -> torch.Tensor:
+        hit = memo.get(id(inputs))
+        if hit is None or hit[0] is not inputs:  # each split once per run; disk cache across runs
+            hit = memo[id(inputs)] = (inputs, extract_features(
+                backbone, inputs, spec.pooling, cache_dir, cfg.feature_batch_size, cfg.progress, desc))
+        return hit[1]
+
+    tx = features(train.inputs, "features (train)")
+    vx = features(val.inputs, "features (validation)")
+    fit = fit_head(spec, len(train.label_names), tx, torch.tensor(train.labels), vx,
+                   torch.tensor(val.labels), fit_cfg or head_fit_config(cfg), cfg.progress)
+
+    def predict(inputs: list) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.softmax(fit.head(features(inputs, "features")), dim=-1)  # [n, k]
+
+    return FitOutput(fit.head, fit.history, predict, spec.pooling)

@@ -1,0 +1,231 @@
+"""One training run in named phases: check → split → fit → evaluate → export.
+
+This is the Python API behind ``taskswap train`` (and the demo adapters)::
+
+    >>> from adapters.backbones.tiny import tiny_backbone_spec
+    >>> from training.config import TrainConfig
+    >>> from training.data import LabelledData
+    >>> d = LabelledData("text", ["good film", "bad film"] * 10, [1, 0] * 10, ["neg", "pos"], "toy")
+    >>> r = train(d, tiny_backbone_spec("text", "/tmp/tiny-doc"),
+    ...           TrainConfig(name="toy", epochs=5, progress=False), "/tmp/toy-adapter", cache_dir=None)
+    >>> r.manifest.kind, sorted(r.metrics)
+    ('head', ['train', 'validation'])
+
+Every problem with the data is raised as ``InvalidInput`` in the first phase, before any
+backbone forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
+from adapters.errors import InvalidInput
+from adapters.format import BackboneRef, HeadSpec, Manifest
+from training.card import CardFacts, render_card
+from training.config import TrainConfig
+from training.data import LabelledData, stratified_split
+from training.export import prepare_output_dir, write_head_dir, write_lora_dir, write_metrics, write_report_dir
+from training.features import default_cache_dir
+from training.fitted import FitOutput
+from training.heads import History
+from training.metrics import Metrics, classification_metrics
+from training.plots import plot_confusion, plot_loss_curves
+
+log = logging.getLogger("taskswap.training")
+_DEFAULT = object()
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``probs[split]``: ``[n, n_labels]`` probabilities it reported."""
+
+    path: Path
+    config: TrainConfig
+    manifest: Manifest | None  # None for the from-scratch baseline (not an adapter)
+    metrics: dict[str, Metrics]
+    history: History
+    seconds: float
+    splits: dict[str, LabelledData]
+    probs: dict[str, torch.Tensor]
+    servable: bool
+
+
+# ---- phase 1: check -------------------------------------------------------------------
+def check_data(train: LabelledData, val: LabelledData | None, test: LabelledData | None,
+               backbone_modality: str | None) -> None:
+    """Raise one ``InvalidInput`` listing every problem with the data sets, or return."""
+    problems = []
+    for split, d in (("validation", val), ("test", test)):
+        if d is not None and d.label_names != train.label_names:
+            problems.append(f"{split} labels {d.label_names} differ from training labels "
+                            f"{train.label_names}; pass the same label list to both loaders")
+        if d is not None and len(d) == 0:
+            problems.append(f"the {split} data set is empty")
+        if d is not None and d.modality != train.modality:
+            problems.append(f"{split} data is {d.modality} but training data is {train.modality}")
+    present = [n for n, c in train.class_counts().items() if c > 0]
+    if len(present) < 2:
+        problems.append(f"training data has examples of {len(present)} class(es) {present}; "
+                        "a classifier needs at least 2")
+    if val is None and len(train) < 4:
+        problems.append(f"only {len(train)} training examples: too few to carve off a validation "
+                        "split; give at least 4 or pass validation data")
+    if backbone_modality is not None and train.modality != backbone_modality:
+        problems.append(f"the data is {train.modality} but the backbone takes {backbone_modality}; "
+                        "choose a backbone of the data's modality")
+    InvalidInput.collect(problems, "data")
+
+
+# ---- phase 2: split -------------------------------------------------------------------
+def split_data(train: LabelledData, val: LabelledData | None, cfg: TrainConfig
+               ) -> tuple[LabelledData, LabelledData]:
+    """Carve a stratified, seeded validation split off ``train`` unless one is given."""
+    if val is not None:
+        return train, val
+    fit, held = stratified_split(train, 1.0 - cfg.val_fraction, seed=cfg.seed)
+    if len(held) == 0:
+        raise InvalidInput("the validation split came out empty; give more examples or a larger "
+                           "val_fraction")
+    return fit, held
+
+
+# ---- phase 3: fit ---------------------------------------------------------------------
+def fit(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
+        cache_dir: Path | None) -> FitOutput:
+    """Dispatch to the method's module (imports are lazy: PEFT only when LoRA is asked for)."""
+    if cfg.method == "head":
+        from training.probe import fit_probe
+        return fit_probe(backbone, train, val, cfg, cache_dir)
+    if cfg.method == "lora":
+        from training.lora import fit_lora
+        return fit_lora(backbone, train, val, cfg, cache_dir)
+    from training.scratch import fit_scratch
+    return fit_scratch(backbone, train, val, cfg)
+
+
+# ---- phase 4: evaluate ----------------------------------------------------------------
+def evaluate_split(fitted: FitOutput, data: LabelledData) -> tuple[Metrics, torch.Tensor]:
+    """Metrics (with mean cross-entropy) and ``[n, k]`` probabilities on one labelled split."""
+    probs = fitted.predict(data.inputs)
+    y = torch.tensor(data.labels)
+    loss = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean())
+    return classification_metrics(data.labels, probs.argmax(1).tolist(), data.label_names, loss), probs
+
+
+# ---- phase 5: export ------------------------------------------------------------------
+def build_manifest(cfg: TrainConfig, backbone: Backbone, data: LabelledData, fitted: FitOutput,
+                   metrics: dict[str, Metrics], info: dict) -> Manifest:
+    flat = {}
+    for split, m in metrics.items():
+        flat.update(m.summary("val" if split == "validation" else split))
+    return Manifest(name=cfg.name, kind="lora" if cfg.method == "lora" else "head",
+                    labels=list(data.label_names),
+                    backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
+                                         source=backbone.spec.source),
+                    head=HeadSpec.model_validate(fitted.head.spec.model_dump()),
+                    preprocessing=backbone.preprocessing_settings(), metrics=flat, training=info,
+                    created_at=info["finished_at"])
+
+
+def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, LabelledData],
+           fitted: FitOutput, metrics: dict[str, Metrics], seconds: float,
+           carved: bool = False) -> Manifest | None:
+    """Write the adapter (or baseline report) folder: weights, manifest, card, metrics, plots."""
+    train = splits["train"]
+    finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    hyper = {**cfg.hyperparameters(), "pooling": fitted.pooling}
+    if cfg.method == "lora":
+        hyper["lora_targets"] = fitted.lora_targets
+    info = {"method": cfg.method, "hyperparameters": hyper, "data": train.source,
+            "examples": {s: len(d) for s, d in splits.items()},
+            "class_counts": train.class_counts(), "best_epoch": fitted.history.best_epoch,
+            "epochs_run": len(fitted.history.train_loss), "stopped_early": fitted.history.stopped_early,
+            "seconds": round(seconds, 2), "finished_at": finished, "torch": torch.__version__,
+            **fitted.notes}
+    facts = CardFacts(
+        name=cfg.name, method=cfg.method, task_type="single_label", labels=list(train.label_names),
+        backbone_name=backbone.name, backbone_source=backbone.spec.source,
+        fingerprint=backbone.fingerprint, preprocessing=backbone.preprocessing_settings(),
+        data=_data_lines(splits, cfg, carved), hyper=hyper, metrics=metrics, report_split=_report_split(metrics),
+        best_epoch=fitted.history.best_epoch, epochs_run=len(fitted.history.train_loss),
+        train_seconds=seconds, device=str(backbone.device), created_at=finished,
+        n_train=len(train), lora_targets=fitted.lora_targets)
+    card = render_card(facts)
+    manifest = None
+    if not fitted.servable:
+        write_report_dir(out, card)
+    else:
+        manifest = build_manifest(cfg, backbone, train, fitted, metrics, info)
+        if cfg.method == "lora":
+            write_lora_dir(out, manifest, fitted.head, fitted.peft_model, card)
+        else:
+            write_head_dir(out, manifest, fitted.head, card)
+    write_metrics(out, {"metrics": {s: m.to_dict() for s, m in metrics.items()},
+                        "history": fitted.history.to_dict(), "training": info})
+    plot_loss_curves(fitted.history.to_dict(), out / "loss_curves.png", f"{cfg.name} ({cfg.method})")
+    split = facts.report_split
+    plot_confusion(metrics[split].confusion, list(train.label_names), out / "confusion_matrix.png",
+                   f"{cfg.name}: {split} confusion")
+    return manifest
+
+
+def _report_split(metrics: dict[str, Metrics]) -> str:
+    return "test" if "test" in metrics else "validation"
+
+
+def _data_lines(splits: dict[str, LabelledData], cfg: TrainConfig, carved: bool) -> list[str]:
+    train = splits["train"]
+    lines = [f"source: {train.source}",
+             f"modality: {train.modality}; {len(train.label_names)} labels"]
+    for s, d in splits.items():
+        counts = ", ".join(f"{k} {v}" for k, v in d.class_counts().items())
+        lines.append(f"{s}: {len(d)} examples ({counts})")
+    if carved:
+        lines.append(f"validation carved off the training data ({cfg.val_fraction:.0%}, seed {cfg.seed})")
+    return lines
+
+
+# ---- the run --------------------------------------------------------------------------
+def train(data: LabelledData, backbone: Backbone | BackboneSpec, config: TrainConfig, out_dir,
+          val: LabelledData | None = None, test: LabelledData | None = None,
+          cache_dir=_DEFAULT) -> TrainResult:
+    """Train ``config.method`` on ``data`` and write the adapter folder ``out_dir``.
+
+    ``val``: validation data (else ``config.val_fraction`` of ``data``, stratified, seeded).
+    ``test``: optional held-out data, scored after training and reported in the card.
+    ``cache_dir``: feature cache (default ``$TASKSWAP_HOME/features``; ``None`` disables it).
+    """
+    check_data(data, val, test, None if isinstance(backbone, BackboneSpec) else
+               ("text" if backbone.modality == "text" else "image"))
+    out = prepare_output_dir(Path(out_dir))
+    if isinstance(backbone, BackboneSpec):
+        backbone = load_backbone(backbone)
+        check_data(data, val, test, "text" if backbone.modality == "text" else "image")
+    cache = default_cache_dir() if cache_dir is _DEFAULT else (Path(cache_dir) if cache_dir else None)
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    fit_data, val_data = split_data(data, val, config)
+    splits = {"train": fit_data, "validation": val_data}
+    fitted = fit(backbone, fit_data, val_data, config, cache)
+    seconds = time.perf_counter() - start
+    metrics, probs = {}, {}
+    eval_splits = dict(splits)
+    if config.method != "head":
+        eval_splits.pop("train")  # a full trunk pass over the training set: skipped for speed
+    if test is not None:
+        eval_splits["test"] = test
+        splits["test"] = test
+    for split, d in eval_splits.items():
+        metrics[split], probs[split] = evaluate_split(fitted, d)
+    manifest = export(out, config, backbone, splits, fitted, metrics, seconds, carved=val is None)
+    log.info("trained %s (%s) in %.1fs: val accuracy %.4f", config.name, config.method, seconds,
+             metrics["validation"].accuracy)
+    return TrainResult(out, config, manifest, metrics, fitted.history, seconds, splits, probs,
+                       fitted.servable)
