@@ -1,0 +1,232 @@
+"""Everything one worker process serves, behind a small API the HTTP routes call.
+
+The engine owns the backbones, the registry over the store, the runtime, the
+micro-batcher and the store watcher. It speaks the core's objects (``TaskResult``,
+``LoadedAdapter``), never HTTP; the routes in :mod:`service.service` translate.
+
+Startup runs in a background thread so BentoML answers ``/livez`` at once and
+``/readyz`` only once every backbone is loaded and has run a forward pass. A startup
+failure is logged and makes ``/livez`` fail too, so an orchestrator restarts the pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from adapters.backbones.base import Backbone, load_backbone
+from adapters.batching import Batcher
+from adapters.errors import InvalidAdapter
+from adapters.format.adapter_dir import read_json
+from adapters.format.archive import extract_archive
+from adapters.loading import LoadedAdapter
+from adapters.registry import Registry
+from adapters.runtime import Runtime, TaskResult
+from adapters.store import open_store
+from service.errors import NotReady, PredictTimeout
+from service.settings import Settings
+from service.watcher import StoreWatcher
+
+log = logging.getLogger("taskswap.service")
+
+
+class Engine:
+    """``Engine(settings).start()``, then ``predict`` / ``register_*`` / ``activate`` / ..."""
+
+    def __init__(self, settings: Settings, metrics=None):
+        self.settings = settings
+        self.metrics = metrics
+        self.state = "starting"  # starting | ready | failed
+        self.error: str | None = None
+        self.backbones: dict[str, Backbone] = {}
+        self.registry: Registry | None = None
+        self.runtime: Runtime | None = None
+        self.batcher: Batcher | None = None
+        self.watcher: StoreWatcher | None = None
+        # Serialises this process's writers (admin calls, the watcher's sync): one change at
+        # a time, and a registration's "previous version" is the one it really replaced.
+        self._admin_lock = threading.Lock()
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def start_in_background(self) -> threading.Thread:
+        t = threading.Thread(target=self.start, name="taskswap-startup", daemon=True)
+        t.start()
+        return t
+
+    def start(self) -> None:
+        """Load backbones, open the store, catch up, warm up; then mark ready."""
+        try:
+            self._start()
+        except Exception as exc:
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("startup failed: %s", self.error)
+
+    def _start(self) -> None:
+        s = self.settings
+        t0 = time.perf_counter()
+        if s.torch_threads:
+            import torch
+            torch.set_num_threads(s.torch_threads)
+        from PIL import Image
+        Image.MAX_IMAGE_PIXELS = s.max_image_pixels  # PIL's own decompression-bomb guard
+        for spec in s.backbone_specs():
+            log.info("loading backbone %r from %s", spec.name, spec.source)
+            self.backbones[spec.name] = load_backbone(spec)
+        store = open_store(s.store)
+        removed = store.gc(s.gc_grace_s)
+        if removed:
+            log.info("store gc removed %d leftovers", len(removed))
+        registry = Registry(store, self.backbones, lora_budget_bytes=s.lora_budget_mb << 20,
+                            events=self.metrics)
+        registry.sync()
+        for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
+            bb.embed(["warm up"] if bb.modality == "text" else [_gray_image()])
+        self.registry = registry
+        self.runtime = Runtime(registry)
+        self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
+                               on_batch=self._on_batch)
+        self.watcher = StoreWatcher(self.sync, s.sync_interval_s).start()
+        self._publish_state()
+        self.state = "ready"
+        log.info("ready in %.1fs: backbones %s, %d tasks from %s", time.perf_counter() - t0,
+                 sorted(self.backbones), len(registry.list()), store.url)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def require_ready(self) -> None:
+        if self.state == "failed":
+            raise NotReady(f"server failed to start: {self.error}; fix the settings and restart",
+                           retry_after_s=60)
+        if self.state != "ready":
+            raise NotReady("server is starting (loading backbones); retry shortly", retry_after_s=2)
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.batcher is not None:
+            self.batcher.close()
+
+    # ---- store convergence -------------------------------------------------------------
+    def sync(self) -> bool:
+        """Follow the store (cheap when nothing changed)."""
+        with self._admin_lock:
+            changed = self.registry.sync()
+        self._publish_state()
+        return changed
+
+    def _on_batch(self, n_requests: int, n_rows: int, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.on_batch(n_requests, n_rows, seconds)
+            self._publish_state()
+
+    def _publish_state(self) -> None:
+        if self.metrics is not None and self.registry is not None:
+            queued = self.batcher.queued_rows if self.batcher is not None else 0
+            self.metrics.set_state(queued, self.registry.loaded_count(), self.registry.generation)
+
+    # ---- inference ---------------------------------------------------------------------
+    async def predict(self, tasks: list[str], inputs: list, modality: str) -> tuple[str, list[TaskResult]]:
+        """Validate and pin ``tasks`` (in a worker thread), await the shared batcher;
+        returns (backbone name, one result per task)."""
+        self.require_ready()
+        import anyio
+        # prepare may load an evicted LoRA from the store: keep it off the event loop.
+        prepared = await anyio.to_thread.run_sync(self.runtime.prepare, tasks, inputs, modality)
+        future = self.batcher.submit(prepared)
+        self._publish_state()
+        try:
+            # shield: a timeout or a client hang-up must not cancel the batcher's future,
+            # which the batch worker will still complete.
+            results = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
+                                             timeout=self.settings.predict_timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise PredictTimeout(f"no answer within {self.settings.predict_timeout_s}s "
+                                 "(TASKSWAP_PREDICT_TIMEOUT_S); the server is overloaded") from exc
+        return prepared.backbone.name, results
+
+    # ---- adapters ----------------------------------------------------------------------
+    def register_archive(self, data: bytes, name: str | None, labels: list[str] | None,
+                         backbone: str | None) -> tuple[LoadedAdapter, str | None]:
+        """Extract an uploaded zip/tar.gz safely, then register it; returns (new, previous)."""
+        self.require_ready()
+        s = self.settings
+        with tempfile.TemporaryDirectory(prefix="taskswap-upload-") as tmp:
+            folder = extract_archive(data, Path(tmp) / "x", max_bytes=s.max_archive_bytes,
+                                     max_entries=s.max_archive_entries)
+            return self._register(folder, name, labels, backbone)
+
+    def register_path(self, ref: str, name: str | None, labels: list[str] | None,
+                      backbone: str | None) -> tuple[LoadedAdapter, str | None]:
+        """Register a folder inside the store (``imports/...``); returns (new, previous)."""
+        self.require_ready()
+        folder = self.registry.store.resolve_store_path(ref)
+        return self._register(folder, name, labels, backbone)
+
+    def _register(self, folder: Path, name, labels, backbone) -> tuple[LoadedAdapter, str | None]:
+        with self._admin_lock:
+            previous = self._active_version(name or _manifest_name(folder))
+            loaded = self.registry.register(folder, name=name, labels=labels, backbone=backbone)
+        self._publish_state()
+        return loaded, previous
+
+    def _active_version(self, name: str | None) -> str | None:
+        if not name:
+            return None
+        try:
+            alias = self.registry.store.get_alias(name)
+        except Exception:  # an invalid name: registration itself will say why
+            return None
+        return alias.active if alias is not None else None
+
+    def activate(self, name: str, version: str) -> dict:
+        self.require_ready()
+        with self._admin_lock:
+            self.registry.activate(name, version)
+        self._publish_state()
+        return self.registry.show(name)
+
+    def delete(self, name: str) -> None:
+        self.require_ready()
+        with self._admin_lock:
+            self.registry.delete(name)
+        self._publish_state()
+
+    def pin(self, name: str, pinned: bool) -> dict:
+        self.require_ready()
+        with self._admin_lock:
+            self.registry.pin(name, pinned)
+        return self.registry.show(name)
+
+    def list(self) -> tuple[int, list[dict]]:
+        """(store generation caught up with, every task) after catching up with the store."""
+        self.require_ready()
+        self.sync()
+        return self.registry.generation, self.registry.list()
+
+    def show(self, name: str) -> dict:
+        self.require_ready()
+        return self.registry.show(name)
+
+    def describe_backbones(self) -> list[dict]:
+        self.require_ready()
+        return [{**bb.describe(), "poolings": list(bb.available_poolings),
+                 "default_pooling": bb.default_pooling} for bb in self.backbones.values()]
+
+
+def _manifest_name(folder: Path) -> str | None:
+    try:
+        name = read_json(folder / "adapter.json").get("name") if (folder / "adapter.json").is_file() else None
+    except InvalidAdapter:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _gray_image():
+    from PIL import Image
+    return Image.new("RGB", (64, 64), (128, 128, 128))

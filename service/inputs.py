@@ -1,0 +1,107 @@
+"""Turning request payloads into model inputs, within the configured limits.
+
+Texts are checked (count, emptiness, length); images are decoded here, in the
+request's thread, into RGB PIL images, so a bad image is a 400 for its own request and
+never fails a batch shared with others. Only common raster formats are opened:
+PIL's EPS plugin, for one, would run Ghostscript on untrusted bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from dataclasses import dataclass
+
+from PIL import Image
+
+from adapters.errors import InvalidInput
+
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+_DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """The per-request limits from :class:`service.settings.Settings`."""
+
+    max_inputs: int = 64
+    max_text_chars: int = 10_000
+    max_image_bytes: int = 10 << 20
+    max_image_pixels: int = 40_000_000
+
+    @classmethod
+    def from_settings(cls, s) -> "InputLimits":
+        return cls(s.max_inputs, s.max_text_chars, s.max_image_bytes, s.max_image_pixels)
+
+
+def check_count(n: int, what: str, limits: InputLimits) -> None:
+    if n == 0:
+        raise InvalidInput(f"{what} is empty: send at least one")
+    if n > limits.max_inputs:
+        raise InvalidInput(f"{n} {what}; at most {limits.max_inputs} per request "
+                           "(TASKSWAP_MAX_INPUTS): split the request")
+
+
+def check_texts(texts: list[str], limits: InputLimits) -> list[str]:
+    """Refuse empty lists, blank texts and texts over ``max_text_chars`` (all problems at once).
+
+    >>> check_texts(["fine"], InputLimits())
+    ['fine']
+    """
+    check_count(len(texts), "texts", limits)
+    problems = []
+    for i, t in enumerate(texts):
+        if not t.strip():
+            problems.append(f"texts[{i}] is empty")
+        elif len(t) > limits.max_text_chars:
+            problems.append(f"texts[{i}] has {len(t)} characters; at most {limits.max_text_chars} "
+                            "(TASKSWAP_MAX_TEXT_CHARS)")
+    InvalidInput.collect(problems[:10], "texts")
+    return list(texts)
+
+
+def decode_base64_image(data: str, where: str, limits: InputLimits) -> Image.Image:
+    """A base64 string (optionally a ``data:image/...;base64,`` URL) to an RGB image."""
+    data = _DATA_URL.sub("", data.strip(), count=1)
+    if len(data) > (limits.max_image_bytes * 4) // 3 + 8:  # check before decoding anything
+        raise InvalidInput(f"{where} is larger than {limits.max_image_bytes} bytes "
+                           "(TASKSWAP_MAX_IMAGE_BYTES)")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{where} is not valid base64 ({exc}); send the file's bytes "
+                           "base64-encoded") from exc
+    return decode_image(raw, where, limits)
+
+
+def decode_image(raw: bytes, where: str, limits: InputLimits) -> Image.Image:
+    """Encoded image bytes to a fully decoded RGB image, or :class:`InvalidInput`.
+
+    >>> decode_image(b"not an image", "images[0]", InputLimits())
+    Traceback (most recent call last):
+    ...
+    adapters.errors.InvalidInput: images[0] is not a decodable image (PNG, JPEG, GIF, BMP, WEBP or TIFF): cannot identify image file
+    """
+    if not raw:
+        raise InvalidInput(f"{where} is empty")
+    if len(raw) > limits.max_image_bytes:
+        raise InvalidInput(f"{where} has {len(raw)} bytes; at most {limits.max_image_bytes} "
+                           "(TASKSWAP_MAX_IMAGE_BYTES)")
+    try:
+        im = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
+        w, h = im.size  # from the header only: nothing decoded yet
+        if w * h > limits.max_image_pixels:
+            raise InvalidInput(f"{where} is {w}x{h} = {w * h} pixels; at most "
+                               f"{limits.max_image_pixels} (TASKSWAP_MAX_IMAGE_PIXELS)")
+        im.load()  # decode now: a truncated file fails here, not inside a shared batch
+        return im.convert("RGB")
+    except InvalidInput:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InvalidInput(f"{where} is too many pixels ({exc})") from exc
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, struct.error...)
+        reason = str(exc).split(" <_io.BytesIO")[0] or type(exc).__name__
+        raise InvalidInput(f"{where} is not a decodable image ({', '.join(IMAGE_FORMATS[:-1])} "
+                           f"or {IMAGE_FORMATS[-1]}): {reason}") from exc

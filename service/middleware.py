@@ -1,0 +1,93 @@
+"""Two small ASGI middlewares around the mounted HTTP app.
+
+- :class:`BodyLimit` counts request body bytes as they arrive (not trusting
+  ``Content-Length`` alone, so a chunked upload is capped too) and answers 413 past
+  the limit.
+- :class:`LastResort` turns an unexpected exception into a logged JSON 500 instead of a
+  bare text page; bad input must never get here (tests check it does not).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, internal_error_response, taskswap_error_response
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit()`` bytes with 413 (``limit`` read per request)."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit()
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await _too_large(limit)(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # An HTTPException, so FastAPI's own body parsing re-raises it as is
+                    # (it turns any other exception into a generic 400).
+                    raise HTTPException(413, _too_large_error(limit).message)
+            return message
+
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked_send)
+        except HTTPException as exc:  # only if it escaped the app's own handlers
+            if started or exc.status_code != 413:
+                raise
+            await _too_large(limit)(scope, receive, send)
+
+
+def _too_large_error(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than {limit} bytes (TASKSWAP_MAX_UPLOAD_BYTES)")
+
+
+def _too_large(limit: int):
+    return taskswap_error_response(_too_large_error(limit))
+
+
+class LastResort:
+    """Log and answer JSON 500 for any exception that escaped the error handlers."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if started:
+                raise
+            await internal_error_response(exc)(scope, receive, send)

@@ -1,0 +1,174 @@
+"""Request and response models of the HTTP API (exact types: ``/docs.json`` is fuzzed).
+
+Requests forbid unknown fields, so a typo (``"text"`` for ``"texts"``) is a 422 naming
+the field instead of a silently ignored key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body."""
+
+    error: str = Field(description="Kind of error, e.g. 'not_found', 'invalid_input'.")
+    message: str = Field(description="What is wrong and how to fix it.")
+    problems: list[str] = Field(description="Each problem found (several when collected).")
+
+
+# ---- prediction ------------------------------------------------------------------------
+class PredictRequest(BaseModel):
+    """One or several tasks on a list of texts or of base64-encoded images."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"task": "sentiment", "texts": ["a great movie", "a boring plot"]},
+        {"tasks": ["fashion", "textile"], "images": ["iVBORw0KGgo..."]},
+    ]})
+    task: str | None = Field(None, min_length=1, max_length=64, description="One task name.")
+    tasks: list[str] | None = Field(None, min_length=1, max_length=32,
+                                    description="Several task names on the same backbone.")
+    texts: list[str] | None = Field(None, description="Texts for a text backbone.")
+    images: list[str] | None = Field(None, description=(
+        "Images for a vision backbone, base64 (a 'data:image/...;base64,' prefix is allowed)."))
+
+    @model_validator(mode="after")
+    def _one_of_each(self):
+        problems = []
+        if (self.task is None) == (self.tasks is None):
+            problems.append("give exactly one of 'task' (a name) or 'tasks' (a list of names)")
+        if (self.texts is None) == (self.images is None):
+            problems.append("give exactly one of 'texts' or 'images'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def task_names(self) -> list[str]:
+        return [self.task] if self.task is not None else list(self.tasks or [])
+
+
+class Prediction(BaseModel):
+    """The answer for one input."""
+
+    label: str = Field(description="The best label.")
+    score: float = Field(description="Its probability (softmax; sigmoid for multi_label).")
+    scores: dict[str, float] = Field(description="Every label's probability.")
+    labels: list[str] | None = Field(None, description="multi_label tasks: every label with score >= 0.5.")
+
+
+class TaskPrediction(BaseModel):
+    """One task's answers, in input order, with the adapter version that gave them."""
+
+    task: str
+    version: str = Field(description="sha256 of the adapter version that answered.")
+    kind: Literal["head", "lora"]
+    task_type: Literal["single_label", "multi_label"]
+    predictions: list[Prediction]
+
+
+class PredictResponse(BaseModel):
+    backbone: str = Field(description="The backbone that ran (once for all tasks).")
+    results: list[TaskPrediction] = Field(description="One entry per task, in request order.")
+
+
+# ---- adapters --------------------------------------------------------------------------
+class VersionOut(BaseModel):
+    version: str
+    kind: Literal["head", "lora"]
+    created_at: str
+    labels: list[str]
+
+
+class AdapterInfo(BaseModel):
+    """A task: its active version and history (from the store) and its state on this replica."""
+
+    name: str
+    active_version: str
+    state: Literal["loading", "ready", "failed", "evicted", "unloaded"] = Field(description=(
+        "On this replica: 'unloaded' = not loaded here yet (LoRA adapters load on first use)."))
+    error: str | None = Field(description="Why loading failed, when state is 'failed'.")
+    kind: Literal["head", "lora"]
+    labels: list[str]
+    backbone: str | None = Field(description="Backbone name, once loaded on this replica.")
+    task_type: Literal["single_label", "multi_label"] | None
+    metrics: dict[str, Any] = Field(description="Training metrics from the adapter's manifest.")
+    pinned: bool
+    versions: list[VersionOut] = Field(description="Every stored version, oldest first.")
+    updated_at: str
+
+
+class AdapterList(BaseModel):
+    replica_id: str = Field(description="Which replica answered.")
+    generation: int = Field(description="Store generation this replica has caught up with.")
+    adapters: list[AdapterInfo]
+
+
+class RegisterFromStore(BaseModel):
+    """Register a folder already in the adapter store (e.g. ``imports/my-adapter``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    store_path: str = Field(min_length=1, max_length=1024, description=(
+        "Folder relative to the store root, e.g. 'imports/sentiment-v2'."))
+    name: str | None = Field(None, min_length=1, max_length=64, description=(
+        "Task name; overrides the manifest's (required for a plain PEFT folder)."))
+    labels: list[str] | None = Field(None, min_length=1, max_length=10_000,
+                                     description="Label names; override the manifest's.")
+    backbone: str | None = Field(None, min_length=1, max_length=64,
+                                 description="Backbone to attach to, when it cannot be inferred.")
+
+
+class RegisterResponse(BaseModel):
+    name: str
+    version: str = Field(description="sha256 content hash of the new version (immutable).")
+    kind: Literal["head", "lora"]
+    task_type: Literal["single_label", "multi_label"]
+    labels: list[str]
+    backbone: str
+    load_seconds: float
+    previous_version: str | None = Field(description=(
+        "The version that was active before (activate it to roll back)."))
+
+
+class ActivateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(min_length=8, max_length=64, description=(
+        "A stored version: the sha256 or a unique prefix of at least 8 characters."))
+
+
+class PinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pinned: bool = Field(True, description="True keeps the LoRA resident; false releases it.")
+
+
+class DeleteResponse(BaseModel):
+    name: str
+    deleted: bool
+
+
+# ---- backbones -------------------------------------------------------------------------
+class BackboneInfo(BaseModel):
+    name: str
+    source: str
+    modality: Literal["text", "image"]
+    model_type: str
+    hidden_size: int
+    fingerprint: str
+    device: str
+    dtype: str
+    preprocessing: dict[str, int] = Field(description="max_length (text) or image_size (image).")
+    poolings: list[str]
+    default_pooling: str
+
+
+class BackboneList(BaseModel):
+    backbones: list[BackboneInfo]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": what} for code, what in {
+        400: "Invalid input", 401: "Missing or wrong token", 403: "Not allowed",
+        404: "Not found", 409: "Incompatible or conflicting", 413: "Body too large",
+        422: "Validation failed / invalid adapter", 429: "Over capacity (Retry-After)",
+        503: "Not ready (Retry-After)", 504: "Timed out"}.items()}

@@ -1,0 +1,270 @@
+"""The BentoML service: ``bentoml serve service.service:Taskswap`` from the repository root.
+
+BentoML 1.4 runs the process (workers, ``/healthz`` ``/livez`` ``/readyz`` ``/metrics``,
+``/docs.json``); our routes live on a FastAPI app mounted with ``@bentoml.asgi_app``
+because BentoML's own ``@bentoml.api`` routes are POST-only, with no path parameters,
+``DELETE`` or custom status codes. The routes are methods of the service class
+(BentoML injects the instance as ``self``), thin translations between pydantic models and
+:class:`service.engine.Engine`; batching is ours (:class:`adapters.batching.Batcher`),
+across requests whatever their task, not BentoML's per-endpoint adaptive batching.
+
+Endpoints (admin = needs the admin token; the others are open unless an inference token
+is set): ``POST /predict``, ``POST /predict/upload``, ``GET /backbones``,
+``GET /adapters``, ``GET /adapters/{name}``, ``POST /adapters`` (admin),
+``POST /adapters/{name}/activate`` (admin), ``POST /adapters/{name}/pin`` (admin),
+``DELETE /adapters/{name}`` (admin).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before transformers is imported anywhere: no hub access, no progress bars, less noise.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import functools  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import anyio  # noqa: E402
+import bentoml  # noqa: E402
+from fastapi import FastAPI, File, Form, Path, Request, UploadFile  # noqa: E402
+
+from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
+from service.auth import Auth, AuthGuard  # noqa: E402
+from service.engine import Engine  # noqa: E402
+from service.errors import install_error_handlers, status_for  # noqa: E402
+from service.inputs import InputLimits, check_count, check_texts, decode_base64_image, decode_image  # noqa: E402
+from service.metrics import Metrics  # noqa: E402
+from service.middleware import BodyLimit, LastResort  # noqa: E402
+from service.schemas import (ERROR_RESPONSES, ActivateRequest, AdapterInfo, AdapterList,  # noqa: E402
+                             BackboneInfo, BackboneList, DeleteResponse, PinRequest, Prediction,
+                             PredictRequest, PredictResponse, RegisterFromStore, RegisterResponse,
+                             TaskPrediction)
+from service.settings import Settings  # noqa: E402
+
+log = logging.getLogger("taskswap.service")
+TaskPath = Annotated[str, Path(min_length=1, max_length=64, description="Task name.")]
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
+
+
+@functools.cache
+def get_auth() -> Auth:
+    s = get_settings()
+    return Auth(s.admin_token, s.inference_token)
+
+
+app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None)
+install_error_handlers(app)
+# Added last = outermost: LastResort wraps AuthGuard wraps BodyLimit wraps the routes.
+app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
+app.add_middleware(AuthGuard, auth=get_auth)
+app.add_middleware(LastResort)
+
+_REGISTER_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary",
+                     "description": "zip or tar.gz of an adapter directory"},
+            "name": {"type": "string", "description": "task name (overrides the manifest)"},
+            "labels": {"type": "string",
+                       "description": "label names: a JSON list or comma-separated"},
+            "backbone": {"type": "string", "description": "backbone to attach to"}}}},
+    "application/json": {"schema": RegisterFromStore.model_json_schema()},
+}}}
+
+
+@bentoml.service(name="taskswap", workers=1, traffic={"timeout": 300})
+@bentoml.asgi_app(app, path="/")
+class Taskswap:
+    """One process: the backbones once, every task's adapter, one batcher across tasks."""
+
+    def __init__(self) -> None:
+        logging.getLogger("taskswap").setLevel(logging.INFO)
+        self.settings = get_settings()
+        self.limits = InputLimits.from_settings(self.settings)
+        self.metrics = Metrics(self.settings.metrics_max_tasks)
+        self.engine = Engine(self.settings, self.metrics)
+        self.engine.start_in_background()
+
+    def __is_ready__(self) -> bool:
+        """``/readyz``: backbones loaded and warmed up, store caught up."""
+        return self.engine.ready
+
+    def __is_alive__(self) -> bool:
+        """``/livez``: fails only when startup failed (an orchestrator restarts us)."""
+        return self.engine.state != "failed"
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.engine.close()
+
+    # ---- inference ---------------------------------------------------------------------
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
+              responses=ERROR_RESPONSES)
+    async def predict(self, body: PredictRequest) -> PredictResponse:
+        """One or several tasks on texts or base64 images; the backbone runs once for all."""
+        if body.texts is not None:
+            texts = body.texts
+            check_count(len(texts), "texts", self.limits)
+            return await self._predict(body.task_names(), len(texts),
+                                       lambda: check_texts(texts, self.limits), "text")
+        images = body.images or []
+        check_count(len(images), "images", self.limits)
+        return await self._predict(body.task_names(), len(images), lambda: [
+            decode_base64_image(b64, f"images[{i}]", self.limits) for i, b64 in enumerate(images)],
+            "image")
+
+    @app.post("/predict/upload", response_model=PredictResponse, response_model_exclude_none=True,
+              responses=ERROR_RESPONSES)
+    async def predict_upload(
+        self,
+        files: Annotated[list[UploadFile], File(description="Image files (PNG, JPEG, GIF, BMP, WEBP, TIFF).")],
+        task: Annotated[list[str], Form(description="Task name; repeat the field, or comma-separate, for several.")],
+    ) -> PredictResponse:
+        """Images as multipart file uploads (``-F files=@cat.jpg -F task=animals``)."""
+        tasks = [t.strip() for field in task for t in field.split(",") if t.strip()]
+        check_count(len(files), "files", self.limits)
+        raw = [await f.read(self.limits.max_image_bytes + 1) for f in files]
+        names = [f.filename or f"files[{i}]" for i, f in enumerate(files)]
+        return await self._predict(tasks, len(raw), lambda: [
+            decode_image(data, f"files[{i}] ({names[i]!r})", self.limits)
+            for i, data in enumerate(raw)], "image")
+
+    async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str) -> PredictResponse:
+        start, status = time.perf_counter(), 500
+        try:
+            self.engine.require_ready()
+            inputs = await anyio.to_thread.run_sync(decode)  # image decoding is CPU work
+            backbone, results = await self.engine.predict(tasks, inputs, modality)
+            status = 200
+            return PredictResponse(backbone=backbone, results=[TaskPrediction(
+                task=r.task, version=r.version, kind=r.kind, task_type=r.task_type,
+                predictions=[Prediction(label=p.label, score=p.score, scores=p.scores, labels=p.labels)
+                             for p in r.rows]) for r in results])
+        except TaskswapError as exc:
+            status = status_for(exc)[0]
+            raise
+        finally:
+            self.metrics.observe_request(tasks, status, time.perf_counter() - start, n_inputs)
+
+    @app.get("/backbones", response_model=BackboneList, responses=ERROR_RESPONSES)
+    def backbones(self) -> BackboneList:
+        """The frozen backbones this server holds (name, source, fingerprint, preprocessing)."""
+        return BackboneList(backbones=[BackboneInfo(**d) for d in self.engine.describe_backbones()])
+
+    # ---- adapters: read ----------------------------------------------------------------
+    @app.get("/adapters", response_model=AdapterList, responses=ERROR_RESPONSES)
+    def list_adapters(self) -> AdapterList:
+        """Every task: active version, history, kind, labels, metrics, and state on this replica."""
+        generation, items = self.engine.list()
+        return AdapterList(replica_id=self.settings.replica_id, generation=generation,
+                           adapters=[AdapterInfo(**a) for a in items])
+
+    @app.get("/adapters/{name}", response_model=AdapterInfo, responses=ERROR_RESPONSES)
+    def show_adapter(self, name: TaskPath) -> AdapterInfo:
+        """One task."""
+        return AdapterInfo(**self.engine.show(name))
+
+    # ---- adapters: admin -----------------------------------------------------------------
+    @app.post("/adapters", status_code=201, response_model=RegisterResponse,
+              responses=ERROR_RESPONSES, openapi_extra=_REGISTER_BODY)
+    async def register(self, request: Request) -> RegisterResponse:
+        """(admin) Register an adapter: multipart ``file`` = zip/tar.gz archive (with optional
+        ``name``, ``labels``, ``backbone`` fields), or JSON ``{"store_path": "imports/x"}``."""
+        self.engine.require_ready()
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            data, name, labels, backbone = await _archive_form(request)
+            loaded, previous = await anyio.to_thread.run_sync(
+                self.engine.register_archive, data, name, labels, backbone)
+        elif ctype == "application/json":
+            body = _parse_json_model(await request.body(), RegisterFromStore)
+            loaded, previous = await anyio.to_thread.run_sync(
+                self.engine.register_path, body.store_path, body.name, body.labels, body.backbone)
+        else:
+            raise InvalidInput(f"content type {ctype or 'none'!r} is not accepted: send "
+                               "multipart/form-data with the archive in 'file', or "
+                               "application/json {\"store_path\": ...}")
+        m = loaded.manifest
+        return RegisterResponse(name=loaded.name, version=loaded.version, kind=m.kind,
+                                task_type=m.task_type, labels=m.labels, backbone=loaded.backbone.name,
+                                load_seconds=round(loaded.load_seconds, 6), previous_version=previous)
+
+    @app.post("/adapters/{name}/activate", response_model=AdapterInfo, responses=ERROR_RESPONSES)
+    def activate(self, name: TaskPath, body: ActivateRequest) -> AdapterInfo:
+        """(admin) Make a stored version active: rollback or roll forward, atomically."""
+        return AdapterInfo(**self.engine.activate(name, body.version))
+
+    @app.post("/adapters/{name}/pin", response_model=AdapterInfo, responses=ERROR_RESPONSES)
+    def pin(self, name: TaskPath, body: PinRequest | None = None) -> AdapterInfo:
+        """(admin) Keep a LoRA task resident whatever the memory budget (``{"pinned": false}`` releases)."""
+        return AdapterInfo(**self.engine.pin(name, True if body is None else body.pinned))
+
+    @app.delete("/adapters/{name}", response_model=DeleteResponse, responses=ERROR_RESPONSES)
+    def delete(self, name: TaskPath) -> DeleteResponse:
+        """(admin) Remove a task and all its versions."""
+        self.engine.delete(name)
+        return DeleteResponse(name=name, deleted=True)
+
+
+async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] | None, str | None]:
+    """``file`` + optional ``name``/``labels``/``backbone`` from a multipart registration."""
+    form = await request.form(max_files=1, max_fields=8)
+    try:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidInput("multipart field 'file' (the adapter archive) is missing: "
+                               "curl -F file=@adapter.zip ...")
+        data = await upload.read()
+        if not data:
+            raise InvalidInput("the uploaded archive is empty")
+        fields = {}
+        for key in ("name", "labels", "backbone"):
+            value = form.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"multipart field {key!r} must be text, not a file")
+            fields[key] = value.strip() or None if value is not None else None
+        return data, fields["name"], parse_labels(fields["labels"]), fields["backbone"]
+    finally:
+        await form.close()
+
+
+def parse_labels(raw: str | None) -> list[str] | None:
+    """A JSON list or comma-separated label names.
+
+    >>> parse_labels('["neg", "pos"]'), parse_labels("neg, pos"), parse_labels(None)
+    (['neg', 'pos'], ['neg', 'pos'], None)
+    """
+    if raw is None:
+        return None
+    if raw.startswith("["):
+        try:
+            labels = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"labels is not a JSON list ({exc}); send [\"a\", \"b\"] or a,b") from exc
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+            raise InvalidInput("labels must be a list of non-empty strings")
+        return labels
+    return [x.strip() for x in raw.split(",") if x.strip()] or None
+
+
+def _parse_json_model(raw: bytes, model):
+    """Validate a JSON body read by hand (for routes accepting several content types)."""
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc

