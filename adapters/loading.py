@@ -105,7 +105,10 @@ def _check_backbone(m: Manifest, backbone: Backbone) -> None:
                         "on other weights; retrain it on this backbone")
     size = m.preprocessing.get("image_size")
     own = backbone.preprocessing_settings().get("image_size")
-    if size is not None and own is not None and int(size) != int(own):
+    if size is not None and own is not None and not (
+            isinstance(size, int) and not isinstance(size, bool)):
+        problems.append(f"preprocessing.image_size must be an integer, got {size!r}")
+    elif size is not None and own is not None and int(size) != int(own):
         problems.append(f"adapter was trained at image_size {size} but backbone {backbone.name!r} "
                         f"serves {own}")
     IncompatibleAdapter.collect(problems, "adapter")

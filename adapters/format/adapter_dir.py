@@ -66,10 +66,14 @@ def check_files(path: Path) -> list[Path]:
     return files
 
 
+def _no_constants(name: str):
+    raise ValueError(f"the literal {name} is not standard JSON; write a number or null")
+
+
 def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    try:  # NaN/Infinity would later break JSON responses; deep nesting overflows the parser
+        data = json.loads(path.read_text(), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidAdapter(f"{path.name} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise InvalidAdapter(f"{path.name} must hold a JSON object")

@@ -3,11 +3,17 @@
 Refused: links, devices, absolute paths, ``..``, more than ``max_entries`` entries,
 more than ``max_bytes`` once decompressed. Sizes are counted while writing, not
 taken from headers, so a decompression bomb that lies about its sizes stops at the cap.
+A compressed tar is also decompressed through a counting reader: ``tarfile`` reads a
+GNU long-name or pax header whole into memory, so a 400 KB tar.gz claiming a 400 MB
+name would otherwise allocate 400 MB before a single file is written.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import shutil
 import tarfile
 import zipfile
@@ -83,15 +89,62 @@ def _extract_zip(data: bytes, dest: Path, max_bytes: int, max_entries: int) -> N
         try:
             with zf.open(info) as src:
                 _copy_capped(src, target, budget, max_bytes)
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError,
+                zlib_error()) as exc:  # corrupt deflate data / offsets (found by fuzzing)
             raise InvalidAdapter(f"archive entry {info.filename!r} is corrupt ({exc})") from exc
 
 
+class _CappedReader(io.RawIOBase):
+    """A read-only stream that refuses to yield more than ``limit`` bytes in total.
+
+    Each read asks the source for at most what is left (+1 to notice the overrun), so
+    memory stays bounded even when a caller asks for a huge block at once.
+    """
+
+    def __init__(self, src, limit: int):
+        self.src, self.left = src, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left + 1 if n is None or n < 0 else min(n, self.left + 1)
+        data = self.src.read(n)
+        self.left -= len(data)
+        if self.left < 0:
+            raise InvalidAdapter("archive expands past its size cap; adapters are small, "
+                                 "this looks like a decompression bomb")
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _decompressed(data: bytes):
+    """A file object over the tar stream inside ``data`` (gzip, bzip2, xz or plain)."""
+    raw = io.BytesIO(data)
+    if data[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if data[:3] == b"BZh":
+        return bz2.BZ2File(raw, mode="rb")
+    if data[:6] == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw
+
+
 def _extract_tar(data: bytes, dest: Path, max_bytes: int, max_entries: int) -> None:
-    try:
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    # Headers and padding (<= 3 blocks of 512 per entry, plus the end marker) ride on top
+    # of the file bytes that _copy_capped counts; anything past that is a bomb.
+    limit = max_bytes + (max_entries + 4) * 3 * 512 + (1 << 20)
+    try:  # stream mode ("r|"): members are read in order, nothing is seeked or listed
+        tf = tarfile.open(fileobj=_CappedReader(_decompressed(data), limit), mode="r|")
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib_error()) as exc:
         raise InvalidAdapter("upload is not a zip, tar or tar.gz archive") from exc
+    except InvalidAdapter:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     budget, count = [0], 0
     try:
         for member in tf:  # streamed: never list a hostile archive in full
@@ -110,9 +163,12 @@ def _extract_tar(data: bytes, dest: Path, max_bytes: int, max_entries: int) -> N
             target.parent.mkdir(parents=True, exist_ok=True)
             src = tf.extractfile(member)
             _copy_capped(src, target, budget, max_bytes)
-    except (tarfile.TarError, OSError, EOFError, zlib_error()) as exc:
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib_error()) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise InvalidAdapter(f"archive is corrupt ({exc})") from exc
+    except InvalidAdapter:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
 
 
 def zlib_error():

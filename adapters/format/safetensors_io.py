@@ -35,7 +35,7 @@ def read_header(path: Path, max_header_bytes: int = MAX_HEADER_BYTES) -> dict[st
                                  f"{max_header_bytes}-byte cap or past the end of the file")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise InvalidAdapter(f"{path.name}: safetensors header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise InvalidAdapter(f"{path.name}: safetensors header is not an object")
@@ -81,4 +81,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         tensors = load_file(str(path), device="cpu")
     except Exception as exc:  # the library's own parse errors: still a bad file, not a crash
         raise InvalidAdapter(f"{path.name}: cannot read safetensors ({exc})") from exc
-    return {k: v.float() for k, v in tensors.items()}
+    out = {k: v.float() for k, v in tensors.items()}
+    bad = [k for k, v in out.items() if not bool(torch.isfinite(v).all())]
+    InvalidAdapter.collect([f"tensor {k!r} holds NaN or infinite values" for k in sorted(bad)[:5]],
+                           path.name)  # they would only ever produce NaN scores
+    return out

@@ -77,7 +77,35 @@ def check_peft_config(config: dict) -> None:
             problems.append(f"{what} ({key}) is not supported by the per-row LoRA runtime")
     if not isinstance(config.get("r", 8), int) or config.get("r", 8) < 1:
         problems.append(f"r must be a positive integer, got {config.get('r')!r}")
+    if not _finite_number(config.get("lora_alpha", 8)):
+        problems.append(f"lora_alpha must be a finite number, got {config.get('lora_alpha')!r}")
+    for field_name in ("alpha_pattern", "rank_pattern"):
+        problems += _check_patterns(field_name, config.get(field_name))
     InvalidAdapter.collect(problems, "adapter_config.json")
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_patterns(field_name: str, patterns) -> list[str]:
+    """``{module regex: number}`` as PEFT writes it; a bad regex is the adapter's fault, not ours."""
+    if patterns in (None, {}):
+        return []
+    if not isinstance(patterns, dict) or len(patterns) > 1024:
+        return [f"{field_name} must be an object of at most 1024 {{module pattern: number}} entries"]
+    problems = []
+    for key, value in patterns.items():
+        if len(key) > 256:
+            problems.append(f"{field_name} key {key[:32]!r}... is longer than 256 characters")
+            continue
+        try:
+            re.compile(key)
+        except re.error as exc:
+            problems.append(f"{field_name} key {key!r} is not a valid regular expression ({exc})")
+        if not _finite_number(value):
+            problems.append(f"{field_name}[{key!r}] must be a finite number, got {value!r}")
+    return problems[:10]
 
 
 def _resolve_module(model: nn.Module, name: str, prefix: str) -> tuple[str, nn.Module] | None:

@@ -53,14 +53,14 @@ class Alias(BaseModel):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # fullmatch: '$' admits 'x\n'
         raise InvalidInput(f"task name {name!r} is invalid: use 1-64 lowercase letters, digits, "
                            "'_', '-' or '.', starting with a letter or digit")
     return name
 
 
 def check_version(version: str) -> str:
-    if not isinstance(version, str) or not _VERSION.match(version):
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise InvalidInput(f"version {version!r} is invalid: give the sha256 id or a prefix "
                            "of at least 8 hex characters")
     return version

@@ -185,7 +185,10 @@ class LocalStore(AdapterStore):
 
     def resolve_store_path(self, ref: str) -> Path:
         """Only folders inside the store root; ``..``, absolute paths and links are refused."""
-        if not isinstance(ref, str) or not ref or ref.startswith("/") or ".." in ref.split("/"):
+        if not isinstance(ref, str) or not ref or "\0" in ref or len(ref) > 1024:
+            raise InvalidInput("store path must be a non-empty relative path of at most 1024 "
+                               "characters, without NUL bytes")
+        if ref.startswith("/") or ".." in ref.split("/"):
             raise InvalidInput(f"store path {ref!r} must be relative to the store root, without '..'")
         path = (self.root / ref)
         real = path.resolve()
