@@ -28,6 +28,7 @@ from adapters.registry import Registry
 from adapters.runtime import Runtime, TaskResult
 from adapters.store import open_store
 from service.errors import NotReady, PredictTimeout
+from service.inputs import check_registration_fields
 from service.settings import Settings
 from service.watcher import StoreWatcher
 
@@ -169,6 +170,7 @@ class Engine:
         return self._register(folder, name, labels, backbone)
 
     def _register(self, folder: Path, name, labels, backbone) -> tuple[LoadedAdapter, str | None]:
+        check_registration_fields(name, labels)
         with self._admin_lock:
             previous = self._active_version(name or _manifest_name(folder))
             loaded = self.registry.register(folder, name=name, labels=labels, backbone=backbone)

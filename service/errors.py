@@ -9,7 +9,8 @@ decides their status codes, and adds the few errors that only exist over HTTP
 error                  status  why
 =====================  ======  ==========================================================
 InvalidInput           400     a malformed request: empty, oversized, undecodable, wrong modality
-(schema validation)    422     the JSON/form does not match the declared request model
+(schema validation)    422     the JSON/form does not match the declared request model (also
+                               any pydantic model the core builds from request data)
 InvalidAdapter         422     the uploaded adapter breaks the format (pickle, links, manifest)
 IncompatibleAdapter    409     a well-formed adapter that conflicts with what this server serves
                                (backbone fingerprint, tensor shapes, no LoRA target module)
@@ -35,6 +36,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import (CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
@@ -133,6 +135,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError):
         message, problems = _validation_message(exc)
         return error_response(422, "validation_error", message, problems)
+
+    @app.exception_handler(ValidationError)
+    async def _pydantic(request: Request, exc: ValidationError):
+        # A model the core builds from request data (e.g. a manifest with overridden
+        # fields) that does not validate: still the client's data, so a 422, not a 500.
+        problems = [f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in exc.errors()]
+        return error_response(422, "validation_error", f"invalid {exc.title}: " + "; ".join(problems),
+                              problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from adapters.errors import InvalidInput
+from adapters.store.base import check_name
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
@@ -105,3 +106,22 @@ def decode_image(raw: bytes, where: str, limits: InputLimits) -> Image.Image:
         reason = str(exc).split(" <_io.BytesIO")[0] or type(exc).__name__
         raise InvalidInput(f"{where} is not a decodable image ({', '.join(IMAGE_FORMATS[:-1])} "
                            f"or {IMAGE_FORMATS[-1]}): {reason}") from exc
+
+
+def check_registration_fields(name: str | None, labels: list[str] | None) -> None:
+    """Check the name/labels a registration overrides before the core builds a manifest.
+
+    >>> check_registration_fields("sentiment", ["neg", "pos"])
+    """
+    problems = []
+    if name is not None:
+        try:
+            check_name(name)
+        except InvalidInput as exc:
+            problems.append(exc.message)
+    if labels is not None:
+        if not labels or any(not isinstance(x, str) or not x.strip() for x in labels):
+            problems.append(f"labels must be non-empty strings, got {labels!r}")
+        elif len(set(labels)) != len(labels):
+            problems.append(f"labels must be unique, got {labels!r}")
+    InvalidInput.collect(problems)

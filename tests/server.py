@@ -127,6 +127,12 @@ class Server:
         except FileNotFoundError:
             return "(no log)"
 
+    def internal_errors(self) -> list[str]:
+        """Log lines showing a 500 or a traceback (tests assert there are none)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [line for line in text.splitlines()
+                if "Traceback" in line or "status=500" in line or "unexpected error" in line]
+
     def stop(self, timeout_s: float = 20) -> None:
         """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``."""
         if self.proc is None or self.proc.poll() is not None:
@@ -151,28 +157,41 @@ class Server:
         return self.start()
 
     # ---- HTTP --------------------------------------------------------------------------
+    @property
+    def inference(self) -> str | None:
+        """The inference token this server was started with, if any."""
+        return self.extra_env.get("TASKSWAP_INFERENCE_TOKEN")
+
     def headers(self, admin: bool = False, token: str | None = None) -> dict[str, str]:
-        token = token or (self.admin if admin else None)
+        """Authorization for a call: ``token`` if given, else the admin token when ``admin``,
+        else the inference token when one is configured."""
+        token = token or (self.admin if admin else self.inference)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    def request(self, method: str, path: str, admin: bool = False, token: str | None = None,
+                **kw) -> httpx.Response:
+        headers = {**self.headers(admin, token), **kw.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kw)
+
     def get(self, path: str, admin: bool = False, **kw) -> httpx.Response:
-        return self.client.get(path, headers={**self.headers(admin), **kw.pop("headers", {})}, **kw)
+        return self.request("GET", path, admin, **kw)
 
     def post(self, path: str, admin: bool = False, **kw) -> httpx.Response:
-        return self.client.post(path, headers={**self.headers(admin), **kw.pop("headers", {})}, **kw)
+        return self.request("POST", path, admin, **kw)
 
     def delete(self, path: str, admin: bool = False, **kw) -> httpx.Response:
-        return self.client.delete(path, headers={**self.headers(admin), **kw.pop("headers", {})}, **kw)
+        return self.request("DELETE", path, admin, **kw)
 
     def register_archive(self, archive: bytes, filename: str = "adapter.zip", **fields) -> httpx.Response:
         """POST /adapters with a multipart archive (admin); ``fields``: name, labels, backbone."""
         data = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in fields.items() if v is not None}
         return self.post("/adapters", admin=True, files={"file": (filename, archive)}, data=data)
 
-    def predict(self, tasks: str | list[str], texts=None, images=None) -> httpx.Response:
+    def predict(self, tasks: str | list[str], texts=None, images=None, **kw) -> httpx.Response:
+        """POST /predict for one task (a str) or several (a list) on texts or base64 images."""
         body = {"task": tasks} if isinstance(tasks, str) else {"tasks": tasks}
         body.update({"texts": texts} if texts is not None else {"images": images})
-        return self.post("/predict", json=body)
+        return self.post("/predict", json=body, **kw)
 
 
 class ServerFactory:
