@@ -1,0 +1,263 @@
+"""``taskswap``: train, evaluate and register adapters from the command line.
+
+    taskswap train --name sentiment --demo rotten-tomatoes --backbone text --method head
+    taskswap train --name reviews --data reviews.csv --text-column body --label-column stars \\
+                   --backbone text --method lora --epochs 3 --out out/reviews
+    taskswap train --name parts --data photos/ --backbone vision --register http://127.0.0.1:3000
+    taskswap evaluate out/reviews --data holdout.csv
+    taskswap register out/reviews --url http://127.0.0.1:3000 --token "$TASKSWAP_ADMIN_TOKEN"
+
+Exit codes: 0 success; 2 bad input (data, options, adapter) reported before any training;
+1 the server could not be reached or refused the adapter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from adapters.errors import TaskswapError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _csv_list(value: str) -> list[str]:
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(x) for x in _csv_list(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of integers")
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    src = g.add_mutually_exclusive_group(required=required)
+    src.add_argument("--data", type=Path, help="CSV/JSONL (text,label), image folder (one sub-folder "
+                     "per class) or CSV of image paths (path,label)")
+    src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes")
+    g.add_argument("--format", default="auto", choices=["auto", "text", "image-folder", "image-csv"],
+                   help="force the loader (default: from the path)")
+    g.add_argument("--text-column", default="text")
+    g.add_argument("--label-column", default="label")
+    g.add_argument("--path-column", default="path", help="image path column of an image CSV")
+    g.add_argument("--labels", type=_csv_list, help="comma-separated label list (fixes the order; "
+                   "other values are an error)")
+    g.add_argument("--limit", type=int, help="use a stratified, seeded sample of at most N examples")
+
+
+def _add_backbone_args(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("backbone")
+    g.add_argument("--backbone", required=required,
+                   help="'text' or 'vision' (the server's defaults), or an HF model folder / id")
+    g.add_argument("--backbone-name", help="name of a custom backbone on the server (default 'custom')")
+    g.add_argument("--max-length", type=int, help="text backbones: tokens per input")
+    g.add_argument("--image-size", type=int, help="vision backbones: square input size in pixels")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskswap", description="Train, evaluate and register "
+                                     "Taskswap adapters.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an adapter (head, lora) or a from-scratch baseline")
+    t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
+    t.add_argument("--method", default="head", choices=["head", "lora", "scratch"])
+    t.add_argument("--out", type=Path, help="output folder (default out/NAME)")
+    _add_data_args(t)
+    t.add_argument("--val-data", type=Path, help="validation file/folder (default: carve off --val-fraction)")
+    t.add_argument("--test-data", type=Path, help="held-out test file/folder, scored after training")
+    t.add_argument("--test-limit", type=int, default=1000,
+                   help="with --demo: examples of the demo's test split to score (default 1000)")
+    _add_backbone_args(t, required=True)
+    h = t.add_argument_group("training")
+    h.add_argument("--hidden", type=_int_list, default=[], help="MLP hidden widths, e.g. 256 or 512,128")
+    h.add_argument("--activation", default="relu", choices=["relu", "gelu", "tanh"])
+    h.add_argument("--pooling", choices=["mean", "cls", "pooler"])
+    h.add_argument("--normalize", action="store_true", help="L2-normalise features before the head")
+    for flag, typ in (("--epochs", int), ("--lr", float), ("--batch-size", int), ("--patience", int),
+                      ("--weight-decay", float)):
+        h.add_argument(flag, type=typ, help="default depends on --method")
+    h.add_argument("--val-fraction", type=float, default=0.2)
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--lora-r", type=int, default=8)
+    h.add_argument("--lora-alpha", type=float, default=16.0)
+    h.add_argument("--lora-dropout", type=float, default=0.0)
+    h.add_argument("--lora-targets", type=_csv_list, help="module names (default per architecture)")
+    h.add_argument("--max-minutes", type=float, help="lora/scratch: wall-clock budget for training")
+    h.add_argument("--cache-dir", type=Path, help="feature cache (default $TASKSWAP_HOME/features)")
+    h.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    h.add_argument("--quiet", action="store_true", help="no progress bars")
+    r = t.add_argument_group("registration")
+    r.add_argument("--register", metavar="URL", help="upload the adapter to a running server")
+    r.add_argument("--token", help="admin token (default $TASKSWAP_ADMIN_TOKEN)")
+
+    e = sub.add_parser("evaluate", help="score an adapter folder on labelled data (server code path)")
+    e.add_argument("adapter", type=Path)
+    _add_data_args(e)
+    _add_backbone_args(e, required=False)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--json", type=Path, help="also write the metrics here as JSON")
+    e.add_argument("--quiet", action="store_true")
+
+    g = sub.add_parser("register", help="upload an adapter folder to a running server")
+    g.add_argument("adapter", type=Path)
+    g.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:3000")
+    g.add_argument("--token", help="admin token (default $TASKSWAP_ADMIN_TOKEN)")
+    g.add_argument("--name", help="register under another task name")
+    return parser
+
+
+# ---- argument -> object ---------------------------------------------------------------
+def backbone_spec(args):
+    """``--backbone text|vision|SOURCE`` (+ overrides) -> BackboneSpec."""
+    from adapters.backbones.base import BackboneSpec
+    from adapters.backbones.defaults import DEFAULT_BACKBONES
+    defaults = {s.name: s for s in DEFAULT_BACKBONES}
+    if args.backbone in defaults:
+        spec = replace(defaults[args.backbone], name=args.backbone_name or args.backbone)
+    else:
+        spec = BackboneSpec(name=args.backbone_name or "custom", source=args.backbone)
+    if args.max_length:
+        spec = replace(spec, max_length=args.max_length)
+    if args.image_size:
+        spec = replace(spec, image_size=args.image_size)
+    return replace(spec, device=args.device)
+
+
+def data_source(args, path: Path | None = None, demo: str | None = None, limit: int | None = None,
+                labels: list[str] | None = None):
+    from training.sources import DataSource
+    return DataSource(path=path, demo=demo, format=args.format if path is not None else "auto",
+                      text_column=args.text_column, label_column=args.label_column,
+                      path_column=args.path_column, labels=labels, limit=limit,
+                      seed=getattr(args, "seed", 0))
+
+
+def train_config(args):
+    from training.config import TrainConfig
+    return TrainConfig(name=args.name, method=args.method, hidden=args.hidden, activation=args.activation,
+                       pooling=args.pooling, normalize=args.normalize, epochs=args.epochs, lr=args.lr,
+                       batch_size=args.batch_size, patience=args.patience, weight_decay=args.weight_decay,
+                       val_fraction=args.val_fraction, seed=args.seed, lora_r=args.lora_r,
+                       lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                       lora_targets=args.lora_targets, max_train_minutes=args.max_minutes,
+                       progress=not args.quiet)
+
+
+# ---- commands -------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from training.trainer import train
+
+    config = train_config(args)  # option errors first: nothing loaded yet
+    spec = backbone_spec(args)
+    train_src = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=args.labels)
+    data = train_src.load("train")
+    labels = data.label_names  # validation/test files must use the training label set
+    val = data_source(args, path=args.val_data, labels=labels).load() if args.val_data else None
+    test = None
+    if args.test_data:
+        test = data_source(args, path=args.test_data, labels=labels).load()
+    elif args.demo and args.test_limit:
+        test = data_source(args, demo=args.demo, limit=args.test_limit).load("test")
+    cache = None if args.no_cache else (args.cache_dir or _default_cache())
+    out = args.out or Path("out") / args.name
+    result = train(data, spec, config, out, val=val, test=test, cache_dir=cache)
+    _print_result(result)
+    if args.register:
+        if not result.servable:
+            print("error: a from-scratch baseline is a report, not an adapter; nothing to register",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return _register(result.path, args.register, args.token)
+    return 0
+
+
+def _default_cache():
+    from training.features import default_cache_dir
+    return default_cache_dir()
+
+
+def _print_result(result) -> None:
+    kind = "adapter" if result.servable else "baseline report (not servable)"
+    print(f"wrote {kind} {result.path} in {result.seconds:.1f} s "
+          f"(best epoch {result.history.best_epoch} of {len(result.history.train_loss)})")
+    print(f"{'split':<12}{'examples':>9}{'accuracy':>10}{'macro-F1':>10}")
+    for split, m in result.metrics.items():
+        print(f"{split:<12}{m.n:>9}{m.accuracy:>10.4f}{m.macro_f1:>10.4f}")
+
+
+def _register(folder: Path, url: str, token: str | None, name: str | None = None) -> int:
+    from training.register import RegistrationFailed, register_with_server
+    try:
+        answer = register_with_server(folder, url, token, name=name)
+    except RegistrationFailed as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"registered {answer.get('name')} version {str(answer.get('version'))[:12]} "
+          f"({answer.get('kind')}) on {url}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from training.evaluate import adapter_labels, evaluate_adapter
+    labels = args.labels or adapter_labels(args.adapter)
+    data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
+    data = data.load("test")
+    spec = backbone_spec(args) if args.backbone else None
+    ev = evaluate_adapter(args.adapter, data, spec, batch_size=args.batch_size, progress=not args.quiet)
+    m = ev.metrics
+    print(f"{ev.task} (version {ev.version[:12]}) on {len(data)} examples of {data.source}")
+    print(f"accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  loss {m.loss:.4f}")
+    print(f"{'label':<20}{'precision':>10}{'recall':>8}{'F1':>8}{'support':>9}")
+    for c in m.per_class:
+        print(f"{c.label:<20}{c.precision:>10.3f}{c.recall:>8.3f}{c.f1:>8.3f}{c.support:>9}")
+    if args.json:
+        args.json.write_text(json.dumps({"task": ev.task, "version": ev.version, **m.to_dict()}, indent=2))
+    return 0
+
+
+def cmd_register(args) -> int:
+    from adapters.format.adapter_dir import read_adapter_dir
+    read_adapter_dir(args.adapter)  # a local format check before any upload
+    return _register(args.adapter, args.url, args.token, args.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``taskswap`` console script; returns the exit code."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # "Loading weights" bars
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register}[args.command](args)
+    except TaskswapError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if len(exc.problems) > 1:
+            for p in exc.problems:
+                print(f"  - {p}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValidationError as exc:  # option values out of range (pydantic settings)
+        for e in exc.errors():
+            where = ".".join(map(str, e["loc"])) or "options"
+            print(f"error: --{where.replace('_', '-')}: {e['msg']} (got {e.get('input')!r})",
+                  file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

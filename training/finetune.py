@@ -1,0 +1,115 @@
+"""The end-to-end training loop shared by ``lora`` and ``scratch``: trunk + head, minibatches.
+
+Inputs are preprocessed per minibatch by the backbone's own preprocessor (the server's
+transform), pooled with the runtime's own :class:`~adapters.backbones.base.Features`, so
+a trained trunk + head scores rows the way the server will.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from adapters.backbones.base import Backbone, Features
+from adapters.heads import Head
+from training.config import TrainConfig
+from training.data import LabelledData, open_image
+from training.heads import EarlyStopping, History
+
+
+def encode(model: nn.Module, backbone: Backbone, inputs: list, pooling: str) -> torch.Tensor:
+    """``[len(inputs), hidden]`` pooled features of ``model`` (gradients flow when enabled)."""
+    if backbone.modality != "text":
+        inputs = [open_image(x) for x in inputs]
+    batch = {k: v.to(backbone.device) for k, v in backbone.preprocess(inputs).items()}
+    out = model(**batch)
+    return Features(out, batch.get("attention_mask")).get(pooling)
+
+
+def predict_probs(model: nn.Module, head: Head, backbone: Backbone, inputs: list, pooling: str,
+                  batch_size: int) -> torch.Tensor:
+    """``[n, n_labels]`` softmax probabilities, ``batch_size`` rows per forward, no gradients."""
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            feats = encode(model, backbone, inputs[start:start + batch_size], pooling)
+            parts.append(torch.softmax(head(feats), dim=-1).cpu())
+    return torch.cat(parts) if parts else torch.zeros(0, head.linear_layers()[-1].out_features)
+
+
+@dataclass
+class Loop:
+    """What the loop trains: ``model`` + ``head``; ``set_train(flag)`` sets module modes;
+    ``state()`` / ``load(state)`` snapshot and restore what early stopping keeps."""
+
+    model: nn.Module
+    head: Head
+    params: list[nn.Parameter]
+    set_train: Callable[[bool], None]
+    state: Callable[[], dict]
+    load: Callable[[dict], None]
+
+
+def _val_loss(loop: Loop, backbone: Backbone, val: LabelledData, pooling: str, batch: int) -> tuple[float, float]:
+    probs = predict_probs(loop.model, loop.head, backbone, val.inputs, pooling, batch)
+    y = torch.tensor(val.labels)
+    loss = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean())
+    return loss, float((probs.argmax(1) == y).float().mean())
+
+
+def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
+             pooling: str, desc: str) -> History:
+    """AdamW + cross-entropy with gradient clipping; keeps the state with the lowest val loss.
+
+    Epoch 0 is the starting point (scored before any step), so a run that never beats it
+    returns the starting weights and ``best_epoch == 0``.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(loop.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stop, hist = EarlyStopping(cfg.patience), History()
+    loop.set_train(False)
+    loss0, _ = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size)
+    stop.step(0, loss0, loop.state())
+    y_all = torch.tensor(train.labels)
+    deadline = time.monotonic() + 60 * cfg.max_train_minutes if cfg.max_train_minutes else None
+    steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+    for epoch in range(1, cfg.epochs + 1):
+        loop.set_train(True)
+        order = torch.randperm(len(train), generator=gen).tolist()
+        total = 0.0
+        with tqdm(total=steps, desc=f"{desc} epoch {epoch}/{cfg.epochs}", unit="step",
+                  disable=not cfg.progress, leave=False) as bar:
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                feats = encode(loop.model, backbone, [train.inputs[i] for i in idx], pooling)
+                loss = nn.functional.cross_entropy(loop.head(feats), y_all[idx].to(feats.device))
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(loop.params, 1.0)
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        loop.set_train(False)
+        val_loss, val_acc = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size)
+        hist.train_loss.append(total / len(train))
+        hist.val_loss.append(val_loss)
+        hist.val_accuracy.append(val_acc)
+        if cfg.progress:
+            tqdm.write(f"{desc} epoch {epoch}: train loss {total / len(train):.4f}, "
+                       f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}")
+        if stop.step(epoch, val_loss, loop.state()):
+            hist.stopped_early = True
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            hist.stopped_early = True
+            break
+    loop.load(stop.state)
+    loop.set_train(False)
+    hist.best_epoch = stop.best_epoch
+    return hist
