@@ -1,0 +1,131 @@
+"""Two real ``bentoml serve`` replicas on loopback sharing one local store converge:
+a task registered, rolled back or deleted through one is served (or refused) by the
+other within a bounded time. Measured times are printed at the end of the module."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from adapters.format.archive import make_archive
+from factories import peft_lora_dir
+from replica_helpers import (TEXTS, Timings, head_archive, predictions, served_version,
+                             wait_for)
+from server import server_factory, tiny_backbones_env  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.server
+
+# The production default (service/settings.py), not the faster test default, so the
+# measured figures are what an operator gets.
+SYNC = {"TASKSWAP_SYNC_INTERVAL_S": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def timings(request):
+    t = Timings(request.config, "replica convergence, local store, sync interval 0.5 s")
+    yield t
+    t.report()
+
+
+@pytest.fixture(scope="module")
+def replicas(server_factory, tiny_dir, text_backbone, tmp_path_factory):
+    store = tmp_path_factory.mktemp("shared-store")
+    bb = tiny_backbones_env(tiny_dir)
+    a = server_factory.start(store=store, backbones=bb, env={**SYNC, "TASKSWAP_REPLICA_ID": "a"})
+    b = server_factory.start(store=store, backbones=bb, env={**SYNC, "TASKSWAP_REPLICA_ID": "b"},
+                             admin_token=a.admin)
+    return a, b
+
+
+def test_register_on_a_is_served_by_b(replicas, text_backbone, tmp_path, timings):
+    a, b = replicas
+    r = a.register_archive(head_archive(tmp_path / "v1", text_backbone, "greet", seed=1))
+    assert r.status_code == 201, r.text
+    t0, version = time.monotonic(), r.json()["version"]
+    wait_for(lambda: served_version(b, "greet") == version, "B serves the task registered on A")
+    timings.add("register on A -> B serves it (lazy load on a miss)", time.monotonic() - t0)
+    assert predictions(b, "greet") == predictions(a, "greet")  # same adapter, same answers
+
+    listing = b.get("/adapters").json()
+    assert listing["replica_id"] == "b" and listing["generation"] >= 1
+    [task] = [t for t in listing["adapters"] if t["name"] == "greet"]
+    assert (task["active_version"], task["state"]) == (version, "ready")
+
+
+def test_new_version_and_rollback_propagate(replicas, text_backbone, tmp_path, timings):
+    """Both replicas hold the task already, so no miss: only the watcher can carry this."""
+    a, b = replicas
+    v1 = a.register_archive(head_archive(tmp_path / "v1", text_backbone, "mood", seed=1)).json()["version"]
+    wait_for(lambda: served_version(b, "mood") == v1, "B serves v1")
+    old = predictions(b, "mood")
+
+    r = a.register_archive(head_archive(tmp_path / "v2", text_backbone, "mood", seed=2))
+    assert r.status_code == 201 and r.json()["previous_version"] == v1
+    v2, t0 = r.json()["version"], time.monotonic()
+    wait_for(lambda: served_version(b, "mood") == v2, "B follows A's new version")
+    timings.add("new version on A -> B serves it (watcher)", time.monotonic() - t0)
+    assert predictions(b, "mood") != old  # a different head really answers
+
+    r = b.post("/adapters/mood/activate", admin=True, json={"version": v1[:12]})
+    assert r.status_code == 200 and r.json()["active_version"] == v1, r.text
+    t0 = time.monotonic()
+    wait_for(lambda: served_version(a, "mood") == v1, "A follows B's rollback")
+    timings.add("rollback on B -> A serves the old version (watcher)", time.monotonic() - t0)
+    assert predictions(a, "mood") == old
+
+
+def test_delete_propagates(replicas, text_backbone, tmp_path, timings):
+    a, b = replicas
+    v = a.register_archive(head_archive(tmp_path / "v", text_backbone, "doomed", seed=3)).json()["version"]
+    wait_for(lambda: served_version(b, "doomed") == v, "B serves the task")
+    r = b.delete("/adapters/doomed", admin=True)
+    assert r.status_code == 200, r.text
+    t0 = time.monotonic()
+    wait_for(lambda: served_version(a, "doomed") is None, "A stops serving the deleted task")
+    timings.add("delete on B -> A answers 404 (watcher)", time.monotonic() - t0)
+    r = a.predict("doomed", texts=["x"])
+    assert r.status_code == 404 and "not registered" in r.json()["message"]
+    assert "doomed" not in [t["name"] for t in a.get("/adapters").json()["adapters"]]
+
+
+def test_lora_registered_on_b_is_served_by_a(replicas, text_backbone, tmp_path, timings):
+    a, b = replicas
+    folder = peft_lora_dir(tmp_path / "lora", str(text_backbone.source_path), seed=4)
+    r = b.register_archive(make_archive(folder, "zip"), name="lora-task", labels=["neg", "pos"])
+    assert r.status_code == 201, r.text
+    version, t0 = r.json()["version"], time.monotonic()
+    wait_for(lambda: served_version(a, "lora-task") == version, "A serves B's LoRA")
+    timings.add("LoRA registered on B -> A serves it (lazy load)", time.monotonic() - t0)
+    assert predictions(a, "lora-task") == predictions(b, "lora-task")
+
+
+def test_two_workers_in_one_server_converge(server_factory, tiny_dir, text_backbone, tmp_path, timings):
+    """BentoML workers share nothing but the store: a rollback through whichever worker
+    takes the request reaches the other worker the same way replicas do."""
+    srv = server_factory.start(store=tmp_path / "store", backbones=tiny_backbones_env(tiny_dir),
+                               env={**SYNC, "BENTOML_CONFIG_OPTIONS": "services.taskswap.workers=2"})
+    v1 = srv.register_archive(head_archive(tmp_path / "v1", text_backbone, "w", seed=1)).json()["version"]
+    v2 = srv.register_archive(head_archive(tmp_path / "v2", text_backbone, "w", seed=2)).json()["version"]
+    replicas_seen: set[str] = set()
+
+    def all_serve(version: str) -> bool:
+        """12 requests on fresh connections (a kept-alive one sticks to one worker)."""
+        seen = set()
+        for _ in range(12):
+            r = httpx.post(f"{srv.url}/predict", json={"task": "w", "texts": TEXTS},
+                           headers={"Connection": "close"}, timeout=30)
+            seen.add(r.json()["results"][0]["version"] if r.status_code == 200 else r.status_code)
+            r = httpx.get(f"{srv.url}/adapters", headers={"Connection": "close"}, timeout=30)
+            if r.status_code == 200:
+                replicas_seen.add(r.json()["replica_id"])
+        return seen == {version}  # a worker still starting answers 503: not converged yet
+
+    wait_for(lambda: all_serve(v2), "every worker started and serves v2", timeout_s=90)
+    assert srv.post("/adapters/w/activate", admin=True, json={"version": v1}).status_code == 200
+    t0 = time.monotonic()
+    wait_for(lambda: all_serve(v1), "every worker serves the rollback")
+    timings.add("rollback -> both workers of one server serve it", time.monotonic() - t0)
+    assert len(replicas_seen) == 2, f"requests reached only {replicas_seen}: the test needs 2 workers"
+
