@@ -168,6 +168,10 @@ class Server:
         token = token or (self.admin if admin else self.inference)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    def new_client(self, admin: bool = False) -> httpx.Client:
+        """A separate client (e.g. one per thread), sending the inference (or admin) token."""
+        return httpx.Client(base_url=self.url, timeout=60, headers=self.headers(admin))
+
     def request(self, method: str, path: str, admin: bool = False, token: str | None = None,
                 **kw) -> httpx.Response:
         headers = {**self.headers(admin, token), **kw.pop("headers", {})}

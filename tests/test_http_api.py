@@ -7,7 +7,6 @@ only against the server itself.
 
 from __future__ import annotations
 
-import base64
 import io
 import shutil
 
@@ -15,55 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from adapters.format.archive import make_archive
-from adapters.format.safetensors_io import load_tensors
-from adapters.format.adapter_dir import read_adapter_dir
-from adapters.heads import build_head
 from factories import head_adapter, peft_lora_dir, peft_seq_cls_model
+from http_helpers import (TEXTS, b64, expected_head_scores, peft_scores, png_bytes, predict_ok,
+                          register_ok, scores_of)
 from server import server, server_factory  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.server
 
-# The tiny tokenizer knows few words, so texts also differ in length to get distinct features.
-TEXTS = ["good", "a great movie", "the plot was awful and boring", "fine fine fine fine fine fine"]
-
-
-def png_bytes(color, size=(40, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, "PNG")
-    return buf.getvalue()
-
-
 IMAGES = [png_bytes((255, 0, 0)), png_bytes((0, 90, 200), (64, 64)), png_bytes((10, 200, 10), (20, 50))]
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def expected_head_scores(folder, backbone, inputs) -> torch.Tensor:
-    """``[n, labels]`` probabilities computed in-process from the adapter's files."""
-    adir = read_adapter_dir(folder)
-    m = adir.manifest
-    head = build_head(m.head, len(m.labels), load_tensors(folder / "head.safetensors"))
-    with torch.no_grad():
-        return torch.softmax(head(backbone.embed(inputs, m.head.pooling)), -1)
-
-
-def scores_of(result) -> torch.Tensor:
-    return torch.tensor([list(p["scores"].values()) for p in result["predictions"]])
-
-
-def register_ok(srv, folder, fmt="zip", **fields) -> dict:
-    r = srv.register_archive(make_archive(folder, fmt), filename=f"a.{fmt}", **fields)
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def predict_ok(srv, tasks, **inputs) -> dict:
-    r = srv.predict(tasks, **inputs)
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def test_health_ready_and_backbones(server, text_backbone, vision_backbone):
@@ -103,10 +61,7 @@ def test_plain_peft_dir_over_http_matches_peft_model(server, tmp_path, text_back
     assert reg["kind"] == "lora" and reg["labels"] == ["x", "y", "z"]
     (res,) = predict_ok(server, "peft-topic", texts=TEXTS)["results"]
     assert res["kind"] == "lora" and res["version"] == reg["version"]
-    model = peft_seq_cls_model(src, 3, seed=5)
-    enc = text_backbone.preprocessor.tokenizer(TEXTS, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        ref = torch.softmax(model(**enc).logits, -1)
+    ref = peft_scores(peft_seq_cls_model(src, 3, seed=5), text_backbone, TEXTS)
     assert torch.allclose(scores_of(res), ref, atol=1e-4)
     assert (scores_of(res) - ref).abs().max() < 1e-4
 
