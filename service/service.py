@@ -59,12 +59,23 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def check_settings_or_exit() -> None:
+    """Fail ``bentoml serve`` at once, with the reason, when the environment is invalid
+    (rather than a worker that fails its startup again and again)."""
+    from pydantic import ValidationError
+    try:
+        get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"invalid Taskswap settings (TASKSWAP_* environment variables):\n{exc}") from None
+
+
 @functools.cache
 def get_auth() -> Auth:
     s = get_settings()
     return Auth(s.admin_token, s.inference_token)
 
 
+check_settings_or_exit()  # runs in the `bentoml serve` process too, before any worker starts
 app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(app)
 # Added last = outermost: LastResort wraps AuthGuard wraps BodyLimit wraps the routes.

@@ -91,8 +91,8 @@ class Server:
         env.update(self.extra_env)
         return env
 
-    def start(self) -> "Server":
-        """Spawn ``bentoml serve`` and wait for ``/readyz`` (bounded)."""
+    def start(self, wait: bool = True) -> "Server":
+        """Spawn ``bentoml serve`` and (unless ``wait=False``) wait for ``/readyz`` (bounded)."""
         cmd = [sys.executable, "-m", "bentoml", "serve", "service.service:Taskswap",
                "--host", "127.0.0.1", "--port", str(self.port)]
         log = open(self.log_path, "ab")
@@ -100,7 +100,8 @@ class Server:
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env(), stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
         return self
 
     def wait_ready(self) -> None:
@@ -207,12 +208,13 @@ class ServerFactory:
 
     def start(self, store: Path | str, backbones: list[dict] | None = None,
               admin_token: str | None = "auto", env: dict[str, str] | None = None,
-              port: int | None = None, ready_timeout_s: float = 180) -> Server:
-        """A ready server. ``admin_token="auto"`` makes a random one; ``None`` configures none."""
+              port: int | None = None, ready_timeout_s: float = 180, wait: bool = True) -> Server:
+        """A ready server (or just started, with ``wait=False``). ``admin_token="auto"`` makes
+        a random one; ``None`` configures none."""
         token = secrets.token_hex(16) if admin_token == "auto" else admin_token
         srv = Server(self.root, store, backbones, token, env, port, ready_timeout_s)
         self.servers.append(srv)
-        return srv.start()
+        return srv.start(wait=wait)
 
     def close(self) -> None:
         for srv in self.servers:
