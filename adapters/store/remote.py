@@ -374,6 +374,7 @@ class FsspecStore(AdapterStore):
         """``imports/<folder>`` (downloaded to a local cache folder) or
         ``tasks/<name>/versions/<sha>``; anything else is refused."""
         if (not isinstance(ref, str) or not ref.strip("/") or ref.startswith("/") or "\\" in ref
+                or "\0" in ref or len(ref) > 1024
                 or any(part in ("", ".", "..") for part in ref.strip("/").split("/"))):
             raise InvalidInput(f"store path {ref!r} must be a relative key prefix like 'imports/my-adapter', "
                                "without '.', '..' or empty parts")
