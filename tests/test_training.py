@@ -23,7 +23,7 @@ from training.data import LabelledData, open_image
 from training.heads import EarlyStopping, HeadFitConfig, fit_head, fold_standardisation
 from training.sources import DataSource
 from training.trainer import train
-from training_helpers import (sentiment_rows, word_tokenizer_text_spec, write_image_csv, write_image_folder, write_text_csv,
+from training_helpers import (live_tiny_vision_spec, sentiment_rows, word_tokenizer_text_spec, write_image_csv, write_image_folder, write_text_csv,
                               write_text_jsonl)
 
 
@@ -51,6 +51,13 @@ def text_backbone(tmp_path_factory):
     return load_backbone(word_tokenizer_text_spec(tmp_path_factory.mktemp("words") / "text"))
 
 
+@pytest.fixture(scope="module")
+def vision_backbone(tmp_path_factory):
+    """The tiny vision backbone with features that differ per image (see ``live_tiny_vision_spec``)."""
+    from adapters.backbones.base import load_backbone
+    return load_backbone(live_tiny_vision_spec(tmp_path_factory.mktemp("live") / "vision"))
+
+
 @pytest.fixture
 def reg(tmp_path, text_backbone, vision_backbone):
     r = Registry(open_store(str(tmp_path / "store")), {"text": text_backbone, "vision": vision_backbone})
@@ -68,8 +75,8 @@ def test_head_from_each_source_is_servable_with_the_reported_scores(source, tmp_
         data = DataSource(path=path, text_column="body", label_column="sentiment").load()
         backbone = text_backbone
     else:
-        path = (write_image_folder(tmp_path / "imgs") if source == "image-folder"
-                else write_image_csv(tmp_path / "csvimgs"))
+        path = (write_image_folder(tmp_path / "imgs", per_class=20) if source == "image-folder"
+                else write_image_csv(tmp_path / "csvimgs", per_class=20))
         data = DataSource(path=path).load()
         backbone = vision_backbone
     result = train(data, backbone, _cfg("toy"), tmp_path / "out", cache_dir=tmp_path / "cache")
@@ -116,7 +123,8 @@ def test_lora_adapter_is_peft_format_and_served_per_row_with_the_reported_scores
         data = DataSource(path=write_image_folder(tmp_path / "imgs", per_class=10)).load()
         backbone, want_targets = vision_backbone, None
     # A high learning rate so LoRA moves within two epochs on toy data.
-    r = train(data, backbone, _cfg("toy-lora", "lora", lr=2e-2), tmp_path / "out", cache_dir=None)
+    lr = 2e-2 if modality == "text" else 5e-3
+    r = train(data, backbone, _cfg("toy-lora", "lora", lr=lr), tmp_path / "out", cache_dir=None)
     files = {p.name for p in r.path.iterdir()}
     assert {"adapter.json", "adapter_config.json", "adapter_model.safetensors", "head.safetensors",
             "README.md", "loss_curves.png", "confusion_matrix.png"} <= files
@@ -124,11 +132,13 @@ def test_lora_adapter_is_peft_format_and_served_per_row_with_the_reported_scores
     assert peft_cfg["peft_type"] == "LORA" and peft_cfg["r"] == 8
     if want_targets:
         assert sorted(peft_cfg["target_modules"]) == want_targets
-    else:  # MobileNet: only 1x1 stride-1 convolutions (what the runtime can apply)
-        convs = dict(backbone.model.named_modules())
-        assert all(convs[t].kernel_size == (1, 1) and convs[t].stride == (1, 1)
-                   for t in peft_cfg["target_modules"])
     tensors = load_file(str(r.path / "adapter_model.safetensors"))
+    if not want_targets:  # MobileNet: every 1x1 stride-1 convolution, nothing else
+        modules = dict(backbone.model.named_modules())
+        adapted = {k.removeprefix("base_model.model.").split(".lora_")[0] for k in tensors if ".lora_" in k}
+        one_by_one = {n for n, m in modules.items() if isinstance(m, torch.nn.Conv2d)
+                      and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.groups == 1}
+        assert adapted == one_by_one and len(adapted) > 10
     assert all(k.startswith("base_model.model.") for k in tensors)
     assert r.history.best_epoch >= 1, "LoRA never improved on its warm start: the test would be vacuous"
     assert any(float(v.abs().max()) > 0 for k, v in tensors.items() if "lora_B" in k)

@@ -39,6 +39,28 @@ def word_tokenizer_text_spec(folder: Path):
     return spec
 
 
+def live_tiny_vision_spec(folder: Path, seed: int = 0):
+    """``tiny_backbone_spec("vision", folder)`` whose features are not all ~0.
+
+    Workaround: the tiny MobileNetV2 written by ``adapters.backbones.tiny`` keeps
+    transformers' small-normal initialisation (std 0.02) through 17 blocks, so its pooled
+    features are ~1e-27 for every image and no head can tell images apart. Convolutions
+    are re-initialised here (He/kaiming, seeded) and the folder re-saved.
+    """
+    import torch
+    from transformers import AutoModel
+
+    from adapters.backbones.tiny import tiny_backbone_spec
+    spec = tiny_backbone_spec("vision", folder)
+    model = AutoModel.from_pretrained(folder)
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    model.save_pretrained(folder, safe_serialization=True)
+    return spec
+
+
 def sentiment_rows(n: int = 60, seed: int = 0) -> list[tuple[str, str]]:
     """``(text, label)`` pairs, half 'pos' half 'neg', in a seeded order."""
     rng = np.random.default_rng(seed)
@@ -66,7 +88,7 @@ def write_text_jsonl(path: Path, rows, text_column: str = "text", label_column: 
 
 def colour_image(colour: str, rng: np.random.Generator, size: int = 32) -> Image.Image:
     base = np.array(COLOURS[colour], dtype=np.float32)
-    pixels = base + rng.normal(0, 30, (size, size, 3))
+    pixels = base + rng.normal(0, 8, (size, size, 3))
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 

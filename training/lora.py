@@ -57,6 +57,27 @@ def default_targets(model: nn.Module) -> list[str]:
                        "name the Linear / 1x1 Conv2d modules to adapt with lora_targets (--lora-targets)")
 
 
+def resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
+    """Module names ``targets`` select (PEFT's rule: the full name or a ``.``-suffix of it),
+    checked to be layers the server can apply; raises listing what is wrong."""
+    chosen, bad = [], []
+    for name, m in model.named_modules():
+        if any(name == t or name.endswith("." + t) for t in targets):
+            if isinstance(m, nn.Linear) or servable_conv(m):
+                chosen.append(name)
+            else:
+                bad.append(f"{name} ({type(m).__name__}"
+                           f"{' ' + str(m.kernel_size) if hasattr(m, 'kernel_size') else ''}"
+                           f"{', groups ' + str(m.groups) if getattr(m, 'groups', 1) != 1 else ''})")
+    if bad:
+        raise InvalidInput(f"LoRA targets the server cannot apply per row: {bad[:8]}; target Linear "
+                           "layers or 1x1 stride-1 groups-1 convolutions only")
+    if not chosen:
+        raise InvalidInput(f"LoRA targets {targets[:8]} match no module of this backbone; name "
+                           "Linear or 1x1 Conv2d modules (e.g. 'query', 'value')")
+    return chosen
+
+
 def _check_servable(peft_model) -> list[str]:
     """Names of adapted modules; raises listing the ones the server could not apply."""
     from peft.tuners.lora import LoraLayer
@@ -94,6 +115,7 @@ def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: Tr
     torch.manual_seed(cfg.seed)  # LoRA's A initialisation
     model = trainable_copy(backbone)
     targets = list(cfg.lora_targets or default_targets(model))
+    resolve_targets(model, targets)  # before PEFT: its own errors do not say what to do
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, bias="none")
     try:
