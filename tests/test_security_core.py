@@ -107,7 +107,7 @@ def test_corrupt_deflate_data_is_a_4xx_not_a_crash(tmp_path, text_backbone):
 
 # ---- store references: only paths inside the store ----------------------------------------
 @pytest.mark.parametrize("ref", [
-    "/etc", "../x", "imports/../../etc", "tasks/../..", "", "a\0b", "x" * 2000,
+    "/etc", "../x", "imports/../../etc", "tasks/../..", "", "a\0b", "x" * 2000, "imports/" + "é" * 200,
     "http://127.0.0.1:1/x", "s3://bucket/adapter", "file:///etc/passwd", ".", "imports/..",
 ])
 def test_store_refs_outside_the_store_are_refused(tmp_path, ref):

@@ -191,9 +191,14 @@ class LocalStore(AdapterStore):
         if ref.startswith("/") or ".." in ref.split("/"):
             raise InvalidInput(f"store path {ref!r} must be relative to the store root, without '..'")
         path = (self.root / ref)
-        real = path.resolve()
-        if self.root not in real.parents or path.is_symlink():
+        try:  # a name the filesystem cannot hold (ENAMETOOLONG, found by fuzzing) is bad input
+            real = path.resolve()
+            outside = self.root not in real.parents or path.is_symlink()
+            is_dir = not outside and real.is_dir()
+        except OSError as exc:
+            raise InvalidInput(f"store path {ref[:100]!r} is not a usable path ({exc.strerror})") from exc
+        if outside:
             raise InvalidInput(f"store path {ref!r} leaves the store; only paths inside it are allowed")
-        if not real.is_dir():
+        if not is_dir:
             raise NotFound(f"store path {ref!r} does not exist in the store")
         return real
