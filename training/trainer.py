@@ -204,10 +204,10 @@ def train(data: LabelledData, backbone: Backbone | BackboneSpec, config: TrainCo
     """
     check_data(data, val, test, None if isinstance(backbone, BackboneSpec) else
                ("text" if backbone.modality == "text" else "image"))
-    out = prepare_output_dir(Path(out_dir))
     if isinstance(backbone, BackboneSpec):
         backbone = load_backbone(backbone)
         check_data(data, val, test, "text" if backbone.modality == "text" else "image")
+    out = prepare_output_dir(Path(out_dir))  # only once data and backbone are known good
     cache = default_cache_dir() if cache_dir is _DEFAULT else (Path(cache_dir) if cache_dir else None)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
