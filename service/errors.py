@@ -148,7 +148,27 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, f"http_{exc.status_code}")
-        return error_response(exc.status_code, kind, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        message = str(exc.detail)
+        if exc.status_code == 405:
+            # Starlette answers from the first route on the path only (GET /adapters' route
+            # for a PUT), so its Allow header omits the methods of the path's other routes.
+            allowed = allowed_methods(app, request.scope)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+        return error_response(exc.status_code, kind, message, headers=headers or None)
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """Every method some route of ``app`` accepts on the request's path (asked of the
+    routes themselves, so included routers are covered too)."""
+    from starlette.routing import Match
+    allowed = []
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed or ["GET"]
 
 
 def internal_error_response(exc: BaseException) -> JSONResponse:

@@ -1,10 +1,11 @@
-"""Two small ASGI middlewares around the mounted HTTP app.
+"""Small ASGI middlewares: three around the mounted HTTP app, one around BentoML's app.
 
 - :class:`BodyLimit` counts request body bytes as they arrive (not trusting
   ``Content-Length`` alone, so a chunked upload is capped too) and answers 413 past
   the limit.
 - :class:`LastResort` turns an unexpected exception into a logged JSON 500 instead of a
   bare text page; bad input must never get here (tests check it does not).
+- :class:`JsonNotFound` gives BentoML's own plain-text 404 our JSON error shape.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, internal_error_response, taskswap_error_response
+from service.errors import (PayloadTooLarge, error_response, internal_error_response,
+                            taskswap_error_response)
 
 
 class BodyLimit:
@@ -91,3 +93,37 @@ class LastResort:
             if started:
                 raise
             await internal_error_response(exc)(scope, receive, send)
+
+
+class JsonNotFound:
+    """Installed on the whole BentoML app: its own 404 page (a path no route matches, e.g. a
+    task name with a newline or a '/') is plain text; send our JSON error body instead, so
+    every error this server returns has the documented shape."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict = {}
+
+        async def rewriting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctype = dict(message.get("headers") or []).get(b"content-type", b"")
+                if message["status"] == 404 and ctype.startswith(b"text/plain"):
+                    held["start"] = message  # replaced once the body has gone by
+                    return
+            elif held and message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                path = scope.get("path", "")
+                return await _not_found(f"no endpoint {scope.get('method', '')} {path[:200]!r}; see "
+                                        "/docs.json for the API")(scope, receive, send)
+            await send(message)
+
+        await self.app(scope, receive, rewriting_send)
+
+
+def _not_found(message: str):
+    return error_response(404, "not_found", message)

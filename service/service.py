@@ -42,7 +42,7 @@ from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, check_count, check_texts, decode_base64_image, decode_image  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
-from service.middleware import BodyLimit, LastResort  # noqa: E402
+from service.middleware import BodyLimit, JsonNotFound, LastResort  # noqa: E402
 from service.schemas import (ERROR_RESPONSES, ActivateRequest, AdapterInfo, AdapterList,  # noqa: E402
                              BackboneInfo, BackboneList, DeleteResponse, PinRequest, Prediction,
                              PredictRequest, PredictResponse, RegisterFromStore, RegisterResponse,
@@ -228,6 +228,9 @@ class Taskswap:
         """(admin) Remove a task and all its versions."""
         self.engine.delete(name)
         return DeleteResponse(name=name, deleted=True)
+
+
+Taskswap.add_asgi_middleware(JsonNotFound)  # around BentoML's whole app, its 404 page included
 
 
 async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] | None, str | None]:

@@ -208,7 +208,9 @@ CASES = [
     ("pin unknown task", lambda c: lambda srv: srv.post("/adapters/nope/pin", admin=True), 404, "not registered"),
     ("show unknown task", lambda c: lambda srv: srv.get("/adapters/nope"), 404, "not registered"),
     ("show invalid name", lambda c: lambda srv: srv.get("/adapters/Bad%20Name"), 400, "task name"),
-    ("wrong method", lambda c: lambda srv: srv.get("/predict"), 405, "Method Not Allowed"),
+    ("wrong method", lambda c: lambda srv: srv.get("/predict"), 405, "use POST"),
+    ("unknown endpoint", lambda c: lambda srv: srv.get("/nothing/here"), 404, "no endpoint"),
+    ("task name with a newline", lambda c: lambda srv: srv.get("/adapters/a%0Ab"), 404, "no endpoint"),
     # ---- auth ---------------------------------------------------------------------------
     ("predict without token", lambda c: lambda srv: srv.post("/predict", json=TEXTS,
                                                              headers={"Authorization": ""}), 401, "missing bearer"),
@@ -237,6 +239,14 @@ def test_bad_request_gets_4xx_naming_the_problem(ctx, build, status, word):
     assert body["error"] and body["problems"]
     if status == 401:
         assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_method_not_allowed_lists_every_method_of_the_path(ctx):
+    srv = ctx["srv"]
+    r = srv.request("PUT", "/adapters")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.headers
+    r = srv.request("OPTIONS", "/adapters/txt")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, DELETE", r.headers
 
 
 def test_tokens_that_work(ctx):
