@@ -33,7 +33,13 @@ def tiny_vision_model(seed: int = 0):
     torch.manual_seed(seed)
     cfg = MobileNetV2Config(depth_multiplier=0.25, image_size=32, tf_padding=False,
                             layer_norm_eps=1e-5, finegrained_output=False)
-    return MobileNetV2Model(cfg).eval()
+    model = MobileNetV2Model(cfg).eval()
+    # transformers' default init (std 0.02) shrinks activations through 17 blocks to ~1e-27:
+    # He init keeps pooled features at unit scale, so heads can tell images apart.
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    return model
 
 
 def write_tiny_text_backbone(folder: str | Path, seed: int = 0) -> Path:
@@ -45,14 +51,18 @@ def write_tiny_text_backbone(folder: str | Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(_SPECIAL + list(_WORDS) + [chr(c) for c in range(97, 123)]) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(folder)
+    # ``vocab=`` (not ``vocab_file=``, which transformers 5 ignores: every word became [UNK]).
+    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
+    assert tok("good")["input_ids"][1] != tok.unk_token_id, "tiny tokenizer lost its vocabulary"
+    tok.save_pretrained(folder)
     tiny_text_model(seed).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
 def write_tiny_vision_backbone(folder: str | Path, seed: int = 0) -> Path:
     """Save a tiny MobileNetV2 and an image processor config into ``folder`` (idempotent)."""
-    from transformers import MobileNetV2ImageProcessor
+    # The PIL processor: the default one wants torchvision, which must never be installed here.
+    from transformers import MobileNetV2ImageProcessorPil as MobileNetV2ImageProcessor
     folder = Path(folder)
     if (folder / "config.json").exists():
         return folder
