@@ -1,7 +1,8 @@
 """Request and response models of the HTTP API (exact types: ``/docs.json`` is fuzzed).
 
 Requests forbid unknown fields, so a typo (``"text"`` for ``"texts"``) is a 422 naming
-the field instead of a silently ignored key.
+the field instead of a silently ignored key, and are strict: ``{"pinned": 0}`` is a 422,
+not a silent ``False`` (the schema says boolean; found by schemathesis).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class ErrorResponse(BaseModel):
 class PredictRequest(BaseModel):
     """One or several tasks on a list of texts or of base64-encoded images."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"task": "sentiment", "texts": ["a great movie", "a boring plot"]},
         {"tasks": ["fashion", "textile"], "images": ["iVBORw0KGgo..."]},
     ]})
@@ -108,7 +109,7 @@ class AdapterList(BaseModel):
 class RegisterFromStore(BaseModel):
     """Register a folder already in the adapter store (e.g. ``imports/my-adapter``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     store_path: str = Field(min_length=1, max_length=1024, description=(
         "Folder relative to the store root, e.g. 'imports/sentiment-v2'."))
     name: str | None = Field(None, min_length=1, max_length=64, description=(
@@ -132,13 +133,13 @@ class RegisterResponse(BaseModel):
 
 
 class ActivateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version: str = Field(min_length=8, max_length=64, description=(
         "A stored version: the sha256 or a unique prefix of at least 8 characters."))
 
 
 class PinRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     pinned: bool = Field(True, description="True keeps the LoRA resident; false releases it.")
 
 
