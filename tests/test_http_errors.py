@@ -12,7 +12,9 @@ import json
 import secrets
 import shutil
 import tarfile
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
@@ -25,7 +27,10 @@ pytestmark = pytest.mark.server
 
 LIMITS = {"TASKSWAP_MAX_INPUTS": "4", "TASKSWAP_MAX_TEXT_CHARS": "200",
           "TASKSWAP_MAX_IMAGE_BYTES": "4096", "TASKSWAP_MAX_IMAGE_PIXELS": "10000",
-          "TASKSWAP_MAX_UPLOAD_BYTES": str(1 << 20), "TASKSWAP_MAX_ARCHIVE_ENTRIES": "8"}
+          "TASKSWAP_MAX_UPLOAD_BYTES": str(1 << 20), "TASKSWAP_MAX_ARCHIVE_ENTRIES": "8",
+          # A request alone is always admitted; one arriving while another waits out the
+          # 300 ms batching window finds the 1-row queue full: 429.
+          "TASKSWAP_MAX_QUEUE_ROWS": "1", "TASKSWAP_MAX_WAIT_MS": "300"}
 INFERENCE = secrets.token_hex(16)
 
 
@@ -247,6 +252,25 @@ def test_method_not_allowed_lists_every_method_of_the_path(ctx):
     assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.headers
     r = srv.request("OPTIONS", "/adapters/txt")
     assert r.status_code == 405 and r.headers["allow"] == "GET, DELETE", r.headers
+
+
+def test_full_queue_answers_429_with_retry_after(ctx):
+    srv = ctx["srv"]
+    body = {"task": "txt", "texts": ["good", "a great movie"]}
+    barrier = threading.Barrier(6)
+
+    def call(_):
+        with srv.new_client() as client:
+            barrier.wait(timeout=30)
+            return client.post("/predict", json=body)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(call, range(6)))
+    statuses = sorted(r.status_code for r in answers)
+    assert set(statuses) == {200, 429} and statuses.count(200) >= 1, statuses
+    for r in answers:
+        if r.status_code == 429:
+            assert "capacity" in r.json()["message"] and int(r.headers["retry-after"]) >= 1
 
 
 def test_tokens_that_work(ctx):
