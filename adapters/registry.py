@@ -159,9 +159,18 @@ class Registry:
             self._drop(name)
 
     def pin(self, name: str, pinned: bool = True) -> None:
-        """Keep a task's LoRA resident whatever the budget (or release it)."""
-        self._fresh_alias(name)
-        (self._pinned.add if pinned else self._pinned.discard)(name)
+        """Keep a task's active LoRA resident whatever the budget (or release it).
+
+        Pinning loads the adapter now if it is not resident; unpinning lets the budget
+        evict it again (at once if the LRU is over budget).
+        """
+        alias = self._fresh_alias(name)
+        with self._lock:
+            (self._pinned.add if pinned else self._pinned.discard)(name)
+            if not pinned:
+                self._evict_over_budget(keep=None)
+        if pinned and alias.find(alias.active).kind == "lora" and (name, alias.active) not in self._loras:
+            self.resolve(name)  # load it now; a resident one keeps its place in the LRU
 
     def _fresh_alias(self, name: str) -> Alias:
         alias = self.store.get_alias(check_name(name))
@@ -234,6 +243,12 @@ class Registry:
             if current is not None and current.version == version and (
                     current.kind == "head" or key in self._loras):
                 return current
+            resident = self._loras.get(key)
+            if resident is not None:  # loaded earlier but not (or no longer) the active entry
+                self._loras.move_to_end(key)
+                if activate and name in self._aliases and self._aliases[name].active == version:
+                    self._active[name] = resident
+                return resident
             fut = self._inflight.get(key)
             owner = fut is None
             if owner:
@@ -273,17 +288,58 @@ class Registry:
                 self._loras.move_to_end(key)
 
     def _remember_lora(self, loaded: LoadedAdapter) -> None:
+        """Make ``loaded`` the most recently used resident LoRA, then fit the budget.
+
+        Once a version is the task's active one, its other versions leave the LRU at once:
+        no request resolves to them again (an in-flight batch keeps its own reference).
+        """
         key = (loaded.name, loaded.version)
         self._loras[key] = loaded
         self._loras.move_to_end(key)
+        alias = self._aliases.get(loaded.name)
+        if alias is not None and alias.active == loaded.version:
+            for k in [k for k in self._loras if k[0] == loaded.name and k != key]:
+                self._evict(k)
+        self._evict_over_budget(keep=key)
+
+    def _evict_over_budget(self, keep) -> None:
+        """Evict LoRAs until the resident bytes fit ``lora_budget_bytes`` (caller holds the lock).
+
+        Victims in order: versions no longer active, then other versions of ``keep``'s task
+        (``keep`` is being loaded to replace them), then active versions from least recently
+        used. Never evicted: ``keep`` (the one just loaded, even if alone over budget) and
+        the active version of a pinned task.
+        """
         total = sum(a.nbytes for a in self._loras.values())
-        for k in list(self._loras):
+        if total <= self.lora_budget_bytes:
+            return
+        stale, replaced, live = [], [], []
+        for k in self._loras:
+            alias = self._aliases.get(k[0])
+            if alias is None or alias.active != k[1]:
+                stale.append(k)
+            elif keep is not None and k[0] == keep[0]:
+                replaced.append(k)
+            else:
+                live.append(k)
+        stale_set = set(stale)
+        for k in stale + replaced + live:
             if total <= self.lora_budget_bytes:
                 break
-            if k == key or k[0] in self._pinned:
+            if k == keep or (k[0] in self._pinned and k not in stale_set):
                 continue
-            total -= self._loras.pop(k).nbytes  # in-flight batches keep their own reference
-            self._states[k] = VersionState("evicted")
+            total -= self._evict(k).nbytes
+
+    def _evict(self, key) -> LoadedAdapter:
+        """Drop one resident LoRA version, from the active map too, so its tensors are freed.
+
+        Its next request reloads it from the store (single flight).
+        """
+        evicted = self._loras.pop(key)
+        if self._active.get(key[0]) is evicted:
+            del self._active[key[0]]
+        self._states[key] = VersionState("evicted")
+        return evicted
 
     def resident_loras(self) -> int:
         return len(self._loras)

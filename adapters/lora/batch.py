@@ -3,21 +3,103 @@
 Each adapted module gets one forward hook, installed once. During a batch the
 runtime sets a :class:`LoraBatch` in a context variable (per thread, never shared
 model state: the bug of PEFT #804), and the hook adds, for every row, the low-rank
-delta of *that row's* adapter: gathered factors and two batched matmuls.
-Outside a batch, or for a module no row adapts, the hook adds nothing.
+delta of *that row's* adapter: factors gathered per row and two batched matmuls, the
+second one fused with the add into the module's output (``baddbmm_``, no extra
+output-sized tensor). Outside a batch, or for a module no row adapts, the hook adds
+nothing.
+
+The per-module factor stacks of a set of adapters are built once and kept in a small
+LRU keyed by the adapters' identities (:class:`StackCache`), so a batch over the same
+adapters as a recent one (a few busy adapters, one adapter, a replayed mix) only
+gathers rows. Rows with no LoRA (head tasks in the same pass) are left out of the
+LoRA matmuls altogether.
+
+When every row of a pass uses the *same* adapter, :func:`merged_lora` swaps each
+adapted weight for ``W + B @ A`` for the duration of the pass instead: the forward
+then costs exactly what the raw backbone costs.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
 from torch import nn
 
-from adapters.lora.weights import LoraWeights
+from adapters.lora.weights import LoraModule, LoraWeights
 
 _ACTIVE: ContextVar["LoraBatch | None"] = ContextVar("taskswap_lora_batch", default=None)
+
+
+class StackCache:
+    """LRU of per-module factor stacks, keyed by the tuple of adapters in a batch.
+
+    An entry holds references to its adapters, so the ``id`` values in its key cannot be
+    reused by other objects while the entry lives (an evicted adapter stays alive until
+    its entry ages out: at most ``size`` entries of stacks, each the size of the
+    adapters' own factors).
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[tuple, dict]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def stacks_for(self, adapters: tuple[LoraWeights, ...]) -> dict:
+        """The (mutable, per-module-filled) stack dict for this exact tuple of adapters."""
+        key = tuple(id(a) for a in adapters)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[1]
+            self.misses += 1
+            stacks: dict = {}
+            self._entries[key] = (adapters, stacks)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            return stacks
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+STACKS = StackCache()
+
+
+def _stack(mods: list[LoraModule | None], device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Slot 0 is zeros (no LoRA); slot ``i`` holds adapter ``i-1``, zero-padded to the max rank.
+
+    Returns ``At [slots, in, r]`` and ``Bt [slots, r, out]``, transposed once here so the
+    per-batch matmuls read them contiguously. Zero-padding a smaller rank leaves its
+    delta unchanged.
+    """
+    present = [m for m in mods if m is not None]
+    if not present:
+        return None
+    r = max(m.rank for m in present)
+    ref = present[0]
+    zero_a = ref.A.new_zeros(ref.A.shape[1], r)  # [in, r]
+    zero_b = ref.B.new_zeros(r, ref.B.shape[0])  # [r, out]
+    at, bt = [zero_a], [zero_b]
+    for m in mods:
+        if m is None:
+            at.append(zero_a)
+            bt.append(zero_b)
+        elif m.rank == r:
+            at.append(m.A.T)
+            bt.append(m.B.T)
+        else:
+            at.append(nn.functional.pad(m.A.T, (0, r - m.rank)))
+            bt.append(nn.functional.pad(m.B.T, (0, 0, 0, r - m.rank)))
+    return torch.stack(at).to(device), torch.stack(bt).to(device)
 
 
 class LoraBatch:
@@ -28,53 +110,62 @@ class LoraBatch:
     True
     """
 
-    def __init__(self, adapters: list[LoraWeights], slots: torch.Tensor):
+    def __init__(self, adapters: list[LoraWeights], slots: torch.Tensor,
+                 cache: StackCache | None = None):
         self.adapters = adapters
-        self.slots = slots  # [rows] long
-        self._cache: dict[str, tuple | None] = {}
+        self.slots = slots  # [rows] long, on the CPU
+        self._stacks = (cache or STACKS).stacks_for(tuple(adapters)) if adapters else {}
+        self._stack_lock = threading.Lock()
+        lora_rows = torch.nonzero(slots > 0).flatten()
+        # None = every row has a LoRA (the common case: no subset to gather or scatter).
+        self._rows = None if lora_rows.numel() == slots.numel() else lora_rows
+        self._on: dict = {}  # device -> (slots of the LoRA rows, their row indices)
 
-    def _factors(self, name: str, device) -> tuple | None:
-        if name not in self._cache:
-            self._cache[name] = self._build(name, device)
-        return self._cache[name]
+    def _device_index(self, device):
+        if device not in self._on:
+            slots = self.slots if self._rows is None else self.slots[self._rows]
+            rows = None if self._rows is None else self._rows.to(device)
+            self._on[device] = (slots.to(device), rows)
+        return self._on[device]
 
-    def _build(self, name: str, device):
-        mods = [a.modules.get(name) for a in self.adapters]
-        present = [m for m in mods if m is not None]
-        if not present:
-            return None
-        slots = self.slots.to(device)
-        used = torch.unique(slots)
-        if used.numel() == 1 and int(used[0]) > 0 and mods[int(used[0]) - 1] is not None:
-            m = mods[int(used[0]) - 1]
-            return ("one", m.A, m.B)  # every row, one adapter: plain matmuls, no gather
-        r = max(m.rank for m in present)
-        ref = present[0]
-        A = ref.A.new_zeros(len(mods) + 1, r, ref.A.shape[1])  # [slots, r, in]; slot 0 = zero
-        B = ref.B.new_zeros(len(mods) + 1, ref.B.shape[0], r)  # [slots, out, r]
-        for i, m in enumerate(mods, start=1):
-            if m is not None:  # zero-padding a smaller rank leaves its delta unchanged
-                A[i, : m.rank] = m.A
-                B[i, :, : m.rank] = m.B
-        return ("rows", A[slots], B[slots])  # [rows, r, in], [rows, out, r]
+    def _factors(self, name: str, device):
+        with self._stack_lock:  # the stack dict is shared with other batches of this set
+            if name not in self._stacks:
+                self._stacks[name] = _stack([a.modules.get(name) for a in self.adapters], device)
+            return self._stacks[name]
 
     def delta(self, name: str, x: torch.Tensor, conv: bool = False) -> torch.Tensor | None:
+        """The LoRA delta for the module ``name`` on its input ``x``, or None if no row adapts it."""
         f = self._factors(name, x.device)
         if f is None:
             return None
-        mode, A, B = f
-        A, B = A.to(x.dtype), B.to(x.dtype)
-        if conv:  # x: [rows, in, h, w]
-            rows, c, h, w = x.shape
-            x3 = x.reshape(rows, c, h * w)
-            if mode == "one":
-                return (B @ (A @ x3)).reshape(rows, -1, h, w)
-            return torch.bmm(B, torch.bmm(A, x3)).reshape(rows, -1, h, w)
-        if mode == "one":  # x: [rows, ..., in]
-            return (x @ A.T) @ B.T
-        x3 = x.reshape(x.shape[0], -1, x.shape[-1])  # [rows, tokens, in]
-        d = torch.bmm(torch.bmm(x3, A.transpose(1, 2)), B.transpose(1, 2))  # [rows, tokens, out]
-        return d.reshape(*x.shape[:-1], d.shape[-1])
+        shape = list(x.shape)
+        shape[1 if conv else -1] = f[1].shape[-1]  # Bt: [slots, r, out]
+        return self.apply(name, x, x.new_zeros(shape), conv)
+
+    def apply(self, name: str, x: torch.Tensor, out: torch.Tensor, conv: bool = False) -> torch.Tensor:
+        """Add each LoRA row's delta to the module output ``out`` (in place where it can)."""
+        f = self._factors(name, x.device)
+        if f is None:
+            return out
+        slots, rows = self._device_index(x.device)
+        at, bt = f[0][slots].to(x.dtype), f[1][slots].to(x.dtype)  # [n, in, r], [n, r, out]
+        xs = x if rows is None else x[rows]
+        if conv:  # a 1x1 convolution is the same maths over channels: [n, c, h, w] -> [n, hw, c]
+            n, c, h, w = xs.shape
+            x3 = xs.flatten(2).transpose(1, 2)
+            d = torch.bmm(torch.bmm(x3, at), bt).transpose(1, 2).reshape(n, -1, h, w)
+            if rows is None:
+                return out.add_(d)
+            return out.index_add_(0, rows, d)
+        x3 = xs.reshape(xs.shape[0], -1, xs.shape[-1])  # [n, tokens, in]
+        if rows is None:
+            out = out.contiguous()  # a no-op for Linear outputs; the view below must share memory
+            o3 = out.view(out.shape[0], -1, out.shape[-1])  # [rows, tokens, out]
+            o3.baddbmm_(torch.bmm(x3, at), bt)
+            return out
+        d = torch.bmm(torch.bmm(x3, at), bt)  # [n, tokens, out]
+        return out.index_add_(0, rows, d.reshape(-1, *out.shape[1:]))
 
 
 @contextmanager
@@ -92,8 +183,7 @@ def _hook_for(name: str, conv: bool):
         batch = _ACTIVE.get()
         if batch is None:
             return None
-        d = batch.delta(name, inputs[0], conv)
-        return None if d is None else output + d
+        return batch.apply(name, inputs[0], output, conv)
     return hook
 
 
@@ -105,3 +195,70 @@ def ensure_hooked(model: nn.Module, names) -> None:
         if not getattr(mod, "_taskswap_lora_hooked", False):
             mod.register_forward_hook(_hook_for(name, isinstance(mod, nn.Conv2d)))
             mod._taskswap_lora_hooked = True
+
+
+# ---- one adapter for the whole pass: merged weights ---------------------------------------
+class MergedCache:
+    """The merged weights (``W + B @ A``) of the last few single-adapter passes.
+
+    One entry costs a copy of every weight the adapter touches, so it stays small;
+    an entry holds its adapter, so the ``id`` key is never reused while it lives.
+    """
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._entries: OrderedDict[tuple[int, int], tuple[LoraWeights, dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: nn.Module, lora: LoraWeights) -> dict[str, torch.Tensor]:
+        key = (id(model), id(lora))
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][1]
+        merged = _merge(model, lora)
+        with self._lock:
+            self._entries[key] = (lora, merged)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return merged
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+MERGED = MergedCache()
+
+
+def _merge(model: nn.Module, lora: LoraWeights) -> dict[str, torch.Tensor]:
+    modules = dict(model.named_modules())
+    merged = {}
+    with torch.inference_mode():
+        for name, m in lora.modules.items():
+            w = modules[name].weight  # [out, in] or [out, in, 1, 1]
+            delta = m.B.to(w.device, torch.float32) @ m.A.to(w.device, torch.float32)  # [out, in]
+            merged[name] = (w.float() + delta.reshape(w.shape)).to(w.dtype)  # fp32 sum, fp16 safe
+    return merged
+
+
+@contextmanager
+def merged_lora(model: nn.Module, lora: LoraWeights, cache: MergedCache | None = None):
+    """Serve one adapter on every row with its merged weights; the originals come back after.
+
+    The caller holds the backbone's lock, so no other forward sees the swapped weights.
+    The original parameter objects are put back in ``finally`` (never ``W - B @ A``, which
+    would drift), so an exception mid-forward leaves the backbone exactly as it was.
+    """
+    merged = (cache or MERGED).get(model, lora)
+    modules = dict(model.named_modules())
+    saved: list[tuple[nn.Module, nn.Parameter]] = []
+    try:
+        for name, w in merged.items():
+            mod = modules[name]
+            saved.append((mod, mod._parameters["weight"]))
+            mod._parameters["weight"] = nn.Parameter(w, requires_grad=False)
+        yield
+    finally:
+        for mod, original in saved:
+            mod._parameters["weight"] = original
