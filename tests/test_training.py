@@ -154,6 +154,14 @@ def test_lora_adapter_is_peft_format_and_served_per_row_with_the_reported_scores
     assert not torch.allclose(frozen, served, atol=1e-4)
 
 
+def test_lora_warm_start_head_uses_the_head_methods_own_defaults():
+    from training.lora import warm_start_config
+    cfg = TrainConfig(name="x", method="lora", epochs=1, lr=0.5, hidden=[8], seed=3)
+    warm = warm_start_config(cfg)
+    assert (warm.method, warm.epochs, warm.lr, warm.patience) == ("head", 200, 1e-3, 10)
+    assert (warm.hidden, warm.seed) == ([8], 3)
+
+
 def test_lora_refuses_targets_the_server_cannot_apply(tmp_path, vision_backbone):
     data = DataSource(path=write_image_folder(tmp_path / "imgs", per_class=4)).load()
     # conv_3x3 of a MobileNet block is a depthwise 3x3 conv: not servable per row.

@@ -105,12 +105,18 @@ def trainable_copy(backbone: Backbone) -> nn.Module:
     return model.to(backbone.device).eval()
 
 
+def warm_start_config(cfg: TrainConfig) -> TrainConfig:
+    """The head method's own defaults (epochs, lr, ...) with this run's head shape and seed."""
+    keep = cfg.model_dump(exclude={"method", "epochs", "lr", "batch_size", "patience", "weight_decay"})
+    return TrainConfig(**keep, method="head")
+
+
 def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
              cache_dir: Path | None) -> FitOutput:
     """LoRA + head on ``train``, early-stopped on ``val``."""
     from peft import LoraConfig, get_peft_model
 
-    warm = fit_probe(backbone, train, val, cfg.model_copy(update={"method": "head"}), cache_dir)
+    warm = fit_probe(backbone, train, val, warm_start_config(cfg), cache_dir)
     pooling = warm.pooling
     torch.manual_seed(cfg.seed)  # LoRA's A initialisation
     model = trainable_copy(backbone)
