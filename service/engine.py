@@ -114,10 +114,15 @@ class Engine:
             self.batcher.close()
 
     # ---- store convergence -------------------------------------------------------------
-    def sync(self) -> bool:
-        """Follow the store (cheap when nothing changed)."""
-        with self._admin_lock:
+    def sync(self, wait: bool = True) -> bool:
+        """Follow the store (cheap when nothing changed); with ``wait=False``, skip it while
+        an admin call holds the lock (that call brings this process up to date itself)."""
+        if not self._admin_lock.acquire(blocking=wait):
+            return False
+        try:
             changed = self.registry.sync()
+        finally:
+            self._admin_lock.release()
         self._publish_state()
         return changed
 
@@ -208,7 +213,7 @@ class Engine:
     def list(self) -> tuple[int, list[dict]]:
         """(store generation caught up with, every task) after catching up with the store."""
         self.require_ready()
-        self.sync()
+        self.sync(wait=False)
         return self.registry.generation, self.registry.list()
 
     def show(self, name: str) -> dict:

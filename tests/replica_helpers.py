@@ -20,11 +20,14 @@ def head_archive(folder: Path, backbone, name: str, seed: int) -> bytes:
 
 
 def wait_for(check, what: str, timeout_s: float = BOUND_S, interval_s: float = 0.02) -> float:
-    """Poll ``check()`` until it is truthy; return the seconds it took (bounded)."""
+    """Poll ``check()`` until it is truthy; return the seconds it took. Bounded in time
+    (``timeout_s``, checked before each poll) and in count."""
     start = time.monotonic()
     for _ in range(int(timeout_s / interval_s) + 1):
         if check():
             return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            break
         time.sleep(interval_s)
     pytest.fail(f"{what}: not converged within {timeout_s}s")
 
