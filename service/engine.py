@@ -26,6 +26,7 @@ from adapters.format.archive import extract_archive
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
 from adapters.runtime import Runtime, TaskResult
+from adapters.scratch import collect_scratch
 from adapters.store import open_store
 from service.errors import NotReady, PredictTimeout
 from service.inputs import check_registration_fields
@@ -79,6 +80,7 @@ class Engine:
             self.backbones[spec.name] = load_backbone(spec)
         store = open_store(s.store)
         removed = store.gc(s.gc_grace_s)
+        removed += collect_scratch(s.gc_grace_s)  # upload scratch a crash left in $TMPDIR
         if removed:
             log.info("store gc removed %d leftovers", len(removed))
         registry = Registry(store, self.backbones, lora_budget_bytes=s.lora_budget_mb << 20,

@@ -1,0 +1,41 @@
+"""Scratch folders of registrations, and collecting the ones a crash left behind.
+
+An upload is extracted into ``$TMPDIR/taskswap-upload-*`` and a registration works on a
+copy in ``$TMPDIR/taskswap-reg-*``; both are removed when the call returns, but a
+``kill -9`` mid-registration leaves them (up to the archive cap each, 512 MiB by
+default), and they would pile up crash after crash. The server calls
+:func:`collect_scratch` at startup, next to the store's own gc (found by
+``tests/test_crash_server.py``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+SCRATCH_PREFIXES = ("taskswap-upload-", "taskswap-reg-")
+
+
+def collect_scratch(grace_s: float, tmpdir: str | Path | None = None) -> list[str]:
+    """Remove scratch folders older than ``grace_s`` seconds; returns their names.
+
+    The grace period protects registrations running right now in other processes on the
+    same host (several workers or replicas share ``$TMPDIR``).
+
+    >>> collect_scratch(3600, tempfile.mkdtemp())
+    []
+    """
+    root = Path(tmpdir or tempfile.gettempdir())
+    cutoff = time.time() - grace_s
+    removed = []
+    for prefix in SCRATCH_PREFIXES:
+        for p in root.glob(f"{prefix}*"):
+            try:
+                if p.is_dir() and not p.is_symlink() and p.stat().st_mtime <= cutoff:
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p.name)
+            except OSError:  # vanished meanwhile (its own process finished): nothing to do
+                pass
+    return removed
