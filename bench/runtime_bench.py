@@ -1,0 +1,281 @@
+"""In-process throughput of mixed-task batches, as ratios to the raw backbone, and baselines.
+
+    python -m bench.runtime_bench            # the full run (about 8-10 minutes on 2 CPU cores)
+    python -m bench.runtime_bench --quick    # fewer tasks and rounds (about 3 minutes)
+
+What it measures, on the real embedded backbones (MiniLM-L6 on Rotten Tomatoes snippets
+of 16-64 tokens; MobileNetV2 at 96 px on textile photos), one batch of 64 rows per call:
+
+1. rows/s of mixed traffic over 1, 64 and 1,000 head tasks and over 1, 8 and 64 LoRA
+   adapters (rank 8), each request one row of a task drawn at random per call, as a
+   ratio to the raw backbone (preprocess + forward + pooling) on the same inputs;
+2. PEFT on the same batches: ``adapter_names`` mixed forward, and ``set_adapter`` one
+   adapter at a time;
+4. flatness: 1,000 registered tasks (traffic over all of them) against 5;
+5. register-to-first-prediction in process (a head, a LoRA) through the batcher;
+6. resident memory per registered head and per resident LoRA against their tensor bytes.
+
+Every group of variants is interleaved (round-robin, rotating order) and each figure is
+the median over rounds of the ratio measured inside one round. Results go to
+``bench/results/runtime.{md,json}``; the HTTP side is ``bench/http_bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.common import (TEXT_SPEC, VISION_SPEC, Timing, inputs_for, interleave, load, machine,
+                          peft_multi, rss_bytes, save_results, write_heads, write_loras)
+from adapters.backbones.base import Backbone
+from adapters.batching import Batcher
+from adapters.registry import Registry
+from adapters.runtime import Runtime
+from adapters.store import open_store
+
+BATCH = 64
+
+
+class Suite:
+    """One backbone with its registered heads and LoRAs, and the PEFT baseline model."""
+
+    def __init__(self, bb: Backbone, root: Path, n_heads: int, n_loras: int, rank: int):
+        self.bb = bb
+        self.inputs = inputs_for(bb, BATCH)
+        self.reg = Registry(open_store(str(root / "store")), {bb.name: bb})
+        t0 = time.perf_counter()
+        for p in write_heads(root / "heads", bb, n_heads):
+            self.reg.register(p)
+        self.heads = [f"head-{i:04d}" for i in range(n_heads)]
+        self.lora_dirs = write_loras(root / "loras", bb, n_loras, rank)
+        for i, p in enumerate(self.lora_dirs):
+            self.reg.register(p, name=f"lora-{i:03d}", labels=["neg", "pos"])
+        self.loras = [f"lora-{i:03d}" for i in range(n_loras)]
+        self.setup_s = time.perf_counter() - t0
+        self.rt = Runtime(self.reg, max_forward_rows=256)
+        self.peft = peft_multi(bb, self.lora_dirs)
+        self.rng = random.Random(0)
+
+    def raw(self):
+        return self.bb.embed(self.inputs)
+
+    def ours(self, pool: list[str]):
+        tasks = [self.rng.choice(pool) for _ in self.inputs]
+        mod = self.bb.modality
+        return self.rt.run([self.rt.prepare([t], [x], mod) for t, x in zip(tasks, self.inputs)])
+
+    def _enc(self):
+        return self.bb.preprocess(self.inputs)
+
+    def peft_mixed(self, n: int):
+        names = [f"a{self.rng.randrange(n)}" for _ in self.inputs]
+        with torch.inference_mode():
+            return torch.softmax(self.peft(**self._enc(), adapter_names=names).logits, -1)
+
+    def peft_set_adapter(self, n: int):
+        """PEFT's global switch: one forward per distinct adapter on its rows."""
+        ids = [self.rng.randrange(n) for _ in self.inputs]
+        enc = self._enc()
+        out = torch.empty(len(ids), 2)
+        with torch.inference_mode():
+            for a in sorted(set(ids)):
+                rows = torch.tensor([i for i, x in enumerate(ids) if x == a])
+                self.peft.set_adapter(f"a{a}")
+                out[rows] = torch.softmax(self.peft(**{k: v[rows] for k, v in enc.items()}).logits, -1)
+        return out
+
+    def check_against_peft(self, n: int) -> float:
+        """Max |ours - PEFT| over one mixed batch: the bench compares the same computation."""
+        ids = [i % n for i in range(len(self.inputs))]
+        mod = self.bb.modality
+        res = self.rt.run([self.rt.prepare([self.loras[a]], [x], mod) for a, x in zip(ids, self.inputs)])
+        ours = torch.tensor([[r[0].rows[0].scores["neg"], r[0].rows[0].scores["pos"]] for r in res])
+        with torch.inference_mode():
+            ref = torch.softmax(self.peft(**self._enc(), adapter_names=[f"a{a}" for a in ids]).logits, -1)
+        return float((ours - ref).abs().max())
+
+
+def throughput(s: Suite, head_counts, lora_counts, rounds: int, peft: bool) -> tuple[Timing, dict]:
+    variants = {"raw backbone": s.raw}
+    for n in head_counts:
+        variants[f"heads x{n}"] = (lambda pool=s.heads[:n]: s.ours(pool))
+    for n in lora_counts:
+        variants[f"LoRA x{n}"] = (lambda pool=s.loras[:n]: s.ours(pool))
+    if peft:
+        for n in lora_counts[1:]:
+            variants[f"PEFT adapter_names x{n}"] = (lambda n=n: s.peft_mixed(n))
+            variants[f"PEFT set_adapter x{n}"] = (lambda n=n: s.peft_set_adapter(n))
+    t = interleave(variants, BATCH, rounds=rounds)
+    check = {f"max |ours - PEFT| x{n}": s.check_against_peft(n) for n in lora_counts[1:]}
+    return t, check
+
+
+def flatness(bb: Backbone, root: Path, many: int, rounds: int) -> Timing:
+    """The same backbone and batch, 5 registered tasks against ``many`` (traffic over all)."""
+    suites = {}
+    for n in (5, many):
+        reg = Registry(open_store(str(root / f"flat-{n}")), {bb.name: bb})
+        for p in write_heads(root / f"flat-heads-{n}", bb, n):
+            reg.register(p)
+        suites[n] = (Runtime(reg), [f"head-{i:04d}" for i in range(n)])
+    inputs = inputs_for(bb, BATCH)
+    rng = random.Random(1)
+
+    def run(n):
+        rt, pool = suites[n]
+        return rt.run([rt.prepare([rng.choice(pool)], [x], bb.modality) for x in inputs])
+
+    return interleave({"5 registered": lambda: run(5), f"{many} registered": lambda: run(many)},
+                      BATCH, rounds=rounds)
+
+
+def hot_swap(s: Suite, root: Path, reps: int) -> dict:
+    """Seconds from ``register(folder)`` to the first prediction answered through the batcher."""
+    batcher = Batcher(s.rt, max_batch_rows=64, max_wait_ms=5)
+    out = {"head": [], "lora": []}
+    try:
+        heads = write_heads(root / "swap-heads", s.bb, reps, prefix="swap")
+        for i in range(reps):
+            for kind, folder, name in (("head", heads[i], f"swap-{i:04d}"),
+                                       ("lora", s.lora_dirs[i % len(s.lora_dirs)], f"swap-lora-{i:03d}")):
+                t0 = time.perf_counter()
+                if kind == "head":
+                    s.reg.register(folder)
+                else:
+                    s.reg.register(folder, name=name, labels=["neg", "pos"])
+                batcher.submit(s.rt.prepare([name], s.inputs[:1], s.bb.modality)).result(timeout=60)
+                out[kind].append(time.perf_counter() - t0)
+    finally:
+        batcher.close()
+    return {k: {"median_ms": 1000 * statistics.median(v), "max_ms": 1000 * max(v), "n": len(v)}
+            for k, v in out.items()}
+
+
+def memory(bb: Backbone, root: Path, n_heads: int, n_loras: int) -> dict:
+    """RSS growth per registered head / per resident LoRA, against their tensor bytes."""
+    head_dirs = write_heads(root / "mem-heads", bb, n_heads, prefix="mem")
+    lora_dirs = write_loras(root / "mem-loras", bb, n_loras)
+    reg = Registry(open_store(str(root / "mem-store")), {bb.name: bb})
+    gc.collect()
+    before = rss_bytes()
+    for p in head_dirs:
+        reg.register(p)
+    gc.collect()
+    mid = rss_bytes()
+    for i, p in enumerate(lora_dirs):
+        reg.register(p, name=f"mem-lora-{i:03d}", labels=["neg", "pos"])
+    gc.collect()
+    after = rss_bytes()
+    head_bytes = reg.resolve("mem-0000").nbytes
+    lora = reg.resolve("mem-lora-000")
+    return {"heads": n_heads, "rss_per_head": (mid - before) / n_heads, "tensor_bytes_per_head": head_bytes,
+            "loras": n_loras, "rss_per_lora": (after - mid) / n_loras, "tensor_bytes_per_lora": lora.nbytes}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Runtime bench ({'quick' if results['quick'] else 'full'} run)", "",
+             f"Machine: {results['machine']['cpus']} CPUs, torch {results['machine']['torch']}, "
+             f"{results['machine']['threads']} threads, CUDA: {results['machine']['cuda']}; "
+             f"load average at start {results['machine']['load_avg'][0]:.1f}. Batch {BATCH} rows; median "
+             "of per-round ratios, variants interleaved.", ""]
+    for name in ("text", "vision"):
+        if name not in results:
+            continue
+        r = results[name]
+        lines += [f"## {name}: {r['backbone']}", "",
+                  "| variant | rows/s (median) | × raw backbone | × raw (CPU time) |", "|---|---|---|---|"]
+        for k, v in r["rows"].items():
+            lines.append(f"| {k} | {v['rows_per_s']:.1f} | {v['ratio']:.3f} | {v['ratio_cpu']:.3f} |")
+        if r.get("vs_peft"):
+            lines += ["", "| ours vs PEFT | ratio |", "|---|---|"]
+            lines += [f"| {k} | {v:.2f} |" for k, v in r["vs_peft"].items()]
+        lines += ["", "Checks: " + ", ".join(f"{k} = {v:.1e}" for k, v in r["checks"].items()), ""]
+    if "flatness" in results:
+        f = results["flatness"]
+        lines += ["## flatness (heads, traffic over every registered task)", "",
+                  f"{f['many']} registered / 5 registered = **{f['ratio']:.3f}** "
+                  f"({f['rows_per_s_many']:.1f} vs {f['rows_per_s_5']:.1f} rows/s)", ""]
+    if "hot_swap" in results:
+        lines += ["## register → first prediction (in process, through the batcher)", "",
+                  "| kind | median ms | max ms | n |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['median_ms']:.1f} | {v['max_ms']:.1f} | {v['n']} |"
+                  for k, v in results["hot_swap"].items()]
+        lines.append("")
+    if "memory" in results:
+        m = results["memory"]
+        lines += ["## memory (RSS growth while registering)", "",
+                  "| adapter | resident bytes each | tensor bytes each | ratio |", "|---|---|---|---|",
+                  f"| head ({m['heads']} registered) | {m['rss_per_head']:.0f} | {m['tensor_bytes_per_head']} | "
+                  f"{m['rss_per_head'] / m['tensor_bytes_per_head']:.2f} |",
+                  f"| LoRA r=8 ({m['loras']} resident) | {m['rss_per_lora']:.0f} | {m['tensor_bytes_per_lora']} | "
+                  f"{m['rss_per_lora'] / m['tensor_bytes_per_lora']:.2f} |", ""]
+    return "\n".join(lines) + "\n"
+
+
+def summarise(t: Timing, checks: dict, bb: Backbone) -> dict:
+    rows = {k: {"rows_per_s": t.median(k), "ratio": t.ratio(k, "raw backbone"),
+                "ratio_cpu": t.ratio(k, "raw backbone", cpu=True)} for k in t.per_round}
+    vs = {}
+    for k in t.per_round:
+        if k.startswith("PEFT"):
+            n = k.split("x")[-1]
+            vs[f"LoRA x{n} / {k}"] = t.ratio(f"LoRA x{n}", k)
+    return {"backbone": bb.spec.source, "rows": rows, "vs_peft": vs, "checks": checks, "timing": t.as_dict()}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer tasks and rounds (~3 minutes)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per group")
+    ap.add_argument("--only", default="text,vision,flatness,hot_swap,memory",
+                    help="comma-separated parts to run")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    parts = set(args.only.split(","))
+    rounds = args.rounds or (3 if args.quick else 7)
+    n_heads = 200 if args.quick else 1000
+    results: dict = {"quick": args.quick, "machine": machine(), "batch": BATCH}
+    root = Path(tempfile.mkdtemp(prefix="taskswap-bench-"))
+    text = load(TEXT_SPEC) if parts & {"text", "flatness", "hot_swap", "memory"} else None
+    if "text" in parts or "hot_swap" in parts:
+        t0 = time.perf_counter()
+        s = Suite(text, root / "text", n_heads, 64, rank=8)
+        print(f"text suite ready in {time.perf_counter() - t0:.0f}s", flush=True)
+        if "text" in parts:
+            t, checks = throughput(s, [1, 64, n_heads], [1, 8, 64], rounds, peft=True)
+            results["text"] = summarise(t, checks, text)
+            print(markdown({**results, "quick": args.quick}), flush=True)
+        if "hot_swap" in parts:
+            results["hot_swap"] = hot_swap(s, root, reps=5 if args.quick else 10)
+        del s
+    if "vision" in parts:
+        vision = load(VISION_SPEC)
+        sv = Suite(vision, root / "vision", n_heads, 64, rank=8)
+        t, checks = throughput(sv, [1, 64, n_heads], [1, 8, 64], rounds, peft=not args.quick)
+        results["vision"] = summarise(t, checks, vision)
+        del sv
+    if "flatness" in parts:
+        f = flatness(text, root, n_heads, rounds)
+        many = f"{n_heads} registered"
+        results["flatness"] = {"many": n_heads, "ratio": f.ratio(many, "5 registered"),
+                               "rows_per_s_many": f.median(many), "rows_per_s_5": f.median("5 registered"),
+                               "timing": f.as_dict()}
+    if "memory" in parts:
+        results["memory"] = memory(text, root, n_heads, 32 if args.quick else 64)
+    md = markdown(results)
+    print(md)
+    save_results("runtime-quick" if args.quick else "runtime", results, md)
+    return results
+
+
+if __name__ == "__main__":
+    main()
