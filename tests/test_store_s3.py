@@ -129,6 +129,55 @@ def test_corrupt_object_is_refused_not_cached(url, folders, moto_s3):
     assert not list((store.cache / "tasks" / "sentiment").iterdir())  # temp folder cleaned
 
 
+def test_missing_object_is_refused_not_cached(url, folders, moto_s3):
+    """A file the marker lists but the bucket lost: a clear error, nothing cached."""
+    store = open_store(url)
+    v = store.put_version("sentiment", folders[0])
+    key = f"{store.prefix}/tasks/sentiment/versions/{v}/head.safetensors"
+    moto_s3.client().delete_object(Bucket=moto_s3.bucket, Key=key)
+    with pytest.raises(InvalidAdapter, match="head.safetensors is missing from the store"):
+        store.version_path("sentiment", v)
+    assert not list((store.cache / "tasks" / "sentiment").iterdir())
+
+
+def _recording(store, monkeypatch, deny: str | None = None) -> list[tuple[str, str]]:
+    """Record every S3 call ``store`` makes as (method, key or prefix); with ``deny``, a
+    get_object of a key ending so fails with AccessDenied (s3fs: PermissionError)."""
+    calls, real = [], store.fs._call_s3
+
+    async def call(method, *args, **kw):
+        key = kw.get("Key", kw.get("Prefix", ""))
+        calls.append((method, key))
+        if deny and method == "get_object" and key.endswith(deny):
+            raise PermissionError(f"Access Denied: {key}")
+        return await real(method, *args, **kw)
+    monkeypatch.setattr(store.fs, "_call_s3", call)
+    return calls
+
+
+def test_list_aliases_is_one_listing_and_one_get_per_task(url, folders, monkeypatch):
+    """What every replica pays per store change: no per-key probes (fs.cat's were 4x)."""
+    store = open_store(url)
+    for name in ("a", "b", "c"):
+        v = store.put_version(name, folders[0])
+        store.publish(name, v, info(v))
+    store.delete("c")  # its folder stays until gc: one GET that finds nothing
+    calls = _recording(store, monkeypatch)
+    assert sorted(store.list_aliases()) == ["a", "b"]
+    assert sorted(calls) == [("get_object", f"{store.prefix}/tasks/{n}/alias.json") for n in "abc"] + \
+        [("list_objects_v2", f"{store.prefix}/tasks/")]
+
+
+def test_unreadable_alias_is_an_error_not_a_deleted_task(url, folders, monkeypatch):
+    store = open_store(url)
+    for name in ("a", "b"):
+        v = store.put_version(name, folders[0])
+        store.publish(name, v, info(v))
+    _recording(store, monkeypatch, deny="tasks/b/alias.json")
+    with pytest.raises(PermissionError, match="tasks/b/alias.json"):
+        store.list_aliases()
+
+
 def test_version_path_is_cached_by_sha(url, folders, moto_s3):
     store = open_store(url)
     v = store.put_version("sentiment", folders[0])

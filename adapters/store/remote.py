@@ -32,6 +32,7 @@ The local cache lives in ``$TASKSWAP_STORE_CACHE`` or ``$TASKSWAP_HOME/store-cac
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -130,7 +131,8 @@ class FsspecStore(AdapterStore):
         return key[len(self.prefix) + 1:] if self.prefix else key
 
     def _call(self, method: str, **kwargs):
-        return self.fs.call_s3(method, Bucket=self.bucket, **kwargs)
+        # Through the coroutine, like every other S3 call here (one place to observe them).
+        return self._run(lambda: self.fs._call_s3(method, Bucket=self.bucket, **kwargs))
 
     def _run(self, coro_fn, *args):
         from fsspec.asyn import sync
@@ -154,6 +156,24 @@ class FsspecStore(AdapterStore):
             return self._run(get)
         except FileNotFoundError:
             return None
+
+    def _get_many(self, rels: list[str], concurrency: int = 32) -> list[bytes | None]:
+        """Bodies of ``rels`` (None where a key does not exist), fetched concurrently with
+        one GET each. Any other error is raised. (``fs.cat``/``fs.get`` on a list first
+        probe each path, several times slower per key: this is what a sync pays per task.)"""
+        async def fetch_all():
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(rel: str) -> bytes | None:
+                async with gate:
+                    try:
+                        resp = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self._key(rel))
+                    except FileNotFoundError:
+                        return None
+                    async with resp["Body"] as body:
+                        return await body.read()
+            return await asyncio.gather(*(one(r) for r in rels))
+        return list(self._run(fetch_all)) if rels else []
 
     def _put(self, rel: str, data: bytes, if_match: str | None = None, create: bool = False) -> None:
         cond = {"IfMatch": if_match} if if_match else ({"IfNoneMatch": "*"} if create else {})
@@ -260,7 +280,10 @@ class FsspecStore(AdapterStore):
         tmp.mkdir()
         try:
             rels = list(keys)
-            self.fs.get([f"{self.bucket}/{self._key(r)}" for r in rels], [str(tmp / keys[r]) for r in rels])
+            for rel, body in zip(rels, self._get_many(rels)):
+                if body is None:
+                    raise InvalidAdapter(f"{dest.name[:12]}: {keys[rel]} is missing from the store")
+                (tmp / keys[rel]).write_bytes(body)
             if expect is not None and content_hash(tmp) != expect:
                 raise InvalidAdapter(f"{dest.name[:12]}: the files in the store do not match their "
                                      "content hash; the stored version is corrupt")
@@ -282,17 +305,11 @@ class FsspecStore(AdapterStore):
 
     def list_aliases(self) -> dict[str, Alias]:
         names = sorted(self._list("tasks/", delimiter=True))
-        paths = [f"{self.bucket}/{self._key(self._alias_rel(n))}" for n in names]
-        bodies = self.fs.cat(paths, on_error="return") if paths else {}  # fetched concurrently
-        out = {}
-        for name, path in zip(names, paths):
-            body = bodies.get(path, FileNotFoundError(path))
-            if isinstance(body, FileNotFoundError):
-                continue  # a deleted task whose version files wait for gc
-            if isinstance(body, BaseException):
-                raise body  # never mistake an unreadable alias for a deleted task
-            out[name] = Alias.model_validate_json(body)
-        return out
+        # Any read error but "no such key" is raised by _get_many: never mistake an
+        # unreadable alias for a deleted task.
+        bodies = self._get_many([self._alias_rel(n) for n in names])
+        return {name: Alias.model_validate_json(body) for name, body in zip(names, bodies)
+                if body is not None}  # None: a deleted task whose version files wait for gc
 
     def _update_alias(self, name: str, change: Callable[[Alias | None], Alias | None]) -> Alias | None:
         def on_bytes(body: bytes | None) -> bytes | None:
