@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from adapters.backbones.tiny import tiny_backbone_spec
 from adapters.errors import InvalidAdapter, InvalidInput
 from adapters.format import HeadSpec
 from adapters.heads import Head
@@ -23,7 +24,7 @@ from training.data import LabelledData, open_image
 from training.heads import EarlyStopping, HeadFitConfig, fit_head, fold_standardisation
 from training.sources import DataSource
 from training.trainer import train
-from training_helpers import (live_tiny_vision_spec, sentiment_rows, word_tokenizer_text_spec, write_image_csv, write_image_folder, write_text_csv,
+from training_helpers import (sentiment_rows, write_image_csv, write_image_folder, write_text_csv,
                               write_text_jsonl)
 
 
@@ -46,16 +47,16 @@ def served_probs(registry: Registry, task: str, data: LabelledData) -> torch.Ten
 
 @pytest.fixture(scope="module")
 def text_backbone(tmp_path_factory):
-    """The tiny text backbone with a working word tokenizer (see ``word_tokenizer_text_spec``)."""
+    """The tiny text backbone (word tokenizer: the sentiment words are in its vocabulary)."""
     from adapters.backbones.base import load_backbone
-    return load_backbone(word_tokenizer_text_spec(tmp_path_factory.mktemp("words") / "text"))
+    return load_backbone(tiny_backbone_spec("text", tmp_path_factory.mktemp("words") / "text"))
 
 
 @pytest.fixture(scope="module")
 def vision_backbone(tmp_path_factory):
-    """The tiny vision backbone with features that differ per image (see ``live_tiny_vision_spec``)."""
+    """The tiny vision backbone (He-initialised: features differ per image)."""
     from adapters.backbones.base import load_backbone
-    return load_backbone(live_tiny_vision_spec(tmp_path_factory.mktemp("live") / "vision"))
+    return load_backbone(tiny_backbone_spec("vision", tmp_path_factory.mktemp("live") / "vision"))
 
 
 @pytest.fixture

@@ -10,22 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from adapters.backbones.tiny import tiny_backbone_spec
 from training import cli
 from training import demo as demo_mod
-from training_helpers import (live_tiny_vision_spec, sentiment_rows, word_tokenizer_text_spec,
-                              write_image_folder, write_text_csv)
+from training_helpers import sentiment_rows, write_image_folder, write_text_csv
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def text_folder(tmp_path_factory) -> Path:
-    return Path(word_tokenizer_text_spec(tmp_path_factory.mktemp("cli-text") / "text").source)
+    return Path(tiny_backbone_spec("text", tmp_path_factory.mktemp("cli-text") / "text").source)
 
 
 @pytest.fixture(scope="module")
 def vision_folder(tmp_path_factory) -> Path:
-    return Path(live_tiny_vision_spec(tmp_path_factory.mktemp("cli-vision") / "vision").source)
+    return Path(tiny_backbone_spec("vision", tmp_path_factory.mktemp("cli-vision") / "vision").source)
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:

@@ -8,13 +8,14 @@ import json
 import pytest
 import torch
 
+from adapters.backbones.tiny import tiny_backbone_spec
 from server import server_factory  # noqa: F401  (pytest fixture)
 from training import cli
 from training.config import TrainConfig
 from training.register import RegistrationFailed, register_with_server
 from training.sources import DataSource
 from training.trainer import train
-from training_helpers import live_tiny_vision_spec, sentiment_rows, word_tokenizer_text_spec, write_text_csv
+from training_helpers import sentiment_rows, write_text_csv
 
 pytestmark = pytest.mark.server
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.server
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory):
     root = tmp_path_factory.mktemp("srv-backbones")
-    return {"text": word_tokenizer_text_spec(root / "text"), "vision": live_tiny_vision_spec(root / "vision")}
+    return {"text": tiny_backbone_spec("text", root / "text"), "vision": tiny_backbone_spec("vision", root / "vision")}
 
 
 @pytest.fixture(scope="module")

@@ -20,47 +20,6 @@ FILLER = "the movie film plot story was is it this very".split()
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
 
-def word_tokenizer_text_spec(folder: Path):
-    """``tiny_backbone_spec("text", folder)`` with a tokenizer that knows its words.
-
-    Workaround: ``adapters.backbones.tiny`` builds its tokenizer with
-    ``BertTokenizerFast(vocab_file=...)``, which transformers 5 ignores, so every word
-    becomes ``[UNK]`` and all texts get the same features. Re-saving the tokenizer with
-    ``vocab=`` fixes the folder; model weights (and so the fingerprint) are unchanged.
-    """
-    from transformers import BertTokenizerFast
-
-    from adapters.backbones.tiny import tiny_backbone_spec
-    spec = tiny_backbone_spec("text", folder)
-    tok = BertTokenizerFast(vocab=str(Path(folder) / "vocab.txt"), do_lower_case=True)
-    if tok("good")["input_ids"][1] == tok.unk_token_id:
-        raise AssertionError("tokenizer still maps known words to [UNK]")
-    tok.save_pretrained(folder)
-    return spec
-
-
-def live_tiny_vision_spec(folder: Path, seed: int = 0):
-    """``tiny_backbone_spec("vision", folder)`` whose features are not all ~0.
-
-    Workaround: the tiny MobileNetV2 written by ``adapters.backbones.tiny`` keeps
-    transformers' small-normal initialisation (std 0.02) through 17 blocks, so its pooled
-    features are ~1e-27 for every image and no head can tell images apart. Convolutions
-    are re-initialised here (He/kaiming, seeded) and the folder re-saved.
-    """
-    import torch
-    from transformers import AutoModel
-
-    from adapters.backbones.tiny import tiny_backbone_spec
-    spec = tiny_backbone_spec("vision", folder)
-    model = AutoModel.from_pretrained(folder)
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-    model.save_pretrained(folder, safe_serialization=True)
-    return spec
-
-
 def sentiment_rows(n: int = 60, seed: int = 0) -> list[tuple[str, str]]:
     """``(text, label)`` pairs, half 'pos' half 'neg', in a seeded order."""
     rng = np.random.default_rng(seed)

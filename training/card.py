@@ -102,14 +102,17 @@ def render_card(f: CardFacts) -> str:
 def _usage(f: CardFacts, servable: bool) -> str:
     if not servable:
         return "Not servable. Compare its metrics with a `head` or `lora` adapter on the same data."
-    example = '"inputs": ["an example text"]' if f.preprocessing.get("max_length") else \
-        '"images": ["<base64 PNG/JPEG>"]'
-    return ("Register it with a running server, then predict:\n\n"
+    if f.preprocessing.get("image_size"):
+        predict = (f"curl -F files=@photo.jpg -F task={f.name} http://127.0.0.1:3000/predict/upload")
+    else:
+        predict = (f"curl -H 'Content-Type: application/json' http://127.0.0.1:3000/predict \\\n"
+                   f"     -d '{{\"task\": \"{f.name}\", \"texts\": [\"an example\"]}}'")
+    return ("Register this folder with a running server (admin token), then predict:\n\n"
             "```bash\n"
-            f"taskswap register . --url http://127.0.0.1:3000 --token $TASKSWAP_ADMIN_TOKEN\n"
-            f"taskswap evaluate . --data labelled.csv   # score it on more labelled data\n"
-            "```\n\n"
-            f"Requests name the task `{f.name}` ({example}).")
+            "taskswap register . --url http://127.0.0.1:3000 --token $TASKSWAP_ADMIN_TOKEN\n"
+            f"{predict}\n"
+            "taskswap evaluate . --data more-labelled-data.csv   # score it on other labelled data\n"
+            "```")
 
 
 def _limitations(f: CardFacts) -> str:

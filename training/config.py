@@ -31,7 +31,7 @@ METHOD_DEFAULTS: dict[str, dict] = {
 class TrainConfig(BaseModel):
     """What to train and how. Data and backbone are passed beside it (see ``training.trainer``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str = Field(pattern=NAME_PATTERN)
     """Task name the adapter registers under: lowercase letters, digits, '_', '-', '.'."""
@@ -67,7 +67,8 @@ class TrainConfig(BaseModel):
     feature_batch_size: int = Field(64, ge=1)
     """Rows per backbone forward when computing features (and when evaluating)."""
     max_train_minutes: float | None = Field(None, gt=0)
-    """LoRA/scratch: stop after the epoch that crosses this wall-clock budget."""
+    """LoRA/scratch: stop at the first step past this wall-clock budget (mid-epoch if need be),
+    score that state on validation, and keep the best state seen."""
     progress: bool = True
     """Show tqdm progress bars (stderr)."""
 

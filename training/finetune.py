@@ -95,19 +95,23 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
                 total += float(loss.detach()) * len(idx)
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                if deadline is not None and time.monotonic() > deadline:
+                    break  # an epoch of a full trunk can outlast the budget: stop mid-epoch
         loop.set_train(False)
         val_loss, val_acc = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size)
-        hist.train_loss.append(total / len(train))
+        seen = min(len(order), start + cfg.batch_size)  # rows this (maybe cut) epoch trained on
+        hist.train_loss.append(total / seen)
+        hist.rows_seen += seen
         hist.val_loss.append(val_loss)
         hist.val_accuracy.append(val_acc)
         if cfg.progress:
-            tqdm.write(f"{desc} epoch {epoch}: train loss {total / len(train):.4f}, "
+            tqdm.write(f"{desc} epoch {epoch}: train loss {total / seen:.4f}, "
                        f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}")
         if stop.step(epoch, val_loss, loop.state()):
             hist.stopped_early = True
             break
         if deadline is not None and time.monotonic() > deadline:
-            hist.stopped_early = True
+            hist.stopped_early = hist.time_capped = epoch < cfg.epochs or seen < len(order)
             break
     loop.load(stop.state)
     loop.set_train(False)

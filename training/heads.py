@@ -49,11 +49,14 @@ class History:
     val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    rows_seen: int = 0  # training rows passed through the model (epochs x rows, cut epochs counted)
+    time_capped: bool = False  # stopped by max_train_minutes rather than by patience or epochs
 
     def to_dict(self) -> dict:
         return {"train_loss": self.train_loss, "val_loss": self.val_loss,
                 "val_accuracy": self.val_accuracy, "best_epoch": self.best_epoch,
-                "stopped_early": self.stopped_early}
+                "stopped_early": self.stopped_early, "rows_seen": self.rows_seen,
+                "time_capped": self.time_capped}
 
 
 @dataclass
@@ -81,11 +84,22 @@ class EarlyStopping:
         return self._bad >= self.patience
 
 
+STD_FLOOR = 0.1  # a dimension's std is taken as at least this share of the median std
+
+
 def standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension ``(mean, std)`` of ``x [rows, dim]``; constant dimensions get std 1."""
+    """Per-dimension ``(mean, std)`` of ``x [rows, dim]``; constant dimensions get std 1.
+
+    Nearly constant dimensions get ``STD_FLOOR`` times the median std instead of their own:
+    folded into the head, ``1 / std`` becomes a raw weight, and a weight hundreds of times
+    the others turns a tiny feature change into a huge logit. LoRA moves exactly those
+    features, and one optimiser step on a warm-started head blew the loss from 0.007 to 130
+    on the tiny MobileNetV2 before this floor (0.007 -> 1.6 after).
+    """
     mean = x.mean(0)
     std = x.std(0, unbiased=False)
-    return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean, std.clamp_min(STD_FLOOR * float(std.median()))
 
 
 def fold_standardisation(head: Head, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -135,6 +149,7 @@ def fit_head(spec: HeadSpec, n_labels: int, train_x: torch.Tensor, train_y: torc
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+        hist.rows_seen += len(tx)
         head.eval()
         val_loss, val_acc = evaluate_head(head, vx, val_y)
         hist.train_loss.append(total / len(tx))

@@ -30,7 +30,7 @@ Format = Literal["auto", "text", "image-folder", "image-csv"]
 class DataSource(BaseModel):
     """One labelled data set: ``path`` (file or folder) or ``demo`` (a bundled data set name)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     path: Path | None = None
     demo: str | None = None
     format: Format = "auto"

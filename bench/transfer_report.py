@@ -1,0 +1,187 @@
+"""What transfer learning buys: head vs LoRA vs from-scratch at several label budgets.
+
+For each data set (Fashion-MNIST on the ``vision`` backbone, Rotten Tomatoes on ``text``)
+and each budget of labelled examples per class, trains
+
+- ``head``: frozen pretrained backbone, features computed once, linear head;
+- ``lora``: PEFT LoRA on the pretrained backbone + head (warm-started from the head);
+- ``scratch``: the same architecture from random weights, trained end to end;
+
+through the public training API (``training.trainer.train``), then scores a fixed,
+stratified held-out test split that no run sees while training. Writes
+``bench/results/transfer_report.{csv,md,png}``.
+
+Costs on a shared 2-core CPU decide the settings: LoRA and scratch pass the whole trunk
+forwards and backwards per step, so they get few epochs and a wall-clock cap per run
+(``--max-minutes``); the caps and epochs are printed in the report. The feature cache is
+off, so every ``head`` time includes its feature extraction.
+
+    python bench/transfer_report.py                       # the default, ~20-30 min here
+    python bench/transfer_report.py --budgets 10 --test-size 100 --methods head   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import torch  # noqa: E402
+
+from adapters.backbones.base import load_backbone  # noqa: E402
+from adapters.backbones.defaults import default_spec  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import load_demo, take_per_class  # noqa: E402
+from training.trainer import train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = {"fashion-mnist": "vision", "rotten-tomatoes": "text"}
+FIELDS = ["dataset", "backbone", "method", "per_class", "n_train", "n_test", "test_accuracy",
+          "test_macro_f1", "train_seconds", "epochs_run", "best_epoch", "rows_seen", "capped"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--methods", default="head,lora,scratch")
+    p.add_argument("--budgets", default="10,50,200", help="labelled examples per class")
+    p.add_argument("--head-budgets", default="1000",
+                   help="extra budgets for the cheap head method only ('' for none)")
+    p.add_argument("--test-size", type=int, default=500, help="held-out test examples per data set")
+    p.add_argument("--lora-epochs", type=int, default=10, help="upper bound; the cap usually ends it")
+    p.add_argument("--scratch-epochs", type=int, default=30, help="upper bound; the cap usually ends it")
+    p.add_argument("--max-minutes", type=float, default=3.0, help="training-time cap per lora/scratch run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def config_for(method: str, args, name: str) -> TrainConfig:
+    extra = {}
+    if method == "lora":
+        extra = {"epochs": args.lora_epochs, "max_train_minutes": args.max_minutes}
+    elif method == "scratch":
+        extra = {"epochs": args.scratch_epochs, "max_train_minutes": args.max_minutes}
+    return TrainConfig(name=name, method=method, seed=args.seed, progress=args.progress, **extra)
+
+
+def run(args) -> list[dict]:
+    rows: list[dict] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out / "transfer_report.csv"
+    budgets = [int(b) for b in args.budgets.split(",")]
+    head_budgets = [int(b) for b in args.head_budgets.split(",") if b]
+    methods = args.methods.split(",")
+    plan = [(b, m) for b in budgets for m in methods]
+    plan += [(b, "head") for b in head_budgets if "head" in methods and b not in budgets]
+    with open(csv_path, "w", newline="") as f, tempfile.TemporaryDirectory() as tmp:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        for dataset in args.datasets.split(","):
+            bb_name = DATASETS[dataset]
+            backbone = load_backbone(default_spec(bb_name))
+            # One pool big enough for the largest budget; budgets are per-class samples of it.
+            pool = load_demo(dataset, "train", limit=max(b for b, _ in plan) * 12, seed=args.seed)
+            test = load_demo(dataset, "test", limit=args.test_size, seed=args.seed)
+            for per_class, method in plan:
+                data = take_per_class(pool, per_class, seed=args.seed)
+                cfg = config_for(method, args, f"{dataset}-{method}-{per_class}")
+                start = time.perf_counter()
+                r = train(data, backbone, cfg, Path(tmp) / cfg.name, test=test, cache_dir=None)
+                m = r.metrics["test"]
+                row = {"dataset": dataset, "backbone": backbone.spec.source, "method": method,
+                       "per_class": per_class, "n_train": len(data), "n_test": len(test),
+                       "test_accuracy": round(m.accuracy, 4), "test_macro_f1": round(m.macro_f1, 4),
+                       "train_seconds": round(r.seconds, 1), "epochs_run": len(r.history.train_loss),
+                       "best_epoch": r.history.best_epoch, "rows_seen": r.history.rows_seen,
+                       "capped": r.history.time_capped}
+                rows.append(row)
+                writer.writerow(row)
+                f.flush()
+                print(f"{dataset:16} {method:8} {per_class:4}/class  acc {m.accuracy:.3f}  "
+                      f"train {r.seconds:6.1f}s  (total {time.perf_counter() - start:.0f}s)", flush=True)
+    return rows
+
+
+def write_markdown(rows: list[dict], args, seconds: float) -> Path:
+    lines = ["| data set | labels / class | train examples | head | LoRA | scratch | "
+             "train s (head / LoRA / scratch) | rows trained (LoRA / scratch) |",
+             "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["dataset"], r["per_class"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    for ds, pc in keys:
+        by = {r["method"]: r for r in rows if r["dataset"] == ds and r["per_class"] == pc}
+        acc = [f"{by[m]['test_accuracy']:.3f}{'*' if by[m]['capped'] else ''}" if m in by else "–"
+               for m in ("head", "lora", "scratch")]
+        secs = " / ".join(f"{by[m]['train_seconds']:.0f}" if m in by else "–" for m in ("head", "lora", "scratch"))
+        seen = " / ".join(str(by[m]["rows_seen"]) if m in by else "–" for m in ("lora", "scratch"))
+        n = next(iter(by.values()))["n_train"]
+        lines.append(f"| {ds} | {pc} | {n} | {' | '.join(acc)} | {secs} | {seen} |")
+    notes = [
+        "",
+        f"Test accuracy on {rows[0]['n_test'] if rows else '?'} held-out examples per data set "
+        f"(stratified, seed {args.seed}); 20% of each budget is the validation split used for early stopping. "
+        f"Settings: head up to 200 epochs (early stopping); LoRA r=8 on attention query/value (text) or every "
+        f"1x1 convolution (vision), warm-started from the head, at most {args.lora_epochs} epochs; scratch at most "
+        f"{args.scratch_epochs} epochs; LoRA and scratch capped at {args.max_minutes} min of training per run "
+        f"(* = stopped by the cap, mid-epoch if need be; 'rows trained' counts training rows passed through the "
+        f"trunk, so rows < 0.8 x examples means less than one epoch). "
+        f"Training seconds include feature extraction (no cache) and LoRA's head warm start. "
+        f"One run, {platform.machine()} CPU, {torch.get_num_threads()} torch threads, on a machine shared "
+        f"with other jobs: times are indicative. Whole report: {seconds / 60:.1f} min.",
+    ]
+    path = args.out / "transfer_report.md"
+    path.write_text("\n".join(lines + notes) + "\n")
+    return path
+
+
+def plot(rows: list[dict], args) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for method, style in (("head", "o-"), ("lora", "s-"), ("scratch", "^--")):
+            pts = sorted((r["per_class"], r["test_accuracy"]) for r in rows
+                         if r["dataset"] == ds and r["method"] == method)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=method)
+        chance = 0.1 if ds == "fashion-mnist" else 0.5
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled examples per class")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{ds} ({DATASETS[ds]} backbone)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = args.out / "transfer_report.png"
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    rows = run(args)
+    md = write_markdown(rows, args, time.perf_counter() - start)
+    png = plot(rows, args)
+    print(md.read_text())
+    print(f"wrote {args.out / 'transfer_report.csv'}, {md}, {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
