@@ -1,0 +1,370 @@
+"""Served over HTTP: Taskswap against a minimal raw-backbone BentoML service, and hot swap.
+
+    python -m bench.http_bench            # the full run (about 8 minutes on 2 CPU cores)
+    python -m bench.http_bench --quick    # fewer rounds, shorter phases (about 4 minutes)
+
+Two real ``bentoml serve`` processes on 127.0.0.1, started here and stopped at the end:
+
+- Taskswap (``service.service:Taskswap``) on the embedded MiniLM backbone, over a store
+  prepared in-process with ``--heads`` head tasks and ``--loras`` PEFT LoRA r=8 adapters;
+- the reference, ``bench.raw_service:RawBackbone``: the same backbone, the same batcher and
+  settings (max batch rows, max wait, torch threads), no adapters.
+
+Measured, the variants interleaved (rotating order, several rounds, median of the
+per-round ratios, because the machine is shared):
+
+3. requests/s and p50/p99 latency with ``--clients`` concurrent clients (asyncio, one
+   request in flight each, ``--texts`` Rotten Tomatoes snippets per request): raw service,
+   mixed head traffic (each request a random head task), mixed LoRA traffic;
+5. register-to-first-served-prediction (POST /adapters with a zip, then POST /predict) for
+   a head and for a LoRA, and p99 latency of mixed head traffic while a new head is
+   registered every second, as a ratio to the same traffic without registrations.
+
+Results go to ``bench/results/http.{md,json}`` (``http-quick`` for ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from adapters.format.archive import make_archive
+from adapters.registry import Registry
+from adapters.store import open_store
+from bench.common import (TEXT_SPEC, load, machine, percentile, review_snippets, save_results,
+                          write_heads, write_loras)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- servers ---------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """One ``bentoml serve`` subprocess in its own process group (stopped with the group)."""
+
+    def __init__(self, target: str, env: dict[str, str], root: Path, name: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / f"{name}.log"
+        full = {k: v for k, v in os.environ.items() if not k.startswith("TASKSWAP_")}
+        full.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
+                    BENTOML_HOME=str(root / "bentoml-home"), **env)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
+                 "--port", str(self.port)], cwd=REPO, env=full, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.log.name}: server exited ({self.proc.returncode}):\n"
+                                 f"{self.log.read_text(errors='replace')[-4000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise SystemExit(f"{self.log.name}: not ready after {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        pgid = os.getpgid(self.proc.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+
+# ---- load ------------------------------------------------------------------------------
+async def _load(url: str, bodies, clients: int, seconds: float, max_requests: int) -> dict:
+    """``clients`` concurrent loops POSTing ``bodies()`` to ``url`` for ``seconds`` (bounded)."""
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    stop_at = time.monotonic() + seconds
+    sent = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def worker():
+            nonlocal sent
+            while time.monotonic() < stop_at and sent < max_requests:
+                sent += 1
+                body = bodies()
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/predict", json=body)
+                    ok = r.status_code == 200
+                    key = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    ok, key = False, type(exc).__name__
+                if ok:
+                    lat.append(time.perf_counter() - t0)
+                else:
+                    errors[key] = errors.get(key, 0) + 1
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    return {"requests_per_s": len(lat) / wall, "p50_ms": 1000 * percentile(lat, 50),
+            "p99_ms": 1000 * percentile(lat, 99), "ok": len(lat), "errors": errors, "seconds": wall}
+
+
+def run_load(url, bodies, clients, seconds, max_requests=100_000) -> dict:
+    return asyncio.run(_load(url, bodies, clients, seconds, max_requests))
+
+
+def body_maker(texts: list[str], per_request: int, tasks: list[str] | None, seed: int):
+    rng = random.Random(seed)
+
+    def make() -> dict:
+        picked = rng.sample(texts, per_request)
+        return {"texts": picked} if tasks is None else {"task": rng.choice(tasks), "texts": picked}
+    return make
+
+
+# ---- hot swap --------------------------------------------------------------------------
+class Registrar:
+    """Registers fresh head adapters over HTTP (admin token), one folder per call."""
+
+    def __init__(self, url: str, token: str, bb, root: Path):
+        self.url, self.bb, self.root = url, bb, root
+        self.client = httpx.Client(base_url=url, timeout=120,
+                                   headers={"Authorization": f"Bearer {token}"})
+        self.count = 0
+
+    def head_archive(self) -> tuple[str, bytes]:
+        self.count += 1
+        name = f"swap-{self.count:04d}"
+        folder = write_heads(self.root / name, self.bb, 1, prefix=name)[0]
+        return folder.name, make_archive(folder, "zip")
+
+    def register(self, archive: bytes, **fields) -> None:
+        r = self.client.post("/adapters", files={"file": ("a.zip", archive)}, data=fields)
+        if r.status_code != 201:
+            raise SystemExit(f"registration failed: {r.status_code} {r.text}")
+
+
+def first_prediction(reg: Registrar, lora_archives: list[bytes], text: str, reps: int) -> dict:
+    """Seconds from POST /adapters to the first 200 from /predict for the new task."""
+    out = {"head": [], "lora": []}
+    for i in range(reps):
+        name, archive = reg.head_archive()
+        jobs = [("head", name, archive, {}),
+                ("lora", f"swap-lora-{i:03d}", lora_archives[i % len(lora_archives)],
+                 {"name": f"swap-lora-{i:03d}", "labels": "neg,pos"})]
+        for kind, task, data, fields in jobs:
+            t0 = time.perf_counter()
+            reg.register(data, **fields)
+            r = reg.client.post("/predict", json={"task": task, "texts": [text]})
+            if r.status_code != 200:
+                raise SystemExit(f"first prediction failed: {r.status_code} {r.text}")
+            out[kind].append(time.perf_counter() - t0)
+    return {k: {"median_ms": 1000 * statistics.median(v), "max_ms": 1000 * max(v), "n": len(v)}
+            for k, v in out.items()}
+
+
+def load_while_swapping(url: str, reg: Registrar, bodies, clients: int, seconds: float) -> dict:
+    """Load for ``seconds`` while another thread registers a new head every second."""
+    stop = threading.Event()
+    done: list[float] = []
+
+    def swapper():
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            _, archive = reg.head_archive()
+            reg.register(archive)
+            done.append(time.perf_counter() - t0)
+            stop.wait(max(0.0, 1.0 - (time.perf_counter() - t0)))
+
+    t = threading.Thread(target=swapper, daemon=True)
+    t.start()
+    try:
+        res = run_load(url, bodies, clients, seconds)
+    finally:
+        stop.set()
+        t.join(timeout=120)
+    res["registrations"] = len(done)
+    return res
+
+
+# ---- the run ---------------------------------------------------------------------------
+def prepare_store(root: Path, n_heads: int, n_loras: int):
+    """A local store with ``n_heads`` heads and ``n_loras`` LoRAs; returns (backbone, lora dirs)."""
+    bb = load(TEXT_SPEC)
+    reg = Registry(open_store(str(root / "store")), {bb.name: bb})
+    for p in write_heads(root / "heads", bb, n_heads):
+        reg.register(p)
+    loras = write_loras(root / "loras", bb, n_loras)
+    for i, p in enumerate(loras):
+        reg.register(p, name=f"lora-{i:03d}", labels=["neg", "pos"])
+    return bb, loras
+
+
+def interleaved(variants: dict, rounds: int) -> dict[str, list[dict]]:
+    """Each variant once per round, the order rotating; per-variant list of round results."""
+    names = list(variants)
+    out: dict[str, list[dict]] = {k: [] for k in names}
+    for rnd in range(rounds):
+        for name in names[rnd % len(names):] + names[: rnd % len(names)]:
+            out[name].append(variants[name]())
+            r = out[name][-1]
+            print(f"  round {rnd + 1} {name}: {r['requests_per_s']:.1f} req/s, p50 {r['p50_ms']:.0f} ms, "
+                  f"p99 {r['p99_ms']:.0f} ms, errors {r['errors']}", flush=True)
+    return out
+
+
+def summary(per_round: dict[str, list[dict]], ref: str) -> dict:
+    rows = {}
+    for k, rs in per_round.items():
+        rows[k] = {"requests_per_s": statistics.median(r["requests_per_s"] for r in rs),
+                   "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                   "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                   "ratio": statistics.median(a["requests_per_s"] / b["requests_per_s"]
+                                              for a, b in zip(rs, per_round[ref])),
+                   "errors": sum(sum(r["errors"].values()) for r in rs)}
+    return rows
+
+
+def markdown(res: dict) -> str:
+    a = res["args"]
+    lines = [f"# HTTP bench ({'quick' if a['quick'] else 'full'} run)", "",
+             f"Machine: {res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, CUDA: "
+             f"{res['machine']['cuda']}; load average at start {res['machine']['load_avg'][0]:.1f}. "
+             f"{a['clients']} concurrent clients, {a['texts']} texts per request, {a['seconds']:.0f} s "
+             f"per phase, {a['rounds']} interleaved rounds (medians); servers: 1 worker, "
+             f"max_batch_rows {a['max_batch_rows']}, max_wait_ms {a['max_wait_ms']}, "
+             f"torch threads {a['threads']}.", "",
+             "| traffic | requests/s | × raw service | p50 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|"]
+    for k, v in res["throughput"].items():
+        lines.append(f"| {k} | {v['requests_per_s']:.1f} | {v['ratio']:.3f} | {v['p50_ms']:.0f} | "
+                     f"{v['p99_ms']:.0f} | {v['errors']} |")
+    s = res["swap"]
+    lines += ["", "## hot swap", "",
+              "| register → first served prediction | median ms | max ms | n |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['median_ms']:.0f} | {v['max_ms']:.0f} | {v['n']} |"
+              for k, v in res["first_prediction"].items()]
+    lines += ["", f"p99 of mixed head traffic while a head is registered every second: "
+              f"**{s['p99_ratio']:.2f} ×** steady (median of per-round ratios; p99 "
+              f"{s['p99_swapping_ms']:.0f} ms vs {s['p99_steady_ms']:.0f} ms; "
+              f"{s['registrations']} registrations in all); throughput ratio {s['rps_ratio']:.2f}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 rounds of 4 s phases (~4 minutes)")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=None, help="length of one load phase")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--texts", type=int, default=1, help="texts per request")
+    ap.add_argument("--heads", type=int, default=200)
+    ap.add_argument("--loras", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads in each server")
+    ap.add_argument("--max-batch-rows", type=int, default=64)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    args.seconds = args.seconds or (4.0 if args.quick else 8.0)
+    root = Path(tempfile.mkdtemp(prefix="taskswap-http-bench-"))
+    res: dict = {"args": vars(args), "machine": machine()}
+    t0 = time.perf_counter()
+    bb, lora_dirs = prepare_store(root, args.heads, args.loras)
+    print(f"store ready in {time.perf_counter() - t0:.0f}s ({root})", flush=True)
+    texts = review_snippets(512, bb.preprocessor.tokenizer)
+    token = secrets.token_hex(16)
+    common = {"TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_MAX_BATCH_ROWS": str(args.max_batch_rows),
+              "TASKSWAP_MAX_WAIT_MS": str(args.max_wait_ms)}
+    taskswap = Served("service.service:Taskswap", {
+        **common, "TASKSWAP_STORE": str(root / "store"), "TASKSWAP_ADMIN_TOKEN": token,
+        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": TEXT_SPEC.source,
+                                           "max_length": TEXT_SPEC.max_length}]),
+        "TASKSWAP_METRICS_MAX_TASKS": "50"}, root, "taskswap")
+    raw = Served("bench.raw_service:RawBackbone", {
+        **common, "RAW_BACKBONE": json.dumps({"name": bb.name, "source": TEXT_SPEC.source,
+                                              "max_length": TEXT_SPEC.max_length})}, root, "raw")
+    try:
+        taskswap.wait_ready()
+        raw.wait_ready()
+        heads = [f"head-{i:04d}" for i in range(args.heads)]
+        loras = [f"lora-{i:03d}" for i in range(args.loras)]
+        # Warm-up: every task once (lazy loads happen here, not in the measured phases).
+        with httpx.Client(base_url=taskswap.url, timeout=120) as c:
+            for t in heads + loras:
+                r = c.post("/predict", json={"task": t, "texts": texts[:1]})
+                if r.status_code != 200:
+                    raise SystemExit(f"warm-up {t}: {r.status_code} {r.text}")
+        run_load(raw.url, body_maker(texts, args.texts, None, 0), args.clients, 2)
+        print(f"servers ready and warm in {time.perf_counter() - t0:.0f}s", flush=True)
+        mk = lambda tasks, seed: body_maker(texts, args.texts, tasks, seed)  # noqa: E731
+        variants = {
+            "raw backbone service": lambda: run_load(raw.url, mk(None, 1), args.clients, args.seconds),
+            f"Taskswap, mixed heads ({args.heads} tasks)":
+                lambda: run_load(taskswap.url, mk(heads, 2), args.clients, args.seconds),
+            f"Taskswap, mixed LoRA ({args.loras} adapters)":
+                lambda: run_load(taskswap.url, mk(loras, 3), args.clients, args.seconds),
+        }
+        per_round = interleaved(variants, args.rounds)
+        res["throughput"] = summary(per_round, "raw backbone service")
+        res["throughput_rounds"] = per_round
+
+        reg = Registrar(taskswap.url, token, bb, root / "swap")
+        lora_archives = [make_archive(d, "zip") for d in lora_dirs[:4]]
+        res["first_prediction"] = first_prediction(reg, lora_archives, texts[0], 5 if args.quick else 10)
+        swap_rounds = interleaved({
+            "steady": lambda: run_load(taskswap.url, mk(heads, 4), args.clients, args.seconds),
+            "registering 1/s": lambda: load_while_swapping(taskswap.url, reg, mk(heads, 5),
+                                                           args.clients, args.seconds),
+        }, args.rounds)
+        st, sw = swap_rounds["steady"], swap_rounds["registering 1/s"]
+        res["swap"] = {"p99_ratio": statistics.median(b["p99_ms"] / a["p99_ms"] for a, b in zip(st, sw)),
+                       "rps_ratio": statistics.median(b["requests_per_s"] / a["requests_per_s"]
+                                                      for a, b in zip(st, sw)),
+                       "p99_steady_ms": statistics.median(r["p99_ms"] for r in st),
+                       "p99_swapping_ms": statistics.median(r["p99_ms"] for r in sw),
+                       "registrations": sum(r["registrations"] for r in sw), "rounds": swap_rounds}
+        errors = [line for line in taskswap.log.read_text(errors="replace").splitlines()
+                  if "Traceback" in line or "status=500" in line]
+        res["server_errors"] = errors[:20]
+    finally:
+        taskswap.stop()
+        raw.stop()
+    md = markdown(res)
+    if res.get("server_errors"):
+        md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in res["server_errors"]) + "\n"
+    print(md)
+    save_results("http-quick" if args.quick else "http", res, md)
+    return res
+
+
+if __name__ == "__main__":
+    main()
