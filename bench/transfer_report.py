@@ -16,7 +16,7 @@ forwards and backwards per step, so they get few epochs and a wall-clock cap per
 (``--max-minutes``); the caps and epochs are printed in the report. The feature cache is
 off, so every ``head`` time includes its feature extraction.
 
-    python bench/transfer_report.py                       # the default, ~20-30 min here
+    python bench/transfer_report.py                       # the default, ~45 min here (shared CPU)
     python bench/transfer_report.py --budgets 10 --test-size 100 --methods head   # a smoke run
 """
 
@@ -54,24 +54,30 @@ def parse_args(argv=None):
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--methods", default="head,lora,scratch")
     p.add_argument("--budgets", default="10,50,200", help="labelled examples per class")
-    p.add_argument("--head-budgets", default="1000",
+    p.add_argument("--head-budgets", default="500",
                    help="extra budgets for the cheap head method only ('' for none)")
     p.add_argument("--test-size", type=int, default=500, help="held-out test examples per data set")
-    p.add_argument("--lora-epochs", type=int, default=10, help="upper bound; the cap usually ends it")
-    p.add_argument("--scratch-epochs", type=int, default=30, help="upper bound; the cap usually ends it")
-    p.add_argument("--max-minutes", type=float, default=3.0, help="training-time cap per lora/scratch run")
+    p.add_argument("--lora-epochs", type=int, default=20, help="upper bound; the cap usually ends it")
+    p.add_argument("--scratch-epochs", type=int, default=100, help="upper bound; the cap usually ends it")
+    p.add_argument("--max-minutes", type=float, default=2.5, help="training-time cap per lora/scratch run")
+    p.add_argument("--patience", type=int, default=1000,
+                   help="lora/scratch early-stopping patience in epochs (default: none, the cap ends "
+                        "the run; the state with the lowest validation loss is still the one kept)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--replot", action="store_true",
+                   help="train nothing: rewrite the markdown and plot from the CSV in --out")
     return p.parse_args(argv)
 
 
 def config_for(method: str, args, name: str) -> TrainConfig:
     extra = {}
     if method == "lora":
-        extra = {"epochs": args.lora_epochs, "max_train_minutes": args.max_minutes}
+        extra = {"epochs": args.lora_epochs, "max_train_minutes": args.max_minutes, "patience": args.patience}
     elif method == "scratch":
-        extra = {"epochs": args.scratch_epochs, "max_train_minutes": args.max_minutes}
+        extra = {"epochs": args.scratch_epochs, "max_train_minutes": args.max_minutes,
+                 "patience": args.patience}
     return TrainConfig(name=name, method=method, seed=args.seed, progress=args.progress, **extra)
 
 
@@ -113,6 +119,15 @@ def run(args) -> list[dict]:
     return rows
 
 
+def read_csv(path: Path) -> list[dict]:
+    """Rows of an earlier run (numbers and flags parsed back)."""
+    ints = {"per_class", "n_train", "n_test", "epochs_run", "best_epoch", "rows_seen"}
+    floats = {"test_accuracy", "test_macro_f1", "train_seconds"}
+    with open(path, newline="") as f:
+        return [{k: int(v) if k in ints else float(v) if k in floats else (v == "True") if k == "capped"
+                 else v for k, v in r.items()} for r in csv.DictReader(f)]
+
+
 def write_markdown(rows: list[dict], args, seconds: float) -> Path:
     lines = ["| data set | labels / class | train examples | head | LoRA | scratch | "
              "train s (head / LoRA / scratch) | rows trained (LoRA / scratch) |",
@@ -132,12 +147,14 @@ def write_markdown(rows: list[dict], args, seconds: float) -> Path:
         f"(stratified, seed {args.seed}); 20% of each budget is the validation split used for early stopping. "
         f"Settings: head up to 200 epochs (early stopping); LoRA r=8 on attention query/value (text) or every "
         f"1x1 convolution (vision), warm-started from the head, at most {args.lora_epochs} epochs; scratch at most "
-        f"{args.scratch_epochs} epochs; LoRA and scratch capped at {args.max_minutes} min of training per run "
+        f"{args.scratch_epochs} epochs; both keep the state with the lowest validation loss seen (patience "
+        f"{args.patience} epochs), capped at {args.max_minutes} min of training per run "
         f"(* = stopped by the cap, mid-epoch if need be; 'rows trained' counts training rows passed through the "
         f"trunk, so rows < 0.8 x examples means less than one epoch). "
         f"Training seconds include feature extraction (no cache) and LoRA's head warm start. "
         f"One run, {platform.machine()} CPU, {torch.get_num_threads()} torch threads, on a machine shared "
-        f"with other jobs: times are indicative. Whole report: {seconds / 60:.1f} min.",
+        f"with other jobs: times are indicative. Sum of the training times: "
+        f"{sum(r['train_seconds'] for r in rows) / 60:.1f} min" + (f"; whole run {seconds / 60:.1f} min." if seconds else "."),
     ]
     path = args.out / "transfer_report.md"
     path.write_text("\n".join(lines + notes) + "\n")
@@ -145,26 +162,32 @@ def write_markdown(rows: list[dict], args, seconds: float) -> Path:
 
 
 def plot(rows: list[dict], args) -> Path:
+    """Top row: test accuracy per budget; bottom row: training seconds (log scale)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     datasets = sorted({r["dataset"] for r in rows})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
-    for ax, ds in zip(axes[0], datasets):
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 7), squeeze=False)
+    for col, ds in enumerate(datasets):
+        acc_ax, time_ax = axes[0][col], axes[1][col]
         for method, style in (("head", "o-"), ("lora", "s-"), ("scratch", "^--")):
-            pts = sorted((r["per_class"], r["test_accuracy"]) for r in rows
+            pts = sorted((r["per_class"], r["test_accuracy"], r["train_seconds"]) for r in rows
                          if r["dataset"] == ds and r["method"] == method)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=method)
+                acc_ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=method)
+                time_ax.plot([p[0] for p in pts], [p[2] for p in pts], style, label=method)
         chance = 0.1 if ds == "fashion-mnist" else 0.5
-        ax.axhline(chance, color="grey", linestyle=":", label="chance")
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled examples per class")
-        ax.set_ylabel("test accuracy")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{ds} ({DATASETS[ds]} backbone)")
-        ax.legend(fontsize=8)
+        acc_ax.axhline(chance, color="grey", linestyle=":", label="chance")
+        acc_ax.set_ylabel("test accuracy")
+        acc_ax.set_ylim(0, 1)
+        acc_ax.set_title(f"{ds} ({DATASETS[ds]} backbone)")
+        time_ax.set_ylabel("training seconds (shared CPU)")
+        time_ax.set_yscale("log")
+        for ax in (acc_ax, time_ax):
+            ax.set_xscale("log")
+            ax.set_xlabel("labelled examples per class")
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path = args.out / "transfer_report.png"
     fig.savefig(path, dpi=100, metadata={"Software": None})
@@ -175,8 +198,8 @@ def plot(rows: list[dict], args) -> Path:
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    rows = run(args)
-    md = write_markdown(rows, args, time.perf_counter() - start)
+    rows = read_csv(args.out / "transfer_report.csv") if args.replot else run(args)
+    md = write_markdown(rows, args, 0.0 if args.replot else time.perf_counter() - start)
     png = plot(rows, args)
     print(md.read_text())
     print(f"wrote {args.out / 'transfer_report.csv'}, {md}, {png}")

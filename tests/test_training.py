@@ -21,7 +21,8 @@ from training import features as features_mod
 from training.card import HEADINGS
 from training.config import TrainConfig
 from training.data import LabelledData, open_image
-from training.heads import EarlyStopping, HeadFitConfig, fit_head, fold_standardisation
+from training.heads import (STD_FLOOR, EarlyStopping, HeadFitConfig, fit_head, fold_standardisation,
+                            standardiser)
 from training.sources import DataSource
 from training.trainer import train
 from training_helpers import (sentiment_rows, write_image_csv, write_image_folder, write_text_csv,
@@ -241,6 +242,21 @@ def test_folded_standardisation_equals_standardise_then_head():
     expected = head((x - mean) / std)
     fold_standardisation(head, mean, std)
     assert torch.allclose(head(x), expected, atol=1e-4)
+
+
+def test_standardiser_floors_nearly_constant_dimensions():
+    # One dimension barely moves (std 1e-4 vs ~1): unfloored, the folded head would weight
+    # it ~1e4 times the others, and any feature change there (LoRA) would swamp the logits.
+    torch.manual_seed(0)
+    x = torch.randn(200, 8)
+    x[:, 3] = 5 + 1e-4 * torch.randn(200)
+    x[:, 5] = 2.0  # exactly constant: std 1, as before
+    mean, std = standardiser(x)
+    own = x.std(0, unbiased=False)
+    assert torch.allclose(mean, x.mean(0))
+    assert float(std[3]) == pytest.approx(STD_FLOOR * float(torch.cat([own[:5], own[6:], torch.ones(1)]).median()), rel=1e-5)
+    assert float(std[5]) == 1.0
+    assert torch.equal(std[[0, 1, 2, 4, 6, 7]], own[[0, 1, 2, 4, 6, 7]])
 
 
 def test_early_stopping_keeps_the_best_epoch_when_validation_loss_rises():
