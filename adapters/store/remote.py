@@ -2,7 +2,7 @@
 
 Same layout and promises as :mod:`adapters.store.local`, with no lock and no rename:
 
-    <prefix>/generation                              integer, bumped by compare-and-swap
+    <prefix>/generation                              counter + recent change log, compare-and-swap
     <prefix>/tasks/<name>/alias.json                 switched by a conditional put
     <prefix>/tasks/<name>/versions/<sha>/<file>      immutable, content-addressed
     <prefix>/tasks/<name>/versions/<sha>/.complete.json   written last: file list + sha256s
@@ -20,6 +20,12 @@ Why each piece:
   ``gc``: deleting them at once could pull files from under a concurrent re-registration
   of the same bytes (``put_version`` is idempotent and would trust them). Unreachable
   files are invisible, so this costs storage for ``grace_s`` only.
+- ``generation`` holds ``{"generation": n, "changes": [[n, task], ...]}``: the counter
+  and which task each of the last ``CHANGE_LOG`` bumps touched. A replica that follows
+  the store re-reads only the aliases changed since its last snapshot (one GET each)
+  instead of one GET per task folder; a gap longer than the log, an unnamed change, or a
+  snapshot older than ``FULL_LIST_EVERY_S`` falls back to the full listing (which also
+  catches a writer that died between its alias write and its bump).
 - ``version_path`` downloads a version into a local cache keyed by its sha256 (a version
   never changes, so the cache never goes stale), verifies the content hash, and renames
   it into place, so concurrent workers on one host never see a half download.
@@ -38,6 +44,7 @@ import json
 import os
 import random
 import shutil
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -50,11 +57,35 @@ from adapters.format.adapter_dir import MAX_FILES, content_hash
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name, check_version
 
 MARKER = ".complete.json"
+CHANGE_LOG = 256  # bumps remembered in the generation object (a few KiB)
+FULL_LIST_EVERY_S = 60.0  # the longest an incremental snapshot is trusted
 _LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}  # 412, and 409 on AWS
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def _parse_generation(body: bytes | None) -> tuple[int, list]:
+    """(counter, change log) from the generation object; a bare integer (the first
+    format) has no log."""
+    if not body:
+        return 0, []
+    data = json.loads(body)
+    if isinstance(data, int):
+        return data, []
+    return int(data["generation"]), list(data.get("changes", []))
+
+
+def _changed_since(seen: int, gen: int, changes: list) -> set[str] | None:
+    """Tasks changed by bumps ``seen+1 .. gen`` per the log, or None when the log cannot
+    tell (a gap longer than the log, an unnamed change, or a counter that went back)."""
+    if gen < seen:
+        return None
+    wanted = {g: n for g, n in changes if g > seen}
+    if len(wanted) != gen - seen or any(n is None for n in wanted.values()):
+        return None
+    return set(wanted.values())
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -121,6 +152,9 @@ class FsspecStore(AdapterStore):
         # One cache per store URL, so two stores never share (or clash on) a folder.
         self.cache = (base / hashlib.sha256(self.url.encode()).hexdigest()[:16]).resolve()
         self.cache.mkdir(parents=True, exist_ok=True)
+        # list_aliases' last answer: (generation, aliases, monotonic time of the full listing)
+        self._snapshot: tuple[int, dict[str, Alias], float] | None = None
+        self._snapshot_lock = threading.Lock()
         self._check_bucket()
 
     # ---- raw S3 calls (s3fs owns the client, its event loop and transient retries) -----
@@ -304,19 +338,33 @@ class FsspecStore(AdapterStore):
         return Alias.model_validate_json(got[0]) if got else None
 
     def list_aliases(self) -> dict[str, Alias]:
-        names = sorted(self._list("tasks/", delimiter=True))
-        # Any read error but "no such key" is raised by _get_many: never mistake an
-        # unreadable alias for a deleted task.
-        bodies = self._get_many([self._alias_rel(n) for n in names])
-        return {name: Alias.model_validate_json(body) for name, body in zip(names, bodies)
-                if body is not None}  # None: a deleted task whose version files wait for gc
+        """Every task's alias. The generation is read first: writers bump it after their
+        alias, so the aliases read next are at least that new. Incremental when the change
+        log covers the gap since the last snapshot (see the module docstring)."""
+        with self._snapshot_lock:
+            gen, changes = self._read_generation()
+            snap, now = self._snapshot, time.monotonic()
+            changed = _changed_since(snap[0], gen, changes) if snap and now - snap[2] < FULL_LIST_EVERY_S else None
+            if changed is None:
+                names, aliases, listed_at = sorted(self._list("tasks/", delimiter=True)), {}, now
+            else:
+                names, aliases, listed_at = sorted(changed), dict(snap[1]), snap[2]
+            # Any read error but "no such key" is raised by _get_many: never mistake an
+            # unreadable alias for a deleted task.
+            for name, body in zip(names, self._get_many([self._alias_rel(n) for n in names])):
+                if body is None:
+                    aliases.pop(name, None)  # deleted (its version files wait for gc)
+                else:
+                    aliases[name] = Alias.model_validate_json(body)
+            self._snapshot = (gen, aliases, listed_at)
+            return dict(aliases)
 
     def _update_alias(self, name: str, change: Callable[[Alias | None], Alias | None]) -> Alias | None:
         def on_bytes(body: bytes | None) -> bytes | None:
             new = change(Alias.model_validate_json(body) if body is not None else None)
             return new.model_dump_json(indent=2).encode() if new is not None else None
         out = self._cas(self._alias_rel(name), on_bytes)
-        self._bump()  # after the alias: a replica that sees the new number sees the new alias
+        self._bump(name)  # after the alias: a replica that sees the new number sees the new alias
         return Alias.model_validate_json(out) if out is not None else None
 
     def publish(self, name: str, version: str, info: VersionInfo) -> Alias:
@@ -344,11 +392,19 @@ class FsspecStore(AdapterStore):
 
     # ---- generation --------------------------------------------------------------------
     def generation(self) -> int:
-        got = self._get("generation")
-        return int(got[0] or 0) if got else 0
+        return self._read_generation()[0]
 
-    def _bump(self) -> None:
-        self._cas("generation", lambda body: str(int(body or 0) + 1).encode())
+    def _read_generation(self) -> tuple[int, list]:
+        got = self._get("generation")
+        return _parse_generation(got[0] if got else None)
+
+    def _bump(self, name: str | None = None) -> None:
+        """Count one change (of task ``name``; None = unknown, readers list everything)."""
+        def change(body: bytes | None) -> bytes:
+            gen, changes = _parse_generation(body)
+            changes = [*changes, [gen + 1, name]][-CHANGE_LOG:]
+            return json.dumps({"generation": gen + 1, "changes": changes}).encode()
+        self._cas("generation", change)
 
     # ---- maintenance -------------------------------------------------------------------
     def gc(self, grace_s: float = 3600.0) -> list[str]:
