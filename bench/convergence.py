@@ -141,6 +141,11 @@ def summarise(samples: list[float | None]) -> dict:
     if ok:
         row.update(median_ms=1000 * statistics.median(ok), p95_ms=1000 * percentile(ok, 95),
                    max_ms=1000 * max(ok), min_ms=1000 * min(ok))
+    third = len(samples) // 3
+    early, late = [s for s in samples[:third] if s is not None], [s for s in samples[-third:] if s is not None]
+    if third and early and late:  # the store grows by 2 versions per repetition: does time?
+        row.update(first_third_median_ms=1000 * statistics.median(early),
+                   last_third_median_ms=1000 * statistics.median(late))
     return row
 
 
@@ -157,14 +162,18 @@ def markdown(res: dict) -> str:
         "interleaved in one run. Absolute times on a shared, contended 2-core machine "
         f"(load average {res['load_avg_before'][0]:.1f} before, {res['load_avg_after'][0]:.1f} after).",
         "",
-        "| store | change | path | n | timeouts | median ms | p95 ms | max ms |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| store | change | path | n | timeouts | median ms | p95 ms | max ms | median, first / last third |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for store, ops in res["summary"].items():
         for op, row in ops.items():
             figures = (f"{row['median_ms']:.0f} | {row['p95_ms']:.0f} | {row['max_ms']:.0f}"
                        if "median_ms" in row else "- | - | -")
+            figures += (f" | {row['first_third_median_ms']:.0f} / {row['last_third_median_ms']:.0f}"
+                        if "first_third_median_ms" in row else " | -")
             lines.append(f"| {store} | {op} | {HOW[op]} | {row['n']} | {row['timeouts']} | {figures} |")
+    lines += ["", "Each repetition leaves 2 more versions and one more (deleted) task folder in the "
+              "store; the last column shows whether that slows convergence."]
     lines += ["", f"Servers ready in {res['startup_s']:.0f} s; measuring took {res['measure_s']:.0f} s."]
     if res["server_errors"]:
         lines += ["", "Server log errors:", ""] + [f"    {e}" for e in res["server_errors"]]
