@@ -192,6 +192,7 @@ def interleave(variants: dict[str, Callable[[], object]], rows_per_call: int, ro
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             t.per_round[name].append(rows_per_call * calls / wall)
             t.per_round_cpu[name].append(rows_per_call * calls / max(cpu, 1e-9))
+        print(f"  round {rnd + 1}/{rounds} done after {time.monotonic() - start_all:.0f}s", flush=True)
     return t
 
 

@@ -292,9 +292,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2, help="torch threads in each server")
     ap.add_argument("--max-batch-rows", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--out", default=None, help="results name under bench/results (default http / http-quick)")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 5)
-    args.seconds = args.seconds or (4.0 if args.quick else 8.0)
+    args.seconds = args.seconds or (4.0 if args.quick else 10.0)
     root = Path(tempfile.mkdtemp(prefix="taskswap-http-bench-"))
     res: dict = {"args": vars(args), "machine": machine()}
     t0 = time.perf_counter()
@@ -362,7 +363,7 @@ def main(argv=None) -> dict:
     if res.get("server_errors"):
         md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in res["server_errors"]) + "\n"
     print(md)
-    save_results("http-quick" if args.quick else "http", res, md)
+    save_results(args.out or ("http-quick" if args.quick else "http"), res, md)
     return res
 
 

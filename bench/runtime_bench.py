@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +37,7 @@ import torch
 
 from bench.common import (TEXT_SPEC, VISION_SPEC, Timing, inputs_for, interleave, load, machine,
                           peft_multi, rss_bytes, save_results, write_heads, write_loras)
-from adapters.backbones.base import Backbone
+from adapters.backbones.base import Backbone, BackboneSpec
 from adapters.batching import Batcher
 from adapters.registry import Registry
 from adapters.runtime import Runtime
@@ -102,7 +105,8 @@ class Suite:
         return float((ours - ref).abs().max())
 
 
-def throughput(s: Suite, head_counts, lora_counts, rounds: int, peft: bool) -> tuple[Timing, dict]:
+def throughput(s: Suite, head_counts, lora_counts, rounds: int, peft: bool,
+               deadline_s: float | None = None) -> tuple[Timing, dict]:
     variants = {"raw backbone": s.raw}
     for n in head_counts:
         variants[f"heads x{n}"] = (lambda pool=s.heads[:n]: s.ours(pool))
@@ -112,12 +116,12 @@ def throughput(s: Suite, head_counts, lora_counts, rounds: int, peft: bool) -> t
         for n in lora_counts[1:]:
             variants[f"PEFT adapter_names x{n}"] = (lambda n=n: s.peft_mixed(n))
             variants[f"PEFT set_adapter x{n}"] = (lambda n=n: s.peft_set_adapter(n))
-    t = interleave(variants, BATCH, rounds=rounds)
+    t = interleave(variants, BATCH, rounds=rounds, deadline_s=deadline_s)
     check = {f"max |ours - PEFT| x{n}": s.check_against_peft(n) for n in lora_counts[1:]}
     return t, check
 
 
-def flatness(bb: Backbone, root: Path, many: int, rounds: int) -> Timing:
+def flatness(bb: Backbone, root: Path, many: int, rounds: int, deadline_s: float | None = None) -> Timing:
     """The same backbone and batch, 5 registered tasks against ``many`` (traffic over all)."""
     suites = {}
     for n in (5, many):
@@ -133,7 +137,7 @@ def flatness(bb: Backbone, root: Path, many: int, rounds: int) -> Timing:
         return rt.run([rt.prepare([rng.choice(pool)], [x], bb.modality) for x in inputs])
 
     return interleave({"5 registered": lambda: run(5), f"{many} registered": lambda: run(many)},
-                      BATCH, rounds=rounds)
+                      BATCH, rounds=rounds, deadline_s=deadline_s)
 
 
 def hot_swap(s: Suite, root: Path, reps: int) -> dict:
@@ -159,24 +163,62 @@ def hot_swap(s: Suite, root: Path, reps: int) -> dict:
 
 
 def memory(bb: Backbone, root: Path, n_heads: int, n_loras: int) -> dict:
-    """RSS growth per registered head / per resident LoRA, against their tensor bytes."""
+    """RSS growth per registered head / per resident LoRA, against their tensor bytes.
+
+    The adapters are written here; registering them is measured in a fresh child process
+    (backbone loaded and warmed, then registration only), since in this process freed
+    memory from the earlier parts would be reused and hide the growth.
+    """
     head_dirs = write_heads(root / "mem-heads", bb, n_heads, prefix="mem")
+    mlp_dirs = write_heads(root / "mem-mlp", bb, max(1, n_heads // 4), hidden=(256,), prefix="mlp")
     lora_dirs = write_loras(root / "mem-loras", bb, n_loras)
-    reg = Registry(open_store(str(root / "mem-store")), {bb.name: bb})
-    gc.collect()
-    before = rss_bytes()
-    for p in head_dirs:
-        reg.register(p)
-    gc.collect()
-    mid = rss_bytes()
-    for i, p in enumerate(lora_dirs):
-        reg.register(p, name=f"mem-lora-{i:03d}", labels=["neg", "pos"])
-    gc.collect()
-    after = rss_bytes()
+    spec = {"name": bb.spec.name, "source": bb.spec.source, "max_length": bb.spec.max_length}
+    args = json.dumps({"spec": spec, "store": str(root / "mem-store"), "threads": torch.get_num_threads(),
+                       "heads": [str(p) for p in head_dirs],
+                       "mlps": [str(p) for p in mlp_dirs], "loras": [str(p) for p in lora_dirs]})
+    out = subprocess.run([sys.executable, "-c", "import sys; from bench.runtime_bench import memory_child; "
+                          "memory_child(sys.argv[1])", args], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"memory child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_child(arg: str) -> None:
+    """The measured side of :func:`memory` (prints one JSON line)."""
+    import ctypes
+    a = json.loads(arg)
+    torch.set_num_threads(a["threads"])
+    bb = load(BackboneSpec(**a["spec"]))
+    bb.embed(inputs_for(bb, 4))
+    reg = Registry(open_store(a["store"]), {bb.name: bb})
+    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
+
+    def settle() -> int:
+        gc.collect()
+        if trim is not None:
+            trim(0)  # give freed heap back, so RSS is what is really held
+        return rss_bytes()
+
+    before = settle()
+    for p in a["heads"]:
+        reg.register(Path(p))
+    mid = settle()
+    for p in a["mlps"]:
+        reg.register(Path(p))
+    mid2 = settle()
+    for i, p in enumerate(a["loras"]):
+        reg.register(Path(p), name=f"mem-lora-{i:03d}", labels=["neg", "pos"])
+    after = settle()
+    n_heads, n_loras = len(a["heads"]), len(a["loras"])
     head_bytes = reg.resolve("mem-0000").nbytes
     lora = reg.resolve("mem-lora-000")
-    return {"heads": n_heads, "rss_per_head": (mid - before) / n_heads, "tensor_bytes_per_head": head_bytes,
-            "loras": n_loras, "rss_per_lora": (after - mid) / n_loras, "tensor_bytes_per_lora": lora.nbytes}
+    print(json.dumps({"heads": n_heads, "rss_per_head": (mid - before) / n_heads,
+                      "tensor_bytes_per_head": head_bytes, "loras": n_loras,
+                      "mlps": len(a["mlps"]), "rss_per_mlp": (mid2 - mid) / len(a["mlps"]),
+                      "tensor_bytes_per_mlp": reg.resolve("mlp-0000").nbytes,
+                      "rss_per_lora": (after - mid2) / n_loras, "tensor_bytes_per_lora": lora.nbytes,
+                      "resident_loras": reg.resident_loras()}))
 
 
 def markdown(results: dict) -> str:
@@ -184,12 +226,13 @@ def markdown(results: dict) -> str:
              f"Machine: {results['machine']['cpus']} CPUs, torch {results['machine']['torch']}, "
              f"{results['machine']['threads']} threads, CUDA: {results['machine']['cuda']}; "
              f"load average at start {results['machine']['load_avg'][0]:.1f}. Batch {BATCH} rows; median "
-             "of per-round ratios, variants interleaved.", ""]
+             "of per-round ratios, variants interleaved."
+             + ("" if results.get("complete") else " **Partial: the run was stopped before the end.**"), ""]
     for name in ("text", "vision"):
         if name not in results:
             continue
         r = results[name]
-        lines += [f"## {name}: {r['backbone']}", "",
+        lines += [f"## {name}: {r['backbone']} ({r['rounds']} rounds)", "",
                   "| variant | rows/s (median) | × raw backbone | × raw (CPU time) |", "|---|---|---|---|"]
         for k, v in r["rows"].items():
             lines.append(f"| {k} | {v['rows_per_s']:.1f} | {v['ratio']:.3f} | {v['ratio_cpu']:.3f} |")
@@ -214,6 +257,8 @@ def markdown(results: dict) -> str:
                   "| adapter | resident bytes each | tensor bytes each | ratio |", "|---|---|---|---|",
                   f"| head ({m['heads']} registered) | {m['rss_per_head']:.0f} | {m['tensor_bytes_per_head']} | "
                   f"{m['rss_per_head'] / m['tensor_bytes_per_head']:.2f} |",
+                  f"| MLP head 384-256-2 ({m['mlps']} registered) | {m['rss_per_mlp']:.0f} | "
+                  f"{m['tensor_bytes_per_mlp']} | {m['rss_per_mlp'] / m['tensor_bytes_per_mlp']:.2f} |",
                   f"| LoRA r=8 ({m['loras']} resident) | {m['rss_per_lora']:.0f} | {m['tensor_bytes_per_lora']} | "
                   f"{m['rss_per_lora'] / m['tensor_bytes_per_lora']:.2f} |", ""]
     return "\n".join(lines) + "\n"
@@ -227,7 +272,7 @@ def summarise(t: Timing, checks: dict, bb: Backbone) -> dict:
         if k.startswith("PEFT"):
             n = k.split("x")[-1]
             vs[f"LoRA x{n} / {k}"] = t.ratio(f"LoRA x{n}", k)
-    return {"backbone": bb.spec.source, "rows": rows, "vs_peft": vs, "checks": checks, "timing": t.as_dict()}
+    return {"backbone": bb.spec.source, "rounds": len(t.per_round["raw backbone"]), "rows": rows, "vs_peft": vs, "checks": checks, "timing": t.as_dict()}
 
 
 def main(argv=None) -> dict:
@@ -237,13 +282,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", default="text,vision,flatness,hot_swap,memory",
                     help="comma-separated parts to run")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--out", default=None,
+                    help="results name under bench/results (default runtime / runtime-quick)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="seconds per throughput group after which rounds stop (never below 3)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     parts = set(args.only.split(","))
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (3 if args.quick else 5)
+    budget = args.budget_s or (120 if args.quick else 300)
     n_heads = 200 if args.quick else 1000
-    results: dict = {"quick": args.quick, "machine": machine(), "batch": BATCH}
+    results: dict = {"quick": args.quick, "machine": machine(), "batch": BATCH,
+                     "rounds": rounds, "budget_s": budget}
+    name = args.out or ("runtime-quick" if args.quick else "runtime")
+
+    def checkpoint(part: str) -> None:  # a run stopped later still leaves what it measured
+        print(f"[{part} done at {time.strftime('%H:%M:%S')}]", flush=True)
+        save_results(name, results, markdown(results))
     root = Path(tempfile.mkdtemp(prefix="taskswap-bench-"))
     text = load(TEXT_SPEC) if parts & {"text", "flatness", "hot_swap", "memory"} else None
     if "text" in parts or "hot_swap" in parts:
@@ -251,29 +307,33 @@ def main(argv=None) -> dict:
         s = Suite(text, root / "text", n_heads, 64, rank=8)
         print(f"text suite ready in {time.perf_counter() - t0:.0f}s", flush=True)
         if "text" in parts:
-            t, checks = throughput(s, [1, 64, n_heads], [1, 8, 64], rounds, peft=True)
+            t, checks = throughput(s, [1, 64, n_heads], [1, 8, 64], rounds, peft=True, deadline_s=budget)
             results["text"] = summarise(t, checks, text)
-            print(markdown({**results, "quick": args.quick}), flush=True)
+            checkpoint("text")
         if "hot_swap" in parts:
             results["hot_swap"] = hot_swap(s, root, reps=5 if args.quick else 10)
+            checkpoint("hot_swap")
         del s
     if "vision" in parts:
         vision = load(VISION_SPEC)
         sv = Suite(vision, root / "vision", n_heads, 64, rank=8)
-        t, checks = throughput(sv, [1, 64, n_heads], [1, 8, 64], rounds, peft=not args.quick)
+        t, checks = throughput(sv, [1, 64, n_heads], [1, 8, 64], rounds, peft=not args.quick,
+                               deadline_s=budget)
         results["vision"] = summarise(t, checks, vision)
+        checkpoint("vision")
         del sv
     if "flatness" in parts:
-        f = flatness(text, root, n_heads, rounds)
+        f = flatness(text, root, n_heads, rounds, deadline_s=budget)
         many = f"{n_heads} registered"
         results["flatness"] = {"many": n_heads, "ratio": f.ratio(many, "5 registered"),
                                "rows_per_s_many": f.median(many), "rows_per_s_5": f.median("5 registered"),
                                "timing": f.as_dict()}
+        checkpoint("flatness")
     if "memory" in parts:
         results["memory"] = memory(text, root, n_heads, 32 if args.quick else 64)
-    md = markdown(results)
-    print(md)
-    save_results("runtime-quick" if args.quick else "runtime", results, md)
+    results["complete"] = True
+    checkpoint("all")
+    print(markdown(results))
     return results
 
 
