@@ -312,6 +312,25 @@ def test_per_row_delta_matches_each_adapter(dtype):
     assert lb.delta("other", x) is None  # a module no adapter touches adds nothing
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("slots", [[1, 2, 2, 1], [1, 0, 2, 0]], ids=["every-row", "with-plain-rows"])
+def test_per_row_conv_delta_matches_each_adapter(dtype, slots):
+    """1x1 conv: each row's delta is ``B @ A`` over its channels at every pixel (fp16 too),
+    both in place (every row adapted) and scattered (rows without LoRA in between)."""
+    a, b = _random_lora(["c"], 2, 6, 5, 2, dtype), _random_lora(["c"], 3, 6, 5, 3, dtype)
+    slots = torch.tensor(slots)
+    x = torch.randn(4, 6, 3, 2).to(dtype)  # [rows, in channels, h, w]
+    out = torch.randn(4, 5, 3, 2).to(dtype)  # [rows, out channels, h, w]
+    lb = LoraBatch([a, b], slots, cache=lora_batch.StackCache())
+    got = lb.apply("c", x, out.clone(), conv=True).float()
+    for i, s in enumerate(slots.tolist()):
+        want = out[i].float()
+        if s:
+            m = [a, b][s - 1].modules["c"]
+            want = want + torch.einsum("or,ri,ihw->ohw", m.B.float(), m.A.float(), x[i].float())
+        assert torch.allclose(got[i], want, atol=2e-2 if dtype == torch.float16 else 1e-5), (i, s)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_half_precision_on_cuda_matches_fp32(tmp_path, text_backbone):

@@ -151,13 +151,16 @@ class LoraBatch:
         slots, rows = self._device_index(x.device)
         at, bt = f[0][slots].to(x.dtype), f[1][slots].to(x.dtype)  # [n, in, r], [n, r, out]
         xs = x if rows is None else x[rows]
-        if conv:  # a 1x1 convolution is the same maths over channels: [n, c, h, w] -> [n, hw, c]
-            n, c, h, w = xs.shape
-            x3 = xs.flatten(2).transpose(1, 2)
-            d = torch.bmm(torch.bmm(x3, at), bt).transpose(1, 2).reshape(n, -1, h, w)
-            if rows is None:
-                return out.add_(d)
-            return out.index_add_(0, rows, d)
+        if conv:  # a 1x1 convolution is the same maths over channels, kept channels-first:
+            n, c, h, w = xs.shape  # [n, c, h, w] -> [n, c, hw]: a view, no transposed copy
+            x3 = xs.reshape(n, c, h * w)
+            u = torch.bmm(at.transpose(1, 2), x3)  # [n, r, in] @ [n, in, hw] -> [n, r, hw]
+            b = bt.transpose(1, 2)  # [n, out, r] (a strided view; BLAS reads it transposed)
+            if rows is None and out.is_contiguous():
+                out.view(n, -1, h * w).baddbmm_(b, u)  # [n, out, hw] += B @ u, in place
+                return out
+            d = torch.bmm(b, u).view(n, -1, h, w)  # [n, out, h, w]
+            return out.add_(d) if rows is None else out.index_add_(0, rows, d)
         x3 = xs.reshape(xs.shape[0], -1, xs.shape[-1])  # [n, tokens, in]
         if rows is None:
             out = out.contiguous()  # a no-op for Linear outputs; the view below must share memory
