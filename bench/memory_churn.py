@@ -1,6 +1,6 @@
 """Memory under adapter churn: register -> predict -> delete, many times, over HTTP.
 
-    python -m bench.memory_churn                     # 300 cycles on embedded MiniLM (about 10 min)
+    python -m bench.memory_churn                     # 300 cycles on embedded MiniLM (about 4-5 min)
     python -m bench.memory_churn --cycles 100 --tiny
 
 A real ``bentoml serve`` on 127.0.0.1 with the text backbone and two tasks that stay
@@ -8,7 +8,9 @@ registered (a head and a LoRA, used in every prediction). Each cycle registers a
 (a head, or a LoRA every third cycle), predicts with it and the two resident tasks,
 and deletes it. The resident memory of the whole server process tree is sampled every
 ``--every`` cycles; a leak of one adapter per cycle would show as a steady slope
-(a MiniLM LoRA r=8 on query/value is ~0.6 MiB, a head ~3 KiB). Reported: RSS after the
+(a MiniLM LoRA r=8 on query/value holds ~0.3 MiB of factors, so leaking every LoRA
+would add ~10 MiB per 100 cycles; a head is ~3 KiB, too small to see in RSS —
+``tests/test_overload_memory.py`` counts Python objects and heap for that). Reported: RSS after the
 warm-up, at the end, the least-squares slope per 100 cycles over the cycles after the
 warm-up, and the store's size on disk (deleted tasks must leave nothing behind).
 
