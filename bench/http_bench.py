@@ -1,7 +1,7 @@
 """Served over HTTP: Taskswap against a minimal raw-backbone BentoML service, and hot swap.
 
-    python -m bench.http_bench            # the full run (about 8 minutes on 2 CPU cores)
-    python -m bench.http_bench --quick    # fewer rounds, shorter phases (about 4 minutes)
+    python -m bench.http_bench --threads 1   # the full run (about 8 minutes on 2 busy CPU cores)
+    python -m bench.http_bench --quick       # 3 rounds of 4 s phases (about 4 minutes)
 
 Two real ``bentoml serve`` processes on 127.0.0.1, started here and stopped at the end:
 

@@ -1,7 +1,11 @@
 """In-process throughput of mixed-task batches, as ratios to the raw backbone, and baselines.
 
-    python -m bench.runtime_bench            # the full run (about 8-10 minutes on 2 CPU cores)
-    python -m bench.runtime_bench --quick    # fewer tasks and rounds (about 3 minutes)
+    python -m bench.runtime_bench --threads 1   # the full run (about 11 minutes on 2 busy CPU cores)
+    python -m bench.runtime_bench --quick       # 200 heads, 3 rounds, no vision PEFT (about 6 minutes)
+
+Parts can be run alone (``--only text,vision,flatness,hot_swap,memory``); each group of
+variants stops adding rounds after ``--budget-s`` seconds (never below 3 rounds), and
+results are saved after every part, so a run stopped early keeps what it measured.
 
 What it measures, on the real embedded backbones (MiniLM-L6 on Rotten Tomatoes snippets
 of 16-64 tokens; MobileNetV2 at 96 px on textile photos), one batch of 64 rows per call:
