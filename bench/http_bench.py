@@ -31,6 +31,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -292,6 +293,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2, help="torch threads in each server")
     ap.add_argument("--max-batch-rows", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary store and server logs")
     ap.add_argument("--out", default=None, help="results name under bench/results (default http / http-quick)")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -359,6 +361,8 @@ def main(argv=None) -> dict:
     finally:
         taskswap.stop()
         raw.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
     md = markdown(res)
     if res.get("server_errors"):
         md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in res["server_errors"]) + "\n"

@@ -30,6 +30,7 @@ import argparse
 import gc
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -281,11 +282,12 @@ def summarise(t: Timing, checks: dict, bb: Backbone) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer tasks and rounds (~3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="200 heads, 3 rounds, no vision PEFT (~6 minutes)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per group")
     ap.add_argument("--only", default="text,vision,flatness,hot_swap,memory",
                     help="comma-separated parts to run")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary adapters and stores")
     ap.add_argument("--out", default=None,
                     help="results name under bench/results (default runtime / runtime-quick)")
     ap.add_argument("--budget-s", type=float, default=None,
@@ -304,41 +306,46 @@ def main(argv=None) -> dict:
     def checkpoint(part: str) -> None:  # a run stopped later still leaves what it measured
         print(f"[{part} done at {time.strftime('%H:%M:%S')}]", flush=True)
         save_results(name, results, markdown(results))
+
     root = Path(tempfile.mkdtemp(prefix="taskswap-bench-"))
-    text = load(TEXT_SPEC) if parts & {"text", "flatness", "hot_swap", "memory"} else None
-    if "text" in parts or "hot_swap" in parts:
-        t0 = time.perf_counter()
-        s = Suite(text, root / "text", n_heads, 64, rank=8)
-        print(f"text suite ready in {time.perf_counter() - t0:.0f}s", flush=True)
-        if "text" in parts:
-            t, checks = throughput(s, [1, 64, n_heads], [1, 8, 64], rounds, peft=True, deadline_s=budget)
-            results["text"] = summarise(t, checks, text)
-            checkpoint("text")
-        if "hot_swap" in parts:
-            results["hot_swap"] = hot_swap(s, root, reps=5 if args.quick else 10)
-            checkpoint("hot_swap")
-        del s
-    if "vision" in parts:
-        vision = load(VISION_SPEC)
-        sv = Suite(vision, root / "vision", n_heads, 64, rank=8)
-        t, checks = throughput(sv, [1, 64, n_heads], [1, 8, 64], rounds, peft=not args.quick,
-                               deadline_s=budget)
-        results["vision"] = summarise(t, checks, vision)
-        checkpoint("vision")
-        del sv
-    if "flatness" in parts:
-        f = flatness(text, root, n_heads, rounds, deadline_s=budget)
-        many = f"{n_heads} registered"
-        results["flatness"] = {"many": n_heads, "ratio": f.ratio(many, "5 registered"),
-                               "rows_per_s_many": f.median(many), "rows_per_s_5": f.median("5 registered"),
-                               "timing": f.as_dict()}
-        checkpoint("flatness")
-    if "memory" in parts:
-        results["memory"] = memory(text, root, n_heads, 32 if args.quick else 64)
-    results["complete"] = True
-    checkpoint("all")
-    print(markdown(results))
-    return results
+    try:
+        text = load(TEXT_SPEC) if parts & {"text", "flatness", "hot_swap", "memory"} else None
+        if "text" in parts or "hot_swap" in parts:
+            t0 = time.perf_counter()
+            s = Suite(text, root / "text", n_heads, 64, rank=8)
+            print(f"text suite ready in {time.perf_counter() - t0:.0f}s", flush=True)
+            if "text" in parts:
+                t, checks = throughput(s, [1, 64, n_heads], [1, 8, 64], rounds, peft=True, deadline_s=budget)
+                results["text"] = summarise(t, checks, text)
+                checkpoint("text")
+            if "hot_swap" in parts:
+                results["hot_swap"] = hot_swap(s, root, reps=5 if args.quick else 10)
+                checkpoint("hot_swap")
+            del s
+        if "vision" in parts:
+            vision = load(VISION_SPEC)
+            sv = Suite(vision, root / "vision", n_heads, 64, rank=8)
+            t, checks = throughput(sv, [1, 64, n_heads], [1, 8, 64], rounds, peft=not args.quick,
+                                   deadline_s=budget)
+            results["vision"] = summarise(t, checks, vision)
+            checkpoint("vision")
+            del sv
+        if "flatness" in parts:
+            f = flatness(text, root, n_heads, rounds, deadline_s=budget)
+            many = f"{n_heads} registered"
+            results["flatness"] = {"many": n_heads, "ratio": f.ratio(many, "5 registered"),
+                                   "rows_per_s_many": f.median(many), "rows_per_s_5": f.median("5 registered"),
+                                   "timing": f.as_dict()}
+            checkpoint("flatness")
+        if "memory" in parts:
+            results["memory"] = memory(text, root, n_heads, 32 if args.quick else 64)
+        results["complete"] = True
+        checkpoint("all")
+        print(markdown(results))
+        return results
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)  # hundreds of MB of adapters and stores
 
 
 if __name__ == "__main__":
