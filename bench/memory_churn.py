@@ -31,7 +31,7 @@ from bench.common import TEXT_SPEC, load, machine, review_snippets, save_results
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helper the tests use
 
-from proc_mem import tree_rss_bytes  # noqa: E402
+from proc_mem import rss_bytes, tree_pids, tree_rss_bytes  # noqa: E402
 from server import ServerFactory  # noqa: E402
 
 MiB = 1 << 20
@@ -45,6 +45,18 @@ def slope_per_100(xs: list[float], ys: list[float]) -> float:
     mx, my = sum(xs) / n, sum(ys) / n
     den = sum((x - mx) ** 2 for x in xs)
     return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
+
+
+def per_process(pid: int) -> dict[str, float]:
+    """RSS in MiB of each process of the server tree, keyed by pid and command name."""
+    out = {}
+    for p in tree_pids(pid):
+        try:
+            name = Path(f"/proc/{p}/comm").read_text().strip()
+        except OSError:
+            continue
+        out[f"{p} {name}"] = round(rss_bytes(p) / MiB, 1)
+    return out
 
 
 def du(path: Path) -> int:
@@ -82,7 +94,7 @@ def main() -> None:
         for name, data, labels in (("keep-head", heads[0], None), ("keep-lora", loras[0], '["neg","pos"]')):
             r = srv.register_archive(data, name=name, labels=labels)
             assert r.status_code == 201, r.text
-        samples, errors, done = [], [], 0
+        samples, errors, done, per_process_warm = [], [], 0, {}
         for i in range(args.cycles):
             if time.monotonic() - t0 > args.max_minutes * 60:
                 break
@@ -96,6 +108,9 @@ def main() -> None:
             done = i + 1
             if done % args.every == 0 or done == 1:
                 samples.append((done, tree_rss_bytes(srv.proc.pid) / MiB))
+            if done == args.warmup:
+                per_process_warm = per_process(srv.proc.pid)
+        per_process_end = per_process(srv.proc.pid)
         listed = sorted(a["name"] for a in srv.get("/adapters").json()["adapters"])
         store_bytes = du(Path(srv.store))
         internal = srv.internal_errors()
@@ -110,6 +125,7 @@ def main() -> None:
            "rss_mib_after_warmup": round(warm, 1), "rss_mib_end": round(end, 1),
            "rss_growth_mib_after_warmup": round(end - warm, 1),
            "rss_slope_mib_per_100_cycles": round(slope, 2), "samples_cycle_rss_mib": samples,
+           "rss_mib_per_process_after_warmup": per_process_warm, "rss_mib_per_process_end": per_process_end,
            "store_bytes_at_end": store_bytes, "tasks_at_end": listed, "errors": errors[:20],
            "server_internal_errors": internal[:20], "machine": machine()}
     md = f"""# Memory under adapter churn ({out['backbone']}, {done} register/predict/delete cycles)
@@ -126,6 +142,8 @@ Measured on a shared 2-core CPU machine. RSS = the whole `bentoml serve` process
 | store on disk at the end (2 tasks kept) | {store_bytes / MiB:.2f} MiB |
 | failed calls / server tracebacks | {len(errors)} / {len(internal)} |
 | wall time | {out['seconds']} s |
+
+RSS per process after the warm-up: {per_process_warm}; at the end: {per_process_end}
 
 RSS samples (cycle: MiB): {', '.join(f'{c}: {m:.0f}' for c, m in samples)}
 
