@@ -6,6 +6,8 @@
 - :class:`LastResort` turns an unexpected exception into a logged JSON 500 instead of a
   bare text page; bad input must never get here (tests check it does not).
 - :class:`JsonNotFound` gives BentoML's own plain-text 404 our JSON error shape.
+- :class:`ReplicaHeader` names the answering replica in ``X-Taskswap-Replica`` on every
+  response, so a client (or a test) behind a load balancer knows who served it.
 """
 
 from __future__ import annotations
@@ -68,6 +70,26 @@ def _too_large_error(limit: int) -> PayloadTooLarge:
 
 def _too_large(limit: int):
     return taskswap_error_response(_too_large_error(limit))
+
+
+class ReplicaHeader:
+    """Add ``X-Taskswap-Replica: <replica id>`` to every HTTP response."""
+
+    def __init__(self, app: ASGIApp, replica_id: Callable[[], str]):
+        self.app = app
+        self.replica_id = replica_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        header = (b"x-taskswap-replica", self.replica_id().encode("latin-1", "replace"))
+
+        async def labelled(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, labelled)
 
 
 class LastResort:

@@ -42,7 +42,7 @@ from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, check_count, check_texts, decode_base64_image, decode_image  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
-from service.middleware import BodyLimit, JsonNotFound, LastResort  # noqa: E402
+from service.middleware import BodyLimit, JsonNotFound, LastResort, ReplicaHeader  # noqa: E402
 from service.schemas import (ERROR_RESPONSES, ActivateRequest, AdapterInfo, AdapterList,  # noqa: E402
                              BackboneInfo, BackboneList, DeleteResponse, PinRequest, Prediction,
                              PredictRequest, PredictResponse, RegisterFromStore, RegisterResponse,
@@ -78,10 +78,11 @@ def get_auth() -> Auth:
 check_settings_or_exit()  # runs in the `bentoml serve` process too, before any worker starts
 app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(app)
-# Added last = outermost: LastResort wraps AuthGuard wraps BodyLimit wraps the routes.
+# Added last = outermost: ReplicaHeader wraps LastResort wraps AuthGuard wraps BodyLimit wraps the routes.
 app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
+app.add_middleware(ReplicaHeader, replica_id=lambda: get_settings().replica_id)
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {

@@ -137,3 +137,19 @@ def test_task_labels_are_capped_and_only_claimed_by_success():
     assert labels.label("typo-task") == "other"  # a failed request claims nothing
     assert [labels.label(t, claim=True) for t in ("a", "b", "c")] == ["a", "b", "other"]
     assert labels.label("a") == "a" and labels.label("c", claim=True) == "other"
+
+
+def test_every_response_names_the_replica():
+    """ReplicaHeader adds X-Taskswap-Replica to successes and errors alike."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from service.middleware import ReplicaHeader
+
+    inner = Starlette(routes=[Route("/ok", lambda request: JSONResponse({"ok": True}))])
+    client = TestClient(ReplicaHeader(inner, replica_id=lambda: "pod-a-17"))
+    for path, status in [("/ok", 200), ("/missing", 404)]:
+        r = client.get(path)
+        assert (r.status_code, r.headers["x-taskswap-replica"]) == (status, "pod-a-17")
