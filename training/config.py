@@ -24,7 +24,10 @@ Method = Literal["head", "lora", "scratch"]
 METHOD_DEFAULTS: dict[str, dict] = {
     "head": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4},
     "lora": {"epochs": 5, "lr": 5e-4, "batch_size": 32, "patience": 2, "weight_decay": 0.0},
-    "scratch": {"epochs": 10, "lr": 1e-3, "batch_size": 32, "patience": 3, "weight_decay": 1e-2},
+    # Scratch runs all its epochs (patience = epochs) and keeps the best validation state:
+    # from random weights the validation loss is flat for the first epochs on small data,
+    # and a patience of 3 stopped runs before they had learnt anything (see bench/transfer_report.py).
+    "scratch": {"epochs": 10, "lr": 1e-3, "batch_size": 32, "patience": 10, "weight_decay": 1e-2},
 }
 
 
