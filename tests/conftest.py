@@ -47,3 +47,13 @@ def registry(tmp_path, backbones):
     reg = Registry(open_store(str(tmp_path / "store")), backbones)
     reg.sync()
     return reg
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny forwards on a busy 2-core machine: 1 thread is ~50x faster than 2 spinning."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,19 +10,7 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from crash_worker import Expected, Zygote, check_store
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Tiny forwards on a busy 2-core machine: 1 thread is ~50x faster than 2 spinning."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_kill_9_during_registrations_loses_nothing_acknowledged(tmp_path, text_backbone, tiny_dir,

@@ -12,8 +12,6 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
-import pytest
-
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
@@ -21,16 +19,6 @@ from factories import head_adapter, peft_lora_dir
 from proc_mem import rss_bytes
 
 KiB, MiB = 1 << 10, 1 << 20
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Tiny forwards on a busy 2-core machine: 1 thread is ~50x faster than 2 spinning."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_register_delete_cycles_do_not_leak(tmp_path, text_backbone, tiny_dir, one_torch_thread):
