@@ -14,14 +14,13 @@ heads as a recent one only gathers feature rows.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from adapters.heads import Head
+from adapters.identity_cache import IdentityCache
 
 
 @dataclass(frozen=True)
@@ -33,33 +32,22 @@ class HeadCall:
     rows: list[int]
 
 
-class WeightStacks:
-    """LRU of ``[(Wt [heads, in, out], b [heads, 1, out]) per layer]`` keyed by head identities.
-
-    An entry holds its heads, so the ``id`` values in its key are never reused while it lives.
-    """
+class WeightStacks(IdentityCache[list]):
+    """LRU of ``[(Wt [heads, in, out], b [heads, 1, out]) per layer]`` keyed by head identities."""
 
     def __init__(self, size: int = 32):
-        self.size = size
-        self._entries: OrderedDict[tuple, tuple[tuple, list]] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(size)
 
-    def get(self, heads: tuple[Head, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        key = tuple(id(h) for h in heads)
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key][1]
-        layers = [h.linear_layers() for h in heads]
-        with torch.inference_mode():
-            stacks = [(torch.stack([ls[j].weight.T for ls in layers]),  # [heads, in, out]
-                       torch.stack([ls[j].bias for ls in layers]).unsqueeze(1))  # [heads, 1, out]
-                      for j in range(len(layers[0]))]
-        with self._lock:
-            self._entries[key] = (heads, stacks)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return stacks
+    def stacked(self, heads: tuple[Head, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.get(heads, lambda: _stack_layers(heads))
+
+
+def _stack_layers(heads: tuple[Head, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    layers = [h.linear_layers() for h in heads]
+    with torch.inference_mode():
+        return [(torch.stack([ls[j].weight.T for ls in layers]),  # [heads, in, out]
+                 torch.stack([ls[j].bias for ls in layers]).unsqueeze(1))  # [heads, 1, out]
+                for j in range(len(layers[0]))]
 
 
 STACKS = WeightStacks()
@@ -88,7 +76,7 @@ def run_heads(calls: list[HeadCall], features: dict[str, torch.Tensor],
         groups.setdefault(_shape_key(c), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(calls)
     for key, idx in groups.items():
-        probs = _run_group([calls[i] for i in idx], features[key[0]], cache or STACKS)
+        probs = _run_group([calls[i] for i in idx], features[key[0]], STACKS if cache is None else cache)
         for i, p in zip(idx, probs):
             out[i] = p
     return out  # type: ignore[return-value]
@@ -139,7 +127,7 @@ def _stacked(heads: list[Head], seg_rows: list[list[int]], x: torch.Tensor,
         idx[i, : len(rows)] = torch.tensor(rows, dtype=torch.long)
     h = x[idx.to(x.device)]  # [heads, longest, in]
     act = heads[0].net[1] if len(heads[0].net) > 1 else None  # the activation module, if any
-    for j, (wt, b) in enumerate(cache.get(tuple(heads))):
+    for j, (wt, b) in enumerate(cache.stacked(tuple(heads))):
         if j:
             h = act(h)
         h = torch.baddbmm(b, h, wt)  # [heads, longest, out_j]

@@ -119,7 +119,7 @@ def test_run_heads_stacks_same_shape_heads(text_backbone):
              HeadCall(heads[0], False, [7]), HeadCall(heads[3], False, [8, 9])]
     cache = WeightStacks()
     out = run_heads(calls, feats, cache)
-    assert len(cache._entries) == 1  # the four same-shape heads: one stacked block
+    assert len(cache) == 1  # the four same-shape heads: one stacked block
     for c, p in zip(calls, out):
         with torch.no_grad():
             z = c.head(feats["mean"][c.rows])
@@ -179,7 +179,7 @@ def test_single_lora_pass_uses_merged_weights_and_restores_them(lora_rt, text_ba
     ref = peft_reference(text_backbone, 12, TEXTS, r=8)  # "l8" is the third adapter: seed 12
     lora_batch.MERGED.clear()
     got = alone(rt, "l8", TEXTS)  # every row the same adapter: the merged path
-    assert len(lora_batch.MERGED._entries) == 1
+    assert len(lora_batch.MERGED) == 1
     assert torch.allclose(got, ref, atol=TOL)
     for n, p in model.named_parameters():  # the very same parameters, bit for bit
         assert p is before[n][0] and torch.equal(p, before[n][1]), n

@@ -22,53 +22,29 @@ then costs exactly what the raw backbone costs.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
 from torch import nn
 
+from adapters.identity_cache import IdentityCache
 from adapters.lora.weights import LoraModule, LoraWeights
 
 _ACTIVE: ContextVar["LoraBatch | None"] = ContextVar("taskswap_lora_batch", default=None)
 
 
-class StackCache:
-    """LRU of per-module factor stacks, keyed by the tuple of adapters in a batch.
-
-    An entry holds references to its adapters, so the ``id`` values in its key cannot be
-    reused by other objects while the entry lives (an evicted adapter stays alive until
-    its entry ages out: at most ``size`` entries of stacks, each the size of the
-    adapters' own factors).
-    """
+class StackCache(IdentityCache[dict]):
+    """LRU of per-module factor stacks, keyed by the tuple of adapters in a batch (each
+    entry is a dict the hooks fill one module at a time, at most ``size`` entries of
+    stacks, each the size of the adapters' own factors)."""
 
     def __init__(self, size: int = 8):
-        self.size = size
-        self._entries: OrderedDict[tuple, tuple[tuple, dict]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        super().__init__(size)
 
     def stacks_for(self, adapters: tuple[LoraWeights, ...]) -> dict:
         """The (mutable, per-module-filled) stack dict for this exact tuple of adapters."""
-        key = tuple(id(a) for a in adapters)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry[1]
-            self.misses += 1
-            stacks: dict = {}
-            self._entries[key] = (adapters, stacks)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-            return stacks
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        return self.get(adapters, dict)
 
 
 STACKS = StackCache()
@@ -114,7 +90,7 @@ class LoraBatch:
                  cache: StackCache | None = None):
         self.adapters = adapters
         self.slots = slots  # [rows] long, on the CPU
-        self._stacks = (cache or STACKS).stacks_for(tuple(adapters)) if adapters else {}
+        self._stacks = (STACKS if cache is None else cache).stacks_for(tuple(adapters)) if adapters else {}
         self._stack_lock = threading.Lock()
         lora_rows = torch.nonzero(slots > 0).flatten()
         # None = every row has a LoRA (the common case: no subset to gather or scatter).
@@ -201,34 +177,17 @@ def ensure_hooked(model: nn.Module, names) -> None:
 
 
 # ---- one adapter for the whole pass: merged weights ---------------------------------------
-class MergedCache:
+class MergedCache(IdentityCache[dict]):
     """The merged weights (``W + B @ A``) of the last few single-adapter passes.
 
-    One entry costs a copy of every weight the adapter touches, so it stays small;
-    an entry holds its adapter, so the ``id`` key is never reused while it lives.
+    One entry costs a copy of every weight the adapter touches, so it stays small.
     """
 
     def __init__(self, size: int = 2):
-        self.size = size
-        self._entries: OrderedDict[tuple[int, int], tuple[LoraWeights, dict]] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(size)
 
-    def get(self, model: nn.Module, lora: LoraWeights) -> dict[str, torch.Tensor]:
-        key = (id(model), id(lora))
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key][1]
-        merged = _merge(model, lora)
-        with self._lock:
-            self._entries[key] = (lora, merged)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return merged
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+    def merged(self, model: nn.Module, lora: LoraWeights) -> dict[str, torch.Tensor]:
+        return self.get((model, lora), lambda: _merge(model, lora))
 
 
 MERGED = MergedCache()
@@ -253,7 +212,7 @@ def merged_lora(model: nn.Module, lora: LoraWeights, cache: MergedCache | None =
     The original parameter objects are put back in ``finally`` (never ``W - B @ A``, which
     would drift), so an exception mid-forward leaves the backbone exactly as it was.
     """
-    merged = (cache or MERGED).get(model, lora)
+    merged = (MERGED if cache is None else cache).merged(model, lora)
     modules = dict(model.named_modules())
     saved: list[tuple[nn.Module, nn.Parameter]] = []
     try:
