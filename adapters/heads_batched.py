@@ -1,10 +1,11 @@
 """Many tasks' heads on one batch of pooled features, without a Python loop per task.
 
-Heads of the same shape (pooling, normalisation, layer widths, activation, label count
-and task type) form a group. A group's rows are laid out per head, padded to the
+Heads of the same shape (pooling, normalisation, layer widths, activation, output count
+and output activation) form a group. A group's rows are laid out per head, padded to the
 longest head's row count (``[heads, rows, features]``), and every layer of every head in
 the group runs as one batched matmul over stacked weights (``baddbmm``): one block per
-layer whether the batch holds 2 tasks or 1,000. Softmax/sigmoid run once per group and
+layer whether the batch holds 2 tasks or 1,000. The task type's output activation
+(softmax, sigmoid or none, :data:`ACTIVATIONS`) runs once per group and
 the probabilities leave the device in one transfer per group (one sync on a GPU, not
 one per task).
 
@@ -23,13 +24,26 @@ from adapters.heads import Head
 from adapters.identity_cache import IdentityCache
 
 
+ACTIVATIONS = {"softmax": lambda z: torch.softmax(z, dim=-1), "sigmoid": torch.sigmoid,
+               "identity": lambda z: z}
+
+
 @dataclass(frozen=True)
 class HeadCall:
-    """Apply ``head`` to feature rows ``rows`` (indices into its pooling's feature matrix)."""
+    """Apply ``head`` to feature rows ``rows`` (indices into its pooling's feature matrix),
+    then ``activation`` (a key of :data:`ACTIVATIONS`; True/False mean sigmoid/softmax)."""
 
     head: Head
-    multi_label: bool
+    activation: str | bool
     rows: list[int]
+
+    def __post_init__(self):
+        if isinstance(self.activation, bool):
+            object.__setattr__(self, "activation", "sigmoid" if self.activation else "softmax")
+
+    @property
+    def multi_label(self) -> bool:
+        return self.activation == "sigmoid"
 
 
 class WeightStacks(IdentityCache[list]):
@@ -57,12 +71,12 @@ def _shape_key(call: HeadCall) -> tuple:
     s = call.head.spec
     n_labels = call.head.linear_layers()[-1].out_features
     return (s.pooling, s.normalize, tuple(s.hidden), s.activation if s.hidden else None,
-            n_labels, call.multi_label)
+            n_labels, call.activation)
 
 
 def run_heads(calls: list[HeadCall], features: dict[str, torch.Tensor],
               cache: WeightStacks | None = None) -> list[torch.Tensor]:
-    """Probabilities ``[len(call.rows), n_labels]`` (float32, CPU) for each call, in order.
+    """Outputs ``[len(call.rows), n_outputs]`` (float32, CPU) for each call, in order.
 
     ``features`` maps each pooling to ``[rows, hidden]`` on the heads' device.
 
@@ -110,7 +124,7 @@ def _run_group(calls: list[HeadCall], feats: torch.Tensor, cache: WeightStacks) 
             logits.update(zip(block, stacked))
         keys = list(logits)
         z = torch.cat([logits[k] for k in keys])  # [all rows of the group, labels]
-        probs = (torch.sigmoid(z) if calls[0].multi_label else torch.softmax(z, dim=-1)).float().cpu()
+        probs = ACTIVATIONS[calls[0].activation](z).float().cpu()
     start, total = {}, 0
     for k in keys:  # one transfer for the group, then views per call
         start[k] = total

@@ -42,6 +42,14 @@ class IdentityCache(Generic[V]):
                 self._entries.popitem(last=False)
         return value
 
+    def forget(self, obj) -> int:
+        """Drop every entry built from ``obj`` (so its tensors can be freed); returns how many."""
+        with self._lock:
+            gone = [k for k, (objects, _) in self._entries.items() if any(o is obj for o in objects)]
+            for k in gone:
+                del self._entries[k]
+        return len(gone)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

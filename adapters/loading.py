@@ -1,9 +1,10 @@
 """From a checked adapter directory to a servable :class:`LoadedAdapter`.
 
 ``prepare_adapter`` is the registration-time dry run: it picks the backbone, checks
-fingerprint, preprocessing, head and LoRA shapes from headers alone, and writes a
-complete ``adapter.json`` (plain PEFT directories get one synthesised). Only then
-does ``load_adapter`` materialise tensors.
+fingerprint and preprocessing, asks the adapter's kind to plan and check its files from
+headers alone, and completes the manifest (plain third-party directories get one
+synthesised by their kind). It writes nothing. Only then does ``load_adapter``
+materialise tensors.
 """
 
 from __future__ import annotations
@@ -12,33 +13,28 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from adapters.backbones.base import Backbone
 from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.format.adapter_dir import AdapterDir, read_adapter_dir, write_manifest
-from adapters.format.manifest import BackboneRef, HeadSpec, Manifest
-from adapters.format.safetensors_io import load_tensors
-from adapters.heads import Head, build_head, check_head_header
-from adapters.lora.batch import ensure_hooked
-from adapters.lora.weights import LoraPlan, LoraWeights, check_peft_config, load_lora_weights, plan_lora
-
-# Which pooled features an ``AutoModelForSequenceClassification`` / image-classification
-# model of this type feeds its ``classifier`` (so a plain PEFT adapter scores the same here).
-SEQ_CLS_POOLING = {"bert": "pooler", "mobilenet_v2": "pooler", "vit": "cls", "convnext": "pooler",
-                   "resnet": "pooler", "efficientnet": "pooler"}
+from adapters.format.manifest import Manifest
+from adapters.heads import Head, build_head
+from adapters.kinds import AdapterKind, adapter_kind
+from adapters.tasks import TaskType, task_type
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class LoadedAdapter:
-    """One adapter version in memory, ready to serve. Immutable once built."""
+    """One adapter version in memory, ready to serve. Immutable once built.
+
+    ``weights`` are the kind's own trunk weights (LoRA factors; None for a head).
+    """
 
     name: str
     version: str
     manifest: Manifest
     backbone: Backbone
     head: Head
-    lora: LoraWeights | None
+    weights: object | None
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
 
@@ -47,13 +43,28 @@ class LoadedAdapter:
         return self.manifest.kind
 
     @property
+    def impl(self) -> AdapterKind:
+        """The adapter's kind (residency, trunk rows, pass)."""
+        return adapter_kind(self.manifest.kind)
+
+    @property
+    def task(self) -> TaskType:
+        """The adapter's task type (what its outputs mean)."""
+        return task_type(self.manifest.task_type)
+
+    @property
     def labels(self) -> list[str]:
         return self.manifest.labels
 
     @property
+    def lora(self):
+        """The LoRA weights of a ``lora`` adapter (its kind's trunk weights), else None."""
+        return self.weights
+
+    @property
     def nbytes(self) -> int:
         head = sum(p.numel() * p.element_size() for p in self.head.parameters())
-        return head + (self.lora.nbytes if self.lora else 0)
+        return head + (self.impl.nbytes(self.weights) if self.weights is not None else 0)
 
 
 @dataclass
@@ -63,7 +74,7 @@ class Prepared:
     adir: AdapterDir
     manifest: Manifest
     backbone: Backbone
-    plan: LoraPlan | None
+    plan: object | None
 
 
 def pick_backbone(adir: AdapterDir, backbones: dict[str, Backbone], requested: str | None) -> Backbone:
@@ -82,17 +93,17 @@ def pick_backbone(adir: AdapterDir, backbones: dict[str, Backbone], requested: s
                                   f"({(m.backbone.fingerprint or '?')[:19]}), which this server does not "
                                   f"serve (have {sorted(backbones)})")
     fits, why = [], []
-    header = adir.headers["adapter_model.safetensors"]
+    impl = adapter_kind(adir.kind)
     for b in backbones.values():
         try:
-            plan_lora(header, b.model, b.base_model_prefix)
+            impl.fits(adir, b)
             fits.append(b)
         except (IncompatibleAdapter, InvalidAdapter) as exc:
             why.append(f"{b.name}: {exc.message}")
     if not fits:
-        raise IncompatibleAdapter("this PEFT adapter fits no served backbone (" + "; ".join(why) + ")")
+        raise IncompatibleAdapter(f"this {adir.kind} adapter fits no served backbone (" + "; ".join(why) + ")")
     if len(fits) > 1:
-        raise InvalidInput("this PEFT adapter fits several backbones "
+        raise InvalidInput(f"this {adir.kind} adapter fits several backbones "
                            f"{[b.name for b in fits]}; pass backbone=<name>")
     return fits[0]
 
@@ -114,101 +125,42 @@ def _check_backbone(m: Manifest, backbone: Backbone) -> None:
     IncompatibleAdapter.collect(problems, "adapter")
 
 
-def _classifier_head(plan: LoraPlan, backbone: Backbone) -> tuple[HeadSpec, int]:
-    """The head of a plain PEFT sequence-classification adapter: its ``classifier`` module."""
-    keys = {k for k in plan.extras if k.startswith(("classifier.", "score."))}
-    prefix = "classifier" if "classifier.weight" in keys else "score"
-    if f"{prefix}.weight" not in plan.extras:
-        raise InvalidAdapter("this PEFT adapter has no 'classifier' in modules_to_save and no "
-                             "head.safetensors: there is nothing to score with")
-    pooling = SEQ_CLS_POOLING.get(backbone.model_type)
-    if pooling is None:
-        raise IncompatibleAdapter(f"a PEFT classifier on model type {backbone.model_type!r} is not "
-                                  "supported; ship head.safetensors with an adapter.json instead")
-    return HeadSpec(pooling=pooling, input_dim=backbone.hidden_size), len(keys)
-
-
-def prepare_adapter(folder: Path, backbones: dict[str, Backbone], name: str | None = None,
+def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], name: str | None = None,
                     labels: list[str] | None = None, backbone: str | None = None,
-                    write: bool = True) -> Prepared:
-    """Check an adapter folder against the served backbones and complete its manifest in place.
+                    write: bool = False) -> Prepared:
+    """Check an adapter folder against the served backbones and complete its manifest.
 
-    ``name`` and ``labels`` override the manifest (and are required for plain PEFT folders
-    when the manifest cannot supply them). ``write=False`` checks without writing
-    (stored versions are immutable).
+    ``name`` and ``labels`` (the output names: labels, or a regression's outputs) override
+    the manifest (and are required for plain PEFT folders when the manifest cannot supply
+    them). Nothing is written unless ``write=True`` (then the completed ``adapter.json``).
     """
-    adir = read_adapter_dir(Path(folder))
+    adir = folder if isinstance(folder, AdapterDir) else read_adapter_dir(Path(folder))
     bb = pick_backbone(adir, backbones, backbone)
-    plan = None
-    if adir.kind == "lora":
-        check_peft_config(adir.peft_config)
-        plan = plan_lora(adir.headers["adapter_model.safetensors"], bb.model, bb.base_model_prefix)
-    manifest = adir.manifest or _synthesise_manifest(adir, bb, plan, name, labels)
+    impl = adapter_kind(adir.kind)
+    plan = impl.plan(adir, bb)
+    manifest = adir.manifest or impl.synthesise_manifest(adir, bb, plan, name, labels)
     updates = {}
     if name is not None and name != manifest.name:
         updates["name"] = name
-    if labels is not None and labels != manifest.labels:
-        updates["labels"] = labels
+    if labels is not None and labels != manifest.output_names:
+        updates.update(task_type(manifest.task_type).rename(labels))
     if updates:
         manifest = Manifest.model_validate({**manifest.model_dump(), **updates})
     _check_backbone(manifest, bb)
-    if "head.safetensors" in adir.headers:
-        check_head_header(manifest.head, len(manifest.labels), adir.headers["head.safetensors"],
-                          bb.hidden_size, bb.available_poolings)
-    elif adir.kind == "lora":
-        _check_classifier_shapes(plan, adir, manifest, bb)
+    impl.check(adir, manifest, bb, plan)
     if write:
         write_manifest(adir.path, manifest)
-    adir.manifest = manifest
-    return Prepared(adir, manifest, bb, plan)
-
-
-def _check_classifier_shapes(plan: LoraPlan, adir: AdapterDir, m: Manifest, bb: Backbone) -> None:
-    header = adir.headers["adapter_model.safetensors"]
-    key_w = plan.extras.get("classifier.weight") or plan.extras.get("score.weight")
-    if key_w is None or m.head.hidden:
-        raise InvalidAdapter("a LoRA adapter needs head.safetensors or a linear 'classifier' in "
-                             "modules_to_save")
-    shape = tuple(header[key_w][1])
-    if shape != (len(m.labels), bb.hidden_size):
-        raise IncompatibleAdapter(f"classifier weight has shape {shape}, expected "
-                                  f"({len(m.labels)} labels, {bb.hidden_size} features)")
-
-
-def _synthesise_manifest(adir: AdapterDir, bb: Backbone, plan: LoraPlan, name: str | None,
-                         labels: list[str] | None) -> Manifest:
-    if name is None:
-        raise InvalidInput("a plain PEFT adapter has no adapter.json: pass name=<task name>")
-    spec, _ = _classifier_head(plan, bb)
-    header = adir.headers["adapter_model.safetensors"]
-    key_w = plan.extras.get("classifier.weight") or plan.extras.get("score.weight")
-    n = header[key_w][1][0]
-    if labels is not None and len(labels) != n:
-        raise InvalidInput(f"labels has {len(labels)} names but the classifier has {n} outputs")
-    return Manifest(name=name, kind="lora", labels=labels or [f"LABEL_{i}" for i in range(n)],
-                    backbone=BackboneRef(name=bb.name, fingerprint=bb.fingerprint, source=bb.spec.source),
-                    head=spec, preprocessing=bb.preprocessing_settings(),
-                    training={"source": "peft save_pretrained",
-                              "peft_task_type": adir.peft_config.get("task_type")})
+    prepared = AdapterDir(adir.path, manifest, adir.kind, adir.peft_config, adir.headers)
+    return Prepared(prepared, manifest, bb, plan)
 
 
 def load_adapter(prep: Prepared, version: str) -> LoadedAdapter:
     """Materialise the tensors of a prepared adapter on its backbone's device."""
     start = time.perf_counter()
     m, bb, adir = prep.manifest, prep.backbone, prep.adir
-    lora = None
-    if adir.kind == "lora":
-        lora = load_lora_weights(adir.path / "adapter_model.safetensors", adir.peft_config, prep.plan)
-    if "head.safetensors" in adir.headers:
-        head_tensors = load_tensors(adir.path / "head.safetensors")
-    else:
-        prefix = "classifier" if "classifier.weight" in lora.extras else "score"
-        head_tensors = {"layers.0.weight": lora.extras[f"{prefix}.weight"],
-                        "layers.0.bias": lora.extras.get(f"{prefix}.bias",
-                                                         torch.zeros(len(m.labels)))}
-    head = build_head(m.head, len(m.labels), head_tensors).to(bb.device)
-    if lora is not None:
-        lora = lora.to(bb.device, bb.dtype)
-        with bb.lock:
-            ensure_hooked(bb.model, lora.modules)
-    return LoadedAdapter(m.name, version, m, bb, head, lora, time.perf_counter() - start)
+    impl = adapter_kind(adir.kind)
+    head_tensors, weights = impl.load(adir, m, bb, prep.plan)
+    head = build_head(m.head, len(m.output_names), head_tensors).to(bb.device)
+    if weights is not None:
+        weights = impl.to_device(weights, bb)
+    return LoadedAdapter(m.name, version, m, bb, head, weights, time.perf_counter() - start)

@@ -9,13 +9,20 @@ generation number, so every replica and worker converges on it.
 Hot swap is one dict assignment: a batch resolves each task to a
 :class:`LoadedAdapter` when its row enters the batch and keeps that reference, so an
 old version lives until the last batch using it ends.
+
+Which versions stay resident is the adapter kind's call (``evictable``), never a name
+test here. Every version leaving memory (evicted, replaced, deleted) goes through
+:meth:`Registry._release`, which also drops every cache built from it (head weight stacks,
+LoRA merged weights and factor stacks), so the budget counts what is really held.
+
+One writer at a time: register / activate / delete / pin and the store watcher's sync
+hold :attr:`Registry.writer`, so every caller (the service, training's evaluation) gets
+the rule, and a registration's replaced version is the one it really replaced.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -25,8 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from adapters.backbones.base import Backbone
+from adapters import heads_batched
 from adapters.errors import NotFound, TaskswapError
-from adapters.format.adapter_dir import read_adapter_dir
+from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name
 
@@ -65,6 +73,7 @@ class Registry:
         self._generation = -1
         self._local_seq = 0  # bumped by every local register/activate/delete
         self._sync_lock = threading.Lock()
+        self.writer = threading.RLock()  # the one-writer rule (see the module docstring)
 
     # ---- reading ---------------------------------------------------------------------
     @property
@@ -75,12 +84,14 @@ class Registry:
         """The adapter that serves ``task`` now, loading it if evicted (single flight)."""
         loaded = self._active.get(task)
         if loaded is None:
-            self.sync()  # a miss may be a registration on another replica
+            self._sync()  # a miss may be a registration on another replica
             loaded = self._active.get(task)
-        if loaded is not None and (loaded.kind == "head" or (task, loaded.version) in self._loras):
-            if loaded.kind == "lora":
+        if loaded is not None:
+            if not loaded.impl.evictable:
+                return loaded
+            if (task, loaded.version) in self._loras:
                 self._touch((task, loaded.version))
-            return loaded
+                return loaded
         alias = self._aliases.get(task)
         if alias is None:
             known = ", ".join(sorted(self._aliases)[:20]) or "none registered"
@@ -93,7 +104,7 @@ class Registry:
     def show(self, name: str) -> dict:
         alias = self._aliases.get(check_name(name))
         if alias is None:
-            self.sync()
+            self._sync()
             alias = self._aliases.get(name)
         if alias is None:
             raise NotFound(f"task {name!r} is not registered")
@@ -103,10 +114,10 @@ class Registry:
         loaded = self._active.get(name)
         st = self._states.get((name, alias.active), VersionState("unloaded"))
         m = loaded.manifest if loaded is not None else None
+        outputs = loaded.task.describe(m) if m else {"labels": alias.find(alias.active).labels}
         return {
             "name": name, "active_version": alias.active, "state": st.state, "error": st.error,
-            "kind": m.kind if m else alias.find(alias.active).kind,
-            "labels": m.labels if m else alias.find(alias.active).labels,
+            "kind": m.kind if m else alias.find(alias.active).kind, **outputs,
             "backbone": loaded.backbone.name if loaded else None,
             "task_type": m.task_type if m else None,
             "metrics": m.metrics if m else {}, "pinned": name in self._pinned,
@@ -115,50 +126,66 @@ class Registry:
 
     # ---- lifecycle -------------------------------------------------------------------
     def register(self, folder: Path, name: str | None = None, labels: list[str] | None = None,
-                 backbone: str | None = None) -> LoadedAdapter:
-        """Validate, load, store and activate an adapter folder; returns the live version.
+                 backbone: str | None = None, expected: str | None = None) -> LoadedAdapter:
+        """Validate, load, store and activate an adapter folder; returns the live version
+        (see :meth:`register_replacing`, which also says which version it replaced)."""
+        return self.register_replacing(folder, name, labels, backbone, expected)[0]
 
-        The folder is copied first: the dry run writes a completed ``adapter.json``.
+    def register_replacing(self, folder: Path, name: str | None = None, labels: list[str] | None = None,
+                           backbone: str | None = None, expected: str | None = None
+                           ) -> tuple[LoadedAdapter, str | None]:
+        """Register in one pass; returns ``(the live version, the version it replaced or None)``.
+
+        The folder is read once (files, manifest, safetensors headers), checked against the
+        backbone without writing anything, loaded (a dry run of the real thing), then stored
+        once — the completed ``adapter.json`` goes straight into the store's staging copy —
+        and published by the store's compare-and-swap, whose replaced alias is the answer's
+        second half. ``expected``: a ``Conflict`` unless that version is active (optimistic
+        concurrency for admins; see :func:`adapters.store.base.check_expected`).
         """
-        with tempfile.TemporaryDirectory(prefix="taskswap-reg-") as tmp:
-            work = Path(tmp) / "adapter"
-            shutil.copytree(folder, work, symlinks=True)
-            read_adapter_dir(work)  # refuse links / pickles before anything else
-            prep = prepare_adapter(work, self.backbones, name, labels, backbone)
-            name = check_name(prep.manifest.name)
+        adir = read_adapter_dir(Path(folder))  # refuses links / pickles before anything else
+        prep = prepare_adapter(adir, self.backbones, name, labels, backbone)
+        name = check_name(prep.manifest.name)
+        with self.writer:
             loaded = load_adapter(prep, version="pending")  # validate fully before publishing
-            version = self.store.put_version(name, work)
-        loaded.version = version
-        info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,
-                           created_at=datetime.now(timezone.utc).isoformat())
-        with self._lock:
-            alias = self.store.publish(name, version, info)
-            self._local_seq += 1
-            self._install(name, alias, loaded)
+            version = self.store.put_version(name, adir.path, {"adapter.json": manifest_bytes(prep.manifest)})
+            loaded.version = version
+            info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,
+                               created_at=datetime.now(timezone.utc).isoformat())
+            with self._lock:
+                alias = self.store.publish(name, version, info, expected=expected)
+                self._local_seq += 1
+                self._install(name, alias, loaded)
         if self.events:
             self.events.on_register(loaded.kind)
             self.events.on_load(loaded, loaded.load_seconds)
-        return loaded
+        return loaded, alias.replaced
 
-    def activate(self, name: str, version: str) -> LoadedAdapter:
+    def activate(self, name: str, version: str, expected: str | None = None) -> LoadedAdapter:
         """Roll a task to one of its stored versions (loaded and checked before the switch)."""
-        alias = self._fresh_alias(name)
-        target = alias.find(version).version
-        loaded = self._load(name, target, activate=False)
-        with self._lock:
-            alias = self.store.activate(name, target)
-            self._local_seq += 1
-            self._install(name, alias, loaded)
+        with self.writer:
+            alias = self._fresh_alias(name)
+            target = alias.find(version).version
+            loaded = self._load(name, target, activate=False)
+            with self._lock:
+                alias = self.store.activate(name, target, expected=expected)
+                self._local_seq += 1
+                self._install(name, alias, loaded)
         return loaded
 
-    def delete(self, name: str) -> None:
-        self._fresh_alias(name)
-        with self._lock:
-            self.store.delete(name)
-            self._local_seq += 1
-            self._drop(name)
+    def delete(self, name: str, expected: str | None = None) -> None:
+        with self.writer:
+            self._fresh_alias(name)
+            with self._lock:
+                self.store.delete(name, expected=expected)
+                self._local_seq += 1
+                self._drop(name)
 
     def pin(self, name: str, pinned: bool = True) -> None:
+        with self.writer:
+            self._pin(name, pinned)
+
+    def _pin(self, name: str, pinned: bool) -> None:
         """Keep a task's active LoRA resident whatever the budget (or release it).
 
         Pinning loads the adapter now if it is not resident; unpinning lets the budget
@@ -169,7 +196,7 @@ class Registry:
             (self._pinned.add if pinned else self._pinned.discard)(name)
             if not pinned:
                 self._evict_over_budget(keep=None)
-        if pinned and alias.find(alias.active).kind == "lora" and (name, alias.active) not in self._loras:
+        if pinned and (name, alias.active) not in self._loras and _evictable(alias.find(alias.active).kind):
             self.resolve(name)  # load it now; a resident one keeps its place in the LRU
 
     def _fresh_alias(self, name: str) -> Alias:
@@ -179,7 +206,17 @@ class Registry:
         return alias
 
     # ---- convergence -----------------------------------------------------------------
-    def sync(self, force: bool = False) -> bool:
+    def sync(self, force: bool = False, wait: bool = True) -> bool:
+        """Follow the store as its one writer (see :meth:`_sync`); with ``wait=False``, skip
+        it while another writer holds the lock (that writer brings this process up to date)."""
+        if not self.writer.acquire(blocking=wait):
+            return False
+        try:
+            return self._sync(force)
+        finally:
+            self.writer.release()
+
+    def _sync(self, force: bool = False) -> bool:
         """Follow the store: load newly active versions, drop deleted tasks. True if changed.
 
         Loads happen outside the registry lock, against a snapshot of the store; the
@@ -198,8 +235,8 @@ class Registry:
                 current = self._active.get(name)
                 if current is not None and current.version == alias.active:
                     continue
-                if alias.find(alias.active).kind == "lora":
-                    ready[name] = None  # LoRAs load lazily on first use, within the budget
+                if _evictable(alias.find(alias.active).kind):
+                    ready[name] = None  # evictable kinds load lazily on first use, within the budget
                     continue
                 try:  # load before switching: requests keep the old version meanwhile
                     ready[name] = self._load(name, alias.active, activate=False)
@@ -212,7 +249,7 @@ class Registry:
                     self._drop(name)
                 for name, loaded in ready.items():
                     if loaded is None:
-                        self._active.pop(name, None)
+                        self._retire(self._active.pop(name, None))
                     self._install(name, aliases[name], loaded)
                 self._aliases = dict(aliases)
                 self._generation = gen
@@ -221,17 +258,20 @@ class Registry:
     def _install(self, name: str, alias: Alias, loaded: LoadedAdapter | None) -> None:
         self._aliases = {**self._aliases, name: alias}
         if loaded is not None:
+            old = self._active.get(name)
             self._active[name] = loaded  # the hot swap: one assignment
-            if loaded.kind == "lora":
+            if old is not loaded:
+                self._retire(old)
+            if loaded.impl.evictable:
                 self._remember_lora(loaded)
             self._states[(name, loaded.version)] = VersionState("ready", None, loaded.load_seconds)
 
     def _drop(self, name: str) -> None:
         self._aliases = {k: v for k, v in self._aliases.items() if k != name}
-        self._active.pop(name, None)
+        self._retire(self._active.pop(name, None))
         self._pinned.discard(name)
         for key in [k for k in self._loras if k[0] == name]:
-            del self._loras[key]
+            self._release(self._loras.pop(key))
         for key in [k for k in self._states if k[0] == name]:
             del self._states[key]
 
@@ -241,7 +281,7 @@ class Registry:
         with self._lock:
             current = self._active.get(name)
             if current is not None and current.version == version and (
-                    current.kind == "head" or key in self._loras):
+                    not current.impl.evictable or key in self._loras):
                 return current
             resident = self._loras.get(key)
             if resident is not None:  # loaded earlier but not (or no longer) the active entry
@@ -260,14 +300,15 @@ class Registry:
             start = time.perf_counter()
             folder = self.store.version_path(name, version)
             # A stored version is immutable and already complete: check it, write nothing.
-            prep = prepare_adapter(folder, self.backbones, write=False)
+            prep = prepare_adapter(folder, self.backbones)
             loaded = load_adapter(prep, version)
             loaded.load_seconds = time.perf_counter() - start
             with self._lock:
                 self._states[key] = VersionState("ready", None, loaded.load_seconds)
                 if activate and name in self._aliases and self._aliases[name].active == version:
+                    self._retire(self._active.get(name))
                     self._active[name] = loaded
-                if loaded.kind == "lora":
+                if loaded.impl.evictable:
                     self._remember_lora(loaded)
             if self.events:
                 self.events.on_load(loaded, loaded.load_seconds)
@@ -339,10 +380,32 @@ class Registry:
         if self._active.get(key[0]) is evicted:
             del self._active[key[0]]
         self._states[key] = VersionState("evicted")
+        self._release(evicted)
         return evicted
+
+    def _retire(self, loaded: LoadedAdapter | None) -> None:
+        """An adapter no longer active: resident kinds leave memory now; evictable ones stay
+        in the LRU, which releases them when it drops them."""
+        if loaded is not None and not loaded.impl.evictable:
+            self._release(loaded)
+
+    @staticmethod
+    def _release(loaded: LoadedAdapter) -> None:
+        """The one way out of memory: drop every cache built from ``loaded`` (head weight
+        stacks; the kind's own, e.g. LoRA merged weights and factor stacks). A batch still
+        running on it keeps its own references until it ends."""
+        heads_batched.STACKS.forget(loaded.head)
+        if loaded.weights is not None:
+            loaded.impl.forget(loaded.weights)
 
     def resident_loras(self) -> int:
         return len(self._loras)
 
     def loaded_count(self) -> int:
-        return sum(1 for a in self._active.values() if a.kind == "head") + len(self._loras)
+        return sum(1 for a in self._active.values() if not a.impl.evictable) + len(self._loras)
+
+
+def _evictable(kind: str) -> bool:
+    from adapters.kinds import KINDS
+    k = KINDS.get(kind)
+    return k is not None and k.evictable

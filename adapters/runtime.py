@@ -4,28 +4,29 @@
 adapter versions; ``run`` (in the batch worker) executes a list of prepared requests:
 
 1. group requests by backbone and preprocess all their inputs once;
-2. build rows: one plain row per input for the head tasks of its request, plus one
-   row per (input, LoRA task), each row carrying its LoRA slot;
-3. one trunk pass over all rows, LoRA deltas selected per row (:mod:`adapters.lora.batch`);
-   a pass whose rows all use one LoRA adapter runs on its merged weights instead;
-4. every task's head on its rows, heads of the same shape stacked into one batched
-   matmul per layer (:mod:`adapters.heads_batched`), then softmax (single label) or
-   sigmoid (multi label).
+2. build rows, as each adapter's kind says: one plain row per input shared by the
+   request's tasks that read the frozen trunk (heads), plus one row per (input, task) for
+   kinds that change the trunk (LoRA), each row carrying its kind's trunk state;
+3. run the rows through their kind's trunk pass, in chunks (:mod:`adapters.kinds.trunk`:
+   plain, per-row LoRA deltas, or one adapter's merged weights), keeping the features
+   the batch's task types need (pooled per pooling, per-token when asked);
+4. every task type scores its tasks' heads on their rows (same-shaped heads stacked into
+   one batched matmul per layer, :mod:`adapters.heads_batched`) and shapes the answers.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 
 from adapters.backbones.base import Backbone
 from adapters.errors import InvalidInput
-from adapters.heads_batched import HeadCall, run_heads
 from adapters.loading import LoadedAdapter
-from adapters.lora.batch import LoraBatch, merged_lora, use_lora_batch
 from adapters.registry import Registry
+from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
+
+_NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips"}
 
 
 @dataclass
@@ -38,17 +39,11 @@ class Prepared:
 
     @property
     def rows(self) -> int:
-        """Trunk rows this request costs: one per input for heads, one per input per LoRA."""
-        heads = any(a.kind == "head" for a in self.adapters)
-        return len(self.inputs) * (int(heads) + sum(a.kind == "lora" for a in self.adapters))
-
-
-@dataclass
-class RowResult:
-    label: str
-    score: float
-    scores: dict[str, float]
-    labels: list[str] | None = None  # multi-label: every label over the threshold
+        """Trunk rows this request costs: one per input for the tasks sharing the plain
+        trunk (heads), plus one per input per task with its own trunk rows (LoRA)."""
+        kinds = [a.impl for a in self.adapters]
+        shared = any(k.shares_trunk_row for k in kinds)
+        return len(self.inputs) * (int(shared) + sum(not k.shares_trunk_row for k in kinds))
 
 
 @dataclass
@@ -61,7 +56,7 @@ class TaskResult:
 
 
 class Runtime:
-    """Turns prepared requests into per-task scores.
+    """Turns prepared requests into per-task answers.
 
     >>> import tempfile
     >>> from adapters.store import open_store
@@ -75,7 +70,7 @@ class Runtime:
         self.max_forward_rows = max_forward_rows
 
     def prepare(self, tasks: list[str], inputs: list, modality: str) -> Prepared:
-        """Resolve and pin ``tasks`` for ``inputs`` of ``modality`` ('text' | 'image')."""
+        """Resolve and pin ``tasks`` for ``inputs`` of ``modality`` ('text' | 'image' | ...)."""
         if not tasks:
             raise InvalidInput("name at least one task")
         if len(set(tasks)) != len(tasks):
@@ -89,7 +84,7 @@ class Runtime:
                                "send one request per backbone")
         bb = adapters[0].backbone
         if bb.modality != modality:
-            need = "texts" if bb.modality == "text" else "images"
+            need = _NEED_NAMES.get(bb.modality, bb.modality)
             raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is a "
                                f"{bb.modality} model), but {modality} inputs were sent")
         return Prepared(bb, list(inputs), adapters)
@@ -107,80 +102,80 @@ class Runtime:
 
     def _run_group(self, reqs: list[Prepared]) -> list[list[TaskResult]]:
         bb = reqs[0].backbone
-        inputs, row_input, row_lora = [], [], []  # per trunk row: its input, its LoRA (or None)
+        inputs, row_input, row_state, row_pass = [], [], [], []  # per trunk row
         plan = []  # per request: list of (adapter, row indices)
         for r in reqs:
             base = len(inputs)
             inputs.extend(r.inputs)
             n = len(r.inputs)
-            head_rows = None
+            shared_rows = None
             tasks = []
             for a in r.adapters:
-                if a.kind == "head" and head_rows is not None:
-                    tasks.append((a, head_rows))  # several head tasks share one trunk row
+                kind = a.impl
+                if kind.shares_trunk_row and shared_rows is not None:
+                    tasks.append((a, shared_rows))  # several head tasks share one trunk row
                     continue
                 rows = list(range(len(row_input), len(row_input) + n))
                 row_input.extend(range(base, base + n))
-                row_lora.extend([a.lora if a.kind == "lora" else None] * n)
-                if a.kind == "head":
-                    head_rows = rows
+                row_state.extend([kind.trunk_state(a.weights)] * n)
+                row_pass.extend([kind.trunk_pass] * n)
+                if kind.shares_trunk_row:
+                    shared_rows = rows
                 tasks.append((a, rows))
             plan.append(tasks)
-        lora_list, row_slot = _slots(row_lora)
-        poolings = sorted({a.head.spec.pooling for r in reqs for a in r.adapters})
-        feats = self._trunk(bb, inputs, row_input, row_slot, lora_list, poolings)
         pairs = [(a, rows) for tasks in plan for a, rows in tasks]
-        probs = iter(run_heads([HeadCall(a.head, a.manifest.task_type == "multi_label", rows)
-                                for a, rows in pairs], feats))
-        return [[_result(a, next(probs)) for a, _ in tasks] for tasks in plan]
+        needs = set().union(*(a.task.needs(a.manifest) for a, _ in pairs))
+        feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs)
+        by_type: dict[str, list[int]] = {}  # each task type scores its own tasks, batched
+        for i, (a, _) in enumerate(pairs):
+            by_type.setdefault(a.manifest.task_type, []).append(i)
+        outs: list[torch.Tensor | None] = [None] * len(pairs)
+        for idx in by_type.values():
+            for i, o in zip(idx, pairs[idx[0]][0].task.score([pairs[i] for i in idx], feats)):
+                outs[i] = o
+        it = iter(outs)
+        return [[_result(a, next(it)) for a, _ in tasks] for tasks in plan]
 
-    def _trunk(self, bb: Backbone, inputs: list, row_input: list[int], row_slot: list[int],
-               lora_list: list, poolings: list[str]) -> dict[str, torch.Tensor]:
-        """Pooled features for every row: ``{pooling: [rows, hidden]}`` on the backbone's device."""
+    def _trunk(self, bb: Backbone, inputs: list, row_input: list[int], row_state: list,
+               row_pass: list, needs: set[str]) -> BatchFeatures:
+        """The features ``needs`` asks for, for every row, on the backbone's device."""
         enc = bb.preprocess(inputs)  # each input once, even if several LoRA rows reuse it
+        offsets = enc.pop("offset_mapping", None)  # [inputs, seq, 2]: for token task types only
+        poolings = sorted(needs - {"tokens"})
         parts: dict[str, list[torch.Tensor]] = {p: [] for p in poolings}
+        hidden: list[torch.Tensor] = []
+        # Rows run in their kind's pass (heads and LoRA name the same one: one forward).
+        passes = list(dict.fromkeys(row_pass))
+        order = [i for p in passes for i in range(len(row_input)) if row_pass[i] is p]
         ri = torch.tensor(row_input, dtype=torch.long)
-        rs = torch.tensor(row_slot, dtype=torch.long)
-        for start in range(0, len(row_input), self.max_forward_rows):
-            sl = slice(start, start + self.max_forward_rows)
-            batch = {k: v[ri[sl]] for k, v in enc.items()}
-            used = set(row_slot[sl])
-            if used == {0}:  # head rows only: the plain trunk
-                merged, lb = None, None
-            elif len(used) == 1:  # one LoRA on every row: its merged weights cost nothing extra
-                merged, lb = lora_list[used.pop() - 1], None
-            else:
-                merged, lb = None, LoraBatch(lora_list, rs[sl])
-            with bb.lock, use_lora_batch(lb), _maybe_merged(bb, merged):
-                f = bb.forward(batch)
-                for p in poolings:  # computed while the LoRA context is still set
-                    parts[p].append(f.get(p))
-        return {p: torch.cat(v) for p, v in parts.items()}
+
+        def collect(f):
+            for p in poolings:  # computed while the pass's changes are still in place
+                parts[p].append(f.get(p))
+            if "tokens" in needs:
+                hidden.append(f.tokens())
+
+        for p in passes:
+            mine = [i for i in order if row_pass[i] is p]
+            for start in range(0, len(mine), self.max_forward_rows):
+                chunk = mine[start:start + self.max_forward_rows]
+                idx = ri[chunk]
+                p.forward(bb, {k: v[idx] for k, v in enc.items()}, [row_state[i] for i in chunk], collect)
+        back = None if order == list(range(len(order))) else torch.argsort(torch.tensor(order))
+        pooled = {p: _reorder(torch.cat(v), back) for p, v in parts.items()}
+        tokens = None
+        if "tokens" in needs:
+            h = _reorder(torch.cat(hidden), back)  # [rows, seq, hidden]
+            mask = enc.get("attention_mask")
+            tokens = TokenFeatures(h, None if mask is None else mask[ri].to(h.device),
+                                   None if offsets is None else offsets[ri])
+        return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input])
 
 
-def _slots(row_lora: list) -> tuple[list, list[int]]:
-    """Number the distinct LoRA adapters of a batch 1..n (0 = none) in a canonical order.
-
-    The order depends only on the *set* of adapters (by identity), so a batch over the same
-    adapters as a recent one finds its factor stacks in :data:`adapters.lora.batch.STACKS`.
-    """
-    distinct = sorted({id(w): w for w in row_lora if w is not None}.items())
-    slot_of = {k: i for i, (k, _) in enumerate(distinct, start=1)}
-    return [w for _, w in distinct], [0 if w is None else slot_of[id(w)] for w in row_lora]
+def _reorder(t: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:
+    return t if back is None else t[back.to(t.device)]
 
 
-def _maybe_merged(bb: Backbone, lora):
-    return merged_lora(bb.model, lora) if lora is not None else contextlib.nullcontext()
-
-
-def _result(a: LoadedAdapter, probs: torch.Tensor) -> TaskResult:
-    """Per-row labels and scores of one task from its ``[rows, labels]`` probabilities (CPU)."""
-    multi = a.manifest.task_type == "multi_label"
-    labels = a.labels
-    res = TaskResult(a.name, a.version, a.kind, a.manifest.task_type)
-    for p in probs.tolist():
-        best = max(range(len(p)), key=p.__getitem__)
-        res.rows.append(RowResult(
-            label=labels[best], score=p[best], scores=dict(zip(labels, p)),
-            labels=[lab for lab, v in zip(labels, p) if v >= 0.5] if multi else None))
-    return res
+def _result(a: LoadedAdapter, out: torch.Tensor) -> TaskResult:
+    """One task's answers from its ``[rows, outputs]`` head outputs (CPU), shaped by its task type."""
+    return TaskResult(a.name, a.version, a.kind, a.manifest.task_type, a.task.rows(a, out))

@@ -20,8 +20,6 @@ from pathlib import Path
 
 from adapters.backbones.base import Backbone, load_backbone
 from adapters.batching import Batcher
-from adapters.errors import InvalidAdapter
-from adapters.format.adapter_dir import read_json
 from adapters.format.archive import extract_archive
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
@@ -49,9 +47,6 @@ class Engine:
         self.runtime: Runtime | None = None
         self.batcher: Batcher | None = None
         self.watcher: StoreWatcher | None = None
-        # Serialises this process's writers (admin calls, the watcher's sync): one change at
-        # a time, and a registration's "previous version" is the one it really replaced.
-        self._admin_lock = threading.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------
     def start_in_background(self) -> threading.Thread:
@@ -118,13 +113,8 @@ class Engine:
     # ---- store convergence -------------------------------------------------------------
     def sync(self, wait: bool = True) -> bool:
         """Follow the store (cheap when nothing changed); with ``wait=False``, skip it while
-        an admin call holds the lock (that call brings this process up to date itself)."""
-        if not self._admin_lock.acquire(blocking=wait):
-            return False
-        try:
-            changed = self.registry.sync()
-        finally:
-            self._admin_lock.release()
+        an admin call holds the registry's writer lock (that call brings this process up to date)."""
+        changed = self.registry.sync(wait=wait)
         self._publish_state()
         return changed
 
@@ -160,56 +150,47 @@ class Engine:
 
     # ---- adapters ----------------------------------------------------------------------
     def register_archive(self, data: bytes, name: str | None, labels: list[str] | None,
-                         backbone: str | None) -> tuple[LoadedAdapter, str | None]:
+                         backbone: str | None, expected: str | None = None
+                         ) -> tuple[LoadedAdapter, str | None]:
         """Extract an uploaded zip/tar.gz safely, then register it; returns (new, previous)."""
         self.require_ready()
         s = self.settings
+        check_registration_fields(name, labels)
         with tempfile.TemporaryDirectory(prefix="taskswap-upload-") as tmp:
             folder = extract_archive(data, Path(tmp) / "x", max_bytes=s.max_archive_bytes,
                                      max_entries=s.max_archive_entries)
-            return self._register(folder, name, labels, backbone)
+            return self._register(folder, name, labels, backbone, expected)
 
     def register_path(self, ref: str, name: str | None, labels: list[str] | None,
-                      backbone: str | None) -> tuple[LoadedAdapter, str | None]:
+                      backbone: str | None, expected: str | None = None
+                      ) -> tuple[LoadedAdapter, str | None]:
         """Register a folder inside the store (``imports/...``); returns (new, previous)."""
         self.require_ready()
-        folder = self.registry.store.resolve_store_path(ref)
-        return self._register(folder, name, labels, backbone)
-
-    def _register(self, folder: Path, name, labels, backbone) -> tuple[LoadedAdapter, str | None]:
         check_registration_fields(name, labels)
-        with self._admin_lock:
-            previous = self._active_version(name or _manifest_name(folder))
-            loaded = self.registry.register(folder, name=name, labels=labels, backbone=backbone)
+        folder = self.registry.store.resolve_store_path(ref)
+        return self._register(folder, name, labels, backbone, expected)
+
+    def _register(self, folder: Path, name, labels, backbone, expected) -> tuple[LoadedAdapter, str | None]:
+        # previous = the alias the store's compare-and-swap replaced, never a separate read.
+        loaded, previous = self.registry.register_replacing(folder, name=name, labels=labels,
+                                                            backbone=backbone, expected=expected)
         self._publish_state()
         return loaded, previous
 
-    def _active_version(self, name: str | None) -> str | None:
-        if not name:
-            return None
-        try:
-            alias = self.registry.store.get_alias(name)
-        except Exception:  # an invalid name: registration itself will say why
-            return None
-        return alias.active if alias is not None else None
-
-    def activate(self, name: str, version: str) -> dict:
+    def activate(self, name: str, version: str, expected: str | None = None) -> dict:
         self.require_ready()
-        with self._admin_lock:
-            self.registry.activate(name, version)
+        self.registry.activate(name, version, expected=expected)
         self._publish_state()
         return self.registry.show(name)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, expected: str | None = None) -> None:
         self.require_ready()
-        with self._admin_lock:
-            self.registry.delete(name)
+        self.registry.delete(name, expected=expected)
         self._publish_state()
 
     def pin(self, name: str, pinned: bool) -> dict:
         self.require_ready()
-        with self._admin_lock:
-            self.registry.pin(name, pinned)
+        self.registry.pin(name, pinned)
         return self.registry.show(name)
 
     def list(self) -> tuple[int, list[dict]]:
@@ -226,14 +207,6 @@ class Engine:
         self.require_ready()
         return [{**bb.describe(), "poolings": list(bb.available_poolings),
                  "default_pooling": bb.default_pooling} for bb in self.backbones.values()]
-
-
-def _manifest_name(folder: Path) -> str | None:
-    try:
-        name = read_json(folder / "adapter.json").get("name") if (folder / "adapter.json").is_file() else None
-    except InvalidAdapter:
-        return None
-    return name if isinstance(name, str) else None
 
 
 def _gray_image():

@@ -20,6 +20,10 @@ class ErrorResponse(BaseModel):
     problems: list[str] = Field(description="Each problem found (several when collected).")
 
 
+EXPECTED = ("Optimistic concurrency: the version you believe is active (sha256 or a prefix of at "
+            "least 8 characters); 409 if another version is active (or the task does not exist).")
+
+
 # ---- prediction ------------------------------------------------------------------------
 class PredictRequest(BaseModel):
     """One or several tasks on a list of texts or of base64-encoded images."""
@@ -51,12 +55,13 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    """The answer for one input."""
+    """The answer for one input; which fields are set depends on the task type."""
 
-    label: str = Field(description="The best label.")
-    score: float = Field(description="Its probability (softmax; sigmoid for multi_label).")
-    scores: dict[str, float] = Field(description="Every label's probability.")
+    label: str | None = Field(None, description="Classification: the best label.")
+    score: float | None = Field(None, description="Classification: its probability (softmax; sigmoid for multi_label).")
+    scores: dict[str, float] | None = Field(None, description="Classification: every label's probability.")
     labels: list[str] | None = Field(None, description="multi_label tasks: every label with score >= 0.5.")
+    values: dict[str, float] | None = Field(None, description="regression tasks: each named output's value.")
 
 
 class TaskPrediction(BaseModel):
@@ -64,8 +69,8 @@ class TaskPrediction(BaseModel):
 
     task: str
     version: str = Field(description="sha256 of the adapter version that answered.")
-    kind: Literal["head", "lora"]
-    task_type: Literal["single_label", "multi_label"]
+    kind: str = Field(description="Adapter kind: 'head' or 'lora'.")
+    task_type: str = Field(description="'single_label', 'multi_label' or 'regression'.")
     predictions: list[Prediction]
 
 
@@ -77,7 +82,7 @@ class PredictResponse(BaseModel):
 # ---- adapters --------------------------------------------------------------------------
 class VersionOut(BaseModel):
     version: str
-    kind: Literal["head", "lora"]
+    kind: str
     created_at: str
     labels: list[str]
 
@@ -90,10 +95,13 @@ class AdapterInfo(BaseModel):
     state: Literal["loading", "ready", "failed", "evicted", "unloaded"] = Field(description=(
         "On this replica: 'unloaded' = not loaded here yet (LoRA adapters load on first use)."))
     error: str | None = Field(description="Why loading failed, when state is 'failed'.")
-    kind: Literal["head", "lora"]
-    labels: list[str]
+    kind: str = Field(description="Adapter kind: 'head' or 'lora'.")
+    labels: list[str] = Field(description="Classification: the label names ([] for regression).")
+    outputs: list[str] | None = Field(None, description="Regression: the names of the values.")
+    target_scaling: dict[str, dict[str, float]] | None = Field(None, description=(
+        "Regression: {output: {mean, std}} the head's outputs are scaled by."))
     backbone: str | None = Field(description="Backbone name, once loaded on this replica.")
-    task_type: Literal["single_label", "multi_label"] | None
+    task_type: str | None = Field(description="'single_label', 'multi_label' or 'regression' (once loaded here).")
     metrics: dict[str, Any] = Field(description="Training metrics from the adapter's manifest.")
     pinned: bool
     versions: list[VersionOut] = Field(description="Every stored version, oldest first.")
@@ -118,24 +126,28 @@ class RegisterFromStore(BaseModel):
                                      description="Label names; override the manifest's.")
     backbone: str | None = Field(None, min_length=1, max_length=64,
                                  description="Backbone to attach to, when it cannot be inferred.")
+    expected_version: str | None = Field(None, min_length=8, max_length=64, description=EXPECTED)
 
 
 class RegisterResponse(BaseModel):
     name: str
     version: str = Field(description="sha256 content hash of the new version (immutable).")
-    kind: Literal["head", "lora"]
-    task_type: Literal["single_label", "multi_label"]
-    labels: list[str]
+    kind: str = Field(description="Adapter kind: 'head' or 'lora'.")
+    task_type: str = Field(description="'single_label', 'multi_label' or 'regression'.")
+    labels: list[str] = Field(description="Classification: the label names ([] for regression).")
+    outputs: list[str] | None = Field(None, description="Regression: the names of the values.")
     backbone: str
     load_seconds: float
     previous_version: str | None = Field(description=(
-        "The version that was active before (activate it to roll back)."))
+        "The version this registration replaced, read in the store's compare-and-swap "
+        "(activate it to roll back); null for a new task."))
 
 
 class ActivateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     version: str = Field(min_length=8, max_length=64, description=(
         "A stored version: the sha256 or a unique prefix of at least 8 characters."))
+    expected_version: str | None = Field(None, min_length=8, max_length=64, description=EXPECTED)
 
 
 class PinRequest(BaseModel):

@@ -34,7 +34,7 @@ from typing import Annotated  # noqa: E402
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
-from fastapi import FastAPI, File, Form, Path, Request, UploadFile  # noqa: E402
+from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile  # noqa: E402
 
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
@@ -43,7 +43,7 @@ from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, check_count, check_texts, decode_base64_image, decode_image  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
 from service.middleware import BodyLimit, JsonNotFound, LastResort, ReplicaHeader  # noqa: E402
-from service.schemas import (ERROR_RESPONSES, ActivateRequest, AdapterInfo, AdapterList,  # noqa: E402
+from service.schemas import (ERROR_RESPONSES, EXPECTED, ActivateRequest, AdapterInfo, AdapterList,  # noqa: E402
                              BackboneInfo, BackboneList, DeleteResponse, PinRequest, Prediction,
                              PredictRequest, PredictResponse, RegisterFromStore, RegisterResponse,
                              TaskPrediction)
@@ -51,6 +51,7 @@ from service.settings import Settings  # noqa: E402
 
 log = logging.getLogger("taskswap.service")
 TaskPath = Annotated[str, Path(min_length=1, max_length=64, description="Task name.")]
+ExpectedQuery = Annotated[str | None, Query(min_length=8, max_length=64, description=EXPECTED)]
 
 
 @functools.cache
@@ -92,7 +93,9 @@ _REGISTER_BODY = {"requestBody": {"required": True, "content": {
             "name": {"type": "string", "description": "task name (overrides the manifest)"},
             "labels": {"type": "string",
                        "description": "label names: a JSON list or comma-separated"},
-            "backbone": {"type": "string", "description": "backbone to attach to"}}}},
+            "backbone": {"type": "string", "description": "backbone to attach to"},
+            "expected_version": {"type": "string", "description": (
+                "409 unless this version (sha256 or 8+ character prefix) is the active one")}}}},
     "application/json": {"schema": RegisterFromStore.model_json_schema()},
 }}}
 
@@ -163,8 +166,7 @@ class Taskswap:
             status = 200
             return PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type,
-                predictions=[Prediction(label=p.label, score=p.score, scores=p.scores, labels=p.labels)
-                             for p in r.rows]) for r in results])
+                predictions=[Prediction(**p) for p in r.rows]) for r in results])
         except TaskswapError as exc:
             status = status_for(exc)[0]
             raise
@@ -198,26 +200,28 @@ class Taskswap:
         self.engine.require_ready()
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
-            data, name, labels, backbone = await _archive_form(request)
+            data, name, labels, backbone, expected = await _archive_form(request)
             loaded, previous = await anyio.to_thread.run_sync(
-                self.engine.register_archive, data, name, labels, backbone)
+                self.engine.register_archive, data, name, labels, backbone, expected)
         elif ctype == "application/json":
             body = _parse_json_model(await request.body(), RegisterFromStore)
             loaded, previous = await anyio.to_thread.run_sync(
-                self.engine.register_path, body.store_path, body.name, body.labels, body.backbone)
+                self.engine.register_path, body.store_path, body.name, body.labels, body.backbone,
+                body.expected_version)
         else:
             raise InvalidInput(f"content type {ctype or 'none'!r} is not accepted: send "
                                "multipart/form-data with the archive in 'file', or "
                                "application/json {\"store_path\": ...}")
         m = loaded.manifest
         return RegisterResponse(name=loaded.name, version=loaded.version, kind=m.kind,
-                                task_type=m.task_type, labels=m.labels, backbone=loaded.backbone.name,
+                                task_type=m.task_type, labels=m.labels, outputs=m.outputs or None,
+                                backbone=loaded.backbone.name,
                                 load_seconds=round(loaded.load_seconds, 6), previous_version=previous)
 
     @app.post("/adapters/{name}/activate", response_model=AdapterInfo, responses=ERROR_RESPONSES)
     def activate(self, name: TaskPath, body: ActivateRequest) -> AdapterInfo:
         """(admin) Make a stored version active: rollback or roll forward, atomically."""
-        return AdapterInfo(**self.engine.activate(name, body.version))
+        return AdapterInfo(**self.engine.activate(name, body.version, body.expected_version))
 
     @app.post("/adapters/{name}/pin", response_model=AdapterInfo, responses=ERROR_RESPONSES)
     def pin(self, name: TaskPath, body: PinRequest | None = None) -> AdapterInfo:
@@ -225,17 +229,17 @@ class Taskswap:
         return AdapterInfo(**self.engine.pin(name, True if body is None else body.pinned))
 
     @app.delete("/adapters/{name}", response_model=DeleteResponse, responses=ERROR_RESPONSES)
-    def delete(self, name: TaskPath) -> DeleteResponse:
-        """(admin) Remove a task and all its versions."""
-        self.engine.delete(name)
+    def delete(self, name: TaskPath, expected_version: ExpectedQuery = None) -> DeleteResponse:
+        """(admin) Remove a task and all its versions (``?expected_version=``: 409 unless active)."""
+        self.engine.delete(name, expected_version)
         return DeleteResponse(name=name, deleted=True)
 
 
 Taskswap.add_asgi_middleware(JsonNotFound)  # around BentoML's whole app, its 404 page included
 
 
-async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] | None, str | None]:
-    """``file`` + optional ``name``/``labels``/``backbone`` from a multipart registration."""
+async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] | None, str | None, str | None]:
+    """``file`` + optional ``name``/``labels``/``backbone``/``expected_version`` from a multipart registration."""
     form = await request.form(max_files=1, max_fields=8)
     try:
         upload = form.get("file")
@@ -246,12 +250,13 @@ async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] 
         if not data:
             raise InvalidInput("the uploaded archive is empty")
         fields = {}
-        for key in ("name", "labels", "backbone"):
+        for key in ("name", "labels", "backbone", "expected_version"):
             value = form.get(key)
             if value is not None and not isinstance(value, str):
                 raise InvalidInput(f"multipart field {key!r} must be text, not a file")
             fields[key] = value.strip() or None if value is not None else None
-        return data, fields["name"], parse_labels(fields["labels"]), fields["backbone"]
+        return (data, fields["name"], parse_labels(fields["labels"]), fields["backbone"],
+                fields["expected_version"])
     finally:
         await form.close()
 

@@ -102,6 +102,39 @@ def test_lora_registered_on_b_is_served_by_a(replicas, text_backbone, tmp_path, 
     assert predictions(a, "lora-task") == predictions(b, "lora-task")
 
 
+def test_concurrent_registrations_on_two_replicas_report_a_chain(replicas, text_backbone, tmp_path):
+    """Both replicas register the same task at once: each previous_version is the alias its
+    own compare-and-swap replaced, so the two answers never name the same version; with
+    expected_version, exactly one of two racing admins wins and the other gets a 409."""
+    a, b = replicas
+    v0 = a.register_archive(head_archive(tmp_path / "v0", text_backbone, "race", seed=0)).json()["version"]
+    archives = [head_archive(tmp_path / f"v{i}", text_backbone, "race", seed=i) for i in (1, 2)]
+    with ThreadPoolExecutor(2) as pool:
+        r1, r2 = pool.map(lambda sa: sa[0].register_archive(sa[1]), zip((a, b), archives))
+    assert r1.status_code == r2.status_code == 201, (r1.text, r2.text)
+    p1, p2 = r1.json()["previous_version"], r2.json()["previous_version"]
+    assert p1 != p2 and v0 in (p1, p2)
+    assert {p1, p2} - {v0} <= {r1.json()["version"], r2.json()["version"]}
+    current = a.get("/adapters/race").json()["active_version"]
+
+    archives = [head_archive(tmp_path / f"w{i}", text_backbone, "race", seed=i) for i in (3, 4)]
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda sa: sa[0].register_archive(sa[1], expected_version=current),
+                            zip((a, b), archives)))
+    assert sorted(r.status_code for r in got) == [201, 409], [r.text for r in got]
+    won = next(r for r in got if r.status_code == 201).json()
+    lost = next(r for r in got if r.status_code == 409).json()
+    assert won["previous_version"] == current and "not the expected" in lost["message"]
+    # activate / delete with a stale expected_version: 409, nothing changes; a fresh one works
+    r = b.post("/adapters/race/activate", admin=True, json={"version": v0, "expected_version": current})
+    assert r.status_code == 409, r.text
+    r = b.delete("/adapters/race", admin=True, params={"expected_version": current})
+    assert r.status_code == 409, r.text
+    r = b.post("/adapters/race/activate", admin=True, json={"version": v0, "expected_version": won["version"]})
+    assert r.status_code == 200 and r.json()["active_version"] == v0, r.text
+    assert b.delete("/adapters/race", admin=True, params={"expected_version": v0[:12]}).status_code == 200
+
+
 def test_two_workers_in_one_server_converge(server_factory, tiny_dir, text_backbone, tmp_path, timings):
     """BentoML workers share nothing but the store: a rollback through whichever worker
     takes the request reaches the other worker the same way replicas do."""

@@ -19,7 +19,7 @@ HEADINGS = ["## Summary", "## Data", "## Method", "## Hyper-parameters", "## Met
 _METHOD_TEXT = {
     "head": ("The backbone stays frozen. Its pooled features (`{pooling}` pooling) were computed "
              "once for every example and cached; a {head} was fitted on them with AdamW and "
-             "cross-entropy, features standardised during fitting (folded into the saved weights)."),
+             "{loss}, features standardised during fitting (folded into the saved weights)."),
     "lora": ("LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the backbone, trained jointly "
              "with a {head} on `{pooling}`-pooled features. The head was first fitted on frozen "
              "features, then LoRA and head were trained together with AdamW. The base weights are "
@@ -51,6 +51,9 @@ class CardFacts:
     created_at: str
     n_train: int = 0
     lora_targets: list[str] = field(default_factory=list)
+    plot_file: str | None = "confusion_matrix.png"  # the task type's evaluation plot
+    outputs_word: str = "labels"  # what the task type calls its outputs
+    loss_words: str = "cross-entropy"  # its training loss, in words
 
 
 def _fmt(v) -> str:
@@ -75,6 +78,7 @@ def render_card(f: CardFacts) -> str:
                       f"frozen backbone `{f.backbone_name}`." if servable else
                       "A **from-scratch baseline report** (no adapter: not servable on the frozen backbone)."),
         "labels": ", ".join(f"`{x}`" for x in f.labels),
+        "outputs_word": f.outputs_word,
         "backbone_name": f.backbone_name, "backbone_source": f.backbone_source,
         "fingerprint": f.fingerprint[:23] + "…", "preprocessing": _fmt(
             ", ".join(f"{k} {v}" for k, v in sorted(f.preprocessing.items())) or "none"),
@@ -83,16 +87,17 @@ def render_card(f: CardFacts) -> str:
         "data": "\n".join(f"- {line}" for line in f.data),
         "method_text": _METHOD_TEXT[f.method].format(
             pooling=f.hyper.get("pooling"), head=_head_words(f.hyper), lora_r=f.hyper.get("lora_r"),
-            lora_alpha=f.hyper.get("lora_alpha"), targets=", ".join(f.lora_targets)),
+            lora_alpha=f.hyper.get("lora_alpha"), targets=", ".join(f.lora_targets),
+            loss=f.loss_words),
         "hyper_rows": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in f.hyper.items()),
-        "metric_rows": "\n".join(
-            f"| {split} | {m.n} | {m.accuracy:.4f} | {m.macro_f1:.4f} | "
-            f"{'' if m.loss is None else f'{m.loss:.4f}'} |" for split, m in f.metrics.items()),
+        "metric_header": next(iter(f.metrics.values())).CARD_HEADER,
+        "metric_rows": "\n".join(m.card_row(split) for split, m in f.metrics.items()),
+        "detail_title": f.metrics[f.report_split].DETAIL_TITLE,
+        "plot_line": (f"![{f.plot_file[:-4].replace('_', ' ')} ({f.report_split})]({f.plot_file})"
+                      if f.plot_file else ""),
         "best_epoch": str(f.best_epoch), "epochs_run": str(f.epochs_run),
         "report_split": f.report_split,
-        "class_rows": "\n".join(
-            f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
-            for c in f.metrics[f.report_split].per_class),
+        "class_rows": f.metrics[f.report_split].detail_table(),
         "usage": _usage(f, servable),
         "limitations": _limitations(f),
     }

@@ -45,7 +45,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     src = g.add_mutually_exclusive_group(required=required)
     src.add_argument("--data", type=Path, help="CSV/JSONL (text,label), image folder (one sub-folder "
                      "per class) or CSV of image paths (path,label)")
-    src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes")
+    src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes; "
+                     "whissell (regression: pleasantness, activation, imagery)")
     g.add_argument("--format", default="auto", choices=["auto", "text", "image-folder", "image-csv"],
                    help="force the loader (default: from the path)")
     g.add_argument("--text-column", default="text")
@@ -53,6 +54,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--path-column", default="path", help="image path column of an image CSV")
     g.add_argument("--labels", type=_csv_list, help="comma-separated label list (fixes the order; "
                    "other values are an error)")
+    g.add_argument("--target-columns", type=_csv_list, help="regression: comma-separated numeric "
+                   "columns of a CSV/JSONL to predict (instead of --label-column)")
     g.add_argument("--limit", type=int, help="use a stratified, seeded sample of at most N examples")
 
 
@@ -74,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an adapter (head, lora) or a from-scratch baseline")
     t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
     t.add_argument("--method", default="head", choices=["head", "lora", "scratch"])
+    t.add_argument("--task-type", default="single_label", choices=["single_label", "regression"],
+                   help="single_label: one class per input (labels); regression: real values "
+                        "(--target-columns, or --demo whissell)")
     t.add_argument("--out", type=Path, help="output folder (default out/NAME)")
     _add_data_args(t)
     t.add_argument("--val-data", type=Path, help="validation file/folder (default: carve off --val-fraction)")
@@ -141,13 +147,14 @@ def data_source(args, path: Path | None = None, demo: str | None = None, limit: 
     from training.sources import DataSource
     return DataSource(path=path, demo=demo, format=args.format if path is not None else "auto",
                       text_column=args.text_column, label_column=args.label_column,
+                      target_columns=getattr(args, "target_columns", None) if path is not None else None,
                       path_column=args.path_column, labels=labels, limit=limit,
                       seed=getattr(args, "seed", 0))
 
 
 def train_config(args):
     from training.config import TrainConfig
-    return TrainConfig(name=args.name, method=args.method, hidden=args.hidden, activation=args.activation,
+    return TrainConfig(name=args.name, method=args.method, task_type=args.task_type, hidden=args.hidden, activation=args.activation,
                        pooling=args.pooling, normalize=args.normalize, epochs=args.epochs, lr=args.lr,
                        batch_size=args.batch_size, patience=args.patience, weight_decay=args.weight_decay,
                        val_fraction=args.val_fraction, seed=args.seed, lora_r=args.lora_r,
@@ -193,9 +200,10 @@ def _print_result(result) -> None:
     kind = "adapter" if result.servable else "baseline report (not servable)"
     print(f"wrote {kind} {result.path} in {result.seconds:.1f} s "
           f"(best epoch {result.history.best_epoch} of {len(result.history.train_loss)})")
-    print(f"{'split':<12}{'examples':>9}{'accuracy':>10}{'macro-F1':>10}")
+    first = next(iter(result.metrics.values()))
+    print(first.CARD_HEADER.splitlines()[0])
     for split, m in result.metrics.items():
-        print(f"{split:<12}{m.n:>9}{m.accuracy:>10.4f}{m.macro_f1:>10.4f}")
+        print(m.card_row(split))
 
 
 def _register(folder: Path, url: str, token: str | None, name: str | None = None) -> int:

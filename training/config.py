@@ -40,6 +40,8 @@ class TrainConfig(BaseModel):
     """Task name the adapter registers under: lowercase letters, digits, '_', '-', '.'."""
     method: Method = "head"
     """'head': frozen features + head; 'lora': PEFT LoRA + head; 'scratch': random init baseline."""
+    task_type: str = "single_label"
+    """What the head predicts: a key of ``adapters.tasks.TASK_TYPES`` ('single_label', 'regression')."""
 
     hidden: list[int] = Field(default_factory=list)
     """Hidden layer widths of the head; [] is a linear head (logistic regression)."""
@@ -77,6 +79,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _method_defaults(self):
+        from adapters.tasks import TASK_TYPES
+        if self.task_type not in TASK_TYPES:
+            raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TASK_TYPES)}")
         for key, value in METHOD_DEFAULTS[self.method].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
@@ -84,7 +89,7 @@ class TrainConfig(BaseModel):
 
     def hyperparameters(self) -> dict:
         """The settings that shaped the weights (for the manifest and the model card)."""
-        keys = ["method", "hidden", "activation", "pooling", "normalize", "epochs", "lr", "batch_size",
+        keys = ["method", "task_type", "hidden", "activation", "pooling", "normalize", "epochs", "lr", "batch_size",
                 "patience", "weight_decay", "val_fraction", "seed"]
         if self.method == "lora":
             keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_targets"]

@@ -14,7 +14,11 @@ task            data set          backbone    examples (train / held-out test)
 ``sentiment``   rotten-tomatoes   ``text``    2,000 / 500
 ``fashion``     fashion-mnist     ``vision``  2,000 / 500
 ``digits``      digits            ``vision``  all 1,347 / all 450
+``affect``      whissell          ``text``    all 6,994 / 1,000 (regression, 3 outputs)
 ==============  ================  ==========  ======================================
+
+``affect`` is a regression task: it answers ``{"values": {"pleasantness": ..., "activation":
+..., "imagery": ...}}`` on Whissell's 1-3 scales for a word or short text.
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ class DemoTask:
     backbone: str
     train_limit: int | None
     test_limit: int | None
+    task_type: str = "single_label"
 
 
 DEMO_TASKS = (
     DemoTask("sentiment", "rotten-tomatoes", "text", 2000, 500),
     DemoTask("fashion", "fashion-mnist", "vision", 2000, 500),
     DemoTask("digits", "digits", "vision", None, None),
+    DemoTask("affect", "whissell", "text", None, 1000, "regression"),
 )
 
 
@@ -73,6 +79,7 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
     from adapters.store import open_store
     from training.config import TrainConfig
     from training.data import load_demo
+    from adapters.tasks import task_type
     from training.trainer import train
 
     store = open_store(store_url)
@@ -90,11 +97,12 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
             test = load_demo(t.dataset, "test", limit=t.test_limit, seed=0)
             out = (keep or Path(tmp)) / t.name
             result = train(data, backbones[t.backbone],
-                           TrainConfig(name=t.name, method="head", progress=progress), out, test=test)
+                           TrainConfig(name=t.name, method="head", task_type=t.task_type, progress=progress),
+                           out, test=test)
             loaded = registry.register(out)
-            m = result.metrics
-            status[t.name] = (f"registered version {loaded.version[:12]}: validation accuracy "
-                              f"{m['validation'].accuracy:.3f}, test accuracy {m['test'].accuracy:.3f} "
+            m, what = result.metrics, task_type(t.task_type).headline_name
+            status[t.name] = (f"registered version {loaded.version[:12]}: validation {what} "
+                              f"{m['validation'].accuracy:.3f}, test {what} {m['test'].accuracy:.3f} "
                               f"({len(test)} held-out examples), {time.perf_counter() - start:.0f} s")
     return status
 

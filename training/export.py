@@ -23,7 +23,8 @@ from adapters.heads import Head
 
 # Files a training run writes; anything else in an existing output folder is the user's.
 OWN_FILES = {"adapter.json", "head.safetensors", "adapter_config.json", "adapter_model.safetensors",
-             "README.md", "metrics.json", "loss_curves.png", "confusion_matrix.png"}
+             "README.md", "metrics.json", "loss_curves.png", "confusion_matrix.png",
+             "predicted_vs_true.png"}
 
 
 def prepare_output_dir(path: Path) -> Path:

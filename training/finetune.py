@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, Features
 from adapters.heads import Head
+from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData, open_image
 from training.heads import EarlyStopping, History
@@ -32,13 +33,15 @@ def encode(model: nn.Module, backbone: Backbone, inputs: list, pooling: str) -> 
 
 
 def predict_probs(model: nn.Module, head: Head, backbone: Backbone, inputs: list, pooling: str,
-                  batch_size: int) -> torch.Tensor:
-    """``[n, n_labels]`` softmax probabilities, ``batch_size`` rows per forward, no gradients."""
+                  batch_size: int, task=None, scaling: dict | None = None) -> torch.Tensor:
+    """``[n, n_outputs]`` served outputs (softmax probabilities by default; the task type's
+    ``outputs`` otherwise), ``batch_size`` rows per forward, no gradients."""
+    task = task or task_type("single_label")
     parts = []
     with torch.no_grad():
         for start in range(0, len(inputs), batch_size):
             feats = encode(model, backbone, inputs[start:start + batch_size], pooling)
-            parts.append(torch.softmax(head(feats), dim=-1).cpu())
+            parts.append(task.outputs(head(feats), scaling).cpu())
     return torch.cat(parts) if parts else torch.zeros(0, head.linear_layers()[-1].out_features)
 
 
@@ -55,16 +58,27 @@ class Loop:
     load: Callable[[dict], None]
 
 
-def _val_loss(loop: Loop, backbone: Backbone, val: LabelledData, pooling: str, batch: int) -> tuple[float, float]:
-    probs = predict_probs(loop.model, loop.head, backbone, val.inputs, pooling, batch)
-    y = torch.tensor(val.labels)
-    loss = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean())
-    return loss, float((probs.argmax(1) == y).float().mean())
+def _val_loss(loop: Loop, backbone: Backbone, val: LabelledData, pooling: str, batch: int,
+              task, scaling) -> tuple[float, float]:
+    """(loss, headline) on ``val`` on the training scale (raw head outputs vs scaled targets)."""
+    raw = predict_probs(loop.model, loop.head, backbone, val.inputs, pooling, batch,
+                        _Raw(), None)  # [n, k] head outputs
+    y = task.targets(val, scaling)
+    return float(task.loss(raw, y)), task.headline(raw, y)
+
+
+class _Raw:
+    """A stand-in task type whose outputs are the raw head outputs."""
+
+    @staticmethod
+    def outputs(logits, scaling=None):
+        return logits
 
 
 def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
-             pooling: str, desc: str) -> History:
-    """AdamW + cross-entropy with gradient clipping; keeps the state with the lowest val loss.
+             pooling: str, desc: str, scaling: dict | None = None) -> History:
+    """AdamW + the task type's loss (``cfg.task_type``) with gradient clipping; keeps the
+    state with the lowest val loss. ``scaling``: the task type's target scaling, if any.
 
     Epoch 0 is the starting point (scored before any step), so a run that never beats it
     returns the starting weights and ``best_epoch == 0``.
@@ -73,9 +87,10 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     opt = torch.optim.AdamW(loop.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stop, hist = EarlyStopping(cfg.patience), History()
     loop.set_train(False)
-    loss0, _ = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size)
+    task = task_type(cfg.task_type)
+    loss0, _ = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
     stop.step(0, loss0, loop.state())
-    y_all = torch.tensor(train.labels)
+    y_all = task.targets(train, scaling)
     deadline = time.monotonic() + 60 * cfg.max_train_minutes if cfg.max_train_minutes else None
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
     for epoch in range(1, cfg.epochs + 1):
@@ -87,7 +102,7 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 feats = encode(loop.model, backbone, [train.inputs[i] for i in idx], pooling)
-                loss = nn.functional.cross_entropy(loop.head(feats), y_all[idx].to(feats.device))
+                loss = task.loss(loop.head(feats), y_all[idx].to(feats.device))
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(loop.params, 1.0)
@@ -98,7 +113,7 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
                 if deadline is not None and time.monotonic() > deadline:
                     break  # an epoch of a full trunk can outlast the budget: stop mid-epoch
         loop.set_train(False)
-        val_loss, val_acc = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size)
+        val_loss, val_acc = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
         seen = min(len(order), start + cfg.batch_size)  # rows this (maybe cut) epoch trained on
         hist.train_loss.append(total / seen)
         hist.rows_seen += seen

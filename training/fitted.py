@@ -15,8 +15,10 @@ from training.heads import History
 class FitOutput:
     """A fitted model.
 
-    ``predict(inputs) -> [n, n_labels]`` probabilities, computed the way the served
-    adapter computes them (the exported head on the exported trunk). ``peft_model`` is
+    ``predict(inputs) -> [n, n_outputs]``: what the served adapter answers (probabilities,
+    or values in the targets' units), computed the way the server computes them (the
+    exported head on the exported trunk). ``scaling``: the task type's target scaling,
+    stored in the manifest (regression), or None. ``peft_model`` is
     set for LoRA (saved with PEFT's ``save_pretrained``); ``servable`` is False for the
     from-scratch baseline.
     """
@@ -29,3 +31,4 @@ class FitOutput:
     lora_targets: list[str] = field(default_factory=list)
     servable: bool = True
     notes: dict = field(default_factory=dict)
+    scaling: dict | None = None

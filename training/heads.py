@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from adapters.format import HeadSpec
 from adapters.heads import Head
+from adapters.tasks import TaskType, task_type
 
 
 @dataclass
@@ -116,17 +117,22 @@ def _features_for_head(spec: HeadSpec, x: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(x, dim=-1) if spec.normalize else x
 
 
-def evaluate_head(head: Head, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``head`` on ``x [rows, dim]``, ``y [rows]``."""
+def evaluate_head(head: Head, x: torch.Tensor, y: torch.Tensor, task: TaskType | None = None
+                  ) -> tuple[float, float]:
+    """(mean loss, headline) of ``head`` on ``x [rows, dim]``, targets ``y``: cross-entropy and
+    accuracy for classification (the default), the task type's own otherwise."""
+    task = task or task_type("single_label")
     with torch.no_grad():
         logits = head(x)
-        return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+        return float(task.loss(logits, y)), task.headline(logits, y)
 
 
 def fit_head(spec: HeadSpec, n_labels: int, train_x: torch.Tensor, train_y: torch.Tensor,
              val_x: torch.Tensor, val_y: torch.Tensor, cfg: HeadFitConfig,
-             progress: bool = True) -> HeadFit:
-    """Train ``Head(spec, n_labels)`` with AdamW; keep the epoch with the lowest val loss."""
+             progress: bool = True, task: TaskType | None = None) -> HeadFit:
+    """Train ``Head(spec, n_labels)`` with AdamW and the task type's loss (cross-entropy by
+    default); keep the epoch with the lowest val loss."""
+    task = task or task_type("single_label")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     mean, std = standardiser(_features_for_head(spec, train_x))
@@ -144,14 +150,14 @@ def fit_head(spec: HeadSpec, n_labels: int, train_x: torch.Tensor, train_y: torc
         total = 0.0
         for start in range(0, len(tx), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            loss = nn.functional.cross_entropy(head(tx[idx]), train_y[idx])
+            loss = task.loss(head(tx[idx]), train_y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
         hist.rows_seen += len(tx)
         head.eval()
-        val_loss, val_acc = evaluate_head(head, vx, val_y)
+        val_loss, val_acc = evaluate_head(head, vx, val_y, task)
         hist.train_loss.append(total / len(tx))
         hist.val_loss.append(val_loss)
         hist.val_accuracy.append(val_acc)

@@ -23,6 +23,7 @@ from torch import nn
 from adapters.backbones.base import Backbone
 from adapters.backbones.fingerprint import model_fingerprint
 from adapters.errors import IncompatibleAdapter, InvalidInput
+from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, predict_probs, run_loop
@@ -152,14 +153,17 @@ def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: Tr
         head.load_state_dict(s["head"])
 
     loop = Loop(peft_model, head, params, set_train, state, load)
-    hist = run_loop(loop, backbone, train, val, cfg, pooling, "lora")
+    task = task_type(cfg.task_type)
+    hist = run_loop(loop, backbone, train, val, cfg, pooling, "lora", warm.scaling)
     head.requires_grad_(False)
 
     def predict(inputs: list) -> torch.Tensor:
-        return predict_probs(peft_model, head, backbone, inputs, pooling, cfg.feature_batch_size)
+        return predict_probs(peft_model, head, backbone, inputs, pooling, cfg.feature_batch_size,
+                             task, warm.scaling)
 
     n_params = sum(p.numel() for n, p in peft_model.named_parameters() if n in trainable)
     return FitOutput(head, hist, predict, pooling, peft_model=peft_model, lora_targets=targets,
+                     scaling=warm.scaling,
                      notes={"lora_modules": len(adapted), "lora_parameters": n_params,
                             "warm_start_val_accuracy": round(warm.history.val_accuracy[
                                 warm.history.best_epoch - 1], 6) if warm.history.best_epoch else None})

@@ -11,6 +11,9 @@ Example::
     >>> out = fit_probe(bb, d, d, TrainConfig(name="t", epochs=5, progress=False), None)
     >>> out.predict(["good"]).shape
     torch.Size([1, 2])
+
+The head learns what ``cfg.task_type`` says (softmax classification by default; a regression
+head learns standardised targets, the scaling travelling in ``FitOutput.scaling``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 
 from adapters.backbones.base import Backbone
 from adapters.format import HeadSpec
+from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData
 from training.features import extract_features
@@ -56,13 +60,15 @@ def fit_probe(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: T
                 backbone, inputs, spec.pooling, cache_dir, cfg.feature_batch_size, cfg.progress, desc))
         return hit[1]
 
+    task = task_type(cfg.task_type)
+    scaling = task.target_scaling(train)
     tx = features(train.inputs, "features (train)")
     vx = features(val.inputs, "features (validation)")
-    fit = fit_head(spec, len(train.label_names), tx, torch.tensor(train.labels), vx,
-                   torch.tensor(val.labels), fit_cfg or head_fit_config(cfg), cfg.progress)
+    fit = fit_head(spec, len(train.label_names), tx, task.targets(train, scaling), vx,
+                   task.targets(val, scaling), fit_cfg or head_fit_config(cfg), cfg.progress, task)
 
     def predict(inputs: list) -> torch.Tensor:
         with torch.no_grad():
-            return torch.softmax(fit.head(features(inputs, "features")), dim=-1)  # [n, k]
+            return task.outputs(fit.head(features(inputs, "features")), scaling)  # [n, k]
 
-    return FitOutput(fit.head, fit.history, predict, spec.pooling)
+    return FitOutput(fit.head, fit.history, predict, spec.pooling, scaling=scaling)

@@ -46,7 +46,9 @@ def fit_scratch(backbone: Backbone, train: LabelledData, val: LabelledData, cfg:
                     spec.pooling, "scratch")
 
     def predict(inputs: list) -> torch.Tensor:
-        return predict_probs(model, head, backbone, inputs, spec.pooling, cfg.feature_batch_size)
+        from adapters.tasks import task_type
+        return predict_probs(model, head, backbone, inputs, spec.pooling, cfg.feature_batch_size,
+                             task_type(cfg.task_type))
 
     n_params = sum(p.numel() for p in params)
     return FitOutput(head.requires_grad_(False), hist, predict, spec.pooling, servable=False,

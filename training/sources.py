@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from adapters.errors import InvalidInput
 from training.data import (DEMO_DATASETS, LabelledData, load_demo, load_image_csv, load_image_folder,
                            load_text_table, stratified_sample)
+from training.data.demo import ALL_DEMO_DATASETS
+from training.data.files import load_regression_table
 
 Format = Literal["auto", "text", "image-folder", "image-csv"]
 
@@ -39,6 +41,8 @@ class DataSource(BaseModel):
     path_column: str = "path"
     labels: list[str] | None = None
     """Fixes the label order; a value outside it is an error (else: sorted values found)."""
+    target_columns: list[str] | None = None
+    """Regression: the numeric columns to predict (a text table), instead of a label column."""
     limit: int | None = Field(None, ge=1)
     """Keep a seeded, stratified sample of at most this many examples."""
     seed: int = 0
@@ -47,8 +51,8 @@ class DataSource(BaseModel):
     def _one_source(self):
         if (self.path is None) == (self.demo is None):
             raise ValueError("give exactly one of a data path or a demo data set name")
-        if self.demo is not None and self.demo not in DEMO_DATASETS:
-            raise ValueError(f"unknown demo data set {self.demo!r}; choose one of {', '.join(DEMO_DATASETS)}")
+        if self.demo is not None and self.demo not in ALL_DEMO_DATASETS:
+            raise ValueError(f"unknown demo data set {self.demo!r}; choose one of {', '.join(ALL_DEMO_DATASETS)}")
         return self
 
     def resolved_format(self) -> str:
@@ -74,7 +78,11 @@ class DataSource(BaseModel):
                 raise InvalidInput(f"demo {self.demo!r} has labels {data.label_names}, not {self.labels}")
             return data
         fmt = self.resolved_format()
-        if fmt == "image-folder":
+        if self.target_columns:
+            if fmt != "text":
+                raise InvalidInput("target columns (regression) are read from a text table (CSV/JSONL)")
+            data = load_regression_table(self.path, self.text_column, self.target_columns)
+        elif fmt == "image-folder":
             data = load_image_folder(self.path, labels=self.labels)
         elif fmt == "image-csv":
             data = load_image_csv(self.path, self.path_column, self.label_column, labels=self.labels)

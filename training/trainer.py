@@ -28,6 +28,7 @@ import torch
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.format import BackboneRef, HeadSpec, Manifest
+from adapters.tasks import task_type
 from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.data import LabelledData, stratified_split
@@ -35,8 +36,11 @@ from training.export import prepare_output_dir, write_head_dir, write_lora_dir, 
 from training.features import default_cache_dir
 from training.fitted import FitOutput
 from training.heads import History
-from training.metrics import Metrics, classification_metrics
-from training.plots import plot_confusion, plot_loss_curves
+from training.metrics import Metrics
+from training.plots import plot_loss_curves
+
+# The adapter kind each servable training method produces.
+METHOD_KIND = {"head": "head", "lora": "lora"}
 
 log = logging.getLogger("taskswap.training")
 _DEFAULT = object()
@@ -59,9 +63,15 @@ class TrainResult:
 
 # ---- phase 1: check -------------------------------------------------------------------
 def check_data(train: LabelledData, val: LabelledData | None, test: LabelledData | None,
-               backbone_modality: str | None) -> None:
+               backbone_modality: str | None, task_type_name: str = "single_label") -> None:
     """Raise one ``InvalidInput`` listing every problem with the data sets, or return."""
     problems = []
+    task = task_type(task_type_name)
+    if train.task_type != task.name and (train.values is not None or task.name == "regression"):
+        problems.append(f"the data is {train.task_type} data (targets: "
+                        f"{'real values' if train.values is not None else 'class labels'}) but the "
+                        f"task type is {task.name}; pass --task-type {train.task_type}")
+        InvalidInput.collect(problems, "data")
     for split, d in (("validation", val), ("test", test)):
         if d is not None and d.label_names != train.label_names:
             problems.append(f"{split} labels {d.label_names} differ from training labels "
@@ -70,10 +80,7 @@ def check_data(train: LabelledData, val: LabelledData | None, test: LabelledData
             problems.append(f"the {split} data set is empty")
         if d is not None and d.modality != train.modality:
             problems.append(f"{split} data is {d.modality} but training data is {train.modality}")
-    present = [n for n, c in train.class_counts().items() if c > 0]
-    if len(present) < 2:
-        problems.append(f"training data has examples of {len(present)} class(es) {present}; "
-                        "a classifier needs at least 2")
+    problems += task.check_data(train)
     if val is None and len(train) < 4:
         problems.append(f"only {len(train)} training examples: too few to carve off a validation "
                         "split; give at least 4 or pass validation data")
@@ -111,12 +118,13 @@ def fit(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainCo
 
 
 # ---- phase 4: evaluate ----------------------------------------------------------------
-def evaluate_split(fitted: FitOutput, data: LabelledData) -> tuple[Metrics, torch.Tensor]:
-    """Metrics (with mean cross-entropy) and ``[n, k]`` probabilities on one labelled split."""
-    probs = fitted.predict(data.inputs)
-    y = torch.tensor(data.labels)
-    loss = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean())
-    return classification_metrics(data.labels, probs.argmax(1).tolist(), data.label_names, loss), probs
+def evaluate_split(fitted: FitOutput, data: LabelledData, task_type_name: str = "single_label"
+                   ) -> tuple[Metrics, torch.Tensor]:
+    """The task type's metrics (with its loss) and ``[n, k]`` outputs (probabilities, or values
+    in the targets' units) on one split."""
+    task = task_type(task_type_name)
+    outputs = fitted.predict(data.inputs)
+    return task.metrics(data, outputs, task.eval_loss(outputs, data)), outputs
 
 
 # ---- phase 5: export ------------------------------------------------------------------
@@ -125,8 +133,9 @@ def build_manifest(cfg: TrainConfig, backbone: Backbone, data: LabelledData, fit
     flat = {}
     for split, m in metrics.items():
         flat.update(m.summary("val" if split == "validation" else split))
-    return Manifest(name=cfg.name, kind="lora" if cfg.method == "lora" else "head",
-                    labels=list(data.label_names),
+    task = task_type(cfg.task_type)
+    return Manifest(name=cfg.name, kind=METHOD_KIND[cfg.method], task_type=task.name,
+                    **task.manifest_fields(list(data.label_names), fitted.scaling),
                     backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
                                          source=backbone.spec.source),
                     head=HeadSpec.model_validate(fitted.head.spec.model_dump()),
@@ -136,12 +145,12 @@ def build_manifest(cfg: TrainConfig, backbone: Backbone, data: LabelledData, fit
 
 def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, LabelledData],
            fitted: FitOutput, metrics: dict[str, Metrics], seconds: float,
-           carved: bool = False) -> Manifest | None:
+           carved: bool = False, outputs: dict[str, torch.Tensor] | None = None) -> Manifest | None:
     """Write the adapter (or baseline report) folder: weights, manifest, card, metrics, plots."""
     train = splits["train"]
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     hyper = {**cfg.hyperparameters(), "pooling": fitted.pooling}
-    if cfg.method == "lora":
+    if fitted.lora_targets:
         hyper["lora_targets"] = fitted.lora_targets
     info = {"method": cfg.method, "hyperparameters": hyper, "data": train.source,
             "examples": {s: len(d) for s, d in splits.items()},
@@ -149,30 +158,34 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
             "epochs_run": len(fitted.history.train_loss), "stopped_early": fitted.history.stopped_early,
             "seconds": round(seconds, 2), "finished_at": finished, "torch": torch.__version__,
             **fitted.notes}
+    if fitted.scaling:
+        info["target_scaling"] = fitted.scaling
+    task = task_type(cfg.task_type)
     facts = CardFacts(
-        name=cfg.name, method=cfg.method, task_type="single_label", labels=list(train.label_names),
+        name=cfg.name, method=cfg.method, task_type=task.name, labels=list(train.label_names),
         backbone_name=backbone.name, backbone_source=backbone.spec.source,
         fingerprint=backbone.fingerprint, preprocessing=backbone.preprocessing_settings(),
         data=_data_lines(splits, cfg, carved), hyper=hyper, metrics=metrics, report_split=_report_split(metrics),
         best_epoch=fitted.history.best_epoch, epochs_run=len(fitted.history.train_loss),
         train_seconds=seconds, device=str(backbone.device), created_at=finished,
-        n_train=len(train), lora_targets=fitted.lora_targets)
+        n_train=len(train), lora_targets=fitted.lora_targets,
+        plot_file=task.plot(splits.get(_report_split(metrics)), outputs[_report_split(metrics)],
+                            metrics[_report_split(metrics)], out, cfg.name) if outputs else None,
+        outputs_word=task.outputs_word, loss_words=task.loss_words)
     card = render_card(facts)
     manifest = None
     if not fitted.servable:
         write_report_dir(out, card)
     else:
         manifest = build_manifest(cfg, backbone, train, fitted, metrics, info)
-        if cfg.method == "lora":
+        if fitted.peft_model is not None:
             write_lora_dir(out, manifest, fitted.head, fitted.peft_model, card)
         else:
             write_head_dir(out, manifest, fitted.head, card)
     write_metrics(out, {"metrics": {s: m.to_dict() for s, m in metrics.items()},
                         "history": fitted.history.to_dict(), "training": info})
-    plot_loss_curves(fitted.history.to_dict(), out / "loss_curves.png", f"{cfg.name} ({cfg.method})")
-    split = facts.report_split
-    plot_confusion(metrics[split].confusion, list(train.label_names), out / "confusion_matrix.png",
-                   f"{cfg.name}: {split} confusion")
+    curves = {**fitted.history.to_dict(), "loss_name": task.loss_name, "headline_name": task.headline_name}
+    plot_loss_curves(curves, out / "loss_curves.png", f"{cfg.name} ({cfg.method})")
     return manifest
 
 
@@ -183,10 +196,11 @@ def _report_split(metrics: dict[str, Metrics]) -> str:
 def _data_lines(splits: dict[str, LabelledData], cfg: TrainConfig, carved: bool) -> list[str]:
     train = splits["train"]
     lines = [f"source: {train.source}",
-             f"modality: {train.modality}; {len(train.label_names)} labels"]
+             f"modality: {train.modality}; {len(train.label_names)} "
+             f"{'outputs' if train.values is not None else 'labels'}"]
     for s, d in splits.items():
         counts = ", ".join(f"{k} {v}" for k, v in d.class_counts().items())
-        lines.append(f"{s}: {len(d)} examples ({counts})")
+        lines.append(f"{s}: {len(d)} examples" + (f" ({counts})" if counts else ""))
     if carved:
         lines.append(f"validation carved off the training data ({cfg.val_fraction:.0%}, seed {cfg.seed})")
     return lines
@@ -203,10 +217,10 @@ def train(data: LabelledData, backbone: Backbone | BackboneSpec, config: TrainCo
     ``cache_dir``: feature cache (default ``$TASKSWAP_HOME/features``; ``None`` disables it).
     """
     check_data(data, val, test, None if isinstance(backbone, BackboneSpec) else
-               ("text" if backbone.modality == "text" else "image"))
+               ("text" if backbone.modality == "text" else "image"), config.task_type)
     if isinstance(backbone, BackboneSpec):
         backbone = load_backbone(backbone)
-        check_data(data, val, test, "text" if backbone.modality == "text" else "image")
+        check_data(data, val, test, "text" if backbone.modality == "text" else "image", config.task_type)
     out = prepare_output_dir(Path(out_dir))  # only once data and backbone are known good
     cache = default_cache_dir() if cache_dir is _DEFAULT else (Path(cache_dir) if cache_dir else None)
     torch.manual_seed(config.seed)
@@ -223,9 +237,10 @@ def train(data: LabelledData, backbone: Backbone | BackboneSpec, config: TrainCo
         eval_splits["test"] = test
         splits["test"] = test
     for split, d in eval_splits.items():
-        metrics[split], probs[split] = evaluate_split(fitted, d)
-    manifest = export(out, config, backbone, splits, fitted, metrics, seconds, carved=val is None)
-    log.info("trained %s (%s) in %.1fs: val accuracy %.4f", config.name, config.method, seconds,
+        metrics[split], probs[split] = evaluate_split(fitted, d, config.task_type)
+    manifest = export(out, config, backbone, splits, fitted, metrics, seconds, carved=val is None,
+                      outputs=probs)
+    log.info("trained %s (%s) in %.1fs: val headline %.4f", config.name, config.method, seconds,
              metrics["validation"].accuracy)
     return TrainResult(out, config, manifest, metrics, fitted.history, seconds, splits, probs,
                        fitted.servable)

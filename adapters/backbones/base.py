@@ -49,6 +49,14 @@ class Features:
             self._cache[pooling] = self._pool(pooling).float()
         return self._cache[pooling]
 
+    def tokens(self) -> torch.Tensor:
+        """Per-position features ``[rows, seq, hidden]`` float32 (a conv net's ``[rows, c, h, w]``
+        map becomes ``[rows, h*w, c]``)."""
+        hidden = self._out.last_hidden_state
+        if hidden.dim() == 4:
+            hidden = hidden.flatten(2).transpose(1, 2)
+        return hidden.float()
+
     def _pool(self, pooling: str) -> torch.Tensor:
         hidden = self._out.last_hidden_state
         if pooling == "pooler":

@@ -37,9 +37,6 @@ class AdapterDir:
     peft_config: dict | None
     headers: dict[str, dict]  # file name -> {tensor: (dtype, shape)}
 
-    @property
-    def weights_file(self) -> Path:
-        return self.path / ("head.safetensors" if self.kind == "head" else "adapter_model.safetensors")
 
 
 def check_files(path: Path) -> list[Path]:
@@ -99,14 +96,12 @@ def read_adapter_dir(path: Path) -> AdapterDir:
     names = {p.name for p in check_files(path)}
     manifest = parse_manifest(read_json(path / "adapter.json")) if "adapter.json" in names else None
     peft_config = read_json(path / "adapter_config.json") if "adapter_config.json" in names else None
-    if manifest is not None:
-        kind = manifest.kind
-    elif peft_config is not None:
-        kind = "lora"
-    else:
+    from adapters.kinds import adapter_kind, kind_of_files  # the table imports this module
+    impl = adapter_kind(manifest.kind) if manifest is not None else kind_of_files(names)
+    if impl is None:
         raise InvalidAdapter("no adapter.json and no adapter_config.json: not an adapter directory")
-    needed = ["head.safetensors"] if kind == "head" else ["adapter_config.json", "adapter_model.safetensors"]
-    missing = [n for n in needed if n not in names]
+    kind = impl.name
+    missing = [n for n in impl.weight_files if n not in names]
     InvalidAdapter.collect([f"{n} is missing for a {kind} adapter" for n in missing], "adapter")
     headers = {n: read_header(path / n) for n in names if n.endswith(".safetensors")}
     return AdapterDir(path, manifest, kind, peft_config, headers)
@@ -114,16 +109,25 @@ def read_adapter_dir(path: Path) -> AdapterDir:
 
 def content_hash(path: Path) -> str:
     """sha256 over the sorted (file name, file sha256) pairs: the version id of an adapter."""
+    return content_hash_of({p.name: p.read_bytes() for p in Path(path).iterdir() if p.is_file()})
+
+
+def content_hash_of(files: dict[str, bytes]) -> str:
+    """:func:`content_hash` of files given as ``{name: bytes}``."""
     h = hashlib.sha256()
-    for p in sorted(Path(path).iterdir()):
-        if p.is_file():
-            h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).hexdigest().encode() + b"\n")
     return h.hexdigest()
 
 
-def write_manifest(path: Path, manifest: Manifest) -> None:
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The canonical ``adapter.json`` bytes of a manifest (what :func:`write_manifest` writes)."""
     data = manifest.model_dump(mode="json", exclude_none=True)
-    (Path(path) / "adapter.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    (Path(path) / "adapter.json").write_bytes(manifest_bytes(manifest))
 
 
 def write_head_adapter(path: Path, manifest: Manifest, head_state: dict[str, torch.Tensor],

@@ -46,23 +46,39 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
     format_version: int = Field(FORMAT_VERSION, ge=1)
     name: str = Field(pattern=NAME_PATTERN, description="Task name: lowercase, digits, '_', '-', '.'.")
-    kind: Literal["head", "lora"]
-    task_type: Literal["single_label", "multi_label"] = "single_label"
-    labels: list[str] = Field(min_length=1)
+    kind: str = Field(description="Adapter kind: a key of adapters.kinds.KINDS ('head', 'lora').")
+    task_type: str = Field("single_label", description=(
+        "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression')."))
+    labels: list[str] = Field(default_factory=list, description="Classification: the label names.")
+    outputs: list[str] = Field(default_factory=list, description="Regression: the names of the values.")
+    target_scaling: dict | None = Field(None, description=(
+        "Regression: {output: {mean, std}}; served value = head output * std + mean."))
     backbone: BackboneRef
-    head: HeadSpec
+    head: HeadSpec | None = Field(None, description="The head on pooled features (pooled task types).")
     preprocessing: dict = Field(default_factory=dict,
                                 description="Backbone preprocessing it was trained with (image_size, max_length).")
     metrics: dict = Field(default_factory=dict)
     training: dict = Field(default_factory=dict)
     created_at: str | None = None
 
+    @property
+    def output_names(self) -> list[str]:
+        """The head's outputs in order, as its task type names them (labels, outputs...)."""
+        from adapters.tasks import TASK_TYPES
+        return TASK_TYPES[self.task_type].output_names(self)
+
     @model_validator(mode="after")
-    def _labels_ok(self):
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"labels must be unique, got {self.labels}")
-        if self.task_type == "single_label" and len(self.labels) < 2:
-            raise ValueError("a single_label task needs at least 2 labels")
+    def _fits_kind_and_task_type(self):
+        # Imported here: the tables import modules that import this one.
+        from adapters.kinds import KINDS
+        from adapters.tasks import TASK_TYPES
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r} is unknown; use one of {sorted(KINDS)}")
+        if self.task_type not in TASK_TYPES:
+            raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TASK_TYPES)}")
+        problems = TASK_TYPES[self.task_type].check_manifest(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.format_version > FORMAT_VERSION:
             raise ValueError(f"format_version {self.format_version} is newer than this server "
                              f"understands ({FORMAT_VERSION}); upgrade the server")

@@ -18,9 +18,9 @@ import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
-from adapters.errors import InvalidInput, NotFound
+from adapters.errors import Conflict, InvalidInput, NotFound
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^[0-9a-f]{8,64}$")
@@ -40,6 +40,17 @@ class Alias(BaseModel):
     active: str
     versions: list[VersionInfo]
     updated_at: str
+    _replaced: str | None = PrivateAttr(None)
+
+    @property
+    def replaced(self) -> str | None:
+        """On the alias a store's publish/activate returned: the version that was active
+        just before *this* change (read inside the same compare-and-swap), None if none."""
+        return self._replaced
+
+    def replacing(self, previous: "Alias | None") -> "Alias":
+        self._replaced = previous.active if previous is not None else None
+        return self
 
     def find(self, version: str) -> VersionInfo:
         """The version with this id or unique prefix (at least 8 hex characters)."""
@@ -59,6 +70,18 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_expected(name: str, alias: "Alias | None", expected: str | None) -> None:
+    """Optimistic concurrency: raise ``Conflict`` unless the active version is ``expected``
+    (a full id or a prefix of at least 8 characters; None = no condition)."""
+    if expected is None:
+        return
+    active = alias.active if alias is not None else None
+    if active is None or not active.startswith(check_version(expected)):
+        raise Conflict(f"task {name!r} is at version {active[:12] if active else 'none (not registered)'}, "
+                       f"not the expected {expected[:12]}: another change landed first; "
+                       "re-read it and retry")
+
+
 def check_version(version: str) -> str:
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise InvalidInput(f"version {version!r} is invalid: give the sha256 id or a prefix "
@@ -72,8 +95,11 @@ class AdapterStore(ABC):
     url: str
 
     @abstractmethod
-    def put_version(self, name: str, folder: Path) -> str:
-        """Copy an adapter folder in as a new immutable version; return its sha256 (idempotent)."""
+    def put_version(self, name: str, folder: Path, replace: dict[str, bytes] | None = None) -> str:
+        """Copy an adapter folder in as a new immutable version; return its sha256 (idempotent).
+
+        ``replace`` maps file names to the bytes stored instead of the folder's own (the
+        registry's completed ``adapter.json``), so the caller's folder is never written."""
 
     @abstractmethod
     def version_path(self, name: str, version: str) -> Path:
@@ -86,16 +112,18 @@ class AdapterStore(ABC):
     def list_aliases(self) -> dict[str, Alias]: ...
 
     @abstractmethod
-    def publish(self, name: str, version: str, info: VersionInfo) -> Alias:
-        """Add ``version`` to the task's history and make it active (atomic)."""
+    def publish(self, name: str, version: str, info: VersionInfo, expected: str | None = None) -> Alias:
+        """Add ``version`` to the task's history and make it active (atomic). The returned
+        alias's ``replaced`` is the version it displaced; with ``expected``, a ``Conflict``
+        unless that was the active version (see :func:`check_expected`)."""
 
     @abstractmethod
-    def activate(self, name: str, version: str) -> Alias:
-        """Make an existing version active (rollback); atomic."""
+    def activate(self, name: str, version: str, expected: str | None = None) -> Alias:
+        """Make an existing version active (rollback); atomic; ``expected`` as for publish."""
 
     @abstractmethod
-    def delete(self, name: str) -> None:
-        """Remove the task: its alias first (atomic), then its files."""
+    def delete(self, name: str, expected: str | None = None) -> None:
+        """Remove the task: its alias first (atomic), then its files; ``expected`` as for publish."""
 
     @abstractmethod
     def generation(self) -> int:

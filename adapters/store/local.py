@@ -20,7 +20,7 @@ from pathlib import Path
 
 from adapters.errors import InvalidInput, NotFound
 from adapters.format.adapter_dir import content_hash
-from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name, check_version
+from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name, check_version
 
 
 def _now() -> str:
@@ -70,10 +70,12 @@ class LocalStore(AdapterStore):
     def _task_dir(self, name: str) -> Path:
         return self.root / "tasks" / check_name(name)
 
-    def put_version(self, name: str, folder: Path) -> str:
+    def put_version(self, name: str, folder: Path, replace: dict[str, bytes] | None = None) -> str:
         stage = self.root / "staging" / uuid.uuid4().hex
         shutil.copytree(folder, stage, symlinks=True)
         try:
+            for fname, data in (replace or {}).items():
+                (stage / fname).write_bytes(data)
             for p in stage.iterdir():
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
@@ -119,30 +121,33 @@ class LocalStore(AdapterStore):
         write_atomic(self._task_dir(alias.name) / "alias.json", alias.model_dump_json(indent=2).encode())
         self._bump()
 
-    def publish(self, name: str, version: str, info: VersionInfo) -> Alias:
+    def publish(self, name: str, version: str, info: VersionInfo, expected: str | None = None) -> Alias:
         self.version_path(name, version)
         with self._locked():
-            alias = self.get_alias(name)
-            versions = [v for v in (alias.versions if alias else []) if v.version != version]
+            old = self.get_alias(name)
+            check_expected(name, old, expected)
+            versions = [v for v in (old.versions if old else []) if v.version != version]
             alias = Alias(name=name, active=version, versions=[*versions, info], updated_at=_now())
             self._write_alias(alias)
-            return alias
+            return alias.replacing(old)
 
-    def activate(self, name: str, version: str) -> Alias:
+    def activate(self, name: str, version: str, expected: str | None = None) -> Alias:
         with self._locked():
-            alias = self.get_alias(name)
-            if alias is None:
+            old = self.get_alias(name)
+            if old is None:
                 raise NotFound(f"task {name!r} is not registered")
-            found = alias.find(version)
-            alias = alias.model_copy(update={"active": found.version, "updated_at": _now()})
+            check_expected(name, old, expected)
+            found = old.find(version)
+            alias = old.model_copy(update={"active": found.version, "updated_at": _now()})
             self._write_alias(alias)
-            return alias
+            return alias.replacing(old)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, expected: str | None = None) -> None:
         task = self._task_dir(name)
         with self._locked():
             if not (task / "alias.json").exists():
                 raise NotFound(f"task {name!r} is not registered")
+            check_expected(name, self.get_alias(name), expected)
             trash = self.root / "staging" / f"deleted-{name}-{uuid.uuid4().hex}"
             os.rename(task, trash)  # the task vanishes atomically; files go after
             _fsync_dir(task.parent)

@@ -53,8 +53,8 @@ from typing import Callable
 
 from adapters.backbones.embedded import taskswap_home
 from adapters.errors import Conflict, InvalidAdapter, InvalidInput, NotFound
-from adapters.format.adapter_dir import MAX_FILES, content_hash
-from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name, check_version
+from adapters.format.adapter_dir import MAX_FILES, content_hash, content_hash_of
+from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name, check_version
 
 MARKER = ".complete.json"
 CHANGE_LOG = 256  # bumps remembered in the generation object (a few KiB)
@@ -277,16 +277,21 @@ class FsspecStore(AdapterStore):
     def _version_rel(self, name: str, version: str) -> str:
         return f"tasks/{check_name(name)}/versions/{check_version(version)}"
 
-    def put_version(self, name: str, folder: Path) -> str:
+    def put_version(self, name: str, folder: Path, replace: dict[str, bytes] | None = None) -> str:
         folder = Path(folder)
-        files = sorted(p for p in folder.iterdir() if p.is_file())  # what content_hash covers
-        version = content_hash(folder)
+        replace = dict(replace or {})
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in replace)
+        data = {p.name: p.read_bytes() for p in files}  # what content_hash covers
+        data.update(replace)
+        version = content_hash_of(data)
         rel = self._version_rel(name, version)
         marker = {"version": version, "created_at": _now(),
-                  "files": {p.name: {"size": p.stat().st_size,
-                                     "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in files}}
+                  "files": {n: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                            for n, b in sorted(data.items())}}
         if self._get(f"{rel}/{MARKER}") is None:
             self.fs.put([str(p) for p in files], [f"{self.bucket}/{self._key(f'{rel}/{p.name}')}" for p in files])
+            for n, b in replace.items():
+                self._put(f"{rel}/{n}", b)
         # Written last (and rewritten when the version already exists, which refreshes its
         # age so gc never collects a version that a registration is about to publish).
         self._put(f"{rel}/{MARKER}", json.dumps(marker, indent=2).encode())
@@ -367,26 +372,34 @@ class FsspecStore(AdapterStore):
         self._bump(name)  # after the alias: a replica that sees the new number sees the new alias
         return Alias.model_validate_json(out) if out is not None else None
 
-    def publish(self, name: str, version: str, info: VersionInfo) -> Alias:
+    def publish(self, name: str, version: str, info: VersionInfo, expected: str | None = None) -> Alias:
         self._marker(name, version)  # only complete versions can be published
+        seen: list[Alias | None] = [None]  # the alias the winning compare-and-swap replaced
 
         def change(alias: Alias | None) -> Alias:
+            seen[0] = alias
+            check_expected(name, alias, expected)
             versions = [v for v in (alias.versions if alias else []) if v.version != version]
             return Alias(name=name, active=version, versions=[*versions, info], updated_at=_now())
-        return self._update_alias(name, change)
+        return self._update_alias(name, change).replacing(seen[0])
 
-    def activate(self, name: str, version: str) -> Alias:
+    def activate(self, name: str, version: str, expected: str | None = None) -> Alias:
+        seen: list[Alias | None] = [None]
+
         def change(alias: Alias | None) -> Alias:
+            seen[0] = alias
             if alias is None:
                 raise NotFound(f"task {name!r} is not registered")
+            check_expected(name, alias, expected)
             found = alias.find(version)
             return alias.model_copy(update={"active": found.version, "updated_at": _now()})
-        return self._update_alias(name, change)
+        return self._update_alias(name, change).replacing(seen[0])
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, expected: str | None = None) -> None:
         def change(alias: Alias | None) -> None:
             if alias is None:
                 raise NotFound(f"task {name!r} is not registered")
+            check_expected(name, alias, expected)
             return None
         self._update_alias(name, change)  # version files stay unreachable until gc
 

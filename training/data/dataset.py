@@ -41,11 +41,17 @@ class LabelledData:
     labels: list[int]
     label_names: list[str]
     source: str
+    values: list[list[float]] | None = None
+    """Regression data: ``[n][outputs]`` real targets; ``label_names`` then names the outputs
+    and ``labels`` is empty."""
 
     def __post_init__(self) -> None:
         # Cheap structural checks, so a bug in a loader fails here, not deep in training.
         if self.modality not in ("text", "image"):
             raise InvalidInput(f"modality is {self.modality!r}; use 'text' or 'image'")
+        if self.values is not None:
+            self._check_values()
+            return
         if len(self.inputs) != len(self.labels):
             raise InvalidInput(f"{len(self.inputs)} inputs but {len(self.labels)} labels")
         if len(set(self.label_names)) != len(self.label_names):
@@ -55,12 +61,33 @@ class LabelledData:
         if bad:
             raise InvalidInput(f"label indices {bad[:10]} are outside 0..{k - 1} ({k} label names)")
 
+    def _check_values(self) -> None:
+        if self.labels:
+            raise InvalidInput("regression data has values, not labels")
+        if len(self.inputs) != len(self.values):
+            raise InvalidInput(f"{len(self.inputs)} inputs but {len(self.values)} target rows")
+        k = len(self.label_names)
+        if k == 0 or len(set(self.label_names)) != k:
+            raise InvalidInput(f"regression outputs must be distinct names, got {self.label_names}")
+        bad = [i for i, row in enumerate(self.values)
+               if len(row) != k or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in row)]
+        if bad:
+            raise InvalidInput(f"target rows {bad[:10]} are not {k} finite numbers "
+                               f"({', '.join(self.label_names)})")
+
+    @property
+    def task_type(self) -> str:
+        """``regression`` for data with real-valued targets, else ``single_label``."""
+        return "regression" if self.values is not None else "single_label"
+
     def __len__(self) -> int:
         return len(self.inputs)
 
     def subset(self, indices: Sequence[int]) -> "LabelledData":
         """The examples at ``indices`` (in that order), same label set and source."""
         idx = [int(i) for i in indices]
+        if self.values is not None:
+            return replace(self, inputs=[self.inputs[i] for i in idx], values=[self.values[i] for i in idx])
         return replace(self, inputs=[self.inputs[i] for i in idx], labels=[self.labels[i] for i in idx])
 
     def class_counts(self) -> dict[str, int]:
@@ -69,6 +96,8 @@ class LabelledData:
         >>> LabelledData("text", ["a", "b", "c"], [1, 1, 0], ["x", "y", "z"], "toy").class_counts()
         {'x': 1, 'y': 2, 'z': 0}
         """
+        if self.values is not None:
+            return {}
         counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(self.label_names))
         return {name: int(c) for name, c in zip(self.label_names, counts)}
 
@@ -110,7 +139,9 @@ def stratified_split(data: LabelledData, fraction: float, seed: int = 0) -> tupl
         raise InvalidInput(f"fraction is {fraction}; use a number strictly between 0 and 1")
     rng = np.random.default_rng(seed)
     a_idx, b_idx = [], []
-    for _, idx in sorted(_by_class(data.labels).items()):
+    # Regression data has no classes: one stratum, a seeded random split.
+    strata = {0: np.arange(len(data))} if data.values is not None else _by_class(data.labels)
+    for _, idx in sorted(strata.items()):
         idx = rng.permutation(idx)
         n_a = int(round(fraction * len(idx)))
         if len(idx) >= 2:
@@ -177,4 +208,7 @@ def stratified_sample(data: LabelledData, k: int, seed: int = 0) -> LabelledData
     >>> stratified_sample(d, 3).class_counts()
     {'x': 2, 'y': 1}
     """
+    if data.values is not None:  # regression: no classes to keep in proportion
+        keep = np.random.default_rng(seed).permutation(len(data))[:k]
+        return data.subset(sorted(int(i) for i in keep))
     return data.subset(stratified_sample_indices(data.labels, k, seed))

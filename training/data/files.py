@@ -169,6 +169,57 @@ def load_text_table(
     return LabelledData("text", texts, indices, names, f"{suffix[1:].upper()} file {path.name} ({len(texts)} rows)")
 
 
+def load_regression_table(path: Path | str, text_column: str = "text",
+                          target_columns: Sequence[str] = ("value",)) -> LabelledData:
+    """Texts and real-valued targets (one or more numeric columns) from a ``.csv``/``.jsonl``.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = p.write_text("text,rating\\ngood,4.5\\nbad,1\\n")
+    >>> load_regression_table(p, target_columns=["rating"]).values
+    [[4.5], [1.0]]
+    """
+    import math
+    path = _existing_file(path, "text table")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        raise InvalidInput(f"{path}: unsupported file type {suffix!r}; use .csv or .jsonl")
+    columns = list(target_columns)
+    if not columns or len(set(columns)) != len(columns):
+        raise InvalidInput(f"target columns must be distinct names, got {columns}")
+    problems: list[str] = []
+    if suffix == ".csv":
+        header, rows = _csv_rows(path)
+        _require_columns(path, header, [text_column, *columns])
+        records = ((f"row {i}", row) for i, row in rows)
+    else:
+        records = _jsonl_records(path, [text_column, *columns], problems)
+    texts, values, empty_text, bad = [], [], [], []
+    for at, row in records:
+        text = row.get(text_column)
+        if not isinstance(text, str) or not text.strip():
+            empty_text.append(at)
+            continue
+        try:
+            vals = [float(row.get(c)) if not isinstance(row.get(c), bool) else math.nan for c in columns]
+        except (TypeError, ValueError):
+            vals = [math.nan]
+        if not all(math.isfinite(v) for v in vals):
+            bad.append(at)
+            continue
+        texts.append(text)
+        values.append(vals)
+    if empty_text:
+        problems.append(_listing(empty_text, f"empty or non-string {text_column!r} in"))
+    if bad:
+        problems.append(_listing(bad, f"non-numeric or non-finite {', '.join(map(repr, columns))} in"))
+    if not texts and not problems:
+        raise InvalidInput(f"{path} has a header but no rows")
+    InvalidInput.collect(problems, str(path))
+    return LabelledData("text", texts, [], columns,
+                        f"{suffix[1:].upper()} file {path.name} ({len(texts)} rows)", values=values)
+
+
 def _jsonl_records(path: Path, columns: Sequence[str], problems: list[str]) -> Iterator[tuple[str, dict]]:
     """(``"line N"``, object) per non-blank line; bad lines are added to ``problems``."""
     bad_json, not_object = [], []

@@ -1,0 +1,118 @@
+"""``lora``: PEFT LoRA factors inside the trunk, applied per row, plus a head.
+
+Files are PEFT's own ``adapter_config.json`` + ``adapter_model.safetensors``; the head is
+``head.safetensors`` or, for a plain PEFT sequence-classification directory, its
+``classifier`` / ``score`` module in ``modules_to_save``. Wraps :mod:`adapters.lora.weights`
+(plan and load) and :mod:`adapters.lora.batch` (per-row deltas, merged weights). Loaded
+versions are evictable: they live in the registry's LRU within the memory budget.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
+from adapters.format.manifest import BackboneRef, HeadSpec, Manifest
+from adapters.format.safetensors_io import load_tensors
+from adapters.heads import check_head_header
+from adapters.kinds.base import AdapterKind
+from adapters.kinds.trunk import HOOKED_TRUNK
+from adapters.lora import batch as lora_batch
+from adapters.lora.weights import check_peft_config, load_lora_weights, plan_lora
+
+# Which pooled features an ``AutoModelForSequenceClassification`` / image-classification
+# model of this type feeds its ``classifier`` (so a plain PEFT adapter scores the same here).
+SEQ_CLS_POOLING = {"bert": "pooler", "mobilenet_v2": "pooler", "vit": "cls", "convnext": "pooler",
+                   "resnet": "pooler", "efficientnet": "pooler"}
+
+
+def peft_head_prefix(extras) -> str | None:
+    """The ``modules_to_save`` module that is a PEFT classifier's head: ``classifier``
+    (BERT, ViT, MobileNet...) or ``score`` (decoder models), or None."""
+    for prefix in ("classifier", "score"):
+        if f"{prefix}.weight" in extras:
+            return prefix
+    return None
+
+
+class LoraKind(AdapterKind):
+    name = "lora"
+    weight_files = ("adapter_config.json", "adapter_model.safetensors")
+    marker_file = "adapter_config.json"
+    evictable = True
+    shares_trunk_row = False
+    trunk_pass = HOOKED_TRUNK
+
+    def plan(self, adir, backbone):
+        check_peft_config(adir.peft_config)
+        return plan_lora(adir.headers["adapter_model.safetensors"], backbone.model, backbone.base_model_prefix)
+
+    def fits(self, adir, backbone) -> None:
+        plan_lora(adir.headers["adapter_model.safetensors"], backbone.model, backbone.base_model_prefix)
+
+    def synthesise_manifest(self, adir, backbone, plan, name, names):
+        from adapters.tasks import for_peft_problem_type
+        if name is None:
+            raise InvalidInput("a plain PEFT adapter has no adapter.json: pass name=<task name>")
+        prefix = peft_head_prefix(plan.extras)
+        if prefix is None:
+            raise InvalidAdapter("this PEFT adapter has no 'classifier' in modules_to_save and no "
+                                 "head.safetensors: there is nothing to score with")
+        pooling = SEQ_CLS_POOLING.get(backbone.model_type)
+        if pooling is None:
+            raise IncompatibleAdapter(f"a PEFT classifier on model type {backbone.model_type!r} is not "
+                                      "supported; ship head.safetensors with an adapter.json instead")
+        header = adir.headers["adapter_model.safetensors"]
+        n = header[plan.extras[f"{prefix}.weight"]][1][0]
+        if names is not None and len(names) != n:
+            raise InvalidInput(f"labels has {len(names)} names but the classifier has {n} outputs")
+        task = for_peft_problem_type(adir.peft_config.get("problem_type"), n)
+        return Manifest(name=name, kind=self.name, task_type=task.name, **task.from_peft(n, names),
+                        backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
+                                             source=backbone.spec.source),
+                        head=HeadSpec(pooling=pooling, input_dim=backbone.hidden_size),
+                        preprocessing=backbone.preprocessing_settings(),
+                        training={"source": "peft save_pretrained",
+                                  "peft_task_type": adir.peft_config.get("task_type")})
+
+    def check(self, adir, m, backbone, plan) -> None:
+        n_out = len(m.output_names)
+        if "head.safetensors" in adir.headers:
+            check_head_header(m.head, n_out, adir.headers["head.safetensors"], backbone.hidden_size,
+                              backbone.available_poolings)
+            return
+        prefix = peft_head_prefix(plan.extras)
+        if prefix is None or m.head is None or m.head.hidden:
+            raise InvalidAdapter("a LoRA adapter needs head.safetensors or a linear 'classifier' in "
+                                 "modules_to_save")
+        shape = tuple(adir.headers["adapter_model.safetensors"][plan.extras[f"{prefix}.weight"]][1])
+        if shape != (n_out, backbone.hidden_size):
+            raise IncompatibleAdapter(f"classifier weight has shape {shape}, expected "
+                                      f"({n_out} outputs, {backbone.hidden_size} features)")
+
+    def load(self, adir, m, backbone, plan):
+        lora = load_lora_weights(adir.path / "adapter_model.safetensors", adir.peft_config, plan)
+        if "head.safetensors" in adir.headers:
+            return load_tensors(adir.path / "head.safetensors"), lora
+        prefix = peft_head_prefix(lora.extras)
+        n_out = len(m.output_names)
+        head = {"layers.0.weight": lora.extras[f"{prefix}.weight"],
+                "layers.0.bias": lora.extras.get(f"{prefix}.bias", torch.zeros(n_out))}
+        return head, lora
+
+    def to_device(self, weights, backbone):
+        weights = weights.to(backbone.device, backbone.dtype)
+        with backbone.lock:
+            lora_batch.ensure_hooked(backbone.model, weights.modules)
+        return weights
+
+    def nbytes(self, weights) -> int:
+        return weights.nbytes
+
+    def trunk_state(self, weights):
+        return weights
+
+    def forget(self, weights) -> None:
+        """Drop the merged weights and factor stacks built from ``weights``."""
+        for cache in (lora_batch.MERGED, lora_batch.STACKS):
+            cache.forget(weights)

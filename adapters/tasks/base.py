@@ -1,0 +1,198 @@
+"""The task-type interface: what a head's outputs mean.
+
+A task type owns everything that differs between, say, classification and regression:
+
+- **manifest** — which field names its outputs (``labels`` for classification, ``outputs``
+  for regression) and what else the manifest must hold (:meth:`TaskType.check_manifest`,
+  :meth:`TaskType.output_names`);
+- **features** — whether its head reads pooled features ``[rows, hidden]`` (the default) or
+  per-token features (:attr:`TaskType.features` = ``"tokens"``: the runtime then hands it a
+  :class:`TokenFeatures` with ``hidden [rows, seq, hidden]``, ``mask [rows, seq]`` and
+  character ``offsets [rows, seq, 2]``);
+- **serving** — how a batch of head outputs becomes per-input answers (:meth:`TaskType.score`
+  runs the heads on their rows, :meth:`TaskType.rows` shapes one task's answers: the JSON
+  object of one prediction, e.g. ``{"label", "score", "scores"}`` or ``{"values": {...}}``);
+- **PEFT** — which plain PEFT ``SEQ_CLS`` adapters are of this type (:meth:`TaskType.from_peft`);
+- **training** — its targets, loss and metrics (:meth:`TaskType.loss`, :meth:`TaskType.metrics`).
+
+Adding a task type is one new file with a subclass and one entry in
+:data:`adapters.tasks.TASK_TYPES`; nothing else in ``adapters/``, ``service/`` or
+``training/`` names task types. The implementations are stateless singletons: never
+store per-adapter data on them (it lives in the manifest and the loaded adapter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+if TYPE_CHECKING:  # type hints only: the manifest module imports this package lazily
+    from adapters.format.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class TokenFeatures:
+    """Per-token trunk outputs of a batch of rows, for task types with ``features = "tokens"``.
+
+    ``hidden [rows, seq, hidden]`` (float32, on the backbone's device), ``mask [rows, seq]``
+    (1 = a real token, 0 = padding), ``offsets [rows, seq, 2]`` character spans of each token
+    in its input (``None`` when the preprocessor gives none: image/audio backbones).
+    """
+
+    hidden: torch.Tensor
+    mask: torch.Tensor | None
+    offsets: torch.Tensor | None = None
+
+    def rows(self, idx: list[int]) -> "TokenFeatures":
+        """The same features restricted to the rows ``idx`` (in that order)."""
+        i = torch.tensor(idx, dtype=torch.long, device=self.hidden.device)
+        pick = (lambda t: None if t is None else t[i.to(t.device)])
+        return TokenFeatures(self.hidden[i], pick(self.mask), pick(self.offsets))
+
+
+@dataclass
+class BatchFeatures:
+    """What one trunk pass produced for every row of a batch.
+
+    ``pooled[pooling]`` is ``[rows, hidden]`` float32 for each pooling some head asked for;
+    ``tokens`` is set only when some task type in the batch reads per-token features.
+    ``inputs`` are the raw inputs per row (texts/images), for task types that map token
+    offsets back to words.
+    """
+
+    pooled: dict[str, torch.Tensor] = field(default_factory=dict)
+    tokens: TokenFeatures | None = None
+    inputs: list | None = None
+
+
+class RowResult:
+    """One input's answer for one task: the JSON object of one prediction, as the task type
+    shapes it (``RowResult(label=..., score=..., scores=...)``, ``RowResult(values=...)``).
+    Fields read as attributes (``row.label``, ``row.values``; one the type does not produce
+    reads as ``None``) and as a mapping (``row["label"]``, ``dict(**row)``)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, **fields):
+        self.fields = fields
+
+    def __getattr__(self, key):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return self.fields.get(key)
+
+    def __getitem__(self, key):
+        return self.fields[key]
+
+    def __setitem__(self, key, value):
+        self.fields[key] = value
+
+    def keys(self):
+        return self.fields.keys()
+
+    def __repr__(self) -> str:
+        return f"RowResult({self.fields!r})"
+
+
+class TaskType:
+    """One kind of task output. Subclass it, set :attr:`name`, register it in the table."""
+
+    name: ClassVar[str]
+    features: ClassVar[str] = "pooled"
+    """``"pooled"``: the head reads ``BatchFeatures.pooled[manifest.head.pooling]``;
+    ``"tokens"``: the head reads ``BatchFeatures.tokens`` (set :meth:`needs` accordingly)."""
+    activation: ClassVar[str] = "identity"
+    """How head logits become outputs, applied once per group of same-shaped heads:
+    ``"softmax"``, ``"sigmoid"`` or ``"identity"`` (see :data:`adapters.heads_batched.ACTIVATIONS`)."""
+    outputs_word: ClassVar[str] = "labels"
+    """What the model card calls the outputs ("labels", "outputs")."""
+    loss_words: ClassVar[str] = "cross-entropy"
+    """The training loss in words, for the model card."""
+    loss_name: ClassVar[str] = "cross-entropy"
+    headline_name: ClassVar[str] = "accuracy"
+    """Axis names of the loss curves: the loss, and the per-epoch validation headline."""
+    peft_problem_types: ClassVar[tuple[str, ...]] = ()
+    """``problem_type`` values of a transformers config that make a plain PEFT adapter this type."""
+
+    # ---- manifest ---------------------------------------------------------------------
+    def output_names(self, m: "Manifest") -> list[str]:
+        """Names of the head's outputs, in the order of its last layer (its width)."""
+        raise NotImplementedError
+
+    def check_manifest(self, m: "Manifest") -> list[str]:
+        """Problems with a manifest of this type (empty list = fine). Runs on every parse."""
+        return []
+
+    def from_peft(self, n_outputs: int, names: list[str] | None) -> dict:
+        """Manifest fields for a plain PEFT adapter whose classifier has ``n_outputs`` outputs
+        (``names`` = names given at registration, or None): e.g. ``{"labels": [...]}``."""
+        raise NotImplementedError
+
+    def rename(self, names: list[str]) -> dict:
+        """Manifest fields that override the output names given at registration (``labels``)."""
+        return {"labels": names}
+
+    def describe(self, m: "Manifest") -> dict:
+        """What ``GET /adapters/{name}`` shows about the outputs (beside name, kind, versions)."""
+        return {"labels": list(m.labels)}
+
+    # ---- serving ----------------------------------------------------------------------
+    def needs(self, m: "Manifest") -> set[str]:
+        """Which features the head reads: pooling names, or ``{"tokens"}``."""
+        return {m.head.pooling}
+
+    def score(self, calls: list[tuple], features: BatchFeatures) -> list[torch.Tensor]:
+        """Run each ``(adapter, rows)`` head on its rows; one ``[len(rows), n_outputs]`` float32
+        CPU tensor per call. ``rows`` index the batch's features. The default batches pooled
+        heads of the same shape into one matmul per layer (:func:`adapters.heads_batched.run_heads`)."""
+        from adapters.heads_batched import HeadCall, run_heads
+        return run_heads([HeadCall(a.head, self.activation, rows) for a, rows in calls], features.pooled)
+
+    def rows(self, adapter, out: torch.Tensor) -> list[RowResult]:
+        """Per-input answers of one task from its ``[rows, n_outputs]`` outputs (CPU)."""
+        raise NotImplementedError
+
+    # ---- training (training/ calls these; every task type trains through one trainer) --
+    def check_data(self, data) -> list[str]:
+        """Problems with a training set for this type (e.g. a classifier needs 2 classes)."""
+        return []
+
+    def target_scaling(self, data) -> dict | None:
+        """Scaling fitted on the training targets and stored in the manifest (None: none)."""
+        return None
+
+    def targets(self, data, scaling: dict | None = None) -> torch.Tensor:
+        """Training targets of ``data`` (``data.labels`` / ``data.values``), scaled by ``scaling``."""
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean training loss of raw head outputs ``[rows, n]`` against :meth:`targets` rows."""
+        raise NotImplementedError
+
+    def headline(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+        """The per-epoch validation number in the training curves (accuracy, R²...)."""
+        raise NotImplementedError
+
+    def outputs(self, logits: torch.Tensor, scaling: dict | None = None) -> torch.Tensor:
+        """What a fitted model reports for raw head outputs: what the server serves
+        (probabilities; values in the targets' units)."""
+        raise NotImplementedError
+
+    def eval_loss(self, outputs: torch.Tensor, data) -> float:
+        """The loss reported with the metrics, from :meth:`outputs` on ``data``."""
+        raise NotImplementedError
+
+    def metrics(self, data, outputs: torch.Tensor, loss: float | None = None):
+        """Scores of ``outputs`` on ``data``: an object with ``n``, ``accuracy`` (the headline),
+        ``summary(prefix) -> dict`` for the manifest and ``to_dict()`` (:mod:`adapters.tasks.metrics`)."""
+        raise NotImplementedError
+
+    def manifest_fields(self, names: list[str], scaling: dict | None) -> dict:
+        """The manifest fields that describe a trained head's outputs."""
+        return {"labels": list(names)}
+
+    def plot(self, data, outputs: torch.Tensor, metrics, path, title: str) -> str | None:
+        """Write the type's evaluation plot (a PNG) to ``path``; returns its file name or None."""
+        return None
