@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from adapters.errors import InvalidInput
 from adapters.format import Manifest, write_head_adapter
 from adapters.format.adapter_dir import write_manifest
+from adapters.file_modes import make_readable
 from adapters.heads import Head
 
 # Files a training run writes; anything else in an existing output folder is the user's.
@@ -63,6 +64,7 @@ def write_lora_dir(path: Path, manifest: Manifest, head: Head, peft_model, card:
               str(path / "head.safetensors"))
     write_manifest(path, manifest)
     (path / "README.md").write_text(card)
+    make_readable(path)  # save_file writes 0600; a server running as another user loads it
     return path
 
 

@@ -18,6 +18,7 @@ import torch
 from adapters.backbones.fingerprint import model_fingerprint
 from adapters.backbones.preprocess import TextPreprocessor, image_preprocessor_from
 from adapters.errors import InvalidInput
+from adapters.file_modes import unreadable
 
 Pooling = Literal["mean", "cls", "pooler"]
 POOLINGS: tuple[str, ...] = ("mean", "cls", "pooler")
@@ -176,14 +177,27 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
     from transformers import AutoModel
 
     path = resolve_source(spec.source)
-    local = Path(path).is_dir()
+    try:
+        local = Path(path).is_dir()
+    except PermissionError:  # a folder on the way may not be entered: reported below
+        local = False
     if not local and "/" in path and path.startswith(("/", ".")):
+        blocked = unreadable(Path(path))
+        if blocked:
+            raise InvalidInput(f"backbone {spec.name!r}: folder {path!r} cannot be reached: permission "
+                               f"denied for user uid {os.geteuid()} on {', '.join(blocked)}")
         raise InvalidInput(f"backbone {spec.name!r}: folder {path!r} does not exist")
     # Never reach a hub at run time: these machines have no route to one.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         model = AutoModel.from_pretrained(path)
     except (OSError, ValueError) as exc:
+        blocked = unreadable(Path(path)) if local else []
+        if blocked:  # transformers reports an unreadable file as "No such file or directory"
+            raise InvalidInput(
+                f"backbone {spec.name!r}: cannot load {spec.source!r} offline: permission denied "
+                f"for user uid {os.geteuid()} on {', '.join(blocked)}; make the files readable "
+                "(chmod -R a+rX) or run as their owner") from exc
         raise InvalidInput(f"backbone {spec.name!r}: cannot load {spec.source!r} offline ({exc}); "
                            "give a local folder or an id already in the HF cache") from exc
     if getattr(model, "main_input_name", "input_ids") == "pixel_values":

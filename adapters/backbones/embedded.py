@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from adapters.errors import InvalidInput
+from adapters.file_modes import make_readable
 
 EMBEDDED_NAMES = ("all-MiniLM-L6-v2", "mobilenet_v2")
 PREFIX = "embedded:"
@@ -206,6 +207,7 @@ def mobilenet_v2_path(home: Path | None = None) -> Path:
 
     Built in a private temp sibling and renamed into place, so readers never see a half
     folder; when two processes race, the first rename wins and the loser drops its copy.
+    Its files are readable by every user (see :mod:`adapters.file_modes`).
 
     >>> from transformers import AutoModel
     >>> AutoModel.from_pretrained(mobilenet_v2_path()).config.model_type
@@ -228,6 +230,9 @@ def mobilenet_v2_path(home: Path | None = None) -> Path:
     tmp.mkdir()
     try:
         _build_mobilenet_folder(tmp)
+        # safetensors writes 0600: a folder converted by root at image build time must
+        # still be readable by the unprivileged user the server runs as.
+        make_readable(tmp)
         try:
             os.rename(tmp, final)
         except OSError:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from adapters.errors import InvalidAdapter
+from adapters.file_modes import make_readable
 from adapters.format.manifest import Manifest
 from adapters.format.safetensors_io import read_header
 
@@ -142,4 +143,5 @@ def write_head_adapter(path: Path, manifest: Manifest, head_state: dict[str, tor
     write_manifest(path, manifest)
     if card is not None:
         (path / "README.md").write_text(card)
+    make_readable(path)  # save_file writes 0600; a server running as another user loads it
     return path

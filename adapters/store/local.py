@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from adapters.errors import InvalidInput, NotFound
+from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import content_hash
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name, check_version
 
@@ -76,6 +77,7 @@ class LocalStore(AdapterStore):
         try:
             for fname, data in (replace or {}).items():
                 (stage / fname).write_bytes(data)
+            make_readable(stage)  # copies keep 0600/0700 modes; other users' replicas read it
             for p in stage.iterdir():
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())

@@ -53,6 +53,7 @@ from typing import Callable
 
 from adapters.backbones.embedded import taskswap_home
 from adapters.errors import Conflict, InvalidAdapter, InvalidInput, NotFound
+from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import MAX_FILES, content_hash, content_hash_of
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name, check_version
 
@@ -323,6 +324,7 @@ class FsspecStore(AdapterStore):
                 if body is None:
                     raise InvalidAdapter(f"{dest.name[:12]}: {keys[rel]} is missing from the store")
                 (tmp / keys[rel]).write_bytes(body)
+            make_readable(tmp)  # the cache may be shared by workers running as other users
             if expect is not None and content_hash(tmp) != expect:
                 raise InvalidAdapter(f"{dest.name[:12]}: the files in the store do not match their "
                                      "content hash; the stored version is corrupt")
