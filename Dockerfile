@@ -8,7 +8,8 @@
 # CPU base image serves a GPU as well; the host needs the NVIDIA driver and container
 # toolkit (docker run --gpus all). To build on an NVIDIA base instead, pass
 # --build-arg BASE_IMAGE=<an image with Python 3.11 as `python`, pip and useradd>.
-# Every RUN step below is also executed, outside Docker, by scripts/check_dockerfile_steps.sh.
+# scripts/container_smoke.sh builds and runs this file with rootful podman (no registry
+# needed; docs/containers.md); scripts/check_dockerfile_steps.sh replays its steps outside one.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}

@@ -3,7 +3,7 @@ PY ?= python3
 STORE ?= var/store
 PORT ?= 3000
 
-.PHONY: setup serve test test-fast demo bench
+.PHONY: setup serve test test-fast demo bench container-smoke
 
 setup:
 	@scripts/setup.sh
@@ -21,3 +21,8 @@ test: setup
 
 test-fast: setup
 	@$(PY) -m pytest -q -m "not real and not server"
+
+# Build the Dockerfile with rootful podman and run two containers on one S3 store
+# (docs/containers.md). Needs root; images are cached in /var/cache/taskswap-containers.
+container-smoke: setup
+	@scripts/container_smoke.sh
