@@ -89,8 +89,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-key_of() { cat "$@" | sha256sum | cut -c1-16; }
-
 # ---- 3. base image from Debian packages ---------------------------------------------------
 # The mirror apt already uses for the suite (from the apt sources, via apt itself).
 MIRROR=$(apt-get indextargets --format '$(REPO_URI) $(CODENAME) $(COMPONENT)' 2>/dev/null \
