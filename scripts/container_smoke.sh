@@ -40,12 +40,16 @@ die() { log "FAILED: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "rootful podman: run as root (sudo $0)"
 
 # ---- 1. tools (Debian packages) ----------------------------------------------------------
-if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null \
-   || ! command -v runc >/dev/null || ! command -v buildah >/dev/null; then
-  log "installing podman buildah debootstrap runc"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah debootstrap runc >/dev/null
-fi
+# slirp4netns (the containers' network) is only a Recommends of podman: named explicitly.
+TOOLS="podman buildah debootstrap runc slirp4netns curl"
+for tool in $TOOLS; do
+  if ! command -v "$tool" >/dev/null; then
+    log "installing $TOOLS"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $TOOLS >/dev/null
+    break
+  fi
+done
 
 # ---- 2. podman configured from files in the cache folder only ----------------------------
 mkdir -p "$CACHE/storage" "$CACHE/conf"
