@@ -1,9 +1,9 @@
 """Scratch folders of registrations, and collecting the ones a crash left behind.
 
-An upload is extracted into ``$TMPDIR/taskswap-upload-*`` and a registration works on a
-copy in ``$TMPDIR/taskswap-reg-*``; both are removed when the call returns, but a
-``kill -9`` mid-registration leaves them (up to the archive cap each, 512 MiB by
-default), and they would pile up crash after crash. The server calls
+An upload is extracted into ``$TMPDIR/taskswap-upload-*`` (older versions also copied it
+into ``$TMPDIR/taskswap-reg-*``; registration now reads it in place); it is removed when the
+call returns, but a ``kill -9`` mid-registration leaves it (up to the archive cap, 512 MiB
+by default), and such folders would pile up crash after crash. The server calls
 :func:`collect_scratch` at startup, next to the store's own gc (found by
 ``tests/test_crash_server.py``).
 """
