@@ -9,7 +9,9 @@
    which is what the server's loader maps onto its frozen backbone.
 
 Only layers the server's per-row LoRA runtime can apply are accepted as targets: ``Linear``
-and 1x1, stride-1, groups-1 ``Conv2d`` (see ``adapters/lora/weights.py``).
+and groups-1 ``Conv2d`` with numeric zero padding (see ``adapters/lora/weights.py``). By
+default 1x1 convolutions are adapted; a network without any (the speech encoder) gets all
+its servable convolutions.
 """
 
 from __future__ import annotations
@@ -35,12 +37,17 @@ _ATTENTION_PAIRS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin")
 
 
 def servable_conv(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1)
-            and m.groups == 1)
+    return (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str))
+
+
+def _pointwise(m: nn.Module) -> bool:
+    return servable_conv(m) and m.kernel_size == (1, 1) and m.stride == (1, 1)
 
 
 def default_targets(model: nn.Module) -> list[str]:
-    """PEFT ``target_modules`` for ``model``: attention query/value, else every servable 1x1 conv.
+    """PEFT ``target_modules`` for ``model``: attention query/value, else every 1x1 conv, else
+    every servable conv.
 
     >>> from adapters.backbones.tiny import tiny_text_model
     >>> default_targets(tiny_text_model())
@@ -50,12 +57,13 @@ def default_targets(model: nn.Module) -> list[str]:
     for pair in _ATTENTION_PAIRS:
         if set(pair) <= linear_names:
             return list(pair)
-    convs = [n for n, m in model.named_modules() if servable_conv(m)]
+    convs = ([n for n, m in model.named_modules() if _pointwise(m)]
+             or [n for n, m in model.named_modules() if servable_conv(m)])
     if convs:
         return convs  # full names: PEFT matches a target by suffix, so these select exactly these
     raise InvalidInput(f"no default LoRA targets for model type "
                        f"{getattr(getattr(model, 'config', None), 'model_type', '?')!r}; "
-                       "name the Linear / 1x1 Conv2d modules to adapt with lora_targets (--lora-targets)")
+                       "name the Linear / Conv2d modules to adapt with lora_targets (--lora-targets)")
 
 
 def resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
@@ -72,10 +80,10 @@ def resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
                            f"{', groups ' + str(m.groups) if getattr(m, 'groups', 1) != 1 else ''})")
     if bad:
         raise InvalidInput(f"LoRA targets the server cannot apply per row: {bad[:8]}; target Linear "
-                           "layers or 1x1 stride-1 groups-1 convolutions only")
+                           "layers or groups-1 convolutions only")
     if not chosen:
         raise InvalidInput(f"LoRA targets {targets[:8]} match no module of this backbone; name "
-                           "Linear or 1x1 Conv2d modules (e.g. 'query', 'value')")
+                           "Linear or Conv2d modules (e.g. 'query', 'value')")
     return chosen
 
 
@@ -92,7 +100,7 @@ def _check_servable(peft_model) -> list[str]:
                            f"{getattr(base, 'kernel_size', '')})")
     if bad:
         raise InvalidInput(f"LoRA targets the server cannot apply per row: {bad[:8]}; target Linear "
-                           "layers or 1x1 stride-1 convolutions only")
+                           "layers or groups-1 convolutions only")
     return adapted
 
 

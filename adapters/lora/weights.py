@@ -34,7 +34,7 @@ class LoraModule:
 
     A: torch.Tensor  # [r, in]
     B: torch.Tensor  # [out, r]
-    conv: bool = False  # a 1x1 convolution: same maths over channels
+    conv: bool = False  # a convolution: A is [r, in * kh * kw] (the unfolded patch)
 
     @property
     def rank(self) -> int:
@@ -165,19 +165,21 @@ def _check_shapes(orig: str, mod: nn.Module, a_shape: tuple, b_shape: tuple) -> 
         ok_types = True
         fan_in, fan_out, tail = mod.in_features, mod.out_features, ()
     elif isinstance(mod, nn.Conv2d):
-        if mod.kernel_size != (1, 1) or mod.stride != (1, 1) or mod.groups != 1:
-            return [f"{orig}: LoRA on a {mod.kernel_size} conv (stride {mod.stride}, groups "
-                    f"{mod.groups}) is not supported; target 1x1 convolutions"]
+        if mod.groups != 1 or mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+            return [f"{orig}: LoRA on a conv with groups {mod.groups}, padding {mod.padding!r} "
+                    f"({mod.padding_mode}) is not supported; target groups-1 convolutions with "
+                    "numeric zero padding"]
         ok_types = True
-        fan_in, fan_out, tail = mod.in_channels, mod.out_channels, (1, 1)
+        fan_in, fan_out, tail = mod.in_channels, mod.out_channels, tuple(mod.kernel_size)
     else:
         ok_types = False
     if not ok_types:
-        return [f"{orig}: is a {type(mod).__name__}; LoRA is supported on Linear and 1x1 Conv2d"]
+        return [f"{orig}: is a {type(mod).__name__}; LoRA is supported on Linear and Conv2d"]
     if len(a_shape) != 2 + len(tail) or len(b_shape) != 2 + len(tail):
         return [f"{orig}: lora_A {a_shape} / lora_B {b_shape} have the wrong number of dimensions"]
     r = a_shape[0]
-    if tuple(a_shape[1:]) != (fan_in, *tail) or tuple(b_shape) != (fan_out, r, *tail):
+    b_tail = (1, 1) if tail else ()  # PEFT's conv lora_B is 1x1 whatever the kernel
+    if tuple(a_shape[1:]) != (fan_in, *tail) or tuple(b_shape) != (fan_out, r, *b_tail):
         return [f"{orig}: lora_A {tuple(a_shape)} / lora_B {tuple(b_shape)} do not fit a layer "
                 f"with {fan_in} inputs and {fan_out} outputs"]
     return []
