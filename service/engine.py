@@ -82,7 +82,7 @@ class Engine:
                             events=self.metrics)
         registry.sync()
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
-            bb.embed(["warm up"] if bb.modality == "text" else [_gray_image()])
+            bb.embed(bb.sample_inputs())
         self.registry = registry
         self.runtime = Runtime(registry)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
@@ -207,8 +207,3 @@ class Engine:
         self.require_ready()
         return [{**bb.describe(), "poolings": list(bb.available_poolings),
                  "default_pooling": bb.default_pooling} for bb in self.backbones.values()]
-
-
-def _gray_image():
-    from PIL import Image
-    return Image.new("RGB", (64, 64), (128, 128, 128))

@@ -26,11 +26,12 @@ EXPECTED = ("Optimistic concurrency: the version you believe is active (sha256 o
 
 # ---- prediction ------------------------------------------------------------------------
 class PredictRequest(BaseModel):
-    """One or several tasks on a list of texts or of base64-encoded images."""
+    """One or several tasks on a list of texts, of base64-encoded images or of base64 audio."""
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"task": "sentiment", "texts": ["a great movie", "a boring plot"]},
         {"tasks": ["fashion", "textile"], "images": ["iVBORw0KGgo..."]},
+        {"task": "spoken-digits", "audio": ["UklGRiQ..."]},
     ]})
     task: str | None = Field(None, min_length=1, max_length=64, description="One task name.")
     tasks: list[str] | None = Field(None, min_length=1, max_length=32,
@@ -38,14 +39,17 @@ class PredictRequest(BaseModel):
     texts: list[str] | None = Field(None, description="Texts for a text backbone.")
     images: list[str] | None = Field(None, description=(
         "Images for a vision backbone, base64 (a 'data:image/...;base64,' prefix is allowed)."))
+    audio: list[str] | None = Field(None, description=(
+        "Audio clips (WAV, FLAC or OGG files) for an audio backbone, base64 (a "
+        "'data:audio/...;base64,' prefix is allowed)."))
 
     @model_validator(mode="after")
     def _one_of_each(self):
         problems = []
         if (self.task is None) == (self.tasks is None):
             problems.append("give exactly one of 'task' (a name) or 'tasks' (a list of names)")
-        if (self.texts is None) == (self.images is None):
-            problems.append("give exactly one of 'texts' or 'images'")
+        if sum(x is not None for x in (self.texts, self.images, self.audio)) != 1:
+            problems.append("give exactly one of 'texts', 'images' or 'audio'")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -164,13 +168,14 @@ class DeleteResponse(BaseModel):
 class BackboneInfo(BaseModel):
     name: str
     source: str
-    modality: Literal["text", "image"]
+    modality: Literal["text", "image", "audio"]
     model_type: str
     hidden_size: int
     fingerprint: str
     device: str
     dtype: str
-    preprocessing: dict[str, int] = Field(description="max_length (text) or image_size (image).")
+    preprocessing: dict[str, int] = Field(description=(
+        "max_length (text), image_size (image), or sample_rate and min_samples (audio)."))
     poolings: list[str]
     default_pooling: str
 

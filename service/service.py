@@ -9,7 +9,7 @@ because BentoML's own ``@bentoml.api`` routes are POST-only, with no path parame
 across requests whatever their task, not BentoML's per-endpoint adaptive batching.
 
 Endpoints (admin = needs the admin token; the others are open unless an inference token
-is set): ``POST /predict``, ``POST /predict/upload``, ``GET /backbones``,
+is set): ``POST /predict`` (texts, images or audio), ``POST /predict/upload``, ``GET /backbones``,
 ``GET /adapters``, ``GET /adapters/{name}``, ``POST /adapters`` (admin),
 ``POST /adapters/{name}/activate`` (admin), ``POST /adapters/{name}/pin`` (admin),
 ``DELETE /adapters/{name}`` (admin).
@@ -37,6 +37,8 @@ import bentoml  # noqa: E402
 from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile  # noqa: E402
 
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
+from service.audio_inputs import (audio_limits_from, decode_audio_upload,  # noqa: E402
+                                  decode_base64_audio, looks_like_audio)
 from service.auth import Auth, AuthGuard  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
@@ -109,6 +111,7 @@ class Taskswap:
         logging.getLogger("taskswap").setLevel(logging.INFO)
         self.settings = get_settings()
         self.limits = InputLimits.from_settings(self.settings)
+        self.audio_limits = audio_limits_from(self.settings)
         self.metrics = Metrics(self.settings.metrics_max_tasks)
         self.engine = Engine(self.settings, self.metrics)
         self.engine.start_in_background()
@@ -129,12 +132,18 @@ class Taskswap:
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
     async def predict(self, body: PredictRequest) -> PredictResponse:
-        """One or several tasks on texts or base64 images; the backbone runs once for all."""
+        """One or several tasks on texts, base64 images or base64 audio; the backbone runs once for all."""
         if body.texts is not None:
             texts = body.texts
             check_count(len(texts), "texts", self.limits)
             return await self._predict(body.task_names(), len(texts),
                                        lambda: check_texts(texts, self.limits), "text")
+        if body.audio is not None:
+            clips = body.audio
+            check_count(len(clips), "audio", self.limits)
+            return await self._predict(body.task_names(), len(clips), lambda: [
+                decode_base64_audio(b64, f"audio[{i}]", self.audio_limits)
+                for i, b64 in enumerate(clips)], "audio")
         images = body.images or []
         check_count(len(images), "images", self.limits)
         return await self._predict(body.task_names(), len(images), lambda: [
@@ -145,14 +154,25 @@ class Taskswap:
               responses=ERROR_RESPONSES)
     async def predict_upload(
         self,
-        files: Annotated[list[UploadFile], File(description="Image files (PNG, JPEG, GIF, BMP, WEBP, TIFF).")],
+        files: Annotated[list[UploadFile], File(description=(
+            "Image files (PNG, JPEG, GIF, BMP, WEBP, TIFF) or audio files (WAV, FLAC, OGG)."))],
         task: Annotated[list[str], Form(description="Task name; repeat the field, or comma-separate, for several.")],
     ) -> PredictResponse:
-        """Images as multipart file uploads (``-F files=@cat.jpg -F task=animals``)."""
+        """Images or audio clips as multipart file uploads (``-F files=@cat.jpg -F task=animals``,
+        ``-F files=@seven.wav -F task=spoken-digits``); the files' magic bytes tell which."""
         tasks = [t.strip() for field in task for t in field.split(",") if t.strip()]
         check_count(len(files), "files", self.limits)
-        raw = [await f.read(self.limits.max_image_bytes + 1) for f in files]
+        most = max(self.limits.max_image_bytes, self.audio_limits.max_bytes)
+        raw = [await f.read(most + 1) for f in files]
         names = [f.filename or f"files[{i}]" for i, f in enumerate(files)]
+        audio = [looks_like_audio(data) for data in raw]
+        if any(audio) and not all(audio):
+            raise InvalidInput(f"files {[names[i] for i, a in enumerate(audio) if not a][:5]} are not "
+                               "audio but others are: send images and audio in separate requests")
+        if audio and all(audio):
+            return await self._predict(tasks, len(raw), lambda: [
+                decode_audio_upload(data, f"files[{i}] ({names[i]!r})", self.audio_limits)
+                for i, data in enumerate(raw)], "audio")
         return await self._predict(tasks, len(raw), lambda: [
             decode_image(data, f"files[{i}] ({names[i]!r})", self.limits)
             for i, data in enumerate(raw)], "image")
@@ -161,7 +181,7 @@ class Taskswap:
         start, status = time.perf_counter(), 500
         try:
             self.engine.require_ready()
-            inputs = await anyio.to_thread.run_sync(decode)  # image decoding is CPU work
+            inputs = await anyio.to_thread.run_sync(decode)  # image/audio decoding is CPU work
             backbone, results = await self.engine.predict(tasks, inputs, modality)
             status = 200
             return PredictResponse(backbone=backbone, results=[TaskPrediction(

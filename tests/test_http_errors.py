@@ -139,7 +139,7 @@ CASES = [
     ("image too many bytes", lambda c: predict({"task": "img", "images": [b64(png((60, 60), noise=True))]}),
      400, "bytes"),
     ("texts and images", lambda c: predict({"task": "txt", "texts": ["x"], "images": ["x"]}), 422,
-     "exactly one of 'texts' or 'images'"),
+     "exactly one of 'texts', 'images' or 'audio'"),
     ("no task", lambda c: predict({"texts": ["x"]}), 422, "exactly one of 'task'"),
     ("unknown field", lambda c: predict({"task": "txt", "text": ["x"]}), 422, "text: Extra inputs"),
     ("texts not a list", lambda c: predict({"task": "txt", "texts": "hello"}), 422, "texts"),

@@ -113,14 +113,47 @@ def test_lora_shape_mismatch_is_refused(tmp_path, registry, text_backbone):
         registry.register(folder, name="x", backbone="text")
 
 
-def test_lora_on_3x3_conv_is_refused(tmp_path, registry, vision_backbone):
+def test_lora_on_strided_3x3_conv_matches_peft(tmp_path, registry, vision_backbone):
+    """A k x k, stride-2 conv (PEFT: lora_A is the same 3x3 conv, lora_B 1x1): per-row im2col
+    deltas, mixed with another adapter in one batch, give PEFT's own scores."""
+    from PIL import Image
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageClassification
+
+    src = str(vision_backbone.source_path)
+    images = [Image.new("RGB", (40, 30), c) for c in [(255, 0, 0), (0, 90, 200), (10, 10, 10)]]
+    pix = vision_backbone.preprocess(images)["pixel_values"]
+    refs = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        base = AutoModelForImageClassification.from_pretrained(src, num_labels=2)
+        model = get_peft_model(base, LoraConfig(r=2, target_modules=["conv_stem.first_conv.convolution"],
+                                                modules_to_save=["classifier"]))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_" in n or "classifier" in n:
+                    p.normal_(0, 0.5)
+            refs[seed] = torch.softmax(model.eval()(pixel_values=pix).logits, -1)
+        model.save_pretrained(tmp_path / f"v{seed}")
+        registry.register(tmp_path / f"v{seed}", name=f"v{seed}", labels=["x", "y"], backbone="vision")
+    assert not torch.allclose(refs[0], refs[1], atol=1e-3)
+    rt = Runtime(registry)
+    mixed = rt.run([rt.prepare(["v0"], images[:2], "image"), rt.prepare(["v1", "v0"], images, "image")])
+    assert torch.allclose(scores(mixed[0][0]), refs[0][:2], atol=1e-5)
+    assert torch.allclose(scores(mixed[1][0]), refs[1], atol=1e-5)
+    assert torch.allclose(scores(mixed[1][1]), refs[0], atol=1e-5)
+    alone = rt.run([rt.prepare(["v1"], images, "image")])[0][0]  # one adapter: merged weights
+    assert torch.allclose(scores(alone), refs[1], atol=1e-5)
+
+
+def test_lora_on_depthwise_conv_is_refused(tmp_path, registry, vision_backbone):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageClassification
     base = AutoModelForImageClassification.from_pretrained(str(vision_backbone.source_path), num_labels=2)
-    model = get_peft_model(base, LoraConfig(r=2, target_modules=["conv_stem.first_conv.convolution"],
+    model = get_peft_model(base, LoraConfig(r=8, target_modules=["conv_stem.conv_3x3.convolution"],
                                             modules_to_save=["classifier"]))
     model.save_pretrained(tmp_path / "v")
-    with pytest.raises(IncompatibleAdapter, match="1x1"):
+    with pytest.raises(IncompatibleAdapter, match="groups"):
         registry.register(tmp_path / "v", name="v", backbone="vision")
 
 
