@@ -26,6 +26,12 @@ if [ -z "${TASKSWAP_ADMIN_TOKEN:-}" ]; then
 fi
 
 export TASKSWAP_STORE="$STORE"
+# Unless configured, serve the default backbones plus the optional audio one when its
+# packages are installed (so the spoken-digits demo task is served too).
+if [ -z "${TASKSWAP_BACKBONES:-}" ]; then
+  TASKSWAP_BACKBONES=$("$PY" -m training.demo --backbones-json)
+  export TASKSWAP_BACKBONES
+fi
 # Offline and quiet: no model hub at run time, no progress bars in the server log.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 \
        TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false

@@ -43,11 +43,12 @@ def _int_list(value: str) -> list[int]:
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group(required=required)
-    src.add_argument("--data", type=Path, help="CSV/JSONL (text,label), image folder (one sub-folder "
-                     "per class) or CSV of image paths (path,label)")
-    src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes; "
-                     "whissell (regression: pleasantness, activation, imagery)")
-    g.add_argument("--format", default="auto", choices=["auto", "text", "image-folder", "image-csv"],
+    src.add_argument("--data", type=Path, help="CSV/JSONL (text,label), image or audio folder (one "
+                     "sub-folder per class) or CSV of image or audio paths (path,label)")
+    src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes, "
+                     "spoken-digits; whissell (regression: pleasantness, activation, imagery)")
+    g.add_argument("--format", default="auto", choices=["auto", "text", "image-folder", "image-csv",
+                                                              "audio-folder", "audio-csv"],
                    help="force the loader (default: from the path)")
     g.add_argument("--text-column", default="text")
     g.add_argument("--label-column", default="label")
@@ -62,7 +63,7 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def _add_backbone_args(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group("backbone")
     g.add_argument("--backbone", required=required,
-                   help="'text' or 'vision' (the server's defaults), or an HF model folder / id")
+                   help="'text', 'vision' or 'audio' (the embedded backbones), or an HF model folder / id")
     g.add_argument("--backbone-name", help="name of a custom backbone on the server (default 'custom')")
     g.add_argument("--max-length", type=int, help="text backbones: tokens per input")
     g.add_argument("--image-size", type=int, help="vision backbones: square input size in pixels")
@@ -127,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- argument -> object ---------------------------------------------------------------
 def backbone_spec(args):
-    """``--backbone text|vision|SOURCE`` (+ overrides) -> BackboneSpec."""
+    """``--backbone text|vision|audio|SOURCE`` (+ overrides) -> BackboneSpec."""
     from adapters.backbones.base import BackboneSpec
-    from adapters.backbones.defaults import DEFAULT_BACKBONES
-    defaults = {s.name: s for s in DEFAULT_BACKBONES}
+    from adapters.backbones.defaults import DEFAULT_BACKBONES, OPTIONAL_BACKBONES
+    defaults = {s.name: s for s in DEFAULT_BACKBONES + OPTIONAL_BACKBONES}
     if args.backbone in defaults:
         spec = replace(defaults[args.backbone], name=args.backbone_name or args.backbone)
     else:

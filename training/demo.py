@@ -8,17 +8,23 @@ runs the same checks as the server's ``POST /adapters``. No server is needed.
 Idempotent: a task whose active version was trained on the same default backbone source
 and preprocessing is skipped without loading any model; ``--force`` retrains everything.
 
-==============  ================  ==========  ======================================
-task            data set          backbone    examples (train / held-out test)
-==============  ================  ==========  ======================================
-``sentiment``   rotten-tomatoes   ``text``    2,000 / 500
-``fashion``     fashion-mnist     ``vision``  2,000 / 500
-``digits``      digits            ``vision``  all 1,347 / all 450
-``affect``      whissell          ``text``    all 6,994 / 1,000 (regression, 3 outputs)
-==============  ================  ==========  ======================================
+=================  ================  ==========  ======================================
+task               data set          backbone    examples (train / held-out test)
+=================  ================  ==========  ======================================
+``sentiment``      rotten-tomatoes   ``text``    2,000 / 500
+``fashion``        fashion-mnist     ``vision``  2,000 / 500
+``digits``         digits            ``vision``  all 1,347 / all 450
+``affect``         whissell          ``text``    all 6,994 / 1,000 (regression, 3 outputs)
+``spoken-digits``  spoken-digits     ``audio``   1,280 synthetic / 10 real recordings
+=================  ================  ==========  ======================================
 
 ``affect`` is a regression task: it answers ``{"values": {"pleasantness": ..., "activation":
 ..., "imagery": ...}}`` on Whissell's 1-3 scales for a word or short text.
+
+``spoken-digits`` needs the optional audio backbone's packages (``openwakeword``, ``onnx``,
+``soundfile``) and Debian ``espeak-ng`` + ``asterisk-core-sounds-en-wav``; without them it
+is skipped with the reason, and the other tasks are built. ``--backbones-json`` prints the
+``TASKSWAP_BACKBONES`` that serves every demo task that can be built here (``make serve``).
 """
 
 from __future__ import annotations
@@ -53,7 +59,38 @@ DEMO_TASKS = (
     DemoTask("fashion", "fashion-mnist", "vision", 2000, 500),
     DemoTask("digits", "digits", "vision", None, None),
     DemoTask("affect", "whissell", "text", None, 1000, "regression"),
+    DemoTask("spoken-digits", "spoken-digits", "audio", None, None),
 )
+
+
+def unavailable(task: DemoTask) -> str | None:
+    """Why ``task`` cannot be built on this machine (a missing optional package), or None."""
+    if task.backbone != "audio":
+        return None
+    from adapters.backbones.defaults import audio_available
+    if not audio_available():
+        return ("the audio backbone needs: pip install soundfile onnx && "
+                "pip install --no-deps openwakeword==0.4.0")
+    from training.data.spoken_digits import SpokenDigitsUnavailable, asterisk_digits_dir, espeak_binary
+    try:
+        espeak_binary()
+        asterisk_digits_dir()
+    except SpokenDigitsUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def demo_backbones_json() -> str:
+    """``TASKSWAP_BACKBONES`` serving the default backbones plus any optional one a buildable
+    demo task needs (the audio backbone when its packages are installed)."""
+    from adapters.backbones.defaults import DEFAULT_BACKBONES
+    specs = list(DEFAULT_BACKBONES)
+    for t in DEMO_TASKS:
+        spec = default_spec(t.backbone)
+        if spec not in specs and unavailable(t) is None:
+            specs.append(spec)
+    return json.dumps([{"name": s.name, "source": s.source, "max_length": s.max_length,
+                        "image_size": s.image_size} for s in specs])
 
 
 def is_current(store, task: DemoTask) -> bool:
@@ -66,7 +103,12 @@ def is_current(store, task: DemoTask) -> bool:
     except (OSError, ValueError):
         return False
     spec = default_spec(task.backbone)
-    want = {"image_size": spec.image_size} if spec.image_size else {"max_length": spec.max_length}
+    if spec.image_size:
+        want = {"image_size": spec.image_size}
+    elif task.backbone == "text":
+        want = {"max_length": spec.max_length}
+    else:  # audio: the preprocessing is the backbone's own (its fingerprint is checked at registration)
+        want = {}
     return (manifest.get("backbone", {}).get("source") == spec.source
             and all(manifest.get("preprocessing", {}).get(k) == v for k, v in want.items()))
 
@@ -84,8 +126,14 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
 
     store = open_store(store_url)
     chosen = [t for t in DEMO_TASKS if tasks is None or t.name in tasks]
+    status = {}
+    for t in list(chosen):
+        reason = unavailable(t)
+        if reason is not None:
+            status[t.name] = f"skipped: {reason}"
+            chosen.remove(t)
     todo = [t for t in chosen if force or not is_current(store, t)]
-    status = {t.name: "already registered" for t in chosen if t not in todo}
+    status.update({t.name: "already registered" for t in chosen if t not in todo})
     if not todo:
         return status
     backbones = {name: load_backbone(default_spec(name)) for name in sorted({t.backbone for t in todo})}
@@ -115,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain and re-register even if present")
     p.add_argument("--keep", type=Path, help="also keep the adapter folders under this folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--backbones-json", action="store_true",
+                   help="print the TASKSWAP_BACKBONES that serves every buildable demo task, and exit")
     args = p.parse_args(argv)
+    if args.backbones_json:
+        print(demo_backbones_json())
+        return 0
     if args.home:
         os.environ["TASKSWAP_HOME"] = str(Path(args.home).expanduser().resolve())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

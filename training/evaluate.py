@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.format.adapter_dir import read_adapter_dir
-from training.data import LabelledData, open_image
+from training.data import LabelledData, open_input
 from training.metrics import Metrics, classification_metrics
 
 
@@ -74,7 +74,7 @@ def evaluate_adapter(adapter_dir: Path, data: LabelledData, backbone: Backbone |
         if list(loaded.labels) != list(data.label_names):
             raise InvalidInput(f"the data's labels {data.label_names} are not the adapter's labels "
                                f"{loaded.labels}; load the data with labels={loaded.labels}")
-        modality = "text" if backbone.modality == "text" else "image"
+        modality = backbone.modality
         if data.modality != modality:
             raise InvalidInput(f"the adapter takes {modality} inputs but the data is {data.modality}")
         runtime = Runtime(registry)
@@ -82,8 +82,7 @@ def evaluate_adapter(adapter_dir: Path, data: LabelledData, backbone: Backbone |
         for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit="batch",
                           disable=not progress, leave=False):
             chunk = data.inputs[start:start + batch_size]
-            if modality == "image":
-                chunk = [open_image(x) for x in chunk]
+            chunk = [open_input(x, modality) for x in chunk]
             result = runtime.run([runtime.prepare([loaded.name], chunk, modality)])[0][0]
             rows += [[r.scores[lab] for lab in loaded.labels] for r in result.rows]
     probs = torch.tensor(rows, dtype=torch.float32).reshape(len(data), len(loaded.labels))

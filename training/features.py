@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone
-from training.data import open_image
+from training.data import open_input
 
 
 def default_cache_dir() -> Path:
@@ -42,10 +42,13 @@ def default_cache_dir() -> Path:
 
 
 def inputs_digest(inputs: list) -> str:
-    """sha256 over the inputs' content, in order (text, pixels, or image-file bytes)."""
+    """sha256 over the inputs' content, in order (text, pixels, audio samples, or file bytes)."""
+    from adapters.backbones.audio_io import Audio
     h = hashlib.sha256()
     for x in inputs:
-        if isinstance(x, str):
+        if isinstance(x, Audio):
+            h.update(f"A{x.sample_rate}:{len(x.samples)}".encode() + x.samples.tobytes())
+        elif isinstance(x, str):
             h.update(b"T" + len(x.encode()).to_bytes(8, "little") + x.encode())
         elif isinstance(x, Image.Image):
             h.update(f"I{x.mode}{x.size}".encode() + x.tobytes())
@@ -63,7 +66,7 @@ def cache_key(backbone: Backbone, inputs: list, pooling: str) -> str:
 
 
 def _as_model_input(x, modality: str):
-    return x if modality == "text" else open_image(x)
+    return open_input(x, modality)
 
 
 def compute_features(backbone: Backbone, inputs: list, pooling: str, batch_size: int = 64,

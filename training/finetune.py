@@ -19,14 +19,13 @@ from adapters.backbones.base import Backbone, Features
 from adapters.heads import Head
 from adapters.tasks import task_type
 from training.config import TrainConfig
-from training.data import LabelledData, open_image
+from training.data import LabelledData, open_input
 from training.heads import EarlyStopping, History
 
 
 def encode(model: nn.Module, backbone: Backbone, inputs: list, pooling: str) -> torch.Tensor:
     """``[len(inputs), hidden]`` pooled features of ``model`` (gradients flow when enabled)."""
-    if backbone.modality != "text":
-        inputs = [open_image(x) for x in inputs]
+    inputs = [open_input(x, backbone.modality) for x in inputs]
     batch = {k: v.to(backbone.device) for k, v in backbone.preprocess(inputs).items()}
     out = model(**batch)
     return Features(out, batch.get("attention_mask")).get(pooling)

@@ -1,9 +1,10 @@
 """Where a training or evaluation run's labelled data comes from: a file, a folder or a demo set.
 
 ``DataSource(path="reviews.csv").load()`` picks the loader from the path: a folder is an
-image folder (one sub-folder per class), ``.jsonl``/``.json`` a text table, and a ``.csv``
-a text table if it has the text column, else a CSV of image paths if it has the path
-column. ``format`` forces one. All loaders check the whole file first and raise one
+audio folder if it holds WAV/FLAC/OGG files, else an image folder (one sub-folder per
+class), ``.jsonl``/``.json`` a text table, and a ``.csv`` a text table if it has the text
+column, else a CSV of audio or image paths (by the first path's extension) if it has the
+path column. ``format`` forces one. All loaders check the whole file first and raise one
 ``InvalidInput`` listing every problem.
 
 Example::
@@ -26,7 +27,7 @@ from training.data import (DEMO_DATASETS, LabelledData, load_demo, load_image_cs
 from training.data.demo import ALL_DEMO_DATASETS
 from training.data.files import load_regression_table
 
-Format = Literal["auto", "text", "image-folder", "image-csv"]
+Format = Literal["auto", "text", "image-folder", "image-csv", "audio-folder", "audio-csv"]
 
 
 class DataSource(BaseModel):
@@ -61,13 +62,15 @@ class DataSource(BaseModel):
             return self.format
         p = Path(self.path)
         if p.is_dir():
-            return "image-folder"
+            from training.data.audio import has_audio_files
+            return "audio-folder" if has_audio_files(p) else "image-folder"
         if p.suffix.lower() in (".jsonl", ".json", ".ndjson"):
             return "text"
         if p.suffix.lower() == ".csv" and p.is_file():
             header = _csv_header(p)
             if self.text_column not in header and self.path_column in header:
-                return "image-csv"
+                from training.data.audio import csv_lists_audio
+                return "audio-csv" if csv_lists_audio(p, self.path_column) else "image-csv"
         return "text"
 
     def load(self, split: str = "train") -> LabelledData:
@@ -86,6 +89,12 @@ class DataSource(BaseModel):
             data = load_image_folder(self.path, labels=self.labels)
         elif fmt == "image-csv":
             data = load_image_csv(self.path, self.path_column, self.label_column, labels=self.labels)
+        elif fmt == "audio-folder":
+            from training.data.audio import load_audio_folder
+            data = load_audio_folder(self.path, labels=self.labels)
+        elif fmt == "audio-csv":
+            from training.data.audio import load_audio_csv
+            data = load_audio_csv(self.path, self.path_column, self.label_column, labels=self.labels)
         else:
             data = load_text_table(self.path, self.text_column, self.label_column, labels=self.labels)
         if self.limit is not None and self.limit < len(data):

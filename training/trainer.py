@@ -216,11 +216,11 @@ def train(data: LabelledData, backbone: Backbone | BackboneSpec, config: TrainCo
     ``test``: optional held-out data, scored after training and reported in the card.
     ``cache_dir``: feature cache (default ``$TASKSWAP_HOME/features``; ``None`` disables it).
     """
-    check_data(data, val, test, None if isinstance(backbone, BackboneSpec) else
-               ("text" if backbone.modality == "text" else "image"), config.task_type)
+    check_data(data, val, test, None if isinstance(backbone, BackboneSpec) else backbone.modality,
+               config.task_type)
     if isinstance(backbone, BackboneSpec):
         backbone = load_backbone(backbone)
-        check_data(data, val, test, "text" if backbone.modality == "text" else "image", config.task_type)
+        check_data(data, val, test, backbone.modality, config.task_type)
     out = prepare_output_dir(Path(out_dir))  # only once data and backbone are known good
     cache = default_cache_dir() if cache_dir is _DEFAULT else (Path(cache_dir) if cache_dir else None)
     torch.manual_seed(config.seed)

@@ -7,6 +7,8 @@ fingerprint and preprocessing (``image_size``, ``max_length``) always match the 
 - ``text``: sentence-transformers all-MiniLM-L6-v2 (BERT, 384-d), 128 tokens at most.
 - ``vision``: ImageNet MobileNetV2 (1280-d pooled) at 96 px: the demo images are 28 px
   (Fashion-MNIST) or 8 px (digits), and 96 px runs about 5x faster than 224 px on CPU.
+- ``audio`` (optional, not served unless configured): Google's speech_embedding (96-d per
+  80 ms window, 16 kHz), from the ``openwakeword`` package; see docs/speech.md.
 
 Example::
 
@@ -14,6 +16,8 @@ Example::
     ['text', 'vision']
     >>> default_spec("vision").image_size
     96
+    >>> default_spec("audio").source
+    'embedded:speech_embedding'
 """
 
 from __future__ import annotations
@@ -23,12 +27,24 @@ from adapters.backbones.base import BackboneSpec
 TEXT = BackboneSpec(name="text", source="embedded:all-MiniLM-L6-v2", max_length=128)
 VISION = BackboneSpec(name="vision", source="embedded:mobilenet_v2", image_size=96)
 
+AUDIO = BackboneSpec(name="audio", source="embedded:speech_embedding")
+
 DEFAULT_BACKBONES: list[BackboneSpec] = [TEXT, VISION]
+# Known by name (``--backbone audio``, the demo) but served only when configured: the weights
+# come from an optional package, and their licence is the operator's call (docs/speech.md).
+OPTIONAL_BACKBONES: list[BackboneSpec] = [AUDIO]
+
+
+def audio_available() -> bool:
+    """True when the packages the ``audio`` backbone is built from are installed."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("openwakeword", "onnx", "soundfile"))
 
 
 def default_spec(name: str) -> BackboneSpec:
-    """The default spec called ``name`` ('text' | 'vision'); KeyError names the choices."""
-    for spec in DEFAULT_BACKBONES:
+    """The default spec called ``name`` ('text' | 'vision' | 'audio'); KeyError names the choices."""
+    for spec in DEFAULT_BACKBONES + OPTIONAL_BACKBONES:
         if spec.name == name:
             return spec
-    raise KeyError(f"no default backbone {name!r}; defaults are {[s.name for s in DEFAULT_BACKBONES]}")
+    raise KeyError(f"no default backbone {name!r}; defaults are "
+                   f"{[s.name for s in DEFAULT_BACKBONES + OPTIONAL_BACKBONES]}")

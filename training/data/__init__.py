@@ -10,6 +10,7 @@ Example::
 from training.data.dataset import (
     LabelledData,
     open_image,
+    open_input,
     stratified_sample,
     stratified_sample_indices,
     stratified_split,
@@ -28,6 +29,7 @@ __all__ = [
     "load_image_folder",
     "load_text_table",
     "open_image",
+    "open_input",
     "stratified_sample",
     "stratified_sample_indices",
     "stratified_split",

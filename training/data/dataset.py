@@ -28,7 +28,8 @@ from adapters.errors import InvalidInput
 class LabelledData:
     """Examples with integer labels indexing ``label_names``.
 
-    ``inputs`` holds ``str`` for text, and ``PIL.Image.Image`` or ``pathlib.Path`` for images.
+    ``inputs`` holds ``str`` for text, ``PIL.Image.Image`` or ``pathlib.Path`` for images, and
+    ``pathlib.Path`` or decoded ``Audio`` clips for audio.
     ``source`` is a human description that ends up in model cards.
 
     >>> d = LabelledData("text", ["a", "b"], [0, 1], ["x", "y"], "toy")
@@ -36,7 +37,7 @@ class LabelledData:
     (2, ['b'])
     """
 
-    modality: Literal["text", "image"]
+    modality: Literal["text", "image", "audio"]
     inputs: list
     labels: list[int]
     label_names: list[str]
@@ -47,8 +48,8 @@ class LabelledData:
 
     def __post_init__(self) -> None:
         # Cheap structural checks, so a bug in a loader fails here, not deep in training.
-        if self.modality not in ("text", "image"):
-            raise InvalidInput(f"modality is {self.modality!r}; use 'text' or 'image'")
+        if self.modality not in ("text", "image", "audio"):
+            raise InvalidInput(f"modality is {self.modality!r}; use 'text', 'image' or 'audio'")
         if self.values is not None:
             self._check_values()
             return
@@ -117,6 +118,16 @@ def open_image(x: "Image.Image | Path | str") -> Image.Image:
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InvalidInput(f"cannot read image {x}: {exc}") from exc
     raise InvalidInput(f"expected a PIL image or a path, got {type(x).__name__}")
+
+
+def open_input(x, modality: str):
+    """The model input for one stored example: text as is, images opened, audio decoded."""
+    if modality == "text":
+        return x
+    if modality == "audio":
+        from training.data.audio import open_audio
+        return open_audio(x)
+    return open_image(x)
 
 
 def _by_class(labels: Sequence[int]) -> dict[int, np.ndarray]:

