@@ -102,6 +102,25 @@ class MelFrontEnd(nn.Module):
         self.register_buffer("stft_imag", torch.zeros(bins, 1, config.n_fft))
         self.register_buffer("mel_weights", torch.zeros(bins, config.n_mels))  # [bins, n_mels]
 
+    @torch.no_grad()
+    def reset_dsp(self) -> None:
+        """A standard front end (periodic Hann DFT, 60-3800 Hz HTK mel bank) for a model built
+        from its config alone (``AutoModel.from_config``: the scratch baseline); a converted
+        model overwrites these buffers with the ONNX graph's own."""
+        import math
+
+        from transformers.audio_utils import mel_filter_bank
+        if self.stft_real.is_meta:
+            return
+        c = self.config
+        n = torch.arange(c.n_fft, dtype=torch.float64)
+        k = torch.arange(c.n_fft // 2 + 1, dtype=torch.float64)[:, None]
+        hann = 0.5 - 0.5 * torch.cos(2 * math.pi * n / c.n_fft)
+        self.stft_real.copy_((torch.cos(2 * math.pi * k * n / c.n_fft) * hann)[:, None])
+        self.stft_imag.copy_((-torch.sin(2 * math.pi * k * n / c.n_fft) * hann)[:, None])
+        bank = mel_filter_bank(c.n_fft // 2 + 1, c.n_mels, 60.0, 3800.0, c.sample_rate)  # [bins, mels]
+        self.mel_weights.copy_(torch.from_numpy(bank))
+
     def num_frames(self, samples: torch.Tensor) -> torch.Tensor:
         """Frames of clips of ``samples`` samples (0 when shorter than one FFT)."""
         c = self.config
@@ -179,8 +198,14 @@ class SpeechEmbeddingModel(PreTrainedModel):
         self.embedder = SpeechEmbedder(config)
         self.post_init()
 
-    def _init_weights(self, module):  # weights come from the ONNX graph or a seeded test init
-        return
+    def _init_weights(self, module):
+        """Random init for a model built from its config (pretrained weights overwrite it)."""
+        if isinstance(module, MelFrontEnd):
+            module.reset_dsp()
+        elif isinstance(module, nn.Conv2d) and not module.weight.is_meta:
+            nn.init.kaiming_normal_(module.weight, a=self.config.negative_slope, nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def num_windows(self, samples: torch.Tensor) -> torch.Tensor:
         """Windows of clips of ``samples`` samples (0 when shorter than ``config.min_samples``)."""

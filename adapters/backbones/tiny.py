@@ -43,26 +43,15 @@ def tiny_vision_model(seed: int = 0):
 
 
 def tiny_audio_model(seed: int = 0):
-    """A narrow speech_embedding (8 channels, 16-d) with a real Hann-windowed DFT front end
-    and a random non-negative 32-band filterbank, seeded."""
-    import math
-
+    """A narrow speech_embedding (8 channels, 16-d), seeded: a standard Hann/mel front end
+    and He-initialised convolutions with small random biases."""
     from adapters.backbones.audio_model import SpeechEmbeddingConfig, SpeechEmbeddingModel
     torch.manual_seed(seed)
-    cfg = SpeechEmbeddingConfig(channels=[8] * 19 + [16])
-    model = SpeechEmbeddingModel(cfg).eval()
-    n = torch.arange(cfg.n_fft, dtype=torch.float64)
-    k = torch.arange(cfg.n_fft // 2 + 1, dtype=torch.float64)[:, None]
-    hann = 0.5 - 0.5 * torch.cos(2 * math.pi * n / cfg.n_fft)
+    model = SpeechEmbeddingModel(SpeechEmbeddingConfig(channels=[8] * 19 + [16])).eval()
     with torch.no_grad():
-        model.mel.stft_real.copy_((torch.cos(2 * math.pi * k * n / cfg.n_fft) * hann)[:, None].float())
-        model.mel.stft_imag.copy_((-torch.sin(2 * math.pi * k * n / cfg.n_fft) * hann)[:, None].float())
-        model.mel.mel_weights.copy_(torch.rand(cfg.n_fft // 2 + 1, cfg.n_mels) * 0.1)
         for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="leaky_relu", a=0.2)
-                if m.bias is not None:
-                    m.bias.normal_(0, 0.1)
+            if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.normal_(0, 0.1)
     return model
 
 
