@@ -293,3 +293,36 @@ def test_converted_folder_is_cached_and_readable(real_audio_backbone):
     mtime = (folder / "model.safetensors").stat().st_mtime_ns
     assert speech_embedding_path(folder.parents[1]) == folder  # a second call rebuilds nothing
     assert (folder / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+# ---- training data ----------------------------------------------------------------------------
+def _clip_files(root, names=("yes", "no"), per=2):
+    for c in names:
+        (root / c).mkdir(parents=True)
+        for i in range(per):
+            sf.write(root / c / f"{i}.wav", tone(0.3, 8000, freq=300 + 100 * i), 8000)
+
+
+def test_audio_folder_and_csv_are_found_by_auto_format(tmp_path):
+    from training.sources import DataSource
+    _clip_files(tmp_path / "clips")
+    d = DataSource(path=tmp_path / "clips").load()
+    assert d.modality == "audio" and d.class_counts() == {"no": 2, "yes": 2}
+    (tmp_path / "clips.csv").write_text("path,label\nclips/yes/0.wav,yes\nclips/no/1.wav,no\n")
+    c = DataSource(path=tmp_path / "clips.csv").load()
+    assert c.modality == "audio" and c.label_names == ["no", "yes"]
+    from training.data import open_input
+    clip = open_input(c.inputs[0], "audio")
+    assert clip.sample_rate == 16000 and abs(len(clip.samples) - 4800) <= 2
+
+
+def test_audio_folder_reports_every_bad_file_at_once(tmp_path):
+    from training.data.audio import load_audio_folder
+    _clip_files(tmp_path / "clips")
+    (tmp_path / "clips" / "yes" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    (tmp_path / "clips" / "no" / "fake.ogg").write_bytes(b"not an ogg file")
+    (tmp_path / "clips" / "empty").mkdir()
+    with pytest.raises(InvalidInput) as err:
+        load_audio_folder(tmp_path / "clips")
+    msg = str(err.value)
+    assert "broken.wav" in msg and "fake.ogg" in msg and "['empty']" in msg

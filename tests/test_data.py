@@ -62,7 +62,7 @@ def test_labelled_data_rejects_inconsistent():
     with pytest.raises(InvalidInput, match="outside"):
         LabelledData("text", ["a"], [2], ["x", "y"], "s")
     with pytest.raises(InvalidInput, match="modality"):
-        LabelledData("audio", ["a"], [0], ["x", "y"], "s")
+        LabelledData("video", ["a"], [0], ["x", "y"], "s")
 
 
 def test_open_image(tmp_path):
@@ -370,4 +370,4 @@ def test_demo_errors(monkeypatch, tmp_path):
 
 
 def test_demo_names():
-    assert DEMO_DATASETS == ("fashion-mnist", "textile", "digits", "rotten-tomatoes")
+    assert DEMO_DATASETS == ("fashion-mnist", "textile", "digits", "rotten-tomatoes", "spoken-digits")
