@@ -158,7 +158,8 @@ def write_markdown(rows: list[dict], args, seconds: float) -> Path:
         + ", ".join(f"{ds} {majority_rate(ds, args):.3f}" for ds in sorted({r['dataset'] for r in rows}))
         + f" accuracy); 20% of each budget is the validation split used for early stopping. "
         f"Settings: head up to 200 epochs (early stopping); LoRA r=8 on attention query/value (text) or every "
-        f"1x1 convolution (vision), warm-started from the head, at most {args.lora_epochs} epochs; scratch at most "
+        f"1x1 convolution (vision) or every convolution of the embedder (audio), warm-started from "
+        f"the head, at most {args.lora_epochs} epochs; scratch at most "
         f"{args.scratch_epochs} epochs; both keep the state with the lowest validation loss seen (patience "
         f"{args.patience} epochs), capped at {args.max_minutes} min of training per run "
         f"(* = stopped by the cap, mid-epoch if need be; 'rows trained' counts training rows passed through the "

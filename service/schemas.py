@@ -175,7 +175,7 @@ class BackboneInfo(BaseModel):
     device: str
     dtype: str
     preprocessing: dict[str, int] = Field(description=(
-        "max_length (text), image_size (image), or sample_rate and min_samples (audio)."))
+        "max_length (text), image_size (image), or sample_rate, min_samples and trim_db (audio)."))
     poolings: list[str]
     default_pooling: str
 
