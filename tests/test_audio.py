@@ -206,6 +206,29 @@ def test_mixed_batch_across_audio_tasks_equals_each_alone(tmp_path, audio_regist
     assert not torch.allclose(alone["l1"], alone["l2"][:, :3], atol=1e-3)
 
 
+def test_regression_on_audio_shares_the_pass_with_classification(tmp_path, audio_registry, audio_backbone,
+                                                                 one_torch_thread):
+    """The regression task type works on the audio trunk unchanged: its values are its head on
+    the mean-pooled windows, alone or in a batch with a classification and a LoRA task."""
+    from test_seams import regression_head
+    reg = audio_registry
+    _, head = regression_head(tmp_path / "r", audio_backbone, "loudness", ("a", "b"), seed=5)
+    reg.register(tmp_path / "r")
+    reg.register(head_adapter(tmp_path / "h", audio_backbone, "h", seed=6))
+    lora_adapter(tmp_path / "l", audio_backbone, "l", seed=7)
+    reg.register(tmp_path / "l")
+    rt = Runtime(reg)
+    cs = clips(3)
+    with torch.no_grad():
+        ref = head(audio_backbone.embed(cs, "mean")).double()  # [3, 2]
+    alone = rt.run([rt.prepare(["loudness"], cs, "audio")])[0][0]
+    mixed = rt.run([rt.prepare(["l", "loudness", "h"], cs, "audio")])[0][1]
+    for res in (alone, mixed):
+        assert res.task_type == "regression"
+        got = torch.tensor([[r.values["a"], r.values["b"]] for r in res.rows], dtype=torch.float64)
+        assert torch.allclose(got, ref, atol=1e-4)
+
+
 def test_audio_sent_to_a_text_task_is_refused(audio_registry, audio_backbone, tmp_path):
     audio_registry.register(head_adapter(tmp_path / "h", audio_backbone, "h"))
     with pytest.raises(InvalidInput, match="takes audio"):
