@@ -88,15 +88,18 @@ def decode_audio(raw: bytes, where: str, limits: AudioLimits, target_rate: int =
         with sf.SoundFile(io.BytesIO(raw)) as f:
             _check_header(f, where, limits)
             allowed = int(math.floor(limits.max_seconds * f.samplerate))
-            data = f.read(frames=allowed + 1, dtype="float32", always_2d=True)  # [frames, ch]
+            # Never more than the decoded-memory bound, whatever the header says about length.
+            budget = limits.max_decoded_bytes // (4 * f.channels)
+            data = f.read(frames=min(allowed, budget) + 1, dtype="float32", always_2d=True)  # [frames, ch]
             rate = f.samplerate
     except InvalidInput:
         raise
     except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/... on bad data
         raise _not_audio(where, str(exc) or type(exc).__name__) from exc
-    if data.shape[0] > allowed:
-        raise InvalidInput(f"{where} is longer than {limits.max_seconds:g} s "
-                           "(TASKSWAP_MAX_AUDIO_SECONDS)")
+    if data.shape[0] > min(allowed, budget):
+        raise InvalidInput(f"{where} is longer than {limits.max_seconds:g} s or decodes to more than "
+                           f"{limits.max_decoded_bytes} bytes (TASKSWAP_MAX_AUDIO_SECONDS, "
+                           "TASKSWAP_MAX_AUDIO_DECODED_BYTES)")
     if data.shape[0] == 0:
         raise InvalidInput(f"{where} has no audio frames")
     if not np.isfinite(data).all():
