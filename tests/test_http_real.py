@@ -31,7 +31,8 @@ NEGATIVE = ["A dull, lifeless mess. Boring, predictable and a complete waste of 
 def demo_server(server_factory, tmp_path_factory):
     from adapters.backbones.embedded import taskswap_home
     cache = taskswap_home() / "demo-store-for-tests"
-    r = subprocess.run([sys.executable, "-m", "training.demo", "--store", str(cache)], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "training.demo", "--store", str(cache),
+                        "--tasks", "sentiment,fashion,digits"], cwd=REPO,
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     store = tmp_path_factory.mktemp("real") / "store"
