@@ -294,6 +294,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-batch-rows", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary store and server logs")
+    ap.add_argument("--device", default="auto", help="torch device of the servers' backbones")
+    ap.add_argument("--half", action="store_true", help="float16 backbones in the servers (CUDA only)")
     ap.add_argument("--out", default=None, help="results name under bench/results (default http / http-quick)")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -307,14 +309,16 @@ def main(argv=None) -> dict:
     token = secrets.token_hex(16)
     common = {"TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_MAX_BATCH_ROWS": str(args.max_batch_rows),
               "TASKSWAP_MAX_WAIT_MS": str(args.max_wait_ms)}
+    device = {"device": args.device, "half": args.half}
     taskswap = Served("service.service:Taskswap", {
         **common, "TASKSWAP_STORE": str(root / "store"), "TASKSWAP_ADMIN_TOKEN": token,
         "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": TEXT_SPEC.source,
                                            "max_length": TEXT_SPEC.max_length}]),
-        "TASKSWAP_METRICS_MAX_TASKS": "50"}, root, "taskswap")
+        "TASKSWAP_METRICS_MAX_TASKS": "50", "TASKSWAP_DEVICE": args.device,
+        "TASKSWAP_HALF": str(args.half).lower()}, root, "taskswap")
     raw = Served("bench.raw_service:RawBackbone", {
         **common, "RAW_BACKBONE": json.dumps({"name": bb.name, "source": TEXT_SPEC.source,
-                                              "max_length": TEXT_SPEC.max_length})}, root, "raw")
+                                              "max_length": TEXT_SPEC.max_length, **device})}, root, "raw")
     try:
         taskswap.wait_ready()
         raw.wait_ready()

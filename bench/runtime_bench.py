@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -68,7 +69,7 @@ class Suite:
         self.loras = [f"lora-{i:03d}" for i in range(n_loras)]
         self.setup_s = time.perf_counter() - t0
         self.rt = Runtime(self.reg, max_forward_rows=256)
-        self.peft = peft_multi(bb, self.lora_dirs)
+        self.peft = peft_multi(bb, self.lora_dirs).to(bb.device, bb.dtype)
         self.rng = random.Random(0)
 
     def raw(self):
@@ -80,7 +81,7 @@ class Suite:
         return self.rt.run([self.rt.prepare([t], [x], mod) for t, x in zip(tasks, self.inputs)])
 
     def _enc(self):
-        return self.bb.preprocess(self.inputs)
+        return {k: v.to(self.bb.device) for k, v in self.bb.preprocess(self.inputs).items()}
 
     def peft_mixed(self, n: int):
         names = [f"a{self.rng.randrange(n)}" for _ in self.inputs]
@@ -96,7 +97,8 @@ class Suite:
             for a in sorted(set(ids)):
                 rows = torch.tensor([i for i, x in enumerate(ids) if x == a])
                 self.peft.set_adapter(f"a{a}")
-                out[rows] = torch.softmax(self.peft(**{k: v[rows] for k, v in enc.items()}).logits, -1)
+                out[rows] = torch.softmax(self.peft(**{k: v[rows.to(v.device)] for k, v in enc.items()}).logits,
+                                          -1).float().cpu()
         return out
 
     def check_against_peft(self, n: int) -> float:
@@ -106,7 +108,8 @@ class Suite:
         res = self.rt.run([self.rt.prepare([self.loras[a]], [x], mod) for a, x in zip(ids, self.inputs)])
         ours = torch.tensor([[r[0].rows[0].scores["neg"], r[0].rows[0].scores["pos"]] for r in res])
         with torch.inference_mode():
-            ref = torch.softmax(self.peft(**self._enc(), adapter_names=[f"a{a}" for a in ids]).logits, -1)
+            ref = torch.softmax(self.peft(**self._enc(), adapter_names=[f"a{a}" for a in ids]).logits,
+                                -1).float().cpu()
         return float((ours - ref).abs().max())
 
 
@@ -177,7 +180,8 @@ def memory(bb: Backbone, root: Path, n_heads: int, n_loras: int) -> dict:
     head_dirs = write_heads(root / "mem-heads", bb, n_heads, prefix="mem")
     mlp_dirs = write_heads(root / "mem-mlp", bb, max(1, n_heads // 4), hidden=(256,), prefix="mlp")
     lora_dirs = write_loras(root / "mem-loras", bb, n_loras)
-    spec = {"name": bb.spec.name, "source": bb.spec.source, "max_length": bb.spec.max_length}
+    spec = {"name": bb.spec.name, "source": bb.spec.source, "max_length": bb.spec.max_length,
+            "device": bb.spec.device, "half": bb.spec.half}
     args = json.dumps({"spec": spec, "store": str(root / "mem-store"), "threads": torch.get_num_threads(),
                        "heads": [str(p) for p in head_dirs],
                        "mlps": [str(p) for p in mlp_dirs], "loras": [str(p) for p in lora_dirs]})
@@ -288,6 +292,8 @@ def main(argv=None) -> dict:
                     help="comma-separated parts to run")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary adapters and stores")
+    ap.add_argument("--device", default="auto", help="torch device of the backbones (auto: cuda if present)")
+    ap.add_argument("--half", action="store_true", help="float16 backbones (CUDA only; ignored on CPU)")
     ap.add_argument("--out", default=None,
                     help="results name under bench/results (default runtime / runtime-quick)")
     ap.add_argument("--budget-s", type=float, default=None,
@@ -302,6 +308,8 @@ def main(argv=None) -> dict:
     results: dict = {"quick": args.quick, "machine": machine(), "batch": BATCH,
                      "rounds": rounds, "budget_s": budget}
     name = args.out or ("runtime-quick" if args.quick else "runtime")
+    text_spec = replace(TEXT_SPEC, device=args.device, half=args.half)
+    vision_spec = replace(VISION_SPEC, device=args.device, half=args.half)
 
     def checkpoint(part: str) -> None:  # a run stopped later still leaves what it measured
         print(f"[{part} done at {time.strftime('%H:%M:%S')}]", flush=True)
@@ -309,7 +317,7 @@ def main(argv=None) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="taskswap-bench-"))
     try:
-        text = load(TEXT_SPEC) if parts & {"text", "flatness", "hot_swap", "memory"} else None
+        text = load(text_spec) if parts & {"text", "flatness", "hot_swap", "memory"} else None
         if "text" in parts or "hot_swap" in parts:
             t0 = time.perf_counter()
             s = Suite(text, root / "text", n_heads, 64, rank=8)
@@ -323,7 +331,7 @@ def main(argv=None) -> dict:
                 checkpoint("hot_swap")
             del s
         if "vision" in parts:
-            vision = load(VISION_SPEC)
+            vision = load(vision_spec)
             sv = Suite(vision, root / "vision", n_heads, 64, rank=8)
             t, checks = throughput(sv, [1, 64, n_heads], [1, 8, 64], rounds, peft=not args.quick,
                                    deadline_s=budget)
