@@ -3,7 +3,8 @@
     python -m bench.runtime_bench --threads 1   # the full run (about 11 minutes on 2 busy CPU cores)
     python -m bench.runtime_bench --quick       # 200 heads, 3 rounds, no vision PEFT (about 6 minutes)
 
-Parts can be run alone (``--only text,vision,flatness,hot_swap,memory``); each group of
+Parts can be run alone (``--only text,vision,flatness,hot_swap,memory``, and ``padding``:
+length-aware batching before/after on 64 heads and 8 LoRAs, not in the default run); each group of
 variants stops adding rounds after ``--budget-s`` seconds (never below 3 rounds), and
 results are saved after every part, so a run stopped early keeps what it measured.
 
@@ -12,7 +13,10 @@ of 16-64 tokens; MobileNetV2 at 96 px on textile photos), one batch of 64 rows p
 
 1. rows/s of mixed traffic over 1, 64 and 1,000 head tasks and over 1, 8 and 64 LoRA
    adapters (rank 8), each request one row of a task drawn at random per call, as a
-   ratio to the raw backbone (preprocess + forward + pooling) on the same inputs;
+   ratio to the raw backbone (preprocess + forward + pooling) on the same inputs, and (text)
+   to a second raw baseline, the raw backbone on the runtime's length-sorted sub-batches;
+   the runtime with one padded pass (``token_budget=None``, the behaviour before
+   length-aware batching) and the padding fraction before/after;
 2. PEFT on the same batches: ``adapter_names`` mixed forward, and ``set_adapter`` one
    adapter at a time;
 4. flatness: 1,000 registered tasks (traffic over all of them) against 5;
@@ -45,6 +49,7 @@ from bench.common import (TEXT_SPEC, VISION_SPEC, Timing, inputs_for, interleave
                           peft_multi, rss_bytes, save_results, write_heads, write_loras)
 from adapters.backbones.base import Backbone, BackboneSpec
 from adapters.batching import Batcher
+from adapters.length_batches import padding_fraction, plan_sub_batches
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
@@ -69,16 +74,36 @@ class Suite:
         self.loras = [f"lora-{i:03d}" for i in range(n_loras)]
         self.setup_s = time.perf_counter() - t0
         self.rt = Runtime(self.reg, max_forward_rows=256)
+        # The runtime before length-aware batching: one padded pass over the whole batch.
+        self.rt_padded = Runtime(self.reg, max_forward_rows=256, token_budget=None)
+        self.lengths = None
+        if bb.modality == "text":
+            self.lengths = bb.preprocess(self.inputs)["attention_mask"].sum(1).tolist()
+            self.sorted_plan = plan_sub_batches(self.lengths, self.rt.token_budget, self.rt.max_forward_rows)
         self.peft = peft_multi(bb, self.lora_dirs).to(bb.device, bb.dtype)
         self.rng = random.Random(0)
 
     def raw(self):
         return self.bb.embed(self.inputs)
 
-    def ours(self, pool: list[str]):
+    def raw_sorted(self):
+        """The raw backbone on the runtime's length-sorted sub-batches (the new limit)."""
+        out = torch.empty(len(self.inputs), self.bb.hidden_size)
+        for idx in self.sorted_plan:
+            out[torch.tensor(idx)] = self.bb.embed([self.inputs[i] for i in idx])
+        return out
+
+    def padding(self) -> dict:
+        """Padding fraction of one padded batch and of the runtime's sub-batches."""
+        return {"one padded batch": padding_fraction(self.lengths, [list(range(len(self.lengths)))]),
+                "length-sorted sub-batches": padding_fraction(self.lengths, self.sorted_plan),
+                "sub-batches": len(self.sorted_plan), "token_budget": self.rt.token_budget}
+
+    def ours(self, pool: list[str], rt: Runtime | None = None):
+        rt = rt or self.rt
         tasks = [self.rng.choice(pool) for _ in self.inputs]
         mod = self.bb.modality
-        return self.rt.run([self.rt.prepare([t], [x], mod) for t, x in zip(tasks, self.inputs)])
+        return rt.run([rt.prepare([t], [x], mod) for t, x in zip(tasks, self.inputs)])
 
     def _enc(self):
         return {k: v.to(self.bb.device) for k, v in self.bb.preprocess(self.inputs).items()}
@@ -116,6 +141,11 @@ class Suite:
 def throughput(s: Suite, head_counts, lora_counts, rounds: int, peft: bool,
                deadline_s: float | None = None) -> tuple[Timing, dict]:
     variants = {"raw backbone": s.raw}
+    if s.lengths is not None:
+        variants["raw backbone, length-sorted sub-batches"] = s.raw_sorted
+        n = head_counts[-1]
+        variants[f"heads x{n}, one padded pass (before)"] = (
+            lambda pool=s.heads[:n]: s.ours(pool, s.rt_padded))
     for n in head_counts:
         variants[f"heads x{n}"] = (lambda pool=s.heads[:n]: s.ours(pool))
     for n in lora_counts:
@@ -127,6 +157,34 @@ def throughput(s: Suite, head_counts, lora_counts, rounds: int, peft: bool,
     t = interleave(variants, BATCH, rounds=rounds, deadline_s=deadline_s)
     check = {f"max |ours - PEFT| x{n}": s.check_against_peft(n) for n in lora_counts[1:]}
     return t, check
+
+
+def padding_part(bb: Backbone, root: Path, n_heads: int, n_loras: int, rounds: int,
+                 deadline_s: float | None = None) -> dict:
+    """Length-aware batching alone: before/after on heads and LoRA, against both raw baselines."""
+    reg = Registry(open_store(str(root / "pad-store")), {bb.name: bb})
+    for p in write_heads(root / "pad-heads", bb, n_heads):
+        reg.register(p)
+    for i, p in enumerate(write_loras(root / "pad-loras", bb, n_loras)):
+        reg.register(p, name=f"lora-{i:03d}", labels=["neg", "pos"])
+    s = Suite.__new__(Suite)  # the parts of a Suite this needs, without its PEFT baseline
+    s.bb, s.reg, s.inputs, s.rng = bb, reg, inputs_for(bb, BATCH), random.Random(2)
+    s.rt = Runtime(reg, max_forward_rows=256)
+    s.rt_padded = Runtime(reg, max_forward_rows=256, token_budget=None)
+    s.lengths = bb.preprocess(s.inputs)["attention_mask"].sum(1).tolist()
+    s.sorted_plan = plan_sub_batches(s.lengths, s.rt.token_budget, s.rt.max_forward_rows)
+    heads = [f"head-{i:04d}" for i in range(n_heads)]
+    loras = [f"lora-{i:03d}" for i in range(n_loras)]
+    t = interleave({
+        "raw backbone": s.raw, "raw backbone, length-sorted sub-batches": s.raw_sorted,
+        f"heads x{n_heads}, one padded pass (before)": lambda: s.ours(heads, s.rt_padded),
+        f"heads x{n_heads}": lambda: s.ours(heads),
+        f"LoRA x{n_loras}, one padded pass (before)": lambda: s.ours(loras, s.rt_padded),
+        f"LoRA x{n_loras}": lambda: s.ours(loras),
+    }, BATCH, rounds=rounds, deadline_s=deadline_s)
+    out = summarise(t, {}, bb)
+    out["padding"] = s.padding()
+    return out
 
 
 def flatness(bb: Backbone, root: Path, many: int, rounds: int, deadline_s: float | None = None) -> Timing:
@@ -237,18 +295,26 @@ def markdown(results: dict) -> str:
              f"load average at start {results['machine']['load_avg'][0]:.1f}. Batch {BATCH} rows; median "
              "of per-round ratios, variants interleaved."
              + ("" if results.get("complete") else " **Partial: the run was stopped before the end.**"), ""]
-    for name in ("text", "vision"):
+    for name in ("text", "padding", "vision"):
         if name not in results:
             continue
         r = results[name]
+        two = any("ratio_sorted_raw" in v for v in r["rows"].values())
         lines += [f"## {name}: {r['backbone']} ({r['rounds']} rounds)", "",
-                  "| variant | rows/s (median) | × raw backbone | × raw (CPU time) |", "|---|---|---|---|"]
+                  "| variant | rows/s (median) | × raw backbone | × raw (CPU time) |"
+                  + (" × raw, length-sorted |" if two else ""), "|---|---|---|---|" + ("---|" if two else "")]
         for k, v in r["rows"].items():
-            lines.append(f"| {k} | {v['rows_per_s']:.1f} | {v['ratio']:.3f} | {v['ratio_cpu']:.3f} |")
+            lines.append(f"| {k} | {v['rows_per_s']:.1f} | {v['ratio']:.3f} | {v['ratio_cpu']:.3f} |"
+                         + (f" {v['ratio_sorted_raw']:.3f} |" if two else ""))
+        if r.get("padding"):
+            p = r["padding"]
+            lines += ["", f"Padding fraction of a batch of {BATCH}: {p['one padded batch']:.2f} padded to its "
+                      f"longest row (before), {p['length-sorted sub-batches']:.2f} in the runtime's "
+                      f"{p['sub-batches']} length-sorted sub-batches (token budget {p['token_budget']})."]
         if r.get("vs_peft"):
             lines += ["", "| ours vs PEFT | ratio |", "|---|---|"]
             lines += [f"| {k} | {v:.2f} |" for k, v in r["vs_peft"].items()]
-        lines += ["", "Checks: " + ", ".join(f"{k} = {v:.1e}" for k, v in r["checks"].items()), ""]
+        lines += ["", "Checks: " + ", ".join(f"{k} = {v:.1e}" for k, v in r["checks"].items()) if r["checks"] else "", ""]
     if "flatness" in results:
         f = results["flatness"]
         lines += ["## flatness (heads, traffic over every registered task)", "",
@@ -281,6 +347,10 @@ def summarise(t: Timing, checks: dict, bb: Backbone) -> dict:
         if k.startswith("PEFT"):
             n = k.split("x")[-1]
             vs[f"LoRA x{n} / {k}"] = t.ratio(f"LoRA x{n}", k)
+    if "raw backbone, length-sorted sub-batches" in t.per_round:
+        sorted_ref = "raw backbone, length-sorted sub-batches"
+        for k in t.per_round:
+            rows[k]["ratio_sorted_raw"] = t.ratio(k, sorted_ref)
     return {"backbone": bb.spec.source, "rounds": len(t.per_round["raw backbone"]), "rows": rows, "vs_peft": vs, "checks": checks, "timing": t.as_dict()}
 
 
@@ -317,7 +387,7 @@ def main(argv=None) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="taskswap-bench-"))
     try:
-        text = load(text_spec) if parts & {"text", "flatness", "hot_swap", "memory"} else None
+        text = load(text_spec) if parts & {"text", "padding", "flatness", "hot_swap", "memory"} else None
         if "text" in parts or "hot_swap" in parts:
             t0 = time.perf_counter()
             s = Suite(text, root / "text", n_heads, 64, rank=8)
@@ -325,11 +395,15 @@ def main(argv=None) -> dict:
             if "text" in parts:
                 t, checks = throughput(s, [1, 64, n_heads], [1, 8, 64], rounds, peft=True, deadline_s=budget)
                 results["text"] = summarise(t, checks, text)
+                results["text"]["padding"] = s.padding()
                 checkpoint("text")
             if "hot_swap" in parts:
                 results["hot_swap"] = hot_swap(s, root, reps=5 if args.quick else 10)
                 checkpoint("hot_swap")
             del s
+        if "padding" in parts:
+            results["padding"] = padding_part(text, root, 64, 8, rounds, deadline_s=budget)
+            checkpoint("padding")
         if "vision" in parts:
             vision = load(vision_spec)
             sv = Suite(vision, root / "vision", n_heads, 64, rank=8)
