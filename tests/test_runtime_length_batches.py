@@ -116,3 +116,22 @@ def test_images_have_no_length_and_chunk_in_order(tmp_path, registry, vision_bac
     got = rows(rt.run([rt.prepare(["v"], imgs, "image")])[0][0])
     single = torch.cat([rows(rt.run([rt.prepare(["v"], [im], "image")])[0][0]) for im in imgs])
     assert torch.allclose(got, single, atol=TOL)
+
+
+def test_token_features_match_the_padded_pass_on_real_tokens(mixed_rt, text_backbone):
+    """Per-token features (for token task types) come back at the batch's full width, row
+    order kept, equal to the padded pass wherever the mask says a token is real."""
+    inputs = texts(11, seed=5)
+    h, lora = mixed_rt.resolve("h"), mixed_rt.resolve("l8")
+    row_input = list(range(11)) + list(range(11))  # every input as a head row and a LoRA row
+    row_state = [h.impl.trunk_state(h.weights)] * 11 + [lora.impl.trunk_state(lora.weights)] * 11
+    row_pass = [h.impl.trunk_pass] * 11 + [lora.impl.trunk_pass] * 11
+    args = (text_backbone, inputs, row_input, row_state, row_pass, {"tokens", "mean"})
+    ref = Runtime(mixed_rt, token_budget=None)._trunk(*args)
+    got = Runtime(mixed_rt, max_forward_rows=4, token_budget=96)._trunk(*args)
+    assert got.tokens.hidden.shape == ref.tokens.hidden.shape
+    assert torch.equal(got.tokens.mask, ref.tokens.mask)
+    real = ref.tokens.mask.bool()  # [rows, seq]
+    assert torch.allclose(got.tokens.hidden[real], ref.tokens.hidden[real], atol=TOL)
+    assert torch.allclose(got.pooled["mean"], ref.pooled["mean"], atol=TOL)
+    assert not torch.allclose(got.pooled["mean"][:11], got.pooled["mean"][11:], atol=TOL)  # LoRA applied
