@@ -116,6 +116,8 @@ class AdapterList(BaseModel):
     replica_id: str = Field(description="Which replica answered.")
     generation: int = Field(description="Store generation this replica has caught up with.")
     adapters: list[AdapterInfo]
+    total: int = Field(description="Tasks matching the name filter, on every page together.")
+    next_offset: int | None = Field(description="The offset of the next page; null on the last.")
 
 
 class RegisterFromStore(BaseModel):

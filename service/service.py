@@ -43,6 +43,7 @@ from service.auth import Auth, AuthGuard  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, check_count, check_texts, decode_base64_image, decode_image  # noqa: E402
+from service.listing import page  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
 from service.middleware import BodyLimit, JsonNotFound, LastResort, ReplicaHeader  # noqa: E402
 from service.schemas import (ERROR_RESPONSES, EXPECTED, ActivateRequest, AdapterInfo, AdapterList,  # noqa: E402
@@ -200,11 +201,21 @@ class Taskswap:
 
     # ---- adapters: read ----------------------------------------------------------------
     @app.get("/adapters", response_model=AdapterList, responses=ERROR_RESPONSES)
-    def list_adapters(self) -> AdapterList:
-        """Every task: active version, history, kind, labels, metrics, and state on this replica."""
+    def list_adapters(
+        self,
+        name: Annotated[str | None, Query(
+            max_length=64, description="Only tasks whose name contains this (case-insensitive).")] = None,
+        offset: Annotated[int, Query(ge=0, description="Skip this many matching tasks.")] = 0,
+        limit: Annotated[int | None, Query(
+            ge=1, le=1000, description="At most this many tasks (1-1000); omitted: all that match.")] = None,
+    ) -> AdapterList:
+        """Tasks by name: active version, history, kind, labels, metrics, and state on this
+        replica; filtered by ``name`` and paged by ``offset``/``limit`` (``next_offset``)."""
         generation, items = self.engine.list()
+        items, total, next_offset = page(items, name, offset, limit)
         return AdapterList(replica_id=self.settings.replica_id, generation=generation,
-                           adapters=[AdapterInfo(**a) for a in items])
+                           adapters=[AdapterInfo(**a) for a in items], total=total,
+                           next_offset=next_offset)
 
     @app.get("/adapters/{name}", response_model=AdapterInfo, responses=ERROR_RESPONSES)
     def show_adapter(self, name: TaskPath) -> AdapterInfo:

@@ -188,3 +188,22 @@ def test_metrics_and_openapi(server, tmp_path, text_backbone):
               "/adapters/{name}/activate", "/adapters/{name}/pin"):
         assert p in paths, p
     assert "delete" in paths["/adapters/{name}"]
+
+
+def test_list_adapters_pages_and_filters_by_name(server, tmp_path, text_backbone):
+    for i in range(5):
+        register_ok(server, head_adapter(tmp_path / f"p{i}", text_backbone, f"pager-{i}", seed=i))
+    every = server.get("/adapters").json()
+    assert every["next_offset"] is None and every["total"] == len(every["adapters"]) >= 5
+    seen, offset = [], 0
+    while offset is not None:  # two at a time, in name order, every pager task exactly once
+        r = server.get("/adapters", params={"name": "PAGER-", "limit": 2, "offset": offset}).json()
+        assert r["total"] == 5 and len(r["adapters"]) <= 2
+        seen += [a["name"] for a in r["adapters"]]
+        offset = r["next_offset"]
+    assert seen == [f"pager-{i}" for i in range(5)]
+    assert server.get("/adapters", params={"name": "no-such-task"}).json()["adapters"] == []
+    for params, field in [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset"),
+                          ({"name": "x" * 65}, "name")]:
+        r = server.get("/adapters", params=params)
+        assert r.status_code == 422 and field in r.text, (params, r.text)

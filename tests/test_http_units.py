@@ -153,3 +153,13 @@ def test_every_response_names_the_replica():
     for path, status in [("/ok", 200), ("/missing", 404)]:
         r = client.get(path)
         assert (r.status_code, r.headers["x-taskswap-replica"]) == (status, "pod-a-17")
+
+
+def test_adapter_list_page_filters_then_windows():
+    from service.listing import page
+    items = [{"name": f"t-{i:02d}"} for i in range(7)] + [{"name": "Other"}]
+    assert page(items, "T-0", 0, 3) == (items[:3], 7, 3)
+    assert page(items, "t-0", 6, 3) == (items[6:7], 7, None)
+    assert page(items, None, 0, None) == (items, 8, None)
+    assert page(items, "other", 0, 1) == ([{"name": "Other"}], 1, None)
+    assert page(items, None, 20, 5) == ([], 8, None)
