@@ -29,9 +29,9 @@ from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
 from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
 
-# Padded tokens per trunk forward. On MiniLM (1 CPU thread, a batch of 64 review snippets of
-# 16-64 tokens) budgets of 256-1024 ran 1.4-1.5x the one padded pass and 2048 1.3x; 1024 cuts a
-# batch of 64 typical snippets into ~3 passes. A GPU wants larger passes: raise it there.
+# Padded tokens per trunk forward: 1024 cuts a batch of 64 typical review snippets (16-64
+# tokens) into ~3 passes with 0.17 padding instead of 0.40 (docs/performance-peers.md, 1.41x
+# the padded pass on MiniLM, 1 CPU thread). A GPU wants larger passes: raise it there.
 DEFAULT_TOKEN_BUDGET = 1024
 
 _NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips"}
