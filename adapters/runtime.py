@@ -201,7 +201,8 @@ class Runtime:
         tokens = None
         if "tokens" in needs:
             h = _reorder(torch.cat(hidden), back)  # [rows, seq, hidden]
-            tokens = TokenFeatures(h, None if mask is None else mask[ri].to(h.device),
+            full_mask = enc.get("attention_mask")
+            tokens = TokenFeatures(h, None if full_mask is None else full_mask[ri].to(h.device),
                                    None if offsets is None else offsets[ri])
         return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input])
 
