@@ -2,9 +2,8 @@
 # Install everything Taskswap needs on a fresh machine (idempotent, quick when done).
 # Debian data packages for the Fashion-MNIST and spoken-digits demos, the CPU torch wheel
 # first (so no dependency drags in a CUDA build), the project with its test and bench extras,
-# then the
-# PyPI packages whose metadata must be ignored (--no-deps; openwakeword's pins onnxruntime,
-# tflite and more: we only read its ONNX files).
+# then the PyPI packages whose metadata must be ignored (--no-deps; openwakeword's pins
+# onnxruntime, tflite and more: we only read its ONNX files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
