@@ -28,7 +28,7 @@ separate virtual environment that this bench only starts as a subprocess on 127.
 
     python -m venv /work/venvs/peers
     /work/venvs/peers/bin/pip install torch==2.13.0          # first: keeps the local CPU wheel
-    /work/venvs/peers/bin/pip install "infinity-emb[server]==0.0.78"
+    /work/venvs/peers/bin/pip install "infinity-emb[server,torch]==0.0.78"   # torch extra: sentence-transformers
 
 and ``--infinity`` (default ``$INFINITY_EMB`` or ``/work/venvs/peers/bin/infinity_emb``)
 points at its command. Without it the ``infinity`` part is skipped and says so.
