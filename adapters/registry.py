@@ -98,6 +98,27 @@ class Registry:
             raise NotFound(f"task {task!r} is not registered (tasks: {known})")
         return self._load(task, alias.active)
 
+    def resolve_version(self, task: str, version: str) -> LoadedAdapter:
+        """One exact stored version of ``task`` (id or unique prefix), active or not.
+
+        A stored version is immutable, so this answers the same whatever is active now
+        (reproducible evaluation, a rollout pinned to a version). The active version comes
+        from :meth:`resolve`; another LoRA version joins the LRU; another head version is
+        loaded from the store on each call (a head file is a few KB).
+        """
+        alias = self._aliases.get(check_name(task))
+        if alias is None:
+            self._sync()
+            alias = self._aliases.get(task)
+        if alias is None:
+            raise NotFound(f"task {task!r} is not registered")
+        target = alias.find(version).version
+        if target == alias.active:
+            loaded = self.resolve(task)
+            if loaded.version == target:
+                return loaded
+        return self._load(task, target, activate=False)
+
     def list(self) -> list[dict]:
         return [self._describe(name, alias) for name, alias in sorted(self._aliases.items())]
 

@@ -14,16 +14,21 @@ adapter versions; ``run`` (in the batch worker) executes a list of prepared requ
    batch's task types need (pooled per pooling, per-token when asked);
 4. every task type scores its tasks' heads on their rows (same-shaped heads stacked into
    one batched matmul per layer, :mod:`adapters.heads_batched`) and shapes the answers.
+
+A request may also ask for the pooled features themselves (:class:`EmbedSpec`): they are
+read off the same plain trunk rows its head tasks use, so an embedding beside tasks costs
+no extra trunk pass, and an embeddings-only request is one more row set in the shared batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from adapters.backbones.base import Backbone
-from adapters.errors import InvalidInput
+from adapters.errors import InvalidInput, NotFound
+from adapters.kinds.trunk import HOOKED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
@@ -37,6 +42,19 @@ DEFAULT_TOKEN_BUDGET = 1024
 _NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips"}
 
 
+# Plain rows (no adapter state) run in the pass the head kind names (adapters.kinds.base).
+PLAIN_PASS = HOOKED_TRUNK
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """Return the plain trunk's pooled features of every input (as the heads see them,
+    before a head's own optional L2 normalisation; ``normalize`` applies it here)."""
+
+    pooling: str | None = None  # None: the backbone's default pooling
+    normalize: bool = False
+
+
 @dataclass
 class Prepared:
     """One request, validated, with its adapters pinned (fixed versions for this request)."""
@@ -44,14 +62,20 @@ class Prepared:
     backbone: Backbone
     inputs: list
     adapters: list[LoadedAdapter]
+    embed: EmbedSpec | None = None
+
+    @property
+    def plain_rows(self) -> bool:
+        """Whether the request reads the plain frozen trunk: tasks sharing it, or embeddings."""
+        return self.embed is not None or any(a.impl.shares_trunk_row for a in self.adapters)
 
     @property
     def rows(self) -> int:
         """Trunk rows this request costs: one per input for the tasks sharing the plain
-        trunk (heads), plus one per input per task with its own trunk rows (LoRA)."""
-        kinds = [a.impl for a in self.adapters]
-        shared = any(k.shares_trunk_row for k in kinds)
-        return len(self.inputs) * (int(shared) + sum(not k.shares_trunk_row for k in kinds))
+        trunk (heads) and its embeddings together, plus one per input per task with its
+        own trunk rows (LoRA)."""
+        own = sum(not a.impl.shares_trunk_row for a in self.adapters)
+        return len(self.inputs) * (int(self.plain_rows) + own)
 
 
 @dataclass
@@ -61,6 +85,15 @@ class TaskResult:
     kind: str
     task_type: str
     rows: list[RowResult] = field(default_factory=list)
+
+
+class Results(list):
+    """One request's :class:`TaskResult` list, in the order it named its tasks, plus
+    ``embeddings`` (``[inputs, hidden]`` float32 on CPU) when it asked for them."""
+
+    def __init__(self, results=(), embeddings: torch.Tensor | None = None):
+        super().__init__(results)
+        self.embeddings = embeddings
 
 
 class Runtime:
@@ -81,15 +114,22 @@ class Runtime:
         # max_forward_rows rows in arrival order (the behaviour before length-aware batching).
         self.token_budget = token_budget
 
-    def prepare(self, tasks: list[str], inputs: list, modality: str) -> Prepared:
-        """Resolve and pin ``tasks`` for ``inputs`` of ``modality`` ('text' | 'image' | ...)."""
+    def prepare(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
+                versions: dict[str, str] | None = None) -> Prepared:
+        """Resolve and pin ``tasks`` for ``inputs`` of ``modality`` ('text' | 'image' | ...).
+
+        ``versions`` pins a task to one stored version (id or unique prefix) instead of its
+        active one; ``embed`` also returns the pooled features.
+        """
         if not tasks:
             raise InvalidInput("name at least one task")
         if len(set(tasks)) != len(tasks):
             raise InvalidInput(f"tasks {tasks} name a task twice")
         if not inputs:
             raise InvalidInput("inputs are empty: send at least one text or image")
-        adapters = [self.registry.resolve(t) for t in tasks]
+        versions = versions or {}
+        adapters = [self.registry.resolve_version(t, versions[t]) if t in versions
+                    else self.registry.resolve(t) for t in tasks]
         backbones = {a.backbone.name for a in adapters}
         if len(backbones) > 1:
             raise InvalidInput(f"tasks {tasks} run on different backbones {sorted(backbones)}; "
@@ -99,9 +139,22 @@ class Runtime:
             need = _NEED_NAMES.get(bb.modality, bb.modality)
             raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is a "
                                f"{bb.modality} model), but {modality} inputs were sent")
-        return Prepared(bb, list(inputs), adapters)
+        return Prepared(bb, list(inputs), adapters, _embed_on(bb, embed))
 
-    def run(self, requests: list[Prepared]) -> list[list[TaskResult]]:
+    def prepare_embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> Prepared:
+        """An embeddings-only request: the pooled features of ``inputs`` on ``backbone``."""
+        bb = self.registry.backbones.get(backbone)
+        if bb is None:
+            raise NotFound(f"backbone {backbone!r} is not served here "
+                           f"(backbones: {', '.join(sorted(self.registry.backbones)) or 'none'})")
+        if not inputs:
+            raise InvalidInput("inputs are empty: send at least one text or image")
+        if bb.modality != modality:
+            need = _NEED_NAMES.get(bb.modality, bb.modality)
+            raise InvalidInput(f"backbone {backbone!r} takes {need}, but {modality} inputs were sent")
+        return Prepared(bb, list(inputs), [], _embed_on(bb, embed))
+
+    def run(self, requests: list[Prepared]) -> list[Results]:
         """Results per request, per task in the order the request named them."""
         out: list[list[TaskResult] | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
@@ -112,31 +165,31 @@ class Runtime:
                 out[i] = res
         return out  # type: ignore[return-value]
 
-    def _run_group(self, reqs: list[Prepared]) -> list[list[TaskResult]]:
+    def _run_group(self, reqs: list[Prepared]) -> list[Results]:
         bb = reqs[0].backbone
         inputs, row_input, row_state, row_pass = [], [], [], []  # per trunk row
         plan = []  # per request: list of (adapter, row indices)
+        plain = []  # per request: its plain trunk rows (shared by head tasks and embeddings)
         for r in reqs:
             base = len(inputs)
             inputs.extend(r.inputs)
             n = len(r.inputs)
-            shared_rows = None
-            tasks = []
-            for a in r.adapters:
-                kind = a.impl
-                if kind.shares_trunk_row and shared_rows is not None:
-                    tasks.append((a, shared_rows))  # several head tasks share one trunk row
-                    continue
+
+            def new_rows(state, trunk_pass) -> list[int]:
                 rows = list(range(len(row_input), len(row_input) + n))
                 row_input.extend(range(base, base + n))
-                row_state.extend([kind.trunk_state(a.weights)] * n)
-                row_pass.extend([kind.trunk_pass] * n)
-                if kind.shares_trunk_row:
-                    shared_rows = rows
-                tasks.append((a, rows))
-            plan.append(tasks)
+                row_state.extend([state] * n)
+                row_pass.extend([trunk_pass] * n)
+                return rows
+
+            shared_rows = new_rows(None, PLAIN_PASS) if r.plain_rows else None
+            plan.append([(a, shared_rows if a.impl.shares_trunk_row
+                          else new_rows(a.impl.trunk_state(a.weights), a.impl.trunk_pass))
+                         for a in r.adapters])
+            plain.append(shared_rows)
         pairs = [(a, rows) for tasks in plan for a, rows in tasks]
-        needs = set().union(*(a.task.needs(a.manifest) for a, _ in pairs))
+        needs = set().union(*(a.task.needs(a.manifest) for a, _ in pairs),
+                            {r.embed.pooling for r in reqs if r.embed is not None})
         feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs)
         by_type: dict[str, list[int]] = {}  # each task type scores its own tasks, batched
         for i, (a, _) in enumerate(pairs):
@@ -146,7 +199,8 @@ class Runtime:
             for i, o in zip(idx, pairs[idx[0]][0].task.score([pairs[i] for i in idx], feats)):
                 outs[i] = o
         it = iter(outs)
-        return [[_result(a, next(it)) for a, _ in tasks] for tasks in plan]
+        return [Results([_result(a, next(it)) for a, _ in tasks], _embeddings(r.embed, feats, rows))
+                for r, tasks, rows in zip(reqs, plan, plain)]
 
     def _trunk(self, bb: Backbone, inputs: list, row_input: list[int], row_state: list,
                row_pass: list, needs: set[str]) -> BatchFeatures:
@@ -212,6 +266,28 @@ class Runtime:
         if lengths is None or self.token_budget is None:
             return fixed_sub_batches(rows, self.max_forward_rows)
         return plan_sub_batches(lengths, self.token_budget, self.max_forward_rows)
+
+
+def _embed_on(bb: Backbone, embed: EmbedSpec | None) -> EmbedSpec | None:
+    """``embed`` with its pooling resolved on ``bb`` (and checked)."""
+    if embed is None:
+        return None
+    if embed.pooling is None:
+        return replace(embed, pooling=bb.default_pooling)
+    if embed.pooling not in bb.available_poolings:
+        raise InvalidInput(f"pooling {embed.pooling!r} is not available on backbone {bb.name!r}; "
+                           f"use one of {list(bb.available_poolings)}")
+    return embed
+
+
+def _embeddings(embed: EmbedSpec | None, feats: BatchFeatures, rows: list[int] | None) -> torch.Tensor | None:
+    """``[inputs, hidden]`` on CPU: the pooled plain-trunk rows the request's heads read."""
+    if embed is None:
+        return None
+    emb = feats.pooled[embed.pooling][rows]
+    if embed.normalize:
+        emb = torch.nn.functional.normalize(emb, dim=-1)
+    return emb.cpu()
 
 
 def _reorder(t: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:

@@ -18,12 +18,15 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from adapters.backbones.base import Backbone, load_backbone
 from adapters.batching import Batcher
+from adapters.errors import InvalidInput, NotFound
 from adapters.format.archive import extract_archive
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
-from adapters.runtime import Runtime, TaskResult
+from adapters.runtime import EmbedSpec, Prepared, Results, Runtime
 from adapters.scratch import collect_scratch
 from adapters.store import open_store
 from service.errors import NotReady, PredictTimeout
@@ -129,24 +132,57 @@ class Engine:
             self.metrics.set_state(queued, self.registry.loaded_count(), self.registry.generation)
 
     # ---- inference ---------------------------------------------------------------------
-    async def predict(self, tasks: list[str], inputs: list, modality: str) -> tuple[str, list[TaskResult]]:
+    async def predict(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
+                      versions: dict[str, str] | None = None) -> tuple[str, Results]:
         """Validate and pin ``tasks`` (in a worker thread), await the shared batcher;
-        returns (backbone name, one result per task)."""
+        returns (backbone name, one result per task, plus ``.embeddings`` when ``embed``).
+        ``versions`` pins tasks to stored versions instead of their active ones."""
         self.require_ready()
         import anyio
         # prepare may load an evicted LoRA from the store: keep it off the event loop.
-        prepared = await anyio.to_thread.run_sync(self.runtime.prepare, tasks, inputs, modality)
+        prepared = await anyio.to_thread.run_sync(
+            lambda: self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions))
+        return prepared.backbone.name, await self._submit(prepared)
+
+    async def embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> torch.Tensor:
+        """Pooled features ``[inputs, hidden]`` of ``backbone``, batched with all other traffic."""
+        self.require_ready()
+        prepared = self.runtime.prepare_embed(backbone, inputs, modality, embed)
+        return (await self._submit(prepared)).embeddings
+
+    async def _submit(self, prepared: Prepared) -> Results:
         future = self.batcher.submit(prepared)
         self._publish_state()
         try:
             # shield: a timeout or a client hang-up must not cancel the batcher's future,
             # which the batch worker will still complete.
-            results = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
-                                             timeout=self.settings.predict_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
+                                          timeout=self.settings.predict_timeout_s)
         except asyncio.TimeoutError as exc:
             raise PredictTimeout(f"no answer within {self.settings.predict_timeout_s}s "
                                  "(TASKSWAP_PREDICT_TIMEOUT_S); the server is overloaded") from exc
-        return prepared.backbone.name, results
+
+    def backbone(self, name: str | None, modality: str | None = None) -> Backbone:
+        """The backbone called ``name``; without a name, the only one of ``modality``."""
+        self.require_ready()
+        if name is not None:
+            bb = self.backbones.get(name)
+            if bb is None:
+                raise NotFound(f"backbone {name!r} is not served here "
+                               f"(backbones: {', '.join(sorted(self.backbones))})")
+            return bb
+        hits = [bb for bb in self.backbones.values() if modality is None or bb.modality == modality]
+        if len(hits) != 1:
+            raise InvalidInput(f"{len(hits)} backbones take {modality} inputs "
+                               f"({', '.join(b.name for b in hits) or 'none'}); name one in 'backbone'")
+        return hits[0]
+
+    def task_model(self, task: str, version: str | None = None) -> tuple[LoadedAdapter, list[str]]:
+        """The adapter that serves ``task`` (or that exact stored ``version``) and every
+        stored version of the task, oldest first."""
+        self.require_ready()
+        loaded = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
+        return loaded, [v["version"] for v in self.registry.show(task)["versions"]]
 
     # ---- adapters ----------------------------------------------------------------------
     def register_archive(self, data: bytes, name: str | None, labels: list[str] | None,

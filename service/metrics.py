@@ -74,6 +74,15 @@ class Metrics:
                                          documentation="Time to run one batch.")
         self.queue_rows = m.Gauge(name="taskswap_queue_rows", multiprocess_mode="livesum",
                                   documentation="Rows waiting for the batcher.")
+        # Per API family (embed, openai, v2), a fixed label set; v2 inference also counts
+        # under its task in the per-task series above.
+        self.api_requests = m.Counter(name="taskswap_api_requests", labelnames=["api", "status"],
+                                      documentation="Requests per API family (embed, openai, v2) and HTTP status.")
+        self.api_latency = m.Histogram(name="taskswap_api_request_seconds", labelnames=["api"],
+                                       buckets=_LATENCY_BUCKETS,
+                                       documentation="Latency per API family (whole request).")
+        self.embedded = m.Counter(name="taskswap_embedded_inputs", labelnames=["backbone"],
+                                  documentation="Inputs embedded per backbone (/embed, /v1/embeddings, predict embed).")
         self.generation = m.Gauge(name="taskswap_store_generation", multiprocess_mode="livemax",
                                   documentation="Store generation this worker has caught up with.")
 
@@ -86,6 +95,15 @@ class Metrics:
             self.latency.labels(task=label).observe(seconds)
             if ok:
                 self.inputs.labels(task=label).inc(n_inputs)
+
+    def observe_api(self, api: str, status: int, seconds: float) -> None:
+        """One request of an API family: ``api`` is one of a fixed few names."""
+        self.api_requests.labels(api=api, status=str(status)).inc()
+        self.api_latency.labels(api=api).observe(seconds)
+
+    def observe_embedded(self, backbone: str, n_inputs: int) -> None:
+        """``backbone`` is a configured name (bounded), never a client's string."""
+        self.embedded.labels(backbone=backbone).inc(n_inputs)
 
     # ---- registry observer -------------------------------------------------------------
     def on_register(self, kind: str) -> None:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+Pooling = Literal["mean", "cls", "pooler"]
+
 
 class ErrorResponse(BaseModel):
     """Every 4xx/5xx body."""
@@ -42,10 +44,18 @@ class PredictRequest(BaseModel):
     audio: list[str] | None = Field(None, description=(
         "Audio clips (WAV, FLAC or OGG files) for an audio backbone, base64 (a "
         "'data:audio/...;base64,' prefix is allowed)."))
+    embed: bool = Field(False, description=(
+        "Also return each input's pooled backbone features in 'embeddings' (read off the same "
+        "trunk pass the head tasks use: no extra cost)."))
+    pooling: Pooling | None = Field(None, description=(
+        "With embed: pooling of the embeddings (default: the backbone's default_pooling)."))
+    normalize: bool = Field(False, description="With embed: L2-normalise the embeddings.")
 
     @model_validator(mode="after")
     def _one_of_each(self):
         problems = []
+        if not self.embed and (self.pooling is not None or self.normalize):
+            problems.append("'pooling' and 'normalize' shape embeddings: set \"embed\": true too")
         if (self.task is None) == (self.tasks is None):
             problems.append("give exactly one of 'task' (a name) or 'tasks' (a list of names)")
         if sum(x is not None for x in (self.texts, self.images, self.audio)) != 1:
@@ -81,6 +91,43 @@ class TaskPrediction(BaseModel):
 class PredictResponse(BaseModel):
     backbone: str = Field(description="The backbone that ran (once for all tasks).")
     results: list[TaskPrediction] = Field(description="One entry per task, in request order.")
+    embeddings: list[list[float]] | None = Field(None, description=(
+        "With \"embed\": true: one pooled feature vector per input, in input order."))
+
+
+# ---- embeddings ------------------------------------------------------------------------
+class EmbedRequest(BaseModel):
+    """Pooled backbone features of texts or base64 images, batched with all other traffic."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"texts": ["a great movie", "a boring plot"]},
+        {"backbone": "vision", "images": ["iVBORw0KGgo..."], "pooling": "mean", "normalize": False},
+    ]})
+    backbone: str | None = Field(None, min_length=1, max_length=64, description=(
+        "Backbone name (GET /backbones); default: the only backbone taking this kind of input."))
+    texts: list[str] | None = Field(None, description="Texts for a text backbone.")
+    images: list[str] | None = Field(None, description=(
+        "Images for a vision backbone, base64 (a 'data:image/...;base64,' prefix is allowed)."))
+    pooling: Pooling | None = Field(None, description=(
+        "How token/pixel features become one vector (default: the backbone's default_pooling, "
+        "the one heads use unless trained otherwise)."))
+    normalize: bool = Field(True, description=(
+        "L2-normalise each vector (cosine similarity = dot product). false returns the raw "
+        "pooled features exactly as a head without normalisation reads them."))
+
+    @model_validator(mode="after")
+    def _texts_or_images(self):
+        if (self.texts is None) == (self.images is None):
+            raise ValueError("give exactly one of 'texts' or 'images'")
+        return self
+
+
+class EmbedResponse(BaseModel):
+    backbone: str = Field(description="The backbone whose features these are.")
+    pooling: str
+    normalized: bool
+    dimensions: int = Field(description="Length of each vector (the backbone's hidden size).")
+    embeddings: list[list[float]] = Field(description="One vector per input, in input order.")
 
 
 # ---- adapters --------------------------------------------------------------------------

@@ -12,7 +12,10 @@ Endpoints (admin = needs the admin token; the others are open unless an inferenc
 is set): ``POST /predict`` (texts, images or audio), ``POST /predict/upload``, ``GET /backbones``,
 ``GET /adapters``, ``GET /adapters/{name}``, ``POST /adapters`` (admin),
 ``POST /adapters/{name}/activate`` (admin), ``POST /adapters/{name}/pin`` (admin),
-``DELETE /adapters/{name}`` (admin).
+``DELETE /adapters/{name}`` (admin); and, in their own modules, ``POST /embed``
+(:mod:`service.routes_embed`), the OpenAI-compatible ``/v1/embeddings`` and ``/v1/models``
+(:mod:`service.routes_openai`) and the Open Inference Protocol's ``/v2/...``
+(:mod:`service.routes_v2`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile  # noq
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
 from service.audio_inputs import (audio_limits_from, decode_audio_upload,  # noqa: E402
                                   decode_base64_audio, looks_like_audio)
+from adapters.runtime import EmbedSpec  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
@@ -46,6 +50,11 @@ from service.inputs import InputLimits, check_count, check_texts, decode_base64_
 from service.listing import page  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
 from service.middleware import BodyLimit, JsonNotFound, LastResort, ReplicaHeader  # noqa: E402
+from service.protocol_errors import ProtocolErrors  # noqa: E402
+from service.routes_embed import router as embed_router  # noqa: E402
+from service.routes_openai import router as openai_router  # noqa: E402
+from service.routes_v2 import router as v2_router  # noqa: E402
+from service.v2_binary import V2BinaryBody  # noqa: E402
 from service.schemas import (ERROR_RESPONSES, EXPECTED, ActivateRequest, AdapterInfo, AdapterList,  # noqa: E402
                              BackboneInfo, BackboneList, DeleteResponse, PinRequest, Prediction,
                              PredictRequest, PredictResponse, RegisterFromStore, RegisterResponse,
@@ -83,10 +92,14 @@ check_settings_or_exit()  # runs in the `bentoml serve` process too, before any 
 app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(app)
 # Added last = outermost: ReplicaHeader wraps LastResort wraps AuthGuard wraps BodyLimit wraps the routes.
+app.add_middleware(V2BinaryBody)  # inside BodyLimit: it buffers an already capped body
 app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
 app.add_middleware(ReplicaHeader, replica_id=lambda: get_settings().replica_id)
+app.add_middleware(ProtocolErrors)  # outermost: /v1 and /v2 errors in their protocol's shape
+for _router in (embed_router, openai_router, v2_router):  # routes that call self.engine too
+    app.include_router(_router)
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
@@ -134,22 +147,23 @@ class Taskswap:
               responses=ERROR_RESPONSES)
     async def predict(self, body: PredictRequest) -> PredictResponse:
         """One or several tasks on texts, base64 images or base64 audio; the backbone runs once for all."""
+        embed = EmbedSpec(body.pooling, body.normalize) if body.embed else None
         if body.texts is not None:
             texts = body.texts
             check_count(len(texts), "texts", self.limits)
             return await self._predict(body.task_names(), len(texts),
-                                       lambda: check_texts(texts, self.limits), "text")
+                                       lambda: check_texts(texts, self.limits), "text", embed)
         if body.audio is not None:
             clips = body.audio
             check_count(len(clips), "audio", self.limits)
             return await self._predict(body.task_names(), len(clips), lambda: [
                 decode_base64_audio(b64, f"audio[{i}]", self.audio_limits)
-                for i, b64 in enumerate(clips)], "audio")
+                for i, b64 in enumerate(clips)], "audio", embed)
         images = body.images or []
         check_count(len(images), "images", self.limits)
         return await self._predict(body.task_names(), len(images), lambda: [
             decode_base64_image(b64, f"images[{i}]", self.limits) for i, b64 in enumerate(images)],
-            "image")
+            "image", embed)
 
     @app.post("/predict/upload", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
@@ -178,21 +192,29 @@ class Taskswap:
             decode_image(data, f"files[{i}] ({names[i]!r})", self.limits)
             for i, data in enumerate(raw)], "image")
 
-    async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str) -> PredictResponse:
+    async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
+                       embed: EmbedSpec | None = None) -> PredictResponse:
         start, status = time.perf_counter(), 500
         try:
             self.engine.require_ready()
             inputs = await anyio.to_thread.run_sync(decode)  # image/audio decoding is CPU work
-            backbone, results = await self.engine.predict(tasks, inputs, modality)
+            backbone, results = await self.engine.predict(tasks, inputs, modality, embed)
             status = 200
             return PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type,
-                predictions=[Prediction(**p) for p in r.rows]) for r in results])
+                predictions=[Prediction(**p) for p in r.rows]) for r in results],
+                embeddings=self._embedded(backbone, results.embeddings))
         except TaskswapError as exc:
             status = status_for(exc)[0]
             raise
         finally:
             self.metrics.observe_request(tasks, status, time.perf_counter() - start, n_inputs)
+
+    def _embedded(self, backbone: str, embeddings) -> list[list[float]] | None:
+        if embeddings is None:
+            return None
+        self.metrics.observe_embedded(backbone, len(embeddings))
+        return embeddings.tolist()  # [inputs, hidden]
 
     @app.get("/backbones", response_model=BackboneList, responses=ERROR_RESPONSES)
     def backbones(self) -> BackboneList:

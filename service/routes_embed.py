@@ -1,0 +1,30 @@
+"""``POST /embed``: a backbone's pooled features, batched with every other request.
+
+The rows join the same batcher as ``/predict``: an embedding request next to predictions
+on the same backbone shares their trunk pass (see :mod:`adapters.runtime`).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from adapters.runtime import EmbedSpec
+from service.routes_common import Svc, decode_inputs, observed
+from service.schemas import ERROR_RESPONSES, EmbedRequest, EmbedResponse
+
+router = APIRouter()
+
+
+@router.post("/embed", response_model=EmbedResponse, responses=ERROR_RESPONSES)
+async def embed(body: EmbedRequest, svc: Svc) -> EmbedResponse:
+    """Pooled features of texts or base64 images (pooling and L2 normalisation as heads use them)."""
+    async with observed(svc, "embed"):
+        modality = "text" if body.texts is not None else "image"
+        bb = svc.engine.backbone(body.backbone, modality)
+        inputs, modality = await decode_inputs(svc, body.texts, body.images)
+        spec = EmbedSpec(body.pooling, body.normalize)
+        vectors = await svc.engine.embed(bb.name, inputs, modality, spec)  # [inputs, hidden]
+        svc.metrics.observe_embedded(bb.name, len(inputs))
+        return EmbedResponse(backbone=bb.name, pooling=body.pooling or bb.default_pooling,
+                             normalized=body.normalize, dimensions=int(vectors.shape[1]),
+                             embeddings=vectors.tolist())

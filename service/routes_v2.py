@@ -1,0 +1,298 @@
+"""Open Inference Protocol (KServe v2) REST, one model per task.
+
+=====================================================  ========================================
+``GET  /v2``                                           server metadata
+``GET  /v2/health/live`` / ``/v2/health/ready``        200 when live / ready, else 503
+``GET  /v2/models/{task}[/versions/{v}]``              model metadata: versions, inputs, outputs
+``GET  /v2/models/{task}[/versions/{v}]/ready``        200 when that version can answer
+``POST /v2/models/{task}[/versions/{v}]/infer``        inference through the shared batcher
+=====================================================  ========================================
+
+A model is a task; its versions are the task's immutable stored versions (sha256 ids; a
+unique prefix of at least 8 characters works too). Without a version, the task's active
+version answers; with one, exactly that version does, whatever is active now.
+
+Tensors: one input, ``BYTES``, shape ``[n]`` (or ``[n, 1]``), named ``text`` for a text
+backbone (UTF-8 strings) or ``image`` for a vision backbone (base64 strings of encoded
+images in JSON; raw bytes with Triton's binary tensor extension, see
+:mod:`service.v2_binary`). Outputs: ``label`` (``BYTES [n]``), ``score`` (``FP32 [n]``,
+the best label's probability) and ``scores`` (``FP32 [n, labels]``, the label order in the
+metadata's and the output's ``parameters.labels``). Request ``outputs`` selects among them.
+Errors are ``{"error": "<message>"}`` (:mod:`service.protocol_errors`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from adapters.errors import InvalidInput, TaskswapError
+from service.errors import status_for
+from service.protocol_errors import V2Error, error_responses
+from service.routes_common import Svc, decode_inputs, observed
+
+router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"])
+_RESPONSES = error_responses(V2Error)
+TaskPath = Path(min_length=1, max_length=64, description="Task name (the model).")
+VersionPath = Path(min_length=8, max_length=64, description="Stored version: sha256 id or unique prefix.")
+BYTES_B64 = "base64"  # an input's parameters.content_encoding: its BYTES elements are base64
+Parameters = dict[str, str | int | float | bool]
+
+
+# ---- schemas -----------------------------------------------------------------------------
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for a variable dimension.")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str] = Field(description="Every stored version, oldest first.")
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: Parameters | None = Field(None, description=(
+        "version (the one that would answer), task_type, kind, backbone, labels (JSON list)."))
+
+
+class ModelReady(BaseModel):
+    name: str
+    version: str | None = None
+    ready: bool
+
+
+class InferInput(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    shape: list[int] = Field(min_length=1, max_length=8)
+    datatype: str = Field(min_length=1, max_length=16)
+    parameters: Parameters | None = None
+    data: list[Any] = Field(description="Row-major elements, flat or nested.")
+
+
+class RequestedOutput(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    parameters: Parameters | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = Field(None, max_length=256)
+    parameters: Parameters | None = None
+    inputs: list[InferInput] = Field(min_length=1, max_length=8)
+    outputs: list[RequestedOutput] | None = Field(None, max_length=8)
+
+
+class OutputTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[str] | list[float]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: Parameters | None = None
+    outputs: list[OutputTensor]
+
+
+# ---- server ------------------------------------------------------------------------------
+@router.get("", response_model=ServerMetadata, responses=_RESPONSES)
+def server_metadata() -> ServerMetadata:
+    """Server name, version and protocol extensions."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        v = version("taskswap")
+    except PackageNotFoundError:
+        v = "0"
+    return ServerMetadata(name="taskswap", version=v, extensions=["binary_tensor_data"])
+
+
+@router.get("/health/live", response_model=Live, responses=_RESPONSES)
+def live(svc: Svc):
+    """200 while the server runs (503 once startup failed)."""
+    ok = svc.engine.state != "failed"
+    return JSONResponse({"live": ok}, status_code=200 if ok else 503)
+
+
+@router.get("/health/ready", response_model=Ready, responses=_RESPONSES)
+def ready(svc: Svc):
+    """200 once backbones are loaded and warmed up (503 before)."""
+    return JSONResponse({"ready": svc.engine.ready}, status_code=200 if svc.engine.ready else 503)
+
+
+# ---- models ------------------------------------------------------------------------------
+@router.get("/models/{task}", response_model=ModelMetadata, response_model_exclude_none=True,
+            responses=_RESPONSES)
+async def model_metadata(svc: Svc, task: str = TaskPath) -> ModelMetadata:
+    """A task as a model: its versions, input tensor and output tensors."""
+    async with observed(svc, "v2"):
+        return _metadata(svc, task, None)
+
+
+@router.get("/models/{task}/versions/{version}", response_model=ModelMetadata,
+            response_model_exclude_none=True, responses=_RESPONSES)
+async def model_version_metadata(svc: Svc, task: str = TaskPath, version: str = VersionPath) -> ModelMetadata:
+    """One stored version of a task as a model."""
+    async with observed(svc, "v2"):
+        return _metadata(svc, task, version)
+
+
+@router.get("/models/{task}/ready", response_model=ModelReady, responses=_RESPONSES)
+async def model_ready(svc: Svc, task: str = TaskPath) -> ModelReady:
+    """200 when the task's active version is loaded (or loads now) and can answer."""
+    async with observed(svc, "v2"):
+        loaded, _ = svc.engine.task_model(task)
+        return ModelReady(name=task, version=loaded.version, ready=True)
+
+
+@router.get("/models/{task}/versions/{version}/ready", response_model=ModelReady, responses=_RESPONSES)
+async def model_version_ready(svc: Svc, task: str = TaskPath, version: str = VersionPath) -> ModelReady:
+    """200 when that stored version is loaded (or loads now) and can answer."""
+    async with observed(svc, "v2"):
+        loaded, _ = svc.engine.task_model(task, version)
+        return ModelReady(name=task, version=loaded.version, ready=True)
+
+
+@router.post("/models/{task}/infer", response_model=InferResponse, response_model_exclude_none=True,
+             responses=_RESPONSES)
+async def infer(body: InferRequest, svc: Svc, task: str = TaskPath) -> InferResponse:
+    """Inference on the task's active version."""
+    return await _infer(svc, task, None, body)
+
+
+@router.post("/models/{task}/versions/{version}/infer", response_model=InferResponse,
+             response_model_exclude_none=True, responses=_RESPONSES)
+async def infer_version(body: InferRequest, svc: Svc, task: str = TaskPath,
+                        version: str = VersionPath) -> InferResponse:
+    """Inference on exactly this stored version (rollouts, reproducible evaluation)."""
+    return await _infer(svc, task, version, body)
+
+
+# ---- helpers -----------------------------------------------------------------------------
+def _input_name(modality: str) -> str:
+    return "text" if modality == "text" else "image"
+
+
+def _metadata(svc, task: str, version: str | None) -> ModelMetadata:
+    loaded, versions = svc.engine.task_model(task, version)
+    n = len(loaded.labels)
+    return ModelMetadata(
+        name=task, versions=versions, platform="taskswap",
+        inputs=[TensorMetadata(name=_input_name(loaded.backbone.modality), datatype="BYTES", shape=[-1])],
+        outputs=[TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
+                 TensorMetadata(name="score", datatype="FP32", shape=[-1]),
+                 TensorMetadata(name="scores", datatype="FP32", shape=[-1, n])],
+        parameters={"version": loaded.version, "task_type": loaded.manifest.task_type,
+                    "kind": loaded.kind, "backbone": loaded.backbone.name,
+                    "labels": json.dumps(list(loaded.labels))})
+
+
+async def _infer(svc, task: str, version: str | None, body: InferRequest) -> InferResponse:
+    start, status, n_inputs = time.perf_counter(), 500, 0
+    try:
+        async with observed(svc, "v2"):
+            loaded, _ = svc.engine.task_model(task, version)
+            modality = loaded.backbone.modality
+            items = _bytes_input(body, _input_name(modality))
+            wanted = _wanted_outputs(body)
+            text = modality == "text"
+            inputs, modality = await decode_inputs(svc, items if text else None, None if text else items,
+                                                   what=("inputs[0].data", "inputs[0].data"))
+            # Pinned to the version resolved above: a rollback landing now cannot change it.
+            _, results = await svc.engine.predict([task], inputs, modality,
+                                                  versions={task: loaded.version})
+            status, n_inputs = 200, len(inputs)
+    except TaskswapError as exc:
+        status = status_for(exc)[0]
+        raise
+    finally:
+        svc.metrics.observe_request([task], status, time.perf_counter() - start, n_inputs)
+    r = results[0]
+    n, labels = len(r.rows), list(loaded.labels)
+    outputs = {
+        "label": OutputTensor(name="label", shape=[n], datatype="BYTES", data=[p.label for p in r.rows]),
+        "score": OutputTensor(name="score", shape=[n], datatype="FP32", data=[p.score for p in r.rows]),
+        "scores": OutputTensor(name="scores", shape=[n, len(labels)], datatype="FP32",
+                               parameters={"labels": json.dumps(labels)},
+                               data=[p.scores[lab] for p in r.rows for lab in labels]),
+    }
+    return InferResponse(model_name=task, model_version=r.version, id=body.id,
+                         outputs=[outputs[name] for name in wanted])
+
+
+def _bytes_input(body: InferRequest, expected: str) -> list[str]:
+    """The strings of the request's one BYTES input (base64-decoded text when so marked)."""
+    if len(body.inputs) != 1:
+        raise InvalidInput(f"send exactly one input tensor named {expected!r}, got {len(body.inputs)}")
+    t = body.inputs[0]
+    problems = []
+    if t.name != expected:
+        problems.append(f"input {t.name!r} is unknown: this model's input is {expected!r}")
+    if t.datatype != "BYTES":
+        problems.append(f"input {t.name!r} has datatype {t.datatype!r}; it must be 'BYTES'")
+    InvalidInput.collect(problems)
+    items = _flatten(t.data)
+    count = 1
+    for d in t.shape:
+        if d < 0:
+            raise InvalidInput(f"input shape {t.shape} has a negative dimension")
+        count *= d
+    if len(t.shape) > 2 or (len(t.shape) == 2 and t.shape[1] != 1):
+        raise InvalidInput(f"input shape {t.shape} is not supported: use [n] or [n, 1]")
+    if count != len(items):
+        raise InvalidInput(f"input shape {t.shape} holds {count} elements but data has {len(items)}")
+    bad = [i for i, x in enumerate(items) if not isinstance(x, str)]
+    if bad:
+        raise InvalidInput(f"input data elements {bad[:5]} are not strings (BYTES in JSON are strings)")
+    encoding = (t.parameters or {}).get("content_encoding")
+    if encoding == BYTES_B64 and expected == "text":  # binary extension: raw UTF-8 bytes, base64 here
+        try:
+            items = [base64.b64decode(x, validate=True).decode("utf-8") for x in items]
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"input 'text' holds bytes that are not UTF-8 text ({exc})") from exc
+    return items
+
+
+def _flatten(data: list) -> list:
+    out = []
+    for x in data:
+        if isinstance(x, list):
+            out.extend(_flatten(x))
+        else:
+            out.append(x)
+    return out
+
+
+def _wanted_outputs(body: InferRequest) -> list[str]:
+    names = ["label", "score", "scores"]
+    if not body.outputs:
+        return names
+    asked = [o.name for o in body.outputs]
+    unknown = [a for a in asked if a not in names]
+    if unknown:
+        raise InvalidInput(f"outputs {unknown} are unknown: this model's outputs are {names}")
+    return asked
