@@ -4,7 +4,8 @@
 (``Inference-Header-Content-Length: <json bytes>``; each input with
 ``parameters.binary_data_size``; a ``BYTES`` tensor is a sequence of 4-byte
 little-endian lengths, each followed by that many bytes). This middleware rebuilds the
-JSON request the routes of :mod:`service.routes_v2` read: ``BYTES`` elements become
+JSON request the routes of :mod:`service.routes_v2` read (and a request without the
+extension is read as JSON whatever its ``Content-Type``): ``BYTES`` elements become
 base64 strings marked ``parameters.content_encoding = "base64"`` (an image's raw file
 bytes, or UTF-8 text), numeric tensors become lists. Answers are always JSON, which the
 protocol's clients read whatever they asked for. It sits inside :class:`BodyLimit`, so
@@ -94,7 +95,11 @@ class V2BinaryBody:
         headers = dict(scope.get("headers") or [])
         size = headers.get(_HEADER)
         if size is None:
-            return await self.app(scope, receive, send)
+            # The protocol's body is JSON whatever the Content-Type says: tritonclient, for
+            # one, sends none (FastAPI would then not parse the body as JSON).
+            kept = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            return await self.app({**scope, "headers": [*kept, (b"content-type", b"application/json")]},
+                                  receive, send)
         raw = b""
         while True:
             message = await receive()
