@@ -97,7 +97,6 @@ app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
 app.add_middleware(ReplicaHeader, replica_id=lambda: get_settings().replica_id)
-app.add_middleware(ProtocolErrors)  # outermost: /v1 and /v2 errors in their protocol's shape
 for _router in (embed_router, openai_router, v2_router):  # routes that call self.engine too
     app.include_router(_router)
 
@@ -288,7 +287,10 @@ class Taskswap:
         return DeleteResponse(name=name, deleted=True)
 
 
-Taskswap.add_asgi_middleware(JsonNotFound)  # around BentoML's whole app, its 404 page included
+# Around BentoML's whole app, its 404 page included; the first added is the outermost, so
+# ProtocolErrors gives every /v1 and /v2 error (JsonNotFound's too) its protocol's shape.
+Taskswap.add_asgi_middleware(ProtocolErrors)
+Taskswap.add_asgi_middleware(JsonNotFound)
 
 
 async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] | None, str | None, str | None]:

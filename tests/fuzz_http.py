@@ -61,9 +61,10 @@ def log_statuses(log: Path, start: int) -> dict[str, int]:
 
 def run_schemathesis(url: str, admin_token: str, log: Path, max_examples: int, seed: int,
                      max_time_s: int | None = None, timeout_s: int = 600,
-                     report_dir: Path | None = None) -> FuzzRun:
+                     report_dir: Path | None = None, include_path_regex: str | None = None) -> FuzzRun:
     """Fuzz every operation of ``url``'s ``/docs.json`` as the admin (so admin routes are
-    exercised past auth): ``max_examples`` per operation, and with ``max_time_s`` the
+    exercised past auth), or only those whose path matches ``include_path_regex``:
+    ``max_examples`` per operation, and with ``max_time_s`` the
     fuzzing and stateful phases repeat until that budget is spent (the long run)."""
     start = log.stat().st_size if log.exists() else 0
     cmd = [*schemathesis_cmd(), "run", f"{url}/docs.json", "-H", f"Authorization: Bearer {admin_token}",
@@ -72,6 +73,8 @@ def run_schemathesis(url: str, admin_token: str, log: Path, max_examples: int, s
            "--generation-database", "none"]
     if max_time_s is not None:
         cmd += ["--max-time", str(max_time_s)]
+    if include_path_regex is not None:
+        cmd += ["--include-path-regex", include_path_regex]
     if report_dir is not None:
         cmd += ["--report", "junit", "--report-dir", str(report_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
