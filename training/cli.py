@@ -6,6 +6,12 @@
     taskswap train --name parts --data photos/ --backbone vision --register http://127.0.0.1:3000
     taskswap evaluate out/reviews --data holdout.csv
     taskswap register out/reviews --url http://127.0.0.1:3000 --token "$TASKSWAP_ADMIN_TOKEN"
+    taskswap evaluate --url http://127.0.0.1:3000 --task reviews --data holdout.csv
+    taskswap predict reviews "a great movie" "a boring plot" --url http://127.0.0.1:3000
+    taskswap predict fashion --image shoe.png
+
+``register``, ``predict`` and ``evaluate --url`` talk to the server through
+:class:`taskswap_client.Client` (``predict`` imports no torch: it starts in a blink).
 
 Exit codes: 0 success; 2 bad input (data, options, adapter) reported before any training;
 1 the server could not be reached or refused the adapter.
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from adapters.errors import TaskswapError
+from adapters.errors import InvalidInput, TaskswapError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -110,8 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--register", metavar="URL", help="upload the adapter to a running server")
     r.add_argument("--token", help="admin token (default $TASKSWAP_ADMIN_TOKEN)")
 
-    e = sub.add_parser("evaluate", help="score an adapter folder on labelled data (server code path)")
-    e.add_argument("adapter", type=Path)
+    e = sub.add_parser("evaluate", help="score an adapter folder (server code path, in-process) or a "
+                       "task served at --url on labelled data")
+    e.add_argument("adapter", type=Path, nargs="?", help="adapter folder (without --url)")
+    e.add_argument("--url", help="evaluate the task --task as a running server answers it")
+    e.add_argument("--task", help="with --url: the task to evaluate")
+    e.add_argument("--token", help="with --url: inference token (default $TASKSWAP_TOKEN)")
     _add_data_args(e)
     _add_backbone_args(e, required=False)
     e.add_argument("--batch-size", type=int, default=64)
@@ -123,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:3000")
     g.add_argument("--token", help="admin token (default $TASKSWAP_ADMIN_TOKEN)")
     g.add_argument("--name", help="register under another task name")
+
+    q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
+    q.add_argument("task")
+    q.add_argument("texts", nargs="*", help="texts to classify")
+    q.add_argument("--image", action="append", type=Path, default=[], help="an image file (repeatable)")
+    q.add_argument("--url", default=os.environ.get("TASKSWAP_URL", "http://127.0.0.1:3000"),
+                   help="server base URL (default $TASKSWAP_URL or http://127.0.0.1:3000)")
+    q.add_argument("--token", help="inference token (default $TASKSWAP_TOKEN)")
+    q.add_argument("--json", action="store_true", help="print the server's JSON answer")
     return parser
 
 
@@ -220,12 +239,45 @@ def _register(folder: Path, url: str, token: str | None, name: str | None = None
 
 
 def cmd_evaluate(args) -> int:
+    if args.url:
+        return _evaluate_served(args)
+    if args.adapter is None:
+        raise InvalidInput("give an adapter folder, or --url URL --task NAME for a served task")
     from training.evaluate import adapter_labels, evaluate_adapter
     labels = args.labels or adapter_labels(args.adapter)
     data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
     data = data.load("test")
     spec = backbone_spec(args) if args.backbone else None
     ev = evaluate_adapter(args.adapter, data, spec, batch_size=args.batch_size, progress=not args.quiet)
+    return _print_evaluation(args, ev, data)
+
+
+def _evaluate_served(args) -> int:
+    from taskswap_client import Client, TaskswapHTTPError
+    from training.evaluate import evaluate_served
+    if not args.task or args.adapter is not None:
+        raise InvalidInput("with --url, name the served task with --task (and no adapter folder)")
+    try:
+        with Client(args.url, token=args.token) as client:
+            labels = args.labels or client.show(args.task).labels
+            data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
+            data = data.load("test")
+            ev = evaluate_served(client, args.task, data, batch_size=args.batch_size, progress=not args.quiet)
+    except TaskswapHTTPError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except httpx_errors() as exc:
+        print(f"error: cannot reach {args.url} ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return EXIT_FAILED
+    return _print_evaluation(args, ev, data)
+
+
+def httpx_errors():
+    import httpx
+    return httpx.HTTPError
+
+
+def _print_evaluation(args, ev, data) -> int:
     m = ev.metrics
     print(f"{ev.task} (version {ev.version[:12]}) on {len(data)} examples of {data.source}")
     print(f"accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  loss {m.loss:.4f}")
@@ -243,17 +295,46 @@ def cmd_register(args) -> int:
     return _register(args.adapter, args.url, args.token, args.name)
 
 
+def cmd_predict(args) -> int:
+    """Print each input's label and score for one task (no torch imported on this path)."""
+    from taskswap_client import Client, TaskswapHTTPError
+    if bool(args.texts) == bool(args.image):
+        raise InvalidInput('give texts (taskswap predict TASK "text" ...) or --image PATH, not both')
+    try:
+        with Client(args.url, token=args.token) as client:
+            answer = client.predict(args.task, texts=args.texts or None, images=args.image or None)
+    except TaskswapHTTPError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if 400 <= exc.status < 500 and exc.status not in (401, 403, 429) else EXIT_FAILED
+    except httpx_errors() as exc:
+        print(f"error: cannot reach {args.url} ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # an --image that cannot be read
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(answer.model_dump_json(indent=2, exclude_none=True))
+        return 0
+    result = answer.results[0]
+    names = args.texts or [str(p) for p in args.image]
+    print(f"{result.task} (version {result.version[:12]}, {result.kind}) on {answer.backbone}")
+    for name, pred in zip(names, result.predictions):
+        print(f"{pred.label}\t{pred.score:.4f}\t{name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``taskswap`` console script; returns the exit code."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if getattr(args, "quiet", False):
+    if getattr(args, "quiet", False) and args.command != "predict":
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register}[args.command](args)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,
+                "predict": cmd_predict}[args.command](args)
     except TaskswapError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if len(exc.problems) > 1:

@@ -90,3 +90,46 @@ def evaluate_adapter(adapter_dir: Path, data: LabelledData, backbone: Backbone |
     loss = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean()) if len(y) else None
     metrics = classification_metrics(data.labels, probs.argmax(1).tolist(), data.label_names, loss)
     return Evaluation(loaded.name, loaded.version, metrics, probs)
+
+
+def evaluate_served(client, task: str, data: LabelledData, batch_size: int = 64,
+                    progress: bool = True) -> Evaluation:
+    """Score ``data`` with the answers of a running server (a :class:`taskswap_client.Client`).
+
+    ``data.label_names`` must be the task's labels (``client.show(task).labels``). All the
+    answers must come from one adapter version; a registration landing mid-way is an error
+    (evaluate again), so the metrics always describe exactly one version.
+    """
+    rows, versions = [], []
+    for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit="batch",
+                      disable=not progress, leave=False):
+        chunk = data.inputs[start:start + batch_size]
+        if data.modality == "image":
+            answer = client.predict(task, images=[_encoded_image(x) for x in chunk])
+        else:
+            answer = client.predict(task, texts=list(chunk))
+        result = answer.results[0]
+        versions.append(result.version)
+        missing = set(data.label_names) - set(result.predictions[0].scores)
+        if missing:
+            raise InvalidInput(f"task {task!r} has no labels {sorted(missing)}; load the data with "
+                               "the task's labels")
+        rows += [[p.scores[lab] for lab in data.label_names] for p in result.predictions]
+    if len(set(versions)) > 1:
+        raise InvalidInput(f"task {task!r} changed version during the evaluation "
+                           f"({', '.join(sorted({v[:12] for v in versions}))}); evaluate again")
+    probs = torch.tensor(rows, dtype=torch.float32).reshape(len(data), len(data.label_names))
+    y = torch.tensor(data.labels)
+    loss = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean()) if len(y) else None
+    metrics = classification_metrics(data.labels, probs.argmax(1).tolist(), data.label_names, loss)
+    return Evaluation(task, versions[0] if versions else "", metrics, probs)
+
+
+def _encoded_image(x) -> bytes:
+    """An image input of a data set (a path or an in-memory image) as PNG/JPEG file bytes."""
+    import io
+    if isinstance(x, (str, Path)):
+        return Path(x).read_bytes()
+    buf = io.BytesIO()
+    open_image(x).save(buf, "PNG")
+    return buf.getvalue()

@@ -1,20 +1,17 @@
 """Upload an adapter folder to a running Taskswap server: ``POST /adapters`` (admin token).
 
-The folder is packed with ``adapters.format.archive.make_archive`` (zip) and sent as the
-multipart field ``file`` (optional ``name`` / ``labels`` / ``backbone`` fields), the same
-request as ``curl -F file=@adapter.zip -H "Authorization: Bearer $TOKEN" URL/adapters``.
+The folder is zipped and sent by :class:`taskswap_client.Client` as the multipart field
+``file`` (optional ``name`` / ``labels`` / ``backbone`` fields), the same request as ``curl -F file=@adapter.zip -H "Authorization: Bearer $TOKEN" URL/adapters``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import httpx
 
 from adapters.errors import TaskswapError
-from adapters.format.archive import make_archive
 
 
 class RegistrationFailed(TaskswapError):
@@ -38,32 +35,25 @@ def adapters_url(url: str) -> str:
 def register_with_server(folder: Path, url: str, token: str | None = None, name: str | None = None,
                          labels: list[str] | None = None, backbone: str | None = None,
                          timeout_s: float = 300.0) -> dict:
-    """Upload ``folder``; returns the server's JSON answer (name, version, kind, ...).
+    """Upload ``folder`` with :class:`taskswap_client.Client`; returns the server's JSON
+    answer (name, version, kind, ...).
 
     ``token`` defaults to ``$TASKSWAP_ADMIN_TOKEN``. Raises :class:`RegistrationFailed`
     with the server's own message on any refusal.
     """
+    from taskswap_client import Client, TaskswapHTTPError
+
     token = token or os.environ.get("TASKSWAP_ADMIN_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    fields = {k: v for k, v in (("name", name), ("backbone", backbone),
-                                ("labels", json.dumps(labels) if labels else None)) if v}
-    archive = make_archive(Path(folder), "zip")
     endpoint = adapters_url(url)
+    base = endpoint.removesuffix("/adapters")
     try:
-        resp = httpx.post(endpoint, headers=headers, data=fields,
-                          files={"file": (f"{Path(folder).name}.zip", archive, "application/zip")},
-                          timeout=timeout_s)
+        with Client(base, token=token or "", timeout_s=timeout_s, retries=2, backoff_s=0.2) as client:
+            return client.register(Path(folder), name=name, labels=labels, backbone=backbone).model_dump()
     except httpx.HTTPError as exc:
         raise RegistrationFailed(f"cannot reach {endpoint} ({type(exc).__name__}: {exc}); "
                                  "is the server running at that address?") from exc
-    if resp.status_code in (200, 201):
-        return resp.json()
-    try:
-        body = resp.json()
-        message, problems = body.get("message") or resp.text, body.get("problems")
-    except ValueError:
-        message, problems = resp.text[:500], None
-    hint = " (set --token or TASKSWAP_ADMIN_TOKEN to the server's admin token)" \
-        if resp.status_code in (401, 403) else ""
-    raise RegistrationFailed(f"server refused the adapter: HTTP {resp.status_code}: {message}{hint}",
-                             problems, resp.status_code)
+    except TaskswapHTTPError as exc:
+        hint = " (set --token or TASKSWAP_ADMIN_TOKEN to the server's admin token)" \
+            if exc.status in (401, 403) else ""
+        raise RegistrationFailed(f"server refused the adapter: HTTP {exc.status}: {exc.message}{hint}",
+                                 exc.problems, exc.status) from exc

@@ -1,0 +1,20 @@
+"""A typed Python client for a Taskswap server, sync and async, importable without torch.
+
+    from taskswap_client import Client
+    with Client("http://127.0.0.1:3000", token="...") as ts:
+        ts.wait_ready()
+        print(ts.predict("sentiment", texts=["a great movie"]).results[0].predictions[0].label)
+        vectors = ts.embed(texts=["a great movie"]).embeddings
+
+Results are the service's own pydantic response models (:mod:`service.schemas`, which
+imports nothing but pydantic). Every call sends the bearer token, has a timeout, and
+retries with exponential back-off on 429/503 (honouring ``Retry-After``) and on
+connection failures before anything was sent.
+"""
+
+from taskswap_client.client import AsyncClient, Client, TaskswapHTTPError
+from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,
+                                    EmbedResponse, PredictResponse, RegisterResponse)
+
+__all__ = ["AdapterInfo", "AdapterList", "AsyncClient", "BackboneList", "Client", "DeleteResponse",
+           "EmbedResponse", "PredictResponse", "RegisterResponse", "TaskswapHTTPError"]

@@ -1,0 +1,344 @@
+"""``Client`` (sync) and ``AsyncClient``: the same calls, built once by :class:`_Calls`.
+
+Each call is a :class:`Call` (method, path, body, response model); the two clients only
+differ in how they send it. Retries: a 429 or 503 answer (over capacity, still starting)
+waits ``Retry-After`` seconds when the server says (capped at ``max_backoff_s``), else an
+exponential back-off with jitter; a connection that could not be opened is retried the
+same way (nothing reached the server). Other errors raise :class:`TaskswapHTTPError`
+at once with the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import io
+import json
+import os
+import random
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import httpx
+from pydantic import BaseModel
+
+from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,
+                                    EmbedResponse, PredictResponse, RegisterResponse)
+
+RETRY_STATUSES = (429, 503)
+ImageLike = bytes | str | os.PathLike  # encoded image bytes, or a path to an image file
+
+
+class TaskswapHTTPError(Exception):
+    """The server refused a call: ``status``, ``error`` (kind), ``message``, ``problems``."""
+
+    def __init__(self, status: int, error: str, message: str, problems: list[str] | None = None):
+        super().__init__(f"HTTP {status} {error}: {message}")
+        self.status, self.error, self.message = status, error, message
+        self.problems = problems or [message]
+
+    @classmethod
+    def from_response(cls, r: httpx.Response) -> "TaskswapHTTPError":
+        try:
+            body = r.json()
+        except ValueError:
+            return cls(r.status_code, "http_error", r.text[:500] or r.reason_phrase)
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            return cls(r.status_code, str(body.get("error")), body["message"], body.get("problems"))
+        return cls(r.status_code, "http_error", json.dumps(body)[:500])
+
+
+@dataclass
+class Call:
+    """One HTTP call and the model its answer parses into (None: no body expected)."""
+
+    method: str
+    path: str
+    model: type[BaseModel] | None
+    json: Any = None
+    files: dict | None = None
+    data: dict | None = None
+    ok: tuple[int, ...] = (200, 201)
+    kwargs: dict = field(default_factory=dict)
+
+    def request_kwargs(self) -> dict:
+        kw: dict = {}
+        if self.json is not None:
+            kw["json"] = self.json
+        if self.files is not None:
+            kw["files"] = self.files
+        if self.data is not None:
+            kw["data"] = self.data
+        return kw
+
+    def parse(self, r: httpx.Response):
+        if r.status_code not in self.ok:
+            raise TaskswapHTTPError.from_response(r)
+        return self.model.model_validate_json(r.content) if self.model is not None else None
+
+
+class _Calls:
+    """Builds every call; shared by the sync and the async client."""
+
+    @staticmethod
+    def predict(tasks: str | Sequence[str], texts: Sequence[str] | None, images: Sequence[ImageLike] | None,
+                embed: bool) -> Call:
+        body: dict[str, Any] = {"task": tasks} if isinstance(tasks, str) else {"tasks": list(tasks)}
+        body.update(_inputs(texts, images))
+        if embed:
+            body["embed"] = True
+        return Call("POST", "/predict", PredictResponse, json=body)
+
+    @staticmethod
+    def embed(texts, images, backbone: str | None, pooling: str | None, normalize: bool) -> Call:
+        body: dict[str, Any] = {**_inputs(texts, images), "normalize": normalize}
+        if backbone is not None:
+            body["backbone"] = backbone
+        if pooling is not None:
+            body["pooling"] = pooling
+        return Call("POST", "/embed", EmbedResponse, json=body)
+
+    @staticmethod
+    def register(path: str | os.PathLike, name: str | None, labels: Sequence[str] | None,
+                 backbone: str | None) -> Call:
+        p = Path(path)
+        if p.is_dir():
+            archive, filename = zip_folder(p), f"{p.name}.zip"
+        elif p.is_file():
+            archive, filename = p.read_bytes(), p.name
+        else:
+            raise FileNotFoundError(f"{p} is neither an adapter folder nor an archive")
+        fields = {k: v for k, v in (("name", name), ("backbone", backbone),
+                                    ("labels", json.dumps(list(labels)) if labels else None)) if v}
+        return Call("POST", "/adapters", RegisterResponse, files={"file": (filename, archive)}, data=fields)
+
+    @staticmethod
+    def activate(name: str, version: str) -> Call:
+        return Call("POST", f"/adapters/{name}/activate", AdapterInfo, json={"version": version})
+
+    @staticmethod
+    def delete(name: str) -> Call:
+        return Call("DELETE", f"/adapters/{name}", DeleteResponse)
+
+
+class _Base:
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 3,
+                 backoff_s: float = 0.5, max_backoff_s: float = 30.0):
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else os.environ.get("TASKSWAP_TOKEN")
+        self.timeout_s, self.retries = timeout_s, retries
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _delay(self, attempt: int, r: httpx.Response | None) -> float:
+        """Seconds before retry ``attempt`` (0-based): Retry-After if given, else back-off."""
+        after = retry_after_s(r.headers.get("retry-after")) if r is not None else None
+        if after is None:
+            after = self.backoff_s * (2 ** attempt) * (0.5 + random.random() / 2)
+        return min(after, self.max_backoff_s)
+
+
+class Client(_Base):
+    """Synchronous client. ``token`` defaults to ``$TASKSWAP_TOKEN``.
+
+    >>> Client("http://127.0.0.1:1", retries=0).url
+    'http://127.0.0.1:1'
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 3,
+                 backoff_s: float = 0.5, max_backoff_s: float = 30.0):
+        super().__init__(url, token, timeout_s, retries, backoff_s, max_backoff_s)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: Call):
+        for attempt in range(self.retries + 1):
+            try:
+                r = self._http.request(call.method, call.path, headers=self._headers(),
+                                       **call.request_kwargs())
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if attempt == self.retries:
+                    raise
+                time.sleep(self._delay(attempt, None))
+                continue
+            if r.status_code in RETRY_STATUSES and attempt < self.retries:
+                time.sleep(self._delay(attempt, r))
+                continue
+            return call.parse(r)
+
+    # ---- inference -----------------------------------------------------------------------
+    def predict(self, tasks: str | Sequence[str], texts: Sequence[str] | None = None,
+                images: Sequence[ImageLike] | None = None, embed: bool = False) -> PredictResponse:
+        """One task (a name) or several (a list) on texts, or on images (bytes or file paths)."""
+        return self._send(_Calls.predict(tasks, texts, images, embed))
+
+    def embed(self, texts: Sequence[str] | None = None, images: Sequence[ImageLike] | None = None,
+              backbone: str | None = None, pooling: str | None = None, normalize: bool = True) -> EmbedResponse:
+        """Pooled backbone features (``.embeddings``: one list of floats per input)."""
+        return self._send(_Calls.embed(texts, images, backbone, pooling, normalize))
+
+    # ---- adapters ------------------------------------------------------------------------
+    def register(self, path: str | os.PathLike, name: str | None = None, labels: Sequence[str] | None = None,
+                 backbone: str | None = None) -> RegisterResponse:
+        """(admin) Upload an adapter folder (zipped here) or a zip/tar.gz archive."""
+        return self._send(_Calls.register(path, name, labels, backbone))
+
+    def activate(self, name: str, version: str) -> AdapterInfo:
+        """(admin) Make a stored version active (rollback / roll forward)."""
+        return self._send(_Calls.activate(name, version))
+
+    def delete(self, name: str) -> DeleteResponse:
+        """(admin) Remove a task and all its versions."""
+        return self._send(_Calls.delete(name))
+
+    def list(self) -> AdapterList:
+        return self._send(Call("GET", "/adapters", AdapterList))
+
+    def show(self, name: str) -> AdapterInfo:
+        return self._send(Call("GET", f"/adapters/{name}", AdapterInfo))
+
+    def backbones(self) -> BackboneList:
+        return self._send(Call("GET", "/backbones", BackboneList))
+
+    def wait_ready(self, timeout_s: float = 300.0, poll_s: float = 0.5) -> None:
+        """Return once ``/readyz`` answers 200; ``TimeoutError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self._http.get("/readyz", timeout=min(5.0, self.timeout_s)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.url} not ready after {timeout_s}s")
+            time.sleep(poll_s)
+
+
+class AsyncClient(_Base):
+    """The same calls as :class:`Client`, awaitable (``async with AsyncClient(url) as ts``)."""
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 3,
+                 backoff_s: float = 0.5, max_backoff_s: float = 30.0):
+        super().__init__(url, token, timeout_s, retries, backoff_s, max_backoff_s)
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout_s)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: Call):
+        for attempt in range(self.retries + 1):
+            try:
+                r = await self._http.request(call.method, call.path, headers=self._headers(),
+                                             **call.request_kwargs())
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(self._delay(attempt, None))
+                continue
+            if r.status_code in RETRY_STATUSES and attempt < self.retries:
+                await asyncio.sleep(self._delay(attempt, r))
+                continue
+            return call.parse(r)
+
+    async def predict(self, tasks, texts=None, images=None, embed: bool = False) -> PredictResponse:
+        return await self._send(_Calls.predict(tasks, texts, images, embed))
+
+    async def embed(self, texts=None, images=None, backbone=None, pooling=None,
+                    normalize: bool = True) -> EmbedResponse:
+        return await self._send(_Calls.embed(texts, images, backbone, pooling, normalize))
+
+    async def register(self, path, name=None, labels=None, backbone=None) -> RegisterResponse:
+        return await self._send(_Calls.register(path, name, labels, backbone))
+
+    async def activate(self, name: str, version: str) -> AdapterInfo:
+        return await self._send(_Calls.activate(name, version))
+
+    async def delete(self, name: str) -> DeleteResponse:
+        return await self._send(_Calls.delete(name))
+
+    async def list(self) -> AdapterList:
+        return await self._send(Call("GET", "/adapters", AdapterList))
+
+    async def show(self, name: str) -> AdapterInfo:
+        return await self._send(Call("GET", f"/adapters/{name}", AdapterInfo))
+
+    async def backbones(self) -> BackboneList:
+        return await self._send(Call("GET", "/backbones", BackboneList))
+
+    async def wait_ready(self, timeout_s: float = 300.0, poll_s: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if (await self._http.get("/readyz", timeout=min(5.0, self.timeout_s))).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.url} not ready after {timeout_s}s")
+            await asyncio.sleep(poll_s)
+
+
+# ---- helpers ---------------------------------------------------------------------------
+def retry_after_s(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date (seconds from now).
+
+    >>> retry_after_s("2"), retry_after_s(None), retry_after_s("soon")
+    (2.0, None, None)
+    """
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _inputs(texts: Sequence[str] | None, images: Sequence[ImageLike] | None) -> dict:
+    if (texts is None) == (images is None):
+        raise ValueError("give exactly one of texts or images")
+    if texts is not None:
+        if isinstance(texts, str):
+            raise TypeError("texts is a list of strings, not one string: texts=[text]")
+        return {"texts": list(texts)}
+    return {"images": [base64.b64encode(_image_bytes(x)).decode() for x in images]}
+
+
+def _image_bytes(x: ImageLike) -> bytes:
+    return x if isinstance(x, bytes) else Path(x).read_bytes()
+
+
+def zip_folder(folder: Path) -> bytes:
+    """The files of an adapter folder as a zip (paths relative to it)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_symlink():  # the server refuses links: say so before uploading
+                raise ValueError(f"{f} is a symbolic link; an adapter folder holds regular files only")
+            if f.is_file():
+                z.write(f, f.relative_to(folder).as_posix())
+    return buf.getvalue()
