@@ -2,6 +2,7 @@
 
     python -m bench.http_bench --threads 1   # the full run (about 8 minutes on 2 busy CPU cores)
     python -m bench.http_bench --quick       # 3 rounds of 4 s phases (about 4 minutes)
+    python -m bench.http_bench --embeddings  # served embeddings vs the raw backbone (about 2 minutes)
 
 Two real ``bentoml serve`` processes on 127.0.0.1, started here and stopped at the end:
 
@@ -20,7 +21,12 @@ per-round ratios, because the machine is shared):
    a head and for a LoRA, and p99 latency of mixed head traffic while a new head is
    registered every second, as a ratio to the same traffic without registrations.
 
-Results go to ``bench/results/http.{md,json}`` (``http-quick`` for ``--quick``).
+``--embeddings`` measures only the embeddings routes, interleaved with the raw service:
+``POST /embed`` (JSON floats) and the OpenAI-compatible ``POST /v1/embeddings`` (base64
+float32, what the ``openai`` package asks for), on a store with no tasks.
+
+Results go to ``bench/results/http.{md,json}`` (``http-quick`` for ``--quick``,
+``http-embeddings`` for ``--embeddings``).
 """
 
 from __future__ import annotations
@@ -108,8 +114,9 @@ class Served:
 
 
 # ---- load ------------------------------------------------------------------------------
-async def _load(url: str, bodies, clients: int, seconds: float, max_requests: int) -> dict:
-    """``clients`` concurrent loops POSTing ``bodies()`` to ``url`` for ``seconds`` (bounded)."""
+async def _load(url: str, bodies, clients: int, seconds: float, max_requests: int,
+                path: str = "/predict") -> dict:
+    """``clients`` concurrent loops POSTing ``bodies()`` to ``url + path`` for ``seconds`` (bounded)."""
     lat: list[float] = []
     errors: dict[str, int] = {}
     stop_at = time.monotonic() + seconds
@@ -123,7 +130,7 @@ async def _load(url: str, bodies, clients: int, seconds: float, max_requests: in
                 body = bodies()
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post("/predict", json=body)
+                    r = await client.post(path, json=body)
                     ok = r.status_code == 200
                     key = str(r.status_code)
                 except httpx.HTTPError as exc:
@@ -139,8 +146,8 @@ async def _load(url: str, bodies, clients: int, seconds: float, max_requests: in
             "p99_ms": 1000 * percentile(lat, 99), "ok": len(lat), "errors": errors, "seconds": wall}
 
 
-def run_load(url, bodies, clients, seconds, max_requests=100_000) -> dict:
-    return asyncio.run(_load(url, bodies, clients, seconds, max_requests))
+def run_load(url, bodies, clients, seconds, max_requests=100_000, path="/predict") -> dict:
+    return asyncio.run(_load(url, bodies, clients, seconds, max_requests, path))
 
 
 def body_maker(texts: list[str], per_request: int, tasks: list[str] | None, seed: int):
@@ -255,6 +262,59 @@ def summary(per_round: dict[str, list[dict]], ref: str) -> dict:
     return rows
 
 
+def embeddings_phase(res: dict, raw, taskswap, texts: list[str], backbone: str, args) -> None:
+    """Served embeddings (/embed, /v1/embeddings) against the raw backbone service, interleaved."""
+    def bodies(seed: int, shape):
+        rng = random.Random(seed)
+        return lambda: shape(rng.sample(texts, args.texts))
+
+    variants = {
+        "raw backbone service": lambda: run_load(raw.url, bodies(1, lambda t: {"texts": t}),
+                                                 args.clients, args.seconds),
+        "Taskswap POST /embed": lambda: run_load(taskswap.url, bodies(2, lambda t: {"texts": t}),
+                                                 args.clients, args.seconds, path="/embed"),
+        "Taskswap POST /v1/embeddings (base64)": lambda: run_load(
+            taskswap.url, bodies(3, lambda t: {"model": backbone, "input": t, "encoding_format": "base64"}),
+            args.clients, args.seconds, path="/v1/embeddings"),
+    }
+    per_round = interleaved(variants, args.rounds)
+    res["throughput"] = summary(per_round, "raw backbone service")
+    res["throughput_rounds"] = per_round
+
+
+def embeddings_markdown(res: dict) -> str:
+    a = res["args"]
+    lines = ["# HTTP bench: served embeddings", "",
+             f"Machine: {res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, CUDA: "
+             f"{res['machine']['cuda']}; load average at start {res['machine']['load_avg'][0]:.1f}. "
+             f"Command: `python -m bench.http_bench --embeddings` ({a['clients']} concurrent clients, "
+             f"{a['texts']} texts per request, {a['seconds']:.0f} s per phase, {a['rounds']} "
+             f"interleaved rounds, medians; 1 worker, max_batch_rows {a['max_batch_rows']}, "
+             f"max_wait_ms {a['max_wait_ms']}, torch threads {a['threads']}).", "",
+             "The raw service answers two numbers per text; the embeddings routes answer the whole "
+             "384-d vector (JSON floats for /embed, base64 float32 for /v1/embeddings), so the "
+             "ratio includes that larger response.", "",
+             "| traffic | requests/s | texts/s | × raw service | p50 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|---|"]
+    for k, v in res["throughput"].items():
+        lines.append(f"| {k} | {v['requests_per_s']:.1f} | {v['requests_per_s'] * a['texts']:.1f} | "
+                     f"{v['ratio']:.3f} | {v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['errors']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _finish(res: dict, taskswap: Served, render, name: str) -> dict:
+    """Server-log errors, the markdown, printed and saved under ``bench/results/<name>``."""
+    errors = [line for line in taskswap.log.read_text(errors="replace").splitlines()
+              if "Traceback" in line or "status=500" in line]
+    res["server_errors"] = errors[:20]
+    md = render(res)
+    if errors:
+        md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in errors[:20]) + "\n"
+    print(md)
+    save_results(name, res, md)
+    return res
+
+
 def markdown(res: dict) -> str:
     a = res["args"]
     lines = [f"# HTTP bench ({'quick' if a['quick'] else 'full'} run)", "",
@@ -284,6 +344,8 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 rounds of 4 s phases (~4 minutes)")
+    ap.add_argument("--embeddings", action="store_true", help=(
+        "only served embeddings (/embed, /v1/embeddings) vs the raw backbone, 3 rounds of 4 s"))
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None, help="length of one load phase")
     ap.add_argument("--clients", type=int, default=32)
@@ -298,8 +360,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--half", action="store_true", help="float16 backbones in the servers (CUDA only)")
     ap.add_argument("--out", default=None, help="results name under bench/results (default http / http-quick)")
     args = ap.parse_args(argv)
-    args.rounds = args.rounds or (3 if args.quick else 5)
-    args.seconds = args.seconds or (4.0 if args.quick else 10.0)
+    short = args.quick or args.embeddings
+    args.rounds = args.rounds or (3 if short else 5)
+    args.seconds = args.seconds or (4.0 if short else 10.0)
+    if args.embeddings:
+        args.heads, args.loras = 0, 0
     root = Path(tempfile.mkdtemp(prefix="taskswap-http-bench-"))
     res: dict = {"args": vars(args), "machine": machine()}
     t0 = time.perf_counter()
@@ -332,6 +397,9 @@ def main(argv=None) -> dict:
                     raise SystemExit(f"warm-up {t}: {r.status_code} {r.text}")
         run_load(raw.url, body_maker(texts, args.texts, None, 0), args.clients, 2)
         print(f"servers ready and warm in {time.perf_counter() - t0:.0f}s", flush=True)
+        if args.embeddings:
+            embeddings_phase(res, raw, taskswap, texts, bb.name, args)
+            return _finish(res, taskswap, embeddings_markdown, args.out or "http-embeddings")
         mk = lambda tasks, seed: body_maker(texts, args.texts, tasks, seed)  # noqa: E731
         variants = {
             "raw backbone service": lambda: run_load(raw.url, mk(None, 1), args.clients, args.seconds),
