@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 
 import numpy as np
@@ -119,7 +118,8 @@ def test_openai_package_lists_models_and_embeds_text(srv, text_backbone):
     as_float = client.embeddings.create(model="text", input=TEXTS[1], encoding_format="float")
     close([as_float.data[0].embedding], expected[1:2])
     tok = text_backbone.preprocessor.tokenizer
-    n_tokens = sum(len(ids) for ids in tok(TEXTS, truncation=True, max_length=text_backbone.spec.max_length)["input_ids"])
+    ids = tok(TEXTS, truncation=True, max_length=text_backbone.spec.max_length)["input_ids"]
+    n_tokens = sum(len(x) for x in ids)
     assert got.usage.prompt_tokens == got.usage.total_tokens == n_tokens
     same = client.embeddings.create(model="text", input=TEXTS, dimensions=text_backbone.hidden_size)
     close([d.embedding for d in same.data], expected)
