@@ -15,9 +15,13 @@ version answers; with one, exactly that version does, whatever is active now.
 Tensors: one input, ``BYTES``, shape ``[n]`` (or ``[n, 1]``), named ``text`` for a text
 backbone (UTF-8 strings) or ``image`` for a vision backbone (base64 strings of encoded
 images in JSON; raw bytes with Triton's binary tensor extension, see
-:mod:`service.v2_binary`). Outputs: ``label`` (``BYTES [n]``), ``score`` (``FP32 [n]``,
-the best label's probability) and ``scores`` (``FP32 [n, labels]``, the label order in the
-metadata's and the output's ``parameters.labels``). Request ``outputs`` selects among them.
+:mod:`service.v2_binary`). Outputs: one tensor per field of the task type's answer (what
+``/predict`` returns per input), whatever the type, by the field's value: a string is
+``BYTES [n]`` (``label``), a number ``FP32 [n]`` (``score``), a mapping of names to numbers
+``FP32 [n, k]`` with the names, in order, in the tensor's ``parameters.names`` (``scores``
+of a classifier, ``values`` of a regression), a list ``BYTES [n]`` of JSON arrays (the
+``labels`` of a multi-label task). The metadata lists them (from the task type's answer to
+a probe output). Request ``outputs`` selects among them.
 Errors are ``{"error": "<message>"}`` (:mod:`service.protocol_errors`).
 """
 
@@ -28,6 +32,8 @@ import binascii
 import json
 import time
 from typing import Any
+
+import torch
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
@@ -74,7 +80,7 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
     parameters: Parameters | None = Field(None, description=(
-        "version (the one that would answer), task_type, kind, backbone, labels (JSON list)."))
+        "version (the one that would answer), task_type, kind, backbone, output_names (JSON list)."))
 
 
 class ModelReady(BaseModel):
@@ -199,16 +205,51 @@ def _input_name(modality: str) -> str:
 
 def _metadata(svc, task: str, version: str | None) -> ModelMetadata:
     loaded, versions = svc.engine.task_model(task, version)
-    n = len(loaded.labels)
+    names = loaded.task.output_names(loaded.manifest)
+    outputs = [TensorMetadata(name=t.name, datatype=t.datatype, shape=[-1, *t.shape[1:]])
+               for t in _probe_tensors(loaded)]
     return ModelMetadata(
         name=task, versions=versions, platform="taskswap",
         inputs=[TensorMetadata(name=_input_name(loaded.backbone.modality), datatype="BYTES", shape=[-1])],
-        outputs=[TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
-                 TensorMetadata(name="score", datatype="FP32", shape=[-1]),
-                 TensorMetadata(name="scores", datatype="FP32", shape=[-1, n])],
+        outputs=outputs,
         parameters={"version": loaded.version, "task_type": loaded.manifest.task_type,
                     "kind": loaded.kind, "backbone": loaded.backbone.name,
-                    "labels": json.dumps(list(loaded.labels))})
+                    "output_names": json.dumps(list(names))})
+
+
+def _probe_tensors(loaded) -> list[OutputTensor]:
+    """The tensors a task answers with, from its task type's answer to a probe output."""
+    n = len(loaded.task.output_names(loaded.manifest))
+    return answer_tensors(loaded.task.rows(loaded, torch.full((1, n), 1.0 / n)))  # probe: [1, outputs]
+
+
+def answer_tensors(rows: list) -> list[OutputTensor]:
+    """One v2 tensor per field of a task's answers (``RowResult`` rows, same fields each).
+
+    >>> from adapters.tasks import RowResult
+    >>> [(t.name, t.datatype, t.shape) for t in answer_tensors([RowResult(label="a", score=0.9,
+    ...     scores={"a": 0.9, "b": 0.1}), RowResult(label="b", score=0.6, scores={"a": 0.4, "b": 0.6})])]
+    [('label', 'BYTES', [2]), ('score', 'FP32', [2]), ('scores', 'FP32', [2, 2])]
+    """
+    n, out = len(rows), []
+    for name in rows[0].keys() if rows else []:
+        vals = [r[name] for r in rows]
+        first = vals[0]
+        if first is None:
+            continue
+        if isinstance(first, str):
+            out.append(OutputTensor(name=name, shape=[n], datatype="BYTES", data=vals))
+        elif isinstance(first, dict):
+            keys = list(first)
+            out.append(OutputTensor(name=name, shape=[n, len(keys)], datatype="FP32",
+                                    parameters={"names": json.dumps(keys)},
+                                    data=[float(v[k]) for v in vals for k in keys]))
+        elif isinstance(first, (list, tuple)):
+            out.append(OutputTensor(name=name, shape=[n], datatype="BYTES",
+                                    parameters={"content": "json"}, data=[json.dumps(list(v)) for v in vals]))
+        else:
+            out.append(OutputTensor(name=name, shape=[n], datatype="FP32", data=[float(v) for v in vals]))
+    return out
 
 
 async def _infer(svc, task: str, version: str | None, body: InferRequest) -> InferResponse:
@@ -218,7 +259,7 @@ async def _infer(svc, task: str, version: str | None, body: InferRequest) -> Inf
             loaded, _ = svc.engine.task_model(task, version)
             modality = loaded.backbone.modality
             items = _bytes_input(body, _input_name(modality))
-            wanted = _wanted_outputs(body)
+            wanted = _wanted_outputs(body, [t.name for t in _probe_tensors(loaded)])
             text = modality == "text"
             inputs, modality = await decode_inputs(svc, items if text else None, None if text else items,
                                                    what=("inputs[0].data", "inputs[0].data"))
@@ -232,16 +273,9 @@ async def _infer(svc, task: str, version: str | None, body: InferRequest) -> Inf
     finally:
         svc.metrics.observe_request([task], status, time.perf_counter() - start, n_inputs)
     r = results[0]
-    n, labels = len(r.rows), list(loaded.labels)
-    outputs = {
-        "label": OutputTensor(name="label", shape=[n], datatype="BYTES", data=[p.label for p in r.rows]),
-        "score": OutputTensor(name="score", shape=[n], datatype="FP32", data=[p.score for p in r.rows]),
-        "scores": OutputTensor(name="scores", shape=[n, len(labels)], datatype="FP32",
-                               parameters={"labels": json.dumps(labels)},
-                               data=[p.scores[lab] for p in r.rows for lab in labels]),
-    }
+    tensors = {t.name: t for t in answer_tensors(r.rows)}
     return InferResponse(model_name=task, model_version=r.version, id=body.id,
-                         outputs=[outputs[name] for name in wanted])
+                         outputs=[tensors[name] for name in wanted if name in tensors])
 
 
 def _bytes_input(body: InferRequest, expected: str) -> list[str]:
@@ -287,8 +321,7 @@ def _flatten(data: list) -> list:
     return out
 
 
-def _wanted_outputs(body: InferRequest) -> list[str]:
-    names = ["label", "score", "scores"]
+def _wanted_outputs(body: InferRequest, names: list[str]) -> list[str]:
     if not body.outputs:
         return names
     asked = [o.name for o in body.outputs]

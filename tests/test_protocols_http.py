@@ -186,7 +186,7 @@ def test_tritonclient_health_and_metadata(srv, triton):
     assert meta["versions"] == [active] and meta["parameters"]["version"] == active
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert {o["name"]: o["shape"] for o in meta["outputs"]} == {"label": [-1], "score": [-1], "scores": [-1, 3]}
-    assert json.loads(meta["parameters"]["labels"]) == ["neg", "pos", "mixed"]
+    assert json.loads(meta["parameters"]["output_names"]) == ["neg", "pos", "mixed"]
     assert client.get_model_metadata("img", headers=auth())["inputs"][0]["name"] == "image"
 
 
@@ -231,6 +231,24 @@ def test_tritonclient_version_pinned_infer_after_rollback(srv, triton, text_back
     assert client.get_model_metadata("roll", v2, headers=auth())["parameters"]["version"] == v2
     assert client.get_model_metadata("roll", headers=auth())["versions"] == [v1, v2]
     assert client.is_model_ready("roll", v2[:8], headers=auth())
+
+
+def test_tritonclient_regression_task_answers_values(srv, triton, text_backbone, tmp_path):
+    """The tensors follow the task type's answer: a regression task gives its named values."""
+    from test_seams import regression_head
+    scaling = {"valence": {"mean": 5.0, "std": 2.0}, "arousal": {"mean": -1.0, "std": 0.5}}
+    folder, head = regression_head(tmp_path / "r", text_backbone, "affect", ("valence", "arousal"), scaling)
+    register_ok(srv, folder)
+    http, client = triton
+    meta = client.get_model_metadata("affect", headers=auth())
+    assert meta["outputs"] == [{"name": "values", "datatype": "FP32", "shape": [-1, 2]}]
+    res = v2_infer(http, client, "affect", TEXTS, True, outputs=("values",))
+    assert json.loads(res.get_output("values")["parameters"]["names"]) == ["valence", "arousal"]
+    with torch.no_grad():
+        want = head(text_backbone.embed(TEXTS, "mean")) * torch.tensor([2.0, 0.5]) + torch.tensor([5.0, -1.0])
+    close(res.as_numpy("values"), want, atol=1e-4)
+    served = srv.predict("affect", texts=TEXTS).json()["results"][0]["predictions"]
+    close(res.as_numpy("values"), [[p["values"]["valence"], p["values"]["arousal"]] for p in served])
 
 
 def test_tritonclient_sees_protocol_errors(srv, triton):
