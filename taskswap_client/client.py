@@ -62,6 +62,7 @@ class Call:
     json: Any = None
     files: dict | None = None
     data: dict | None = None
+    params: dict | None = None
     ok: tuple[int, ...] = (200, 201)
     kwargs: dict = field(default_factory=dict)
 
@@ -73,6 +74,8 @@ class Call:
             kw["files"] = self.files
         if self.data is not None:
             kw["data"] = self.data
+        if self.params is not None:
+            kw["params"] = self.params
         return kw
 
     def parse(self, r: httpx.Response):
@@ -104,7 +107,7 @@ class _Calls:
 
     @staticmethod
     def register(path: str | os.PathLike, name: str | None, labels: Sequence[str] | None,
-                 backbone: str | None) -> Call:
+                 backbone: str | None, expected_version: str | None = None) -> Call:
         p = Path(path)
         if p.is_dir():
             archive, filename = zip_folder(p), f"{p.name}.zip"
@@ -113,16 +116,19 @@ class _Calls:
         else:
             raise FileNotFoundError(f"{p} is neither an adapter folder nor an archive")
         fields = {k: v for k, v in (("name", name), ("backbone", backbone),
-                                    ("labels", json.dumps(list(labels)) if labels else None)) if v}
+                                    ("labels", json.dumps(list(labels)) if labels else None),
+                                    ("expected_version", expected_version)) if v}
         return Call("POST", "/adapters", RegisterResponse, files={"file": (filename, archive)}, data=fields)
 
     @staticmethod
-    def activate(name: str, version: str) -> Call:
-        return Call("POST", f"/adapters/{name}/activate", AdapterInfo, json={"version": version})
+    def activate(name: str, version: str, expected_version: str | None = None) -> Call:
+        body = {"version": version, **({"expected_version": expected_version} if expected_version else {})}
+        return Call("POST", f"/adapters/{name}/activate", AdapterInfo, json=body)
 
     @staticmethod
-    def delete(name: str) -> Call:
-        return Call("DELETE", f"/adapters/{name}", DeleteResponse)
+    def delete(name: str, expected_version: str | None = None) -> Call:
+        params = {"expected_version": expected_version} if expected_version else None
+        return Call("DELETE", f"/adapters/{name}", DeleteResponse, params=params)
 
 
 class _Base:
@@ -193,17 +199,18 @@ class Client(_Base):
 
     # ---- adapters ------------------------------------------------------------------------
     def register(self, path: str | os.PathLike, name: str | None = None, labels: Sequence[str] | None = None,
-                 backbone: str | None = None) -> RegisterResponse:
-        """(admin) Upload an adapter folder (zipped here) or a zip/tar.gz archive."""
-        return self._send(_Calls.register(path, name, labels, backbone))
+                 backbone: str | None = None, expected_version: str | None = None) -> RegisterResponse:
+        """(admin) Upload an adapter folder (zipped here) or a zip/tar.gz archive.
+        ``expected_version``: refused (409) unless that version is the active one."""
+        return self._send(_Calls.register(path, name, labels, backbone, expected_version))
 
-    def activate(self, name: str, version: str) -> AdapterInfo:
+    def activate(self, name: str, version: str, expected_version: str | None = None) -> AdapterInfo:
         """(admin) Make a stored version active (rollback / roll forward)."""
-        return self._send(_Calls.activate(name, version))
+        return self._send(_Calls.activate(name, version, expected_version))
 
-    def delete(self, name: str) -> DeleteResponse:
+    def delete(self, name: str, expected_version: str | None = None) -> DeleteResponse:
         """(admin) Remove a task and all its versions."""
-        return self._send(_Calls.delete(name))
+        return self._send(_Calls.delete(name, expected_version))
 
     def list(self) -> AdapterList:
         return self._send(Call("GET", "/adapters", AdapterList))
@@ -267,14 +274,15 @@ class AsyncClient(_Base):
                     normalize: bool = True) -> EmbedResponse:
         return await self._send(_Calls.embed(texts, images, backbone, pooling, normalize))
 
-    async def register(self, path, name=None, labels=None, backbone=None) -> RegisterResponse:
-        return await self._send(_Calls.register(path, name, labels, backbone))
+    async def register(self, path, name=None, labels=None, backbone=None,
+                       expected_version=None) -> RegisterResponse:
+        return await self._send(_Calls.register(path, name, labels, backbone, expected_version))
 
-    async def activate(self, name: str, version: str) -> AdapterInfo:
-        return await self._send(_Calls.activate(name, version))
+    async def activate(self, name: str, version: str, expected_version: str | None = None) -> AdapterInfo:
+        return await self._send(_Calls.activate(name, version, expected_version))
 
-    async def delete(self, name: str) -> DeleteResponse:
-        return await self._send(_Calls.delete(name))
+    async def delete(self, name: str, expected_version: str | None = None) -> DeleteResponse:
+        return await self._send(_Calls.delete(name, expected_version))
 
     async def list(self) -> AdapterList:
         return await self._send(Call("GET", "/adapters", AdapterList))

@@ -108,7 +108,10 @@ def test_sync_client_lifecycle(srv, text_backbone, vision_backbone, tmp_path):
         assert isinstance(answer, PredictResponse) and answer.results[0].version == reg.version
         torch.testing.assert_close(scores(answer, ["neg", "pos"]), expected_head_scores(f2, text_backbone, TEXTS))
         torch.testing.assert_close(torch.tensor(answer.embeddings), text_backbone.embed(TEXTS))
-        assert ts.activate("life", v1[:12]).active_version == v1  # rollback
+        with pytest.raises(TaskswapHTTPError) as err:  # compare-and-swap: v2 is active, not v1
+            ts.activate("life", v1, expected_version=v1)
+        assert err.value.status == 409
+        assert ts.activate("life", v1[:12], expected_version=reg.version).active_version == v1  # rollback
         torch.testing.assert_close(scores(ts.predict("life", texts=TEXTS), ["neg", "pos"]),
                                    expected_head_scores(f1, text_backbone, TEXTS))
         emb = ts.embed(texts=TEXTS, normalize=False)
@@ -124,7 +127,10 @@ def test_sync_client_lifecycle(srv, text_backbone, vision_backbone, tmp_path):
         with pytest.raises(TaskswapHTTPError) as err:
             ts.predict("nope", texts=["x"])
         assert err.value.status == 404 and "task 'nope' is not registered" in err.value.message
-        assert ts.delete("life").deleted
+        with pytest.raises(TaskswapHTTPError) as err:
+            ts.delete("life", expected_version=reg.version)  # no longer the active one
+        assert err.value.status == 409
+        assert ts.delete("life", expected_version=v1).deleted
         with pytest.raises(TaskswapHTTPError) as err:
             ts.show("life")
         assert err.value.status == 404
