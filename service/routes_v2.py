@@ -19,8 +19,8 @@ images in JSON; raw bytes with Triton's binary tensor extension, see
 ``/predict`` returns per input), whatever the type, by the field's value: a string is
 ``BYTES [n]`` (``label``), a number ``FP32 [n]`` (``score``), a mapping of names to numbers
 ``FP32 [n, k]`` with the names, in order, in the tensor's ``parameters.names`` (``scores``
-of a classifier, ``values`` of a regression), a list ``BYTES [n]`` of JSON arrays (the
-``labels`` of a multi-label task). The metadata lists them (from the task type's answer to
+of a classifier, ``values`` of a regression), anything else (a list, e.g. the ``labels`` of
+a multi-label task, or nested objects) ``BYTES [n]`` of JSON texts. The metadata lists them (from the task type's answer to
 a probe output). Request ``outputs`` selects among them.
 Errors are ``{"error": "<message>"}`` (:mod:`service.protocol_errors`).
 """
@@ -239,16 +239,16 @@ def answer_tensors(rows: list) -> list[OutputTensor]:
             continue
         if isinstance(first, str):
             out.append(OutputTensor(name=name, shape=[n], datatype="BYTES", data=vals))
-        elif isinstance(first, dict):
+        elif isinstance(first, dict) and all(_number(x) for x in first.values()):
             keys = list(first)
             out.append(OutputTensor(name=name, shape=[n, len(keys)], datatype="FP32",
                                     parameters={"names": json.dumps(keys)},
                                     data=[float(v[k]) for v in vals for k in keys]))
-        elif isinstance(first, (list, tuple)):
-            out.append(OutputTensor(name=name, shape=[n], datatype="BYTES",
-                                    parameters={"content": "json"}, data=[json.dumps(list(v)) for v in vals]))
-        else:
+        elif _number(first):
             out.append(OutputTensor(name=name, shape=[n], datatype="FP32", data=[float(v) for v in vals]))
+        else:  # lists (multi-label labels), nested structures (spans...): one JSON text per input
+            out.append(OutputTensor(name=name, shape=[n], datatype="BYTES",
+                                    parameters={"content": "json"}, data=[json.dumps(v) for v in vals]))
     return out
 
 
@@ -276,6 +276,10 @@ async def _infer(svc, task: str, version: str | None, body: InferRequest) -> Inf
     tensors = {t.name: t for t in answer_tensors(r.rows)}
     return InferResponse(model_name=task, model_version=r.version, id=body.id,
                          outputs=[tensors[name] for name in wanted if name in tensors])
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _bytes_input(body: InferRequest, expected: str) -> list[str]:
