@@ -37,14 +37,19 @@ async def observed(svc, api: str):
         svc.metrics.observe_api(api, outcome["status"], time.perf_counter() - start)
 
 
-async def decode_inputs(svc, texts: list[str] | None, images: list[str] | None,
-                        what: tuple[str, str] = ("texts", "images")) -> tuple[list, str]:
-    """Checked texts or decoded base64 images (in a worker thread) and their modality."""
-    if texts is not None:
-        check_count(len(texts), what[0], svc.limits)
-        return check_texts(texts, svc.limits), "text"
-    images = images or []
-    check_count(len(images), what[1], svc.limits)
-    decoded = await anyio.to_thread.run_sync(lambda: [
-        decode_base64_image(b64, f"{what[1]}[{i}]", svc.limits) for i, b64 in enumerate(images)])
-    return decoded, "image"
+FIELDS = {"text": "texts", "image": "images", "audio": "audio"}  # modality -> request field
+
+
+async def decode_inputs(svc, items: list[str], modality: str, where: str | None = None) -> list:
+    """Checked texts, or base64 images / audio clips decoded in a worker thread, for a
+    backbone of ``modality``; ``where`` names the field in error messages."""
+    where = where or FIELDS.get(modality, modality)
+    check_count(len(items), where, svc.limits)
+    if modality == "text":
+        return check_texts(items, svc.limits)
+    if modality == "audio":
+        from service.audio_inputs import decode_base64_audio
+        return await anyio.to_thread.run_sync(lambda: [
+            decode_base64_audio(b64, f"{where}[{i}]", svc.audio_limits) for i, b64 in enumerate(items)])
+    return await anyio.to_thread.run_sync(lambda: [
+        decode_base64_image(b64, f"{where}[{i}]", svc.limits) for i, b64 in enumerate(items)])

@@ -19,9 +19,9 @@ router = APIRouter()
 async def embed(body: EmbedRequest, svc: Svc) -> EmbedResponse:
     """Pooled features of texts or base64 images (pooling and L2 normalisation as heads use them)."""
     async with observed(svc, "embed"):
-        modality = "text" if body.texts is not None else "image"
+        modality, items = body.modality_and_items()
         bb = svc.engine.backbone(body.backbone, modality)
-        inputs, modality = await decode_inputs(svc, body.texts, body.images)
+        inputs = await decode_inputs(svc, items, modality)
         spec = EmbedSpec(body.pooling, body.normalize)
         vectors = await svc.engine.embed(bb.name, inputs, modality, spec)  # [inputs, hidden]
         svc.metrics.observe_embedded(bb.name, len(inputs))

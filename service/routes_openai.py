@@ -2,7 +2,7 @@
 
 ``model`` is a backbone name (``GET /v1/models`` lists them). A text backbone embeds
 strings; an image backbone takes each input string as a base64 image (a
-``data:image/...;base64,`` URL is fine). Vectors are the backbone's default pooling,
+``data:image/...;base64,`` URL is fine), an audio backbone a base64 audio clip. Vectors are the backbone's default pooling,
 L2-normalised (as OpenAI's are), from the same batcher and trunk pass as ``/predict``.
 ``encoding_format="base64"`` (what the ``openai`` package asks for by default) is the
 little-endian float32 bytes, base64-encoded. ``dimensions`` other than the backbone's own
@@ -99,9 +99,8 @@ async def embeddings(body: EmbeddingsRequest, svc: Svc) -> EmbeddingsResponse:
                                f"returns {bb.hidden_size}-d vectors; omit dimensions or pass "
                                f"{bb.hidden_size}")
         text = bb.modality == "text"
-        inputs, modality = await decode_inputs(svc, items if text else None, None if text else items,
-                                               what=("input", "input"))
-        vectors = await svc.engine.embed(bb.name, inputs, modality, EmbedSpec(None, True))
+        inputs = await decode_inputs(svc, items, bb.modality, where="input")
+        vectors = await svc.engine.embed(bb.name, inputs, bb.modality, EmbedSpec(None, True))
         tokens = await anyio.to_thread.run_sync(_count_tokens, bb, inputs) if text else 0
         svc.metrics.observe_embedded(bb.name, len(inputs))
         if body.encoding_format == "base64":

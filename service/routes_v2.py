@@ -13,8 +13,8 @@ unique prefix of at least 8 characters works too). Without a version, the task's
 version answers; with one, exactly that version does, whatever is active now.
 
 Tensors: one input, ``BYTES``, shape ``[n]`` (or ``[n, 1]``), named ``text`` for a text
-backbone (UTF-8 strings) or ``image`` for a vision backbone (base64 strings of encoded
-images in JSON; raw bytes with Triton's binary tensor extension, see
+backbone (UTF-8 strings), ``image`` for a vision or ``audio`` for an audio backbone
+(base64 strings of encoded files in JSON; raw bytes with Triton's binary tensor extension, see
 :mod:`service.v2_binary`). Outputs: one tensor per field of the task type's answer (what
 ``/predict`` returns per input), whatever the type, by the field's value: a string is
 ``BYTES [n]`` (``label``), a number ``FP32 [n]`` (``score``), a mapping of names to numbers
@@ -200,7 +200,7 @@ async def infer_version(body: InferRequest, svc: Svc, task: str = TaskPath,
 
 # ---- helpers -----------------------------------------------------------------------------
 def _input_name(modality: str) -> str:
-    return "text" if modality == "text" else "image"
+    return modality  # "text", "image", "audio"
 
 
 def _metadata(svc, task: str, version: str | None) -> ModelMetadata:
@@ -260,9 +260,7 @@ async def _infer(svc, task: str, version: str | None, body: InferRequest) -> Inf
             modality = loaded.backbone.modality
             items = _bytes_input(body, _input_name(modality))
             wanted = _wanted_outputs(body, [t.name for t in _probe_tensors(loaded)])
-            text = modality == "text"
-            inputs, modality = await decode_inputs(svc, items if text else None, None if text else items,
-                                                   what=("inputs[0].data", "inputs[0].data"))
+            inputs = await decode_inputs(svc, items, modality, where="inputs[0].data")
             # Pinned to the version resolved above: a rollback landing now cannot change it.
             _, results = await svc.engine.predict([task], inputs, modality,
                                                   versions={task: loaded.version})

@@ -108,6 +108,8 @@ class EmbedRequest(BaseModel):
     texts: list[str] | None = Field(None, description="Texts for a text backbone.")
     images: list[str] | None = Field(None, description=(
         "Images for a vision backbone, base64 (a 'data:image/...;base64,' prefix is allowed)."))
+    audio: list[str] | None = Field(None, description=(
+        "Audio clips (WAV, FLAC or OGG files) for an audio backbone, base64."))
     pooling: Pooling | None = Field(None, description=(
         "How token/pixel features become one vector (default: the backbone's default_pooling, "
         "the one heads use unless trained otherwise)."))
@@ -116,10 +118,16 @@ class EmbedRequest(BaseModel):
         "pooled features exactly as a head without normalisation reads them."))
 
     @model_validator(mode="after")
-    def _texts_or_images(self):
-        if (self.texts is None) == (self.images is None):
-            raise ValueError("give exactly one of 'texts' or 'images'")
+    def _one_input_kind(self):
+        if sum(x is not None for x in (self.texts, self.images, self.audio)) != 1:
+            raise ValueError("give exactly one of 'texts', 'images' or 'audio'")
         return self
+
+    def modality_and_items(self) -> tuple[str, list[str]]:
+        for modality, items in (("text", self.texts), ("image", self.images), ("audio", self.audio)):
+            if items is not None:
+                return modality, items
+        raise ValueError("no inputs")  # unreachable: the validator requires one kind
 
 
 class EmbedResponse(BaseModel):

@@ -82,7 +82,7 @@ def test_predict_embed_returns_the_rows_its_heads_read(srv, text_backbone):
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({"texts": ["x"], "images": ["x"]}, 422, "exactly one of 'texts' or 'images'"),
+    ({"texts": ["x"], "images": ["x"]}, 422, "exactly one of 'texts', 'images' or 'audio'"),
     ({"texts": []}, 400, "texts is empty"),
     ({"texts": ["x"], "backbone": "nope"}, 404, "backbone 'nope'"),
     ({"images": ["aGVsbG8="], "pooling": "cls"}, 400, "not a decodable image"),
