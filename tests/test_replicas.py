@@ -115,7 +115,9 @@ def test_concurrent_registrations_on_two_replicas_report_a_chain(replicas, text_
     p1, p2 = r1.json()["previous_version"], r2.json()["previous_version"]
     assert p1 != p2 and v0 in (p1, p2)
     assert {p1, p2} - {v0} <= {r1.json()["version"], r2.json()["version"]}
-    current = a.get("/adapters/race").json()["active_version"]
+    # The store's truth: the chain v0 -> X -> Y ends at the version no answer replaced
+    # (replica a's own view may lag b's CAS until its watcher syncs).
+    (current,) = {r1.json()["version"], r2.json()["version"]} - {p1, p2}
 
     archives = [head_archive(tmp_path / f"w{i}", text_backbone, "race", seed=i) for i in (3, 4)]
     with ThreadPoolExecutor(2) as pool:
