@@ -190,7 +190,8 @@ class Runtime:
         pairs = [(a, rows) for tasks in plan for a, rows in tasks]
         needs = set().union(*(a.task.needs(a.manifest) for a, _ in pairs),
                             {r.embed.pooling for r in reqs if r.embed is not None})
-        feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs)
+        token_rows = {r for a, rows in pairs if "tokens" in a.task.needs(a.manifest) for r in rows}
+        feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs, token_rows)
         by_type: dict[str, list[int]] = {}  # each task type scores its own tasks, batched
         for i, (a, _) in enumerate(pairs):
             by_type.setdefault(a.manifest.task_type, []).append(i)
@@ -203,30 +204,45 @@ class Runtime:
                 for r, tasks, rows in zip(reqs, plan, plain)]
 
     def _trunk(self, bb: Backbone, inputs: list, row_input: list[int], row_state: list,
-               row_pass: list, needs: set[str]) -> BatchFeatures:
+               row_pass: list, needs: set[str], token_rows: set[int] = frozenset()) -> BatchFeatures:
         """The features ``needs`` asks for, for every row, on the backbone's device.
 
-        Each pass's rows run in the sub-batches of :meth:`plan` (text: sorted by length,
+        A "unit" is one row of one forward: a trunk row reading one preprocessed sequence.
+        Each row is one unit on its input (under per-token needs a long text's first window,
+        which is the plain truncated encoding); a row in ``token_rows`` whose text is longer
+        than ``max_length`` gets one more unit per further window, with the same trunk
+        state and pass, and its token features are stitched back into one sequence.
+
+        Each pass's units run in the sub-batches of :meth:`plan` (text: sorted by length,
         under ``token_budget`` padded tokens, columns that are padding on every row of the
-        sub-batch dropped); the features are put back in row order at the end, so a row's
+        sub-batch dropped); the features are put back in unit order at the end, so a row's
         trunk state and the head rows that read it stay aligned.
         """
-        enc = bb.preprocess(inputs)  # each input once, even if several LoRA rows reuse it
-        offsets = enc.pop("offset_mapping", None)  # [inputs, seq, 2]: for token task types only
+        win = bb.token_windows(inputs) if "tokens" in needs else None
+        unit_row = list(range(len(row_input)))
+        if win is None:
+            enc, unit_enc = bb.preprocess(inputs), list(row_input)  # each input once
+        else:
+            enc = win.batch
+            unit_enc = [win.windows[i][0] for i in row_input]
+            for r in sorted(token_rows):
+                for w in win.windows[row_input[r]][1:]:
+                    unit_row.append(r)
+                    unit_enc.append(w)
         poolings = sorted(needs - {"tokens"})
         parts: dict[str, list[torch.Tensor]] = {p: [] for p in poolings}
         hidden: list[torch.Tensor] = []
-        ri = torch.tensor(row_input, dtype=torch.long)
-        mask = enc.get("attention_mask") if "input_ids" in enc else None  # [inputs, seq]: text
-        lengths = None if mask is None else mask.sum(1)[ri].tolist()  # real tokens per row
-        order: list[int] = []  # rows in the order their features are collected
+        ue = torch.tensor(unit_enc, dtype=torch.long)
+        mask = enc.get("attention_mask") if "input_ids" in enc else None  # [sequences, seq]: text
+        lengths = None if mask is None else mask.sum(1)[ue].tolist()  # real tokens per unit
+        order: list[int] = []  # units in the order their features are collected
 
         def collector(keep: torch.Tensor | None):
             def collect(f):
                 for p in poolings:  # computed while the pass's changes are still in place
                     parts[p].append(f.get(p))
                 if "tokens" in needs:
-                    h = f.tokens()  # [sub-batch rows, kept seq, hidden]
+                    h = f.tokens()  # [sub-batch units, kept seq, hidden]
                     if keep is not None:  # back to the batch's full width, padding as zeros
                         full = h.new_zeros(h.shape[0], mask.shape[1], h.shape[2])
                         full[:, keep.to(h.device)] = h
@@ -234,30 +250,28 @@ class Runtime:
                     hidden.append(h)
             return collect
 
-        # Rows run in their kind's pass (heads and LoRA name the same one).
+        # Units run in their row's kind's pass (heads and LoRA name the same one).
         for p in dict.fromkeys(row_pass):
-            mine = [i for i in range(len(row_input)) if row_pass[i] is p]
-            for sub in self.plan(None if lengths is None else [lengths[i] for i in mine], len(mine)):
+            mine = [u for u in range(len(unit_row)) if row_pass[unit_row[u]] is p]
+            for sub in self.plan(None if lengths is None else [lengths[u] for u in mine], len(mine)):
                 chunk = [mine[j] for j in sub]
-                batch = {k: v[ri[chunk]] for k, v in enc.items()}
+                batch = {k: v[ue[chunk]] for k, v in enc.items()}
                 keep = None
                 if mask is not None:
                     keep = batch["attention_mask"].any(0)  # [seq]; right or left padding alike
                     if bool(keep.all()):
                         keep = None
-                    else:  # input_ids, attention_mask, token_type_ids: [rows, seq]
+                    else:  # input_ids, attention_mask, token_type_ids: [units, seq]
                         batch = {k: v[:, keep] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v
                                  for k, v in batch.items()}
-                p.forward(bb, batch, [row_state[i] for i in chunk], collector(keep))
+                p.forward(bb, batch, [row_state[unit_row[u]] for u in chunk], collector(keep))
                 order.extend(chunk)
         back = None if order == list(range(len(order))) else torch.argsort(torch.tensor(order))
-        pooled = {p: _reorder(torch.cat(v), back) for p, v in parts.items()}
+        n = len(row_input)  # units 0..n-1 are the rows themselves
+        pooled = {p: _reorder(torch.cat(v), back)[:n] for p, v in parts.items()}
         tokens = None
-        if "tokens" in needs:
-            h = _reorder(torch.cat(hidden), back)  # [rows, seq, hidden]
-            full_mask = enc.get("attention_mask")
-            tokens = TokenFeatures(h, None if full_mask is None else full_mask[ri].to(h.device),
-                                   None if offsets is None else offsets[ri])
+        if win is not None:
+            tokens = _stitch(_reorder(torch.cat(hidden), back), win, row_input, unit_row, unit_enc)
         return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input])
 
     def plan(self, lengths: list[int] | None, rows: int) -> list[list[int]]:
@@ -288,6 +302,35 @@ def _embeddings(embed: EmbedSpec | None, feats: BatchFeatures, rows: list[int] |
     if embed.normalize:
         emb = torch.nn.functional.normalize(emb, dim=-1)
     return emb.cpu()
+
+
+def _stitch(h: torch.Tensor, win, row_input: list[int], unit_row: list[int],
+            unit_enc: list[int]) -> TokenFeatures:
+    """One token sequence per row from per-unit features ``h [units, seq, hidden]``: a row
+    with several window units gets :meth:`TokenWindows.layout`, any other row its one window."""
+    unit_of = {(r, e): u for u, (r, e) in enumerate(zip(unit_row, unit_enc))}
+    many = {r for r in unit_row[len(row_input):]}
+    layouts = []
+    for r, i in enumerate(row_input):
+        if r in many:
+            layouts.append([(unit_of[(r, w)], p) for w, p in win.layout(i)])
+        else:
+            e = unit_enc[r]
+            layouts.append([(r, p) for p in range(int(win.batch["attention_mask"][e].sum()))])
+    t = max(len(lay) for lay in layouts)
+    units = torch.zeros(len(layouts), t, dtype=torch.long)  # [rows, t]: unit of each token
+    pos = torch.zeros(len(layouts), t, dtype=torch.long)  # [rows, t]: its position there
+    mask = torch.zeros(len(layouts), t, dtype=torch.long)  # [rows, t]: 1 = a real token
+    for r, lay in enumerate(layouts):
+        if lay:
+            units[r, :len(lay)] = torch.tensor([u for u, _ in lay])
+            pos[r, :len(lay)] = torch.tensor([p for _, p in lay])
+            mask[r, :len(lay)] = 1
+    enc_rows = torch.tensor(unit_enc, dtype=torch.long)[units]  # [rows, t]
+    offsets = win.offsets[enc_rows, pos] * mask.unsqueeze(-1)  # [rows, t, 2]
+    word_ids = torch.where(mask.bool(), win.word_ids[enc_rows, pos], -1)  # [rows, t]
+    hidden = h[units.to(h.device), pos.to(h.device)]  # [rows, t, hidden]
+    return TokenFeatures(hidden, mask.to(h.device), offsets, word_ids)
 
 
 def _reorder(t: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:

@@ -50,6 +50,8 @@ class PredictRequest(BaseModel):
     pooling: Pooling | None = Field(None, description=(
         "With embed: pooling of the embeddings (default: the backbone's default_pooling)."))
     normalize: bool = Field(False, description="With embed: L2-normalise the embeddings.")
+    subtokens: bool = Field(False, description=(
+        "token_classification tasks: also return every sub-token with its label and scores."))
 
     @model_validator(mode="after")
     def _one_of_each(self):
@@ -68,6 +70,37 @@ class PredictRequest(BaseModel):
         return [self.task] if self.task is not None else list(self.tasks or [])
 
 
+class TaggedWord(BaseModel):
+    """token_classification: one word (labelled by its first sub-token)."""
+
+    word: str = Field(description="The word as it appears in the input.")
+    start: int = Field(description="Character offset of its first character in the input.")
+    end: int = Field(description="Character offset just past its last character.")
+    label: str
+    score: float = Field(description="Probability of the label on the word's first sub-token.")
+
+
+class EntitySpan(BaseModel):
+    """token_classification with BIO/IOB2/BIOES/BILOU labels: one merged entity."""
+
+    entity: str = Field(description="Entity type (the label without its B-/I-/... prefix).")
+    start: int
+    end: int
+    text: str = Field(description="input[start:end].")
+    score: float = Field(description="Mean of its words' scores.")
+
+
+class SubToken(BaseModel):
+    """token_classification with ``subtokens: true``: one sub-token of the tokenizer."""
+
+    token: str = Field(description="input[start:end] (the sub-token's characters).")
+    start: int
+    end: int
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
 class Prediction(BaseModel):
     """The answer for one input; which fields are set depends on the task type."""
 
@@ -76,6 +109,11 @@ class Prediction(BaseModel):
     scores: dict[str, float] | None = Field(None, description="Classification: every label's probability.")
     labels: list[str] | None = Field(None, description="multi_label tasks: every label with score >= 0.5.")
     values: dict[str, float] | None = Field(None, description="regression tasks: each named output's value.")
+    words: list[TaggedWord] | None = Field(None, description="token_classification: every word, labelled.")
+    entities: list[EntitySpan] | None = Field(None, description=(
+        "token_classification with an entity label scheme (B-/I-/...): the merged entity spans."))
+    tokens: list[SubToken] | None = Field(None, description=(
+        "token_classification with subtokens=true: every sub-token."))
 
 
 class TaskPrediction(BaseModel):
@@ -84,7 +122,7 @@ class TaskPrediction(BaseModel):
     task: str
     version: str = Field(description="sha256 of the adapter version that answered.")
     kind: str = Field(description="Adapter kind: 'head' or 'lora'.")
-    task_type: str = Field(description="'single_label', 'multi_label' or 'regression'.")
+    task_type: str = Field(description="'single_label', 'multi_label', 'regression' or 'token_classification'.")
     predictions: list[Prediction]
 
 

@@ -151,7 +151,8 @@ class Taskswap:
             texts = body.texts
             check_count(len(texts), "texts", self.limits)
             return await self._predict(body.task_names(), len(texts),
-                                       lambda: check_texts(texts, self.limits), "text", embed)
+                                       lambda: check_texts(texts, self.limits), "text", embed,
+                                       subtokens=body.subtokens)
         if body.audio is not None:
             clips = body.audio
             check_count(len(clips), "audio", self.limits)
@@ -192,7 +193,7 @@ class Taskswap:
             for i, data in enumerate(raw)], "image")
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
-                       embed: EmbedSpec | None = None) -> PredictResponse:
+                       embed: EmbedSpec | None = None, subtokens: bool = False) -> PredictResponse:
         start, status = time.perf_counter(), 500
         try:
             self.engine.require_ready()
@@ -201,7 +202,7 @@ class Taskswap:
             status = 200
             return PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type,
-                predictions=[Prediction(**p) for p in r.rows]) for r in results],
+                predictions=[_prediction(p, subtokens) for p in r.rows]) for r in results],
                 embeddings=self._embedded(backbone, results.embeddings))
         except TaskswapError as exc:
             status = status_for(exc)[0]
@@ -343,3 +344,11 @@ def _parse_json_model(raw: bytes, model):
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+
+
+def _prediction(row, subtokens: bool) -> Prediction:
+    """A row's fields as the response model; raw sub-tokens only when the request asked."""
+    fields = dict(**row)
+    if not subtokens:
+        fields.pop("tokens", None)
+    return Prediction(**fields)

@@ -112,6 +112,21 @@ class Backbone:
     def preprocess(self, inputs: list) -> dict[str, torch.Tensor]:
         return self.preprocessor(inputs)
 
+    def token_windows(self, inputs: list):
+        """Inputs tokenised whole in overlapping windows, with character offsets (text only):
+        a :class:`adapters.backbones.preprocess.TokenWindows`."""
+        windows = getattr(self.preprocessor, "windows", None)
+        if windows is None:
+            raise InvalidInput(f"backbone {self.name!r} ({self.modality}) has no per-token "
+                               "features with character offsets; token tasks need a text backbone")
+        return windows(inputs)
+
+    @property
+    def head_inputs(self) -> list[str]:
+        """What a head may read: each available pooling, plus ``"tokens"`` (per-token features
+        with character offsets) on a text backbone."""
+        return list(self.available_poolings) + (["tokens"] if hasattr(self.preprocessor, "windows") else [])
+
     def forward(self, batch: dict[str, torch.Tensor]) -> Features:
         """Run the frozen trunk on a preprocessed batch (``[rows, ...]`` tensors)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}

@@ -15,24 +15,101 @@ from adapters.errors import InvalidInput
 
 
 class TextPreprocessor:
-    """Tokenise a list of strings, padding to the longest and truncating to ``max_length``."""
+    """Tokenise a list of strings, padding to the longest and truncating to ``max_length``.
+
+    :meth:`windows` is the per-token variant (token classification): nothing is cut, a text
+    longer than ``max_length`` becomes several windows overlapping by ``stride`` tokens.
+    """
 
     modality = "text"
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, stride: int | None = None):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        content = max(1, max_length - tokenizer.num_special_tokens_to_add())
+        # A quarter of a window of overlap: every token keeps >= stride/2 tokens of context
+        # on each side (see TokenWindows), at the cost of ~1/3 more rows for long texts.
+        self.stride = min(content - 1, content // 4) if stride is None else stride
 
     def __call__(self, texts: list) -> dict[str, torch.Tensor]:
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise InvalidInput(f"inputs {bad[:5]} are not text; this backbone takes strings")
+        _check_texts(texts)
         enc = self.tokenizer(list(texts), padding=True, truncation=True,
                              max_length=self.max_length, return_tensors="pt")
         return dict(enc)  # input_ids/attention_mask(/token_type_ids): [batch, seq]
 
+    def windows(self, texts: list) -> "TokenWindows":
+        """Every text tokenised whole, in windows of ``max_length`` overlapping by ``stride``
+        tokens; window 0 of a text is exactly what :meth:`__call__` gives it."""
+        _check_texts(texts)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise InvalidInput("token classification needs a fast tokenizer (character offsets); "
+                               "this backbone's tokenizer is a slow one")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             stride=self.stride, return_overflowing_tokens=True,
+                             return_offsets_mapping=True, return_special_tokens_mask=True,
+                             return_tensors="pt")
+        owner = enc.pop("overflow_to_sample_mapping").tolist()  # [windows] -> text index
+        special = enc.pop("special_tokens_mask")  # [windows, seq]: 1 = special or padding
+        offsets = enc.pop("offset_mapping")  # [windows, seq, 2]
+        word_ids = torch.tensor([[-1 if w is None else w for w in enc.word_ids(j)]
+                                 for j in range(len(owner))], dtype=torch.long)  # [windows, seq]
+        first: list[list[int]] = [[] for _ in texts]
+        for j, i in enumerate(owner):
+            first[i].append(j)
+        content = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        return TokenWindows(dict(enc), first, offsets, word_ids, special, content - self.stride)
+
     def settings(self) -> dict:
         return {"max_length": self.max_length}
+
+
+def _check_texts(texts: list) -> None:
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise InvalidInput(f"inputs {bad[:5]} are not text; this backbone takes strings")
+
+
+class TokenWindows:
+    """A batch of texts in overlapping windows (:meth:`TextPreprocessor.windows`).
+
+    ``batch`` tensors are ``[windows, seq]``; ``windows[i]`` lists text ``i``'s windows in
+    order; ``offsets [windows, seq, 2]``, ``word_ids [windows, seq]`` (-1: special/pad) and
+    ``special [windows, seq]`` (1: special/pad) per window position. Window ``w`` of a text
+    starts at content token ``w * step``. :meth:`stitch` gives the layout that turns
+    per-window token features back into one sequence per text: each content token is taken from the window where it
+    has the most context (where its distance to the nearer window edge, not counting the
+    text's own start and end, is largest), the leading special tokens from the first
+    window, the trailing ones from the last.
+    """
+
+    def __init__(self, batch, windows, offsets, word_ids, special, step):
+        self.batch, self.windows, self.offsets = batch, windows, offsets
+        self.word_ids, self.special, self.step = word_ids, special, step
+
+    def layout(self, i: int) -> list[tuple[int, int]]:
+        """``(window, position)`` of each token of text ``i`` in its stitched sequence."""
+        ws = self.windows[i]
+        if len(ws) == 1:
+            return [(ws[0], p) for p in range(int(self.batch["attention_mask"][ws[0]].sum()))]
+        best: dict[int, tuple[int, int, int]] = {}  # content index -> (context, window, pos)
+        lead = trail = None
+        for k, w in enumerate(ws):
+            pos = (self.special[w] == 0).nonzero().flatten().tolist()
+            if not pos:
+                continue
+            if k == 0:
+                lead = [(w, p) for p in range(pos[0])]
+            if k == len(ws) - 1:
+                n = int(self.batch["attention_mask"][w].sum())
+                trail = [(w, p) for p in range(pos[-1] + 1, n)]
+            for c, p in enumerate(pos):
+                left = c if k > 0 else 1 << 30
+                right = len(pos) - 1 - c if k < len(ws) - 1 else 1 << 30
+                ctx = min(left, right)
+                g = k * self.step + c
+                if g not in best or ctx > best[g][0]:
+                    best[g] = (ctx, w, p)
+        return (lead or []) + [best[g][1:] for g in sorted(best)] + (trail or [])
 
 
 class ImagePreprocessor:

@@ -24,10 +24,12 @@ class BackboneRef(BaseModel):
 
 
 class HeadSpec(BaseModel):
-    """The classification head on pooled backbone features."""
+    """The head on pooled backbone features, or on per-token features (``pooling: "tokens"``)."""
 
     model_config = ConfigDict(extra="allow")
-    pooling: Literal["mean", "cls", "pooler"] = Field(description="How token/pixel features are pooled.")
+    pooling: Literal["mean", "cls", "pooler", "tokens"] = Field(description=(
+        "How token/pixel features are pooled; 'tokens': none, the head reads each token "
+        "(task types with per-token outputs)."))
     input_dim: int = Field(ge=1, description="Width of the pooled features.")
     hidden: list[int] = Field(default_factory=list, description="Hidden layer widths; [] = linear head.")
     activation: Literal["relu", "gelu", "tanh"] = "relu"
@@ -76,7 +78,11 @@ class Manifest(BaseModel):
             raise ValueError(f"kind {self.kind!r} is unknown; use one of {sorted(KINDS)}")
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TASK_TYPES)}")
-        problems = TASK_TYPES[self.task_type].check_manifest(self)
+        task = TASK_TYPES[self.task_type]
+        problems = task.check_manifest(self)
+        if self.head is not None and (self.head.pooling == "tokens") != (task.features == "tokens"):
+            problems.append(f"head.pooling {self.head.pooling!r} does not fit task_type "
+                            f"{self.task_type!r}, whose head reads {task.features} features")
         if problems:
             raise ValueError("; ".join(problems))
         if self.format_version > FORMAT_VERSION:

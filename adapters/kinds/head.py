@@ -21,7 +21,7 @@ class HeadKind(AdapterKind):
 
     def check(self, adir, m, backbone, plan) -> None:
         check_head_header(m.head, len(m.output_names), adir.headers["head.safetensors"],
-                          backbone.hidden_size, backbone.available_poolings)
+                          backbone.hidden_size, backbone.head_inputs)
 
     def load(self, adir, m, backbone, plan):
         return load_tensors(adir.path / "head.safetensors"), None

@@ -58,15 +58,18 @@ class LoraKind(AdapterKind):
         if prefix is None:
             raise InvalidAdapter("this PEFT adapter has no 'classifier' in modules_to_save and no "
                                  "head.safetensors: there is nothing to score with")
-        pooling = SEQ_CLS_POOLING.get(backbone.model_type)
-        if pooling is None:
-            raise IncompatibleAdapter(f"a PEFT classifier on model type {backbone.model_type!r} is not "
-                                      "supported; ship head.safetensors with an adapter.json instead")
         header = adir.headers["adapter_model.safetensors"]
         n = header[plan.extras[f"{prefix}.weight"]][1][0]
         if names is not None and len(names) != n:
             raise InvalidInput(f"labels has {len(names)} names but the classifier has {n} outputs")
-        task = for_peft_problem_type(adir.peft_config.get("problem_type"), n)
+        task = for_peft_problem_type(adir.peft_config.get("problem_type"), n,
+                                     adir.peft_config.get("task_type"))
+        # A per-token classifier (TOKEN_CLS) reads every token; a sequence classifier the
+        # pooled features its transformers model feeds it.
+        pooling = "tokens" if task.features == "tokens" else SEQ_CLS_POOLING.get(backbone.model_type)
+        if pooling is None:
+            raise IncompatibleAdapter(f"a PEFT classifier on model type {backbone.model_type!r} is not "
+                                      "supported; ship head.safetensors with an adapter.json instead")
         return Manifest(name=name, kind=self.name, task_type=task.name, **task.from_peft(n, names),
                         backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
                                              source=backbone.spec.source),
@@ -79,7 +82,7 @@ class LoraKind(AdapterKind):
         n_out = len(m.output_names)
         if "head.safetensors" in adir.headers:
             check_head_header(m.head, n_out, adir.headers["head.safetensors"], backbone.hidden_size,
-                              backbone.available_poolings)
+                              backbone.head_inputs)
             return
         prefix = peft_head_prefix(plan.extras)
         if prefix is None or m.head is None or m.head.hidden:

@@ -10,8 +10,10 @@ from adapters.tasks.base import BatchFeatures, RowResult, TaskType, TokenFeature
 from adapters.tasks.multi_label import MultiLabel
 from adapters.tasks.regression import Regression
 from adapters.tasks.single_label import SingleLabel
+from adapters.tasks.token_classification import TokenClassification
 
-TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SingleLabel(), MultiLabel(), Regression())}
+TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SingleLabel(), MultiLabel(), Regression(),
+                                                       TokenClassification())}
 
 
 def task_type(name: str) -> TaskType:
@@ -22,9 +24,19 @@ def task_type(name: str) -> TaskType:
     return t
 
 
-def for_peft_problem_type(problem_type: str | None, n_outputs: int) -> TaskType:
-    """The task type of a plain PEFT ``SEQ_CLS`` adapter (transformers' rule when unset:
-    one output is regression, more are single-label classification)."""
+def peft_task_types() -> list[str]:
+    """PEFT ``task_type`` values some task type serves besides ``SEQ_CLS`` (``TOKEN_CLS``)."""
+    return sorted(p for t in TASK_TYPES.values() for p in t.peft_task_types)
+
+
+def for_peft_problem_type(problem_type: str | None, n_outputs: int,
+                          peft_task_type: str | None = None) -> TaskType:
+    """The task type of a plain PEFT adapter: the one that claims its ``task_type``
+    (``TOKEN_CLS``), else for ``SEQ_CLS`` its ``problem_type`` (transformers' rule when
+    unset: one output is regression, more are single-label classification)."""
+    for t in TASK_TYPES.values():
+        if peft_task_type and peft_task_type in t.peft_task_types:
+            return t
     if problem_type:
         for t in TASK_TYPES.values():
             if problem_type in t.peft_problem_types:
@@ -35,4 +47,4 @@ def for_peft_problem_type(problem_type: str | None, n_outputs: int) -> TaskType:
 
 
 __all__ = ["BatchFeatures", "RowResult", "TASK_TYPES", "TaskType", "TokenFeatures",
-           "for_peft_problem_type", "task_type"]
+           "for_peft_problem_type", "peft_task_types", "task_type"]

@@ -12,7 +12,8 @@ A task type owns everything that differs between, say, classification and regres
 - **serving** — how a batch of head outputs becomes per-input answers (:meth:`TaskType.score`
   runs the heads on their rows, :meth:`TaskType.rows` shapes one task's answers: the JSON
   object of one prediction, e.g. ``{"label", "score", "scores"}`` or ``{"values": {...}}``);
-- **PEFT** — which plain PEFT ``SEQ_CLS`` adapters are of this type (:meth:`TaskType.from_peft`);
+- **PEFT** — which plain PEFT adapters are of this type (:attr:`TaskType.peft_problem_types`
+  of ``SEQ_CLS`` ones, :attr:`TaskType.peft_task_types`, :meth:`TaskType.from_peft`);
 - **training** — its targets, loss and metrics (:meth:`TaskType.loss`, :meth:`TaskType.metrics`).
 
 Adding a task type is one new file with a subclass and one entry in
@@ -38,18 +39,23 @@ class TokenFeatures:
 
     ``hidden [rows, seq, hidden]`` (float32, on the backbone's device), ``mask [rows, seq]``
     (1 = a real token, 0 = padding), ``offsets [rows, seq, 2]`` character spans of each token
-    in its input (``None`` when the preprocessor gives none: image/audio backbones).
+    in its input (``None`` when the preprocessor gives none: image/audio backbones; special
+    tokens span ``(0, 0)``), ``word_ids [rows, seq]`` the word each token belongs to in the
+    tokenizer's pre-tokenisation (-1: special or padding; ``None`` when unknown). A text
+    longer than the backbone's ``max_length`` is one row of all its tokens, stitched from
+    overlapping windows (:class:`adapters.backbones.preprocess.TokenWindows`).
     """
 
     hidden: torch.Tensor
     mask: torch.Tensor | None
     offsets: torch.Tensor | None = None
+    word_ids: torch.Tensor | None = None
 
     def rows(self, idx: list[int]) -> "TokenFeatures":
         """The same features restricted to the rows ``idx`` (in that order)."""
         i = torch.tensor(idx, dtype=torch.long, device=self.hidden.device)
         pick = (lambda t: None if t is None else t[i.to(t.device)])
-        return TokenFeatures(self.hidden[i], pick(self.mask), pick(self.offsets))
+        return TokenFeatures(self.hidden[i], pick(self.mask), pick(self.offsets), pick(self.word_ids))
 
 
 @dataclass
@@ -115,6 +121,9 @@ class TaskType:
     """Axis names of the loss curves: the loss, and the per-epoch validation headline."""
     peft_problem_types: ClassVar[tuple[str, ...]] = ()
     """``problem_type`` values of a transformers config that make a plain PEFT adapter this type."""
+    peft_task_types: ClassVar[tuple[str, ...]] = ()
+    """PEFT ``task_type`` values (other than ``SEQ_CLS``) that make a plain PEFT adapter this
+    type, e.g. ``TOKEN_CLS``."""
 
     # ---- manifest ---------------------------------------------------------------------
     def output_names(self, m: "Manifest") -> list[str]:
