@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     max_inputs: int = Field(64, ge=1, le=4096, description="Texts or images in one request.")
     max_text_chars: int = Field(10_000, ge=1, description=(
         "Longer texts are refused with 400 (shorter ones are still truncated to the backbone's "
-        "max_length tokens)."))
+        "max_length tokens for pooled tasks; token tasks tag them whole over stride windows)."))
     max_image_bytes: int = Field(10 * MiB, ge=1024, description="Encoded size of one image.")
     max_image_pixels: int = Field(40_000_000, ge=64, description=(
         "Width x height of one image; also PIL's decompression-bomb guard."))
