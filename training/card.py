@@ -29,6 +29,19 @@ _METHOD_TEXT = {
                 "pretrained weights buy; it is not an adapter of the frozen backbone."),
 }
 
+# Per-token heads (``pooling: "tokens"``): no pooling, one row per word.
+_METHOD_TEXT_TOKENS = {
+    "head": ("The backbone stays frozen. Each sentence was tokenised as its words; the features of "
+             "each word's first sub-token were computed once, and a {head} was fitted on them with "
+             "AdamW and {loss}, features standardised during fitting (folded into the saved "
+             "weights). At serving time the head runs on every token and a word takes its first "
+             "sub-token's label."),
+    "lora": ("LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the backbone, trained jointly "
+             "with a {head} on each word's first sub-token ({loss}). The head was first fitted on "
+             "frozen features, then LoRA and head were trained together with AdamW. The base "
+             "weights are unchanged; the server applies this adapter's low-rank deltas per row."),
+}
+
 
 @dataclass
 class CardFacts:
@@ -85,7 +98,7 @@ def render_card(f: CardFacts) -> str:
         "servable": "yes" if servable else "no (random-init weights, not the served backbone)",
         "created_at": f.created_at, "train_seconds": f"{f.train_seconds:.1f}", "device": f.device,
         "data": "\n".join(f"- {line}" for line in f.data),
-        "method_text": _METHOD_TEXT[f.method].format(
+        "method_text": (_METHOD_TEXT_TOKENS if f.hyper.get("pooling") == "tokens" else _METHOD_TEXT)[f.method].format(
             pooling=f.hyper.get("pooling"), head=_head_words(f.hyper), lora_r=f.hyper.get("lora_r"),
             lora_alpha=f.hyper.get("lora_alpha"), targets=", ".join(f.lora_targets),
             loss=f.loss_words),
