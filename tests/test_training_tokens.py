@@ -112,3 +112,20 @@ def test_bad_training_requests(tmp_path, text_backbone):
         train_tokens(one_tag, text_backbone, cfg, tmp_path / "o")
     with pytest.raises(InvalidInput, match="scratch"):
         train_tokens(toy_tags(), text_backbone, cfg.model_copy(update={"method": "scratch"}), tmp_path / "o")
+
+
+def test_cli_trains_a_tagger_from_conll(tmp_path, text_backbone, one_torch_thread, capsys):
+    from training.cli import main
+    lines = []
+    for words, tags in zip(toy_tags().sentences, toy_tags().tags):
+        lines += [f"{w}\t{['O', 'B-PER', 'I-PER'][t]}" for w, t in zip(words, tags)] + [""]
+    (tmp_path / "train.conll").write_text("\n".join(lines))
+    code = main(["train", "--name", "tagger", "--task-type", "token_classification", "--data",
+                 str(tmp_path / "train.conll"), "--backbone", str(text_backbone.source_path),
+                 "--max-length", "32", "--epochs", "5", "--quiet", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0 and "token accuracy" in out, out
+    manifest = json.loads((tmp_path / "out" / "adapter.json").read_text())
+    assert manifest["task_type"] == "token_classification" and manifest["labels"] == ["O", "B-PER", "I-PER"]
+    assert main(["train", "--name", "tagger", "--task-type", "token_classification", "--demo", "digits",
+                 "--backbone", str(text_backbone.source_path), "--out", str(tmp_path / "o2")]) == 2

@@ -52,7 +52,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     src.add_argument("--data", type=Path, help="CSV/JSONL (text,label), image or audio folder (one "
                      "sub-folder per class) or CSV of image or audio paths (path,label)")
     src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes, "
-                     "spoken-digits; whissell (regression: pleasantness, activation, imagery)")
+                     "spoken-digits; whissell (regression: pleasantness, activation, imagery); punctuation "
+                     "(token_classification)")
     g.add_argument("--format", default="auto", choices=["auto", "text", "image-folder", "image-csv",
                                                               "audio-folder", "audio-csv"],
                    help="force the loader (default: from the path)")
@@ -84,9 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an adapter (head, lora) or a from-scratch baseline")
     t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
     t.add_argument("--method", default="head", choices=["head", "lora", "scratch"])
-    t.add_argument("--task-type", default="single_label", choices=["single_label", "regression"],
+    t.add_argument("--task-type", default="single_label",
+                   choices=["single_label", "regression", "token_classification"],
                    help="single_label: one class per input (labels); regression: real values "
-                        "(--target-columns, or --demo whissell)")
+                        "(--target-columns, or --demo whissell); token_classification: one tag "
+                        "per word (--data CoNLL 'word<TAB>tag' or JSONL {tokens, tags}, or "
+                        "--demo punctuation)")
     t.add_argument("--out", type=Path, help="output folder (default out/NAME)")
     _add_data_args(t)
     t.add_argument("--val-data", type=Path, help="validation file/folder (default: carve off --val-fraction)")
@@ -185,10 +189,13 @@ def train_config(args):
 
 # ---- commands -------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    from adapters.tasks import task_type
     from training.trainer import train
 
     config = train_config(args)  # option errors first: nothing loaded yet
     spec = backbone_spec(args)
+    if task_type(config.task_type).features == "tokens":
+        return _train_tokens(args, config, spec)
     train_src = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=args.labels)
     data = train_src.load("train")
     labels = data.label_names  # validation/test files must use the training label set
@@ -207,6 +214,33 @@ def cmd_train(args) -> int:
             print("error: a from-scratch baseline is a report, not an adapter; nothing to register",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
+        return _register(result.path, args.register, args.token)
+    return 0
+
+
+def _train_tokens(args, config, spec) -> int:
+    """Taggers: sentences of tagged words from CoNLL/JSONL files or the punctuation demo."""
+    from training.data.tokens import load_punctuation, load_token_file
+    from training.tokens import train_tokens
+
+    if args.demo not in (None, "punctuation"):
+        from adapters.errors import InvalidInput
+        raise InvalidInput(f"--demo {args.demo!r} is not a tagging data set; use --demo "
+                                "punctuation or --data FILE (CoNLL or JSONL)")
+    if args.demo:
+        data = load_punctuation("train", limit=args.limit, seed=args.seed)
+        test = load_punctuation("test", limit=args.test_limit, seed=args.seed) if args.test_limit else None
+    else:
+        data = load_token_file(args.data, labels=args.labels)
+        if args.limit:
+            data = data.subset(list(range(min(args.limit, len(data)))))
+        test = load_token_file(args.test_data, labels=data.label_names) if args.test_data else None
+    val = load_token_file(args.val_data, labels=data.label_names) if args.val_data else None
+    result = train_tokens(data, spec, config, args.out or Path("out") / args.name, val=val, test=test)
+    for split, m in result.metrics.items():
+        print(f"{split}: token accuracy {m.accuracy:.4f}, entity F1 {m.f1:.4f} ({m.sentences} sentences)")
+    print(f"adapter written to {result.path}")
+    if args.register:
         return _register(result.path, args.register, args.token)
     return 0
 

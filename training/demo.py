@@ -16,7 +16,13 @@ task               data set          backbone    examples (train / held-out test
 ``digits``         digits            ``vision``  all 1,347 / all 450
 ``affect``         whissell          ``text``    all 6,994 / 1,000 (regression, 3 outputs)
 ``spoken-digits``  spoken-digits     ``audio``   1,280 synthetic / 10 real recordings
+``punctuation``    punctuation       ``text``    1,500 / 500 snippets (token_classification)
 =================  ================  ==========  ======================================
+
+``punctuation`` tags each word of lower-cased, unpunctuated text with the mark that should
+follow it (``O``, ``COMMA``, ``PERIOD``, ``QUESTION``): labels taken from the Rotten Tomatoes
+snippets' own punctuation (:mod:`training.data.tokens`), trained by ``taskswap train
+--task-type token_classification --method head``.
 
 ``affect`` is a regression task: it answers ``{"values": {"pleasantness": ..., "activation":
 ..., "imagery": ...}}`` on Whissell's 1-3 scales for a word or short text.
@@ -60,6 +66,7 @@ DEMO_TASKS = (
     DemoTask("digits", "digits", "vision", None, None),
     DemoTask("affect", "whissell", "text", None, 1000, "regression"),
     DemoTask("spoken-digits", "spoken-digits", "audio", None, None),
+    DemoTask("punctuation", "punctuation", "text", 1500, 500, "token_classification"),
 )
 
 
@@ -141,12 +148,18 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
     with tempfile.TemporaryDirectory(prefix="taskswap-demo-") as tmp:
         for t in todo:
             start = time.perf_counter()
-            data = load_demo(t.dataset, "train", limit=t.train_limit, seed=0)
-            test = load_demo(t.dataset, "test", limit=t.test_limit, seed=0)
             out = (keep or Path(tmp)) / t.name
-            result = train(data, backbones[t.backbone],
-                           TrainConfig(name=t.name, method="head", task_type=t.task_type, progress=progress),
-                           out, test=test)
+            cfg = TrainConfig(name=t.name, method="head", task_type=t.task_type, progress=progress)
+            if task_type(t.task_type).features == "tokens":  # sentences of tagged words
+                from training.data.tokens import load_punctuation
+                from training.tokens import train_tokens
+                test = load_punctuation("test", limit=t.test_limit, seed=0)
+                result = train_tokens(load_punctuation("train", limit=t.train_limit, seed=0),
+                                      backbones[t.backbone], cfg, out, test=test)
+            else:
+                data = load_demo(t.dataset, "train", limit=t.train_limit, seed=0)
+                test = load_demo(t.dataset, "test", limit=t.test_limit, seed=0)
+                result = train(data, backbones[t.backbone], cfg, out, test=test)
             loaded = registry.register(out)
             m, what = result.metrics, task_type(t.task_type).headline_name
             status[t.name] = (f"registered version {loaded.version[:12]}: validation {what} "
