@@ -2,8 +2,9 @@
 
     python -m bench.runtime_bench --threads 1   # the full run (about 11 minutes on 2 busy CPU cores)
     python -m bench.runtime_bench --quick       # 200 heads, 3 rounds, no vision PEFT (about 6 minutes)
+    python -m bench.runtime_bench --only tokens --rounds 3 --out runtime-tokens   # pooled + token tasks
 
-Parts can be run alone (``--only text,vision,flatness,hot_swap,memory``, and ``padding``:
+Parts can be run alone (``--only text,vision,tokens,flatness,hot_swap,memory``, and ``padding``:
 length-aware batching before/after on 64 heads and 8 LoRAs, not in the default run); each group of
 variants stops adding rounds after ``--budget-s`` seconds (never below 3 rounds), and
 results are saved after every part, so a run stopped early keeps what it measured.
@@ -19,6 +20,10 @@ of 16-64 tokens; MobileNetV2 at 96 px on textile photos), one batch of 64 rows p
    length-aware batching) and the padding fraction before/after;
 2. PEFT on the same batches: ``adapter_names`` mixed forward, and ``set_adapter`` one
    adapter at a time;
+3. token tasks (``--only tokens``): per-token heads (16 tasks) and PEFT ``TOKEN_CLS`` LoRA
+   (4 adapters) next to pooled heads, each request asking for one pooled and one token
+   task on the same text (one trunk pass), against the raw backbone with and without
+   the offsets a tagger needs;
 4. flatness: 1,000 registered tasks (traffic over all of them) against 5;
 5. register-to-first-prediction in process (a head, a LoRA) through the batcher;
 6. resident memory per registered head and per resident LoRA against their tensor bytes.
@@ -187,6 +192,74 @@ def padding_part(bb: Backbone, root: Path, n_heads: int, n_loras: int, rounds: i
     return out
 
 
+def token_suite(bb: Backbone, root: Path, rounds: int, deadline_s: float | None = None) -> tuple[Timing, dict]:
+    """Pooled and token tasks in one batch vs the raw backbone (one row of 64 per request)."""
+    from adapters.format import BackboneRef, HeadSpec, Manifest, write_head_adapter
+    from adapters.heads import Head
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForTokenClassification
+
+    reg = Registry(open_store(str(root / "store")), {bb.name: bb})
+    for p in write_heads(root / "pooled", bb, 16):
+        reg.register(p)
+    spec = HeadSpec(pooling="tokens", input_dim=bb.hidden_size)
+    tags = ["O", "COMMA", "PERIOD", "QUESTION"]
+    for i in range(16):
+        torch.manual_seed(100 + i)
+        m = Manifest(name=f"tok-{i:02d}", kind="head", task_type="token_classification", labels=tags,
+                     backbone=BackboneRef(name=bb.name, fingerprint=bb.fingerprint), head=spec,
+                     preprocessing=bb.preprocessing_settings())
+        reg.register(write_head_adapter(root / m.name, m, Head(spec, len(tags)).state_for_file()))
+    for i in range(4):
+        torch.manual_seed(200 + i)
+        base = AutoModelForTokenClassification.from_pretrained(bb.source_path, num_labels=len(tags))
+        model = get_peft_model(base, LoraConfig(task_type=TaskType.TOKEN_CLS, r=8, lora_alpha=16,
+                                                target_modules=["query", "value"]))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.02)
+        model.save_pretrained(root / f"tl-{i}")
+        reg.register(root / f"tl-{i}", name=f"tok-lora-{i}", labels=tags)
+    rt = Runtime(reg, max_forward_rows=256)
+    inputs = inputs_for(bb, BATCH)
+    rng = random.Random(0)
+    tok = bb.preprocessor.tokenizer
+
+    def raw_tokens():  # what a tagger's trunk pass costs at least: offsets + per-token states
+        enc = tok(inputs, padding=True, truncation=True, max_length=bb.preprocessor.max_length,
+                  return_offsets_mapping=True, return_tensors="pt")
+        enc.pop("offset_mapping")
+        with torch.inference_mode():
+            return bb.model(**enc).last_hidden_state
+
+    def ours(pools: list[list[str]]):
+        reqs = [rt.prepare([rng.choice(p) for p in pools], [x], "text") for x in inputs]
+        return rt.run(reqs)
+
+    pooled = [f"head-{i:04d}" for i in range(16)]
+    tok_heads = [f"tok-{i:02d}" for i in range(16)]
+    tok_loras = [f"tok-lora-{i}" for i in range(4)]
+    variants = {"raw backbone": lambda: bb.embed(inputs),
+                "raw backbone, per-token + offsets": raw_tokens,
+                "pooled heads x16": lambda: ours([pooled]),
+                "token heads x16": lambda: ours([tok_heads]),
+                "pooled + token head per request": lambda: ours([pooled, tok_heads]),
+                "pooled head + token LoRA x4 per request": lambda: ours([pooled, tok_loras])}
+    t = interleave(variants, BATCH, rounds=rounds, deadline_s=deadline_s)
+    # the mixed batch answers what each task answers alone
+    mixed = rt.run([rt.prepare(["head-0000", "tok-00", "tok-lora-0"], inputs[:8], "text")])[0]
+    alone = [rt.run([rt.prepare([n], inputs[:8], "text")])[0][0] for n in ("head-0000", "tok-00", "tok-lora-0")]
+    diff = 0.0
+    for m, a in zip(mixed, alone):
+        for rm, ra in zip(m.rows, a.rows):
+            if rm.scores is not None:
+                diff = max(diff, max(abs(rm.scores[k] - ra.scores[k]) for k in rm.scores))
+            else:
+                diff = max(diff, max(abs(x["score"] - y["score"]) for x, y in zip(rm.words, ra.words)))
+    return t, {"max |mixed - alone|": diff}
+
+
 def flatness(bb: Backbone, root: Path, many: int, rounds: int, deadline_s: float | None = None) -> Timing:
     """The same backbone and batch, 5 registered tasks against ``many`` (traffic over all)."""
     suites = {}
@@ -295,7 +368,7 @@ def markdown(results: dict) -> str:
              f"load average at start {results['machine']['load_avg'][0]:.1f}. Batch {BATCH} rows; median "
              "of per-round ratios, variants interleaved."
              + ("" if results.get("complete") else " **Partial: the run was stopped before the end.**"), ""]
-    for name in ("text", "padding", "vision"):
+    for name in ("text", "padding", "vision", "tokens"):
         if name not in results:
             continue
         r = results[name]
@@ -360,7 +433,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="200 heads, 3 rounds, no vision PEFT (~6 minutes)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per group")
-    ap.add_argument("--only", default="text,vision,flatness,hot_swap,memory",
+    ap.add_argument("--only", default="text,vision,tokens,flatness,hot_swap,memory",
                     help="comma-separated parts to run")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary adapters and stores")
@@ -389,7 +462,11 @@ def main(argv=None) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="taskswap-bench-"))
     try:
-        text = load(text_spec) if parts & {"text", "padding", "flatness", "hot_swap", "memory"} else None
+        text = load(text_spec) if parts & {"text", "padding", "flatness", "hot_swap", "memory", "tokens"} else None
+        if "tokens" in parts:
+            t, checks = token_suite(text, root / "tokens", rounds, deadline_s=budget)
+            results["tokens"] = summarise(t, checks, text)
+            checkpoint("tokens")
         if "text" in parts or "hot_swap" in parts:
             t0 = time.perf_counter()
             s = Suite(text, root / "text", n_heads, 64, rank=8)
