@@ -198,7 +198,7 @@ class AdapterInfo(BaseModel):
     target_scaling: dict[str, dict[str, float]] | None = Field(None, description=(
         "Regression: {output: {mean, std}} the head's outputs are scaled by."))
     backbone: str | None = Field(description="Backbone name, once loaded on this replica.")
-    task_type: str | None = Field(description="'single_label', 'multi_label' or 'regression' (once loaded here).")
+    task_type: str | None = Field(description="'single_label', 'multi_label', 'regression' or 'token_classification' (once loaded here).")
     metrics: dict[str, Any] = Field(description="Training metrics from the adapter's manifest.")
     pinned: bool
     versions: list[VersionOut] = Field(description="Every stored version, oldest first.")
@@ -232,7 +232,7 @@ class RegisterResponse(BaseModel):
     name: str
     version: str = Field(description="sha256 content hash of the new version (immutable).")
     kind: str = Field(description="Adapter kind: 'head' or 'lora'.")
-    task_type: str = Field(description="'single_label', 'multi_label' or 'regression'.")
+    task_type: str = Field(description="'single_label', 'multi_label', 'regression' or 'token_classification'.")
     labels: list[str] = Field(description="Classification: the label names ([] for regression).")
     outputs: list[str] | None = Field(None, description="Regression: the names of the values.")
     backbone: str
