@@ -50,7 +50,7 @@ class Manifest(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description="Task name: lowercase, digits, '_', '-', '.'.")
     kind: str = Field(description="Adapter kind: a key of adapters.kinds.KINDS ('head', 'lora').")
     task_type: str = Field("single_label", description=(
-        "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression')."))
+        "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression', 'token_classification')."))
     labels: list[str] = Field(default_factory=list, description="Classification: the label names.")
     outputs: list[str] = Field(default_factory=list, description="Regression: the names of the values.")
     target_scaling: dict | None = Field(None, description=(
