@@ -14,6 +14,7 @@ from adapters.runtime import Runtime
 from adapters.store import open_store
 from adapters.tasks.token_classification import entity_scheme, merge_entities
 from factories import head_adapter, peft_lora_dir, peft_seq_cls_model
+from test_seams import regression_head
 from token_factories import (peft_token_dir, peft_token_model, peft_token_probs, subword_spec,
                              token_head_adapter)
 
@@ -136,14 +137,17 @@ def test_mixed_batch_pooled_and_token_tasks_equal_alone_and_peft(tmp_path, rt, s
                               task_type="multi_label"))
     reg.register(peft_lora_dir(tmp_path / "sl", src, num_labels=2, seed=9), name="sent-lora",
                  labels=["neg", "pos"])
+    reg.register(regression_head(tmp_path / "rg", sub_bb, "rating", ("valence", "arousal"),
+                                 {"valence": {"mean": 5.0, "std": 2.0}, "arousal": {"mean": 1.0, "std": 0.5}},
+                                 seed=10)[0])
     long = "john went to paris and works at new york city bank " * 2  # windows in a mixed batch
     texts = TEXTS + [long]
-    names = ["ner-lora", "ner-head", "sent", "sent3", "sent-lora"]
+    names = ["ner-lora", "ner-head", "sent", "sent3", "sent-lora", "rating"]
     alone = {n: run1(rt, n, texts) for n in names}
     reqs = [rt.prepare(["sent", "ner-head", "ner-lora"], texts[:3], "text"),
             rt.prepare(["sent-lora", "sent3", "ner-head"], texts, "text"),
-            rt.prepare(["ner-lora"], texts[3:], "text"),
-            rt.prepare(["sent"], texts[2:], "text")]
+            rt.prepare(["ner-lora", "rating"], texts[3:], "text"),
+            rt.prepare(["sent", "rating"], texts[2:], "text")]
     mixed = rt.run(reqs)
     offsets = [0, 0, 3, 2]
     for req, results, off in zip(reqs, mixed, offsets):
@@ -153,6 +157,9 @@ def test_mixed_batch_pooled_and_token_tasks_equal_alone_and_peft(tmp_path, rt, s
                 if a.manifest.task_type == "token_classification":
                     assert [w["word"] for w in got_row.words] == [w["word"] for w in want_row.words]
                     assert torch.allclose(token_probs(got_row), token_probs(want_row), atol=TOL), a.name
+                elif a.manifest.task_type == "regression":
+                    assert got_row.values.keys() == want_row.values.keys()
+                    assert all(abs(got_row.values[k] - want_row.values[k]) < TOL for k in got_row.values)
                 else:
                     assert torch.allclose(torch.tensor(list(got_row.scores.values())),
                                           torch.tensor(list(want_row.scores.values())), atol=TOL), a.name
