@@ -27,7 +27,7 @@ class TextPreprocessor:
         self.tokenizer = tokenizer
         self.max_length = max_length
         content = max(1, max_length - tokenizer.num_special_tokens_to_add())
-        # A quarter of a window of overlap: every token keeps >= stride/2 tokens of context
+        # A quarter of a window of overlap: every token keeps >= stride // 2 tokens of context
         # on each side (see TokenWindows), at the cost of ~1/3 more rows for long texts.
         self.stride = min(content - 1, content // 4) if stride is None else stride
 
