@@ -131,3 +131,17 @@ def test_bad_token_requests_are_4xx(srv, bb, tasks, tmp_path):
     assert r.status_code == 422 and "does not fit" in r.text, r.text
     assert srv.get("/adapters/bad-head", admin=True).status_code == 404
     assert not srv.internal_errors()
+
+
+def test_token_task_over_v2_and_beside_embeddings(srv, tasks):
+    """The other protocols carry a token task's answers (v2: JSON texts), never a 500."""
+    r = srv.post("/v2/models/punct/infer", admin=True, json={"inputs": [
+        {"name": "text", "shape": [2], "datatype": "BYTES", "data": TEXTS[:2]}]})
+    assert r.status_code == 200, r.text
+    words = next(o for o in r.json()["outputs"] if o["name"] == "words")
+    import json as _json
+    assert [w["word"] for w in _json.loads(words["data"][0])] == ["john", "works", "at", "new", "york", "bank"]
+    r = srv.post("/predict", json={"tasks": ["punct", "sent"], "texts": TEXTS, "embed": True})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["embeddings"]) == len(TEXTS) and "words" in r.json()["results"][0]["predictions"][0]
+    assert not srv.internal_errors()

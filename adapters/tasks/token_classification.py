@@ -173,7 +173,14 @@ class TokenClassification(TaskType):
                 [features.inputs[r] for r in rows]))
         return out
 
-    def rows(self, adapter, out: TokenOutputs) -> list[RowResult]:
+    def rows(self, adapter, out: TokenOutputs | torch.Tensor) -> list[RowResult]:
+        """Answers from :meth:`score`'s per-token outputs. A plain ``[rows, labels]`` tensor
+        (a caller probing which fields the type answers with, e.g. the v2 metadata) reads
+        as rows without words: every field present, every list empty."""
+        if isinstance(out, torch.Tensor):
+            n = len(out)
+            out = TokenOutputs([o[None] for o in out], [torch.zeros(1, 2, dtype=torch.long)] * n,
+                               [None] * n, [""] * n)
         labels = list(adapter.manifest.labels)
         with_entities = entity_scheme(labels)
         results = []
