@@ -309,6 +309,10 @@ HOSTILE_PEFT_CONFIGS = {
     "r zero": {"r": 0},
     "DoRA": {"use_dora": True},
     "peft_type prefix tuning": {"peft_type": "PREFIX_TUNING"},
+    "task_type TOKEN_CLS": {"task_type": "TOKEN_CLS"},
+    "task_type CAUSAL_LM": {"task_type": "CAUSAL_LM"},
+    "task_type not a string": {"task_type": ["SEQ_CLS"]},
+    "bias all": {"bias": "all"},
 }
 
 
@@ -320,6 +324,17 @@ def test_hostile_peft_configs_get_a_typed_error(tmp_path, registry, tiny_dir, ca
     (folder / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(InvalidAdapter):
         registry.register(folder, name="p")
+    assert registry.store.list_aliases() == {}
+
+
+def test_modules_to_save_other_than_the_classifier_are_refused(tmp_path, registry, tiny_dir):
+    """Weights the runtime would silently not apply (here a saved pooler) are a 422."""
+    folder = peft_lora_dir(tmp_path / "p", str(tiny_dir / "text"))
+    tensors = load_file(folder / "adapter_model.safetensors")
+    tensors["base_model.model.bert.pooler.dense.weight"] = torch.zeros(32, 32)
+    save_file(tensors, folder / "adapter_model.safetensors")
+    with pytest.raises(InvalidAdapter, match="pooler.dense.weight"):
+        registry.register(folder, name="p", backbone="text")
     assert registry.store.list_aliases() == {}
 
 

@@ -26,6 +26,13 @@ _UNSUPPORTED_FLAGS = {
     "trainable_token_indices": "trainable tokens", "target_parameters": "target_parameters",
     "fan_in_fan_out": "fan_in_fan_out (Conv1D) layers", "use_qalora": "QALoRA",
 }
+# PEFT ``task_type`` values whose meaning the runtime reproduces: a sequence classifier on
+# pooled features (SEQ_CLS) or a trunk adapter under our own head (FEATURE_EXTRACTION, or
+# none). TOKEN_CLS, CAUSAL_LM, QUESTION_ANS... have per-token or generative heads: serving
+# them as a sentence classifier would answer with meaningless scores.
+SUPPORTED_PEFT_TASK_TYPES = (None, "SEQ_CLS", "FEATURE_EXTRACTION")
+# The only ``modules_to_save`` weights the runtime applies: a linear sequence classifier.
+_HEAD_EXTRAS = {"classifier.weight", "classifier.bias", "score.weight", "score.bias"}
 
 
 @dataclass
@@ -72,6 +79,14 @@ def check_peft_config(config: dict) -> None:
     problems = []
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         problems.append(f"peft_type is {config.get('peft_type')!r}; only LORA adapters are served")
+    task_type = config.get("task_type")
+    if task_type not in SUPPORTED_PEFT_TASK_TYPES:
+        problems.append(f"task_type {task_type!r} is not supported (supported: SEQ_CLS, "
+                        "FEATURE_EXTRACTION, or none); a TOKEN_CLS or other PEFT task would "
+                        "be served as something it is not")
+    if config.get("bias", "none") not in (None, "none"):
+        problems.append(f"bias {config.get('bias')!r} is not supported (LoRA bias weights are "
+                        "not applied by the runtime); train with bias='none'")
     for key, what in _UNSUPPORTED_FLAGS.items():
         if config.get(key):
             problems.append(f"{what} ({key}) is not supported by the per-row LoRA runtime")
@@ -130,6 +145,7 @@ def plan_lora(header: dict[str, tuple], model: nn.Module, prefix: str) -> LoraPl
     pairs: dict[str, dict] = {}
     extras: dict[str, str] = {}
     problems: list[str] = []
+    unapplied: list[str] = []  # weights we would silently ignore: refuse instead
     for key in header:
         if "lora_embedding" in key or "lora_magnitude" in key:
             problems.append(f"{key}: embedding/DoRA LoRA weights are not supported")
@@ -138,6 +154,9 @@ def plan_lora(header: dict[str, tuple], model: nn.Module, prefix: str) -> LoraPl
         if m is None:
             if ".original_module." not in key:
                 extras[_normalise_extra(key)] = key
+                if _normalise_extra(key) not in _HEAD_EXTRAS:
+                    unapplied.append(f"{key}: modules_to_save weights other than a linear "
+                                    "'classifier'/'score' are not applied by the runtime")
             continue
         pairs.setdefault(m["module"], {})[m["ab"]] = key
     modules: dict[str, dict] = {}
@@ -156,6 +175,7 @@ def plan_lora(header: dict[str, tuple], model: nn.Module, prefix: str) -> LoraPl
         problems.append("the adapter has no lora_A/lora_B weights")
     elif pairs and not modules and not problems:
         problems.append("the LoRA target modules match nothing in this backbone")
+    InvalidAdapter.collect(unapplied[:10], "LoRA")
     IncompatibleAdapter.collect(problems[:20], "LoRA")
     return LoraPlan(modules, extras)
 
