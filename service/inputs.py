@@ -20,6 +20,13 @@ from adapters.errors import InvalidInput
 from adapters.store.base import check_name
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+# Code points no text input may hold: lone surrogates (JSON "\ud800" decodes to one; the
+# tokenizer then raises inside the shared batch), NUL, and Unicode non-characters
+# (U+FDD0..U+FDEF and the last two code points of every plane). Fuzzing MiniLM's and the
+# tiny test tokenizer over every code point and 20,000 random strings found surrogates to
+# be the only thing they reject; NUL and non-characters are refused as not being text.
+_BAD_CHAR = re.compile(r"[\x00\ud800-\udfff\ufdd0-\ufdef"
+                       + "".join(rf"\U{p:04x}fffe\U{p:04x}ffff" for p in range(17)) + "]")
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
 
@@ -46,7 +53,8 @@ def check_count(n: int, what: str, limits: InputLimits) -> None:
 
 
 def check_texts(texts: list[str], limits: InputLimits) -> list[str]:
-    """Refuse empty lists, blank texts and texts over ``max_text_chars`` (all problems at once).
+    """Refuse empty lists, blank texts, texts over ``max_text_chars`` and texts holding a
+    lone surrogate, NUL or a non-character (all problems at once), before the batcher.
 
     >>> check_texts(["fine"], InputLimits())
     ['fine']
@@ -59,8 +67,17 @@ def check_texts(texts: list[str], limits: InputLimits) -> list[str]:
         elif len(t) > limits.max_text_chars:
             problems.append(f"texts[{i}] has {len(t)} characters; at most {limits.max_text_chars} "
                             "(TASKSWAP_MAX_TEXT_CHARS)")
+        elif (bad := _BAD_CHAR.search(t)) is not None:
+            problems.append(f"texts[{i}] holds U+{ord(bad.group()):04X} at character {bad.start()} "
+                            f"({_char_kind(bad.group())}); send valid Unicode text")
     InvalidInput.collect(problems[:10], "texts")
     return list(texts)
+
+
+def _char_kind(c: str) -> str:
+    if c == "\x00":
+        return "NUL"
+    return "a lone surrogate" if 0xD800 <= ord(c) <= 0xDFFF else "a Unicode non-character"
 
 
 def decode_base64_image(data: str, where: str, limits: InputLimits) -> Image.Image:

@@ -3,6 +3,7 @@ served as something it is not, memory stays bounded per request (``bentoml serve
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -55,4 +56,46 @@ def test_a_token_classification_peft_dir_is_refused_naming_its_task_type(srv, ti
     r = srv.register_archive(make_archive(folder), name="tagger")
     assert_error(r, 422, "task_type", "TOKEN_CLS")
     assert srv.get("/adapters/tagger").status_code == 404
+    assert srv.internal_errors() == []
+
+
+# ---- item 1: a text the tokenizer would choke on is a 400 and hurts no other client -----------
+@pytest.mark.parametrize("bad, what", [("\ud800", "surrogate"), ("ab\x00", "NUL"),
+                                       ("\ufffe", "non-character"), ("x\U0010ffff", "non-character")])
+def test_texts_the_tokenizer_rejects_are_a_400_naming_the_index(srv, bad, what):
+    body = json.dumps({"task": "ok", "texts": ["fine", bad]})  # ASCII escapes, as a client sends
+    r = srv.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert_error(r, 400, "texts[1]", what)
+
+
+def test_a_client_sending_bad_texts_fails_no_other_clients_request(srv):
+    import threading
+    import time
+    stop, statuses, bad_statuses = threading.Event(), [], []
+
+    def honest(texts):
+        with srv.new_client() as c:
+            while not stop.is_set():
+                r = c.post("/predict", json={"task": "ok", "texts": texts})
+                statuses.append(r.status_code)
+
+    def attacker():
+        with srv.new_client() as c:
+            while not stop.is_set():
+                r = c.post("/predict", content=b'{"task": "ok", "texts": ["\\ud800"]}',
+                           headers={"content-type": "application/json"})
+                bad_statuses.append(r.status_code)
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=honest, args=(["good"],)),
+               threading.Thread(target=honest, args=(["a great movie", "fine"],)),
+               threading.Thread(target=attacker)]
+    for t in threads:
+        t.start()
+    time.sleep(4)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    assert bad_statuses and set(bad_statuses) == {400}
     assert srv.internal_errors() == []
