@@ -165,7 +165,7 @@ class Registry:
         concurrency for admins; see :func:`adapters.store.base.check_expected`).
         """
         adir = read_adapter_dir(Path(folder))  # refuses links / pickles before anything else
-        prep = prepare_adapter(adir, self.backbones, name, labels, backbone)
+        prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True)
         name = check_name(prep.manifest.name)
         with self.writer:
             loaded = load_adapter(prep, version="pending")  # validate fully before publishing

@@ -99,3 +99,49 @@ def test_a_client_sending_bad_texts_fails_no_other_clients_request(srv):
     assert statuses and set(statuses) == {200}, sorted(set(statuses))
     assert bad_statuses and set(bad_statuses) == {400}
     assert srv.internal_errors() == []
+
+
+def _peft_with(folder: Path, backbone_path: str, **config) -> Path:
+    from factories import peft_lora_dir
+    peft_lora_dir(folder, backbone_path, r=4)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg.update(config)
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+# ---- item 3: an uploaded regex cannot freeze the server ------------------------------------
+def test_a_catastrophic_pattern_is_refused_fast_while_predictions_go_on(srv, tiny_dir, tmp_path):
+    import threading
+    import time
+    folder = _peft_with(tmp_path / "re", str(tiny_dir / "text"),
+                        alpha_pattern={r"(?:.*?){20}\d\d": 4, "value": 16})
+    done, latencies = threading.Event(), []
+
+    def probe():
+        with srv.new_client() as c:
+            while not done.is_set():
+                t = time.perf_counter()
+                assert c.post("/predict", json={"task": "ok", "texts": ["good"]}).status_code == 200
+                latencies.append(time.perf_counter() - t)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    start = time.perf_counter()
+    r = srv.register_archive(make_archive(folder), name="regex")
+    took = time.perf_counter() - start
+    done.set()
+    t.join()
+    assert_error(r, 422, "alpha_pattern", "took longer")
+    assert took < 20, took  # bounded by the matcher's 2 s budget, plus the upload's own work
+    assert latencies and max(latencies) < 10, max(latencies)  # predictions never waited on it
+    assert srv.get("/adapters/regex").status_code == 404
+
+
+# ---- item 7: the PEFT rank is checked -------------------------------------------------------
+@pytest.mark.parametrize("config, words", [
+    ({"r": 2}, ["rank 4", "r is 2"]), ({"r": True}, ["r must be a positive integer"]),
+    ({"rank_pattern": {"query": 8}}, ["rank_pattern", "rank 4"])])
+def test_a_peft_r_that_is_not_the_tensors_rank_is_a_422(srv, tiny_dir, tmp_path, config, words):
+    folder = _peft_with(tmp_path / "r", str(tiny_dir / "text"), **config)
+    assert_error(srv.register_archive(make_archive(folder), name="rank"), 422, *words)

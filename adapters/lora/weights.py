@@ -90,13 +90,17 @@ def check_peft_config(config: dict) -> None:
     for key, what in _UNSUPPORTED_FLAGS.items():
         if config.get(key):
             problems.append(f"{what} ({key}) is not supported by the per-row LoRA runtime")
-    if not isinstance(config.get("r", 8), int) or config.get("r", 8) < 1:
+    if not _positive_int(config.get("r", 8)):
         problems.append(f"r must be a positive integer, got {config.get('r')!r}")
     if not _finite_number(config.get("lora_alpha", 8)):
         problems.append(f"lora_alpha must be a finite number, got {config.get('lora_alpha')!r}")
     for field_name in ("alpha_pattern", "rank_pattern"):
         problems += _check_patterns(field_name, config.get(field_name))
     InvalidAdapter.collect(problems, "adapter_config.json")
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def _finite_number(v) -> bool:
@@ -120,6 +124,8 @@ def _check_patterns(field_name: str, patterns) -> list[str]:
             problems.append(f"{field_name} key {key!r} is not a valid regular expression ({exc})")
         if not _finite_number(value):
             problems.append(f"{field_name}[{key!r}] must be a finite number, got {value!r}")
+        elif field_name == "rank_pattern" and not _positive_int(value):
+            problems.append(f"rank_pattern[{key!r}] must be a positive integer, got {value!r}")
     return problems[:10]
 
 
@@ -205,21 +211,17 @@ def _check_shapes(orig: str, mod: nn.Module, a_shape: tuple, b_shape: tuple) -> 
     return []
 
 
-def _pattern_value(patterns: dict, name: str, default):
-    for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", name):
-            return value
-    return default
-
-
 def load_lora_weights(path: Path, config: dict, plan: LoraPlan) -> LoraWeights:
-    """Load the factors named by ``plan`` and fold each module's scaling into ``B``."""
+    """Load the factors named by ``plan`` and fold each module's scaling into ``B``.
+
+    Each module's ``r`` and ``alpha`` were resolved at planning
+    (:func:`adapters.lora.patterns.resolve_plan`): no pattern is matched here.
+    """
     tensors = load_tensors(path)
     modules = {}
     for name, p in plan.modules.items():
         A, B = tensors[p["A"]], tensors[p["B"]]
-        r = A.shape[0]
-        alpha = _pattern_value(config.get("alpha_pattern"), p["orig"], config.get("lora_alpha", 8))
+        r, alpha = p["r"], p["alpha"]  # r == A.shape[0], checked at planning
         scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
         modules[name] = LoraModule(A.reshape(r, -1).contiguous(),
                                    (B.reshape(B.shape[0], r) * scaling).contiguous(), p["conv"])
