@@ -145,3 +145,13 @@ def test_a_catastrophic_pattern_is_refused_fast_while_predictions_go_on(srv, tin
 def test_a_peft_r_that_is_not_the_tensors_rank_is_a_422(srv, tiny_dir, tmp_path, config, words):
     folder = _peft_with(tmp_path / "r", str(tiny_dir / "text"), **config)
     assert_error(srv.register_archive(make_archive(folder), name="rank"), 422, *words)
+
+
+# ---- item 4: zips that got a 500 are a 422 naming the entry -----------------------------------
+def test_zip_uploads_that_got_a_500_are_a_422_naming_the_entry(srv):
+    from test_fuzz_archive import CASES
+    for case, (data, words) in sorted(CASES.items()):
+        r = srv.register_archive(data)
+        body = assert_error(r, 422, "archive entry")
+        assert words in body["message"], (case, body["message"])
+    assert srv.internal_errors() == []
