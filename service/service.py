@@ -39,6 +39,7 @@ import anyio  # noqa: E402
 import bentoml  # noqa: E402
 from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile  # noqa: E402
 
+from adapters.dryrun import check_rows_finite  # noqa: E402
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
 from service.audio_inputs import (audio_limits_from, decode_audio_upload,  # noqa: E402
                                   decode_base64_audio, looks_like_audio)
@@ -198,6 +199,8 @@ class Taskswap:
             self.engine.require_ready()
             inputs = await anyio.to_thread.run_sync(decode)  # image/audio decoding is CPU work
             backbone, results = await self.engine.predict(tasks, inputs, modality, embed)
+            for r in results:  # JSON has no NaN/Infinity: never answer "score": null
+                check_rows_finite(r, "this request")
             status = 200
             return PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type,

@@ -155,3 +155,27 @@ def test_zip_uploads_that_got_a_500_are_a_422_naming_the_entry(srv):
         body = assert_error(r, 422, "archive entry")
         assert words in body["message"], (case, body["message"])
     assert srv.internal_errors() == []
+
+
+# ---- item 5: huge finite weights never answer "score": null -----------------------------------
+def test_an_adapter_with_overflowing_scores_is_refused_and_never_answers_null(
+        srv, tmp_path, text_backbone, monkeypatch):
+    import time
+    from test_non_finite import huge_head
+    folder = huge_head(head_adapter(tmp_path / "huge", text_backbone, "huge"))
+    assert_error(srv.register_archive(make_archive(folder)), 422, "non-finite")
+    # Put it in the store behind the dry run's back (the store is trusted, not infallible):
+    # the response path still never emits a non-finite number.
+    import adapters.registry as reg_mod
+    from adapters.registry import Registry
+    from adapters.store import open_store
+    monkeypatch.setattr(reg_mod, "check_outputs_finite", lambda loaded: None)
+    Registry(open_store(str(srv.store)), {"text": text_backbone}).register(folder)
+    deadline = time.monotonic() + 30
+    while srv.get("/adapters/huge").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    r = srv.predict(["ok", "huge"], texts=["good", "bad"])
+    body = assert_error(r, 422, "non-finite", "huge")
+    assert body["error"] == "non_finite_output"
+    assert "NaN" not in r.text and "null" not in r.text
+    assert srv.internal_errors() == []
