@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from adapters.errors import InvalidInput
+from adapters.format.labels import label_problems
 from adapters.store.base import check_name
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
@@ -27,6 +28,8 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # be the only thing they reject; NUL and non-characters are refused as not being text.
 _BAD_CHAR = re.compile(r"[\x00\ud800-\udfff\ufdd0-\ufdef"
                        + "".join(rf"\U{p:04x}fffe\U{p:04x}ffff" for p in range(17)) + "]")
+MAX_TASKS = 32  # tasks per prediction request (JSON 'tasks' and multipart 'task' alike)
+MAX_TASK_NAME_CHARS = 64
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
 
@@ -137,8 +140,21 @@ def check_registration_fields(name: str | None, labels: list[str] | None) -> Non
         except InvalidInput as exc:
             problems.append(exc.message)
     if labels is not None:
-        if not labels or any(not isinstance(x, str) or not x.strip() for x in labels):
-            problems.append(f"labels must be non-empty strings, got {labels!r}")
-        elif len(set(labels)) != len(labels):
-            problems.append(f"labels must be unique, got {labels!r}")
+        problems += label_problems(labels)  # the rule adapter.json's labels follow too
     InvalidInput.collect(problems)
+
+
+def check_task_names(names: list[str]) -> list[str]:
+    """One rule for the tasks a prediction names, JSON or multipart: at most
+    :data:`MAX_TASKS` names of at most :data:`MAX_TASK_NAME_CHARS` characters.
+
+    >>> check_task_names(["a", "b"])
+    ['a', 'b']
+    """
+    if len(names) > MAX_TASKS:
+        raise InvalidInput(f"{len(names)} tasks; at most {MAX_TASKS} per request")
+    long = [i for i, n in enumerate(names) if len(n) > MAX_TASK_NAME_CHARS]
+    if long:
+        raise InvalidInput(f"task {long[0]} has {len(names[long[0]])} characters; task names have "
+                           f"at most {MAX_TASK_NAME_CHARS}")
+    return names

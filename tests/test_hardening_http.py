@@ -179,3 +179,40 @@ def test_an_adapter_with_overflowing_scores_is_refused_and_never_answers_null(
     assert body["error"] == "non_finite_output"
     assert "NaN" not in r.text and "null" not in r.text
     assert srv.internal_errors() == []
+
+
+# ---- item 8: one rule for labels, one rule for task names -------------------------------------
+LABEL_CASES = [([" ", "b"], "labels[0] is empty"), (["a\x01", "b"], "labels[0] holds U+0001"),
+               (["x" * 1_000_000, "b"], "labels[0] has 1000000 characters"),
+               (["a", "a"], "labels must be unique")]
+
+
+@pytest.mark.parametrize("labels, words", LABEL_CASES)
+def test_labels_follow_one_rule_in_adapter_json_and_in_the_form_field(srv, tmp_path, text_backbone,
+                                                                      labels, words):
+    folder = head_adapter(tmp_path / "l", text_backbone, "lab")
+    manifest = json.loads((folder / "adapter.json").read_text())
+    (folder / "adapter.json").write_text(json.dumps({**manifest, "labels": labels}))
+    in_manifest = srv.register_archive(make_archive(folder))
+    assert_error(in_manifest, 422, words)
+    ok = head_adapter(tmp_path / "ok", text_backbone, "lab")
+    in_field = srv.register_archive(make_archive(ok), labels=labels)
+    assert in_field.status_code in (400, 422) and words in in_field.json()["message"], in_field.text
+    assert srv.get("/adapters/lab").status_code == 404
+
+
+def test_task_names_follow_one_rule_in_json_and_multipart(srv):
+    from http_helpers import png_bytes
+    files = {"files": ("a.png", png_bytes())}
+    many = srv.post("/predict/upload", files=files, data={"task": [f"t{i}" for i in range(1000)]})
+    assert_error(many, 400, "1000 tasks", "at most 32")
+    many_csv = srv.post("/predict/upload", files=files, data={"task": ",".join(["img"] * 33)})
+    assert_error(many_csv, 400, "33 tasks", "at most 32")
+    long = "x" * 100_000
+    r = srv.post("/predict/upload", files=files, data={"task": long})
+    assert_error(r, 400, "100000 characters", "at most 64")
+    assert long not in r.text  # not echoed back
+    j = srv.post("/predict", json={"tasks": [long], "images": ["x"]})
+    assert j.status_code == 422 and long not in j.text
+    j = srv.post("/predict", json={"tasks": [f"t{i}" for i in range(33)], "texts": ["x"]})
+    assert j.status_code == 422

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.format.labels import label_problems
+
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
@@ -76,7 +78,9 @@ class Manifest(BaseModel):
             raise ValueError(f"kind {self.kind!r} is unknown; use one of {sorted(KINDS)}")
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TASK_TYPES)}")
-        problems = TASK_TYPES[self.task_type].check_manifest(self)
+        # Output names (labels, regression outputs) follow the registration field's rule.
+        names = label_problems(self.output_names) if self.output_names else []
+        problems = list(dict.fromkeys(names + TASK_TYPES[self.task_type].check_manifest(self)))
         if problems:
             raise ValueError("; ".join(problems))
         if self.format_version > FORMAT_VERSION:
