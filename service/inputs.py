@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from adapters.errors import InvalidInput
+from adapters.errors import CapacityError, InvalidInput
 from adapters.format.labels import label_problems
 from adapters.store.base import check_name
+from service.decoding import decode_reduced
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # Code points no text input may hold: lone surrogates (JSON "\ud800" decodes to one; the
@@ -41,10 +42,13 @@ class InputLimits:
     max_text_chars: int = 10_000
     max_image_bytes: int = 10 << 20
     max_image_pixels: int = 40_000_000
+    max_request_pixels: int = 160_000_000
+    image_decode_side: int = 448
 
     @classmethod
     def from_settings(cls, s) -> "InputLimits":
-        return cls(s.max_inputs, s.max_text_chars, s.max_image_bytes, s.max_image_pixels)
+        return cls(s.max_inputs, s.max_text_chars, s.max_image_bytes, s.max_image_pixels,
+                   s.max_request_pixels, s.image_decode_side)
 
 
 def check_count(n: int, what: str, limits: InputLimits) -> None:
@@ -85,6 +89,11 @@ def _char_kind(c: str) -> str:
 
 def decode_base64_image(data: str, where: str, limits: InputLimits) -> Image.Image:
     """A base64 string (optionally a ``data:image/...;base64,`` URL) to an RGB image."""
+    return decode_image(base64_image_bytes(data, where, limits), where, limits)
+
+
+def base64_image_bytes(data: str, where: str, limits: InputLimits) -> bytes:
+    """A base64 string (optionally a ``data:image/...;base64,`` URL) to the image's bytes."""
     data = _DATA_URL.sub("", data.strip(), count=1)
     if len(data) > (limits.max_image_bytes * 4) // 3 + 8:  # check before decoding anything
         raise InvalidInput(f"{where} is larger than {limits.max_image_bytes} bytes "
@@ -94,7 +103,31 @@ def decode_base64_image(data: str, where: str, limits: InputLimits) -> Image.Ima
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput(f"{where} is not valid base64 ({exc}); send the file's bytes "
                            "base64-encoded") from exc
-    return decode_image(raw, where, limits)
+    return raw
+
+
+def image_pixels(raw: bytes) -> int:
+    """Width x height from an encoded image's header (0 when unreadable: decoding says why)."""
+    try:
+        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as im:
+            return im.size[0] * im.size[1]
+    except Exception:  # noqa: BLE001  any junk: decode_image reports it properly
+        return 0
+
+
+def check_request_pixels(raws: list[bytes], limits: InputLimits) -> None:
+    """Refuse a request whose images add up to more than ``max_request_pixels`` (headers only)."""
+    total = sum(image_pixels(r) for r in raws)
+    if total > limits.max_request_pixels:
+        raise InvalidInput(f"the images add up to {total} pixels; at most {limits.max_request_pixels} "
+                           "per request (TASKSWAP_MAX_REQUEST_PIXELS): send fewer or smaller images")
+
+
+def decode_images(raws: list[bytes], names: list[str], limits: InputLimits) -> list[Image.Image]:
+    """Decode a request's images one after the other (one full-size buffer at a time),
+    within the request's pixel budget."""
+    check_request_pixels(raws, limits)
+    return [decode_image(r, n, limits) for r, n in zip(raws, names)]
 
 
 def decode_image(raw: bytes, where: str, limits: InputLimits) -> Image.Image:
@@ -116,9 +149,8 @@ def decode_image(raw: bytes, where: str, limits: InputLimits) -> Image.Image:
         if w * h > limits.max_image_pixels:
             raise InvalidInput(f"{where} is {w}x{h} = {w * h} pixels; at most "
                                f"{limits.max_image_pixels} (TASKSWAP_MAX_IMAGE_PIXELS)")
-        im.load()  # decode now: a truncated file fails here, not inside a shared batch
-        return im.convert("RGB")
-    except InvalidInput:
+        return decode_reduced(im, limits.image_decode_side)  # bounded memory, see service/decoding.py
+    except (InvalidInput, CapacityError):
         raise
     except Image.DecompressionBombError as exc:
         raise InvalidInput(f"{where} is too many pixels ({exc})") from exc

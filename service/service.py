@@ -45,10 +45,11 @@ from service.audio_inputs import (audio_limits_from, decode_audio_upload,  # noq
                                   decode_base64_audio, looks_like_audio)
 from adapters.runtime import EmbedSpec  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
+from service import decoding  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
-from service.inputs import (MAX_TASKS, InputLimits, check_count, check_task_names, check_texts,  # noqa: E402
-                            decode_base64_image, decode_image)
+from service.inputs import (MAX_TASKS, InputLimits, base64_image_bytes, check_count,  # noqa: E402
+                            check_task_names, check_texts, decode_images)
 from service.listing import page  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
 from service.middleware import BodyLimit, JsonNotFound, LastResort, ReplicaHeader  # noqa: E402
@@ -127,6 +128,7 @@ class Taskswap:
         self.settings = get_settings()
         self.limits = InputLimits.from_settings(self.settings)
         self.audio_limits = audio_limits_from(self.settings)
+        decoding.configure(self.settings.decode_budget_mb << 20, self.settings.decode_wait_s)
         self.metrics = Metrics(self.settings.metrics_max_tasks)
         self.engine = Engine(self.settings, self.metrics)
         self.engine.start_in_background()
@@ -162,9 +164,10 @@ class Taskswap:
                 for i, b64 in enumerate(clips)], "audio", embed)
         images = body.images or []
         check_count(len(images), "images", self.limits)
-        return await self._predict(check_task_names(body.task_names()), len(images), lambda: [
-            decode_base64_image(b64, f"images[{i}]", self.limits) for i, b64 in enumerate(images)],
-            "image", embed)
+        names = [f"images[{i}]" for i in range(len(images))]
+        return await self._predict(check_task_names(body.task_names()), len(images), lambda: decode_images(
+            [base64_image_bytes(b64, n, self.limits) for b64, n in zip(images, names)], names,
+            self.limits), "image", embed)
 
     @app.post("/predict/upload", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
@@ -191,9 +194,9 @@ class Taskswap:
             return await self._predict(tasks, len(raw), lambda: [
                 decode_audio_upload(data, f"files[{i}] ({names[i]!r})", self.audio_limits)
                 for i, data in enumerate(raw)], "audio")
-        return await self._predict(tasks, len(raw), lambda: [
-            decode_image(data, f"files[{i}] ({names[i]!r})", self.limits)
-            for i, data in enumerate(raw)], "image")
+        where = [f"files[{i}] ({names[i]!r})" for i in range(len(raw))]
+        return await self._predict(tasks, len(raw), lambda: decode_images(raw, where, self.limits),
+                                   "image")
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
                        embed: EmbedSpec | None = None) -> PredictResponse:

@@ -216,3 +216,57 @@ def test_task_names_follow_one_rule_in_json_and_multipart(srv):
     assert j.status_code == 422 and long not in j.text
     j = srv.post("/predict", json={"tasks": [f"t{i}" for i in range(33)], "texts": ["x"]})
     assert j.status_code == 422
+
+
+# ---- item 2: decoded image memory is bounded per request and per process ----------------------
+def black_png(w: int, h: int) -> bytes:
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_64_big_images_in_flight_stay_within_the_decode_budget(server_factory, tiny_dir, tmp_path,
+                                                               vision_backbone):
+    import base64
+    import threading
+    import time
+    from proc_mem import tree_rss_bytes
+    budget_mb = 64
+    s = server_factory.start(store=tmp_path / "store", backbones=tiny_backbones_env(tiny_dir), env={
+        "TASKSWAP_MAX_IMAGE_PIXELS": "4000000", "TASKSWAP_MAX_REQUEST_PIXELS": "16000000",
+        "TASKSWAP_DECODE_BUDGET_MB": str(budget_mb), "TASKSWAP_DECODE_WAIT_S": "60"})
+    assert s.register_archive(make_archive(head_adapter(tmp_path / "img", vision_backbone, "img"))
+                              ).status_code == 201
+    big = base64.b64encode(black_png(2000, 2000)).decode()  # 4 MP: 16 MB decoded, ~12 KB sent
+    assert s.predict("img", images=[big]).status_code == 200  # warm: allocator, threads
+    over = s.predict("img", images=[big] * 5)
+    assert_error(over, 400, "20000000 pixels", "TASKSWAP_MAX_REQUEST_PIXELS")
+    base = tree_rss_bytes(s.proc.pid)
+    peak, stop, statuses = [base], threading.Event(), []
+
+    def sample():
+        while not stop.is_set():
+            peak.append(tree_rss_bytes(s.proc.pid))
+            time.sleep(0.02)
+
+    def client():
+        with s.new_client() as c:
+            statuses.append(c.post("/predict", json={"task": "img", "images": [big] * 4}).status_code)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    clients = [threading.Thread(target=client) for _ in range(16)]  # 16 x 4 = 64 images in flight
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    stop.set()
+    sampler.join()
+    grew = (max(peak) - base) / 2**20
+    print(f"\nRSS {base / 2**20:.0f} MiB -> peak {max(peak) / 2**20:.0f} MiB (+{grew:.0f}); {statuses}")
+    assert set(statuses) == {200}, statuses
+    # budget + 64 kept images (<= 448 x 448 x 4 B = 0.8 MB each) + request bodies + slack
+    assert grew < budget_mb + 64 * 0.8 + 100, grew
+    assert s.internal_errors() == []
