@@ -137,6 +137,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         message, problems = _validation_message(exc)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "multipart/form-data") and request.method == "POST":
+            hint = (f"the body was sent as {ctype or 'no content type'!r}: send Content-Type: "
+                    "application/json (multipart/form-data for uploads)")
+            message, problems = f"{hint}; {message}", [hint, *problems]
         return error_response(422, "validation_error", message, problems)
 
     @app.exception_handler(ValidationError)
@@ -149,7 +154,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        kind = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+                413: "payload_too_large"}.get(
             exc.status_code, f"http_{exc.status_code}")
         headers = dict(exc.headers or {})
         message = str(exc.detail)

@@ -52,7 +52,8 @@ from service.inputs import (MAX_TASKS, InputLimits, base64_image_bytes, check_co
                             check_task_names, check_texts, decode_images)
 from service.listing import page  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
-from service.middleware import BodyLimit, JsonNotFound, LastResort, ReplicaHeader  # noqa: E402
+from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
+                                ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
 from service.routes_embed import router as embed_router  # noqa: E402
 from service.routes_openai import router as openai_router  # noqa: E402
@@ -94,14 +95,14 @@ def get_auth() -> Auth:
 check_settings_or_exit()  # runs in the `bentoml serve` process too, before any worker starts
 app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(app)
-# Added last = outermost: ReplicaHeader wraps LastResort wraps AuthGuard wraps BodyLimit wraps the routes.
+# Added last = outermost: LastResort wraps AuthGuard wraps ReadTimeout wraps BodyLimit wraps
+# the routes (ReplicaHeader and HeadAsGet wrap BentoML's whole app, at the end of this file).
 app.add_middleware(V2BinaryBody)  # inside BodyLimit: it buffers an already capped body
 app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
+app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
-app.add_middleware(ReplicaHeader, replica_id=lambda: get_settings().replica_id)
-for _router in (embed_router, openai_router, v2_router):  # routes that call self.engine too
-    app.include_router(_router)
+app.add_middleware(V2BinaryBody)  # inside BodyLimit: it buffers an already capped body
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
@@ -296,6 +297,10 @@ class Taskswap:
         return DeleteResponse(name=name, deleted=True)
 
 
+# Around BentoML's whole app: its 404 page, /readyz, /livez, /metrics, /docs.json included.
+Taskswap.add_asgi_middleware(JsonNotFound)
+Taskswap.add_asgi_middleware(HeadAsGet)
+Taskswap.add_asgi_middleware(ReplicaHeader, replica_id=lambda: get_settings().replica_id)
 # Around BentoML's whole app, its 404 page included; the first added is the outermost, so
 # ProtocolErrors gives every /v1 and /v2 error (JsonNotFound's too) its protocol's shape.
 Taskswap.add_asgi_middleware(ProtocolErrors)

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
         "decode that does not fit waits up to decode_wait_s, then gets 429 + Retry-After."))
     decode_wait_s: float = Field(10.0, ge=0, le=600, description=(
         "How long an image decode waits for room in decode_budget_mb."))
+    read_timeout_s: float = Field(60.0, gt=0, le=3600, description=(
+        "A request body must have fully arrived this many seconds after the request began; "
+        "a slower client gets 408 and its connection is closed."))
     max_audio_bytes: int = Field(10 * MiB, ge=1024, description="Encoded size of one audio clip.")
     max_audio_seconds: float = Field(30.0, gt=0, le=3600, description=(
         "Duration of one audio clip; longer clips are refused with 400, not cut."))

@@ -270,3 +270,66 @@ def test_64_big_images_in_flight_stay_within_the_decode_budget(server_factory, t
     # budget + 64 kept images (<= 448 x 448 x 4 B = 0.8 MB each) + request bodies + slack
     assert grew < budget_mb + 64 * 0.8 + 100, grew
     assert s.internal_errors() == []
+
+
+# ---- item 9: HTTP details ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick(server_factory, tiny_dir, tmp_path_factory, text_backbone):
+    """A server whose request bodies must arrive within 2 s."""
+    s = server_factory.start(store=tmp_path_factory.mktemp("store-quick"),
+                             backbones=tiny_backbones_env(tiny_dir),
+                             env={"TASKSWAP_READ_TIMEOUT_S": "2", "TASKSWAP_REPLICA_ID": "replica-q"})
+    folder = head_adapter(tmp_path_factory.mktemp("a") / "ok", text_backbone, "ok")
+    assert s.register_archive(make_archive(folder)).status_code == 201
+    return s
+
+
+def test_head_is_answered_wherever_get_is(quick):
+    for path in ("/adapters", "/adapters/ok", "/backbones", "/readyz", "/livez", "/docs.json", "/metrics"):
+        get, head = quick.get(path), quick.request("HEAD", path)
+        assert head.status_code == get.status_code == 200, (path, head.status_code)
+        assert head.content == b"" and head.headers.get("content-type") == get.headers.get("content-type")
+
+
+def test_every_response_names_the_replica(quick):
+    import httpx
+    calls = [("GET", "/readyz"), ("GET", "/livez"), ("GET", "/metrics"), ("GET", "/docs.json"),
+             ("GET", "/healthz"), ("GET", "/nope"), ("GET", "/adapters/ok/x/y"), ("PUT", "/adapters"),
+             ("GET", "/adapters/"), ("HEAD", "/adapters"), ("POST", "/predict")]
+    with httpx.Client(base_url=quick.url, follow_redirects=False) as c:
+        for method, path in calls:
+            r = c.request(method, path)
+            assert r.headers.get("x-taskswap-replica") == "replica-q", (method, path, r.status_code)
+
+
+def test_a_json_body_sent_as_text_plain_is_told_the_content_type(quick):
+    r = quick.post("/predict", content=b'{"task": "ok", "texts": ["a"]}', headers={"content-type": "text/plain"})
+    assert_error(r, 422, "Content-Type: application/json", "text/plain")
+
+
+def test_a_slow_body_is_cut_off_while_other_clients_are_served(quick):
+    import socket
+    import time
+    from urllib.parse import urlparse
+    u = urlparse(quick.url)
+    body = b'{"task": "ok", "texts": ["a slow one"]}'
+    sock = socket.create_connection((u.hostname, u.port), timeout=30)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode())
+    start, answer = time.monotonic(), b""
+    sock.settimeout(0.3)
+    for byte in body:  # one byte every 0.3 s: 12 s for the whole body
+        try:
+            sock.sendall(bytes([byte]))
+            assert quick.predict("ok", texts=["meanwhile"]).status_code == 200
+            answer += sock.recv(65536)
+        except (socket.timeout, BlockingIOError):
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        if b"\r\n\r\n" in answer:
+            break
+    took = time.monotonic() - start
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"request_timeout"' in answer and took < 8, (took, answer[-300:])
