@@ -7,7 +7,8 @@ A real ``bentoml serve`` on 127.0.0.1 (``tests/server.py``). Honest clients pred
 texts (several tasks, head and LoRA) and small images in a loop; hostile clients send, at
 random, every attack class of SECURITY.md: texts the tokenizer rejects (lone surrogate,
 NUL, non-characters) mixed with good ones, oversized texts, malformed and deeply nested
-JSON, 40-megapixel PNG bombs within the per-image cap (four per request: the request's
+JSON, JSON sent as text/plain, a slowloris body (cut off by the read timeout: 408),
+40-megapixel PNG bombs within the per-image cap (four per request: the request's
 pixel budget), five of them (over it), 1,000 task names, a 100,000-character task name,
 and as admin the zip archives that once got a 500, a PEFT config with a catastrophic
 regex, a head whose weights overflow, a TOKEN_CLS PEFT directory, ``r`` unequal to the
@@ -88,6 +89,36 @@ def build(root: Path, tiny: bool):
     return env, admin, heads, lora, img
 
 
+class _Status:
+    def __init__(self, status_code):
+        self.status_code = status_code
+
+
+def slow_body(c: httpx.Client) -> _Status:
+    """A slowloris body: headers, then one byte a second; the server must cut it off (408)."""
+    import socket
+    from urllib.parse import urlparse
+    u = urlparse(str(c.base_url))
+    body = b'{"task": "h-0000", "texts": ["' + b"x" * 200 + b'"]}'
+    with socket.create_connection((u.hostname, u.port), timeout=120) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode())
+        sock.settimeout(1.0)
+        answer = b""
+        for byte in body:
+            try:
+                sock.sendall(bytes([byte]))
+                answer += sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if b"\r\n" in answer:
+                break
+    line = answer.split(b"\r\n", 1)[0].split()
+    return _Status(int(line[1]) if len(line) > 1 and line[1].isdigit() else "no answer")
+
+
 def hostile_requests(admin: dict[str, bytes]) -> dict[str, callable]:
     bomb = base64.b64encode(png(8000, 5000)).decode()  # 40 MP, ~120 KB: 160 MB decoded naively
 
@@ -106,6 +137,9 @@ def hostile_requests(admin: dict[str, bytes]) -> dict[str, callable]:
         "1,000 task names": lambda c: c.post("/predict/upload", files={"files": ("a.png", png(8, 8))},
                                              data={"task": [f"t{i}" for i in range(1000)]}),
         "100,000-char task": lambda c: c.post("/predict", json={"task": "x" * 100_000, "texts": ["a"]}),
+        "slow body": slow_body,
+        "JSON as text/plain": lambda c: c.post("/predict", content=b'{"task": "h-0000", "texts": ["a"]}',
+                                               headers={"content-type": "text/plain"}),
     }
     for name, data in admin.items():
         out[f"admin {name}"] = (lambda d: lambda c: c.post(
@@ -119,13 +153,15 @@ def main() -> None:
     ap.add_argument("--honest", type=int, default=3, help="honest clients (texts; one more sends images)")
     ap.add_argument("--hostile", type=int, default=3, help="hostile clients")
     ap.add_argument("--tiny", action="store_true", help="tiny random backbones instead of MiniLM/MobileNetV2")
+    ap.add_argument("--read-timeout", type=float, default=10, help="TASKSWAP_READ_TIMEOUT_S of the server")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp, ServerFactory(Path(tmp)) as servers:
         root = Path(tmp)
         env, admin, heads, lora, img = build(root, args.tiny)
-        srv = servers.start(store=root / "store", backbones=env)
+        srv = servers.start(store=root / "store", backbones=env,
+                            env={"TASKSWAP_READ_TIMEOUT_S": str(args.read_timeout)})
         from adapters.format.archive import make_archive
         for folder in heads:
             assert srv.register_archive(make_archive(folder)).status_code == 201
