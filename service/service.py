@@ -45,7 +45,7 @@ from service.audio_inputs import (audio_limits_from, decode_audio_upload,  # noq
                                   decode_base64_audio, looks_like_audio)
 from adapters.runtime import EmbedSpec  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
-from service import decoding  # noqa: E402
+from service import decoding, uvicorn_errors  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import (MAX_TASKS, InputLimits, base64_image_bytes, check_count,  # noqa: E402
@@ -93,6 +93,7 @@ def get_auth() -> Auth:
 
 
 check_settings_or_exit()  # runs in the `bentoml serve` process too, before any worker starts
+uvicorn_errors.install(lambda: get_settings().replica_id)  # uvicorn's own 400s: JSON too
 app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(app)
 # Added last = outermost: LastResort wraps AuthGuard wraps ReadTimeout wraps BodyLimit wraps
@@ -102,7 +103,6 @@ app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
-app.add_middleware(V2BinaryBody)  # inside BodyLimit: it buffers an already capped body
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
@@ -297,12 +297,12 @@ class Taskswap:
         return DeleteResponse(name=name, deleted=True)
 
 
-# Around BentoML's whole app: its 404 page, /readyz, /livez, /metrics, /docs.json included.
-Taskswap.add_asgi_middleware(JsonNotFound)
-Taskswap.add_asgi_middleware(HeadAsGet)
+# Around BentoML's whole app (its 404 page, /readyz, /livez, /metrics, /docs.json included);
+# the first added is the outermost: ReplicaHeader labels every response, rewritten ones too;
+# HeadAsGet answers HEAD wherever GET is; ProtocolErrors gives every /v1 and /v2 error
+# (JsonNotFound's too) its protocol's shape.
 Taskswap.add_asgi_middleware(ReplicaHeader, replica_id=lambda: get_settings().replica_id)
-# Around BentoML's whole app, its 404 page included; the first added is the outermost, so
-# ProtocolErrors gives every /v1 and /v2 error (JsonNotFound's too) its protocol's shape.
+Taskswap.add_asgi_middleware(HeadAsGet)
 Taskswap.add_asgi_middleware(ProtocolErrors)
 Taskswap.add_asgi_middleware(JsonNotFound)
 

@@ -333,3 +333,21 @@ def test_a_slow_body_is_cut_off_while_other_clients_are_served(quick):
     sock.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"request_timeout"' in answer and took < 8, (took, answer[-300:])
+
+
+@pytest.mark.parametrize("raw", [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+                                 b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"])
+def test_protocol_level_errors_have_the_json_error_shape(quick, raw):
+    import socket
+    from urllib.parse import urlparse
+    u = urlparse(quick.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"x-taskswap-replica: replica-q" in head.lower()
+    data = json.loads(body)
+    assert data["error"] == "bad_request" and "malformed HTTP request" in data["message"]
