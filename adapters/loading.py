@@ -100,7 +100,7 @@ def pick_backbone(adir: AdapterDir, backbones: dict[str, Backbone], requested: s
         try:
             impl.fits(adir, b)
             fits.append(b)
-        except (IncompatibleAdapter, InvalidAdapter) as exc:
+        except IncompatibleAdapter as exc:  # InvalidAdapter (the files are wrong) fits nowhere: raise it
             why.append(f"{b.name}: {exc.message}")
     if not fits:
         raise IncompatibleAdapter(f"this {adir.kind} adapter fits no served backbone (" + "; ".join(why) + ")")
