@@ -330,6 +330,12 @@ def test_a_slow_body_is_cut_off_while_other_clients_are_served(quick):
         if b"\r\n\r\n" in answer:
             break
     took = time.monotonic() - start
+    sock.settimeout(5)
+    try:  # the body may come in a later segment than the headers; the server then closes
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
     sock.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"request_timeout"' in answer and took < 8, (took, answer[-300:])
