@@ -28,7 +28,12 @@ def check_outputs_finite(adapter) -> None:
     :class:`NonFiniteOutput` if any score is NaN or infinite."""
     from adapters.runtime import Prepared, Runtime  # the runtime imports the registry: import late
     bb = adapter.backbone
-    probes = TEXT_PROBES if bb.modality == "text" else _image_probes()
+    if bb.modality == "text":
+        probes = TEXT_PROBES
+    elif bb.modality == "image":
+        probes = _image_probes()
+    else:  # another modality (audio): the backbone's own sample inputs
+        probes = bb.sample_inputs()
     result = Runtime(registry=None).run([Prepared(bb, probes, [adapter])])[0][0]
     check_rows_finite(result, f"adapter {adapter.name!r} on its registration probe")
 
