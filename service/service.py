@@ -103,6 +103,8 @@ app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
+for _router in (embed_router, openai_router, v2_router):  # routes that call self.engine too
+    app.include_router(_router)
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
