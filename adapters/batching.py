@@ -4,6 +4,10 @@ One worker thread takes the first waiting request, gathers more until
 ``max_batch_rows`` trunk rows or ``max_wait_ms`` have passed, and runs them as one
 batch. The queue is bounded in rows: past ``max_queue_rows`` a submit fails at once
 with :class:`CapacityError` (HTTP 429 + Retry-After) instead of queueing without bound.
+
+A failed batch never fails a request for another request's input: the batch is split in
+halves and each half retried, down to single requests, so only the request whose input
+breaks the forward gets the error (a few extra passes, only on the failure path).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from adapters.errors import CapacityError
+from adapters.errors import CapacityError, TaskswapError
 from adapters.runtime import Prepared, Runtime
 
 log = logging.getLogger("taskswap.batching")
@@ -93,11 +97,9 @@ class Batcher:
             rows = sum(r.rows for r, _ in items)
             start = time.perf_counter()
             try:
-                results = self.runtime.run([r for r, _ in items])
-                for (_, fut), res in zip(items, results):
-                    fut.set_result(res)
-            except Exception as exc:  # one failed batch fails its own requests, never the loop
-                log.exception("batch of %d requests failed", len(items))
+                self._run_isolated(items)
+            except Exception as exc:  # a safety net: the loop must never die
+                log.exception("batch worker error")
                 for _, fut in items:
                     if not fut.done():
                         fut.set_exception(exc)
@@ -106,3 +108,26 @@ class Batcher:
                     self._queued_rows -= rows
             if self.on_batch:
                 self.on_batch(len(items), rows, time.perf_counter() - start)
+
+    def _run_isolated(self, items: list[tuple[Prepared, Future]]) -> None:
+        """Run ``items`` as one batch; if it fails, bisect until the failing requests are
+        alone, so every other request still gets its own (correct) answer."""
+        try:
+            results = self.runtime.run([r for r, _ in items])
+        except Exception as exc:  # one failed batch fails its own requests, never the loop
+            if len(items) > 1:
+                log.warning("batch of %d requests failed (%s: %s); retrying in halves",
+                            len(items), type(exc).__name__, exc)
+                half = len(items) // 2
+                self._run_isolated(items[:half])
+                self._run_isolated(items[half:])
+                return
+            if not isinstance(exc, TaskswapError):
+                log.exception("a request failed in the batch worker")
+            _, fut = items[0]
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        for (_, fut), res in zip(items, results):
+            if not fut.done():
+                fut.set_result(res)

@@ -44,6 +44,10 @@ class IncompatibleAdapter(TaskswapError):
     """A well-formed adapter that does not fit the backbone (fingerprint, shapes, no target module)."""
 
 
+class NonFiniteOutput(InvalidAdapter):
+    """An adapter whose scores overflow to NaN/infinity (huge weights or scaling)."""
+
+
 class Conflict(TaskswapError):
     """A state change that lost a race (alias changed underneath) or contradicts the current state."""
 

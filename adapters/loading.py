@@ -20,6 +20,8 @@ from adapters.format.manifest import Manifest
 from adapters.heads import Head, build_head
 from adapters.kinds import AdapterKind, adapter_kind
 from adapters.tasks import TaskType, task_type
+from adapters.lora.patterns import with_lora_modules
+from adapters.lora.weights import LoraPlan
 
 
 @dataclass(eq=False, slots=True)
@@ -98,7 +100,7 @@ def pick_backbone(adir: AdapterDir, backbones: dict[str, Backbone], requested: s
         try:
             impl.fits(adir, b)
             fits.append(b)
-        except (IncompatibleAdapter, InvalidAdapter) as exc:
+        except IncompatibleAdapter as exc:  # InvalidAdapter (the files are wrong) fits nowhere: raise it
             why.append(f"{b.name}: {exc.message}")
     if not fits:
         raise IncompatibleAdapter(f"this {adir.kind} adapter fits no served backbone (" + "; ".join(why) + ")")
@@ -127,12 +129,14 @@ def _check_backbone(m: Manifest, backbone: Backbone) -> None:
 
 def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], name: str | None = None,
                     labels: list[str] | None = None, backbone: str | None = None,
-                    write: bool = False) -> Prepared:
+                    write: bool = False, fresh: bool = False) -> Prepared:
     """Check an adapter folder against the served backbones and complete its manifest.
 
     ``name`` and ``labels`` (the output names: labels, or a regression's outputs) override
     the manifest (and are required for plain PEFT folders when the manifest cannot supply
     them). Nothing is written unless ``write=True`` (then the completed ``adapter.json``).
+    ``fresh`` (a registration): values derived at registration (``lora_modules``) are
+    recomputed from the adapter's own files, never taken from an uploaded manifest.
     """
     adir = folder if isinstance(folder, AdapterDir) else read_adapter_dir(Path(folder))
     bb = pick_backbone(adir, backbones, backbone)
@@ -148,6 +152,9 @@ def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], n
         manifest = Manifest.model_validate({**manifest.model_dump(), **updates})
     _check_backbone(manifest, bb)
     impl.check(adir, manifest, bb, plan)
+    if isinstance(plan, LoraPlan):  # per-module r/alpha: patterns matched (bounded) once, stored
+        manifest = with_lora_modules(manifest, adir.peft_config,
+                                     adir.headers["adapter_model.safetensors"], plan, fresh=fresh)
     if write:
         write_manifest(adir.path, manifest)
     prepared = AdapterDir(adir.path, manifest, adir.kind, adir.peft_config, adir.headers)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from adapters.backbones.base import Backbone
 from adapters import heads_batched
+from adapters.dryrun import check_outputs_finite
 from adapters.errors import NotFound, TaskswapError
 from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
@@ -165,10 +166,11 @@ class Registry:
         concurrency for admins; see :func:`adapters.store.base.check_expected`).
         """
         adir = read_adapter_dir(Path(folder))  # refuses links / pickles before anything else
-        prep = prepare_adapter(adir, self.backbones, name, labels, backbone)
+        prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True)
         name = check_name(prep.manifest.name)
         with self.writer:
             loaded = load_adapter(prep, version="pending")  # validate fully before publishing
+            check_outputs_finite(loaded)  # and its numbers: a dry-run forward on probe inputs
             version = self.store.put_version(name, adir.path, {"adapter.json": manifest_bytes(prep.manifest)})
             loaded.version = version
             info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,

@@ -12,6 +12,8 @@ InvalidInput           400     a malformed request: empty, oversized, undecodabl
 (schema validation)    422     the JSON/form does not match the declared request model (also
                                any pydantic model the core builds from request data)
 InvalidAdapter         422     the uploaded adapter breaks the format (pickle, links, manifest)
+NonFiniteOutput        422     an adapter's scores overflow to NaN/infinity (refused at
+                               registration; a request that still hits it gets this, not null)
 IncompatibleAdapter    409     a well-formed adapter that conflicts with what this server serves
                                (backbone fingerprint, tensor shapes, no LoRA target module)
 NotFound               404     unknown task, version or store path
@@ -40,7 +42,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import (CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
-                             InvalidInput, NotFound, TaskswapError, Unauthorized)
+                             InvalidInput, NonFiniteOutput, NotFound, TaskswapError, Unauthorized)
 
 log = logging.getLogger("taskswap.service")
 
@@ -71,6 +73,7 @@ _STATUS: list[tuple[type[TaskswapError], int, str]] = [
     (Forbidden, 403, "forbidden"),
     (Unauthorized, 401, "unauthorized"),
     (NotFound, 404, "not_found"),
+    (NonFiniteOutput, 422, "non_finite_output"),
     (InvalidAdapter, 422, "invalid_adapter"),
     (IncompatibleAdapter, 409, "incompatible_adapter"),
     (Conflict, 409, "conflict"),
@@ -134,6 +137,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         message, problems = _validation_message(exc)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "multipart/form-data") and request.method == "POST":
+            hint = (f"the body was sent as {ctype or 'no content type'!r}: send Content-Type: "
+                    "application/json (multipart/form-data for uploads)")
+            message, problems = f"{hint}; {message}", [hint, *problems]
         return error_response(422, "validation_error", message, problems)
 
     @app.exception_handler(ValidationError)
@@ -146,7 +154,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        kind = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+                413: "payload_too_large"}.get(
             exc.status_code, f"http_{exc.status_code}")
         headers = dict(exc.headers or {})
         message = str(exc.detail)

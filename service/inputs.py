@@ -16,10 +16,21 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from adapters.errors import InvalidInput
+from adapters.errors import CapacityError, InvalidInput
+from adapters.format.labels import label_problems
 from adapters.store.base import check_name
+from service.decoding import decode_reduced
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+# Code points no text input may hold: lone surrogates (JSON "\ud800" decodes to one; the
+# tokenizer then raises inside the shared batch), NUL, and Unicode non-characters
+# (U+FDD0..U+FDEF and the last two code points of every plane). Fuzzing MiniLM's and the
+# tiny test tokenizer over every code point and 20,000 random strings found surrogates to
+# be the only thing they reject; NUL and non-characters are refused as not being text.
+_BAD_CHAR = re.compile(r"[\x00\ud800-\udfff\ufdd0-\ufdef"
+                       + "".join(rf"\U{p:04x}fffe\U{p:04x}ffff" for p in range(17)) + "]")
+MAX_TASKS = 32  # tasks per prediction request (JSON 'tasks' and multipart 'task' alike)
+MAX_TASK_NAME_CHARS = 64
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
 
@@ -31,10 +42,13 @@ class InputLimits:
     max_text_chars: int = 10_000
     max_image_bytes: int = 10 << 20
     max_image_pixels: int = 40_000_000
+    max_request_pixels: int = 160_000_000
+    image_decode_side: int = 448
 
     @classmethod
     def from_settings(cls, s) -> "InputLimits":
-        return cls(s.max_inputs, s.max_text_chars, s.max_image_bytes, s.max_image_pixels)
+        return cls(s.max_inputs, s.max_text_chars, s.max_image_bytes, s.max_image_pixels,
+                   s.max_request_pixels, s.image_decode_side)
 
 
 def check_count(n: int, what: str, limits: InputLimits) -> None:
@@ -46,7 +60,8 @@ def check_count(n: int, what: str, limits: InputLimits) -> None:
 
 
 def check_texts(texts: list[str], limits: InputLimits) -> list[str]:
-    """Refuse empty lists, blank texts and texts over ``max_text_chars`` (all problems at once).
+    """Refuse empty lists, blank texts, texts over ``max_text_chars`` and texts holding a
+    lone surrogate, NUL or a non-character (all problems at once), before the batcher.
 
     >>> check_texts(["fine"], InputLimits())
     ['fine']
@@ -59,12 +74,26 @@ def check_texts(texts: list[str], limits: InputLimits) -> list[str]:
         elif len(t) > limits.max_text_chars:
             problems.append(f"texts[{i}] has {len(t)} characters; at most {limits.max_text_chars} "
                             "(TASKSWAP_MAX_TEXT_CHARS)")
+        elif (bad := _BAD_CHAR.search(t)) is not None:
+            problems.append(f"texts[{i}] holds U+{ord(bad.group()):04X} at character {bad.start()} "
+                            f"({_char_kind(bad.group())}); send valid Unicode text")
     InvalidInput.collect(problems[:10], "texts")
     return list(texts)
 
 
+def _char_kind(c: str) -> str:
+    if c == "\x00":
+        return "NUL"
+    return "a lone surrogate" if 0xD800 <= ord(c) <= 0xDFFF else "a Unicode non-character"
+
+
 def decode_base64_image(data: str, where: str, limits: InputLimits) -> Image.Image:
     """A base64 string (optionally a ``data:image/...;base64,`` URL) to an RGB image."""
+    return decode_image(base64_image_bytes(data, where, limits), where, limits)
+
+
+def base64_image_bytes(data: str, where: str, limits: InputLimits) -> bytes:
+    """A base64 string (optionally a ``data:image/...;base64,`` URL) to the image's bytes."""
     data = _DATA_URL.sub("", data.strip(), count=1)
     if len(data) > (limits.max_image_bytes * 4) // 3 + 8:  # check before decoding anything
         raise InvalidInput(f"{where} is larger than {limits.max_image_bytes} bytes "
@@ -74,7 +103,31 @@ def decode_base64_image(data: str, where: str, limits: InputLimits) -> Image.Ima
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput(f"{where} is not valid base64 ({exc}); send the file's bytes "
                            "base64-encoded") from exc
-    return decode_image(raw, where, limits)
+    return raw
+
+
+def image_pixels(raw: bytes) -> int:
+    """Width x height from an encoded image's header (0 when unreadable: decoding says why)."""
+    try:
+        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as im:
+            return im.size[0] * im.size[1]
+    except Exception:  # noqa: BLE001  any junk: decode_image reports it properly
+        return 0
+
+
+def check_request_pixels(raws: list[bytes], limits: InputLimits) -> None:
+    """Refuse a request whose images add up to more than ``max_request_pixels`` (headers only)."""
+    total = sum(image_pixels(r) for r in raws)
+    if total > limits.max_request_pixels:
+        raise InvalidInput(f"the images add up to {total} pixels; at most {limits.max_request_pixels} "
+                           "per request (TASKSWAP_MAX_REQUEST_PIXELS): send fewer or smaller images")
+
+
+def decode_images(raws: list[bytes], names: list[str], limits: InputLimits) -> list[Image.Image]:
+    """Decode a request's images one after the other (one full-size buffer at a time),
+    within the request's pixel budget."""
+    check_request_pixels(raws, limits)
+    return [decode_image(r, n, limits) for r, n in zip(raws, names)]
 
 
 def decode_image(raw: bytes, where: str, limits: InputLimits) -> Image.Image:
@@ -96,9 +149,8 @@ def decode_image(raw: bytes, where: str, limits: InputLimits) -> Image.Image:
         if w * h > limits.max_image_pixels:
             raise InvalidInput(f"{where} is {w}x{h} = {w * h} pixels; at most "
                                f"{limits.max_image_pixels} (TASKSWAP_MAX_IMAGE_PIXELS)")
-        im.load()  # decode now: a truncated file fails here, not inside a shared batch
-        return im.convert("RGB")
-    except InvalidInput:
+        return decode_reduced(im, limits.image_decode_side)  # bounded memory, see service/decoding.py
+    except (InvalidInput, CapacityError):
         raise
     except Image.DecompressionBombError as exc:
         raise InvalidInput(f"{where} is too many pixels ({exc})") from exc
@@ -120,8 +172,21 @@ def check_registration_fields(name: str | None, labels: list[str] | None) -> Non
         except InvalidInput as exc:
             problems.append(exc.message)
     if labels is not None:
-        if not labels or any(not isinstance(x, str) or not x.strip() for x in labels):
-            problems.append(f"labels must be non-empty strings, got {labels!r}")
-        elif len(set(labels)) != len(labels):
-            problems.append(f"labels must be unique, got {labels!r}")
+        problems += label_problems(labels)  # the rule adapter.json's labels follow too
     InvalidInput.collect(problems)
+
+
+def check_task_names(names: list[str]) -> list[str]:
+    """One rule for the tasks a prediction names, JSON or multipart: at most
+    :data:`MAX_TASKS` names of at most :data:`MAX_TASK_NAME_CHARS` characters.
+
+    >>> check_task_names(["a", "b"])
+    ['a', 'b']
+    """
+    if len(names) > MAX_TASKS:
+        raise InvalidInput(f"{len(names)} tasks; at most {MAX_TASKS} per request")
+    long = [i for i, n in enumerate(names) if len(n) > MAX_TASK_NAME_CHARS]
+    if long:
+        raise InvalidInput(f"task {long[0]} has {len(names[long[0]])} characters; task names have "
+                           f"at most {MAX_TASK_NAME_CHARS}")
+    return names

@@ -7,11 +7,16 @@
   bare text page; bad input must never get here (tests check it does not).
 - :class:`JsonNotFound` gives BentoML's own plain-text 404 our JSON error shape.
 - :class:`ReplicaHeader` names the answering replica in ``X-Taskswap-Replica`` on every
-  response, so a client (or a test) behind a load balancer knows who served it.
+  response (installed around BentoML's whole app: ``/readyz``, ``/metrics``, 404s too), so a
+  client (or a test) behind a load balancer knows who served it.
+- :class:`HeadAsGet` answers ``HEAD`` wherever ``GET`` is answered (headers, no body).
+- :class:`ReadTimeout` cuts off a request whose body has not fully arrived within
+  ``timeout()`` seconds (408), so a slow client cannot hold a worker thread forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Callable
 
 from starlette.exceptions import HTTPException
@@ -92,6 +97,56 @@ class ReplicaHeader:
         await self.app(scope, receive, labelled)
 
 
+class HeadAsGet:
+    """Serve ``HEAD`` as ``GET`` without the body (RFC 9110: HEAD is GET without content)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def no_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, no_body)
+
+
+class ReadTimeout:
+    """408 when a request body is still incomplete ``timeout()`` seconds after the request
+    began: a slowloris body holds nothing for longer, and other clients are served meanwhile."""
+
+    def __init__(self, app: ASGIApp, timeout: Callable[[], float]):
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.timeout()
+        deadline = asyncio.get_running_loop().time() + limit
+        done = False
+
+        async def timed() -> Message:
+            nonlocal done
+            if done:  # the body is complete: later receives wait for a disconnect, unbounded
+                return await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {limit:g} s "
+                                         "(TASKSWAP_READ_TIMEOUT_S); send it at once") from None
+            if message["type"] != "http.request" or not message.get("more_body"):
+                done = True
+            return message
+
+        await self.app(scope, timed, send)
+
+
 class LastResort:
     """Log and answer JSON 500 for any exception that escaped the error handlers."""
 
@@ -140,8 +195,14 @@ class JsonNotFound:
                 if message.get("more_body"):
                     return
                 path = scope.get("path", "")
+                kept = [(k, v) for k, v in held["start"].get("headers", []) if k.startswith(b"x-taskswap")]
+
+                async def with_kept(m: Message) -> None:
+                    if m["type"] == "http.response.start":
+                        m = {**m, "headers": [*m.get("headers", []), *kept]}
+                    await send(m)
                 return await _not_found(f"no endpoint {scope.get('method', '')} {path[:200]!r}; see "
-                                        "/docs.json for the API")(scope, receive, send)
+                                        "/docs.json for the API")(scope, receive, with_kept)
             await send(message)
 
         await self.app(scope, receive, rewriting_send)

@@ -7,9 +7,13 @@ not a silent ``False`` (the schema says boolean; found by schemathesis).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.inputs import MAX_TASK_NAME_CHARS, MAX_TASKS
+
+TaskName = Annotated[str, Field(min_length=1, max_length=MAX_TASK_NAME_CHARS)]
 
 Pooling = Literal["mean", "cls", "pooler"]
 
@@ -35,8 +39,8 @@ class PredictRequest(BaseModel):
         {"tasks": ["fashion", "textile"], "images": ["iVBORw0KGgo..."]},
         {"task": "spoken-digits", "audio": ["UklGRiQ..."]},
     ]})
-    task: str | None = Field(None, min_length=1, max_length=64, description="One task name.")
-    tasks: list[str] | None = Field(None, min_length=1, max_length=32,
+    task: str | None = Field(None, min_length=1, max_length=MAX_TASK_NAME_CHARS, description="One task name.")
+    tasks: list[TaskName] | None = Field(None, min_length=1, max_length=MAX_TASKS,
                                     description="Several task names on the same backbone.")
     texts: list[str] | None = Field(None, description="Texts for a text backbone.")
     images: list[str] | None = Field(None, description=(

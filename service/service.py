@@ -39,17 +39,21 @@ import anyio  # noqa: E402
 import bentoml  # noqa: E402
 from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile  # noqa: E402
 
+from adapters.dryrun import check_rows_finite  # noqa: E402
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
 from service.audio_inputs import (audio_limits_from, decode_audio_upload,  # noqa: E402
                                   decode_base64_audio, looks_like_audio)
 from adapters.runtime import EmbedSpec  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
+from service import decoding, uvicorn_errors  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
-from service.inputs import InputLimits, check_count, check_texts, decode_base64_image, decode_image  # noqa: E402
+from service.inputs import (MAX_TASKS, InputLimits, base64_image_bytes, check_count,  # noqa: E402
+                            check_task_names, check_texts, decode_images)
 from service.listing import page  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
-from service.middleware import BodyLimit, JsonNotFound, LastResort, ReplicaHeader  # noqa: E402
+from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
+                                ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
 from service.routes_embed import router as embed_router  # noqa: E402
 from service.routes_openai import router as openai_router  # noqa: E402
@@ -89,14 +93,16 @@ def get_auth() -> Auth:
 
 
 check_settings_or_exit()  # runs in the `bentoml serve` process too, before any worker starts
+uvicorn_errors.install(lambda: get_settings().replica_id)  # uvicorn's own 400s: JSON too
 app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None)
 install_error_handlers(app)
-# Added last = outermost: ReplicaHeader wraps LastResort wraps AuthGuard wraps BodyLimit wraps the routes.
+# Added last = outermost: LastResort wraps AuthGuard wraps ReadTimeout wraps BodyLimit wraps
+# the routes (ReplicaHeader and HeadAsGet wrap BentoML's whole app, at the end of this file).
 app.add_middleware(V2BinaryBody)  # inside BodyLimit: it buffers an already capped body
 app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
+app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
-app.add_middleware(ReplicaHeader, replica_id=lambda: get_settings().replica_id)
 for _router in (embed_router, openai_router, v2_router):  # routes that call self.engine too
     app.include_router(_router)
 
@@ -125,6 +131,7 @@ class Taskswap:
         self.settings = get_settings()
         self.limits = InputLimits.from_settings(self.settings)
         self.audio_limits = audio_limits_from(self.settings)
+        decoding.configure(self.settings.decode_budget_mb << 20, self.settings.decode_wait_s)
         self.metrics = Metrics(self.settings.metrics_max_tasks)
         self.engine = Engine(self.settings, self.metrics)
         self.engine.start_in_background()
@@ -150,20 +157,21 @@ class Taskswap:
         if body.texts is not None:
             texts = body.texts
             check_count(len(texts), "texts", self.limits)
-            return await self._predict(body.task_names(), len(texts),
+            return await self._predict(check_task_names(body.task_names()), len(texts),
                                        lambda: check_texts(texts, self.limits), "text", embed,
                                        subtokens=body.subtokens)
         if body.audio is not None:
             clips = body.audio
             check_count(len(clips), "audio", self.limits)
-            return await self._predict(body.task_names(), len(clips), lambda: [
+            return await self._predict(check_task_names(body.task_names()), len(clips), lambda: [
                 decode_base64_audio(b64, f"audio[{i}]", self.audio_limits)
                 for i, b64 in enumerate(clips)], "audio", embed)
         images = body.images or []
         check_count(len(images), "images", self.limits)
-        return await self._predict(body.task_names(), len(images), lambda: [
-            decode_base64_image(b64, f"images[{i}]", self.limits) for i, b64 in enumerate(images)],
-            "image", embed)
+        names = [f"images[{i}]" for i in range(len(images))]
+        return await self._predict(check_task_names(body.task_names()), len(images), lambda: decode_images(
+            [base64_image_bytes(b64, n, self.limits) for b64, n in zip(images, names)], names,
+            self.limits), "image", embed)
 
     @app.post("/predict/upload", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
@@ -175,7 +183,9 @@ class Taskswap:
     ) -> PredictResponse:
         """Images or audio clips as multipart file uploads (``-F files=@cat.jpg -F task=animals``,
         ``-F files=@seven.wav -F task=spoken-digits``); the files' magic bytes tell which."""
-        tasks = [t.strip() for field in task for t in field.split(",") if t.strip()]
+        if len(task) > MAX_TASKS:  # before splitting: bound the work on the fields too
+            check_task_names(task)
+        tasks = check_task_names([t.strip() for field in task for t in field.split(",") if t.strip()])
         check_count(len(files), "files", self.limits)
         most = max(self.limits.max_image_bytes, self.audio_limits.max_bytes)
         raw = [await f.read(most + 1) for f in files]
@@ -188,9 +198,9 @@ class Taskswap:
             return await self._predict(tasks, len(raw), lambda: [
                 decode_audio_upload(data, f"files[{i}] ({names[i]!r})", self.audio_limits)
                 for i, data in enumerate(raw)], "audio")
-        return await self._predict(tasks, len(raw), lambda: [
-            decode_image(data, f"files[{i}] ({names[i]!r})", self.limits)
-            for i, data in enumerate(raw)], "image")
+        where = [f"files[{i}] ({names[i]!r})" for i in range(len(raw))]
+        return await self._predict(tasks, len(raw), lambda: decode_images(raw, where, self.limits),
+                                   "image")
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
                        embed: EmbedSpec | None = None, subtokens: bool = False) -> PredictResponse:
@@ -199,6 +209,8 @@ class Taskswap:
             self.engine.require_ready()
             inputs = await anyio.to_thread.run_sync(decode)  # image/audio decoding is CPU work
             backbone, results = await self.engine.predict(tasks, inputs, modality, embed)
+            for r in results:  # JSON has no NaN/Infinity: never answer "score": null
+                check_rows_finite(r, "this request")
             status = 200
             return PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type,
@@ -288,8 +300,12 @@ class Taskswap:
         return DeleteResponse(name=name, deleted=True)
 
 
-# Around BentoML's whole app, its 404 page included; the first added is the outermost, so
-# ProtocolErrors gives every /v1 and /v2 error (JsonNotFound's too) its protocol's shape.
+# Around BentoML's whole app (its 404 page, /readyz, /livez, /metrics, /docs.json included);
+# the first added is the outermost: ReplicaHeader labels every response, rewritten ones too;
+# HeadAsGet answers HEAD wherever GET is; ProtocolErrors gives every /v1 and /v2 error
+# (JsonNotFound's too) its protocol's shape.
+Taskswap.add_asgi_middleware(ReplicaHeader, replica_id=lambda: get_settings().replica_id)
+Taskswap.add_asgi_middleware(HeadAsGet)
 Taskswap.add_asgi_middleware(ProtocolErrors)
 Taskswap.add_asgi_middleware(JsonNotFound)
 
@@ -330,9 +346,9 @@ def parse_labels(raw: str | None) -> list[str] | None:
             labels = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"labels is not a JSON list ({exc}); send [\"a\", \"b\"] or a,b") from exc
-        if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
-            raise InvalidInput("labels must be a list of non-empty strings")
-        return labels
+        if not isinstance(labels, list):
+            raise InvalidInput("labels must be a JSON list of strings or a,b")
+        return labels  # checked with adapter.json's rule in check_registration_fields
     return [x.strip() for x in raw.split(",") if x.strip()] or None
 
 

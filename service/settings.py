@@ -91,6 +91,20 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(10 * MiB, ge=1024, description="Encoded size of one image.")
     max_image_pixels: int = Field(40_000_000, ge=64, description=(
         "Width x height of one image; also PIL's decompression-bomb guard."))
+    max_request_pixels: int = Field(160_000_000, ge=64, description=(
+        "Width x height summed over the images of one request (read from headers, before "
+        "decoding); 400 beyond."))
+    image_decode_side: int = Field(448, ge=16, le=8192, description=(
+        "Images are reduced (JPEG draft, then thumbnail) to at most this many pixels a side "
+        "while decoding, before the backbone's own resize: nothing larger is kept."))
+    decode_budget_mb: int = Field(512, ge=16, description=(
+        "Process-wide memory for images being decoded at once (full-size pixel buffers); a "
+        "decode that does not fit waits up to decode_wait_s, then gets 429 + Retry-After."))
+    decode_wait_s: float = Field(10.0, ge=0, le=600, description=(
+        "How long an image decode waits for room in decode_budget_mb."))
+    read_timeout_s: float = Field(60.0, gt=0, le=3600, description=(
+        "A request body must have fully arrived this many seconds after the request began; "
+        "a slower client gets 408 and its connection is closed."))
     max_audio_bytes: int = Field(10 * MiB, ge=1024, description="Encoded size of one audio clip.")
     max_audio_seconds: float = Field(30.0, gt=0, le=3600, description=(
         "Duration of one audio clip; longer clips are refused with 400, not cut."))

@@ -124,7 +124,7 @@ def test_only_common_image_formats_are_opened():
 
 
 @pytest.mark.parametrize("name,labels,word", [
-    ("Bad Name", None, "task name"), (None, ["a", "a"], "unique"), (None, ["a", ""], "non-empty"),
+    ("Bad Name", None, "task name"), (None, ["a", "a"], "unique"), (None, ["a", ""], "is empty"),
     (None, [], "non-empty"),
 ])
 def test_registration_fields(name, labels, word):

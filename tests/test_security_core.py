@@ -309,6 +309,17 @@ HOSTILE_PEFT_CONFIGS = {
     "r zero": {"r": 0},
     "DoRA": {"use_dora": True},
     "peft_type prefix tuning": {"peft_type": "PREFIX_TUNING"},
+    "task_type QUESTION_ANS": {"task_type": "QUESTION_ANS"},
+    "task_type CAUSAL_LM": {"task_type": "CAUSAL_LM"},
+    "task_type not a string": {"task_type": ["SEQ_CLS"]},
+    "bias all": {"bias": "all"},
+    "r true": {"r": True},
+    "r 2 with rank-4 tensors": {"r": 2},
+    "r a float": {"r": 4.0},
+    "rank_pattern 2 with rank-4 tensors": {"rank_pattern": {"query": 2}},
+    "rank_pattern value true": {"rank_pattern": {"query": True}},
+    "alpha_pattern catastrophic regex": {"alpha_pattern": {r"(?:.*?){20}\d\d": 4}},
+    "rank_pattern catastrophic regex": {"rank_pattern": {r"(.*){1,32000}[bc]": 4}},
 }
 
 
@@ -320,6 +331,38 @@ def test_hostile_peft_configs_get_a_typed_error(tmp_path, registry, tiny_dir, ca
     (folder / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(InvalidAdapter):
         registry.register(folder, name="p")
+    assert registry.store.list_aliases() == {}
+
+
+def test_patterns_are_resolved_once_at_registration_and_never_matched_at_load(
+        tmp_path, registry, tiny_dir, backbones, monkeypatch):
+    import adapters.lora.patterns as patterns
+    folder = peft_lora_dir(tmp_path / "p", str(tiny_dir / "text"), r=4,
+                           rank_pattern={"query": 2}, alpha_pattern={"value": 16})
+    loaded = registry.register(folder, name="p", labels=["a", "b"])
+    stored = json.loads((registry.store.version_path("p", loaded.version) / "adapter.json").read_text())
+    mods = stored["lora_modules"]
+    assert mods["bert.encoder.layer.0.attention.self.query"] == {"r": 2, "alpha": 8}
+    assert mods["bert.encoder.layer.1.attention.self.value"] == {"r": 4, "alpha": 16}
+
+    def no_matching(*a, **k):
+        raise AssertionError("a pattern was matched while loading a stored version")
+    monkeypatch.setattr(patterns, "resolve_modules", no_matching)
+    fresh = Registry(registry.store, backbones)
+    fresh.sync()
+    again = fresh.resolve("p")
+    for name, m in loaded.lora.modules.items():
+        assert torch.equal(again.lora.modules[name].B, m.B)
+
+
+def test_modules_to_save_other_than_the_classifier_are_refused(tmp_path, registry, tiny_dir):
+    """Weights the runtime would silently not apply (here a saved pooler) are a 422."""
+    folder = peft_lora_dir(tmp_path / "p", str(tiny_dir / "text"))
+    tensors = load_file(folder / "adapter_model.safetensors")
+    tensors["base_model.model.bert.pooler.dense.weight"] = torch.zeros(32, 32)
+    save_file(tensors, folder / "adapter_model.safetensors")
+    with pytest.raises(InvalidAdapter, match="pooler.dense.weight"):
+        registry.register(folder, name="p")  # a 422 whatever the backbone, not "fits none" (409)
     assert registry.store.list_aliases() == {}
 
 

@@ -22,6 +22,47 @@ from pathlib import Path, PurePosixPath
 from adapters.errors import InvalidAdapter
 
 _CHUNK = 1 << 16
+_MAX_COMPONENT_BYTES = 255  # NAME_MAX on Linux file systems: longer is an OSError, refused first
+
+
+class _Layout:
+    """The folders and files an archive has created so far, so that an entry clashing with
+    an earlier one (a file ``x`` then ``x/y``, a file then a folder of the same name, the
+    same file twice) is a 422 naming it instead of an ``OSError`` from the file system."""
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+        self.kinds: dict[PurePosixPath, str] = {PurePosixPath(): "dir"}
+
+    def place(self, name: str, rel: PurePosixPath, is_dir: bool) -> Path:
+        """The path to create for entry ``name``; its parent folders are created here."""
+        if not rel.parts and not is_dir:
+            raise InvalidAdapter(f"archive entry {_short(name)} is a file without a name")
+        for part in rel.parts:
+            if len(part.encode("utf-8", "surrogateescape")) > _MAX_COMPONENT_BYTES:
+                raise InvalidAdapter(f"archive entry {_short(name)} has a name component longer "
+                                     f"than {_MAX_COMPONENT_BYTES} bytes")
+        for parent in reversed(rel.parents):
+            kind = self.kinds.get(parent)
+            if kind == "file":
+                raise InvalidAdapter(f"archive entry {_short(name)} is inside {str(parent)!r}, "
+                                     "which an earlier entry made a file")
+            self.kinds[parent] = "dir"
+        kind = self.kinds.get(rel)
+        if kind == "file" or (kind == "dir" and not is_dir):
+            raise InvalidAdapter(f"archive entry {_short(name)} clashes with an earlier entry of "
+                                 f"the same name ({kind}); each name may appear once")
+        self.kinds[rel] = "dir" if is_dir else "file"
+        target = self.dest.joinpath(*rel.parts)
+        try:
+            (target if is_dir else target.parent).mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError) as exc:
+            raise InvalidAdapter(f"archive entry {_short(name)} cannot be extracted ({exc})") from exc
+        return target
+
+
+def _short(name: str) -> str:
+    return repr(name) if len(name) <= 120 else repr(name[:100]) + f"... ({len(name)} characters)"
 
 
 def extract_archive(data: bytes, dest: Path, max_bytes: int = 256 << 20, max_entries: int = 64) -> Path:
@@ -47,6 +88,8 @@ def extract_archive(data: bytes, dest: Path, max_bytes: int = 256 << 20, max_ent
 
 
 def _safe_relpath(name: str) -> PurePosixPath:
+    if "\x00" in name:
+        raise InvalidAdapter(f"archive entry {_short(name)} has a NUL character in its name")
     p = PurePosixPath(name.replace("\\", "/"))
     if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise InvalidAdapter(f"archive entry {name!r} has an absolute path; use relative paths")
@@ -71,27 +114,33 @@ def _extract_zip(data: bytes, dest: Path, max_bytes: int, max_entries: int) -> N
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001  zipfile parsing hostile bytes raises many types
+        # (BadZipFile, NotImplementedError "zip file version 6.4", struct.error, ...: fuzzed)
         raise InvalidAdapter(f"upload is not a readable zip archive ({exc})") from exc
     if len(infos) > max_entries:
         raise InvalidAdapter(f"archive has {len(infos)} entries; at most {max_entries} allowed")
-    budget = [0]
+    budget, layout = [0], _Layout(dest)
     for info in infos:
-        rel = _safe_relpath(info.filename)
+        name = info.filename
+        rel = _safe_relpath(name)
         mode = (info.external_attr >> 16) & 0o170000
         if mode == 0o120000:
-            raise InvalidAdapter(f"archive entry {info.filename!r} is a symbolic link; links are refused")
-        target = dest.joinpath(*rel.parts)
-        if info.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
+            raise InvalidAdapter(f"archive entry {_short(name)} is a symbolic link; links are refused")
+        if mode not in (0, 0o100000, 0o040000):
+            raise InvalidAdapter(f"archive entry {_short(name)} is not a regular file or folder")
+        if info.flag_bits & 0x1:
+            raise InvalidAdapter(f"archive entry {_short(name)} is encrypted; upload an "
+                                 "unencrypted archive")
+        is_dir = name.endswith("/")  # ZipInfo.is_dir() raises IndexError on an empty name
+        target = layout.place(name, rel, is_dir)
+        if is_dir:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             with zf.open(info) as src:
                 _copy_capped(src, target, budget, max_bytes)
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError,
-                zlib_error()) as exc:  # corrupt deflate data / offsets (found by fuzzing)
-            raise InvalidAdapter(f"archive entry {info.filename!r} is corrupt ({exc})") from exc
+                RuntimeError, zlib_error()) as exc:  # corrupt deflate data / offsets (found by fuzzing)
+            raise InvalidAdapter(f"archive entry {_short(name)} is corrupt or unsupported ({exc})") from exc
 
 
 class _CappedReader(io.RawIOBase):
@@ -145,7 +194,7 @@ def _extract_tar(data: bytes, dest: Path, max_bytes: int, max_entries: int) -> N
     except InvalidAdapter:
         shutil.rmtree(dest, ignore_errors=True)
         raise
-    budget, count = [0], 0
+    budget, count, layout = [0], 0, _Layout(dest)
     try:
         for member in tf:  # streamed: never list a hostile archive in full
             count += 1
@@ -154,16 +203,14 @@ def _extract_tar(data: bytes, dest: Path, max_bytes: int, max_entries: int) -> N
             rel = _safe_relpath(member.name)
             if member.issym() or member.islnk():
                 raise InvalidAdapter(f"archive entry {member.name!r} is a link; links are refused")
-            target = dest.joinpath(*rel.parts) if rel.parts else dest
+            if not member.isdir() and not member.isfile():
+                raise InvalidAdapter(f"archive entry {_short(member.name)} is not a regular file")
+            target = layout.place(member.name, rel, member.isdir())
             if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
                 continue
-            if not member.isfile():
-                raise InvalidAdapter(f"archive entry {member.name!r} is not a regular file")
-            target.parent.mkdir(parents=True, exist_ok=True)
             src = tf.extractfile(member)
             _copy_capped(src, target, budget, max_bytes)
-    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib_error()) as exc:
+    except (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib_error()) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise InvalidAdapter(f"archive is corrupt ({exc})") from exc
     except InvalidAdapter:

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.format.labels import label_problems
+
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
@@ -79,7 +81,9 @@ class Manifest(BaseModel):
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TASK_TYPES)}")
         task = TASK_TYPES[self.task_type]
-        problems = task.check_manifest(self)
+        # Output names (labels, regression outputs) follow the registration field's rule.
+        names = label_problems(self.output_names) if self.output_names else []
+        problems = list(dict.fromkeys(names + task.check_manifest(self)))
         if self.head is not None and (self.head.pooling == "tokens") != (task.features == "tokens"):
             problems.append(f"head.pooling {self.head.pooling!r} does not fit task_type "
                             f"{self.task_type!r}, whose head reads {task.features} features")

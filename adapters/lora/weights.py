@@ -26,6 +26,14 @@ _UNSUPPORTED_FLAGS = {
     "trainable_token_indices": "trainable tokens", "target_parameters": "target_parameters",
     "fan_in_fan_out": "fan_in_fan_out (Conv1D) layers", "use_qalora": "QALoRA",
 }
+# PEFT ``task_type`` values whose meaning the runtime reproduces: a sequence classifier on
+# pooled features (SEQ_CLS) or a trunk adapter under our own head (FEATURE_EXTRACTION, or
+# none), plus those a task type claims (``TaskType.peft_task_types``: TOKEN_CLS).
+# CAUSAL_LM, QUESTION_ANS... have generative or span heads: serving them as a classifier
+# would answer with meaningless scores.
+SUPPORTED_PEFT_TASK_TYPES = (None, "SEQ_CLS", "FEATURE_EXTRACTION")
+# The only ``modules_to_save`` weights the runtime applies: a linear sequence classifier.
+_HEAD_EXTRAS = {"classifier.weight", "classifier.bias", "score.weight", "score.bias"}
 
 
 @dataclass
@@ -72,16 +80,30 @@ def check_peft_config(config: dict) -> None:
     problems = []
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         problems.append(f"peft_type is {config.get('peft_type')!r}; only LORA adapters are served")
+    task_type = config.get("task_type")
+    from adapters.tasks import peft_task_types  # task types that claim other PEFT tasks (TOKEN_CLS)
+    supported = (*SUPPORTED_PEFT_TASK_TYPES, *peft_task_types())
+    if task_type not in supported:
+        problems.append(f"task_type {task_type!r} is not supported (supported: "
+                        f"{', '.join(t for t in supported if t)}, or none); another PEFT task "
+                        "would be served as something it is not")
+    if config.get("bias", "none") not in (None, "none"):
+        problems.append(f"bias {config.get('bias')!r} is not supported (LoRA bias weights are "
+                        "not applied by the runtime); train with bias='none'")
     for key, what in _UNSUPPORTED_FLAGS.items():
         if config.get(key):
             problems.append(f"{what} ({key}) is not supported by the per-row LoRA runtime")
-    if not isinstance(config.get("r", 8), int) or config.get("r", 8) < 1:
+    if not _positive_int(config.get("r", 8)):
         problems.append(f"r must be a positive integer, got {config.get('r')!r}")
     if not _finite_number(config.get("lora_alpha", 8)):
         problems.append(f"lora_alpha must be a finite number, got {config.get('lora_alpha')!r}")
     for field_name in ("alpha_pattern", "rank_pattern"):
         problems += _check_patterns(field_name, config.get(field_name))
     InvalidAdapter.collect(problems, "adapter_config.json")
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def _finite_number(v) -> bool:
@@ -105,6 +127,8 @@ def _check_patterns(field_name: str, patterns) -> list[str]:
             problems.append(f"{field_name} key {key!r} is not a valid regular expression ({exc})")
         if not _finite_number(value):
             problems.append(f"{field_name}[{key!r}] must be a finite number, got {value!r}")
+        elif field_name == "rank_pattern" and not _positive_int(value):
+            problems.append(f"rank_pattern[{key!r}] must be a positive integer, got {value!r}")
     return problems[:10]
 
 
@@ -130,6 +154,7 @@ def plan_lora(header: dict[str, tuple], model: nn.Module, prefix: str) -> LoraPl
     pairs: dict[str, dict] = {}
     extras: dict[str, str] = {}
     problems: list[str] = []
+    unapplied: list[str] = []  # weights we would silently ignore: refuse instead
     for key in header:
         if "lora_embedding" in key or "lora_magnitude" in key:
             problems.append(f"{key}: embedding/DoRA LoRA weights are not supported")
@@ -138,6 +163,9 @@ def plan_lora(header: dict[str, tuple], model: nn.Module, prefix: str) -> LoraPl
         if m is None:
             if ".original_module." not in key:
                 extras[_normalise_extra(key)] = key
+                if _normalise_extra(key) not in _HEAD_EXTRAS:
+                    unapplied.append(f"{key}: modules_to_save weights other than a linear "
+                                    "'classifier'/'score' are not applied by the runtime")
             continue
         pairs.setdefault(m["module"], {})[m["ab"]] = key
     modules: dict[str, dict] = {}
@@ -156,6 +184,7 @@ def plan_lora(header: dict[str, tuple], model: nn.Module, prefix: str) -> LoraPl
         problems.append("the adapter has no lora_A/lora_B weights")
     elif pairs and not modules and not problems:
         problems.append("the LoRA target modules match nothing in this backbone")
+    InvalidAdapter.collect(unapplied[:10], "LoRA")
     IncompatibleAdapter.collect(problems[:20], "LoRA")
     return LoraPlan(modules, extras)
 
@@ -185,21 +214,17 @@ def _check_shapes(orig: str, mod: nn.Module, a_shape: tuple, b_shape: tuple) -> 
     return []
 
 
-def _pattern_value(patterns: dict, name: str, default):
-    for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", name):
-            return value
-    return default
-
-
 def load_lora_weights(path: Path, config: dict, plan: LoraPlan) -> LoraWeights:
-    """Load the factors named by ``plan`` and fold each module's scaling into ``B``."""
+    """Load the factors named by ``plan`` and fold each module's scaling into ``B``.
+
+    Each module's ``r`` and ``alpha`` were resolved at planning
+    (:func:`adapters.lora.patterns.resolve_plan`): no pattern is matched here.
+    """
     tensors = load_tensors(path)
     modules = {}
     for name, p in plan.modules.items():
         A, B = tensors[p["A"]], tensors[p["B"]]
-        r = A.shape[0]
-        alpha = _pattern_value(config.get("alpha_pattern"), p["orig"], config.get("lora_alpha", 8))
+        r, alpha = p["r"], p["alpha"]  # r == A.shape[0], checked at planning
         scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
         modules[name] = LoraModule(A.reshape(r, -1).contiguous(),
                                    (B.reshape(B.shape[0], r) * scaling).contiguous(), p["conv"])
