@@ -61,6 +61,7 @@ class Batcher:
                 raise CapacityError(f"server is at capacity ({self._queued_rows} rows queued, "
                                     f"limit {self.max_queue_rows}); retry shortly", retry_after_s=1)
             self._queued_rows += req.rows
+        req.timings["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
         self._q.put((req, fut))
         return fut
 

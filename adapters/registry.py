@@ -71,6 +71,7 @@ class Registry:
         self._states: dict[tuple[str, str], VersionState] = {}
         self._inflight: dict[tuple[str, str], Future] = {}
         self._pinned: set[str] = set()
+        self._candidates: dict[tuple[str, str], LoadedAdapter] = {}  # rollout candidates (heads)
         self._generation = -1
         self._local_seq = 0  # bumped by every local register/activate/delete
         self._sync_lock = threading.Lock()
@@ -80,6 +81,11 @@ class Registry:
     @property
     def generation(self) -> int:
         return self._generation
+
+    @property
+    def aliases(self) -> dict[str, Alias]:
+        """Every task's alias as of the last sync or local change (a snapshot)."""
+        return self._aliases
 
     def resolve(self, task: str) -> LoadedAdapter:
         """The adapter that serves ``task`` now, loading it if evicted (single flight)."""
@@ -120,6 +126,26 @@ class Registry:
                 return loaded
         return self._load(task, target, activate=False)
 
+    def candidate(self, task: str, version: str) -> LoadedAdapter:
+        """A stored, non-active version of ``task`` (a rollout candidate), loaded once.
+
+        Heads stay resident beside the active version; a LoRA candidate lives in the LoRA
+        LRU like any other version (first in line for eviction, reloaded on demand).
+        """
+        key = (task, version)
+        got = self._candidates.get(key)
+        if got is not None:
+            return got
+        active = self._active.get(task)
+        if active is not None and active.version == version:
+            return active
+        loaded = self._load(task, version, activate=False)
+        if not loaded.impl.evictable:
+            with self._lock:
+                if task in self._aliases:
+                    self._candidates[key] = loaded
+        return loaded
+
     def list(self) -> list[dict]:
         return [self._describe(name, alias) for name, alias in sorted(self._aliases.items())]
 
@@ -148,14 +174,15 @@ class Registry:
 
     # ---- lifecycle -------------------------------------------------------------------
     def register(self, folder: Path, name: str | None = None, labels: list[str] | None = None,
-                 backbone: str | None = None, expected: str | None = None) -> LoadedAdapter:
+                 backbone: str | None = None, expected: str | None = None,
+                 activate: bool = True) -> LoadedAdapter:
         """Validate, load, store and activate an adapter folder; returns the live version
         (see :meth:`register_replacing`, which also says which version it replaced)."""
-        return self.register_replacing(folder, name, labels, backbone, expected)[0]
+        return self.register_replacing(folder, name, labels, backbone, expected, activate)[0]
 
     def register_replacing(self, folder: Path, name: str | None = None, labels: list[str] | None = None,
-                           backbone: str | None = None, expected: str | None = None
-                           ) -> tuple[LoadedAdapter, str | None]:
+                           backbone: str | None = None, expected: str | None = None,
+                           activate: bool = True) -> tuple[LoadedAdapter, str | None]:
         """Register in one pass; returns ``(the live version, the version it replaced or None)``.
 
         The folder is read once (files, manifest, safetensors headers), checked against the
@@ -164,6 +191,8 @@ class Registry:
         and published by the store's compare-and-swap, whose replaced alias is the answer's
         second half. ``expected``: a ``Conflict`` unless that version is active (optimistic
         concurrency for admins; see :func:`adapters.store.base.check_expected`).
+        ``activate=False`` stores the version in the task's history as a candidate (for a
+        shadow or canary rollout) and leaves the active version as it is (replaced: None).
         """
         adir = read_adapter_dir(Path(folder))  # refuses links / pickles before anything else
         prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True)
@@ -176,13 +205,23 @@ class Registry:
             info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,
                                created_at=datetime.now(timezone.utc).isoformat())
             with self._lock:
-                alias = self.store.publish(name, version, info, expected=expected)
-                self._local_seq += 1
-                self._install(name, alias, loaded)
+                if not activate:
+                    alias = self.store.add_version(name, version, info)
+                    self._local_seq += 1
+                    self._aliases = {**self._aliases, name: alias}
+                    self._states[(name, version)] = VersionState("ready", None, loaded.load_seconds)
+                    if not loaded.impl.evictable:
+                        self._candidates[(name, version)] = loaded
+                    else:
+                        self._remember_lora(loaded)
+                else:
+                    alias = self.store.publish(name, version, info, expected=expected)
+                    self._local_seq += 1
+                    self._install(name, alias, loaded)
         if self.events:
             self.events.on_register(loaded.kind)
             self.events.on_load(loaded, loaded.load_seconds)
-        return loaded, alias.replaced
+        return loaded, alias.replaced if activate else None
 
     def activate(self, name: str, version: str, expected: str | None = None) -> LoadedAdapter:
         """Roll a task to one of its stored versions (loaded and checked before the switch)."""
@@ -288,9 +327,20 @@ class Registry:
             if loaded.impl.evictable:
                 self._remember_lora(loaded)
             self._states[(name, loaded.version)] = VersionState("ready", None, loaded.load_seconds)
+        # candidates no longer in the task's history (or now active) are not kept
+        self._forget_candidates(name, keep={v.version for v in alias.versions} - {alias.active})
+
+    def _forget_candidates(self, name: str, keep: set[str]) -> None:
+        """Drop ``name``'s resident candidates not in ``keep``, releasing their caches unless
+        the object went on serving as the active version (a promote reuses it)."""
+        for key in [k for k in self._candidates if k[0] == name and k[1] not in keep]:
+            cand = self._candidates.pop(key)
+            if self._active.get(name) is not cand:
+                self._release(cand)
 
     def _drop(self, name: str) -> None:
         self._aliases = {k: v for k, v in self._aliases.items() if k != name}
+        self._forget_candidates(name, keep=set())
         self._retire(self._active.pop(name, None))
         self._pinned.discard(name)
         for key in [k for k in self._loras if k[0] == name]:
@@ -306,9 +356,10 @@ class Registry:
             if current is not None and current.version == version and (
                     not current.impl.evictable or key in self._loras):
                 return current
-            resident = self._loras.get(key)
+            resident = self._loras.get(key) or self._candidates.get(key)
             if resident is not None:  # loaded earlier but not (or no longer) the active entry
-                self._loras.move_to_end(key)
+                if key in self._loras:
+                    self._loras.move_to_end(key)
                 if activate and name in self._aliases and self._aliases[name].active == version:
                     self._active[name] = resident
                 return resident

@@ -22,17 +22,21 @@ no extra trunk pass, and an embeddings-only request is one more row set in the s
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from adapters.backbones.base import Backbone
-from adapters.errors import InvalidInput, NotFound
+from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.kinds.trunk import HOOKED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
 from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
+
+log = logging.getLogger("taskswap.runtime")
 
 # Padded tokens per trunk forward: 1024 cuts a batch of 64 typical review snippets (16-64
 # tokens) into ~3 passes with 0.17 padding instead of 0.40 (docs/performance-peers.md, 1.41x
@@ -57,24 +61,37 @@ class EmbedSpec:
 
 @dataclass
 class Prepared:
-    """One request, validated, with its adapters pinned (fixed versions for this request)."""
+    """One request, validated, with its adapters pinned (fixed versions for this request).
+
+    ``shadows[i]``: a candidate version that also scores task ``i``'s rows (never answers);
+    ``roles[i]``: ``"active"`` or ``"canary"`` (which version of task ``i`` answers).
+    ``timings``: ``time.time_ns()`` stamps the batcher and runtime fill in (``submitted``,
+    ``started``, ``trunk_done``, ``heads_done``) for tracing.
+    """
 
     backbone: Backbone
     inputs: list
     adapters: list[LoadedAdapter]
     embed: EmbedSpec | None = None
+    shadows: list[LoadedAdapter | None] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    timings: dict[str, int] = field(default_factory=dict)
+
+    def _scorers(self) -> list[LoadedAdapter]:
+        return [*self.adapters, *(s for s in self.shadows if s is not None)]
 
     @property
     def plain_rows(self) -> bool:
-        """Whether the request reads the plain frozen trunk: tasks sharing it, or embeddings."""
-        return self.embed is not None or any(a.impl.shares_trunk_row for a in self.adapters)
+        """Whether the request reads the plain frozen trunk: tasks sharing it (shadow
+        candidates included), or embeddings."""
+        return self.embed is not None or any(a.impl.shares_trunk_row for a in self._scorers())
 
     @property
     def rows(self) -> int:
         """Trunk rows this request costs: one per input for the tasks sharing the plain
         trunk (heads) and its embeddings together, plus one per input per task with its
-        own trunk rows (LoRA)."""
-        own = sum(not a.impl.shares_trunk_row for a in self.adapters)
+        own trunk rows (LoRA); shadow candidates included (a LoRA candidate costs its rows)."""
+        own = sum(not a.impl.shares_trunk_row for a in self._scorers())
         return len(self.inputs) * (int(self.plain_rows) + own)
 
 
@@ -85,6 +102,17 @@ class TaskResult:
     kind: str
     task_type: str
     rows: list[RowResult] = field(default_factory=list)
+    role: str = "active"  # or "canary": the candidate answered
+    shadow: "ShadowResult | None" = None
+
+
+@dataclass
+class ShadowResult:
+    """A shadow candidate's answers for the same rows, and what scoring them cost."""
+
+    result: TaskResult
+    added_seconds: float  # this task's share of the candidate's head time (and own trunk rows)
+    extra_trunk_rows: int  # trunk rows run only for the candidate (0 for a head on shared rows)
 
 
 class Results(list):
@@ -115,11 +143,15 @@ class Runtime:
         self.token_budget = token_budget
 
     def prepare(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
-                versions: dict[str, str] | None = None) -> Prepared:
+                versions: dict[str, str] | None = None, rollout=None,
+                routing_key: str | None = None) -> Prepared:
         """Resolve and pin ``tasks`` for ``inputs`` of ``modality`` ('text' | 'image' | ...).
 
         ``versions`` pins a task to one stored version (id or unique prefix) instead of its
-        active one; ``embed`` also returns the pooled features.
+        active one; ``embed`` also returns the pooled features. With a
+        :class:`adapters.rollout.RolloutBook` (``rollout``), a task in canary may be pinned to
+        its candidate (sticky per ``routing_key``), and a task in shadow gets its candidate as
+        a shadow scorer; a task pinned by ``versions`` is left alone.
         """
         if not tasks:
             raise InvalidInput("name at least one task")
@@ -130,6 +162,22 @@ class Runtime:
         versions = versions or {}
         adapters = [self.registry.resolve_version(t, versions[t]) if t in versions
                     else self.registry.resolve(t) for t in tasks]
+        shadows, roles = [None] * len(tasks), ["active"] * len(tasks)
+        for i, t in enumerate(tasks):
+            policy = rollout.policy(t) if rollout is not None and t not in versions else None
+            if policy is None or policy.candidate == adapters[i].version:
+                continue
+            try:
+                cand = self.registry.candidate(t, policy.candidate)
+            except TaskswapError as exc:  # a broken candidate never fails the active path
+                log.warning("rollout candidate %s of %s unavailable: %s", policy.candidate[:12], t, exc)
+                continue
+            if cand.backbone is not adapters[i].backbone:
+                continue  # refused when the policy is set; a store edited by hand lands here
+            if policy.mode == "shadow":
+                shadows[i] = cand
+            elif policy.serves_candidate(routing_key):
+                adapters[i], roles[i] = cand, "canary"
         backbones = {a.backbone.name for a in adapters}
         if len(backbones) > 1:
             raise InvalidInput(f"tasks {tasks} run on different backbones {sorted(backbones)}; "
@@ -139,7 +187,7 @@ class Runtime:
             need = _NEED_NAMES.get(bb.modality, bb.modality)
             raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is a "
                                f"{bb.modality} model), but {modality} inputs were sent")
-        return Prepared(bb, list(inputs), adapters, _embed_on(bb, embed))
+        return Prepared(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
 
     def prepare_embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> Prepared:
         """An embeddings-only request: the pooled features of ``inputs`` on ``backbone``."""
@@ -167,10 +215,13 @@ class Runtime:
 
     def _run_group(self, reqs: list[Prepared]) -> list[Results]:
         bb = reqs[0].backbone
+        started = time.time_ns()
         inputs, row_input, row_state, row_pass = [], [], [], []  # per trunk row
         plan = []  # per request: list of (adapter, row indices)
         plain = []  # per request: its plain trunk rows (shared by head tasks and embeddings)
+        shadow_plan = []  # per request: list of (task index, candidate, row indices, extra rows)
         for r in reqs:
+            r.timings["started"] = started
             base = len(inputs)
             inputs.extend(r.inputs)
             n = len(r.inputs)
@@ -187,21 +238,43 @@ class Runtime:
                           else new_rows(a.impl.trunk_state(a.weights), a.impl.trunk_pass))
                          for a in r.adapters])
             plain.append(shared_rows)
+            # a head candidate reads the plain rows (0 extra); a LoRA candidate gets its own
+            shadow_plan.append([(i, c, shared_rows, 0) if c.impl.shares_trunk_row
+                                else (i, c, new_rows(c.impl.trunk_state(c.weights), c.impl.trunk_pass), n)
+                                for i, c in enumerate(r.shadows) if c is not None])
         pairs = [(a, rows) for tasks in plan for a, rows in tasks]
-        needs = set().union(*(a.task.needs(a.manifest) for a, _ in pairs),
+        shadow_pairs = [(c, rows) for entries in shadow_plan for _, c, rows, _ in entries]
+        needs = set().union(*(a.task.needs(a.manifest) for a, _ in pairs + shadow_pairs),
                             {r.embed.pooling for r in reqs if r.embed is not None})
-        token_rows = {r for a, rows in pairs if "tokens" in a.task.needs(a.manifest) for r in rows}
+        token_rows = {r for a, rows in pairs + shadow_pairs if "tokens" in a.task.needs(a.manifest) for r in rows}
+        t0 = time.perf_counter()
         feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs, token_rows)
-        by_type: dict[str, list[int]] = {}  # each task type scores its own tasks, batched
-        for i, (a, _) in enumerate(pairs):
-            by_type.setdefault(a.manifest.task_type, []).append(i)
-        outs: list[torch.Tensor | None] = [None] * len(pairs)
-        for idx in by_type.values():
-            for i, o in zip(idx, pairs[idx[0]][0].task.score([pairs[i] for i in idx], feats)):
-                outs[i] = o
+        trunk_s = time.perf_counter() - t0
+        trunk_done = time.time_ns()
+        it = iter(_score(pairs, feats))
+        out = [Results([_result(a, next(it), role) for (a, _), role in zip(tasks, r.roles or ["active"] * len(tasks))],
+                       _embeddings(r.embed, feats, rows))
+               for r, tasks, rows in zip(reqs, plan, plain)]
+        heads_done = time.time_ns()
+        if shadow_pairs:
+            self._run_shadows(out, shadow_plan, shadow_pairs, feats, trunk_s / max(len(row_input), 1))
+        for r in reqs:
+            r.timings["trunk_done"], r.timings["heads_done"] = trunk_done, heads_done
+        return out
+
+    def _run_shadows(self, out: list, shadow_plan: list, pairs: list, feats: BatchFeatures,
+                     trunk_s_per_row: float) -> None:
+        """Score the shadow candidates on their rows, apart from the answering heads, so
+        the time they add is measured (heads: on rows the trunk already ran)."""
+        t0 = time.perf_counter()
+        outs = _score(pairs, feats)
+        head_s = time.perf_counter() - t0
+        total_rows = sum(len(rows) for _, rows in pairs) or 1
         it = iter(outs)
-        return [Results([_result(a, next(it)) for a, _ in tasks], _embeddings(r.embed, feats, rows))
-                for r, tasks, rows in zip(reqs, plan, plain)]
+        for k, entries in enumerate(shadow_plan):
+            for i, c, rows, extra in entries:
+                added = head_s * len(rows) / total_rows + trunk_s_per_row * extra
+                out[k][i].shadow = ShadowResult(_result(c, next(it)), added, extra)
 
     def _trunk(self, bb: Backbone, inputs: list, row_input: list[int], row_state: list,
                row_pass: list, needs: set[str], token_rows: set[int] = frozenset()) -> BatchFeatures:
@@ -337,6 +410,19 @@ def _reorder(t: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:
     return t if back is None else t[back.to(t.device)]
 
 
-def _result(a: LoadedAdapter, out: torch.Tensor) -> TaskResult:
+def _score(pairs: list, feats: BatchFeatures) -> list[torch.Tensor]:
+    """Every ``(adapter, rows)``'s head outputs, in order; each task type scores its own
+    tasks, batched."""
+    by_type: dict[str, list[int]] = {}
+    for i, (a, _) in enumerate(pairs):
+        by_type.setdefault(a.manifest.task_type, []).append(i)
+    outs: list[torch.Tensor | None] = [None] * len(pairs)
+    for idx in by_type.values():
+        for i, o in zip(idx, pairs[idx[0]][0].task.score([pairs[i] for i in idx], feats)):
+            outs[i] = o
+    return outs  # type: ignore[return-value]
+
+
+def _result(a: LoadedAdapter, out: torch.Tensor, role: str = "active") -> TaskResult:
     """One task's answers from its ``[rows, outputs]`` head outputs (CPU), shaped by its task type."""
-    return TaskResult(a.name, a.version, a.kind, a.manifest.task_type, a.task.rows(a, out))
+    return TaskResult(a.name, a.version, a.kind, a.manifest.task_type, a.task.rows(a, out), role=role)

@@ -76,8 +76,9 @@ class Auth:
 # Checked by AuthGuard before the body is read, so an unauthenticated upload costs nothing.
 _ADMIN_ROUTES = [
     ("POST", re.compile(r"^/adapters/?$")),
-    ("POST", re.compile(r"^/adapters/[^/]+/(activate|pin)/?$")),
-    ("DELETE", re.compile(r"^/adapters/[^/]+/?$")),
+    ("POST", re.compile(r"^/adapters/[^/]+/(activate|pin|fit|rollout|promote)/?$")),
+    ("DELETE", re.compile(r"^/adapters/[^/]+(/rollout)?/?$")),
+    ("GET", re.compile(r"^/jobs(/.*)?$")),  # job records carry training metrics
 ]
 
 

@@ -30,7 +30,8 @@ from adapters.runtime import EmbedSpec, Prepared, Results, Runtime
 from adapters.scratch import collect_scratch
 from adapters.store import open_store
 from service.errors import NotReady, PredictTimeout
-from service.inputs import check_registration_fields
+from service.inputs import InputLimits, check_registration_fields
+from service.prediction_log import PredictionLog
 from service.settings import Settings
 from service.watcher import StoreWatcher
 
@@ -50,6 +51,9 @@ class Engine:
         self.runtime: Runtime | None = None
         self.batcher: Batcher | None = None
         self.watcher: StoreWatcher | None = None
+        self.limits = InputLimits.from_settings(settings)
+        self.rollouts = None  # service.rollouts.Rollouts once started
+        self.prediction_log = PredictionLog.from_settings(settings)
 
     # ---- lifecycle -------------------------------------------------------------------
     def start_in_background(self) -> threading.Thread:
@@ -87,6 +91,9 @@ class Engine:
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
             bb.embed(bb.sample_inputs())
         self.registry = registry
+        from service.rollouts import Rollouts
+        self.rollouts = Rollouts(self)
+        self.rollouts.refresh()
         self.runtime = Runtime(registry)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch)
@@ -108,6 +115,8 @@ class Engine:
             raise NotReady("server is starting (loading backbones); retry shortly", retry_after_s=2)
 
     def close(self) -> None:
+        if self.rollouts is not None:
+            self.rollouts.close()
         if self.watcher is not None:
             self.watcher.stop()
         if self.batcher is not None:
@@ -118,6 +127,8 @@ class Engine:
         """Follow the store (cheap when nothing changed); with ``wait=False``, skip it while
         an admin call holds the registry's writer lock (that call brings this process up to date)."""
         changed = self.registry.sync(wait=wait)
+        if changed and self.rollouts is not None:
+            self.rollouts.refresh()  # a policy change bumps the generation too
         self._publish_state()
         return changed
 
@@ -126,6 +137,9 @@ class Engine:
             self.metrics.on_batch(n_requests, n_rows, seconds)
             self._publish_state()
 
+    def publish_state(self) -> None:
+        self._publish_state()
+
     def _publish_state(self) -> None:
         if self.metrics is not None and self.registry is not None:
             queued = self.batcher.queued_rows if self.batcher is not None else 0
@@ -133,16 +147,28 @@ class Engine:
 
     # ---- inference ---------------------------------------------------------------------
     async def predict(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
-                      versions: dict[str, str] | None = None) -> tuple[str, Results]:
+                      versions: dict[str, str] | None = None, routing_key: str | None = None,
+                      trace=None) -> tuple[str, Results]:
         """Validate and pin ``tasks`` (in a worker thread), await the shared batcher;
         returns (backbone name, one result per task, plus ``.embeddings`` when ``embed``).
-        ``versions`` pins tasks to stored versions instead of their active ones."""
+        ``versions`` pins tasks to stored versions instead of their active ones;
+        ``routing_key`` keeps a caller on one side of a canary; ``trace(prepared)`` is
+        called once the batch has run."""
         self.require_ready()
         import anyio
         # prepare may load an evicted LoRA from the store: keep it off the event loop.
         prepared = await anyio.to_thread.run_sync(
-            lambda: self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions))
-        return prepared.backbone.name, await self._submit(prepared)
+            lambda: self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
+                                         rollout=self.rollouts.book, routing_key=routing_key))
+        results = await self._submit(prepared)
+        self.rollouts.observe(results)
+        if self.metrics is not None:
+            self.metrics.observe_predictions(results)
+        if self.prediction_log.enabled:
+            self.prediction_log.write(results, inputs)
+        if trace is not None:
+            trace(prepared)
+        return prepared.backbone.name, results
 
     async def embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> torch.Tensor:
         """Pooled features ``[inputs, hidden]`` of ``backbone``, batched with all other traffic."""
@@ -206,12 +232,21 @@ class Engine:
         folder = self.registry.store.resolve_store_path(ref)
         return self._register(folder, name, labels, backbone, expected)
 
-    def _register(self, folder: Path, name, labels, backbone, expected) -> tuple[LoadedAdapter, str | None]:
+    def _register(self, folder: Path, name, labels, backbone, expected,
+                  activate: bool = True) -> tuple[LoadedAdapter, str | None]:
         # previous = the alias the store's compare-and-swap replaced, never a separate read.
         loaded, previous = self.registry.register_replacing(folder, name=name, labels=labels,
-                                                            backbone=backbone, expected=expected)
+                                                            backbone=backbone, expected=expected,
+                                                            activate=activate)
         self._publish_state()
         return loaded, previous
+
+    def register_folder(self, folder: Path, name: str, backbone: str | None,
+                        activate: bool = True) -> tuple[LoadedAdapter, str | None]:
+        """Register a folder this process wrote (a fit job's output); ``activate=False``
+        stores it as a candidate. Returns (new, previously active version)."""
+        self.require_ready()
+        return self._register(folder, name, None, backbone, None, activate=activate)
 
     def activate(self, name: str, version: str, expected: str | None = None) -> dict:
         self.require_ready()
@@ -221,7 +256,13 @@ class Engine:
 
     def delete(self, name: str, expected: str | None = None) -> None:
         self.require_ready()
-        self.registry.delete(name, expected=expected)
+        with self.registry.writer:
+            self.registry.delete(name, expected=expected)
+            try:  # an object store keeps the policy file; a re-registered task must not inherit it
+                self.registry.store.update_rollout(name, lambda _old: None)
+            except Exception:
+                pass
+            self.rollouts.refresh()
         self._publish_state()
 
     def pin(self, name: str, pinned: bool) -> dict:

@@ -16,6 +16,10 @@ import bentoml
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 _LOAD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+_SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+_DELTA_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+_ADDED_BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1)
+VERSIONS_PER_TASK = 4  # version label values per task (active, candidate, recent); the rest 'other' 
 OTHER = "other"
 
 
@@ -44,12 +48,57 @@ class TaskLabels:
         return OTHER
 
 
+class BoundedValues:
+    """At most ``cap`` distinct values per key (e.g. labels per task), then ``other``.
+
+    >>> b = BoundedValues(1)
+    >>> b.value("t", "x"), b.value("t", "y"), b.value("u", "y")
+    ('x', 'other', 'y')
+    """
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def value(self, key: str, value: str) -> str:
+        seen = self._seen.get(key)
+        if seen is not None and value in seen:
+            return value
+        with self._lock:
+            seen = self._seen.setdefault(key, set())
+            if len(seen) < self.cap:
+                seen.add(value)
+                return value
+        return OTHER
+
+
 class Metrics:
     """All Taskswap metrics of one process; also the registry's and batcher's observer."""
 
-    def __init__(self, max_tasks: int = 50):
+    def __init__(self, max_tasks: int = 50, max_labels: int = 20):
         self.tasks = TaskLabels(max_tasks)
+        self.versions = BoundedValues(VERSIONS_PER_TASK)
+        self.labels = BoundedValues(max_labels)
         m = bentoml.metrics
+        # ---- per-task prediction monitoring (task x version x label, all bounded) ----
+        self.top_score = m.Histogram(name="taskswap_prediction_top_score", labelnames=["task", "version"],
+                                     buckets=_SCORE_BUCKETS, documentation=(
+                                         "Top score (confidence) of each predicted row, per task and "
+                                         "answering version (first 12 hex digits)."))
+        self.predicted = m.Counter(name="taskswap_predicted_labels", labelnames=["task", "version", "label"],
+                                   documentation="Predicted top labels per task and version.")
+        # ---- shadow comparisons ----
+        self.shadow_rows = m.Counter(name="taskswap_shadow_rows", labelnames=["task", "candidate"],
+                                     documentation="Rows scored by a shadow candidate as well as the active version.")
+        self.shadow_agree = m.Counter(name="taskswap_shadow_agreements", labelnames=["task", "candidate"],
+                                      documentation="Shadow rows where candidate and active chose the same label.")
+        self.shadow_delta = m.Histogram(name="taskswap_shadow_abs_delta_top_score",
+                                        labelnames=["task", "candidate"], buckets=_DELTA_BUCKETS,
+                                        documentation="|active top score - candidate top score| per shadow row.")
+        self.shadow_added = m.Histogram(name="taskswap_shadow_added_seconds", labelnames=["task", "candidate"],
+                                        buckets=_ADDED_BUCKETS, documentation=(
+                                            "Compute a shadow candidate added to one request's task."))
         self.requests = m.Counter(name="taskswap_task_requests", labelnames=["task", "status"],
                                   documentation="Predictions per task and HTTP status.")
         self.latency = m.Histogram(name="taskswap_task_request_seconds", labelnames=["task"],
@@ -104,6 +153,33 @@ class Metrics:
     def observe_embedded(self, backbone: str, n_inputs: int) -> None:
         """``backbone`` is a configured name (bounded), never a client's string."""
         self.embedded.labels(backbone=backbone).inc(n_inputs)
+
+    # ---- prediction monitoring -----------------------------------------------------------
+    def _task_version(self, task: str, version: str) -> tuple[str, str]:
+        label = self.tasks.label(task, claim=True)
+        return label, (self.versions.value(label, version[:12]) if label != OTHER else OTHER)
+
+    def observe_predictions(self, results) -> None:
+        """Top score and top label of every answered row (``TaskResult`` list of a request)."""
+        for r in results:
+            task, version = self._task_version(r.task, r.version)
+            hist = self.top_score.labels(task=task, version=version)
+            for row in r.rows:
+                hist.observe(row.score)
+                label = self.labels.value(task, row.label) if task != OTHER else OTHER
+                self.predicted.labels(task=task, version=version, label=label).inc()
+
+    def observe_shadow(self, active, candidate, added_seconds: float) -> None:
+        """One request's shadow comparison for one task (``TaskResult`` of each side)."""
+        task, version = self._task_version(active.task, candidate.version)
+        kw = {"task": task, "candidate": version}
+        n = len(active.rows)
+        self.shadow_rows.labels(**kw).inc(n)
+        self.shadow_agree.labels(**kw).inc(sum(a.label == c.label for a, c in zip(active.rows, candidate.rows)))
+        delta = self.shadow_delta.labels(**kw)
+        for a, c in zip(active.rows, candidate.rows):
+            delta.observe(abs(a.score - c.score))
+        self.shadow_added.labels(**kw).observe(added_seconds)
 
     # ---- registry observer -------------------------------------------------------------
     def on_register(self, kind: str) -> None:

@@ -127,6 +127,8 @@ class TaskPrediction(BaseModel):
     version: str = Field(description="sha256 of the adapter version that answered.")
     kind: str = Field(description="Adapter kind: 'head' or 'lora'.")
     task_type: str = Field(description="'single_label', 'multi_label', 'regression' or 'token_classification'.")
+    role: Literal["active", "canary"] = Field("active", description=(
+        "'canary' when the task's canary candidate answered this request."))
     predictions: list[Prediction]
 
 

@@ -12,7 +12,10 @@ Endpoints (admin = needs the admin token; the others are open unless an inferenc
 is set): ``POST /predict`` (texts, images or audio), ``POST /predict/upload``, ``GET /backbones``,
 ``GET /adapters``, ``GET /adapters/{name}``, ``POST /adapters`` (admin),
 ``POST /adapters/{name}/activate`` (admin), ``POST /adapters/{name}/pin`` (admin),
-``DELETE /adapters/{name}`` (admin); and, in their own modules, ``POST /embed``
+``DELETE /adapters/{name}`` (admin); rollouts (docs/rollout.md): ``POST /adapters/{name}/fit``
+(admin, 202 + a job), ``GET /jobs/{id}`` (admin), ``GET /adapters/{name}/rollout``,
+``POST /adapters/{name}/rollout``, ``POST /adapters/{name}/promote`` and
+``DELETE /adapters/{name}/rollout`` (admin); and, in their own modules, ``POST /embed``
 (:mod:`service.routes_embed`), the OpenAI-compatible ``/v1/embeddings`` and ``/v1/models``
 (:mod:`service.routes_openai`) and the Open Inference Protocol's ``/v2/...``
 (:mod:`service.routes_v2`).
@@ -63,7 +66,10 @@ from service.schemas import (ERROR_RESPONSES, EXPECTED, ActivateRequest, Adapter
                              BackboneInfo, BackboneList, DeleteResponse, PinRequest, Prediction,
                              PredictRequest, PredictResponse, RegisterFromStore, RegisterResponse,
                              TaskPrediction)
+from service.rollout_schemas import (FitRequest, JobInfo, PromoteResponse, RolloutInfo,  # noqa: E402
+                                     RolloutRequest)
 from service.settings import Settings  # noqa: E402
+from service.tracing import record_prediction_spans  # noqa: E402
 
 log = logging.getLogger("taskswap.service")
 TaskPath = Annotated[str, Path(min_length=1, max_length=64, description="Task name.")]
@@ -132,7 +138,7 @@ class Taskswap:
         self.limits = InputLimits.from_settings(self.settings)
         self.audio_limits = audio_limits_from(self.settings)
         decoding.configure(self.settings.decode_budget_mb << 20, self.settings.decode_wait_s)
-        self.metrics = Metrics(self.settings.metrics_max_tasks)
+        self.metrics = Metrics(self.settings.metrics_max_tasks, self.settings.metrics_max_labels)
         self.engine = Engine(self.settings, self.metrics)
         self.engine.start_in_background()
 
@@ -151,32 +157,37 @@ class Taskswap:
     # ---- inference ---------------------------------------------------------------------
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
-    async def predict(self, body: PredictRequest) -> PredictResponse:
-        """One or several tasks on texts, base64 images or base64 audio; the backbone runs once for all."""
+    async def predict(self, body: PredictRequest, request: Request) -> PredictResponse:
+        """One or several tasks on texts, base64 images or base64 audio; the backbone runs once for all.
+
+        A task in canary is answered by its candidate for a share of callers; send a stable
+        caller id in the routing header (``X-Taskswap-Routing-Key``) to stay on one version."""
         embed = EmbedSpec(body.pooling, body.normalize) if body.embed else None
+        key = request.headers.get(self.settings.routing_header)
         if body.texts is not None:
             texts = body.texts
             check_count(len(texts), "texts", self.limits)
             return await self._predict(check_task_names(body.task_names()), len(texts),
-                                       lambda: check_texts(texts, self.limits), "text", embed,
+                                       lambda: check_texts(texts, self.limits), "text", embed, key,
                                        subtokens=body.subtokens)
         if body.audio is not None:
             clips = body.audio
             check_count(len(clips), "audio", self.limits)
             return await self._predict(check_task_names(body.task_names()), len(clips), lambda: [
                 decode_base64_audio(b64, f"audio[{i}]", self.audio_limits)
-                for i, b64 in enumerate(clips)], "audio", embed)
+                for i, b64 in enumerate(clips)], "audio", embed, key)
         images = body.images or []
         check_count(len(images), "images", self.limits)
         names = [f"images[{i}]" for i in range(len(images))]
         return await self._predict(check_task_names(body.task_names()), len(images), lambda: decode_images(
             [base64_image_bytes(b64, n, self.limits) for b64, n in zip(images, names)], names,
-            self.limits), "image", embed)
+            self.limits), "image", embed, key)
 
     @app.post("/predict/upload", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
     async def predict_upload(
         self,
+        request: Request,
         files: Annotated[list[UploadFile], File(description=(
             "Image files (PNG, JPEG, GIF, BMP, WEBP, TIFF) or audio files (WAV, FLAC, OGG)."))],
         task: Annotated[list[str], Form(description="Task name; repeat the field, or comma-separate, for several.")],
@@ -186,6 +197,7 @@ class Taskswap:
         if len(task) > MAX_TASKS:  # before splitting: bound the work on the fields too
             check_task_names(task)
         tasks = check_task_names([t.strip() for field in task for t in field.split(",") if t.strip()])
+        key = request.headers.get(self.settings.routing_header)
         check_count(len(files), "files", self.limits)
         most = max(self.limits.max_image_bytes, self.audio_limits.max_bytes)
         raw = [await f.read(most + 1) for f in files]
@@ -197,23 +209,26 @@ class Taskswap:
         if audio and all(audio):
             return await self._predict(tasks, len(raw), lambda: [
                 decode_audio_upload(data, f"files[{i}] ({names[i]!r})", self.audio_limits)
-                for i, data in enumerate(raw)], "audio")
+                for i, data in enumerate(raw)], "audio", routing_key=key)
         where = [f"files[{i}] ({names[i]!r})" for i in range(len(raw))]
         return await self._predict(tasks, len(raw), lambda: decode_images(raw, where, self.limits),
-                                   "image")
+                                   "image", routing_key=key)
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
-                       embed: EmbedSpec | None = None, subtokens: bool = False) -> PredictResponse:
+                       embed: EmbedSpec | None = None, routing_key: str | None = None,
+                       subtokens: bool = False) -> PredictResponse:
         start, status = time.perf_counter(), 500
         try:
             self.engine.require_ready()
             inputs = await anyio.to_thread.run_sync(decode)  # image/audio decoding is CPU work
-            backbone, results = await self.engine.predict(tasks, inputs, modality, embed)
+            backbone, results = await self.engine.predict(
+                tasks, inputs, modality, embed, routing_key=routing_key,
+                trace=lambda p: record_prediction_spans(p, tasks))
             for r in results:  # JSON has no NaN/Infinity: never answer "score": null
                 check_rows_finite(r, "this request")
             status = 200
             return PredictResponse(backbone=backbone, results=[TaskPrediction(
-                task=r.task, version=r.version, kind=r.kind, task_type=r.task_type,
+                task=r.task, version=r.version, kind=r.kind, task_type=r.task_type, role=r.role,
                 predictions=[_prediction(p, subtokens) for p in r.rows]) for r in results],
                 embeddings=self._embedded(backbone, results.embeddings))
         except TaskswapError as exc:
@@ -292,6 +307,44 @@ class Taskswap:
     def pin(self, name: TaskPath, body: PinRequest | None = None) -> AdapterInfo:
         """(admin) Keep a LoRA task resident whatever the memory budget (``{"pinned": false}`` releases)."""
         return AdapterInfo(**self.engine.pin(name, True if body is None else body.pinned))
+
+    # ---- fit jobs and rollouts (admin, except the rollout report) ---------------------------
+    @app.post("/adapters/{name}/fit", status_code=202, response_model=JobInfo, responses=ERROR_RESPONSES)
+    def fit(self, name: TaskPath, body: FitRequest) -> JobInfo:
+        """(admin) Fit a head on labelled examples, as a job (``GET /jobs/{id}`` follows it);
+        register it as active, as a shadow/canary candidate, or only if it is better."""
+        self.engine.require_ready()
+        return JobInfo(**self.engine.rollouts.submit_fit(name, body))
+
+    @app.get("/jobs/{job_id}", response_model=JobInfo, responses=ERROR_RESPONSES)
+    def job(self, job_id: Annotated[str, Path(max_length=64)]) -> JobInfo:
+        """(admin) A fit job: status, phase, and its result or error; any replica answers."""
+        self.engine.require_ready()
+        return JobInfo(**self.engine.rollouts.jobs.get(job_id))
+
+    @app.get("/adapters/{name}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
+    def rollout(self, name: TaskPath) -> RolloutInfo:
+        """The task's candidate policy and this replica's shadow comparison."""
+        self.engine.require_ready()
+        return RolloutInfo(**self.engine.rollouts.report(name))
+
+    @app.post("/adapters/{name}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
+    def set_rollout(self, name: TaskPath, body: RolloutRequest) -> RolloutInfo:
+        """(admin) Put a stored version in shadow or canary (every replica follows)."""
+        self.engine.require_ready()
+        return RolloutInfo(**self.engine.rollouts.set(name, body.version, body.mode, body.fraction))
+
+    @app.delete("/adapters/{name}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
+    def drop_rollout(self, name: TaskPath) -> RolloutInfo:
+        """(admin) Drop the candidate policy; the active version keeps serving."""
+        self.engine.require_ready()
+        return RolloutInfo(**self.engine.rollouts.drop(name))
+
+    @app.post("/adapters/{name}/promote", response_model=PromoteResponse, responses=ERROR_RESPONSES)
+    def promote(self, name: TaskPath) -> PromoteResponse:
+        """(admin) Make the candidate the active version, atomically, and end the rollout."""
+        self.engine.require_ready()
+        return PromoteResponse(**self.engine.rollouts.promote(name))
 
     @app.delete("/adapters/{name}", response_model=DeleteResponse, responses=ERROR_RESPONSES)
     def delete(self, name: TaskPath, expected_version: ExpectedQuery = None) -> DeleteResponse:

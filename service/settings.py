@@ -132,6 +132,30 @@ class Settings(BaseSettings):
     metrics_max_tasks: int = Field(50, ge=1, le=10_000, description=(
         "Distinct task label values in metrics; further tasks are counted as 'other'."))
 
+    # ---- fit jobs and rollouts ----------------------------------------------------------
+    fit_max_examples: int = Field(5000, ge=4, le=1_000_000, description=(
+        "Labelled examples one POST /adapters/{task}/fit may send (the body limit applies too)."))
+    fit_max_jobs: int = Field(1, ge=1, le=16, description=(
+        "Fit jobs running at once per worker (each is a child process with its own backbone copy)."))
+    fit_max_queued: int = Field(4, ge=0, le=1000, description="Fit jobs waiting per worker; 429 beyond.")
+    fit_timeout_s: float = Field(900.0, gt=0, le=86_400, description="A fit child still running after this is killed.")
+    fit_threads: int = Field(1, ge=1, le=256, description="torch threads of a fit child.")
+    fit_niceness: int = Field(10, ge=0, le=19, description=(
+        "CPU niceness added to a fit child, so serving threads win when cores are busy."))
+    routing_header: str = Field("X-Taskswap-Routing-Key", pattern=r"^[A-Za-z0-9-]{1,64}$", description=(
+        "Request header whose value keeps a caller on one side of a canary (a user or session id)."))
+
+    # ---- prediction monitoring ----------------------------------------------------------
+    metrics_max_labels: int = Field(20, ge=1, le=1000, description=(
+        "Distinct predicted-label values per task in metrics; further labels count as 'other'."))
+    prediction_log: str | None = Field(None, description=(
+        "Opt-in sampled prediction log (JSON lines) at this path; unset = off."))
+    prediction_log_sample: float = Field(0.01, ge=0, le=1, description="Share of predicted rows logged.")
+    prediction_log_max_mb: int = Field(64, ge=1, le=100_000, description=(
+        "The log is rotated to '<path>.1' past this size, so it never holds more than twice it."))
+    prediction_log_inputs: bool = Field(False, description=(
+        "Also log the raw input text (images are never logged). Off: only a sha256 of the input."))
+
     @field_validator("admin_token", "inference_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, v):

@@ -5,6 +5,8 @@ Layout (relative to the store root)::
     generation                       integer, bumped on every alias change
     tasks/<name>/alias.json          {"active": <version>, "versions": [...]}
     tasks/<name>/versions/<sha256>/  immutable adapter files (content-addressed)
+    tasks/<name>/rollout.json        the task's shadow/canary policy, if any (atomic, bumps)
+    jobs/<id>.json                   fit-job records (one writer each: the worker running it)
     staging/<uuid>/                  uploads being written; never read as adapters
 
 A version directory appears only by an atomic rename (or, on object storage, only
@@ -17,6 +19,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Callable
 
 from pydantic import BaseModel, Field, PrivateAttr
 
@@ -24,6 +27,7 @@ from adapters.errors import Conflict, InvalidInput, NotFound
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^[0-9a-f]{8,64}$")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class VersionInfo(BaseModel):
@@ -137,3 +141,38 @@ class AdapterStore(ABC):
         """A folder inside the store named by a request (``tasks/x/versions/<sha>``,
         or a path under ``imports/``); anything else is refused."""
         raise InvalidInput("this store does not support registration by path")
+
+    # ---- beside the adapters: rollout policies and job records ---------------------------
+    # Additive to the store contract; the policy and job *meaning* lives in adapters.rollout
+    # and service.jobs, the store only keeps small JSON documents atomically.
+
+    def add_version(self, name: str, version: str, info: VersionInfo) -> Alias:
+        """Add ``version`` to an existing task's history *without* activating it (a
+        candidate for shadow/canary); atomic like :meth:`publish`."""
+        raise InvalidInput("this store does not support candidate versions")
+
+    def get_rollout(self, name: str) -> dict | None:
+        """The task's rollout policy document, or None."""
+        return None
+
+    def update_rollout(self, name: str, change: Callable[[dict | None], dict | None]) -> dict | None:
+        """Atomically replace the policy with ``change(current)`` (None removes it) and bump
+        the generation, so every replica and worker follows it; returns the new document."""
+        raise InvalidInput("this store does not support rollout policies")
+
+    def list_rollouts(self, names: list[str]) -> dict[str, dict]:
+        """The policy documents of ``names`` that have one."""
+        return {}
+
+    def put_job(self, job_id: str, record: dict) -> None:
+        """Write a fit-job record (whole-document replace; one writer per job)."""
+        raise InvalidInput("this store does not keep job records")
+
+    def get_job(self, job_id: str) -> dict | None:
+        return None
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise NotFound(f"job {job_id[:80]!r} does not exist (job ids are 32 hex characters)")
+    return job_id

@@ -17,11 +17,13 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from adapters.errors import InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import content_hash
-from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name, check_version
+from adapters.store.base import (AdapterStore, Alias, VersionInfo, check_expected, check_job_id, check_name,
+                                 check_version)
 
 
 def _now() -> str:
@@ -53,7 +55,7 @@ class LocalStore(AdapterStore):
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         self.url = str(self.root)
-        for sub in ("tasks", "staging", "imports"):
+        for sub in ("tasks", "staging", "imports", "jobs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._thread_lock = threading.Lock()
 
@@ -155,6 +157,52 @@ class LocalStore(AdapterStore):
             _fsync_dir(task.parent)
             self._bump()
         shutil.rmtree(trash, ignore_errors=True)
+
+    # ---- candidates, rollout policies, jobs ------------------------------------------
+    def add_version(self, name: str, version: str, info: VersionInfo) -> Alias:
+        self.version_path(name, version)
+        with self._locked():
+            alias = self.get_alias(name)
+            if alias is None:
+                raise NotFound(f"task {name!r} is not registered: a candidate needs an active "
+                               "version to compare with; register it as active first")
+            versions = [v for v in alias.versions if v.version != version]
+            alias = alias.model_copy(update={"versions": [*versions, info], "updated_at": _now()})
+            self._write_alias(alias)
+            return alias
+
+    def get_rollout(self, name: str) -> dict | None:
+        try:
+            return json.loads((self._task_dir(name) / "rollout.json").read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def update_rollout(self, name: str, change: Callable[[dict | None], dict | None]) -> dict | None:
+        path = self._task_dir(name) / "rollout.json"
+        with self._locked():
+            new = change(self.get_rollout(name))  # may raise: nothing written then
+            if new is None:
+                if path.exists():
+                    path.unlink()
+                    _fsync_dir(path.parent)
+            else:
+                if not (path.parent / "alias.json").exists():
+                    raise NotFound(f"task {name!r} is not registered")
+                write_atomic(path, json.dumps(new, indent=2).encode())
+            self._bump()
+            return new
+
+    def list_rollouts(self, names: list[str]) -> dict[str, dict]:
+        return {n: r for n in names if (r := self.get_rollout(n)) is not None}
+
+    def put_job(self, job_id: str, record: dict) -> None:
+        write_atomic(self.root / "jobs" / f"{check_job_id(job_id)}.json", json.dumps(record).encode())
+
+    def get_job(self, job_id: str) -> dict | None:
+        try:
+            return json.loads((self.root / "jobs" / f"{check_job_id(job_id)}.json").read_bytes())
+        except FileNotFoundError:
+            return None
 
     # ---- generation ----------------------------------------------------------------
     def generation(self) -> int:

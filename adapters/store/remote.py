@@ -55,7 +55,8 @@ from adapters.backbones.embedded import taskswap_home
 from adapters.errors import Conflict, InvalidAdapter, InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import MAX_FILES, content_hash, content_hash_of
-from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name, check_version
+from adapters.store.base import (AdapterStore, Alias, VersionInfo, check_expected, check_job_id, check_name,
+                                 check_version)
 
 MARKER = ".complete.json"
 CHANGE_LOG = 256  # bumps remembered in the generation object (a few KiB)
@@ -404,6 +405,48 @@ class FsspecStore(AdapterStore):
             check_expected(name, alias, expected)
             return None
         self._update_alias(name, change)  # version files stay unreachable until gc
+
+    # ---- candidates, rollout policies, jobs ----------------------------------------------
+    def add_version(self, name: str, version: str, info: VersionInfo) -> Alias:
+        self._marker(name, version)
+
+        def change(alias: Alias | None) -> Alias:
+            if alias is None:
+                raise NotFound(f"task {name!r} is not registered: a candidate needs an active "
+                               "version to compare with; register it as active first")
+            versions = [v for v in alias.versions if v.version != version]
+            return alias.model_copy(update={"versions": [*versions, info], "updated_at": _now()})
+        return self._update_alias(name, change)
+
+    def _rollout_rel(self, name: str) -> str:
+        return f"tasks/{check_name(name)}/rollout.json"
+
+    def get_rollout(self, name: str) -> dict | None:
+        got = self._get(self._rollout_rel(name))
+        return json.loads(got[0]) if got else None
+
+    def update_rollout(self, name: str, change: Callable[[dict | None], dict | None]) -> dict | None:
+        """Conditional put (If-Match) like an alias, then a named bump: replicas re-read it."""
+        def on_bytes(body: bytes | None) -> bytes | None:
+            current = json.loads(body) if body is not None else None
+            new = change(current)
+            if new is not None and self.get_alias(name) is None:
+                raise NotFound(f"task {name!r} is not registered")
+            return json.dumps(new, indent=2).encode() if new is not None else None
+        out = self._cas(self._rollout_rel(name), on_bytes)
+        self._bump(name)
+        return json.loads(out) if out is not None else None
+
+    def list_rollouts(self, names: list[str]) -> dict[str, dict]:
+        bodies = self._get_many([self._rollout_rel(n) for n in names])
+        return {n: json.loads(b) for n, b in zip(names, bodies) if b is not None}
+
+    def put_job(self, job_id: str, record: dict) -> None:
+        self._put(f"jobs/{check_job_id(job_id)}.json", json.dumps(record).encode())
+
+    def get_job(self, job_id: str) -> dict | None:
+        got = self._get(f"jobs/{check_job_id(job_id)}.json")
+        return json.loads(got[0]) if got else None
 
     # ---- generation --------------------------------------------------------------------
     def generation(self) -> int:

@@ -1,0 +1,203 @@
+"""Fit jobs: a head fitted from examples sent over HTTP, off the serving path.
+
+``POST /adapters/{task}/fit`` answers ``202`` with a job; ``GET /jobs/{id}`` follows it.
+Each job runs ``python -m training.fit_job`` in a **child process** at a lower CPU
+priority (``nice``) with few torch threads:
+
+- the service never imports ``training`` (imports flow service -> adapters <- training),
+  yet the fit runs exactly the code of ``taskswap train --method head``;
+- a child process does not share the server's GIL, so its Python-heavy epochs never stall
+  the batcher thread; ``nice`` lets the kernel prefer the serving threads when cores are
+  busy; and a crash or a runaway fit (``fit_timeout_s``) kills only the child;
+- the cost is a second copy of the backbone in the child's memory while it runs, and its
+  load time (seconds for the embedded models).
+
+At most ``fit_max_jobs`` children run at once per worker; ``fit_max_queued`` more may wait,
+beyond that a fit gets 429. The child writes the adapter folder; the worker then registers
+it through the same path as an upload (validated, content-addressed, atomic), as the active
+version or as a shadow/canary candidate. Job records are written to the store
+(``jobs/<id>.json``) at every phase change, so any replica or worker answers ``GET /jobs/{id}``.
+A job whose worker died stays ``running`` in the store (its ``replica_id`` says where it ran).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from adapters.errors import CapacityError, NotFound, TaskswapError
+
+log = logging.getLogger("taskswap.jobs")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class Job:
+    id: str
+    task: str
+    promote: str
+    examples: int
+    spec: dict  # what the child reads (examples, backbone, options); never stored in the record
+    extra: dict = field(default_factory=dict)  # e.g. canary_fraction, for the finishing step
+    record: dict = field(default_factory=dict)
+
+
+class JobRunner:
+    """A bounded pool of fit children. ``finish(job, adapter_dir, result) -> dict`` registers
+    the fitted adapter and returns the job's public result.
+
+    >>> r = JobRunner(store=None, replica_id="r", finish=None, max_jobs=1, max_queued=1, start=False)
+    >>> r.max_jobs
+    1
+    """
+
+    def __init__(self, store, replica_id: str, finish: Callable[[Job, Path, dict], dict] | None,
+                 max_jobs: int = 1, max_queued: int = 4, timeout_s: float = 900.0,
+                 niceness: int = 10, threads: int = 1, start: bool = True):
+        self.store = store
+        self.replica_id = replica_id
+        self.finish = finish
+        self.max_jobs, self.max_queued = max_jobs, max_queued
+        self.timeout_s, self.niceness, self.threads = timeout_s, niceness, threads
+        self._q: queue.Queue[Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._jobs: dict[str, Job] = {}
+        self._children: set[subprocess.Popen] = set()
+        self._threads = [threading.Thread(target=self._loop, name=f"taskswap-fit-{i}", daemon=True)
+                         for i in range(max_jobs)]
+        if start:
+            for t in self._threads:
+                t.start()
+
+    # ---- API ---------------------------------------------------------------------------
+    def submit(self, task: str, promote: str, spec: dict, examples: int, extra: dict | None = None) -> dict:
+        """Queue a fit; returns its record (status ``queued``) or raises 429 when full."""
+        with self._lock:
+            if self._waiting >= self.max_queued:
+                raise CapacityError(f"{self._waiting} fit jobs are already waiting (limit "
+                                    f"{self.max_queued}, TASKSWAP_FIT_MAX_QUEUED); retry later",
+                                    retry_after_s=10)
+            self._waiting += 1
+        job = Job(uuid.uuid4().hex, task, promote, examples, spec, extra or {})
+        job.record = {"id": job.id, "kind": "fit", "task": task, "status": "queued", "phase": "queued",
+                      "promote": promote, "examples": examples, "created_at": _now(),
+                      "replica_id": self.replica_id}
+        self._jobs[job.id] = job
+        self._save(job)
+        self._q.put(job)
+        return dict(job.record)
+
+    def get(self, job_id: str) -> dict:
+        """The job's record: this worker's copy if it runs here, else the store's."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return dict(job.record)
+        record = self.store.get_job(job_id)
+        if record is None:
+            raise NotFound(f"job {job_id!r} does not exist")
+        return record
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._q.put(None)
+        with self._lock:
+            children = list(self._children)
+        for child in children:  # a server that stops takes its fits with it
+            child.kill()
+
+    # ---- running -----------------------------------------------------------------------
+    def _save(self, job: Job) -> None:
+        try:
+            self.store.put_job(job.id, job.record)
+        except Exception as exc:  # the in-memory record still answers on this worker
+            log.warning("job %s: record not written to the store: %s", job.id, exc)
+
+    def _update(self, job: Job, **fields) -> None:
+        job.record = {**job.record, **fields}
+        self._save(job)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            with self._lock:
+                self._waiting -= 1
+            try:
+                self._run(job)
+            except TaskswapError as exc:
+                self._update(job, status="failed", phase="done", finished_at=_now(),
+                             error={"error": type(exc).__name__, "message": exc.message,
+                                    "problems": exc.problems})
+            except Exception as exc:  # never lose a job silently, never kill the loop
+                log.exception("fit job %s failed", job.id)
+                self._update(job, status="failed", phase="done", finished_at=_now(),
+                             error={"error": type(exc).__name__, "message": str(exc)})
+            finally:
+                job.spec = {}  # the examples are no longer needed in memory
+
+    def _run(self, job: Job) -> None:
+        self._update(job, status="running", phase="starting", started_at=_now())
+        work = Path(tempfile.mkdtemp(prefix=f"taskswap-fit-{job.id[:8]}-"))
+        try:
+            (work / "spec.json").write_text(json.dumps({**job.spec, "threads": self.threads}))
+            code = self._child(job, work)
+            result = json.loads((work / "out" / "result.json").read_text()) \
+                if (work / "out" / "result.json").is_file() else None
+            if result is None or result.get("status") != "fitted":
+                err = result or {"error": "FitFailed", "message": f"the fit process exited with code {code}"}
+                self._update(job, status="failed", phase="done", finished_at=_now(),
+                             error={k: err.get(k) for k in ("error", "message", "problems") if err.get(k)})
+                return
+            self._update(job, phase="registering")
+            public = self.finish(job, work / "out" / "adapter", result)
+            self._update(job, status="succeeded", phase="done", finished_at=_now(), result=public)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _child(self, job: Job, work: Path) -> int:
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        niceness = self.niceness
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "training.fit_job", str(work / "spec.json"), str(work / "out")],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(work / "stderr.log", "wb"),
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None, text=True)
+        with self._lock:
+            self._children.add(proc)
+        timer = threading.Timer(self.timeout_s, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:  # one JSON object per phase
+                try:
+                    phase = json.loads(line).get("phase")
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                if phase and phase != "done":
+                    self._update(job, phase=phase)
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._children.discard(proc)
+        if code not in (0, 1, 2):
+            tail = (work / "stderr.log").read_text(errors="replace")[-500:]
+            log.warning("fit job %s: child exited with %s: %s", job.id, code, tail)
+        return code

@@ -1,0 +1,122 @@
+"""Request and response models of the fit-job and rollout endpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Promote = Literal["active", "shadow", "canary", "if_better"]
+
+
+class FitOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hidden: list[int] = Field(default_factory=list, max_length=4, description=(
+        "MLP hidden widths, e.g. [256]; [] = a linear head (as `taskswap train --hidden`)."))
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of each class held out for validation.")
+    epochs: int | None = Field(None, ge=1, le=2000, description="Epoch cap (default 200, early stopping).")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _widths(self):
+        if any(not 1 <= h <= 4096 for h in self.hidden):
+            raise ValueError(f"hidden widths must be between 1 and 4096, got {self.hidden}")
+        return self
+
+
+class FitRequest(BaseModel):
+    """Labelled examples: ``texts`` or base64 ``images``, and one label per example."""
+
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] | None = Field(None, min_length=1)
+    images: list[str] | None = Field(None, min_length=1, description="Base64-encoded images.")
+    labels: list[str] = Field(min_length=1, description="One label name per example.")
+    label_names: list[str] | None = Field(None, min_length=2, description=(
+        "Label order of the head (default: sorted label names)."))
+    backbone: str | None = Field(None, description=(
+        "Backbone to fit on (default: the task's current backbone, else the first of the data's modality)."))
+    options: FitOptions = Field(default_factory=FitOptions)
+    promote: Promote = Field("active", description=(
+        "'active': serve it at once; 'shadow' / 'canary': a candidate beside the active version; "
+        "'if_better': active only if its validation accuracy beats the active version's on the "
+        "same validation examples."))
+    canary_fraction: float = Field(0.1, gt=0, le=1, description="With promote='canary': share of requests.")
+
+    @model_validator(mode="after")
+    def _one_input_kind(self):
+        if (self.texts is None) == (self.images is None):
+            raise ValueError("send exactly one of 'texts' or 'images'")
+        n = len(self.texts if self.texts is not None else self.images)
+        if n != len(self.labels):
+            raise ValueError(f"{n} examples but {len(self.labels)} labels; give one label per example")
+        if any(not lab for lab in self.labels):
+            raise ValueError("labels must be non-empty strings")
+        return self
+
+
+class JobInfo(BaseModel):
+    """A fit job: where it is, and (once done) what it produced."""
+
+    id: str
+    kind: Literal["fit"] = "fit"
+    task: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    phase: str = Field(description="queued, starting, loading_backbone, fitting, comparing, registering, done.")
+    promote: Promote
+    examples: int
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    replica_id: str = Field(description="The replica/worker that runs the job.")
+    result: dict[str, Any] | None = Field(None, description=(
+        "On success: version, role (active/shadow/canary/none), promoted, metrics, comparison."))
+    error: dict[str, Any] | None = Field(None, description="On failure: error kind, message, problems.")
+
+
+class RolloutRequest(BaseModel):
+    """Put a stored version of the task in shadow or canary."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: str = Field(min_length=8, max_length=64, description="Candidate version (sha256 or unique prefix).")
+    mode: Literal["shadow", "canary"]
+    fraction: float = Field(0.0, ge=0, le=1, description="canary: share of requests the candidate answers.")
+
+    @model_validator(mode="after")
+    def _fraction(self):
+        if self.mode == "canary" and self.fraction <= 0:
+            raise ValueError("a canary needs a fraction above 0, e.g. 0.1")
+        if self.mode == "shadow" and self.fraction:
+            raise ValueError("a shadow answers no request: leave fraction out")
+        return self
+
+
+class ShadowReport(BaseModel):
+    active_version: str
+    candidate_version: str
+    rows: int = Field(description="Rows scored by both versions on this replica/worker.")
+    agreement: float | None = Field(description="Share of rows where both chose the same top label.")
+    mean_abs_delta_top_score: float | None
+    added_seconds_per_row: float | None = Field(description="Candidate's compute per compared row.")
+    added_seconds_total: float
+    extra_trunk_rows: int = Field(description="Trunk rows run only for the candidate (LoRA candidates).")
+    confusion: dict[str, dict[str, int]] = Field(description=(
+        "active label -> candidate label -> rows (20 labels per side, the rest 'other')."))
+
+
+class RolloutInfo(BaseModel):
+    task: str
+    active_version: str
+    mode: Literal["none", "shadow", "canary"]
+    candidate_version: str | None = None
+    fraction: float | None = None
+    updated_at: str | None = None
+    replica_id: str
+    routing_header: str = Field(description="Header whose value keeps a caller on one version.")
+    shadow: list[ShadowReport] = Field(default_factory=list, description=(
+        "Comparisons this replica/worker has seen for the task (one per active/candidate pair)."))
+
+
+class PromoteResponse(BaseModel):
+    task: str
+    active_version: str
+    previous_version: str

@@ -1,0 +1,125 @@
+"""Fit a head from labelled examples sent over HTTP: the child process of a server fit job.
+
+The server (``service/jobs.py``) writes a job spec (JSON: examples, labels, backbone,
+options) and runs ``python -m training.fit_job SPEC OUT``; this module fits the head with
+the same :func:`training.trainer.train` as ``taskswap train --method head`` (same check,
+split, fit, evaluate, export phases, same model card and metrics files), and writes
+``OUT/adapter/`` plus ``OUT/result.json``. With ``compare_with`` (the task's active
+version folder), the active version is scored on the *same* validation examples, so the
+server can promote only if the new head is better.
+
+It runs in its own process so the fit never competes with the server's batches for the
+GIL, and the server lowers its priority (``nice``) and thread count. Progress goes to
+stdout as one JSON object per line (``{"phase": ...}``); an error to ``result.json`` with
+the same message the CLI would print, and exit code 2 (bad data) or 1.
+
+Example (what the server runs)::
+
+    python -m training.fit_job /tmp/job/spec.json /tmp/job/out
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _phase(name: str, **extra) -> None:
+    print(json.dumps({"phase": name, "at": time.time(), **extra}), flush=True)
+
+
+def labelled_data(spec: dict):
+    """The job's examples as :class:`training.data.LabelledData` (labels as given, in
+    ``label_names`` order, or sorted when none is given)."""
+    from PIL import Image
+
+    from adapters.errors import InvalidInput
+    from training.data import LabelledData, open_image
+    labels = spec["labels"]
+    names = spec.get("label_names") or sorted(set(labels))
+    unknown = sorted(set(labels) - set(names))
+    if unknown:
+        raise InvalidInput(f"labels {unknown[:10]} are not in label_names {names}")
+    if spec.get("texts") is not None:
+        inputs, modality = list(spec["texts"]), "text"
+    else:
+        inputs = [open_image(Image.open(io.BytesIO(base64.b64decode(b)))) for b in spec["images"]]
+        modality = "image"
+    index = {n: i for i, n in enumerate(names)}
+    return LabelledData(modality, inputs, [index[y] for y in labels], list(names), "examples sent over HTTP")
+
+
+def _compare(active_dir: Path, val, backbone) -> dict:
+    """The active version's metrics on the candidate's validation examples."""
+    from training.evaluate import adapter_labels, evaluate_adapter
+    labels = adapter_labels(active_dir) or []
+    if sorted(labels) != sorted(val.label_names):
+        return {"comparable": False, "reason": f"the active version's labels {labels} differ from "
+                f"the examples' labels {val.label_names}"}
+    remap = {n: labels.index(n) for n in val.label_names}
+    from dataclasses import replace
+    data = replace(val, labels=[remap[val.label_names[y]] for y in val.labels], label_names=list(labels))
+    ev = evaluate_adapter(active_dir, data, backbone, progress=False)
+    return {"comparable": True, "version": ev.version, "val_accuracy": ev.metrics.accuracy,
+            "val_macro_f1": ev.metrics.macro_f1}
+
+
+def run(spec: dict, out: Path) -> dict:
+    """Fit, export to ``out/adapter``, compare; returns the result document."""
+    import torch
+
+    from adapters.backbones.base import BackboneSpec, load_backbone
+    from training.config import TrainConfig
+    from training.trainer import check_data, train
+    torch.set_num_threads(int(spec.get("threads") or 1))
+    o = spec.get("options") or {}
+    config = TrainConfig(name=spec["name"], method="head", hidden=o.get("hidden") or [],
+                         epochs=o.get("epochs"), val_fraction=o.get("val_fraction", 0.2),
+                         seed=o.get("seed", 0), progress=False)
+    data = labelled_data(spec)
+    check_data(data, None, None, None)  # the CLI's data errors, before the backbone loads
+    _phase("loading_backbone")
+    backbone = load_backbone(BackboneSpec(**spec["backbone"]))
+    _phase("fitting", examples=len(data))
+    result = train(data, backbone, config, out / "adapter", cache_dir=None)
+    metrics = {s: m.summary("val" if s == "validation" else s) for s, m in result.metrics.items()}
+    doc = {"status": "fitted", "seconds": result.seconds, "examples": {s: len(d) for s, d in result.splits.items()},
+           "metrics": {k: v for m in metrics.values() for k, v in m.items()},
+           "best_epoch": result.history.best_epoch, "epochs_run": len(result.history.train_loss)}
+    if spec.get("compare_with"):
+        _phase("comparing")
+        doc["active"] = _compare(Path(spec["compare_with"]), result.splits["validation"], backbone)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    spec_path, out = (argv or sys.argv[1:])[:2]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from adapters.errors import TaskswapError
+    try:
+        spec = json.loads(Path(spec_path).read_text())
+        doc = run(spec, out)
+        code = 0
+    except TaskswapError as exc:
+        doc, code = {"status": "failed", "error": type(exc).__name__, "message": exc.message,
+                     "problems": exc.problems}, EXIT_BAD_INPUT
+    except Exception as exc:  # reported to the job, never silently lost
+        doc, code = {"status": "failed", "error": type(exc).__name__, "message": str(exc)}, EXIT_FAILED
+    (out / "result.json").write_text(json.dumps(doc, indent=2))
+    _phase("done", status=doc["status"])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
