@@ -162,7 +162,9 @@ class JobRunner:
             result = json.loads((work / "out" / "result.json").read_text()) \
                 if (work / "out" / "result.json").is_file() else None
             if result is None or result.get("status") != "fitted":
-                err = result or {"error": "FitFailed", "message": f"the fit process exited with code {code}"}
+                why = (f"the fit ran past {self.timeout_s:g}s (TASKSWAP_FIT_TIMEOUT_S) and was stopped"
+                       if code == "timeout" else f"the fit process exited with code {code}")
+                err = result or {"error": "FitFailed", "message": why}
                 self._update(job, status="failed", phase="done", finished_at=_now(),
                              error={k: err.get(k) for k in ("error", "message", "problems") if err.get(k)})
                 return
@@ -172,7 +174,8 @@ class JobRunner:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _child(self, job: Job, work: Path) -> int:
+    def _child(self, job: Job, work: Path) -> int | str:
+        """Run the fit child to its end; its exit code, or ``"timeout"`` if it was killed."""
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         niceness = self.niceness
@@ -182,7 +185,12 @@ class JobRunner:
             preexec_fn=(lambda: os.nice(niceness)) if niceness else None, text=True)
         with self._lock:
             self._children.add(proc)
-        timer = threading.Timer(self.timeout_s, proc.kill)
+        expired = threading.Event()
+
+        def kill() -> None:
+            expired.set()
+            proc.kill()
+        timer = threading.Timer(self.timeout_s, kill)
         timer.start()
         try:
             for line in proc.stdout:  # one JSON object per phase
@@ -200,4 +208,4 @@ class JobRunner:
         if code not in (0, 1, 2):
             tail = (work / "stderr.log").read_text(errors="replace")[-500:]
             log.warning("fit job %s: child exited with %s: %s", job.id, code, tail)
-        return code
+        return "timeout" if expired.is_set() else code
