@@ -84,6 +84,7 @@ class ShadowStats:
         self.task, self.active, self.candidate = task, active, candidate
         self._lock = threading.Lock()
         self.rows = 0
+        self.labelled = 0  # rows with a top label on both sides (classification task types)
         self.agree = 0
         self.sum_abs_delta = 0.0
         self.added_seconds = 0.0
@@ -100,12 +101,17 @@ class ShadowStats:
 
     def observe(self, active: list[tuple[str, float]], candidate: list[tuple[str, float]],
                 added_seconds: float, extra_trunk_rows: int) -> None:
-        """Rows scored by both: ``(top label, top score)`` per row, in the same order."""
+        """Rows scored by both: ``(top label, top score)`` per row, in the same order
+        (label ``None`` for task types without labels, e.g. regression: the score is then
+        the first output's value, and only |delta| is kept)."""
         with self._lock:
             for (la, sa), (lc, sc) in zip(active, candidate):
                 self.rows += 1
-                self.agree += la == lc
                 self.sum_abs_delta += abs(sa - sc)
+                if la is None or lc is None:
+                    continue
+                self.labelled += 1
+                self.agree += la == lc
                 row = self.confusion.setdefault(self._bucket(la, self._labels_a), {})
                 key = self._bucket(lc, self._labels_c)
                 row[key] = row.get(key, 0) + 1
@@ -116,7 +122,7 @@ class ShadowStats:
         with self._lock:
             n = self.rows
             return {"active_version": self.active, "candidate_version": self.candidate, "rows": n,
-                    "agreement": self.agree / n if n else None,
+                    "agreement": self.agree / self.labelled if self.labelled else None,
                     "mean_abs_delta_top_score": self.sum_abs_delta / n if n else None,
                     "added_seconds_per_row": self.added_seconds / n if n else None,
                     "added_seconds_total": self.added_seconds,

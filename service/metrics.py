@@ -165,6 +165,8 @@ class Metrics:
             task, version = self._task_version(r.task, r.version)
             hist = self.top_score.labels(task=task, version=version)
             for row in r.rows:
+                if row.label is None:  # task types without labels (regression): nothing to count
+                    continue
                 hist.observe(row.score)
                 label = self.labels.value(task, row.label) if task != OTHER else OTHER
                 self.predicted.labels(task=task, version=version, label=label).inc()
@@ -175,9 +177,10 @@ class Metrics:
         kw = {"task": task, "candidate": version}
         n = len(active.rows)
         self.shadow_rows.labels(**kw).inc(n)
-        self.shadow_agree.labels(**kw).inc(sum(a.label == c.label for a, c in zip(active.rows, candidate.rows)))
+        pairs = [(a, c) for a, c in zip(active.rows, candidate.rows) if a.label is not None]
+        self.shadow_agree.labels(**kw).inc(sum(a.label == c.label for a, c in pairs))
         delta = self.shadow_delta.labels(**kw)
-        for a, c in zip(active.rows, candidate.rows):
+        for a, c in pairs:
             delta.observe(abs(a.score - c.score))
         self.shadow_added.labels(**kw).observe(added_seconds)
 

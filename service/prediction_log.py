@@ -52,8 +52,11 @@ class PredictionLog:
                     continue
                 x = inputs[i] if i < len(inputs) else None
                 entry = {"time": round(time.time(), 3), "task": r.task, "version": r.version,
-                         "role": r.role, "label": row.label, "score": round(row.score, 6),
-                         "input_sha256": _digest(x)}
+                         "role": r.role, "input_sha256": _digest(x)}
+                if row.label is not None:
+                    entry.update(label=row.label, score=round(row.score, 6))
+                else:  # task types without labels (regression): the answered values
+                    entry["values"] = row.values
                 if self.with_inputs and isinstance(x, str):
                     entry["input"] = x
                 lines.append(json.dumps(entry, separators=(",", ":")) + "\n")

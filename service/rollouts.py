@@ -151,6 +151,10 @@ class Rollouts:
             eng.registry.sync()
             candidate = eng.registry.candidate(task, target)  # loads and checks it now
             active = eng.registry.resolve(task)
+            if candidate.manifest.task_type != active.manifest.task_type:
+                raise IncompatibleAdapter(f"candidate {target[:12]} is a {candidate.manifest.task_type} task "
+                                          f"but the active version is {active.manifest.task_type}; a "
+                                          "candidate must answer the same kind of question")
             if candidate.backbone is not active.backbone:
                 raise IncompatibleAdapter(f"candidate {target[:12]} runs on backbone {candidate.backbone.name!r} "
                                           f"but the active version on {active.backbone.name!r}; a candidate "
@@ -212,10 +216,18 @@ class Rollouts:
                 continue
             c = r.shadow.result
             stats = self.book.stats(r.task, r.version, c.version)
-            stats.observe([(row.label, row.score) for row in r.rows], [(row.label, row.score) for row in c.rows],
+            stats.observe([_top(row) for row in r.rows], [_top(row) for row in c.rows],
                           r.shadow.added_seconds, r.shadow.extra_trunk_rows)
             if metrics is not None:
                 metrics.observe_shadow(r, c, r.shadow.added_seconds)
+
+
+def _top(row) -> tuple[str | None, float]:
+    """(top label, its score), or (None, first output value) for rows without a label."""
+    if row.label is not None:
+        return row.label, float(row.score)
+    values = row.values or {}
+    return None, float(next(iter(values.values()), 0.0))
 
 
 def _spec_dict(bb) -> dict:
