@@ -22,9 +22,11 @@ A job whose worker died stays ``running`` in the store (its ``replica_id`` says 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import signal
 import queue
 import shutil
 import subprocess
@@ -41,6 +43,19 @@ from adapters.errors import CapacityError, NotFound, TaskswapError
 
 log = logging.getLogger("taskswap.jobs")
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _child_setup(niceness: int) -> None:
+    """In the fit child before exec: lower its CPU priority, and (Linux) have the kernel kill
+    it if the worker that started it dies, so no fit outlives its server. (The signal follows
+    the *thread* that forked; the runner's threads live as long as the worker.)"""
+    if niceness:
+        os.nice(niceness)
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: close() still kills children on a clean shutdown
 
 
 def _now() -> str:
@@ -178,11 +193,10 @@ class JobRunner:
         """Run the fit child to its end; its exit code, or ``"timeout"`` if it was killed."""
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        niceness = self.niceness
         proc = subprocess.Popen(
             [sys.executable, "-m", "training.fit_job", str(work / "spec.json"), str(work / "out")],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(work / "stderr.log", "wb"),
-            preexec_fn=(lambda: os.nice(niceness)) if niceness else None, text=True)
+            preexec_fn=functools.partial(_child_setup, self.niceness), text=True)
         with self._lock:
             self._children.add(proc)
         expired = threading.Event()
