@@ -62,8 +62,8 @@ show "curl -s $URL/metrics | grep -E '^taskswap_(shadow_(rows|agreements)_total|
 
 # canary: 10% of callers, sticky per routing key
 CAND=$(curl -s "$URL/adapters/reviews/rollout" | jq -r .candidate_version)
-show "curl -s -H \"\$AUTH\" -H 'Content-Type: application/json' -d '{\"version\": \"${CAND:0:12}\", \"mode\": \"canary\", \"fraction\": 0.1}' $URL/adapters/reviews/rollout | jq -c '{mode, candidate_version, fraction}'"
-show "for user in alice bob carol dave erin frank grace heidi ivan judy; do curl -s -H \"X-Taskswap-Routing-Key: \$user\" -H 'Content-Type: application/json' -d '{\"task\": \"reviews\", \"texts\": [\"fine\"]}' $URL/predict | jq -r --arg u \$user '\"\\(\$u): \\(.results[0].role) \\(.results[0].version[:12])\"'; done"
+show "curl -s -H \"\$AUTH\" -H 'Content-Type: application/json' -d '{\"version\": \"${CAND:0:12}\", \"mode\": \"canary\", \"fraction\": 0.2}' $URL/adapters/reviews/rollout | jq -c '{mode, candidate_version, fraction}'"
+show "for user in alice bob carol dave erin frank grace heidi ivan judy ken leo mia nina omar pia quinn rosa sam tina; do curl -s -H \"X-Taskswap-Routing-Key: \$user\" -H 'Content-Type: application/json' -d '{\"task\": \"reviews\", \"texts\": [\"fine\"]}' $URL/predict | jq -r --arg u \$user '\"\\(\$u): \\(.results[0].role) \\(.results[0].version[:12])\"'; done"
 
 show "curl -s -X POST -H \"\$AUTH\" $URL/adapters/reviews/promote | jq"
 show "curl -s $URL/adapters/reviews/rollout | jq -c '{mode, active_version}'"
