@@ -90,12 +90,12 @@ def shadow_cost(rounds: int) -> dict:
         rt = Runtime(reg)
         shadow_head = _Book(RolloutPolicy(task="t", candidate=v2, mode="shadow", updated_at="-"))
         shadow_lora = _Book(RolloutPolicy(task="l", candidate=l2, mode="shadow", updated_at="-"))
-        assert rt.run([rt.prepare(["t"], texts, "text", shadow_head)])[0][0].shadow is not None
+        assert rt.run([rt.prepare(["t"], texts, "text", rollout=shadow_head)])[0][0].shadow is not None
         variants = {
             "head, no shadow": lambda: rt.run([rt.prepare(["t"], texts, "text")]),
-            "head + head candidate in shadow": lambda: rt.run([rt.prepare(["t"], texts, "text", shadow_head)]),
+            "head + head candidate in shadow": lambda: rt.run([rt.prepare(["t"], texts, "text", rollout=shadow_head)]),
             "lora, no shadow": lambda: rt.run([rt.prepare(["l"], texts, "text")]),
-            "lora + lora candidate in shadow": lambda: rt.run([rt.prepare(["l"], texts, "text", shadow_lora)]),
+            "lora + lora candidate in shadow": lambda: rt.run([rt.prepare(["l"], texts, "text", rollout=shadow_lora)]),
         }
         t = interleave(variants, rows_per_call=len(texts), rounds=rounds, calls=2)
         del v1, l1

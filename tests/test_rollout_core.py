@@ -89,7 +89,7 @@ def test_head_candidate_scores_the_same_rows_without_answering(tmp_path, registr
     assert [v.version for v in registry.store.get_alias("t").versions] == [v1, v2]
     rt = Runtime(registry)
     book = Book(t=RolloutPolicy(task="t", candidate=v2, mode="shadow", updated_at="x"))
-    prepared = rt.prepare(["t"], TEXTS, "text", book)
+    prepared = rt.prepare(["t"], TEXTS, "text", rollout=book)
     assert prepared.rows == len(TEXTS)  # a head candidate costs no trunk row
     (res,) = rt.run([prepared])[0]
     assert res.version == v1 and res.shadow.result.version == v2 and res.shadow.extra_trunk_rows == 0
@@ -108,7 +108,7 @@ def test_lora_candidate_costs_extra_rows_and_matches_its_own_scores(tmp_path, re
     registry.register(head_adapter(tmp_path / "h", text_backbone, "h"))
     rt = Runtime(registry)
     book = Book(l=RolloutPolicy(task="l", candidate=v2, mode="shadow", updated_at="x"))
-    prepared = rt.prepare(["l", "h"], TEXTS, "text", book)
+    prepared = rt.prepare(["l", "h"], TEXTS, "text", rollout=book)
     assert prepared.rows == 3 * len(TEXTS)  # head rows + active LoRA rows + candidate LoRA rows
     res_l, res_h = rt.run([prepared])[0]
     assert res_l.version == v1 and res_l.shadow.extra_trunk_rows == len(TEXTS) and res_h.shadow is None
@@ -123,7 +123,7 @@ def test_canary_pins_the_candidate_for_its_share_of_keys(tmp_path, registry, tex
     p = RolloutPolicy(task="t", candidate=v2, mode="canary", fraction=0.5, updated_at="x")
     rt = Runtime(registry)
     for key in (f"k{i}" for i in range(40)):
-        prepared = rt.prepare(["t"], TEXTS[:1], "text", Book(t=p), key)
+        prepared = rt.prepare(["t"], TEXTS[:1], "text", rollout=Book(t=p), routing_key=key)
         want = (v2, "canary") if p.serves_candidate(key) else (v1, "active")
         assert (prepared.adapters[0].version, prepared.roles[0]) == want
         (res,) = rt.run([prepared])[0]
