@@ -40,7 +40,7 @@ from typing import Annotated  # noqa: E402
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
-from fastapi import FastAPI, File, Form, Path, Query, Request, UploadFile  # noqa: E402
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile  # noqa: E402
 
 from adapters.dryrun import check_rows_finite  # noqa: E402
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
@@ -58,6 +58,7 @@ from service.metrics import Metrics  # noqa: E402
 from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
+from service.query_params import refuse_unknown_query  # noqa: E402
 from service.routes_embed import router as embed_router  # noqa: E402
 from service.routes_openai import router as openai_router  # noqa: E402
 from service.routes_v2 import router as v2_router  # noqa: E402
@@ -100,7 +101,8 @@ def get_auth() -> Auth:
 
 check_settings_or_exit()  # runs in the `bentoml serve` process too, before any worker starts
 uvicorn_errors.install(lambda: get_settings().replica_id)  # uvicorn's own 400s: JSON too
-app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None)
+app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None,
+              dependencies=[Depends(refuse_unknown_query)])
 install_error_handlers(app)
 # Added last = outermost: LastResort wraps AuthGuard wraps ReadTimeout wraps BodyLimit wraps
 # the routes (ReplicaHeader and HeadAsGet wrap BentoML's whole app, at the end of this file).

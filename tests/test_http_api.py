@@ -207,3 +207,7 @@ def test_list_adapters_pages_and_filters_by_name(server, tmp_path, text_backbone
                           ({"name": "x" * 65}, "name")]:
         r = server.get("/adapters", params=params)
         assert r.status_code == 422 and field in r.text, (params, r.text)
+    # a typo in a query parameter is named, not silently ignored (which would list every task)
+    r = server.get("/adapters", params={"limt": 2})
+    assert r.status_code == 422 and "limt" in r.text and "limit" in r.text, r.text
+    assert server.get("/adapters", params={"limit": 2}).status_code == 200
