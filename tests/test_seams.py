@@ -49,10 +49,11 @@ def values(result, outputs) -> torch.Tensor:
 
 # ---- the tables ---------------------------------------------------------------------------
 def test_tables_name_every_kind_and_task_type():
-    assert set(KINDS) == {"head", "lora"}
+    assert set(KINDS) == {"head", "lora", "top_layers"}
     assert {"single_label", "multi_label", "regression"} <= set(TASK_TYPES)
     assert KINDS["lora"].evictable and not KINDS["head"].evictable
     assert KINDS["head"].trunk_pass is KINDS["lora"].trunk_pass  # heads and LoRA share a forward
+    assert KINDS["top_layers"].trunk_pass is KINDS["head"].trunk_pass  # ...and top layers below the split
 
 
 def test_manifest_outputs_are_described_by_the_task_type():

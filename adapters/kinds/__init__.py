@@ -9,8 +9,9 @@ from adapters.errors import InvalidAdapter
 from adapters.kinds.base import AdapterKind, TrunkPass
 from adapters.kinds.head import HeadKind
 from adapters.kinds.lora import LoraKind
+from adapters.kinds.top_layers import TopLayersKind
 
-KINDS: dict[str, AdapterKind] = {k.name: k for k in (HeadKind(), LoraKind())}
+KINDS: dict[str, AdapterKind] = {k.name: k for k in (HeadKind(), LoraKind(), TopLayersKind())}
 
 
 def adapter_kind(name: str) -> AdapterKind:
