@@ -24,6 +24,10 @@ _METHOD_TEXT = {
              "with a {head} on `{pooling}`-pooled features. The head was first fitted on frozen "
              "features, then LoRA and head were trained together with AdamW. The base weights are "
              "unchanged; the server applies this adapter's low-rank deltas per row."),
+    "top_layers": ("The backbone's last `{layers}` blocks were fine-tuned (a copy, with layer-wise learning "
+                   "rates, warm-up then linear decay, weight decay, the blocks' own dropout) jointly with a "
+                   "{head} on `{pooling}`-pooled features; the blocks below stay frozen and shared. "
+                   "The server runs the shared trunk up to the split once, then this adapter's blocks."),
     "scratch": ("Baseline: the backbone's architecture (same config) initialised at random and trained "
                 "end to end with a {head} on `{pooling}`-pooled features. It shows what the "
                 "pretrained weights buy; it is not an adapter of the frozen backbone."),
@@ -101,7 +105,7 @@ def render_card(f: CardFacts) -> str:
         "method_text": (_METHOD_TEXT_TOKENS if f.hyper.get("pooling") == "tokens" else _METHOD_TEXT)[f.method].format(
             pooling=f.hyper.get("pooling"), head=_head_words(f.hyper), lora_r=f.hyper.get("lora_r"),
             lora_alpha=f.hyper.get("lora_alpha"), targets=", ".join(f.lora_targets),
-            loss=f.loss_words),
+            loss=f.loss_words, layers=f.hyper.get("layers")),
         "hyper_rows": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in f.hyper.items()),
         "metric_header": next(iter(f.metrics.values())).CARD_HEADER,
         "metric_rows": "\n".join(m.card_row(split) for split, m in f.metrics.items()),

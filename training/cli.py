@@ -82,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "Taskswap adapters.", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an adapter (head, lora) or a from-scratch baseline")
+    t = sub.add_parser("train", help="train an adapter (head, lora, top_layers) or a from-scratch baseline")
     t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
-    t.add_argument("--method", default="head", choices=["head", "lora", "scratch"])
+    t.add_argument("--method", default="head", choices=["head", "lora", "top_layers", "scratch"])
     t.add_argument("--task-type", default="single_label",
                    choices=["single_label", "regression", "token_classification"],
                    help="single_label: one class per input (labels); regression: real values "
@@ -112,7 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--lora-alpha", type=float, default=16.0)
     h.add_argument("--lora-dropout", type=float, default=0.0)
     h.add_argument("--lora-targets", type=_csv_list, help="module names (default per architecture)")
-    h.add_argument("--max-minutes", type=float, help="lora/scratch: wall-clock budget for training")
+    h.add_argument("--layers", type=int, help="top_layers: fine-tune the last K blocks (default 2)")
+    h.add_argument("--layer-decay", type=float, default=0.8,
+                   help="top_layers: lr of each block below the top = this x the one above")
+    h.add_argument("--head-lr", type=float, default=1e-3, help="top_layers: the head's lr")
+    h.add_argument("--warmup-fraction", type=float, default=0.1,
+                   help="top_layers: linear lr warm-up share of the steps, then linear decay")
+    h.add_argument("--no-warm-start", action="store_true",
+                   help="top_layers: start from a random head, not one fitted on frozen features")
+    h.add_argument("--max-minutes", type=float, help="lora/top_layers/scratch: wall-clock budget for training")
     h.add_argument("--cache-dir", type=Path, help="feature cache (default $TASKSWAP_HOME/features)")
     h.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     h.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -184,6 +192,8 @@ def train_config(args):
                        val_fraction=args.val_fraction, seed=args.seed, lora_r=args.lora_r,
                        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                        lora_targets=args.lora_targets, max_train_minutes=args.max_minutes,
+                       layers=args.layers, layer_decay=args.layer_decay, head_lr=args.head_lr,
+                       warmup_fraction=args.warmup_fraction, warm_start=not args.no_warm_start,
                        progress=not args.quiet)
 
 

@@ -19,11 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.format.manifest import NAME_PATTERN
 
-Method = Literal["head", "lora", "scratch"]
+Method = Literal["head", "lora", "top_layers", "scratch"]
 
 METHOD_DEFAULTS: dict[str, dict] = {
     "head": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4},
     "lora": {"epochs": 5, "lr": 5e-4, "batch_size": 32, "patience": 2, "weight_decay": 0.0},
+    # The top block's lr; blocks below get layer_decay times the one above, the head head_lr.
+    "top_layers": {"epochs": 6, "lr": 1e-4, "batch_size": 32, "patience": 2, "weight_decay": 0.01},
     # Scratch runs all its epochs (patience = epochs) and keeps the best validation state:
     # from random weights the validation loss is flat for the first epochs on small data,
     # and a patience of 3 stopped runs before they had learnt anything (see bench/transfer_report.py).
@@ -39,7 +41,8 @@ class TrainConfig(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     """Task name the adapter registers under: lowercase letters, digits, '_', '-', '.'."""
     method: Method = "head"
-    """'head': frozen features + head; 'lora': PEFT LoRA + head; 'scratch': random init baseline."""
+    """'head': frozen features + head; 'lora': PEFT LoRA + head; 'top_layers': the last
+    ``layers`` blocks fine-tuned + head; 'scratch': random init baseline."""
     task_type: str = "single_label"
     """What the head predicts: a key of ``adapters.tasks.TASK_TYPES`` ('single_label', 'regression')."""
 
@@ -69,10 +72,22 @@ class TrainConfig(BaseModel):
     lora_targets: list[str] | None = None
     """Module names (PEFT ``target_modules``); None: a default per architecture."""
 
+    layers: int | None = Field(None, ge=1)
+    """top_layers: how many of the last blocks to fine-tune (None: 2, capped at the block count)."""
+    layer_decay: float = Field(0.8, gt=0, le=1)
+    """top_layers: each block below the top trains at this times the lr of the block above."""
+    head_lr: float = Field(1e-3, gt=0)
+    """top_layers: the head's learning rate."""
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    """top_layers: linear warm-up over this share of the steps, then linear decay to 0."""
+    warm_start: bool = True
+    """top_layers: start from a head fitted on frozen features (cheap: cached features), so
+    epoch 0 is the frozen head and early stopping never ends below it on validation."""
+
     feature_batch_size: int = Field(64, ge=1)
     """Rows per backbone forward when computing features (and when evaluating)."""
     max_train_minutes: float | None = Field(None, gt=0)
-    """LoRA/scratch: stop at the first step past this wall-clock budget (mid-epoch if need be),
+    """LoRA/top_layers/scratch: stop at the first step past this wall-clock budget (mid-epoch if need be),
     score that state on validation, and keep the best state seen."""
     progress: bool = True
     """Show tqdm progress bars (stderr)."""
@@ -93,4 +108,6 @@ class TrainConfig(BaseModel):
                 "patience", "weight_decay", "val_fraction", "seed"]
         if self.method == "lora":
             keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_targets"]
+        if self.method == "top_layers":
+            keys += ["layers", "layer_decay", "head_lr", "warmup_fraction", "warm_start"]
         return {k: getattr(self, k) for k in keys}

@@ -25,7 +25,7 @@ from adapters.heads import Head
 # Files a training run writes; anything else in an existing output folder is the user's.
 OWN_FILES = {"adapter.json", "head.safetensors", "adapter_config.json", "adapter_model.safetensors",
              "README.md", "metrics.json", "loss_curves.png", "confusion_matrix.png",
-             "predicted_vs_true.png"}
+             "predicted_vs_true.png", "top_layers.safetensors"}
 
 
 def prepare_output_dir(path: Path) -> Path:
@@ -72,3 +72,9 @@ def write_report_dir(path: Path, card: str) -> Path:
     """A from-scratch baseline's report folder: the card (metrics and plots are written beside)."""
     (Path(path) / "README.md").write_text(card)
     return Path(path)
+
+
+def write_top_layers_dir(path: Path, manifest: Manifest, head: Head, blocks_state: dict, card: str) -> Path:
+    """A top-layers adapter directory: ``top_layers.safetensors`` + head + manifest + card."""
+    from adapters.kinds.top_layers import write_top_layers_adapter
+    return write_top_layers_adapter(path, manifest, blocks_state, head.state_for_file(), card=card)

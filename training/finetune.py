@@ -1,4 +1,4 @@
-"""The end-to-end training loop shared by ``lora`` and ``scratch``: trunk + head, minibatches.
+"""The end-to-end training loop shared by ``lora``, ``top_layers`` and ``scratch``: trunk + head, minibatches.
 
 Inputs are preprocessed per minibatch by the backbone's own preprocessor (the server's
 transform), pooled with the runtime's own :class:`~adapters.backbones.base.Features`, so
@@ -55,6 +55,10 @@ class Loop:
     set_train: Callable[[bool], None]
     state: Callable[[], dict]
     load: Callable[[dict], None]
+    groups: list[dict] | None = None
+    """AdamW parameter groups (own ``lr`` / ``weight_decay``); None: ``params`` at ``cfg.lr``."""
+    warmup_fraction: float | None = None
+    """Set: the lr rises linearly over this share of all steps, then falls linearly to 0."""
 
 
 def _val_loss(loop: Loop, backbone: Backbone, val: LabelledData, pooling: str, batch: int,
@@ -83,7 +87,14 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     returns the starting weights and ``best_epoch == 0``.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(loop.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(loop.groups or loop.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+    sched = None
+    if loop.warmup_fraction is not None:
+        total = max(1, steps * cfg.epochs)
+        warm = max(1, int(loop.warmup_fraction * total))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
     stop, hist = EarlyStopping(cfg.patience), History()
     loop.set_train(False)
     task = task_type(cfg.task_type)
@@ -91,7 +102,6 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     stop.step(0, loss0, loop.state())
     y_all = task.targets(train, scaling)
     deadline = time.monotonic() + 60 * cfg.max_train_minutes if cfg.max_train_minutes else None
-    steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
     for epoch in range(1, cfg.epochs + 1):
         loop.set_train(True)
         order = torch.randperm(len(train), generator=gen).tolist()
@@ -106,6 +116,8 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(loop.params, 1.0)
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 total += float(loss.detach()) * len(idx)
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")

@@ -32,3 +32,5 @@ class FitOutput:
     servable: bool = True
     notes: dict = field(default_factory=dict)
     scaling: dict | None = None
+    top_layers: dict | None = None
+    """``top_layers``: ``{"blocks": [indices], "state": {backbone tensor name: tensor}}``."""

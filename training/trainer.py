@@ -32,7 +32,8 @@ from adapters.tasks import task_type
 from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.data import LabelledData, stratified_split
-from training.export import prepare_output_dir, write_head_dir, write_lora_dir, write_metrics, write_report_dir
+from training.export import (prepare_output_dir, write_head_dir, write_lora_dir, write_metrics,
+                             write_report_dir, write_top_layers_dir)
 from training.features import default_cache_dir
 from training.fitted import FitOutput
 from training.heads import History
@@ -40,7 +41,7 @@ from training.metrics import Metrics
 from training.plots import plot_loss_curves
 
 # The adapter kind each servable training method produces.
-METHOD_KIND = {"head": "head", "lora": "lora"}
+METHOD_KIND = {"head": "head", "lora": "lora", "top_layers": "top_layers"}
 
 log = logging.getLogger("taskswap.training")
 _DEFAULT = object()
@@ -113,6 +114,9 @@ def fit(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainCo
     if cfg.method == "lora":
         from training.lora import fit_lora
         return fit_lora(backbone, train, val, cfg, cache_dir)
+    if cfg.method == "top_layers":
+        from training.top_layers import fit_top_layers
+        return fit_top_layers(backbone, train, val, cfg, cache_dir)
     from training.scratch import fit_scratch
     return fit_scratch(backbone, train, val, cfg)
 
@@ -140,7 +144,8 @@ def build_manifest(cfg: TrainConfig, backbone: Backbone, data: LabelledData, fit
                                          source=backbone.spec.source),
                     head=HeadSpec.model_validate(fitted.head.spec.model_dump()),
                     preprocessing=backbone.preprocessing_settings(), metrics=flat, training=info,
-                    created_at=info["finished_at"])
+                    created_at=info["finished_at"],
+                    **({"top_layers": {"blocks": fitted.top_layers["blocks"]}} if fitted.top_layers else {}))
 
 
 def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, LabelledData],
@@ -152,6 +157,8 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
     hyper = {**cfg.hyperparameters(), "pooling": fitted.pooling}
     if fitted.lora_targets:
         hyper["lora_targets"] = fitted.lora_targets
+    if fitted.top_layers:
+        hyper["layers"] = len(fitted.top_layers["blocks"])
     info = {"method": cfg.method, "hyperparameters": hyper, "data": train.source,
             "examples": {s: len(d) for s, d in splits.items()},
             "class_counts": train.class_counts(), "best_epoch": fitted.history.best_epoch,
@@ -178,7 +185,9 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
         write_report_dir(out, card)
     else:
         manifest = build_manifest(cfg, backbone, train, fitted, metrics, info)
-        if fitted.peft_model is not None:
+        if fitted.top_layers is not None:
+            write_top_layers_dir(out, manifest, fitted.head, fitted.top_layers["state"], card)
+        elif fitted.peft_model is not None:
             write_lora_dir(out, manifest, fitted.head, fitted.peft_model, card)
         else:
             write_head_dir(out, manifest, fitted.head, card)

@@ -2,8 +2,9 @@
 
 A chunk holding rows of a ``top_layers`` adapter runs split at the blocks
 (:func:`adapters.kinds.top_layers.split_forward`). Otherwise, a chunk whose rows are all
-plain runs the frozen trunk as is; one whose rows all use the same LoRA adapter runs on its merged weights (the raw backbone's cost); a mix runs
-with per-row deltas gathered inside the forward hooks (:mod:`adapters.lora.batch`).
+plain runs the frozen trunk as is; one whose rows all use the same LoRA adapter runs on
+its merged weights (the raw backbone's cost); a mix runs with per-row deltas gathered
+inside the forward hooks (:mod:`adapters.lora.batch`).
 """
 
 from __future__ import annotations
