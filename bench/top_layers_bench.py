@@ -1,0 +1,115 @@
+"""Serving cost of ``top_layers`` adapters in mixed traffic, as throughput ratios to the raw
+backbone, next to the ratio the block count predicts.
+
+    python -m bench.top_layers_bench --threads 1 --rounds 5
+
+MiniLM-L6 (6 blocks) on 64 Rotten Tomatoes snippets of 16-64 tokens per call, 8 heads and
+8 top-layers adapters per k (random perturbations of the backbone's own blocks: cost does
+not depend on the values). Variants, all interleaved (``bench.common.interleave``):
+
+- ``raw``: the backbone alone (preprocess + forward + mean pooling) on the 64 inputs;
+- ``heads``: 64 one-input requests, each a random head;
+- ``mix kK``: 64 one-input requests, each a random task of 8 heads + 8 top_layers (k=K):
+  every row still passes each block once (below the split shared, above it its task's
+  copy), so the predicted ratio is ~1.0 (the FLOPs of the raw backbone);
+- ``3 tasks kK``: 64 one-input requests each asking [a head, two top_layers tasks of
+  k=K]: the trunk runs once per input plus k blocks per extra task, predicted ratio
+  L / (L + 2k) (0.75 for k=1, 0.60 for k=2; embeddings and heads ignored).
+
+Results: ``bench/results/top_layers_bench.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+
+from adapters.format import BackboneRef, HeadSpec, Manifest
+from adapters.heads import Head
+from adapters.kinds.top_layers import blocks_state_of, num_blocks, write_top_layers_adapter
+from adapters.registry import Registry
+from adapters.runtime import Runtime
+from adapters.store import open_store
+from bench.common import TEXT_SPEC, inputs_for, interleave, load, machine, save_results, write_heads
+
+BATCH = 64
+
+
+def write_tops(root: Path, bb, n: int, k: int) -> list[Path]:
+    L = num_blocks(bb.model, bb.model_type)
+    blocks = list(range(L - k, L))
+    spec = HeadSpec(pooling=bb.default_pooling, input_dim=bb.hidden_size)
+    out = []
+    for i in range(n):
+        torch.manual_seed(100 * k + i)
+        state = {name: t + 0.01 * torch.randn_like(t) if t.is_floating_point() else t
+                 for name, t in blocks_state_of(bb.model, bb.model_type, blocks).items()}
+        m = Manifest(name=f"top{k}-{i:02d}", kind="top_layers", labels=["neg", "pos"],
+                     backbone=BackboneRef(name=bb.name, fingerprint=bb.fingerprint), head=spec,
+                     preprocessing=bb.preprocessing_settings(), top_layers={"blocks": blocks})
+        out.append(write_top_layers_adapter(root / m.name, m, state, Head(spec, 2).state_for_file()))
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tasks", type=int, default=8, help="heads and top_layers adapters per k")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    bb = load(TEXT_SPEC)
+    L = num_blocks(bb.model, bb.model_type)
+    inputs = inputs_for(bb, BATCH)
+    root = Path(tempfile.mkdtemp(prefix="tl-bench-"))
+    reg = Registry(open_store(str(root / "store")), {bb.name: bb}, lora_budget_bytes=4 << 30)
+    heads = [reg.register(p).name for p in write_heads(root / "h", bb, args.tasks)]
+    tops = {k: [reg.register(p).name for p in write_tops(root / f"t{k}", bb, args.tasks, k)] for k in (1, 2)}
+    rt = Runtime(reg)
+    rng = random.Random(0)
+
+    def raw():
+        with torch.inference_mode():
+            bb.forward(bb.preprocess(inputs)).get("mean")
+
+    def one_task_each(pool):
+        def call():
+            rt.run([rt.prepare([rng.choice(pool)], [x], "text") for x in inputs])
+        return call
+
+    def three_tasks(k):
+        def call():
+            rt.run([rt.prepare([rng.choice(heads)] + rng.sample(tops[k], 2), [x], "text") for x in inputs])
+        return call
+
+    variants = {"raw": raw, "heads": one_task_each(heads),
+                "mix k1": one_task_each(heads + tops[1]), "mix k2": one_task_each(heads + tops[2]),
+                "3 tasks k1": three_tasks(1), "3 tasks k2": three_tasks(2)}
+    predicted = {"raw": 1.0, "heads": 1.0, "mix k1": 1.0, "mix k2": 1.0,
+                 "3 tasks k1": L / (L + 2), "3 tasks k2": L / (L + 4)}
+    t = interleave(variants, BATCH, rounds=args.rounds)
+    rows = {n: {"rows_per_s": round(t.median(n), 1), "ratio_to_raw": round(t.ratio(n, "raw"), 3),
+                "cpu_ratio_to_raw": round(t.ratio(n, "raw", cpu=True), 3), "predicted": round(predicted[n], 3)}
+            for n in variants}
+    m = machine()
+    md = ["# Serving cost of top_layers in mixed traffic (MiniLM-L6, CPU)", "",
+          f"`python -m bench.top_layers_bench --threads {args.threads} --rounds {args.rounds}`; "
+          f"{m['cpus']} CPUs, torch {m['torch']}, {m['threads']} thread(s), load average "
+          f"{m['load_avg'][0]:.1f}; {BATCH} inputs per call, {args.tasks} heads and {args.tasks} "
+          f"top_layers adapters per k; L = {L} blocks. Ratios are medians over interleaved rounds of "
+          "(variant inputs/s) / (raw backbone inputs/s) in the same round; 'predicted' is the raw "
+          "backbone's block count over the blocks the variant runs per input.", "",
+          "| variant | inputs/s | ratio to raw (wall) | ratio (process CPU) | predicted |", "|---|---|---|---|---|"]
+    for n, r in rows.items():
+        md.append(f"| {n} | {r['rows_per_s']} | {r['ratio_to_raw']} | {r['cpu_ratio_to_raw']} | {r['predicted']} |")
+    print("\n".join(md))
+    save_results("top_layers_bench", {"machine": m, "args": vars(args), "results": rows,
+                                      "timing": t.as_dict()}, "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
