@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--head-lr", type=float, default=1e-3, help="top_layers: the head's lr")
     h.add_argument("--warmup-fraction", type=float, default=0.1,
                    help="top_layers: linear lr warm-up share of the steps, then linear decay")
-    h.add_argument("--no-warm-start", action="store_true",
-                   help="top_layers: start from a random head, not one fitted on frozen features")
+    h.add_argument("--warm-start", action="store_true",
+                   help="top_layers: start from a head fitted on frozen features (default: a random head)")
     h.add_argument("--max-minutes", type=float, help="lora/top_layers/scratch: wall-clock budget for training")
     h.add_argument("--cache-dir", type=Path, help="feature cache (default $TASKSWAP_HOME/features)")
     h.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
@@ -193,7 +193,7 @@ def train_config(args):
                        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                        lora_targets=args.lora_targets, max_train_minutes=args.max_minutes,
                        layers=args.layers, layer_decay=args.layer_decay, head_lr=args.head_lr,
-                       warmup_fraction=args.warmup_fraction, warm_start=not args.no_warm_start,
+                       warmup_fraction=args.warmup_fraction, warm_start=args.warm_start,
                        progress=not args.quiet)
 
 

@@ -5,9 +5,9 @@ Recipe (each piece a :class:`~training.config.TrainConfig` field):
 - the frozen blocks below the split run without gradients (the same stem/blocks split the
   server runs, :class:`adapters.kinds.top_layers.Layout`), so a step costs the trunk's
   forward plus forward and backward through k blocks only;
-- a head fitted on frozen features first (``warm_start``; cheap, the features are cached),
-  so epoch 0 is the frozen head and early stopping never returns something worse on
-  validation; off, the head starts random;
+- the head starts random (``warm_start`` fits it on frozen features first, so epoch 0 is
+  the frozen head; measured on Rotten Tomatoes, that start was a local optimum the blocks
+  never left, see docs/top-layers.md);
 - AdamW with layer-wise learning rates (top block ``lr``, each block below ``layer_decay``
   times the one above, the head ``head_lr``), weight decay on weights only (not biases or
   norms), linear warm-up over ``warmup_fraction`` of the steps then linear decay to 0;
