@@ -67,6 +67,10 @@ def test_chunking_changes_nothing(text_rt):
     chunked = rt.run([rt.prepare(tasks, TEXTS, "text")])[0]
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(probs(a), probs(b), atol=TOL, rtol=0)
+    rt.max_forward_rows, rt.token_budget = 256, 16  # length-sorted sub-batches, padding trimmed
+    by_length = rt.run([rt.prepare(tasks, TEXTS, "text")])[0]
+    for a, b in zip(whole, by_length):
+        torch.testing.assert_close(probs(a), probs(b), atol=TOL, rtol=0)
 
 
 def test_top_layers_rows_leave_the_backbone_as_found(text_rt, text_backbone):
