@@ -83,7 +83,8 @@ class TrainConfig(BaseModel):
     warm_start: bool = False
     """top_layers: start from a head fitted on frozen features (cheap: cached features), so
     epoch 0 is the frozen head. Off by default: on Rotten Tomatoes at 200 labels per class the
-    warm-started runs never beat their start on validation loss (docs/top-layers.md)."""
+    warm-started runs never beat their start on validation loss; at 50 per class the warm
+    start did better (docs/top-layers.md)."""
 
     feature_batch_size: int = Field(64, ge=1)
     """Rows per backbone forward when computing features (and when evaluating)."""
