@@ -214,7 +214,7 @@ class TopLayersKind(AdapterKind):
             raise InvalidAdapter("a top_layers adapter must name its backbone's fingerprint: its "
                                  "blocks only make sense on the exact frozen blocks below them")
         check_head_header(m.head, len(m.output_names), adir.headers["head.safetensors"],
-                          backbone.hidden_size, backbone.available_poolings)
+                          backbone.hidden_size, backbone.head_inputs)
 
     def load(self, adir, m, backbone, plan):
         tensors = load_tensors(adir.path / WEIGHTS_FILE)
