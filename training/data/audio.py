@@ -23,8 +23,7 @@ from typing import Sequence
 from adapters.backbones.audio_io import AUDIO_EXTENSIONS, Audio, AudioLimits, load_audio_file
 from adapters.errors import InvalidInput
 from training.data.dataset import LabelledData
-from training.data.files import (_csv_rows, _existing_file, _index_labels, _label_text, _listing,
-                                 _require_columns)
+from training.data.files import _FileKind, _csv_rows, _load_media_csv, _load_media_folder
 
 # Training files may be longer than a request's clip; the decoded-memory bound still holds.
 TRAINING_LIMITS = AudioLimits(max_bytes=64 << 20, max_seconds=120.0, max_decoded_bytes=256 << 20)
@@ -57,10 +56,7 @@ def _check_audio(path: Path, limits: AudioLimits = TRAINING_LIMITS) -> str | Non
     return None
 
 
-def _audio_files(d: Path) -> list[Path]:
-    return sorted(p for p in d.rglob("*")
-                  if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                  and not any(part.startswith(".") for part in p.relative_to(d).parts))
+_AUDIO = _FileKind("audio", AUDIO_EXTENSIONS, _check_audio, "unreadable audio files:", "clips")
 
 
 def has_audio_files(folder: Path) -> bool:
@@ -70,71 +66,13 @@ def has_audio_files(folder: Path) -> bool:
 
 def load_audio_folder(path: Path | str, labels: Sequence[str] | None = None) -> LabelledData:
     """Clips from ``path/<class name>/**/*.{wav,flac,ogg,oga}`` (kept as ``Path``)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise InvalidInput(f"audio folder not found: {root}" if not root.exists()
-                           else f"{root} is not a folder; expected one sub-folder per class")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not class_dirs:
-        raise InvalidInput(f"{root} has no sub-folders; put each class's clips in a folder named after it")
-    problems: list[str] = []
-    files: list[Path] = []
-    raw: list[str] = []
-    empty = []
-    for d in class_dirs:
-        found = _audio_files(d)
-        if not found:
-            empty.append(d.name)
-        files += found
-        raw += [d.name] * len(found)
-    if empty:
-        problems.append(f"class folders with no audio files ({', '.join(AUDIO_EXTENSIONS)}): {empty}")
-    unreadable = [r for r in map(_check_audio, files) if r]
-    if unreadable:
-        problems.append(_listing(unreadable, "unreadable audio files:"))
-    indices, names = _index_labels(raw, labels, [str(f) for f in files], problems)
-    InvalidInput.collect(problems, str(root))
-    return LabelledData("audio", files, indices, names, f"audio folder {root.name} ({len(files)} clips)")
+    return _load_media_folder(path, labels, _AUDIO)
 
 
 def load_audio_csv(path: Path | str, path_column: str = "path", label_column: str = "label",
                    labels: Sequence[str] | None = None) -> LabelledData:
     """Clips listed in a CSV (``path,label``); relative paths are resolved against the CSV's folder."""
-    path = _existing_file(path, "audio CSV")
-    header, rows = _csv_rows(path)
-    _require_columns(path, header, [path_column, label_column])
-    files: list[Path] = []
-    raw: list[str] = []
-    where: list[str] = []
-    empty_path, empty_label, missing, unreadable = [], [], [], []
-    for i, row in rows:
-        value, label = (row.get(path_column) or "").strip(), _label_text(row.get(label_column))
-        if not value:
-            empty_path.append(f"row {i}")
-            continue
-        if label is None:
-            empty_label.append(f"row {i}")
-            continue
-        file = Path(value).expanduser()
-        file = file if file.is_absolute() else path.parent / file
-        if not file.is_file():
-            missing.append(f"row {i}: {file}")
-            continue
-        reason = _check_audio(file)
-        if reason:
-            unreadable.append(f"row {i}: {reason}")
-            continue
-        files.append(file)
-        raw.append(label)
-        where.append(f"row {i}")
-    problems = [_listing(items, what) for items, what in (
-        (empty_path, f"empty {path_column!r} in"), (empty_label, f"empty {label_column!r} in"),
-        (missing, "audio files not found:"), (unreadable, "unreadable audio files:")) if items]
-    if not files and not problems:
-        raise InvalidInput(f"{path} has a header but no rows")
-    indices, names = _index_labels(raw, labels, where, problems)
-    InvalidInput.collect(problems, str(path))
-    return LabelledData("audio", files, indices, names, f"audio CSV {path.name} ({len(files)} clips)")
+    return _load_media_csv(path, path_column, label_column, labels, _AUDIO)
 
 
 def csv_lists_audio(path: Path, path_column: str = "path") -> bool:

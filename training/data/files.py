@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from PIL import Image
 
@@ -272,68 +273,58 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def load_image_folder(path: Path | str, labels: Sequence[str] | None = None) -> LabelledData:
-    """Images from ``path/<class name>/**/*.{jpg,jpeg,png,bmp,gif,webp}`` (kept as ``Path``).
+@dataclass(frozen=True)
+class _FileKind:
+    """What differs between the loaders of labelled media files (images, audio clips)."""
+    modality: str  # LabelledData's modality, and the word in messages: "image", "audio"
+    extensions: tuple[str, ...]
+    check: Callable[[Path], str | None]  # None if the file is readable, else a reason
+    unreadable: str  # the problem's heading, e.g. "unreadable images:"
+    unit: str  # the plural in descriptions and hints: "images", "clips"
 
-    Hidden files/folders and non-image files are ignored; an empty class folder is an error.
 
-    >>> import tempfile, pathlib
-    >>> from PIL import Image
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> for c in ("cat", "dog"):
-    ...     (root / c).mkdir(); Image.new("RGB", (8, 8)).save(root / c / "a.png")
-    >>> load_image_folder(root).class_counts()
-    {'cat': 1, 'dog': 1}
-    """
+def _media_files(d: Path, extensions: Sequence[str]) -> list[Path]:
+    """Files below ``d`` with one of ``extensions``, hidden files and folders skipped."""
+    return sorted(p for p in d.rglob("*")
+                  if p.is_file() and p.suffix.lower() in extensions
+                  and not any(part.startswith(".") for part in p.relative_to(d).parts))
+
+
+def _load_media_folder(path: Path | str, labels: Sequence[str] | None, kind: _FileKind) -> LabelledData:
+    """Files of ``kind`` from ``path/<class name>/**``, every file checked up front."""
     root = Path(path)
     if not root.exists():
-        raise InvalidInput(f"image folder not found: {root}")
+        raise InvalidInput(f"{kind.modality} folder not found: {root}")
     if not root.is_dir():
         raise InvalidInput(f"{root} is not a folder; expected one sub-folder per class")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
-        raise InvalidInput(f"{root} has no sub-folders; put each class's images in a folder named after it")
+        raise InvalidInput(f"{root} has no sub-folders; put each class's {kind.unit} in a folder named after it")
     problems: list[str] = []
     files: list[Path] = []
     raw: list[str] = []
     empty: list[str] = []
     for d in class_dirs:
-        found = sorted(
-            p for p in d.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(d).parts)
-        )
+        found = _media_files(d, kind.extensions)
         if not found:
             empty.append(d.name)
         files.extend(found)
         raw.extend([d.name] * len(found))
     if empty:
-        problems.append(f"class folders with no image files ({', '.join(IMAGE_EXTENSIONS)}): {empty}")
-    unreadable = [r for r in map(_check_image, files) if r]
+        problems.append(f"class folders with no {kind.modality} files ({', '.join(kind.extensions)}): {empty}")
+    unreadable = [r for r in map(kind.check, files) if r]
     if unreadable:
-        problems.append(_listing(unreadable, "unreadable images:"))
+        problems.append(_listing(unreadable, kind.unreadable))
     indices, names = _index_labels(raw, labels, [str(f) for f in files], problems)
     InvalidInput.collect(problems, str(root))
-    return LabelledData("image", files, indices, names, f"image folder {root.name} ({len(files)} images)")
+    return LabelledData(kind.modality, files, indices, names,
+                        f"{kind.modality} folder {root.name} ({len(files)} {kind.unit})")
 
 
-def load_image_csv(
-    path: Path | str,
-    path_column: str = "path",
-    label_column: str = "label",
-    labels: Sequence[str] | None = None,
-) -> LabelledData:
-    """Images listed in a CSV; relative paths are resolved against the CSV's folder.
-
-    >>> import tempfile, pathlib
-    >>> from PIL import Image
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> Image.new("RGB", (8, 8)).save(root / "a.png"); Image.new("RGB", (8, 8)).save(root / "b.png")
-    >>> _ = (root / "x.csv").write_text("path,label\\na.png,ok\\nb.png,bad\\n")
-    >>> load_image_csv(root / "x.csv").label_names
-    ['bad', 'ok']
-    """
-    path = _existing_file(path, "image CSV")
+def _load_media_csv(path: Path | str, path_column: str, label_column: str,
+                    labels: Sequence[str] | None, kind: _FileKind) -> LabelledData:
+    """Files of ``kind`` listed in a CSV; relative paths are resolved against the CSV's folder."""
+    path = _existing_file(path, f"{kind.modality} CSV")
     header, rows = _csv_rows(path)
     _require_columns(path, header, [path_column, label_column])
     problems: list[str] = []
@@ -354,7 +345,7 @@ def load_image_csv(
         if not file.is_file():
             missing.append(f"row {i}: {file}")
             continue
-        reason = _check_image(file)
+        reason = kind.check(file)
         if reason:
             unreadable.append(f"row {i}: {reason}")
             continue
@@ -364,8 +355,8 @@ def load_image_csv(
     for items, what in (
         (empty_path, f"empty {path_column!r} in"),
         (empty_label, f"empty {label_column!r} in"),
-        (missing, "image files not found:"),
-        (unreadable, "unreadable images:"),
+        (missing, f"{kind.modality} files not found:"),
+        (unreadable, kind.unreadable),
     ):
         if items:
             problems.append(_listing(items, what))
@@ -373,4 +364,43 @@ def load_image_csv(
         raise InvalidInput(f"{path} has a header but no rows")
     indices, names = _index_labels(raw, labels, where, problems)
     InvalidInput.collect(problems, str(path))
-    return LabelledData("image", files, indices, names, f"image CSV {path.name} ({len(files)} images)")
+    return LabelledData(kind.modality, files, indices, names,
+                        f"{kind.modality} CSV {path.name} ({len(files)} {kind.unit})")
+
+
+_IMAGE = _FileKind("image", IMAGE_EXTENSIONS, _check_image, "unreadable images:", "images")
+
+
+def load_image_folder(path: Path | str, labels: Sequence[str] | None = None) -> LabelledData:
+    """Images from ``path/<class name>/**/*.{jpg,jpeg,png,bmp,gif,webp}`` (kept as ``Path``).
+
+    Hidden files/folders and non-image files are ignored; an empty class folder is an error.
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for c in ("cat", "dog"):
+    ...     (root / c).mkdir(); Image.new("RGB", (8, 8)).save(root / c / "a.png")
+    >>> load_image_folder(root).class_counts()
+    {'cat': 1, 'dog': 1}
+    """
+    return _load_media_folder(path, labels, _IMAGE)
+
+
+def load_image_csv(
+    path: Path | str,
+    path_column: str = "path",
+    label_column: str = "label",
+    labels: Sequence[str] | None = None,
+) -> LabelledData:
+    """Images listed in a CSV; relative paths are resolved against the CSV's folder.
+
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> Image.new("RGB", (8, 8)).save(root / "a.png"); Image.new("RGB", (8, 8)).save(root / "b.png")
+    >>> _ = (root / "x.csv").write_text("path,label\\na.png,ok\\nb.png,bad\\n")
+    >>> load_image_csv(root / "x.csv").label_names
+    ['bad', 'ok']
+    """
+    return _load_media_csv(path, path_column, label_column, labels, _IMAGE)
