@@ -29,6 +29,24 @@ class ClassReport:
     support: int
 
 
+def report_table(first_column: str, reports: Sequence[ClassReport]) -> str:
+    """A model card's Markdown table of ``reports``, one row each, under ``first_column``."""
+    rows = [f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |" for c in reports]
+    return "\n".join([f"| {first_column} | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows])
+
+
+def loss_cell(loss: float | None) -> str:
+    """The loss column of a card row: empty when no loss was measured."""
+    return "" if loss is None else f"{loss:.4f}"
+
+
+def with_loss(out: dict[str, float | int], prefix: str, loss: float | None) -> dict[str, float | int]:
+    """``out`` with ``{prefix}_loss`` added when a loss was measured (a summary's last entry)."""
+    if loss is not None:
+        out[f"{prefix}_loss"] = round(loss, 6)
+    return out
+
+
 @dataclass
 class Metrics:
     """Scores of one labelled split. ``confusion[i][j]``: true class i predicted as j."""
@@ -42,11 +60,8 @@ class Metrics:
 
     def summary(self, prefix: str) -> dict[str, float | int]:
         """Flat numbers for ``adapter.json`` (``{prefix}_accuracy`` ...)."""
-        out = {f"{prefix}_accuracy": round(self.accuracy, 6), f"{prefix}_macro_f1": round(self.macro_f1, 6),
-               f"{prefix}_examples": self.n}
-        if self.loss is not None:
-            out[f"{prefix}_loss"] = round(self.loss, 6)
-        return out
+        return with_loss({f"{prefix}_accuracy": round(self.accuracy, 6), f"{prefix}_macro_f1": round(self.macro_f1, 6),
+                          f"{prefix}_examples": self.n}, prefix, self.loss)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,13 +71,10 @@ class Metrics:
     DETAIL_TITLE = "Per-class report"
 
     def card_row(self, split: str) -> str:
-        loss = "" if self.loss is None else f"{self.loss:.4f}"
-        return f"| {split} | {self.n} | {self.accuracy:.4f} | {self.macro_f1:.4f} | {loss} |"
+        return f"| {split} | {self.n} | {self.accuracy:.4f} | {self.macro_f1:.4f} | {loss_cell(self.loss)} |"
 
     def detail_table(self) -> str:
-        rows = [f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
-                for c in self.per_class]
-        return "\n".join(["| label | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows])
+        return report_table("label", self.per_class)
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str],
@@ -107,9 +119,7 @@ class RegressionMetrics:
         """Flat numbers for ``adapter.json`` (``{prefix}_r2`` ...)."""
         out = {f"{prefix}_{k}": round(getattr(self, k), 6) for k in ("mae", "rmse", "r2", "spearman")}
         out[f"{prefix}_examples"] = self.n
-        if self.loss is not None:
-            out[f"{prefix}_loss"] = round(self.loss, 6)
-        return out
+        return with_loss(out, prefix, self.loss)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,9 +128,8 @@ class RegressionMetrics:
     DETAIL_TITLE = "Per-output report"
 
     def card_row(self, split: str) -> str:
-        loss = "" if self.loss is None else f"{self.loss:.4f}"
         return (f"| {split} | {self.n} | {self.mae:.4f} | {self.rmse:.4f} | {self.r2:.4f} | "
-                f"{self.spearman:.4f} | {loss} |")
+                f"{self.spearman:.4f} | {loss_cell(self.loss)} |")
 
     def detail_table(self) -> str:
         rows = [f"| {k} | {v['mae']:.4f} | {v['rmse']:.4f} | {v['r2']:.4f} | {v['spearman']:.4f} |"

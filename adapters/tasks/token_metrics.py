@@ -17,16 +17,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from adapters.tasks.metrics import ClassReport, loss_cell, report_table, with_loss
 from adapters.tasks.token_classification import entity_scheme
 
-
-@dataclass
-class TypeReport:
-    label: str
-    precision: float
-    recall: float
-    f1: float
-    support: int
+TypeReport = ClassReport  # the same five numbers, per entity type
 
 
 @dataclass
@@ -45,13 +39,10 @@ class TokenMetrics:
     loss: float | None = None
 
     def summary(self, prefix: str) -> dict[str, float | int]:
-        out = {f"{prefix}_token_accuracy": round(self.accuracy, 6), f"{prefix}_entity_f1": round(self.f1, 6),
-               f"{prefix}_entity_precision": round(self.precision, 6),
-               f"{prefix}_entity_recall": round(self.recall, 6), f"{prefix}_words": self.n,
-               f"{prefix}_sentences": self.sentences}
-        if self.loss is not None:
-            out[f"{prefix}_loss"] = round(self.loss, 6)
-        return out
+        return with_loss({f"{prefix}_token_accuracy": round(self.accuracy, 6), f"{prefix}_entity_f1": round(self.f1, 6),
+                          f"{prefix}_entity_precision": round(self.precision, 6),
+                          f"{prefix}_entity_recall": round(self.recall, 6), f"{prefix}_words": self.n,
+                          f"{prefix}_sentences": self.sentences}, prefix, self.loss)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,14 +52,11 @@ class TokenMetrics:
     DETAIL_TITLE = "Per-type report (entity level)"
 
     def card_row(self, split: str) -> str:
-        loss = "" if self.loss is None else f"{self.loss:.4f}"
         return (f"| {split} | {self.sentences} | {self.n} | {self.accuracy:.4f} | {self.precision:.4f} | "
-                f"{self.recall:.4f} | {self.f1:.4f} | {loss} |")
+                f"{self.recall:.4f} | {self.f1:.4f} | {loss_cell(self.loss)} |")
 
     def detail_table(self) -> str:
-        rows = [f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
-                for c in self.per_type]
-        return "\n".join(["| type | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows])
+        return report_table("type", self.per_type)
 
 
 def _as_chunks(names: list[str]) -> list[str]:
