@@ -63,3 +63,13 @@ def predict_ok(srv, tasks, **inputs) -> dict:
     r = srv.predict(tasks, **inputs)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def assert_error(r, status: int, *words: str) -> dict:
+    """A JSON error body with ``status`` whose message names each of ``words``."""
+    assert r.status_code == status, f"{r.status_code} != {status}: {r.text[:300]}"
+    body = r.json()
+    assert set(body) == {"error", "message", "problems"}, body
+    for w in words:
+        assert w.lower() in body["message"].lower(), f"{w!r} not in {body['message']!r}"
+    return body

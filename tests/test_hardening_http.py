@@ -11,6 +11,7 @@ import torch
 
 from adapters.format.archive import make_archive
 from factories import head_adapter
+from http_helpers import assert_error
 from server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
 
 pytestmark = pytest.mark.server
@@ -26,16 +27,6 @@ def srv(server_factory, tiny_dir, tmp_path_factory, text_backbone, vision_backbo
         r = s.register_archive(make_archive(head_adapter(root / name, bb, name)))
         assert r.status_code == 201, r.text
     return s
-
-
-def assert_error(r, status: int, *words: str) -> dict:
-    """A JSON error body with ``status`` whose message names each of ``words``."""
-    assert r.status_code == status, f"{r.status_code} != {status}: {r.text[:300]}"
-    body = r.json()
-    assert set(body) == {"error", "message", "problems"}, body
-    for w in words:
-        assert w.lower() in body["message"].lower(), f"{w!r} not in {body['message']!r}"
-    return body
 
 
 def peft_token_cls_dir(folder: Path, backbone_path: str, num_labels: int = 4) -> Path:

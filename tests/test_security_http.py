@@ -22,6 +22,7 @@ from PIL import Image
 
 from adapters.format.archive import make_archive
 from factories import head_adapter
+from http_helpers import assert_error
 from server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
 
 pytestmark = pytest.mark.server
@@ -56,16 +57,6 @@ def no_admin(server_factory, tiny_dir, tmp_path_factory, text_backbone):
     Registry(open_store(str(store)), {"text": text_backbone}).register(
         head_adapter(tmp_path_factory.mktemp("a") / "t", text_backbone, "t"))
     return server_factory.start(store=store, backbones=tiny_backbones_env(tiny_dir), admin_token=None)
-
-
-def assert_error(r, status: int, *words: str) -> dict:
-    """A JSON error body with ``status`` whose message names each of ``words``."""
-    assert r.status_code == status, f"{r.status_code} != {status}: {r.text[:300]}"
-    body = r.json()
-    assert set(body) == {"error", "message", "problems"}, body
-    for w in words:
-        assert w.lower() in body["message"].lower(), f"{w!r} not in {body['message']!r}"
-    return body
 
 
 # ---- admin scope separate from inference ----------------------------------------------------
