@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,19 @@ def interleave(variants: dict[str, Callable[[], object]], rows_per_call: int, ro
             t.per_round_cpu[name].append(rows_per_call * calls / max(cpu, 1e-9))
         print(f"  round {rnd + 1}/{rounds} done after {time.monotonic() - start_all:.0f}s", flush=True)
     return t
+
+
+def run_for(threads: list[threading.Thread], stop: threading.Event, seconds: float, join_timeout: float) -> float:
+    """Start ``threads``, let them run ``seconds`` (or until ``stop`` is set), set ``stop``, join
+    each for at most ``join_timeout`` s; the wall seconds from start to joined."""
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=join_timeout)
+    return time.monotonic() - t0
 
 
 def percentile(values: list[float], q: float) -> float:

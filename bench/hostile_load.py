@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import TEXT_SPEC, VISION_SPEC, load, machine, percentile, save_results, write_heads
+from bench.common import TEXT_SPEC, VISION_SPEC, load, machine, percentile, run_for, save_results, write_heads
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helper the tests use
@@ -213,14 +213,7 @@ def main() -> None:
         threads = [threading.Thread(target=honest_loop, args=(i,)) for i in range(args.honest + 1)]
         threads += [threading.Thread(target=hostile_loop, args=(s,)) for s in range(args.hostile)]
         threads.append(threading.Thread(target=sampler))
-        t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        stop.wait(args.seconds)
-        stop.set()
-        for t in threads:
-            t.join(timeout=200)
-        wall = time.monotonic() - t0
+        wall = run_for(threads, stop, args.seconds, join_timeout=200)
         log_text = srv.log_path.read_text(errors="replace")
         log_5xx = sum(1 for line in log_text.splitlines() if "(status=5" in line)
         internal = srv.internal_errors()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import TEXT_SPEC, load, machine, percentile, review_snippets, save_results, write_heads
+from bench.common import TEXT_SPEC, load, machine, percentile, run_for, review_snippets, save_results, write_heads
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helper the tests use
@@ -257,14 +257,7 @@ def main() -> None:
                    for i in range(args.clients)]
         threads.append(threading.Thread(target=admin_loop, args=(srv, ledger, heads, loras, stop, args.period,
                                                                  random.Random(7), ops, failures)))
-        t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        stop.wait(args.seconds)
-        stop.set()
-        for t in threads:
-            t.join(timeout=90)
-        wall = time.monotonic() - t0
+        wall = run_for(threads, stop, args.seconds, join_timeout=90)
 
         problems_live = present_problems(srv, ledger) + serve_every_task(srv, ledger, texts)
         internal = srv.internal_errors()
