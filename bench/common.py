@@ -197,6 +197,26 @@ def interleave(variants: dict[str, Callable[[], object]], rows_per_call: int, ro
     return t
 
 
+def wait_http_ok(proc, url: str, timeout_s: float) -> str:
+    """Poll ``url`` of the server ``proc`` (a ``Popen``) every 0.5 s until it answers 200.
+
+    ``"ready"`` then; ``"exited"`` if ``proc`` ends first; ``"timeout"`` after ``timeout_s``.
+    The caller words the error: each server names itself and its log its own way.
+    """
+    import httpx
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return "exited"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return "ready"
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    return "timeout"
+
+
 def run_for(threads: list[threading.Thread], stop: threading.Event, seconds: float, join_timeout: float) -> float:
     """Start ``threads``, let them run ``seconds`` (or until ``stop`` is set), set ``stop``, join
     each for at most ``join_timeout`` s; the wall seconds from start to joined."""

@@ -53,7 +53,7 @@ import httpx
 from adapters.format.archive import make_archive
 from adapters.registry import Registry
 from adapters.store import open_store
-from bench.common import (TEXT_SPEC, load, machine, percentile, review_snippets, save_results,
+from bench.common import (TEXT_SPEC, load, machine, percentile, review_snippets, save_results, wait_http_ok,
                           write_heads, write_loras)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,17 +83,12 @@ class Served:
                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.log.name}: server exited ({self.proc.returncode}):\n"
-                                 f"{self.log.read_text(errors='replace')[-4000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        state = wait_http_ok(self.proc, self.url + "/readyz", timeout_s)
+        if state == "ready":
+            return
+        if state == "exited":
+            raise SystemExit(f"{self.log.name}: server exited ({self.proc.returncode}):\n"
+                             f"{self.log.read_text(errors='replace')[-4000:]}")
         self.stop()
         raise SystemExit(f"{self.log.name}: not ready after {timeout_s}s")
 

@@ -59,7 +59,7 @@ from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
 from bench.common import (TEXT_SPEC, interleave, load, machine, percentile, review_snippets,
-                          rss_bytes, save_results, write_heads, write_loras)
+                          rss_bytes, save_results, wait_http_ok, write_heads, write_loras)
 
 BATCH = 64
 
@@ -292,17 +292,12 @@ class Infinity:
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"infinity exited ({self.proc.returncode}):\n"
-                                 f"{self.log.read_text(errors='replace')[-4000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        state = wait_http_ok(self.proc, self.url + "/health", timeout_s)
+        if state == "ready":
+            return
+        if state == "exited":
+            raise SystemExit(f"infinity exited ({self.proc.returncode}):\n"
+                             f"{self.log.read_text(errors='replace')[-4000:]}")
         self.stop()
         raise SystemExit(f"infinity not ready after {timeout_s}s; log: {self.log}")
 
