@@ -29,8 +29,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 # be the only thing they reject; NUL and non-characters are refused as not being text.
 _BAD_CHAR = re.compile(r"[\x00\ud800-\udfff\ufdd0-\ufdef"
                        + "".join(rf"\U{p:04x}fffe\U{p:04x}ffff" for p in range(17)) + "]")
-MAX_TASKS = 32  # tasks per prediction request (JSON 'tasks' and multipart 'task' alike)
-MAX_TASK_NAME_CHARS = 64
+from service.request_limits import MAX_TASK_NAME_CHARS, MAX_TASKS  # noqa: E402,F401  (re-exported)
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.inputs import MAX_TASK_NAME_CHARS, MAX_TASKS
+from service.request_limits import MAX_TASK_NAME_CHARS, MAX_TASKS
 
 TaskName = Annotated[str, Field(min_length=1, max_length=MAX_TASK_NAME_CHARS)]
 
