@@ -1,12 +1,28 @@
-"""The per-process owner of the adapter lifecycle.
+"""The per-process owner of the adapter lifecycle: one table of entries per (task, version).
 
-States per version: ``loading -> ready | failed``, and ``evicted`` for a LoRA pushed out
-of the memory budget (it reloads from the store on its next request). Heads are tiny
-and stay resident; LoRA adapters live in an LRU bounded by ``lora_budget_bytes``, with
-pinning. Loads are single-flight. The store is the truth: :meth:`sync` follows its
-generation number, so every replica and worker converges on it.
+The table (``Registry._tasks``): task name -> :class:`Task` (the task's alias as the store
+last said, which version answers its requests here, and its :class:`Entry` per version
+this process knows of). An entry is the one place a version's state lives:
 
-Hot swap is one dict assignment: a batch resolves each task to a
+* ``state`` — ``unloaded`` (in the store, not loaded in this process yet: a LoRA learnt
+  from the store's watcher loads on its first request), ``loading``, ``ready``,
+  ``failed`` (``error`` says why; the next request retries), ``evicted`` (a LoRA pushed
+  out of the memory budget; it reloads from the store on its next request);
+* ``adapter`` — the loaded version, or None: the one reference the registry holds;
+* ``loading`` — the in-flight load's future (single flight: later callers wait on it);
+* ``pinned`` — on the active version of a pinned task (the pin moves with the active
+  version);
+* residency — a version is resident when ``adapter`` is set; evictable kinds' resident
+  entries are also in ``Registry._lru`` (oldest first), which bounds them by
+  ``lora_budget_bytes``. Heads are tiny and stay resident.
+
+Entries are kept for a task's active version, the version that serves, versions being
+loaded and versions still resident; any other entry is pruned as soon as it is none of
+these, so the table stays the size of what is registered plus what is in memory.
+The store is the truth: :meth:`sync` follows its generation number, so every replica and
+worker converges on it.
+
+Hot swap is one attribute assignment (``Task.serving``): a batch resolves each task to a
 :class:`LoadedAdapter` when its row enters the batch and keeps that reference, so an
 old version lives until the last batch using it ends.
 
@@ -27,7 +43,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,11 +58,27 @@ from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name
 log = logging.getLogger("taskswap.registry")
 
 
-@dataclass
-class VersionState:
-    state: str  # loading | ready | failed | evicted
+@dataclass(slots=True)
+class Entry:
+    """One (task, version) in this process. Small on purpose: one per registered task."""
+
+    state: str  # unloaded | loading | ready | failed | evicted (see the module docstring)
+    adapter: LoadedAdapter | None = None
+    loading: Future | None = None
+    pinned: bool = False
     error: str | None = None
     load_seconds: float | None = None
+
+
+@dataclass(slots=True)
+class Task:
+    """One task's row: its alias (the store's truth), the version that answers it here
+    (the alias's active one, except while a newer active version failed to load in this
+    process: the old one keeps answering), and its entries by version."""
+
+    alias: Alias
+    serving: str
+    versions: dict[str, Entry] = field(default_factory=dict)
 
 
 class Registry:
@@ -64,14 +96,9 @@ class Registry:
         self.backbones = backbones
         self.lora_budget_bytes = lora_budget_bytes
         self.events = events  # optional observer with on_load(adapter, seconds), on_register(kind)
-        self._lock = threading.RLock()
-        self._aliases: dict[str, Alias] = {}
-        self._active: dict[str, LoadedAdapter] = {}  # task -> the version that serves it
-        self._loras: OrderedDict[tuple[str, str], LoadedAdapter] = OrderedDict()  # LRU
-        self._states: dict[tuple[str, str], VersionState] = {}
-        self._inflight: dict[tuple[str, str], Future] = {}
-        self._pinned: set[str] = set()
-        self._candidates: dict[tuple[str, str], LoadedAdapter] = {}  # rollout candidates (heads)
+        self._lock = threading.RLock()  # guards the table; reads on the request path take none
+        self._tasks: dict[str, Task] = {}  # the table (see the module docstring)
+        self._lru: OrderedDict[tuple[str, str], Entry] = OrderedDict()  # resident evictable, oldest first
         self._generation = -1
         self._local_seq = 0  # bumped by every local register/activate/delete
         self._sync_lock = threading.Lock()
@@ -85,25 +112,32 @@ class Registry:
     @property
     def aliases(self) -> dict[str, Alias]:
         """Every task's alias as of the last sync or local change (a snapshot)."""
-        return self._aliases
+        with self._lock:
+            return {name: row.alias for name, row in self._tasks.items()}
 
     def resolve(self, task: str) -> LoadedAdapter:
         """The adapter that serves ``task`` now, loading it if evicted (single flight)."""
-        loaded = self._active.get(task)
+        loaded = self._serving(task)
         if loaded is None:
             self._sync()  # a miss may be a registration on another replica
-            loaded = self._active.get(task)
+            loaded = self._serving(task)
         if loaded is not None:
-            if not loaded.impl.evictable:
-                return loaded
-            if (task, loaded.version) in self._loras:
+            if loaded.impl.evictable:
                 self._touch((task, loaded.version))
-                return loaded
-        alias = self._aliases.get(task)
-        if alias is None:
-            known = ", ".join(sorted(self._aliases)[:20]) or "none registered"
+            return loaded
+        row = self._tasks.get(task)
+        if row is None:
+            known = ", ".join(sorted(self._tasks)[:20]) or "none registered"
             raise NotFound(f"task {task!r} is not registered (tasks: {known})")
-        return self._load(task, alias.active)
+        return self._load(task, row.alias.active)
+
+    def _serving(self, task: str) -> LoadedAdapter | None:
+        """The resident adapter answering ``task``, or None (lock-free: each read is atomic)."""
+        row = self._tasks.get(task)
+        if row is None:
+            return None
+        entry = row.versions.get(row.serving)
+        return entry.adapter if entry is not None else None
 
     def resolve_version(self, task: str, version: str) -> LoadedAdapter:
         """One exact stored version of ``task`` (id or unique prefix), active or not.
@@ -129,48 +163,67 @@ class Registry:
     def candidate(self, task: str, version: str) -> LoadedAdapter:
         """A stored, non-active version of ``task`` (a rollout candidate), loaded once.
 
-        Heads stay resident beside the active version; a LoRA candidate lives in the LoRA
-        LRU like any other version (first in line for eviction, reloaded on demand).
+        Heads stay resident beside the active version (their entry keeps the adapter until
+        the version leaves the task's history or becomes active); a LoRA candidate lives in
+        the LoRA LRU like any other version (first in line for eviction, reloaded on demand).
         """
-        key = (task, version)
-        got = self._candidates.get(key)
+        row = self._tasks.get(task)
+        entry = row.versions.get(version) if row is not None else None
+        got = entry.adapter if entry is not None else None
         if got is not None:
+            if got.impl.evictable:
+                self._touch((task, version))
             return got
-        active = self._active.get(task)
-        if active is not None and active.version == version:
-            return active
         loaded = self._load(task, version, activate=False)
         if not loaded.impl.evictable:
             with self._lock:
-                if task in self._aliases:
-                    self._candidates[key] = loaded
+                row = self._tasks.get(task)
+                if row is not None:
+                    self._hold(row, loaded)
         return loaded
 
     def list(self) -> list[dict]:
-        return [self._describe(name, alias) for name, alias in sorted(self._aliases.items())]
+        with self._lock:
+            rows = sorted(self._tasks.items())
+            return [self._describe(name, row) for name, row in rows]
 
     def show(self, name: str) -> dict:
-        alias = self._aliases.get(check_name(name))
-        if alias is None:
+        row = self._tasks.get(check_name(name))
+        if row is None:
             self._sync()
-            alias = self._aliases.get(name)
-        if alias is None:
+            row = self._tasks.get(name)
+        if row is None:
             raise NotFound(f"task {name!r} is not registered")
-        return self._describe(name, alias)
+        with self._lock:
+            return self._describe(name, row)
 
-    def _describe(self, name: str, alias: Alias) -> dict:
-        loaded = self._active.get(name)
-        st = self._states.get((name, alias.active), VersionState("unloaded"))
+    def _describe(self, name: str, row: Task) -> dict:
+        alias = row.alias
+        active = row.versions[alias.active]
+        serving = row.versions.get(row.serving)
+        loaded = serving.adapter if serving is not None else None
         m = loaded.manifest if loaded is not None else None
         outputs = loaded.task.describe(m) if m else {"labels": alias.find(alias.active).labels}
         return {
-            "name": name, "active_version": alias.active, "state": st.state, "error": st.error,
+            "name": name, "active_version": alias.active, "state": active.state, "error": active.error,
             "kind": m.kind if m else alias.find(alias.active).kind, **outputs,
             "backbone": loaded.backbone.name if loaded else None,
             "task_type": m.task_type if m else None,
-            "metrics": m.metrics if m else {}, "pinned": name in self._pinned,
+            "metrics": m.metrics if m else {}, "pinned": active.pinned,
             "versions": [v.model_dump() for v in alias.versions], "updated_at": alias.updated_at,
         }
+
+    # test and debugging views derived from the table (nothing is stored twice)
+    @property
+    def _loras(self) -> OrderedDict[tuple[str, str], Entry]:
+        """Resident evictable versions, least recently used first (keys ``(task, version)``)."""
+        return self._lru
+
+    @property
+    def _active(self) -> dict[str, LoadedAdapter]:
+        """Task -> the resident adapter answering it (tasks whose version is not loaded are absent)."""
+        with self._lock:
+            return {n: a for n in self._tasks if (a := self._serving(n)) is not None}
 
     # ---- lifecycle -------------------------------------------------------------------
     def register(self, folder: Path, name: str | None = None, labels: list[str] | None = None,
@@ -208,12 +261,9 @@ class Registry:
                 if not activate:
                     alias = self.store.add_version(name, version, info)
                     self._local_seq += 1
-                    self._aliases = {**self._aliases, name: alias}
-                    self._states[(name, version)] = VersionState("ready", None, loaded.load_seconds)
-                    if not loaded.impl.evictable:
-                        self._candidates[(name, version)] = loaded
-                    else:
-                        self._remember_lora(loaded)
+                    entry = self._hold(self._adopt(name, alias), loaded)
+                    if loaded.impl.evictable:
+                        self._remember_lora((name, version), entry)
                 else:
                     alias = self.store.publish(name, version, info, expected=expected)
                     self._local_seq += 1
@@ -251,14 +301,19 @@ class Registry:
         """Keep a task's active LoRA resident whatever the budget (or release it).
 
         Pinning loads the adapter now if it is not resident; unpinning lets the budget
-        evict it again (at once if the LRU is over budget).
+        evict it again (at once if the LRU is over budget). The pin sits on the active
+        version's entry and moves with the active version.
         """
         alias = self._fresh_alias(name)
         with self._lock:
-            (self._pinned.add if pinned else self._pinned.discard)(name)
+            row = self._tasks.get(name)
+            if row is None:  # registered elsewhere, not synced here yet: take the store's word
+                self._local_seq += 1
+                row = self._adopt(name, alias)
+            row.versions[row.alias.active].pinned = pinned
             if not pinned:
                 self._evict_over_budget(keep=None)
-        if pinned and (name, alias.active) not in self._loras and _evictable(alias.find(alias.active).kind):
+        if pinned and (name, alias.active) not in self._lru and _evictable(alias.find(alias.active).kind):
             self.resolve(name)  # load it now; a resident one keeps its place in the LRU
 
     def _fresh_alias(self, name: str) -> Alias:
@@ -285,6 +340,8 @@ class Registry:
         snapshot is installed only if no local register/activate/delete landed since it
         was taken (``_local_seq``), otherwise the round is dropped and the next one
         retries — a stale snapshot must never roll back a version just acknowledged.
+        A head version that fails to load is recorded on its entry (``failed``) while the
+        task's previous version, if any, keeps answering.
         """
         with self._sync_lock:
             seq = self._local_seq
@@ -293,8 +350,9 @@ class Registry:
                 return False
             aliases = self.store.list_aliases()
             ready: dict[str, LoadedAdapter | None] = {}
+            failed: dict[str, str] = {}
             for name, alias in aliases.items():
-                current = self._active.get(name)
+                current = self._serving(name)
                 if current is not None and current.version == alias.active:
                     continue
                 if _evictable(alias.find(alias.active).kind):
@@ -304,70 +362,129 @@ class Registry:
                     ready[name] = self._load(name, alias.active, activate=False)
                 except TaskswapError as exc:
                     log.warning("task %s version %s failed to load: %s", name, alias.active[:12], exc)
+                    failed[name] = str(exc)
             with self._lock:
                 if self._local_seq != seq:
                     return False  # a local change raced this snapshot: retry next round
-                for name in set(self._aliases) - set(aliases):
+                for name in set(self._tasks) - set(aliases):
                     self._drop(name)
-                for name, loaded in ready.items():
-                    if loaded is None:
-                        self._retire(self._active.pop(name, None))
-                    self._install(name, aliases[name], loaded)
-                self._aliases = dict(aliases)
+                for name, alias in aliases.items():
+                    if name in ready:
+                        self._install(name, alias, ready[name])
+                        continue
+                    row = self._adopt(name, alias)  # the alias moves; what serves does not
+                    if name in failed:
+                        entry = row.versions[alias.active]
+                        if entry.adapter is None:
+                            entry.state, entry.error = "failed", failed[name]
                 self._generation = gen
             return True
 
-    def _install(self, name: str, alias: Alias, loaded: LoadedAdapter | None) -> None:
-        self._aliases = {**self._aliases, name: alias}
-        if loaded is not None:
-            old = self._active.get(name)
-            self._active[name] = loaded  # the hot swap: one assignment
-            if old is not loaded:
-                self._retire(old)
-            if loaded.impl.evictable:
-                self._remember_lora(loaded)
-            self._states[(name, loaded.version)] = VersionState("ready", None, loaded.load_seconds)
-        # candidates no longer in the task's history (or now active) are not kept
-        self._forget_candidates(name, keep={v.version for v in alias.versions} - {alias.active})
+    def _adopt(self, name: str, alias: Alias) -> Task:
+        """Take ``alias`` as ``name``'s truth (caller holds the lock): the active version gets
+        an entry (``unloaded`` if new) and the pin moves to it. Which version serves is
+        left to the caller (:meth:`_install`)."""
+        row = self._tasks.get(name)
+        if row is None:
+            row = self._tasks[name] = Task(alias, alias.active)
+            row.versions[alias.active] = Entry("unloaded")
+            return row
+        before, row.alias = row.alias.active, alias
+        entry = row.versions.get(alias.active)
+        if entry is None:
+            entry = row.versions[alias.active] = Entry("unloaded")
+        if before != alias.active:
+            old = row.versions.get(before)
+            if old is not None and old.pinned:
+                old.pinned, entry.pinned = False, True
+            self._prune(name, row, before)
+        if len(row.versions) > 1:  # resident candidates (heads) go once out of the history
+            history = {v.version for v in alias.versions}
+            for version in [v for v in row.versions if v not in history and v != row.serving]:
+                self._retire(name, row, version)
+        return row
 
-    def _forget_candidates(self, name: str, keep: set[str]) -> None:
-        """Drop ``name``'s resident candidates not in ``keep``, releasing their caches unless
-        the object went on serving as the active version (a promote reuses it)."""
-        for key in [k for k in self._candidates if k[0] == name and k[1] not in keep]:
-            cand = self._candidates.pop(key)
-            if self._active.get(name) is not cand:
-                self._release(cand)
+    def _install(self, name: str, alias: Alias, loaded: LoadedAdapter | None) -> None:
+        """Adopt ``alias`` and make its active version serve ``name`` (caller holds the lock);
+        ``loaded`` is that version, or None to load it on first use."""
+        row = self._adopt(name, alias)
+        if loaded is not None:
+            entry = self._hold(row, loaded)
+        self._serve(name, row, alias.active)
+        if loaded is not None and loaded.impl.evictable:
+            self._remember_lora((name, loaded.version), entry)
+
+    def _hold(self, row: Task, loaded: LoadedAdapter) -> Entry:
+        """Record ``loaded`` as its version's resident adapter (caller holds the lock)."""
+        entry = row.versions.get(loaded.version)
+        if entry is None:
+            entry = row.versions[loaded.version] = Entry("ready")
+        previous = entry.adapter
+        entry.adapter, entry.state, entry.error = loaded, "ready", None
+        entry.load_seconds = loaded.load_seconds
+        if previous is not None and previous is not loaded:
+            self._release(previous)  # the same version registered again: a new object
+        return entry
+
+    def _serve(self, name: str, row: Task, version: str) -> None:
+        """The hot swap: ``version`` answers ``name`` from now on (caller holds the lock)."""
+        before, row.serving = row.serving, version
+        if before != version:
+            self._retire(name, row, before)
 
     def _drop(self, name: str) -> None:
-        self._aliases = {k: v for k, v in self._aliases.items() if k != name}
-        self._forget_candidates(name, keep=set())
-        self._retire(self._active.pop(name, None))
-        self._pinned.discard(name)
-        for key in [k for k in self._loras if k[0] == name]:
-            self._release(self._loras.pop(key))
-        for key in [k for k in self._states if k[0] == name]:
-            del self._states[key]
+        row = self._tasks.pop(name, None)
+        if row is None:
+            return
+        for version, entry in row.versions.items():
+            self._lru.pop((name, version), None)
+            if entry.adapter is not None:
+                self._release(entry.adapter)
+                entry.adapter = None
+
+    def _retire(self, name: str, row: Task, version: str) -> None:
+        """A version no longer serving: resident kinds leave memory now; evictable ones stay
+        in the LRU, which releases them when it drops them."""
+        entry = row.versions.get(version)
+        if entry is not None and entry.adapter is not None and not entry.adapter.impl.evictable:
+            self._release(entry.adapter)
+            entry.adapter = None
+        self._prune(name, row, version)
+
+    @staticmethod
+    def _prune(name: str, row: Task, version: str) -> None:
+        """Forget ``version``'s entry unless it is active, serving, loading or resident."""
+        entry = row.versions.get(version)
+        if (entry is not None and version != row.alias.active and version != row.serving
+                and entry.loading is None and entry.adapter is None):
+            del row.versions[version]
 
     # ---- loading and the LoRA budget -----------------------------------------------
     def _load(self, name: str, version: str, activate: bool = True) -> LoadedAdapter:
-        key = (name, version)
+        """Load ``name@version`` from the store, once however many callers ask at a time.
+
+        ``activate``: if it is the task's active version, it serves from now on (a sync
+        loads with False: its snapshot is installed later, all at once). A version this
+        process has no row for yet (an activation ahead of the watcher) loads unrecorded.
+        """
         with self._lock:
-            current = self._active.get(name)
-            if current is not None and current.version == version and (
-                    not current.impl.evictable or key in self._loras):
-                return current
-            resident = self._loras.get(key) or self._candidates.get(key)
-            if resident is not None:  # loaded earlier but not (or no longer) the active entry
-                if key in self._loras:
-                    self._loras.move_to_end(key)
-                if activate and name in self._aliases and self._aliases[name].active == version:
-                    self._active[name] = resident
-                return resident
-            fut = self._inflight.get(key)
-            owner = fut is None
-            if owner:
-                fut = self._inflight[key] = Future()
-                self._states[key] = VersionState("loading")
+            row = self._tasks.get(name)
+            entry = row.versions.get(version) if row is not None else None
+            if entry is not None and entry.adapter is not None:
+                if version != row.serving:  # a resident other version: now the most recent
+                    self._touch((name, version))
+                if activate and version == row.alias.active:
+                    self._serve(name, row, version)
+                return entry.adapter
+            owner, fut = True, None
+            if row is not None:
+                if entry is None:
+                    entry = row.versions[version] = Entry("loading")
+                fut = entry.loading
+                owner = fut is None
+                if owner:
+                    fut = entry.loading = Future()
+                    entry.state, entry.error = "loading", None
         if not owner:
             return fut.result()
         try:
@@ -378,43 +495,53 @@ class Registry:
             loaded = load_adapter(prep, version)
             loaded.load_seconds = time.perf_counter() - start
             with self._lock:
-                self._states[key] = VersionState("ready", None, loaded.load_seconds)
-                if activate and name in self._aliases and self._aliases[name].active == version:
-                    self._retire(self._active.get(name))
-                    self._active[name] = loaded
-                if loaded.impl.evictable:
-                    self._remember_lora(loaded)
+                if entry is not None and self._tasks.get(name) is row and row.versions.get(version) is entry:
+                    entry.state, entry.load_seconds = "ready", loaded.load_seconds
+                    active = version == row.alias.active
+                    if loaded.impl.evictable:
+                        entry.adapter = loaded
+                        self._remember_lora((name, version), entry)
+                    elif active or version == row.serving:
+                        entry.adapter = loaded
+                    # else: a non-active head is the caller's alone (it is a few KB)
+                    if activate and active:
+                        self._serve(name, row, version)
             if self.events:
                 self.events.on_load(loaded, loaded.load_seconds)
-            fut.set_result(loaded)
+            if fut is not None:
+                fut.set_result(loaded)
             return loaded
         except Exception as exc:
             with self._lock:
-                self._states[key] = VersionState("failed", str(exc))
-            fut.set_exception(exc)
+                if entry is not None and entry.adapter is None:
+                    entry.state, entry.error = "failed", str(exc)
+            if fut is not None:
+                fut.set_exception(exc)
             raise
         finally:
-            with self._lock:
-                self._inflight.pop(key, None)
+            if entry is not None:
+                with self._lock:
+                    entry.loading = None
+                    if self._tasks.get(name) is row:
+                        self._prune(name, row, version)
 
     def _touch(self, key) -> None:
         with self._lock:
-            if key in self._loras:
-                self._loras.move_to_end(key)
+            if key in self._lru:
+                self._lru.move_to_end(key)
 
-    def _remember_lora(self, loaded: LoadedAdapter) -> None:
-        """Make ``loaded`` the most recently used resident LoRA, then fit the budget.
+    def _remember_lora(self, key: tuple[str, str], entry: Entry) -> None:
+        """Make ``key`` the most recently used resident LoRA, then fit the budget.
 
         Once a version is the task's active one, its other versions leave the LRU at once:
         no request resolves to them again (an in-flight batch keeps its own reference).
         """
-        key = (loaded.name, loaded.version)
-        self._loras[key] = loaded
-        self._loras.move_to_end(key)
-        alias = self._aliases.get(loaded.name)
-        if alias is not None and alias.active == loaded.version:
-            for k in [k for k in self._loras if k[0] == loaded.name and k != key]:
-                self._evict(k)
+        self._lru[key] = entry
+        self._lru.move_to_end(key)
+        row = self._tasks.get(key[0])
+        if row is not None and row.alias.active == key[1]:
+            for other in [v for v in row.versions if v != key[1] and (key[0], v) in self._lru]:
+                self._evict((key[0], other))
         self._evict_over_budget(keep=key)
 
     def _evict_over_budget(self, keep) -> None:
@@ -425,13 +552,13 @@ class Registry:
         used. Never evicted: ``keep`` (the one just loaded, even if alone over budget) and
         the active version of a pinned task.
         """
-        total = sum(a.nbytes for a in self._loras.values())
+        total = sum(e.adapter.nbytes for e in self._lru.values())
         if total <= self.lora_budget_bytes:
             return
         stale, replaced, live = [], [], []
-        for k in self._loras:
-            alias = self._aliases.get(k[0])
-            if alias is None or alias.active != k[1]:
+        for k in self._lru:
+            row = self._tasks.get(k[0])
+            if row is None or row.alias.active != k[1]:
                 stale.append(k)
             elif keep is not None and k[0] == keep[0]:
                 replaced.append(k)
@@ -441,27 +568,23 @@ class Registry:
         for k in stale + replaced + live:
             if total <= self.lora_budget_bytes:
                 break
-            if k == keep or (k[0] in self._pinned and k not in stale_set):
+            if k == keep or (self._lru[k].pinned and k not in stale_set):
                 continue
             total -= self._evict(k).nbytes
 
     def _evict(self, key) -> LoadedAdapter:
-        """Drop one resident LoRA version, from the active map too, so its tensors are freed.
+        """Drop one resident LoRA version, so its tensors are freed; its entry says
+        ``evicted`` (or goes, if the version is no longer active or serving).
 
         Its next request reloads it from the store (single flight).
         """
-        evicted = self._loras.pop(key)
-        if self._active.get(key[0]) is evicted:
-            del self._active[key[0]]
-        self._states[key] = VersionState("evicted")
+        entry = self._lru.pop(key)
+        evicted, entry.adapter, entry.state = entry.adapter, None, "evicted"
         self._release(evicted)
+        row = self._tasks.get(key[0])
+        if row is not None:
+            self._prune(key[0], row, key[1])
         return evicted
-
-    def _retire(self, loaded: LoadedAdapter | None) -> None:
-        """An adapter no longer active: resident kinds leave memory now; evictable ones stay
-        in the LRU, which releases them when it drops them."""
-        if loaded is not None and not loaded.impl.evictable:
-            self._release(loaded)
 
     @staticmethod
     def _release(loaded: LoadedAdapter) -> None:
@@ -473,10 +596,13 @@ class Registry:
             loaded.impl.forget(loaded.weights)
 
     def resident_loras(self) -> int:
-        return len(self._loras)
+        return len(self._lru)
 
     def loaded_count(self) -> int:
-        return sum(1 for a in self._active.values() if not a.impl.evictable) + len(self._loras)
+        with self._lock:
+            heads = sum(1 for n in self._tasks
+                        if (a := self._serving(n)) is not None and not a.impl.evictable)
+            return heads + len(self._lru)
 
 
 def _evictable(kind: str) -> bool:
