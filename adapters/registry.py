@@ -147,12 +147,13 @@ class Registry:
         from :meth:`resolve`; another LoRA version joins the LRU; another head version is
         loaded from the store on each call (a head file is a few KB).
         """
-        alias = self._aliases.get(check_name(task))
-        if alias is None:
+        row = self._tasks.get(check_name(task))
+        if row is None:
             self._sync()
-            alias = self._aliases.get(task)
-        if alias is None:
+            row = self._tasks.get(task)
+        if row is None:
             raise NotFound(f"task {task!r} is not registered")
+        alias = row.alias
         target = alias.find(version).version
         if target == alias.active:
             loaded = self.resolve(task)
