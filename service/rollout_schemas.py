@@ -13,7 +13,7 @@ class FitOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: list[int] = Field(default_factory=list, max_length=4, description=(
         "MLP hidden widths, e.g. [256]; [] = a linear head (as `taskswap train --hidden`)."))
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of each class held out for validation.")
+    val_fraction: float = Field(0.2, ge=0.05, le=0.9, description="Share of each class held out for validation (0.05-0.9).")
     epochs: int | None = Field(None, ge=1, le=2000, description="Epoch cap (default 200, early stopping).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
@@ -40,7 +40,7 @@ class FitRequest(BaseModel):
         "'active': serve it at once; 'shadow' / 'canary': a candidate beside the active version; "
         "'if_better': active only if its validation accuracy beats the active version's on the "
         "same validation examples."))
-    canary_fraction: float = Field(0.1, gt=0, le=1, description="With promote='canary': share of requests.")
+    canary_fraction: float = Field(0.1, ge=0.001, le=1, description="With promote='canary': share of requests (0.001-1).")
 
     @model_validator(mode="after")
     def _one_input_kind(self):
