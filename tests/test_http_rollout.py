@@ -25,6 +25,10 @@ POS = ["good", "a great movie", "fine fine", "good good good", "great", "a fine 
 NEG = ["the plot was awful and boring", "bad bad bad bad bad", "awful awful awful awful awful awful",
        "boring boring boring boring boring", "it was bad and it was long and dull", "dull dull dull dull"]
 
+# What these tests check is that replicas apply the same policy, not how fast: on a loaded
+# 2-core CI machine the watcher can lag the 5 s convergence bound of the replica tests.
+POLICY_BOUND_S = 30.0
+
 
 def examples(n_per_class: int = 12):
     texts = [(POS * 4)[i] for i in range(n_per_class)] + [(NEG * 4)[i] for i in range(n_per_class)]
@@ -250,7 +254,7 @@ def test_canary_split_sticky_and_shared_by_replicas(replicas, text_backbone, tmp
     def same_on_b():
         got = b.get("/adapters/canary/rollout").json()
         return got["mode"] == "canary" and got["candidate_version"] == v[1] and got["fraction"] == 0.3
-    wait_for(same_on_b, "policy on replica b")
+    wait_for(same_on_b, "policy on replica b", timeout_s=POLICY_BOUND_S)
 
     n, keys = 300, [f"user-{i}" for i in range(300)]
     served = {k: predict(a if i % 2 else b, "canary", ["fine"], key=k) for i, k in enumerate(keys)}
@@ -271,14 +275,16 @@ def test_canary_split_sticky_and_shared_by_replicas(replicas, text_backbone, tmp
 
     # roll back: drop the canary on one replica, every replica answers with the active again
     assert a.delete("/adapters/canary/rollout", admin=True).status_code == 200
-    wait_for(lambda: b.get("/adapters/canary/rollout").json()["mode"] == "none", "drop on b")
+    wait_for(lambda: b.get("/adapters/canary/rollout").json()["mode"] == "none", "drop on b",
+             timeout_s=POLICY_BOUND_S)
     assert {predict(b, "canary", ["fine"], key=k)["version"] for k in keys[:30]} == {v[0]}
 
     # canary again, promote through b: both replicas serve the candidate for every key
     assert b.post("/adapters/canary/rollout", admin=True,
                   json={"version": v[1], "mode": "canary", "fraction": 0.5}).status_code == 200
     assert b.post("/adapters/canary/promote", admin=True).status_code == 200
-    wait_for(lambda: a.get("/adapters/canary").json()["active_version"] == v[1], "promote on a")
+    wait_for(lambda: a.get("/adapters/canary").json()["active_version"] == v[1], "promote on a",
+             timeout_s=POLICY_BOUND_S)
     assert {predict(a, "canary", ["fine"], key=k)["version"] for k in keys[:30]} == {v[1]}
     assert a.get("/adapters/canary/rollout").json()["mode"] == "none"
     assert a.internal_errors() == [] and b.internal_errors() == []
