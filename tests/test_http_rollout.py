@@ -167,13 +167,16 @@ def test_fit_shadow_report_promote(srv, collector):
     assert len(lines) >= 26 and all("input" not in x and len(x["input_sha256"]) == 64 for x in lines)
 
     # tracing: queue wait, trunk pass and heads spans under the request span
+    # A request span ends (and is exported) after the spans inside it: wait for both.
     def spans():
-        names = {s.name for s in collector.spans}
-        return {"taskswap.queue_wait", "taskswap.trunk_pass", "taskswap.heads"} <= names
-    wait_for(spans, "OTLP spans", timeout_s=15)
+        got = list(collector.spans)
+        names = {s.name for s in got}
+        ours = [s for s in got if s.name.startswith("taskswap.")]
+        parents = {s.span_id for s in got}
+        return ({"taskswap.queue_wait", "taskswap.trunk_pass", "taskswap.heads"} <= names
+                and all(s.parent_span_id in parents for s in ours))  # children of the request span
+    wait_for(spans, "OTLP spans under BentoML's request spans", timeout_s=30)
     ours = [s for s in collector.spans if s.name.startswith("taskswap.")]
-    parents = {s.span_id for s in collector.spans}
-    assert all(s.parent_span_id in parents for s in ours)  # children of BentoML's request span
     assert all(s.end_time_unix_nano >= s.start_time_unix_nano for s in ours)
 
 
