@@ -6,7 +6,9 @@ tag's; a predicted entity is correct only if its type, start and end all match).
 label set that is not an entity scheme (``O``, ``COMMA``, ``PERIOD``...), each word tagged
 ``X`` (not ``O``) is one entity of type ``X``, so the same table reads as per-tag precision
 and recall over words. Token accuracy is over words (each word's first sub-token), ``O``
-included. seqeval is imported lazily: only training and evaluation reach this module.
+included. The counting is seqeval's definition, implemented here on the same chunk rule
+the server uses to merge entity spans (seqeval ships only as a source package whose build
+fails in a clean image), and tested against hand-computed cases.
 
     >>> m = token_metrics([[1, 2, 0, 3]], [[1, 2, 0, 0]], ["O", "B-PER", "I-PER", "B-LOC"])
     >>> round(m.precision, 3), round(m.recall, 3), m.accuracy, [(r.label, r.f1) for r in m.per_type]
@@ -69,14 +71,14 @@ def _as_chunks(names: list[str]) -> list[str]:
 def token_metrics(true: list[list[int]], pred: list[list[int]], names: list[str],
                   loss: float | None = None) -> TokenMetrics:
     """Scores of predicted tags ``pred`` against ``true`` (per sentence, indices into ``names``)."""
-    from seqeval.metrics import classification_report
     tags = _as_chunks(names)
-    y_true = [[tags[t] for t in s] for s in true]
-    y_pred = [[tags[t] for t in s] for s in pred]
-    rep = classification_report(y_true, y_pred, output_dict=True, zero_division=0) if true else {}
-    per_type = [TypeReport(k, float(v["precision"]), float(v["recall"]), float(v["f1-score"]),
-                           int(v["support"])) for k, v in sorted(rep.items()) if not k.endswith(" avg")]
-    micro = rep.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    true_chunks = [_chunks([tags[t] for t in sent], i) for i, sent in enumerate(true)]
+    pred_chunks = [_chunks([tags[t] for t in sent], i) for i, sent in enumerate(pred)]
+    gold = set().union(*true_chunks) if true_chunks else set()
+    found = set().union(*pred_chunks) if pred_chunks else set()
+    per_type = [TypeReport(typ, *_prf({c for c in gold if c[0] == typ}, {c for c in found if c[0] == typ}))
+                for typ in sorted({c[0] for c in gold | found})]
+    micro_p, micro_r, micro_f, _ = _prf(gold, found)
     k = len(names)
     confusion = [[0] * k for _ in range(k)]
     right = total = 0
@@ -86,5 +88,22 @@ def token_metrics(true: list[list[int]], pred: list[list[int]], names: list[str]
             right += t == p
             total += 1
     return TokenMetrics(n=total, sentences=len(true), accuracy=right / total if total else 0.0,
-                        precision=float(micro["precision"]), recall=float(micro["recall"]),
-                        f1=float(micro["f1-score"]), per_type=per_type, confusion=confusion, loss=loss)
+                        precision=micro_p, recall=micro_r, f1=micro_f, per_type=per_type,
+                        confusion=confusion, loss=loss)
+
+
+def _chunks(tags: list[str], sentence: int) -> set[tuple[str, int, int, int]]:
+    """``(type, sentence, first word, end word)`` of every entity in one sentence's tags."""
+    from adapters.tasks.token_classification import merge_entities
+    spans = [(i, i + 1) for i in range(len(tags))]
+    return {(e["entity"], sentence, e["start"], e["end"])
+            for e in merge_entities(tags, spans, [0.0] * len(tags), "")}
+
+
+def _prf(gold: set, found: set) -> tuple[float, float, float, int]:
+    """Precision, recall, F1 (0 where undefined, as seqeval's ``zero_division=0``) and support."""
+    hit = len(gold & found)
+    p = hit / len(found) if found else 0.0
+    r = hit / len(gold) if gold else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f, len(gold)
