@@ -244,9 +244,9 @@ class Runtime:
                                 for i, c in enumerate(r.shadows) if c is not None])
         pairs = [(a, rows) for tasks in plan for a, rows in tasks]
         shadow_pairs = [(c, rows) for entries in shadow_plan for _, c, rows, _ in entries]
-        needs = set().union(*(a.task.needs(a.manifest) for a, _ in pairs + shadow_pairs),
-                            {r.embed.pooling for r in reqs if r.embed is not None})
-        token_rows = {r for a, rows in pairs + shadow_pairs if "tokens" in a.task.needs(a.manifest) for r in rows}
+        reads = [(a.task.needs(a.manifest), rows) for a, rows in pairs + shadow_pairs]  # once per adapter
+        needs = set().union(*(n for n, _ in reads), {r.embed.pooling for r in reqs if r.embed is not None})
+        token_rows = {r for n, rows in reads if "tokens" in n for r in rows}
         t0 = time.perf_counter()
         feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs, token_rows)
         trunk_s = time.perf_counter() - t0

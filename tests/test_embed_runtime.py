@@ -121,3 +121,17 @@ def test_resolve_version_pins_an_exact_stored_version(registry, text_backbone, t
         registry.resolve_version("t", "0" * 12)
     with pytest.raises(NotFound, match="not registered"):
         registry.resolve_version("nope", v1)
+
+
+def test_a_batch_asks_each_adapter_what_it_reads_once(registry, text_backbone, tmp_path, monkeypatch):
+    """``_run_group`` asks ``task.needs`` once per (adapter, rows), not once per use."""
+    registry.register(head_adapter(tmp_path / "h", text_backbone, "h", seed=3))
+    registry.register(head_adapter(tmp_path / "g", text_backbone, "g", seed=4))
+    rt = Runtime(registry)
+    reqs = [rt.prepare(["h", "g"], TEXTS, "text"), rt.prepare(["g"], TEXTS[:1], "text")]
+    task_cls = type(reqs[0].adapters[0].task)
+    calls = []
+    original = task_cls.needs
+    monkeypatch.setattr(task_cls, "needs", lambda self, m: calls.append(m.name) or original(self, m))
+    rt.run(reqs)
+    assert sorted(calls) == ["g", "g", "h"]
