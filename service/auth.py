@@ -4,6 +4,10 @@
   admin token configured these endpoints are refused (403), never open.
 - ``read`` (predict, list, show, backbones): open unless ``TASKSWAP_INFERENCE_TOKEN``
   is set; then either token is accepted (the admin token is a superset).
+- ``open``: the Open Inference Protocol's server health (``GET /v2/health/live`` and
+  ``/ready``), like BentoML's ``/livez`` and ``/readyz``: KServe and Triton probes send no
+  token, and these answer a bare ``{"live"|"ready": bool}``. Model metadata and inference
+  stay ``read``.
 
 Tokens are compared with :func:`hmac.compare_digest`, always against every configured
 token, so timing says nothing about which one (or how much of one) matched.
@@ -21,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Send
 from adapters.errors import Unauthorized
 from service.errors import Forbidden, taskswap_error_response
 
-Scope = Literal["admin", "read"]
+Scope = Literal["admin", "read", "open"]
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -53,6 +57,8 @@ class Auth:
 
     def require(self, scope: Scope, authorization: str | None) -> None:
         """Return if the header grants ``scope``; raise Unauthorized (401) / Forbidden (403)."""
+        if scope == "open":
+            return
         if scope == "admin" and self.admin_token is None:
             raise Forbidden("admin endpoints are disabled because no admin token is configured: "
                             "set TASKSWAP_ADMIN_TOKEN (scripts/serve.sh generates one into "
@@ -72,14 +78,16 @@ class Auth:
         raise Unauthorized("wrong bearer token")
 
 
-# Which routes need the admin scope; every other route of the mounted app needs "read".
-# Checked by AuthGuard before the body is read, so an unauthenticated upload costs nothing.
+# Which routes need the admin scope, which need none; every other route of the mounted app
+# needs "read". Checked by AuthGuard before the body is read, so an unauthenticated upload
+# costs nothing.
 _ADMIN_ROUTES = [
     ("POST", re.compile(r"^/adapters/?$")),
     ("POST", re.compile(r"^/adapters/[^/]+/(activate|pin|fit|rollout|promote)/?$")),
     ("DELETE", re.compile(r"^/adapters/[^/]+(/rollout)?/?$")),
     ("GET", re.compile(r"^/jobs(/.*)?$")),  # job records carry training metrics
 ]
+_OPEN_ROUTES = [("GET", re.compile(r"^/v2/health/(live|ready)/?$"))]  # probes, like /livez, /readyz
 
 
 def scope_for(method: str, path: str) -> Scope:
@@ -87,7 +95,12 @@ def scope_for(method: str, path: str) -> Scope:
 
     >>> scope_for("DELETE", "/adapters/sentiment"), scope_for("GET", "/adapters/sentiment")
     ('admin', 'read')
+    >>> scope_for("GET", "/v2/health/ready"), scope_for("GET", "/v2/models/sentiment")
+    ('open', 'read')
     """
+    for m, pattern in _OPEN_ROUTES:
+        if method == m and pattern.match(path):
+            return "open"
     for m, pattern in _ADMIN_ROUTES:
         if method == m and pattern.match(path):
             return "admin"

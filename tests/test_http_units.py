@@ -40,6 +40,10 @@ ADMIN, INFER = "a" * 20, "i" * 20
     (ADMIN, INFER, "read", f"Bearer {INFER}x", 401),
     (ADMIN, INFER, "admin", f"Bearer {INFER}", 403),
     (ADMIN, INFER, "admin", f"Bearer {ADMIN}", "ok"),
+    # health probes: open with or without tokens, whatever is sent
+    (None, None, "open", None, "ok"),
+    (ADMIN, INFER, "open", None, "ok"),
+    (ADMIN, INFER, "open", "Bearer wrong-token-xxxxxxxx", "ok"),
 ])
 def test_auth_matrix(admin, infer, scope, header, outcome):
     auth = Auth(SecretStr(admin) if admin else None, SecretStr(infer) if infer else None)
@@ -58,6 +62,9 @@ def test_auth_matrix(admin, infer, scope, header, outcome):
     ("POST", "/adapters/x/activate", "admin"), ("POST", "/adapters/x/pin", "admin"),
     ("DELETE", "/adapters/x", "admin"), ("GET", "/adapters/x", "read"), ("POST", "/predict", "read"),
     ("POST", "/predict/upload", "read"), ("GET", "/backbones", "read"),
+    ("GET", "/v2/health/live", "open"), ("GET", "/v2/health/ready", "open"), ("GET", "/v2", "read"),
+    ("POST", "/v2/health/ready", "read"), ("GET", "/v2/health/ready/x", "read"),
+    ("GET", "/v2/models/x", "read"), ("GET", "/v2/models/x/ready", "read"),
 ])
 def test_admin_routes(method, path, scope):
     assert scope_for(method, path) == scope

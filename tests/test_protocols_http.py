@@ -179,6 +179,7 @@ def v2_infer(http, client, task, items, binary: bool, version: str = "", input_n
 def test_tritonclient_health_and_metadata(srv, triton):
     http, client = triton
     assert client.is_server_live(headers=auth()) and client.is_server_ready(headers=auth())
+    assert client.is_server_live() and client.is_server_ready()  # probes send no token
     assert client.get_server_metadata(headers=auth())["name"] == "taskswap"
     assert client.is_model_ready("sent", headers=auth())
     meta = client.get_model_metadata("sent", headers=auth())
@@ -289,12 +290,24 @@ def test_v2_binary_request_that_lies_about_its_sizes_is_a_400(srv):
 # ---- auth and metrics on every new route -------------------------------------------------------
 @pytest.mark.parametrize("method, path", [
     ("POST", "/embed"), ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v2"),
-    ("GET", "/v2/health/ready"), ("GET", "/v2/models/sent"), ("POST", "/v2/models/sent/infer")])
+    ("GET", "/v2/models/sent"), ("GET", "/v2/models/sent/ready"), ("POST", "/v2/models/sent/infer")])
 def test_new_routes_need_the_inference_token(srv, method, path):
     r = srv.client.request(method, path, json={})
     assert r.status_code == 401, r.text
     r = srv.client.request(method, path, json={}, headers={"Authorization": f"Bearer {srv.admin}"})
     assert r.status_code != 401  # the admin token is a superset
+
+
+@pytest.mark.parametrize("path, body", [("/v2/health/live", {"live": True}), ("/v2/health/ready", {"ready": True}),
+                                        ("/livez", None), ("/readyz", None)])
+def test_health_probes_need_no_token(srv, path, body):
+    """KServe/Triton probes send no token: the v2 health routes are open like /livez and /readyz."""
+    assert srv.inference  # this server requires the inference token everywhere else
+    for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Bearer not-the-token"}):
+        r = srv.client.get(path, headers=headers)
+        assert r.status_code == 200, (path, headers, r.text)
+        if body is not None:
+            assert r.json() == body
 
 
 def test_metrics_count_the_new_apis(srv):
