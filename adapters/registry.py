@@ -53,7 +53,7 @@ from adapters.dryrun import check_outputs_finite
 from adapters.errors import NotFound, TaskswapError
 from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
-from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name
+from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name
 
 log = logging.getLogger("taskswap.registry")
 
@@ -244,7 +244,10 @@ class Registry:
         once — the completed ``adapter.json`` goes straight into the store's staging copy —
         and published by the store's compare-and-swap, whose replaced alias is the answer's
         second half. ``expected``: a ``Conflict`` unless that version is active (optimistic
-        concurrency for admins; see :func:`adapters.store.base.check_expected`).
+        concurrency for admins; see :func:`adapters.store.base.check_expected`), checked
+        against the stored alias before anything is written, so a stale expectation leaves
+        no version behind; the compare-and-swap stays the arbiter of a race that lands in
+        between (its loser's version is unreferenced, and ``gc`` collects it after its grace).
         ``activate=False`` stores the version in the task's history as a candidate (for a
         shadow or canary rollout) and leaves the active version as it is (replaced: None).
         """
@@ -252,6 +255,8 @@ class Registry:
         prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True)
         name = check_name(prep.manifest.name)
         with self.writer:
+            if activate and expected is not None:  # a 409 before the dry run and the upload
+                check_expected(name, self.store.get_alias(name), expected)
             loaded = load_adapter(prep, version="pending")  # validate fully before publishing
             check_outputs_finite(loaded)  # and its numbers: a dry-run forward on probe inputs
             version = self.store.put_version(name, adir.path, {"adapter.json": manifest_bytes(prep.manifest)})

@@ -230,3 +230,46 @@ def test_open_store_picks_the_backend(tmp_path, moto_s3):
     assert isinstance(open_store(f"file://{tmp_path / 's2'}"), LocalStore)
     from adapters.store.remote import FsspecStore
     assert isinstance(open_store(moto_s3.new_store_url()), FsspecStore)
+
+
+# ---- registering with an expectation, through the registry ----------------------------------
+def _versions_in_store(store) -> list[str]:
+    """Unreferenced version folders/objects: what ``gc(0)`` would remove under tasks/."""
+    return [p for p in store.gc(grace_s=0) if "/versions/" in p and not p.startswith("cache:")]
+
+
+def test_a_stale_expected_version_is_refused_before_anything_is_written(store, adapter, text_backbone):
+    from adapters.errors import Conflict
+    from adapters.registry import Registry
+    reg = Registry(store, {"text": text_backbone})
+    v1 = reg.register(adapter(0)).version
+    v2 = reg.register(adapter(1), expected=v1[:12]).version  # the right expectation: it lands
+    gen = store.generation()
+    with pytest.raises(Conflict, match="not the expected"):
+        reg.register(adapter(2), expected=v1[:12])  # stale: v2 is active now
+    assert store.generation() == gen and store.get_alias("sentiment").active == v2
+    assert _versions_in_store(store) == []  # the refused version was never stored
+
+
+def test_a_race_past_the_check_leaves_an_orphan_that_gc_collects(make_store, adapter, text_backbone):
+    """The compare-and-swap stays the arbiter: another replica publishing between the early
+    check and the swap makes this one a 409, and its already stored version an orphan for gc."""
+    from adapters.errors import Conflict
+    from adapters.registry import Registry
+    store, other = make_store(), make_store()
+    reg = Registry(store, {"text": text_backbone})
+    v1 = reg.register(adapter(0)).version
+    put = store.put_version
+
+    def put_then_lose_the_race(name, folder, replace=None):
+        version = put(name, folder, replace)
+        register(other, adapter(1))  # lands after the early check, before the swap
+        return version
+    store.put_version = put_then_lose_the_race
+    with pytest.raises(Conflict):
+        reg.register(adapter(2), expected=v1)
+    del store.put_version
+    assert store.get_alias("sentiment").active != v1
+    orphans = _versions_in_store(store)
+    assert len(orphans) == 1 and orphans[0].startswith("tasks/sentiment/versions/")
+    assert _versions_in_store(store) == []
