@@ -4,11 +4,18 @@ Its shapes were checked from headers; this checks its numbers. An adapter whose 
 are not finite on ordinary inputs (a head with weights of 3e38, ``lora_alpha: 1e38``)
 would answer ``"score": null`` — it is refused with :class:`NonFiniteOutput` instead.
 The probes go through the same runtime as requests (trunk, LoRA deltas, heads).
+
+The same checks guard every answer: :func:`check_rows_finite` a request's task results,
+:func:`check_embeddings_finite` its embeddings (a backbone whose features overflow on some
+input, e.g. in float16 or with broken weights); JSON has no NaN, and a base64 float32
+vector would carry one silently.
 """
 
 from __future__ import annotations
 
 import math
+
+import torch
 
 from adapters.errors import NonFiniteOutput
 
@@ -59,3 +66,23 @@ def check_rows_finite(result, where: str) -> None:
                 f"task {result.task!r} (version {result.version[:12]}) gave non-finite numbers "
                 f"for input {i} ({where}): {bad[:3]}; its weights overflow — retrain or rescale "
                 "them (e.g. a smaller lora_alpha)")
+
+
+def check_embeddings_finite(embeddings: torch.Tensor | None, backbone: str, where: str) -> None:
+    """Raise :class:`NonFiniteOutput` naming the inputs whose embedding (a row of
+    ``embeddings``, ``[inputs, hidden]``) holds a NaN or infinite number; None passes.
+
+    >>> check_embeddings_finite(torch.zeros(2, 3), "text", "this request")
+    >>> check_embeddings_finite(torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]), "text", "this request")
+    Traceback (most recent call last):
+    ...
+    adapters.errors.NonFiniteOutput: backbone 'text' gave non-finite embedding values for inputs [1] (this request): ...
+    """
+    if embeddings is None:
+        return
+    bad = (~torch.isfinite(embeddings)).flatten(1).any(1).nonzero().flatten().tolist()  # input indices
+    if bad:
+        raise NonFiniteOutput(
+            f"backbone {backbone!r} gave non-finite embedding values for inputs {bad[:10]} ({where}): "
+            "its features overflow on these inputs; no embedding is returned for this request. "
+            "Check the backbone's weights and dtype (float32 instead of float16), or send other inputs")

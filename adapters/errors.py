@@ -45,7 +45,8 @@ class IncompatibleAdapter(TaskswapError):
 
 
 class NonFiniteOutput(InvalidAdapter):
-    """An adapter whose scores overflow to NaN/infinity (huge weights or scaling)."""
+    """Scores (an adapter's huge weights or scaling) or embeddings (a backbone's features on
+    some input) that overflow to NaN/infinity: never answered as ``null``."""
 
 
 class Conflict(TaskswapError):

@@ -22,6 +22,7 @@ import torch
 
 from adapters.backbones.base import Backbone, load_backbone
 from adapters.batching import Batcher
+from adapters.dryrun import check_embeddings_finite, check_rows_finite
 from adapters.errors import InvalidInput, NotFound
 from adapters.format.archive import extract_archive
 from adapters.loading import LoadedAdapter
@@ -161,6 +162,7 @@ class Engine:
             lambda: self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
                                          rollout=self.rollouts.book, routing_key=routing_key))
         results = await self._submit(prepared)
+        _check_finite(results, prepared.backbone.name)
         self.rollouts.observe(results)
         if self.metrics is not None:
             self.metrics.observe_predictions(results)
@@ -174,7 +176,9 @@ class Engine:
         """Pooled features ``[inputs, hidden]`` of ``backbone``, batched with all other traffic."""
         self.require_ready()
         prepared = self.runtime.prepare_embed(backbone, inputs, modality, embed)
-        return (await self._submit(prepared)).embeddings
+        results = await self._submit(prepared)
+        _check_finite(results, backbone)
+        return results.embeddings
 
     async def _submit(self, prepared: Prepared) -> Results:
         future = self.batcher.submit(prepared)
@@ -284,3 +288,12 @@ class Engine:
         self.require_ready()
         return [{**bb.describe(), "poolings": list(bb.available_poolings),
                  "default_pooling": bb.default_pooling} for bb in self.backbones.values()]
+
+
+def _check_finite(results: Results, backbone: str) -> None:
+    """JSON has no NaN/Infinity: a request whose scores or embeddings are not finite gets
+    ``NonFiniteOutput`` (422) rather than ``null`` or a NaN in base64; the batch's other
+    requests are checked on their own and answered as usual."""
+    for r in results:
+        check_rows_finite(r, "this request")
+    check_embeddings_finite(results.embeddings, backbone, "this request")

@@ -13,7 +13,8 @@ InvalidInput           400     a malformed request: empty, oversized, undecodabl
                                any pydantic model the core builds from request data)
 InvalidAdapter         422     the uploaded adapter breaks the format (pickle, links, manifest)
 NonFiniteOutput        422     an adapter's scores overflow to NaN/infinity (refused at
-                               registration; a request that still hits it gets this, not null)
+                               registration; a request that still hits it gets this, not null),
+                               or a backbone's embeddings do on a request's inputs
 IncompatibleAdapter    409     a well-formed adapter that conflicts with what this server serves
                                (backbone fingerprint, tensor shapes, no LoRA target module)
 NotFound               404     unknown task, version or store path
