@@ -17,7 +17,17 @@ beyond that a fit gets 429. The child writes the adapter folder; the worker then
 it through the same path as an upload (validated, content-addressed, atomic), as the active
 version or as a shadow/canary candidate. Job records are written to the store
 (``jobs/<id>.json``) at every phase change, so any replica or worker answers ``GET /jobs/{id}``.
-A job whose worker died stays ``running`` in the store (its ``replica_id`` says where it ran).
+
+**A lease per job**, so a job never stays ``queued``/``running`` after its worker died: while a
+job is live, its worker rewrites the record's ``heartbeat_at`` every ``lease_s / 4`` (the
+record carries ``lease_s``, ``TASKSWAP_FIT_LEASE_S``). A worker or replica that reads a live
+record from the store with no heartbeat for longer than ``lease_s`` (a worker killed, its
+host gone, or cut off from the store) marks it ``failed`` with error ``WorkerLost`` in the
+store. The owner, if it was only stalled, sees that mark at its next heartbeat: it stops the
+fit and registers nothing, so a job reported failed never publishes a version afterwards.
+Timestamps come from each machine's clock: the lease must exceed the clock skew between
+replicas. The judgement happens when a record is read (``GET /jobs/{id}``); a job nobody
+reads keeps its last state in the store.
 """
 
 from __future__ import annotations
@@ -58,8 +68,28 @@ def _child_setup(niceness: int) -> None:
         pass  # not Linux: close() still kills children on a clean shutdown
 
 
+_LIVE = ("queued", "running")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def _heartbeat_age(record: dict) -> float | None:
+    """Seconds since a live record's last heartbeat; None when it is final or was written
+    without a lease (before leases existed).
+
+    >>> _heartbeat_age({"status": "succeeded", "heartbeat_at": "2020-01-01T00:00:00+00:00", "lease_s": 60})
+    >>> _heartbeat_age({"status": "running", "heartbeat_at": "2020-01-01T00:00:00+00:00", "lease_s": 60}) > 1e8
+    True
+    """
+    if record.get("status") not in _LIVE or "heartbeat_at" not in record or "lease_s" not in record:
+        return None
+    try:
+        beat = datetime.fromisoformat(record["heartbeat_at"])
+    except (TypeError, ValueError):
+        return None
+    return (datetime.now(timezone.utc) - beat).total_seconds()
 
 
 @dataclass
@@ -71,6 +101,8 @@ class Job:
     spec: dict  # what the child reads (examples, backbone, options); never stored in the record
     extra: dict = field(default_factory=dict)  # e.g. canary_fraction, for the finishing step
     record: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None  # the fit child while it runs
+    lost: bool = False  # another worker marked it failed (lease expired): never write or finish it
 
 
 class JobRunner:
@@ -84,14 +116,17 @@ class JobRunner:
 
     def __init__(self, store, replica_id: str, finish: Callable[[Job, Path, dict], dict] | None,
                  max_jobs: int = 1, max_queued: int = 4, timeout_s: float = 900.0,
-                 niceness: int = 10, threads: int = 1, start: bool = True):
+                 niceness: int = 10, threads: int = 1, lease_s: float = 60.0, start: bool = True):
         self.store = store
+        self.lease_s = lease_s
         self.replica_id = replica_id
         self.finish = finish
         self.max_jobs, self.max_queued = max_jobs, max_queued
         self.timeout_s, self.niceness, self.threads = timeout_s, niceness, threads
         self._q: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._records = threading.RLock()  # one writer of job records at a time: in memory and store in order
+        self._stop = threading.Event()
         self._waiting = 0
         self._jobs: dict[str, Job] = {}
         self._children: set[subprocess.Popen] = set()
@@ -100,6 +135,7 @@ class JobRunner:
         if start:
             for t in self._threads:
                 t.start()
+            threading.Thread(target=self._heartbeats, name="taskswap-fit-lease", daemon=True).start()
 
     # ---- API ---------------------------------------------------------------------------
     def submit(self, task: str, promote: str, spec: dict, examples: int, extra: dict | None = None) -> dict:
@@ -113,7 +149,7 @@ class JobRunner:
         job = Job(uuid.uuid4().hex, task, promote, examples, spec, extra or {})
         job.record = {"id": job.id, "kind": "fit", "task": task, "status": "queued", "phase": "queued",
                       "promote": promote, "examples": examples, "created_at": _now(),
-                      "replica_id": self.replica_id}
+                      "replica_id": self.replica_id, "lease_s": self.lease_s, "heartbeat_at": _now()}
         self._jobs[job.id] = job
         self._save(job)
         self._q.put(job)
@@ -127,9 +163,10 @@ class JobRunner:
         record = self.store.get_job(job_id)
         if record is None:
             raise NotFound(f"job {job_id!r} does not exist")
-        return record
+        return self._judge(record)
 
     def close(self) -> None:
+        self._stop.set()
         for _ in self._threads:
             self._q.put(None)
         with self._lock:
@@ -145,8 +182,57 @@ class JobRunner:
             log.warning("job %s: record not written to the store: %s", job.id, exc)
 
     def _update(self, job: Job, **fields) -> None:
-        job.record = {**job.record, **fields}
-        self._save(job)
+        with self._records:
+            if job.lost:  # failed by another worker's judgement: that record stands
+                return
+            job.record = {**job.record, **fields}
+            self._save(job)
+
+    # ---- the lease -----------------------------------------------------------------------
+    def _judge(self, record: dict) -> dict:
+        """A store record as it stands, or marked ``failed`` (and written back) when it is
+        live but its worker's heartbeat is older than its lease."""
+        age = _heartbeat_age(record)
+        if age is None or age <= float(record["lease_s"]):
+            return record
+        fresh = self.store.get_job(record["id"])  # read again right before taking it over
+        if fresh != record:
+            return fresh if fresh is not None else record
+        failed = {**record, "status": "failed", "phase": "done", "finished_at": _now(), "error": {
+            "error": "WorkerLost",
+            "message": (f"the worker running this job ({record.get('replica_id')}) stopped renewing "
+                        f"its lease: no heartbeat for {age:.0f}s (lease {float(record['lease_s']):g}s, "
+                        "TASKSWAP_FIT_LEASE_S); it was stopped, killed or cut off from the store. "
+                        "Nothing was registered by this job; fit again")}}
+        try:
+            self.store.put_job(record["id"], failed)
+        except Exception as exc:  # the answer is the same; the next read retries the write
+            log.warning("job %s: lost-worker record not written: %s", record["id"], exc)
+        log.warning("job %s: marked failed, its worker %s stopped renewing its lease",
+                    record["id"], record.get("replica_id"))
+        return failed
+
+    def _heartbeats(self) -> None:
+        """Renew the lease of every live job of this worker every ``lease_s / 4``."""
+        while not self._stop.wait(self.lease_s / 4):
+            for job in list(self._jobs.values()):
+                try:
+                    self._beat(job)
+                except Exception:  # a store hiccup: the next beat tries again
+                    log.exception("job %s: heartbeat failed", job.id)
+
+    def _beat(self, job: Job) -> None:
+        with self._records:
+            if job.lost or job.record.get("status") not in _LIVE:
+                return
+            stored = self.store.get_job(job.id)
+            if stored is not None and stored.get("status") == "failed":  # judged dead meanwhile
+                log.warning("job %s: another worker marked it failed (lease expired); stopping it", job.id)
+                job.record, job.lost = stored, True
+                if job.proc is not None:
+                    job.proc.kill()
+                return
+            self._update(job, heartbeat_at=_now())
 
     def _loop(self) -> None:
         while True:
@@ -183,6 +269,12 @@ class JobRunner:
                 self._update(job, status="failed", phase="done", finished_at=_now(),
                              error={k: err.get(k) for k in ("error", "message", "problems") if err.get(k)})
                 return
+            try:
+                self._beat(job)  # renews the lease, or finds the job judged lost: register nothing
+            except Exception as exc:  # the store could not be read: the heartbeats keep trying
+                log.warning("job %s: lease not checked before registering: %s", job.id, exc)
+            if job.lost:
+                return
             self._update(job, phase="registering")
             public = self.finish(job, work / "out" / "adapter", result)
             self._update(job, status="succeeded", phase="done", finished_at=_now(), result=public)
@@ -199,6 +291,7 @@ class JobRunner:
             preexec_fn=functools.partial(_child_setup, self.niceness), text=True)
         with self._lock:
             self._children.add(proc)
+        job.proc = proc
         expired = threading.Event()
 
         def kill() -> None:
@@ -217,6 +310,7 @@ class JobRunner:
             code = proc.wait()
         finally:
             timer.cancel()
+            job.proc = None
             with self._lock:
                 self._children.discard(proc)
         if code not in (0, 1, 2):

@@ -68,9 +68,14 @@ class JobInfo(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     replica_id: str = Field(description="The replica/worker that runs the job.")
+    heartbeat_at: str | None = Field(None, description=(
+        "When its worker last renewed the job's lease (queued/running jobs)."))
+    lease_s: float | None = Field(None, description=(
+        "A queued/running job with no renewal for this long is marked failed ('WorkerLost')."))
     result: dict[str, Any] | None = Field(None, description=(
         "On success: version, role (active/shadow/canary/none), promoted, metrics, comparison."))
-    error: dict[str, Any] | None = Field(None, description="On failure: error kind, message, problems.")
+    error: dict[str, Any] | None = Field(None, description=(
+        "On failure: error kind (e.g. 'WorkerLost' when its worker died), message, problems."))
 
 
 class RolloutRequest(BaseModel):

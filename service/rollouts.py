@@ -35,7 +35,8 @@ class Rollouts:
         self.book = RolloutBook(engine.registry.store)
         self.jobs = JobRunner(engine.registry.store, s.replica_id, self._finish_fit,
                               max_jobs=s.fit_max_jobs, max_queued=s.fit_max_queued,
-                              timeout_s=s.fit_timeout_s, niceness=s.fit_niceness, threads=s.fit_threads)
+                              timeout_s=s.fit_timeout_s, niceness=s.fit_niceness, threads=s.fit_threads,
+                              lease_s=s.fit_lease_s)
 
     def refresh(self) -> None:
         self.book.refresh(self.engine.registry.aliases)

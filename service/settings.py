@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     fit_max_queued: int = Field(4, ge=0, le=1000, description="Fit jobs waiting per worker; 429 beyond.")
     fit_timeout_s: float = Field(900.0, gt=0, le=86_400, description="A fit child still running after this is killed.")
     fit_threads: int = Field(1, ge=1, le=256, description="torch threads of a fit child.")
+    fit_lease_s: float = Field(60.0, ge=1, le=86_400, description=(
+        "A live fit job's worker renews its record every lease/4; any replica that reads a "
+        "queued/running job with no renewal for this long marks it failed (worker lost). Keep "
+        "it well above the clock skew between replicas."))
     fit_niceness: int = Field(10, ge=0, le=19, description=(
         "CPU niceness added to a fit child, so serving threads win when cores are busy."))
     routing_header: str = Field("X-Taskswap-Routing-Key", pattern=r"^[A-Za-z0-9-]{1,64}$", description=(

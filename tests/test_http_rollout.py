@@ -230,12 +230,17 @@ def test_fit_and_jobs_need_the_admin_token(srv):
 
 
 # ---- canary over two replicas ------------------------------------------------------------
+LEASE_S = 4  # fit-job lease of the two replicas (default 60 s)
+
+
 @pytest.fixture(scope="module")
 def replicas(server_factory, tiny_dir, tmp_path_factory):
     store = tmp_path_factory.mktemp("shared")
     bb = tiny_backbones_env(tiny_dir)
-    a = server_factory.start(store=store, backbones=bb, env={"TASKSWAP_REPLICA_ID": "a"})
-    b = server_factory.start(store=store, backbones=bb, env={"TASKSWAP_REPLICA_ID": "b"}, admin_token=a.admin)
+    lease = {"TASKSWAP_FIT_LEASE_S": str(LEASE_S)}
+    a = server_factory.start(store=store, backbones=bb, env={"TASKSWAP_REPLICA_ID": "a", **lease})
+    b = server_factory.start(store=store, backbones=bb, env={"TASKSWAP_REPLICA_ID": "b", **lease},
+                             admin_token=a.admin)
     return a, b
 
 
@@ -291,3 +296,44 @@ def test_canary_split_sticky_and_shared_by_replicas(replicas, text_backbone, tmp
     assert {predict(a, "canary", ["fine"], key=k)["version"] for k in keys[:30]} == {v[1]}
     assert a.get("/adapters/canary/rollout").json()["mode"] == "none"
     assert a.internal_errors() == [] and b.internal_errors() == []
+
+
+# ---- a fit job whose worker dies (last: it kills replica a's worker) --------------------------
+def test_a_job_whose_worker_is_killed_turns_failed_on_another_replica(replicas):
+    import os
+    import signal
+    from pathlib import Path
+
+    import psutil
+    a, b = replicas
+    texts, labels = examples()
+    r = a.post("/adapters/orphan/fit", admin=True, json={"texts": texts, "labels": labels})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+
+    def fit_child():  # the job's `python -m training.fit_job` under replica a
+        for p in psutil.Process(a.proc.pid).children(recursive=True):
+            try:
+                if "training.fit_job" in p.cmdline():
+                    return p
+            except psutil.NoSuchProcess:
+                continue
+        return None
+    wait_for(fit_child, "the fit child of replica a", timeout_s=120, interval_s=0.05)
+    child = fit_child()
+    worker = child.parent()  # the BentoML worker that owns the job
+    seen = b.get(f"/jobs/{job_id}", admin=True).json()
+    assert seen["status"] == "running" and seen["replica_id"] == "a", seen
+    os.kill(worker.pid, signal.SIGKILL)
+
+    wait_for(lambda: b.get(f"/jobs/{job_id}", admin=True).json()["status"] == "failed",
+             "the job failed on replica b", timeout_s=60, interval_s=0.5)
+    rec = b.get(f"/jobs/{job_id}", admin=True).json()
+    assert rec["error"]["error"] == "WorkerLost" and "(a)" in rec["error"]["message"], rec
+    assert rec["phase"] == "done" and rec["finished_at"] and rec["lease_s"] == LEASE_S
+    stored = json.loads((Path(b.store) / "jobs" / f"{job_id}.json").read_text())
+    assert stored["status"] == "failed" and stored["error"]["error"] == "WorkerLost"  # in the store too
+    psutil.wait_procs([child], timeout=10)
+    assert not child.is_running()  # the fit died with its worker
+    assert b.get("/adapters/orphan").status_code == 404  # nothing was registered
+    assert b.internal_errors() == []

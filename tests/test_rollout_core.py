@@ -171,3 +171,35 @@ def test_job_records(make_store):
     assert b.get_job("f" * 32) == {"status": "running"} and b.get_job("e" * 32) is None
     with pytest.raises(NotFound):
         a.get_job("../../etc/passwd")
+
+
+# ---- fit-job leases in both stores ------------------------------------------------------
+def test_a_job_whose_lease_ran_out_is_failed_and_its_stalled_owner_stands_down(store):
+    from datetime import datetime, timedelta, timezone
+
+    from service.jobs import JobRunner
+    owner = JobRunner(store, "a", finish=None, lease_s=5, start=False)
+    reader = JobRunner(store, "b", finish=None, lease_s=60, start=False)  # the record's lease rules
+    job_id = owner.submit("t", "active", {}, 4)["id"]
+    job = owner._jobs[job_id]
+    owner._update(job, status="running", phase="fitting")
+    assert reader.get(job_id)["status"] == "running"  # renewed just now
+    owner._beat(job)
+    assert reader.get(job_id)["status"] == "running"
+
+    owner._update(job, heartbeat_at=(datetime.now(timezone.utc) - timedelta(seconds=6)).isoformat())
+    judged = reader.get(job_id)  # 6 s without a renewal, lease 5 s: its worker is gone
+    assert judged["status"] == "failed" and judged["phase"] == "done"
+    assert judged["error"]["error"] == "WorkerLost" and "(a)" in judged["error"]["message"]
+    assert store.get_job(job_id) == judged  # written to the store, for every replica
+    assert reader.get(job_id) == judged  # a final record is not judged again
+
+    owner._beat(job)  # the owner was only stalled: its next renewal finds the mark
+    assert job.lost and job.record == judged and owner.get(job_id) == judged
+    owner._update(job, status="succeeded", phase="done")  # ...and its own outcome is dropped
+    assert store.get_job(job_id) == judged
+
+    old = {**judged, "status": "running", "id": "f" * 32}  # a record written before leases existed
+    del old["heartbeat_at"], old["lease_s"]
+    store.put_job(old["id"], old)
+    assert reader.get(old["id"])["status"] == "running"
