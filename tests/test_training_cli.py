@@ -140,6 +140,22 @@ def test_register_errors(tmp_path, capsys):
 
 
 # ---- python -m training.demo ---------------------------------------------------------------
+def test_demo_builds_on_the_threads_the_load_leaves_free(tmp_path, monkeypatch, capsys):
+    import torch
+    seen = []
+    monkeypatch.setattr(demo_mod, "build_demo", lambda *a, **k: seen.append(torch.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    assert demo_mod.main(["--store", str(tmp_path / "s"), "--threads", "1"]) == 0
+    auto = demo_mod.auto_threads
+    assert auto(cores=2, load=6.0) == 1 and auto(cores=2, load=0.0) == 2
+    monkeypatch.setattr(demo_mod, "auto_threads", lambda: 3)
+    assert demo_mod.main(["--store", str(tmp_path / "s")]) == 0  # --threads auto by default
+    assert seen == [1, 3] and torch.get_num_threads() == before  # restored afterwards
+    for bad in ("0", "two", "-1"):
+        assert demo_mod.main(["--store", str(tmp_path / "s"), "--threads", bad]) == 2
+        assert "--threads" in capsys.readouterr().err
+
+
 def test_demo_registers_once_and_then_skips(tmp_path, monkeypatch, capsys, vision_folder):
     from adapters.backbones.base import BackboneSpec
     from adapters.store import open_store
