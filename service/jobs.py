@@ -198,12 +198,14 @@ class JobRunner:
         fresh = self.store.get_job(record["id"])  # read again right before taking it over
         if fresh != record:
             return fresh if fresh is not None else record
+        outcome = (f"it may have registered its version before it was lost: see GET /adapters/{record.get('task')}"
+                   if record.get("phase") == "registering" else "this job registered nothing; fit again")
         failed = {**record, "status": "failed", "phase": "done", "finished_at": _now(), "error": {
             "error": "WorkerLost",
             "message": (f"the worker running this job ({record.get('replica_id')}) stopped renewing "
-                        f"its lease: no heartbeat for {age:.0f}s (lease {float(record['lease_s']):g}s, "
-                        "TASKSWAP_FIT_LEASE_S); it was stopped, killed or cut off from the store. "
-                        "Nothing was registered by this job; fit again")}}
+                        f"its lease in phase {record.get('phase')!r}: no heartbeat for {age:.0f}s (lease "
+                        f"{float(record['lease_s']):g}s, TASKSWAP_FIT_LEASE_S); it was stopped, killed or "
+                        f"cut off from the store; {outcome}")}}
         try:
             self.store.put_job(record["id"], failed)
         except Exception as exc:  # the answer is the same; the next read retries the write
