@@ -315,12 +315,9 @@ def cmd_evaluate(args) -> int:
     return _print_evaluation(args, ev, data)
 
 
-def _evaluate_tagger(args) -> int:
-    """A token_classification adapter on a CoNLL/JSONL file (or the punctuation demo's test split)."""
+def _tagged_data(args, labels):
+    """Tagged sentences for a tagger's evaluation: a CoNLL/JSONL file or the punctuation demo."""
     from training.data.tokens import load_punctuation, load_token_file
-    from training.evaluate import adapter_labels
-    from training.evaluate_tokens import evaluate_tagger, print_token_evaluation
-    labels = args.labels or adapter_labels(args.adapter)
     if args.demo not in (None, "punctuation"):
         raise InvalidInput(f"--demo {args.demo!r} is not a tagging data set; use --demo punctuation or "
                            "--data FILE (CoNLL or JSONL)")
@@ -330,14 +327,36 @@ def _evaluate_tagger(args) -> int:
         data = load_token_file(args.data, labels=labels)
         if args.limit:
             data = data.subset(list(range(min(args.limit, len(data)))))
-    spec = backbone_spec(args) if args.backbone else None
-    ev = evaluate_tagger(args.adapter, data, spec, labels=args.labels, batch_size=args.batch_size,
-                         progress=not args.quiet)
-    print_token_evaluation(ev, data)
+    return data
+
+
+def _tagger_json(args, ev, data) -> None:
     if args.json:
         args.json.write_text(json.dumps({"task": ev.task, "version": ev.version, "labels": data.label_names,
                                          "unmatched_words": ev.unmatched_words, **ev.metrics.to_dict()},
                                         indent=2))
+
+
+def _evaluate_served_tagger(args, client, labels) -> int:
+    from training.evaluate_tokens import evaluate_served_tagger, print_token_evaluation
+    data = _tagged_data(args, labels)
+    ev = evaluate_served_tagger(client, args.task, data, batch_size=args.batch_size, progress=not args.quiet)
+    print_token_evaluation(ev, data)
+    _tagger_json(args, ev, data)
+    return 0
+
+
+def _evaluate_tagger(args) -> int:
+    """A token_classification adapter folder on a CoNLL/JSONL file (or the punctuation demo's test split)."""
+    from training.evaluate import adapter_labels
+    from training.evaluate_tokens import evaluate_tagger, print_token_evaluation
+    labels = args.labels or adapter_labels(args.adapter)
+    data = _tagged_data(args, labels)
+    spec = backbone_spec(args) if args.backbone else None
+    ev = evaluate_tagger(args.adapter, data, spec, labels=args.labels, batch_size=args.batch_size,
+                         progress=not args.quiet)
+    print_token_evaluation(ev, data)
+    _tagger_json(args, ev, data)
     return 0
 
 
@@ -348,7 +367,10 @@ def _evaluate_served(args) -> int:
         raise InvalidInput("with --url, name the served task with --task (and no adapter folder)")
     try:
         with Client(args.url, token=args.token) as client:
-            labels = args.labels or client.show(args.task).labels
+            info = client.show(args.task)
+            labels = args.labels or info.labels
+            if info.task_type == "token_classification":
+                return _evaluate_served_tagger(args, client, labels)
             data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
             data = data.load("test")
             ev = evaluate_served(client, args.task, data, batch_size=args.batch_size, progress=not args.quiet)

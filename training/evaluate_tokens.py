@@ -60,15 +60,16 @@ def sentence_text(words: list[str]) -> tuple[str, list[int]]:
     return " ".join(words), starts
 
 
-def served_tags(rows, starts: list[list[int]], labels: list[str]) -> tuple[list[list[int]], int]:
+def served_tags(rows: list[list[tuple[int, str]]], starts: list[list[int]], labels: list[str]
+                ) -> tuple[list[list[int]], int]:
     """Per sentence, the tag index of each file word (the served word starting at its offset),
     and how many file words had none: the server gave them no tag, so they read as ``O`` (no
     entity; the first tag for a label set without ``O``)."""
     pos = {lab: i for i, lab in enumerate(labels)}
     none = pos.get("O", 0)
     out, unmatched = [], 0
-    for row, st in zip(rows, starts):
-        at = {w["start"]: pos[w["label"]] for w in row.words}
+    for row, st in zip(rows, starts):  # row: the served words' (start, label)
+        at = {start: pos[label] for start, label in row}
         unmatched += sum(s not in at for s in st)
         out.append([at.get(s, none) for s in st])
     return out, unmatched
@@ -91,7 +92,9 @@ def evaluate_tagger(adapter_dir: Path, data: TokenData, backbone: Backbone | Bac
         backbone = load_backbone(backbone_spec_for(adapter_dir, backbone))
     with tempfile.TemporaryDirectory(prefix="taskswap-eval-") as tmp:
         registry = Registry(open_store(tmp), {backbone.name: backbone})
-        loaded = registry.register(Path(adapter_dir), labels=labels)
+        # a plain PEFT directory has no name of its own: any valid one will do here
+        name = None if (Path(adapter_dir) / "adapter.json").exists() else "evaluated"
+        loaded = registry.register(Path(adapter_dir), name=name, labels=labels)
         if loaded.manifest.task_type != "token_classification":
             raise InvalidInput(f"{adapter_dir} is a {loaded.manifest.task_type} adapter, not a tagger; "
                                "evaluate it on labelled texts (text,label)")
@@ -104,10 +107,34 @@ def evaluate_tagger(adapter_dir: Path, data: TokenData, backbone: Backbone | Bac
         for start in tqdm(range(0, len(texts), batch_size), desc="evaluate", unit="batch",
                           disable=not progress, leave=False):
             chunk = list(texts[start:start + batch_size])
-            rows += runtime.run([runtime.prepare([loaded.name], chunk, "text")])[0][0].rows
+            answer = runtime.run([runtime.prepare([loaded.name], chunk, "text")])[0][0]
+            rows += [[(w["start"], w["label"]) for w in r.words] for r in answer.rows]
     pred, unmatched = served_tags(rows, list(starts), list(loaded.labels))
     metrics = token_metrics(data.tags, pred, list(data.label_names))
     return TokenEvaluation(loaded.name, loaded.version, metrics, unmatched)
+
+
+def evaluate_served_tagger(client, task: str, data: TokenData, batch_size: int = 64,
+                           progress: bool = True) -> TokenEvaluation:
+    """:func:`evaluate_tagger` on the answers of a running server (a :class:`taskswap_client.Client`);
+    every answer must come from one adapter version (else evaluate again)."""
+    texts, starts = zip(*(sentence_text(s) for s in data.sentences)) if len(data) else ((), ())
+    rows, versions = [], []
+    for start in tqdm(range(0, len(texts), batch_size), desc="evaluate", unit="batch",
+                      disable=not progress, leave=False):
+        result = client.predict(task, texts=list(texts[start:start + batch_size])).results[0]
+        versions.append(result.version)
+        rows += [[(w.start, w.label) for w in p.words or []] for p in result.predictions]
+    if len(set(versions)) > 1:
+        raise InvalidInput(f"task {task!r} changed version during the evaluation "
+                           f"({', '.join(sorted({v[:12] for v in versions}))}); evaluate again")
+    unknown = sorted({lab for r in rows for _, lab in r} - set(data.label_names))
+    if unknown:
+        raise InvalidInput(f"task {task!r} answers tags {unknown[:10]} the data does not have; load the "
+                           "data with the task's labels")
+    pred, unmatched = served_tags(rows, list(starts), list(data.label_names))
+    return TokenEvaluation(task, versions[0] if versions else "", token_metrics(data.tags, pred,
+                                                                                list(data.label_names)), unmatched)
 
 
 def print_token_evaluation(ev: TokenEvaluation, data: TokenData, max_confusion_tags: int = 12) -> None:
