@@ -76,6 +76,9 @@ class Prepared:
     shadows: list[LoadedAdapter | None] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
     timings: dict[str, int] = field(default_factory=dict)
+    extra_windows: int = 0
+    """Windows past the first over all inputs (texts longer than ``max_length`` tokens): each
+    trunk row that per-token tasks read runs once more per extra window (set by ``prepare``)."""
 
     def _scorers(self) -> list[LoadedAdapter]:
         return [*self.adapters, *(s for s in self.shadows if s is not None)]
@@ -90,9 +93,19 @@ class Prepared:
     def rows(self) -> int:
         """Trunk rows this request costs: one per input for the tasks sharing the plain
         trunk (heads) and its embeddings together, plus one per input per task with its
-        own trunk rows (LoRA); shadow candidates included (a LoRA candidate costs its rows)."""
+        own trunk rows (LoRA); shadow candidates included (a LoRA candidate costs its rows);
+        plus, for texts longer than ``max_length`` tokens, one more per extra window on each
+        of the rows per-token tasks read. This is what ``max_batch_rows`` and the queue limit count."""
         own = sum(not a.impl.shares_trunk_row for a in self._scorers())
-        return len(self.inputs) * (int(self.plain_rows) + own)
+        return len(self.inputs) * (int(self.plain_rows) + own) + self.extra_windows * self.token_row_groups
+
+    @property
+    def token_row_groups(self) -> int:
+        """Trunk rows per input that per-token tasks read (each runs every window of a long
+        text, :meth:`Runtime._trunk`): the shared plain row if a token head reads it, plus
+        each token task's own rows (LoRA)."""
+        tok = [a for a in self._scorers() if "tokens" in a.task.needs(a.manifest)]
+        return int(any(a.impl.shares_trunk_row for a in tok)) + sum(not a.impl.shares_trunk_row for a in tok)
 
 
 @dataclass
@@ -187,7 +200,10 @@ class Runtime:
             need = _NEED_NAMES.get(bb.modality, bb.modality)
             raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is a "
                                f"{bb.modality} model), but {modality} inputs were sent")
-        return Prepared(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
+        req = Prepared(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
+        if req.token_row_groups:  # long texts cost one trunk row per window: count them up front
+            req.extra_windows = sum(bb.token_window_counts(req.inputs)) - len(req.inputs)
+        return req
 
     def prepare_embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> Prepared:
         """An embeddings-only request: the pooled features of ``inputs`` on ``backbone``."""

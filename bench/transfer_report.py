@@ -20,6 +20,10 @@ off, so every ``head`` time includes its feature extraction.
 
     python bench/transfer_report.py                       # the default, ~45 min here (shared CPU)
     python bench/transfer_report.py --budgets 10 --test-size 100 --methods head   # a smoke run
+
+``--task tokens`` runs the token-classification part instead (taggers: head vs LoRA vs a
+from-scratch BiGRU at budgets of training sentences, entity F1 and token accuracy on
+punctuation restoration and silver POS / NER sets): see ``bench/transfer_report_tokens.py``.
 """
 
 from __future__ import annotations
@@ -56,7 +60,14 @@ def parse_args(argv=None):
     p.add_argument("--datasets", default="fashion-mnist,rotten-tomatoes",
                    help=f"comma-separated, of {list(DATASETS)}")
     p.add_argument("--methods", default="head,lora,scratch")
-    p.add_argument("--budgets", default="10,50,200", help="labelled examples per class")
+    p.add_argument("--task", default="pooled", choices=["pooled", "tokens"],
+                   help="pooled: the classification data sets; tokens: taggers (bench/transfer_report_tokens.py)")
+    p.add_argument("--token-sets", default="punctuation,silver-pos,silver-ner",
+                   help="--task tokens: comma-separated of punctuation, silver-pos, silver-ner")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--budgets", default=None,
+                   help="labelled examples per class (default 10,50,200); --task tokens: training "
+                        "sentences (default 50,200,1000)")
     p.add_argument("--head-budgets", default="500",
                    help="extra budgets for the cheap head method only ('' for none)")
     p.add_argument("--test-size", type=int, default=500, help="held-out test examples per data set")
@@ -88,7 +99,7 @@ def run(args) -> list[dict]:
     rows: list[dict] = []
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path = args.out / "transfer_report.csv"
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = [int(b) for b in (args.budgets or "10,50,200").split(",")]
     head_budgets = [int(b) for b in args.head_budgets.split(",") if b]
     methods = args.methods.split(",")
     plan = [(b, m) for b in budgets for m in methods]
@@ -209,6 +220,11 @@ def plot(rows: list[dict], args) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.task == "tokens":
+        from bench.transfer_report_tokens import main_tokens
+        return main_tokens(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = read_csv(args.out / "transfer_report.csv") if args.replot else run(args)
     md = write_markdown(rows, args, 0.0 if args.replot else time.perf_counter() - start)

@@ -145,3 +145,26 @@ def test_token_task_over_v2_and_beside_embeddings(srv, tasks):
     assert r.status_code == 200, r.text
     assert len(r.json()["embeddings"]) == len(TEXTS) and "words" in r.json()["results"][0]["predictions"][0]
     assert not srv.internal_errors()
+
+
+def test_evaluate_a_served_tagger_equals_the_folder(srv, bb, tasks, tmp_path, capsys):
+    """``taskswap evaluate --url --task`` on a token task scores what the server answers, the
+    same numbers as evaluating the adapter folder in-process (long sentences over windows)."""
+    import json
+    import random
+    from training.cli import main
+    from training.data.tokens import load_token_file
+    from training.evaluate_tokens import evaluate_tagger
+    rng = random.Random(0)
+    sentences = [t.split() for t in TEXTS + [LONG]]
+    rows = [{"tokens": s, "tags": [rng.choice(NER) for _ in s]} for s in sentences]
+    (tmp_path / "ner.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code = main(["evaluate", "--url", srv.url, "--task", "ner-lora", "--data", str(tmp_path / "ner.jsonl"),
+                 "--quiet", "--json", str(tmp_path / "m.json")])
+    assert code == 0, capsys.readouterr()
+    got = json.loads((tmp_path / "m.json").read_text())
+    want = evaluate_tagger(tasks / "p", load_token_file(tmp_path / "ner.jsonl", labels=NER), bb, labels=NER,
+                           progress=False).metrics
+    assert got["n"] == want.n == sum(map(len, sentences)) and got["unmatched_words"] == 0
+    assert got["confusion"] == want.confusion and got["f1"] == pytest.approx(want.f1)
+    assert "entity precision" in capsys.readouterr().out

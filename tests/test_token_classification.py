@@ -222,3 +222,52 @@ def test_entity_scheme_detection():
     assert entity_scheme(NER) and entity_scheme(["O", "U-X", "B-X", "I-X", "L-X"])
     assert not entity_scheme(["O", "COMMA", "PERIOD", "QUESTION"])
     assert not entity_scheme(["NOUN", "VERB"]) and not entity_scheme(["O"])
+
+
+def test_trunk_rows_of_a_request_count_every_window(tmp_path, rt, sub_bb):
+    """``Prepared.rows`` (what max_batch_rows and the queue limit count) is the number of
+    trunk rows the runtime really runs: a long text in a token task costs one per window, on
+    each row per-token tasks read (the shared head row, each token LoRA's own rows)."""
+    reg = rt.registry
+    reg.register(peft_token_dir(tmp_path / "tl", sub_bb.source_path, seed=5), name="ner-lora", labels=NER)
+    reg.register(token_head_adapter(tmp_path / "th", sub_bb, "ner-head", NER, seed=6))
+    reg.register(head_adapter(tmp_path / "ch", sub_bb, "sent", seed=7))
+    long = "john went to paris and works at new york city bank " * 3
+    windows = len(sub_bb.token_windows([long]).windows[0])
+    assert windows >= 3 and sub_bb.token_window_counts(TEXTS + [long]) == [1] * len(TEXTS) + [windows]
+    seen = []
+    hook = sub_bb.model.embeddings.register_forward_hook(lambda m, args, out: seen.append(out.shape[0]))
+    try:
+        cases = {("sent",): 2, ("ner-head",): 1 + windows, ("sent", "ner-head"): 1 + windows,
+                 ("ner-lora",): 1 + windows, ("sent", "ner-lora"): 2 + 1 + windows,
+                 ("ner-head", "ner-lora"): 2 * (1 + windows)}
+        for tasks, want in cases.items():
+            req = rt.prepare(list(tasks), [TEXTS[0], long], "text")
+            seen.clear()
+            rt.run([req])
+            assert req.rows == want == sum(seen), (tasks, req.rows, want, seen)
+    finally:
+        hook.remove()
+
+
+def test_batcher_queue_limit_counts_windows(tmp_path, rt, sub_bb):
+    import threading
+    from adapters.batching import Batcher
+    from adapters.errors import CapacityError
+    rt.registry.register(token_head_adapter(tmp_path / "th", sub_bb, "ner-head", NER, seed=6))
+    long = rt.prepare(["ner-head"], ["john went to paris and works at new york city bank " * 3], "text")
+    assert long.rows == len(sub_bb.token_windows(long.inputs).windows[0]) > 1
+    gate, run = threading.Event(), rt.run
+    rt.run = lambda reqs: (gate.wait(10), run(reqs))[1]  # hold the worker on the first batch
+    b = Batcher(rt, max_batch_rows=64, max_wait_ms=1, max_queue_rows=1 + long.rows)
+    try:
+        first = b.submit(rt.prepare(["ner-head"], ["john"], "text"))
+        second = b.submit(long)
+        assert b.queued_rows == 1 + long.rows
+        with pytest.raises(CapacityError, match="at capacity"):  # one row more does not fit
+            b.submit(rt.prepare(["ner-head"], ["paris"], "text"))
+        gate.set()
+        assert len(first.result(10)[0].rows) == 1 and len(second.result(10)[0].rows) == 1
+    finally:
+        gate.set()
+        b.close()

@@ -110,8 +110,25 @@ def test_bad_training_requests(tmp_path, text_backbone):
     cfg = TrainConfig(name="t", task_type="token_classification", progress=False)
     with pytest.raises(InvalidInput, match="at least 2"):
         train_tokens(one_tag, text_backbone, cfg, tmp_path / "o")
-    with pytest.raises(InvalidInput, match="scratch"):
-        train_tokens(toy_tags(), text_backbone, cfg.model_copy(update={"method": "scratch"}), tmp_path / "o")
+    with pytest.raises(InvalidInput, match="top_layers.*head, lora or scratch"):
+        train_tokens(toy_tags(), text_backbone, cfg.model_copy(update={"method": "top_layers"}), tmp_path / "o")
+
+
+def test_scratch_baseline_is_a_report_scored_like_the_adapters(tmp_path, text_backbone, one_torch_thread):
+    data = toy_tags()
+    cfg = TrainConfig(name="tagger-scratch", task_type="token_classification", method="scratch", epochs=40,
+                      progress=False)
+    r = train_tokens(data, text_backbone, cfg, tmp_path / "out", test=data.subset([0, 1, 2]))
+    assert not r.servable and r.manifest is None
+    files = {p.name for p in r.path.iterdir()}
+    assert {"README.md", "metrics.json", "loss_curves.png", "confusion_matrix.png"} <= files
+    assert not files & {"adapter.json", "head.safetensors", "adapter_model.safetensors"}
+    card = (r.path / "README.md").read_text()
+    assert "BiGRU" in card and "Not servable" in card and "| PER |" in card
+    m = r.metrics["test"]
+    assert m.n == 10 and 1 <= r.history.best_epoch <= len(r.history.train_loss)
+    # the toy pattern (a tag on "good"/"great" and the word after) is learnable from scratch
+    assert r.metrics["train"].accuracy > 0.9, r.metrics["train"]
 
 
 def test_cli_trains_a_tagger_from_conll(tmp_path, text_backbone, one_torch_thread, capsys):
@@ -129,3 +146,33 @@ def test_cli_trains_a_tagger_from_conll(tmp_path, text_backbone, one_torch_threa
     assert manifest["task_type"] == "token_classification" and manifest["labels"] == ["O", "B-PER", "I-PER"]
     assert main(["train", "--name", "tagger", "--task-type", "token_classification", "--demo", "digits",
                  "--backbone", str(text_backbone.source_path), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_cli_evaluates_a_tagger_as_served(tmp_path, text_backbone, one_torch_thread, capsys):
+    """``taskswap evaluate`` on a tagger: the server's runtime tags the joined words, and the
+    scores equal the trainer's own (same first sub-tokens), words the tokenizer splits further
+    (``U.S.``) and accented words included."""
+    from training.cli import main
+    data = toy_tags()
+    extra = TokenData([["U.S.", "good", "film"], ["Zü", "great", "movie", "naïve"]], [[0, 1, 2], [0, 1, 2, 0]],
+                      data.label_names, "toy")
+    test = TokenData(data.sentences[:3] + extra.sentences, data.tags[:3] + extra.tags, data.label_names, "toy")
+    cfg = TrainConfig(name="tagger", task_type="token_classification", epochs=30, progress=False)
+    r = train_tokens(data, text_backbone, cfg, tmp_path / "out", test=test)
+    rows = [{"tokens": s, "tags": [data.label_names[t] for t in tags]} for s, tags in zip(test.sentences, test.tags)]
+    (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+    code = main(["evaluate", str(r.path), "--data", str(tmp_path / "test.jsonl"), "--backbone",
+                 str(text_backbone.source_path), "--max-length", "32", "--quiet", "--json", str(tmp_path / "m.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    got = json.loads((tmp_path / "m.json").read_text())
+    want = r.metrics["test"]
+    assert got["n"] == want.n == 17 and got["unmatched_words"] == 0
+    assert got["accuracy"] == pytest.approx(want.accuracy) and got["f1"] == pytest.approx(want.f1)
+    assert got["confusion"] == want.confusion
+    assert "token accuracy" in out and "PER" in out and "confusion over tags" in out
+    # a pooled adapter's data loader is not used for a tagger, and a wrong tag set is named
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"tokens": ["a"], "tags": ["B-ORG"]}) + "\n")
+    assert main(["evaluate", str(r.path), "--data", str(tmp_path / "bad.jsonl"), "--backbone",
+                 str(text_backbone.source_path), "--max-length", "32", "--quiet"]) == 2
+    assert "not in the given labels" in capsys.readouterr().err

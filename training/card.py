@@ -44,6 +44,11 @@ _METHOD_TEXT_TOKENS = {
              "with a {head} on each word's first sub-token ({loss}). The head was first fitted on "
              "frozen features, then LoRA and head were trained together with AdamW. The base "
              "weights are unchanged; the server applies this adapter's low-rank deltas per row."),
+    "scratch": ("No pretrained weights: a BiGRU tagger (sub-token embedding over the backbone's "
+                "tokenizer vocabulary, one bidirectional GRU layer, a linear layer over tags) trained "
+                "from random initialisation on each word's first sub-token ({loss}) with AdamW, "
+                "keeping the state with the lowest validation loss. A baseline to compare a `head` "
+                "or `lora` adapter with, not an adapter."),
 }
 
 
@@ -71,6 +76,7 @@ class CardFacts:
     plot_file: str | None = "confusion_matrix.png"  # the task type's evaluation plot
     outputs_word: str = "labels"  # what the task type calls its outputs
     loss_words: str = "cross-entropy"  # its training loss, in words
+    label_note: str = ""  # set when the labels are not human-made (silver): said in Data and Limitations
 
 
 def _fmt(v) -> str:
@@ -144,4 +150,8 @@ def _limitations(f: CardFacts) -> str:
              "the `test` row (when present) is a held-out split never used in training."]
     if f.method == "scratch":
         lines.append("- Random initialisation: no pretrained knowledge; expect it to need far more data.")
+    if f.label_note:
+        lines.append(f"- **The labels are model-made (silver), not human annotations**: {f.label_note}. "
+                     "The metrics measure agreement with that model, errors included, not accuracy "
+                     "against the truth; this adapter cannot be better than its labeller on them.")
     return "\n".join(lines)

@@ -9,6 +9,7 @@
     taskswap evaluate --url http://127.0.0.1:3000 --task reviews --data holdout.csv
     taskswap predict reviews "a great movie" "a boring plot" --url http://127.0.0.1:3000
     taskswap predict fashion --image shoe.png
+    taskswap data silver --task ner --out data/silver     # silver NER/POS files (spaCy-tagged)
 
 ``register``, ``predict`` and ``evaluate --url`` talk to the server through
 :class:`taskswap_client.Client` (``predict`` imports no torch: it starts in a blink).
@@ -50,7 +51,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group(required=required)
     src.add_argument("--data", type=Path, help="CSV/JSONL (text,label), image or audio folder (one "
-                     "sub-folder per class) or CSV of image or audio paths (path,label)")
+                     "sub-folder per class) or CSV of image or audio paths (path,label); taggers: "
+                     "CoNLL (word<TAB>tag) or JSONL ({tokens, tags})")
     src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes, "
                      "spoken-digits; whissell (regression: pleasantness, activation, imagery); punctuation "
                      "(token_classification)")
@@ -129,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--token", help="admin token (default $TASKSWAP_ADMIN_TOKEN)")
 
     e = sub.add_parser("evaluate", help="score an adapter folder (server code path, in-process) or a "
-                       "task served at --url on labelled data")
+                       "task served at --url on labelled data; a tagger folder on CoNLL/JSONL "
+                       "(entity P/R/F1 per type, token accuracy, confusion over tags)")
     e.add_argument("adapter", type=Path, nargs="?", help="adapter folder (without --url)")
     e.add_argument("--url", help="evaluate the task --task as a running server answers it")
     e.add_argument("--task", help="with --url: the task to evaluate")
@@ -145,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:3000")
     g.add_argument("--token", help="admin token (default $TASKSWAP_ADMIN_TOKEN)")
     g.add_argument("--name", help="register under another task name")
+
+    d = sub.add_parser("data", help="prepare training data files")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    s = dsub.add_parser("silver", help="NER or POS tags on the Rotten Tomatoes snippets, made by spaCy's "
+                        "small English model (silver labels; needs the 'silver' extra)")
+    s.add_argument("--task", required=True, choices=["ner", "pos"],
+                   help="ner: IOB2 entity tags; pos: Universal POS tags")
+    s.add_argument("--out", type=Path, required=True, help="folder for TASK-train.jsonl and TASK-test.jsonl")
+    s.add_argument("--train", type=int, default=2000, help="training snippets (default 2000)")
+    s.add_argument("--test", type=int, default=500, help="held-out test snippets (default 500)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--conll", action="store_true", help="also write TASK-{train,test}.conll")
 
     q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
     q.add_argument("task")
@@ -234,7 +249,6 @@ def _train_tokens(args, config, spec) -> int:
     from training.tokens import train_tokens
 
     if args.demo not in (None, "punctuation"):
-        from adapters.errors import InvalidInput
         raise InvalidInput(f"--demo {args.demo!r} is not a tagging data set; use --demo "
                                 "punctuation or --data FILE (CoNLL or JSONL)")
     if args.demo:
@@ -246,10 +260,12 @@ def _train_tokens(args, config, spec) -> int:
             data = data.subset(list(range(min(args.limit, len(data)))))
         test = load_token_file(args.test_data, labels=data.label_names) if args.test_data else None
     val = load_token_file(args.val_data, labels=data.label_names) if args.val_data else None
+    if args.register and config.method == "scratch":
+        raise InvalidInput("a from-scratch baseline is a report, not an adapter; drop --register")
     result = train_tokens(data, spec, config, args.out or Path("out") / args.name, val=val, test=test)
     for split, m in result.metrics.items():
         print(f"{split}: token accuracy {m.accuracy:.4f}, entity F1 {m.f1:.4f} ({m.sentences} sentences)")
-    print(f"adapter written to {result.path}")
+    print(f"{'adapter' if result.servable else 'baseline report (not servable)'} written to {result.path}")
     if args.register:
         return _register(result.path, args.register, args.token)
     return 0
@@ -288,12 +304,60 @@ def cmd_evaluate(args) -> int:
     if args.adapter is None:
         raise InvalidInput("give an adapter folder, or --url URL --task NAME for a served task")
     from training.evaluate import adapter_labels, evaluate_adapter
+    from training.evaluate_tokens import is_tagger
+    if is_tagger(args.adapter):
+        return _evaluate_tagger(args)
     labels = args.labels or adapter_labels(args.adapter)
     data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
     data = data.load("test")
     spec = backbone_spec(args) if args.backbone else None
     ev = evaluate_adapter(args.adapter, data, spec, batch_size=args.batch_size, progress=not args.quiet)
     return _print_evaluation(args, ev, data)
+
+
+def _tagged_data(args, labels):
+    """Tagged sentences for a tagger's evaluation: a CoNLL/JSONL file or the punctuation demo."""
+    from training.data.tokens import load_punctuation, load_token_file
+    if args.demo not in (None, "punctuation"):
+        raise InvalidInput(f"--demo {args.demo!r} is not a tagging data set; use --demo punctuation or "
+                           "--data FILE (CoNLL or JSONL)")
+    if args.demo:
+        data = load_punctuation("test", limit=args.limit)
+    else:
+        data = load_token_file(args.data, labels=labels)
+        if args.limit:
+            data = data.subset(list(range(min(args.limit, len(data)))))
+    return data
+
+
+def _tagger_json(args, ev, data) -> None:
+    if args.json:
+        args.json.write_text(json.dumps({"task": ev.task, "version": ev.version, "labels": data.label_names,
+                                         "unmatched_words": ev.unmatched_words, **ev.metrics.to_dict()},
+                                        indent=2))
+
+
+def _evaluate_served_tagger(args, client, labels) -> int:
+    from training.evaluate_tokens import evaluate_served_tagger, print_token_evaluation
+    data = _tagged_data(args, labels)
+    ev = evaluate_served_tagger(client, args.task, data, batch_size=args.batch_size, progress=not args.quiet)
+    print_token_evaluation(ev, data)
+    _tagger_json(args, ev, data)
+    return 0
+
+
+def _evaluate_tagger(args) -> int:
+    """A token_classification adapter folder on a CoNLL/JSONL file (or the punctuation demo's test split)."""
+    from training.evaluate import adapter_labels
+    from training.evaluate_tokens import evaluate_tagger, print_token_evaluation
+    labels = args.labels or adapter_labels(args.adapter)
+    data = _tagged_data(args, labels)
+    spec = backbone_spec(args) if args.backbone else None
+    ev = evaluate_tagger(args.adapter, data, spec, labels=args.labels, batch_size=args.batch_size,
+                         progress=not args.quiet)
+    print_token_evaluation(ev, data)
+    _tagger_json(args, ev, data)
+    return 0
 
 
 def _evaluate_served(args) -> int:
@@ -303,7 +367,10 @@ def _evaluate_served(args) -> int:
         raise InvalidInput("with --url, name the served task with --task (and no adapter folder)")
     try:
         with Client(args.url, token=args.token) as client:
-            labels = args.labels or client.show(args.task).labels
+            info = client.show(args.task)
+            labels = args.labels or info.labels
+            if info.task_type == "token_classification":
+                return _evaluate_served_tagger(args, client, labels)
             data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
             data = data.load("test")
             ev = evaluate_served(client, args.task, data, batch_size=args.batch_size, progress=not args.quiet)
@@ -337,6 +404,11 @@ def cmd_register(args) -> int:
     from adapters.format.adapter_dir import read_adapter_dir
     read_adapter_dir(args.adapter)  # a local format check before any upload
     return _register(args.adapter, args.url, args.token, args.name)
+
+
+def cmd_data(args) -> int:
+    from training.data.silver import run
+    return run(args)
 
 
 def cmd_predict(args) -> int:
@@ -378,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,
-                "predict": cmd_predict}[args.command](args)
+                "predict": cmd_predict, "data": cmd_data}[args.command](args)
     except TaskswapError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if len(exc.problems) > 1:

@@ -10,6 +10,9 @@ sentences of words instead of single examples:
   word are the rows a linear/MLP head is fitted on (:func:`training.heads.fit_head`);
 - **lora**: the head method first (warm start), then PEFT LoRA on a copy of the backbone
   and the head trained together with AdamW, early-stopped on validation loss;
+- **scratch** (a baseline, not an adapter): a BiGRU tagger from random weights on the same
+  sub-tokens and alignment (:mod:`training.token_scratch`); its folder holds the card,
+  metrics and plots only;
 - **export**: the adapter folder through the same format code as every other task type
   (``head.pooling: "tokens"``), metrics from the task type (seqeval entity P/R/F1 per type,
   token accuracy), model card with the per-type table and a confusion matrix over tags.
@@ -59,11 +62,15 @@ log = logging.getLogger("taskswap.training")
 class TokenTrainResult:
     path: Path
     config: TrainConfig
-    manifest: Manifest
+    manifest: Manifest | None  # None for a scratch baseline (a report, not an adapter)
     metrics: dict
     history: History
     seconds: float
     truncated_words: int
+
+    @property
+    def servable(self) -> bool:
+        return self.manifest is not None
 
 
 # ---- alignment ------------------------------------------------------------------------
@@ -104,7 +111,8 @@ def word_features(model, backbone: Backbone, sentences: list[list[str]], batch_s
 def _kept_data(data: TokenData, kept: list[list[int]]) -> TokenData:
     """``data`` restricted to the words the backbone saw (all of them unless cut)."""
     return TokenData([[s[j] for j in k] or ["?"] for s, k in zip(data.sentences, kept)],
-                     [[t[j] for j in k] or [0] for t, k in zip(data.tags, kept)], data.label_names, data.source)
+                     [[t[j] for j in k] or [0] for t, k in zip(data.tags, kept)], data.label_names, data.source,
+                     data.label_note)
 
 
 # ---- fit ------------------------------------------------------------------------------
@@ -210,8 +218,9 @@ def train_tokens(data: TokenData, backbone: Backbone | BackboneSpec, cfg: TrainC
     """Train ``cfg.method`` (head | lora) on tagged sentences and write the adapter folder."""
     task = task_type(cfg.task_type)
     problems = task.check_data(data)
-    if cfg.method not in ("head", "lora"):
-        problems.append(f"method {cfg.method!r} is not available for {task.name}; use head or lora")
+    if cfg.method not in ("head", "lora", "scratch"):
+        problems.append(f"method {cfg.method!r} is not available for {task.name}; use head, lora "
+                        "or scratch (a baseline)")
     for split, d in (("validation", val), ("test", test)):
         if d is not None and d.label_names != data.label_names:
             problems.append(f"{split} tags {d.label_names} differ from training tags {data.label_names}; "
@@ -227,9 +236,12 @@ def train_tokens(data: TokenData, backbone: Backbone | BackboneSpec, cfg: TrainC
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     fit_data, val_data = (data, val) if val is not None else data.split(1 - cfg.val_fraction, cfg.seed)
-    peft_model, targets = None, []
+    peft_model, targets, head, n_params = None, [], None, None
     if cfg.method == "head":
         head, hist, predict = fit_token_head(backbone, fit_data, val_data, cfg)
+    elif cfg.method == "scratch":
+        from training.token_scratch import fit_token_scratch
+        hist, predict, n_params = fit_token_scratch(backbone, fit_data, val_data, cfg)
     else:
         head, hist, predict, peft_model, targets = fit_token_lora(backbone, fit_data, val_data, cfg)
     seconds = time.perf_counter() - start
@@ -242,14 +254,14 @@ def train_tokens(data: TokenData, backbone: Backbone | BackboneSpec, cfg: TrainC
         metrics[split] = task.metrics(scored, probs, task.eval_loss(probs, scored))
         outputs[split] = (scored, probs)
     manifest = _export(out, cfg, backbone, splits, head, hist, metrics, outputs, seconds, peft_model,
-                       targets, cut, carved=val is None)
+                       targets, cut, carved=val is None, n_params=n_params)
     log.info("trained %s (%s tagger) in %.1fs: val entity F1 %.4f, token accuracy %.4f", cfg.name,
              cfg.method, seconds, metrics["validation"].f1, metrics["validation"].accuracy)
     return TokenTrainResult(out, cfg, manifest, metrics, hist, seconds, cut)
 
 
-def _export(out, cfg, backbone, splits, head: Head, hist: History, metrics, outputs, seconds,
-            peft_model, targets, cut: int, carved: bool) -> Manifest:
+def _export(out, cfg, backbone, splits, head: Head | None, hist: History, metrics, outputs, seconds,
+            peft_model, targets, cut: int, carved: bool, n_params: int | None = None) -> Manifest | None:
     task = task_type(cfg.task_type)
     train = splits["train"]
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -261,8 +273,12 @@ def _export(out, cfg, backbone, splits, head: Head, hist: History, metrics, outp
             "best_epoch": hist.best_epoch, "epochs_run": len(hist.train_loss),
             "stopped_early": hist.stopped_early, "seconds": round(seconds, 2), "finished_at": finished,
             "torch": torch.__version__, "words_past_max_length": cut}
+    if n_params is not None:
+        info["trained_parameters"] = n_params
     report = "test" if "test" in metrics else "validation"
     lines = [f"source: {train.source}", f"text, {len(train.label_names)} tags"]
+    if train.label_note:
+        lines.append(f"**{train.label_note}**")
     for s, d in splits.items():
         lines.append(f"{s}: {len(d)} sentences, {sum(len(x) for x in d.sentences)} words ("
                      + ", ".join(f"{k} {v}" for k, v in d.tag_counts().items()) + ")")
@@ -279,8 +295,17 @@ def _export(out, cfg, backbone, splits, head: Head, hist: History, metrics, outp
                       best_epoch=hist.best_epoch, epochs_run=len(hist.train_loss), train_seconds=seconds,
                       device=str(backbone.device), created_at=finished, n_train=len(train),
                       lora_targets=targets, plot_file=plot, outputs_word=task.outputs_word,
-                      loss_words=task.loss_words)
+                      loss_words=task.loss_words, label_note=train.label_note)
     card = render_card(facts)
+    history = {"metrics": {s: m.to_dict() for s, m in metrics.items()}, "history": hist.to_dict(),
+               "training": info}
+    curves = {**hist.to_dict(), "loss_name": task.loss_name, "headline_name": task.headline_name}
+    if head is None:  # a scratch baseline: the report folder only
+        from training.export import write_report_dir
+        write_report_dir(out, card)
+        write_metrics(out, history)
+        plot_loss_curves(curves, out / "loss_curves.png", f"{cfg.name} ({cfg.method})")
+        return None
     flat = {}
     for split, m in metrics.items():
         flat.update(m.summary("val" if split == "validation" else split))
@@ -295,8 +320,6 @@ def _export(out, cfg, backbone, splits, head: Head, hist: History, metrics, outp
         write_lora_dir(out, manifest, head, peft_model, card)
     else:
         write_head_dir(out, manifest, head, card)
-    write_metrics(out, {"metrics": {s: m.to_dict() for s, m in metrics.items()},
-                        "history": hist.to_dict(), "training": info})
-    plot_loss_curves({**hist.to_dict(), "loss_name": task.loss_name, "headline_name": task.headline_name},
-                     out / "loss_curves.png", f"{cfg.name} ({cfg.method})")
+    write_metrics(out, history)
+    plot_loss_curves(curves, out / "loss_curves.png", f"{cfg.name} ({cfg.method})")
     return manifest

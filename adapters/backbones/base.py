@@ -121,6 +121,14 @@ class Backbone:
                                "features with character offsets; token tasks need a text backbone")
         return windows(inputs)
 
+    def token_window_counts(self, inputs: list) -> list[int]:
+        """Windows per input of :meth:`token_windows`, without building them (text only)."""
+        counts = getattr(self.preprocessor, "window_counts", None)
+        if counts is None:
+            raise InvalidInput(f"backbone {self.name!r} ({self.modality}) has no per-token "
+                               "features with character offsets; token tasks need a text backbone")
+        return counts(inputs)
+
     @property
     def head_inputs(self) -> list[str]:
         """What a head may read: each available pooling, plus ``"tokens"`` (per-token features

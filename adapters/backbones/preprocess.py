@@ -59,6 +59,29 @@ class TextPreprocessor:
         content = self.max_length - self.tokenizer.num_special_tokens_to_add()
         return TokenWindows(dict(enc), first, offsets, word_ids, special, content - self.stride)
 
+    def window_counts(self, texts: list) -> list[int]:
+        """How many windows :meth:`windows` cuts each text into (1 unless it is longer than
+        ``max_length`` tokens): the same tokenizer call without offsets, tensors or padding,
+        so a request can be counted in trunk rows before it is queued.
+
+        >>> from adapters.backbones.tiny import tiny_backbone_spec
+        >>> from adapters.backbones.base import load_backbone
+        >>> pre = load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc-win")).preprocessor
+        >>> pre.window_counts(["a short one", "word " * 100]) == [1, len(pre.windows(["word " * 100]).windows[0])]
+        True
+        """
+        _check_texts(texts)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise InvalidInput("token classification needs a fast tokenizer (character offsets); "
+                               "this backbone's tokenizer is a slow one")
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, stride=self.stride,
+                             return_overflowing_tokens=True, return_attention_mask=False,
+                             return_token_type_ids=False)
+        counts = [0] * len(texts)
+        for i in enc["overflow_to_sample_mapping"]:
+            counts[i] += 1
+        return counts
+
     def settings(self) -> dict:
         return {"max_length": self.max_length}
 

@@ -2,8 +2,9 @@
 
 Files: CoNLL-style (one ``word<TAB>tag`` per line — extra columns between are ignored, the
 tag is the last — with a blank line between sentences; ``-DOCSTART-`` lines are skipped) or
-JSONL (``{"tokens": [...], "tags": [...]}`` per line). Every problem in a file is collected
-and raised as one ``InvalidInput``.
+JSONL (``{"tokens": [...], "tags": [...]}`` per line; an optional ``"labels_by"`` says the
+tags are model-made, see :mod:`training.data.silver`, and reaches the model card). Every
+problem in a file is collected and raised as one ``InvalidInput``.
 
 The bundled ``punctuation`` set is built from real text (the Rotten Tomatoes snippets of
 :mod:`training.data.demo`): each snippet is lower-cased and split into words (runs of
@@ -39,6 +40,8 @@ class TokenData:
     tags: list[list[int]]
     label_names: list[str]
     source: str
+    label_note: str = ""
+    """Where the tags came from when they are not human labels (silver: model-made); cards print it."""
 
     def __post_init__(self) -> None:
         if len(self.sentences) != len(self.tags):
@@ -56,7 +59,7 @@ class TokenData:
 
     def subset(self, idx: list[int]) -> "TokenData":
         return TokenData([self.sentences[i] for i in idx], [self.tags[i] for i in idx],
-                         self.label_names, self.source)
+                         self.label_names, self.source, self.label_note)
 
     def tag_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.label_names, 0)
@@ -120,7 +123,7 @@ def load_conll(path: Path, labels: list[str] | None = None) -> TokenData:
 def load_token_jsonl(path: Path, labels: list[str] | None = None) -> TokenData:
     """``{"tokens": [...], "tags": [...]}`` per line."""
     path = Path(path)
-    sentences, tags, problems = [], [], []
+    sentences, tags, problems, notes = [], [], [], []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -142,7 +145,12 @@ def load_token_jsonl(path: Path, labels: list[str] | None = None) -> TokenData:
             continue
         sentences.append([x.strip() for x in toks])
         tags.append([x.strip() for x in tg])
-    return _finish(sentences, tags, labels, f"{path.name} (JSONL)", problems)
+        note = row.get("labels_by")  # model-made (silver) tags say so: training/data/silver.py
+        if isinstance(note, str) and note.strip() and note.strip() not in notes:
+            notes.append(note.strip())
+    data = _finish(sentences, tags, labels, f"{path.name} (JSONL)", problems)
+    data.label_note = "; ".join(notes[:3])
+    return data
 
 
 def load_token_file(path: Path, labels: list[str] | None = None) -> TokenData:
