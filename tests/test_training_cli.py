@@ -178,3 +178,21 @@ def test_demo_registers_once_and_then_skips(tmp_path, monkeypatch, capsys, visio
     assert capsys.readouterr().out == "digits: already registered\n"
     assert open_store(str(store)).get_alias("digits").active == alias.active
     assert demo_mod.main(["--store", str(store), "--tasks", "nope"]) == 2
+
+
+def test_evaluate_scores_a_plain_peft_directory_with_the_data_labels(tmp_path, text_backbone, one_torch_thread):
+    """A PEFT ``save_pretrained`` folder has no adapter.json: evaluate names it and takes the
+    data's labels as its outputs, and scores what PEFT's own model scores."""
+    import torch
+    from factories import peft_lora_dir, peft_seq_cls_model
+    from test_lora_peft import peft_probs
+    from training.sources import DataSource
+    from training.evaluate import evaluate_adapter
+    rows = sentiment_rows(12)
+    data = DataSource(path=write_text_csv(tmp_path / "t.csv", rows), labels=["neg", "pos"]).load()
+    src = str(text_backbone.source_path)
+    folder = peft_lora_dir(tmp_path / "peft", src, num_labels=2, seed=3)
+    ev = evaluate_adapter(folder, data, text_backbone, progress=False)
+    want = peft_probs(peft_seq_cls_model(src, 2, seed=3), text_backbone, [t for t, _ in rows])
+    assert ev.probs.shape == (12, 2)
+    assert torch.allclose(ev.probs, want, atol=1e-4)

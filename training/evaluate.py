@@ -70,7 +70,10 @@ def evaluate_adapter(adapter_dir: Path, data: LabelledData, backbone: Backbone |
         backbone = load_backbone(backbone_spec_for(adapter_dir, backbone))
     with tempfile.TemporaryDirectory(prefix="taskswap-eval-") as tmp:
         registry = Registry(open_store(tmp), {backbone.name: backbone})
-        loaded = registry.register(Path(adapter_dir))
+        # a plain PEFT directory names neither itself nor its outputs: the data's labels do
+        plain = not (Path(adapter_dir) / "adapter.json").exists()
+        loaded = registry.register(Path(adapter_dir), name="evaluated" if plain else None,
+                                   labels=list(data.label_names) if plain else None)
         if list(loaded.labels) != list(data.label_names):
             raise InvalidInput(f"the data's labels {data.label_names} are not the adapter's labels "
                                f"{loaded.labels}; load the data with labels={loaded.labels}")
