@@ -3,6 +3,7 @@
     python -m bench.http_bench --threads 1   # the full run (about 8 minutes on 2 busy CPU cores)
     python -m bench.http_bench --quick       # 3 rounds of 4 s phases (about 4 minutes)
     python -m bench.http_bench --embeddings  # served embeddings vs the raw backbone (about 2 minutes)
+    python -m bench.http_bench --only registration  # only part 5: hot swap (about 4 minutes)
 
 Two real ``bentoml serve`` processes on 127.0.0.1, started here and stopped at the end:
 
@@ -19,14 +20,16 @@ per-round ratios, because the machine is shared):
    mixed head traffic (each request a random head task), mixed LoRA traffic;
 5. register-to-first-served-prediction (POST /adapters with a zip, then POST /predict) for
    a head and for a LoRA, and p99 latency of mixed head traffic while a new head is
-   registered every second, as a ratio to the same traffic without registrations.
+   registered every second, as a ratio to the same traffic without registrations (and the
+   registrations' own latency under that load). The archives are built before each phase,
+   so the bench process's own adapter writing is not counted against the server.
 
 ``--embeddings`` measures only the embeddings routes, interleaved with the raw service:
 ``POST /embed`` (JSON floats) and the OpenAI-compatible ``POST /v1/embeddings`` (base64
 float32, what the ``openai`` package asks for), on a store with no tasks.
 
 Results go to ``bench/results/http.{md,json}`` (``http-quick`` for ``--quick``,
-``http-embeddings`` for ``--embeddings``).
+``http-embeddings`` for ``--embeddings``, ``http-registration`` for ``--only registration``).
 """
 
 from __future__ import annotations
@@ -163,22 +166,37 @@ class Registrar:
         self.client = httpx.Client(base_url=url, timeout=120,
                                    headers={"Authorization": f"Bearer {token}"})
         self.count = 0
+        self.ready: list[tuple[str, bytes]] = []
+        self.refused = 0  # 429s (the server's registration queue was full)
+
+    def prebuild(self, n: int) -> None:
+        """Write ``n`` head archives now, outside any measured phase."""
+        while len(self.ready) < n:
+            self.count += 1
+            name = f"swap-{self.count:04d}"
+            folder = write_heads(self.root / name, self.bb, 1, prefix=name)[0]
+            self.ready.append((folder.name, make_archive(folder, "zip")))
 
     def head_archive(self) -> tuple[str, bytes]:
-        self.count += 1
-        name = f"swap-{self.count:04d}"
-        folder = write_heads(self.root / name, self.bb, 1, prefix=name)[0]
-        return folder.name, make_archive(folder, "zip")
+        if not self.ready:
+            self.prebuild(1)
+        return self.ready.pop(0)
 
-    def register(self, archive: bytes, **fields) -> None:
+    def register(self, archive: bytes, **fields) -> bool:
+        """True once registered; False after a 429 (queue full: the caller moves on)."""
         r = self.client.post("/adapters", files={"file": ("a.zip", archive)}, data=fields)
+        if r.status_code == 429:
+            self.refused += 1
+            return False
         if r.status_code != 201:
             raise SystemExit(f"registration failed: {r.status_code} {r.text}")
+        return True
 
 
 def first_prediction(reg: Registrar, lora_archives: list[bytes], text: str, reps: int) -> dict:
     """Seconds from POST /adapters to the first 200 from /predict for the new task."""
     out = {"head": [], "lora": []}
+    reg.prebuild(reps)
     for i in range(reps):
         name, archive = reg.head_archive()
         jobs = [("head", name, archive, {}),
@@ -186,7 +204,8 @@ def first_prediction(reg: Registrar, lora_archives: list[bytes], text: str, reps
                  {"name": f"swap-lora-{i:03d}", "labels": "neg,pos"})]
         for kind, task, data, fields in jobs:
             t0 = time.perf_counter()
-            reg.register(data, **fields)
+            if not reg.register(data, **fields):
+                raise SystemExit("first prediction: registration refused with 429 on an idle server")
             r = reg.client.post("/predict", json={"task": task, "texts": [text]})
             if r.status_code != 200:
                 raise SystemExit(f"first prediction failed: {r.status_code} {r.text}")
@@ -199,13 +218,15 @@ def load_while_swapping(url: str, reg: Registrar, bodies, clients: int, seconds:
     """Load for ``seconds`` while another thread registers a new head every second."""
     stop = threading.Event()
     done: list[float] = []
+    reg.prebuild(int(seconds) + 5)
+    refused = reg.refused
 
     def swapper():
         while not stop.is_set():
-            t0 = time.perf_counter()
             _, archive = reg.head_archive()
-            reg.register(archive)
-            done.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            if reg.register(archive):
+                done.append(time.perf_counter() - t0)
             stop.wait(max(0.0, 1.0 - (time.perf_counter() - t0)))
 
     t = threading.Thread(target=swapper, daemon=True)
@@ -216,6 +237,8 @@ def load_while_swapping(url: str, reg: Registrar, bodies, clients: int, seconds:
         stop.set()
         t.join(timeout=120)
     res["registrations"] = len(done)
+    res["registration_ms"] = [round(1000 * d, 1) for d in done]
+    res["registrations_refused"] = reg.refused - refused
     return res
 
 
@@ -312,7 +335,8 @@ def _finish(res: dict, taskswap: Served, render, name: str) -> dict:
 
 def markdown(res: dict) -> str:
     a = res["args"]
-    lines = [f"# HTTP bench ({'quick' if a['quick'] else 'full'} run)", "",
+    what = "registration only" if a.get("only") == "registration" else "quick" if a["quick"] else "full"
+    lines = [f"# HTTP bench ({what} run)", "",
              f"Machine: {res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, CUDA: "
              f"{res['machine']['cuda']}; load average at start {res['machine']['load_avg'][0]:.1f}. "
              f"{a['clients']} concurrent clients, {a['texts']} texts per request, {a['seconds']:.0f} s "
@@ -321,9 +345,11 @@ def markdown(res: dict) -> str:
              f"torch threads {a['threads']}.", "",
              "| traffic | requests/s | × raw service | p50 ms | p99 ms | errors |",
              "|---|---|---|---|---|---|"]
-    for k, v in res["throughput"].items():
+    for k, v in res.get("throughput", {}).items():
         lines.append(f"| {k} | {v['requests_per_s']:.1f} | {v['ratio']:.3f} | {v['p50_ms']:.0f} | "
                      f"{v['p99_ms']:.0f} | {v['errors']} |")
+    if "throughput" not in res:  # --only registration: no throughput table
+        lines = lines[:-2]
     s = res["swap"]
     lines += ["", "## hot swap", "",
               "| register → first served prediction | median ms | max ms | n |", "|---|---|---|---|"]
@@ -332,7 +358,16 @@ def markdown(res: dict) -> str:
     lines += ["", f"p99 of mixed head traffic while a head is registered every second: "
               f"**{s['p99_ratio']:.2f} ×** steady (median of per-round ratios; p99 "
               f"{s['p99_swapping_ms']:.0f} ms vs {s['p99_steady_ms']:.0f} ms; "
-              f"{s['registrations']} registrations in all); throughput ratio {s['rps_ratio']:.2f}.", ""]
+              f"{s['registrations']} registrations in all); throughput ratio {s['rps_ratio']:.2f}.", "",
+              "| round | steady p99 ms | registering p99 ms | p99 ratio | req/s ratio | "
+              "registrations (refused) | registration median / max ms |",
+              "|---|---|---|---|---|---|---|"]
+    for i, (st, sw) in enumerate(zip(s["rounds"]["steady"], s["rounds"]["registering 1/s"])):
+        took = sw.get("registration_ms") or [0.0]
+        lines.append(f"| {i + 1} | {st['p99_ms']:.0f} | {sw['p99_ms']:.0f} | {sw['p99_ms'] / st['p99_ms']:.2f} | "
+                     f"{sw['requests_per_s'] / st['requests_per_s']:.2f} | {sw['registrations']} "
+                     f"({sw.get('registrations_refused', 0)}) | {statistics.median(took):.0f} / {max(took):.0f} |")
+    lines += ["", f"Load average at the end: {res.get('load_avg_end', [0])[0]:.1f}.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -341,12 +376,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="3 rounds of 4 s phases (~4 minutes)")
     ap.add_argument("--embeddings", action="store_true", help=(
         "only served embeddings (/embed, /v1/embeddings) vs the raw backbone, 3 rounds of 4 s"))
+    ap.add_argument("--only", choices=["all", "registration"], default="all", help=(
+        "registration: only part 5 (register -> first prediction, p99 while registering), "
+        "with --loras 4 unless given"))
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None, help="length of one load phase")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--texts", type=int, default=1, help="texts per request")
     ap.add_argument("--heads", type=int, default=200)
-    ap.add_argument("--loras", type=int, default=64)
+    ap.add_argument("--loras", type=int, default=None, help="LoRA adapters (default 64; 4 with --only registration)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in each server")
     ap.add_argument("--max-batch-rows", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
@@ -358,6 +396,8 @@ def main(argv=None) -> dict:
     short = args.quick or args.embeddings
     args.rounds = args.rounds or (3 if short else 5)
     args.seconds = args.seconds or (4.0 if short else 10.0)
+    if args.loras is None:
+        args.loras = 4 if args.only == "registration" else 64
     if args.embeddings:
         args.heads, args.loras = 0, 0
     root = Path(tempfile.mkdtemp(prefix="taskswap-http-bench-"))
@@ -376,12 +416,13 @@ def main(argv=None) -> dict:
                                            "max_length": TEXT_SPEC.max_length}]),
         "TASKSWAP_METRICS_MAX_TASKS": "50", "TASKSWAP_DEVICE": args.device,
         "TASKSWAP_HALF": str(args.half).lower()}, root, "taskswap")
-    raw = Served("bench.raw_service:RawBackbone", {
+    raw = None if args.only == "registration" else Served("bench.raw_service:RawBackbone", {
         **common, "RAW_BACKBONE": json.dumps({"name": bb.name, "source": TEXT_SPEC.source,
                                               "max_length": TEXT_SPEC.max_length, **device})}, root, "raw")
     try:
         taskswap.wait_ready()
-        raw.wait_ready()
+        if raw is not None:
+            raw.wait_ready()
         heads = [f"head-{i:04d}" for i in range(args.heads)]
         loras = [f"lora-{i:03d}" for i in range(args.loras)]
         # Warm-up: every task once (lazy loads happen here, not in the measured phases).
@@ -390,7 +431,8 @@ def main(argv=None) -> dict:
                 r = c.post("/predict", json={"task": t, "texts": texts[:1]})
                 if r.status_code != 200:
                     raise SystemExit(f"warm-up {t}: {r.status_code} {r.text}")
-        run_load(raw.url, body_maker(texts, args.texts, None, 0), args.clients, 2)
+        if raw is not None:
+            run_load(raw.url, body_maker(texts, args.texts, None, 0), args.clients, 2)
         print(f"servers ready and warm in {time.perf_counter() - t0:.0f}s", flush=True)
         if args.embeddings:
             embeddings_phase(res, raw, taskswap, texts, bb.name, args)
@@ -403,9 +445,10 @@ def main(argv=None) -> dict:
             f"Taskswap, mixed LoRA ({args.loras} adapters)":
                 lambda: run_load(taskswap.url, mk(loras, 3), args.clients, args.seconds),
         }
-        per_round = interleaved(variants, args.rounds)
-        res["throughput"] = summary(per_round, "raw backbone service")
-        res["throughput_rounds"] = per_round
+        if args.only == "all":
+            per_round = interleaved(variants, args.rounds)
+            res["throughput"] = summary(per_round, "raw backbone service")
+            res["throughput_rounds"] = per_round
 
         reg = Registrar(taskswap.url, token, bb, root / "swap")
         lora_archives = [make_archive(d, "zip") for d in lora_dirs[:4]]
@@ -421,20 +464,24 @@ def main(argv=None) -> dict:
                                                       for a, b in zip(st, sw)),
                        "p99_steady_ms": statistics.median(r["p99_ms"] for r in st),
                        "p99_swapping_ms": statistics.median(r["p99_ms"] for r in sw),
-                       "registrations": sum(r["registrations"] for r in sw), "rounds": swap_rounds}
+                       "registrations": sum(r["registrations"] for r in sw),
+                       "refused": sum(r["registrations_refused"] for r in sw), "rounds": swap_rounds}
+        res["load_avg_end"] = os.getloadavg()
         errors = [line for line in taskswap.log.read_text(errors="replace").splitlines()
                   if "Traceback" in line or "status=500" in line]
         res["server_errors"] = errors[:20]
     finally:
         taskswap.stop()
-        raw.stop()
+        if raw is not None:
+            raw.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     md = markdown(res)
     if res.get("server_errors"):
         md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in res["server_errors"]) + "\n"
     print(md)
-    save_results(args.out or ("http-quick" if args.quick else "http"), res, md)
+    default = "http-registration" if args.only == "registration" else "http-quick" if args.quick else "http"
+    save_results(args.out or default, res, md)
     return res
 
 
