@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -72,7 +73,7 @@ def free_port() -> int:
 class Served:
     """One ``bentoml serve`` subprocess in its own process group (stopped with the group)."""
 
-    def __init__(self, target: str, env: dict[str, str], root: Path, name: str):
+    def __init__(self, target: str, env: dict[str, str], root: Path, name: str, cwd: Path = REPO):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / f"{name}.log"
@@ -82,7 +83,7 @@ class Served:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
-                 "--port", str(self.port)], cwd=REPO, env=full, stdout=log,
+                 "--port", str(self.port)], cwd=cwd, env=full, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout_s: float = 300) -> None:
@@ -141,7 +142,8 @@ async def _load(url: str, bodies, clients: int, seconds: float, max_requests: in
         await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - t0
     return {"requests_per_s": len(lat) / wall, "p50_ms": 1000 * percentile(lat, 50),
-            "p99_ms": 1000 * percentile(lat, 99), "ok": len(lat), "errors": errors, "seconds": wall}
+            "p99_ms": 1000 * percentile(lat, 99), "ok": len(lat), "errors": errors, "seconds": wall,
+            "_latencies": lat}  # dropped before saving (see _pooled_p99)
 
 
 def run_load(url, bodies, clients, seconds, max_requests=100_000, path="/predict") -> dict:
@@ -255,6 +257,37 @@ def prepare_store(root: Path, n_heads: int, n_loras: int):
     return bb, loras
 
 
+def _pooled_p99(rounds: list[dict]) -> float:
+    """p99 (ms) over every request of every round of one variant: steadier than a median of
+    per-round p99s, each of which rests on the few slowest requests of one phase."""
+    return 1000 * percentile([x for r in rounds for x in r["_latencies"]], 99)
+
+
+def strip_latencies(obj) -> None:
+    """Drop every load result's raw ``_latencies`` from ``obj`` (before saving it as JSON)."""
+    if isinstance(obj, dict):
+        obj.pop("_latencies", None)
+        for v in obj.values():
+            strip_latencies(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            strip_latencies(v)
+
+
+def swap_summary(rounds: dict[str, list[dict]]) -> dict:
+    """p99 and throughput while registering, as ratios to steady traffic, from one interleaved run."""
+    st, sw = rounds["steady"], rounds["registering 1/s"]
+    pooled = {k: _pooled_p99(v) for k, v in rounds.items()}
+    return {"p99_ratio": statistics.median(b["p99_ms"] / a["p99_ms"] for a, b in zip(st, sw)),
+            "rps_ratio": statistics.median(b["requests_per_s"] / a["requests_per_s"] for a, b in zip(st, sw)),
+            "p99_steady_ms": statistics.median(r["p99_ms"] for r in st),
+            "p99_swapping_ms": statistics.median(r["p99_ms"] for r in sw),
+            "p99_pooled_steady_ms": pooled["steady"], "p99_pooled_swapping_ms": pooled["registering 1/s"],
+            "p99_pooled_ratio": pooled["registering 1/s"] / pooled["steady"],
+            "registrations": sum(r["registrations"] for r in sw),
+            "refused": sum(r["registrations_refused"] for r in sw), "rounds": rounds}
+
+
 def interleaved(variants: dict, rounds: int) -> dict[str, list[dict]]:
     """Each variant once per round, the order rotating; per-variant list of round results."""
     names = list(variants)
@@ -325,6 +358,7 @@ def _finish(res: dict, taskswap: Served, render, name: str) -> dict:
     errors = [line for line in taskswap.log.read_text(errors="replace").splitlines()
               if "Traceback" in line or "status=500" in line]
     res["server_errors"] = errors[:20]
+    strip_latencies(res)
     md = render(res)
     if errors:
         md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in errors[:20]) + "\n"
@@ -350,15 +384,29 @@ def markdown(res: dict) -> str:
                      f"{v['p99_ms']:.0f} | {v['errors']} |")
     if "throughput" not in res:  # --only registration: no throughput table
         lines = lines[:-2]
-    s = res["swap"]
     lines += ["", "## hot swap", "",
               "| register → first served prediction | median ms | max ms | n |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['median_ms']:.0f} | {v['max_ms']:.0f} | {v['n']} |"
               for k, v in res["first_prediction"].items()]
+    lines += swap_markdown(res["swap"])
+    if "swap_compare" in res:
+        lines += ["", f"### The same, interleaved, on `--compare-checkout {a['compare_checkout']}`", "",
+                  "| register → first served prediction | median ms | max ms | n |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['median_ms']:.0f} | {v['max_ms']:.0f} | {v['n']} |"
+                  for k, v in res["first_prediction_compare"].items()]
+        lines += swap_markdown(res["swap_compare"])
+    lines += ["", f"Load average at the end: {res.get('load_avg_end', [0])[0]:.1f}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def swap_markdown(s: dict) -> list[str]:
+    lines: list[str] = []
     lines += ["", f"p99 of mixed head traffic while a head is registered every second: "
               f"**{s['p99_ratio']:.2f} ×** steady (median of per-round ratios; p99 "
               f"{s['p99_swapping_ms']:.0f} ms vs {s['p99_steady_ms']:.0f} ms; "
-              f"{s['registrations']} registrations in all); throughput ratio {s['rps_ratio']:.2f}.", "",
+              f"{s['registrations']} registrations in all); throughput ratio {s['rps_ratio']:.2f}. "
+              f"Pooled over all rounds' requests: p99 {s['p99_pooled_swapping_ms']:.0f} vs "
+              f"{s['p99_pooled_steady_ms']:.0f} ms, **{s['p99_pooled_ratio']:.2f} ×**.", "",
               "| round | steady p99 ms | registering p99 ms | p99 ratio | req/s ratio | "
               "registrations (refused) | registration median / max ms |",
               "|---|---|---|---|---|---|---|"]
@@ -367,8 +415,7 @@ def markdown(res: dict) -> str:
         lines.append(f"| {i + 1} | {st['p99_ms']:.0f} | {sw['p99_ms']:.0f} | {sw['p99_ms'] / st['p99_ms']:.2f} | "
                      f"{sw['requests_per_s'] / st['requests_per_s']:.2f} | {sw['registrations']} "
                      f"({sw.get('registrations_refused', 0)}) | {statistics.median(took):.0f} / {max(took):.0f} |")
-    lines += ["", f"Load average at the end: {res.get('load_avg_end', [0])[0]:.1f}.", ""]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv=None) -> dict:
@@ -379,6 +426,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", choices=["all", "registration"], default="all", help=(
         "registration: only part 5 (register -> first prediction, p99 while registering), "
         "with --loras 4 unless given"))
+    ap.add_argument("--compare-checkout", default=None, metavar="PATH", help=(
+        "a checkout of another commit (e.g. `git worktree add /tmp/old <ref>`): its service runs "
+        "as a second Taskswap server on a copy of the store, and the hot-swap phase is "
+        "interleaved on both"))
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None, help="length of one load phase")
     ap.add_argument("--clients", type=int, default=32)
@@ -416,21 +467,34 @@ def main(argv=None) -> dict:
                                            "max_length": TEXT_SPEC.max_length}]),
         "TASKSWAP_METRICS_MAX_TASKS": "50", "TASKSWAP_DEVICE": args.device,
         "TASKSWAP_HALF": str(args.half).lower()}, root, "taskswap")
+    compare = None
+    if args.compare_checkout:  # the same store, copied: its registrations must not reach ours
+        shutil.copytree(root / "store", root / "store-compare", symlinks=True)
+        compare = Served("service.service:Taskswap", {
+            **common, "TASKSWAP_STORE": str(root / "store-compare"), "TASKSWAP_ADMIN_TOKEN": token,
+            "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": TEXT_SPEC.source,
+                                               "max_length": TEXT_SPEC.max_length}]),
+            "TASKSWAP_METRICS_MAX_TASKS": "50", "TASKSWAP_DEVICE": args.device,
+            "TASKSWAP_HALF": str(args.half).lower()}, root, "compare", cwd=Path(args.compare_checkout))
     raw = None if args.only == "registration" else Served("bench.raw_service:RawBackbone", {
         **common, "RAW_BACKBONE": json.dumps({"name": bb.name, "source": TEXT_SPEC.source,
                                               "max_length": TEXT_SPEC.max_length, **device})}, root, "raw")
     try:
         taskswap.wait_ready()
-        if raw is not None:
-            raw.wait_ready()
+        for other in (raw, compare):
+            if other is not None:
+                other.wait_ready()
         heads = [f"head-{i:04d}" for i in range(args.heads)]
         loras = [f"lora-{i:03d}" for i in range(args.loras)]
         # Warm-up: every task once (lazy loads happen here, not in the measured phases).
-        with httpx.Client(base_url=taskswap.url, timeout=120) as c:
-            for t in heads + loras:
-                r = c.post("/predict", json={"task": t, "texts": texts[:1]})
-                if r.status_code != 200:
-                    raise SystemExit(f"warm-up {t}: {r.status_code} {r.text}")
+        for srv in (taskswap, compare):
+            if srv is None:
+                continue
+            with httpx.Client(base_url=srv.url, timeout=120) as c:
+                for t in heads + loras:
+                    r = c.post("/predict", json={"task": t, "texts": texts[:1]})
+                    if r.status_code != 200:
+                        raise SystemExit(f"warm-up {t}: {r.status_code} {r.text}")
         if raw is not None:
             run_load(raw.url, body_maker(texts, args.texts, None, 0), args.clients, 2)
         print(f"servers ready and warm in {time.perf_counter() - t0:.0f}s", flush=True)
@@ -450,32 +514,35 @@ def main(argv=None) -> dict:
             res["throughput"] = summary(per_round, "raw backbone service")
             res["throughput_rounds"] = per_round
 
-        reg = Registrar(taskswap.url, token, bb, root / "swap")
+        servers = {"": taskswap, **({" (compare)": compare} if compare is not None else {})}
+        regs = {k: Registrar(srv.url, token, bb, root / f"swap{i}") for i, (k, srv) in enumerate(servers.items())}
         lora_archives = [make_archive(d, "zip") for d in lora_dirs[:4]]
-        res["first_prediction"] = first_prediction(reg, lora_archives, texts[0], 5 if args.quick else 10)
-        swap_rounds = interleaved({
-            "steady": lambda: run_load(taskswap.url, mk(heads, 4), args.clients, args.seconds),
-            "registering 1/s": lambda: load_while_swapping(taskswap.url, reg, mk(heads, 5),
-                                                           args.clients, args.seconds),
-        }, args.rounds)
-        st, sw = swap_rounds["steady"], swap_rounds["registering 1/s"]
-        res["swap"] = {"p99_ratio": statistics.median(b["p99_ms"] / a["p99_ms"] for a, b in zip(st, sw)),
-                       "rps_ratio": statistics.median(b["requests_per_s"] / a["requests_per_s"]
-                                                      for a, b in zip(st, sw)),
-                       "p99_steady_ms": statistics.median(r["p99_ms"] for r in st),
-                       "p99_swapping_ms": statistics.median(r["p99_ms"] for r in sw),
-                       "registrations": sum(r["registrations"] for r in sw),
-                       "refused": sum(r["registrations_refused"] for r in sw), "rounds": swap_rounds}
+        res["first_prediction"] = first_prediction(regs[""], lora_archives, texts[0], 5 if args.quick else 10)
+        if compare is not None:
+            res["first_prediction_compare"] = first_prediction(regs[" (compare)"], lora_archives, texts[0],
+                                                               5 if args.quick else 10)
+        swap_variants = {}
+        for k, srv in servers.items():
+            swap_variants[f"steady{k}"] = functools.partial(run_load, srv.url, mk(heads, 4), args.clients,
+                                                            args.seconds)
+            swap_variants[f"registering 1/s{k}"] = functools.partial(
+                load_while_swapping, srv.url, regs[k], mk(heads, 5), args.clients, args.seconds)
+        swap_rounds = interleaved(swap_variants, args.rounds)
+        for k in servers:
+            res["swap" + ("_compare" if k else "")] = swap_summary(
+                {"steady": swap_rounds[f"steady{k}"], "registering 1/s": swap_rounds[f"registering 1/s{k}"]})
         res["load_avg_end"] = os.getloadavg()
         errors = [line for line in taskswap.log.read_text(errors="replace").splitlines()
                   if "Traceback" in line or "status=500" in line]
         res["server_errors"] = errors[:20]
     finally:
         taskswap.stop()
-        if raw is not None:
-            raw.stop()
+        for other in (raw, compare):
+            if other is not None:
+                other.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    strip_latencies(res)
     md = markdown(res)
     if res.get("server_errors"):
         md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in res["server_errors"]) + "\n"
