@@ -112,6 +112,35 @@ class Served:
         self.proc.wait(timeout=10)
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants (Linux
+    /proc; ``bentoml serve`` runs its worker as a child process)."""
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                text = (d / "stat").read_text()
+            except OSError:
+                continue
+            stats[int(d.name)] = text[text.rfind(")") + 2:].split()  # state ppid ... utime stime
+    tree, frontier = {pid}, {pid}
+    while frontier:
+        frontier = {p for p, f in stats.items() if int(f[1]) in frontier} - tree
+        tree |= frontier
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(int(stats[p][11]) + int(stats[p][12]) for p in tree if p in stats) / tick
+
+
+def with_server_cpu(served: "Served", phase):
+    """``phase()``'s result plus ``server_cpu_s``: what the server's processes used meanwhile."""
+    def run() -> dict:
+        before = tree_cpu_s(served.proc.pid)
+        res = phase()
+        res["server_cpu_s"] = tree_cpu_s(served.proc.pid) - before
+        return res
+    return run
+
+
 # ---- load ------------------------------------------------------------------------------
 async def _load(url: str, bodies, clients: int, seconds: float, max_requests: int,
                 path: str = "/predict") -> dict:
@@ -278,6 +307,10 @@ def swap_summary(rounds: dict[str, list[dict]]) -> dict:
     """p99 and throughput while registering, as ratios to steady traffic, from one interleaved run."""
     st, sw = rounds["steady"], rounds["registering 1/s"]
     pooled = {k: _pooled_p99(v) for k, v in rounds.items()}
+    # The server's CPU per registration: what the registering phase used beyond its requests
+    # at the steady phase's CPU per request (same round), over its registrations.
+    per_reg = [1000 * (b["server_cpu_s"] - b["ok"] * a["server_cpu_s"] / max(a["ok"], 1)) / b["registrations"]
+               for a, b in zip(st, sw) if b["registrations"] and "server_cpu_s" in a]
     return {"p99_ratio": statistics.median(b["p99_ms"] / a["p99_ms"] for a, b in zip(st, sw)),
             "rps_ratio": statistics.median(b["requests_per_s"] / a["requests_per_s"] for a, b in zip(st, sw)),
             "p99_steady_ms": statistics.median(r["p99_ms"] for r in st),
@@ -285,6 +318,8 @@ def swap_summary(rounds: dict[str, list[dict]]) -> dict:
             "p99_pooled_steady_ms": pooled["steady"], "p99_pooled_swapping_ms": pooled["registering 1/s"],
             "p99_pooled_ratio": pooled["registering 1/s"] / pooled["steady"],
             "registrations": sum(r["registrations"] for r in sw),
+            "server_cpu_ms_per_request": statistics.median(1000 * r["server_cpu_s"] / max(r["ok"], 1) for r in st),
+            "server_cpu_ms_per_registration": statistics.median(per_reg) if per_reg else None,
             "refused": sum(r["registrations_refused"] for r in sw), "rounds": rounds}
 
 
@@ -399,6 +434,10 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f} ms"
+
+
 def swap_markdown(s: dict) -> list[str]:
     lines: list[str] = []
     lines += ["", f"p99 of mixed head traffic while a head is registered every second: "
@@ -407,6 +446,10 @@ def swap_markdown(s: dict) -> list[str]:
               f"{s['registrations']} registrations in all); throughput ratio {s['rps_ratio']:.2f}. "
               f"Pooled over all rounds' requests: p99 {s['p99_pooled_swapping_ms']:.0f} vs "
               f"{s['p99_pooled_steady_ms']:.0f} ms, **{s['p99_pooled_ratio']:.2f} ×**.", "",
+              f"Server CPU (all its processes, /proc): {s['server_cpu_ms_per_request']:.1f} ms per "
+              f"steady request; **{_ms(s['server_cpu_ms_per_registration'])} per registration** "
+              "(the registering phase's CPU beyond its requests at the same round's steady CPU per "
+              "request, over its registrations; median of rounds).", "",
               "| round | steady p99 ms | registering p99 ms | p99 ratio | req/s ratio | "
               "registrations (refused) | registration median / max ms |",
               "|---|---|---|---|---|---|---|"]
@@ -523,10 +566,10 @@ def main(argv=None) -> dict:
                                                                5 if args.quick else 10)
         swap_variants = {}
         for k, srv in servers.items():
-            swap_variants[f"steady{k}"] = functools.partial(run_load, srv.url, mk(heads, 4), args.clients,
-                                                            args.seconds)
-            swap_variants[f"registering 1/s{k}"] = functools.partial(
-                load_while_swapping, srv.url, regs[k], mk(heads, 5), args.clients, args.seconds)
+            swap_variants[f"steady{k}"] = with_server_cpu(srv, functools.partial(
+                run_load, srv.url, mk(heads, 4), args.clients, args.seconds))
+            swap_variants[f"registering 1/s{k}"] = with_server_cpu(srv, functools.partial(
+                load_while_swapping, srv.url, regs[k], mk(heads, 5), args.clients, args.seconds))
         swap_rounds = interleaved(swap_variants, args.rounds)
         for k in servers:
             res["swap" + ("_compare" if k else "")] = swap_summary(
