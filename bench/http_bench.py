@@ -245,6 +245,27 @@ def first_prediction(reg: Registrar, lora_archives: list[bytes], text: str, reps
             for k, v in out.items()}
 
 
+def idle_registration_cpu(served: "Served", reg: "Registrar", n: int = 20) -> dict:
+    """Server CPU (all its processes) per head registration with no other traffic: ``n``
+    registrations back to back, less the server's idle CPU over the same time, plus 1 s
+    for the store watcher to follow them."""
+    reg.prebuild(n)
+    time.sleep(1.0)
+    idle0 = tree_cpu_s(served.proc.pid)
+    time.sleep(2.0)
+    idle = (tree_cpu_s(served.proc.pid) - idle0) / 2.0
+    before, t0 = tree_cpu_s(served.proc.pid), time.perf_counter()
+    for _ in range(n):
+        if not reg.register(reg.head_archive()[1]):
+            raise SystemExit("idle registration refused with 429")
+    took = time.perf_counter() - t0
+    time.sleep(1.0)
+    wall = time.perf_counter() - t0
+    cpu = tree_cpu_s(served.proc.pid) - before - idle * wall
+    return {"cpu_ms_per_registration": 1000 * cpu / n, "wall_ms_per_registration": 1000 * took / n,
+            "requests_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "errors": {}}
+
+
 def load_while_swapping(url: str, reg: Registrar, bodies, clients: int, seconds: float) -> dict:
     """Load for ``seconds`` while another thread registers a new head every second."""
     stop = threading.Event()
@@ -331,6 +352,10 @@ def interleaved(variants: dict, rounds: int) -> dict[str, list[dict]]:
         for name in names[rnd % len(names):] + names[: rnd % len(names)]:
             out[name].append(variants[name]())
             r = out[name][-1]
+            if "cpu_ms_per_registration" in r:
+                print(f"  round {rnd + 1} {name}: {r['cpu_ms_per_registration']:.1f} ms server CPU per "
+                      f"registration", flush=True)
+                continue
             print(f"  round {rnd + 1} {name}: {r['requests_per_s']:.1f} req/s, p50 {r['p50_ms']:.0f} ms, "
                   f"p99 {r['p99_ms']:.0f} ms, errors {r['errors']}", flush=True)
     return out
@@ -424,14 +449,25 @@ def markdown(res: dict) -> str:
     lines += [f"| {k} | {v['median_ms']:.0f} | {v['max_ms']:.0f} | {v['n']} |"
               for k, v in res["first_prediction"].items()]
     lines += swap_markdown(res["swap"])
+    lines += idle_markdown(res.get("idle"))
     if "swap_compare" in res:
         lines += ["", f"### The same, interleaved, on `--compare-checkout {a['compare_checkout']}`", "",
                   "| register → first served prediction | median ms | max ms | n |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['median_ms']:.0f} | {v['max_ms']:.0f} | {v['n']} |"
                   for k, v in res["first_prediction_compare"].items()]
         lines += swap_markdown(res["swap_compare"])
+        lines += idle_markdown(res.get("idle_compare"))
     lines += ["", f"Load average at the end: {res.get('load_avg_end', [0])[0]:.1f}.", ""]
     return "\n".join(lines) + "\n"
+
+
+def idle_markdown(idle: dict | None) -> list[str]:
+    if not idle:
+        return []
+    per = ", ".join(f"{r['cpu_ms_per_registration']:.1f}" for r in idle["rounds"])
+    return ["", f"On the idle server (no other traffic; 20 head registrations back to back, 3 "
+                f"interleaved rounds): **{idle['cpu_ms_per_registration']:.1f} ms of server CPU per "
+                f"registration** ({per}), {idle['wall_ms_per_registration']:.0f} ms each end to end."]
 
 
 def _ms(v: float | None) -> str:
@@ -449,7 +485,8 @@ def swap_markdown(s: dict) -> list[str]:
               f"Server CPU (all its processes, /proc): {s['server_cpu_ms_per_request']:.1f} ms per "
               f"steady request; **{_ms(s['server_cpu_ms_per_registration'])} per registration** "
               "(the registering phase's CPU beyond its requests at the same round's steady CPU per "
-              "request, over its registrations; median of rounds).", "",
+              "request, over its registrations; median of rounds; ill-conditioned under load: any "
+              "change in CPU per request lands here too — the idle figure below is the clean one).", "",
               "| round | steady p99 ms | registering p99 ms | p99 ratio | req/s ratio | "
               "registrations (refused) | registration median / max ms |",
               "|---|---|---|---|---|---|---|"]
@@ -571,6 +608,15 @@ def main(argv=None) -> dict:
             swap_variants[f"registering 1/s{k}"] = with_server_cpu(srv, functools.partial(
                 load_while_swapping, srv.url, regs[k], mk(heads, 5), args.clients, args.seconds))
         swap_rounds = interleaved(swap_variants, args.rounds)
+        idle_rounds = interleaved({f"idle registrations{k}": functools.partial(idle_registration_cpu, srv, regs[k])
+                                   for k, srv in servers.items()}, 3)
+        for k in servers:
+            res["idle" + ("_compare" if k else "")] = {
+                "cpu_ms_per_registration": statistics.median(
+                    r["cpu_ms_per_registration"] for r in idle_rounds[f"idle registrations{k}"]),
+                "wall_ms_per_registration": statistics.median(
+                    r["wall_ms_per_registration"] for r in idle_rounds[f"idle registrations{k}"]),
+                "rounds": idle_rounds[f"idle registrations{k}"]}
         for k in servers:
             res["swap" + ("_compare" if k else "")] = swap_summary(
                 {"steady": swap_rounds[f"steady{k}"], "registering 1/s": swap_rounds[f"registering 1/s{k}"]})
