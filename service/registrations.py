@@ -10,17 +10,20 @@ copy) to this queue instead of running it in the server's request threads:
   cores are busy the kernel prefers the batch worker and the request threads;
 - at most ``max_waiting`` more wait; beyond that a registration gets **429 with
   Retry-After** at once, instead of piling up uploads in memory;
-- the new version's dry run (probe inputs through the backbone) is not run here: it is
-  submitted to the batcher as an ordinary request (see :meth:`Engine._run_probe`), so no
-  forward pass ever runs beside the batch worker's;
+- the new version's dry run needs no forward for a pooled head (scored on cached probe
+  features, :mod:`adapters.dryrun`); any other forward it needs is submitted to the
+  batcher as an ordinary request (:meth:`Engine._run_probe`), so no forward pass runs
+  beside the batch worker's;
 - only the last step touches serving state: the registry's one-assignment install,
   after the store's compare-and-swap (both under the registry's writer lock, which no
   request and not the batch worker takes).
 
-Why a thread and not a child process: measured per registration (bench/results,
-docs/performance.md), everything left here is a few milliseconds of CPU, and the heavy
-byte work (zlib, sha256, file copies, fsync) runs in C with the GIL released; a child
-would need its own copy of every backbone for the plan and the dry run.
+Why a thread and not a child process: measured (docs/performance.md, "Registrations off
+the serving path"), what is left here is a few milliseconds of CPU for adapters of a few
+MB, and a child would need its own copy of every backbone for the plan and the dry run.
+Its limit: a large archive's extraction and hashing still take the process's GIL in part
+(a 48 MB archive slowed a pure-Python thread to 0.58-0.73x for ~2 s on a loaded 2-core
+machine), which a lower priority does not prevent; extracting in a child is the next step.
 
 ``stats()`` says what waits and which thread (name, native id, niceness) ran the last
 registration; ``/metrics`` has ``taskswap_registrations_waiting`` and
