@@ -97,22 +97,28 @@ class Batcher:
                 return
             rows = sum(r.rows for r, _ in items)
             start = time.perf_counter()
+            outcomes: list[tuple[Future, object, BaseException | None]] = []
             try:
-                self._run_isolated(items)
+                self._run_isolated(items, outcomes)
             except Exception as exc:  # a safety net: the loop must never die
                 log.exception("batch worker error")
-                for _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                answered = {id(f) for f, _, _ in outcomes}
+                outcomes += [(fut, None, exc) for _, fut in items if id(fut) not in answered]
             finally:
+                # The rows leave the queue before any caller hears back, so a client's next
+                # request never finds its own finished rows still counted (a spurious 429).
                 with self._lock:
                     self._queued_rows -= rows
+            for fut, result, exc in outcomes:
+                if not fut.done():
+                    fut.set_exception(exc) if exc is not None else fut.set_result(result)
             if self.on_batch:
                 self.on_batch(len(items), rows, time.perf_counter() - start)
 
-    def _run_isolated(self, items: list[tuple[Prepared, Future]]) -> None:
+    def _run_isolated(self, items: list[tuple[Prepared, Future]], outcomes: list) -> None:
         """Run ``items`` as one batch; if it fails, bisect until the failing requests are
-        alone, so every other request still gets its own (correct) answer."""
+        alone, so every other request still gets its own (correct) answer. Appends
+        ``(future, result, exception)`` per item to ``outcomes`` (the caller completes them)."""
         try:
             results = self.runtime.run([r for r, _ in items])
         except Exception as exc:  # one failed batch fails its own requests, never the loop
@@ -120,15 +126,11 @@ class Batcher:
                 log.warning("batch of %d requests failed (%s: %s); retrying in halves",
                             len(items), type(exc).__name__, exc)
                 half = len(items) // 2
-                self._run_isolated(items[:half])
-                self._run_isolated(items[half:])
+                self._run_isolated(items[:half], outcomes)
+                self._run_isolated(items[half:], outcomes)
                 return
             if not isinstance(exc, TaskswapError):
                 log.exception("a request failed in the batch worker")
-            _, fut = items[0]
-            if not fut.done():
-                fut.set_exception(exc)
+            outcomes.append((items[0][1], None, exc))
             return
-        for (_, fut), res in zip(items, results):
-            if not fut.done():
-                fut.set_result(res)
+        outcomes.extend((fut, res, None) for (_, fut), res in zip(items, results))

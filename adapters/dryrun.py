@@ -3,7 +3,13 @@
 Its shapes were checked from headers; this checks its numbers. An adapter whose scores
 are not finite on ordinary inputs (a head with weights of 3e38, ``lora_alpha: 1e38``)
 would answer ``"score": null`` — it is refused with :class:`NonFiniteOutput` instead.
-The probes go through the same runtime as requests (trunk, LoRA deltas, heads).
+The probes go through the same runtime as requests (trunk, LoRA deltas, heads). A pooled
+head reads only the frozen trunk's pooled features, which never change: they are computed
+once per backbone and pooling and every new head is scored on them, so a head's dry run
+costs no forward pass. A kind with its own trunk rows (LoRA), and a token head, run the
+probes through the trunk. Forward passes run in the caller's thread by default or, in the
+server, as ordinary requests through its batcher (``run``), so a registration never runs a
+forward pass beside the batch worker's.
 
 The same checks guard every answer: :func:`check_rows_finite` a request's task results,
 :func:`check_embeddings_finite` its embeddings (a backbone whose features overflow on some
@@ -14,6 +20,7 @@ vector would carry one silently.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -30,18 +37,55 @@ def _image_probes() -> list:
     return [gray, stripes]
 
 
-def check_outputs_finite(adapter) -> None:
-    """Run ``adapter`` (a :class:`~adapters.loading.LoadedAdapter`) on probe inputs; raise
-    :class:`NonFiniteOutput` if any score is NaN or infinite."""
-    from adapters.runtime import Prepared, Runtime  # the runtime imports the registry: import late
-    bb = adapter.backbone
+def probe_inputs(bb) -> list:
+    """The registration probes for ``bb``'s modality."""
     if bb.modality == "text":
-        probes = TEXT_PROBES
-    elif bb.modality == "image":
-        probes = _image_probes()
-    else:  # another modality (audio): the backbone's own sample inputs
-        probes = bb.sample_inputs()
-    result = Runtime(registry=None).run([Prepared(bb, probes, [adapter])])[0][0]
+        return list(TEXT_PROBES)
+    if bb.modality == "image":
+        return _image_probes()
+    return list(bb.sample_inputs())  # another modality (audio): the backbone's own samples
+
+
+_POOLED: dict[tuple[int, str], tuple[object, object]] = {}  # (id(bb), pooling) -> (bb, [probes, hidden])
+_POOLED_LOCK = threading.Lock()
+
+
+def probe_features(bb, poolings: set[str], run=None):
+    """The probes' pooled plain-trunk features on ``bb`` (a ``BatchFeatures``), each pooling
+    computed once per backbone, as an embeddings request (through ``run`` when given)."""
+    from adapters.runtime import EmbedSpec, Prepared, Runtime  # the runtime imports the registry
+    from adapters.tasks import BatchFeatures
+    inputs, pooled = probe_inputs(bb), {}
+    for pooling in sorted(poolings):
+        with _POOLED_LOCK:
+            hit = _POOLED.get((id(bb), pooling))
+        if hit is None or hit[0] is not bb:
+            req = Prepared(bb, inputs, [], EmbedSpec(pooling=pooling))
+            emb = (run(req) if run is not None else Runtime(registry=None).run([req])[0]).embeddings
+            hit = (bb, emb)  # [probes, hidden] float32 on CPU
+            with _POOLED_LOCK:
+                _POOLED[(id(bb), pooling)] = hit
+        pooled[pooling] = hit[1].to(bb.device)
+    return BatchFeatures(pooled, None, inputs)
+
+
+def check_outputs_finite(adapter, run=None) -> None:
+    """Run ``adapter`` (a :class:`~adapters.loading.LoadedAdapter`) on probe inputs; raise
+    :class:`NonFiniteOutput` if any score is NaN or infinite.
+
+    A pooled head is scored on the probes' cached trunk features (no forward). Other kinds
+    (and token heads) run a probe request. ``run(prepared) -> Results`` runs a request
+    (e.g. through a batcher); None runs it here with a registry-less
+    :class:`~adapters.runtime.Runtime`.
+    """
+    from adapters.runtime import Prepared, Runtime, score_alone
+    bb = adapter.backbone
+    needs = adapter.task.needs(adapter.manifest) if adapter.impl.shares_trunk_row else {"tokens"}
+    if "tokens" not in needs:  # reads the frozen trunk's pooled features only
+        result = score_alone(adapter, probe_features(bb, needs, run))
+    else:
+        probe = Prepared(bb, probe_inputs(bb), [adapter])
+        result = (run(probe) if run is not None else Runtime(registry=None).run([probe])[0])[0]
     check_rows_finite(result, f"adapter {adapter.name!r} on its registration probe")
 
 

@@ -103,6 +103,9 @@ class Registry:
         self._local_seq = 0  # bumped by every local register/activate/delete
         self._sync_lock = threading.Lock()
         self.writer = threading.RLock()  # the one-writer rule (see the module docstring)
+        # How a registration's dry run runs its probe request: None = in the caller's
+        # thread; a server routes it through its batcher (adapters.dryrun).
+        self.run_probe = None
 
     # ---- reading ---------------------------------------------------------------------
     @property
@@ -254,25 +257,34 @@ class Registry:
         adir = read_adapter_dir(Path(folder))  # refuses links / pickles before anything else
         prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True)
         name = check_name(prep.manifest.name)
+        if activate and expected is not None:  # a 409 before the dry run and the upload
+            check_expected(name, self.store.get_alias(name), expected)
+        # Validated before taking the writer lock: the dry run may wait for a batch slot.
+        loaded = load_adapter(prep, version="pending")  # validate fully before publishing
+        try:  # and its numbers: a dry-run forward on probe inputs
+            check_outputs_finite(loaded, self.run_probe)
+        except BaseException:
+            self._release(loaded)  # caches a probe batch built from it
+            raise
         with self.writer:
-            if activate and expected is not None:  # a 409 before the dry run and the upload
-                check_expected(name, self.store.get_alias(name), expected)
-            loaded = load_adapter(prep, version="pending")  # validate fully before publishing
-            check_outputs_finite(loaded)  # and its numbers: a dry-run forward on probe inputs
             version = self.store.put_version(name, adir.path, {"adapter.json": manifest_bytes(prep.manifest)})
             loaded.version = version
             info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,
                                created_at=datetime.now(timezone.utc).isoformat())
+            # The store's compare-and-swap runs outside the table lock (request threads and
+            # the batch worker's metrics take it); the writer lock and _local_seq keep a
+            # concurrent sync's older snapshot from undoing it (see _sync).
+            if not activate:
+                alias = self.store.add_version(name, version, info)
+            else:
+                alias = self.store.publish(name, version, info, expected=expected)
             with self._lock:
+                self._local_seq += 1
                 if not activate:
-                    alias = self.store.add_version(name, version, info)
-                    self._local_seq += 1
                     entry = self._hold(self._adopt(name, alias), loaded)
                     if loaded.impl.evictable:
                         self._remember_lora((name, version), entry)
                 else:
-                    alias = self.store.publish(name, version, info, expected=expected)
-                    self._local_seq += 1
                     self._install(name, alias, loaded)
         if self.events:
             self.events.on_register(loaded.kind)

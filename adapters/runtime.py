@@ -439,6 +439,12 @@ def _score(pairs: list, feats: BatchFeatures) -> list[torch.Tensor]:
     return outs  # type: ignore[return-value]
 
 
+def score_alone(adapter: LoadedAdapter, feats: BatchFeatures) -> TaskResult:
+    """``adapter``'s answers (a kind that reads the plain trunk: a head) on every row of
+    ``feats``, through the same task-type scoring as a batch."""
+    return _result(adapter, _score([(adapter, list(range(len(feats.inputs))))], feats)[0])
+
+
 def _result(a: LoadedAdapter, out: torch.Tensor, role: str = "active") -> TaskResult:
     """One task's answers from its ``[rows, outputs]`` head outputs (CPU), shaped by its task type."""
     return TaskResult(a.name, a.version, a.kind, a.manifest.task_type, a.task.rows(a, out), role=role)

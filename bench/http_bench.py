@@ -3,6 +3,7 @@
     python -m bench.http_bench --threads 1   # the full run (about 8 minutes on 2 busy CPU cores)
     python -m bench.http_bench --quick       # 3 rounds of 4 s phases (about 4 minutes)
     python -m bench.http_bench --embeddings  # served embeddings vs the raw backbone (about 2 minutes)
+    python -m bench.http_bench --only registration  # only part 5: hot swap (about 4 minutes)
 
 Two real ``bentoml serve`` processes on 127.0.0.1, started here and stopped at the end:
 
@@ -19,20 +20,23 @@ per-round ratios, because the machine is shared):
    mixed head traffic (each request a random head task), mixed LoRA traffic;
 5. register-to-first-served-prediction (POST /adapters with a zip, then POST /predict) for
    a head and for a LoRA, and p99 latency of mixed head traffic while a new head is
-   registered every second, as a ratio to the same traffic without registrations.
+   registered every second, as a ratio to the same traffic without registrations (and the
+   registrations' own latency under that load). The archives are built before each phase,
+   so the bench process's own adapter writing is not counted against the server.
 
 ``--embeddings`` measures only the embeddings routes, interleaved with the raw service:
 ``POST /embed`` (JSON floats) and the OpenAI-compatible ``POST /v1/embeddings`` (base64
 float32, what the ``openai`` package asks for), on a store with no tasks.
 
 Results go to ``bench/results/http.{md,json}`` (``http-quick`` for ``--quick``,
-``http-embeddings`` for ``--embeddings``).
+``http-embeddings`` for ``--embeddings``, ``http-registration`` for ``--only registration``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -69,7 +73,7 @@ def free_port() -> int:
 class Served:
     """One ``bentoml serve`` subprocess in its own process group (stopped with the group)."""
 
-    def __init__(self, target: str, env: dict[str, str], root: Path, name: str):
+    def __init__(self, target: str, env: dict[str, str], root: Path, name: str, cwd: Path = REPO):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / f"{name}.log"
@@ -79,7 +83,7 @@ class Served:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
-                 "--port", str(self.port)], cwd=REPO, env=full, stdout=log,
+                 "--port", str(self.port)], cwd=cwd, env=full, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout_s: float = 300) -> None:
@@ -106,6 +110,35 @@ class Served:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=10)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants (Linux
+    /proc; ``bentoml serve`` runs its worker as a child process)."""
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                text = (d / "stat").read_text()
+            except OSError:
+                continue
+            stats[int(d.name)] = text[text.rfind(")") + 2:].split()  # state ppid ... utime stime
+    tree, frontier = {pid}, {pid}
+    while frontier:
+        frontier = {p for p, f in stats.items() if int(f[1]) in frontier} - tree
+        tree |= frontier
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(int(stats[p][11]) + int(stats[p][12]) for p in tree if p in stats) / tick
+
+
+def with_server_cpu(served: "Served", phase):
+    """``phase()``'s result plus ``server_cpu_s``: what the server's processes used meanwhile."""
+    def run() -> dict:
+        before = tree_cpu_s(served.proc.pid)
+        res = phase()
+        res["server_cpu_s"] = tree_cpu_s(served.proc.pid) - before
+        return res
+    return run
 
 
 # ---- load ------------------------------------------------------------------------------
@@ -138,7 +171,8 @@ async def _load(url: str, bodies, clients: int, seconds: float, max_requests: in
         await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - t0
     return {"requests_per_s": len(lat) / wall, "p50_ms": 1000 * percentile(lat, 50),
-            "p99_ms": 1000 * percentile(lat, 99), "ok": len(lat), "errors": errors, "seconds": wall}
+            "p99_ms": 1000 * percentile(lat, 99), "ok": len(lat), "errors": errors, "seconds": wall,
+            "_latencies": lat}  # dropped before saving (see _pooled_p99)
 
 
 def run_load(url, bodies, clients, seconds, max_requests=100_000, path="/predict") -> dict:
@@ -163,22 +197,37 @@ class Registrar:
         self.client = httpx.Client(base_url=url, timeout=120,
                                    headers={"Authorization": f"Bearer {token}"})
         self.count = 0
+        self.ready: list[tuple[str, bytes]] = []
+        self.refused = 0  # 429s (the server's registration queue was full)
+
+    def prebuild(self, n: int) -> None:
+        """Write ``n`` head archives now, outside any measured phase."""
+        while len(self.ready) < n:
+            self.count += 1
+            name = f"swap-{self.count:04d}"
+            folder = write_heads(self.root / name, self.bb, 1, prefix=name)[0]
+            self.ready.append((folder.name, make_archive(folder, "zip")))
 
     def head_archive(self) -> tuple[str, bytes]:
-        self.count += 1
-        name = f"swap-{self.count:04d}"
-        folder = write_heads(self.root / name, self.bb, 1, prefix=name)[0]
-        return folder.name, make_archive(folder, "zip")
+        if not self.ready:
+            self.prebuild(1)
+        return self.ready.pop(0)
 
-    def register(self, archive: bytes, **fields) -> None:
+    def register(self, archive: bytes, **fields) -> bool:
+        """True once registered; False after a 429 (queue full: the caller moves on)."""
         r = self.client.post("/adapters", files={"file": ("a.zip", archive)}, data=fields)
+        if r.status_code == 429:
+            self.refused += 1
+            return False
         if r.status_code != 201:
             raise SystemExit(f"registration failed: {r.status_code} {r.text}")
+        return True
 
 
 def first_prediction(reg: Registrar, lora_archives: list[bytes], text: str, reps: int) -> dict:
     """Seconds from POST /adapters to the first 200 from /predict for the new task."""
     out = {"head": [], "lora": []}
+    reg.prebuild(reps)
     for i in range(reps):
         name, archive = reg.head_archive()
         jobs = [("head", name, archive, {}),
@@ -186,7 +235,8 @@ def first_prediction(reg: Registrar, lora_archives: list[bytes], text: str, reps
                  {"name": f"swap-lora-{i:03d}", "labels": "neg,pos"})]
         for kind, task, data, fields in jobs:
             t0 = time.perf_counter()
-            reg.register(data, **fields)
+            if not reg.register(data, **fields):
+                raise SystemExit("first prediction: registration refused with 429 on an idle server")
             r = reg.client.post("/predict", json={"task": task, "texts": [text]})
             if r.status_code != 200:
                 raise SystemExit(f"first prediction failed: {r.status_code} {r.text}")
@@ -195,17 +245,40 @@ def first_prediction(reg: Registrar, lora_archives: list[bytes], text: str, reps
             for k, v in out.items()}
 
 
+def idle_registration_cpu(served: "Served", reg: "Registrar", n: int = 20) -> dict:
+    """Server CPU (all its processes) per head registration with no other traffic: ``n``
+    registrations back to back, less the server's idle CPU over the same time, plus 1 s
+    for the store watcher to follow them."""
+    reg.prebuild(n)
+    time.sleep(1.0)
+    idle0 = tree_cpu_s(served.proc.pid)
+    time.sleep(2.0)
+    idle = (tree_cpu_s(served.proc.pid) - idle0) / 2.0
+    before, t0 = tree_cpu_s(served.proc.pid), time.perf_counter()
+    for _ in range(n):
+        if not reg.register(reg.head_archive()[1]):
+            raise SystemExit("idle registration refused with 429")
+    took = time.perf_counter() - t0
+    time.sleep(1.0)
+    wall = time.perf_counter() - t0
+    cpu = tree_cpu_s(served.proc.pid) - before - idle * wall
+    return {"cpu_ms_per_registration": 1000 * cpu / n, "wall_ms_per_registration": 1000 * took / n,
+            "requests_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "errors": {}}
+
+
 def load_while_swapping(url: str, reg: Registrar, bodies, clients: int, seconds: float) -> dict:
     """Load for ``seconds`` while another thread registers a new head every second."""
     stop = threading.Event()
     done: list[float] = []
+    reg.prebuild(int(seconds) + 5)
+    refused = reg.refused
 
     def swapper():
         while not stop.is_set():
-            t0 = time.perf_counter()
             _, archive = reg.head_archive()
-            reg.register(archive)
-            done.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            if reg.register(archive):
+                done.append(time.perf_counter() - t0)
             stop.wait(max(0.0, 1.0 - (time.perf_counter() - t0)))
 
     t = threading.Thread(target=swapper, daemon=True)
@@ -216,6 +289,8 @@ def load_while_swapping(url: str, reg: Registrar, bodies, clients: int, seconds:
         stop.set()
         t.join(timeout=120)
     res["registrations"] = len(done)
+    res["registration_ms"] = [round(1000 * d, 1) for d in done]
+    res["registrations_refused"] = reg.refused - refused
     return res
 
 
@@ -232,6 +307,43 @@ def prepare_store(root: Path, n_heads: int, n_loras: int):
     return bb, loras
 
 
+def _pooled_p99(rounds: list[dict]) -> float:
+    """p99 (ms) over every request of every round of one variant: steadier than a median of
+    per-round p99s, each of which rests on the few slowest requests of one phase."""
+    return 1000 * percentile([x for r in rounds for x in r["_latencies"]], 99)
+
+
+def strip_latencies(obj) -> None:
+    """Drop every load result's raw ``_latencies`` from ``obj`` (before saving it as JSON)."""
+    if isinstance(obj, dict):
+        obj.pop("_latencies", None)
+        for v in obj.values():
+            strip_latencies(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            strip_latencies(v)
+
+
+def swap_summary(rounds: dict[str, list[dict]]) -> dict:
+    """p99 and throughput while registering, as ratios to steady traffic, from one interleaved run."""
+    st, sw = rounds["steady"], rounds["registering 1/s"]
+    pooled = {k: _pooled_p99(v) for k, v in rounds.items()}
+    # The server's CPU per registration: what the registering phase used beyond its requests
+    # at the steady phase's CPU per request (same round), over its registrations.
+    per_reg = [1000 * (b["server_cpu_s"] - b["ok"] * a["server_cpu_s"] / max(a["ok"], 1)) / b["registrations"]
+               for a, b in zip(st, sw) if b["registrations"] and "server_cpu_s" in a]
+    return {"p99_ratio": statistics.median(b["p99_ms"] / a["p99_ms"] for a, b in zip(st, sw)),
+            "rps_ratio": statistics.median(b["requests_per_s"] / a["requests_per_s"] for a, b in zip(st, sw)),
+            "p99_steady_ms": statistics.median(r["p99_ms"] for r in st),
+            "p99_swapping_ms": statistics.median(r["p99_ms"] for r in sw),
+            "p99_pooled_steady_ms": pooled["steady"], "p99_pooled_swapping_ms": pooled["registering 1/s"],
+            "p99_pooled_ratio": pooled["registering 1/s"] / pooled["steady"],
+            "registrations": sum(r["registrations"] for r in sw),
+            "server_cpu_ms_per_request": statistics.median(1000 * r["server_cpu_s"] / max(r["ok"], 1) for r in st),
+            "server_cpu_ms_per_registration": statistics.median(per_reg) if per_reg else None,
+            "refused": sum(r["registrations_refused"] for r in sw), "rounds": rounds}
+
+
 def interleaved(variants: dict, rounds: int) -> dict[str, list[dict]]:
     """Each variant once per round, the order rotating; per-variant list of round results."""
     names = list(variants)
@@ -240,6 +352,10 @@ def interleaved(variants: dict, rounds: int) -> dict[str, list[dict]]:
         for name in names[rnd % len(names):] + names[: rnd % len(names)]:
             out[name].append(variants[name]())
             r = out[name][-1]
+            if "cpu_ms_per_registration" in r:
+                print(f"  round {rnd + 1} {name}: {r['cpu_ms_per_registration']:.1f} ms server CPU per "
+                      f"registration", flush=True)
+                continue
             print(f"  round {rnd + 1} {name}: {r['requests_per_s']:.1f} req/s, p50 {r['p50_ms']:.0f} ms, "
                   f"p99 {r['p99_ms']:.0f} ms, errors {r['errors']}", flush=True)
     return out
@@ -302,6 +418,7 @@ def _finish(res: dict, taskswap: Served, render, name: str) -> dict:
     errors = [line for line in taskswap.log.read_text(errors="replace").splitlines()
               if "Traceback" in line or "status=500" in line]
     res["server_errors"] = errors[:20]
+    strip_latencies(res)
     md = render(res)
     if errors:
         md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in errors[:20]) + "\n"
@@ -312,7 +429,8 @@ def _finish(res: dict, taskswap: Served, render, name: str) -> dict:
 
 def markdown(res: dict) -> str:
     a = res["args"]
-    lines = [f"# HTTP bench ({'quick' if a['quick'] else 'full'} run)", "",
+    what = "registration only" if a.get("only") == "registration" else "quick" if a["quick"] else "full"
+    lines = [f"# HTTP bench ({what} run)", "",
              f"Machine: {res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, CUDA: "
              f"{res['machine']['cuda']}; load average at start {res['machine']['load_avg'][0]:.1f}. "
              f"{a['clients']} concurrent clients, {a['texts']} texts per request, {a['seconds']:.0f} s "
@@ -321,19 +439,63 @@ def markdown(res: dict) -> str:
              f"torch threads {a['threads']}.", "",
              "| traffic | requests/s | × raw service | p50 ms | p99 ms | errors |",
              "|---|---|---|---|---|---|"]
-    for k, v in res["throughput"].items():
+    for k, v in res.get("throughput", {}).items():
         lines.append(f"| {k} | {v['requests_per_s']:.1f} | {v['ratio']:.3f} | {v['p50_ms']:.0f} | "
                      f"{v['p99_ms']:.0f} | {v['errors']} |")
-    s = res["swap"]
+    if "throughput" not in res:  # --only registration: no throughput table
+        lines = lines[:-2]
     lines += ["", "## hot swap", "",
               "| register → first served prediction | median ms | max ms | n |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['median_ms']:.0f} | {v['max_ms']:.0f} | {v['n']} |"
               for k, v in res["first_prediction"].items()]
+    lines += swap_markdown(res["swap"])
+    lines += idle_markdown(res.get("idle"))
+    if "swap_compare" in res:
+        lines += ["", f"### The same, interleaved, on `--compare-checkout {a['compare_checkout']}`", "",
+                  "| register → first served prediction | median ms | max ms | n |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['median_ms']:.0f} | {v['max_ms']:.0f} | {v['n']} |"
+                  for k, v in res["first_prediction_compare"].items()]
+        lines += swap_markdown(res["swap_compare"])
+        lines += idle_markdown(res.get("idle_compare"))
+    lines += ["", f"Load average at the end: {res.get('load_avg_end', [0])[0]:.1f}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def idle_markdown(idle: dict | None) -> list[str]:
+    if not idle:
+        return []
+    per = ", ".join(f"{r['cpu_ms_per_registration']:.1f}" for r in idle["rounds"])
+    return ["", f"On the idle server (no other traffic; 20 head registrations back to back, 3 "
+                f"interleaved rounds): **{idle['cpu_ms_per_registration']:.1f} ms of server CPU per "
+                f"registration** ({per}), {idle['wall_ms_per_registration']:.0f} ms each end to end."]
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f} ms"
+
+
+def swap_markdown(s: dict) -> list[str]:
+    lines: list[str] = []
     lines += ["", f"p99 of mixed head traffic while a head is registered every second: "
               f"**{s['p99_ratio']:.2f} ×** steady (median of per-round ratios; p99 "
               f"{s['p99_swapping_ms']:.0f} ms vs {s['p99_steady_ms']:.0f} ms; "
-              f"{s['registrations']} registrations in all); throughput ratio {s['rps_ratio']:.2f}.", ""]
-    return "\n".join(lines) + "\n"
+              f"{s['registrations']} registrations in all); throughput ratio {s['rps_ratio']:.2f}. "
+              f"Pooled over all rounds' requests: p99 {s['p99_pooled_swapping_ms']:.0f} vs "
+              f"{s['p99_pooled_steady_ms']:.0f} ms, **{s['p99_pooled_ratio']:.2f} ×**.", "",
+              f"Server CPU (all its processes, /proc): {s['server_cpu_ms_per_request']:.1f} ms per "
+              f"steady request; **{_ms(s['server_cpu_ms_per_registration'])} per registration** "
+              "(the registering phase's CPU beyond its requests at the same round's steady CPU per "
+              "request, over its registrations; median of rounds; ill-conditioned under load: any "
+              "change in CPU per request lands here too — the idle figure below is the clean one).", "",
+              "| round | steady p99 ms | registering p99 ms | p99 ratio | req/s ratio | "
+              "registrations (refused) | registration median / max ms |",
+              "|---|---|---|---|---|---|---|"]
+    for i, (st, sw) in enumerate(zip(s["rounds"]["steady"], s["rounds"]["registering 1/s"])):
+        took = sw.get("registration_ms") or [0.0]
+        lines.append(f"| {i + 1} | {st['p99_ms']:.0f} | {sw['p99_ms']:.0f} | {sw['p99_ms'] / st['p99_ms']:.2f} | "
+                     f"{sw['requests_per_s'] / st['requests_per_s']:.2f} | {sw['registrations']} "
+                     f"({sw.get('registrations_refused', 0)}) | {statistics.median(took):.0f} / {max(took):.0f} |")
+    return lines
 
 
 def main(argv=None) -> dict:
@@ -341,12 +503,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="3 rounds of 4 s phases (~4 minutes)")
     ap.add_argument("--embeddings", action="store_true", help=(
         "only served embeddings (/embed, /v1/embeddings) vs the raw backbone, 3 rounds of 4 s"))
+    ap.add_argument("--only", choices=["all", "registration"], default="all", help=(
+        "registration: only part 5 (register -> first prediction, p99 while registering), "
+        "with --loras 4 unless given"))
+    ap.add_argument("--compare-checkout", default=None, metavar="PATH", help=(
+        "a checkout of another commit (e.g. `git worktree add /tmp/old <ref>`): its service runs "
+        "as a second Taskswap server on a copy of the store, and the hot-swap phase is "
+        "interleaved on both"))
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=None, help="length of one load phase")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--texts", type=int, default=1, help="texts per request")
     ap.add_argument("--heads", type=int, default=200)
-    ap.add_argument("--loras", type=int, default=64)
+    ap.add_argument("--loras", type=int, default=None, help="LoRA adapters (default 64; 4 with --only registration)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in each server")
     ap.add_argument("--max-batch-rows", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
@@ -358,6 +527,8 @@ def main(argv=None) -> dict:
     short = args.quick or args.embeddings
     args.rounds = args.rounds or (3 if short else 5)
     args.seconds = args.seconds or (4.0 if short else 10.0)
+    if args.loras is None:
+        args.loras = 4 if args.only == "registration" else 64
     if args.embeddings:
         args.heads, args.loras = 0, 0
     root = Path(tempfile.mkdtemp(prefix="taskswap-http-bench-"))
@@ -376,21 +547,36 @@ def main(argv=None) -> dict:
                                            "max_length": TEXT_SPEC.max_length}]),
         "TASKSWAP_METRICS_MAX_TASKS": "50", "TASKSWAP_DEVICE": args.device,
         "TASKSWAP_HALF": str(args.half).lower()}, root, "taskswap")
-    raw = Served("bench.raw_service:RawBackbone", {
+    compare = None
+    if args.compare_checkout:  # the same store, copied: its registrations must not reach ours
+        shutil.copytree(root / "store", root / "store-compare", symlinks=True)
+        compare = Served("service.service:Taskswap", {
+            **common, "TASKSWAP_STORE": str(root / "store-compare"), "TASKSWAP_ADMIN_TOKEN": token,
+            "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": TEXT_SPEC.source,
+                                               "max_length": TEXT_SPEC.max_length}]),
+            "TASKSWAP_METRICS_MAX_TASKS": "50", "TASKSWAP_DEVICE": args.device,
+            "TASKSWAP_HALF": str(args.half).lower()}, root, "compare", cwd=Path(args.compare_checkout))
+    raw = None if args.only == "registration" else Served("bench.raw_service:RawBackbone", {
         **common, "RAW_BACKBONE": json.dumps({"name": bb.name, "source": TEXT_SPEC.source,
                                               "max_length": TEXT_SPEC.max_length, **device})}, root, "raw")
     try:
         taskswap.wait_ready()
-        raw.wait_ready()
+        for other in (raw, compare):
+            if other is not None:
+                other.wait_ready()
         heads = [f"head-{i:04d}" for i in range(args.heads)]
         loras = [f"lora-{i:03d}" for i in range(args.loras)]
         # Warm-up: every task once (lazy loads happen here, not in the measured phases).
-        with httpx.Client(base_url=taskswap.url, timeout=120) as c:
-            for t in heads + loras:
-                r = c.post("/predict", json={"task": t, "texts": texts[:1]})
-                if r.status_code != 200:
-                    raise SystemExit(f"warm-up {t}: {r.status_code} {r.text}")
-        run_load(raw.url, body_maker(texts, args.texts, None, 0), args.clients, 2)
+        for srv in (taskswap, compare):
+            if srv is None:
+                continue
+            with httpx.Client(base_url=srv.url, timeout=120) as c:
+                for t in heads + loras:
+                    r = c.post("/predict", json={"task": t, "texts": texts[:1]})
+                    if r.status_code != 200:
+                        raise SystemExit(f"warm-up {t}: {r.status_code} {r.text}")
+        if raw is not None:
+            run_load(raw.url, body_maker(texts, args.texts, None, 0), args.clients, 2)
         print(f"servers ready and warm in {time.perf_counter() - t0:.0f}s", flush=True)
         if args.embeddings:
             embeddings_phase(res, raw, taskswap, texts, bb.name, args)
@@ -403,38 +589,55 @@ def main(argv=None) -> dict:
             f"Taskswap, mixed LoRA ({args.loras} adapters)":
                 lambda: run_load(taskswap.url, mk(loras, 3), args.clients, args.seconds),
         }
-        per_round = interleaved(variants, args.rounds)
-        res["throughput"] = summary(per_round, "raw backbone service")
-        res["throughput_rounds"] = per_round
+        if args.only == "all":
+            per_round = interleaved(variants, args.rounds)
+            res["throughput"] = summary(per_round, "raw backbone service")
+            res["throughput_rounds"] = per_round
 
-        reg = Registrar(taskswap.url, token, bb, root / "swap")
+        servers = {"": taskswap, **({" (compare)": compare} if compare is not None else {})}
+        regs = {k: Registrar(srv.url, token, bb, root / f"swap{i}") for i, (k, srv) in enumerate(servers.items())}
         lora_archives = [make_archive(d, "zip") for d in lora_dirs[:4]]
-        res["first_prediction"] = first_prediction(reg, lora_archives, texts[0], 5 if args.quick else 10)
-        swap_rounds = interleaved({
-            "steady": lambda: run_load(taskswap.url, mk(heads, 4), args.clients, args.seconds),
-            "registering 1/s": lambda: load_while_swapping(taskswap.url, reg, mk(heads, 5),
-                                                           args.clients, args.seconds),
-        }, args.rounds)
-        st, sw = swap_rounds["steady"], swap_rounds["registering 1/s"]
-        res["swap"] = {"p99_ratio": statistics.median(b["p99_ms"] / a["p99_ms"] for a, b in zip(st, sw)),
-                       "rps_ratio": statistics.median(b["requests_per_s"] / a["requests_per_s"]
-                                                      for a, b in zip(st, sw)),
-                       "p99_steady_ms": statistics.median(r["p99_ms"] for r in st),
-                       "p99_swapping_ms": statistics.median(r["p99_ms"] for r in sw),
-                       "registrations": sum(r["registrations"] for r in sw), "rounds": swap_rounds}
+        res["first_prediction"] = first_prediction(regs[""], lora_archives, texts[0], 5 if args.quick else 10)
+        if compare is not None:
+            res["first_prediction_compare"] = first_prediction(regs[" (compare)"], lora_archives, texts[0],
+                                                               5 if args.quick else 10)
+        swap_variants = {}
+        for k, srv in servers.items():
+            swap_variants[f"steady{k}"] = with_server_cpu(srv, functools.partial(
+                run_load, srv.url, mk(heads, 4), args.clients, args.seconds))
+            swap_variants[f"registering 1/s{k}"] = with_server_cpu(srv, functools.partial(
+                load_while_swapping, srv.url, regs[k], mk(heads, 5), args.clients, args.seconds))
+        swap_rounds = interleaved(swap_variants, args.rounds)
+        idle_rounds = interleaved({f"idle registrations{k}": functools.partial(idle_registration_cpu, srv, regs[k])
+                                   for k, srv in servers.items()}, 3)
+        for k in servers:
+            res["idle" + ("_compare" if k else "")] = {
+                "cpu_ms_per_registration": statistics.median(
+                    r["cpu_ms_per_registration"] for r in idle_rounds[f"idle registrations{k}"]),
+                "wall_ms_per_registration": statistics.median(
+                    r["wall_ms_per_registration"] for r in idle_rounds[f"idle registrations{k}"]),
+                "rounds": idle_rounds[f"idle registrations{k}"]}
+        for k in servers:
+            res["swap" + ("_compare" if k else "")] = swap_summary(
+                {"steady": swap_rounds[f"steady{k}"], "registering 1/s": swap_rounds[f"registering 1/s{k}"]})
+        res["load_avg_end"] = os.getloadavg()
         errors = [line for line in taskswap.log.read_text(errors="replace").splitlines()
                   if "Traceback" in line or "status=500" in line]
         res["server_errors"] = errors[:20]
     finally:
         taskswap.stop()
-        raw.stop()
+        for other in (raw, compare):
+            if other is not None:
+                other.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    strip_latencies(res)
     md = markdown(res)
     if res.get("server_errors"):
         md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in res["server_errors"]) + "\n"
     print(md)
-    save_results(args.out or ("http-quick" if args.quick else "http"), res, md)
+    default = "http-registration" if args.only == "registration" else "http-quick" if args.quick else "http"
+    save_results(args.out or default, res, md)
     return res
 
 

@@ -16,6 +16,7 @@ import logging
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ import torch
 from adapters.backbones.base import Backbone, load_backbone
 from adapters.batching import Batcher
 from adapters.dryrun import check_embeddings_finite, check_rows_finite
-from adapters.errors import InvalidInput, NotFound
+from adapters.errors import CapacityError, InvalidInput, NotFound
 from adapters.format.archive import extract_archive
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
@@ -33,6 +34,7 @@ from adapters.store import open_store
 from service.errors import NotReady, PredictTimeout
 from service.inputs import InputLimits, check_registration_fields
 from service.prediction_log import PredictionLog
+from service.registrations import RegistrationQueue
 from service.settings import Settings
 from service.watcher import StoreWatcher
 
@@ -54,6 +56,7 @@ class Engine:
         self.watcher: StoreWatcher | None = None
         self.limits = InputLimits.from_settings(settings)
         self.rollouts = None  # service.rollouts.Rollouts once started
+        self.registrations: RegistrationQueue | None = None  # POST /adapters runs there
         self.prediction_log = PredictionLog.from_settings(settings)
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -98,6 +101,8 @@ class Engine:
         self.runtime = Runtime(registry)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch)
+        registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
+        self.registrations = RegistrationQueue(s.register_max_queued, s.register_niceness)
         self.watcher = StoreWatcher(self.sync, s.sync_interval_s).start()
         self._publish_state()
         self.state = "ready"
@@ -120,6 +125,8 @@ class Engine:
             self.rollouts.close()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.registrations is not None:
+            self.registrations.close()
         if self.batcher is not None:
             self.batcher.close()
 
@@ -136,15 +143,22 @@ class Engine:
     def _on_batch(self, n_requests: int, n_rows: int, seconds: float) -> None:
         if self.metrics is not None:
             self.metrics.on_batch(n_requests, n_rows, seconds)
-            self._publish_state()
+            self._publish_queue()
 
     def publish_state(self) -> None:
         self._publish_state()
 
     def _publish_state(self) -> None:
+        """Every gauge; counting loaded adapters takes the registry's lock, so the batch
+        worker and the request path publish only the queue (:meth:`_publish_queue`): the
+        watcher's sync refreshes the rest every ``sync_interval_s``."""
         if self.metrics is not None and self.registry is not None:
             queued = self.batcher.queued_rows if self.batcher is not None else 0
             self.metrics.set_state(queued, self.registry.loaded_count(), self.registry.generation)
+
+    def _publish_queue(self) -> None:
+        if self.metrics is not None and self.batcher is not None:
+            self.metrics.set_queue(self.batcher.queued_rows)
 
     # ---- inference ---------------------------------------------------------------------
     async def predict(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
@@ -182,7 +196,7 @@ class Engine:
 
     async def _submit(self, prepared: Prepared) -> Results:
         future = self.batcher.submit(prepared)
-        self._publish_state()
+        self._publish_queue()
         try:
             # shield: a timeout or a client hang-up must not cancel the batcher's future,
             # which the batch worker will still complete.
@@ -191,6 +205,17 @@ class Engine:
         except asyncio.TimeoutError as exc:
             raise PredictTimeout(f"no answer within {self.settings.predict_timeout_s}s "
                                  "(TASKSWAP_PREDICT_TIMEOUT_S); the server is overloaded") from exc
+
+    def _run_probe(self, prepared: Prepared) -> Results:
+        """A registration's dry-run request, run by the batch worker like any request (in the
+        registration thread's stead: no second forward beside the batch worker's)."""
+        future = self.batcher.submit(prepared)
+        self._publish_queue()
+        try:
+            return future.result(timeout=self.settings.predict_timeout_s)
+        except FutureTimeout as exc:
+            raise PredictTimeout(f"the registration's dry run got no batch slot within "
+                                 f"{self.settings.predict_timeout_s}s; the server is overloaded") from exc
 
     def backbone(self, name: str | None, modality: str | None = None) -> Backbone:
         """The backbone called ``name``; without a name, the only one of ``modality``."""
@@ -215,6 +240,22 @@ class Engine:
         return loaded, [v["version"] for v in self.registry.show(task)["versions"]]
 
     # ---- adapters ----------------------------------------------------------------------
+    def submit_registration(self, fn, *args) -> Future:
+        """Queue ``fn(*args)`` (``register_archive`` / ``register_path``) on the one
+        registration thread; 429 (:class:`CapacityError`) when its queue is full."""
+        self.require_ready()
+        q = self.registrations
+        try:
+            job = q.submit(fn, *args)
+        except CapacityError:
+            if self.metrics is not None:
+                self.metrics.on_registration_queue(q.in_progress, refused=True)
+            raise
+        if self.metrics is not None:
+            self.metrics.on_registration_queue(q.in_progress)
+            job.add_done_callback(lambda _: self.metrics.on_registration_queue(q.in_progress))
+        return job
+
     def register_archive(self, data: bytes, name: str | None, labels: list[str] | None,
                          backbone: str | None, expected: str | None = None
                          ) -> tuple[LoadedAdapter, str | None]:

@@ -113,6 +113,12 @@ class Metrics:
         self.load_seconds = m.Histogram(name="taskswap_adapter_load_seconds", labelnames=["kind"],
                                         buckets=_LOAD_BUCKETS,
                                         documentation="Time to load one adapter version.")
+        self.registrations_waiting = m.Gauge(
+            name="taskswap_registrations_waiting", multiprocess_mode="livesum",
+            documentation="Registrations queued or running on the registration thread.")
+        self.registrations_refused = m.Counter(
+            name="taskswap_registrations_refused",
+            documentation="Registrations refused with 429: the registration queue was full.")
         self.loaded = m.Gauge(name="taskswap_adapters_loaded", multiprocess_mode="liveall",
                               documentation="Adapters resident in this worker (heads + LoRAs).")
         self.batch_rows = m.Histogram(name="taskswap_batch_rows", buckets=_ROW_BUCKETS,
@@ -192,6 +198,11 @@ class Metrics:
         self.loads.labels(kind=adapter.kind).inc()
         self.load_seconds.labels(kind=adapter.kind).observe(seconds or 0.0)
 
+    def on_registration_queue(self, in_progress: int, refused: bool = False) -> None:
+        self.registrations_waiting.set(in_progress)
+        if refused:
+            self.registrations_refused.inc()
+
     # ---- batcher observer --------------------------------------------------------------
     def on_batch(self, n_requests: int, n_rows: int, seconds: float) -> None:
         self.batch_requests.observe(n_requests)
@@ -202,3 +213,6 @@ class Metrics:
         self.queue_rows.set(queued_rows)
         self.loaded.set(loaded)
         self.generation.set(generation)
+
+    def set_queue(self, queued_rows: int) -> None:
+        self.queue_rows.set(queued_rows)

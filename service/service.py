@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import asyncio  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -278,19 +279,22 @@ class Taskswap:
         ``name``, ``labels``, ``backbone`` fields), or JSON ``{"store_path": "imports/x"}``."""
         self.engine.require_ready()
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        # The work runs on the engine's one registration thread (service.registrations);
+        # shielded: an admin who hangs up does not undo a registration already queued.
         if ctype == "multipart/form-data":
             data, name, labels, backbone, expected = await _archive_form(request)
-            loaded, previous = await anyio.to_thread.run_sync(
+            job = self.engine.submit_registration(
                 self.engine.register_archive, data, name, labels, backbone, expected)
         elif ctype == "application/json":
             body = _parse_json_model(await request.body(), RegisterFromStore)
-            loaded, previous = await anyio.to_thread.run_sync(
+            job = self.engine.submit_registration(
                 self.engine.register_path, body.store_path, body.name, body.labels, body.backbone,
                 body.expected_version)
         else:
             raise InvalidInput(f"content type {ctype or 'none'!r} is not accepted: send "
                                "multipart/form-data with the archive in 'file', or "
                                "application/json {\"store_path\": ...}")
+        loaded, previous = await asyncio.shield(asyncio.wrap_future(job))
         m = loaded.manifest
         return RegisterResponse(name=loaded.name, version=loaded.version, kind=m.kind,
                                 task_type=m.task_type, labels=m.labels, outputs=m.outputs or None,

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     lora_budget_mb: int = Field(512, ge=1, description="Memory for resident LoRA adapters (LRU).")
     sync_interval_s: float = Field(0.5, ge=0.05, le=3600, description=(
         "How often the store watcher follows registrations made by other replicas/workers."))
+    register_max_queued: int = Field(8, ge=0, le=1000, description=(
+        "Registrations waiting for the one registration thread (POST /adapters); beyond this "
+        "a registration gets 429 with Retry-After."))
+    register_niceness: int = Field(10, ge=0, le=19, description=(
+        "CPU niceness added to the registration thread (Linux: per thread), so the batch "
+        "worker wins when cores are busy."))
     gc_grace_s: float = Field(3600.0, ge=0, description=(
         "At startup, unreferenced store files older than this are removed."))
 

@@ -165,7 +165,7 @@ def test_an_adapter_with_overflowing_scores_is_refused_and_never_answers_null(
     import adapters.registry as reg_mod
     from adapters.registry import Registry
     from adapters.store import open_store
-    monkeypatch.setattr(reg_mod, "check_outputs_finite", lambda loaded: None)
+    monkeypatch.setattr(reg_mod, "check_outputs_finite", lambda loaded, run=None: None)
     Registry(open_store(str(srv.store)), {"text": text_backbone}).register(folder)
     deadline = time.monotonic() + 30
     while srv.get("/adapters/huge").status_code != 200 and time.monotonic() < deadline:
