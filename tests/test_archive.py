@@ -73,3 +73,15 @@ def test_zip_symlink_refused(tmp_path):
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(InvalidAdapter, match="symbolic link"):
         extract_archive(buf.getvalue(), tmp_path / "x")
+
+
+def test_adapter_folder_with_a_named_pipe_is_refused_without_reading_it(tmp_path):
+    """A registration by path reads the folder's files: a FIFO named adapter.json would
+    block that read (and the one registration thread) forever."""
+    import os
+    from adapters.format.adapter_dir import read_adapter_dir
+    folder = tmp_path / "a"
+    folder.mkdir()
+    os.mkfifo(folder / "adapter.json")
+    with pytest.raises(InvalidAdapter, match="adapter.json is not a regular file"):
+        read_adapter_dir(folder)

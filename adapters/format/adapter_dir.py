@@ -50,6 +50,8 @@ def check_files(path: Path) -> list[Path]:
             problems.append(f"{p.name} is a symbolic link; links are refused")
         elif p.is_dir():
             problems.append(f"{p.name}/ is a folder; an adapter is one flat folder")
+        elif not p.is_file():  # a FIFO or device would block the reader forever
+            problems.append(f"{p.name} is not a regular file (a pipe, socket or device)")
         elif p.suffix.lower() in PICKLE_SUFFIXES:
             problems.append(f"{p.name} is a pickle-capable format; only safetensors weights are "
                             "loaded (save with safe_serialization=True)")
