@@ -52,6 +52,8 @@ from adapters import heads_batched
 from adapters.dryrun import check_outputs_finite
 from adapters.errors import NotFound, TaskswapError
 from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
+from adapters.format.interning import compact_alias
+from adapters.name_index import NameIndex
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_name
 
@@ -91,13 +93,20 @@ class Registry:
     """
 
     def __init__(self, store: AdapterStore, backbones: dict[str, Backbone],
-                 lora_budget_bytes: int = 512 << 20, events=None):
+                 lora_budget_bytes: int = 512 << 20, events=None, full_sync_every_s: float = 300.0):
         self.store = store
+        self.full_sync_every_s = full_sync_every_s  # the longest between two full listings
+        self._full_synced_at = float("-inf")
+        self.last_sync: dict = {}  # the last sync that ran: {"full", "tasks_read", "names" (None if full)}
+        self._unseen: set[str] | None = None  # tasks synced since take_synced() (None: all)
         self.backbones = backbones
         self.lora_budget_bytes = lora_budget_bytes
         self.events = events  # optional observer with on_load(adapter, seconds), on_register(kind)
         self._lock = threading.RLock()  # guards the table; reads on the request path take none
         self._tasks: dict[str, Task] = {}  # the table (see the module docstring)
+        self._names = NameIndex()  # the table's names, sorted (pages of the listing)
+        self._residency_changes = 0  # bumped whenever an entry's adapter or a serving version moves
+        self._loaded_count: tuple = (None, 0)  # (residency key, resident serving heads)
         self._lru: OrderedDict[tuple[str, str], Entry] = OrderedDict()  # resident evictable, oldest first
         self._generation = -1
         self._local_seq = 0  # bumped by every local register/activate/delete
@@ -114,6 +123,18 @@ class Registry:
         """Every task's alias as of the last sync or local change (a snapshot)."""
         with self._lock:
             return {name: row.alias for name, row in self._tasks.items()}
+
+    def take_synced(self) -> list[str] | None:
+        """The tasks the store changed, as synced since the last call (None: a full listing
+        ran, so any task may have changed); for caches kept beside the registry."""
+        with self._lock:
+            names, self._unseen = self._unseen, set()
+        return None if names is None else sorted(names)
+
+    def aliases_of(self, names) -> dict[str, Alias]:
+        """The aliases of those of ``names`` that are registered (a snapshot)."""
+        with self._lock:
+            return {n: row.alias for n in names if (row := self._tasks.get(n)) is not None}
 
     def resolve(self, task: str) -> LoadedAdapter:
         """The adapter that serves ``task`` now, loading it if evicted (single flight)."""
@@ -187,6 +208,19 @@ class Registry:
         with self._lock:
             rows = sorted(self._tasks.items())
             return [self._describe(name, row) for name, row in rows]
+
+    def page(self, name: str | None = None, offset: int = 0,
+             limit: int | None = None) -> tuple[list[dict], int, int | None]:
+        """One page of :meth:`list`: ``(tasks, total matching, next offset or None)``, tasks
+        whose name contains ``name`` (case-insensitive), in name order. Only the page's
+        tasks are described (the sorted name index cuts the page)."""
+        with self._lock:
+            names, total, next_offset = self._names.window(name, offset, limit)
+            return [self._describe(n, self._tasks[n]) for n in names], total, next_offset
+
+    def count(self) -> int:
+        """How many tasks are registered (as of the last sync or local change)."""
+        return len(self._tasks)
 
     def show(self, name: str) -> dict:
         row = self._tasks.get(check_name(name))
@@ -337,6 +371,14 @@ class Registry:
     def _sync(self, force: bool = False) -> bool:
         """Follow the store: load newly active versions, drop deleted tasks. True if changed.
 
+        Incremental when it can be: the store's change log names the tasks changed since
+        the generation this process has seen, and only their aliases are read and compared
+        (:meth:`AdapterStore.changes_since`), so one change costs the same with 100 tasks or
+        100,000. A full listing happens on the first sync, on ``force``, when the log
+        cannot tell (this process is further behind than the log), and at least every
+        ``full_sync_every_s`` (it also catches a writer that died between its alias write
+        and its generation bump).
+
         Loads happen outside the registry lock, against a snapshot of the store; the
         snapshot is installed only if no local register/activate/delete landed since it
         was taken (``_local_seq``), otherwise the round is dropped and the next one
@@ -347,9 +389,20 @@ class Registry:
         with self._sync_lock:
             seq = self._local_seq
             gen = self.store.generation()
-            if gen == self._generation and not force:
+            due = time.monotonic() - self._full_synced_at >= self.full_sync_every_s
+            if gen == self._generation and not force and not due:
                 return False
-            aliases = self.store.list_aliases()
+            delta = None if force or due or self._generation < 0 else self.store.changes_since(self._generation)
+            if delta is None:
+                aliases, full = self.store.list_aliases(), True
+                gone = set(self._tasks) - set(aliases)
+                listed_at = time.monotonic()
+            else:
+                gen, changed = delta
+                aliases = {n: a for n, a in changed.items() if a is not None}
+                gone, full = {n for n, a in changed.items() if a is None}, False
+            self.last_sync = {"full": full, "tasks_read": len(aliases) + (0 if full else len(gone)),
+                              "names": None if full else sorted(set(aliases) | gone)}
             ready: dict[str, LoadedAdapter | None] = {}
             failed: dict[str, str] = {}
             for name, alias in aliases.items():
@@ -367,28 +420,38 @@ class Registry:
             with self._lock:
                 if self._local_seq != seq:
                     return False  # a local change raced this snapshot: retry next round
-                for name in set(self._tasks) - set(aliases):
+                for name in gone:
                     self._drop(name)
                 for name, alias in aliases.items():
                     if name in ready:
                         self._install(name, alias, ready[name])
                         continue
+                    row = self._tasks.get(name)
+                    if row is not None and name not in failed and row.alias == alias:
+                        continue  # unchanged (a full listing compares every task: keep it cheap)
                     row = self._adopt(name, alias)  # the alias moves; what serves does not
                     if name in failed:
                         entry = row.versions[alias.active]
                         if entry.adapter is None:
                             entry.state, entry.error = "failed", failed[name]
                 self._generation = gen
+                if full:
+                    self._full_synced_at = listed_at
+                    self._unseen = None
+                elif self._unseen is not None:
+                    self._unseen.update(aliases, gone)
             return True
 
     def _adopt(self, name: str, alias: Alias) -> Task:
         """Take ``alias`` as ``name``'s truth (caller holds the lock): the active version gets
         an entry (``unloaded`` if new) and the pin moves to it. Which version serves is
         left to the caller (:meth:`_install`)."""
+        alias = compact_alias(alias)  # equal parts (labels, kinds, pydantic sets) held once
         row = self._tasks.get(name)
         if row is None:
             row = self._tasks[name] = Task(alias, alias.active)
             row.versions[alias.active] = Entry("unloaded")
+            self._names.add(name)
             return row
         before, row.alias = row.alias.active, alias
         entry = row.versions.get(alias.active)
@@ -422,6 +485,7 @@ class Registry:
             entry = row.versions[loaded.version] = Entry("ready")
         previous = entry.adapter
         entry.adapter, entry.state, entry.error = loaded, "ready", None
+        self._residency_changes += 1
         entry.load_seconds = loaded.load_seconds
         if previous is not None and previous is not loaded:
             self._release(previous)  # the same version registered again: a new object
@@ -430,6 +494,7 @@ class Registry:
     def _serve(self, name: str, row: Task, version: str) -> None:
         """The hot swap: ``version`` answers ``name`` from now on (caller holds the lock)."""
         before, row.serving = row.serving, version
+        self._residency_changes += 1
         if before != version:
             self._retire(name, row, before)
 
@@ -437,11 +502,13 @@ class Registry:
         row = self._tasks.pop(name, None)
         if row is None:
             return
+        self._names.discard(name)
         for version, entry in row.versions.items():
             self._lru.pop((name, version), None)
             if entry.adapter is not None:
                 self._release(entry.adapter)
                 entry.adapter = None
+                self._residency_changes += 1
 
     def _retire(self, name: str, row: Task, version: str) -> None:
         """A version no longer serving: resident kinds leave memory now; evictable ones stay
@@ -450,6 +517,7 @@ class Registry:
         if entry is not None and entry.adapter is not None and not entry.adapter.impl.evictable:
             self._release(entry.adapter)
             entry.adapter = None
+            self._residency_changes += 1
         self._prune(name, row, version)
 
     @staticmethod
@@ -501,9 +569,11 @@ class Registry:
                     active = version == row.alias.active
                     if loaded.impl.evictable:
                         entry.adapter = loaded
+                        self._residency_changes += 1
                         self._remember_lora((name, version), entry)
                     elif active or version == row.serving:
                         entry.adapter = loaded
+                        self._residency_changes += 1
                     # else: a non-active head is the caller's alone (it is a few KB)
                     if activate and active:
                         self._serve(name, row, version)
@@ -581,6 +651,7 @@ class Registry:
         """
         entry = self._lru.pop(key)
         evicted, entry.adapter, entry.state = entry.adapter, None, "evicted"
+        self._residency_changes += 1
         self._release(evicted)
         row = self._tasks.get(key[0])
         if row is not None:
@@ -600,10 +671,15 @@ class Registry:
         return len(self._lru)
 
     def loaded_count(self) -> int:
+        """Resident versions that serve a task, plus resident LoRAs (counted again only
+        after residency changed: it is read after every batch, and a count is O(tasks))."""
         with self._lock:
-            heads = sum(1 for n in self._tasks
-                        if (a := self._serving(n)) is not None and not a.impl.evictable)
-            return heads + len(self._lru)
+            key = (self._residency_changes, len(self._tasks))
+            if self._loaded_count[0] != key:
+                heads = sum(1 for n in self._tasks
+                            if (a := self._serving(n)) is not None and not a.impl.evictable)
+                self._loaded_count = (key, heads)
+            return self._loaded_count[1] + len(self._lru)
 
 
 def _evictable(kind: str) -> bool:

@@ -101,7 +101,7 @@ class Engine:
         self._publish_state()
         self.state = "ready"
         log.info("ready in %.1fs: backbones %s, %d tasks from %s", time.perf_counter() - t0,
-                 sorted(self.backbones), len(registry.list()), store.url)
+                 sorted(self.backbones), registry.count(), store.url)
 
     @property
     def ready(self) -> bool:
@@ -128,7 +128,7 @@ class Engine:
         an admin call holds the registry's writer lock (that call brings this process up to date)."""
         changed = self.registry.sync(wait=wait)
         if changed and self.rollouts is not None:
-            self.rollouts.refresh()  # a policy change bumps the generation too
+            self.rollouts.refresh(self.registry.take_synced())  # a policy change bumps it too
         self._publish_state()
         return changed
 
@@ -275,6 +275,13 @@ class Engine:
         self.require_ready()
         self.sync(wait=False)
         return self.registry.generation, self.registry.list()
+
+    def page(self, name: str | None, offset: int, limit: int | None) -> tuple[int, list[dict], int, int | None]:
+        """(store generation caught up with, one page of tasks, total matching, next offset)
+        after catching up with the store (see :meth:`Registry.page`)."""
+        self.require_ready()
+        self.sync(wait=False)
+        return (self.registry.generation, *self.registry.page(name, offset, limit))
 
     def show(self, name: str) -> dict:
         self.require_ready()
