@@ -50,7 +50,7 @@ from pathlib import Path
 from adapters.backbones.base import Backbone
 from adapters import heads_batched
 from adapters.dryrun import check_outputs_finite
-from adapters.errors import NotFound, TaskswapError
+from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
 from adapters.format.interning import compact_alias
 from adapters.name_index import NameIndex
@@ -93,7 +93,7 @@ class Registry:
     """
 
     def __init__(self, store: AdapterStore, backbones: dict[str, Backbone],
-                 lora_budget_bytes: int = 512 << 20, events=None, full_sync_every_s: float = 300.0):
+                 lora_budget_bytes: int = 512 << 20, events=None, full_sync_every_s: float = 3600.0):
         self.store = store
         self.full_sync_every_s = full_sync_every_s  # the longest between two full listings
         self._full_synced_at = float("-inf")
@@ -105,8 +105,10 @@ class Registry:
         self._lock = threading.RLock()  # guards the table; reads on the request path take none
         self._tasks: dict[str, Task] = {}  # the table (see the module docstring)
         self._names = NameIndex()  # the table's names, sorted (pages of the listing)
-        self._residency_changes = 0  # bumped whenever an entry's adapter or a serving version moves
-        self._loaded_count: tuple = (None, 0)  # (residency key, resident serving heads)
+        # loaded_count without a pass over every task: tasks whose serving version is a resident
+        # non-evictable adapter, brought up to date from the tasks marked since the last count
+        self._resident_heads: set[str] = set()
+        self._dirty: set[str] = set()  # tasks whose residency or serving version moved
         self._lru: OrderedDict[tuple[str, str], Entry] = OrderedDict()  # resident evictable, oldest first
         self._generation = -1
         self._local_seq = 0  # bumped by every local register/activate/delete
@@ -146,11 +148,24 @@ class Registry:
             if loaded.impl.evictable:
                 self._touch((task, loaded.version))
             return loaded
-        row = self._tasks.get(task)
+        row = self._tasks.get(task) or self._adopt_unlogged(task)
         if row is None:
-            known = ", ".join(sorted(self._tasks)[:20]) or "none registered"
+            known = ", ".join(self._names.window(None, 0, 20)[0]) or "none registered"
             raise NotFound(f"task {task!r} is not registered (tasks: {known})")
         return self._load(task, row.alias.active)
+
+    def _adopt_unlogged(self, task: str) -> Task | None:
+        """A task still unknown after a sync: read its alias once, in case its writer died
+        between the alias write and the generation bump (the change log never named it)."""
+        try:
+            alias = self.store.get_alias(check_name(task))
+        except InvalidInput:
+            return None
+        if alias is None:
+            return None
+        with self._lock:
+            self._local_seq += 1  # a sync round in flight must not drop it
+            return self._tasks.get(task) or self._adopt(task, alias)
 
     def _serving(self, task: str) -> LoadedAdapter | None:
         """The resident adapter answering ``task``, or None (lock-free: each read is atomic)."""
@@ -201,7 +216,7 @@ class Registry:
             with self._lock:
                 row = self._tasks.get(task)
                 if row is not None:
-                    self._hold(row, loaded)
+                    self._hold(task, row, loaded)
         return loaded
 
     def list(self) -> list[dict]:
@@ -296,7 +311,7 @@ class Registry:
                 if not activate:
                     alias = self.store.add_version(name, version, info)
                     self._local_seq += 1
-                    entry = self._hold(self._adopt(name, alias), loaded)
+                    entry = self._hold(name, self._adopt(name, alias), loaded)
                     if loaded.impl.evictable:
                         self._remember_lora((name, version), entry)
                 else:
@@ -473,19 +488,19 @@ class Registry:
         ``loaded`` is that version, or None to load it on first use."""
         row = self._adopt(name, alias)
         if loaded is not None:
-            entry = self._hold(row, loaded)
+            entry = self._hold(name, row, loaded)
         self._serve(name, row, alias.active)
         if loaded is not None and loaded.impl.evictable:
             self._remember_lora((name, loaded.version), entry)
 
-    def _hold(self, row: Task, loaded: LoadedAdapter) -> Entry:
-        """Record ``loaded`` as its version's resident adapter (caller holds the lock)."""
+    def _hold(self, name: str, row: Task, loaded: LoadedAdapter) -> Entry:
+        """Record ``loaded`` as ``name``'s resident adapter of its version (caller holds the lock)."""
         entry = row.versions.get(loaded.version)
         if entry is None:
             entry = row.versions[loaded.version] = Entry("ready")
         previous = entry.adapter
         entry.adapter, entry.state, entry.error = loaded, "ready", None
-        self._residency_changes += 1
+        self._dirty.add(name)
         entry.load_seconds = loaded.load_seconds
         if previous is not None and previous is not loaded:
             self._release(previous)  # the same version registered again: a new object
@@ -494,7 +509,7 @@ class Registry:
     def _serve(self, name: str, row: Task, version: str) -> None:
         """The hot swap: ``version`` answers ``name`` from now on (caller holds the lock)."""
         before, row.serving = row.serving, version
-        self._residency_changes += 1
+        self._dirty.add(name)
         if before != version:
             self._retire(name, row, before)
 
@@ -508,7 +523,7 @@ class Registry:
             if entry.adapter is not None:
                 self._release(entry.adapter)
                 entry.adapter = None
-                self._residency_changes += 1
+        self._dirty.add(name)
 
     def _retire(self, name: str, row: Task, version: str) -> None:
         """A version no longer serving: resident kinds leave memory now; evictable ones stay
@@ -517,7 +532,7 @@ class Registry:
         if entry is not None and entry.adapter is not None and not entry.adapter.impl.evictable:
             self._release(entry.adapter)
             entry.adapter = None
-            self._residency_changes += 1
+            self._dirty.add(name)
         self._prune(name, row, version)
 
     @staticmethod
@@ -569,11 +584,11 @@ class Registry:
                     active = version == row.alias.active
                     if loaded.impl.evictable:
                         entry.adapter = loaded
-                        self._residency_changes += 1
+                        self._dirty.add(name)
                         self._remember_lora((name, version), entry)
                     elif active or version == row.serving:
                         entry.adapter = loaded
-                        self._residency_changes += 1
+                        self._dirty.add(name)
                     # else: a non-active head is the caller's alone (it is a few KB)
                     if activate and active:
                         self._serve(name, row, version)
@@ -651,7 +666,7 @@ class Registry:
         """
         entry = self._lru.pop(key)
         evicted, entry.adapter, entry.state = entry.adapter, None, "evicted"
-        self._residency_changes += 1
+        self._dirty.add(key[0])
         self._release(evicted)
         row = self._tasks.get(key[0])
         if row is not None:
@@ -671,15 +686,19 @@ class Registry:
         return len(self._lru)
 
     def loaded_count(self) -> int:
-        """Resident versions that serve a task, plus resident LoRAs (counted again only
-        after residency changed: it is read after every batch, and a count is O(tasks))."""
+        """Resident versions that serve a task, plus resident LoRAs. It is read after every
+        batch, so it recounts only the tasks whose residency moved since the last call."""
         with self._lock:
-            key = (self._residency_changes, len(self._tasks))
-            if self._loaded_count[0] != key:
-                heads = sum(1 for n in self._tasks
-                            if (a := self._serving(n)) is not None and not a.impl.evictable)
-                self._loaded_count = (key, heads)
-            return self._loaded_count[1] + len(self._lru)
+            for name in self._dirty:
+                row = self._tasks.get(name)
+                entry = row.versions.get(row.serving) if row is not None else None
+                a = entry.adapter if entry is not None else None
+                if a is not None and not a.impl.evictable:
+                    self._resident_heads.add(name)
+                else:
+                    self._resident_heads.discard(name)
+            self._dirty.clear()
+            return len(self._resident_heads) + len(self._lru)
 
 
 def _evictable(kind: str) -> bool:

@@ -94,6 +94,7 @@ class Engine:
         from service.rollouts import Rollouts
         self.rollouts = Rollouts(self)
         self.rollouts.refresh()
+        registry.take_synced()  # every policy was just read: later syncs refresh the changed ones
         self.runtime = Runtime(registry)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch)
@@ -262,7 +263,7 @@ class Engine:
                 self.registry.store.update_rollout(name, lambda _old: None)
             except Exception:
                 pass
-            self.rollouts.refresh()
+            self.rollouts.refresh([name])
         self._publish_state()
 
     def pin(self, name: str, pinned: bool) -> dict:

@@ -216,3 +216,24 @@ def test_page_describes_only_its_window(tmp_path, registry, text_backbone, monke
     assert registry.page(None, 0, None)[0] == registry.list()
     registry.delete("pager-1")
     assert [i["name"] for i in registry.page("pager", 0, 5)[0]] == ["pager-0", "pager-2"]
+
+
+def test_a_change_the_log_never_named_is_found_on_a_miss(tmp_path, registry, backbones, text_backbone):
+    """A writer that died between its alias write and its generation bump: followers'
+    incremental syncs cannot see it, but a request for that task reads its alias once."""
+    from datetime import datetime, timezone
+    from adapters.store import VersionInfo
+    follower = Registry(open_store(str(registry.store.root)), backbones)
+    follower.sync()
+    store = registry.store
+    version = store.put_version("ghost", head_adapter(tmp_path / "ghost", text_backbone, "ghost"))
+    bump, store._bump = store._bump, (lambda name=None: None)  # dies before the bump
+    try:
+        store.publish("ghost", version, VersionInfo(version=version, kind="head", labels=["neg", "pos"],
+                                                    created_at=datetime.now(timezone.utc).isoformat()))
+    finally:
+        store._bump = bump
+    assert follower.sync() is False  # the generation never moved
+    assert predict(follower, "ghost").version == version
+    with pytest.raises(NotFound):
+        follower.resolve("never-registered")
