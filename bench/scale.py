@@ -276,8 +276,10 @@ def markdown(res: dict) -> str:
              f"Machine: {m['cpus']} CPUs, torch {m['torch']}, {res['threads']} torch thread(s); load average "
              f"{res['load_start'][0]:.1f} at start, {res['load_end'][0]:.1f} at the end. "
              f"Command: `{res['command']}`.", "",
-             f"Store populated by the bench-side bulk writer (store API, fsync off): "
-             f"{res['populate']['written']} tasks written in {res['populate']['seconds']:.0f} s.", "",
+             (f"Store populated by the bench-side bulk writer (store API, fsync off): "
+              f"{res['populate']['written']} tasks written in {res['populate']['seconds']:.0f} s."
+              if res["populate"]["written"] else "Store reused (`--store`, already populated by "
+              "`bench/scale_populate.py`)."), "",
              "| measure | result |", "|---|---|",
              f"| cold start: backbone loaded | {c['backbone_load_s']:.1f} s |",
              f"| cold start: registry `sync()` (every head loaded) | {c['registry_sync_s']:.1f} s |",
@@ -353,6 +355,13 @@ def main(argv=None) -> dict:
     print(md)
     save_results(args.out or f"scale-{args.tasks}", res, md)
     return res
+
+
+def rerender(name: str) -> None:
+    """Rewrite ``bench/results/<name>.md`` from its JSON (after a change to :func:`markdown`)."""
+    from bench.common import RESULTS
+    res = json.loads((RESULTS / f"{name}.json").read_text())
+    (RESULTS / f"{name}.md").write_text(markdown(res))
 
 
 if __name__ == "__main__":
