@@ -11,6 +11,7 @@ from torch import nn
 
 from adapters.errors import IncompatibleAdapter, InvalidAdapter
 from adapters.format.manifest import HeadSpec
+from adapters.head_arena import PackedLinearHead
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -81,8 +82,11 @@ def check_head_header(spec: HeadSpec, n_labels: int, header: dict, hidden_size: 
     InvalidAdapter.collect(problems, "head")
 
 
-def build_head(spec: HeadSpec, n_labels: int, tensors: dict[str, torch.Tensor]) -> Head:
-    """A head in eval mode holding ``tensors`` (already shape-checked)."""
+def build_head(spec: HeadSpec, n_labels: int, tensors: dict[str, torch.Tensor]) -> "Head | PackedLinearHead":
+    """A head in eval mode holding ``tensors`` (already shape-checked); a linear head
+    (no hidden layer) is packed into its shape's shared arena (:mod:`adapters.head_arena`)."""
+    if not spec.hidden:
+        return PackedLinearHead(spec, tensors["layers.0.weight"], tensors["layers.0.bias"])
     head = Head(spec, n_labels)
     for i, lin in enumerate(head.linear_layers()):
         lin.weight.data.copy_(tensors[f"layers.{i}.weight"])

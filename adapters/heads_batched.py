@@ -140,7 +140,7 @@ def _stacked(heads: list[Head], seg_rows: list[list[int]], x: torch.Tensor,
     for i, rows in enumerate(seg_rows):
         idx[i, : len(rows)] = torch.tensor(rows, dtype=torch.long)
     h = x[idx.to(x.device)]  # [heads, longest, in]
-    act = heads[0].net[1] if len(heads[0].net) > 1 else None  # the activation module, if any
+    act = heads[0].net[1] if heads[0].spec.hidden else None  # the activation module, if any
     for j, (wt, b) in enumerate(cache.stacked(tuple(heads))):
         if j:
             h = act(h)

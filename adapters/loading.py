@@ -16,6 +16,7 @@ from pathlib import Path
 from adapters.backbones.base import Backbone
 from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.format.adapter_dir import AdapterDir, read_adapter_dir, write_manifest
+from adapters.format.interning import compact_manifest
 from adapters.format.manifest import Manifest
 from adapters.heads import Head, build_head
 from adapters.kinds import AdapterKind, adapter_kind
@@ -164,7 +165,7 @@ def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], n
 def load_adapter(prep: Prepared, version: str) -> LoadedAdapter:
     """Materialise the tensors of a prepared adapter on its backbone's device."""
     start = time.perf_counter()
-    m, bb, adir = prep.manifest, prep.backbone, prep.adir
+    m, bb, adir = compact_manifest(prep.manifest), prep.backbone, prep.adir  # shared parts: 100k tasks
     impl = adapter_kind(adir.kind)
     head_tensors, weights = impl.load(adir, m, bb, prep.plan)
     head = build_head(m.head, len(m.output_names), head_tensors).to(bb.device)

@@ -50,8 +50,10 @@ from pathlib import Path
 from adapters.backbones.base import Backbone
 from adapters import heads_batched
 from adapters.dryrun import check_outputs_finite
-from adapters.errors import NotFound, TaskswapError
+from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
+from adapters.format.interning import compact_alias
+from adapters.name_index import NameIndex
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name
 
@@ -91,13 +93,22 @@ class Registry:
     """
 
     def __init__(self, store: AdapterStore, backbones: dict[str, Backbone],
-                 lora_budget_bytes: int = 512 << 20, events=None):
+                 lora_budget_bytes: int = 512 << 20, events=None, full_sync_every_s: float = 3600.0):
         self.store = store
+        self.full_sync_every_s = full_sync_every_s  # the longest between two full listings
+        self._full_synced_at = float("-inf")
+        self.last_sync: dict = {}  # the last sync that ran: {"full", "tasks_read", "names" (None if full)}
+        self._unseen: set[str] | None = None  # tasks synced since take_synced() (None: all)
         self.backbones = backbones
         self.lora_budget_bytes = lora_budget_bytes
         self.events = events  # optional observer with on_load(adapter, seconds), on_register(kind)
         self._lock = threading.RLock()  # guards the table; reads on the request path take none
         self._tasks: dict[str, Task] = {}  # the table (see the module docstring)
+        self._names = NameIndex()  # the table's names, sorted (pages of the listing)
+        # loaded_count without a pass over every task: tasks whose serving version is a resident
+        # non-evictable adapter, brought up to date from the tasks marked since the last count
+        self._resident_heads: set[str] = set()
+        self._dirty: set[str] = set()  # tasks whose residency or serving version moved
         self._lru: OrderedDict[tuple[str, str], Entry] = OrderedDict()  # resident evictable, oldest first
         self._generation = -1
         self._local_seq = 0  # bumped by every local register/activate/delete
@@ -118,6 +129,18 @@ class Registry:
         with self._lock:
             return {name: row.alias for name, row in self._tasks.items()}
 
+    def take_synced(self) -> list[str] | None:
+        """The tasks the store changed, as synced since the last call (None: a full listing
+        ran, so any task may have changed); for caches kept beside the registry."""
+        with self._lock:
+            names, self._unseen = self._unseen, set()
+        return None if names is None else sorted(names)
+
+    def aliases_of(self, names) -> dict[str, Alias]:
+        """The aliases of those of ``names`` that are registered (a snapshot)."""
+        with self._lock:
+            return {n: row.alias for n in names if (row := self._tasks.get(n)) is not None}
+
     def resolve(self, task: str) -> LoadedAdapter:
         """The adapter that serves ``task`` now, loading it if evicted (single flight)."""
         loaded = self._serving(task)
@@ -128,11 +151,24 @@ class Registry:
             if loaded.impl.evictable:
                 self._touch((task, loaded.version))
             return loaded
-        row = self._tasks.get(task)
+        row = self._tasks.get(task) or self._adopt_unlogged(task)
         if row is None:
-            known = ", ".join(sorted(self._tasks)[:20]) or "none registered"
+            known = ", ".join(self._names.window(None, 0, 20)[0]) or "none registered"
             raise NotFound(f"task {task!r} is not registered (tasks: {known})")
         return self._load(task, row.alias.active)
+
+    def _adopt_unlogged(self, task: str) -> Task | None:
+        """A task still unknown after a sync: read its alias once, in case its writer died
+        between the alias write and the generation bump (the change log never named it)."""
+        try:
+            alias = self.store.get_alias(check_name(task))
+        except InvalidInput:
+            return None
+        if alias is None:
+            return None
+        with self._lock:
+            self._local_seq += 1  # a sync round in flight must not drop it
+            return self._tasks.get(task) or self._adopt(task, alias)
 
     def _serving(self, task: str) -> LoadedAdapter | None:
         """The resident adapter answering ``task``, or None (lock-free: each read is atomic)."""
@@ -183,13 +219,26 @@ class Registry:
             with self._lock:
                 row = self._tasks.get(task)
                 if row is not None:
-                    self._hold(row, loaded)
+                    self._hold(task, row, loaded)
         return loaded
 
     def list(self) -> list[dict]:
         with self._lock:
             rows = sorted(self._tasks.items())
             return [self._describe(name, row) for name, row in rows]
+
+    def page(self, name: str | None = None, offset: int = 0,
+             limit: int | None = None) -> tuple[list[dict], int, int | None]:
+        """One page of :meth:`list`: ``(tasks, total matching, next offset or None)``, tasks
+        whose name contains ``name`` (case-insensitive), in name order. Only the page's
+        tasks are described (the sorted name index cuts the page)."""
+        with self._lock:
+            names, total, next_offset = self._names.window(name, offset, limit)
+            return [self._describe(n, self._tasks[n]) for n in names], total, next_offset
+
+    def count(self) -> int:
+        """How many tasks are registered (as of the last sync or local change)."""
+        return len(self._tasks)
 
     def show(self, name: str) -> dict:
         row = self._tasks.get(check_name(name))
@@ -281,7 +330,7 @@ class Registry:
             with self._lock:
                 self._local_seq += 1
                 if not activate:
-                    entry = self._hold(self._adopt(name, alias), loaded)
+                    entry = self._hold(name, self._adopt(name, alias), loaded)
                     if loaded.impl.evictable:
                         self._remember_lora((name, version), entry)
                 else:
@@ -354,6 +403,14 @@ class Registry:
     def _sync(self, force: bool = False) -> bool:
         """Follow the store: load newly active versions, drop deleted tasks. True if changed.
 
+        Incremental when it can be: the store's change log names the tasks changed since
+        the generation this process has seen, and only their aliases are read and compared
+        (:meth:`AdapterStore.changes_since`), so one change costs the same with 100 tasks or
+        100,000. A full listing happens on the first sync, on ``force``, when the log
+        cannot tell (this process is further behind than the log), and at least every
+        ``full_sync_every_s`` (it also catches a writer that died between its alias write
+        and its generation bump).
+
         Loads happen outside the registry lock, against a snapshot of the store; the
         snapshot is installed only if no local register/activate/delete landed since it
         was taken (``_local_seq``), otherwise the round is dropped and the next one
@@ -364,9 +421,20 @@ class Registry:
         with self._sync_lock:
             seq = self._local_seq
             gen = self.store.generation()
-            if gen == self._generation and not force:
+            due = time.monotonic() - self._full_synced_at >= self.full_sync_every_s
+            if gen == self._generation and not force and not due:
                 return False
-            aliases = self.store.list_aliases()
+            delta = None if force or due or self._generation < 0 else self.store.changes_since(self._generation)
+            if delta is None:
+                aliases, full = self.store.list_aliases(), True
+                gone = set(self._tasks) - set(aliases)
+                listed_at = time.monotonic()
+            else:
+                gen, changed = delta
+                aliases = {n: a for n, a in changed.items() if a is not None}
+                gone, full = {n for n, a in changed.items() if a is None}, False
+            self.last_sync = {"full": full, "tasks_read": len(aliases) + (0 if full else len(gone)),
+                              "names": None if full else sorted(set(aliases) | gone)}
             ready: dict[str, LoadedAdapter | None] = {}
             failed: dict[str, str] = {}
             for name, alias in aliases.items():
@@ -384,28 +452,38 @@ class Registry:
             with self._lock:
                 if self._local_seq != seq:
                     return False  # a local change raced this snapshot: retry next round
-                for name in set(self._tasks) - set(aliases):
+                for name in gone:
                     self._drop(name)
                 for name, alias in aliases.items():
                     if name in ready:
                         self._install(name, alias, ready[name])
                         continue
+                    row = self._tasks.get(name)
+                    if row is not None and name not in failed and row.alias == alias:
+                        continue  # unchanged (a full listing compares every task: keep it cheap)
                     row = self._adopt(name, alias)  # the alias moves; what serves does not
                     if name in failed:
                         entry = row.versions[alias.active]
                         if entry.adapter is None:
                             entry.state, entry.error = "failed", failed[name]
                 self._generation = gen
+                if full:
+                    self._full_synced_at = listed_at
+                    self._unseen = None
+                elif self._unseen is not None:
+                    self._unseen.update(aliases, gone)
             return True
 
     def _adopt(self, name: str, alias: Alias) -> Task:
         """Take ``alias`` as ``name``'s truth (caller holds the lock): the active version gets
         an entry (``unloaded`` if new) and the pin moves to it. Which version serves is
         left to the caller (:meth:`_install`)."""
+        alias = compact_alias(alias)  # equal parts (labels, kinds, pydantic sets) held once
         row = self._tasks.get(name)
         if row is None:
             row = self._tasks[name] = Task(alias, alias.active)
             row.versions[alias.active] = Entry("unloaded")
+            self._names.add(name)
             return row
         before, row.alias = row.alias.active, alias
         entry = row.versions.get(alias.active)
@@ -427,18 +505,19 @@ class Registry:
         ``loaded`` is that version, or None to load it on first use."""
         row = self._adopt(name, alias)
         if loaded is not None:
-            entry = self._hold(row, loaded)
+            entry = self._hold(name, row, loaded)
         self._serve(name, row, alias.active)
         if loaded is not None and loaded.impl.evictable:
             self._remember_lora((name, loaded.version), entry)
 
-    def _hold(self, row: Task, loaded: LoadedAdapter) -> Entry:
-        """Record ``loaded`` as its version's resident adapter (caller holds the lock)."""
+    def _hold(self, name: str, row: Task, loaded: LoadedAdapter) -> Entry:
+        """Record ``loaded`` as ``name``'s resident adapter of its version (caller holds the lock)."""
         entry = row.versions.get(loaded.version)
         if entry is None:
             entry = row.versions[loaded.version] = Entry("ready")
         previous = entry.adapter
         entry.adapter, entry.state, entry.error = loaded, "ready", None
+        self._dirty.add(name)
         entry.load_seconds = loaded.load_seconds
         if previous is not None and previous is not loaded:
             self._release(previous)  # the same version registered again: a new object
@@ -447,6 +526,7 @@ class Registry:
     def _serve(self, name: str, row: Task, version: str) -> None:
         """The hot swap: ``version`` answers ``name`` from now on (caller holds the lock)."""
         before, row.serving = row.serving, version
+        self._dirty.add(name)
         if before != version:
             self._retire(name, row, before)
 
@@ -454,11 +534,13 @@ class Registry:
         row = self._tasks.pop(name, None)
         if row is None:
             return
+        self._names.discard(name)
         for version, entry in row.versions.items():
             self._lru.pop((name, version), None)
             if entry.adapter is not None:
                 self._release(entry.adapter)
                 entry.adapter = None
+        self._dirty.add(name)
 
     def _retire(self, name: str, row: Task, version: str) -> None:
         """A version no longer serving: resident kinds leave memory now; evictable ones stay
@@ -467,6 +549,7 @@ class Registry:
         if entry is not None and entry.adapter is not None and not entry.adapter.impl.evictable:
             self._release(entry.adapter)
             entry.adapter = None
+            self._dirty.add(name)
         self._prune(name, row, version)
 
     @staticmethod
@@ -518,9 +601,11 @@ class Registry:
                     active = version == row.alias.active
                     if loaded.impl.evictable:
                         entry.adapter = loaded
+                        self._dirty.add(name)
                         self._remember_lora((name, version), entry)
                     elif active or version == row.serving:
                         entry.adapter = loaded
+                        self._dirty.add(name)
                     # else: a non-active head is the caller's alone (it is a few KB)
                     if activate and active:
                         self._serve(name, row, version)
@@ -598,6 +683,7 @@ class Registry:
         """
         entry = self._lru.pop(key)
         evicted, entry.adapter, entry.state = entry.adapter, None, "evicted"
+        self._dirty.add(key[0])
         self._release(evicted)
         row = self._tasks.get(key[0])
         if row is not None:
@@ -617,10 +703,19 @@ class Registry:
         return len(self._lru)
 
     def loaded_count(self) -> int:
+        """Resident versions that serve a task, plus resident LoRAs. It is read after every
+        batch, so it recounts only the tasks whose residency moved since the last call."""
         with self._lock:
-            heads = sum(1 for n in self._tasks
-                        if (a := self._serving(n)) is not None and not a.impl.evictable)
-            return heads + len(self._lru)
+            for name in self._dirty:
+                row = self._tasks.get(name)
+                entry = row.versions.get(row.serving) if row is not None else None
+                a = entry.adapter if entry is not None else None
+                if a is not None and not a.impl.evictable:
+                    self._resident_heads.add(name)
+                else:
+                    self._resident_heads.discard(name)
+            self._dirty.clear()
+            return len(self._resident_heads) + len(self._lru)
 
 
 def _evictable(kind: str) -> bool:

@@ -145,10 +145,13 @@ class RolloutBook:
         self._policies: dict[str, RolloutPolicy] = {}
         self._stats: dict[tuple[str, str, str], ShadowStats] = {}
 
-    def refresh(self, aliases: dict) -> None:
-        """Reload the policies of the tasks in ``aliases`` ({name: Alias}) from the store."""
+    def refresh(self, aliases: dict, only: list[str] | None = None) -> None:
+        """Reload the policies of the tasks in ``aliases`` ({name: Alias}) from the store;
+        with ``only`` (the tasks a store change named), just theirs — the others' policies
+        did not change, so a change costs the same however many tasks there are."""
         docs = self.store.list_rollouts(sorted(aliases))
-        policies = {}
+        fresh = set(only or ())
+        policies = {} if only is None else {n: p for n, p in self._policies.items() if n not in fresh}
         for name, doc in docs.items():
             try:
                 p = RolloutPolicy.model_validate(doc)

@@ -1,31 +1,39 @@
-"""Many head tasks in one replica: registration, cold start, memory, sync, throughput.
+"""Many head tasks in one replica: cold start, memory, listing, sync, throughput, registration.
 
-    python -m bench.scale --tasks 2000            # about 3 minutes on 2 busy CPU cores
-    python -m bench.scale --tasks 100000          # the target size (hours here; see below)
+    python -m bench.scale --tasks 100000 --store /var/tmp/scale-store --threads 1
+    python -m bench.scale --tasks 2000 --s3 500,2000 --http-registrations 100   # a quick look
 
-On the embedded MiniLM backbone and a local store, ``--tasks`` head tasks (384 -> 2..10
-labels, seeded random weights) are registered through :meth:`Registry.register`, and:
+On the embedded MiniLM backbone, ``--tasks`` head tasks (384 -> 2..10 labels, seeded
+random weights) are put in a local store by a bench-side bulk writer that goes through
+the store's own API (``bench/scale_populate.py``: ``put_version`` + ``publish`` per task,
+headers checked, no dry-run forward, fsync off; ``--store`` keeps the store between runs
+and only adds what is missing). Then, each in a fresh process where memory is measured:
 
-- registration throughput (tasks/s), per tenth of the run, so growth with the number of
-  tasks already registered shows (a constant rate means a flat cost per registration);
-- time to ready from a cold start: a fresh :class:`Registry` on the full store, ``sync()``
-  (every head loaded), then one prediction through the runtime;
-- RSS per registered head against its tensor bytes, in that fresh process (the
-  registrations' garbage is not in it);
-- sync cost per store change: a second registry follows the store; one task is registered
-  by the first, and the follower's ``sync()`` is timed, at several store sizes;
-- throughput of batches whose rows are spread over every task against batches over 5.
+- cold start: backbone loaded, registry ``sync()`` (every head loaded), first prediction;
+- RSS per registered head against its tensor bytes (RSS delta over the sync / N);
+- the listing behind ``GET /adapters``: first page, a page at the end, a name filter
+  (``Registry.page``), and the full ``list()`` for contrast;
+- throughput of batches whose rows are spread over every task against batches over 5
+  (interleaved rounds);
+- sync cost per store change on the local store at two sizes (``--small`` tasks and all):
+  a writer registers or deletes one task, a follower ``sync()``\\ s, interleaved between
+  the two stores; a forced full listing at each size for contrast;
+- the same on the S3 store (a moto server on loopback) at the sizes of ``--s3``;
+- over HTTP: a real server on the full store, time to ``/readyz``, ``GET /adapters``
+  latencies, and ``--http-registrations`` registrations (``POST /adapters``, one client).
 
-Each measurement that grows with N is printed at several sizes; no timing is asserted
-anywhere (tests/test_scale.py checks behaviour at 5,000 tasks).
+No timing is asserted anywhere (tests/test_scale.py checks behaviour at 5,000 tasks).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import random
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -36,100 +44,90 @@ from pathlib import Path
 
 import torch
 
-from adapters.format import BackboneRef, HeadSpec, Manifest, write_head_adapter
-from adapters.heads import Head
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
 from bench.common import TEXT_SPEC, interleave, load, machine, review_snippets, rss_bytes, save_results
+from bench.scale_populate import populate, write_head
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 64
 
 
-def write_head(root: Path, bb, i: int) -> Path:
-    """Head task ``task-{i:06d}`` with 2..10 labels (seeded), written as an adapter folder."""
-    n_labels = 2 + i % 9
-    torch.manual_seed(i)
-    spec = HeadSpec(pooling="mean", input_dim=bb.hidden_size, hidden=[])
-    head = Head(spec, n_labels)
-    m = Manifest(name=f"task-{i:06d}", kind="head", labels=[f"l{k}" for k in range(n_labels)],
-                 backbone=BackboneRef(name=bb.name, fingerprint=bb.fingerprint), head=spec,
-                 preprocessing=bb.preprocessing_settings())
-    return write_head_adapter(root / m.name, m, head.state_for_file())
+def _trim() -> None:
+    gc.collect()
+    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
+    if trim:
+        trim(0)
 
 
-def register_many(reg: Registry, bb, root: Path, start: int, stop: int, follower: Registry | None,
-                  checkpoints: int = 10) -> tuple[list[dict], list[dict]]:
-    """Register tasks ``start..stop``; per tenth: tasks/s; at each tenth: a follower's sync cost."""
-    rates, syncs = [], []
-    step = max(1, (stop - start) // checkpoints)
-    for lo in range(start, stop, step):
-        hi = min(stop, lo + step)
-        folders = [write_head(root, bb, i) for i in range(lo, hi)]  # written outside the timing
-        t0 = time.perf_counter()
-        for f in folders:
-            reg.register(f)
-        dt = time.perf_counter() - t0
-        rates.append({"registered_before": lo, "tasks": hi - lo, "tasks_per_s": (hi - lo) / dt})
-        for f in folders:
-            shutil.rmtree(f, ignore_errors=True)
-        if follower is not None:  # catch up (unmeasured), then one change, measured
-            follower.sync()
-            one = write_head(root, bb, 10_000_000 + lo)
-            reg.register(one)
-            t0 = time.perf_counter()
-            changed = follower.sync()
-            syncs.append({"tasks_in_store": hi + 1 + len(syncs), "sync_s": time.perf_counter() - t0,
-                          "changed": changed})
-            shutil.rmtree(one, ignore_errors=True)
-        print(f"  {hi} registered: {rates[-1]['tasks_per_s']:.0f} tasks/s"
-              + (f", follower sync {1000 * syncs[-1]['sync_s']:.0f} ms" if syncs else ""), flush=True)
-    return rates, syncs
+def _ms(samples: list[float]) -> dict:
+    return {"median_ms": 1000 * statistics.median(samples), "max_ms": 1000 * max(samples), "n": len(samples)}
 
 
-def cold_start(store: Path, threads: int) -> dict:
-    """Time to ready and RSS per head in a fresh process (prints one JSON line there)."""
-    code = ("import sys; from bench.scale import cold_child; cold_child(sys.argv[1], int(sys.argv[2]))")
-    out = subprocess.run([sys.executable, "-c", code, str(store), str(threads)], capture_output=True,
-                         text=True, cwd=REPO, timeout=3600)
+# ---- child processes (fresh memory) ---------------------------------------------------------
+def run_child(fn: str, args: dict, env: dict | None = None, timeout_s: float = 7200) -> dict:
+    code = f"import json, sys; from bench.scale import {fn}; print(json.dumps({fn}(json.loads(sys.argv[1]))))"
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                         cwd=REPO, timeout=timeout_s, env={**os.environ, **(env or {})})
     if out.returncode != 0:
-        raise SystemExit(f"cold-start child failed:\n{out.stderr[-3000:]}")
+        raise SystemExit(f"{fn} child failed:\n{out.stderr[-4000:]}")
+    sys.stderr.write("".join(line + "\n" for line in out.stderr.splitlines() if line.startswith("  ")))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cold_child(store: str, threads: int) -> None:
-    """The measured side of :func:`cold_start`."""
-    import ctypes
-    import gc
-    torch.set_num_threads(threads)
+def cold_child(a: dict) -> dict:
+    """Cold start, RSS per head, listing, spread, local sync cost (see the module docstring)."""
+    torch.set_num_threads(a["threads"])
     t0 = time.perf_counter()
     bb = load(TEXT_SPEC)
     t_backbone = time.perf_counter() - t0
     bb.embed(["warm up"])
-    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
-    gc.collect()
-    if trim:
-        trim(0)
+    backbones = {bb.name: bb}
+    _trim()
     before = rss_bytes()
     t1 = time.perf_counter()
-    reg = Registry(open_store(store), {bb.name: bb})
+    reg = Registry(open_store(a["store"]), backbones)
     reg.sync()
     t_sync = time.perf_counter() - t1
     rt = Runtime(reg)
-    names = [a["name"] for a in reg.list()]
-    rt.run([rt.prepare([names[-1]], ["ready?"], "text")])
+    n = reg.count()
+    first = reg.page(None, n - 1, 1)[0][0]["name"]
+    rt.run([rt.prepare([first], ["ready?"], "text")])
     t_ready = time.perf_counter() - t0
-    gc.collect()
-    if trim:
-        trim(0)
+    _trim()
     after = rss_bytes()
-    heads = [reg.resolve(n) for n in names]
-    tensor = statistics.mean(a.nbytes for a in heads)
-    print(json.dumps({"tasks": len(names), "backbone_load_s": t_backbone, "registry_sync_s": t_sync,
-                      "time_to_ready_s": t_ready, "rss_per_head": (after - before) / len(names),
-                      "tensor_bytes_per_head_mean": tensor,
-                      "loaded": reg.loaded_count() if hasattr(reg, "loaded_count") else None}))
+    names = [row["name"] for row in reg.page(None, 0, None)[0]]
+    tensor = statistics.mean(reg.resolve(x).nbytes for x in names)
+    out = {"tasks": n, "backbone_load_s": t_backbone, "registry_sync_s": t_sync, "time_to_ready_s": t_ready,
+           "rss_per_head": (after - before) / n, "tensor_bytes_per_head_mean": tensor,
+           "rss_delta_bytes": after - before}
+    print(f"  cold start: {n} tasks, ready in {t_ready:.1f} s, RSS/head {(after - before) / n:.0f} B "
+          f"vs {tensor:.0f} B", file=sys.stderr, flush=True)
+    out["listing"] = listing(reg, n)
+    out["spread"] = spread(reg, bb, names, a["rounds"], a["budget_s"])
+    print(f"  spread: {out['spread']['ratio']:.3f}", file=sys.stderr, flush=True)
+    out["sync_local"] = sync_costs({"small": a["small_store"], "all": a["store"]}, backbones,
+                                   a["sync_rounds"], Path(a["scratch"]), big_follower=reg)
+    return out
+
+
+def listing(reg: Registry, n: int, reps: int = 7) -> dict:
+    """``Registry.page`` as ``GET /adapters`` calls it: first page, last page, a filter."""
+    cases = {"first page (100)": (None, 0, 100), "page at the end (100)": (None, max(0, n - 100), 100),
+             "name filter 'task-0999' (100)": ("task-0999", 0, 100)}
+    out = {}
+    for label, args in cases.items():
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            reg.page(*args)
+            times.append(time.perf_counter() - t)
+        out[label] = _ms(times)
+    t = time.perf_counter()
+    reg.list()
+    out["full list() (every task described)"] = _ms([time.perf_counter() - t])
+    return out
 
 
 def spread(reg: Registry, bb, names: list[str], rounds: int, budget_s: float) -> dict:
@@ -139,57 +137,217 @@ def spread(reg: Registry, bb, names: list[str], rounds: int, budget_s: float) ->
 
     def run(pool):
         return rt.run([rt.prepare([rng.choice(pool)], [x], "text") for x in texts])
-    t = interleave({"5 tasks": lambda: run(names[:5]), f"all {len(names)} tasks": lambda: run(names)},
-                   BATCH, rounds=rounds, deadline_s=budget_s)
     many = f"all {len(names)} tasks"
+    t = interleave({"5 tasks": lambda: run(names[:5]), many: lambda: run(names)},
+                   BATCH, rounds=rounds, deadline_s=budget_s)
     return {"ratio": t.ratio(many, "5 tasks"), "rows_per_s_all": t.median(many),
             "rows_per_s_5": t.median("5 tasks"), "rounds": len(t.per_round[many])}
 
 
+def sync_costs(stores: dict[str, str], backbones: dict, rounds: int, scratch: Path,
+               big_follower: Registry | None = None) -> dict:
+    """Per store: a follower (fully synced first), then ``rounds`` interleaved changes —
+    a writer registers one new task (or deletes the previous one), the follower syncs."""
+    bb = next(iter(backbones.values()))
+    followers, writers, counts = {}, {}, {}
+    for label, url in stores.items():
+        f = big_follower if (label == "all" and big_follower is not None) else Registry(open_store(url), backbones)
+        t = time.perf_counter()
+        f.sync(force=True)
+        followers[label] = f
+        counts[label] = {"tasks": f.count(), "first_full_sync_s": time.perf_counter() - t}
+        writers[label] = Registry(open_store(url), backbones)  # registers only: never synced
+    samples: dict[str, list[dict]] = {label: [] for label in stores}
+    run_id = secrets.token_hex(3)
+    for r in range(rounds):
+        for label in stores:
+            name = f"sync-{run_id}-{r:03d}"
+            if r % 2 == 0:
+                folder = write_head(scratch, bb, 20_000_000 + r)
+                writers[label].register(folder, name=name)
+                shutil.rmtree(folder, ignore_errors=True)
+                change = "register"
+            else:
+                writers[label].delete(f"sync-{run_id}-{r - 1:03d}")
+                change = "delete"
+            t = time.perf_counter()
+            changed = followers[label].sync()
+            dt = time.perf_counter() - t
+            samples[label].append({"change": change, "sync_s": dt, "changed": changed,
+                                   **{k: v for k, v in followers[label].last_sync.items() if k != "names"}})
+    out = {}
+    for label in stores:
+        s = samples[label]
+        if hasattr(followers[label].store, "_snapshot"):
+            followers[label].store._snapshot = None  # the S3 store's own incremental snapshot: list for real
+        t = time.perf_counter()
+        followers[label].sync(force=True)
+        full = time.perf_counter() - t
+        out[label] = {**counts[label], "per_change": _ms([x["sync_s"] for x in s]),
+                      "incremental": all(not x["full"] for x in s), "all_changed": all(x["changed"] for x in s),
+                      "max_aliases_read": max(x["tasks_read"] for x in s), "forced_full_sync_s": full}
+        print(f"  sync {label}: {out[label]['tasks']} tasks, {out[label]['per_change']['median_ms']:.1f} ms "
+              f"per change (full listing {full:.2f} s)", file=sys.stderr, flush=True)
+    if rounds % 2 == 1:  # leave no bench task behind
+        for label in stores:
+            writers[label].delete(f"sync-{run_id}-{rounds - 1:03d}")
+    return out
+
+
+def s3_child(a: dict) -> dict:
+    """Populate S3 stores at the given sizes (bulk writer), then :func:`sync_costs` on them."""
+    torch.set_num_threads(a["threads"])
+    bb = load(TEXT_SPEC)
+    stores, fill = {}, {}
+    for n in a["sizes"]:
+        url = f"{a['url']}/n{n}"
+        fill[str(n)] = populate(url, bb, 0, n, report_every=max(1000, n // 4))
+        stores[str(n)] = url
+    out = sync_costs(stores, {bb.name: bb}, a["sync_rounds"], Path(a["scratch"]))
+    for n in out:
+        out[n]["populate_tasks_per_s"] = fill[n]["written"] / fill[n]["seconds"] if fill[n]["written"] else None
+    return out
+
+
+# ---- over HTTP ---------------------------------------------------------------------------------
+def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root: Path) -> dict:
+    """A real server on the store: time to /readyz, GET /adapters latencies, registrations."""
+    import httpx
+    from adapters.format.archive import make_archive
+    from bench.http_bench import Served
+    bb = load(TEXT_SPEC)
+    run_id = secrets.token_hex(3)
+    archives = []
+    for i in range(registrations):  # built before the timing
+        folder = write_head(root / "reg", bb, 30_000_000 + i)
+        archives.append((f"http-{run_id}-{i:04d}", make_archive(folder, "zip")))
+        shutil.rmtree(folder)
+    token = secrets.token_hex(16)
+    t0 = time.perf_counter()
+    srv = Served("service.service:Taskswap", {
+        "TASKSWAP_STORE": str(store), "TASKSWAP_ADMIN_TOKEN": token, "TASKSWAP_TORCH_THREADS": str(threads),
+        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": TEXT_SPEC.source,
+                                           "max_length": TEXT_SPEC.max_length}]),
+        "TASKSWAP_METRICS_MAX_TASKS": "50"}, root, "scale-server")
+    out: dict = {}
+    try:
+        srv.wait_ready(timeout_s=3600)
+        out["time_to_ready_s"] = time.perf_counter() - t0
+        print(f"  server ready in {out['time_to_ready_s']:.0f} s", file=sys.stderr, flush=True)
+        with httpx.Client(base_url=srv.url, timeout=600, headers={"Authorization": f"Bearer {token}"}) as c:
+            cases = {"first page (limit 100)": {"limit": 100},
+                     "page at the end (limit 100)": {"limit": 100, "offset": max(0, n_tasks - 100)},
+                     "name filter 'task-0999' (limit 100)": {"limit": 100, "name": "task-0999"}}
+            lat = {}
+            for label, params in cases.items():
+                times = []
+                for _ in range(7):
+                    t = time.perf_counter()
+                    r = c.get("/adapters", params=params)
+                    times.append(time.perf_counter() - t)
+                    if r.status_code != 200:
+                        raise SystemExit(f"GET /adapters {params}: {r.status_code} {r.text[:300]}")
+                lat[label] = {**_ms(times), "total": r.json()["total"], "returned": len(r.json()["adapters"])}
+            out["list_adapters"] = lat
+            times = []
+            t_all = time.perf_counter()
+            for name, archive in archives:
+                t = time.perf_counter()
+                r = c.post("/adapters", files={"file": ("a.zip", archive)}, data={"name": name})
+                times.append(time.perf_counter() - t)
+                if r.status_code != 201:
+                    raise SystemExit(f"registration {name}: {r.status_code} {r.text[:300]}")
+            wall = time.perf_counter() - t_all
+            out["registration"] = {"tasks": len(archives), "tasks_per_s": len(archives) / wall if wall else None,
+                                   **_ms(times)}
+    finally:
+        srv.stop()
+    store_handle = open_store(str(store))
+    for name, _ in archives:  # leave the store as it was
+        if store_handle.get_alias(name) is not None:
+            store_handle.delete(name)
+    return out
+
+
+# ---- report ------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
-    m = res["machine"]
-    lines = [f"# Scale: {res['tasks']} head tasks in one replica", "",
-             f"Machine: {m['cpus']} CPUs, torch {m['torch']}, {m['threads']} threads; load average "
-             f"{res['load_start'][0]:.1f} at start, {res['load_end'][0]:.1f} at the end. Command: "
-             f"`{res['command']}`.", "",
-             "| registered before | tasks/s |", "|---|---|"]
-    lines += [f"| {r['registered_before']} | {r['tasks_per_s']:.0f} |" for r in res["registration"]]
-    lines += ["", "| tasks in store | follower sync() after one change, ms |", "|---|---|"]
-    lines += [f"| {s['tasks_in_store']} | {1000 * s['sync_s']:.1f} |" for s in res["sync"]]
-    c = res["cold"]
-    lines += ["", f"Cold start on {c['tasks']} tasks: backbone {c['backbone_load_s']:.1f} s, registry sync "
-              f"{c['registry_sync_s']:.1f} s, ready (first prediction) {c['time_to_ready_s']:.1f} s after start. "
-              f"RSS per head {c['rss_per_head']:.0f} B vs {c['tensor_bytes_per_head_mean']:.0f} B of tensors "
-              f"({c['rss_per_head'] / c['tensor_bytes_per_head_mean']:.1f}×).", ""]
-    if "spread" in res:
-        s = res["spread"]
-        lines += [f"Throughput over all {res['tasks']} tasks / over 5: **{s['ratio']:.3f}** "
-                  f"({s['rows_per_s_all']:.1f} vs {s['rows_per_s_5']:.1f} rows/s, {s['rounds']} rounds).", ""]
+    m, c = res["machine"], res["cold"]
+    lines = [f"# Scale: {c['tasks']} head tasks in one replica", "",
+             f"Machine: {m['cpus']} CPUs, torch {m['torch']}, {res['threads']} torch thread(s); load average "
+             f"{res['load_start'][0]:.1f} at start, {res['load_end'][0]:.1f} at the end. "
+             f"Command: `{res['command']}`.", "",
+             (f"Store populated by the bench-side bulk writer (store API, fsync off): "
+              f"{res['populate']['written']} tasks written in {res['populate']['seconds']:.0f} s."
+              if res["populate"]["written"] else "Store reused (`--store`, already populated by "
+              "`bench/scale_populate.py`)."), "",
+             "| measure | result |", "|---|---|",
+             f"| cold start: backbone loaded | {c['backbone_load_s']:.1f} s |",
+             f"| cold start: registry `sync()` (every head loaded) | {c['registry_sync_s']:.1f} s |",
+             f"| cold start: ready (first prediction) | {c['time_to_ready_s']:.1f} s after start |",
+             f"| RSS per registered head vs its tensor bytes | {c['rss_per_head'] / 1000:.1f} kB vs "
+             f"{c['tensor_bytes_per_head_mean'] / 1000:.1f} kB: **{c['rss_per_head'] / c['tensor_bytes_per_head_mean']:.2f}×** |",
+             f"| rows/s spread over all {c['tasks']} tasks / over 5 | **{c['spread']['ratio']:.3f}** "
+             f"({c['spread']['rows_per_s_all']:.1f} vs {c['spread']['rows_per_s_5']:.1f}, "
+             f"{c['spread']['rounds']} rounds) |"]
+    lines += ["", "| `Registry.page` (what `GET /adapters` runs) | median ms | max ms |", "|---|---|---|"]
+    lines += [f"| {k} | {v['median_ms']:.2f} | {v['max_ms']:.2f} |" for k, v in c["listing"].items()]
+    lines += ["", "| store | tasks | follower `sync()` per change, median ms (max) | incremental | "
+              "aliases read per change | forced full listing, s |", "|---|---|---|---|---|---|"]
+    rows = [("local", v) for v in c["sync_local"].values()] + [("S3 (moto)", v) for v in res.get("s3", {}).values()]
+    lines += [f"| {kind} | {v['tasks']} | {v['per_change']['median_ms']:.1f} ({v['per_change']['max_ms']:.1f}) | "
+              f"{'yes' if v['incremental'] else 'no'} | {v['max_aliases_read']} | {v['forced_full_sync_s']:.2f} |"
+              for kind, v in rows]
+    if "http" in res:
+        h = res["http"]
+        lines += ["", f"Over HTTP (a real server on the same store, 1 worker): ready (`/readyz`) "
+                  f"{h['time_to_ready_s']:.0f} s after start; {h['registration']['tasks']} registrations "
+                  f"(`POST /adapters`, one client): **{h['registration']['tasks_per_s']:.1f} tasks/s** "
+                  f"(median {h['registration']['median_ms']:.0f} ms, max {h['registration']['max_ms']:.0f} ms).", "",
+                  "| `GET /adapters` | median ms | max ms | total | returned |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['median_ms']:.1f} | {v['max_ms']:.1f} | {v['total']} | {v['returned']} |"
+                  for k, v in h["list_adapters"].items()]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--store", default=None, help="local store to (re)use; default: a temporary one")
+    ap.add_argument("--small", type=int, default=1000, help="the smaller local store for sync costs")
+    ap.add_argument("--s3", default="1000,10000", help="S3 store sizes for sync costs ('' = skip)")
+    ap.add_argument("--http-registrations", type=int, default=500, help="0 skips the HTTP phase")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--budget-s", type=float, default=60)
+    ap.add_argument("--sync-rounds", type=int, default=10)
+    ap.add_argument("--budget-s", type=float, default=120)
     ap.add_argument("--out", default=None, help="results name (default scale-<tasks>)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res: dict = {"tasks": args.tasks, "machine": machine(), "load_start": os.getloadavg(),
+    res: dict = {"tasks": args.tasks, "threads": args.threads, "machine": machine(), "load_start": os.getloadavg(),
                  "command": "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])}
     root = Path(tempfile.mkdtemp(prefix="taskswap-scale-"))
+    store = Path(args.store) if args.store else root / "store"
     try:
         bb = load(TEXT_SPEC)
-        store = root / "store"
-        reg = Registry(open_store(str(store)), {bb.name: bb})
-        follower = Registry(open_store(str(store)), {bb.name: bb})
-        res["registration"], res["sync"] = register_many(reg, bb, root / "folders", 0, args.tasks, follower)
-        names = [a["name"] for a in reg.list() if a["name"].startswith("task-")]
-        res["spread"] = spread(reg, bb, names, args.rounds, args.budget_s)
-        del reg, follower
-        res["cold"] = cold_start(store, args.threads)
+        res["populate"] = populate(str(store), bb, 0, args.tasks, report_every=10_000)
+        populate(str(root / "small"), bb, 0, args.small)
+        del bb
+        common = {"threads": args.threads, "sync_rounds": args.sync_rounds, "scratch": str(root / "scratch")}
+        (root / "scratch").mkdir()
+        res["cold"] = run_child("cold_child", {**common, "store": str(store), "small_store": str(root / "small"),
+                                               "rounds": args.rounds, "budget_s": args.budget_s})
+        if args.s3:
+            sys.path.insert(0, str(REPO / "tests"))
+            from s3 import start_moto, stop_moto
+            moto = start_moto(root / "moto.log")
+            try:
+                res["s3"] = run_child("s3_child", {**common, "url": f"s3://{moto.bucket}/scale",
+                                                   "sizes": [int(x) for x in args.s3.split(",")]},
+                                      env={**moto.env, "TASKSWAP_STORE_CACHE": str(root / "s3-cache")})
+            finally:
+                stop_moto(moto)
+        if args.http_registrations:
+            res["http"] = http_phase(store, res["cold"]["tasks"], args.http_registrations, args.threads, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     res["load_end"] = os.getloadavg()
@@ -197,6 +355,13 @@ def main(argv=None) -> dict:
     print(md)
     save_results(args.out or f"scale-{args.tasks}", res, md)
     return res
+
+
+def rerender(name: str) -> None:
+    """Rewrite ``bench/results/<name>.md`` from its JSON (after a change to :func:`markdown`)."""
+    from bench.common import RESULTS
+    res = json.loads((RESULTS / f"{name}.json").read_text())
+    (RESULTS / f"{name}.md").write_text(markdown(res))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,13 @@ class Rollouts:
                               timeout_s=s.fit_timeout_s, niceness=s.fit_niceness, threads=s.fit_threads,
                               lease_s=s.fit_lease_s)
 
-    def refresh(self) -> None:
-        self.book.refresh(self.engine.registry.aliases)
+    def refresh(self, names: list[str] | None = None) -> None:
+        """Re-read the rollout policies (of ``names`` only, when given: a store change's tasks)."""
+        registry = self.engine.registry
+        if names is None:
+            self.book.refresh(registry.aliases)
+        else:
+            self.book.refresh(registry.aliases_of(names), only=names)
 
     def close(self) -> None:
         self.jobs.close()

@@ -53,7 +53,6 @@ from service.engine import Engine  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import (MAX_TASKS, InputLimits, base64_image_bytes, check_count,  # noqa: E402
                             check_task_names, check_texts, decode_images)
-from service.listing import page  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
 from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
                                 ReplicaHeader)
@@ -260,8 +259,7 @@ class Taskswap:
     ) -> AdapterList:
         """Tasks by name: active version, history, kind, labels, metrics, and state on this
         replica; filtered by ``name`` and paged by ``offset``/``limit`` (``next_offset``)."""
-        generation, items = self.engine.list()
-        items, total, next_offset = page(items, name, offset, limit)
+        generation, items, total, next_offset = self.engine.page(name, offset, limit)
         return AdapterList(replica_id=self.settings.replica_id, generation=generation,
                            adapters=[AdapterInfo(**a) for a in items], total=total,
                            next_offset=next_offset)

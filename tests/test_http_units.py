@@ -163,10 +163,16 @@ def test_every_response_names_the_replica():
 
 
 def test_adapter_list_page_filters_then_windows():
-    from service.listing import page
-    items = [{"name": f"t-{i:02d}"} for i in range(7)] + [{"name": "Other"}]
-    assert page(items, "T-0", 0, 3) == (items[:3], 7, 3)
-    assert page(items, "t-0", 6, 3) == (items[6:7], 7, None)
-    assert page(items, None, 0, None) == (items, 8, None)
-    assert page(items, "other", 0, 1) == ([{"name": "Other"}], 1, None)
-    assert page(items, None, 20, 5) == ([], 8, None)
+    from adapters.name_index import NameIndex
+    idx = NameIndex()
+    names = [f"t-{i:02d}" for i in range(7)] + ["other"]
+    for n in reversed(names + names):  # any order, duplicates once
+        idx.add(n)
+    assert idx.window("T-0", 0, 3) == (names[:3], 7, 3)
+    assert idx.window("t-0", 6, 3) == (names[6:7], 7, None)
+    assert idx.window(None, 0, None) == (sorted(names), 8, None)
+    assert idx.window("other", 0, 1) == (["other"], 1, None)
+    assert idx.window(None, 20, 5) == ([], 8, None)
+    idx.discard("t-03")
+    idx.discard("t-03")  # gone already: nothing happens
+    assert idx.window("t-", 2, 2) == (["t-02", "t-04"], 6, 4)

@@ -176,3 +176,64 @@ def test_stale_sync_snapshot_never_rolls_back_a_local_registration(tmp_path, reg
     assert predict(registry, "b").version == v2["b"]
     registry.sync(force=True)
     assert predict(registry, "a").version == v2["a"]
+
+
+def test_follower_reads_only_the_changed_tasks(tmp_path, registry, backbones, text_backbone, monkeypatch):
+    """After its first (full) sync, a follower applies the store's change log: one change
+    reads one alias, a delete drops the task; too far behind, it lists everything again."""
+    for name in ("a", "b", "c"):
+        registry.register(head_adapter(tmp_path / name, text_backbone, name, seed=ord(name)))
+    follower = Registry(open_store(str(registry.store.root)), backbones)
+    assert follower.sync() and follower.last_sync["full"] and follower.last_sync["tasks_read"] == 3
+    listed = []
+    real_list = follower.store.list_aliases
+    monkeypatch.setattr(follower.store, "list_aliases", lambda: listed.append(1) or real_list())
+    b2 = registry.register(head_adapter(tmp_path / "b2", text_backbone, "b", seed=99)).version
+    assert follower.sync() and not listed
+    assert follower.last_sync == {"full": False, "tasks_read": 1, "names": ["b"]}
+    assert predict(follower, "b").version == b2
+    registry.delete("c")
+    assert follower.sync() and follower.last_sync == {"full": False, "tasks_read": 1, "names": ["c"]}
+    assert [t["name"] for t in follower.list()] == ["a", "b"] and not listed
+    assert follower.sync() is False  # nothing changed: nothing read
+
+    monkeypatch.setattr("adapters.store.base.CHANGE_LOG", 2)
+    for i in range(3):  # more changes than the log keeps
+        registry.register(head_adapter(tmp_path / f"d{i}", text_backbone, f"d{i}", seed=i))
+    assert follower.sync() and follower.last_sync["full"] and listed
+    assert [t["name"] for t in follower.list()] == ["a", "b", "d0", "d1", "d2"]
+    assert predict(follower, "d2").version == registry.resolve("d2").version
+
+
+def test_page_describes_only_its_window(tmp_path, registry, text_backbone, monkeypatch):
+    for name in ("pager-2", "pager-0", "other", "pager-1"):
+        registry.register(head_adapter(tmp_path / name, text_backbone, name))
+    described = []
+    real = registry._describe
+    monkeypatch.setattr(registry, "_describe", lambda n, row: described.append(n) or real(n, row))
+    items, total, nxt = registry.page("PAGER", 1, 1)
+    assert [i["name"] for i in items] == ["pager-1"] and (total, nxt) == (3, 2) and described == ["pager-1"]
+    assert registry.page(None, 0, None)[0] == registry.list()
+    registry.delete("pager-1")
+    assert [i["name"] for i in registry.page("pager", 0, 5)[0]] == ["pager-0", "pager-2"]
+
+
+def test_a_change_the_log_never_named_is_found_on_a_miss(tmp_path, registry, backbones, text_backbone):
+    """A writer that died between its alias write and its generation bump: followers'
+    incremental syncs cannot see it, but a request for that task reads its alias once."""
+    from datetime import datetime, timezone
+    from adapters.store import VersionInfo
+    follower = Registry(open_store(str(registry.store.root)), backbones)
+    follower.sync()
+    store = registry.store
+    version = store.put_version("ghost", head_adapter(tmp_path / "ghost", text_backbone, "ghost"))
+    bump, store._bump = store._bump, (lambda name=None: None)  # dies before the bump
+    try:
+        store.publish("ghost", version, VersionInfo(version=version, kind="head", labels=["neg", "pos"],
+                                                    created_at=datetime.now(timezone.utc).isoformat()))
+    finally:
+        store._bump = bump
+    assert follower.sync() is False  # the generation never moved
+    assert predict(follower, "ghost").version == version
+    with pytest.raises(NotFound):
+        follower.resolve("never-registered")

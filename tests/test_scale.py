@@ -76,7 +76,22 @@ def test_follower_sees_one_change_among_many(many, text_backbone, tmp_path):
     follower.sync()
     reg.register(head_adapter(tmp_path / "late", text_backbone, "task-late", seed=7))
     assert follower.sync() is True
+    assert follower.last_sync == {"full": False, "tasks_read": 1, "names": ["task-late"]}  # the change log
     assert follower.resolve("task-late").version == reg.resolve("task-late").version
-    assert len(follower.list()) == N + 1
+    assert follower.count() == N + 1
     reg.delete("task-late")
-    assert follower.sync() is True and len(follower.list()) == N
+    assert follower.sync() is True and follower.count() == N and not follower.last_sync["full"]
+    assert follower.page("task-late")[1] == 0
+
+
+def test_listing_pages_cover_every_task_once(many):
+    reg, _, names = many
+    seen, offset = [], 0
+    while offset is not None:
+        items, total, offset = reg.page(None, offset, 997)
+        assert total == N
+        seen += [a["name"] for a in items]
+    assert seen == sorted(names)
+    items, total, nxt = reg.page("TASK-0004", 0, 3)
+    want = sorted(n for n in names if "task-0004" in n)
+    assert total == len(want) and [a["name"] for a in items] == want[:3] and nxt == (3 if total > 3 else None)

@@ -179,6 +179,60 @@ def test_a_second_handle_sees_every_change(make_store, adapter):
     assert a.get_alias("sentiment") is None and a.generation() == 4
 
 
+def test_change_log_names_only_what_changed(make_store, adapter):
+    """A follower at generation g learns which tasks changed since g, with their aliases
+    as they are now (None: deleted), without reading any other task's alias."""
+    a, follower = make_store(), make_store()
+    versions = {n: register(a, adapter(0, n), n) for n in ("keep", "moved", "gone")}
+    seen = follower.generation()
+    assert follower.changes_since(seen) == (seen, {})  # up to date: nothing to read
+    v2 = register(a, adapter(1, "moved"), "moved")
+    a.activate("moved", versions["moved"])  # two changes of one task: named once
+    a.delete("gone")
+    register(a, adapter(0, "new"), "new")
+    gen, changed = follower.changes_since(seen)
+    assert gen == a.generation() == seen + 4
+    assert sorted(changed) == ["gone", "moved", "new"] and changed["gone"] is None
+    assert changed["moved"].active == versions["moved"] and [v.version for v in changed["moved"].versions] == [
+        versions["moved"], v2]
+    assert changed["new"] == a.get_alias("new")
+    partial = follower.changes_since(seen + 3)  # only the last change
+    assert partial[0] == gen and sorted(partial[1]) == ["new"]
+
+
+def _write_generation(store, kind: str, body: bytes, request) -> None:
+    """Overwrite the generation document as an older or foreign writer would."""
+    if kind == "local":
+        (store.root / "generation").write_bytes(body)
+    else:
+        client = request.getfixturevalue("moto_s3").client()
+        client.put_object(Bucket=store.bucket, Key=f"{store.prefix}/generation", Body=body)
+
+
+def test_change_log_cannot_tell_so_the_follower_lists_everything(make_store, adapter, kind, request,
+                                                                monkeypatch):
+    """Too far behind (the log was compacted past the follower's generation), an unnamed
+    change, a counter that went back, a log of the first format (a bare integer): None,
+    and the full listing still gives the truth."""
+    monkeypatch.setattr("adapters.store.base.CHANGE_LOG", 3)
+    a, follower = make_store(), make_store()
+    register(a, adapter(0, "t0"), "t0")
+    seen = follower.generation()
+    for i in range(1, 5):  # 4 changes, 3 remembered
+        register(a, adapter(0, f"t{i}"), f"t{i}")
+    assert follower.changes_since(seen) is None
+    assert sorted(follower.list_aliases()) == [f"t{i}" for i in range(5)]
+    assert sorted(follower.changes_since(seen + 1)[1]) == ["t2", "t3", "t4"]  # within the log
+    assert follower.changes_since(a.generation() + 1) is None  # the counter went back
+    assert follower.changes_since(-1) is None  # never synced
+    a._bump()  # a change nobody named
+    assert follower.changes_since(a.generation() - 1) is None
+    _write_generation(a, kind, b"7", request)  # the first format: a number, no log
+    assert follower.generation() == 7 and follower.changes_since(6) is None
+    register(a, adapter(0, "t5"), "t5")  # the next change starts a log again
+    assert follower.generation() == 8 and follower.changes_since(7) == (8, {"t5": a.get_alias("t5")})
+
+
 def test_concurrent_writers_lose_no_update(make_store, adapter):
     """Four writers (separate handles, as separate replicas would be) publish different
     versions of one task at once: every version lands in the history, and the generation

@@ -194,7 +194,7 @@ def test_list_aliases_follows_the_change_log(url, folders, monkeypatch):
     assert reader.list_aliases() == got
     assert ("list_objects_v2", f"{reader.prefix}/tasks/") in calls
 
-    monkeypatch.setattr("adapters.store.remote.CHANGE_LOG", 2)
+    monkeypatch.setattr("adapters.store.base.CHANGE_LOG", 2)
     for _ in range(2):  # 4 bumps, 2 remembered: a gap the log does not cover
         writer.activate("c", versions["c"])
         writer.activate("d", versions["d"])

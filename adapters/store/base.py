@@ -2,7 +2,7 @@
 
 Layout (relative to the store root)::
 
-    generation                       integer, bumped on every alias change
+    generation                       counter + change log (see below), bumped on every change
     tasks/<name>/alias.json          {"active": <version>, "versions": [...]}
     tasks/<name>/versions/<sha256>/  immutable adapter files (content-addressed)
     tasks/<name>/rollout.json        the task's shadow/canary policy, if any (atomic, bumps)
@@ -12,10 +12,19 @@ Layout (relative to the store root)::
 A version directory appears only by an atomic rename (or, on object storage, only
 becomes reachable once the alias names it); the alias is replaced atomically (rename
 or conditional put). So any crash leaves the old or the new state, never a half one.
+
+The generation document is ``{"generation": n, "changes": [[n, task], ...]}``: the counter
+and which task each of the last :data:`CHANGE_LOG` bumps touched (a bare integer, the
+first format, has no log). A follower that has seen generation ``g`` asks
+:meth:`AdapterStore.changes_since` and reads only the aliases changed since ``g`` — the
+cost of following one change does not grow with the number of tasks. When the log cannot
+tell (the follower is further behind than the log, a change without a task name, a
+counter that went back) the answer is None and the follower lists everything.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -28,6 +37,44 @@ from adapters.errors import Conflict, InvalidInput, NotFound
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^[0-9a-f]{8,64}$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+CHANGE_LOG = 256  # bumps remembered in the generation document (a few KiB)
+
+
+def parse_generation(body: bytes | None) -> tuple[int, list]:
+    """(counter, change log) from the generation document; a bare integer has no log.
+
+    >>> parse_generation(b'{"generation": 3, "changes": [[3, "a"]]}'), parse_generation(b"7")
+    ((3, [[3, 'a']]), (7, []))
+    """
+    if not body or not body.strip():
+        return 0, []
+    data = json.loads(body)
+    if isinstance(data, int):
+        return data, []
+    return int(data["generation"]), list(data.get("changes", []))
+
+
+def generation_bumped(body: bytes | None, name: str | None) -> bytes:
+    """The generation document after one more change, of task ``name`` (None: unknown,
+    which sends every follower to a full listing)."""
+    gen, changes = parse_generation(body)
+    changes = [*changes, [gen + 1, name]][-CHANGE_LOG:]
+    return json.dumps({"generation": gen + 1, "changes": changes}).encode()
+
+
+def changed_since(seen: int, gen: int, changes: list) -> set[str] | None:
+    """Tasks changed by bumps ``seen+1 .. gen`` per the log, or None when the log cannot
+    tell (a gap longer than the log, an unnamed change, or a counter that went back).
+
+    >>> sorted(changed_since(1, 3, [[2, "a"], [3, "b"]])), changed_since(0, 3, [[2, "a"], [3, "b"]])
+    (['a', 'b'], None)
+    """
+    if gen < seen or seen < 0:
+        return None
+    wanted = {g: n for g, n in changes if g > seen}
+    if len(wanted) != gen - seen or any(n is None for n in wanted.values()):
+        return None
+    return set(wanted.values())
 
 
 class VersionInfo(BaseModel):
@@ -132,6 +179,13 @@ class AdapterStore(ABC):
     @abstractmethod
     def generation(self) -> int:
         """A number that grows with every alias change; replicas poll it."""
+
+    def changes_since(self, generation: int) -> "tuple[int, dict[str, Alias | None]] | None":
+        """What changed after ``generation``: ``(the current generation, {task: its alias
+        now, or None if the task is gone})``, reading only those tasks' aliases; or None
+        when the change log cannot tell (see the module docstring): list everything then.
+        The aliases are read after the generation, so they are at least that new."""
+        return None
 
     @abstractmethod
     def gc(self, grace_s: float = 3600.0) -> list[str]:

@@ -2,7 +2,8 @@
 
 Writes are stage-then-rename with fsync; alias read-modify-writes run under an
 ``fcntl`` lock on ``<root>/.lock`` so several worker processes and replicas on one
-filesystem never lose an update.
+filesystem never lose an update. The generation file carries the change log
+(:mod:`adapters.store.base`), so a follower re-reads only the aliases that changed.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Callable
 from adapters.errors import InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import content_hash
-from adapters.store.base import (AdapterStore, Alias, VersionInfo, check_expected, check_job_id, check_name,
-                                 check_version)
+from adapters.store.base import (AdapterStore, Alias, VersionInfo, changed_since, check_expected, check_job_id,
+                                 check_name, check_version, generation_bumped, parse_generation)
 
 
 def _now() -> str:
@@ -123,7 +124,7 @@ class LocalStore(AdapterStore):
 
     def _write_alias(self, alias: Alias) -> None:
         write_atomic(self._task_dir(alias.name) / "alias.json", alias.model_dump_json(indent=2).encode())
-        self._bump()
+        self._bump(alias.name)
 
     def publish(self, name: str, version: str, info: VersionInfo, expected: str | None = None) -> Alias:
         self.version_path(name, version)
@@ -155,7 +156,7 @@ class LocalStore(AdapterStore):
             trash = self.root / "staging" / f"deleted-{name}-{uuid.uuid4().hex}"
             os.rename(task, trash)  # the task vanishes atomically; files go after
             _fsync_dir(task.parent)
-            self._bump()
+            self._bump(name)
         shutil.rmtree(trash, ignore_errors=True)
 
     # ---- candidates, rollout policies, jobs ------------------------------------------
@@ -189,7 +190,7 @@ class LocalStore(AdapterStore):
                 if not (path.parent / "alias.json").exists():
                     raise NotFound(f"task {name!r} is not registered")
                 write_atomic(path, json.dumps(new, indent=2).encode())
-            self._bump()
+            self._bump(name)
             return new
 
     def list_rollouts(self, names: list[str]) -> dict[str, dict]:
@@ -205,14 +206,27 @@ class LocalStore(AdapterStore):
             return None
 
     # ---- generation ----------------------------------------------------------------
-    def generation(self) -> int:
+    def _generation_doc(self) -> bytes | None:
         try:
-            return int((self.root / "generation").read_text() or 0)
+            return (self.root / "generation").read_bytes()
         except FileNotFoundError:
-            return 0
+            return None
 
-    def _bump(self) -> None:  # callers hold the lock
-        write_atomic(self.root / "generation", str(self.generation() + 1).encode())
+    def generation(self) -> int:
+        return parse_generation(self._generation_doc())[0]
+
+    def changes_since(self, generation: int) -> tuple[int, dict[str, Alias | None]] | None:
+        """One read of the generation document, then one per changed task's alias."""
+        gen, changes = parse_generation(self._generation_doc())
+        names = changed_since(generation, gen, changes)
+        if names is None:
+            return None
+        return gen, {n: self.get_alias(n) for n in sorted(names)}
+
+    def _bump(self, name: str | None = None) -> None:
+        """Count one change of task ``name`` in the generation document (callers hold the
+        lock; written after the change itself, so a reader of the new number sees it)."""
+        write_atomic(self.root / "generation", generation_bumped(self._generation_doc(), name))
 
     # ---- maintenance ---------------------------------------------------------------
     def gc(self, grace_s: float = 3600.0) -> list[str]:

@@ -20,12 +20,12 @@ Why each piece:
   ``gc``: deleting them at once could pull files from under a concurrent re-registration
   of the same bytes (``put_version`` is idempotent and would trust them). Unreachable
   files are invisible, so this costs storage for ``grace_s`` only.
-- ``generation`` holds ``{"generation": n, "changes": [[n, task], ...]}``: the counter
-  and which task each of the last ``CHANGE_LOG`` bumps touched. A replica that follows
-  the store re-reads only the aliases changed since its last snapshot (one GET each)
-  instead of one GET per task folder; a gap longer than the log, an unnamed change, or a
-  snapshot older than ``FULL_LIST_EVERY_S`` falls back to the full listing (which also
-  catches a writer that died between its alias write and its bump).
+- ``generation`` holds ``{"generation": n, "changes": [[n, task], ...]}`` (the change
+  log of :mod:`adapters.store.base`): ``changes_since`` reads it and then only the aliases
+  changed since the follower's generation (one GET each). ``list_aliases`` keeps its own
+  snapshot the same way; a gap longer than the log, an unnamed change, or a snapshot
+  older than ``FULL_LIST_EVERY_S`` falls back to the full listing (which also catches a
+  writer that died between its alias write and its bump).
 - ``version_path`` downloads a version into a local cache keyed by its sha256 (a version
   never changes, so the cache never goes stale), verifies the content hash, and renames
   it into place, so concurrent workers on one host never see a half download.
@@ -55,39 +55,16 @@ from adapters.backbones.embedded import taskswap_home
 from adapters.errors import Conflict, InvalidAdapter, InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import MAX_FILES, content_hash, content_hash_of
-from adapters.store.base import (AdapterStore, Alias, VersionInfo, check_expected, check_job_id, check_name,
-                                 check_version)
+from adapters.store.base import (AdapterStore, Alias, VersionInfo, changed_since, check_expected,
+                                 check_job_id, check_name, check_version, generation_bumped, parse_generation)
 
 MARKER = ".complete.json"
-CHANGE_LOG = 256  # bumps remembered in the generation object (a few KiB)
 FULL_LIST_EVERY_S = 60.0  # the longest an incremental snapshot is trusted
 _LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict"}  # 412, and 409 on AWS
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
-
-
-def _parse_generation(body: bytes | None) -> tuple[int, list]:
-    """(counter, change log) from the generation object; a bare integer (the first
-    format) has no log."""
-    if not body:
-        return 0, []
-    data = json.loads(body)
-    if isinstance(data, int):
-        return data, []
-    return int(data["generation"]), list(data.get("changes", []))
-
-
-def _changed_since(seen: int, gen: int, changes: list) -> set[str] | None:
-    """Tasks changed by bumps ``seen+1 .. gen`` per the log, or None when the log cannot
-    tell (a gap longer than the log, an unnamed change, or a counter that went back)."""
-    if gen < seen:
-        return None
-    wanted = {g: n for g, n in changes if g > seen}
-    if len(wanted) != gen - seen or any(n is None for n in wanted.values()):
-        return None
-    return set(wanted.values())
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -352,7 +329,7 @@ class FsspecStore(AdapterStore):
         with self._snapshot_lock:
             gen, changes = self._read_generation()
             snap, now = self._snapshot, time.monotonic()
-            changed = _changed_since(snap[0], gen, changes) if snap and now - snap[2] < FULL_LIST_EVERY_S else None
+            changed = changed_since(snap[0], gen, changes) if snap and now - snap[2] < FULL_LIST_EVERY_S else None
             if changed is None:
                 names, aliases, listed_at = sorted(self._list("tasks/", delimiter=True)), {}, now
             else:
@@ -366,6 +343,16 @@ class FsspecStore(AdapterStore):
                     aliases[name] = Alias.model_validate_json(body)
             self._snapshot = (gen, aliases, listed_at)
             return dict(aliases)
+
+    def changes_since(self, generation: int) -> tuple[int, dict[str, Alias | None]] | None:
+        """One GET of the generation document, then one GET per changed task's alias."""
+        gen, changes = self._read_generation()
+        names = changed_since(generation, gen, changes)
+        if names is None:
+            return None
+        names = sorted(names)
+        bodies = self._get_many([self._alias_rel(n) for n in names])
+        return gen, {n: Alias.model_validate_json(b) if b is not None else None for n, b in zip(names, bodies)}
 
     def _update_alias(self, name: str, change: Callable[[Alias | None], Alias | None]) -> Alias | None:
         def on_bytes(body: bytes | None) -> bytes | None:
@@ -454,15 +441,11 @@ class FsspecStore(AdapterStore):
 
     def _read_generation(self) -> tuple[int, list]:
         got = self._get("generation")
-        return _parse_generation(got[0] if got else None)
+        return parse_generation(got[0] if got else None)
 
     def _bump(self, name: str | None = None) -> None:
         """Count one change (of task ``name``; None = unknown, readers list everything)."""
-        def change(body: bytes | None) -> bytes:
-            gen, changes = _parse_generation(body)
-            changes = [*changes, [gen + 1, name]][-CHANGE_LOG:]
-            return json.dumps({"generation": gen + 1, "changes": changes}).encode()
-        self._cas("generation", change)
+        self._cas("generation", lambda body: generation_bumped(body, name))
 
     # ---- maintenance -------------------------------------------------------------------
     def gc(self, grace_s: float = 3600.0) -> list[str]:
