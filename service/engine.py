@@ -57,6 +57,7 @@ class Engine:
         self.watcher: StoreWatcher | None = None
         self.limits = InputLimits.from_settings(settings)
         self.rollouts = None  # service.rollouts.Rollouts once started
+        self._policies_at = -1  # the registry generation the rollout book last followed
         self.registrations: RegistrationQueue | None = None  # POST /adapters runs there
         self.prediction_log = PredictionLog.from_settings(settings)
 
@@ -105,6 +106,7 @@ class Engine:
         self.rollouts = Rollouts(self)
         self.rollouts.refresh()
         registry.take_synced()  # every policy was just read: later syncs refresh the changed ones
+        self._policies_at = registry.generation
         self.runtime = Runtime(registry)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch)
@@ -142,7 +144,12 @@ class Engine:
         """Follow the store (cheap when nothing changed); with ``wait=False``, skip it while
         an admin call holds the registry's writer lock (that call brings this process up to date)."""
         changed = self.registry.sync(wait=wait)
-        if changed and self.rollouts is not None:
+        # Not only when this call moved the registry: a request for a task this process had
+        # not seen yet syncs the registry itself (Registry.show / resolve), and the policy
+        # changes that sync took in would otherwise never reach the rollout book.
+        gen = self.registry.generation
+        if self.rollouts is not None and (changed or gen != self._policies_at):
+            self._policies_at = gen
             self.rollouts.refresh(self.registry.take_synced())  # a policy change bumps it too
         self._publish_state()
         return changed
