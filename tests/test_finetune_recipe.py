@@ -43,8 +43,8 @@ def test_best_headline_keeps_the_most_accurate_epoch_ties_to_the_lower_loss():
 
 def test_fine_tuning_defaults():
     lora, top = TrainConfig(name="a", method="lora"), TrainConfig(name="b", method="top_layers")
-    assert (lora.lr, lora.head_lr, lora.select, lora.warm_start, lora.warmup_fraction) == (1e-3, 5e-3, "headline", False, 0.1)
+    assert (lora.lr, lora.head_lr, lora.select, lora.warm_start, lora.warmup_fraction) == (1e-3, 2e-3, "headline", False, 0.1)
     assert lora.patience >= lora.epochs  # the schedule runs to its end; the best epoch is kept
-    assert (top.lr, top.head_lr, top.select, top.warm_start) == (5e-4, 5e-3, "headline", False)
+    assert (top.lr, top.head_lr, top.select, top.warm_start) == (5e-4, 2e-3, "headline", False)
     assert top.patience >= top.epochs
     assert TrainConfig(name="c", method="lora", select="loss", head_lr=3e-3).head_lr == 3e-3

@@ -23,11 +23,11 @@ Method = Literal["head", "lora", "top_layers", "scratch"]
 
 METHOD_DEFAULTS: dict[str, dict] = {
     "head": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4, "select": "loss"},
-    "lora": {"epochs": 4, "lr": 1e-3, "batch_size": 32, "patience": 4, "weight_decay": 0.0, "head_lr": 5e-3,
+    "lora": {"epochs": 4, "lr": 1e-3, "batch_size": 32, "patience": 4, "weight_decay": 0.0, "head_lr": 2e-3,
              "select": "headline"},
     # The top block's lr; blocks below get layer_decay times the one above, the head head_lr.
     "top_layers": {"epochs": 6, "lr": 5e-4, "batch_size": 32, "patience": 6, "weight_decay": 0.01,
-                   "head_lr": 5e-3, "select": "headline"},
+                   "head_lr": 2e-3, "select": "headline"},
     # Scratch runs all its epochs (patience = epochs) and keeps the best validation state:
     # from random weights the validation loss is flat for the first epochs on small data,
     # and a patience of 3 stopped runs before they had learnt anything (see bench/transfer_report.py).
