@@ -48,3 +48,22 @@ def test_fine_tuning_defaults():
     assert (top.lr, top.head_lr, top.select, top.warm_start) == (5e-4, 2e-3, "headline", False)
     assert top.patience >= top.epochs
     assert TrainConfig(name="c", method="lora", select="loss", head_lr=3e-3).head_lr == 3e-3
+
+
+def test_the_schedule_shrinks_to_a_wall_clock_budget_and_ends_at_lr_zero():
+    import time
+    from training.finetune import _Schedule
+    free = _Schedule(100, 0.1, deadline=None)
+    for _ in range(5):
+        free.stepped()
+    assert free.total == 100 and free.factor(0) == 0.1 and free.factor(10) == 1.0 and free.factor(100) == 0.0
+    tight = _Schedule(100, 0.1, deadline=time.monotonic() + 0.05)
+    tight.begin()
+    for _ in range(3):
+        time.sleep(0.01)
+        tight.stepped()
+    assert 3 <= tight.total < 20  # ~0.01 s per step, ~0.02 s left: a handful of steps fit, not 100
+    assert tight.factor(tight.total) == 0.0
+    while not tight.finished:
+        tight.stepped()
+    assert tight.done == tight.total

@@ -147,6 +147,39 @@ class _Raw:
         return logits
 
 
+class _Schedule:
+    """Linear warm-up over ``fraction`` of the steps, then linear decay to 0 at ``total``.
+
+    With a wall-clock budget, ``total`` is the planned steps or, if fewer fit, the steps that
+    fit: re-estimated after every step from the time per step so far (validation passes
+    included), so a run cut by its budget still ends its schedule at lr 0 instead of being
+    stopped at a high lr part-way down.
+    """
+
+    def __init__(self, planned: int, fraction: float, deadline: float | None):
+        self.planned = self.total = max(1, planned)
+        self.fraction, self.deadline = fraction, deadline
+        self.done, self.start = 0, time.monotonic()
+
+    def begin(self) -> None:
+        self.start = time.monotonic()
+
+    def factor(self, t: int) -> float:
+        warm = max(1, int(self.fraction * self.total))
+        return (t + 1) / warm if t < warm else max(0.0, (self.total - t) / max(1, self.total - warm))
+
+    def stepped(self) -> None:
+        self.done += 1
+        if self.deadline is not None and self.done >= 3:
+            per_step = (time.monotonic() - self.start) / self.done
+            fit = self.done + int(max(0.0, self.deadline - time.monotonic()) / per_step)
+            self.total = max(self.done, min(self.planned, fit))
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+
 def _step(stop, epoch: int, loss: float, headline: float, state: dict) -> bool:
     if isinstance(stop, BestHeadline):
         return stop.step(epoch, loss, state, headline)
@@ -165,12 +198,11 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(loop.groups or loop.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
-    sched = None
+    deadline = time.monotonic() + 60 * cfg.max_train_minutes if cfg.max_train_minutes else None
+    sched = plan = None
     if loop.warmup_fraction is not None:
-        total = max(1, steps * cfg.epochs)
-        warm = max(1, int(loop.warmup_fraction * total))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
+        plan = _Schedule(steps * cfg.epochs, loop.warmup_fraction, deadline)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
     stop = BestHeadline(cfg.patience) if cfg.select == "headline" else EarlyStopping(cfg.patience)
     hist = History()
     loop.set_train(False)
@@ -178,7 +210,8 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     loss0, head0 = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
     _step(stop, 0, loss0, head0, loop.state())
     y_all = task.targets(train, scaling)
-    deadline = time.monotonic() + 60 * cfg.max_train_minutes if cfg.max_train_minutes else None
+    if plan is not None:
+        plan.begin()
     for epoch in range(1, cfg.epochs + 1):
         loop.set_train(True)
         order = torch.randperm(len(train), generator=gen).tolist()
@@ -194,12 +227,15 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
                 torch.nn.utils.clip_grad_norm_(loop.params, 1.0)
                 opt.step()
                 if sched is not None:
+                    plan.stepped()
                     sched.step()
                 total += float(loss.detach()) * len(idx)
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
                 if deadline is not None and time.monotonic() > deadline:
                     break  # an epoch of a full trunk can outlast the budget: stop mid-epoch
+                if plan is not None and plan.finished:
+                    break  # the schedule, shrunk to the budget, reached lr 0
         loop.set_train(False)
         val_loss, val_acc = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
         seen = min(len(order), start + cfg.batch_size)  # rows this (maybe cut) epoch trained on
@@ -213,7 +249,7 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
         if _step(stop, epoch, val_loss, val_acc, loop.state()):
             hist.stopped_early = True
             break
-        if deadline is not None and time.monotonic() > deadline:
+        if (deadline is not None and time.monotonic() > deadline) or (plan is not None and plan.finished):
             hist.stopped_early = hist.time_capped = epoch < cfg.epochs or seen < len(order)
             break
     loop.load(stop.state)
