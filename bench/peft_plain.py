@@ -84,18 +84,18 @@ def plain_peft(source_path: str, train: LabelledData, test: LabelledData, seed: 
 
 def main(argv=None) -> None:
     from bench.common import TEXT_SPEC
-    from bench.top_layers_compare import text_data
+    from bench.top_layers_compare import labelled_and_test
     from adapters.backbones.base import resolve_source
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-class", type=int, default=200)
-    ap.add_argument("--test", type=int, default=1500)
+    ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cap-min", type=float, default=None)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    labelled, test = text_data(args.per_class, args.seed, args.test)
+    labelled, test = labelled_and_test(args.per_class, args.seed, args.test)
     r = plain_peft(resolve_source(TEXT_SPEC.source), labelled, test, seed=args.seed, max_minutes=args.cap_min)
     print(r)
 

@@ -127,9 +127,10 @@ def test_lora_adapter_is_peft_format_and_served_per_row_with_the_reported_scores
     else:
         data = DataSource(path=write_image_folder(tmp_path / "imgs", per_class=10)).load()
         backbone, want_targets = vision_backbone, None
-    # A high learning rate so LoRA moves within two epochs on toy data.
+    # High learning rates so LoRA and the fresh head move within three epochs on toy data.
     lr = 2e-2 if modality == "text" else 5e-3
-    r = train(data, backbone, _cfg("toy-lora", "lora", lr=lr), tmp_path / "out", cache_dir=None)
+    r = train(data, backbone, _cfg("toy-lora", "lora", lr=lr, head_lr=lr, epochs=3), tmp_path / "out",
+              cache_dir=None)
     files = {p.name for p in r.path.iterdir()}
     assert {"adapter.json", "adapter_config.json", "adapter_model.safetensors", "head.safetensors",
             "README.md", "loss_curves.png", "confusion_matrix.png"} <= files
