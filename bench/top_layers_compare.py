@@ -1,90 +1,196 @@
-"""Head vs top_layers (k = 1, 2) vs LoRA on Rotten Tomatoes with MiniLM-L6: test accuracy and
-training time, one seed, per labels-per-class budget, fine-tuning capped in wall-clock time.
+"""Head vs LoRA vs top_layers (k = 1, 2, all) vs scratch vs a plain PEFT script: test accuracy
+and training time per labels-per-class budget, several seeds, every fine-tuning run under
+one wall-clock cap.
 
-    python -m bench.top_layers_compare --per-class 200 --cap-min 2.5 --threads 1
+    python -m bench.top_layers_compare --per-class 200 --seeds 0 1 2 --test 1000 --cap-min 3 --threads 1
 
-Every method trains through ``training.trainer.train`` with its defaults (``taskswap
-train``); validation is 20% carved off the labelled set; the test set is a fixed
-stratified sample of the demo's test split. Results: ``bench/results/top_layers_compare.{md,json}``,
-saved after every run.
+Text: Rotten Tomatoes (2 classes) on MiniLM-L6; vision (``--modality vision``): Fashion-MNIST
+(10 classes) on MobileNetV2 at 96 px. The demo's train/test split is fixed (seed 0); per seed,
+the labelled set is a stratified sample of ``2 x per-class`` (text) or ``10 x per-class``
+(vision) examples of the train split and the test set is the same ``--test`` stratified
+examples of the test split for every seed and method. Project methods train through
+``training.trainer.train`` with their defaults (``taskswap train``; 20% of the labelled set
+validates); ``plain peft`` (:mod:`bench.peft_plain`, text only) trains on the whole labelled
+set with no validation. ``--extra '{"name": {TrainConfig overrides}}'`` adds variants.
+
+Results: ``bench/results/NAME.{md,json}``, saved after every run; a rerun with the same
+``--out-name`` skips the (modality, per-class, method, seed) rows already there, so a long
+grid can be run in pieces.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench.common import TEXT_SPEC, load, machine, save_results
+from bench.common import RESULTS, TEXT_SPEC, VISION_SPEC, load, machine, save_results
 from training.config import TrainConfig
+from training.data import stratified_sample
 from training.data.demo import load_demo
 from training.trainer import train
 
-# "warm": the head fitted on frozen features first; "cold" (the default): a random head.
-METHODS = {"head": {}, "lora": {"method": "lora"},
-           "top_layers k=1 warm": {"method": "top_layers", "layers": 1, "warm_start": True},
-           "top_layers k=2 warm": {"method": "top_layers", "layers": 2, "warm_start": True},
-           "top_layers k=1 cold": {"method": "top_layers", "layers": 1, "warm_start": False},
-           "top_layers k=2 cold": {"method": "top_layers", "layers": 2, "warm_start": False},
-           "top_layers k=2 warm lr 3e-4": {"method": "top_layers", "layers": 2, "lr": 3e-4, "warm_start": True}}
-DEFAULT_METHODS = "head,top_layers k=1 warm,top_layers k=2 warm,lora"
+# name -> TrainConfig overrides; "layers": "all" is every block of the backbone.
+METHODS = {
+    "head": {},
+    "lora": {"method": "lora"},
+    "top_layers k=1": {"method": "top_layers", "layers": 1},
+    "top_layers k=2": {"method": "top_layers", "layers": 2},
+    "top_layers k=all": {"method": "top_layers", "layers": "all"},
+    "scratch": {"method": "scratch"},
+    "plain peft": None,  # bench.peft_plain
+    "plain peft 6 epochs": {"plain_epochs": 6},  # the same script given more of the budget
+}
+DEFAULT_METHODS = "head,lora,top_layers k=1,top_layers k=2,top_layers k=all,scratch,plain peft"
+DATASET = {"text": ("rotten-tomatoes", TEXT_SPEC), "vision": ("fashion-mnist", VISION_SPEC)}
+
+
+def labelled_and_test(per_class: int, seed: int, n_test: int, modality: str = "text", dev: bool = False):
+    """(labelled, test): ``per_class`` x classes labelled examples sampled with ``seed`` from
+    the demo's train split, and ``n_test`` test examples, the same for every seed.
+    ``dev``: the test examples are drawn from the rest of the train split instead (for
+    choosing defaults without looking at the test split)."""
+    name = DATASET[modality][0]
+    if dev:
+        if modality != "text":
+            raise SystemExit("--dev is for text only")
+        pool = load_demo(name, "train", seed=0)
+        labelled = stratified_sample(pool, per_class * len(pool.label_names), seed)
+        taken = set(labelled.inputs)
+        rest = pool.subset([i for i, x in enumerate(pool.inputs) if x not in taken])
+        return labelled, stratified_sample(rest, n_test, 1000 + seed)
+    if modality == "vision":  # Fashion-MNIST has its own train/test files; sample while reading
+        return (load_demo(name, "train", limit=10 * per_class, seed=seed),
+                load_demo(name, "test", limit=n_test, seed=0))
+    pool = load_demo(name, "train", seed=0)
+    labelled = stratified_sample(pool, per_class * len(pool.label_names), seed)
+    labelled.source = f"{pool.source}; {len(labelled)} sampled with seed {seed}"
+    return labelled, load_demo(name, "test", limit=n_test, seed=0)
+
+
+def _blocks(bb) -> int:
+    from adapters.kinds.top_layers import LAYOUTS
+    return len(LAYOUTS[bb.model_type].block_modules(bb.model))
+
+
+def run_one(bb, modality: str, method: str, overrides: dict | None, labelled, test, seed: int,
+            cap_min: float) -> dict:
+    if overrides is None or "plain_epochs" in overrides:
+        from adapters.backbones.base import resolve_source
+        from bench.peft_plain import plain_peft
+        r = plain_peft(resolve_source(bb.spec.source), labelled, test, seed=seed, max_minutes=cap_min,
+                       max_length=bb.spec.max_length, epochs=(overrides or {}).get("plain_epochs", 2))
+        return {"test_accuracy": round(r.test_accuracy, 4), "val_accuracy": None,
+                "train_seconds": round(r.train_seconds, 1), "best_epoch": None,
+                "epochs_run": round(r.epochs_run, 2), "time_capped": r.time_capped}
+    kw = {"method": "head", **overrides}
+    if kw.get("layers") == "all":
+        kw["layers"] = _blocks(bb)
+    cfg = TrainConfig(name="bench", seed=seed, progress=False,
+                      max_train_minutes=None if kw["method"] == "head" else cap_min, **kw)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = train(labelled, bb, cfg, Path(tmp) / "a", test=test, cache_dir=None)
+    return {"test_accuracy": round(r.metrics["test"].accuracy, 4),
+            "val_accuracy": round(r.metrics["validation"].accuracy, 4),
+            "train_seconds": round(r.seconds, 1), "best_epoch": r.history.best_epoch,
+            "epochs_run": len(r.history.train_loss), "time_capped": r.history.time_capped,
+            "val_loss_curve": [round(x, 4) for x in r.history.val_loss],
+            "val_accuracy_curve": [round(x, 4) for x in r.history.val_accuracy]}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--modality", choices=sorted(DATASET), default="text")
     ap.add_argument("--per-class", type=int, nargs="+", default=[200])
-    ap.add_argument("--test", type=int, default=500)
-    ap.add_argument("--cap-min", type=float, default=2.5, help="wall-clock cap per fine-tuning run")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--cap-min", type=float, default=3.0, help="wall-clock cap per fine-tuning run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, of: {', '.join(METHODS)}")
-    ap.add_argument("--out-name", default="top_layers_compare", help="bench/results/NAME.{md,json}")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra", default="{}", help="JSON {name: TrainConfig overrides} of more variants")
+    ap.add_argument("--out-name", default="top_layers_accuracy", help="bench/results/NAME.{md,json}")
+    ap.add_argument("--dev", action="store_true", help="score on held-out train-split examples, not the test split")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    bb = load(TEXT_SPEC)
-    test = load_demo("rotten-tomatoes", "test", limit=args.test, seed=args.seed)
-    rows = []
+    methods = {**METHODS, **json.loads(args.extra)}
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in methods]
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose of {list(methods)} or add them with --extra")
+    path = RESULTS / f"{args.out_name}.json"
+    rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+    done = {(r["modality"], r["per_class"], r["method"], r["seed"]) for r in rows}
+    bb = load(DATASET[args.modality][1])
     for n in args.per_class:
-        data = load_demo("rotten-tomatoes", "train", limit=2 * n, seed=args.seed)
-        for name in args.methods.split(","):
-            kw = {"method": "head", **METHODS[name]}
-            cfg = TrainConfig(name="rt", seed=args.seed, progress=False,
-                              max_train_minutes=None if kw["method"] == "head" else args.cap_min, **kw)
-            with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            labelled, test = labelled_and_test(n, seed, args.test, args.modality, args.dev)
+            for name in names:
+                if (args.modality, n, name, seed) in done:
+                    continue
+                if (methods[name] is None or "plain_epochs" in methods[name]) and args.modality != "text":
+                    continue  # the plain PEFT script is a text classifier
                 start = time.perf_counter()
-                r = train(data, bb, cfg, Path(tmp) / "a", test=test, cache_dir=None)
-                total = time.perf_counter() - start
-            rows.append({"per_class": n, "method": name, "test_accuracy": round(r.metrics["test"].accuracy, 4),
-                         "val_accuracy": round(r.metrics["validation"].accuracy, 4),
-                         "train_seconds": round(r.seconds, 1), "with_eval_seconds": round(total, 1),
-                         "best_epoch": r.history.best_epoch, "epochs_run": len(r.history.train_loss),
-                         "time_capped": r.history.time_capped})
-            print(rows[-1], flush=True)
-            _save(rows, args)
+                row = run_one(bb, args.modality, name, methods[name], labelled, test, seed, args.cap_min)
+                row = {"modality": args.modality, "per_class": n, "method": name, "seed": seed,
+                       "labelled": len(labelled), "test": len(test), "cap_min": args.cap_min,
+                       **row, "with_eval_seconds": round(time.perf_counter() - start, 1),
+                       "load_avg_1m": round(machine()["load_avg"][0], 2)}
+                rows.append(row)
+                print(row, flush=True)
+                _save(rows, args, methods)
 
 
-def _save(rows, args) -> None:
-    md = ["# Head vs top layers vs LoRA on Rotten Tomatoes (MiniLM-L6, one seed)", "",
-          f"`python -m bench.top_layers_compare --per-class {' '.join(map(str, args.per_class))} "
-          f"--methods '{args.methods}' --out-name {args.out_name} "
-          f"--cap-min {args.cap_min} --threads {args.threads}`; machine: {_machine()}; "
-          f"test: {args.test} stratified texts of the demo's test split; validation: 20% of the "
-          "labelled set; fine-tuning capped at the first step past the cap (time_capped).", "",
-          "| labels/class | method | test acc | val acc | train s | best epoch / run | capped |",
-          "|---|---|---|---|---|---|---|"]
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean, min and max test accuracy and mean training seconds per (modality, per-class, method)."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        md.append(f"| {r['per_class']} | {r['method']} | {r['test_accuracy']:.4f} | {r['val_accuracy']:.4f} | "
-                  f"{r['train_seconds']} | {r['best_epoch']} / {r['epochs_run']} | {r['time_capped']} |")
-    save_results(args.out_name, {"machine": machine(), "args": vars(args), "rows": rows}, "\n".join(md) + "\n")
+        groups.setdefault((r["modality"], r["per_class"], r["method"]), []).append(r)
+    out = []
+    for (modality, n, method), rs in groups.items():
+        acc = [r["test_accuracy"] for r in rs]
+        out.append({"modality": modality, "per_class": n, "method": method, "seeds": len(rs),
+                    "mean": statistics.fmean(acc), "min": min(acc), "max": max(acc),
+                    "sd": statistics.stdev(acc) if len(acc) > 1 else None,
+                    "train_seconds": statistics.fmean(r["train_seconds"] for r in rs),
+                    "capped": sum(bool(r["time_capped"]) for r in rs),
+                    "epochs": statistics.fmean(float(r["epochs_run"]) for r in rs)})
+    return out
 
 
-def _machine() -> str:
-    m = machine()
-    return (f"{m['cpus']} CPUs, torch {m['torch']}, {m['threads']} thread(s), "
-            f"load average {m['load_avg'][0]:.1f} at the last save")
+def _save(rows, args, methods) -> None:
+    loads = [r["load_avg_1m"] for r in rows]
+    md = ["# Head vs LoRA vs top layers vs scratch vs plain PEFT", "",
+          f"`python -m bench.top_layers_compare --modality {args.modality} --per-class "
+          f"{' '.join(map(str, args.per_class))} --seeds {' '.join(map(str, args.seeds))} --test {args.test} "
+          f"--cap-min {args.cap_min} --threads {args.threads} --out-name {args.out_name}` (rows of earlier "
+          f"invocations into the same file are kept); {machine()['cpus']} CPUs, torch {machine()['torch']}, "
+          f"{args.threads} torch thread(s); 1-minute load average {min(loads):.1f}-{max(loads):.1f} at the "
+          "end of the runs. Fine-tuning capped at the first step past the cap.", "",
+          "## Summary (test accuracy over seeds)", "",
+          "| modality | labels/class | method | seeds | mean | sd | min-max | train s (mean) | epochs (mean) | capped |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summarise(rows):
+        sd = f"{s['sd']:.3f}" if s["sd"] is not None else "-"
+        md.append(f"| {s['modality']} | {s['per_class']} | {s['method']} | {s['seeds']} | {s['mean']:.4f} | {sd} | "
+                  f"{s['min']:.3f}-{s['max']:.3f} | {s['train_seconds']:.0f} | {s['epochs']:.1f} | "
+                  f"{s['capped']}/{s['seeds']} |")
+    md += ["", "## Runs", "",
+           "| modality | labels/class | method | seed | test acc | val acc | train s | best epoch / run | capped | load |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        val = f"{r['val_accuracy']:.4f}" if r["val_accuracy"] is not None else "-"
+        md.append(f"| {r['modality']} | {r['per_class']} | {r['method']} | {r['seed']} | {r['test_accuracy']:.4f} | "
+                  f"{val} | {r['train_seconds']} | {r['best_epoch']} / {r['epochs_run']} | {r['time_capped']} | "
+                  f"{r['load_avg_1m']} |")
+    md += ["", "Methods (TrainConfig overrides on the defaults; plain peft: `bench/peft_plain.py`):", ""]
+    md += [f"- {name}: `{json.dumps(methods.get(name))}`" for name in dict.fromkeys(r["method"] for r in rows)]
+    save_results(args.out_name, {"machine": machine(), "args": vars(args), "rows": rows,
+                                 "summary": summarise(rows)}, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ _METHOD_TEXT = {
              "once for every example and cached; a {head} was fitted on them with AdamW and "
              "{loss}, features standardised during fitting (folded into the saved weights)."),
     "lora": ("LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the backbone, trained jointly "
-             "with a {head} on `{pooling}`-pooled features. The head was first fitted on frozen "
-             "features, then LoRA and head were trained together with AdamW. The base weights are "
-             "unchanged; the server applies this adapter's low-rank deltas per row."),
+             "with a {head} on `{pooling}`-pooled features ({start}) with AdamW, warm-up then linear "
+             "decay. The base weights are unchanged; the server applies this adapter's low-rank "
+             "deltas per row."),
     "top_layers": ("The backbone's last `{layers}` blocks were fine-tuned (a copy, with layer-wise learning "
                    "rates, warm-up then linear decay, weight decay, the blocks' own dropout) jointly with a "
                    "{head} on `{pooling}`-pooled features; the blocks below stay frozen and shared. "
@@ -111,7 +111,9 @@ def render_card(f: CardFacts) -> str:
         "method_text": (_METHOD_TEXT_TOKENS if f.hyper.get("pooling") == "tokens" else _METHOD_TEXT)[f.method].format(
             pooling=f.hyper.get("pooling"), head=_head_words(f.hyper), lora_r=f.hyper.get("lora_r"),
             lora_alpha=f.hyper.get("lora_alpha"), targets=", ".join(f.lora_targets),
-            loss=f.loss_words, layers=f.hyper.get("layers")),
+            loss=f.loss_words, layers=f.hyper.get("layers"),
+            start="the head first fitted on frozen features" if f.hyper.get("warm_start")
+            else "a fresh head, trained on standardised features and folded"),
         "hyper_rows": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in f.hyper.items()),
         "metric_header": next(iter(f.metrics.values())).CARD_HEADER,
         "metric_rows": "\n".join(m.card_row(split) for split, m in f.metrics.items()),

@@ -108,20 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, typ in (("--epochs", int), ("--lr", float), ("--batch-size", int), ("--patience", int),
                       ("--weight-decay", float)):
         h.add_argument(flag, type=typ, help="default depends on --method")
+    h.add_argument("--select", choices=["loss", "headline"],
+                   help="lora/top_layers/scratch: keep the epoch with the lowest validation loss or the "
+                        "highest validation accuracy/R² (default: headline for lora/top_layers, loss for scratch)")
     h.add_argument("--val-fraction", type=float, default=0.2)
     h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--lora-r", type=int, default=8)
-    h.add_argument("--lora-alpha", type=float, default=16.0)
-    h.add_argument("--lora-dropout", type=float, default=0.0)
-    h.add_argument("--lora-targets", type=_csv_list, help="module names (default per architecture)")
+    h.add_argument("--lora-r", type=int, help="LoRA rank (default 8)")
+    h.add_argument("--lora-alpha", type=float, help="LoRA alpha (default 16: scaling alpha/r = 2)")
+    h.add_argument("--lora-dropout", type=float, help="dropout on LoRA's input (default 0)")
+    h.add_argument("--lora-targets", type=_csv_list,
+                   help="module names (default: every Linear inside the encoder blocks; every 1x1 "
+                        "convolution on a conv net)")
     h.add_argument("--layers", type=int, help="top_layers: fine-tune the last K blocks (default 2)")
-    h.add_argument("--layer-decay", type=float, default=0.8,
-                   help="top_layers: lr of each block below the top = this x the one above")
-    h.add_argument("--head-lr", type=float, default=1e-3, help="top_layers: the head's lr")
-    h.add_argument("--warmup-fraction", type=float, default=0.1,
-                   help="top_layers: linear lr warm-up share of the steps, then linear decay")
+    h.add_argument("--layer-decay", type=float,
+                   help="top_layers: lr of each block below the top = this x the one above (default 0.8)")
+    h.add_argument("--head-lr", type=float, help="lora/top_layers: the head's lr (default per --method)")
+    h.add_argument("--warmup-fraction", type=float,
+                   help="lora/top_layers: linear lr warm-up share of the steps, then linear decay (default 0.1)")
     h.add_argument("--warm-start", action="store_true",
-                   help="top_layers: start from a head fitted on frozen features (default: a random head)")
+                   help="lora/top_layers: start from a head fitted on frozen features (default: a random head)")
     h.add_argument("--max-minutes", type=float, help="lora/top_layers/scratch: wall-clock budget for training")
     h.add_argument("--cache-dir", type=Path, help="feature cache (default $TASKSWAP_HOME/features)")
     h.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
@@ -201,15 +206,15 @@ def data_source(args, path: Path | None = None, demo: str | None = None, limit: 
 
 def train_config(args):
     from training.config import TrainConfig
+    optional = {k: getattr(args, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "layer_decay",
+                                              "warmup_fraction") if getattr(args, k) is not None}
     return TrainConfig(name=args.name, method=args.method, task_type=args.task_type, hidden=args.hidden, activation=args.activation,
                        pooling=args.pooling, normalize=args.normalize, epochs=args.epochs, lr=args.lr,
                        batch_size=args.batch_size, patience=args.patience, weight_decay=args.weight_decay,
-                       val_fraction=args.val_fraction, seed=args.seed, lora_r=args.lora_r,
-                       lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                       select=args.select, val_fraction=args.val_fraction, seed=args.seed,
                        lora_targets=args.lora_targets, max_train_minutes=args.max_minutes,
-                       layers=args.layers, layer_decay=args.layer_decay, head_lr=args.head_lr,
-                       warmup_fraction=args.warmup_fraction, warm_start=args.warm_start,
-                       progress=not args.quiet)
+                       layers=args.layers, head_lr=args.head_lr, warm_start=args.warm_start,
+                       progress=not args.quiet, **optional)
 
 
 # ---- commands -------------------------------------------------------------------------

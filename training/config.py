@@ -8,7 +8,7 @@ Example::
 
     >>> c = TrainConfig(name="sentiment", method="lora")
     >>> c.epochs, c.lr, c.lora_r
-    (5, 0.0005, 8)
+    (4, 0.001, 8)
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ from adapters.format.manifest import NAME_PATTERN
 Method = Literal["head", "lora", "top_layers", "scratch"]
 
 METHOD_DEFAULTS: dict[str, dict] = {
-    "head": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4},
-    "lora": {"epochs": 5, "lr": 5e-4, "batch_size": 32, "patience": 2, "weight_decay": 0.0},
+    "head": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4, "select": "loss"},
+    "lora": {"epochs": 4, "lr": 1e-3, "batch_size": 32, "patience": 4, "weight_decay": 0.0, "head_lr": 2e-3,
+             "select": "headline"},
     # The top block's lr; blocks below get layer_decay times the one above, the head head_lr.
-    "top_layers": {"epochs": 6, "lr": 1e-4, "batch_size": 32, "patience": 2, "weight_decay": 0.01},
+    "top_layers": {"epochs": 6, "lr": 5e-4, "batch_size": 32, "patience": 6, "weight_decay": 0.01,
+                   "head_lr": 2e-3, "select": "headline"},
     # Scratch runs all its epochs (patience = epochs) and keeps the best validation state:
     # from random weights the validation loss is flat for the first epochs on small data,
     # and a patience of 3 stopped runs before they had learnt anything (see bench/transfer_report.py).
-    "scratch": {"epochs": 10, "lr": 1e-3, "batch_size": 32, "patience": 10, "weight_decay": 1e-2},
+    "scratch": {"epochs": 10, "lr": 1e-3, "batch_size": 32, "patience": 10, "weight_decay": 1e-2, "select": "loss"},
 }
 
 
@@ -60,6 +62,9 @@ class TrainConfig(BaseModel):
     patience: int | None = Field(None, ge=1)
     """Early stopping: epochs without a lower validation loss before training stops."""
     weight_decay: float | None = Field(None, ge=0)
+    select: Literal["loss", "headline"] | None = None
+    """lora/top_layers/scratch: which validation number picks the kept epoch: the lowest loss,
+    or the highest headline (accuracy, R²; ties: the lower loss). None: the method's default."""
 
     val_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of each class carved off for validation when no validation data is given."""
@@ -70,21 +75,22 @@ class TrainConfig(BaseModel):
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_targets: list[str] | None = None
-    """Module names (PEFT ``target_modules``); None: a default per architecture."""
+    """Module names (PEFT ``target_modules``); None: every ``Linear`` inside the encoder blocks
+    (``training.lora.block_linear_targets``), else the 1x1 convolutions of a conv net."""
 
     layers: int | None = Field(None, ge=1)
     """top_layers: how many of the last blocks to fine-tune (None: 2, capped at the block count)."""
     layer_decay: float = Field(0.8, gt=0, le=1)
     """top_layers: each block below the top trains at this times the lr of the block above."""
-    head_lr: float = Field(1e-3, gt=0)
-    """top_layers: the head's learning rate."""
+    head_lr: float | None = Field(None, gt=0)
+    """lora/top_layers: the head's learning rate (None: the method's default)."""
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
-    """top_layers: linear warm-up over this share of the steps, then linear decay to 0."""
+    """lora/top_layers: linear warm-up over this share of the steps, then linear decay to 0."""
     warm_start: bool = False
-    """top_layers: start from a head fitted on frozen features (cheap: cached features), so
-    epoch 0 is the frozen head. Off by default: on Rotten Tomatoes at 200 labels per class the
-    warm-started runs never beat their start on validation loss; at 50 per class the warm
-    start did better (docs/top-layers.md)."""
+    """lora/top_layers: start from a head fitted on frozen features (cheap: cached features), so
+    epoch 0 is the frozen head. Off by default: a fresh head (trained on standardised features)
+    is used instead; on Rotten Tomatoes at 200 labels per class the warm-started runs hardly
+    left their start (docs/top-layers.md)."""
 
     feature_batch_size: int = Field(64, ge=1)
     """Rows per backbone forward when computing features (and when evaluating)."""
@@ -107,9 +113,9 @@ class TrainConfig(BaseModel):
     def hyperparameters(self) -> dict:
         """The settings that shaped the weights (for the manifest and the model card)."""
         keys = ["method", "task_type", "hidden", "activation", "pooling", "normalize", "epochs", "lr", "batch_size",
-                "patience", "weight_decay", "val_fraction", "seed"]
+                "patience", "weight_decay", "select", "val_fraction", "seed"]
         if self.method == "lora":
-            keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_targets"]
+            keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_targets", "head_lr", "warmup_fraction", "warm_start"]
         if self.method == "top_layers":
             keys += ["layers", "layer_decay", "head_lr", "warmup_fraction", "warm_start"]
         return {k: getattr(self, k) for k in keys}

@@ -7,6 +7,7 @@ a trained trunk + head scores rows the way the server will.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -16,11 +17,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, Features
+from adapters.format import HeadSpec
 from adapters.heads import Head
 from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData, open_input
-from training.heads import EarlyStopping, History
+from training.heads import EarlyStopping, History, _features_for_head, fold_standardisation
 
 
 def encode(model: nn.Module, backbone: Backbone, inputs: list, pooling: str) -> torch.Tensor:
@@ -42,6 +44,73 @@ def predict_probs(model: nn.Module, head: Head, backbone: Backbone, inputs: list
             feats = encode(model, backbone, inputs[start:start + batch_size], pooling)
             parts.append(task.outputs(head(feats), scaling).cpu())
     return torch.cat(parts) if parts else torch.zeros(0, head.linear_layers()[-1].out_features)
+
+
+class StandardisedHead(nn.Module):
+    """A fresh head that reads centred, rescaled features while it trains with the trunk.
+
+    Pooled features differ in scale between backbones (MiniLM's mean-pooled dimensions have
+    a std of ~0.17, MobileNetV2's pooler ~0.66 over 3x the dimensions), so one head learning
+    rate cannot suit raw features of both. The head sees ``(x - mean) / scale``: ``mean``
+    per dimension and ``scale`` one number (the mean per-dimension std), both from the
+    *frozen* trunk's features of the training rows and fixed while the trunk moves.
+    One number, not the ``head`` method's per-dimension std: dividing each dimension by its
+    own frozen std amplifies the near-constant ones, exactly those fine-tuning moves most
+    (measured on Rotten Tomatoes: 3-5 accuracy points lower, docs/top-layers.md).
+    :meth:`folded` returns the plain :class:`Head` with the transform folded into its first
+    layer, so the saved head takes raw features exactly as the server computes them.
+    """
+
+    def __init__(self, spec: HeadSpec, n_outputs: int, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.spec, self.n_outputs = spec, n_outputs
+        self.net = Head(spec.model_copy(update={"normalize": False}), n_outputs)
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((_features_for_head(self.spec, x) - self.mean) / self.std)
+
+    def linear_layers(self):
+        return self.net.linear_layers()
+
+    def folded(self) -> Head:
+        """The equivalent head on raw features (eval mode, no gradients)."""
+        final = Head(self.spec, self.n_outputs).to(self.mean.device)
+        final.load_state_dict(self.net.state_dict())
+        fold_standardisation(final, self.mean, self.std)
+        return final.eval().requires_grad_(False)
+
+
+def standardised_head(backbone: Backbone, spec: HeadSpec, n_outputs: int, train: LabelledData,
+                      batch_size: int, cache_dir=None, progress: bool = False) -> StandardisedHead:
+    """A fresh :class:`StandardisedHead` with statistics of the frozen features of ``train``."""
+    from training.features import extract_features
+    x = _features_for_head(spec, extract_features(backbone, train.inputs, spec.pooling, cache_dir,
+                                                  batch_size, progress, "features (head scale)"))
+    mean = x.mean(0)
+    scale = float(x.std(0, unbiased=False).mean()) if len(x) > 1 else 1.0
+    return StandardisedHead(spec, n_outputs, mean, torch.full_like(mean, scale if scale > 1e-6 else 1.0)
+                            ).to(backbone.device)
+
+
+class BestHeadline:
+    """Keeps the state with the highest validation headline (accuracy, R²...), ties going to
+    the lower validation loss; ``step`` returns True after ``patience`` epochs without a
+    better one (the interface of :class:`training.heads.EarlyStopping`)."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best_epoch, self.state, self._bad = patience, 0, None, 0
+        self.best: tuple[float, float] | None = None  # (headline, loss)
+
+    def step(self, epoch: int, val_loss: float, state: dict, headline: float = 0.0) -> bool:
+        b = self.best
+        if b is None or headline > b[0] + 1e-9 or (headline >= b[0] - 1e-9 and val_loss < b[1] - 1e-6):
+            self.best, self.best_epoch, self._bad = (headline, val_loss), epoch, 0
+            self.state = copy.deepcopy(state)
+            return False
+        self._bad += 1
+        return self._bad >= self.patience
 
 
 @dataclass
@@ -78,10 +147,50 @@ class _Raw:
         return logits
 
 
+class _Schedule:
+    """Linear warm-up over ``fraction`` of the steps, then linear decay to 0 at ``total``.
+
+    With a wall-clock budget, ``total`` is the planned steps or, if fewer fit, the steps that
+    fit: re-estimated after every step from the time per step so far (validation passes
+    included), so a run cut by its budget still ends its schedule at lr 0 instead of being
+    stopped at a high lr part-way down.
+    """
+
+    def __init__(self, planned: int, fraction: float, deadline: float | None):
+        self.planned = self.total = max(1, planned)
+        self.fraction, self.deadline = fraction, deadline
+        self.done, self.start = 0, time.monotonic()
+
+    def begin(self) -> None:
+        self.start = time.monotonic()
+
+    def factor(self, t: int) -> float:
+        warm = max(1, int(self.fraction * self.total))
+        return (t + 1) / warm if t < warm else max(0.0, (self.total - t) / max(1, self.total - warm))
+
+    def stepped(self) -> None:
+        self.done += 1
+        if self.deadline is not None and self.done >= 3:
+            per_step = (time.monotonic() - self.start) / self.done
+            fit = self.done + int(max(0.0, self.deadline - time.monotonic()) / per_step)
+            self.total = max(self.done, min(self.planned, fit))
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+
+def _step(stop, epoch: int, loss: float, headline: float, state: dict) -> bool:
+    if isinstance(stop, BestHeadline):
+        return stop.step(epoch, loss, state, headline)
+    return stop.step(epoch, loss, state)
+
+
 def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
              pooling: str, desc: str, scaling: dict | None = None) -> History:
     """AdamW + the task type's loss (``cfg.task_type``) with gradient clipping; keeps the
-    state with the lowest val loss. ``scaling``: the task type's target scaling, if any.
+    state with the lowest val loss (``cfg.select == "loss"``) or the highest val headline
+    (``"headline"``; ties: the lower loss). ``scaling``: the task type's target scaling, if any.
 
     Epoch 0 is the starting point (scored before any step), so a run that never beats it
     returns the starting weights and ``best_epoch == 0``.
@@ -89,19 +198,20 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(loop.groups or loop.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
-    sched = None
+    deadline = time.monotonic() + 60 * cfg.max_train_minutes if cfg.max_train_minutes else None
+    sched = plan = None
     if loop.warmup_fraction is not None:
-        total = max(1, steps * cfg.epochs)
-        warm = max(1, int(loop.warmup_fraction * total))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
-    stop, hist = EarlyStopping(cfg.patience), History()
+        plan = _Schedule(steps * cfg.epochs, loop.warmup_fraction, deadline)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
+    stop = BestHeadline(cfg.patience) if cfg.select == "headline" else EarlyStopping(cfg.patience)
+    hist = History()
     loop.set_train(False)
     task = task_type(cfg.task_type)
-    loss0, _ = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
-    stop.step(0, loss0, loop.state())
+    loss0, head0 = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
+    _step(stop, 0, loss0, head0, loop.state())
     y_all = task.targets(train, scaling)
-    deadline = time.monotonic() + 60 * cfg.max_train_minutes if cfg.max_train_minutes else None
+    if plan is not None:
+        plan.begin()
     for epoch in range(1, cfg.epochs + 1):
         loop.set_train(True)
         order = torch.randperm(len(train), generator=gen).tolist()
@@ -117,12 +227,15 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
                 torch.nn.utils.clip_grad_norm_(loop.params, 1.0)
                 opt.step()
                 if sched is not None:
+                    plan.stepped()
                     sched.step()
                 total += float(loss.detach()) * len(idx)
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
                 if deadline is not None and time.monotonic() > deadline:
                     break  # an epoch of a full trunk can outlast the budget: stop mid-epoch
+                if plan is not None and plan.finished:
+                    break  # the schedule, shrunk to the budget, reached lr 0
         loop.set_train(False)
         val_loss, val_acc = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
         seen = min(len(order), start + cfg.batch_size)  # rows this (maybe cut) epoch trained on
@@ -133,10 +246,10 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
         if cfg.progress:
             tqdm.write(f"{desc} epoch {epoch}: train loss {total / seen:.4f}, "
                        f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}")
-        if stop.step(epoch, val_loss, loop.state()):
+        if _step(stop, epoch, val_loss, val_acc, loop.state()):
             hist.stopped_early = True
             break
-        if deadline is not None and time.monotonic() > deadline:
+        if (deadline is not None and time.monotonic() > deadline) or (plan is not None and plan.finished):
             hist.stopped_early = hist.time_capped = epoch < cfg.epochs or seen < len(order)
             break
     loop.load(stop.state)

@@ -1,17 +1,23 @@
 """The ``lora`` method: PEFT LoRA on a copy of the backbone, trained jointly with a head.
 
-1. A head is fitted on frozen features first (the ``head`` method, cached features), so
-   LoRA starts from a good classifier instead of a random one; PEFT initialises ``B = 0``,
-   so the starting point is exactly that head.
-2. LoRA factors and head train together (AdamW, early stopping on validation loss).
+1. LoRA (``B = 0`` at the start, so epoch 0 is the frozen trunk) on every ``Linear`` inside
+   the encoder blocks by default (:func:`block_linear_targets`: attention query/key/value/
+   output and both feed-forward layers), and a fresh head that reads standardised features
+   while it trains (:class:`training.finetune.StandardisedHead`, folded into a plain head at
+   the end). ``warm_start`` fits the head on frozen features first instead; measured on
+   Rotten Tomatoes, that start was a local optimum LoRA hardly left (docs/top-layers.md).
+2. LoRA factors (``lr``) and head (``head_lr``) train together: AdamW, linear warm-up over
+   ``warmup_fraction`` of the steps then linear decay to 0, the backbone's own dropout on
+   while training (BatchNorm statistics frozen), gradient clipping, early stopping on
+   validation loss keeping the best state.
 3. The result is saved with PEFT's own ``save_pretrained``: keys are
    ``base_model.model.<backbone module>.lora_{A,B}.weight`` on the bare ``AutoModel``,
    which is what the server's loader maps onto its frozen backbone.
 
 Only layers the server's per-row LoRA runtime can apply are accepted as targets: ``Linear``
-and groups-1 ``Conv2d`` with numeric zero padding (see ``adapters/lora/weights.py``). By
-default 1x1 convolutions are adapted; a network without any (the speech encoder) gets all
-its servable convolutions.
+and groups-1 ``Conv2d`` with numeric zero padding (see ``adapters/lora/weights.py``). A
+network without ``Linear`` layers in its blocks gets its 1x1 convolutions by default; one
+without any (the speech encoder) all its servable convolutions.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ from adapters.errors import IncompatibleAdapter, InvalidInput
 from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData
-from training.finetune import Loop, predict_probs, run_loop
+from training.finetune import Loop, StandardisedHead, predict_probs, run_loop, standardised_head
 from training.fitted import FitOutput
-from training.probe import fit_probe
+from training.probe import fit_probe, head_spec
 
 # Attention projections to adapt, per naming convention (BERT/ViT/DeiT, LLaMA/CLIP, DistilBERT).
 _ATTENTION_PAIRS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"))
@@ -64,6 +70,25 @@ def default_targets(model: nn.Module) -> list[str]:
     raise InvalidInput(f"no default LoRA targets for model type "
                        f"{getattr(getattr(model, 'config', None), 'model_type', '?')!r}; "
                        "name the Linear / Conv2d modules to adapt with lora_targets (--lora-targets)")
+
+
+def block_linear_targets(model: nn.Module) -> list[str]:
+    """Every ``Linear`` inside the repeated blocks (a numbered module such as
+    ``encoder.layer.3``), named by its path below the block: for BERT the attention's
+    query/key/value/output and both feed-forward layers, not the pooler (mean pooling never
+    reads it). [] when the blocks hold no ``Linear`` (a conv net).
+
+    >>> from adapters.backbones.tiny import tiny_text_model
+    >>> block_linear_targets(tiny_text_model())
+    ['attention.output.dense', 'attention.self.key', 'attention.self.query', 'attention.self.value', 'intermediate.dense', 'output.dense']
+    """
+    names = set()
+    for name, m in model.named_modules():
+        parts = name.split(".")
+        idx = [i for i, p in enumerate(parts) if p.isdigit()]
+        if isinstance(m, nn.Linear) and idx and idx[-1] < len(parts) - 1:
+            names.add(".".join(parts[idx[-1] + 1:]))
+    return sorted(names)
 
 
 def resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
@@ -125,11 +150,23 @@ def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: Tr
     """LoRA + head on ``train``, early-stopped on ``val``."""
     from peft import LoraConfig, get_peft_model
 
-    warm = fit_probe(backbone, train, val, warm_start_config(cfg), cache_dir)
-    pooling = warm.pooling
+    task = task_type(cfg.task_type)
+    notes: dict = {}
+    if cfg.warm_start:
+        warm = fit_probe(backbone, train, val, warm_start_config(cfg), cache_dir)
+        head, pooling, scaling = copy.deepcopy(warm.head), warm.pooling, warm.scaling
+        best = warm.history.best_epoch
+        notes["warm_start_val_accuracy"] = round(warm.history.val_accuracy[best - 1], 6) if best else None
+    else:
+        torch.manual_seed(cfg.seed)
+        spec = head_spec(cfg, backbone)
+        head = standardised_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
+                                 cache_dir, cfg.progress)
+        pooling = spec.pooling
+        scaling = task.target_scaling(train)
     torch.manual_seed(cfg.seed)  # LoRA's A initialisation
     model = trainable_copy(backbone)
-    targets = list(cfg.lora_targets or default_targets(model))
+    targets = list(cfg.lora_targets or block_linear_targets(model) or default_targets(model))
     resolve_targets(model, targets)  # before PEFT: its own errors do not say what to do
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, bias="none")
@@ -138,16 +175,16 @@ def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: Tr
     except ValueError as exc:  # PEFT: "Target modules {...} not found in the base model"
         raise InvalidInput(f"LoRA targets {targets[:8]} match no module of this backbone ({exc})") from exc
     adapted = _check_servable(peft_model)
-    head = copy.deepcopy(warm.head).requires_grad_(True)
+    head.requires_grad_(True)
     params = [p for p in peft_model.parameters() if p.requires_grad] + list(head.parameters())
 
     def set_train(flag: bool) -> None:
-        # The base model stays in eval mode (frozen BatchNorm statistics, no dropout);
-        # only LoRA's own dropout follows the flag.
+        # BatchNorm statistics stay frozen (the base model stays in eval mode); every dropout
+        # (the backbone's own, LoRA's) follows the flag.
         peft_model.eval()
         head.train(flag)
-        for name, m in peft_model.named_modules():
-            if "lora_dropout" in name:
+        for m in peft_model.modules():
+            if isinstance(m, nn.Dropout):
                 m.train(flag)
 
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
@@ -160,18 +197,19 @@ def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: Tr
         peft_model.load_state_dict(s["lora"], strict=False)
         head.load_state_dict(s["head"])
 
-    loop = Loop(peft_model, head, params, set_train, state, load)
-    task = task_type(cfg.task_type)
-    hist = run_loop(loop, backbone, train, val, cfg, pooling, "lora", warm.scaling)
-    head.requires_grad_(False)
+    lora_params = [p for p in peft_model.parameters() if p.requires_grad]
+    groups = [{"params": lora_params, "lr": cfg.lr},
+              {"params": list(head.parameters()), "lr": cfg.head_lr or cfg.lr}]
+    loop = Loop(peft_model, head, params, set_train, state, load, groups=groups,
+                warmup_fraction=cfg.warmup_fraction)
+    hist = run_loop(loop, backbone, train, val, cfg, pooling, "lora", scaling)
+    # The trained head on raw features (a fresh head trained on standardised ones, folded).
+    head = head.folded() if isinstance(head, StandardisedHead) else head.requires_grad_(False)
 
     def predict(inputs: list) -> torch.Tensor:
         return predict_probs(peft_model, head, backbone, inputs, pooling, cfg.feature_batch_size,
-                             task, warm.scaling)
+                             task, scaling)
 
     n_params = sum(p.numel() for n, p in peft_model.named_parameters() if n in trainable)
     return FitOutput(head, hist, predict, pooling, peft_model=peft_model, lora_targets=targets,
-                     scaling=warm.scaling,
-                     notes={"lora_modules": len(adapted), "lora_parameters": n_params,
-                            "warm_start_val_accuracy": round(warm.history.val_accuracy[
-                                warm.history.best_epoch - 1], 6) if warm.history.best_epoch else None})
+                     scaling=scaling, notes={"lora_modules": len(adapted), "lora_parameters": n_params, **notes})

@@ -5,9 +5,11 @@ Recipe (each piece a :class:`~training.config.TrainConfig` field):
 - the frozen blocks below the split run without gradients (the same stem/blocks split the
   server runs, :class:`adapters.kinds.top_layers.Layout`), so a step costs the trunk's
   forward plus forward and backward through k blocks only;
-- the head starts random (``warm_start`` fits it on frozen features first, so epoch 0 is
-  the frozen head; measured on Rotten Tomatoes, that start was a local optimum the blocks
-  never left, see docs/top-layers.md);
+- the head starts random and reads standardised features while it trains
+  (:class:`training.finetune.StandardisedHead`, statistics of the frozen features, folded
+  into the saved head); ``warm_start`` fits it on frozen features first, so epoch 0 is the
+  frozen head (measured on Rotten Tomatoes, that start was a local optimum the blocks never
+  left, see docs/top-layers.md);
 - AdamW with layer-wise learning rates (top block ``lr``, each block below ``layer_decay``
   times the one above, the head ``head_lr``), weight decay on weights only (not biases or
   norms), linear warm-up over ``warmup_fraction`` of the steps then linear decay to 0;
@@ -35,7 +37,7 @@ from adapters.kinds.top_layers import LAYOUTS, blocks_state_of, layout_of
 from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData
-from training.finetune import Loop, predict_probs, run_loop
+from training.finetune import Loop, StandardisedHead, predict_probs, run_loop, standardised_head
 from training.fitted import FitOutput
 from training.lora import trainable_copy, warm_start_config
 from training.probe import fit_probe, head_spec
@@ -101,7 +103,9 @@ def fit_top_layers(backbone: Backbone, train: LabelledData, val: LabelledData, c
     else:
         torch.manual_seed(cfg.seed)
         spec = head_spec(cfg, backbone)
-        head, pooling = Head(spec, len(train.label_names)).to(backbone.device), spec.pooling
+        head = standardised_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
+                                 cache_dir, cfg.progress)
+        pooling = spec.pooling
         scaling = task.target_scaling(train)
     head.requires_grad_(True)
     model.requires_grad_(False)
@@ -134,7 +138,8 @@ def fit_top_layers(backbone: Backbone, train: LabelledData, val: LabelledData, c
     loop = Loop(net, head, params, set_train, state, load, groups=param_groups(model, trained, head, cfg),
                 warmup_fraction=cfg.warmup_fraction)
     hist = run_loop(loop, backbone, train, val, cfg, pooling, f"top_layers k={k}", scaling)
-    head.requires_grad_(False)
+    # The trained head on raw features (a fresh head trained on standardised ones, folded).
+    head = head.folded() if isinstance(head, StandardisedHead) else head.requires_grad_(False)
     model.requires_grad_(False)
 
     def predict(inputs: list) -> torch.Tensor:

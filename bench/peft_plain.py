@@ -1,0 +1,104 @@
+"""The plain PEFT reference: what a short, trick-free LoRA script reaches on the same data.
+
+``AutoModelForSequenceClassification`` on the backbone's own folder (for MiniLM-L6 the
+classifier reads BERT's pooler output: the [CLS] state through the pretrained dense + tanh,
+then dropout), ``peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1,
+target_modules=["query", "value"])`` (the values of PEFT's own sequence-classification
+example), AdamW at a constant lr 2e-3, batch 32, 2 epochs, the model in train mode
+(BERT's dropout on), no warm start, no schedule, no early stopping, no validation split:
+the last state is scored. Only the wall-clock cap is added, checked after every step like
+the project's trainer (``TrainConfig.max_train_minutes``), so both can run under one budget.
+
+It is a reference for ``bench/top_layers_compare.py`` ("never worse than a plain PEFT
+script at the same time budget"), not a project method: its adapter is not exported.
+
+    python -m bench.peft_plain --per-class 200 --seed 0 --cap-min 3 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import torch
+
+from training.data import LabelledData
+
+
+@dataclass
+class PlainResult:
+    test_accuracy: float
+    train_seconds: float
+    epochs_run: float  # fractional when the cap cut an epoch
+    steps: int
+    time_capped: bool
+
+
+def plain_peft(source_path: str, train: LabelledData, test: LabelledData, seed: int = 0,
+               epochs: int = 2, lr: float = 2e-3, batch_size: int = 32, r: int = 8,
+               max_length: int = 128, max_minutes: float | None = None,
+               eval_batch_size: int = 64) -> PlainResult:
+    """Train the plain PEFT LoRA classifier on ``train`` (all of it) and score ``test``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(source_path)
+    model = AutoModelForSequenceClassification.from_pretrained(source_path, num_labels=len(train.label_names))
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=r, lora_alpha=16, lora_dropout=0.1,
+                                             target_modules=["query", "value"]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    labels = torch.tensor(train.labels)
+    gen = torch.Generator().manual_seed(seed)
+    deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
+    start, steps, rows, capped = time.perf_counter(), 0, 0, False
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=gen).tolist()
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            batch = tok([train.inputs[j] for j in idx], padding=True, truncation=True,
+                        max_length=max_length, return_tensors="pt")
+            loss = model(**batch, labels=labels[idx]).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps, rows = steps + 1, rows + len(idx)
+            if deadline is not None and time.monotonic() > deadline:
+                capped = True
+                break
+        if capped:
+            break
+    seconds = time.perf_counter() - start
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(test), eval_batch_size):
+            batch = tok(test.inputs[i:i + eval_batch_size], padding=True, truncation=True,
+                        max_length=max_length, return_tensors="pt")
+            pred = model(**batch).logits.argmax(-1)
+            correct += int((pred == torch.tensor(test.labels[i:i + eval_batch_size])).sum())
+    return PlainResult(correct / len(test), seconds, rows / len(train), steps, capped)
+
+
+def main(argv=None) -> None:
+    from bench.common import TEXT_SPEC
+    from bench.top_layers_compare import labelled_and_test
+    from adapters.backbones.base import resolve_source
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--per-class", type=int, default=200)
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cap-min", type=float, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    labelled, test = labelled_and_test(args.per_class, args.seed, args.test)
+    r = plain_peft(resolve_source(TEXT_SPEC.source), labelled, test, seed=args.seed, max_minutes=args.cap_min)
+    print(r)
+
+
+if __name__ == "__main__":
+    main()
