@@ -85,13 +85,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def config_for(method: str, args, name: str) -> TrainConfig:
-    extra = {}
+def config_for(method: str, args, name: str, **fixed) -> TrainConfig:
+    """The run's TrainConfig: the report's per-method budgets, plus ``fixed`` fields (e.g. the
+    token task's ``task_type``)."""
+    extra = dict(fixed)
     if method == "lora":
-        extra = {"epochs": args.lora_epochs, "max_train_minutes": args.max_minutes, "patience": args.patience}
+        extra.update(epochs=args.lora_epochs, max_train_minutes=args.max_minutes, patience=args.patience)
     elif method == "scratch":
-        extra = {"epochs": args.scratch_epochs, "max_train_minutes": args.max_minutes,
-                 "patience": args.patience}
+        extra.update(epochs=args.scratch_epochs, max_train_minutes=args.max_minutes, patience=args.patience)
     return TrainConfig(name=name, method=method, seed=args.seed, progress=args.progress, **extra)
 
 

@@ -56,14 +56,8 @@ def load_set(name: str, split: str, limit: int, seed: int) -> TokenData:
 
 
 def config_for(method: str, args, name: str) -> TrainConfig:
-    extra = {}
-    if method == "lora":
-        extra = {"epochs": args.lora_epochs, "max_train_minutes": args.max_minutes, "patience": args.patience}
-    elif method == "scratch":
-        extra = {"epochs": args.scratch_epochs, "max_train_minutes": args.max_minutes,
-                 "patience": args.patience}
-    return TrainConfig(name=name, task_type="token_classification", method=method, seed=args.seed,
-                       progress=args.progress, **extra)
+    from bench.transfer_report import config_for as pooled_config_for
+    return pooled_config_for(method, args, name, task_type="token_classification")
 
 
 def run_tokens(args) -> dict:

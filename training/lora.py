@@ -139,6 +139,23 @@ def trainable_copy(backbone: Backbone) -> nn.Module:
     return model.to(backbone.device).eval()
 
 
+def starting_head(cfg: TrainConfig, backbone: Backbone, train: LabelledData, val: LabelledData,
+                  cache_dir, notes: dict):
+    """The head fine-tuning starts from, as ``(head, pooling, target scaling)``: the probe
+    fitted on frozen features with ``cfg.warm_start`` (its validation accuracy goes in
+    ``notes``), else a fresh head on standardised features (seeded by ``cfg.seed``)."""
+    if cfg.warm_start:
+        warm = fit_probe(backbone, train, val, warm_start_config(cfg), cache_dir)
+        best = warm.history.best_epoch
+        notes["warm_start_val_accuracy"] = round(warm.history.val_accuracy[best - 1], 6) if best else None
+        return copy.deepcopy(warm.head), warm.pooling, warm.scaling
+    torch.manual_seed(cfg.seed)
+    spec = head_spec(cfg, backbone)
+    head = standardised_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
+                             cache_dir, cfg.progress)
+    return head, spec.pooling, task_type(cfg.task_type).target_scaling(train)
+
+
 def warm_start_config(cfg: TrainConfig) -> TrainConfig:
     """The head method's own defaults (epochs, lr, ...) with this run's head shape and seed."""
     keep = cfg.model_dump(exclude={"method", "epochs", "lr", "batch_size", "patience", "weight_decay"})
@@ -152,18 +169,7 @@ def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: Tr
 
     task = task_type(cfg.task_type)
     notes: dict = {}
-    if cfg.warm_start:
-        warm = fit_probe(backbone, train, val, warm_start_config(cfg), cache_dir)
-        head, pooling, scaling = copy.deepcopy(warm.head), warm.pooling, warm.scaling
-        best = warm.history.best_epoch
-        notes["warm_start_val_accuracy"] = round(warm.history.val_accuracy[best - 1], 6) if best else None
-    else:
-        torch.manual_seed(cfg.seed)
-        spec = head_spec(cfg, backbone)
-        head = standardised_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
-                                 cache_dir, cfg.progress)
-        pooling = spec.pooling
-        scaling = task.target_scaling(train)
+    head, pooling, scaling = starting_head(cfg, backbone, train, val, cache_dir, notes)
     torch.manual_seed(cfg.seed)  # LoRA's A initialisation
     model = trainable_copy(backbone)
     targets = list(cfg.lora_targets or block_linear_targets(model) or default_targets(model))

@@ -37,10 +37,9 @@ from adapters.kinds.top_layers import LAYOUTS, blocks_state_of, layout_of
 from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData
-from training.finetune import Loop, StandardisedHead, predict_probs, run_loop, standardised_head
+from training.finetune import Loop, StandardisedHead, predict_probs, run_loop
 from training.fitted import FitOutput
-from training.lora import trainable_copy, warm_start_config
-from training.probe import fit_probe, head_spec
+from training.lora import starting_head, trainable_copy
 
 DEFAULT_LAYERS = 2
 
@@ -95,18 +94,7 @@ def fit_top_layers(backbone: Backbone, train: LabelledData, val: LabelledData, c
     split = n - k
     task = task_type(cfg.task_type)
     notes: dict = {"top_layers_blocks": k, "top_layers_of": n}
-    if cfg.warm_start:
-        warm = fit_probe(backbone, train, val, warm_start_config(cfg), cache_dir)
-        head, pooling, scaling = copy.deepcopy(warm.head), warm.pooling, warm.scaling
-        best = warm.history.best_epoch
-        notes["warm_start_val_accuracy"] = round(warm.history.val_accuracy[best - 1], 6) if best else None
-    else:
-        torch.manual_seed(cfg.seed)
-        spec = head_spec(cfg, backbone)
-        head = standardised_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
-                                 cache_dir, cfg.progress)
-        pooling = spec.pooling
-        scaling = task.target_scaling(train)
+    head, pooling, scaling = starting_head(cfg, backbone, train, val, cache_dir, notes)
     head.requires_grad_(True)
     model.requires_grad_(False)
     net = SplitModel(model, backbone.model_type, split)
