@@ -13,7 +13,10 @@ import importlib.util
 import json
 import os
 import platform
+import signal
+import socket
 import statistics
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -216,6 +219,55 @@ def wait_http_ok(proc, url: str, timeout_s: float) -> str:
         time.sleep(0.5)
     return "timeout"
 
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A server subprocess on 127.0.0.1 in its own process group, stopped with the group
+    (a server's workers are its children). A subclass starts it with :meth:`_spawn` and
+    names its health path."""
+
+    health_path = "/readyz"
+
+    def __init__(self, root: Path, name: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / f"{name}.log"
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        state = wait_http_ok(self.proc, self.url + self.health_path, timeout_s)
+        if state == "ready":
+            return
+        if state == "exited":
+            raise SystemExit(f"{self.log.name}: server exited ({self.proc.returncode}):\n"
+                             f"{self.log.read_text(errors='replace')[-4000:]}")
+        self.stop()
+        raise SystemExit(f"{self.log.name}: not ready after {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        pgid = os.getpgid(self.proc.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # whatever of the group outlived its leader
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
 
 def run_for(threads: list[threading.Thread], stop: threading.Event, seconds: float, join_timeout: float) -> float:
     """Start ``threads``, let them run ``seconds`` (or until ``stop`` is set), set ``stop``, join

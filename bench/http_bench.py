@@ -42,10 +42,7 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,59 +54,23 @@ import httpx
 from adapters.format.archive import make_archive
 from adapters.registry import Registry
 from adapters.store import open_store
-from bench.common import (TEXT_SPEC, load, machine, percentile, review_snippets, save_results, wait_http_ok,
+from bench.common import (TEXT_SPEC, ServerProcess, load, machine, percentile, review_snippets, save_results,
                           write_heads, write_loras)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 # ---- servers ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """One ``bentoml serve`` subprocess in its own process group (stopped with the group)."""
+class Served(ServerProcess):
+    """One ``bentoml serve`` subprocess (see :class:`bench.common.ServerProcess`)."""
 
     def __init__(self, target: str, env: dict[str, str], root: Path, name: str, cwd: Path = REPO):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / f"{name}.log"
+        super().__init__(root, name)
         full = {k: v for k, v in os.environ.items() if not k.startswith("TASKSWAP_")}
         full.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
                     BENTOML_HOME=str(root / "bentoml-home"), **env)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
-                 "--port", str(self.port)], cwd=cwd, env=full, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        state = wait_http_ok(self.proc, self.url + "/readyz", timeout_s)
-        if state == "ready":
-            return
-        if state == "exited":
-            raise SystemExit(f"{self.log.name}: server exited ({self.proc.returncode}):\n"
-                             f"{self.log.read_text(errors='replace')[-4000:]}")
-        self.stop()
-        raise SystemExit(f"{self.log.name}: not ready after {timeout_s}s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        pgid = os.getpgid(self.proc.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
+        self._spawn([sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
+                     "--port", str(self.port)], full, cwd)
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -47,7 +47,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -58,8 +57,8 @@ import torch
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
-from bench.common import (TEXT_SPEC, interleave, load, machine, percentile, review_snippets,
-                          rss_bytes, save_results, wait_http_ok, write_heads, write_loras)
+from bench.common import (TEXT_SPEC, ServerProcess, interleave, load, machine, percentile, review_snippets,
+                          rss_bytes, save_results, write_heads, write_loras)
 
 BATCH = 64
 
@@ -272,46 +271,20 @@ async def _load(url: str, path: str, bodies, clients: int, seconds: float) -> di
             "p99_ms": 1000 * percentile(lat, 99), "ok": len(lat), "errors": errors}
 
 
-class Infinity:
-    """``infinity_emb v2`` on 127.0.0.1 in its own process group, from its own venv."""
+class Infinity(ServerProcess):
+    """``infinity_emb v2`` from its own venv (see :class:`bench.common.ServerProcess`)."""
+
+    health_path = "/health"
 
     def __init__(self, command: str, model_dir: str, root: Path, batch_size: int):
-        from bench.http_bench import free_port
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(root, "infinity")
         self.model = "minilm"
-        self.log = root / "infinity.log"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TASKSWAP_", "PYTHON"))},
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
                "DO_NOT_TRACK": "1", "HF_HOME": str(root / "hf-home")}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [command, "v2", "--model-id", model_dir, "--served-model-name", self.model,
-                 "--engine", "torch", "--device", "cpu", "--batch-size", str(batch_size),
-                 "--host", "127.0.0.1", "--port", str(self.port), "--no-model-warmup"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        state = wait_http_ok(self.proc, self.url + "/health", timeout_s)
-        if state == "ready":
-            return
-        if state == "exited":
-            raise SystemExit(f"infinity exited ({self.proc.returncode}):\n"
-                             f"{self.log.read_text(errors='replace')[-4000:]}")
-        self.stop()
-        raise SystemExit(f"infinity not ready after {timeout_s}s; log: {self.log}")
-
-    def stop(self) -> None:
-        import signal
-        if self.proc.poll() is not None:
-            return
-        pgid = os.getpgid(self.proc.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        self._spawn([command, "v2", "--model-id", model_dir, "--served-model-name", self.model,
+                     "--engine", "torch", "--device", "cpu", "--batch-size", str(batch_size),
+                     "--host", "127.0.0.1", "--port", str(self.port), "--no-model-warmup"], env)
 
 
 def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
