@@ -20,7 +20,9 @@ Example::
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -84,6 +86,49 @@ class EarlyStopping:
         self._bad += 1
         return self._bad >= self.patience
 
+
+
+def train_epochs(cfg, n_train: int, opt: torch.optim.Optimizer,
+                 batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]],
+                 validate: Callable[[], tuple[float, float]], snapshot: Callable[[], dict],
+                 set_train: Callable[[bool], None]) -> tuple[History, EarlyStopping]:
+    """The epoch loop that keeps the state of the lowest validation loss (the token taggers').
+
+    Each epoch shuffles ``range(n_train)`` (``cfg.seed``) into batches of ``cfg.batch_size``
+    indices; ``batch_loss(indices)`` returns the batch loss and the rows (or words) it
+    averages; ``validate()`` returns ``(val loss, headline)`` after the epoch, in eval mode
+    (``set_train``); ``snapshot()`` is the state kept while it is the best. Stops after
+    ``cfg.patience`` epochs without a lower loss, or mid-epoch at ``cfg.max_train_minutes``.
+    The caller loads ``stop.state``.
+    """
+    stop, hist = EarlyStopping(cfg.patience), History()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    deadline = None if cfg.max_train_minutes is None else time.monotonic() + 60 * cfg.max_train_minutes
+    for epoch in range(1, cfg.epochs + 1):
+        set_train(True)
+        order = torch.randperm(n_train, generator=gen).tolist()
+        total, seen = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            loss, n = batch_loss(order[start:start + cfg.batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * n
+            seen += n
+            if deadline is not None and time.monotonic() > deadline:
+                hist.time_capped = True
+                break
+        hist.rows_seen += seen
+        set_train(False)
+        val_loss, headline = validate()
+        hist.train_loss.append(total / max(seen, 1))
+        hist.val_loss.append(val_loss)
+        hist.val_accuracy.append(headline)
+        if stop.step(epoch, val_loss, snapshot()) or hist.time_capped:
+            hist.stopped_early = not hist.time_capped
+            break
+    hist.best_epoch = stop.best_epoch
+    return hist, stop
 
 STD_FLOOR = 0.1  # a dimension's std is taken as at least this share of the median std
 

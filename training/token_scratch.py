@@ -28,7 +28,6 @@ a report, not an adapter (its weights are not the frozen backbone the server hol
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 from torch import nn
@@ -38,7 +37,7 @@ from adapters.backbones.base import Backbone
 from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data.tokens import TokenData
-from training.heads import EarlyStopping, History
+from training.heads import train_epochs
 
 EMBED_DIM = 128
 HIDDEN = 128  # per direction
@@ -100,9 +99,6 @@ def fit_token_scratch(backbone: Backbone, train: TokenData, val: TokenData, cfg:
     model = ScratchTagger(len(tok), len(train.label_names), tok.pad_token_id or 0).to(backbone.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tr, va = _encode(backbone, train), _encode(backbone, val)
-    stop, hist = EarlyStopping(cfg.patience), History()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    deadline = None if cfg.max_train_minutes is None else time.monotonic() + 60 * cfg.max_train_minutes
 
     def logits_of(rows) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
         batch, pos, y, kept = _batch(rows, backbone.device)
@@ -118,33 +114,18 @@ def fit_token_scratch(backbone: Backbone, train: TokenData, val: TokenData, cfg:
                 kept += k
         return torch.cat(parts), kept
 
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = torch.randperm(len(tr), generator=gen).tolist()
-        total, words = 0.0, 0
-        for s in range(0, len(order), cfg.batch_size):
-            logits, y, _ = logits_of([tr[i] for i in order[s:s + cfg.batch_size]])
-            loss = task.loss(logits, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(y)
-            words += len(y)
-            if deadline is not None and time.monotonic() > deadline:
-                hist.time_capped = True
-                break
-        hist.rows_seen += words
+    def batch_loss(idx: list[int]) -> tuple[torch.Tensor, int]:
+        logits, y, _ = logits_of([tr[i] for i in idx])
+        return task.loss(logits, y), len(y)
+
+    def validate() -> tuple[float, float]:
         vlogits, _ = evaluate(va)
         vy = torch.cat([r[2] for r in va])
-        vl = float(task.loss(vlogits, vy))
-        hist.train_loss.append(total / max(words, 1))
-        hist.val_loss.append(vl)
-        hist.val_accuracy.append(task.headline(vlogits, vy))
-        if stop.step(epoch, vl, copy.deepcopy(model.state_dict())) or hist.time_capped:
-            hist.stopped_early = not hist.time_capped
-            break
+        return float(task.loss(vlogits, vy)), task.headline(vlogits, vy)
+
+    hist, stop = train_epochs(cfg, len(tr), opt, batch_loss, validate,
+                              lambda: copy.deepcopy(model.state_dict()), model.train)
     model.load_state_dict(stop.state)
-    hist.best_epoch = stop.best_epoch
     model.eval()
 
     def predict(data: TokenData) -> tuple[torch.Tensor, list[list[int]]]:

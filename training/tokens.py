@@ -51,7 +51,7 @@ from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.export import prepare_output_dir, write_head_dir, write_lora_dir, write_metrics
-from training.heads import EarlyStopping, History, fit_head
+from training.heads import History, fit_head, train_epochs
 from training.plots import plot_loss_curves
 from training.probe import head_fit_config
 
@@ -159,10 +159,6 @@ def fit_token_lora(backbone: Backbone, train: TokenData, val: TokenData, cfg: Tr
     params = [p for p in peft_model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
-    stop, hist = EarlyStopping(cfg.patience), History()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    val_y = task.targets(val)
-    deadline = None if cfg.max_train_minutes is None else time.monotonic() + 60 * cfg.max_train_minutes
 
     def val_loss() -> tuple[float, float]:
         with torch.no_grad():
@@ -171,37 +167,19 @@ def fit_token_lora(backbone: Backbone, train: TokenData, val: TokenData, cfg: Tr
             logits = head(x)
         return float(task.loss(logits, y)), task.headline(logits, y)
 
-    for epoch in range(1, cfg.epochs + 1):
-        head.train()
-        order = torch.randperm(len(train), generator=gen).tolist()
-        total, words = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            part = train.subset(order[start:start + cfg.batch_size])
-            x, kept = word_features(peft_model, backbone, part.sentences, cfg.batch_size)
-            y = task.targets(_kept_data(part, kept)).to(x.device)
-            loss = task.loss(head(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(y)
-            words += len(y)
-            if deadline is not None and time.monotonic() > deadline:
-                hist.time_capped = True
-                break
-        hist.rows_seen += words
-        head.eval()
-        vl, va = val_loss()
-        hist.train_loss.append(total / max(words, 1))
-        hist.val_loss.append(vl)
-        hist.val_accuracy.append(va)
-        snapshot = {"lora": {n: p.detach().clone() for n, p in peft_model.named_parameters() if n in trainable},
-                    "head": copy.deepcopy(head.state_dict())}
-        if stop.step(epoch, vl, snapshot) or hist.time_capped:
-            hist.stopped_early = not hist.time_capped
-            break
+    def batch_loss(idx: list[int]) -> tuple[torch.Tensor, int]:
+        part = train.subset(idx)
+        x, kept = word_features(peft_model, backbone, part.sentences, cfg.batch_size)
+        y = task.targets(_kept_data(part, kept)).to(x.device)
+        return task.loss(head(x), y), len(y)
+
+    def snapshot() -> dict:
+        return {"lora": {n: p.detach().clone() for n, p in peft_model.named_parameters() if n in trainable},
+                "head": copy.deepcopy(head.state_dict())}
+
+    hist, stop = train_epochs(cfg, len(train), opt, batch_loss, val_loss, snapshot, head.train)
     peft_model.load_state_dict(stop.state["lora"], strict=False)
     head.load_state_dict(stop.state["head"])
-    hist.best_epoch = stop.best_epoch
     head = head.eval().requires_grad_(False)
 
     def predict(data: TokenData):
