@@ -329,12 +329,6 @@ class Engine:
         self.registry.pin(name, pinned)
         return self.registry.show(name)
 
-    def list(self) -> tuple[int, list[dict]]:
-        """(store generation caught up with, every task) after catching up with the store."""
-        self.require_ready()
-        self.sync(wait=False)
-        return self.registry.generation, self.registry.list()
-
     def page(self, name: str | None, offset: int, limit: int | None) -> tuple[int, list[dict], int, int | None]:
         """(store generation caught up with, one page of tasks, total matching, next offset)
         after catching up with the store (see :meth:`Registry.page`)."""

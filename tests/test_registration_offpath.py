@@ -147,13 +147,13 @@ def test_a_registration_stuck_in_the_store_holds_up_no_prediction(engine, tmp_pa
         for _ in range(3):  # the batch worker, its metrics and the request path take no lock it holds
             _, results = asyncio.run(engine.predict(["a"], ["fine", "awful"], "text"))
             assert len(results[0].rows) == 2
-        assert [t["name"] for t in engine.list()[1]] == ["a"]  # listing does not wait either
+        assert [t["name"] for t in engine.page(None, 0, None)[1]] == ["a"]  # listing does not wait either
         assert not job.done()
     finally:
         gate.set()
         engine.registry.store.publish = publish
     assert job.result(60)[0].name == "b"
-    assert [t["name"] for t in engine.list()[1]] == ["a", "b"]
+    assert [t["name"] for t in engine.page(None, 0, None)[1]] == ["a", "b"]
 
 
 # ---- over HTTP: 429 when the registration worker is saturated ---------------------------
