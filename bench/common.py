@@ -94,14 +94,15 @@ def write_heads(root: Path, bb: Backbone, n: int, labels=("neg", "pos"), hidden=
     return paths
 
 
-def peft_text_model(bb: Backbone, r: int = 8):
-    """A PEFT LoRA sequence-classifier on ``bb``'s folder (query/value, rank ``r``)."""
+def peft_text_model(bb: Backbone, r: int = 8, targets: list[str] | None = None):
+    """A PEFT LoRA sequence-classifier on ``bb``'s folder (rank ``r``; ``targets``: PEFT
+    ``target_modules``, default query/value)."""
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
     base = AutoModelForSequenceClassification.from_pretrained(bb.source_path, num_labels=2)
     cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=2 * r,
-                     target_modules=["query", "value"])
+                     target_modules=targets or ["query", "value"])
     return get_peft_model(base, cfg).eval()
 
 
@@ -117,9 +118,10 @@ def peft_vision_model(bb: Backbone, r: int = 8):
     return get_peft_model(base, cfg).eval()
 
 
-def write_loras(root: Path, bb: Backbone, n: int, r: int = 8) -> list[Path]:
-    """``n`` PEFT LoRA adapters for ``bb`` (rank ``r``, random non-zero B), saved by PEFT itself."""
-    model = peft_text_model(bb, r) if bb.modality == "text" else peft_vision_model(bb, r)
+def write_loras(root: Path, bb: Backbone, n: int, r: int = 8, targets: list[str] | None = None) -> list[Path]:
+    """``n`` PEFT LoRA adapters for ``bb`` (rank ``r``, random non-zero B), saved by PEFT itself;
+    ``targets``: text only, PEFT ``target_modules`` (default query/value)."""
+    model = peft_text_model(bb, r, targets) if bb.modality == "text" else peft_vision_model(bb, r)
     paths = []
     for i in range(n):
         torch.manual_seed(1000 + i)

@@ -17,6 +17,14 @@ not depend on the values). Variants, all interleaved (``bench.common.interleave`
   k=K]: the trunk runs once per input plus k blocks per extra task, predicted ratio to
   ``heads`` L / (L + 2k) (0.75 for k=1, 0.60 for k=2; embeddings and heads ignored).
 
+``--lora`` adds the LoRA kinds to the same run (``bench/results/top_layers_bench_lora``):
+``LoRA qv`` / ``LoRA all``: 64 one-input requests, each a random one of 8 rank-8 LoRA
+adapters on query/value or on every Linear of the blocks (the training default), run with
+per-row deltas; ``... x1``: every request on one adapter (a batch on one adapter runs on
+merged weights). Predicted vs heads: the trunk's multiply-adds over those plus the LoRA
+products' (r x (in + out) per adapted Linear per token: +0.7% for query/value, +3.1% for
+every Linear on MiniLM-L6); the x1 variants 1.0.
+
 Results: ``bench/results/top_layers_bench.{md,json}``.
 """
 
@@ -35,7 +43,7 @@ from adapters.kinds.top_layers import blocks_state_of, num_blocks, write_top_lay
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
-from bench.common import TEXT_SPEC, inputs_for, interleave, load, machine, save_results, write_heads
+from bench.common import TEXT_SPEC, inputs_for, interleave, load, machine, save_results, write_heads, write_loras
 
 BATCH = 64
 
@@ -61,6 +69,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=8, help="heads and top_layers adapters per k")
+    ap.add_argument("--lora", action="store_true", help="add LoRA on query/value and on every block Linear")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bb = load(TEXT_SPEC)
@@ -92,6 +101,8 @@ def main(argv=None) -> None:
                 "3 tasks k1": three_tasks(1), "3 tasks k2": three_tasks(2)}
     predicted = {"raw": 1.0, "heads": 1.0, "mix k1": 1.0, "mix k2": 1.0,
                  "3 tasks k1": L / (L + 2), "3 tasks k2": L / (L + 4)}
+    if args.lora:
+        variants, predicted = lora_variants(bb, reg, root, args.tasks, one_task_each, variants, predicted)
     t = interleave(variants, BATCH, rounds=args.rounds)
     rows = {n: {"rows_per_s": round(t.median(n), 1), "ratio_to_raw": round(t.ratio(n, "raw"), 3),
                 "cpu_ratio_to_raw": round(t.ratio(n, "raw", cpu=True), 3),
@@ -100,7 +111,8 @@ def main(argv=None) -> None:
                 "predicted_vs_heads": round(predicted[n], 3)} for n in variants}
     m = machine()
     md = ["# Serving cost of top_layers in mixed traffic (MiniLM-L6, CPU)", "",
-          f"`python -m bench.top_layers_bench --threads {args.threads} --rounds {args.rounds}`; "
+          f"`python -m bench.top_layers_bench --threads {args.threads} --rounds {args.rounds}"
+          f"{' --lora' if args.lora else ''}`; "
           f"{m['cpus']} CPUs, torch {m['torch']}, {m['threads']} thread(s), load average "
           f"{m['load_avg'][0]:.1f}; {BATCH} inputs per call, {args.tasks} heads and {args.tasks} "
           f"top_layers adapters per k; L = {L} blocks. Ratios are medians over interleaved rounds of "
@@ -114,8 +126,36 @@ def main(argv=None) -> None:
         md.append(f"| {n} | {r['rows_per_s']} | {r['ratio_to_raw']} | {r['cpu_ratio_to_raw']} | "
                   f"{r['ratio_to_heads']} | {r['cpu_ratio_to_heads']} | {r['predicted_vs_heads']} |")
     print("\n".join(md))
-    save_results("top_layers_bench", {"machine": m, "args": vars(args), "results": rows,
+    save_results("top_layers_bench" + ("_lora" if args.lora else ""), {"machine": m, "args": vars(args), "results": rows,
                                       "timing": t.as_dict()}, "\n".join(md) + "\n")
+
+
+def lora_variants(bb, reg, root: Path, n: int, one_task_each, variants: dict, predicted: dict):
+    """LoRA on query/value and on every block Linear, mixed (per-row deltas) and single (merged)."""
+    from training.lora import block_linear_targets
+    model = bb.model
+    every = block_linear_targets(model)
+    macs = flops_share(model, every)
+    for label, targets in (("qv", ["query", "value"]), ("all", every)):
+        names = [reg.register(p, name=f"lora-{label}-{i:02d}", labels=["neg", "pos"]).name
+                 for i, p in enumerate(write_loras(root / f"lora-{label}", bb, n, 8, targets))]
+        variants[f"LoRA {label} x{n}"] = one_task_each(names)
+        variants[f"LoRA {label} x1"] = one_task_each(names[:1])
+        predicted[f"LoRA {label} x{n}"] = 1 / (1 + macs[label])
+        predicted[f"LoRA {label} x1"] = 1.0
+    return variants, predicted
+
+
+def flops_share(model, every: list[str], r: int = 8) -> dict[str, float]:
+    """Rank-``r`` LoRA multiply-adds per token over the blocks' Linear multiply-adds, for
+    query/value and for ``every`` target (attention's own score products ignored)."""
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layer." in n}
+    base = sum(m.in_features * m.out_features for m in linears.values())
+
+    def lora(suffixes):
+        return sum(r * (m.in_features + m.out_features) for n, m in linears.items()
+                   if any(n == s or n.endswith("." + s) for s in suffixes))
+    return {"qv": lora(["query", "value"]) / base, "all": lora(every) / base}
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ examples of the test split for every seed and method. Project methods train thro
 validates); ``plain peft`` (:mod:`bench.peft_plain`, text only) trains on the whole labelled
 set with no validation. ``--extra '{"name": {TrainConfig overrides}}'`` adds variants.
 
-Results: ``bench/results/NAME.{md,json}``, saved after every run; a rerun with the same
-``--out-name`` skips the (modality, per-class, method, seed) rows already there, so a long
-grid can be run in pieces.
+Results: ``bench/results/NAME.{md,json,png}`` (the png: test accuracy against training
+seconds, mean and seed range per method, one panel per modality and labels per class), saved
+after every run; a rerun with the same ``--out-name`` skips the (modality, per-class, method,
+seed) rows already there, so a long grid can be run in pieces, and ``--merge OTHER...`` adds
+the rows of other result files (pieces run side by side) and rewrites the report.
 """
 
 from __future__ import annotations
@@ -89,12 +91,17 @@ def run_one(bb, modality: str, method: str, overrides: dict | None, labelled, te
                 "train_seconds": round(r.train_seconds, 1), "best_epoch": None,
                 "epochs_run": round(r.epochs_run, 2), "time_capped": r.time_capped}
     kw = {"method": "head", **overrides}
+    all_data = kw.pop("all_data", False)  # probe: train on every labelled example, keep the last epoch
+    val = None
+    if all_data:  # validation: 2 per class *of the training set*, scored but never used to choose
+        kw["select"] = "last"
+        val = stratified_sample(labelled, 2 * len(labelled.label_names), seed)
     if kw.get("layers") == "all":
         kw["layers"] = _blocks(bb)
     cfg = TrainConfig(name="bench", seed=seed, progress=False,
                       max_train_minutes=None if kw["method"] == "head" else cap_min, **kw)
     with tempfile.TemporaryDirectory() as tmp:
-        r = train(labelled, bb, cfg, Path(tmp) / "a", test=test, cache_dir=None)
+        r = train(labelled, bb, cfg, Path(tmp) / "a", val=val, test=test, cache_dir=None)
     return {"test_accuracy": round(r.metrics["test"].accuracy, 4),
             "val_accuracy": round(r.metrics["validation"].accuracy, 4),
             "train_seconds": round(r.seconds, 1), "best_epoch": r.history.best_epoch,
@@ -115,6 +122,9 @@ def main(argv=None) -> None:
     ap.add_argument("--extra", default="{}", help="JSON {name: TrainConfig overrides} of more variants")
     ap.add_argument("--out-name", default="top_layers_accuracy", help="bench/results/NAME.{md,json}")
     ap.add_argument("--dev", action="store_true", help="score on held-out train-split examples, not the test split")
+    ap.add_argument("--merge", nargs="*", default=[],
+                    help="train nothing: add the rows of these result names (bench/results/NAME.json) "
+                         "to --out-name's and rewrite its report")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = {**METHODS, **json.loads(args.extra)}
@@ -125,6 +135,15 @@ def main(argv=None) -> None:
     path = RESULTS / f"{args.out_name}.json"
     rows = json.loads(path.read_text())["rows"] if path.is_file() else []
     done = {(r["modality"], r["per_class"], r["method"], r["seed"]) for r in rows}
+    if args.merge:
+        for other in args.merge:
+            saved = json.loads((RESULTS / f"{other}.json").read_text())
+            methods.update({m: saved.get("methods", {}).get(m) for m in {r["method"] for r in saved["rows"]}
+                            if m not in methods})
+            rows += [r for r in saved["rows"] if (r["modality"], r["per_class"], r["method"], r["seed"]) not in done]
+            done = {(r["modality"], r["per_class"], r["method"], r["seed"]) for r in rows}
+        _save(rows, args, methods)
+        return
     bb = load(DATASET[args.modality][1])
     for n in args.per_class:
         for seed in args.seeds:
@@ -189,8 +208,36 @@ def _save(rows, args, methods) -> None:
                   f"{r['load_avg_1m']} |")
     md += ["", "Methods (TrainConfig overrides on the defaults; plain peft: `bench/peft_plain.py`):", ""]
     md += [f"- {name}: `{json.dumps(methods.get(name))}`" for name in dict.fromkeys(r["method"] for r in rows)]
+    used = {r["method"] for r in rows}
     save_results(args.out_name, {"machine": machine(), "args": vars(args), "rows": rows,
+                                 "methods": {m: methods.get(m) for m in sorted(used)},
                                  "summary": summarise(rows)}, "\n".join(md) + "\n")
+    plot(rows, RESULTS / f"{args.out_name}.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Test accuracy (mean over seeds, bar = min-max) against mean training seconds, one panel
+    per (modality, labels per class)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(rows)
+    panels = sorted({(s["modality"], s["per_class"]) for s in summary})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False)
+    for ax, (modality, n) in zip(axes[0], panels):
+        for s in (s for s in summary if (s["modality"], s["per_class"]) == (modality, n)):
+            ax.errorbar([s["train_seconds"]], [s["mean"]], yerr=[[s["mean"] - s["min"]], [s["max"] - s["mean"]]],
+                        fmt="o", capsize=3)
+            ax.annotate(f"{s['method']} ({s['seeds']})", (s["train_seconds"], s["mean"]), fontsize=7,
+                        xytext=(4, 2), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("training seconds (mean; this machine)")
+        ax.set_ylabel("test accuracy (mean, min-max over seeds)")
+        ax.set_title(f"{modality}, {n} labels per class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ on espeak-ng voices, tested on the 10 real recordings) and each budget of labell
 per class, trains
 
 - ``head``: frozen pretrained backbone, features computed once, linear head;
-- ``lora``: PEFT LoRA on the pretrained backbone + head (warm-started from the head);
+- ``lora``: PEFT LoRA on the pretrained backbone + head (the method's default recipe,
+  ``training.config.METHOD_DEFAULTS``, under the wall-clock cap);
 - ``scratch``: the same architecture from random weights, trained end to end;
 
 through the public training API (``training.trainer.train``), then scores a fixed,
@@ -20,6 +21,11 @@ off, so every ``head`` time includes its feature extraction.
 
     python bench/transfer_report.py                       # the default, ~45 min here (shared CPU)
     python bench/transfer_report.py --budgets 10 --test-size 100 --methods head   # a smoke run
+
+``--task methods`` runs the fine-tuning comparison instead: head / LoRA / top_layers
+(k = 1, 2, all) / scratch / a plain PEFT script, several seeds, both modalities, accuracy
+against training time (``bench/top_layers_compare.py``; the arguments after ``--task methods``
+are that script's, see ``--task methods --help``).
 
 ``--task tokens`` runs the token-classification part instead (taggers: head vs LoRA vs a
 from-scratch BiGRU at budgets of training sentences, entity F1 and token accuracy on
@@ -60,8 +66,10 @@ def parse_args(argv=None):
     p.add_argument("--datasets", default="fashion-mnist,rotten-tomatoes",
                    help=f"comma-separated, of {list(DATASETS)}")
     p.add_argument("--methods", default="head,lora,scratch")
-    p.add_argument("--task", default="pooled", choices=["pooled", "tokens"],
-                   help="pooled: the classification data sets; tokens: taggers (bench/transfer_report_tokens.py)")
+    p.add_argument("--task", default="pooled", choices=["pooled", "tokens", "methods"],
+                   help="pooled: the classification data sets; tokens: taggers (bench/transfer_report_tokens.py); "
+                        "methods: head vs LoRA vs top_layers vs scratch vs plain PEFT over seeds "
+                        "(bench/top_layers_compare.py, which takes the arguments after it)")
     p.add_argument("--token-sets", default="punctuation,silver-pos,silver-ner",
                    help="--task tokens: comma-separated of punctuation, silver-pos, silver-ner")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -71,7 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--head-budgets", default="500",
                    help="extra budgets for the cheap head method only ('' for none)")
     p.add_argument("--test-size", type=int, default=500, help="held-out test examples per data set")
-    p.add_argument("--lora-epochs", type=int, default=20, help="upper bound; the cap usually ends it")
+    p.add_argument("--lora-epochs", type=int, default=None, help="default: the method's (the schedule fits the cap)")
     p.add_argument("--scratch-epochs", type=int, default=100, help="upper bound; the cap usually ends it")
     p.add_argument("--max-minutes", type=float, default=2.5, help="training-time cap per lora/scratch run")
     p.add_argument("--patience", type=int, default=1000,
@@ -169,14 +177,15 @@ def write_markdown(rows: list[dict], args, seconds: float) -> Path:
         f"(stratified, seed {args.seed}; always guessing the most frequent class scores "
         + ", ".join(f"{ds} {majority_rate(ds, args):.3f}" for ds in sorted({r['dataset'] for r in rows}))
         + f" accuracy); 20% of each budget is the validation split used for early stopping. "
-        f"Settings: head up to 200 epochs (early stopping); LoRA r=8 on attention query/value (text) or every "
-        f"1x1 convolution (vision) or every convolution of the embedder (audio), warm-started from "
-        f"the head, at most {args.lora_epochs} epochs; scratch at most "
-        f"{args.scratch_epochs} epochs; both keep the state with the lowest validation loss seen (patience "
-        f"{args.patience} epochs), capped at {args.max_minutes} min of training per run "
+        f"Settings: head up to 200 epochs (early stopping); LoRA r=8 on every Linear of the encoder blocks (text) "
+        f"or every 1x1 convolution (vision) or every convolution of the embedder (audio), the method's default "
+        f"recipe ({TrainConfig(name='x', method='lora', epochs=args.lora_epochs).epochs} epochs, warm-up and decay "
+        f"fitted to the cap, the epoch of the best validation accuracy kept); scratch at most "
+        f"{args.scratch_epochs} epochs, keeping the state with the lowest validation loss seen (patience "
+        f"{args.patience} epochs); both capped at {args.max_minutes} min of training per run "
         f"(* = stopped by the cap, mid-epoch if need be; 'rows trained' counts training rows passed through the "
         f"trunk, so rows < 0.8 x examples means less than one epoch). "
-        f"Training seconds include feature extraction (no cache) and LoRA's head warm start. "
+        f"Training seconds include feature extraction (no cache). "
         f"One run, {platform.machine()} CPU, {torch.get_num_threads()} torch threads, on a machine shared "
         f"with other jobs: times are indicative. Sum of the training times: "
         f"{sum(r['train_seconds'] for r in rows) / 60:.1f} min" + (f"; whole run {seconds / 60:.1f} min." if seconds else "."),
@@ -220,6 +229,12 @@ def plot(rows: list[dict], args) -> Path:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--task" in argv and argv[argv.index("--task") + 1:][:1] == ["methods"]:
+        from bench.top_layers_compare import main as main_methods
+        at = argv.index("--task")
+        main_methods(argv[:at] + argv[at + 2:])
+        return 0
     args = parse_args(argv)
     if args.task == "tokens":
         from bench.transfer_report_tokens import main_tokens

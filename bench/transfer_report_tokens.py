@@ -106,8 +106,8 @@ def markdown(payload: dict) -> str:
     mc, a, rows = payload["machine"], payload["args"], payload["rows"]
     cmd = (f"python bench/transfer_report.py --task tokens --token-sets {a['token_sets']} --budgets "
            f"{a['budgets'] or DEFAULT_BUDGETS} --methods {a['methods']} --test-size {a['test_size']} "
-           f"--lora-epochs {a['lora_epochs']} --scratch-epochs {a['scratch_epochs']} --max-minutes "
-           f"{a['max_minutes']}" + (f" --threads {a['threads']}" if a.get("threads") else ""))
+           + (f"--lora-epochs {a['lora_epochs']} " if a["lora_epochs"] else "")
+           + f"--scratch-epochs {a['scratch_epochs']} --max-minutes {a['max_minutes']}" + (f" --threads {a['threads']}" if a.get("threads") else ""))
     out = ["# Transfer report, token task: head vs LoRA vs scratch taggers on MiniLM-L6", "",
            f"Command: `{cmd}`. Machine: {mc['cpus']} CPUs shared with other jobs, torch {mc['torch']}, "
            f"{mc['threads']} threads; load average {payload['load_avg_start'][0]:.1f} at the start, "
@@ -115,7 +115,7 @@ def markdown(payload: dict) -> str:
            "Cells: token accuracy / entity F1 (micro, seqeval's definition) / accuracy on the words "
            "whose gold tag is not `O` (tagged words), on the held-out test sentences; * = stopped by the per-run time cap (the state with the lowest validation "
            "loss is kept). LoRA r=8 on query/value, warm-started from the head, at most "
-           f"{a['lora_epochs']} epochs; scratch = a BiGRU tagger from random weights, at most "
+           f"{a['lora_epochs'] or 'its default'} epochs; scratch = a BiGRU tagger from random weights, at most "
            f"{a['scratch_epochs']} epochs; both capped at {a['max_minutes']} min of training per run.", ""]
     for set_name in dict.fromkeys(r["set"] for r in rows):
         rs = [r for r in rows if r["set"] == set_name]

@@ -9,7 +9,7 @@ import torch
 
 from adapters.format import HeadSpec
 from training.config import TrainConfig
-from training.finetune import BestHeadline, StandardisedHead
+from training.finetune import BestHeadline, KeepLast, StandardisedHead
 
 
 @pytest.mark.parametrize("hidden,normalize", [([], False), ([8], True)])
@@ -41,13 +41,25 @@ def test_best_headline_keeps_the_most_accurate_epoch_ties_to_the_lower_loss():
     assert (sel.best_epoch, sel.state) == (3, {"e": 3})
 
 
+def test_keep_last_keeps_the_newest_state_and_never_stops():
+    sel = KeepLast()
+    assert [sel.step(e, loss, {"e": e}, acc) for e, (loss, acc) in
+            enumerate([(0.7, 0.5), (0.4, 0.8), (0.9, 0.6)])] == [False, False, False]
+    assert (sel.best_epoch, sel.state) == (2, {"e": 2})
+
+
 def test_fine_tuning_defaults():
     lora, top = TrainConfig(name="a", method="lora"), TrainConfig(name="b", method="top_layers")
-    assert (lora.lr, lora.head_lr, lora.select, lora.warm_start, lora.warmup_fraction) == (1e-3, 2e-3, "headline", False, 0.1)
+    assert (lora.epochs, lora.lr, lora.head_lr, lora.select, lora.warm_start, lora.warmup_fraction) == (
+        6, 2e-3, 2e-3, "headline", False, 0.1)
     assert lora.patience >= lora.epochs  # the schedule runs to its end; the best epoch is kept
     assert (top.lr, top.head_lr, top.select, top.warm_start) == (5e-4, 2e-3, "headline", False)
     assert top.patience >= top.epochs
     assert TrainConfig(name="c", method="lora", select="loss", head_lr=3e-3).head_lr == 3e-3
+    # The token LoRA tagger keeps the recipe its transfer report measured; explicit values still win.
+    tagger = TrainConfig(name="t", method="lora", task_type="token_classification")
+    assert (tagger.epochs, tagger.lr, tagger.patience, tagger.select) == (5, 5e-4, 2, "loss")
+    assert TrainConfig(name="t", method="lora", task_type="token_classification", lr=1e-3).lr == 1e-3
 
 
 def test_the_schedule_shrinks_to_a_wall_clock_budget_and_ends_at_lr_zero():

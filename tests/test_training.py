@@ -162,6 +162,21 @@ def test_lora_adapter_is_peft_format_and_served_per_row_with_the_reported_scores
     assert not torch.allclose(frozen, served, atol=1e-4)
 
 
+def test_select_last_constant_lr_and_no_clipping_are_honoured(tmp_path, text_backbone, monkeypatch):
+    import training.finetune as finetune
+
+    def refuse(*a, **k):
+        raise AssertionError("not asked for")
+    monkeypatch.setattr(finetune, "_Schedule", refuse)  # schedule="constant": no warm-up / decay plan
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", refuse)  # clip_norm=None: no clipping
+    data = DataSource(path=write_text_csv(tmp_path / "r.csv", sentiment_rows(24))).load()
+    r = train(data, text_backbone, _cfg("toy-last", "lora", epochs=2, select="last", schedule="constant",
+                                        clip_norm=None), tmp_path / "out", cache_dir=None)
+    assert r.history.best_epoch == len(r.history.train_loss) == 2  # the end of the schedule is kept
+    hyper = json.loads((r.path / "adapter.json").read_text())["training"]["hyperparameters"]
+    assert (hyper["select"], hyper["schedule"], hyper["clip_norm"]) == ("last", "constant", None)
+
+
 def test_lora_warm_start_head_uses_the_head_methods_own_defaults():
     from training.lora import warm_start_config
     cfg = TrainConfig(name="x", method="lora", epochs=1, lr=0.5, hidden=[8], seed=3)

@@ -108,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, typ in (("--epochs", int), ("--lr", float), ("--batch-size", int), ("--patience", int),
                       ("--weight-decay", float)):
         h.add_argument(flag, type=typ, help="default depends on --method")
-    h.add_argument("--select", choices=["loss", "headline"],
-                   help="lora/top_layers/scratch: keep the epoch with the lowest validation loss or the "
-                        "highest validation accuracy/R² (default: headline for lora/top_layers, loss for scratch)")
+    h.add_argument("--select", choices=["loss", "headline", "last"],
+                   help="lora/top_layers/scratch: keep the epoch with the lowest validation loss, the "
+                        "highest validation accuracy/R², or the last one (default: headline for "
+                        "lora/top_layers, loss for scratch)")
     h.add_argument("--val-fraction", type=float, default=0.2)
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--lora-r", type=int, help="LoRA rank (default 8)")
@@ -125,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--head-lr", type=float, help="lora/top_layers: the head's lr (default per --method)")
     h.add_argument("--warmup-fraction", type=float,
                    help="lora/top_layers: linear lr warm-up share of the steps, then linear decay (default 0.1)")
+    h.add_argument("--schedule", choices=["linear", "constant"],
+                   help="lora/top_layers: warm-up then linear decay to 0 (default), or a constant lr")
+    h.add_argument("--clip-norm", type=float,
+                   help="lora/top_layers/scratch: clip the gradients' global norm (default 1.0; 0: no clipping)")
     h.add_argument("--warm-start", action="store_true",
                    help="lora/top_layers: start from a head fitted on frozen features (default: a random head)")
     h.add_argument("--max-minutes", type=float, help="lora/top_layers/scratch: wall-clock budget for training")
@@ -207,7 +212,9 @@ def data_source(args, path: Path | None = None, demo: str | None = None, limit: 
 def train_config(args):
     from training.config import TrainConfig
     optional = {k: getattr(args, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "layer_decay",
-                                              "warmup_fraction") if getattr(args, k) is not None}
+                                              "warmup_fraction", "schedule") if getattr(args, k) is not None}
+    if args.clip_norm is not None:
+        optional["clip_norm"] = args.clip_norm or None
     return TrainConfig(name=args.name, method=args.method, task_type=args.task_type, hidden=args.hidden, activation=args.activation,
                        pooling=args.pooling, normalize=args.normalize, epochs=args.epochs, lr=args.lr,
                        batch_size=args.batch_size, patience=args.patience, weight_decay=args.weight_decay,

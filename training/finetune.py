@@ -113,6 +113,19 @@ class BestHeadline:
         return self._bad >= self.patience
 
 
+class KeepLast:
+    """Keeps the newest state and never stops early (``select == "last"``): with a schedule
+    that decays to 0, the end of the schedule is the state to keep, and on a small validation
+    set the best-scoring epoch is partly chance."""
+
+    def __init__(self):
+        self.best_epoch, self.state = 0, None
+
+    def step(self, epoch: int, val_loss: float, state: dict, headline: float = 0.0) -> bool:
+        self.best_epoch, self.state = epoch, copy.deepcopy(state)
+        return False
+
+
 @dataclass
 class Loop:
     """What the loop trains: ``model`` + ``head``; ``set_train(flag)`` sets module modes;
@@ -181,7 +194,7 @@ class _Schedule:
 
 
 def _step(stop, epoch: int, loss: float, headline: float, state: dict) -> bool:
-    if isinstance(stop, BestHeadline):
+    if isinstance(stop, (BestHeadline, KeepLast)):
         return stop.step(epoch, loss, state, headline)
     return stop.step(epoch, loss, state)
 
@@ -200,10 +213,11 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
     deadline = time.monotonic() + 60 * cfg.max_train_minutes if cfg.max_train_minutes else None
     sched = plan = None
-    if loop.warmup_fraction is not None:
+    if loop.warmup_fraction is not None and cfg.schedule == "linear":
         plan = _Schedule(steps * cfg.epochs, loop.warmup_fraction, deadline)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
-    stop = BestHeadline(cfg.patience) if cfg.select == "headline" else EarlyStopping(cfg.patience)
+    stop = {"headline": lambda: BestHeadline(cfg.patience), "last": KeepLast}.get(
+        cfg.select, lambda: EarlyStopping(cfg.patience))()
     hist = History()
     loop.set_train(False)
     task = task_type(cfg.task_type)
@@ -224,7 +238,8 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
                 loss = task.loss(loop.head(feats), y_all[idx].to(feats.device))
                 opt.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(loop.params, 1.0)
+                if cfg.clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(loop.params, cfg.clip_norm)
                 opt.step()
                 if sched is not None:
                     plan.stepped()
