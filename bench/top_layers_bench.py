@@ -119,7 +119,10 @@ def main(argv=None) -> None:
           "(variant inputs/s) / (reference inputs/s) in the same round. The runtime sorts text rows "
           "by length into sub-batches, the raw backbone pads all 64 to the longest, so the runtime's "
           "own heads-only traffic is the like-for-like reference; 'predicted' (vs heads) is L over "
-          "the blocks the variant runs per input.", "",
+          "the blocks the variant runs per input."
+          + (" LoRA (8 rank-8 adapters per target set; x1: every request on one adapter): 'predicted' is "
+             "the trunk's Linear multiply-adds over those plus the LoRA products' (query/value +0.7%, every "
+             "block Linear +3.1%)." if args.lora else ""), "",
           "| variant | inputs/s | vs raw (wall) | vs raw (CPU) | vs heads (wall) | vs heads (CPU) | predicted vs heads |",
           "|---|---|---|---|---|---|---|"]
     for n, r in rows.items():

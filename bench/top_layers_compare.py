@@ -122,7 +122,7 @@ def main(argv=None) -> None:
     ap.add_argument("--extra", default="{}", help="JSON {name: TrainConfig overrides} of more variants")
     ap.add_argument("--out-name", default="top_layers_accuracy", help="bench/results/NAME.{md,json}")
     ap.add_argument("--dev", action="store_true", help="score on held-out train-split examples, not the test split")
-    ap.add_argument("--merge", nargs="*", default=[],
+    ap.add_argument("--merge", nargs="*", default=None,
                     help="train nothing: add the rows of these result names (bench/results/NAME.json) "
                          "to --out-name's and rewrite its report")
     args = ap.parse_args(argv)
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     path = RESULTS / f"{args.out_name}.json"
     rows = json.loads(path.read_text())["rows"] if path.is_file() else []
     done = {(r["modality"], r["per_class"], r["method"], r["seed"]) for r in rows}
-    if args.merge:
+    if args.merge is not None:  # --merge alone: rewrite the report from the rows already here
         for other in args.merge:
             saved = json.loads((RESULTS / f"{other}.json").read_text())
             methods.update({m: saved.get("methods", {}).get(m) for m in {r["method"] for r in saved["rows"]}
@@ -169,8 +169,12 @@ def summarise(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["modality"], r["per_class"], r["method"]), []).append(r)
+    order = list(METHODS)
+
+    def key(k):  # modality, labels per class, the built-in methods in their order, then variants by name
+        return (k[0], k[1], order.index(k[2]) if k[2] in order else len(order), k[2])
     out = []
-    for (modality, n, method), rs in groups.items():
+    for (modality, n, method), rs in sorted(groups.items(), key=lambda kv: key(kv[0])):
         acc = [r["test_accuracy"] for r in rs]
         out.append({"modality": modality, "per_class": n, "method": method, "seeds": len(rs),
                     "mean": statistics.fmean(acc), "min": min(acc), "max": max(acc),
@@ -184,12 +188,14 @@ def summarise(rows: list[dict]) -> list[dict]:
 def _save(rows, args, methods) -> None:
     loads = [r["load_avg_1m"] for r in rows]
     md = ["# Head vs LoRA vs top layers vs scratch vs plain PEFT", "",
-          f"`python -m bench.top_layers_compare --modality {args.modality} --per-class "
-          f"{' '.join(map(str, args.per_class))} --seeds {' '.join(map(str, args.seeds))} --test {args.test} "
-          f"--cap-min {args.cap_min} --threads {args.threads} --out-name {args.out_name}` (rows of earlier "
-          f"invocations into the same file are kept); {machine()['cpus']} CPUs, torch {machine()['torch']}, "
-          f"{args.threads} torch thread(s); 1-minute load average {min(loads):.1f}-{max(loads):.1f} at the "
-          "end of the runs. Fine-tuning capped at the first step past the cap.", "",
+          f"Rows of one or more invocations of `python -m bench.top_layers_compare ... --out-name "
+          f"{args.out_name}{' --dev' if args.dev else ''}` (a rerun skips the rows already here; `--merge` "
+          f"joins pieces run side by side); each run's modality, labels per class, seed, cap and load are in "
+          f"the runs table. {machine()['cpus']} CPUs, torch {machine()['torch']}, 1-minute load average "
+          f"{min(loads):.1f}-{max(loads):.1f} at the end of the runs. Fine-tuning capped at the first step "
+          "past the cap" + (f" ({args.cap_min} min)" if len({r['cap_min'] for r in rows}) == 1 else "")
+          + (". Scored on held-out texts of the train split (`--dev`), not the test split." if args.dev else ".")
+          , "",
           "## Summary (test accuracy over seeds)", "",
           "| modality | labels/class | method | seeds | mean | sd | min-max | train s (mean) | epochs (mean) | capped |",
           "|---|---|---|---|---|---|---|---|---|---|"]

@@ -30,6 +30,17 @@ def test_standardised_head_folds_into_a_head_on_raw_features(hidden, normalize):
     assert torch.allclose(folded(x), head(x), atol=1e-4, rtol=1e-5)
 
 
+def test_head_dropout_acts_while_training_only_and_is_not_folded_in():
+    torch.manual_seed(0)
+    x = torch.randn(40, 6)
+    spec = HeadSpec(pooling="mean", input_dim=6)
+    head = StandardisedHead(spec, 2, x.mean(0), torch.full((6,), 0.5), dropout=0.5)
+    head.train()
+    assert not torch.allclose(head(x), head(x))  # a fresh mask per call
+    head.eval()
+    assert torch.allclose(head.folded()(x), head(x), atol=1e-5)
+
+
 def test_best_headline_keeps_the_most_accurate_epoch_ties_to_the_lower_loss():
     sel = BestHeadline(patience=2)
     assert not sel.step(0, 0.69, {"e": 0}, 0.50)

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lora/top_layers: linear lr warm-up share of the steps, then linear decay (default 0.1)")
     h.add_argument("--schedule", choices=["linear", "constant"],
                    help="lora/top_layers: warm-up then linear decay to 0 (default), or a constant lr")
+    h.add_argument("--head-dropout", type=float,
+                   help="lora/top_layers: dropout on the fresh head's input while training (default 0)")
     h.add_argument("--clip-norm", type=float,
                    help="lora/top_layers/scratch: clip the gradients' global norm (default 1.0; 0: no clipping)")
     h.add_argument("--warm-start", action="store_true",
@@ -212,7 +214,8 @@ def data_source(args, path: Path | None = None, demo: str | None = None, limit: 
 def train_config(args):
     from training.config import TrainConfig
     optional = {k: getattr(args, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "layer_decay",
-                                              "warmup_fraction", "schedule") if getattr(args, k) is not None}
+                                              "warmup_fraction", "schedule", "head_dropout")
+                if getattr(args, k) is not None}
     if args.clip_norm is not None:
         optional["clip_norm"] = args.clip_norm or None
     return TrainConfig(name=args.name, method=args.method, task_type=args.task_type, hidden=args.hidden, activation=args.activation,

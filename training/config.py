@@ -94,6 +94,8 @@ class TrainConfig(BaseModel):
     """lora/top_layers: the head's learning rate (None: the method's default)."""
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
     """lora/top_layers: linear warm-up over this share of the steps, then linear decay to 0."""
+    head_dropout: float = Field(0.0, ge=0, lt=1)
+    """lora/top_layers: dropout on the fresh head's input while training (not served)."""
     schedule: Literal["linear", "constant"] = "linear"
     """lora/top_layers: 'linear': warm-up then linear decay to 0 (fitted to ``max_train_minutes``);
     'constant': ``lr`` throughout (no warm-up)."""
@@ -130,7 +132,8 @@ class TrainConfig(BaseModel):
                 "patience", "weight_decay", "select", "val_fraction", "seed"]
         if self.method == "lora":
             keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_targets", "head_lr", "warmup_fraction", "schedule",
-                     "clip_norm", "warm_start"]
+                     "clip_norm", "head_dropout", "warm_start"]
         if self.method == "top_layers":
-            keys += ["layers", "layer_decay", "head_lr", "warmup_fraction", "schedule", "clip_norm", "warm_start"]
+            keys += ["layers", "layer_decay", "head_lr", "warmup_fraction", "schedule", "clip_norm",
+                     "head_dropout", "warm_start"]
         return {k: getattr(self, k) for k in keys}

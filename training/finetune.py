@@ -61,15 +61,17 @@ class StandardisedHead(nn.Module):
     layer, so the saved head takes raw features exactly as the server computes them.
     """
 
-    def __init__(self, spec: HeadSpec, n_outputs: int, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, spec: HeadSpec, n_outputs: int, mean: torch.Tensor, std: torch.Tensor,
+                 dropout: float = 0.0):
         super().__init__()
         self.spec, self.n_outputs = spec, n_outputs
+        self.dropout = nn.Dropout(dropout)  # on the head's input while training; identity in eval
         self.net = Head(spec.model_copy(update={"normalize": False}), n_outputs)
         self.register_buffer("mean", mean.clone())
         self.register_buffer("std", std.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((_features_for_head(self.spec, x) - self.mean) / self.std)
+        return self.net(self.dropout((_features_for_head(self.spec, x) - self.mean) / self.std))
 
     def linear_layers(self):
         return self.net.linear_layers()
@@ -83,15 +85,16 @@ class StandardisedHead(nn.Module):
 
 
 def standardised_head(backbone: Backbone, spec: HeadSpec, n_outputs: int, train: LabelledData,
-                      batch_size: int, cache_dir=None, progress: bool = False) -> StandardisedHead:
+                      batch_size: int, cache_dir=None, progress: bool = False,
+                      dropout: float = 0.0) -> StandardisedHead:
     """A fresh :class:`StandardisedHead` with statistics of the frozen features of ``train``."""
     from training.features import extract_features
     x = _features_for_head(spec, extract_features(backbone, train.inputs, spec.pooling, cache_dir,
                                                   batch_size, progress, "features (head scale)"))
     mean = x.mean(0)
     scale = float(x.std(0, unbiased=False).mean()) if len(x) > 1 else 1.0
-    return StandardisedHead(spec, n_outputs, mean, torch.full_like(mean, scale if scale > 1e-6 else 1.0)
-                            ).to(backbone.device)
+    return StandardisedHead(spec, n_outputs, mean, torch.full_like(mean, scale if scale > 1e-6 else 1.0),
+                            dropout).to(backbone.device)
 
 
 class BestHeadline:

@@ -152,7 +152,7 @@ def starting_head(cfg: TrainConfig, backbone: Backbone, train: LabelledData, val
     torch.manual_seed(cfg.seed)
     spec = head_spec(cfg, backbone)
     head = standardised_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
-                             cache_dir, cfg.progress)
+                             cache_dir, cfg.progress, cfg.head_dropout)
     return head, spec.pooling, task_type(cfg.task_type).target_scaling(train)
 
 
