@@ -152,12 +152,12 @@ def lora_variants(bb, reg, root: Path, n: int, one_task_each, variants: dict, pr
 def flops_share(model, every: list[str], r: int = 8) -> dict[str, float]:
     """Rank-``r`` LoRA multiply-adds per token over the blocks' Linear multiply-adds, for
     query/value and for ``every`` target (attention's own score products ignored)."""
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layer." in n}
-    base = sum(m.in_features * m.out_features for m in linears.values())
+    from training.lora import resolve_targets
+    modules = dict(model.named_modules())
+    base = sum(m.in_features * m.out_features for m in (modules[n] for n in resolve_targets(model, every)))
 
-    def lora(suffixes):
-        return sum(r * (m.in_features + m.out_features) for n, m in linears.items()
-                   if any(n == s or n.endswith("." + s) for s in suffixes))
+    def lora(targets):
+        return sum(r * (modules[n].in_features + modules[n].out_features) for n in resolve_targets(model, targets))
     return {"qv": lora(["query", "value"]) / base, "all": lora(every) / base}
 
 

@@ -134,14 +134,14 @@ def main(argv=None) -> None:
         raise SystemExit(f"unknown methods {unknown}; choose of {list(methods)} or add them with --extra")
     path = RESULTS / f"{args.out_name}.json"
     rows = json.loads(path.read_text())["rows"] if path.is_file() else []
-    done = {(r["modality"], r["per_class"], r["method"], r["seed"]) for r in rows}
+    done = {_key(r) for r in rows}
     if args.merge is not None:  # --merge alone: rewrite the report from the rows already here
         for other in args.merge:
             saved = json.loads((RESULTS / f"{other}.json").read_text())
             methods.update({m: saved.get("methods", {}).get(m) for m in {r["method"] for r in saved["rows"]}
                             if m not in methods})
-            rows += [r for r in saved["rows"] if (r["modality"], r["per_class"], r["method"], r["seed"]) not in done]
-            done = {(r["modality"], r["per_class"], r["method"], r["seed"]) for r in rows}
+            rows += [r for r in saved["rows"] if _key(r) not in done]
+            done = {_key(r) for r in rows}
         _save(rows, args, methods)
         return
     bb = load(DATASET[args.modality][1])
@@ -162,6 +162,11 @@ def main(argv=None) -> None:
                 rows.append(row)
                 print(row, flush=True)
                 _save(rows, args, methods)
+
+
+def _key(row: dict) -> tuple:
+    """What a run is: a rerun or a merge skips a row whose key is already there."""
+    return row["modality"], row["per_class"], row["method"], row["seed"]
 
 
 def summarise(rows: list[dict]) -> list[dict]:

@@ -179,7 +179,7 @@ def write_markdown(rows: list[dict], args, seconds: float) -> Path:
         + f" accuracy); 20% of each budget is the validation split used for early stopping. "
         f"Settings: head up to 200 epochs (early stopping); LoRA r=8 on every Linear of the encoder blocks (text) "
         f"or every 1x1 convolution (vision) or every convolution of the embedder (audio), the method's default "
-        f"recipe ({TrainConfig(name='x', method='lora', epochs=args.lora_epochs).epochs} epochs, warm-up and decay "
+        f"recipe ({config_for('lora', args, 'x').epochs} epochs, warm-up and decay "
         f"fitted to the cap, the epoch of the best validation accuracy kept); scratch at most "
         f"{args.scratch_epochs} epochs, keeping the state with the lowest validation loss seen (patience "
         f"{args.patience} epochs); both capped at {args.max_minutes} min of training per run "

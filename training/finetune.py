@@ -196,12 +196,6 @@ class _Schedule:
         return self.done >= self.total
 
 
-def _step(stop, epoch: int, loss: float, headline: float, state: dict) -> bool:
-    if isinstance(stop, (BestHeadline, KeepLast)):
-        return stop.step(epoch, loss, state, headline)
-    return stop.step(epoch, loss, state)
-
-
 def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
              pooling: str, desc: str, scaling: dict | None = None) -> History:
     """AdamW + the task type's loss (``cfg.task_type``) with gradient clipping; keeps the
@@ -219,13 +213,13 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     if loop.warmup_fraction is not None and cfg.schedule == "linear":
         plan = _Schedule(steps * cfg.epochs, loop.warmup_fraction, deadline)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
-    stop = {"headline": lambda: BestHeadline(cfg.patience), "last": KeepLast}.get(
-        cfg.select, lambda: EarlyStopping(cfg.patience))()
+    stop = (BestHeadline(cfg.patience) if cfg.select == "headline" else KeepLast() if cfg.select == "last"
+            else EarlyStopping(cfg.patience))
     hist = History()
     loop.set_train(False)
     task = task_type(cfg.task_type)
     loss0, head0 = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
-    _step(stop, 0, loss0, head0, loop.state())
+    stop.step(0, loss0, loop.state(), head0)
     y_all = task.targets(train, scaling)
     if plan is not None:
         plan.begin()
@@ -264,7 +258,7 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
         if cfg.progress:
             tqdm.write(f"{desc} epoch {epoch}: train loss {total / seen:.4f}, "
                        f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}")
-        if _step(stop, epoch, val_loss, val_acc, loop.state()):
+        if stop.step(epoch, val_loss, loop.state(), val_acc):
             hist.stopped_early = True
             break
         if (deadline is not None and time.monotonic() > deadline) or (plan is not None and plan.finished):

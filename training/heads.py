@@ -78,7 +78,8 @@ class EarlyStopping:
         self.state = None
         self._bad = 0
 
-    def step(self, epoch: int, val_loss: float, state: dict) -> bool:
+    def step(self, epoch: int, val_loss: float, state: dict, headline: float = 0.0) -> bool:
+        """``headline`` is ignored (the interface of the fine-tuning loop's other stoppers)."""
         if val_loss < self.best - 1e-6:
             self.best, self.best_epoch, self._bad = val_loss, epoch, 0
             self.state = copy.deepcopy(state)
