@@ -9,6 +9,13 @@ example), AdamW at a constant lr 2e-3, batch 32, 2 epochs, the model in train mo
 the last state is scored. Only the wall-clock cap is added, checked after every step like
 the project's trainer (``TrainConfig.max_train_minutes``), so both can run under one budget.
 
+Switches that move it, one at a time, toward the project's LoRA recipe (none on by default),
+to find which difference makes the two score apart: ``targets="all"`` (every block
+``Linear``, the project's default), ``pooling="mean"`` (a fresh ``Linear`` classifier,
+std 0.02 as BERT initialises its own, after dropout 0.1 on the token mean instead of the
+pooler), ``train_fraction`` (train on a stratified share, as the project keeps 20% for
+validation), ``schedule="linear"`` (warm-up over 10% of the steps, then linear decay to 0).
+
 It is a reference for ``bench/top_layers_compare.py`` ("never worse than a plain PEFT
 script at the same time budget"), not a project method: its adapter is not exported.
 
@@ -38,17 +45,34 @@ class PlainResult:
 def plain_peft(source_path: str, train: LabelledData, test: LabelledData, seed: int = 0,
                epochs: int = 2, lr: float = 2e-3, batch_size: int = 32, r: int = 8,
                max_length: int = 128, max_minutes: float | None = None,
-               eval_batch_size: int = 64) -> PlainResult:
+               eval_batch_size: int = 64, targets: str = "query_value", pooling: str = "pooler",
+               train_fraction: float = 1.0, schedule: str = "constant") -> PlainResult:
     """Train the plain PEFT LoRA classifier on ``train`` (all of it) and score ``test``."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(seed)
+    if train_fraction < 1.0:
+        from training.data import stratified_sample
+        train = stratified_sample(train, round(train_fraction * len(train)), seed)
     tok = AutoTokenizer.from_pretrained(source_path)
     model = AutoModelForSequenceClassification.from_pretrained(source_path, num_labels=len(train.label_names))
+    if targets == "all":
+        from training.lora import block_linear_targets
+        target_modules = block_linear_targets(model.bert)
+    else:
+        target_modules = ["query", "value"]
     model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=r, lora_alpha=16, lora_dropout=0.1,
-                                             target_modules=["query", "value"]))
+                                             target_modules=target_modules))
+    if pooling == "mean":
+        model = _MeanPooled(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    total = epochs * ((len(train) + batch_size - 1) // batch_size)
+    sched = None
+    if schedule == "linear":
+        warm = max(1, int(0.1 * total))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
     labels = torch.tensor(train.labels)
     gen = torch.Generator().manual_seed(seed)
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
@@ -64,6 +88,8 @@ def plain_peft(source_path: str, train: LabelledData, test: LabelledData, seed: 
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             steps, rows = steps + 1, rows + len(idx)
             if deadline is not None and time.monotonic() > deadline:
                 capped = True
@@ -80,6 +106,29 @@ def plain_peft(source_path: str, train: LabelledData, test: LabelledData, seed: 
             pred = model(**batch).logits.argmax(-1)
             correct += int((pred == torch.tensor(test.labels[i:i + eval_batch_size])).sum())
     return PlainResult(correct / len(test), seconds, rows / len(train), steps, capped)
+
+
+class _MeanPooled(torch.nn.Module):
+    """The PEFT model's encoder, mean-pooled over real tokens, into the classifier (a fresh
+    ``Linear`` at BERT's std 0.02 after dropout 0.1); called like the original."""
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.peft_model = peft_model
+        base = peft_model.base_model.model
+        self.encoder = base.bert
+        self.dropout = torch.nn.Dropout(0.1)
+        self.classifier = torch.nn.Linear(base.config.hidden_size, base.config.num_labels)
+        torch.nn.init.normal_(self.classifier.weight, std=0.02)
+        torch.nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, input_ids, attention_mask, labels=None, **kw):
+        from types import SimpleNamespace
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        logits = self.classifier(self.dropout((h * m).sum(1) / m.sum(1).clamp(min=1)))
+        loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SimpleNamespace(logits=logits, loss=loss)
 
 
 def main(argv=None) -> None:

@@ -11,7 +11,9 @@ the labelled set is a stratified sample of ``2 x per-class`` (text) or ``10 x pe
 examples of the test split for every seed and method. Project methods train through
 ``training.trainer.train`` with their defaults (``taskswap train``; 20% of the labelled set
 validates); ``plain peft`` (:mod:`bench.peft_plain`, text only) trains on the whole labelled
-set with no validation. ``--extra '{"name": {TrainConfig overrides}}'`` adds variants.
+set with no validation. ``--extra '{"name": {TrainConfig overrides}}'`` adds variants;
+``{"plain_epochs": 6, "plain_targets": "all", ...}`` is a variant of the plain script
+(``plain_`` + a keyword of ``plain_peft``).
 
 Results: ``bench/results/NAME.{md,json,png}`` (the png: test accuracy against training
 seconds, mean and seed range per method, one panel per modality and labels per class), saved
@@ -82,11 +84,12 @@ def _blocks(bb) -> int:
 
 def run_one(bb, modality: str, method: str, overrides: dict | None, labelled, test, seed: int,
             cap_min: float) -> dict:
-    if overrides is None or "plain_epochs" in overrides:
+    if _plain(overrides):
         from adapters.backbones.base import resolve_source
         from bench.peft_plain import plain_peft
+        kw = {k.removeprefix("plain_"): v for k, v in (overrides or {}).items()}
         r = plain_peft(resolve_source(bb.spec.source), labelled, test, seed=seed, max_minutes=cap_min,
-                       max_length=bb.spec.max_length, epochs=(overrides or {}).get("plain_epochs", 2))
+                       max_length=bb.spec.max_length, **{"epochs": 2, **kw})
         return {"test_accuracy": round(r.test_accuracy, 4), "val_accuracy": None,
                 "train_seconds": round(r.train_seconds, 1), "best_epoch": None,
                 "epochs_run": round(r.epochs_run, 2), "time_capped": r.time_capped}
@@ -133,7 +136,10 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose of {list(methods)} or add them with --extra")
     path = RESULTS / f"{args.out_name}.json"
-    rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+    saved = json.loads(path.read_text()) if path.is_file() else {"rows": [], "methods": {}}
+    rows = saved["rows"]
+    # Variants already run keep their recorded overrides (a rerun or merge need not repeat --extra).
+    methods.update({m: v for m, v in saved.get("methods", {}).items() if m not in methods})
     done = {_key(r) for r in rows}
     if args.merge is not None:  # --merge alone: rewrite the report from the rows already here
         for other in args.merge:
@@ -151,7 +157,7 @@ def main(argv=None) -> None:
             for name in names:
                 if (args.modality, n, name, seed) in done:
                     continue
-                if (methods[name] is None or "plain_epochs" in methods[name]) and args.modality != "text":
+                if _plain(methods[name]) and args.modality != "text":
                     continue  # the plain PEFT script is a text classifier
                 start = time.perf_counter()
                 row = run_one(bb, args.modality, name, methods[name], labelled, test, seed, args.cap_min)
@@ -162,6 +168,11 @@ def main(argv=None) -> None:
                 rows.append(row)
                 print(row, flush=True)
                 _save(rows, args, methods)
+
+
+def _plain(overrides: dict | None) -> bool:
+    """A ``plain peft`` variant: None, or ``plain_*`` keyword arguments of ``bench.peft_plain.plain_peft``."""
+    return overrides is None or any(k.startswith("plain_") for k in overrides)
 
 
 def _key(row: dict) -> tuple:
@@ -210,12 +221,12 @@ def _save(rows, args, methods) -> None:
                   f"{s['min']:.3f}-{s['max']:.3f} | {s['train_seconds']:.0f} | {s['epochs']:.1f} | "
                   f"{s['capped']}/{s['seeds']} |")
     md += ["", "## Runs", "",
-           "| modality | labels/class | method | seed | test acc | val acc | train s | best epoch / run | capped | load |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| modality | labels/class | method | seed | test acc | val acc | train s | best epoch / run | cap min | capped | load |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         val = f"{r['val_accuracy']:.4f}" if r["val_accuracy"] is not None else "-"
         md.append(f"| {r['modality']} | {r['per_class']} | {r['method']} | {r['seed']} | {r['test_accuracy']:.4f} | "
-                  f"{val} | {r['train_seconds']} | {r['best_epoch']} / {r['epochs_run']} | {r['time_capped']} | "
+                  f"{val} | {r['train_seconds']} | {r['best_epoch']} / {r['epochs_run']} | {r['cap_min']} | {r['time_capped']} | "
                   f"{r['load_avg_1m']} |")
     md += ["", "Methods (TrainConfig overrides on the defaults; plain peft: `bench/peft_plain.py`):", ""]
     md += [f"- {name}: `{json.dumps(methods.get(name))}`" for name in dict.fromkeys(r["method"] for r in rows)]

@@ -64,7 +64,10 @@ def test_fine_tuning_defaults():
     assert (lora.epochs, lora.lr, lora.head_lr, lora.select, lora.warm_start, lora.warmup_fraction) == (
         6, 2e-3, 2e-3, "headline", False, 0.1)
     assert lora.patience >= lora.epochs  # the schedule runs to its end; the best epoch is kept
+    assert (lora.head_init, lora.head_dropout) == ("normal", 0.1)
     assert (top.lr, top.head_lr, top.select, top.warm_start) == (5e-4, 2e-3, "headline", False)
+    assert (top.head_init, top.head_dropout) == ("standardised", 0.0)
+    assert TrainConfig(name="d", method="lora", head_init="standardised", head_dropout=0).head_dropout == 0
     assert top.patience >= top.epochs
     assert TrainConfig(name="c", method="lora", select="loss", head_lr=3e-3).head_lr == 3e-3
     # The token LoRA tagger keeps the recipe its transfer report measured; explicit values still win.

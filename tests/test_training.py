@@ -177,6 +177,29 @@ def test_select_last_constant_lr_and_no_clipping_are_honoured(tmp_path, text_bac
     assert (hyper["select"], hyper["schedule"], hyper["clip_norm"]) == ("last", "constant", None)
 
 
+def test_normal_head_init_reads_raw_features_and_serves_the_reported_scores(tmp_path, reg, text_backbone,
+                                                                           monkeypatch):
+    import training.features as features
+    from training.finetune import fresh_head
+
+    monkeypatch.setattr(features, "extract_features", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("head_init='normal' needs no frozen pass")))
+    data = DataSource(path=write_text_csv(tmp_path / "r.csv", sentiment_rows(24))).load()
+    spec = HeadSpec(pooling="mean", input_dim=text_backbone.hidden_size)
+    torch.manual_seed(0)
+    head = fresh_head(text_backbone, spec, 2, data, 8, init="normal")
+    w = head.linear_layers()[-1]
+    assert float(head.mean.abs().max()) == 0 and float(head.std.min()) == float(head.std.max()) == 1
+    assert abs(float(w.weight.detach().std()) - 0.02) < 0.01 and float(w.bias.detach().abs().max()) == 0
+    r = train(data, text_backbone, _cfg("toy-normal", "lora", epochs=2, lr=2e-2, head_lr=2e-2,
+                                        head_init="normal"), tmp_path / "out", cache_dir=None)
+    hyper = json.loads((r.path / "adapter.json").read_text())["training"]["hyperparameters"]
+    assert hyper["head_init"] == "normal"
+    reg.register(r.path)
+    assert torch.allclose(served_probs(reg, "toy-normal", r.splits["validation"]), r.probs["validation"],
+                          atol=1e-5)
+
+
 def test_lora_warm_start_head_uses_the_head_methods_own_defaults():
     from training.lora import warm_start_config
     cfg = TrainConfig(name="x", method="lora", epochs=1, lr=0.5, hidden=[8], seed=3)

@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--schedule", choices=["linear", "constant"],
                    help="lora/top_layers: warm-up then linear decay to 0 (default), or a constant lr")
     h.add_argument("--head-dropout", type=float,
-                   help="lora/top_layers: dropout on the fresh head's input while training (default 0)")
+                   help="lora/top_layers: dropout on the fresh head's input while training "
+                        "(default 0.1 for lora, 0 for top_layers)")
+    h.add_argument("--head-init", choices=["standardised", "normal"],
+                   help="lora/top_layers: the fresh head on raw features at std 0.02 ('normal', lora's "
+                        "default) or on standardised features (top_layers' default)")
     h.add_argument("--clip-norm", type=float,
                    help="lora/top_layers/scratch: clip the gradients' global norm (default 1.0; 0: no clipping)")
     h.add_argument("--warm-start", action="store_true",
@@ -214,7 +218,8 @@ def data_source(args, path: Path | None = None, demo: str | None = None, limit: 
 def train_config(args):
     from training.config import TrainConfig
     optional = {k: getattr(args, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "layer_decay",
-                                              "warmup_fraction", "schedule", "head_dropout")
+                                              "warmup_fraction", "schedule", "head_dropout",
+                                              "head_init")
                 if getattr(args, k) is not None}
     if args.clip_norm is not None:
         optional["clip_norm"] = args.clip_norm or None

@@ -24,10 +24,10 @@ Method = Literal["head", "lora", "top_layers", "scratch"]
 METHOD_DEFAULTS: dict[str, dict] = {
     "head": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4, "select": "loss"},
     "lora": {"epochs": 6, "lr": 2e-3, "batch_size": 32, "patience": 6, "weight_decay": 0.0, "head_lr": 2e-3,
-             "select": "headline"},
+             "select": "headline", "head_init": "normal", "head_dropout": 0.1},
     # The top block's lr; blocks below get layer_decay times the one above, the head head_lr.
     "top_layers": {"epochs": 6, "lr": 5e-4, "batch_size": 32, "patience": 6, "weight_decay": 0.01,
-                   "head_lr": 2e-3, "select": "headline"},
+                   "head_lr": 2e-3, "select": "headline", "head_init": "standardised", "head_dropout": 0.0},
     # Scratch runs all its epochs (patience = epochs) and keeps the best validation state:
     # from random weights the validation loss is flat for the first epochs on small data,
     # and a patience of 3 stopped runs before they had learnt anything (see bench/transfer_report.py).
@@ -94,8 +94,14 @@ class TrainConfig(BaseModel):
     """lora/top_layers: the head's learning rate (None: the method's default)."""
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
     """lora/top_layers: linear warm-up over this share of the steps, then linear decay to 0."""
-    head_dropout: float = Field(0.0, ge=0, lt=1)
-    """lora/top_layers: dropout on the fresh head's input while training (not served)."""
+    head_dropout: float | None = Field(None, ge=0, lt=1)
+    """lora/top_layers: dropout on the fresh head's input while training (not served; None: the
+    method's default, 0.1 for lora, 0 for top_layers)."""
+    head_init: Literal["standardised", "normal"] | None = None
+    """lora/top_layers: the fresh head reads raw features with its weights drawn at std 0.02
+    and zero bias ('normal', BERT's classifier init; lora's default), or 'standardised'
+    features (centred, divided by the frozen trunk's mean feature std, folded into the saved
+    head; top_layers' default)."""
     schedule: Literal["linear", "constant"] = "linear"
     """lora/top_layers: 'linear': warm-up then linear decay to 0 (fitted to ``max_train_minutes``);
     'constant': ``lr`` throughout (no warm-up)."""
@@ -132,8 +138,8 @@ class TrainConfig(BaseModel):
                 "patience", "weight_decay", "select", "val_fraction", "seed"]
         if self.method == "lora":
             keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_targets", "head_lr", "warmup_fraction", "schedule",
-                     "clip_norm", "head_dropout", "warm_start"]
+                     "clip_norm", "head_dropout", "head_init", "warm_start"]
         if self.method == "top_layers":
             keys += ["layers", "layer_decay", "head_lr", "warmup_fraction", "schedule", "clip_norm",
-                     "head_dropout", "warm_start"]
+                     "head_dropout", "head_init", "warm_start"]
         return {k: getattr(self, k) for k in keys}

@@ -59,6 +59,7 @@ class StandardisedHead(nn.Module):
     (measured on Rotten Tomatoes: 3-5 accuracy points lower, docs/top-layers.md).
     :meth:`folded` returns the plain :class:`Head` with the transform folded into its first
     layer, so the saved head takes raw features exactly as the server computes them.
+    With mean 0 and std 1 it is a plain head on raw features (``fresh_head(init="normal")``).
     """
 
     def __init__(self, spec: HeadSpec, n_outputs: int, mean: torch.Tensor, std: torch.Tensor,
@@ -84,10 +85,20 @@ class StandardisedHead(nn.Module):
         return final.eval().requires_grad_(False)
 
 
-def standardised_head(backbone: Backbone, spec: HeadSpec, n_outputs: int, train: LabelledData,
-                      batch_size: int, cache_dir=None, progress: bool = False,
-                      dropout: float = 0.0) -> StandardisedHead:
-    """A fresh :class:`StandardisedHead` with statistics of the frozen features of ``train``."""
+def fresh_head(backbone: Backbone, spec: HeadSpec, n_outputs: int, train: LabelledData,
+               batch_size: int, cache_dir=None, progress: bool = False,
+               dropout: float = 0.0, init: str = "standardised") -> StandardisedHead:
+    """The head fine-tuning starts from. ``init="standardised"``: a :class:`StandardisedHead`
+    with statistics of the frozen features of ``train`` (one frozen pass) at the default
+    init; ``"normal"``: the same class on raw features (mean 0, scale 1, no frozen pass), its
+    weights drawn at std 0.02 and biases zero, as BERT initialises its classifier."""
+    if init == "normal":
+        zero = torch.zeros(spec.input_dim)
+        head = StandardisedHead(spec, n_outputs, zero, torch.ones_like(zero), dropout)
+        for layer in head.linear_layers():
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+        return head.to(backbone.device)
     from training.features import extract_features
     x = _features_for_head(spec, extract_features(backbone, train.inputs, spec.pooling, cache_dir,
                                                   batch_size, progress, "features (head scale)"))

@@ -2,10 +2,11 @@
 
 1. LoRA (``B = 0`` at the start, so epoch 0 is the frozen trunk) on every ``Linear`` inside
    the encoder blocks by default (:func:`block_linear_targets`: attention query/key/value/
-   output and both feed-forward layers), and a fresh head that reads standardised features
-   while it trains (:class:`training.finetune.StandardisedHead`, folded into a plain head at
-   the end). ``warm_start`` fits the head on frozen features first instead; measured on
-   Rotten Tomatoes, that start was a local optimum LoRA hardly left (docs/top-layers.md).
+   output and both feed-forward layers), and a fresh head (``head_init``: by default BERT's
+   classifier init, std 0.02 on raw features with dropout 0.1 while training; or one on
+   standardised features, :class:`training.finetune.StandardisedHead`, folded into a plain
+   head at the end). ``warm_start`` fits the head on frozen features first instead; measured
+   on Rotten Tomatoes, that start was a local optimum LoRA hardly left (docs/top-layers.md).
 2. LoRA factors (``lr``) and head (``head_lr``) train together: AdamW, linear warm-up over
    ``warmup_fraction`` of the steps then linear decay to 0, the backbone's own dropout on
    while training (BatchNorm statistics frozen), gradient clipping, early stopping on
@@ -34,7 +35,7 @@ from adapters.errors import IncompatibleAdapter, InvalidInput
 from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData
-from training.finetune import Loop, StandardisedHead, predict_probs, run_loop, standardised_head
+from training.finetune import Loop, StandardisedHead, fresh_head, predict_probs, run_loop
 from training.fitted import FitOutput
 from training.probe import fit_probe, head_spec
 
@@ -143,7 +144,7 @@ def starting_head(cfg: TrainConfig, backbone: Backbone, train: LabelledData, val
                   cache_dir, notes: dict):
     """The head fine-tuning starts from, as ``(head, pooling, target scaling)``: the probe
     fitted on frozen features with ``cfg.warm_start`` (its validation accuracy goes in
-    ``notes``), else a fresh head on standardised features (seeded by ``cfg.seed``)."""
+    ``notes``), else a fresh head (``cfg.head_init``, seeded by ``cfg.seed``)."""
     if cfg.warm_start:
         warm = fit_probe(backbone, train, val, warm_start_config(cfg), cache_dir)
         best = warm.history.best_epoch
@@ -151,8 +152,8 @@ def starting_head(cfg: TrainConfig, backbone: Backbone, train: LabelledData, val
         return copy.deepcopy(warm.head), warm.pooling, warm.scaling
     torch.manual_seed(cfg.seed)
     spec = head_spec(cfg, backbone)
-    head = standardised_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
-                             cache_dir, cfg.progress, cfg.head_dropout)
+    head = fresh_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
+                      cache_dir, cfg.progress, cfg.head_dropout, cfg.head_init)
     return head, spec.pooling, task_type(cfg.task_type).target_scaling(train)
 
 
