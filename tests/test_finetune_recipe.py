@@ -74,6 +74,10 @@ def test_fine_tuning_defaults():
     tagger = TrainConfig(name="t", method="lora", task_type="token_classification")
     assert (tagger.epochs, tagger.lr, tagger.patience, tagger.select) == (5, 5e-4, 2, "loss")
     assert TrainConfig(name="t", method="lora", task_type="token_classification", lr=1e-3).lr == 1e-3
+    # BERT's head was measured on single-label classification only; the other task types keep theirs.
+    for other in ("regression", "multi_label"):
+        cfg = TrainConfig(name="r", method="lora", task_type=other)
+        assert (cfg.head_init, cfg.head_dropout) == ("standardised", 0.0)
 
 
 def test_the_schedule_shrinks_to_a_wall_clock_budget_and_ends_at_lr_zero():

@@ -130,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lora/top_layers: warm-up then linear decay to 0 (default), or a constant lr")
     h.add_argument("--head-dropout", type=float,
                    help="lora/top_layers: dropout on the fresh head's input while training "
-                        "(default 0.1 for lora, 0 for top_layers)")
+                        "(default 0.1 for single-label lora, else 0)")
     h.add_argument("--head-init", choices=["standardised", "normal"],
-                   help="lora/top_layers: the fresh head on raw features at std 0.02 ('normal', lora's "
-                        "default) or on standardised features (top_layers' default)")
+                   help="lora/top_layers: the fresh head on raw features at std 0.02 ('normal', the "
+                        "default of single-label lora) or on standardised features (the default otherwise)")
     h.add_argument("--clip-norm", type=float,
                    help="lora/top_layers/scratch: clip the gradients' global norm (default 1.0; 0: no clipping)")
     h.add_argument("--warm-start", action="store_true",

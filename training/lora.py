@@ -2,8 +2,9 @@
 
 1. LoRA (``B = 0`` at the start, so epoch 0 is the frozen trunk) on every ``Linear`` inside
    the encoder blocks by default (:func:`block_linear_targets`: attention query/key/value/
-   output and both feed-forward layers), and a fresh head (``head_init``: by default BERT's
-   classifier init, std 0.02 on raw features with dropout 0.1 while training; or one on
+   output and both feed-forward layers), and a fresh head (``head_init``: for single-label
+   tasks by default BERT's classifier init, std 0.02 on raw features with dropout 0.1 while
+   training; for the others by default one on
    standardised features, :class:`training.finetune.StandardisedHead`, folded into a plain
    head at the end). ``warm_start`` fits the head on frozen features first instead; measured
    on Rotten Tomatoes, that start was a local optimum LoRA hardly left (docs/top-layers.md).
