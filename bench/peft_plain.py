@@ -67,12 +67,11 @@ def plain_peft(source_path: str, train: LabelledData, test: LabelledData, seed: 
     if pooling == "mean":
         model = _MeanPooled(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    total = epochs * ((len(train) + batch_size - 1) // batch_size)
     sched = None
-    if schedule == "linear":
-        warm = max(1, int(0.1 * total))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
+    if schedule == "linear":  # the project's own warm-up + decay (its plan, without a wall clock)
+        from training.finetune import _Schedule
+        plan = _Schedule(epochs * ((len(train) + batch_size - 1) // batch_size), 0.1, deadline=None)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
     labels = torch.tensor(train.labels)
     gen = torch.Generator().manual_seed(seed)
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
@@ -124,9 +123,9 @@ class _MeanPooled(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, labels=None, **kw):
         from types import SimpleNamespace
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        logits = self.classifier(self.dropout((h * m).sum(1) / m.sum(1).clamp(min=1)))
+        from adapters.backbones.base import Features  # the project's own pooling
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw)
+        logits = self.classifier(self.dropout(Features(out, attention_mask).get("mean")))
         loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SimpleNamespace(logits=logits, loss=loss)
 

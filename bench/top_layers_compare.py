@@ -138,15 +138,13 @@ def main(argv=None) -> None:
     path = RESULTS / f"{args.out_name}.json"
     saved = json.loads(path.read_text()) if path.is_file() else {"rows": [], "methods": {}}
     rows = saved["rows"]
-    # Variants already run keep their recorded overrides (a rerun or merge need not repeat --extra).
-    methods.update({m: v for m, v in saved.get("methods", {}).items() if m not in methods})
+    _adopt_methods(methods, saved)
     done = {_key(r) for r in rows}
     if args.merge is not None:  # --merge alone: rewrite the report from the rows already here
         for other in args.merge:
-            saved = json.loads((RESULTS / f"{other}.json").read_text())
-            methods.update({m: saved.get("methods", {}).get(m) for m in {r["method"] for r in saved["rows"]}
-                            if m not in methods})
-            rows += [r for r in saved["rows"] if _key(r) not in done]
+            piece = json.loads((RESULTS / f"{other}.json").read_text())
+            _adopt_methods(methods, piece)
+            rows += [r for r in piece["rows"] if _key(r) not in done]
             done = {_key(r) for r in rows}
         _save(rows, args, methods)
         return
@@ -168,6 +166,12 @@ def main(argv=None) -> None:
                 rows.append(row)
                 print(row, flush=True)
                 _save(rows, args, methods)
+
+
+def _adopt_methods(methods: dict, saved: dict) -> None:
+    """Variants already run keep their recorded overrides, so a rerun or merge need not repeat
+    ``--extra``; names given on this command line win."""
+    methods.update({m: v for m, v in saved.get("methods", {}).items() if m not in methods})
 
 
 def _plain(overrides: dict | None) -> bool:
