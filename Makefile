@@ -1,9 +1,16 @@
 # The two commands a newcomer needs: `make serve` and `make test`.
-PY ?= python3
+# Both install first (scripts/setup.sh): a virtual environment in .venv at the versions of
+# requirements/lock.txt, in seconds with uv; a no-op once it matches the lock.
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
 STORE ?= var/store
 PORT ?= 3000
+export TASKSWAP_VENV := $(VENV)
+export PYTHON := $(PY)
+# The environment's tools (bentoml, moto_server, hadolint, ...) first, as `activate` does.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup serve test test-fast demo bench container-smoke
+.PHONY: setup serve test test-fast demo lock check-latest container-smoke
 
 setup:
 	@scripts/setup.sh
@@ -22,7 +29,15 @@ test: setup
 test-fast: setup
 	@$(PY) -m pytest -q -m "not real and not server"
 
-# Build the Dockerfile with rootful podman and run two containers on one S3 store
-# (docs/containers.md). Needs root; images are cached in /var/cache/taskswap-containers.
+# Re-resolve requirements/{lock,server}.txt from pyproject.toml's ranges (docs/install.md).
+lock:
+	@UV=$$(command -v uv || echo $(VENV)/bin/uv) scripts/lock.sh
+
+# The newest versions pyproject.toml's ranges allow, in a throw-away environment, against
+# the fast suite: run before raising a range or refreshing the lock.
+check-latest:
+	@scripts/check_latest.sh
+
+# Container image smoke test with rootful podman (docs/containers.md); needs root.
 container-smoke: setup
 	@scripts/container_smoke.sh

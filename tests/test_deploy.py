@@ -1,7 +1,7 @@
 """The deployment files agree with each other and with the code: Kubernetes manifests
 parse and reference each other correctly, the ConfigMap holds valid settings, the
 Dockerfile lints clean and its COPY sources survive .dockerignore, bentofile.yaml lists
-pyproject's packages, and ``bentoml build`` succeeds on the tracked files."""
+the locked server requirements, and ``bentoml build`` succeeds on the tracked files."""
 
 from __future__ import annotations
 
@@ -136,11 +136,11 @@ def test_dockerfile_lints_clean():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_bentofile_lists_pyprojects_packages():
+def test_bentofile_installs_the_locked_server_requirements():
     bento = yaml.safe_load((REPO / "bentofile.yaml").read_text())
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    expected = project["dependencies"] + project["optional-dependencies"]["s3"]
-    assert bento["python"]["packages"] == expected
+    assert bento["python"]["requirements_txt"] == "requirements/server.txt"
+    assert "packages" not in bento["python"]  # one source of versions: the lock
+    assert "requirements/*.txt" in bento["include"]
     assert bento["service"] == "service.service:Taskswap"
     script = REPO / bento["docker"]["setup_script"]
     assert script.is_file() and os.access(script, os.X_OK)

@@ -176,3 +176,26 @@ def test_top_layers_live_in_the_lru_with_pinning_and_reload(tmp_path, backbones,
     torch.testing.assert_close(scores("b"), first["b"], atol=0, rtol=0)
     assert sorted(k[0] for k in reg._loras) == ["a", "b"]  # pinned a stays
     reg.pin("a", False)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_piecewise_trunk_equals_the_model_s_own_forward(text_backbone, attn):
+    """The split path's pieces (stem, each block with the mask it builds, finish) give the
+    installed transformers' own forward on padded rows, for each attention implementation:
+    the mask is built through public API, and this pins it to what BertModel builds."""
+    from transformers import AutoModel
+    from adapters.kinds.top_layers import BertLayout
+    model = AutoModel.from_pretrained(text_backbone.source_path, attn_implementation=attn).eval()
+    batch = text_backbone.preprocess(TEXTS)
+    assert (batch["attention_mask"] == 0).any()  # padded rows, so the mask matters
+    lay = BertLayout()
+    mods = dict(model.named_modules())
+    with torch.no_grad():
+        h = lay.stem(model, batch)
+        for names in lay.block_modules(model):
+            h = lay.run_block([mods[n] for n in names], h, batch["attention_mask"], model)
+        ours = lay.finish(model, h)
+        ref = model(**batch)
+    keep = batch["attention_mask"].bool()
+    torch.testing.assert_close(ours.last_hidden_state[keep], ref.last_hidden_state[keep], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.pooler_output, ref.pooler_output, atol=1e-5, rtol=0)

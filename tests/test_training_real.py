@@ -61,3 +61,18 @@ def test_lora_on_real_mobilenet_is_servable_with_the_reported_scores(real_backbo
     assert loaded.kind == "lora" and len(loaded.lora.modules) == 34  # every 1x1 stride-1 conv
     val = r.splits["validation"]
     assert torch.allclose(_served(reg, "real-lora", val), r.probs["validation"], atol=1e-5)
+
+
+def test_top_layers_on_real_minilm_train_and_serve_the_reported_scores(real_backbones, tmp_path):
+    """Top-layers fine-tuning and serving on the real MiniLM with the installed (locked)
+    transformers: the split path runs through its public masking API."""
+    bb = real_backbones["text"]
+    data = load_demo("rotten-tomatoes", "train", limit=64, seed=0)
+    cfg = TrainConfig(name="real-top", method="top_layers", layers=1, epochs=1, batch_size=16,
+                      progress=False)
+    r = train(data, bb, cfg, tmp_path / "out", cache_dir=tmp_path / "cache")
+    reg = Registry(open_store(str(tmp_path / "store")), {bb.name: bb})
+    loaded = reg.register(r.path)
+    assert loaded.kind == "top_layers"
+    val = r.splits["validation"]
+    assert torch.allclose(_served(reg, "real-top", val), r.probs["validation"], atol=1e-5)

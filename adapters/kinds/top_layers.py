@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import functional_call
+from transformers.masking_utils import create_bidirectional_mask
 
 from adapters.errors import IncompatibleAdapter, InvalidAdapter
 from adapters.format.safetensors_io import load_tensors
@@ -72,11 +73,12 @@ class BertLayout(Layout):
         return model.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
 
     def _mask(self, model, h, mask):
+        # The mask BertModel.forward builds for its encoder (bidirectional, in the form the
+        # configured attention implementation takes), through transformers' public masking
+        # API; tests/test_top_layers.py pins the piecewise forward to the model's own.
         if mask is None:
             return None
-        return model._create_attention_masks(attention_mask=mask, encoder_attention_mask=None,
-                                             embedding_output=h, encoder_hidden_states=None,
-                                             cache=None)[0]
+        return create_bidirectional_mask(config=model.config, inputs_embeds=h, attention_mask=mask)
 
     def run_block(self, mods, h, mask, model, params=None):
         return _call(mods[0], None if params is None else params[0], h, self._mask(model, h, mask))
