@@ -10,7 +10,7 @@ export PYTHON := $(PY)
 # The environment's tools (bentoml, moto_server, hadolint, ...) first, as `activate` does.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup serve test test-fast demo lock check-latest container-smoke
+.PHONY: setup serve test test-fast demo lock check-latest check-lowest container-smoke
 
 setup:
 	@scripts/setup.sh
@@ -33,10 +33,13 @@ test-fast: setup
 lock:
 	@UV=$$(command -v uv || echo $(VENV)/bin/uv) scripts/lock.sh
 
-# The newest versions pyproject.toml's ranges allow, in a throw-away environment, against
-# the fast suite: run before raising a range or refreshing the lock.
+# The newest (lowest) versions pyproject.toml's ranges allow, in a throw-away environment,
+# against the fast suite: run before raising a range, refreshing the lock or lowering a bound.
 check-latest:
-	@scripts/check_latest.sh
+	@scripts/check_versions.sh latest
+
+check-lowest:
+	@scripts/check_versions.sh lowest
 
 # Container image smoke test with rootful podman (docs/containers.md); needs root.
 container-smoke: setup

@@ -252,9 +252,9 @@ def merged_lora(model: nn.Module, lora: LoraWeights, cache: MergedCache | None =
     try:
         for name, w in merged.items():
             mod = modules[name]
-            saved.append((mod, mod._parameters["weight"]))
-            mod._parameters["weight"] = nn.Parameter(w, requires_grad=False)
+            saved.append((mod, mod.weight))
+            mod.weight = nn.Parameter(w, requires_grad=False)  # nn.Module re-registers it
         yield
     finally:
         for mod, original in saved:
-            mod._parameters["weight"] = original
+            mod.weight = original
