@@ -29,9 +29,10 @@ test: setup
 test-fast: setup
 	@$(PY) -m pytest -q -m "not real and not server"
 
-# Re-resolve requirements/{lock,server}.txt from pyproject.toml's ranges (docs/install.md).
+# Re-resolve requirements/{lock,server}.txt from pyproject.toml's ranges, keeping locked
+# versions that still fit; `make lock UPGRADE=1` takes the newest (docs/install.md).
 lock:
-	@UV=$$(command -v uv || echo $(VENV)/bin/uv) scripts/lock.sh
+	@UV=$$(command -v uv || echo $(VENV)/bin/uv) UPGRADE=$(UPGRADE) scripts/lock.sh
 
 # The newest (lowest) versions pyproject.toml's ranges allow, in a throw-away environment,
 # against the fast suite: run before raising a range, refreshing the lock or lowering a bound.

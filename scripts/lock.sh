@@ -7,6 +7,7 @@
 #                            image (Dockerfile) and the Bento (bentofile.yaml) install it.
 # requirements/no-deps.txt (packages installed without their metadata's dependencies) is
 # written by hand. Target: CPython 3.11 on Linux x86_64 (manylinux_2_28), torch's CPU build.
+# Versions already locked are kept where the ranges allow; UPGRADE=1 takes the newest.
 # Takes a few seconds; review the diff, then run `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ OVERRIDE=$(mktemp); trap 'rm -f "$OVERRIDE"' EXIT
 echo "torch==2.13.0+cpu" > "$OVERRIDE"   # the CPU build: no nvidia-* packages in the lock
 COMMON=("${TARGET[@]}" "${UV_TORCH_ARGS[@]}" --override "$OVERRIDE" --quiet
         --no-annotate --custom-compile-command "make lock")
-$UV pip compile pyproject.toml "${COMMON[@]}" --upgrade \
+$UV pip compile pyproject.toml "${COMMON[@]}" ${UPGRADE:+--upgrade} \
   --extra dev --extra bench --extra s3 --extra tracing --extra silver -o requirements/lock.txt
 $UV pip compile pyproject.toml "${COMMON[@]}" --extra s3 \
   --constraint requirements/lock.txt -o requirements/server.txt
