@@ -14,7 +14,7 @@ from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.methods import METHODS, token_methods, training_method
 from training.metrics import classification_metrics
-from training.tasks import TRAINING_TASKS
+from training.tasks import TRAINING_TASKS, training_task
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +58,9 @@ def test_the_tables_agree_with_the_serving_tables():
     assert not training_method("scratch").servable
     assert set(TRAINING_TASKS) == set(TASK_TYPES)
     assert token_methods() == ["head", "lora", "scratch"]
+    assert {t: training_task(t).headline_record()["headline"]["metric"] for t in TRAINING_TASKS} == {
+        "single_label": "val_accuracy", "multi_label": "val_accuracy", "regression": "val_r2",
+        "token_classification": "val_token_accuracy"}
     with pytest.raises(ValueError, match="method 'distil' is unknown"):
         TrainConfig(name="t", method="distil")
 

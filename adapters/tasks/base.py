@@ -35,6 +35,11 @@ import torch
 if TYPE_CHECKING:  # type hints only: the manifest module imports this package lazily
     from adapters.format.manifest import Manifest
 
+HEADLINE_KEY = "headline"
+"""The entry of a manifest's ``metrics`` that names the task type's headline metric, written
+by training (``{"metric": "val_r2", "name": "R²", "higher_is_better": true}``) and read by
+rollouts (``if_better``, shadow reports) to compare two versions."""
+
 
 @dataclass(frozen=True)
 class TokenFeatures:

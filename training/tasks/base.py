@@ -5,6 +5,12 @@ The serving half (manifest fields, features, scoring, answers) is
 task-type name in :data:`training.tasks.TRAINING_TASKS`. Every training method and both
 trainers ask it; none of them names a task type.
 
+The **headline** is the one number a run is judged by: the per-epoch validation curve, the
+log line, and the comparison a rollout makes (``if_better``, shadow reports). The trainer
+records which metric it is and its direction in the manifest's metrics
+(:meth:`TrainingTask.headline_record`), so the server can compare two versions without
+importing training.
+
 Implementations are stateless singletons, like the serving half.
 """
 
@@ -13,6 +19,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+
+from adapters.tasks import HEADLINE_KEY
 
 
 class TrainingTask:
@@ -27,16 +35,32 @@ class TrainingTask:
     """The loss axis of the loss curves."""
     headline_name: ClassVar[str] = "accuracy"
     """The headline in words: the per-epoch validation curve, the log line, the card."""
+    headline_metric: ClassVar[str] = "accuracy"
+    """The headline's key in a metrics summary, after the split prefix (``val_accuracy``)."""
+    higher_is_better: ClassVar[bool] = True
+    """The headline's direction: what a rollout's ``if_better`` promotes on."""
     real_valued: ClassVar[bool] = False
     """Targets are real values (``LabelledData.values``), not class indices."""
 
+    # ---- the headline, as the manifest records it ----------------------------------------
+    def headline_record(self, prefix: str = "val") -> dict:
+        """``{"headline": {...}}`` for the manifest's metrics: which entry is the headline
+        and whether higher is better.
+
+        >>> from training.tasks import training_task
+        >>> training_task("regression").headline_record()
+        {'headline': {'metric': 'val_r2', 'name': 'R²', 'higher_is_better': True}}
+        """
+        return {HEADLINE_KEY: {"metric": f"{prefix}_{self.headline_metric}", "name": self.headline_name,
+                               "higher_is_better": self.higher_is_better}}
+
     def manifest_metrics(self, metrics: dict) -> dict:
         """The manifest's metrics of a run: every split's summary (``val_accuracy``,
-        ``test_r2``... under the split's prefix, ``val`` for validation)."""
+        ``test_r2``... under the split's prefix, ``val`` for validation) and the headline record."""
         flat = {}
         for split, m in metrics.items():
             flat.update(m.summary("val" if split == "validation" else split))
-        return flat
+        return {**flat, **self.headline_record("val")}
 
     # ---- data and targets ----------------------------------------------------------------
     def check_data(self, data) -> list[str]:

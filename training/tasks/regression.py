@@ -17,6 +17,7 @@ class RegressionTraining(TrainingTask):
     loss_words = "mean squared error on standardised targets"
     loss_name = "MSE (standardised)"
     headline_name = "R²"
+    headline_metric = "r2"
     real_valued = True
 
     def target_scaling(self, data) -> dict:

@@ -16,6 +16,7 @@ class TokenClassificationTraining(TrainingTask):
     outputs_word = "tags"
     loss_words = "cross-entropy over the first sub-token of each word"
     headline_name = "token accuracy"
+    headline_metric = "token_accuracy"
 
     def check_data(self, data) -> list[str]:
         present = {t for tags in data.tags for t in tags}
