@@ -27,9 +27,13 @@ from tqdm.auto import tqdm
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.format.adapter_dir import read_adapter_dir
+from adapters.registry import Registry
+from adapters.runtime import Runtime
+from adapters.store import open_store
 from adapters.tasks import task_type
 from adapters.tasks.token_metrics import TokenMetrics, token_metrics
 from training.data.tokens import TokenData
+from training.evaluate import backbone_spec_for
 
 
 @dataclass
@@ -85,11 +89,6 @@ def evaluate_tagger(adapter_dir: Path, data: TokenData, backbone: Backbone | Bac
     ``data.label_names`` must be the adapter's tags (load the file with ``labels=`` them);
     ``labels`` names a PEFT directory's outputs (as at registration).
     """
-    from adapters.registry import Registry
-    from adapters.runtime import Runtime
-    from adapters.store import open_store
-    from training.evaluate import backbone_spec_for
-
     if backbone is None or isinstance(backbone, BackboneSpec):
         backbone = load_backbone(backbone_spec_for(adapter_dir, backbone))
     with tempfile.TemporaryDirectory(prefix="taskswap-eval-") as tmp:
