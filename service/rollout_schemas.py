@@ -108,6 +108,16 @@ class ShadowReport(BaseModel):
         "active label -> candidate label -> rows (20 labels per side, the rest 'other')."))
 
 
+class HeadlineComparison(BaseModel):
+    headline: str = Field(description="The manifest metric compared, e.g. val_accuracy, val_r2, val_token_accuracy.")
+    headline_name: str = Field(description="The metric in words (accuracy, R², token accuracy).")
+    higher_is_better: bool
+    active: float | None = Field(description="The active version's recorded value (its own validation data).")
+    candidate: float | None = Field(description="The candidate's recorded value (its own validation data).")
+    candidate_better: bool | None = Field(description="Whether the candidate's value beats the active one's "
+                                                      "in the metric's direction; null when one is missing.")
+
+
 class RolloutInfo(BaseModel):
     task: str
     active_version: str
@@ -119,6 +129,9 @@ class RolloutInfo(BaseModel):
     routing_header: str = Field(description="Header whose value keeps a caller on one version.")
     shadow: list[ShadowReport] = Field(default_factory=list, description=(
         "Comparisons this replica/worker has seen for the task (one per active/candidate pair)."))
+    headline: HeadlineComparison | None = Field(None, description=(
+        "With a candidate: both versions' validation headline as their manifests record it (the task "
+        "type's: accuracy, R², token accuracy...), compared in its direction."))
 
 
 class PromoteResponse(BaseModel):

@@ -8,6 +8,8 @@ What lives where:
   applies the same policy and a restart reads it back;
 - routing happens when a request's adapters are pinned (``Runtime.prepare``), shadow
   scoring in the same batch (``Runtime._run_shadows``), the comparison here (``observe``);
+- ``if_better`` and the shadow report compare versions on the task type's headline metric
+  as their manifests record it (:mod:`service.headline`): accuracy, R², token accuracy...;
 - promote = switch the alias to the candidate (one atomic store write), then clear the
   policy; a policy whose candidate is already active is ignored, so a crash between the
   two writes changes nothing anyone sees.
@@ -18,9 +20,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from adapters.errors import Conflict, IncompatibleAdapter, InvalidInput, NotFound
+from adapters.errors import Conflict, IncompatibleAdapter, InvalidInput, NotFound, TaskswapError
 from adapters.rollout import RolloutBook, RolloutPolicy, now
 from adapters.store.base import check_name
+from service.headline import if_better, recorded
 from service.jobs import Job, JobRunner
 
 log = logging.getLogger("taskswap.rollout")
@@ -129,18 +132,9 @@ class Rollouts:
 
     @staticmethod
     def _better(result: dict) -> dict:
-        mine = result.get("metrics", {}).get("val_accuracy")
-        active = result.get("active")
-        if active is None:
-            return {"promote": True, "reason": "the task had no active version", "candidate_val_accuracy": mine}
-        if not active.get("comparable"):
-            return {"promote": False, "reason": active.get("reason"), "candidate_val_accuracy": mine}
-        theirs = active["val_accuracy"]
-        better = mine is not None and mine > theirs
-        return {"promote": better, "candidate_val_accuracy": mine, "active_val_accuracy": theirs,
-                "active_version": active.get("version"),
-                "reason": ("beats" if better else "does not beat") + " the active version on the same "
-                          "validation examples"}
+        """Promote when the candidate beats the active version on the task type's headline
+        (:func:`service.headline.if_better`), measured on the same validation examples."""
+        return if_better(result.get("metrics", {}), result.get("active"))
 
     # ---- policy --------------------------------------------------------------------------
     def set(self, task: str, version: str, mode: str, fraction: float) -> dict:
@@ -211,7 +205,21 @@ class Rollouts:
                 "mode": p.mode if p else "none", "candidate_version": p.candidate if p else None,
                 "fraction": p.fraction if p else None, "updated_at": p.updated_at if p else None,
                 "replica_id": eng.settings.replica_id, "routing_header": eng.settings.routing_header,
-                "shadow": self.book.reports(task)}
+                "shadow": self.book.reports(task), "headline": self._headlines(task, p)}
+
+    def _headlines(self, task: str, policy) -> dict | None:
+        """The active and candidate versions' recorded validation headlines, compared in the
+        task type's direction (None without a candidate, or one that cannot be loaded here:
+        the report still answers). The candidate is the one shadow rows already load."""
+        if policy is None:
+            return None
+        registry = self.engine.registry
+        try:
+            active, candidate = registry.resolve(task), registry.candidate(task, policy.candidate)
+        except TaskswapError as exc:
+            log.warning("no headline comparison for %s: %s", task, exc)
+            return None
+        return recorded(active.manifest.metrics, candidate.manifest.metrics)
 
     # ---- per batch -----------------------------------------------------------------------
     def observe(self, results) -> None:

@@ -196,6 +196,24 @@ def test_fit_if_better_compares_on_the_same_validation_rows(srv):
     assert active == (job["result"]["version"] if better else base["result"]["version"])
 
 
+def test_shadow_report_and_fit_record_the_task_types_headline(srv):
+    texts, labels = examples()
+    base = run_job(srv, "headlined", {"texts": texts, "labels": labels, "options": {"epochs": 60}})
+    assert base["status"] == "succeeded", base
+    record = base["result"]["metrics"]["headline"]
+    assert record == {"metric": "val_accuracy", "name": "accuracy", "higher_is_better": True}
+    assert srv.get("/adapters/headlined").json()["metrics"]["headline"] == record  # in the manifest
+    assert srv.get("/adapters/headlined/rollout").json()["headline"] is None  # no candidate yet
+    job = run_job(srv, "headlined", {"texts": texts, "labels": labels, "promote": "shadow",
+                                     "options": {"hidden": [16], "epochs": 60, "seed": 3}})
+    assert job["status"] == "succeeded", job
+    h = srv.get("/adapters/headlined/rollout").json()["headline"]
+    assert h["headline"] == "val_accuracy" and h["higher_is_better"] is True
+    assert h["active"] == base["result"]["metrics"]["val_accuracy"]
+    assert h["candidate"] == job["result"]["metrics"]["val_accuracy"]
+    assert h["candidate_better"] is (h["candidate"] > h["active"])
+
+
 @pytest.mark.parametrize("body, status, words", [
     ({"texts": ["a", "b"], "labels": ["x"]}, 422, "one label per example"),
     ({"texts": ["a"], "images": ["AAAA"], "labels": ["x"]}, 422, "exactly one of"),

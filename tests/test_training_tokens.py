@@ -97,7 +97,7 @@ def test_trained_tagger_is_served_as_trained(tmp_path, registry, text_backbone, 
     rt = Runtime(registry)
     texts = [" ".join(s) for s in data.sentences[:3]]
     rows = rt.run([rt.prepare([cfg.name], texts, "text")])[0][0].rows
-    from training.tokens import fit_token_head  # noqa: F401  (the module under test)
+    from training.token_fit import fit_token_head  # noqa: F401  (the module under test)
     got = [w["label"] for row in rows for w in row.words]
     want_m = r.metrics["test"]
     assert len(got) == want_m.n

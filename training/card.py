@@ -1,7 +1,10 @@
 """The model card (``README.md``) of a trained adapter, rendered from ``templates/model_card.md``.
 
 The template fixes the structure (a test checks its headings and metrics table); this
-module only turns a run's facts into table rows and sentences.
+module only turns a run's facts into table rows and sentences. The words that depend on
+the method (what the folder is, how it was trained) come from its
+:class:`~training.methods.TrainingMethod`, those that depend on the task type (its outputs,
+its loss) from its :class:`~training.tasks.TrainingTask`; the trainers put them in the facts.
 """
 
 from __future__ import annotations
@@ -16,46 +19,14 @@ TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 HEADINGS = ["## Summary", "## Data", "## Method", "## Hyper-parameters", "## Metrics",
             "## Per-class report", "## Plots", "## How to use", "## Limitations"]
 
-_METHOD_TEXT = {
-    "head": ("The backbone stays frozen. Its pooled features (`{pooling}` pooling) were computed "
-             "once for every example and cached; a {head} was fitted on them with AdamW and "
-             "{loss}, features standardised during fitting (folded into the saved weights)."),
-    "lora": ("LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the backbone, trained jointly "
-             "with a {head} on `{pooling}`-pooled features ({start}) with AdamW, warm-up then linear "
-             "decay. The base weights are unchanged; the server applies this adapter's low-rank "
-             "deltas per row."),
-    "top_layers": ("The backbone's last `{layers}` blocks were fine-tuned (a copy, with layer-wise learning "
-                   "rates, warm-up then linear decay, weight decay, the blocks' own dropout) jointly with a "
-                   "{head} on `{pooling}`-pooled features; the blocks below stay frozen and shared. "
-                   "The server runs the shared trunk up to the split once, then this adapter's blocks."),
-    "scratch": ("Baseline: the backbone's architecture (same config) initialised at random and trained "
-                "end to end with a {head} on `{pooling}`-pooled features. It shows what the "
-                "pretrained weights buy; it is not an adapter of the frozen backbone."),
-}
-
-# Per-token heads (``pooling: "tokens"``): no pooling, one row per word.
-_METHOD_TEXT_TOKENS = {
-    "head": ("The backbone stays frozen. Each sentence was tokenised as its words; the features of "
-             "each word's first sub-token were computed once, and a {head} was fitted on them with "
-             "AdamW and {loss}, features standardised during fitting (folded into the saved "
-             "weights). At serving time the head runs on every token and a word takes its first "
-             "sub-token's label."),
-    "lora": ("LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the backbone, trained jointly "
-             "with a {head} on each word's first sub-token ({loss}). The head was first fitted on "
-             "frozen features, then LoRA and head were trained together with AdamW. The base "
-             "weights are unchanged; the server applies this adapter's low-rank deltas per row."),
-    "scratch": ("No pretrained weights: a BiGRU tagger (sub-token embedding over the backbone's "
-                "tokenizer vocabulary, one bidirectional GRU layer, a linear layer over tags) trained "
-                "from random initialisation on each word's first sub-token ({loss}) with AdamW, "
-                "keeping the state with the lowest validation loss. A baseline to compare a `head` "
-                "or `lora` adapter with, not an adapter."),
-}
-
 
 @dataclass
 class CardFacts:
     name: str
     method: str
+    summary_line: str  # the method's first line: "A Taskswap **LoRA adapter** for ..."
+    recipe: str  # the method's Method section (``str.format`` fields, see TrainingMethod.recipe)
+    servable: bool  # an adapter (else a baseline report)
     task_type: str
     labels: list[str]
     backbone_name: str
@@ -77,6 +48,7 @@ class CardFacts:
     outputs_word: str = "labels"  # what the task type calls its outputs
     loss_words: str = "cross-entropy"  # its training loss, in words
     label_note: str = ""  # set when the labels are not human-made (silver): said in Data and Limitations
+    method_limitations: tuple[str, ...] = ()  # the method's own lines under Limitations
 
 
 def _fmt(v) -> str:
@@ -94,12 +66,10 @@ def _head_words(hyper: dict) -> str:
 
 def render_card(f: CardFacts) -> str:
     """The card's Markdown for one run."""
-    servable = f.method != "scratch"
+    servable = f.servable
     ctx = {
         "name": f.name, "task_type": f.task_type, "method": f.method,
-        "kind_line": (f"A Taskswap **{'LoRA' if f.method == 'lora' else 'head'} adapter** for the "
-                      f"frozen backbone `{f.backbone_name}`." if servable else
-                      "A **from-scratch baseline report** (no adapter: not servable on the frozen backbone)."),
+        "kind_line": f.summary_line,
         "labels": ", ".join(f"`{x}`" for x in f.labels),
         "outputs_word": f.outputs_word,
         "backbone_name": f.backbone_name, "backbone_source": f.backbone_source,
@@ -108,7 +78,7 @@ def render_card(f: CardFacts) -> str:
         "servable": "yes" if servable else "no (random-init weights, not the served backbone)",
         "created_at": f.created_at, "train_seconds": f"{f.train_seconds:.1f}", "device": f.device,
         "data": "\n".join(f"- {line}" for line in f.data),
-        "method_text": (_METHOD_TEXT_TOKENS if f.hyper.get("pooling") == "tokens" else _METHOD_TEXT)[f.method].format(
+        "method_text": f.recipe.format(
             pooling=f.hyper.get("pooling"), head=_head_words(f.hyper), lora_r=f.hyper.get("lora_r"),
             lora_alpha=f.hyper.get("lora_alpha"), targets=", ".join(f.lora_targets),
             loss=f.loss_words, layers=f.hyper.get("layers"),
@@ -150,8 +120,7 @@ def _limitations(f: CardFacts) -> str:
              "training data only.",
              "- Validation metrics were used for early stopping, so they are slightly optimistic; "
              "the `test` row (when present) is a held-out split never used in training."]
-    if f.method == "scratch":
-        lines.append("- Random initialisation: no pretrained knowledge; expect it to need far more data.")
+    lines += [f"- {line}" for line in f.method_limitations]
     if f.label_note:
         lines.append(f"- **The labels are model-made (silver), not human annotations**: {f.label_note}. "
                      "The metrics measure agreement with that model, errors included, not accuracy "

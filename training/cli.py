@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an adapter (head, lora, top_layers) or a from-scratch baseline")
     t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
-    t.add_argument("--method", default="head", choices=["head", "lora", "top_layers", "scratch"])
+    t.add_argument("--method", default="head",
+                   help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS")
     t.add_argument("--task-type", default="single_label",
                    choices=["single_label", "regression", "token_classification"],
                    help="single_label: one class per input (labels); regression: real values "
@@ -280,7 +281,7 @@ def _train_tokens(args, config, spec) -> int:
             data = data.subset(list(range(min(args.limit, len(data)))))
         test = load_token_file(args.test_data, labels=data.label_names) if args.test_data else None
     val = load_token_file(args.val_data, labels=data.label_names) if args.val_data else None
-    if args.register and config.method == "scratch":
+    if args.register and not config.training_method.servable:
         raise InvalidInput("a from-scratch baseline is a report, not an adapter; drop --register")
     result = train_tokens(data, spec, config, args.out or Path("out") / args.name, val=val, test=test)
     for split, m in result.metrics.items():
@@ -382,6 +383,8 @@ def _evaluate_tagger(args) -> int:
 
 def _evaluate_served(args) -> int:
     from taskswap_client import Client, TaskswapHTTPError
+
+    from adapters.tasks import task_type
     from training.evaluate import evaluate_served
     if not args.task or args.adapter is not None:
         raise InvalidInput("with --url, name the served task with --task (and no adapter folder)")
@@ -389,7 +392,7 @@ def _evaluate_served(args) -> int:
         with Client(args.url, token=args.token) as client:
             info = client.show(args.task)
             labels = args.labels or info.labels
-            if info.task_type == "token_classification":
+            if task_type(info.task_type).features == "tokens":  # a tagger: words and their tags
                 return _evaluate_served_tagger(args, client, labels)
             data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
             data = data.load("test")

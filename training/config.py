@@ -1,8 +1,9 @@
 """The one settings object of a training run; every field documented where it is declared.
 
-Hyper-parameters left as ``None`` take the defaults of the chosen method (``METHOD_DEFAULTS``):
-a head on cached features can afford hundreds of cheap epochs, LoRA and from-scratch
-training pass the whole backbone per step and get a few.
+Hyper-parameters left as ``None`` take the defaults of the chosen method for the chosen task
+type (:meth:`training.methods.TrainingMethod.defaults_for`): a head on cached features can
+afford hundreds of cheap epochs, LoRA and from-scratch training pass the whole backbone per
+step and get a few.
 
 Example::
 
@@ -18,33 +19,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.format.manifest import NAME_PATTERN
-
-Method = Literal["head", "lora", "top_layers", "scratch"]
-
-METHOD_DEFAULTS: dict[str, dict] = {
-    "head": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4, "select": "loss"},
-    "lora": {"epochs": 6, "lr": 2e-3, "batch_size": 32, "patience": 6, "weight_decay": 0.0, "head_lr": 2e-3,
-             "select": "headline", "head_init": "standardised", "head_dropout": 0.0},
-    # The top block's lr; blocks below get layer_decay times the one above, the head head_lr.
-    "top_layers": {"epochs": 6, "lr": 5e-4, "batch_size": 32, "patience": 6, "weight_decay": 0.01,
-                   "head_lr": 2e-3, "select": "headline", "head_init": "standardised", "head_dropout": 0.0},
-    # Scratch runs all its epochs (patience = epochs) and keeps the best validation state:
-    # from random weights the validation loss is flat for the first epochs on small data,
-    # and a patience of 3 stopped runs before they had learnt anything (see bench/transfer_report.py).
-    "scratch": {"epochs": 10, "lr": 1e-3, "batch_size": 32, "patience": 10, "weight_decay": 1e-2, "select": "loss"},
-}
-# (task type, method) -> defaults that differ from the method's. The token LoRA tagger has its
-# own recipe (warm-started head, constant lr, lowest validation loss kept: training/tokens.py);
-# these are the settings its transfer report was measured with (docs/token-classification.md),
-# so the pooled recipe's changes do not reach it unmeasured.
-TASK_METHOD_DEFAULTS: dict[tuple[str, str], dict] = {
-    ("token_classification", "lora"): {"epochs": 5, "lr": 5e-4, "patience": 2, "select": "loss"},
-    # BERT's classifier head: measured on single-label classification (+1.0 on the development
-    # set, +2.7 on the test set at 200 labels per class, docs/top-layers.md). Regression and
-    # multi-label keep the standardised head (on Whissell regression, one run of 1,500 words,
-    # BERT's head scored test R² 0.353 against 0.371).
-    ("single_label", "lora"): {"head_init": "normal", "head_dropout": 0.1},
-}
+from training.methods import COMMON_HYPERPARAMETERS, METHODS, TrainingMethod, training_method
+from training.tasks import TRAINING_TASKS
 
 
 class TrainConfig(BaseModel):
@@ -54,11 +30,12 @@ class TrainConfig(BaseModel):
 
     name: str = Field(pattern=NAME_PATTERN)
     """Task name the adapter registers under: lowercase letters, digits, '_', '-', '.'."""
-    method: Method = "head"
-    """'head': frozen features + head; 'lora': PEFT LoRA + head; 'top_layers': the last
-    ``layers`` blocks fine-tuned + head; 'scratch': random init baseline."""
+    method: str = "head"
+    """A key of ``training.methods.METHODS``: 'head': frozen features + head; 'lora': PEFT LoRA
+    + head; 'top_layers': the last ``layers`` blocks fine-tuned + head; 'scratch': random init
+    baseline."""
     task_type: str = "single_label"
-    """What the head predicts: a key of ``adapters.tasks.TASK_TYPES`` ('single_label', 'regression')."""
+    """What the head predicts: a key of ``training.tasks.TRAINING_TASKS`` ('single_label', 'regression')."""
 
     hidden: list[int] = Field(default_factory=list)
     """Hidden layer widths of the head; [] is a linear head (logistic regression)."""
@@ -128,23 +105,21 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _method_defaults(self):
-        from adapters.tasks import TASK_TYPES
-        if self.task_type not in TASK_TYPES:
-            raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TASK_TYPES)}")
-        for key, value in {**METHOD_DEFAULTS[self.method],
-                           **TASK_METHOD_DEFAULTS.get((self.task_type, self.method), {})}.items():
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r} is unknown; use one of {list(METHODS)}")
+        if self.task_type not in TRAINING_TASKS:
+            raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TRAINING_TASKS)}")
+        for key, value in self.training_method.defaults_for(self.task_type).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         return self
 
+    @property
+    def training_method(self) -> TrainingMethod:
+        """The :class:`~training.methods.TrainingMethod` that ``method`` names."""
+        return training_method(self.method)
+
     def hyperparameters(self) -> dict:
         """The settings that shaped the weights (for the manifest and the model card)."""
-        keys = ["method", "task_type", "hidden", "activation", "pooling", "normalize", "epochs", "lr", "batch_size",
-                "patience", "weight_decay", "select", "val_fraction", "seed"]
-        if self.method == "lora":
-            keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_targets", "head_lr", "warmup_fraction", "schedule",
-                     "clip_norm", "head_dropout", "head_init", "warm_start"]
-        if self.method == "top_layers":
-            keys += ["layers", "layer_decay", "head_lr", "warmup_fraction", "schedule", "clip_norm",
-                     "head_dropout", "head_init", "warm_start"]
+        keys = [*COMMON_HYPERPARAMETERS, *self.training_method.hyperparameters]
         return {k: getattr(self, k) for k in keys}

@@ -149,6 +149,7 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
     from training.config import TrainConfig
     from training.data import load_demo
     from adapters.tasks import task_type
+    from training.tasks import training_task
     from training.trainer import train
 
     store = open_store(store_url)
@@ -181,7 +182,7 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
                 test = load_demo(t.dataset, "test", limit=t.test_limit, seed=0)
                 result = train(data, backbones[t.backbone], cfg, out, test=test)
             loaded = registry.register(out)
-            m, what = result.metrics, task_type(t.task_type).headline_name
+            m, what = result.metrics, training_task(t.task_type).headline_name
             status[t.name] = (f"registered version {loaded.version[:12]}: validation {what} "
                               f"{m['validation'].accuracy:.3f}, test {what} {m['test'].accuracy:.3f} "
                               f"({len(test)} held-out examples), {time.perf_counter() - start:.0f} s")

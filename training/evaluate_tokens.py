@@ -26,8 +26,14 @@ from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
+from adapters.format.adapter_dir import read_adapter_dir
+from adapters.registry import Registry
+from adapters.runtime import Runtime
+from adapters.store import open_store
+from adapters.tasks import task_type
 from adapters.tasks.token_metrics import TokenMetrics, token_metrics
 from training.data.tokens import TokenData
+from training.evaluate import backbone_spec_for
 
 
 @dataclass
@@ -39,11 +45,11 @@ class TokenEvaluation:
 
 
 def is_tagger(adapter_dir: Path) -> bool:
-    """True for a ``token_classification`` adapter folder (our manifest, or PEFT's ``TOKEN_CLS``)."""
-    from adapters.format.adapter_dir import read_adapter_dir
+    """True for a tagger's folder: a task type that reads per-token features
+    (``token_classification``), by our manifest or PEFT's ``TOKEN_CLS``."""
     adir = read_adapter_dir(Path(adapter_dir))
     if adir.manifest is not None:
-        return adir.manifest.task_type == "token_classification"
+        return task_type(adir.manifest.task_type).features == "tokens"
     return (adir.peft_config or {}).get("task_type") == "TOKEN_CLS"
 
 
@@ -83,11 +89,6 @@ def evaluate_tagger(adapter_dir: Path, data: TokenData, backbone: Backbone | Bac
     ``data.label_names`` must be the adapter's tags (load the file with ``labels=`` them);
     ``labels`` names a PEFT directory's outputs (as at registration).
     """
-    from adapters.registry import Registry
-    from adapters.runtime import Runtime
-    from adapters.store import open_store
-    from training.evaluate import backbone_spec_for
-
     if backbone is None or isinstance(backbone, BackboneSpec):
         backbone = load_backbone(backbone_spec_for(adapter_dir, backbone))
     with tempfile.TemporaryDirectory(prefix="taskswap-eval-") as tmp:
@@ -95,7 +96,7 @@ def evaluate_tagger(adapter_dir: Path, data: TokenData, backbone: Backbone | Bac
         # a plain PEFT directory has no name of its own: any valid one will do here
         name = None if (Path(adapter_dir) / "adapter.json").exists() else "evaluated"
         loaded = registry.register(Path(adapter_dir), name=name, labels=labels)
-        if loaded.manifest.task_type != "token_classification":
+        if loaded.task.features != "tokens":
             raise InvalidInput(f"{adapter_dir} is a {loaded.manifest.task_type} adapter, not a tagger; "
                                "evaluate it on labelled texts (text,label)")
         if list(loaded.labels) != list(data.label_names):

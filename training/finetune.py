@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -19,10 +19,13 @@ from tqdm.auto import tqdm
 from adapters.backbones.base import Backbone, Features
 from adapters.format import HeadSpec
 from adapters.heads import Head
-from adapters.tasks import task_type
-from training.config import TrainConfig
 from training.data import LabelledData, open_input
+from training.features import extract_features
 from training.heads import EarlyStopping, History, _features_for_head, fold_standardisation
+from training.tasks import training_task
+
+if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
+    from training.config import TrainConfig
 
 
 def encode(model: nn.Module, backbone: Backbone, inputs: list, pooling: str) -> torch.Tensor:
@@ -37,7 +40,7 @@ def predict_probs(model: nn.Module, head: Head, backbone: Backbone, inputs: list
                   batch_size: int, task=None, scaling: dict | None = None) -> torch.Tensor:
     """``[n, n_outputs]`` served outputs (softmax probabilities by default; the task type's
     ``outputs`` otherwise), ``batch_size`` rows per forward, no gradients."""
-    task = task or task_type("single_label")
+    task = task or training_task("single_label")
     parts = []
     with torch.no_grad():
         for start in range(0, len(inputs), batch_size):
@@ -99,7 +102,6 @@ def fresh_head(backbone: Backbone, spec: HeadSpec, n_outputs: int, train: Labell
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
         return head.to(backbone.device)
-    from training.features import extract_features
     x = _features_for_head(spec, extract_features(backbone, train.inputs, spec.pooling, cache_dir,
                                                   batch_size, progress, "features (head scale)"))
     mean = x.mean(0)
@@ -228,7 +230,7 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
             else EarlyStopping(cfg.patience))
     hist = History()
     loop.set_train(False)
-    task = task_type(cfg.task_type)
+    task = training_task(cfg.task_type)
     loss0, head0 = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
     stop.step(0, loss0, loop.state(), head0)
     y_all = task.targets(train, scaling)

@@ -69,7 +69,7 @@ def _compare(active_dir: Path, val, backbone) -> dict:
     data = replace(val, labels=[remap[val.label_names[y]] for y in val.labels], label_names=list(labels))
     ev = evaluate_adapter(active_dir, data, backbone, progress=False)
     return {"comparable": True, "version": ev.version, "val_accuracy": ev.metrics.accuracy,
-            "val_macro_f1": ev.metrics.macro_f1}
+            "val_macro_f1": ev.metrics.macro_f1, "metrics": ev.metrics.summary("val")}
 
 
 def run(spec: dict, out: Path) -> dict:
@@ -90,9 +90,8 @@ def run(spec: dict, out: Path) -> dict:
     backbone = load_backbone(BackboneSpec(**spec["backbone"]))
     _phase("fitting", examples=len(data))
     result = train(data, backbone, config, out / "adapter", cache_dir=None)
-    metrics = {s: m.summary("val" if s == "validation" else s) for s, m in result.metrics.items()}
     doc = {"status": "fitted", "seconds": result.seconds, "examples": {s: len(d) for s, d in result.splits.items()},
-           "metrics": {k: v for m in metrics.values() for k, v in m.items()},
+           "metrics": result.manifest.metrics,  # every split's summary and the headline record
            "best_epoch": result.history.best_epoch, "epochs_run": len(result.history.train_loss)}
     if spec.get("compare_with"):
         _phase("comparing")

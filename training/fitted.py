@@ -1,4 +1,4 @@
-"""What every training method hands back to the trainer: a head, curves and a predictor."""
+"""What every training method hands back to a trainer: a head, curves and a predictor."""
 
 from __future__ import annotations
 
@@ -34,3 +34,20 @@ class FitOutput:
     scaling: dict | None = None
     top_layers: dict | None = None
     """``top_layers``: ``{"blocks": [indices], "state": {backbone tensor name: tensor}}``."""
+
+
+@dataclass
+class TokenFit:
+    """A fitted per-token model (:mod:`training.tokens`).
+
+    ``predict(data) -> ([kept words, labels] probabilities, kept word indices per sentence)``.
+    ``head`` is None for the scratch baseline (a report, not an adapter); ``peft_model`` and
+    ``lora_targets`` are set for LoRA; ``trained_parameters`` for the baseline's card.
+    """
+
+    head: Head | None
+    history: History
+    predict: Callable
+    peft_model: object | None = None
+    lora_targets: list[str] = field(default_factory=list)
+    trained_parameters: int | None = None

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from adapters.format import HeadSpec
 from adapters.heads import Head
-from adapters.tasks import TaskType, task_type
+from training.tasks import TrainingTask, training_task
 
 
 @dataclass
@@ -163,11 +163,11 @@ def _features_for_head(spec: HeadSpec, x: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(x, dim=-1) if spec.normalize else x
 
 
-def evaluate_head(head: Head, x: torch.Tensor, y: torch.Tensor, task: TaskType | None = None
+def evaluate_head(head: Head, x: torch.Tensor, y: torch.Tensor, task: TrainingTask | None = None
                   ) -> tuple[float, float]:
     """(mean loss, headline) of ``head`` on ``x [rows, dim]``, targets ``y``: cross-entropy and
     accuracy for classification (the default), the task type's own otherwise."""
-    task = task or task_type("single_label")
+    task = task or training_task("single_label")
     with torch.no_grad():
         logits = head(x)
         return float(task.loss(logits, y)), task.headline(logits, y)
@@ -175,10 +175,10 @@ def evaluate_head(head: Head, x: torch.Tensor, y: torch.Tensor, task: TaskType |
 
 def fit_head(spec: HeadSpec, n_labels: int, train_x: torch.Tensor, train_y: torch.Tensor,
              val_x: torch.Tensor, val_y: torch.Tensor, cfg: HeadFitConfig,
-             progress: bool = True, task: TaskType | None = None) -> HeadFit:
+             progress: bool = True, task: TrainingTask | None = None) -> HeadFit:
     """Train ``Head(spec, n_labels)`` with AdamW and the task type's loss (cross-entropy by
     default); keep the epoch with the lowest val loss."""
-    task = task or task_type("single_label")
+    task = task or training_task("single_label")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     mean, std = standardiser(_features_for_head(spec, train_x))

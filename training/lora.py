@@ -26,19 +26,25 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
+from transformers import AutoModel
 
 from adapters.backbones.base import Backbone
 from adapters.backbones.fingerprint import model_fingerprint
 from adapters.errors import IncompatibleAdapter, InvalidInput
-from adapters.tasks import task_type
-from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, StandardisedHead, fresh_head, predict_probs, run_loop
 from training.fitted import FitOutput
 from training.probe import fit_probe, head_spec
+from training.tasks import training_task
+
+if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
+    from training.config import TrainConfig
 
 # Attention projections to adapt, per naming convention (BERT/ViT/DeiT, LLaMA/CLIP, DistilBERT).
 _ATTENTION_PAIRS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"))
@@ -116,7 +122,6 @@ def resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
 
 def _check_servable(peft_model) -> list[str]:
     """Names of adapted modules; raises listing the ones the server could not apply."""
-    from peft.tuners.lora import LoraLayer
     adapted, bad = [], []
     for name, m in peft_model.named_modules():
         if isinstance(m, LoraLayer):
@@ -133,7 +138,6 @@ def _check_servable(peft_model) -> list[str]:
 
 def trainable_copy(backbone: Backbone) -> nn.Module:
     """A fresh float32 copy of the backbone's weights, checked to be the same weights."""
-    from transformers import AutoModel
     model = AutoModel.from_pretrained(backbone.source_path)
     if model_fingerprint(model) != backbone.fingerprint:
         raise IncompatibleAdapter(f"the weights at {backbone.source_path} changed since backbone "
@@ -155,21 +159,20 @@ def starting_head(cfg: TrainConfig, backbone: Backbone, train: LabelledData, val
     spec = head_spec(cfg, backbone)
     head = fresh_head(backbone, spec, len(train.label_names), train, cfg.feature_batch_size,
                       cache_dir, cfg.progress, cfg.head_dropout, cfg.head_init)
-    return head, spec.pooling, task_type(cfg.task_type).target_scaling(train)
+    return head, spec.pooling, training_task(cfg.task_type).target_scaling(train)
 
 
 def warm_start_config(cfg: TrainConfig) -> TrainConfig:
     """The head method's own defaults (epochs, lr, ...) with this run's head shape and seed."""
     keep = cfg.model_dump(exclude={"method", "epochs", "lr", "batch_size", "patience", "weight_decay"})
-    return TrainConfig(**keep, method="head")
+    return type(cfg)(**keep, method="head")
 
 
 def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
              cache_dir: Path | None) -> FitOutput:
     """LoRA + head on ``train``, early-stopped on ``val``."""
-    from peft import LoraConfig, get_peft_model
 
-    task = task_type(cfg.task_type)
+    task = training_task(cfg.task_type)
     notes: dict = {}
     head, pooling, scaling = starting_head(cfg, backbone, train, val, cache_dir, notes)
     torch.manual_seed(cfg.seed)  # LoRA's A initialisation

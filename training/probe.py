@@ -4,8 +4,7 @@ Example::
 
     >>> from adapters.backbones.base import load_backbone
     >>> from adapters.backbones.tiny import tiny_backbone_spec
-    >>> from training.config import TrainConfig
-    >>> from training.data import LabelledData
+    >>>     >>> from training.data import LabelledData
     >>> bb = load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc"))
     >>> d = LabelledData("text", ["good", "bad"] * 8, [1, 0] * 8, ["neg", "pos"], "toy")
     >>> out = fit_probe(bb, d, d, TrainConfig(name="t", epochs=5, progress=False), None)
@@ -19,23 +18,26 @@ head learns standardised targets, the scaling travelling in ``FitOutput.scaling`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from adapters.backbones.base import Backbone
+from adapters.errors import InvalidInput
 from adapters.format import HeadSpec
-from adapters.tasks import task_type
-from training.config import TrainConfig
 from training.data import LabelledData
 from training.features import extract_features
 from training.fitted import FitOutput
 from training.heads import HeadFitConfig, fit_head
+from training.tasks import training_task
+
+if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
+    from training.config import TrainConfig
 
 
 def head_spec(cfg: TrainConfig, backbone: Backbone) -> HeadSpec:
     pooling = cfg.pooling or backbone.default_pooling
     if pooling not in backbone.available_poolings:
-        from adapters.errors import InvalidInput
         raise InvalidInput(f"pooling {pooling!r} is not available on backbone {backbone.name!r}; "
                            f"choose one of {backbone.available_poolings}")
     return HeadSpec(pooling=pooling, input_dim=backbone.hidden_size, hidden=list(cfg.hidden),
@@ -60,7 +62,7 @@ def fit_probe(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: T
                 backbone, inputs, spec.pooling, cache_dir, cfg.feature_batch_size, cfg.progress, desc))
         return hit[1]
 
-    task = task_type(cfg.task_type)
+    task = training_task(cfg.task_type)
     scaling = task.target_scaling(train)
     tx = features(train.inputs, "features (train)")
     vx = features(val.inputs, "features (validation)")

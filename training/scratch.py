@@ -9,22 +9,25 @@ frozen backbone the server holds, so it cannot be served there.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
+from transformers import AutoConfig, AutoModel
 
 from adapters.backbones.base import Backbone
 from adapters.heads import Head
-from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, predict_probs, run_loop
 from training.fitted import FitOutput
 from training.probe import head_spec
+from training.tasks import training_task
+
+if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
+    from training.config import TrainConfig
 
 
 def fit_scratch(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig) -> FitOutput:
     """Random-init trunk + head trained on ``train``, early-stopped on ``val``."""
-    from transformers import AutoConfig, AutoModel
-
     spec = head_spec(cfg, backbone)
     torch.manual_seed(cfg.seed)
     model = AutoModel.from_config(AutoConfig.from_pretrained(backbone.source_path)).to(backbone.device)
@@ -46,9 +49,8 @@ def fit_scratch(backbone: Backbone, train: LabelledData, val: LabelledData, cfg:
                     spec.pooling, "scratch")
 
     def predict(inputs: list) -> torch.Tensor:
-        from adapters.tasks import task_type
         return predict_probs(model, head, backbone, inputs, spec.pooling, cfg.feature_batch_size,
-                             task_type(cfg.task_type))
+                             training_task(cfg.task_type))
 
     n_params = sum(p.numel() for p in params)
     return FitOutput(head.requires_grad_(False), hist, predict, spec.pooling, servable=False,

@@ -2,7 +2,7 @@
 
 What a pretrained trunk buys a tagger is measured against a model that sees the same
 sentences through the same tokenizer and the same alignment (each word's tag on its first
-sub-token, :func:`training.tokens.encode_words`) but starts from nothing: a sub-token
+sub-token, :func:`training.token_fit.encode_words`) but starts from nothing: a sub-token
 embedding (the tokenizer's vocabulary) → one bidirectional GRU layer → dropout → a linear
 layer over tags. It is the classic recurrent tagger rather than the backbone's own
 architecture from random weights (what the pooled ``scratch`` baseline uses,
@@ -13,8 +13,7 @@ a report, not an adapter (its weights are not the frozen backbone the server hol
 
     >>> from adapters.backbones.base import load_backbone
     >>> from adapters.backbones.tiny import tiny_backbone_spec
-    >>> from training.config import TrainConfig
-    >>> from training.data.tokens import TokenData
+    >>>     >>> from training.data.tokens import TokenData
     >>> bb = load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc-scratch"))
     >>> d = TokenData([["good", "film"], ["bad", "plot"]] * 4, [[1, 0], [0, 1]] * 4, ["O", "X"], "toy")
     >>> cfg = TrainConfig(name="toy", method="scratch", task_type="token_classification",
@@ -28,16 +27,20 @@ a report, not an adapter (its weights are not the frozen backbone the server hol
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from adapters.backbones.base import Backbone
-from adapters.tasks import task_type
-from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.heads import train_epochs
+from training.tasks import training_task
+from training.token_fit import encode_words
+
+if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
+    from training.config import TrainConfig
 
 EMBED_DIM = 128
 HIDDEN = 128  # per direction
@@ -65,7 +68,6 @@ class ScratchTagger(nn.Module):
 
 def _encode(backbone: Backbone, data: TokenData) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per sentence: ``(input_ids [seq], first [seq], targets [kept words])`` (unpadded)."""
-    from training.tokens import encode_words
     out = []
     for words, tags in zip(data.sentences, data.tags):
         enc, first, _ = encode_words(backbone, [words])
@@ -93,7 +95,7 @@ def _batch(rows: list, device) -> tuple[dict, torch.Tensor, torch.Tensor, list[l
 def fit_token_scratch(backbone: Backbone, train: TokenData, val: TokenData, cfg: TrainConfig):
     """``(history, predict, n_parameters)``: a BiGRU tagger from random weights, early-stopped on
     ``val`` loss (the best state is kept), ``cfg.max_train_minutes`` a wall-clock cap."""
-    task = task_type(cfg.task_type)
+    task = training_task(cfg.task_type)
     tok = backbone.preprocessor.tokenizer
     torch.manual_seed(cfg.seed)
     model = ScratchTagger(len(tok), len(train.label_names), tok.pad_token_id or 0).to(backbone.device)

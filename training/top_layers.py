@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -34,12 +35,14 @@ from adapters.backbones.base import Backbone
 from adapters.errors import InvalidInput
 from adapters.heads import Head
 from adapters.kinds.top_layers import LAYOUTS, blocks_state_of, layout_of
-from adapters.tasks import task_type
-from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, StandardisedHead, predict_probs, run_loop
 from training.fitted import FitOutput
 from training.lora import starting_head, trainable_copy
+from training.tasks import training_task
+
+if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
+    from training.config import TrainConfig
 
 DEFAULT_LAYERS = 2
 
@@ -92,7 +95,7 @@ def fit_top_layers(backbone: Backbone, train: LabelledData, val: LabelledData, c
     if k > n:
         raise InvalidInput(f"--layers {k}: backbone {backbone.name!r} has {n} blocks; use 1..{n}")
     split = n - k
-    task = task_type(cfg.task_type)
+    task = training_task(cfg.task_type)
     notes: dict = {"top_layers_blocks": k, "top_layers_of": n}
     head, pooling, scaling = starting_head(cfg, backbone, train, val, cache_dir, notes)
     head.requires_grad_(True)

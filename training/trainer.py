@@ -28,20 +28,16 @@ import torch
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.format import BackboneRef, HeadSpec, Manifest
-from adapters.tasks import task_type
 from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.data import LabelledData, stratified_split
-from training.export import (prepare_output_dir, write_head_dir, write_lora_dir, write_metrics,
-                             write_report_dir, write_top_layers_dir)
+from training.export import prepare_output_dir, write_metrics
 from training.features import default_cache_dir
 from training.fitted import FitOutput
 from training.heads import History
 from training.metrics import Metrics
 from training.plots import plot_loss_curves
-
-# The adapter kind each servable training method produces.
-METHOD_KIND = {"head": "head", "lora": "lora", "top_layers": "top_layers"}
+from training.tasks import training_task
 
 log = logging.getLogger("taskswap.training")
 _DEFAULT = object()
@@ -67,8 +63,8 @@ def check_data(train: LabelledData, val: LabelledData | None, test: LabelledData
                backbone_modality: str | None, task_type_name: str = "single_label") -> None:
     """Raise one ``InvalidInput`` listing every problem with the data sets, or return."""
     problems = []
-    task = task_type(task_type_name)
-    if train.task_type != task.name and (train.values is not None or task.name == "regression"):
+    task = training_task(task_type_name)
+    if train.task_type != task.name and (train.values is not None or task.real_valued):
         problems.append(f"the data is {train.task_type} data (targets: "
                         f"{'real values' if train.values is not None else 'class labels'}) but the "
                         f"task type is {task.name}; pass --task-type {train.task_type}")
@@ -107,18 +103,8 @@ def split_data(train: LabelledData, val: LabelledData | None, cfg: TrainConfig
 # ---- phase 3: fit ---------------------------------------------------------------------
 def fit(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
         cache_dir: Path | None) -> FitOutput:
-    """Dispatch to the method's module (imports are lazy: PEFT only when LoRA is asked for)."""
-    if cfg.method == "head":
-        from training.probe import fit_probe
-        return fit_probe(backbone, train, val, cfg, cache_dir)
-    if cfg.method == "lora":
-        from training.lora import fit_lora
-        return fit_lora(backbone, train, val, cfg, cache_dir)
-    if cfg.method == "top_layers":
-        from training.top_layers import fit_top_layers
-        return fit_top_layers(backbone, train, val, cfg, cache_dir)
-    from training.scratch import fit_scratch
-    return fit_scratch(backbone, train, val, cfg)
+    """Fit with the method ``cfg.method`` names (:data:`training.methods.METHODS`)."""
+    return cfg.training_method.fit(backbone, train, val, cfg, cache_dir)
 
 
 # ---- phase 4: evaluate ----------------------------------------------------------------
@@ -126,7 +112,7 @@ def evaluate_split(fitted: FitOutput, data: LabelledData, task_type_name: str = 
                    ) -> tuple[Metrics, torch.Tensor]:
     """The task type's metrics (with its loss) and ``[n, k]`` outputs (probabilities, or values
     in the targets' units) on one split."""
-    task = task_type(task_type_name)
+    task = training_task(task_type_name)
     outputs = fitted.predict(data.inputs)
     return task.metrics(data, outputs, task.eval_loss(outputs, data)), outputs
 
@@ -134,17 +120,14 @@ def evaluate_split(fitted: FitOutput, data: LabelledData, task_type_name: str = 
 # ---- phase 5: export ------------------------------------------------------------------
 def build_manifest(cfg: TrainConfig, backbone: Backbone, data: LabelledData, fitted: FitOutput,
                    metrics: dict[str, Metrics], info: dict) -> Manifest:
-    flat = {}
-    for split, m in metrics.items():
-        flat.update(m.summary("val" if split == "validation" else split))
-    task = task_type(cfg.task_type)
-    return Manifest(name=cfg.name, kind=METHOD_KIND[cfg.method], task_type=task.name,
+    task = training_task(cfg.task_type)
+    return Manifest(name=cfg.name, kind=cfg.training_method.kind, task_type=task.name,
                     **task.manifest_fields(list(data.label_names), fitted.scaling),
                     backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
                                          source=backbone.spec.source),
                     head=HeadSpec.model_validate(fitted.head.spec.model_dump()),
-                    preprocessing=backbone.preprocessing_settings(), metrics=flat, training=info,
-                    created_at=info["finished_at"],
+                    preprocessing=backbone.preprocessing_settings(), metrics=task.manifest_metrics(metrics),
+                    training=info, created_at=info["finished_at"],
                     **({"top_layers": {"blocks": fitted.top_layers["blocks"]}} if fitted.top_layers else {}))
 
 
@@ -167,9 +150,10 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
             **fitted.notes}
     if fitted.scaling:
         info["target_scaling"] = fitted.scaling
-    task = task_type(cfg.task_type)
+    task = training_task(cfg.task_type)
     facts = CardFacts(
-        name=cfg.name, method=cfg.method, task_type=task.name, labels=list(train.label_names),
+        name=cfg.name, **cfg.training_method.card_words(backbone.name), task_type=task.name,
+        labels=list(train.label_names),
         backbone_name=backbone.name, backbone_source=backbone.spec.source,
         fingerprint=backbone.fingerprint, preprocessing=backbone.preprocessing_settings(),
         data=_data_lines(splits, cfg, carved), hyper=hyper, metrics=metrics, report_split=_report_split(metrics),
@@ -180,17 +164,9 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
                             metrics[_report_split(metrics)], out, cfg.name) if outputs else None,
         outputs_word=task.outputs_word, loss_words=task.loss_words)
     card = render_card(facts)
-    manifest = None
-    if not fitted.servable:
-        write_report_dir(out, card)
-    else:
-        manifest = build_manifest(cfg, backbone, train, fitted, metrics, info)
-        if fitted.top_layers is not None:
-            write_top_layers_dir(out, manifest, fitted.head, fitted.top_layers["state"], card)
-        elif fitted.peft_model is not None:
-            write_lora_dir(out, manifest, fitted.head, fitted.peft_model, card)
-        else:
-            write_head_dir(out, manifest, fitted.head, card)
+    method = cfg.training_method
+    manifest = build_manifest(cfg, backbone, train, fitted, metrics, info) if method.servable else None
+    method.write(out, manifest, card, fitted)
     write_metrics(out, {"metrics": {s: m.to_dict() for s, m in metrics.items()},
                         "history": fitted.history.to_dict(), "training": info})
     curves = {**fitted.history.to_dict(), "loss_name": task.loss_name, "headline_name": task.headline_name}
@@ -240,7 +216,7 @@ def train(data: LabelledData, backbone: Backbone | BackboneSpec, config: TrainCo
     seconds = time.perf_counter() - start
     metrics, probs = {}, {}
     eval_splits = dict(splits)
-    if config.method != "head":
+    if not config.training_method.scores_train_split:
         eval_splits.pop("train")  # a full trunk pass over the training set: skipped for speed
     if test is not None:
         eval_splits["test"] = test

@@ -6,7 +6,7 @@ Adding one: a new file with a :class:`TaskType` subclass, and one entry below.
 from __future__ import annotations
 
 from adapters.errors import InvalidAdapter
-from adapters.tasks.base import BatchFeatures, RowResult, TaskType, TokenFeatures
+from adapters.tasks.base import HEADLINE_KEY, BatchFeatures, RowResult, TaskType, TokenFeatures
 from adapters.tasks.multi_label import MultiLabel
 from adapters.tasks.regression import Regression
 from adapters.tasks.single_label import SingleLabel
@@ -46,5 +46,5 @@ def for_peft_problem_type(problem_type: str | None, n_outputs: int,
     return TASK_TYPES["regression" if n_outputs == 1 else "single_label"]
 
 
-__all__ = ["BatchFeatures", "RowResult", "TASK_TYPES", "TaskType", "TokenFeatures",
+__all__ = ["HEADLINE_KEY", "BatchFeatures", "RowResult", "TASK_TYPES", "TaskType", "TokenFeatures",
            "for_peft_problem_type", "peft_task_types", "task_type"]

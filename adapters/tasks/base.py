@@ -14,7 +14,10 @@ A task type owns everything that differs between, say, classification and regres
   object of one prediction, e.g. ``{"label", "score", "scores"}`` or ``{"values": {...}}``);
 - **PEFT** — which plain PEFT adapters are of this type (:attr:`TaskType.peft_problem_types`
   of ``SEQ_CLS`` ones, :attr:`TaskType.peft_task_types`, :meth:`TaskType.from_peft`);
-- **training** — its targets, loss and metrics (:meth:`TaskType.loss`, :meth:`TaskType.metrics`).
+
+Training (targets, loss, metrics, the headline, card words) is the other half of a task
+type, in ``training/tasks/`` (:class:`training.tasks.TrainingTask`), keyed by the same name:
+``adapters/`` never imports ``training/``.
 
 Adding a task type is one new file with a subclass and one entry in
 :data:`adapters.tasks.TASK_TYPES`; nothing else in ``adapters/``, ``service/`` or
@@ -31,6 +34,11 @@ import torch
 
 if TYPE_CHECKING:  # type hints only: the manifest module imports this package lazily
     from adapters.format.manifest import Manifest
+
+HEADLINE_KEY = "headline"
+"""The entry of a manifest's ``metrics`` that names the task type's headline metric, written
+by training (``{"metric": "val_r2", "name": "R²", "higher_is_better": true}``) and read by
+rollouts (``if_better``, shadow reports) to compare two versions."""
 
 
 @dataclass(frozen=True)
@@ -112,13 +120,6 @@ class TaskType:
     activation: ClassVar[str] = "identity"
     """How head logits become outputs, applied once per group of same-shaped heads:
     ``"softmax"``, ``"sigmoid"`` or ``"identity"`` (see :data:`adapters.heads_batched.ACTIVATIONS`)."""
-    outputs_word: ClassVar[str] = "labels"
-    """What the model card calls the outputs ("labels", "outputs")."""
-    loss_words: ClassVar[str] = "cross-entropy"
-    """The training loss in words, for the model card."""
-    loss_name: ClassVar[str] = "cross-entropy"
-    headline_name: ClassVar[str] = "accuracy"
-    """Axis names of the loss curves: the loss, and the per-epoch validation headline."""
     peft_problem_types: ClassVar[tuple[str, ...]] = ()
     """``problem_type`` values of a transformers config that make a plain PEFT adapter this type."""
     peft_task_types: ClassVar[tuple[str, ...]] = ()
@@ -162,46 +163,3 @@ class TaskType:
     def rows(self, adapter, out: torch.Tensor) -> list[RowResult]:
         """Per-input answers of one task from its ``[rows, n_outputs]`` outputs (CPU)."""
         raise NotImplementedError
-
-    # ---- training (training/ calls these; every task type trains through one trainer) --
-    def check_data(self, data) -> list[str]:
-        """Problems with a training set for this type (e.g. a classifier needs 2 classes)."""
-        return []
-
-    def target_scaling(self, data) -> dict | None:
-        """Scaling fitted on the training targets and stored in the manifest (None: none)."""
-        return None
-
-    def targets(self, data, scaling: dict | None = None) -> torch.Tensor:
-        """Training targets of ``data`` (``data.labels`` / ``data.values``), scaled by ``scaling``."""
-        raise NotImplementedError
-
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean training loss of raw head outputs ``[rows, n]`` against :meth:`targets` rows."""
-        raise NotImplementedError
-
-    def headline(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
-        """The per-epoch validation number in the training curves (accuracy, R²...)."""
-        raise NotImplementedError
-
-    def outputs(self, logits: torch.Tensor, scaling: dict | None = None) -> torch.Tensor:
-        """What a fitted model reports for raw head outputs: what the server serves
-        (probabilities; values in the targets' units)."""
-        raise NotImplementedError
-
-    def eval_loss(self, outputs: torch.Tensor, data) -> float:
-        """The loss reported with the metrics, from :meth:`outputs` on ``data``."""
-        raise NotImplementedError
-
-    def metrics(self, data, outputs: torch.Tensor, loss: float | None = None):
-        """Scores of ``outputs`` on ``data``: an object with ``n``, ``accuracy`` (the headline),
-        ``summary(prefix) -> dict`` for the manifest and ``to_dict()`` (:mod:`adapters.tasks.metrics`)."""
-        raise NotImplementedError
-
-    def manifest_fields(self, names: list[str], scaling: dict | None) -> dict:
-        """The manifest fields that describe a trained head's outputs."""
-        return {"labels": list(names)}
-
-    def plot(self, data, outputs: torch.Tensor, metrics, path, title: str) -> str | None:
-        """Write the type's evaluation plot (a PNG) to ``path``; returns its file name or None."""
-        return None

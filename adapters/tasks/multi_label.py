@@ -30,6 +30,3 @@ class MultiLabel(SingleLabel):
         for r in res:
             r["labels"] = [lab for lab, v in r["scores"].items() if v >= THRESHOLD]
         return res
-
-    def check_data(self, data) -> list[str]:
-        return ["training a multi_label task is not supported yet (serving is)"]

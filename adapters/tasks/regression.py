@@ -3,8 +3,8 @@
 The manifest names the outputs (``"outputs": ["valence", "arousal"]``) instead of labels and
 may carry ``target_scaling`` — ``{"valence": {"mean": 5.1, "std": 1.2}, ...}`` — when the
 head was trained on standardised targets: the served value is ``raw * std + mean``, in the
-units of the training data. Answers ``{"values": {"valence": 7.3, ...}}``; trained with MSE
-on standardised targets; metrics MAE, RMSE, R² and Spearman per output.
+units of the training data. Answers ``{"values": {"valence": 7.3, ...}}``. Training (MSE on
+standardised targets; MAE, RMSE, R², Spearman) is :mod:`training.tasks.regression`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from adapters.tasks.base import RowResult, TaskType
 class Regression(TaskType):
     name = "regression"
     activation = "identity"
-    outputs_word = "outputs"
-    loss_words = "mean squared error on standardised targets"
-    loss_name = "MSE (standardised)"
-    headline_name = "R²"
     peft_problem_types = ("regression",)
 
     def output_names(self, m) -> list[str]:
@@ -68,55 +64,9 @@ class Regression(TaskType):
         vals = (out.double() * std + mean).tolist()  # [rows, outputs] in the targets' units
         return [RowResult(values=dict(zip(names, v))) for v in vals]
 
-    # ---- training: MSE on standardised targets; metrics in the targets' units --------
-    def target_scaling(self, data) -> dict:
-        t = torch.tensor(data.values, dtype=torch.float64)  # [n, outputs]
-        std = t.std(0, unbiased=False)
-        std = torch.where(std > 1e-12, std, torch.ones_like(std))
-        return {k: {"mean": float(m), "std": float(s)} for k, m, s in zip(data.label_names, t.mean(0), std)}
 
-    def targets(self, data, scaling=None) -> torch.Tensor:
-        t = torch.tensor(data.values, dtype=torch.float64)  # [n, outputs]
-        if scaling:
-            mean, std = _scaling_of(scaling, data.label_names)
-            t = (t - mean) / std
-        return t.float()
-
-    def loss(self, logits, targets):
-        return torch.nn.functional.mse_loss(logits, targets)
-
-    def headline(self, logits, targets) -> float:
-        """R² (mean over outputs) on the standardised targets."""
-        sse = ((logits - targets) ** 2).sum(0)
-        sst = ((targets - targets.mean(0)) ** 2).sum(0).clamp_min(1e-12)
-        return float((1 - sse / sst).mean())
-
-    def outputs(self, logits, scaling=None):
-        if not scaling:
-            return logits.float()
-        mean, std = _scaling_of(scaling, list(scaling))
-        return (logits.double() * std + mean).float()
-
-    def eval_loss(self, outputs, data) -> float:
-        """Mean squared error in the targets' units."""
-        return float(torch.nn.functional.mse_loss(outputs.double(), torch.tensor(data.values, dtype=torch.float64)))
-
-    def metrics(self, data, outputs, loss=None):
-        """MAE / RMSE / R² / Spearman of ``outputs [n, outputs]`` (target units) on ``data``."""
-        from adapters.tasks.metrics import regression_metrics
-        return regression_metrics(data.values, outputs.tolist(), data.label_names, loss)
-
-    def manifest_fields(self, names, scaling) -> dict:
-        return {"outputs": list(names), "target_scaling": scaling}
-
-    def plot(self, data, outputs, metrics, path, title):
-        from adapters.tasks.plots import plot_predicted_vs_true
-        plot_predicted_vs_true(data.values, outputs.tolist(), list(data.label_names), metrics,
-                               path / "predicted_vs_true.png", f"{title}: predicted vs true")
-        return "predicted_vs_true.png"
-
-
-def _scaling_of(scaling: dict, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def scaling_tensors(scaling: dict, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` ``[outputs]`` (float64) of a ``target_scaling`` map, in the order of ``names``."""
     mean = torch.tensor([float(scaling[k]["mean"]) for k in names], dtype=torch.float64)
     std = torch.tensor([float(scaling[k]["std"]) for k in names], dtype=torch.float64)
     return mean, std
@@ -126,4 +76,4 @@ def _scaling(m) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, std)`` per output ``[outputs]`` (float64); identity without ``target_scaling``."""
     if not m.target_scaling:
         return torch.zeros(len(m.outputs), dtype=torch.float64), torch.ones(len(m.outputs), dtype=torch.float64)
-    return _scaling_of(m.target_scaling, m.outputs)
+    return scaling_tensors(m.target_scaling, m.outputs)

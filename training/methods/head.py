@@ -1,0 +1,35 @@
+"""``head``: a head fitted on frozen features, computed once and cached (seconds)."""
+
+from __future__ import annotations
+
+from training.export import write_head_dir
+from training.methods.base import TrainingMethod
+from training.probe import fit_probe
+from training.token_fit import fit_token_head
+
+
+class HeadMethod(TrainingMethod):
+    name = "head"
+    kind = "head"
+    defaults = {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4,
+                "select": "loss"}
+    scores_train_split = True
+    fits_tokens = True
+    kind_words = "head adapter"
+    recipe = ("The backbone stays frozen. Its pooled features (`{pooling}` pooling) were computed "
+              "once for every example and cached; a {head} was fitted on them with AdamW and "
+              "{loss}, features standardised during fitting (folded into the saved weights).")
+    token_recipe = ("The backbone stays frozen. Each sentence was tokenised as its words; the features of "
+                    "each word's first sub-token were computed once, and a {head} was fitted on them with "
+                    "AdamW and {loss}, features standardised during fitting (folded into the saved "
+                    "weights). At serving time the head runs on every token and a word takes its first "
+                    "sub-token's label.")
+
+    def fit(self, backbone, train, val, cfg, cache_dir):
+        return fit_probe(backbone, train, val, cfg, cache_dir)
+
+    def fit_tokens(self, backbone, train, val, cfg):
+        return fit_token_head(backbone, train, val, cfg)
+
+    def write(self, out, manifest, card, fit):
+        write_head_dir(out, manifest, fit.head, card)
