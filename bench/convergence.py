@@ -1,8 +1,8 @@
 """Replica convergence over HTTP: how long after replica A acknowledges a change the other
 replicas serve it, on a shared local store and on an S3 store (a moto server).
 
-    python -m bench.convergence                  # 2 replicas, 30 repetitions (about 4 minutes)
-    python -m bench.convergence --replicas 3 --reps 10
+    python -m bench convergence                  # 2 replicas, 30 repetitions (about 4 minutes)
+    python -m bench convergence --replicas 3 --reps 10
 
 Real ``bentoml serve`` replicas on 127.0.0.1 (one worker each), started here and stopped at
 the end: one group on a local folder store, one group on a bucket of a ``moto_server`` on
@@ -154,7 +154,7 @@ def markdown(res: dict) -> str:
     lines = [
         "# Replica convergence",
         "",
-        f"`python -m bench.convergence --replicas {a['replicas']} --reps {a['reps']}` "
+        f"`python -m bench convergence --replicas {a['replicas']} --reps {a['reps']}` "
         f"({res['finished_at']}): {a['replicas']} real `bentoml serve` replicas per store on "
         f"127.0.0.1, sync interval {a['sync_interval']} s, others polled every {a['poll_ms']} ms; "
         "time from the writer's acknowledgement to the last other replica serving the change "
@@ -276,6 +276,3 @@ def main(argv=None) -> dict:
     print(md)
     return res
 
-
-if __name__ == "__main__":
-    main()

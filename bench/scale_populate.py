@@ -1,6 +1,6 @@
 """Fill a store with many head tasks quickly, through the store's own API (bench-side only).
 
-    python -m bench.scale_populate --store /tmp/store --tasks 100000
+    python -m bench scale-populate --store /tmp/store --tasks 100000
 
 Each task ``task-{i:06d}`` (384 -> 2..10 labels, seeded random weights) is checked by
 :func:`adapters.loading.prepare_adapter` (headers, fingerprint) and written with
@@ -92,6 +92,3 @@ def main(argv=None) -> None:
     bb = load(TEXT_SPEC)
     print(populate(args.store, bb, args.start, args.tasks))
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Serving cost of ``top_layers`` adapters in mixed traffic, as throughput ratios to the raw
 backbone, next to the ratio the block count predicts.
 
-    python -m bench.top_layers_bench --threads 1 --rounds 5
+    python -m bench top-layers --threads 1 --rounds 5
 
 MiniLM-L6 (6 blocks) on 64 Rotten Tomatoes snippets of 16-64 tokens per call, 8 heads and
 8 top-layers adapters per k (random perturbations of the backbone's own blocks: cost does
@@ -111,7 +111,7 @@ def main(argv=None) -> None:
                 "predicted_vs_heads": round(predicted[n], 3)} for n in variants}
     m = machine()
     md = ["# Serving cost of top_layers in mixed traffic (MiniLM-L6, CPU)", "",
-          f"`python -m bench.top_layers_bench --threads {args.threads} --rounds {args.rounds}"
+          f"`python -m bench top-layers --threads {args.threads} --rounds {args.rounds}"
           f"{' --lora' if args.lora else ''}`; "
           f"{m['cpus']} CPUs, torch {m['torch']}, {m['threads']} thread(s), load average "
           f"{m['load_avg'][0]:.1f}; {BATCH} inputs per call, {args.tasks} heads and {args.tasks} "
@@ -160,6 +160,3 @@ def flops_share(model, every: list[str], r: int = 8) -> dict[str, float]:
         return sum(r * (modules[n].in_features + modules[n].out_features) for n in resolve_targets(model, targets))
     return {"qv": lora(["query", "value"]) / base, "all": lora(every) / base}
 
-
-if __name__ == "__main__":
-    main()

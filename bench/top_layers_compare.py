@@ -2,7 +2,7 @@
 and training time per labels-per-class budget, several seeds, every fine-tuning run under
 one wall-clock cap.
 
-    python -m bench.top_layers_compare --per-class 200 --seeds 0 1 2 --test 1000 --cap-min 3 --threads 1
+    python -m bench top-layers-compare --per-class 200 --seeds 0 1 2 --test 1000 --cap-min 3 --threads 1
 
 Text: Rotten Tomatoes (2 classes) on MiniLM-L6; vision (``--modality vision``): Fashion-MNIST
 (10 classes) on MobileNetV2 at 96 px. The demo's train/test split is fixed (seed 0); per seed,
@@ -208,7 +208,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 def _save(rows, args, methods) -> None:
     loads = [r["load_avg_1m"] for r in rows]
     md = ["# Head vs LoRA vs top layers vs scratch vs plain PEFT", "",
-          f"Rows of one or more invocations of `python -m bench.top_layers_compare ... --out-name "
+          f"Rows of one or more invocations of `python -m bench top-layers-compare ... --out-name "
           f"{args.out_name}{' --dev' if args.dev else ''}` (a rerun skips the rows already here; `--merge` "
           f"joins pieces run side by side); each run's modality, labels per class, seed, cap and load are in "
           f"the runs table. {machine()['cpus']} CPUs, torch {machine()['torch']}, 1-minute load average "
@@ -265,6 +265,3 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)
 
-
-if __name__ == "__main__":
-    main()

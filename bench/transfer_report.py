@@ -19,8 +19,8 @@ forwards and backwards per step, so they get few epochs and a wall-clock cap per
 (``--max-minutes``); the caps and epochs are printed in the report. The feature cache is
 off, so every ``head`` time includes its feature extraction.
 
-    python bench/transfer_report.py                       # the default, ~45 min here (shared CPU)
-    python bench/transfer_report.py --budgets 10 --test-size 100 --methods head   # a smoke run
+    python -m bench transfer-report                       # the default, ~45 min here (shared CPU)
+    python -m bench transfer-report --budgets 10 --test-size 100 --methods head   # a smoke run
 
 ``--task methods`` runs the fine-tuning comparison instead: head / LoRA / top_layers
 (k = 1, 2, all) / scratch / a plain PEFT script, several seeds, both modalities, accuracy
@@ -249,6 +249,3 @@ def main(argv=None) -> int:
     print(f"wrote {args.out / 'transfer_report.csv'}, {md}, {png}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The token task of the transfer report: head vs LoRA vs scratch taggers at label budgets.
 
-Run through ``bench/transfer_report.py --task tokens`` (one program with the pooled
+Run through ``python -m bench transfer-report --task tokens`` (one program with the pooled
 report; this file keeps the token part apart). For each tagging set on the embedded
 MiniLM-L6 and each budget of training sentences (20% carved off for validation, the
 budgets nested: the first N of one seeded shuffle), it trains through the public API
@@ -21,8 +21,8 @@ and token accuracy. Sets:
 
 Writes ``bench/results/transfer_report_tokens.{json,md}``.
 
-    python bench/transfer_report.py --task tokens                       # all sets, budgets 50,200,1000
-    python bench/transfer_report.py --task tokens --token-sets punctuation --budgets 20 \\
+    python -m bench transfer-report --task tokens                       # all sets, budgets 50,200,1000
+    python -m bench transfer-report --task tokens --token-sets punctuation --budgets 20 \\
         --test-size 50 --methods head,scratch                             # a smoke run
 """
 
@@ -104,7 +104,7 @@ def run_tokens(args) -> dict:
 
 def markdown(payload: dict) -> str:
     mc, a, rows = payload["machine"], payload["args"], payload["rows"]
-    cmd = (f"python bench/transfer_report.py --task tokens --token-sets {a['token_sets']} --budgets "
+    cmd = (f"python -m bench transfer-report --task tokens --token-sets {a['token_sets']} --budgets "
            f"{a['budgets'] or DEFAULT_BUDGETS} --methods {a['methods']} --test-size {a['test_size']} "
            + (f"--lora-epochs {a['lora_epochs']} " if a["lora_epochs"] else "")
            + f"--scratch-epochs {a['scratch_epochs']} --max-minutes {a['max_minutes']}" + (f" --threads {a['threads']}" if a.get("threads") else ""))
