@@ -30,6 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
+from adapters.backbones.base import resolve_source
+from bench.common import TEXT_SPEC
+from bench.splits import labelled_and_test
 from training.data import LabelledData
 
 
@@ -131,10 +134,6 @@ class _MeanPooled(torch.nn.Module):
 
 
 def main(argv=None) -> None:
-    from bench.common import TEXT_SPEC
-    from bench.top_layers_compare import labelled_and_test
-    from adapters.backbones.base import resolve_source
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-class", type=int, default=200)
     ap.add_argument("--test", type=int, default=1000)

@@ -33,10 +33,12 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS, TEXT_SPEC, VISION_SPEC, load, machine, save_results
+from adapters.backbones.base import resolve_source
+from bench.common import RESULTS, load, machine, save_results
+from bench.peft_plain import plain_peft
+from bench.splits import DATASET, labelled_and_test
 from training.config import TrainConfig
 from training.data import stratified_sample
-from training.data.demo import load_demo
 from training.trainer import train
 
 # name -> TrainConfig overrides; "layers": "all" is every block of the backbone.
@@ -51,32 +53,6 @@ METHODS = {
     "plain peft 6 epochs": {"plain_epochs": 6},  # the same script given more of the budget
 }
 DEFAULT_METHODS = "head,lora,top_layers k=1,top_layers k=2,top_layers k=all,scratch,plain peft"
-DATASET = {"text": ("rotten-tomatoes", TEXT_SPEC), "vision": ("fashion-mnist", VISION_SPEC)}
-
-
-def labelled_and_test(per_class: int, seed: int, n_test: int, modality: str = "text", dev: bool = False):
-    """(labelled, test): ``per_class`` x classes labelled examples sampled with ``seed`` from
-    the demo's train split, and ``n_test`` test examples, the same for every seed.
-    ``dev``: the test examples are drawn from the rest of the train split instead (for
-    choosing defaults without looking at the test split)."""
-    name = DATASET[modality][0]
-    if dev:
-        if modality != "text":
-            raise SystemExit("--dev is for text only")
-        pool = load_demo(name, "train", seed=0)
-        labelled = stratified_sample(pool, per_class * len(pool.label_names), seed)
-        taken = set(labelled.inputs)
-        rest = pool.subset([i for i, x in enumerate(pool.inputs) if x not in taken])
-        return labelled, stratified_sample(rest, n_test, 1000 + seed)
-    if modality == "vision":  # Fashion-MNIST has its own train/test files; sample while reading
-        return (load_demo(name, "train", limit=10 * per_class, seed=seed),
-                load_demo(name, "test", limit=n_test, seed=0))
-    pool = load_demo(name, "train", seed=0)
-    labelled = stratified_sample(pool, per_class * len(pool.label_names), seed)
-    labelled.source = f"{pool.source}; {len(labelled)} sampled with seed {seed}"
-    return labelled, load_demo(name, "test", limit=n_test, seed=0)
-
-
 def _blocks(bb) -> int:
     from adapters.kinds.top_layers import LAYOUTS
     return len(LAYOUTS[bb.model_type].block_modules(bb.model))
@@ -85,8 +61,6 @@ def _blocks(bb) -> int:
 def run_one(bb, modality: str, method: str, overrides: dict | None, labelled, test, seed: int,
             cap_min: float) -> dict:
     if _plain(overrides):
-        from adapters.backbones.base import resolve_source
-        from bench.peft_plain import plain_peft
         kw = {k.removeprefix("plain_"): v for k, v in (overrides or {}).items()}
         r = plain_peft(resolve_source(bb.spec.source), labelled, test, seed=seed, max_minutes=cap_min,
                        max_length=bb.spec.max_length, **{"epochs": 2, **kw})

@@ -51,7 +51,9 @@ import torch  # noqa: E402
 
 from adapters.backbones.base import load_backbone  # noqa: E402
 from adapters.backbones.defaults import default_spec  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from bench.top_layers_compare import main as main_methods  # noqa: E402
+from bench.transfer_config import config_for  # noqa: E402
+from bench.transfer_report_tokens import main_tokens  # noqa: E402
 from training.data import load_demo, take_per_class  # noqa: E402
 from training.trainer import train  # noqa: E402
 
@@ -91,17 +93,6 @@ def parse_args(argv=None):
     p.add_argument("--replot", action="store_true",
                    help="train nothing: rewrite the markdown and plot from the CSV in --out")
     return p.parse_args(argv)
-
-
-def config_for(method: str, args, name: str, **fixed) -> TrainConfig:
-    """The run's TrainConfig: the report's per-method budgets, plus ``fixed`` fields (e.g. the
-    token task's ``task_type``)."""
-    extra = dict(fixed)
-    if method == "lora":
-        extra.update(epochs=args.lora_epochs, max_train_minutes=args.max_minutes, patience=args.patience)
-    elif method == "scratch":
-        extra.update(epochs=args.scratch_epochs, max_train_minutes=args.max_minutes, patience=args.patience)
-    return TrainConfig(name=name, method=method, seed=args.seed, progress=args.progress, **extra)
 
 
 def run(args) -> list[dict]:
@@ -231,13 +222,11 @@ def plot(rows: list[dict], args) -> Path:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--task" in argv and argv[argv.index("--task") + 1:][:1] == ["methods"]:
-        from bench.top_layers_compare import main as main_methods
         at = argv.index("--task")
         main_methods(argv[:at] + argv[at + 2:])
         return 0
     args = parse_args(argv)
     if args.task == "tokens":
-        from bench.transfer_report_tokens import main_tokens
         return main_tokens(args)
     if args.threads:
         torch.set_num_threads(args.threads)

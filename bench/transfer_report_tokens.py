@@ -29,6 +29,7 @@ Writes ``bench/results/transfer_report_tokens.{json,md}``.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ import torch
 from adapters.backbones.base import load_backbone
 from adapters.backbones.defaults import default_spec
 from bench.common import machine
+from bench.transfer_config import config_for as pooled_config_for
 from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.tokens import train_tokens
@@ -56,7 +58,6 @@ def load_set(name: str, split: str, limit: int, seed: int) -> TokenData:
 
 
 def config_for(method: str, args, name: str) -> TrainConfig:
-    from bench.transfer_report import config_for as pooled_config_for
     return pooled_config_for(method, args, name, task_type="token_classification")
 
 
@@ -68,7 +69,6 @@ def run_tokens(args) -> dict:
     methods = args.methods.split(",")
     bb = load_backbone(default_spec("text"))
     rows, start, load_start = [], time.perf_counter(), machine()["load_avg"]
-    import tempfile
     for set_name in args.token_sets.split(","):
         test = load_set(set_name, "test", args.test_size, args.seed)
         pool = load_set(set_name, "train", max(budgets), args.seed)
