@@ -29,12 +29,27 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone  # noqa: E402
+from adapters.backbones.tiny import tiny_backbone_spec  # noqa: E402
 from adapters.format import BackboneRef, HeadSpec, Manifest, write_head_adapter  # noqa: E402
 from adapters.heads import Head  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEXT_SPEC = BackboneSpec("text", "embedded:all-MiniLM-L6-v2", max_length=128)
 VISION_SPEC = BackboneSpec("vision", "embedded:mobilenet_v2", image_size=96)
+SMOKE_HELP = ("tiny random backbones and tiny sizes: checks that the bench runs end to end "
+              "in seconds (the figures mean nothing; results named *-smoke)")
+
+
+def results_dir() -> Path:
+    """Where results are written: ``bench/results``, or ``$TASKSWAP_BENCH_RESULTS`` when set
+    (the smoke tests point it at a temporary folder)."""
+    return Path(os.environ.get("TASKSWAP_BENCH_RESULTS") or RESULTS)
+
+
+def smoke_specs(root: Path) -> tuple[BackboneSpec, BackboneSpec]:
+    """Tiny random text and vision backbones written under ``root``, named like the real ones
+    (``text``, ``vision``): what a bench's ``--smoke`` run loads instead of MiniLM and MobileNetV2."""
+    return tiny_backbone_spec("text", root / "text"), tiny_backbone_spec("vision", root / "vision")
 
 
 # ---- inputs ----------------------------------------------------------------------------
@@ -313,9 +328,11 @@ def machine() -> dict:
 
 
 def save_results(name: str, payload: dict, markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown)
+    """``name.json`` and ``name.md`` under :func:`results_dir`."""
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
 
 
 def load(spec: BackboneSpec) -> Backbone:

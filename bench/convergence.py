@@ -61,11 +61,11 @@ sys.path.insert(0, str(REPO / "tests"))  # the shared harness: server.py, s3.py,
 from adapters.backbones.base import load_backbone  # noqa: E402
 from adapters.backbones.tiny import tiny_backbone_spec  # noqa: E402
 from adapters.format.archive import make_archive  # noqa: E402
+from bench.common import save_results  # noqa: E402
 from factories import head_adapter  # noqa: E402
 from s3 import start_moto, stop_moto  # noqa: E402
 from server import ServerFactory, tiny_backbones_env  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 OPERATIONS = ("register", "new version", "rollback", "delete")
 HOW = {"register": "lazy load on a miss", "new version": "watcher", "rollback": "watcher",
        "delete": "watcher"}
@@ -269,10 +269,8 @@ def main(argv=None) -> dict:
         "summary": {store: {op: summarise(v) for op, v in ops.items()} for store, ops in samples.items()},
         "server_errors": errors[:20],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2) + "\n")
     md = markdown(res)
-    (RESULTS / f"{args.out}.md").write_text(md)
+    save_results(args.out, res, md)
     print(md)
     return res
 

@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import results_dir
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 DTYPES = ("fp32", "fp16")
 BENCHES = ("runtime", "http")
 
@@ -39,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--full", action="store_true", help="the full benches (default: their --quick runs)")
     ap.add_argument("--timeout-s", type=float, default=1800, help="per child bench")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    ap.add_argument("--results", default=str(RESULTS), help="folder for the result files")
+    ap.add_argument("--results", default=str(results_dir()), help="folder for the result files")
     args = ap.parse_args(argv)
     args.dtypes = _pick(args.dtypes, DTYPES, "--dtypes", ap)
     args.benches = _pick(args.benches, BENCHES, "--benches", ap)

@@ -3,6 +3,7 @@
     python -m bench peers                          # every part (about 5 minutes on 2 busy cores)
     python -m bench peers --only models --copies 8,64
     python -m bench peers --only infinity --seconds 6 --rounds 3
+    python -m bench peers --smoke          # every part on a tiny random backbone, in seconds
 
 Three parts, each one interleaved run (rotating order, median over rounds of the ratio
 measured inside one round), on MiniLM-L6 and Rotten Tomatoes snippets of 16-64 tokens:
@@ -43,10 +44,13 @@ import asyncio
 import copy
 import ctypes
 import gc
+import json
 import os
 import random
+import secrets
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,8 +61,9 @@ import torch
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
-from bench.common import (TEXT_SPEC, ServerProcess, interleave, load, machine, percentile, review_snippets,
-                          rss_bytes, save_results, write_heads, write_loras)
+from bench.common import (SMOKE_HELP, TEXT_SPEC, ServerProcess, interleave, load, machine, percentile, review_snippets,
+                          rss_bytes, save_results, smoke_specs, write_heads, write_loras)
+from bench.http_bench import Served
 
 BATCH = 64
 
@@ -288,18 +293,13 @@ class Infinity(ServerProcess):
 
 
 def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
-    import json
-    import secrets
-
-    from bench.http_bench import Served
-
     reg = Registry(open_store(str(root / "http-store")), {bb.name: bb})
     for p in write_heads(root / "http-heads", bb, args.heads):
         reg.register(p)
     heads = [f"head-{i:04d}" for i in range(args.heads)]
     common = {"TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_MAX_BATCH_ROWS": "64",
               "TASKSWAP_MAX_WAIT_MS": "5"}
-    spec = {"name": bb.name, "source": TEXT_SPEC.source, "max_length": TEXT_SPEC.max_length}
+    spec = {"name": bb.name, "source": bb.spec.source, "max_length": bb.spec.max_length}
     servers = {
         "taskswap": Served("service.service:Taskswap", {
             **common, "TASKSWAP_STORE": str(root / "http-store"), "TASKSWAP_ADMIN_TOKEN": secrets.token_hex(16),
@@ -435,19 +435,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--heads", type=int, default=64, help="head tasks behind Taskswap's /predict")
     ap.add_argument("--infinity", default=os.environ.get("INFINITY_EMB", "/work/venvs/peers/bin/infinity_emb"),
                     help="the infinity_emb command (in its own venv)")
-    ap.add_argument("--out", default="peers", help="results name under bench/results")
-    return ap.parse_args(argv)
+    ap.add_argument("--out", default=None, help="results name under bench/results (default peers)")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 2 and 3 copies, 1 s phases")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.copies, args.rounds, args.st_texts, args.clients = "2,3", 1, 64, min(args.clients, 4)
+        args.seconds, args.heads = 1.0, min(args.heads, 3)
+    args.out = args.out or ("peers-smoke" if args.smoke else "peers")
+    return args
 
 
 def main(argv=None) -> dict:
-    import sys
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     parts = set(args.only.split(","))
     res: dict = {"machine": machine(), "command": "python -m bench peers " + " ".join(argv or sys.argv[1:])}
-    bb = load(TEXT_SPEC)
-    texts = review_snippets(max(args.st_texts, 512), bb.preprocessor.tokenizer)
     root = Path(tempfile.mkdtemp(prefix="taskswap-peers-"))
+    bb = load(smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC)
+    texts = review_snippets(max(args.st_texts, 512), bb.preprocessor.tokenizer)
 
     def checkpoint(part: str) -> None:
         print(f"[{part} done at {time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f}]", flush=True)

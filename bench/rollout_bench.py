@@ -15,6 +15,7 @@ job runs, and how long a fit over HTTP takes.
 
     python -m bench rollout             # ~3 min on 2 CPU cores
     python -m bench rollout --quick     # fewer rounds
+    python -m bench rollout --smoke     # one round on a tiny random backbone
 
 Writes bench/results/rollout.json and .md.
 """
@@ -35,9 +36,15 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
+import torch  # noqa: E402
 
-from bench.common import (TEXT_SPEC, interleave, load, machine, percentile,  # noqa: E402
-                          rotten_tomatoes_rows, save_results, write_heads, write_loras)
+from adapters.backbones.base import BackboneSpec  # noqa: E402
+from adapters.registry import Registry  # noqa: E402
+from adapters.rollout import RolloutPolicy  # noqa: E402
+from adapters.runtime import Runtime  # noqa: E402
+from adapters.store import open_store  # noqa: E402
+from bench.common import (SMOKE_HELP, TEXT_SPEC, interleave, load, machine, percentile,  # noqa: E402
+                          rotten_tomatoes_rows, save_results, smoke_specs, write_heads, write_loras)
 from bench.http_bench import Served  # noqa: E402
 
 
@@ -64,15 +71,9 @@ class _Book:
         return self.p
 
 
-def shadow_cost(rounds: int) -> dict:
-    import torch
-
-    from adapters.registry import Registry
-    from adapters.rollout import RolloutPolicy
-    from adapters.runtime import Runtime
-    from adapters.store import open_store
+def shadow_cost(rounds: int, spec: BackboneSpec = TEXT_SPEC) -> dict:
     torch.set_num_threads(2)
-    bb = load(TEXT_SPEC)
+    bb = load(spec)
     texts, _ = labelled_snippets(64, skip=5000)
     with tempfile.TemporaryDirectory() as tmp:
         reg = Registry(open_store(tmp + "/store"), {"text": bb})
@@ -151,11 +152,12 @@ def run_fit(c: httpx.Client, token: str, task: str, texts, labels, promote="acti
             "val_accuracy": job["result"]["metrics"].get("val_accuracy"), "t0": t0, "t1": time.monotonic()}
 
 
-def http_part(rounds: int, clients: int, deadline_s: float) -> dict:
+def http_part(rounds: int, clients: int, deadline_s: float, spec: BackboneSpec = TEXT_SPEC) -> dict:
     root = Path(tempfile.mkdtemp(prefix="rollout-bench-"))
     token = secrets.token_hex(16)
     env = {"TASKSWAP_STORE": str(root / "store"), "TASKSWAP_ADMIN_TOKEN": token,
-           "TASKSWAP_BACKBONES": json.dumps([{"name": "text", "source": TEXT_SPEC.source}]),
+           "TASKSWAP_BACKBONES": json.dumps([{"name": "text", "source": spec.source,
+                                              "max_length": spec.max_length}]),
            "TASKSWAP_TORCH_THREADS": "2", "TASKSWAP_FIT_THREADS": "1"}
     srv = Served("service.service:Taskswap", env, root, "server")
     out: dict = {}
@@ -228,18 +230,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--max-seconds", type=float, default=240, help="stop adding HTTP rounds after this")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 1 round")
     args = ap.parse_args(argv)
-    rounds = 3 if args.quick else 5
-    print("shadow cost (in-process)...", flush=True)
-    shadow = shadow_cost(rounds)
-    print("HTTP: fit jobs and p99 while fitting...", flush=True)
-    http = http_part(rounds=2 if args.quick else 4, clients=args.clients, deadline_s=args.max_seconds)
-    res = {"machine": machine(), "command": "python -m bench rollout" + (" --quick" if args.quick else ""),
+    rounds = 1 if args.smoke else 3 if args.quick else 5
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = smoke_specs(Path(tmp))[0] if args.smoke else TEXT_SPEC
+        print("shadow cost (in-process)...", flush=True)
+        shadow = shadow_cost(rounds, spec)
+        print("HTTP: fit jobs and p99 while fitting...", flush=True)
+        http = http_part(rounds=1 if args.smoke else 2 if args.quick else 4, clients=args.clients,
+                         deadline_s=args.max_seconds, spec=spec)
+    res = {"machine": machine(), "command": " ".join(["python -m bench rollout", *(argv or sys.argv[1:])]),
            "shadow": shadow, "http": http}
     for f in ("fit_50_idle", "fit_500_idle"):
         http[f].pop("t0", None), http[f].pop("t1", None)
     md = markdown(res)
-    save_results("rollout", res, md)
+    save_results("rollout-smoke" if args.smoke else "rollout", res, md)
     print(md)
     return res
 

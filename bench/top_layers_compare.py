@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from adapters.backbones.base import resolve_source
-from bench.common import RESULTS, load, machine, save_results
+from bench.common import SMOKE_HELP, load, machine, results_dir, save_results, smoke_specs
 from bench.peft_plain import plain_peft
 from bench.splits import DATASET, labelled_and_test
 from training.config import TrainConfig
@@ -88,7 +88,7 @@ def run_one(bb, modality: str, method: str, overrides: dict | None, labelled, te
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--modality", choices=sorted(DATASET), default="text")
     ap.add_argument("--per-class", type=int, nargs="+", default=[200])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -97,32 +97,42 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, of: {', '.join(METHODS)}")
     ap.add_argument("--extra", default="{}", help="JSON {name: TrainConfig overrides} of more variants")
-    ap.add_argument("--out-name", default="top_layers_accuracy", help="bench/results/NAME.{md,json}")
+    ap.add_argument("--out-name", default=None, help="bench/results/NAME.{md,json} (default top_layers_accuracy)")
     ap.add_argument("--dev", action="store_true", help="score on held-out train-split examples, not the test split")
     ap.add_argument("--merge", nargs="*", default=None,
                     help="train nothing: add the rows of these result names (bench/results/NAME.json) "
                          "to --out-name's and rewrite its report")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 4 per class, 1 seed, 20 test examples")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.per_class, args.seeds, args.test, args.cap_min = [4], [0], 20, 0.2
+    args.out_name = args.out_name or ("top_layers_accuracy-smoke" if args.smoke else "top_layers_accuracy")
     torch.set_num_threads(args.threads)
     methods = {**METHODS, **json.loads(args.extra)}
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in methods]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose of {list(methods)} or add them with --extra")
-    path = RESULTS / f"{args.out_name}.json"
+    path = results_dir() / f"{args.out_name}.json"
     saved = json.loads(path.read_text()) if path.is_file() else {"rows": [], "methods": {}}
     rows = saved["rows"]
     _adopt_methods(methods, saved)
     done = {_key(r) for r in rows}
     if args.merge is not None:  # --merge alone: rewrite the report from the rows already here
         for other in args.merge:
-            piece = json.loads((RESULTS / f"{other}.json").read_text())
+            piece = json.loads((results_dir() / f"{other}.json").read_text())
             _adopt_methods(methods, piece)
             rows += [r for r in piece["rows"] if _key(r) not in done]
             done = {_key(r) for r in rows}
         _save(rows, args, methods)
         return
-    bb = load(DATASET[args.modality][1])
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = smoke_specs(Path(tmp))[args.modality == "vision"] if args.smoke else DATASET[args.modality][1]
+        _run_grid(load(spec), args, names, methods, rows, done)
+
+
+def _run_grid(bb, args, names: list[str], methods: dict, rows: list[dict], done: set) -> None:
+    """Every (labels per class, seed, method) not in ``done``; ``rows`` grows and is saved after each."""
     for n in args.per_class:
         for seed in args.seeds:
             labelled, test = labelled_and_test(n, seed, args.test, args.modality, args.dev)
@@ -212,7 +222,7 @@ def _save(rows, args, methods) -> None:
     save_results(args.out_name, {"machine": machine(), "args": vars(args), "rows": rows,
                                  "methods": {m: methods.get(m) for m in sorted(used)},
                                  "summary": summarise(rows)}, "\n".join(md) + "\n")
-    plot(rows, RESULTS / f"{args.out_name}.png")
+    plot(rows, results_dir() / f"{args.out_name}.png")
 
 
 def plot(rows: list[dict], path: Path) -> None:

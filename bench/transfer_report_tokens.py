@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 from adapters.backbones.base import load_backbone
-from adapters.backbones.defaults import default_spec
 from bench.common import machine
+from bench.transfer_config import backbone_spec
 from bench.transfer_config import config_for as pooled_config_for
 from training.config import TrainConfig
 from training.data.tokens import TokenData
@@ -67,7 +67,7 @@ def run_tokens(args) -> dict:
         torch.set_num_threads(args.threads)
     budgets = [int(b) for b in (args.budgets or DEFAULT_BUDGETS).split(",")]
     methods = args.methods.split(",")
-    bb = load_backbone(default_spec("text"))
+    bb = load_backbone(backbone_spec("text", args))
     rows, start, load_start = [], time.perf_counter(), machine()["load_avg"]
     for set_name in args.token_sets.split(","):
         test = load_set(set_name, "test", args.test_size, args.seed)
