@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import bz2
 import csv
+import ctypes
+import gc
 import importlib.util
 import json
 import os
@@ -318,6 +320,16 @@ def rss_bytes() -> int:
     """This process's resident set size."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def settled_rss() -> int:
+    """RSS after a collection and ``malloc_trim`` (freed heap given back), so what is counted
+    is what is really held."""
+    gc.collect()
+    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+    return rss_bytes()
 
 
 def machine() -> dict:

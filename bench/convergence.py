@@ -41,7 +41,6 @@ replica tests exercise the same setup.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random

@@ -42,8 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import ctypes
-import gc
 import json
 import os
 import random
@@ -62,19 +60,10 @@ from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
 from bench.common import (SMOKE_HELP, TEXT_SPEC, ServerProcess, interleave, load, machine, percentile, review_snippets,
-                          rss_bytes, save_results, smoke_specs, write_heads, write_loras)
+                          save_results, settled_rss, smoke_specs, write_heads, write_loras)
 from bench.http_bench import Served
 
 BATCH = 64
-
-
-def _settle() -> int:
-    """RSS after a collection and ``malloc_trim``, so freed heap is not counted as held."""
-    gc.collect()
-    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-    return rss_bytes()
 
 
 def _mem_available() -> int:
@@ -139,20 +128,20 @@ def part_models(bb, texts: list[str], root: Path, copies: list[int], rounds: int
         most = max(copies)
     # Taskswap's side: the same number of tasks as heads and as LoRA adapters, registered.
     reg = Registry(open_store(str(root / "store")), {bb.name: bb})
-    base = _settle()
+    base = settled_rss()
     for p in write_heads(root / "heads", bb, most):
         reg.register(p)
-    after_heads = _settle()
+    after_heads = settled_rss()
     for i, p in enumerate(write_loras(root / "loras", bb, most)):
         reg.register(p, name=f"lora-{i:03d}", labels=["neg", "pos"])
-    after_loras = _settle()
+    after_loras = settled_rss()
     rt = Runtime(reg)
     heads = [f"head-{i:04d}" for i in range(most)]
     loras = [f"lora-{i:03d}" for i in range(most)]
 
-    before_models = _settle()
+    before_models = settled_rss()
     sep = SeparateModels(bb, most)
-    after_models = _settle()
+    after_models = settled_rss()
 
     batches = _batches(texts, 4, seed=7)
     rng = random.Random(3)
@@ -195,7 +184,7 @@ def part_models(bb, texts: list[str], root: Path, copies: list[int], rounds: int
            "rss_models_total": after_models - before_models,
            "rss_taskswap_tasks_total": after_loras - base}
     del sep
-    _settle()
+    settled_rss()
     return {"copies": copies, "rows": rows, "vs_models": vs, "memory": mem,
             "rounds": len(t.per_round[ref]), "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
             "timing": t.as_dict()}

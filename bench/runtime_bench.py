@@ -37,7 +37,6 @@ the median over rounds of the ratio measured inside one round. Results go to
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import random
 import shutil
@@ -52,7 +51,7 @@ from pathlib import Path
 import torch
 
 from bench.common import (SMOKE_HELP, TEXT_SPEC, VISION_SPEC, Timing, inputs_for, interleave, load, machine,
-                          peft_multi, rss_bytes, save_results, smoke_specs, write_heads, write_loras)
+                          peft_multi, save_results, settled_rss, smoke_specs, write_heads, write_loras)
 from adapters.backbones.base import Backbone, BackboneSpec
 from adapters.batching import Batcher
 from adapters.length_batches import padding_fraction, plan_sub_batches
@@ -327,30 +326,21 @@ def memory(bb: Backbone, root: Path, n_heads: int, n_loras: int) -> dict:
 
 def memory_child(arg: str) -> None:
     """The measured side of :func:`memory` (prints one JSON line)."""
-    import ctypes
     a = json.loads(arg)
     torch.set_num_threads(a["threads"])
     bb = load(BackboneSpec(**a["spec"]))
     bb.embed(inputs_for(bb, 4))
     reg = Registry(open_store(a["store"]), {bb.name: bb})
-    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
-
-    def settle() -> int:
-        gc.collect()
-        if trim is not None:
-            trim(0)  # give freed heap back, so RSS is what is really held
-        return rss_bytes()
-
-    before = settle()
+    before = settled_rss()
     for p in a["heads"]:
         reg.register(Path(p))
-    mid = settle()
+    mid = settled_rss()
     for p in a["mlps"]:
         reg.register(Path(p))
-    mid2 = settle()
+    mid2 = settled_rss()
     for i, p in enumerate(a["loras"]):
         reg.register(Path(p), name=f"mem-lora-{i:03d}", labels=["neg", "pos"])
-    after = settle()
+    after = settled_rss()
     n_heads, n_loras = len(a["heads"]), len(a["loras"])
     head_bytes = reg.resolve("mem-0000").nbytes
     lora = reg.resolve("mem-lora-000")

@@ -29,8 +29,6 @@ No timing is asserted anywhere (tests/test_scale.py checks behaviour at 5,000 ta
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import random
@@ -57,18 +55,11 @@ from adapters.registry import Registry  # noqa: E402
 from adapters.runtime import Runtime  # noqa: E402
 from adapters.store import open_store  # noqa: E402
 from bench.common import (SMOKE_HELP, TEXT_SPEC, interleave, load, machine, review_snippets,  # noqa: E402
-                          results_dir, rss_bytes, save_results, smoke_specs)
+                          results_dir, save_results, settled_rss, smoke_specs)
 from bench.http_bench import Served  # noqa: E402
 from bench.scale_populate import populate, write_head  # noqa: E402
 from s3 import start_moto, stop_moto  # noqa: E402
 BATCH = 64
-
-
-def _trim() -> None:
-    gc.collect()
-    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
-    if trim:
-        trim(0)
 
 
 def _ms(samples: list[float]) -> dict:
@@ -94,8 +85,7 @@ def cold_child(a: dict) -> dict:
     t_backbone = time.perf_counter() - t0
     bb.embed(["warm up"])
     backbones = {bb.name: bb}
-    _trim()
-    before = rss_bytes()
+    before = settled_rss()
     t1 = time.perf_counter()
     reg = Registry(open_store(a["store"]), backbones)
     reg.sync()
@@ -105,8 +95,7 @@ def cold_child(a: dict) -> dict:
     first = reg.page(None, n - 1, 1)[0][0]["name"]
     rt.run([rt.prepare([first], ["ready?"], "text")])
     t_ready = time.perf_counter() - t0
-    _trim()
-    after = rss_bytes()
+    after = settled_rss()
     names = [row["name"] for row in reg.page(None, 0, None)[0]]
     tensor = statistics.mean(reg.resolve(x).nbytes for x in names)
     out = {"tasks": n, "backbone_load_s": t_backbone, "registry_sync_s": t_sync, "time_to_ready_s": t_ready,
