@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -199,6 +200,7 @@ def http_part(rounds: int, clients: int, deadline_s: float, spec: BackboneSpec =
                    p99_ratio_median=statistics.median(w["ratio"] for w in windows))
     finally:
         srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
     return out
 
 

@@ -78,7 +78,12 @@ def main(argv=None) -> None:
     if args.smoke:
         args.tasks, args.rounds = 2, 1
     torch.set_num_threads(args.threads)
-    root = Path(tempfile.mkdtemp(prefix="tl-bench-"))
+    with tempfile.TemporaryDirectory(prefix="tl-bench-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args, root: Path) -> None:
+    """The variants interleaved, on adapters written under ``root``; prints and saves the table."""
     bb = load(smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC)
     L = num_blocks(bb.model, bb.model_type)
     inputs = inputs_for(bb, BATCH)
