@@ -27,6 +27,10 @@ log = logging.getLogger("taskswap.batching")
 class Batcher:
     """``Batcher(runtime).submit(prepared).result()`` — thread-safe.
 
+    An item needs only ``rows`` (its trunk rows) for the batcher; ``runtime.run(items)``
+    answers a list of results in order. An item with a ``timings`` dict (a
+    :class:`Prepared`) gets its ``submitted`` stamp there.
+
     >>> import tempfile
     >>> from adapters.store import open_store
     >>> from adapters.registry import Registry
@@ -61,7 +65,9 @@ class Batcher:
                 raise CapacityError(f"server is at capacity ({self._queued_rows} rows queued, "
                                     f"limit {self.max_queue_rows}); retry shortly", retry_after_s=1)
             self._queued_rows += req.rows
-        req.timings["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
+        stamps = getattr(req, "timings", None)  # a Prepared's; an item needs only ``rows``
+        if stamps is not None:
+            stamps["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
         self._q.put((req, fut))
         return fut
 

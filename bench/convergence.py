@@ -1,8 +1,8 @@
 """Replica convergence over HTTP: how long after replica A acknowledges a change the other
 replicas serve it, on a shared local store and on an S3 store (a moto server).
 
-    python -m bench.convergence                  # 2 replicas, 30 repetitions (about 4 minutes)
-    python -m bench.convergence --replicas 3 --reps 10
+    python -m bench convergence                  # 2 replicas, 30 repetitions (about 4 minutes)
+    python -m bench convergence --replicas 3 --reps 10
 
 Real ``bentoml serve`` replicas on 127.0.0.1 (one worker each), started here and stopped at
 the end: one group on a local folder store, one group on a bucket of a ``moto_server`` on
@@ -41,7 +41,6 @@ replica tests exercise the same setup.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -61,11 +60,11 @@ sys.path.insert(0, str(REPO / "tests"))  # the shared harness: server.py, s3.py,
 from adapters.backbones.base import load_backbone  # noqa: E402
 from adapters.backbones.tiny import tiny_backbone_spec  # noqa: E402
 from adapters.format.archive import make_archive  # noqa: E402
+from bench.common import save_results  # noqa: E402
 from factories import head_adapter  # noqa: E402
 from s3 import start_moto, stop_moto  # noqa: E402
 from server import ServerFactory, tiny_backbones_env  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 OPERATIONS = ("register", "new version", "rollback", "delete")
 HOW = {"register": "lazy load on a miss", "new version": "watcher", "rollback": "watcher",
        "delete": "watcher"}
@@ -154,7 +153,7 @@ def markdown(res: dict) -> str:
     lines = [
         "# Replica convergence",
         "",
-        f"`python -m bench.convergence --replicas {a['replicas']} --reps {a['reps']}` "
+        f"`python -m bench convergence --replicas {a['replicas']} --reps {a['reps']}` "
         f"({res['finished_at']}): {a['replicas']} real `bentoml serve` replicas per store on "
         f"127.0.0.1, sync interval {a['sync_interval']} s, others polled every {a['poll_ms']} ms; "
         "time from the writer's acknowledgement to the last other replica serving the change "
@@ -269,13 +268,8 @@ def main(argv=None) -> dict:
         "summary": {store: {op: summarise(v) for op, v in ops.items()} for store, ops in samples.items()},
         "server_errors": errors[:20],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2) + "\n")
     md = markdown(res)
-    (RESULTS / f"{args.out}.md").write_text(md)
+    save_results(args.out, res, md)
     print(md)
     return res
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Crash loop: kill -9 the real server again and again during registrations, and check.
 
-    python -m bench.crash_loop                 # 20 cycles (about 10-15 minutes on 2 busy cores)
-    python -m bench.crash_loop --cycles 5      # quick
+    python -m bench crash-loop                 # 20 cycles (about 10-15 minutes on 2 busy cores)
+    python -m bench crash-loop --cycles 5      # quick
 
 Each cycle (``tests/crash_http.py``): an admin client registers (head and LoRA archives,
 each a new version), rolls back and deletes over HTTP without pause; after a random
@@ -36,13 +36,13 @@ from crash_worker import Expected  # noqa: E402
 from server import ServerFactory  # noqa: E402
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-minutes", type=float, default=30, help="stop starting new cycles after this")
     ap.add_argument("--no-save", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from adapters.backbones.base import load_backbone
     from adapters.backbones.tiny import tiny_backbone_spec
@@ -80,7 +80,7 @@ def main() -> None:
     if not args.no_save:
         md = out.pop("markdown")
         save_results("reliability_crash", out, md)
-    sys.exit(0 if out["verdict"] == "pass" else 1)
+    return 0 if out["verdict"] == "pass" else 1
 
 
 def summarise(reports, expected, failure, internal, wall, args) -> dict:
@@ -113,10 +113,7 @@ Measured on a shared 2-core CPU machine; tiny text backbone (the store and serve
 | wall time | {out['seconds']} s |
 
 {('Failure: ' + failure) if failure else ''}
-Command: `python -m bench.crash_loop --cycles {args.cycles} --seed {args.seed}`
+Command: `python -m bench crash-loop --cycles {args.cycles} --seed {args.seed}`
 """
     return out
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """The long schema fuzzing run: schemathesis against a real server's own ``/docs.json``.
 
-    python -m bench.fuzz --examples 100 --max-time 420   # the published run (~8 min, ~10,000 cases)
-    python -m bench.fuzz --examples 20                    # quick (~1-2 min)
+    python -m bench fuzz --examples 100 --max-time 420   # the published run (~8 min, ~10,000 cases)
+    python -m bench fuzz --examples 20                    # quick (~1-2 min)
 
 Without ``--max-time`` hypothesis stops once an operation's strategies are exhausted,
 so ``--examples`` alone stops growing the count (40 examples: ~800 cases).
@@ -34,14 +34,14 @@ from fuzz_http import CHECKS, run_schemathesis  # noqa: E402
 from server import ServerFactory, tiny_backbones_env  # noqa: E402
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--examples", type=int, default=200, help="max examples per operation and phase")
     ap.add_argument("--max-time", type=int, default=None, help="seconds: repeat fuzzing/stateful until spent")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--timeout", type=int, default=1800, help="hard limit for the schemathesis process")
     ap.add_argument("--no-save", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from adapters.backbones.base import load_backbone
     from adapters.backbones.tiny import tiny_backbone_spec
@@ -89,14 +89,14 @@ Measured on a shared 2-core CPU machine; tiny backbones, tasks `ok` (text head),
 {chr(10).join(summary)}
 ```
 
-Command: `python -m bench.fuzz --examples {args.examples}{f' --max-time {args.max_time}' if args.max_time else ''} --seed {args.seed}`
+Command: `python -m bench fuzz --examples {args.examples}{f' --max-time {args.max_time}' if args.max_time else ''} --seed {args.seed}`
 """
     print(md)
     if verdict != "pass":
         print(run.output[-8000:])
     if not args.no_save:
         save_results("reliability_fuzz", out, md)
-    sys.exit(0 if verdict == "pass" else 1)
+    return 0 if verdict == "pass" else 1
 
 
 def _summary_lines(output: str) -> list[str]:
@@ -105,6 +105,3 @@ def _summary_lines(output: str) -> list[str]:
     start = max(text.rfind("SUMMARY"), 0)
     return [line.rstrip() for line in text[start:].splitlines() if line.strip()][:40]
 
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,11 @@
 """The runtime and HTTP benches on a CUDA device, in float32 and float16, in one command.
 
-    python -m bench.gpu                      # quick runtime + HTTP bench, fp32 then fp16
-    python -m bench.gpu --full --dtypes fp16 # the full benches, float16 only
-    python -m bench.gpu --dry-run            # print the commands it would run (works without CUDA)
+    python -m bench gpu                      # quick runtime + HTTP bench, fp32 then fp16
+    python -m bench gpu --full --dtypes fp16 # the full benches, float16 only
+    python -m bench gpu --dry-run            # print the commands it would run (works without CUDA)
 
-Each (dtype, bench) pair runs as its own child process (``python -m bench.runtime_bench
---device cuda --half ...`` and ``python -m bench.http_bench ...``), so every one starts with
+Each (dtype, bench) pair runs as its own child process (``python -m bench runtime
+--device cuda --half ...`` and ``python -m bench http ...``), so every one starts with
 a clean device; their results land in ``bench/results/gpu-<dtype>-{runtime,http}.{md,json}``
 and this command writes ``bench/results/gpu.{md,json}``: which runs succeeded, their
 headline ratios, the device name, and the tail of the log of any that failed. On a GPU the
@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import results_dir
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 DTYPES = ("fp32", "fp16")
 BENCHES = ("runtime", "http")
 
@@ -39,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--full", action="store_true", help="the full benches (default: their --quick runs)")
     ap.add_argument("--timeout-s", type=float, default=1800, help="per child bench")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    ap.add_argument("--results", default=str(RESULTS), help="folder for the result files")
+    ap.add_argument("--results", default=str(results_dir()), help="folder for the result files")
     args = ap.parse_args(argv)
     args.dtypes = _pick(args.dtypes, DTYPES, "--dtypes", ap)
     args.benches = _pick(args.benches, BENCHES, "--benches", ap)
@@ -62,7 +63,7 @@ def commands(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     for dtype in args.dtypes:
         half = ["--half"] if dtype == "fp16" else []
         for bench in args.benches:
-            argv = [sys.executable, "-m", f"bench.{bench}_bench", "--device", args.device, *half,
+            argv = [sys.executable, "-m", "bench", bench, "--device", args.device, *half,
                     "--out", f"gpu-{dtype}-{bench}"]
             if not args.full:
                 argv.append("--quick")
@@ -104,7 +105,7 @@ def write_summary(results_dir: Path, device_name: str, runs: list[dict]) -> Path
     payload = {"device": device_name, "runs": runs}
     (results_dir / "gpu.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [f"# GPU benches on {device_name}", "",
-             "Produced by `python -m bench.gpu`; each row's full table is in the named result file.", ""]
+             "Produced by `python -m bench gpu`; each row's full table is in the named result file.", ""]
     for run in runs:
         name = f"gpu-{run['dtype']}-{run['bench']}"
         state = "ok" if run["rc"] == 0 else f"**failed** (exit {run['rc']})"
@@ -147,7 +148,3 @@ def main(argv=None) -> int:
     md = write_summary(Path(args.results), device_name, runs)
     print(md.read_text())
     return 0 if all(r["rc"] == 0 for r in runs) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Hostile load: honest clients and attackers on one real server, for minutes.
 
-    python -m bench.hostile_load                     # 180 s, MiniLM text + MobileNetV2 vision
-    python -m bench.hostile_load --seconds 30 --tiny  # quick, tiny random backbones
+    python -m bench hostile-load                     # 180 s, MiniLM text + MobileNetV2 vision
+    python -m bench hostile-load --seconds 30 --tiny  # quick, tiny random backbones
 
 A real ``bentoml serve`` on 127.0.0.1 (``tests/server.py``). Honest clients predict
 texts (several tasks, head and LoRA) and small images in a loop; hostile clients send, at
@@ -147,7 +147,7 @@ def hostile_requests(admin: dict[str, bytes]) -> dict[str, callable]:
     return out
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=180)
     ap.add_argument("--honest", type=int, default=3, help="honest clients (texts; one more sends images)")
@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny random backbones instead of MiniLM/MobileNetV2")
     ap.add_argument("--read-timeout", type=float, default=10, help="TASKSWAP_READ_TIMEOUT_S of the server")
     ap.add_argument("--no-save", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp, ServerFactory(Path(tmp)) as servers:
         root = Path(tmp)
@@ -226,7 +226,7 @@ def main() -> None:
         sum(1 for _, s in hostile_log if str(s).startswith("5"))
     lat = [t for _, t in honest_log]
     report = {
-        "command": "python -m bench.hostile_load " + " ".join(sys.argv[1:]), "seconds": round(wall, 1),
+        "command": "python -m bench hostile-load " + " ".join(sys.argv[1:]), "seconds": round(wall, 1),
         "machine": machine(), "honest_requests": len(honest_log), "honest_failed": len(honest_failed),
         "honest_failures": collections.Counter(map(str, honest_failed)),
         "honest_p50_s": round(percentile(lat, 50), 3), "honest_p99_s": round(percentile(lat, 99), 3),
@@ -251,9 +251,5 @@ def main() -> None:
     print(md)
     if not args.no_save:
         save_results("reliability_hostile", report, md)
-    if not ok:
-        sys.exit(1)
+    return 0 if ok else 1
 
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,10 @@
 """Served over HTTP: Taskswap against a minimal raw-backbone BentoML service, and hot swap.
 
-    python -m bench.http_bench --threads 1   # the full run (about 8 minutes on 2 busy CPU cores)
-    python -m bench.http_bench --quick       # 3 rounds of 4 s phases (about 4 minutes)
-    python -m bench.http_bench --embeddings  # served embeddings vs the raw backbone (about 2 minutes)
-    python -m bench.http_bench --only registration  # only part 5: hot swap (about 4 minutes)
+    python -m bench http --threads 1   # the full run (about 8 minutes on 2 busy CPU cores)
+    python -m bench http --quick       # 3 rounds of 4 s phases (about 4 minutes)
+    python -m bench http --embeddings  # served embeddings vs the raw backbone (about 2 minutes)
+    python -m bench http --only registration  # only part 5: hot swap (about 4 minutes)
+    python -m bench http --smoke       # every phase on a tiny random backbone, seconds long
 
 Two real ``bentoml serve`` processes on 127.0.0.1, started here and stopped at the end:
 
@@ -51,11 +52,12 @@ from pathlib import Path
 
 import httpx
 
+from adapters.backbones.base import BackboneSpec
 from adapters.format.archive import make_archive
 from adapters.registry import Registry
 from adapters.store import open_store
-from bench.common import (TEXT_SPEC, ServerProcess, load, machine, percentile, review_snippets, save_results,
-                          write_heads, write_loras)
+from bench.common import (SMOKE_HELP, TEXT_SPEC, ServerProcess, load, machine, percentile, review_snippets, save_results,
+                          smoke_specs, write_heads, write_loras)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,7 +226,7 @@ def idle_registration_cpu(served: "Served", reg: "Registrar", n: int = 20) -> di
     wall = time.perf_counter() - t0
     cpu = tree_cpu_s(served.proc.pid) - before - idle * wall
     return {"cpu_ms_per_registration": 1000 * cpu / n, "wall_ms_per_registration": 1000 * took / n,
-            "requests_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "errors": {}}
+            "registrations": n, "requests_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "errors": {}}
 
 
 def load_while_swapping(url: str, reg: Registrar, bodies, clients: int, seconds: float) -> dict:
@@ -256,9 +258,10 @@ def load_while_swapping(url: str, reg: Registrar, bodies, clients: int, seconds:
 
 
 # ---- the run ---------------------------------------------------------------------------
-def prepare_store(root: Path, n_heads: int, n_loras: int):
-    """A local store with ``n_heads`` heads and ``n_loras`` LoRAs; returns (backbone, lora dirs)."""
-    bb = load(TEXT_SPEC)
+def prepare_store(root: Path, n_heads: int, n_loras: int, spec: BackboneSpec = TEXT_SPEC):
+    """A local store with ``n_heads`` heads and ``n_loras`` LoRAs on ``spec``; returns (backbone,
+    lora dirs)."""
+    bb = load(spec)
     reg = Registry(open_store(str(root / "store")), {bb.name: bb})
     for p in write_heads(root / "heads", bb, n_heads):
         reg.register(p)
@@ -359,7 +362,7 @@ def embeddings_markdown(res: dict) -> str:
     lines = ["# HTTP bench: served embeddings", "",
              f"Machine: {res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, CUDA: "
              f"{res['machine']['cuda']}; load average at start {res['machine']['load_avg'][0]:.1f}. "
-             f"Command: `python -m bench.http_bench --embeddings` ({a['clients']} concurrent clients, "
+             f"Command: `python -m bench http --embeddings` ({a['clients']} concurrent clients, "
              f"{a['texts']} texts per request, {a['seconds']:.0f} s per phase, {a['rounds']} "
              f"interleaved rounds, medians; 1 worker, max_batch_rows {a['max_batch_rows']}, "
              f"max_wait_ms {a['max_wait_ms']}, torch threads {a['threads']}).", "",
@@ -426,8 +429,9 @@ def idle_markdown(idle: dict | None) -> list[str]:
     if not idle:
         return []
     per = ", ".join(f"{r['cpu_ms_per_registration']:.1f}" for r in idle["rounds"])
-    return ["", f"On the idle server (no other traffic; 20 head registrations back to back, 3 "
-                f"interleaved rounds): **{idle['cpu_ms_per_registration']:.1f} ms of server CPU per "
+    n = idle["rounds"][0].get("registrations", 20)
+    return ["", f"On the idle server (no other traffic; {n} head registrations back to back, "
+                f"{len(idle['rounds'])} interleaved rounds): **{idle['cpu_ms_per_registration']:.1f} ms of server CPU per "
                 f"registration** ({per}), {idle['wall_ms_per_registration']:.0f} ms each end to end."]
 
 
@@ -484,18 +488,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto", help="torch device of the servers' backbones")
     ap.add_argument("--half", action="store_true", help="float16 backbones in the servers (CUDA only)")
     ap.add_argument("--out", default=None, help="results name under bench/results (default http / http-quick)")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 3 heads, 2 LoRAs, 4 clients, 1 s phases")
     args = ap.parse_args(argv)
     short = args.quick or args.embeddings
-    args.rounds = args.rounds or (3 if short else 5)
-    args.seconds = args.seconds or (4.0 if short else 10.0)
+    if args.smoke:
+        args.heads, args.loras, args.clients = min(args.heads, 3), args.loras or 2, min(args.clients, 4)
+    args.rounds = args.rounds or (1 if args.smoke else 3 if short else 5)
+    args.seconds = args.seconds or (1.0 if args.smoke else 4.0 if short else 10.0)
     if args.loras is None:
         args.loras = 4 if args.only == "registration" else 64
     if args.embeddings:
         args.heads, args.loras = 0, 0
+    reps = 2 if args.smoke else 5 if args.quick else 10
     root = Path(tempfile.mkdtemp(prefix="taskswap-http-bench-"))
+    spec = smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC
     res: dict = {"args": vars(args), "machine": machine()}
     t0 = time.perf_counter()
-    bb, lora_dirs = prepare_store(root, args.heads, args.loras)
+    bb, lora_dirs = prepare_store(root, args.heads, args.loras, spec)
     print(f"store ready in {time.perf_counter() - t0:.0f}s ({root})", flush=True)
     texts = review_snippets(512, bb.preprocessor.tokenizer)
     token = secrets.token_hex(16)
@@ -504,8 +513,8 @@ def main(argv=None) -> dict:
     device = {"device": args.device, "half": args.half}
     taskswap = Served("service.service:Taskswap", {
         **common, "TASKSWAP_STORE": str(root / "store"), "TASKSWAP_ADMIN_TOKEN": token,
-        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": TEXT_SPEC.source,
-                                           "max_length": TEXT_SPEC.max_length}]),
+        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source,
+                                           "max_length": spec.max_length}]),
         "TASKSWAP_METRICS_MAX_TASKS": "50", "TASKSWAP_DEVICE": args.device,
         "TASKSWAP_HALF": str(args.half).lower()}, root, "taskswap")
     compare = None
@@ -513,13 +522,13 @@ def main(argv=None) -> dict:
         shutil.copytree(root / "store", root / "store-compare", symlinks=True)
         compare = Served("service.service:Taskswap", {
             **common, "TASKSWAP_STORE": str(root / "store-compare"), "TASKSWAP_ADMIN_TOKEN": token,
-            "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": TEXT_SPEC.source,
-                                               "max_length": TEXT_SPEC.max_length}]),
+            "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source,
+                                               "max_length": spec.max_length}]),
             "TASKSWAP_METRICS_MAX_TASKS": "50", "TASKSWAP_DEVICE": args.device,
             "TASKSWAP_HALF": str(args.half).lower()}, root, "compare", cwd=Path(args.compare_checkout))
     raw = None if args.only == "registration" else Served("bench.raw_service:RawBackbone", {
-        **common, "RAW_BACKBONE": json.dumps({"name": bb.name, "source": TEXT_SPEC.source,
-                                              "max_length": TEXT_SPEC.max_length, **device})}, root, "raw")
+        **common, "RAW_BACKBONE": json.dumps({"name": bb.name, "source": spec.source,
+                                              "max_length": spec.max_length, **device})}, root, "raw")
     try:
         taskswap.wait_ready()
         for other in (raw, compare):
@@ -541,7 +550,8 @@ def main(argv=None) -> dict:
         print(f"servers ready and warm in {time.perf_counter() - t0:.0f}s", flush=True)
         if args.embeddings:
             embeddings_phase(res, raw, taskswap, texts, bb.name, args)
-            return _finish(res, taskswap, embeddings_markdown, args.out or "http-embeddings")
+            return _finish(res, taskswap, embeddings_markdown,
+                           args.out or ("http-embeddings-smoke" if args.smoke else "http-embeddings"))
         mk = lambda tasks, seed: body_maker(texts, args.texts, tasks, seed)  # noqa: E731
         variants = {
             "raw backbone service": lambda: run_load(raw.url, mk(None, 1), args.clients, args.seconds),
@@ -558,10 +568,9 @@ def main(argv=None) -> dict:
         servers = {"": taskswap, **({" (compare)": compare} if compare is not None else {})}
         regs = {k: Registrar(srv.url, token, bb, root / f"swap{i}") for i, (k, srv) in enumerate(servers.items())}
         lora_archives = [make_archive(d, "zip") for d in lora_dirs[:4]]
-        res["first_prediction"] = first_prediction(regs[""], lora_archives, texts[0], 5 if args.quick else 10)
+        res["first_prediction"] = first_prediction(regs[""], lora_archives, texts[0], reps)
         if compare is not None:
-            res["first_prediction_compare"] = first_prediction(regs[" (compare)"], lora_archives, texts[0],
-                                                               5 if args.quick else 10)
+            res["first_prediction_compare"] = first_prediction(regs[" (compare)"], lora_archives, texts[0], reps)
         swap_variants = {}
         for k, srv in servers.items():
             swap_variants[f"steady{k}"] = with_server_cpu(srv, functools.partial(
@@ -569,8 +578,9 @@ def main(argv=None) -> dict:
             swap_variants[f"registering 1/s{k}"] = with_server_cpu(srv, functools.partial(
                 load_while_swapping, srv.url, regs[k], mk(heads, 5), args.clients, args.seconds))
         swap_rounds = interleaved(swap_variants, args.rounds)
-        idle_rounds = interleaved({f"idle registrations{k}": functools.partial(idle_registration_cpu, srv, regs[k])
-                                   for k, srv in servers.items()}, 3)
+        idle_n = 3 if args.smoke else 20
+        idle_rounds = interleaved({f"idle registrations{k}": functools.partial(idle_registration_cpu, srv, regs[k], idle_n)
+                                   for k, srv in servers.items()}, 1 if args.smoke else 3)
         for k in servers:
             res["idle" + ("_compare" if k else "")] = {
                 "cpu_ms_per_registration": statistics.median(
@@ -598,9 +608,6 @@ def main(argv=None) -> dict:
         md += "\nServer log errors:\n\n" + "\n".join(f"    {e}" for e in res["server_errors"]) + "\n"
     print(md)
     default = "http-registration" if args.only == "registration" else "http-quick" if args.quick else "http"
-    save_results(args.out or default, res, md)
+    save_results(args.out or default + ("-smoke" if args.smoke else ""), res, md)
     return res
 
-
-if __name__ == "__main__":
-    main()

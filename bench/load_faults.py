@@ -1,8 +1,8 @@
 """Load with faults: concurrent prediction clients on a real server while an admin client
 registers, activates (rolls back) and deletes adapters every second.
 
-    python -m bench.load_faults                    # 180 s, 4 clients, embedded MiniLM (default)
-    python -m bench.load_faults --seconds 60 --tiny   # quick, tiny random backbone
+    python -m bench load-faults                    # 180 s, 4 clients, embedded MiniLM (default)
+    python -m bench load-faults --seconds 60 --tiny   # quick, tiny random backbone
 
 A real ``bentoml serve`` on 127.0.0.1 (``tests/server.py``), one text backbone. Tasks:
 
@@ -225,7 +225,7 @@ def _lora(folder: Path, bb, seed: int) -> Path:
     return folder
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=180, help="length of the loaded phase")
     ap.add_argument("--clients", type=int, default=4, help="concurrent prediction clients")
@@ -233,7 +233,7 @@ def main() -> None:
     ap.add_argument("--period", type=float, default=1.0, help="seconds between admin operations")
     ap.add_argument("--tiny", action="store_true", help="tiny random backbone instead of MiniLM")
     ap.add_argument("--no-save", action="store_true", help="print only (no results files)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="load-faults-") as tmp, ServerFactory(Path(tmp)) as servers:
         root = Path(tmp)
@@ -269,8 +269,7 @@ def main() -> None:
     if not args.no_save:
         md = report.pop("markdown")
         save_results("reliability_load", report, md)
-    if report["verdict"] != "pass":
-        sys.exit(1)
+    return 0 if report["verdict"] == "pass" else 1
 
 
 def summarise(samples, ops, failures, ledger, wall, args, problems_live, problems_restart, internal) -> dict:
@@ -320,10 +319,7 @@ Measured on a shared 2-core CPU machine (other work running): absolute figures a
 | ... and after a restart on the same store | {not problems_restart} {problems_restart or ''} |
 | 500s / tracebacks in the server log | {len(internal)} |
 
-Command: `python -m bench.load_faults --seconds {args.seconds:g} --clients {args.clients}{' --tiny' if args.tiny else ''}`
+Command: `python -m bench load-faults --seconds {args.seconds:g} --clients {args.clients}{' --tiny' if args.tiny else ''}`
 """
     return out
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Memory under adapter churn: register -> predict -> delete, many times, over HTTP.
 
-    python -m bench.memory_churn                     # 300 cycles on embedded MiniLM (about 4-5 min)
-    python -m bench.memory_churn --cycles 100 --tiny
+    python -m bench memory-churn                     # 300 cycles on embedded MiniLM (about 4-5 min)
+    python -m bench memory-churn --cycles 100 --tiny
 
 A real ``bentoml serve`` on 127.0.0.1 with the text backbone and two tasks that stay
 registered (a head and a LoRA, used in every prediction). Each cycle registers a task
@@ -63,7 +63,7 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cycles", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=30)
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=15)
     ap.add_argument("--tiny", action="store_true", help="tiny random text backbone instead of MiniLM")
     ap.add_argument("--no-save", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from adapters.format.archive import make_archive
     from bench.load_faults import _lora
@@ -147,13 +147,10 @@ RSS per process after the warm-up: {per_process_warm}; at the end: {per_process_
 
 RSS samples (cycle: MiB): {', '.join(f'{c}: {m:.0f}' for c, m in samples)}
 
-Command: `python -m bench.memory_churn --cycles {args.cycles}{' --tiny' if args.tiny else ''}`
+Command: `python -m bench memory-churn --cycles {args.cycles}{' --tiny' if args.tiny else ''}`
 """
     print(md)
     if not args.no_save:
         save_results("reliability_memory", out, md)
-    sys.exit(0 if verdict == "pass" else 1)
+    return 0 if verdict == "pass" else 1
 
-
-if __name__ == "__main__":
-    main()

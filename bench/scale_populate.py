@@ -1,6 +1,6 @@
 """Fill a store with many head tasks quickly, through the store's own API (bench-side only).
 
-    python -m bench.scale_populate --store /tmp/store --tasks 100000
+    python -m bench scale-populate --store /tmp/store --tasks 100000
 
 Each task ``task-{i:06d}`` (384 -> 2..10 labels, seeded random weights) is checked by
 :func:`adapters.loading.prepare_adapter` (headers, fingerprint) and written with
@@ -30,6 +30,7 @@ from adapters.heads import Head
 from adapters.loading import prepare_adapter
 from adapters.store import open_store
 from adapters.store.base import VersionInfo
+from bench.common import TEXT_SPEC, load, smoke_specs
 
 
 def task_name(i: int) -> str:
@@ -82,16 +83,14 @@ def populate(store_url: str, bb, start: int, stop: int, report_every: int = 5000
 
 
 def main(argv=None) -> None:
-    from bench.common import TEXT_SPEC, load
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--store", required=True)
     ap.add_argument("--tasks", type=int, required=True)
     ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="a tiny random backbone instead of MiniLM (checks the writer runs)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    bb = load(TEXT_SPEC)
-    print(populate(args.store, bb, args.start, args.tasks))
+    with tempfile.TemporaryDirectory() as tmp:
+        bb = load(smoke_specs(Path(tmp))[0] if args.smoke else TEXT_SPEC)
+        print(populate(args.store, bb, args.start, args.tasks))
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,8 @@
 """Serving cost of ``top_layers`` adapters in mixed traffic, as throughput ratios to the raw
 backbone, next to the ratio the block count predicts.
 
-    python -m bench.top_layers_bench --threads 1 --rounds 5
+    python -m bench top-layers --threads 1 --rounds 5
+    python -m bench top-layers --smoke --lora   # every variant on a tiny random backbone
 
 MiniLM-L6 (6 blocks) on 64 Rotten Tomatoes snippets of 16-64 tokens per call, 8 heads and
 8 top-layers adapters per k (random perturbations of the backbone's own blocks: cost does
@@ -43,7 +44,9 @@ from adapters.kinds.top_layers import blocks_state_of, num_blocks, write_top_lay
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
-from bench.common import TEXT_SPEC, inputs_for, interleave, load, machine, save_results, write_heads, write_loras
+from bench.common import (SMOKE_HELP, TEXT_SPEC, inputs_for, interleave, load, machine, save_results, smoke_specs,
+                          write_heads, write_loras)
+from training.lora import block_linear_targets, resolve_targets
 
 BATCH = 64
 
@@ -65,17 +68,25 @@ def write_tops(root: Path, bb, n: int, k: int) -> list[Path]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=8, help="heads and top_layers adapters per k")
     ap.add_argument("--lora", action="store_true", help="add LoRA on query/value and on every block Linear")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 2 tasks per k, 1 round")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.tasks, args.rounds = 2, 1
     torch.set_num_threads(args.threads)
-    bb = load(TEXT_SPEC)
+    with tempfile.TemporaryDirectory(prefix="tl-bench-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args, root: Path) -> None:
+    """The variants interleaved, on adapters written under ``root``; prints and saves the table."""
+    bb = load(smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC)
     L = num_blocks(bb.model, bb.model_type)
     inputs = inputs_for(bb, BATCH)
-    root = Path(tempfile.mkdtemp(prefix="tl-bench-"))
     reg = Registry(open_store(str(root / "store")), {bb.name: bb}, lora_budget_bytes=4 << 30)
     heads = [reg.register(p).name for p in write_heads(root / "h", bb, args.tasks)]
     tops = {k: [reg.register(p).name for p in write_tops(root / f"t{k}", bb, args.tasks, k)] for k in (1, 2)}
@@ -111,7 +122,7 @@ def main(argv=None) -> None:
                 "predicted_vs_heads": round(predicted[n], 3)} for n in variants}
     m = machine()
     md = ["# Serving cost of top_layers in mixed traffic (MiniLM-L6, CPU)", "",
-          f"`python -m bench.top_layers_bench --threads {args.threads} --rounds {args.rounds}"
+          f"`python -m bench top-layers --threads {args.threads} --rounds {args.rounds}"
           f"{' --lora' if args.lora else ''}`; "
           f"{m['cpus']} CPUs, torch {m['torch']}, {m['threads']} thread(s), load average "
           f"{m['load_avg'][0]:.1f}; {BATCH} inputs per call, {args.tasks} heads and {args.tasks} "
@@ -129,13 +140,13 @@ def main(argv=None) -> None:
         md.append(f"| {n} | {r['rows_per_s']} | {r['ratio_to_raw']} | {r['cpu_ratio_to_raw']} | "
                   f"{r['ratio_to_heads']} | {r['cpu_ratio_to_heads']} | {r['predicted_vs_heads']} |")
     print("\n".join(md))
-    save_results("top_layers_bench" + ("_lora" if args.lora else ""), {"machine": m, "args": vars(args), "results": rows,
-                                      "timing": t.as_dict()}, "\n".join(md) + "\n")
+    name = "top_layers_bench" + ("_lora" if args.lora else "") + ("-smoke" if args.smoke else "")
+    save_results(name, {"machine": m, "args": vars(args), "results": rows, "timing": t.as_dict()},
+                 "\n".join(md) + "\n")
 
 
 def lora_variants(bb, reg, root: Path, n: int, one_task_each, variants: dict, predicted: dict):
     """LoRA on query/value and on every block Linear, mixed (per-row deltas) and single (merged)."""
-    from training.lora import block_linear_targets
     model = bb.model
     every = block_linear_targets(model)
     macs = flops_share(model, every)
@@ -152,7 +163,6 @@ def lora_variants(bb, reg, root: Path, n: int, one_task_each, variants: dict, pr
 def flops_share(model, every: list[str], r: int = 8) -> dict[str, float]:
     """Rank-``r`` LoRA multiply-adds per token over the blocks' Linear multiply-adds, for
     query/value and for ``every`` target (attention's own score products ignored)."""
-    from training.lora import resolve_targets
     modules = dict(model.named_modules())
     base = sum(m.in_features * m.out_features for m in (modules[n] for n in resolve_targets(model, every)))
 
@@ -160,6 +170,3 @@ def flops_share(model, every: list[str], r: int = 8) -> dict[str, float]:
         return sum(r * (modules[n].in_features + modules[n].out_features) for n in resolve_targets(model, targets))
     return {"qv": lora(["query", "value"]) / base, "all": lora(every) / base}
 
-
-if __name__ == "__main__":
-    main()

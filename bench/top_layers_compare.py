@@ -2,7 +2,7 @@
 and training time per labels-per-class budget, several seeds, every fine-tuning run under
 one wall-clock cap.
 
-    python -m bench.top_layers_compare --per-class 200 --seeds 0 1 2 --test 1000 --cap-min 3 --threads 1
+    python -m bench top-layers-compare --per-class 200 --seeds 0 1 2 --test 1000 --cap-min 3 --threads 1
 
 Text: Rotten Tomatoes (2 classes) on MiniLM-L6; vision (``--modality vision``): Fashion-MNIST
 (10 classes) on MobileNetV2 at 96 px. The demo's train/test split is fixed (seed 0); per seed,
@@ -33,10 +33,12 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS, TEXT_SPEC, VISION_SPEC, load, machine, save_results
+from adapters.backbones.base import resolve_source
+from bench.common import SMOKE_HELP, load, machine, results_dir, save_results, smoke_specs
+from bench.peft_plain import plain_peft
+from bench.splits import DATASET, labelled_and_test
 from training.config import TrainConfig
 from training.data import stratified_sample
-from training.data.demo import load_demo
 from training.trainer import train
 
 # name -> TrainConfig overrides; "layers": "all" is every block of the backbone.
@@ -51,32 +53,6 @@ METHODS = {
     "plain peft 6 epochs": {"plain_epochs": 6},  # the same script given more of the budget
 }
 DEFAULT_METHODS = "head,lora,top_layers k=1,top_layers k=2,top_layers k=all,scratch,plain peft"
-DATASET = {"text": ("rotten-tomatoes", TEXT_SPEC), "vision": ("fashion-mnist", VISION_SPEC)}
-
-
-def labelled_and_test(per_class: int, seed: int, n_test: int, modality: str = "text", dev: bool = False):
-    """(labelled, test): ``per_class`` x classes labelled examples sampled with ``seed`` from
-    the demo's train split, and ``n_test`` test examples, the same for every seed.
-    ``dev``: the test examples are drawn from the rest of the train split instead (for
-    choosing defaults without looking at the test split)."""
-    name = DATASET[modality][0]
-    if dev:
-        if modality != "text":
-            raise SystemExit("--dev is for text only")
-        pool = load_demo(name, "train", seed=0)
-        labelled = stratified_sample(pool, per_class * len(pool.label_names), seed)
-        taken = set(labelled.inputs)
-        rest = pool.subset([i for i, x in enumerate(pool.inputs) if x not in taken])
-        return labelled, stratified_sample(rest, n_test, 1000 + seed)
-    if modality == "vision":  # Fashion-MNIST has its own train/test files; sample while reading
-        return (load_demo(name, "train", limit=10 * per_class, seed=seed),
-                load_demo(name, "test", limit=n_test, seed=0))
-    pool = load_demo(name, "train", seed=0)
-    labelled = stratified_sample(pool, per_class * len(pool.label_names), seed)
-    labelled.source = f"{pool.source}; {len(labelled)} sampled with seed {seed}"
-    return labelled, load_demo(name, "test", limit=n_test, seed=0)
-
-
 def _blocks(bb) -> int:
     from adapters.kinds.top_layers import LAYOUTS
     return len(LAYOUTS[bb.model_type].block_modules(bb.model))
@@ -85,8 +61,6 @@ def _blocks(bb) -> int:
 def run_one(bb, modality: str, method: str, overrides: dict | None, labelled, test, seed: int,
             cap_min: float) -> dict:
     if _plain(overrides):
-        from adapters.backbones.base import resolve_source
-        from bench.peft_plain import plain_peft
         kw = {k.removeprefix("plain_"): v for k, v in (overrides or {}).items()}
         r = plain_peft(resolve_source(bb.spec.source), labelled, test, seed=seed, max_minutes=cap_min,
                        max_length=bb.spec.max_length, **{"epochs": 2, **kw})
@@ -114,7 +88,7 @@ def run_one(bb, modality: str, method: str, overrides: dict | None, labelled, te
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--modality", choices=sorted(DATASET), default="text")
     ap.add_argument("--per-class", type=int, nargs="+", default=[200])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -123,32 +97,42 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, of: {', '.join(METHODS)}")
     ap.add_argument("--extra", default="{}", help="JSON {name: TrainConfig overrides} of more variants")
-    ap.add_argument("--out-name", default="top_layers_accuracy", help="bench/results/NAME.{md,json}")
+    ap.add_argument("--out-name", default=None, help="bench/results/NAME.{md,json} (default top_layers_accuracy)")
     ap.add_argument("--dev", action="store_true", help="score on held-out train-split examples, not the test split")
     ap.add_argument("--merge", nargs="*", default=None,
                     help="train nothing: add the rows of these result names (bench/results/NAME.json) "
                          "to --out-name's and rewrite its report")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 4 per class, 1 seed, 20 test examples")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.per_class, args.seeds, args.test, args.cap_min = [4], [0], 20, 0.2
+    args.out_name = args.out_name or ("top_layers_accuracy-smoke" if args.smoke else "top_layers_accuracy")
     torch.set_num_threads(args.threads)
     methods = {**METHODS, **json.loads(args.extra)}
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in methods]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose of {list(methods)} or add them with --extra")
-    path = RESULTS / f"{args.out_name}.json"
+    path = results_dir() / f"{args.out_name}.json"
     saved = json.loads(path.read_text()) if path.is_file() else {"rows": [], "methods": {}}
     rows = saved["rows"]
     _adopt_methods(methods, saved)
     done = {_key(r) for r in rows}
     if args.merge is not None:  # --merge alone: rewrite the report from the rows already here
         for other in args.merge:
-            piece = json.loads((RESULTS / f"{other}.json").read_text())
+            piece = json.loads((results_dir() / f"{other}.json").read_text())
             _adopt_methods(methods, piece)
             rows += [r for r in piece["rows"] if _key(r) not in done]
             done = {_key(r) for r in rows}
         _save(rows, args, methods)
         return
-    bb = load(DATASET[args.modality][1])
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = smoke_specs(Path(tmp))[args.modality == "vision"] if args.smoke else DATASET[args.modality][1]
+        _run_grid(load(spec), args, names, methods, rows, done)
+
+
+def _run_grid(bb, args, names: list[str], methods: dict, rows: list[dict], done: set) -> None:
+    """Every (labels per class, seed, method) not in ``done``; ``rows`` grows and is saved after each."""
     for n in args.per_class:
         for seed in args.seeds:
             labelled, test = labelled_and_test(n, seed, args.test, args.modality, args.dev)
@@ -208,7 +192,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 def _save(rows, args, methods) -> None:
     loads = [r["load_avg_1m"] for r in rows]
     md = ["# Head vs LoRA vs top layers vs scratch vs plain PEFT", "",
-          f"Rows of one or more invocations of `python -m bench.top_layers_compare ... --out-name "
+          f"Rows of one or more invocations of `python -m bench top-layers-compare ... --out-name "
           f"{args.out_name}{' --dev' if args.dev else ''}` (a rerun skips the rows already here; `--merge` "
           f"joins pieces run side by side); each run's modality, labels per class, seed, cap and load are in "
           f"the runs table. {machine()['cpus']} CPUs, torch {machine()['torch']}, 1-minute load average "
@@ -238,7 +222,7 @@ def _save(rows, args, methods) -> None:
     save_results(args.out_name, {"machine": machine(), "args": vars(args), "rows": rows,
                                  "methods": {m: methods.get(m) for m in sorted(used)},
                                  "summary": summarise(rows)}, "\n".join(md) + "\n")
-    plot(rows, RESULTS / f"{args.out_name}.png")
+    plot(rows, results_dir() / f"{args.out_name}.png")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -265,6 +249,3 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)
 
-
-if __name__ == "__main__":
-    main()

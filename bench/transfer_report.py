@@ -19,8 +19,9 @@ forwards and backwards per step, so they get few epochs and a wall-clock cap per
 (``--max-minutes``); the caps and epochs are printed in the report. The feature cache is
 off, so every ``head`` time includes its feature extraction.
 
-    python bench/transfer_report.py                       # the default, ~45 min here (shared CPU)
-    python bench/transfer_report.py --budgets 10 --test-size 100 --methods head   # a smoke run
+    python -m bench transfer-report                       # the default, ~45 min here (shared CPU)
+    python -m bench transfer-report --budgets 10 --test-size 100 --methods head   # a short run
+    python -m bench transfer-report --smoke               # every method on tiny random backbones
 
 ``--task methods`` runs the fine-tuning comparison instead: head / LoRA / top_layers
 (k = 1, 2, all) / scratch / a plain PEFT script, several seeds, both modalities, accuracy
@@ -50,12 +51,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import torch  # noqa: E402
 
 from adapters.backbones.base import load_backbone  # noqa: E402
-from adapters.backbones.defaults import default_spec  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from bench.common import SMOKE_HELP, results_dir  # noqa: E402
+from bench.top_layers_compare import main as main_methods  # noqa: E402
+from bench.transfer_config import backbone_spec, config_for  # noqa: E402
+from bench.transfer_report_tokens import main_tokens  # noqa: E402
 from training.data import load_demo, take_per_class  # noqa: E402
 from training.trainer import train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = {"fashion-mnist": "vision", "rotten-tomatoes": "text", "spoken-digits": "audio"}
 FIELDS = ["dataset", "backbone", "method", "per_class", "n_train", "n_test", "test_accuracy",
           "test_macro_f1", "train_seconds", "epochs_run", "best_epoch", "rows_seen", "capped"]
@@ -86,22 +88,22 @@ def parse_args(argv=None):
                    help="lora/scratch early-stopping patience in epochs (default: none, the cap ends "
                         "the run; the state with the lowest validation loss is still the one kept)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: bench/results)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--replot", action="store_true",
                    help="train nothing: rewrite the markdown and plot from the CSV in --out")
-    return p.parse_args(argv)
-
-
-def config_for(method: str, args, name: str, **fixed) -> TrainConfig:
-    """The run's TrainConfig: the report's per-method budgets, plus ``fixed`` fields (e.g. the
-    token task's ``task_type``)."""
-    extra = dict(fixed)
-    if method == "lora":
-        extra.update(epochs=args.lora_epochs, max_train_minutes=args.max_minutes, patience=args.patience)
-    elif method == "scratch":
-        extra.update(epochs=args.scratch_epochs, max_train_minutes=args.max_minutes, patience=args.patience)
-    return TrainConfig(name=name, method=method, seed=args.seed, progress=args.progress, **extra)
+    p.add_argument("--smoke", action="store_true", help=SMOKE_HELP + (
+        "; 2 per class (tokens: 10 sentences of punctuation), 20 test examples, 2 epochs; "
+        "results under bench/results/transfer_report-smoke/"))
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.budgets = args.budgets or ("10" if args.task == "tokens" else "2")
+        args.head_budgets, args.test_size, args.max_minutes = "", min(args.test_size, 20), 0.2
+        args.lora_epochs, args.scratch_epochs = 2, 2
+        if args.task == "tokens" and "--token-sets" not in (argv or []):
+            args.token_sets = "punctuation"
+    args.out = args.out or (results_dir() / "transfer_report-smoke" if args.smoke else results_dir())
+    return args
 
 
 def run(args) -> list[dict]:
@@ -118,7 +120,7 @@ def run(args) -> list[dict]:
         writer.writeheader()
         for dataset in args.datasets.split(","):
             bb_name = DATASETS[dataset]
-            backbone = load_backbone(default_spec(bb_name))
+            backbone = load_backbone(backbone_spec(bb_name, args))
             # One pool big enough for the largest budget; budgets are per-class samples of it.
             pool = load_demo(dataset, "train", limit=max(b for b, _ in plan) * 12, seed=args.seed)
             test = load_demo(dataset, "test", limit=args.test_size, seed=args.seed)
@@ -231,14 +233,16 @@ def plot(rows: list[dict], args) -> Path:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--task" in argv and argv[argv.index("--task") + 1:][:1] == ["methods"]:
-        from bench.top_layers_compare import main as main_methods
         at = argv.index("--task")
         main_methods(argv[:at] + argv[at + 2:])
         return 0
     args = parse_args(argv)
-    if args.task == "tokens":
-        from bench.transfer_report_tokens import main_tokens
-        return main_tokens(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.tiny_root = tmp  # the --smoke backbones
+        return main_tokens(args) if args.task == "tokens" else main_pooled(args)
+
+
+def main_pooled(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -249,6 +253,3 @@ def main(argv=None) -> int:
     print(f"wrote {args.out / 'transfer_report.csv'}, {md}, {png}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The token task of the transfer report: head vs LoRA vs scratch taggers at label budgets.
 
-Run through ``bench/transfer_report.py --task tokens`` (one program with the pooled
+Run through ``python -m bench transfer-report --task tokens`` (one program with the pooled
 report; this file keeps the token part apart). For each tagging set on the embedded
 MiniLM-L6 and each budget of training sentences (20% carved off for validation, the
 budgets nested: the first N of one seeded shuffle), it trains through the public API
@@ -21,22 +21,24 @@ and token accuracy. Sets:
 
 Writes ``bench/results/transfer_report_tokens.{json,md}``.
 
-    python bench/transfer_report.py --task tokens                       # all sets, budgets 50,200,1000
-    python bench/transfer_report.py --task tokens --token-sets punctuation --budgets 20 \\
+    python -m bench transfer-report --task tokens                       # all sets, budgets 50,200,1000
+    python -m bench transfer-report --task tokens --token-sets punctuation --budgets 20 \\
         --test-size 50 --methods head,scratch                             # a smoke run
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from adapters.backbones.base import load_backbone
-from adapters.backbones.defaults import default_spec
 from bench.common import machine
+from bench.transfer_config import backbone_spec
+from bench.transfer_config import config_for as pooled_config_for
 from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.tokens import train_tokens
@@ -56,7 +58,6 @@ def load_set(name: str, split: str, limit: int, seed: int) -> TokenData:
 
 
 def config_for(method: str, args, name: str) -> TrainConfig:
-    from bench.transfer_report import config_for as pooled_config_for
     return pooled_config_for(method, args, name, task_type="token_classification")
 
 
@@ -66,9 +67,8 @@ def run_tokens(args) -> dict:
         torch.set_num_threads(args.threads)
     budgets = [int(b) for b in (args.budgets or DEFAULT_BUDGETS).split(",")]
     methods = args.methods.split(",")
-    bb = load_backbone(default_spec("text"))
+    bb = load_backbone(backbone_spec("text", args))
     rows, start, load_start = [], time.perf_counter(), machine()["load_avg"]
-    import tempfile
     for set_name in args.token_sets.split(","):
         test = load_set(set_name, "test", args.test_size, args.seed)
         pool = load_set(set_name, "train", max(budgets), args.seed)
@@ -104,7 +104,7 @@ def run_tokens(args) -> dict:
 
 def markdown(payload: dict) -> str:
     mc, a, rows = payload["machine"], payload["args"], payload["rows"]
-    cmd = (f"python bench/transfer_report.py --task tokens --token-sets {a['token_sets']} --budgets "
+    cmd = (f"python -m bench transfer-report --task tokens --token-sets {a['token_sets']} --budgets "
            f"{a['budgets'] or DEFAULT_BUDGETS} --methods {a['methods']} --test-size {a['test_size']} "
            + (f"--lora-epochs {a['lora_epochs']} " if a["lora_epochs"] else "")
            + f"--scratch-epochs {a['scratch_epochs']} --max-minutes {a['max_minutes']}" + (f" --threads {a['threads']}" if a.get("threads") else ""))

@@ -73,3 +73,22 @@ def test_a_batch_that_fails_for_everyone_fails_each_request_and_the_worker_lives
         assert batcher.queued_rows == 0
     finally:
         batcher.close()
+
+
+def test_an_item_with_only_rows_is_batched():
+    """The batcher needs ``rows`` of an item and nothing else (the raw-backbone bench service
+    queues such items); a ``timings`` dict is stamped only where an item has one."""
+
+    class Item:
+        def __init__(self, rows: int):
+            self.rows = rows
+
+    class Echo:
+        def run(self, items):
+            return [it.rows for it in items]
+
+    b = Batcher(Echo())
+    try:
+        assert [b.submit(Item(n)).result(timeout=10) for n in (1, 3)] == [1, 3]
+    finally:
+        b.close()

@@ -1,4 +1,4 @@
-"""``python -m bench.gpu``: the parts that run without a GPU (arguments, refusal, result files)."""
+"""``python -m bench gpu``: the parts that run without a GPU (arguments, refusal, result files)."""
 
 import json
 import subprocess
@@ -18,7 +18,7 @@ def test_plan_runs_each_bench_per_dtype_with_half_only_for_fp16():
     assert [(d, b) for d, b, _ in plan] == [("fp32", "runtime"), ("fp32", "http"),
                                              ("fp16", "runtime"), ("fp16", "http")]
     for dtype, bench, argv in plan:
-        assert argv[1:3] == ["-m", f"bench.{bench}_bench"]
+        assert argv[1:4] == ["-m", "bench", bench]
         assert argv[argv.index("--device") + 1] == "cuda:1"
         assert ("--half" in argv) == (dtype == "fp16")
         assert argv[argv.index("--out") + 1] == f"gpu-{dtype}-{bench}"
@@ -51,10 +51,10 @@ def test_refuses_without_cuda(monkeypatch, tmp_path, capsys):
 
 
 def test_dry_run_prints_commands_without_cuda():
-    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--dry-run", "--dtypes", "fp16",
+    out = subprocess.run([sys.executable, "-m", "bench", "gpu", "--dry-run", "--dtypes", "fp16",
                           "--benches", "http"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().endswith("-m bench.http_bench --device cuda --half --out gpu-fp16-http --quick")
+    assert out.stdout.strip().endswith("-m bench http --device cuda --half --out gpu-fp16-http --quick")
 
 
 def test_summary_reads_child_results_and_reports_failures(tmp_path):

@@ -3,7 +3,7 @@ at random points while an admin client registers, rolls back and deletes over HT
 restart on the same store; every acknowledged change is there and servable, the change
 in flight landed whole or not at all, and no leftovers accumulate (see ``crash_http``).
 
-A few cycles here; ``python -m bench.crash_loop`` runs many more.
+A few cycles here; ``python -m bench crash-loop`` runs many more.
 """
 
 from __future__ import annotations
