@@ -46,8 +46,8 @@ class StoreFollower:
 
     # ---- one task, for a request's miss ---------------------------------------------------
     def catch_up(self, task: str) -> None:
-        """Read ``task``'s alias (and policy) and take it in if it moved; a task unknown to
-        the store stays unknown. For a request's miss: cheap, and no writer lock."""
+        """Read ``task``'s alias (and policy) and take it in if it moved (a task the store no
+        longer has leaves the table). For a request's miss: one read, and no writer lock."""
         try:
             check_name(task)
         except InvalidInput:
@@ -57,15 +57,18 @@ class StoreFollower:
             seq = table.local_seq
             alias = self.store.get_alias(task)
             row = table.get(task)
-            if alias is None or (row is not None and row.alias == alias):
+            if (row.alias == alias) if row is not None else alias is None:
                 return
-            policy = parse_policy(task, self.store.get_rollout(task))
+            policy = parse_policy(task, self.store.get_rollout(task)) if alias is not None else None
             with table.lock:
                 if table.local_seq != seq:
                     continue  # a local change raced this read: read again
                 table.local_seq += 1  # a sync round in flight must not undo it
-                table.adopt(task, alias)
-                table.set_policy(task, policy)
+                if alias is None:
+                    table.drop(task)
+                else:
+                    table.adopt(task, alias)
+                    table.set_policy(task, policy)
                 return
 
     # ---- the whole store ------------------------------------------------------------------

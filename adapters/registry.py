@@ -28,9 +28,9 @@ from adapters.loading import LoadedAdapter
 from adapters.residency import Residency
 from adapters.rollout import RolloutPolicy, ShadowStats
 from adapters.store.base import AdapterStore, Alias, check_name
-from adapters.table import Entry, Task, TaskTable
+from adapters.table import Task, TaskTable
 
-__all__ = ["Change", "Entry", "Registry", "Task"]
+__all__ = ["Change", "Registry"]
 
 
 class Registry:

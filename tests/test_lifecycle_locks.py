@@ -109,3 +109,15 @@ def test_a_miss_catches_up_on_one_task_without_the_writer_lock(setup, tmp_path, 
     _while_stuck(store, lambda: reg.register(stuck),
                  lambda: _predict(rt, "late").version == late or pytest.fail("the miss found nothing"))
     assert reg.show("late")["active_version"] == late
+
+
+def test_a_miss_on_a_task_deleted_elsewhere_drops_it(setup, text_backbone):
+    """A follower knows LoRA task ``l`` (not loaded yet); another process deletes it; the
+    follower's next request for it catches up on that one task: not registered."""
+    store, reg, _ = setup
+    other = Registry(open_store(str(store.root)), {"text": text_backbone})
+    assert other.sync() and other.show("l")["state"] == "unloaded"
+    reg.delete("l")
+    with pytest.raises(NotFound):
+        other.resolve("l")
+    assert [t["name"] for t in other.list()] == ["gone", "h"]
