@@ -61,7 +61,7 @@ def probe_features(bb, poolings: set[str], run=None):
             hit = _POOLED.get((id(bb), pooling))
         if hit is None or hit[0] is not bb:
             req = Prepared(bb, inputs, [], EmbedSpec(pooling=pooling))
-            emb = (run(req) if run is not None else Runtime(registry=None).run([req])[0]).embeddings
+            emb = (run(req) if run is not None else Runtime(None).run([req])[0]).embeddings
             hit = (bb, emb)  # [probes, hidden] float32 on CPU
             with _POOLED_LOCK:
                 _POOLED[(id(bb), pooling)] = hit
@@ -85,7 +85,7 @@ def check_outputs_finite(adapter, run=None) -> None:
         result = score_alone(adapter, probe_features(bb, needs, run))
     else:
         probe = Prepared(bb, probe_inputs(bb), [adapter])
-        result = (run(probe) if run is not None else Runtime(registry=None).run([probe])[0])[0]
+        result = (run(probe) if run is not None else Runtime(None).run([probe])[0])[0]
     check_rows_finite(result, f"adapter {adapter.name!r} on its registration probe")
 
 

@@ -10,7 +10,7 @@ materialise tensors.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from adapters.backbones.base import Backbone
@@ -25,9 +25,10 @@ from adapters.lora.patterns import with_lora_modules
 from adapters.lora.weights import LoraPlan
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, frozen=True)
 class LoadedAdapter:
-    """One adapter version in memory, ready to serve. Immutable once built.
+    """One adapter version in memory, ready to serve. Immutable (frozen): a registration
+    names its stored version with :meth:`with_version`, a new object on the same tensors.
 
     ``weights`` are the kind's own trunk weights (LoRA factors; None for a head).
     """
@@ -40,6 +41,10 @@ class LoadedAdapter:
     weights: object | None
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
+
+    def with_version(self, version: str) -> "LoadedAdapter":
+        """The same adapter (same tensors, so caches keyed by them stay valid) as ``version``."""
+        return replace(self, version=version)
 
     @property
     def kind(self) -> str:

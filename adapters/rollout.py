@@ -12,8 +12,8 @@ A task may have one *candidate* version beside its active one:
 
 The policy is a small JSON document in the store beside the task's alias
 (:meth:`adapters.store.base.AdapterStore.update_rollout`), so every replica and worker
-applies the same one and it survives restarts. :class:`RolloutBook` is a process's copy,
-refreshed whenever the store generation moves.
+applies the same one and it survives restarts. A server keeps each task's policy on its
+row of the registry's table (:mod:`adapters.table`), taken in by the store follower.
 
 Example::
 
@@ -130,58 +130,44 @@ class ShadowStats:
                     "confusion": {a: dict(row) for a, row in self.confusion.items()}}
 
 
-class RolloutBook:
-    """This process's copy of every task's rollout policy, plus its shadow statistics.
+def parse_policy(name: str, doc: dict | None) -> RolloutPolicy | None:
+    """A store policy document as a :class:`RolloutPolicy`; a foreign or damaged one is
+    ignored (logged), so the task serves without it."""
+    if doc is None:
+        return None
+    try:
+        return RolloutPolicy.model_validate(doc)
+    except Exception as exc:
+        log.warning("rollout policy of %s ignored: %s", name, exc)
+        return None
 
-    ``refresh`` re-reads the policies of the tasks the store knows (call it when the store
-    generation moves). A policy whose candidate is not (or no longer) a stored version of
-    the task, or is already the active one, is ignored: that is how a promote that crashed
-    between switching the alias and clearing the policy stays harmless.
+
+def policy_applies(policy: RolloutPolicy | None, alias) -> bool:
+    """Whether ``policy``'s candidate is a stored version of the task other than the active
+    one: a promote that crashed between its alias switch and clearing the policy (or a
+    policy naming a version this process's alias does not know yet) changes nothing."""
+    return (policy is not None and policy.candidate != alias.active
+            and any(v.version == policy.candidate for v in alias.versions))
+
+
+class RolloutBook:
+    """Every task's rollout policy read straight from a store, for a tool that holds no
+    registry. A server keeps each task's policy on its row of the registry's table
+    (:meth:`adapters.table.TaskTable.policy`), taken in by the store follower with the
+    task's alias, and its shadow comparisons beside it.
+
+    ``refresh`` keeps the policies that apply (:func:`policy_applies`).
     """
 
     def __init__(self, store):
         self.store = store
-        self._lock = threading.Lock()
         self._policies: dict[str, RolloutPolicy] = {}
-        self._stats: dict[tuple[str, str, str], ShadowStats] = {}
 
-    def refresh(self, aliases: dict, only: list[str] | None = None) -> None:
-        """Reload the policies of the tasks in ``aliases`` ({name: Alias}) from the store;
-        with ``only`` (the tasks a store change named), just theirs — the others' policies
-        did not change, so a change costs the same however many tasks there are."""
+    def refresh(self, aliases: dict) -> None:
+        """Reload the policies of the tasks in ``aliases`` ({name: Alias}) from the store."""
         docs = self.store.list_rollouts(sorted(aliases))
-        fresh = set(only or ())
-        policies = {} if only is None else {n: p for n, p in self._policies.items() if n not in fresh}
-        for name, doc in docs.items():
-            try:
-                p = RolloutPolicy.model_validate(doc)
-            except Exception as exc:  # a foreign or damaged document: serve without it
-                log.warning("rollout policy of %s ignored: %s", name, exc)
-                continue
-            alias = aliases[name]
-            if p.candidate != alias.active and any(v.version == p.candidate for v in alias.versions):
-                policies[name] = p
-        with self._lock:
-            self._policies = policies
+        policies = {n: p for n, doc in docs.items() if policy_applies(p := parse_policy(n, doc), aliases[n])}
+        self._policies = policies
 
     def policy(self, task: str) -> RolloutPolicy | None:
         return self._policies.get(task)
-
-    def stats(self, task: str, active: str, candidate: str) -> ShadowStats:
-        key = (task, active, candidate)
-        with self._lock:
-            s = self._stats.get(key)
-            if s is None:
-                s = self._stats[key] = ShadowStats(task, active, candidate)
-            return s
-
-    def reports(self, task: str) -> list[dict]:
-        """Every comparison this process has for ``task`` (one per active/candidate pair)."""
-        with self._lock:
-            stats = [s for (t, _, _), s in self._stats.items() if t == task]
-        return [s.report() for s in stats]
-
-    def forget(self, task: str) -> None:
-        with self._lock:
-            for key in [k for k in self._stats if k[0] == task]:
-                del self._stats[key]

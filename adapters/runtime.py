@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import torch
 
@@ -33,7 +34,6 @@ from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.kinds.trunk import HOOKED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
 from adapters.loading import LoadedAdapter
-from adapters.registry import Registry
 from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
 
 log = logging.getLogger("taskswap.runtime")
@@ -137,23 +137,39 @@ class Results(list):
         self.embeddings = embeddings
 
 
+class AdapterLookup(Protocol):
+    """What the runtime asks about adapters (an :class:`adapters.registry.Registry` is one):
+    the version serving a task, an exact stored version, a rollout candidate, and the
+    served backbones. The runtime is handed one; it never imports the registry."""
+
+    backbones: dict[str, Backbone]
+
+    def resolve(self, task: str) -> LoadedAdapter: ...
+
+    def resolve_version(self, task: str, version: str) -> LoadedAdapter: ...
+
+    def candidate(self, task: str, version: str) -> LoadedAdapter: ...
+
+
 class Runtime:
     """Turns prepared requests into per-task answers.
 
-    >>> import tempfile
-    >>> from adapters.store import open_store
-    >>> rt = Runtime(Registry(open_store(tempfile.mkdtemp()), {}))
-    >>> rt.run([])
+    >>> Runtime(None).run([])  # no lookup: runs prepared requests only
     []
     """
 
-    def __init__(self, registry: Registry, max_forward_rows: int = 256,
+    def __init__(self, lookup: AdapterLookup | None, max_forward_rows: int = 256,
                  token_budget: int | None = DEFAULT_TOKEN_BUDGET):
-        self.registry = registry
+        self.lookup = lookup
         self.max_forward_rows = max_forward_rows
         # Padded tokens per trunk forward (rows x longest row); None = one padded pass per
         # max_forward_rows rows in arrival order (the behaviour before length-aware batching).
         self.token_budget = token_budget
+
+    @property
+    def registry(self) -> AdapterLookup | None:
+        """The lookup this runtime was given (callers that built it from a registry read it back)."""
+        return self.lookup
 
     def prepare(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
                 versions: dict[str, str] | None = None, rollout=None,
@@ -162,7 +178,8 @@ class Runtime:
 
         ``versions`` pins a task to one stored version (id or unique prefix) instead of its
         active one; ``embed`` also returns the pooled features. With a
-        :class:`adapters.rollout.RolloutBook` (``rollout``), a task in canary may be pinned to
+        ``rollout`` (anything with ``policy(task)``, e.g. the registry: a task's
+        :class:`~adapters.rollout.RolloutPolicy` from its row), a task in canary may be pinned to
         its candidate (sticky per ``routing_key``), and a task in shadow gets its candidate as
         a shadow scorer; a task pinned by ``versions`` is left alone.
         """
@@ -173,15 +190,15 @@ class Runtime:
         if not inputs:
             raise InvalidInput("inputs are empty: send at least one text or image")
         versions = versions or {}
-        adapters = [self.registry.resolve_version(t, versions[t]) if t in versions
-                    else self.registry.resolve(t) for t in tasks]
+        adapters = [self.lookup.resolve_version(t, versions[t]) if t in versions
+                    else self.lookup.resolve(t) for t in tasks]
         shadows, roles = [None] * len(tasks), ["active"] * len(tasks)
         for i, t in enumerate(tasks):
             policy = rollout.policy(t) if rollout is not None and t not in versions else None
             if policy is None or policy.candidate == adapters[i].version:
                 continue
             try:
-                cand = self.registry.candidate(t, policy.candidate)
+                cand = self.lookup.candidate(t, policy.candidate)
             except TaskswapError as exc:  # a broken candidate never fails the active path
                 log.warning("rollout candidate %s of %s unavailable: %s", policy.candidate[:12], t, exc)
                 continue
@@ -207,10 +224,10 @@ class Runtime:
 
     def prepare_embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> Prepared:
         """An embeddings-only request: the pooled features of ``inputs`` on ``backbone``."""
-        bb = self.registry.backbones.get(backbone)
+        bb = self.lookup.backbones.get(backbone)
         if bb is None:
             raise NotFound(f"backbone {backbone!r} is not served here "
-                           f"(backbones: {', '.join(sorted(self.registry.backbones)) or 'none'})")
+                           f"(backbones: {', '.join(sorted(self.lookup.backbones)) or 'none'})")
         if not inputs:
             raise InvalidInput("inputs are empty: send at least one text or image")
         if bb.modality != modality:

@@ -56,8 +56,8 @@ class Engine:
         self.batcher: Batcher | None = None
         self.watcher: StoreWatcher | None = None
         self.limits = InputLimits.from_settings(settings)
+        self.store = None  # the adapter store (jobs, store paths); the registry writes adapters to it
         self.rollouts = None  # service.rollouts.Rollouts once started
-        self._policies_at = -1  # the registry generation the rollout book last followed
         self.registrations: RegistrationQueue | None = None  # POST /adapters runs there
         self.prediction_log = PredictionLog.from_settings(settings)
 
@@ -101,12 +101,9 @@ class Engine:
         # every request for about a second).
         gc.collect()
         gc.freeze()
-        self.registry = registry
+        self.store, self.registry = store, registry
         from service.rollouts import Rollouts
-        self.rollouts = Rollouts(self)
-        self.rollouts.refresh()
-        registry.take_synced()  # every policy was just read: later syncs refresh the changed ones
-        self._policies_at = registry.generation
+        self.rollouts = Rollouts(self)  # policies arrive on the registry's task rows with each sync
         self.runtime = Runtime(registry)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch)
@@ -143,14 +140,7 @@ class Engine:
     def sync(self, wait: bool = True) -> bool:
         """Follow the store (cheap when nothing changed); with ``wait=False``, skip it while
         an admin call holds the registry's writer lock (that call brings this process up to date)."""
-        changed = self.registry.sync(wait=wait)
-        # Not only when this call moved the registry: a request for a task this process had
-        # not seen yet syncs the registry itself (Registry.show / resolve), and the policy
-        # changes that sync took in would otherwise never reach the rollout book.
-        gen = self.registry.generation
-        if self.rollouts is not None and (changed or gen != self._policies_at):
-            self._policies_at = gen
-            self.rollouts.refresh(self.registry.take_synced())  # a policy change bumps it too
+        changed = self.registry.sync(wait=wait)  # rollout policies ride on the tasks' rows
         self._publish_state()
         return changed
 
@@ -188,7 +178,7 @@ class Engine:
         # prepare may load an evicted LoRA from the store: keep it off the event loop.
         prepared = await anyio.to_thread.run_sync(
             lambda: self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
-                                         rollout=self.rollouts.book, routing_key=routing_key))
+                                         rollout=self.registry, routing_key=routing_key))
         results = await self._submit(prepared)
         _check_finite(results, prepared.backbone.name)
         self.rollouts.observe(results)
@@ -288,7 +278,7 @@ class Engine:
         """Register a folder inside the store (``imports/...``); returns (new, previous)."""
         self.require_ready()
         check_registration_fields(name, labels)
-        folder = self.registry.store.resolve_store_path(ref)
+        folder = self.store.resolve_store_path(ref)
         return self._register(folder, name, labels, backbone, expected)
 
     def _register(self, folder: Path, name, labels, backbone, expected,
@@ -315,13 +305,7 @@ class Engine:
 
     def delete(self, name: str, expected: str | None = None) -> None:
         self.require_ready()
-        with self.registry.writer:
-            self.registry.delete(name, expected=expected)
-            try:  # an object store keeps the policy file; a re-registered task must not inherit it
-                self.registry.store.update_rollout(name, lambda _old: None)
-            except Exception:
-                pass
-            self.rollouts.refresh([name])
+        self.registry.delete(name, expected=expected)  # its rollout policy goes with it
         self._publish_state()
 
     def pin(self, name: str, pinned: bool) -> dict:

@@ -3,16 +3,21 @@
 What lives where:
 
 - the policy (candidate, mode, fraction) is a document in the store
-  (:mod:`adapters.rollout`); this process follows it through :class:`RolloutBook`, which the
-  engine refreshes whenever the store generation moves, so every replica and worker
-  applies the same policy and a restart reads it back;
+  (:mod:`adapters.rollout`), set, dropped and promoted by the registry's lifecycle
+  (:mod:`adapters.lifecycle`: the writer lock, the store writes, the candidate's checks);
+  the store follower puts it on the task's row of the registry's table with the task's
+  alias, so every replica and worker applies the same policy and a restart reads it back;
 - routing happens when a request's adapters are pinned (``Runtime.prepare``), shadow
-  scoring in the same batch (``Runtime._run_shadows``), the comparison here (``observe``);
+  scoring in the same batch (``Runtime._run_shadows``), the comparison here (``observe``,
+  kept on the task's row);
 - ``if_better`` and the shadow report compare versions on the task type's headline metric
   as their manifests record it (:mod:`service.headline`): accuracy, R², token accuracy...;
 - promote = switch the alias to the candidate (one atomic store write), then clear the
   policy; a policy whose candidate is already active is ignored, so a crash between the
   two writes changes nothing anyone sees.
+
+This module holds no table of its own: it validates HTTP-shaped requests, runs fit jobs and
+shapes reports.
 """
 
 from __future__ import annotations
@@ -20,8 +25,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from adapters.errors import Conflict, IncompatibleAdapter, InvalidInput, NotFound, TaskswapError
-from adapters.rollout import RolloutBook, RolloutPolicy, now
+from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.store.base import check_name
 from service.headline import if_better, recorded
 from service.jobs import Job, JobRunner
@@ -35,19 +39,10 @@ class Rollouts:
     def __init__(self, engine):
         self.engine = engine
         s = engine.settings
-        self.book = RolloutBook(engine.registry.store)
-        self.jobs = JobRunner(engine.registry.store, s.replica_id, self._finish_fit,
+        self.jobs = JobRunner(engine.store, s.replica_id, self._finish_fit,
                               max_jobs=s.fit_max_jobs, max_queued=s.fit_max_queued,
                               timeout_s=s.fit_timeout_s, niceness=s.fit_niceness, threads=s.fit_threads,
                               lease_s=s.fit_lease_s)
-
-    def refresh(self, names: list[str] | None = None) -> None:
-        """Re-read the rollout policies (of ``names`` only, when given: a store change's tasks)."""
-        registry = self.engine.registry
-        if names is None:
-            self.book.refresh(registry.aliases)
-        else:
-            self.book.refresh(registry.aliases_of(names), only=names)
 
     def close(self) -> None:
         self.jobs.close()
@@ -79,7 +74,7 @@ class Rollouts:
                 "texts": body.texts, "images": images, "options": body.options.model_dump(),
                 "backbone": _spec_dict(backbone)}
         if body.promote == "if_better" and alias is not None:
-            spec["compare_with"] = str(self.engine.registry.store.version_path(task, alias.active))
+            spec["compare_with"] = str(self.engine.store.version_path(task, alias.active))
         return self.jobs.submit(task, body.promote, spec, n, {"canary_fraction": body.canary_fraction,
                                                                "backbone": backbone.name})
 
@@ -139,73 +134,30 @@ class Rollouts:
     # ---- policy --------------------------------------------------------------------------
     def set(self, task: str, version: str, mode: str, fraction: float) -> dict:
         """Put a stored version in shadow or canary (checked before it is published)."""
-        eng = self.engine
-        alias = eng.registry.store.get_alias(check_name(task))
-        if alias is None:
-            raise NotFound(f"task {task!r} is not registered")
-        target = alias.find(version).version
-        if target == alias.active:
-            raise Conflict(f"version {target[:12]} is already the active version of {task!r}; "
-                           "name another stored version as the candidate")
-        with eng.registry.writer:
-            eng.registry.sync()
-            candidate = eng.registry.candidate(task, target)  # loads and checks it now
-            active = eng.registry.resolve(task)
-            if candidate.manifest.task_type != active.manifest.task_type:
-                raise IncompatibleAdapter(f"candidate {target[:12]} is a {candidate.manifest.task_type} task "
-                                          f"but the active version is {active.manifest.task_type}; a "
-                                          "candidate must answer the same kind of question")
-            if candidate.backbone is not active.backbone:
-                raise IncompatibleAdapter(f"candidate {target[:12]} runs on backbone {candidate.backbone.name!r} "
-                                          f"but the active version on {active.backbone.name!r}; a candidate "
-                                          "must share the active version's trunk pass")
-            policy = RolloutPolicy(task=task, candidate=target, mode=mode, fraction=fraction, updated_at=now())
-            eng.registry.store.update_rollout(task, lambda _old: policy.model_dump())
-            eng.registry.sync()
-            self.refresh()
+        self.engine.registry.set_candidate(task, version, mode, fraction)
         return self.report(task)
 
     def drop(self, task: str) -> dict:
         """Remove the task's candidate policy (the candidate stays a stored version)."""
-        eng = self.engine
-        if eng.registry.store.get_alias(check_name(task)) is None:
-            raise NotFound(f"task {task!r} is not registered")
-        with eng.registry.writer:
-            eng.registry.store.update_rollout(task, lambda _old: None)
-            eng.registry.sync()
-            self.refresh()
-        self.book.forget(task)
+        self.engine.registry.drop_candidate(task)
         return self.report(task)
 
     def promote(self, task: str) -> dict:
         """Make the candidate the active version (one atomic alias switch), then clear the policy."""
         eng = self.engine
-        policy = eng.registry.store.get_rollout(check_name(task))
-        alias = eng.registry.store.get_alias(task)
-        if alias is None:
-            raise NotFound(f"task {task!r} is not registered")
-        if policy is None:
-            raise Conflict(f"task {task!r} has no candidate in shadow or canary; set one with "
-                           f"POST /adapters/{task}/rollout, or use /activate for a plain switch")
-        candidate = RolloutPolicy.model_validate(policy).candidate
-        previous = alias.active
-        with eng.registry.writer:
-            eng.registry.activate(task, candidate)
-            eng.registry.store.update_rollout(task, lambda _old: None)
-            eng.registry.sync()
-            self.refresh()
+        change = eng.registry.promote(task)
         eng.publish_state()
-        return {"task": task, "active_version": candidate, "previous_version": previous}
+        return {"task": task, "active_version": change.loaded.version, "previous_version": change.replaced}
 
     def report(self, task: str) -> dict:
         eng = self.engine
         info = eng.registry.show(task)
-        p = self.book.policy(task)
+        p = eng.registry.policy(task)
         return {"task": task, "active_version": info["active_version"],
                 "mode": p.mode if p else "none", "candidate_version": p.candidate if p else None,
                 "fraction": p.fraction if p else None, "updated_at": p.updated_at if p else None,
                 "replica_id": eng.settings.replica_id, "routing_header": eng.settings.routing_header,
-                "shadow": self.book.reports(task), "headline": self._headlines(task, p)}
+                "shadow": eng.registry.shadow_reports(task), "headline": self._headlines(task, p)}
 
     def _headlines(self, task: str, policy) -> dict | None:
         """The active and candidate versions' recorded validation headlines, compared in the
@@ -229,7 +181,7 @@ class Rollouts:
             if r.shadow is None:
                 continue
             c = r.shadow.result
-            stats = self.book.stats(r.task, r.version, c.version)
+            stats = self.engine.registry.shadow_stats(r.task, r.version, c.version)
             stats.observe([_top(row) for row in r.rows], [_top(row) for row in c.rows],
                           r.shadow.added_seconds, r.shadow.extra_trunk_rows)
             if metrics is not None:

@@ -120,7 +120,9 @@ class Settings(BaseSettings):
     max_archive_entries: int = Field(64, ge=1, le=10_000, description="Files in an adapter archive.")
 
     # ---- adapters and store ----------------------------------------------------------
-    lora_budget_mb: int = Field(512, ge=1, description="Memory for resident LoRA adapters (LRU).")
+    lora_budget_mb: int = Field(512, ge=1, description=(
+        "Memory for resident evictable adapters, LoRA and top layers (the registry's "
+        "AdapterCache, least recently used out first); heads stay resident outside it."))
     sync_interval_s: float = Field(0.5, ge=0.05, le=3600, description=(
         "How often the store watcher follows registrations made by other replicas/workers."))
     register_max_queued: int = Field(8, ge=0, le=1000, description=(

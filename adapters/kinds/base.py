@@ -8,7 +8,7 @@ A kind owns, for every adapter of that kind:
 - **loading** — :meth:`AdapterKind.load` materialises the head tensors and the kind's own
   trunk weights (``None`` for a head), :meth:`AdapterKind.nbytes` counts them;
 - **residency** — :attr:`AdapterKind.evictable`: ``False`` keeps every version resident
-  (heads: tiny), ``True`` puts it in the registry's LRU within the memory budget;
+  (heads: tiny), ``True`` puts it in the eviction cache (adapters.residency) within the memory budget;
 - **batching** — what a request costs in trunk rows and how its rows run:
   :attr:`AdapterKind.shares_trunk_row` (rows on the plain frozen trunk: one row per input,
   shared by every such task of a request), :meth:`AdapterKind.trunk_state` (the per-row
@@ -65,7 +65,8 @@ class AdapterKind:
     """A file that makes a directory *without* ``adapter.json`` this kind (a third-party
     format, e.g. PEFT's ``adapter_config.json``); None: this kind always has a manifest."""
     evictable: ClassVar[bool] = False
-    """True: loaded versions live in the registry's LRU within ``lora_budget_bytes``."""
+    """True: loaded versions live in the eviction cache (``adapters.residency``) within
+    ``lora_budget_bytes``."""
     shares_trunk_row: ClassVar[bool] = True
     """True: the adapter reads the plain frozen trunk (one row per input per request)."""
     trunk_pass: ClassVar[TrunkPass]

@@ -4,7 +4,7 @@ Files are PEFT's own ``adapter_config.json`` + ``adapter_model.safetensors``; th
 ``head.safetensors`` or, for a plain PEFT sequence-classification directory, its
 ``classifier`` / ``score`` module in ``modules_to_save``. Wraps :mod:`adapters.lora.weights`
 (plan and load) and :mod:`adapters.lora.batch` (per-row deltas, merged weights). Loaded
-versions are evictable: they live in the registry's LRU within the memory budget.
+versions are evictable: they live in the eviction cache (adapters.residency) within the memory budget.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ top-layers rows whose split is higher) continue, and at a task's split its rows 
 run through that task's blocks, one call per task. The adapter's tensors are swapped into
 the backbone's own block modules for that call (``torch.func.functional_call``, under the
 backbone's lock), so a resident copy costs exactly its tensors. Loaded versions are
-evictable: they live in the registry's LRU with LoRA.
+evictable: they live in the eviction cache (adapters.residency) with LoRA.
 """
 
 from __future__ import annotations

@@ -1,0 +1,147 @@
+"""The store follower: the only code that brings the task table in line with the store.
+
+The store is the truth; every replica and worker converges on it. :meth:`StoreFollower.sync`
+follows the store's generation number (run by the watcher and after admin changes, under
+the lifecycle's writer lock: see :mod:`adapters.lifecycle`); :meth:`StoreFollower.catch_up`
+reads one task's alias when a request misses (a task registered on another replica, or a
+version not resident here) and takes no writer lock, so a request never waits on a
+registration's store write.
+
+Both read the store outside the table lock and install what they read under it only if
+no local change landed meanwhile (``TaskTable.local_seq``): a stale snapshot must never
+roll back a version just acknowledged. Both also take in the rollout policies of the
+tasks they read, so a task's candidate and policy arrive with its alias.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from adapters.errors import InvalidInput, TaskswapError
+from adapters.loading import LoadedAdapter
+from adapters.residency import Residency, evictable
+from adapters.store.base import AdapterStore, check_name
+from adapters.rollout import parse_policy
+
+log = logging.getLogger("taskswap.registry")
+
+CATCH_UP_TRIES = 3  # a miss retries its one-task read this often while local changes race it
+
+
+class StoreFollower:
+    """``sync()`` follows the store's generation; ``catch_up(task)`` reads one task.
+    Loads and installs go through ``residency`` (single flight, the eviction budget)."""
+
+    def __init__(self, store: AdapterStore, residency: Residency, full_sync_every_s: float = 3600.0):
+        self.store = store
+        self.table = residency.table
+        self.residency = residency
+        self.full_sync_every_s = full_sync_every_s  # the longest between two full listings
+        self._full_synced_at = float("-inf")
+        self.last_sync: dict = {}  # the last sync that ran: {"full", "tasks_read", "names" (None if full)}
+        self.generation = -1
+        self._sync_lock = threading.Lock()
+
+    # ---- one task, for a request's miss ---------------------------------------------------
+    def catch_up(self, task: str) -> None:
+        """Read ``task``'s alias (and policy) and take it in if it moved (a task the store no
+        longer has leaves the table). For a request's miss: one read, and no writer lock."""
+        try:
+            check_name(task)
+        except InvalidInput:
+            return
+        table = self.table
+        for _ in range(CATCH_UP_TRIES):
+            seq = table.local_seq
+            alias = self.store.get_alias(task)
+            row = table.get(task)
+            if (row.alias == alias) if row is not None else alias is None:
+                return
+            policy = parse_policy(task, self.store.get_rollout(task)) if alias is not None else None
+            with table.lock:
+                if table.local_seq != seq:
+                    continue  # a local change raced this read: read again
+                table.local_seq += 1  # a sync round in flight must not undo it
+                if alias is None:
+                    table.drop(task)
+                else:
+                    table.adopt(task, alias)
+                    table.set_policy(task, policy)
+                return
+
+    # ---- the whole store ------------------------------------------------------------------
+    def sync(self, force: bool = False) -> bool:
+        """Follow the store: load newly active versions, drop deleted tasks. True if changed.
+
+        Incremental when it can be: the store's change log names the tasks changed since
+        the generation this process has seen, and only their aliases (and policies) are read
+        and compared (:meth:`AdapterStore.changes_since`), so one change costs the same with
+        100 tasks or 100,000. A full listing happens on the first sync, on ``force``, when
+        the log cannot tell (this process is further behind than the log), and at least
+        every ``full_sync_every_s`` (it also catches a writer that died between its alias
+        write and its generation bump).
+
+        Loads happen outside the table lock, against a snapshot of the store; the snapshot
+        is installed only if no local change landed since it was taken (``local_seq``),
+        otherwise the round is dropped and the next one retries. A head version that fails
+        to load is recorded on its entry (``failed``) while the task's previous version, if
+        any, keeps answering.
+        """
+        table = self.table
+        with self._sync_lock:
+            seq = table.local_seq
+            gen = self.store.generation()
+            due = time.monotonic() - self._full_synced_at >= self.full_sync_every_s
+            if gen == self.generation and not force and not due:
+                return False
+            delta = None if force or due or self.generation < 0 else self.store.changes_since(self.generation)
+            if delta is None:
+                aliases, full = self.store.list_aliases(), True
+                gone = set(table.rows) - set(aliases)
+                listed_at = time.monotonic()
+            else:
+                gen, changed = delta
+                aliases = {n: a for n, a in changed.items() if a is not None}
+                gone, full = {n for n, a in changed.items() if a is None}, False
+            self.last_sync = {"full": full, "tasks_read": len(aliases) + (0 if full else len(gone)),
+                              "names": None if full else sorted(set(aliases) | gone)}
+            policies = self.store.list_rollouts(sorted(aliases))
+            ready: dict[str, LoadedAdapter | None] = {}
+            failed: dict[str, str] = {}
+            for name, alias in aliases.items():
+                current = table.serving(name)
+                if current is not None and current.version == alias.active:
+                    continue
+                if evictable(alias.find(alias.active).kind):
+                    ready[name] = None  # evictable kinds load lazily on first use, within the budget
+                    continue
+                try:  # load before switching: requests keep the old version meanwhile
+                    ready[name] = self.residency.load(name, alias.active, activate=False)
+                except TaskswapError as exc:
+                    log.warning("task %s version %s failed to load: %s", name, alias.active[:12], exc)
+                    failed[name] = str(exc)
+            with table.lock:
+                if table.local_seq != seq:
+                    return False  # a local change raced this snapshot: retry next round
+                for name in gone:
+                    table.drop(name)
+                for name, alias in aliases.items():
+                    row = table.get(name)
+                    if name in ready:
+                        self.residency.install(name, alias, ready[name])
+                    elif row is None or name in failed or row.alias != alias:
+                        row = table.adopt(name, alias)  # the alias moves; what serves does not
+                        if name in failed:
+                            entry = row.versions[alias.active]
+                            if entry.adapter is None:
+                                entry.state, entry.error = "failed", failed[name]
+                    policy = parse_policy(name, policies.get(name))
+                    row = table.get(name)
+                    if row is not None and row.policy != policy:
+                        table.set_policy(name, policy)
+                self.generation = gen
+                if full:
+                    self._full_synced_at = listed_at
+            return True
