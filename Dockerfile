@@ -38,10 +38,11 @@ RUN useradd --create-home --uid 10001 --user-group taskswap \
 
 # 1. uv (the lock's installer), then torch alone, from the PyTorch index chosen above
 #    (best match across indexes: 2.13.0+cpu from it, torch's own dependencies from PyPI).
-#    uv trusts the system CA store (UV_NATIVE_TLS), as pip does.
+#    uv installs into the image's `python` (the base's own interpreter or virtual environment)
+#    and trusts the system CA store (UV_SYSTEM_CERTS), as pip does.
 ARG UV_VERSION=0.13.9
 RUN pip install "uv==${UV_VERSION}" \
-    && UV_NATIVE_TLS=1 uv pip install --system --no-cache --extra-index-url "${TORCH_INDEX_URL}" \
+    && UV_SYSTEM_CERTS=1 uv pip install --python "$(command -v python)" --no-cache --extra-index-url "${TORCH_INDEX_URL}" \
        --index-strategy unsafe-best-match "torch==${TORCH_VERSION}"
 
 # 2. Every other dependency at the locked version (requirements/server.txt, written by
@@ -49,8 +50,8 @@ RUN pip install "uv==${UV_VERSION}" \
 #    package whose own metadata would pull an ancient torch (--no-deps).
 COPY requirements/server.txt requirements/server-no-deps.txt ./requirements/
 RUN grep -v '^torch==' requirements/server.txt > /tmp/server.txt \
-    && UV_NATIVE_TLS=1 uv pip install --system --no-cache -r /tmp/server.txt \
-    && UV_NATIVE_TLS=1 uv pip install --system --no-cache --no-deps -r requirements/server-no-deps.txt \
+    && UV_SYSTEM_CERTS=1 uv pip install --python "$(command -v python)" --no-cache -r /tmp/server.txt \
+    && UV_SYSTEM_CERTS=1 uv pip install --python "$(command -v python)" --no-cache --no-deps -r requirements/server-no-deps.txt \
     && rm /tmp/server.txt
 
 # 3. The code, installed without touching the dependencies again; then bake the embedded
@@ -61,7 +62,7 @@ COPY adapters/ ./adapters/
 COPY service/ ./service/
 COPY training/ ./training/
 COPY scripts/bake_backbones.py ./scripts/
-RUN UV_NATIVE_TLS=1 uv pip install --system --no-cache --no-deps . \
+RUN UV_SYSTEM_CERTS=1 uv pip install --python "$(command -v python)" --no-cache --no-deps . \
     && python scripts/bake_backbones.py
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it.
