@@ -53,6 +53,7 @@ from adapters.dryrun import check_outputs_finite
 from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
 from adapters.format.interning import compact_alias
+from adapters.kinds import KINDS
 from adapters.name_index import NameIndex
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name
@@ -719,6 +720,5 @@ class Registry:
 
 
 def _evictable(kind: str) -> bool:
-    from adapters.kinds import KINDS
     k = KINDS.get(kind)
     return k is not None and k.evictable

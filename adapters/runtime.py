@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import torch
 
@@ -33,7 +34,6 @@ from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.kinds.trunk import HOOKED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
 from adapters.loading import LoadedAdapter
-from adapters.registry import Registry
 from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
 
 log = logging.getLogger("taskswap.runtime")
@@ -137,17 +137,32 @@ class Results(list):
         self.embeddings = embeddings
 
 
+class AdapterLookup(Protocol):
+    """What the runtime asks of the adapter state (:class:`adapters.registry.Registry`, which
+    sits above the runtime and hands itself in): the adapter serving a task, a pinned
+    version, a rollout candidate, and the backbones by name."""
+
+    backbones: dict[str, Backbone]
+
+    def resolve(self, task: str) -> LoadedAdapter: ...
+
+    def resolve_version(self, task: str, version: str) -> LoadedAdapter: ...
+
+    def candidate(self, task: str, version: str) -> LoadedAdapter: ...
+
+
 class Runtime:
     """Turns prepared requests into per-task answers.
 
     >>> import tempfile
+    >>> from adapters.registry import Registry
     >>> from adapters.store import open_store
     >>> rt = Runtime(Registry(open_store(tempfile.mkdtemp()), {}))
     >>> rt.run([])
     []
     """
 
-    def __init__(self, registry: Registry, max_forward_rows: int = 256,
+    def __init__(self, registry: AdapterLookup | None, max_forward_rows: int = 256,
                  token_budget: int | None = DEFAULT_TOKEN_BUDGET):
         self.registry = registry
         self.max_forward_rows = max_forward_rows

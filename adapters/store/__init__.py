@@ -2,6 +2,7 @@
 
 from adapters.store.base import Alias, AdapterStore, VersionInfo
 from adapters.store.local import LocalStore
+from adapters.store.remote import FsspecStore
 
 
 def open_store(url: str) -> AdapterStore:
@@ -11,7 +12,6 @@ def open_store(url: str) -> AdapterStore:
     0
     """
     if "://" in url and not url.startswith("file://"):
-        from adapters.store.remote import FsspecStore
         return FsspecStore(url)
     return LocalStore(url.removeprefix("file://"))
 

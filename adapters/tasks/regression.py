@@ -103,14 +103,14 @@ class Regression(TaskType):
 
     def metrics(self, data, outputs, loss=None):
         """MAE / RMSE / R² / Spearman of ``outputs [n, outputs]`` (target units) on ``data``."""
-        from adapters.tasks.metrics import regression_metrics
+        from adapters.tasks.metrics import regression_metrics  # training only: no sklearn in the server
         return regression_metrics(data.values, outputs.tolist(), data.label_names, loss)
 
     def manifest_fields(self, names, scaling) -> dict:
         return {"outputs": list(names), "target_scaling": scaling}
 
     def plot(self, data, outputs, metrics, path, title):
-        from adapters.tasks.plots import plot_predicted_vs_true
+        from adapters.tasks.plots import plot_predicted_vs_true  # training only: no matplotlib in the server
         plot_predicted_vs_true(data.values, outputs.tolist(), list(data.label_names), metrics,
                                path / "predicted_vs_true.png", f"{title}: predicted vs true")
         return "predicted_vs_true.png"

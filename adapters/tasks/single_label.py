@@ -63,11 +63,11 @@ class SingleLabel(TaskType):
 
     def metrics(self, data, outputs, loss=None):
         """Accuracy, macro-F1, confusion of ``outputs [n, labels]`` (probabilities) on ``data``."""
-        from adapters.tasks.metrics import classification_metrics
+        from adapters.tasks.metrics import classification_metrics  # training only: no sklearn in the server
         return classification_metrics(data.labels, outputs.argmax(1).tolist(), data.label_names, loss)
 
     def plot(self, data, outputs, metrics, path, title):
-        from adapters.tasks.plots import plot_confusion
+        from adapters.tasks.plots import plot_confusion  # training only: no matplotlib in the server
         plot_confusion(metrics.confusion, list(data.label_names), path / "confusion_matrix.png",
                        f"{title} confusion")
         return "confusion_matrix.png"
