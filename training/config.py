@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.format.manifest import NAME_PATTERN
+from adapters.tasks import TASK_TYPES
 
 Method = Literal["head", "lora", "top_layers", "scratch"]
 
@@ -128,7 +129,6 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _method_defaults(self):
-        from adapters.tasks import TASK_TYPES
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TASK_TYPES)}")
         for key, value in {**METHOD_DEFAULTS[self.method],

@@ -26,8 +26,13 @@ from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
+from adapters.format.adapter_dir import read_adapter_dir
+from adapters.registry import Registry
+from adapters.runtime import Runtime
+from adapters.store import open_store
 from adapters.tasks.token_metrics import TokenMetrics, token_metrics
 from training.data.tokens import TokenData
+from training.evaluate import backbone_spec_for
 
 
 @dataclass
@@ -40,7 +45,6 @@ class TokenEvaluation:
 
 def is_tagger(adapter_dir: Path) -> bool:
     """True for a ``token_classification`` adapter folder (our manifest, or PEFT's ``TOKEN_CLS``)."""
-    from adapters.format.adapter_dir import read_adapter_dir
     adir = read_adapter_dir(Path(adapter_dir))
     if adir.manifest is not None:
         return adir.manifest.task_type == "token_classification"
@@ -83,10 +87,6 @@ def evaluate_tagger(adapter_dir: Path, data: TokenData, backbone: Backbone | Bac
     ``data.label_names`` must be the adapter's tags (load the file with ``labels=`` them);
     ``labels`` names a PEFT directory's outputs (as at registration).
     """
-    from adapters.registry import Registry
-    from adapters.runtime import Runtime
-    from adapters.store import open_store
-    from training.evaluate import backbone_spec_for
 
     if backbone is None or isinstance(backbone, BackboneSpec):
         backbone = load_backbone(backbone_spec_for(adapter_dir, backbone))

@@ -21,6 +21,7 @@ from adapters.format import Manifest, write_head_adapter
 from adapters.format.adapter_dir import write_manifest
 from adapters.file_modes import make_readable
 from adapters.heads import Head
+from adapters.kinds.top_layers import write_top_layers_adapter
 
 # Files a training run writes; anything else in an existing output folder is the user's.
 OWN_FILES = {"adapter.json", "head.safetensors", "adapter_config.json", "adapter_model.safetensors",
@@ -76,5 +77,4 @@ def write_report_dir(path: Path, card: str) -> Path:
 
 def write_top_layers_dir(path: Path, manifest: Manifest, head: Head, blocks_state: dict, card: str) -> Path:
     """A top-layers adapter directory: ``top_layers.safetensors`` + head + manifest + card."""
-    from adapters.kinds.top_layers import write_top_layers_adapter
     return write_top_layers_adapter(path, manifest, blocks_state, head.state_for_file(), card=card)

@@ -22,6 +22,7 @@ from adapters.heads import Head
 from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData, open_input
+from training.features import extract_features
 from training.heads import EarlyStopping, History, _features_for_head, fold_standardisation
 
 
@@ -99,7 +100,6 @@ def fresh_head(backbone: Backbone, spec: HeadSpec, n_outputs: int, train: Labell
             nn.init.normal_(layer.weight, std=0.02)
             nn.init.zeros_(layer.bias)
         return head.to(backbone.device)
-    from training.features import extract_features
     x = _features_for_head(spec, extract_features(backbone, train.inputs, spec.pooling, cache_dir,
                                                   batch_size, progress, "features (head scale)"))
     mean = x.mean(0)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoModel
 
 from adapters.backbones.base import Backbone
 from adapters.backbones.fingerprint import model_fingerprint
@@ -116,7 +117,7 @@ def resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
 
 def _check_servable(peft_model) -> list[str]:
     """Names of adapted modules; raises listing the ones the server could not apply."""
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import LoraLayer  # PEFT (~1 s to import) only when a LoRA is fitted
     adapted, bad = [], []
     for name, m in peft_model.named_modules():
         if isinstance(m, LoraLayer):
@@ -133,7 +134,6 @@ def _check_servable(peft_model) -> list[str]:
 
 def trainable_copy(backbone: Backbone) -> nn.Module:
     """A fresh float32 copy of the backbone's weights, checked to be the same weights."""
-    from transformers import AutoModel
     model = AutoModel.from_pretrained(backbone.source_path)
     if model_fingerprint(model) != backbone.fingerprint:
         raise IncompatibleAdapter(f"the weights at {backbone.source_path} changed since backbone "
@@ -167,7 +167,7 @@ def warm_start_config(cfg: TrainConfig) -> TrainConfig:
 def fit_lora(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
              cache_dir: Path | None) -> FitOutput:
     """LoRA + head on ``train``, early-stopped on ``val``."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # PEFT (~1 s to import) only when a LoRA is fitted
 
     task = task_type(cfg.task_type)
     notes: dict = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from adapters.backbones.base import Backbone
+from adapters.errors import InvalidInput
 from adapters.format import HeadSpec
 from adapters.tasks import task_type
 from training.config import TrainConfig
@@ -35,7 +36,6 @@ from training.heads import HeadFitConfig, fit_head
 def head_spec(cfg: TrainConfig, backbone: Backbone) -> HeadSpec:
     pooling = cfg.pooling or backbone.default_pooling
     if pooling not in backbone.available_poolings:
-        from adapters.errors import InvalidInput
         raise InvalidInput(f"pooling {pooling!r} is not available on backbone {backbone.name!r}; "
                            f"choose one of {backbone.available_poolings}")
     return HeadSpec(pooling=pooling, input_dim=backbone.hidden_size, hidden=list(cfg.hidden),

@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 
 import torch
+from transformers import AutoConfig, AutoModel
 
 from adapters.backbones.base import Backbone
 from adapters.heads import Head
+from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, predict_probs, run_loop
@@ -23,8 +25,6 @@ from training.probe import head_spec
 
 def fit_scratch(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig) -> FitOutput:
     """Random-init trunk + head trained on ``train``, early-stopped on ``val``."""
-    from transformers import AutoConfig, AutoModel
-
     spec = head_spec(cfg, backbone)
     torch.manual_seed(cfg.seed)
     model = AutoModel.from_config(AutoConfig.from_pretrained(backbone.source_path)).to(backbone.device)
@@ -46,7 +46,6 @@ def fit_scratch(backbone: Backbone, train: LabelledData, val: LabelledData, cfg:
                     spec.pooling, "scratch")
 
     def predict(inputs: list) -> torch.Tensor:
-        from adapters.tasks import task_type
         return predict_probs(model, head, backbone, inputs, spec.pooling, cfg.feature_batch_size,
                              task_type(cfg.task_type))
 

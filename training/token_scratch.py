@@ -2,7 +2,7 @@
 
 What a pretrained trunk buys a tagger is measured against a model that sees the same
 sentences through the same tokenizer and the same alignment (each word's tag on its first
-sub-token, :func:`training.tokens.encode_words`) but starts from nothing: a sub-token
+sub-token, :func:`training.token_encoding.encode_words`) but starts from nothing: a sub-token
 embedding (the tokenizer's vocabulary) → one bidirectional GRU layer → dropout → a linear
 layer over tags. It is the classic recurrent tagger rather than the backbone's own
 architecture from random weights (what the pooled ``scratch`` baseline uses,
@@ -38,6 +38,7 @@ from adapters.tasks import task_type
 from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.heads import train_epochs
+from training.token_encoding import encode_words
 
 EMBED_DIM = 128
 HIDDEN = 128  # per direction
@@ -65,7 +66,6 @@ class ScratchTagger(nn.Module):
 
 def _encode(backbone: Backbone, data: TokenData) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per sentence: ``(input_ids [seq], first [seq], targets [kept words])`` (unpadded)."""
-    from training.tokens import encode_words
     out = []
     for words, tags in zip(data.sentences, data.tags):
         enc, first, _ = encode_words(backbone, [words])

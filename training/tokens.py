@@ -50,10 +50,13 @@ from adapters.tasks import task_type
 from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.data.tokens import TokenData
-from training.export import prepare_output_dir, write_head_dir, write_lora_dir, write_metrics
+from training.export import prepare_output_dir, write_head_dir, write_lora_dir, write_metrics, write_report_dir
 from training.heads import History, fit_head, train_epochs
+from training.lora import default_targets, resolve_targets, trainable_copy, warm_start_config
 from training.plots import plot_loss_curves
 from training.probe import head_fit_config
+from training.token_encoding import encode_words
+from training.token_scratch import fit_token_scratch
 
 log = logging.getLogger("taskswap.training")
 
@@ -74,24 +77,6 @@ class TokenTrainResult:
 
 
 # ---- alignment ------------------------------------------------------------------------
-def encode_words(backbone: Backbone, sentences: list[list[str]]) -> tuple[dict, torch.Tensor, int]:
-    """``(batch [n, seq] tensors, first [n, seq], dropped)``: ``first`` holds the word index at
-    each word's first sub-token and -1 elsewhere; ``dropped`` = words cut by ``max_length``."""
-    tok = backbone.preprocessor.tokenizer
-    enc = tok(sentences, is_split_into_words=True, truncation=True, padding=True,
-              max_length=backbone.preprocessor.max_length, return_tensors="pt")
-    first = torch.full(enc["input_ids"].shape, -1, dtype=torch.long)
-    dropped = 0
-    for i, words in enumerate(sentences):
-        seen = set()
-        for p, w in enumerate(enc.word_ids(i)):
-            if w is not None and w not in seen:
-                seen.add(w)
-                first[i, p] = w
-        dropped += len(words) - len(seen)
-    return dict(enc), first, dropped
-
-
 def word_features(model, backbone: Backbone, sentences: list[list[str]], batch_size: int
                   ) -> tuple[torch.Tensor, list[list[int]]]:
     """``[kept words, hidden]`` first-sub-token features of ``model`` (gradients flow when
@@ -142,8 +127,7 @@ def fit_token_head(backbone: Backbone, train: TokenData, val: TokenData, cfg: Tr
 
 def fit_token_lora(backbone: Backbone, train: TokenData, val: TokenData, cfg: TrainConfig):
     """``(head, history, predict, peft_model, targets)``: LoRA + head, warm-started."""
-    from peft import LoraConfig, get_peft_model
-    from training.lora import default_targets, resolve_targets, trainable_copy, warm_start_config
+    from peft import LoraConfig, get_peft_model  # PEFT (~1 s to import) only when a LoRA is fitted
 
     task = task_type(cfg.task_type)
     warm_head, _, _ = fit_token_head(backbone, train, val, warm_start_config(cfg))
@@ -218,7 +202,6 @@ def train_tokens(data: TokenData, backbone: Backbone | BackboneSpec, cfg: TrainC
     if cfg.method == "head":
         head, hist, predict = fit_token_head(backbone, fit_data, val_data, cfg)
     elif cfg.method == "scratch":
-        from training.token_scratch import fit_token_scratch
         hist, predict, n_params = fit_token_scratch(backbone, fit_data, val_data, cfg)
     else:
         head, hist, predict, peft_model, targets = fit_token_lora(backbone, fit_data, val_data, cfg)
@@ -279,7 +262,6 @@ def _export(out, cfg, backbone, splits, head: Head | None, hist: History, metric
                "training": info}
     curves = {**hist.to_dict(), "loss_name": task.loss_name, "headline_name": task.headline_name}
     if head is None:  # a scratch baseline: the report folder only
-        from training.export import write_report_dir
         write_report_dir(out, card)
         write_metrics(out, history)
         plot_loss_curves(curves, out / "loss_curves.png", f"{cfg.name} ({cfg.method})")

@@ -37,8 +37,12 @@ from training.export import (prepare_output_dir, write_head_dir, write_lora_dir,
 from training.features import default_cache_dir
 from training.fitted import FitOutput
 from training.heads import History
+from training.lora import fit_lora
 from training.metrics import Metrics
 from training.plots import plot_loss_curves
+from training.probe import fit_probe
+from training.scratch import fit_scratch
+from training.top_layers import fit_top_layers
 
 # The adapter kind each servable training method produces.
 METHOD_KIND = {"head": "head", "lora": "lora", "top_layers": "top_layers"}
@@ -107,17 +111,13 @@ def split_data(train: LabelledData, val: LabelledData | None, cfg: TrainConfig
 # ---- phase 3: fit ---------------------------------------------------------------------
 def fit(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
         cache_dir: Path | None) -> FitOutput:
-    """Dispatch to the method's module (imports are lazy: PEFT only when LoRA is asked for)."""
+    """Dispatch to the method's module (PEFT is imported only when a LoRA is fitted)."""
     if cfg.method == "head":
-        from training.probe import fit_probe
         return fit_probe(backbone, train, val, cfg, cache_dir)
     if cfg.method == "lora":
-        from training.lora import fit_lora
         return fit_lora(backbone, train, val, cfg, cache_dir)
     if cfg.method == "top_layers":
-        from training.top_layers import fit_top_layers
         return fit_top_layers(backbone, train, val, cfg, cache_dir)
-    from training.scratch import fit_scratch
     return fit_scratch(backbone, train, val, cfg)
 
 
