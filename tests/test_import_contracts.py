@@ -21,6 +21,8 @@ ALLOWED = {
     "adapters/backbones/audio_convert.py": {"onnx"},
     "adapters/backbones/audio_io.py": {"soundfile", "scipy.signal"},  # scipy: ~60 MB, resampling only
     "adapters/store/remote.py": {"s3fs"},
+    # fsspec and the S3 store only for a remote URL (a local store's processes start faster)
+    "adapters/store/__init__.py": {"adapters.store.remote"},
     "training/data/audio.py": {"soundfile"},
     "training/data/silver.py": {"spacy"},
     # training only: scikit-learn and matplotlib stay out of the server

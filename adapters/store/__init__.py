@@ -2,7 +2,6 @@
 
 from adapters.store.base import Alias, AdapterStore, VersionInfo
 from adapters.store.local import LocalStore
-from adapters.store.remote import FsspecStore
 
 
 def open_store(url: str) -> AdapterStore:
@@ -12,6 +11,7 @@ def open_store(url: str) -> AdapterStore:
     0
     """
     if "://" in url and not url.startswith("file://"):
+        from adapters.store.remote import FsspecStore  # fsspec only for a remote store: a local one imports none
         return FsspecStore(url)
     return LocalStore(url.removeprefix("file://"))
 
