@@ -23,14 +23,16 @@ import math
 import threading
 
 import torch
+from PIL import Image
 
 from adapters.errors import NonFiniteOutput
+from adapters.runtime import EmbedSpec, Prepared, Runtime, score_alone
+from adapters.tasks import BatchFeatures
 
 TEXT_PROBES = ["warm up", "A longer probe sentence, with punctuation and numbers: 1, 2, 3!"]
 
 
 def _image_probes() -> list:
-    from PIL import Image
     gray = Image.new("RGB", (64, 64), (128, 128, 128))
     stripes = Image.new("RGB", (64, 64), (255, 255, 255))
     stripes.paste((0, 0, 0), (0, 0, 32, 64))
@@ -53,8 +55,6 @@ _POOLED_LOCK = threading.Lock()
 def probe_features(bb, poolings: set[str], run=None):
     """The probes' pooled plain-trunk features on ``bb`` (a ``BatchFeatures``), each pooling
     computed once per backbone, as an embeddings request (through ``run`` when given)."""
-    from adapters.runtime import EmbedSpec, Prepared, Runtime  # the runtime imports the registry
-    from adapters.tasks import BatchFeatures
     inputs, pooled = probe_inputs(bb), {}
     for pooling in sorted(poolings):
         with _POOLED_LOCK:
@@ -78,7 +78,6 @@ def check_outputs_finite(adapter, run=None) -> None:
     (e.g. through a batcher); None runs it here with a registry-less
     :class:`~adapters.runtime.Runtime`.
     """
-    from adapters.runtime import Prepared, Runtime, score_alone
     bb = adapter.backbone
     needs = adapter.task.needs(adapter.manifest) if adapter.impl.shares_trunk_row else {"tokens"}
     if "tokens" not in needs:  # reads the frozen trunk's pooled features only

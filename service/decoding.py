@@ -17,6 +17,8 @@ PIL decodes a PNG at full size whatever the byte count: sixteen black 40-megapix
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 import time
 
@@ -103,8 +105,6 @@ def _fixed_mmap_threshold(threshold: int = 1 << 20) -> None:
     freed, after which full-size image buffers come from per-thread heaps that never
     shrink: RSS stays at its peak (4.7 GB after six requests of 40-megapixel PNGs). A
     fixed threshold keeps every buffer over 1 MiB mmapped, returned to the OS on free."""
-    import ctypes
-    import ctypes.util
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD (setting it disables the dynamic rise)

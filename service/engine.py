@@ -20,7 +20,9 @@ import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from pathlib import Path
 
+import anyio
 import torch
+from PIL import Image
 
 from adapters.backbones.base import Backbone, load_backbone
 from adapters.batching import Batcher
@@ -36,6 +38,7 @@ from service.errors import NotReady, PredictTimeout
 from service.inputs import InputLimits, check_registration_fields
 from service.prediction_log import PredictionLog
 from service.registrations import RegistrationQueue
+from service.rollouts import Rollouts
 from service.settings import Settings
 from service.watcher import StoreWatcher
 
@@ -79,9 +82,7 @@ class Engine:
         s = self.settings
         t0 = time.perf_counter()
         if s.torch_threads:
-            import torch
             torch.set_num_threads(s.torch_threads)
-        from PIL import Image
         Image.MAX_IMAGE_PIXELS = s.max_image_pixels  # PIL's own decompression-bomb guard
         for spec in s.backbone_specs():
             log.info("loading backbone %r from %s", spec.name, spec.source)
@@ -102,7 +103,6 @@ class Engine:
         gc.collect()
         gc.freeze()
         self.store, self.registry = store, registry
-        from service.rollouts import Rollouts
         self.rollouts = Rollouts(self)  # policies arrive on the registry's task rows with each sync
         self.runtime = Runtime(registry)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
@@ -174,7 +174,6 @@ class Engine:
         ``routing_key`` keeps a caller on one side of a canary; ``trace(prepared)`` is
         called once the batch has run."""
         self.require_ready()
-        import anyio
         # prepare may load an evicted LoRA from the store: keep it off the event loop.
         prepared = await anyio.to_thread.run_sync(
             lambda: self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,

@@ -41,6 +41,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from adapters.errors import (CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
                              InvalidInput, NonFiniteOutput, NotFound, TaskswapError, Unauthorized)
@@ -172,7 +173,6 @@ def install_error_handlers(app: FastAPI) -> None:
 def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
     """Every method some route of ``app`` accepts on the request's path (asked of the
     routes themselves, so included routers are covered too)."""
-    from starlette.routing import Match
     allowed = []
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         probe = {**scope, "method": method}

@@ -32,6 +32,7 @@ reads keeps its last state in the store.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import logging
@@ -62,7 +63,6 @@ def _child_setup(niceness: int) -> None:
     if niceness:
         os.nice(niceness)
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: close() still kills children on a clean shutdown

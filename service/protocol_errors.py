@@ -19,6 +19,8 @@ import json
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.schemas import ERROR_RESPONSES
+
 
 class V2Error(BaseModel):
     """Open Inference Protocol error body."""
@@ -60,7 +62,6 @@ def _shape_for(path: str):
 
 def error_responses(model: type[BaseModel]) -> dict[int | str, dict]:
     """OpenAPI ``responses`` for a protocol route (every status the shared mapping can give)."""
-    from service.schemas import ERROR_RESPONSES
     return {code: {**spec, "model": model} for code, spec in ERROR_RESPONSES.items()}
 
 

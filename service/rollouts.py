@@ -23,11 +23,13 @@ shapes reports.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.store.base import check_name
 from service.headline import if_better, recorded
+from service.inputs import _DATA_URL, decode_base64_image
 from service.jobs import Job, JobRunner
 
 log = logging.getLogger("taskswap.rollout")
@@ -80,7 +82,6 @@ class Rollouts:
 
     def _check_image(self, b64: str, i: int) -> str:
         """The image's base64 without a ``data:`` URL prefix, once it decodes within limits."""
-        from service.inputs import _DATA_URL, decode_base64_image
         decode_base64_image(b64, f"images[{i}]", self.engine.limits)  # raises a clear 400
         return _DATA_URL.sub("", b64.strip(), count=1)
 
@@ -198,6 +199,5 @@ def _top(row) -> tuple[str | None, float]:
 
 def _spec_dict(bb) -> dict:
     """The backbone's spec as keyword arguments of ``BackboneSpec`` (the child loads the same one)."""
-    from dataclasses import asdict
     d = asdict(bb.spec)
     return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool, type(None)))}

@@ -17,6 +17,7 @@ from bentoml import get_current_service
 from fastapi import Depends
 
 from adapters.errors import TaskswapError
+from service.audio_inputs import decode_base64_audio
 from service.errors import status_for
 from service.inputs import check_count, check_texts, decode_base64_image
 
@@ -48,7 +49,6 @@ async def decode_inputs(svc, items: list[str], modality: str, where: str | None 
     if modality == "text":
         return check_texts(items, svc.limits)
     if modality == "audio":
-        from service.audio_inputs import decode_base64_audio
         return await anyio.to_thread.run_sync(lambda: [
             decode_base64_audio(b64, f"{where}[{i}]", svc.audio_limits) for i, b64 in enumerate(items)])
     return await anyio.to_thread.run_sync(lambda: [

@@ -31,6 +31,7 @@ import base64
 import binascii
 import json
 import time
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import torch
@@ -129,7 +130,6 @@ class InferResponse(BaseModel):
 @router.get("", response_model=ServerMetadata, responses=_RESPONSES)
 def server_metadata() -> ServerMetadata:
     """Server name, version and protocol extensions."""
-    from importlib.metadata import PackageNotFoundError, version
     try:
         v = version("taskswap")
     except PackageNotFoundError:

@@ -42,6 +42,8 @@ from typing import Annotated  # noqa: E402
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
 from service.audio_inputs import (audio_limits_from, decode_audio_upload,  # noqa: E402
@@ -85,7 +87,6 @@ def get_settings() -> Settings:
 def check_settings_or_exit() -> None:
     """Fail ``bentoml serve`` at once, with the reason, when the environment is invalid
     (rather than a worker that fails its startup again and again)."""
-    from pydantic import ValidationError
     try:
         get_settings()
     except ValidationError as exc:
@@ -408,8 +409,6 @@ def parse_labels(raw: str | None) -> list[str] | None:
 
 def _parse_json_model(raw: bytes, model):
     """Validate a JSON body read by hand (for routes accepting several content types)."""
-    from fastapi.exceptions import RequestValidationError
-    from pydantic import ValidationError
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

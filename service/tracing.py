@@ -17,11 +17,11 @@ import functools
 
 @functools.cache
 def _tracer():
-    try:
+    try:  # BentoML's private module: a version without it, or no server, gets the no-op tracer
         from bentoml._internal.configuration.containers import BentoMLContainer
         return BentoMLContainer.tracer_provider.get().get_tracer("taskswap")
     except Exception:  # outside a BentoML server: the API's no-op tracer
-        from opentelemetry import trace
+        from opentelemetry import trace  # the fallback only: the API BentoML installs, no exporter
         return trace.get_tracer("taskswap")
 
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 from typing import Callable
 
+try:  # uvicorn's h11 protocol; another HTTP stack leaves nothing to patch
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+except ImportError:
+    h11 = H11Protocol = None
+
 
 def install(replica_id: Callable[[], str]) -> bool:
     """Patch uvicorn's h11 400 response in this process; True when patched."""
-    try:
-        import h11
-        from uvicorn.protocols.http.h11_impl import H11Protocol
-    except ImportError:
+    if H11Protocol is None:
         return False
     if not hasattr(H11Protocol, "send_400_response"):
         return False

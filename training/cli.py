@@ -13,6 +13,9 @@
 
 ``register``, ``predict`` and ``evaluate --url`` talk to the server through
 :class:`taskswap_client.Client` (``predict`` imports no torch: it starts in a blink).
+So each subcommand imports what it runs inside its function ("lazy"): after :func:`main`
+has set ``HF_HUB_OFFLINE`` (read once, when transformers is imported), and without the
+client package where only training is installed (the server image).
 
 Exit codes: 0 success; 2 bad input (data, options, adapter) reported before any training;
 1 the server could not be reached or refused the adapter.
@@ -28,6 +31,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
@@ -192,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- argument -> object ---------------------------------------------------------------
 def backbone_spec(args):
     """``--backbone text|vision|audio|SOURCE`` (+ overrides) -> BackboneSpec."""
-    from adapters.backbones.base import BackboneSpec
+    from adapters.backbones.base import BackboneSpec  # lazy: see the module docstring
     from adapters.backbones.defaults import DEFAULT_BACKBONES, OPTIONAL_BACKBONES
     defaults = {s.name: s for s in DEFAULT_BACKBONES + OPTIONAL_BACKBONES}
     if args.backbone in defaults:
@@ -208,7 +212,7 @@ def backbone_spec(args):
 
 def data_source(args, path: Path | None = None, demo: str | None = None, limit: int | None = None,
                 labels: list[str] | None = None):
-    from training.sources import DataSource
+    from training.sources import DataSource  # lazy: see the module docstring
     return DataSource(path=path, demo=demo, format=args.format if path is not None else "auto",
                       text_column=args.text_column, label_column=args.label_column,
                       target_columns=getattr(args, "target_columns", None) if path is not None else None,
@@ -217,7 +221,7 @@ def data_source(args, path: Path | None = None, demo: str | None = None, limit: 
 
 
 def train_config(args):
-    from training.config import TrainConfig
+    from training.config import TrainConfig  # lazy: see the module docstring
     optional = {k: getattr(args, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "layer_decay",
                                               "warmup_fraction", "schedule", "head_dropout",
                                               "head_init")
@@ -235,7 +239,7 @@ def train_config(args):
 
 # ---- commands -------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from adapters.tasks import task_type
+    from adapters.tasks import task_type  # lazy: see the module docstring
     from training.trainer import train
 
     config = train_config(args)  # option errors first: nothing loaded yet
@@ -266,7 +270,7 @@ def cmd_train(args) -> int:
 
 def _train_tokens(args, config, spec) -> int:
     """Taggers: sentences of tagged words from CoNLL/JSONL files or the punctuation demo."""
-    from training.data.tokens import load_punctuation, load_token_file
+    from training.data.tokens import load_punctuation, load_token_file  # lazy: see the module docstring
     from training.tokens import train_tokens
 
     if args.demo not in (None, "punctuation"):
@@ -293,7 +297,7 @@ def _train_tokens(args, config, spec) -> int:
 
 
 def _default_cache():
-    from training.features import default_cache_dir
+    from training.features import default_cache_dir  # lazy: see the module docstring
     return default_cache_dir()
 
 
@@ -308,7 +312,7 @@ def _print_result(result) -> None:
 
 
 def _register(folder: Path, url: str, token: str | None, name: str | None = None) -> int:
-    from training.register import RegistrationFailed, register_with_server
+    from training.register import RegistrationFailed, register_with_server  # lazy: see the module docstring
     try:
         answer = register_with_server(folder, url, token, name=name)
     except RegistrationFailed as exc:
@@ -324,7 +328,7 @@ def cmd_evaluate(args) -> int:
         return _evaluate_served(args)
     if args.adapter is None:
         raise InvalidInput("give an adapter folder, or --url URL --task NAME for a served task")
-    from training.evaluate import adapter_labels, evaluate_adapter
+    from training.evaluate import adapter_labels, evaluate_adapter  # lazy: see the module docstring
     from training.evaluate_tokens import is_tagger
     if is_tagger(args.adapter):
         return _evaluate_tagger(args)
@@ -338,7 +342,7 @@ def cmd_evaluate(args) -> int:
 
 def _tagged_data(args, labels):
     """Tagged sentences for a tagger's evaluation: a CoNLL/JSONL file or the punctuation demo."""
-    from training.data.tokens import load_punctuation, load_token_file
+    from training.data.tokens import load_punctuation, load_token_file  # lazy: see the module docstring
     if args.demo not in (None, "punctuation"):
         raise InvalidInput(f"--demo {args.demo!r} is not a tagging data set; use --demo punctuation or "
                            "--data FILE (CoNLL or JSONL)")
@@ -359,7 +363,7 @@ def _tagger_json(args, ev, data) -> None:
 
 
 def _evaluate_served_tagger(args, client, labels) -> int:
-    from training.evaluate_tokens import evaluate_served_tagger, print_token_evaluation
+    from training.evaluate_tokens import evaluate_served_tagger, print_token_evaluation  # lazy (docstring)
     data = _tagged_data(args, labels)
     ev = evaluate_served_tagger(client, args.task, data, batch_size=args.batch_size, progress=not args.quiet)
     print_token_evaluation(ev, data)
@@ -369,7 +373,7 @@ def _evaluate_served_tagger(args, client, labels) -> int:
 
 def _evaluate_tagger(args) -> int:
     """A token_classification adapter folder on a CoNLL/JSONL file (or the punctuation demo's test split)."""
-    from training.evaluate import adapter_labels
+    from training.evaluate import adapter_labels  # lazy: see the module docstring
     from training.evaluate_tokens import evaluate_tagger, print_token_evaluation
     labels = args.labels or adapter_labels(args.adapter)
     data = _tagged_data(args, labels)
@@ -382,9 +386,8 @@ def _evaluate_tagger(args) -> int:
 
 
 def _evaluate_served(args) -> int:
-    from taskswap_client import Client, TaskswapHTTPError
-
-    from adapters.tasks import task_type
+    from taskswap_client import Client, TaskswapHTTPError  # lazy: see the module docstring
+    from adapters.tasks import task_type  # lazy (docstring): the task types' table
     from training.evaluate import evaluate_served
     if not args.task or args.adapter is not None:
         raise InvalidInput("with --url, name the served task with --task (and no adapter folder)")
@@ -407,7 +410,6 @@ def _evaluate_served(args) -> int:
 
 
 def httpx_errors():
-    import httpx
     return httpx.HTTPError
 
 
@@ -424,19 +426,20 @@ def _print_evaluation(args, ev, data) -> int:
 
 
 def cmd_register(args) -> int:
+    import adapters.kinds  # noqa: F401  lazy (docstring); the kinds table the folder is read against
     from adapters.format.adapter_dir import read_adapter_dir
     read_adapter_dir(args.adapter)  # a local format check before any upload
     return _register(args.adapter, args.url, args.token, args.name)
 
 
 def cmd_data(args) -> int:
-    from training.data.silver import run
+    from training.data.silver import run  # lazy: see the module docstring
     return run(args)
 
 
 def cmd_predict(args) -> int:
     """Print each input's label and score for one task (no torch imported on this path)."""
-    from taskswap_client import Client, TaskswapHTTPError
+    from taskswap_client import Client, TaskswapHTTPError  # lazy: see the module docstring
     if bool(args.texts) == bool(args.image):
         raise InvalidInput('give texts (taskswap predict TASK "text" ...) or --image PATH, not both')
     try:
@@ -469,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if getattr(args, "quiet", False) and args.command != "predict":
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # lazy: see the module docstring
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,

@@ -50,7 +50,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.backbones.defaults import default_spec
+# Before transformers is imported (below): no hub access (read once, when it is imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from adapters.backbones.base import load_backbone  # noqa: E402
+from adapters.backbones.defaults import DEFAULT_BACKBONES, audio_available, default_spec  # noqa: E402
+from adapters.errors import TaskswapError  # noqa: E402
+from adapters.registry import Registry  # noqa: E402
+from adapters.store import open_store  # noqa: E402
+from adapters.tasks import task_type  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import load_demo  # noqa: E402
+from training.data.spoken_digits import SpokenDigitsUnavailable, asterisk_digits_dir, espeak_binary  # noqa: E402
+from training.data.tokens import load_punctuation  # noqa: E402
+from training.tasks import training_task  # noqa: E402
+from training.tokens import train_tokens  # noqa: E402
+from training.trainer import train  # noqa: E402
 
 log = logging.getLogger("taskswap.demo")
 
@@ -79,11 +96,9 @@ def unavailable(task: DemoTask) -> str | None:
     """Why ``task`` cannot be built on this machine (a missing optional package), or None."""
     if task.backbone != "audio":
         return None
-    from adapters.backbones.defaults import audio_available
     if not audio_available():
         return ("the audio backbone needs: pip install soundfile onnx && "
                 "pip install --no-deps openwakeword==0.4.0")
-    from training.data.spoken_digits import SpokenDigitsUnavailable, asterisk_digits_dir, espeak_binary
     try:
         espeak_binary()
         asterisk_digits_dir()
@@ -95,7 +110,6 @@ def unavailable(task: DemoTask) -> str | None:
 def demo_backbones_json() -> str:
     """``TASKSWAP_BACKBONES`` serving the default backbones plus any optional one a buildable
     demo task needs (the audio backbone when its packages are installed)."""
-    from adapters.backbones.defaults import DEFAULT_BACKBONES
     specs = list(DEFAULT_BACKBONES)
     for t in DEMO_TASKS:
         spec = default_spec(t.backbone)
@@ -143,15 +157,6 @@ def is_current(store, task: DemoTask) -> bool:
 def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = False,
                keep: Path | None = None, progress: bool = True) -> dict[str, str]:
     """Train and register the demo tasks missing from ``store_url``; returns ``{task: status}``."""
-    from adapters.backbones.base import load_backbone
-    from adapters.registry import Registry
-    from adapters.store import open_store
-    from training.config import TrainConfig
-    from training.data import load_demo
-    from adapters.tasks import task_type
-    from training.tasks import training_task
-    from training.trainer import train
-
     store = open_store(store_url)
     chosen = [t for t in DEMO_TASKS if tasks is None or t.name in tasks]
     status = {}
@@ -172,8 +177,6 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
             out = (keep or Path(tmp)) / t.name
             cfg = TrainConfig(name=t.name, method="head", task_type=t.task_type, progress=progress)
             if task_type(t.task_type).features == "tokens":  # sentences of tagged words
-                from training.data.tokens import load_punctuation
-                from training.tokens import train_tokens
                 test = load_punctuation("test", limit=t.test_limit, seed=0)
                 result = train_tokens(load_punctuation("train", limit=t.train_limit, seed=0),
                                       backbones[t.backbone], cfg, out, test=test)
@@ -219,8 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown demo tasks {unknown}; choose from {[t.name for t in DEMO_TASKS]}",
               file=sys.stderr)
         return 2
-    from adapters.errors import TaskswapError
-    import torch
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     log.info("torch threads: %d", threads)

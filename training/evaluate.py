@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import io
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +23,10 @@ from tqdm.auto import tqdm
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.format.adapter_dir import read_adapter_dir
-from training.data import LabelledData, open_input
+from adapters.registry import Registry
+from adapters.runtime import Runtime
+from adapters.store import open_store
+from training.data import LabelledData, open_image, open_input
 from training.metrics import Metrics, classification_metrics
 
 
@@ -62,10 +66,6 @@ def evaluate_adapter(adapter_dir: Path, data: LabelledData, backbone: Backbone |
 
     ``data.label_names`` must be the adapter's labels (load it with ``labels=`` the adapter's).
     """
-    from adapters.registry import Registry
-    from adapters.runtime import Runtime
-    from adapters.store import open_store
-
     if backbone is None or isinstance(backbone, BackboneSpec):
         backbone = load_backbone(backbone_spec_for(adapter_dir, backbone))
     with tempfile.TemporaryDirectory(prefix="taskswap-eval-") as tmp:
@@ -130,7 +130,6 @@ def evaluate_served(client, task: str, data: LabelledData, batch_size: int = 64,
 
 def _encoded_image(x) -> bytes:
     """An image input of a data set (a path or an in-memory image) as PNG/JPEG file bytes."""
-    import io
     if isinstance(x, (str, Path)):
         return Path(x).read_bytes()
     buf = io.BytesIO()

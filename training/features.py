@@ -31,19 +31,19 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from adapters.backbones.audio_io import Audio
 from adapters.backbones.base import Backbone
+from adapters.home import taskswap_home
 from training.data import open_input
 
 
 def default_cache_dir() -> Path:
     """``$TASKSWAP_HOME/features`` (``~/.cache/taskswap/features`` by default)."""
-    from adapters.backbones.embedded import taskswap_home
     return taskswap_home() / "features"
 
 
 def inputs_digest(inputs: list) -> str:
     """sha256 over the inputs' content, in order (text, pixels, audio samples, or file bytes)."""
-    from adapters.backbones.audio_io import Audio
     h = hashlib.sha256()
     for x in inputs:
         if isinstance(x, Audio):

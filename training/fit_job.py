@@ -26,7 +26,22 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+# Before transformers is imported (below): no hub access (read once, when it is imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from adapters.backbones.base import BackboneSpec, load_backbone  # noqa: E402
+from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import LabelledData, open_image  # noqa: E402
+from training.evaluate import adapter_labels, evaluate_adapter  # noqa: E402
+from training.trainer import check_data, train  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -39,10 +54,6 @@ def _phase(name: str, **extra) -> None:
 def labelled_data(spec: dict):
     """The job's examples as :class:`training.data.LabelledData` (labels as given, in
     ``label_names`` order, or sorted when none is given)."""
-    from PIL import Image
-
-    from adapters.errors import InvalidInput
-    from training.data import LabelledData, open_image
     labels = spec["labels"]
     names = spec.get("label_names") or sorted(set(labels))
     unknown = sorted(set(labels) - set(names))
@@ -59,13 +70,11 @@ def labelled_data(spec: dict):
 
 def _compare(active_dir: Path, val, backbone) -> dict:
     """The active version's metrics on the candidate's validation examples."""
-    from training.evaluate import adapter_labels, evaluate_adapter
     labels = adapter_labels(active_dir) or []
     if sorted(labels) != sorted(val.label_names):
         return {"comparable": False, "reason": f"the active version's labels {labels} differ from "
                 f"the examples' labels {val.label_names}"}
     remap = {n: labels.index(n) for n in val.label_names}
-    from dataclasses import replace
     data = replace(val, labels=[remap[val.label_names[y]] for y in val.labels], label_names=list(labels))
     ev = evaluate_adapter(active_dir, data, backbone, progress=False)
     return {"comparable": True, "version": ev.version, "val_accuracy": ev.metrics.accuracy,
@@ -74,11 +83,6 @@ def _compare(active_dir: Path, val, backbone) -> dict:
 
 def run(spec: dict, out: Path) -> dict:
     """Fit, export to ``out/adapter``, compare; returns the result document."""
-    import torch
-
-    from adapters.backbones.base import BackboneSpec, load_backbone
-    from training.config import TrainConfig
-    from training.trainer import check_data, train
     torch.set_num_threads(int(spec.get("threads") or 1))
     o = spec.get("options") or {}
     config = TrainConfig(name=spec["name"], method="head", hidden=o.get("hidden") or [],
@@ -100,12 +104,9 @@ def run(spec: dict, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     spec_path, out = (argv or sys.argv[1:])[:2]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from adapters.errors import TaskswapError
     try:
         spec = json.loads(Path(spec_path).read_text())
         doc = run(spec, out)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from adapters.errors import TaskswapError
+from taskswap_client import Client, TaskswapHTTPError
 
 
 class RegistrationFailed(TaskswapError):
@@ -41,8 +42,6 @@ def register_with_server(folder: Path, url: str, token: str | None = None, name:
     ``token`` defaults to ``$TASKSWAP_ADMIN_TOKEN``. Raises :class:`RegistrationFailed`
     with the server's own message on any refusal.
     """
-    from taskswap_client import Client, TaskswapHTTPError
-
     token = token or os.environ.get("TASKSWAP_ADMIN_TOKEN")
     endpoint = adapters_url(url)
     base = endpoint.removesuffix("/adapters")

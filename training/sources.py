@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from adapters.errors import InvalidInput
 from training.data import (DEMO_DATASETS, LabelledData, load_demo, load_image_csv, load_image_folder,
                            load_text_table, stratified_sample)
+from training.data.audio import csv_lists_audio, has_audio_files, load_audio_csv, load_audio_folder
 from training.data.demo import ALL_DEMO_DATASETS
 from training.data.files import load_regression_table
 
@@ -62,14 +63,12 @@ class DataSource(BaseModel):
             return self.format
         p = Path(self.path)
         if p.is_dir():
-            from training.data.audio import has_audio_files
             return "audio-folder" if has_audio_files(p) else "image-folder"
         if p.suffix.lower() in (".jsonl", ".json", ".ndjson"):
             return "text"
         if p.suffix.lower() == ".csv" and p.is_file():
             header = _csv_header(p)
             if self.text_column not in header and self.path_column in header:
-                from training.data.audio import csv_lists_audio
                 return "audio-csv" if csv_lists_audio(p, self.path_column) else "image-csv"
         return "text"
 
@@ -90,10 +89,8 @@ class DataSource(BaseModel):
         elif fmt == "image-csv":
             data = load_image_csv(self.path, self.path_column, self.label_column, labels=self.labels)
         elif fmt == "audio-folder":
-            from training.data.audio import load_audio_folder
             data = load_audio_folder(self.path, labels=self.labels)
         elif fmt == "audio-csv":
-            from training.data.audio import load_audio_csv
             data = load_audio_csv(self.path, self.path_column, self.label_column, labels=self.labels)
         else:
             data = load_text_table(self.path, self.text_column, self.label_column, labels=self.labels)

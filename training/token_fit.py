@@ -27,30 +27,13 @@ from training.heads import fit_head, train_epochs
 from training.lora import default_targets, resolve_targets, trainable_copy, warm_start_config
 from training.probe import head_fit_config
 from training.tasks import training_task
+from training.token_encoding import encode_words
 
 if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
     from training.config import TrainConfig
 
 
 # ---- alignment ------------------------------------------------------------------------
-def encode_words(backbone: Backbone, sentences: list[list[str]]) -> tuple[dict, torch.Tensor, int]:
-    """``(batch [n, seq] tensors, first [n, seq], dropped)``: ``first`` holds the word index at
-    each word's first sub-token and -1 elsewhere; ``dropped`` = words cut by ``max_length``."""
-    tok = backbone.preprocessor.tokenizer
-    enc = tok(sentences, is_split_into_words=True, truncation=True, padding=True,
-              max_length=backbone.preprocessor.max_length, return_tensors="pt")
-    first = torch.full(enc["input_ids"].shape, -1, dtype=torch.long)
-    dropped = 0
-    for i, words in enumerate(sentences):
-        seen = set()
-        for p, w in enumerate(enc.word_ids(i)):
-            if w is not None and w not in seen:
-                seen.add(w)
-                first[i, p] = w
-        dropped += len(words) - len(seen)
-    return dict(enc), first, dropped
-
-
 def word_features(model, backbone: Backbone, sentences: list[list[str]], batch_size: int
                   ) -> tuple[torch.Tensor, list[list[int]]]:
     """``[kept words, hidden]`` first-sub-token features of ``model`` (gradients flow when

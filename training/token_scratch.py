@@ -2,7 +2,7 @@
 
 What a pretrained trunk buys a tagger is measured against a model that sees the same
 sentences through the same tokenizer and the same alignment (each word's tag on its first
-sub-token, :func:`training.token_fit.encode_words`) but starts from nothing: a sub-token
+sub-token, :func:`training.token_encoding.encode_words`) but starts from nothing: a sub-token
 embedding (the tokenizer's vocabulary) → one bidirectional GRU layer → dropout → a linear
 layer over tags. It is the classic recurrent tagger rather than the backbone's own
 architecture from random weights (what the pooled ``scratch`` baseline uses,
@@ -37,7 +37,7 @@ from adapters.backbones.base import Backbone
 from training.data.tokens import TokenData
 from training.heads import train_epochs
 from training.tasks import training_task
-from training.token_fit import encode_words
+from training.token_encoding import encode_words
 
 if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
     from training.config import TrainConfig

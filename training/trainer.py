@@ -35,6 +35,7 @@ from training.export import prepare_output_dir, write_metrics
 from training.features import default_cache_dir
 from training.fitted import FitOutput
 from training.heads import History
+from training.lora import fit_lora
 from training.metrics import Metrics
 from training.plots import plot_loss_curves
 from training.tasks import training_task

@@ -45,7 +45,7 @@ def openwakeword_model_files() -> tuple[Path, Path]:
 
 
 def _graph(path: Path):
-    try:
+    try:  # optional: the audio backbone's packages may be absent (audio_available)
         import onnx
         from onnx import numpy_helper
     except ImportError as exc:

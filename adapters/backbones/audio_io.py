@@ -75,7 +75,7 @@ def _not_audio(where: str, reason: str) -> InvalidInput:
 
 def decode_audio(raw: bytes, where: str, limits: AudioLimits, target_rate: int = 16_000) -> Audio:
     """Encoded bytes to a mono clip at ``target_rate``, or :class:`InvalidInput` naming the problem."""
-    import soundfile as sf
+    import soundfile as sf  # optional: the audio backbone's packages may be absent (audio_available)
 
     if not raw:
         raise InvalidInput(f"{where} is empty")
@@ -132,7 +132,7 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     """``x [n]`` at ``rate`` Hz -> ``[round(n * target / rate)]`` float32 at ``target`` Hz."""
     if rate == target:
         return x.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
+    from scipy.signal import resample_poly  # scipy (~60 MB resident) only when a clip needs resampling
     g = math.gcd(int(rate), int(target))
     return resample_poly(x, target // g, rate // g).astype(np.float32)
 

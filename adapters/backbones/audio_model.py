@@ -31,11 +31,13 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.audio_utils import mel_filter_bank
 from transformers.utils import ModelOutput
 
 # (out channels, kernel, max-pool after it or None). Padding: (0, 1) for 1x3 kernels (the
@@ -107,9 +109,6 @@ class MelFrontEnd(nn.Module):
         """A standard front end (periodic Hann DFT, 60-3800 Hz HTK mel bank) for a model built
         from its config alone (``AutoModel.from_config``: the scratch baseline); a converted
         model overwrites these buffers with the ONNX graph's own."""
-        import math
-
-        from transformers.audio_utils import mel_filter_bank
         if self.stft_real.is_meta:
             return
         c = self.config
@@ -240,7 +239,6 @@ class SpeechEmbeddingModel(PreTrainedModel):
 
 def register_auto_classes() -> None:
     """Let ``AutoConfig`` / ``AutoModel`` load a saved speech_embedding folder (idempotent)."""
-    from transformers import AutoConfig, AutoModel
     try:
         AutoConfig.register(SpeechEmbeddingConfig.model_type, SpeechEmbeddingConfig)
         AutoModel.register(SpeechEmbeddingConfig, SpeechEmbeddingModel)

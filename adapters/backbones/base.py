@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+import adapters.backbones.audio_model  # noqa: F401  (registers speech_embedding with AutoModel)
+from adapters.backbones.audio_preprocess import audio_preprocessor_for
+from adapters.backbones.embedded import resolve_embedded
 from adapters.backbones.fingerprint import model_fingerprint
 from adapters.backbones.preprocess import TextPreprocessor, image_preprocessor_from
 from adapters.errors import InvalidInput
@@ -182,7 +187,6 @@ def _sample_input(modality: str, preprocessor=None) -> list:
         return ["hello world"]
     if modality == "audio":
         return preprocessor.sample()
-    from PIL import Image
     return [Image.new("RGB", (32, 32), (128, 64, 32))]
 
 
@@ -195,7 +199,6 @@ def resolve_device(device: str) -> torch.device:
 def resolve_source(source: str) -> str:
     """Map ``embedded:<name>`` to its folder; pass HF ids and local folders through."""
     if source.startswith("embedded:"):
-        from adapters.backbones.embedded import resolve_embedded
         return str(resolve_embedded(source))
     return source
 
@@ -207,10 +210,6 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
     >>> load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc")).modality
     'text'
     """
-    from transformers import AutoModel
-
-    import adapters.backbones.audio_model  # noqa: F401  (registers speech_embedding with AutoModel)
-
     path = resolve_source(spec.source)
     try:
         local = Path(path).is_dir()
@@ -237,12 +236,9 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
                            "give a local folder or an id already in the HF cache") from exc
     main_input = getattr(model, "main_input_name", "input_ids")
     if main_input == "pixel_values":
-        from transformers import AutoImageProcessor
         preprocessor = image_preprocessor_from(AutoImageProcessor.from_pretrained(path), spec.image_size)
     elif main_input == "input_values":
-        from adapters.backbones.audio_preprocess import audio_preprocessor_for
         preprocessor = audio_preprocessor_for(model)
     else:
-        from transformers import AutoTokenizer
         preprocessor = TextPreprocessor(AutoTokenizer.from_pretrained(path), spec.max_length)
     return Backbone(spec, model, preprocessor, path)

@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
+
 from adapters.backbones.base import BackboneSpec
 
 TEXT = BackboneSpec(name="text", source="embedded:all-MiniLM-L6-v2", max_length=128)
@@ -37,7 +39,6 @@ OPTIONAL_BACKBONES: list[BackboneSpec] = [AUDIO]
 
 def audio_available() -> bool:
     """True when the packages the ``audio`` backbone is built from are installed."""
-    import importlib.util
     return all(importlib.util.find_spec(m) is not None for m in ("openwakeword", "onnx", "soundfile"))
 
 

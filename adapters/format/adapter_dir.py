@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from adapters.errors import InvalidAdapter
 from adapters.file_modes import make_readable
+from adapters.format import plugins
 from adapters.format.manifest import Manifest
 from adapters.format.safetensors_io import read_header
 
@@ -81,6 +82,7 @@ def read_json(path: Path) -> dict:
 
 
 def parse_manifest(data: dict) -> Manifest:
+    plugins.kinds(), plugins.task_types()  # an adapter's manifest is checked against both tables
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -99,8 +101,8 @@ def read_adapter_dir(path: Path) -> AdapterDir:
     names = {p.name for p in check_files(path)}
     manifest = parse_manifest(read_json(path / "adapter.json")) if "adapter.json" in names else None
     peft_config = read_json(path / "adapter_config.json") if "adapter_config.json" in names else None
-    from adapters.kinds import adapter_kind, kind_of_files  # the table imports this module
-    impl = adapter_kind(manifest.kind) if manifest is not None else kind_of_files(names)
+    # A manifest's kind is a key of the kinds table (checked when it was parsed).
+    impl = plugins.kinds()[manifest.kind] if manifest is not None else plugins.kind_of_files(names)
     if impl is None:
         raise InvalidAdapter("no adapter.json and no adapter_config.json: not an adapter directory")
     kind = impl.name

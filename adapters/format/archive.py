@@ -17,6 +17,7 @@ import lzma
 import shutil
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from adapters.errors import InvalidAdapter
@@ -219,7 +220,6 @@ def _extract_tar(data: bytes, dest: Path, max_bytes: int, max_entries: int) -> N
 
 
 def zlib_error():
-    import zlib
     return zlib.error
 
 

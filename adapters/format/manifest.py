@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.format import plugins
 from adapters.format.labels import label_problems
 
 FORMAT_VERSION = 1
@@ -68,27 +69,28 @@ class Manifest(BaseModel):
     @property
     def output_names(self) -> list[str]:
         """The head's outputs in order, as its task type names them (labels, outputs...)."""
-        from adapters.tasks import TASK_TYPES
-        return TASK_TYPES[self.task_type].output_names(self)
+        return plugins.task_types()[self.task_type].output_names(self)
 
     @model_validator(mode="after")
     def _fits_kind_and_task_type(self):
-        # Imported here: the tables import modules that import this one.
-        from adapters.kinds import KINDS
-        from adapters.tasks import TASK_TYPES
-        if self.kind not in KINDS:
-            raise ValueError(f"kind {self.kind!r} is unknown; use one of {sorted(KINDS)}")
-        if self.task_type not in TASK_TYPES:
-            raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TASK_TYPES)}")
-        task = TASK_TYPES[self.task_type]
-        # Output names (labels, regression outputs) follow the registration field's rule.
-        names = label_problems(self.output_names) if self.output_names else []
-        problems = list(dict.fromkeys(names + task.check_manifest(self)))
-        if self.head is not None and (self.head.pooling == "tokens") != (task.features == "tokens"):
-            problems.append(f"head.pooling {self.head.pooling!r} does not fit task_type "
-                            f"{self.task_type!r}, whose head reads {task.features} features")
-        if problems:
-            raise ValueError("; ".join(problems))
+        # The plug-in tables sit above the format; their packages hand them down (plugins).
+        # A table this process has not loaded checks nothing here; reading an adapter
+        # directory (parse_manifest) always loads and checks both.
+        kinds, task_types = plugins.loaded()
+        if kinds is not None and self.kind not in kinds:
+            raise ValueError(f"kind {self.kind!r} is unknown; use one of {sorted(kinds)}")
+        if task_types is not None and self.task_type not in task_types:
+            raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(task_types)}")
+        if task_types is not None:
+            task = task_types[self.task_type]
+            # Output names (labels, regression outputs) follow the registration field's rule.
+            names = label_problems(self.output_names) if self.output_names else []
+            problems = list(dict.fromkeys(names + task.check_manifest(self)))
+            if self.head is not None and (self.head.pooling == "tokens") != (task.features == "tokens"):
+                problems.append(f"head.pooling {self.head.pooling!r} does not fit task_type "
+                                f"{self.task_type!r}, whose head reads {task.features} features")
+            if problems:
+                raise ValueError("; ".join(problems))
         if self.format_version > FORMAT_VERSION:
             raise ValueError(f"format_version {self.format_version} is newer than this server "
                              f"understands ({FORMAT_VERSION}); upgrade the server")

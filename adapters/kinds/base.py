@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 
+from adapters.errors import InvalidAdapter
+
 if TYPE_CHECKING:
     from adapters.backbones.base import Backbone, Features
     from adapters.format.adapter_dir import AdapterDir
@@ -85,7 +87,6 @@ class AdapterKind:
     def synthesise_manifest(self, adir: "AdapterDir", backbone: "Backbone", plan,
                             name: str, names: list[str] | None) -> "Manifest":
         """The manifest of a third-party directory that has none (e.g. plain PEFT)."""
-        from adapters.errors import InvalidAdapter
         raise InvalidAdapter(f"a {self.name} adapter needs an adapter.json")
 
     def check(self, adir: "AdapterDir", m: "Manifest", backbone: "Backbone", plan) -> None:

@@ -19,6 +19,7 @@ from adapters.kinds.base import AdapterKind
 from adapters.kinds.trunk import HOOKED_TRUNK
 from adapters.lora import batch as lora_batch
 from adapters.lora.weights import check_peft_config, load_lora_weights, plan_lora
+from adapters.tasks import for_peft_problem_type
 
 # Which pooled features an ``AutoModelForSequenceClassification`` / image-classification
 # model of this type feeds its ``classifier`` (so a plain PEFT adapter scores the same here).
@@ -51,7 +52,6 @@ class LoraKind(AdapterKind):
         plan_lora(adir.headers["adapter_model.safetensors"], backbone.model, backbone.base_model_prefix)
 
     def synthesise_manifest(self, adir, backbone, plan, name, names):
-        from adapters.tasks import for_peft_problem_type
         if name is None:
             raise InvalidInput("a plain PEFT adapter has no adapter.json: pass name=<task name>")
         prefix = peft_head_prefix(plan.extras)

@@ -11,8 +11,8 @@ inverted-residual ``layer.{i}``, the last one together with the final ``conv_1x1
 
 Serving shares the trunk below the split. These rows run in the hooked trunk pass with
 heads and LoRA (:mod:`adapters.kinds.trunk` hands any chunk holding a top-layers row to
-:func:`split_forward`): the chunk's rows are reduced to distinct (input, LoRA) rows, the
-frozen stem and blocks run once on those up to the lowest split any row needs; from each
+:func:`split_forward`, through :meth:`TopLayersWeights.split_forward`): the chunk's rows
+are reduced to distinct (input, LoRA) rows, the frozen stem and blocks run once on those up to the lowest split any row needs; from each
 block on, the rows still on the frozen trunk (plain, LoRA with their per-row deltas, and
 top-layers rows whose split is higher) continue, and at a task's split its rows leave and
 run through that task's blocks, one call per task. The adapter's tensors are swapped into
@@ -24,13 +24,17 @@ evictable: they live in the eviction cache (adapters.residency) with LoRA.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torch.func import functional_call
 from transformers.masking_utils import create_bidirectional_mask
 
+from adapters.backbones.base import Features
 from adapters.errors import IncompatibleAdapter, InvalidAdapter
+from adapters.format.adapter_dir import write_head_adapter
 from adapters.format.safetensors_io import load_tensors
 from adapters.heads import check_head_header
 from adapters.kinds.base import AdapterKind
@@ -152,6 +156,11 @@ class TopLayersWeights:
         return TopLayersWeights(self.split, [[{k: cast(t) for k, t in d.items()} for d in blk]
                                              for blk in self.params])
 
+    @staticmethod
+    def split_forward(backbone, batch: dict[str, torch.Tensor], states: list, collect) -> None:
+        """The hooked pass hands a chunk holding top-layers rows here: :func:`split_forward`."""
+        split_forward(backbone, batch, states, collect)
+
 
 @dataclass
 class _Plan:
@@ -270,7 +279,6 @@ def _row_keys(batch: dict[str, torch.Tensor], states: list) -> list[int]:
 
 def split_forward(backbone, batch: dict[str, torch.Tensor], states: list, collect) -> None:
     """The hooked pass for a chunk holding top-layers rows (see the module docstring)."""
-    from adapters.backbones.base import Features
     model, lay = backbone.model, layout_of(backbone)
     rep = _row_keys(batch, states)  # on the CPU tensors, before they move
     batch = {k: v.to(backbone.device) for k, v in batch.items()}
@@ -345,11 +353,6 @@ def write_top_layers_adapter(path, manifest, blocks_state: dict[str, torch.Tenso
                              head_state: dict[str, torch.Tensor], card: str | None = None):
     """Write a top-layers adapter directory: manifest (with ``top_layers.blocks``),
     ``top_layers.safetensors`` (full backbone tensor names), ``head.safetensors``, card."""
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    from adapters.format.adapter_dir import write_head_adapter
     manifest_blocks(manifest)  # refuse to write a directory the server would refuse
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

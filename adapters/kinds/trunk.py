@@ -1,7 +1,8 @@
 """The hooked trunk pass: plain rows and per-row LoRA rows in one forward.
 
-A chunk holding rows of a ``top_layers`` adapter runs split at the blocks
-(:func:`adapters.kinds.top_layers.split_forward`). Otherwise, a chunk whose rows are all
+A chunk holding rows of a ``top_layers`` adapter runs split at the blocks (its row states,
+:class:`adapters.kinds.top_layers.TopLayersWeights`, hand the chunk to
+:func:`adapters.kinds.top_layers.split_forward`). Otherwise, a chunk whose rows are all
 plain runs the frozen trunk as is; one whose rows all use the same LoRA adapter runs on
 its merged weights (the raw backbone's cost); a mix runs with per-row deltas gathered
 inside the forward hooks (:mod:`adapters.lora.batch`).
@@ -19,11 +20,11 @@ from adapters.lora.batch import LoraBatch, merged_lora, use_lora_batch
 
 class HookedTrunk(TrunkPass):
     def forward(self, backbone, batch, states, collect) -> None:
-        if any(getattr(w, "split", None) is not None for w in states):
-            # Top-layers rows: the trunk is shared below their split (imported here: that
-            # kind names this pass).
-            from adapters.kinds.top_layers import split_forward
-            return split_forward(backbone, batch, states, collect)
+        tops = [w for w in states if getattr(w, "split", None) is not None]
+        if tops:
+            # Top-layers rows: the trunk is shared below their split; their weights know how
+            # (that kind names this pass, so this module does not import it).
+            return tops[0].split_forward(backbone, batch, states, collect)
         distinct = sorted({id(w): w for w in states if w is not None}.items())
         if not distinct:  # plain rows only
             merged, lb = None, None

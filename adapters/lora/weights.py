@@ -19,6 +19,7 @@ from torch import nn
 
 from adapters.errors import IncompatibleAdapter, InvalidAdapter
 from adapters.format.safetensors_io import load_tensors
+from adapters.tasks import peft_task_types
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight$")
 _UNSUPPORTED_FLAGS = {
@@ -81,8 +82,7 @@ def check_peft_config(config: dict) -> None:
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         problems.append(f"peft_type is {config.get('peft_type')!r}; only LORA adapters are served")
     task_type = config.get("task_type")
-    from adapters.tasks import peft_task_types  # task types that claim other PEFT tasks (TOKEN_CLS)
-    supported = (*SUPPORTED_PEFT_TASK_TYPES, *peft_task_types())
+    supported = (*SUPPORTED_PEFT_TASK_TYPES, *peft_task_types())  # + those task types claim (TOKEN_CLS)
     if task_type not in supported:
         problems.append(f"task_type {task_type!r} is not supported (supported: "
                         f"{', '.join(t for t in supported if t)}, or none); another PEFT task "

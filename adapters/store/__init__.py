@@ -11,7 +11,7 @@ def open_store(url: str) -> AdapterStore:
     0
     """
     if "://" in url and not url.startswith("file://"):
-        from adapters.store.remote import FsspecStore
+        from adapters.store.remote import FsspecStore  # fsspec only for a remote store: a local one imports none
         return FsspecStore(url)
     return LocalStore(url.removeprefix("file://"))
 

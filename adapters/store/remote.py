@@ -51,10 +51,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from adapters.backbones.embedded import taskswap_home
+from fsspec.asyn import sync
+
 from adapters.errors import Conflict, InvalidAdapter, InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import MAX_FILES, content_hash, content_hash_of
+from adapters.home import taskswap_home
 from adapters.store.base import (AdapterStore, Alias, VersionInfo, changed_since, check_expected,
                                  check_job_id, check_name, check_version, generation_bumped, parse_generation)
 
@@ -90,7 +92,7 @@ def _endpoint_url() -> str | None:
 
 
 def _make_s3fs():
-    try:
+    try:  # optional: only an s3:// store needs s3fs (the 's3' extra)
         import s3fs
     except ImportError as exc:
         raise InvalidInput("an s3:// store needs s3fs; install it with: pip install 'taskswap[s3]'") from exc
@@ -148,7 +150,6 @@ class FsspecStore(AdapterStore):
         return self._run(lambda: self.fs._call_s3(method, Bucket=self.bucket, **kwargs))
 
     def _run(self, coro_fn, *args):
-        from fsspec.asyn import sync
         return sync(self.fs.loop, coro_fn, *args)
 
     def _check_bucket(self) -> None:

@@ -6,6 +6,7 @@ Adding one: a new file with a :class:`TaskType` subclass, and one entry below.
 from __future__ import annotations
 
 from adapters.errors import InvalidAdapter
+from adapters.format import plugins
 from adapters.tasks.base import HEADLINE_KEY, BatchFeatures, RowResult, TaskType, TokenFeatures
 from adapters.tasks.multi_label import MultiLabel
 from adapters.tasks.regression import Regression
@@ -14,6 +15,7 @@ from adapters.tasks.token_classification import TokenClassification
 
 TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SingleLabel(), MultiLabel(), Regression(),
                                                        TokenClassification())}
+plugins.use_task_types(TASK_TYPES)  # the format checks manifests against this table
 
 
 def task_type(name: str) -> TaskType:

@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-if TYPE_CHECKING:  # type hints only: the manifest module imports this package lazily
+from adapters.heads_batched import HeadCall, run_heads
+
+if TYPE_CHECKING:  # type hints only
     from adapters.format.manifest import Manifest
 
 HEADLINE_KEY = "headline"
@@ -157,7 +159,6 @@ class TaskType:
         """Run each ``(adapter, rows)`` head on its rows; one ``[len(rows), n_outputs]`` float32
         CPU tensor per call. ``rows`` index the batch's features. The default batches pooled
         heads of the same shape into one matmul per layer (:func:`adapters.heads_batched.run_heads`)."""
-        from adapters.heads_batched import HeadCall, run_heads
         return run_heads([HeadCall(a.head, self.activation, rows) for a, rows in calls], features.pooled)
 
     def rows(self, adapter, out: torch.Tensor) -> list[RowResult]:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
@@ -139,7 +140,6 @@ class RegressionMetrics:
 
 def regression_metrics(y_true, y_pred, names: Sequence[str], loss: float | None = None) -> RegressionMetrics:
     """MAE, RMSE, R² (1 - SSE/SST) and Spearman rank correlation per output, then their means."""
-    from scipy.stats import spearmanr
     t = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     p = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
     per = {}

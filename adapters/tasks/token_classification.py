@@ -22,14 +22,13 @@ Answers per input (character offsets are Python string indices into the input):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 
+from adapters.heads_batched import HeadCall, run_heads
 from adapters.tasks.base import BatchFeatures, RowResult, TaskType
-
-_TAG = re.compile(r"^([BIESLU])-(.+)$")
+from adapters.tasks.entities import entity_scheme, merge_entities
 
 
 @dataclass
@@ -44,52 +43,6 @@ class TokenOutputs:
 
     def __len__(self) -> int:
         return len(self.probs)
-
-
-def entity_scheme(labels: list[str]) -> bool:
-    """True when every label is ``O`` or ``<B|I|E|S|L|U>-<type>`` (a BIO-like entity scheme).
-
-    >>> entity_scheme(["O", "B-ORG", "I-ORG"]), entity_scheme(["O", "COMMA", "PERIOD"])
-    (True, False)
-    """
-    return any(_TAG.match(x) for x in labels) and all(x == "O" or _TAG.match(x) for x in labels)
-
-
-def merge_entities(tags: list[str], spans: list[tuple[int, int]], scores: list[float],
-                   text: str) -> list[dict]:
-    """Entity spans from word tags (conlleval's chunk rule), with character spans.
-
-    >>> merge_entities(["B-ORG", "I-ORG", "O", "I-PER"], [(0, 3), (4, 8), (9, 11), (12, 15)],
-    ...                [0.9, 0.7, 1.0, 0.6], "New York is Bob")
-    [{'entity': 'ORG', 'start': 0, 'end': 8, 'text': 'New York', 'score': 0.8}, {'entity': 'PER', 'start': 12, 'end': 15, 'text': 'Bob', 'score': 0.6}]
-    """
-    out: list[dict] = []
-    cur: dict | None = None  # the open chunk: type, start, end, scores
-
-    def close():
-        nonlocal cur
-        if cur is not None:
-            s = cur["scores"]
-            out.append({"entity": cur["type"], "start": cur["start"], "end": cur["end"],
-                        "text": text[cur["start"]:cur["end"]], "score": sum(s) / len(s)})
-        cur = None
-
-    for tag, (start, end), score in zip(tags, spans, scores):
-        m = _TAG.match(tag)
-        if m is None:  # "O" (or anything outside the scheme) ends a chunk
-            close()
-            continue
-        prefix, typ = m.groups()
-        if prefix in "BSU" or cur is None or cur["type"] != typ:
-            close()
-            cur = {"type": typ, "start": start, "end": end, "scores": [score]}
-        else:
-            cur["end"] = end
-            cur["scores"].append(score)
-        if prefix in "SUEL":
-            close()
-    close()
-    return out
 
 
 def word_spans(offsets: torch.Tensor, word_ids: torch.Tensor | None) -> list[list[int]]:
@@ -147,7 +100,6 @@ class TokenClassification(TaskType):
     def score(self, calls: list[tuple], features: BatchFeatures) -> list[TokenOutputs]:
         """Every head on every real token of its rows: the batch's tokens flattened to
         ``[tokens, hidden]``, so same-shaped heads share one matmul per layer."""
-        from adapters.heads_batched import HeadCall, run_heads
         tf = features.tokens
         mask = tf.mask.bool()  # [rows, seq]
         lengths = mask.sum(1).tolist()

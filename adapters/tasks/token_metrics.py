@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from adapters.tasks.metrics import ClassReport, loss_cell, report_table, with_loss
-from adapters.tasks.token_classification import entity_scheme
+from adapters.tasks.entities import entity_scheme, merge_entities
 
 TypeReport = ClassReport  # the same five numbers, per entity type
 
@@ -94,7 +94,6 @@ def token_metrics(true: list[list[int]], pred: list[list[int]], names: list[str]
 
 def _chunks(tags: list[str], sentence: int) -> set[tuple[str, int, int, int]]:
     """``(type, sentence, first word, end word)`` of every entity in one sentence's tags."""
-    from adapters.tasks.token_classification import merge_entities
     spans = [(i, i + 1) for i in range(len(tags))]
     return {(e["entity"], sentence, e["start"], e["end"])
             for e in merge_entities(tags, spans, [0.0] * len(tags), "")}

@@ -20,29 +20,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from adapters.backbones.audio_io import AUDIO_EXTENSIONS, Audio, AudioLimits, load_audio_file
+from adapters.backbones.audio_io import AUDIO_EXTENSIONS, AudioLimits, sniff_format
 from adapters.errors import InvalidInput
-from training.data.dataset import LabelledData
+from training.data.dataset import TRAINING_LIMITS, LabelledData, open_audio  # noqa: F401  (re-exported)
 from training.data.files import _FileKind, _csv_rows, _load_media_csv, _load_media_folder
-
-# Training files may be longer than a request's clip; the decoded-memory bound still holds.
-TRAINING_LIMITS = AudioLimits(max_bytes=64 << 20, max_seconds=120.0, max_decoded_bytes=256 << 20)
-
-
-def open_audio(x: "Audio | Path | str", limits: AudioLimits = TRAINING_LIMITS) -> Audio:
-    """A decoded mono 16 kHz clip from a path (or a clip, returned as is)."""
-    if isinstance(x, Audio):
-        return x
-    if isinstance(x, (str, Path)):
-        return load_audio_file(x, limits)
-    raise InvalidInput(f"expected an audio clip or a path, got {type(x).__name__}")
 
 
 def _check_audio(path: Path, limits: AudioLimits = TRAINING_LIMITS) -> str | None:
     """None if ``path``'s header is a readable WAV/FLAC/OGG within the limits, else a reason."""
-    import soundfile as sf
-
-    from adapters.backbones.audio_io import sniff_format
+    import soundfile as sf  # optional: the audio backbone's packages may be absent
     try:
         with path.open("rb") as f:
             head = f.read(12)

@@ -21,6 +21,7 @@ from typing import Literal, Sequence
 import numpy as np
 from PIL import Image
 
+from adapters.backbones.audio_io import Audio, AudioLimits, load_audio_file
 from adapters.errors import InvalidInput
 
 
@@ -120,12 +121,24 @@ def open_image(x: "Image.Image | Path | str") -> Image.Image:
     raise InvalidInput(f"expected a PIL image or a path, got {type(x).__name__}")
 
 
+# Training files may be longer than a request's clip; the decoded-memory bound still holds.
+TRAINING_LIMITS = AudioLimits(max_bytes=64 << 20, max_seconds=120.0, max_decoded_bytes=256 << 20)
+
+
+def open_audio(x: "Audio | Path | str", limits: AudioLimits = TRAINING_LIMITS) -> Audio:
+    """A decoded mono 16 kHz clip from a path (or a clip, returned as is)."""
+    if isinstance(x, Audio):
+        return x
+    if isinstance(x, (str, Path)):
+        return load_audio_file(x, limits)
+    raise InvalidInput(f"expected an audio clip or a path, got {type(x).__name__}")
+
+
 def open_input(x, modality: str):
     """The model input for one stored example: text as is, images opened, audio decoded."""
     if modality == "text":
         return x
     if modality == "audio":
-        from training.data.audio import open_audio
         return open_audio(x)
     return open_image(x)
 

@@ -40,9 +40,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sklearn.datasets import load_digits
 
 from adapters.errors import InvalidInput, NotFound
 from training.data.dataset import LabelledData, stratified_sample, stratified_sample_indices, stratified_split
+from training.data.spoken_digits import SpokenDigitsUnavailable, load_spoken_digits
 
 DEMO_DATASETS = ("fashion-mnist", "textile", "digits", "rotten-tomatoes",  # classification
                  "spoken-digits")
@@ -117,8 +119,6 @@ def _textile() -> LabelledData:
 
 
 def _digits() -> LabelledData:
-    from sklearn.datasets import load_digits
-
     d = load_digits()
     # Values are 0..16 (4x4 pixel counts); stretch to 0..255 so they look like ordinary images.
     pixels = np.round(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
@@ -188,7 +188,6 @@ def load_demo(name: str, split: str = "train", limit: int | None = None, seed: i
     if name == "fashion-mnist":
         return _fashion_mnist(split, limit, seed)
     if name == "spoken-digits":
-        from training.data.spoken_digits import SpokenDigitsUnavailable, load_spoken_digits
         try:
             return load_spoken_digits(split, limit, seed)
         except SpokenDigitsUnavailable as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -180,7 +181,6 @@ def load_regression_table(path: Path | str, text_column: str = "text",
     >>> load_regression_table(p, target_columns=["rating"]).values
     [[4.5], [1.0]]
     """
-    import math
     path = _existing_file(path, "text table")
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):

