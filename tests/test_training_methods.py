@@ -12,6 +12,7 @@ from adapters.kinds import KINDS
 from adapters.tasks import TASK_TYPES
 from training.card import CardFacts, render_card
 from training.config import TrainConfig
+from training.method_settings import METHOD_SETTINGS
 from training.methods import METHODS, token_methods, training_method
 from training.metrics import classification_metrics
 from training.tasks import TRAINING_TASKS, training_task
@@ -54,6 +55,8 @@ def test_defaults_per_task_type_and_method_are_unchanged(method, task_type):
 
 def test_the_tables_agree_with_the_serving_tables():
     assert list(METHODS) == ["head", "lora", "top_layers", "scratch"]
+    assert list(METHOD_SETTINGS) == list(METHODS)
+    assert all(m.settings is METHOD_SETTINGS[name] for name, m in METHODS.items())
     assert {m.kind for m in METHODS.values() if m.servable} == set(KINDS)
     assert not training_method("scratch").servable
     assert set(TRAINING_TASKS) == set(TASK_TYPES)

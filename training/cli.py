@@ -271,6 +271,7 @@ def cmd_train(args) -> int:
 def _train_tokens(args, config, spec) -> int:
     """Taggers: sentences of tagged words from CoNLL/JSONL files or the punctuation demo."""
     from training.data.tokens import load_punctuation, load_token_file  # lazy: see the module docstring
+    from training.methods import training_method
     from training.tokens import train_tokens
 
     if args.demo not in (None, "punctuation"):
@@ -285,7 +286,7 @@ def _train_tokens(args, config, spec) -> int:
             data = data.subset(list(range(min(args.limit, len(data)))))
         test = load_token_file(args.test_data, labels=data.label_names) if args.test_data else None
     val = load_token_file(args.val_data, labels=data.label_names) if args.val_data else None
-    if args.register and not config.training_method.servable:
+    if args.register and not training_method(config.method).servable:
         raise InvalidInput("a from-scratch baseline is a report, not an adapter; drop --register")
     result = train_tokens(data, spec, config, args.out or Path("out") / args.name, val=val, test=test)
     for split, m in result.metrics.items():

@@ -1,7 +1,8 @@
 """The one settings object of a training run; every field documented where it is declared.
 
 Hyper-parameters left as ``None`` take the defaults of the chosen method for the chosen task
-type (:meth:`training.methods.TrainingMethod.defaults_for`): a head on cached features can
+type (:data:`training.method_settings.METHOD_SETTINGS`; the settings import no training
+code, the method classes in :mod:`training.methods` sit above this module): a head on cached features can
 afford hundreds of cheap epochs, LoRA and from-scratch training pass the whole backbone per
 step and get a few.
 
@@ -19,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.format.manifest import NAME_PATTERN
-from training.methods import COMMON_HYPERPARAMETERS, METHODS, TrainingMethod, training_method
+from training.method_settings import COMMON_HYPERPARAMETERS, METHOD_SETTINGS, MethodSettings, method_settings
 from training.tasks import TRAINING_TASKS
 
 
@@ -31,7 +32,8 @@ class TrainConfig(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     """Task name the adapter registers under: lowercase letters, digits, '_', '-', '.'."""
     method: str = "head"
-    """A key of ``training.methods.METHODS``: 'head': frozen features + head; 'lora': PEFT LoRA
+    """A key of ``training.method_settings.METHOD_SETTINGS`` (and of ``training.methods.METHODS``,
+    whose ``training_method(name)`` fits it): 'head': frozen features + head; 'lora': PEFT LoRA
     + head; 'top_layers': the last ``layers`` blocks fine-tuned + head; 'scratch': random init
     baseline."""
     task_type: str = "single_label"
@@ -105,21 +107,22 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _method_defaults(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method {self.method!r} is unknown; use one of {list(METHODS)}")
+        if self.method not in METHOD_SETTINGS:
+            raise ValueError(f"method {self.method!r} is unknown; use one of {list(METHOD_SETTINGS)}")
         if self.task_type not in TRAINING_TASKS:
             raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TRAINING_TASKS)}")
-        for key, value in self.training_method.defaults_for(self.task_type).items():
+        for key, value in self.method_settings.defaults_for(self.task_type).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         return self
 
     @property
-    def training_method(self) -> TrainingMethod:
-        """The :class:`~training.methods.TrainingMethod` that ``method`` names."""
-        return training_method(self.method)
+    def method_settings(self) -> MethodSettings:
+        """The settings of the method ``method`` names; its behaviour (fitting, writing) is
+        ``training.methods.training_method(cfg.method)``."""
+        return method_settings(self.method)
 
     def hyperparameters(self) -> dict:
         """The settings that shaped the weights (for the manifest and the model card)."""
-        keys = [*COMMON_HYPERPARAMETERS, *self.training_method.hyperparameters]
+        keys = [*COMMON_HYPERPARAMETERS, *self.method_settings.hyperparameters]
         return {k: getattr(self, k) for k in keys}

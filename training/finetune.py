@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -19,13 +19,11 @@ from tqdm.auto import tqdm
 from adapters.backbones.base import Backbone, Features
 from adapters.format import HeadSpec
 from adapters.heads import Head
+from training.config import TrainConfig
 from training.data import LabelledData, open_input
 from training.features import extract_features
 from training.heads import EarlyStopping, History, _features_for_head, fold_standardisation
 from training.tasks import training_task
-
-if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
-    from training.config import TrainConfig
 
 
 def encode(model: nn.Module, backbone: Backbone, inputs: list, pooling: str) -> torch.Tensor:

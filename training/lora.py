@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -37,14 +36,12 @@ from transformers import AutoModel
 from adapters.backbones.base import Backbone
 from adapters.backbones.fingerprint import model_fingerprint
 from adapters.errors import IncompatibleAdapter, InvalidInput
+from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, StandardisedHead, fresh_head, predict_probs, run_loop
 from training.fitted import FitOutput
 from training.probe import fit_probe, head_spec
 from training.tasks import training_task
-
-if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
-    from training.config import TrainConfig
 
 # Attention projections to adapt, per naming convention (BERT/ViT/DeiT, LLaMA/CLIP, DistilBERT).
 _ATTENTION_PAIRS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"))

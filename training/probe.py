@@ -18,21 +18,18 @@ head learns standardised targets, the scaling travelling in ``FitOutput.scaling`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from adapters.backbones.base import Backbone
 from adapters.errors import InvalidInput
 from adapters.format import HeadSpec
+from training.config import TrainConfig
 from training.data import LabelledData
 from training.features import extract_features
 from training.fitted import FitOutput
 from training.heads import HeadFitConfig, fit_head
 from training.tasks import training_task
-
-if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
-    from training.config import TrainConfig
 
 
 def head_spec(cfg: TrainConfig, backbone: Backbone) -> HeadSpec:

@@ -9,21 +9,18 @@ frozen backbone the server holds, so it cannot be served there.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoConfig, AutoModel
 
 from adapters.backbones.base import Backbone
 from adapters.heads import Head
+from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, predict_probs, run_loop
 from training.fitted import FitOutput
 from training.probe import head_spec
 from training.tasks import training_task
-
-if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
-    from training.config import TrainConfig
 
 
 def fit_scratch(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig) -> FitOutput:

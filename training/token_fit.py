@@ -14,13 +14,13 @@ The training methods (:mod:`training.methods`) call these; :mod:`training.tokens
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig, get_peft_model
 
 from adapters.backbones.base import Backbone
 from adapters.format import HeadSpec
+from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.fitted import TokenFit
 from training.heads import fit_head, train_epochs
@@ -28,9 +28,6 @@ from training.lora import default_targets, resolve_targets, trainable_copy, warm
 from training.probe import head_fit_config
 from training.tasks import training_task
 from training.token_encoding import encode_words
-
-if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
-    from training.config import TrainConfig
 
 
 # ---- alignment ------------------------------------------------------------------------

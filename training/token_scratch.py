@@ -27,20 +27,17 @@ a report, not an adapter (its weights are not the frozen backbone the server hol
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from adapters.backbones.base import Backbone
+from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.heads import train_epochs
 from training.tasks import training_task
 from training.token_encoding import encode_words
-
-if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
-    from training.config import TrainConfig
 
 EMBED_DIM = 128
 HIDDEN = 128  # per direction

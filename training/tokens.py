@@ -46,7 +46,7 @@ from training.data.tokens import TokenData
 from training.export import prepare_output_dir, write_metrics
 from training.fitted import TokenFit
 from training.heads import History
-from training.methods import token_methods
+from training.methods import token_methods, training_method
 from training.plots import plot_loss_curves
 from training.tasks import training_task
 from training.token_fit import kept_data
@@ -74,7 +74,7 @@ def train_tokens(data: TokenData, backbone: Backbone | BackboneSpec, cfg: TrainC
                  val: TokenData | None = None, test: TokenData | None = None) -> TokenTrainResult:
     """Train ``cfg.method`` (head | lora | scratch) on tagged sentences and write the folder."""
     task = training_task(cfg.task_type)
-    method = cfg.training_method
+    method = training_method(cfg.method)
     problems = task.check_data(data)
     if not method.fits_tokens:
         usable = token_methods()
@@ -114,7 +114,7 @@ def train_tokens(data: TokenData, backbone: Backbone | BackboneSpec, cfg: TrainC
 def _export(out, cfg, backbone, splits, fit: TokenFit, metrics, outputs, seconds, cut: int,
             carved: bool) -> Manifest | None:
     task = training_task(cfg.task_type)
-    method = cfg.training_method
+    method = training_method(cfg.method)
     train = splits["train"]
     hist = fit.history
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")

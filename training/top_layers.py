@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -35,14 +34,12 @@ from adapters.backbones.base import Backbone
 from adapters.errors import InvalidInput
 from adapters.heads import Head
 from adapters.kinds.top_layers import LAYOUTS, blocks_state_of, layout_of
+from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, StandardisedHead, predict_probs, run_loop
 from training.fitted import FitOutput
 from training.lora import starting_head, trainable_copy
 from training.tasks import training_task
-
-if TYPE_CHECKING:  # annotations only: the settings sit above the fitting code
-    from training.config import TrainConfig
 
 DEFAULT_LAYERS = 2
 

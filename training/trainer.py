@@ -36,6 +36,7 @@ from training.features import default_cache_dir
 from training.fitted import FitOutput
 from training.heads import History
 from training.lora import fit_lora
+from training.methods import training_method
 from training.metrics import Metrics
 from training.plots import plot_loss_curves
 from training.tasks import training_task
@@ -105,7 +106,7 @@ def split_data(train: LabelledData, val: LabelledData | None, cfg: TrainConfig
 def fit(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainConfig,
         cache_dir: Path | None) -> FitOutput:
     """Fit with the method ``cfg.method`` names (:data:`training.methods.METHODS`)."""
-    return cfg.training_method.fit(backbone, train, val, cfg, cache_dir)
+    return training_method(cfg.method).fit(backbone, train, val, cfg, cache_dir)
 
 
 # ---- phase 4: evaluate ----------------------------------------------------------------
@@ -122,7 +123,7 @@ def evaluate_split(fitted: FitOutput, data: LabelledData, task_type_name: str = 
 def build_manifest(cfg: TrainConfig, backbone: Backbone, data: LabelledData, fitted: FitOutput,
                    metrics: dict[str, Metrics], info: dict) -> Manifest:
     task = training_task(cfg.task_type)
-    return Manifest(name=cfg.name, kind=cfg.training_method.kind, task_type=task.name,
+    return Manifest(name=cfg.name, kind=training_method(cfg.method).kind, task_type=task.name,
                     **task.manifest_fields(list(data.label_names), fitted.scaling),
                     backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
                                          source=backbone.spec.source),
@@ -153,7 +154,7 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
         info["target_scaling"] = fitted.scaling
     task = training_task(cfg.task_type)
     facts = CardFacts(
-        name=cfg.name, **cfg.training_method.card_words(backbone.name), task_type=task.name,
+        name=cfg.name, **training_method(cfg.method).card_words(backbone.name), task_type=task.name,
         labels=list(train.label_names),
         backbone_name=backbone.name, backbone_source=backbone.spec.source,
         fingerprint=backbone.fingerprint, preprocessing=backbone.preprocessing_settings(),
@@ -165,7 +166,7 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
                             metrics[_report_split(metrics)], out, cfg.name) if outputs else None,
         outputs_word=task.outputs_word, loss_words=task.loss_words)
     card = render_card(facts)
-    method = cfg.training_method
+    method = training_method(cfg.method)
     manifest = build_manifest(cfg, backbone, train, fitted, metrics, info) if method.servable else None
     method.write(out, manifest, card, fitted)
     write_metrics(out, {"metrics": {s: m.to_dict() for s, m in metrics.items()},
@@ -217,7 +218,7 @@ def train(data: LabelledData, backbone: Backbone | BackboneSpec, config: TrainCo
     seconds = time.perf_counter() - start
     metrics, probs = {}, {}
     eval_splits = dict(splits)
-    if not config.training_method.scores_train_split:
+    if not training_method(config.method).scores_train_split:
         eval_splits.pop("train")  # a full trunk pass over the training set: skipped for speed
     if test is not None:
         eval_splits["test"] = test

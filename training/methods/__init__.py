@@ -1,11 +1,14 @@
 """Training methods (see :mod:`training.methods.base` for the interface), one table.
 
-Adding one: a new file with a :class:`TrainingMethod` subclass, and one entry below.
+Adding one: a new file with a :class:`TrainingMethod` subclass, one entry below, and its
+settings in :data:`training.method_settings.METHOD_SETTINGS` (read by ``TrainConfig``, which
+never imports this package).
 """
 
 from __future__ import annotations
 
-from training.methods.base import COMMON_HYPERPARAMETERS, TrainingMethod
+from training.method_settings import COMMON_HYPERPARAMETERS
+from training.methods.base import TrainingMethod
 from training.methods.head import HeadMethod
 from training.methods.lora import LoraMethod
 from training.methods.scratch import ScratchMethod

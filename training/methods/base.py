@@ -3,51 +3,43 @@
 A method owns what differs between ``head``, ``lora``, ``top_layers`` and the ``scratch``
 baseline:
 
-- **settings** — its hyper-parameter defaults (:attr:`TrainingMethod.defaults`, with
-  per-task-type changes in :attr:`TrainingMethod.task_defaults`) and the extra settings its
-  manifest and card report (:attr:`TrainingMethod.hyperparameters`);
+- **settings** — its hyper-parameter defaults (with per-task-type changes) and the extra
+  settings its manifest and card report: :attr:`TrainingMethod.settings`, its entry in
+  :data:`training.method_settings.METHOD_SETTINGS`, the table ``TrainConfig`` reads (it sits
+  below the settings, so ``TrainConfig`` never imports this package);
 - **fitting** — :meth:`TrainingMethod.fit` for pooled task types, :meth:`TrainingMethod.fit_tokens`
   for per-token ones (where :attr:`TrainingMethod.fits_tokens`);
 - **what it produces** — the adapter kind (:attr:`TrainingMethod.kind`, a key of
   :data:`adapters.kinds.KINDS`; None: a baseline report, not servable) and the model card's
   words for it (:attr:`TrainingMethod.kind_words`, :attr:`TrainingMethod.recipe`).
 
-Adding a method is one new file with a subclass and one entry in
-:data:`training.methods.METHODS`; the trainers, the settings and the card name no method.
+Adding a method is one new file with a subclass, one entry in
+:data:`training.methods.METHODS` and one in :data:`training.method_settings.METHOD_SETTINGS`; the trainers, the settings and the card name no method.
 The implementations are stateless singletons.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from adapters.backbones.base import Backbone
 from adapters.format import Manifest
+from training.config import TrainConfig
 from training.data import LabelledData
 from training.data.tokens import TokenData
 from training.fitted import FitOutput, TokenFit
-
-if TYPE_CHECKING:  # annotations only: the settings read this package's table
-    from training.config import TrainConfig
-
-COMMON_HYPERPARAMETERS = ("method", "task_type", "hidden", "activation", "pooling", "normalize", "epochs",
-                          "lr", "batch_size", "patience", "weight_decay", "select", "val_fraction", "seed")
-"""Settings every run reports (manifest ``training.hyperparameters`` and the card), in order."""
+from training.method_settings import MethodSettings
 
 
 class TrainingMethod:
     """One way to train. Subclass it, set the class attributes, register it in the table."""
 
-    name: ClassVar[str]
+    settings: ClassVar[MethodSettings]
+    """Its name, defaults and reported settings (an entry of
+    :data:`training.method_settings.METHOD_SETTINGS`)."""
     kind: ClassVar[str | None] = None
     """The adapter kind it writes (``head``, ``lora``, ``top_layers``); None: a report only."""
-    defaults: ClassVar[dict]
-    """Values of the :class:`~training.config.TrainConfig` fields left ``None``."""
-    task_defaults: ClassVar[dict[str, dict]] = {}
-    """Task type name -> defaults that differ from :attr:`defaults` for that type."""
-    hyperparameters: ClassVar[tuple[str, ...]] = ()
-    """Settings of this method reported after :data:`COMMON_HYPERPARAMETERS`."""
     scores_train_split: ClassVar[bool] = False
     """Score the training split after fitting (cheap on cached features; a full trunk pass otherwise)."""
     fits_tokens: ClassVar[bool] = False
@@ -63,6 +55,11 @@ class TrainingMethod:
     """Lines the card adds under Limitations."""
 
     @property
+    def name(self) -> str:
+        """The ``method`` value that selects it."""
+        return self.settings.name
+
+    @property
     def servable(self) -> bool:
         """Whether the run is an adapter the server can load (else a baseline report)."""
         return self.kind is not None
@@ -74,7 +71,7 @@ class TrainingMethod:
         >>> training_method("lora").defaults_for("single_label")["head_init"]
         'normal'
         """
-        return {**self.defaults, **self.task_defaults.get(task_type, {})}
+        return self.settings.defaults_for(task_type)
 
     def summary_line(self, backbone_name: str) -> str:
         """The card's first line: what this folder is."""

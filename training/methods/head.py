@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from training.export import write_head_dir
+from training.method_settings import HEAD
 from training.methods.base import TrainingMethod
 from training.probe import fit_probe
 from training.token_fit import fit_token_head
 
 
 class HeadMethod(TrainingMethod):
-    name = "head"
+    settings = HEAD
     kind = "head"
-    defaults = {"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4,
-                "select": "loss"}
     scores_train_split = True
     fits_tokens = True
     kind_words = "head adapter"

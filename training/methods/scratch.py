@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from training.export import write_report_dir
 from training.fitted import TokenFit
+from training.method_settings import SCRATCH
 from training.methods.base import TrainingMethod
 from training.scratch import fit_scratch
 from training.token_scratch import fit_token_scratch
 
 
 class ScratchMethod(TrainingMethod):
-    name = "scratch"
+    settings = SCRATCH
     kind = None
-    # Scratch runs all its epochs (patience = epochs) and keeps the best validation state:
-    # from random weights the validation loss is flat for the first epochs on small data,
-    # and a patience of 3 stopped runs before they had learnt anything (see bench/transfer_report.py).
-    defaults = {"epochs": 10, "lr": 1e-3, "batch_size": 32, "patience": 10, "weight_decay": 1e-2, "select": "loss"}
     fits_tokens = True
     recipe = ("Baseline: the backbone's architecture (same config) initialised at random and trained "
               "end to end with a {head} on `{pooling}`-pooled features. It shows what the "
