@@ -31,7 +31,7 @@ import torch
 
 from adapters.backbones.base import Backbone
 from adapters.errors import InvalidInput, NotFound, TaskswapError
-from adapters.kinds.trunk import HOOKED_TRUNK
+from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
 from adapters.loading import LoadedAdapter
 from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
@@ -46,8 +46,8 @@ DEFAULT_TOKEN_BUDGET = 1024
 _NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips"}
 
 
-# Plain rows (no adapter state) run in the pass the head kind names (adapters.kinds.base).
-PLAIN_PASS = HOOKED_TRUNK
+# Plain rows (no adapter state) run in the pass every kind names (adapters.kinds.trunk).
+PLAIN_PASS = COMPOSED_TRUNK
 
 
 @dataclass(frozen=True)
