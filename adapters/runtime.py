@@ -11,7 +11,8 @@ adapter versions; ``run`` (in the batch worker) executes a list of prepared requ
    per-row LoRA deltas, or one adapter's merged weights) in sub-batches — text rows sorted
    by length and cut under a budget of padded tokens (:mod:`adapters.length_batches`), so
    a batch does not pay for padding every row to its longest — keeping the features the
-   batch's task types need (pooled per pooling, per-token when asked);
+   batch's task types need (pooled per pooling, per-token when asked, a vision backbone's
+   spatial maps at the strides asked for: never computed otherwise);
 4. every task type scores its tasks' heads on their rows (same-shaped heads stacked into
    one batched matmul per layer, :mod:`adapters.heads_batched`) and shapes the answers.
 
@@ -29,7 +30,7 @@ from typing import Protocol
 
 import torch
 
-from adapters.backbones.base import Backbone
+from adapters.backbones.base import Backbone, map_feature, map_strides
 from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
@@ -335,8 +336,10 @@ class Runtime:
                 for w in win.windows[row_input[r]][1:]:
                     unit_row.append(r)
                     unit_enc.append(w)
-        poolings = sorted(needs - {"tokens"})
+        strides = map_strides(needs)  # spatial maps: asked of the model only when read
+        poolings = sorted(needs - {"tokens"} - {map_feature(s) for s in strides})
         parts: dict[str, list[torch.Tensor]] = {p: [] for p in poolings}
+        map_parts: dict[int, list[torch.Tensor]] = {s: [] for s in strides}
         hidden: list[torch.Tensor] = []
         ue = torch.tensor(unit_enc, dtype=torch.long)
         mask = enc.get("attention_mask") if "input_ids" in enc else None  # [sequences, seq]: text
@@ -347,6 +350,8 @@ class Runtime:
             def collect(f):
                 for p in poolings:  # computed while the pass's changes are still in place
                     parts[p].append(f.get(p))
+                for s in strides:
+                    map_parts[s].append(f.map(s))  # [sub-batch units, c, h, w]
                 if "tokens" in needs:
                     h = f.tokens()  # [sub-batch units, kept seq, hidden]
                     if keep is not None:  # back to the batch's full width, padding as zeros
@@ -370,15 +375,16 @@ class Runtime:
                     else:  # input_ids, attention_mask, token_type_ids: [units, seq]
                         batch = {k: v[:, keep] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v
                                  for k, v in batch.items()}
-                p.forward(bb, batch, [row_state[unit_row[u]] for u in chunk], collector(keep))
+                p.forward(bb, batch, [row_state[unit_row[u]] for u in chunk], collector(keep), strides)
                 order.extend(chunk)
         back = None if order == list(range(len(order))) else torch.argsort(torch.tensor(order))
         n = len(row_input)  # units 0..n-1 are the rows themselves
         pooled = {p: _reorder(torch.cat(v), back)[:n] for p, v in parts.items()}
+        maps = {s: _reorder(torch.cat(v), back)[:n] for s, v in map_parts.items()}
         tokens = None
         if win is not None:
             tokens = _stitch(_reorder(torch.cat(hidden), back), win, row_input, unit_row, unit_enc)
-        return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input])
+        return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input], maps)
 
     def plan(self, lengths: list[int] | None, rows: int) -> list[list[int]]:
         """Row indices per forward: length-sorted under ``token_budget`` padded tokens when

@@ -88,10 +88,11 @@ class TrunkPass:
     """Runs one chunk of trunk rows (``[rows, ...]`` preprocessed tensors) in one forward."""
 
     def forward(self, backbone: "Backbone", batch: dict[str, torch.Tensor], states: list,
-                collect: Callable[["Features"], None]) -> None:
+                collect: Callable[["Features"], None], maps: tuple[int, ...] = ()) -> None:
         """Run ``batch`` with ``states[i]`` (a kind's :meth:`AdapterKind.trunk_state`, or None
         for a plain row) applied to row ``i``; call ``collect(features)`` once, while whatever
-        the pass changed on the shared model is still in place. Hold ``backbone.lock`` while
+        the pass changed on the shared model is still in place, with the spatial maps at
+        ``maps`` strides kept (``Features.map``). Hold ``backbone.lock`` while
         the shared model is changed or run, and leave it exactly as found, even on error."""
         raise NotImplementedError
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 
+from adapters.errors import InvalidInput
 from adapters.kinds.base import KindBatch, TrunkPass
 from adapters.kinds.piecewise import piecewise_forward
 
@@ -28,14 +29,17 @@ def kind_batches(backbone, states: list) -> list[KindBatch]:
 
 
 class ComposedTrunk(TrunkPass):
-    def forward(self, backbone, batch, states, collect) -> None:
+    def forward(self, backbone, batch, states, collect, maps=()) -> None:
         kinds = kind_batches(backbone, states)
         if any(k.exits() for k in kinds):
+            if maps:
+                raise InvalidInput("spatial maps are not collected beside top_layers rows yet; "
+                                   "send the map-reading task in a request of its own")
             return piecewise_forward(backbone, batch, kinds, len(states), collect)
         with backbone.lock, contextlib.ExitStack() as stack:
             for k in kinds:
                 stack.enter_context(k.applied())
-            collect(backbone.forward(batch))
+            collect(backbone.forward(batch, maps) if maps else backbone.forward(batch))
 
 
 COMPOSED_TRUNK = ComposedTrunk()
