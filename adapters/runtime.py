@@ -218,6 +218,7 @@ class Runtime:
             need = _NEED_NAMES.get(bb.modality, bb.modality)
             raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is a "
                                f"{bb.modality} model), but {modality} inputs were sent")
+        _check_features(bb, adapters)
         req = Prepared(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
         if req.token_row_groups:  # long texts cost one trunk row per window: count them up front
             req.extra_windows = sum(bb.token_window_counts(req.inputs)) - len(req.inputs)
@@ -392,6 +393,16 @@ class Runtime:
         if lengths is None or self.token_budget is None:
             return fixed_sub_batches(rows, self.max_forward_rows)
         return plan_sub_batches(lengths, self.token_budget, self.max_forward_rows)
+
+
+def _check_features(bb: Backbone, adapters: list[LoadedAdapter]) -> None:
+    """Refuse, before the batch, a task reading a feature ``bb`` does not give (a spatial map
+    on a text backbone): every other request of the batch would fail with it."""
+    for a in adapters:
+        missing = sorted(a.task.needs(a.manifest) - set(bb.features))
+        if missing:
+            raise InvalidInput(f"task {a.name!r} reads {missing}, which backbone {bb.name!r} does "
+                               f"not give (it gives {bb.features})")
 
 
 def _embed_on(bb: Backbone, embed: EmbedSpec | None) -> EmbedSpec | None:

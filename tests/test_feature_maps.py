@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from adapters.backbones.base import map_feature
+from adapters.errors import InvalidInput
 from adapters.runtime import Runtime
 from adapters.tasks import TASK_TYPES, RowResult, TaskType
 from factories import head_adapter
@@ -115,6 +116,17 @@ def test_a_map_task_is_served_beside_a_pooled_classifier_in_one_pass(
         want = torch.softmax(head(hs[vision_backbone.feature_maps[16]].mean(dim=(2, 3))), -1)
     got = torch.tensor([[r.scores[k] for k in "abc"] for r in both[1].rows])
     assert torch.allclose(got, want, atol=TOL)
+
+
+def test_a_map_task_on_a_backbone_without_maps_is_refused_before_the_batch(
+        tmp_path, registry, text_backbone, map_task_type):
+    registry.register(head_adapter(tmp_path / "t", text_backbone, "t"))
+    t = registry.resolve("t")
+    spots = replace(t, name="spots", manifest=t.manifest.model_copy(
+        update={"name": "spots", "task_type": MapMean.name}))
+    rt = Runtime(Lookup(registry, {"spots": spots}))
+    with pytest.raises(InvalidInput, match="map:16"):
+        rt.prepare(["t", "spots"], ["good movie"], "text")
 
 
 def test_the_table_is_left_as_found():
