@@ -11,7 +11,8 @@ adapter versions; ``run`` (in the batch worker) executes a list of prepared requ
    per-row LoRA deltas, or one adapter's merged weights) in sub-batches — text rows sorted
    by length and cut under a budget of padded tokens (:mod:`adapters.length_batches`), so
    a batch does not pay for padding every row to its longest — keeping the features the
-   batch's task types need (pooled per pooling, per-token when asked);
+   batch's task types need (pooled per pooling, per-token when asked, a vision backbone's
+   spatial maps at the strides asked for: never computed otherwise);
 4. every task type scores its tasks' heads on their rows (same-shaped heads stacked into
    one batched matmul per layer, :mod:`adapters.heads_batched`) and shapes the answers.
 
@@ -29,9 +30,9 @@ from typing import Protocol
 
 import torch
 
-from adapters.backbones.base import Backbone
+from adapters.backbones.base import Backbone, map_feature, map_strides
 from adapters.errors import InvalidInput, NotFound, TaskswapError
-from adapters.kinds.trunk import HOOKED_TRUNK
+from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
 from adapters.loading import LoadedAdapter
 from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
@@ -46,8 +47,8 @@ DEFAULT_TOKEN_BUDGET = 1024
 _NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips"}
 
 
-# Plain rows (no adapter state) run in the pass the head kind names (adapters.kinds.base).
-PLAIN_PASS = HOOKED_TRUNK
+# Plain rows (no adapter state) run in the pass every kind names (adapters.kinds.trunk).
+PLAIN_PASS = COMPOSED_TRUNK
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ class Runtime:
             need = _NEED_NAMES.get(bb.modality, bb.modality)
             raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is a "
                                f"{bb.modality} model), but {modality} inputs were sent")
+        _check_features(bb, adapters)
         req = Prepared(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
         if req.token_row_groups:  # long texts cost one trunk row per window: count them up front
             req.extra_windows = sum(bb.token_window_counts(req.inputs)) - len(req.inputs)
@@ -335,8 +337,10 @@ class Runtime:
                 for w in win.windows[row_input[r]][1:]:
                     unit_row.append(r)
                     unit_enc.append(w)
-        poolings = sorted(needs - {"tokens"})
+        strides = map_strides(needs)  # spatial maps: asked of the model only when read
+        poolings = sorted(needs - {"tokens"} - {map_feature(s) for s in strides})
         parts: dict[str, list[torch.Tensor]] = {p: [] for p in poolings}
+        map_parts: dict[int, list[torch.Tensor]] = {s: [] for s in strides}
         hidden: list[torch.Tensor] = []
         ue = torch.tensor(unit_enc, dtype=torch.long)
         mask = enc.get("attention_mask") if "input_ids" in enc else None  # [sequences, seq]: text
@@ -347,6 +351,8 @@ class Runtime:
             def collect(f):
                 for p in poolings:  # computed while the pass's changes are still in place
                     parts[p].append(f.get(p))
+                for s in strides:
+                    map_parts[s].append(f.map(s))  # [sub-batch units, c, h, w]
                 if "tokens" in needs:
                     h = f.tokens()  # [sub-batch units, kept seq, hidden]
                     if keep is not None:  # back to the batch's full width, padding as zeros
@@ -370,15 +376,16 @@ class Runtime:
                     else:  # input_ids, attention_mask, token_type_ids: [units, seq]
                         batch = {k: v[:, keep] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v
                                  for k, v in batch.items()}
-                p.forward(bb, batch, [row_state[unit_row[u]] for u in chunk], collector(keep))
+                p.forward(bb, batch, [row_state[unit_row[u]] for u in chunk], collector(keep), strides)
                 order.extend(chunk)
         back = None if order == list(range(len(order))) else torch.argsort(torch.tensor(order))
         n = len(row_input)  # units 0..n-1 are the rows themselves
         pooled = {p: _reorder(torch.cat(v), back)[:n] for p, v in parts.items()}
+        maps = {s: _reorder(torch.cat(v), back)[:n] for s, v in map_parts.items()}
         tokens = None
         if win is not None:
             tokens = _stitch(_reorder(torch.cat(hidden), back), win, row_input, unit_row, unit_enc)
-        return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input])
+        return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input], maps)
 
     def plan(self, lengths: list[int] | None, rows: int) -> list[list[int]]:
         """Row indices per forward: length-sorted under ``token_budget`` padded tokens when
@@ -386,6 +393,16 @@ class Runtime:
         if lengths is None or self.token_budget is None:
             return fixed_sub_batches(rows, self.max_forward_rows)
         return plan_sub_batches(lengths, self.token_budget, self.max_forward_rows)
+
+
+def _check_features(bb: Backbone, adapters: list[LoadedAdapter]) -> None:
+    """Refuse, before the batch, a task reading a feature ``bb`` does not give (a spatial map
+    on a text backbone): every other request of the batch would fail with it."""
+    for a in adapters:
+        missing = sorted(a.task.needs(a.manifest) - set(bb.features))
+        if missing:
+            raise InvalidInput(f"task {a.name!r} reads {missing}, which backbone {bb.name!r} does "
+                               f"not give (it gives {bb.features})")
 
 
 def _embed_on(bb: Backbone, embed: EmbedSpec | None) -> EmbedSpec | None:

@@ -29,6 +29,20 @@ from adapters.file_modes import unreadable
 Pooling = Literal["mean", "cls", "pooler"]
 POOLINGS: tuple[str, ...] = ("mean", "cls", "pooler")
 
+MAP_PREFIX = "map:"
+"""A feature name ``map:<stride>``: a vision backbone's spatial map at that stride."""
+MAP_STRIDES: tuple[int, ...] = (8, 16, 32)
+
+
+def map_feature(stride: int) -> str:
+    """The feature name of the spatial map at ``stride`` (``map_feature(16) == "map:16"``)."""
+    return f"{MAP_PREFIX}{stride}"
+
+
+def map_strides(names) -> tuple[int, ...]:
+    """The strides of the spatial maps among feature ``names``, ascending."""
+    return tuple(sorted(int(n[len(MAP_PREFIX):]) for n in names if n.startswith(MAP_PREFIX)))
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -43,10 +57,12 @@ class BackboneSpec:
 
 
 class Features:
-    """Pooled features of one forward pass, computed on demand per pooling."""
+    """Pooled features of one forward pass, computed on demand per pooling; the spatial maps
+    the pass was asked for (``map_index``: stride -> index into the model's ``hidden_states``)."""
 
-    def __init__(self, outputs, attention_mask: torch.Tensor | None):
+    def __init__(self, outputs, attention_mask: torch.Tensor | None, map_index: dict[int, int] | None = None):
         self._out = outputs
+        self._map_index = map_index or {}
         # A model whose output positions are not its input positions (audio: windows, not
         # samples) returns its own mask over them; pooling must read that one.
         out_mask = getattr(outputs, "attention_mask", None)
@@ -66,6 +82,14 @@ class Features:
         if hidden.dim() == 4:
             hidden = hidden.flatten(2).transpose(1, 2)
         return hidden.float()
+
+    def map(self, stride: int) -> torch.Tensor:
+        """The spatial map at ``stride``, ``[rows, channels, h, w]`` float32 (asked for in the
+        forward: :meth:`Backbone.forward` ``maps``)."""
+        if stride not in self._map_index:
+            raise InvalidInput(f"no spatial map at stride {stride} in this pass "
+                               f"(maps asked for: {sorted(self._map_index)})")
+        return self._out.hidden_states[self._map_index[stride]].float()
 
     def _pool(self, pooling: str) -> torch.Tensor:
         hidden = self._out.last_hidden_state
@@ -103,6 +127,9 @@ class Backbone:
         self.lock = threading.RLock()
         self.modality: str = preprocessor.modality
         self.hidden_size = self._probe_hidden_size()
+        self.feature_maps: dict[int, int] = self._probe_maps()
+        """Stride -> index into the model's ``hidden_states`` of the last map at that stride
+        (conv vision backbones: MobileNetV2's inverted-residual stages; empty elsewhere)."""
         self.default_pooling = "mean" if self.modality == "text" else (
             "pooler" if "pooler" in self.available_poolings else "mean")
 
@@ -140,14 +167,26 @@ class Backbone:
         with character offsets) on a text backbone."""
         return list(self.available_poolings) + (["tokens"] if hasattr(self.preprocessor, "windows") else [])
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> Features:
-        """Run the frozen trunk on a preprocessed batch (``[rows, ...]`` tensors)."""
+    @property
+    def features(self) -> list[str]:
+        """Every feature a task type may read here: :attr:`head_inputs`, plus ``map:<stride>``
+        for each spatial map (:attr:`feature_maps`)."""
+        return self.head_inputs + [map_feature(s) for s in sorted(self.feature_maps)]
+
+    def forward(self, batch: dict[str, torch.Tensor], maps: tuple[int, ...] = ()) -> Features:
+        """Run the frozen trunk on a preprocessed batch (``[rows, ...]`` tensors); keep the
+        spatial maps at ``maps`` strides (none by default: the model is not asked for them)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        missing = sorted(set(maps) - set(self.feature_maps)) if maps else []
+        if missing:
+            raise InvalidInput(f"backbone {self.name!r} has no spatial map at strides {missing} "
+                               f"(it has {sorted(self.feature_maps)})")
+        extra = {"output_hidden_states": True} if maps else {}
         with self.lock, torch.inference_mode():
-            out = self.model(**batch)
-        return Features(out, batch.get("attention_mask"))
+            out = self.model(**batch, **extra)
+        return Features(out, batch.get("attention_mask"), {s: self.feature_maps[s] for s in maps} if maps else None)
 
     def sample_inputs(self) -> list:
         """One small input of this backbone's modality (warm-up, probes)."""
@@ -167,11 +206,34 @@ class Backbone:
                 "dtype": str(self.dtype).replace("torch.", ""),
                 "preprocessing": self.preprocessing_settings()}
 
+    def _probe_maps(self) -> dict[int, int]:
+        """The spatial maps a conv vision model gives, from one sample through its public
+        ``output_hidden_states``."""
+        if self.modality != "image":
+            return {}
+        batch = {k: v.to(self.device) for k, v in self.preprocess(self.sample_inputs()).items()}
+        batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        with self.lock, torch.inference_mode():
+            out = self.model(**batch, output_hidden_states=True)
+        if out.last_hidden_state.dim() != 4:  # a ViT's hidden states are token sequences
+            return {}
+        return _map_index(out.hidden_states, batch["pixel_values"].shape[-2])
+
     def _probe_hidden_size(self) -> int:
         sample = _sample_input(self.modality, self.preprocessor)
         feats = self.forward(self.preprocess(sample))
         self.available_poolings = [p for p in POOLINGS if _pool_ok(feats, p)]
         return int(feats.get("mean").shape[-1])
+
+
+def _map_index(hidden_states, height: int) -> dict[int, int]:
+    """Stride -> index of the last ``[rows, c, h, w]`` map of ``hidden_states`` at that stride
+    of an input ``height`` pixels high."""
+    out = {}
+    for i, h in enumerate(hidden_states or ()):
+        if h.dim() == 4 and height % h.shape[-2] == 0 and height // h.shape[-2] in MAP_STRIDES:
+            out[height // h.shape[-2]] = i
+    return out
 
 
 def _pool_ok(features: Features, pooling: str) -> bool:

@@ -16,15 +16,15 @@ A kind owns, for every adapter of that kind:
   :attr:`AdapterKind.trunk_pass` (the :class:`TrunkPass` that runs its rows).
 
 Rows whose kinds name the *same* ``TrunkPass`` object run in one forward; the runtime
-groups the rows of a batch by pass, and each pass gets its rows' states. Plain rows
-(``trunk_state`` None) run in the pass of the head kind, which is the hooked trunk
-(:mod:`adapters.kinds.trunk`), so heads and LoRA share one forward.
-
-A ``top_layers`` kind (the task's own copy of the last k blocks) is one file: ``evictable``
-True, ``shares_trunk_row`` False, ``trunk_state`` = its blocks, and a ``TrunkPass`` whose
-``forward`` runs the frozen blocks below the split once for all its rows, then each
-adapter's blocks on its own rows, and hands the result to ``collect``. An ``audio``
-backbone needs no kind at all: kinds see only preprocessed batches and module names.
+groups the rows of a batch by pass, and each pass gets its rows' states. Every kind here
+names the composed trunk (:mod:`adapters.kinds.trunk`), so plain, LoRA and top-layers rows
+share one forward. A row's state is a :class:`RowState` (its kind and its weights); the
+pass buckets a chunk's rows by kind and each kind builds its bucket's :class:`KindBatch`
+(:meth:`AdapterKind.batch`, LoRAX's per-kind ``BatchAdapterWeights``): what it changes on
+the shared model while its rows run (:meth:`KindBatch.applied`: LoRA's per-row deltas or
+merged weights) and where its rows leave the frozen trunk (:meth:`KindBatch.exits`: a
+top-layers task's own blocks). Nobody tests a row for another kind. An ``audio`` backbone
+needs no kind at all: kinds see only preprocessed batches and module names.
 
 Adding a kind is one new file with a subclass and one entry in :data:`adapters.kinds.KINDS`.
 Implementations are stateless singletons: per-adapter data lives in the plan and the
@@ -33,6 +33,8 @@ loaded weights, never on the kind.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
@@ -45,14 +47,52 @@ if TYPE_CHECKING:
     from adapters.format.manifest import Manifest
 
 
+@dataclass(frozen=True, eq=False)
+class RowState:
+    """What one trunk row carries into its pass: the kind that owns it and that kind's
+    per-adapter weights (the pass hands them back to ``kind.batch``)."""
+
+    kind: "AdapterKind"
+    weights: object
+
+
+Exit = tuple[int, list[int], Callable]
+"""``(block, rows, run)``: ``rows`` of a chunk leave the frozen trunk before ``block`` and
+``run(layout, block_modules, model, h, mask)`` takes their hidden state ``h [len(rows), ...]``
+through their own remaining blocks (``mask`` = their attention mask or None)."""
+
+
+class KindBatch:
+    """One kind's rows of a chunk, ready to run (LoRAX's ``BatchAdapterWeights``).
+
+    Built by :meth:`AdapterKind.batch` from one entry per chunk row: the row's weights when
+    the row is of that kind, else None. The default changes nothing."""
+
+    def applied(self, rows: list[int] | None = None):
+        """A context manager that applies this kind's changes to the shared model for a
+        forward over chunk ``rows`` (in that order), or over the whole chunk in one forward
+        (``None``). Entered under the backbone's lock; restores everything on exit."""
+        return contextlib.nullcontext()
+
+    def trunk_key(self, row: int):
+        """What the row changes on the frozen trunk below its exit (a hashable; None:
+        nothing): rows with the same input and equal keys run below their exits once."""
+        return None
+
+    def exits(self) -> list[Exit]:
+        """Where this kind's rows leave the frozen trunk (none: they run it to the end)."""
+        return []
+
+
 class TrunkPass:
     """Runs one chunk of trunk rows (``[rows, ...]`` preprocessed tensors) in one forward."""
 
     def forward(self, backbone: "Backbone", batch: dict[str, torch.Tensor], states: list,
-                collect: Callable[["Features"], None]) -> None:
+                collect: Callable[["Features"], None], maps: tuple[int, ...] = ()) -> None:
         """Run ``batch`` with ``states[i]`` (a kind's :meth:`AdapterKind.trunk_state`, or None
         for a plain row) applied to row ``i``; call ``collect(features)`` once, while whatever
-        the pass changed on the shared model is still in place. Hold ``backbone.lock`` while
+        the pass changed on the shared model is still in place, with the spatial maps at
+        ``maps`` strides kept (``Features.map``). Hold ``backbone.lock`` while
         the shared model is changed or run, and leave it exactly as found, even on error."""
         raise NotImplementedError
 
@@ -106,9 +146,14 @@ class AdapterKind:
         """Bytes of the kind's trunk weights (the head is counted by the registry)."""
         return 0
 
-    def trunk_state(self, weights):
+    def trunk_state(self, weights) -> RowState | None:
         """What a row of this adapter carries into its pass; None = the plain trunk."""
         return None
+
+    def batch(self, backbone: "Backbone", weights: list) -> KindBatch:
+        """This kind's share of a chunk: ``weights[i]`` is row ``i``'s weights when the row
+        is of this kind, else None (see :class:`KindBatch`)."""
+        return KindBatch()
 
     def forget(self, weights) -> None:
         """Drop every cache derived from these weights (called once they are evicted or deleted)."""

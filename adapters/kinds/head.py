@@ -9,7 +9,7 @@ from __future__ import annotations
 from adapters.format.safetensors_io import load_tensors
 from adapters.heads import check_head_header
 from adapters.kinds.base import AdapterKind
-from adapters.kinds.trunk import HOOKED_TRUNK
+from adapters.kinds.trunk import COMPOSED_TRUNK
 
 
 class HeadKind(AdapterKind):
@@ -17,7 +17,7 @@ class HeadKind(AdapterKind):
     weight_files = ("head.safetensors",)
     evictable = False
     shares_trunk_row = True
-    trunk_pass = HOOKED_TRUNK
+    trunk_pass = COMPOSED_TRUNK
 
     def check(self, adir, m, backbone, plan) -> None:
         check_head_header(m.head, len(m.output_names), adir.headers["head.safetensors"],

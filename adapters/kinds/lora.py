@@ -15,8 +15,9 @@ from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.format.manifest import BackboneRef, HeadSpec, Manifest
 from adapters.format.safetensors_io import load_tensors
 from adapters.heads import check_head_header
-from adapters.kinds.base import AdapterKind
-from adapters.kinds.trunk import HOOKED_TRUNK
+from adapters.kinds.base import AdapterKind, RowState
+from adapters.kinds.lora_rows import LoraRows
+from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.lora import batch as lora_batch
 from adapters.lora.weights import check_peft_config, load_lora_weights, plan_lora
 from adapters.tasks import for_peft_problem_type
@@ -42,7 +43,7 @@ class LoraKind(AdapterKind):
     marker_file = "adapter_config.json"
     evictable = True
     shares_trunk_row = False
-    trunk_pass = HOOKED_TRUNK
+    trunk_pass = COMPOSED_TRUNK
 
     def plan(self, adir, backbone):
         check_peft_config(adir.peft_config)
@@ -113,7 +114,10 @@ class LoraKind(AdapterKind):
         return weights.nbytes
 
     def trunk_state(self, weights):
-        return weights
+        return RowState(self, weights)
+
+    def batch(self, backbone, weights):
+        return LoraRows(backbone.model, weights)
 
     def forget(self, weights) -> None:
         """Drop the merged weights and factor stacks built from ``weights``."""

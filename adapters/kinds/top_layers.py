@@ -6,16 +6,15 @@ own module names, e.g. ``encoder.layer.5.attention.self.query.weight``) and
 block indices, ascending). k = every block is full fine-tuning of the blocks (BERT
 embeddings and pooler, MobileNet's stem, stay frozen).
 
-Blocks (:class:`Layout`): a BERT-like encoder's ``encoder.layer.{i}``; a MobileNetV2's
-inverted-residual ``layer.{i}``, the last one together with the final ``conv_1x1``.
+Blocks (:class:`adapters.kinds.layouts.Layout`): a BERT-like encoder's ``encoder.layer.{i}``;
+a MobileNetV2's inverted-residual ``layer.{i}``, the last one together with the final ``conv_1x1``.
 
-Serving shares the trunk below the split. These rows run in the hooked trunk pass with
-heads and LoRA (:mod:`adapters.kinds.trunk` hands any chunk holding a top-layers row to
-:func:`split_forward`, through :meth:`TopLayersWeights.split_forward`): the chunk's rows
-are reduced to distinct (input, LoRA) rows, the frozen stem and blocks run once on those up to the lowest split any row needs; from each
-block on, the rows still on the frozen trunk (plain, LoRA with their per-row deltas, and
-top-layers rows whose split is higher) continue, and at a task's split its rows leave and
-run through that task's blocks, one call per task. The adapter's tensors are swapped into
+Serving shares the trunk below the split. These rows run in the composed trunk pass with
+heads and LoRA (:mod:`adapters.kinds.trunk`): this kind's share of a chunk
+(:class:`TopLayersRows`) says where its rows leave the frozen trunk, and the pass runs the
+chunk piecewise (:mod:`adapters.kinds.piecewise`): the frozen stem and blocks once below
+the lowest split, and at a task's split its rows run through that task's blocks, one call
+per task. The adapter's tensors are swapped into
 the backbone's own block modules for that call (``torch.func.functional_call``, under the
 backbone's lock), so a resident copy costs exactly its tensors. Loaded versions are
 evictable: they live in the eviction cache (adapters.residency) with LoRA.
@@ -29,102 +28,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from torch.func import functional_call
-from transformers.masking_utils import create_bidirectional_mask
 
-from adapters.backbones.base import Features
 from adapters.errors import IncompatibleAdapter, InvalidAdapter
 from adapters.format.adapter_dir import write_head_adapter
 from adapters.format.safetensors_io import load_tensors
 from adapters.heads import check_head_header
-from adapters.kinds.base import AdapterKind
-from adapters.kinds.trunk import HOOKED_TRUNK
-from adapters.lora.batch import LoraBatch, use_lora_batch
+from adapters.kinds.base import AdapterKind, KindBatch, RowState
+from adapters.kinds.layouts import LAYOUTS, BertLayout, Layout, MobileNetV2Layout, layout_of
+from adapters.kinds.trunk import COMPOSED_TRUNK
 
 WEIGHTS_FILE = "top_layers.safetensors"
-
-
-# ---- how a model type splits into stem, blocks and finish ---------------------------------
-class Layout:
-    """Stem -> blocks -> finish of one model type, run piecewise on ``[rows, ...]`` tensors."""
-
-    def block_modules(self, model: nn.Module) -> list[list[str]]:
-        """Per block, the module names (relative to the backbone model) it is made of."""
-        raise NotImplementedError
-
-    def stem(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
-
-    def run_block(self, mods: list[nn.Module], h: torch.Tensor, mask: torch.Tensor | None,
-                  model: nn.Module, params: list[dict] | None = None) -> torch.Tensor:
-        """Run one block on ``h`` (the backbone's own modules, or ``params`` swapped into them)."""
-        raise NotImplementedError
-
-    def finish(self, model: nn.Module, h: torch.Tensor):
-        """``last_hidden_state`` / ``pooler_output`` like the model's own output."""
-        raise NotImplementedError
-
-
-def _call(mod: nn.Module, params: dict | None, *args):
-    return mod(*args) if params is None else functional_call(mod, params, args, strict=True)
-
-
-class BertLayout(Layout):
-    def block_modules(self, model):
-        return [[f"encoder.layer.{i}"] for i in range(len(model.encoder.layer))]
-
-    def stem(self, model, batch):
-        return model.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
-
-    def _mask(self, model, h, mask):
-        # The mask BertModel.forward builds for its encoder (bidirectional, in the form the
-        # configured attention implementation takes), through transformers' public masking
-        # API; tests/test_top_layers.py pins the piecewise forward to the model's own.
-        if mask is None:
-            return None
-        return create_bidirectional_mask(config=model.config, inputs_embeds=h, attention_mask=mask)
-
-    def run_block(self, mods, h, mask, model, params=None):
-        return _call(mods[0], None if params is None else params[0], h, self._mask(model, h, mask))
-
-    def finish(self, model, h):
-        pooled = model.pooler(h) if getattr(model, "pooler", None) is not None else None
-        return _Out(h, pooled)
-
-
-class MobileNetV2Layout(Layout):
-    def block_modules(self, model):
-        n = len(model.layer)
-        return [[f"layer.{i}"] for i in range(n - 1)] + [[f"layer.{n - 1}", "conv_1x1"]]
-
-    def stem(self, model, batch):
-        return model.conv_stem(batch["pixel_values"])
-
-    def run_block(self, mods, h, mask, model, params=None):
-        for j, mod in enumerate(mods):
-            h = _call(mod, None if params is None else params[j], h)
-        return h
-
-    def finish(self, model, h):
-        pooled = torch.flatten(model.pooler(h), 1) if model.pooler is not None else None
-        return _Out(h, pooled)
-
-
-@dataclass
-class _Out:
-    last_hidden_state: torch.Tensor
-    pooler_output: torch.Tensor | None
-
-
-LAYOUTS: dict[str, Layout] = {"bert": BertLayout(), "roberta": BertLayout(), "mobilenet_v2": MobileNetV2Layout()}
-
-
-def layout_of(backbone) -> Layout:
-    lay = LAYOUTS.get(backbone.model_type)
-    if lay is None:
-        raise IncompatibleAdapter(f"top_layers adapters are not supported on model type "
-                                  f"{backbone.model_type!r} (supported: {sorted(LAYOUTS)})")
-    return lay
 
 
 def block_state_names(backbone, block: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -156,10 +69,12 @@ class TopLayersWeights:
         return TopLayersWeights(self.split, [[{k: cast(t) for k, t in d.items()} for d in blk]
                                              for blk in self.params])
 
-    @staticmethod
-    def split_forward(backbone, batch: dict[str, torch.Tensor], states: list, collect) -> None:
-        """The hooked pass hands a chunk holding top-layers rows here: :func:`split_forward`."""
-        split_forward(backbone, batch, states, collect)
+    def run(self, lay: Layout, block_mods: list, model: nn.Module, h: torch.Tensor,
+            mask: torch.Tensor | None) -> torch.Tensor:
+        """``h`` (the frozen trunk's hidden state at the split) through these blocks."""
+        for blk, params in zip(block_mods, self.params):
+            h = lay.run_block(blk, h, mask, model, params)
+        return h
 
 
 @dataclass
@@ -184,7 +99,7 @@ class TopLayersKind(AdapterKind):
     weight_files = (WEIGHTS_FILE, "head.safetensors")
     evictable = True
     shares_trunk_row = False
-    trunk_pass = HOOKED_TRUNK
+    trunk_pass = COMPOSED_TRUNK
 
     def plan(self, adir, backbone):
         m = adir.manifest
@@ -250,102 +165,26 @@ class TopLayersKind(AdapterKind):
         return weights.nbytes
 
     def trunk_state(self, weights):
-        return weights
+        return RowState(self, weights)
+
+    def batch(self, backbone, weights):
+        return TopLayersRows(weights)
 
 
-# ---- the split pass -----------------------------------------------------------------------
-def _lora_ctx(states: list):
-    """Per-row LoRA deltas for rows with LoRA ``states`` (None / top-layers rows: none)."""
-    loras = [None if isinstance(w, TopLayersWeights) else w for w in states]
-    distinct = sorted({id(w): w for w in loras if w is not None}.items())
-    if not distinct:
-        return use_lora_batch(None)
-    slot_of = {k: i for i, (k, _) in enumerate(distinct, start=1)}
-    slots = torch.tensor([0 if w is None else slot_of[id(w)] for w in loras], dtype=torch.long)
-    return use_lora_batch(LoraBatch([w for _, w in distinct], slots))
+# ---- its rows in a chunk --------------------------------------------------------------------
+class TopLayersRows(KindBatch):
+    """The top-layers rows of one chunk: each task's rows leave the frozen trunk at its split
+    and run its own blocks (one call per task); below the split they change nothing."""
 
+    def __init__(self, weights: list):
+        self.weights = weights  # per chunk row: TopLayersWeights, or None (another kind / plain)
 
-def _row_keys(batch: dict[str, torch.Tensor], states: list) -> list[int]:
-    """For each row, the index of the first row with the same input and the same LoRA state
-    (top-layers and plain rows share the frozen trunk below the split)."""
-    first: dict[tuple, int] = {}
-    out = []
-    for i, w in enumerate(states):
-        lora = None if w is None or isinstance(w, TopLayersWeights) else id(w)
-        key = (lora,) + tuple(v[i].cpu().numpy().tobytes() for _, v in sorted(batch.items()))
-        out.append(first.setdefault(key, i))
-    return out
-
-
-def split_forward(backbone, batch: dict[str, torch.Tensor], states: list, collect) -> None:
-    """The hooked pass for a chunk holding top-layers rows (see the module docstring)."""
-    model, lay = backbone.model, layout_of(backbone)
-    rep = _row_keys(batch, states)  # on the CPU tensors, before they move
-    batch = {k: v.to(backbone.device) for k, v in batch.items()}
-    if "pixel_values" in batch:
-        batch["pixel_values"] = batch["pixel_values"].to(backbone.dtype)
-    mask = batch.get("attention_mask")  # [rows, seq] or None
-    modules = dict(model.named_modules())
-    block_mods = [[modules[n] for n in names] for names in lay.block_modules(model)]
-    n_blocks = len(block_mods)
-
-    def split_of(w):
-        return w.split if isinstance(w, TopLayersWeights) else n_blocks
-
-    uniq = sorted(set(rep))  # the rows the frozen trunk runs on
-    pos = {u: j for j, u in enumerate(uniq)}
-    # A frozen row is needed up to the highest split of the rows it stands for.
-    need = [0] * len(uniq)
-    for i, w in enumerate(states):
-        need[pos[rep[i]]] = max(need[pos[rep[i]]], split_of(w))
-    low = min(split_of(w) for w in states)
-    final = [None] * len(states)  # per row: its last hidden state
-    with backbone.lock, torch.inference_mode():
-        idx = torch.tensor(uniq, dtype=torch.long, device=backbone.device)
-        sub_states = [states[u] for u in uniq]
-        sub_mask = None if mask is None else mask[idx]
-        with _lora_ctx(sub_states):
-            h = lay.stem(model, {k: v[idx] for k, v in batch.items()})  # [uniq, ...]
-            for b in range(low):
-                h = lay.run_block(block_mods[b], h, sub_mask, model)
-        active = list(range(len(uniq)))  # positions in uniq still on the frozen trunk
-        for b in range(low, n_blocks + 1):
-            # Rows whose split is here leave the frozen trunk: one call per task.
-            tasks: dict[int, tuple[TopLayersWeights, list[int]]] = {}
-            for i, w in enumerate(states):
-                if isinstance(w, TopLayersWeights) and w.split == b:
-                    tasks.setdefault(id(w), (w, []))[1].append(i)
-            where = {p: j for j, p in enumerate(active)}
-            for w, rows in tasks.values():
-                sel = torch.tensor([where[pos[rep[i]]] for i in rows], dtype=torch.long, device=h.device)
-                ht = h[sel]
-                m_t = None if mask is None else mask[torch.tensor(rows, dtype=torch.long, device=mask.device)]
-                with use_lora_batch(None):
-                    for blk, params in zip(block_mods[b:], w.params):
-                        ht = lay.run_block(blk, ht, m_t, model, params)
-                for j, i in enumerate(rows):
-                    final[i] = ht[j]
-            if b == n_blocks:
-                break
-            keep = [j for j, p in enumerate(active) if need[p] > b]
-            if len(keep) < len(active):
-                h = h[torch.tensor(keep, dtype=torch.long, device=h.device)]
-                active = [active[j] for j in keep]
-            if not active:
-                break
-            a_rows = [uniq[p] for p in active]
-            a_mask = None if mask is None else mask[torch.tensor(a_rows, dtype=torch.long, device=mask.device)]
-            with _lora_ctx([states[u] for u in a_rows]):
-                h = lay.run_block(block_mods[b], h, a_mask, model)
-        if active and low <= n_blocks:
-            where = {p: j for j, p in enumerate(active)}
-            for i, w in enumerate(states):
-                if not isinstance(w, TopLayersWeights):
-                    final[i] = h[where[pos[rep[i]]]]
-        hidden = torch.stack(final)  # [rows, ...]
-        with _lora_ctx(states):
-            out = lay.finish(model, hidden)
-        collect(Features(out, mask))
+    def exits(self):
+        tasks: dict[int, tuple[TopLayersWeights, list[int]]] = {}
+        for i, w in enumerate(self.weights):
+            if w is not None:
+                tasks.setdefault(id(w), (w, []))[1].append(i)
+        return [(w.split, rows, w.run) for w, rows in tasks.values()]
 
 
 # ---- writing ------------------------------------------------------------------------------
@@ -375,3 +214,8 @@ def blocks_state_of(model: nn.Module, model_type: str, blocks: list[int]) -> dic
 def num_blocks(model: nn.Module, model_type: str) -> int:
     """How many blocks ``model`` splits into (k = this is every block)."""
     return len(LAYOUTS[model_type].block_modules(model))
+
+
+__all__ = ["BertLayout", "LAYOUTS", "Layout", "MobileNetV2Layout", "TopLayersKind", "TopLayersRows",
+           "TopLayersWeights", "WEIGHTS_FILE", "blocks_state_of", "layout_of", "manifest_blocks",
+           "num_blocks", "write_top_layers_adapter"]

@@ -1,42 +1,46 @@
-"""The hooked trunk pass: plain rows and per-row LoRA rows in one forward.
+"""The composed trunk pass: plain, LoRA and top-layers rows of a chunk in one forward.
 
-A chunk holding rows of a ``top_layers`` adapter runs split at the blocks (its row states,
-:class:`adapters.kinds.top_layers.TopLayersWeights`, hand the chunk to
-:func:`adapters.kinds.top_layers.split_forward`). Otherwise, a chunk whose rows are all
-plain runs the frozen trunk as is; one whose rows all use the same LoRA adapter runs on
-its merged weights (the raw backbone's cost); a mix runs with per-row deltas gathered
-inside the forward hooks (:mod:`adapters.lora.batch`).
+The chunk's rows are bucketed by kind (each row's :class:`~adapters.kinds.base.RowState`
+names its kind), and each kind builds its bucket's :class:`~adapters.kinds.base.KindBatch`
+(LoRAX's per-kind ``BatchAdapterWeights``). When no row leaves the frozen trunk, the
+backbone runs whole with every kind's changes applied (LoRA: per-row deltas in the forward
+hooks, :mod:`adapters.lora.batch`, or one adapter's merged weights); when some do (a
+top-layers task's own blocks), it runs piecewise (:mod:`adapters.kinds.piecewise`).
 """
 
 from __future__ import annotations
 
 import contextlib
 
-import torch
-
-from adapters.kinds.base import TrunkPass
-from adapters.lora.batch import LoraBatch, merged_lora, use_lora_batch
-
-
-class HookedTrunk(TrunkPass):
-    def forward(self, backbone, batch, states, collect) -> None:
-        tops = [w for w in states if getattr(w, "split", None) is not None]
-        if tops:
-            # Top-layers rows: the trunk is shared below their split; their weights know how
-            # (that kind names this pass, so this module does not import it).
-            return tops[0].split_forward(backbone, batch, states, collect)
-        distinct = sorted({id(w): w for w in states if w is not None}.items())
-        if not distinct:  # plain rows only
-            merged, lb = None, None
-        elif len(distinct) == 1 and all(w is not None for w in states):
-            merged, lb = distinct[0][1], None  # one LoRA on every row: merged weights cost nothing extra
-        else:  # canonical slot order by identity, so a replayed set finds its factor stacks cached
-            slot_of = {k: i for i, (k, _) in enumerate(distinct, start=1)}
-            slots = torch.tensor([0 if w is None else slot_of[id(w)] for w in states], dtype=torch.long)
-            merged, lb = None, LoraBatch([w for _, w in distinct], slots)
-        ctx = merged_lora(backbone.model, merged) if merged is not None else contextlib.nullcontext()
-        with backbone.lock, use_lora_batch(lb), ctx:
-            collect(backbone.forward(batch))
+from adapters.errors import InvalidInput
+from adapters.kinds.base import KindBatch, TrunkPass
+from adapters.kinds.piecewise import piecewise_forward
 
 
-HOOKED_TRUNK = HookedTrunk()
+def kind_batches(backbone, states: list) -> list[KindBatch]:
+    """One :class:`KindBatch` per kind present in ``states`` (None: a plain row), in order of
+    first appearance; each sees its own rows' weights and None elsewhere."""
+    kinds = {}
+    for s in states:
+        if s is not None:
+            kinds.setdefault(id(s.kind), s.kind)
+    return [k.batch(backbone, [s.weights if s is not None and s.kind is k else None for s in states])
+            for k in kinds.values()]
+
+
+class ComposedTrunk(TrunkPass):
+    def forward(self, backbone, batch, states, collect, maps=()) -> None:
+        kinds = kind_batches(backbone, states)
+        if any(k.exits() for k in kinds):
+            if maps:
+                raise InvalidInput("spatial maps are not collected beside top_layers rows yet; "
+                                   "send the map-reading task in a request of its own")
+            return piecewise_forward(backbone, batch, kinds, len(states), collect)
+        with backbone.lock, contextlib.ExitStack() as stack:
+            for k in kinds:
+                stack.enter_context(k.applied())
+            collect(backbone.forward(batch, maps) if maps else backbone.forward(batch))
+
+
+COMPOSED_TRUNK = ComposedTrunk()
+"""The pass every kind names (heads, LoRA, top layers): one forward per chunk."""

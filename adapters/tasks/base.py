@@ -5,10 +5,13 @@ A task type owns everything that differs between, say, classification and regres
 - **manifest** — which field names its outputs (``labels`` for classification, ``outputs``
   for regression) and what else the manifest must hold (:meth:`TaskType.check_manifest`,
   :meth:`TaskType.output_names`);
-- **features** — whether its head reads pooled features ``[rows, hidden]`` (the default) or
-  per-token features (:attr:`TaskType.features` = ``"tokens"``: the runtime then hands it a
-  :class:`TokenFeatures` with ``hidden [rows, seq, hidden]``, ``mask [rows, seq]`` and
-  character ``offsets [rows, seq, 2]``);
+- **features** — what its head reads (:meth:`TaskType.needs`, checked against what the
+  backbone gives, :attr:`adapters.backbones.base.Backbone.features`): pooled features
+  ``[rows, hidden]`` (the default), per-token features (``"tokens"``: the runtime then hands
+  it a :class:`TokenFeatures` with ``hidden [rows, seq, hidden]``, ``mask [rows, seq]`` and
+  character ``offsets [rows, seq, 2]``), or a vision backbone's spatial map at a stride
+  (``"map:16"``: ``BatchFeatures.maps[16]``, ``[rows, channels, h, w]``). The runtime
+  collects only what a batch's task types name;
 - **serving** — how a batch of head outputs becomes per-input answers (:meth:`TaskType.score`
   runs the heads on their rows, :meth:`TaskType.rows` shapes one task's answers: the JSON
   object of one prediction, e.g. ``{"label", "score", "scores"}`` or ``{"values": {...}}``);
@@ -75,12 +78,15 @@ class BatchFeatures:
     ``pooled[pooling]`` is ``[rows, hidden]`` float32 for each pooling some head asked for;
     ``tokens`` is set only when some task type in the batch reads per-token features.
     ``inputs`` are the raw inputs per row (texts/images), for task types that map token
-    offsets back to words.
+    offsets back to words. ``maps[stride]`` is ``[rows, channels, h, w]`` float32 for each
+    spatial map some task type reads (``"map:<stride>"`` in its :meth:`TaskType.needs`);
+    empty otherwise (the pass never asked the model for them).
     """
 
     pooled: dict[str, torch.Tensor] = field(default_factory=dict)
     tokens: TokenFeatures | None = None
     inputs: list | None = None
+    maps: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class RowResult:
@@ -152,7 +158,8 @@ class TaskType:
 
     # ---- serving ----------------------------------------------------------------------
     def needs(self, m: "Manifest") -> set[str]:
-        """Which features the head reads: pooling names, or ``{"tokens"}``."""
+        """Which features the head reads: pooling names, ``{"tokens"}``, or spatial maps
+        (``"map:<stride>"``, :func:`adapters.backbones.base.map_feature`)."""
         return {m.head.pooling}
 
     def score(self, calls: list[tuple], features: BatchFeatures) -> list[torch.Tensor]:
