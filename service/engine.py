@@ -81,8 +81,7 @@ class Engine:
     def _start(self) -> None:
         s = self.settings
         t0 = time.perf_counter()
-        if s.torch_threads:
-            torch.set_num_threads(s.torch_threads)
+        torch.set_num_threads(s.torch_threads)
         Image.MAX_IMAGE_PIXELS = s.max_image_pixels  # PIL's own decompression-bomb guard
         for spec in s.backbone_specs():
             log.info("loading backbone %r from %s", spec.name, spec.source)
@@ -104,16 +103,26 @@ class Engine:
         gc.freeze()
         self.store, self.registry = store, registry
         self.rollouts = Rollouts(self)  # policies arrive on the registry's task rows with each sync
-        self.runtime = Runtime(registry)
+        self.runtime = Runtime(registry, max_forward_rows=s.max_forward_rows,
+                               token_budget=s.token_budget or None)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch)
         registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
         self.registrations = RegistrationQueue(s.register_max_queued, s.register_niceness)
         self.watcher = StoreWatcher(self.sync, s.sync_interval_s).start()
         self._publish_state()
+        log.info("speed settings in use: %s", self.speed_settings())
         self.state = "ready"
         log.info("ready in %.1fs: backbones %s, %d tasks from %s", time.perf_counter() - t0,
                  sorted(self.backbones), registry.count(), store.url)
+
+    def speed_settings(self) -> str:
+        """What the running batch path uses, read back from the live objects (not the
+        settings): ``torch_threads=1 token_budget=1024 max_forward_rows=256 ...``."""
+        rt, b = self.runtime, self.batcher
+        return (f"torch_threads={torch.get_num_threads()} token_budget={rt.token_budget or 0} "
+                f"max_forward_rows={rt.max_forward_rows} max_batch_rows={b.max_batch_rows} "
+                f"max_wait_ms={b.max_wait_s * 1000:g}")
 
     @property
     def ready(self) -> bool:

@@ -65,8 +65,12 @@ class Settings(BaseSettings):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
                         description="Torch device for every backbone; 'auto' = cuda when available.")
     half: bool = Field(False, description="Run backbones in float16 on CUDA (ignored on CPU).")
-    torch_threads: int | None = Field(None, ge=1, le=256, description=(
-        "torch.set_num_threads for this process; None keeps torch's default (all cores)."))
+    torch_threads: int = Field(1, ge=1, le=256, description=(
+        "torch.set_num_threads for each worker process. 1 by default: on 2 shared cores, 2 "
+        "threads per forward ran several times slower than 1 as soon as other processes "
+        "competed for the cores (docs/performance.md, 'Speed settings'), and one thread leaves "
+        "a core to the HTTP side of the worker. Raise it on a machine with cores to spare "
+        "for this worker alone."))
 
     # ---- security -------------------------------------------------------------------
     admin_token: SecretStr | None = Field(None, description=(
@@ -80,6 +84,15 @@ class Settings(BaseSettings):
         "How long the batcher waits for more requests once one is waiting."))
     max_queue_rows: int = Field(4096, ge=1, description=(
         "Rows allowed to wait; past this a request gets 429 with Retry-After."))
+    token_budget: int = Field(1024, ge=0, le=1 << 20, description=(
+        "Length-aware batching: a batch's text rows are sorted by length and cut into trunk "
+        "forwards of at most this many padded tokens (rows x longest row). 0 = off: one "
+        "padded forward per max_forward_rows rows in arrival order. 1024 measured best of "
+        "512/1024/2048/off on MiniLM and review snippets (docs/performance.md); a GPU wants "
+        "larger forwards."))
+    max_forward_rows: int = Field(256, ge=1, le=65_536, description=(
+        "Trunk rows in one forward (the chunk size): caps each length-sorted sub-batch, and "
+        "cuts inputs without a length (images, audio) into forwards of this many rows."))
     predict_timeout_s: float = Field(120.0, gt=0, le=3600, description=(
         "A prediction still unanswered after this long gets 504 (a safety net, never expected)."))
 

@@ -123,6 +123,15 @@ def test_scale_populate(results, tmp_path, capsys):
     assert "'written': 4" in capsys.readouterr().out
 
 
+def test_knobs(results):
+    bench(["knobs", "--smoke"])
+    res = written(results, "knobs-smoke")
+    assert [lv["compete"] for lv in res["levels"]] == [0, 1]
+    for lv in res["levels"]:
+        assert set(lv["rows"]) == {f"threads {t}, budget {b}" for t in (1, 2) for b in (1024, "off")}
+        assert all(finite(v["rows_per_s"]) and finite(v["ratio_cpu"]) for v in lv["rows"].values())
+
+
 def test_peers_in_process_parts(results):
     bench(["peers", "--smoke", "--only", "models,st"])
     res = written(results, "peers-smoke")

@@ -83,3 +83,22 @@ def test_backbone_that_cannot_load_is_reported(server_factory, tmp_path):
     assert "failed to start" in last["body"]["message"] and "does not exist" in last["body"]["message"]
     assert "startup failed" in srv.log_tail(20000)
     srv.stop()
+
+
+@pytest.mark.parametrize("env,used", [
+    ({}, "torch_threads=1 token_budget=1024 max_forward_rows=256"),
+    ({"TASKSWAP_TORCH_THREADS": "2", "TASKSWAP_TOKEN_BUDGET": "96", "TASKSWAP_MAX_FORWARD_ROWS": "3"},
+     "torch_threads=2 token_budget=96 max_forward_rows=3"),
+    ({"TASKSWAP_TOKEN_BUDGET": "0"}, "token_budget=0 max_forward_rows=256"),
+])
+def test_speed_settings_reach_the_batch_path(server_factory, tiny_dir, tmp_path, env, used):
+    """TASKSWAP_TORCH_THREADS / _TOKEN_BUDGET / _MAX_FORWARD_ROWS: the server logs what its live
+    runtime, batcher and torch use (read back from them, not from the settings), and serves."""
+    env = {"TASKSWAP_TORCH_THREADS": "1", **env}  # the test servers' default is 1 thread too
+    srv = server_factory.start(store=tmp_path / "store", backbones=tiny_backbones_env(tiny_dir), env=env)
+    line = next(x for x in srv.log_tail(50000).splitlines() if "speed settings in use:" in x)
+    assert used in line, line
+    assert "max_batch_rows=64 max_wait_ms=5" in line
+    r = srv.post("/embed", json={"texts": ["a short text", "a much longer text " * 8, "mid length text"]})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["embeddings"]) == 3

@@ -89,6 +89,18 @@ def test_settings_from_environment(monkeypatch):
     assert (spec.name, spec.source, spec.max_length, spec.device) == ("t", "/models/x", 64, "auto")
 
 
+def test_speed_settings_defaults_and_environment(monkeypatch):
+    for var in ("TASKSWAP_TORCH_THREADS", "TASKSWAP_TOKEN_BUDGET", "TASKSWAP_MAX_FORWARD_ROWS"):
+        monkeypatch.delenv(var, raising=False)
+    s = Settings()
+    assert (s.torch_threads, s.token_budget, s.max_forward_rows) == (1, 1024, 256)
+    monkeypatch.setenv("TASKSWAP_TORCH_THREADS", "3")
+    monkeypatch.setenv("TASKSWAP_TOKEN_BUDGET", "0")
+    monkeypatch.setenv("TASKSWAP_MAX_FORWARD_ROWS", "16")
+    s = Settings()
+    assert (s.torch_threads, s.token_budget, s.max_forward_rows) == (3, 0, 16)
+
+
 def test_default_backbones_are_the_embedded_ones():
     specs = {b.name: b for b in Settings().backbones}
     assert specs["text"].source == "embedded:all-MiniLM-L6-v2" and specs["text"].max_length == 128
@@ -103,6 +115,9 @@ def test_default_backbones_are_the_embedded_ones():
     ({"backbones": [{"name": "a", "source": "x", "typo": 1}]}, "typo"),
     ({"max_batch_rows": 0}, "greater than or equal to 1"),
     ({"device": "gpu"}, "device"),
+    ({"token_budget": -1}, "greater than or equal to 0"),
+    ({"max_forward_rows": 0}, "greater than or equal to 1"),
+    ({"torch_threads": 0}, "greater than or equal to 1"),
 ])
 def test_settings_refused(kwargs, word):
     with pytest.raises(ValidationError) as info:
