@@ -39,10 +39,11 @@ from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
 
 log = logging.getLogger("taskswap.runtime")
 
-# Padded tokens per trunk forward: 1024 cuts a batch of 64 typical review snippets (16-64
-# tokens) into ~3 passes with 0.17 padding instead of 0.40 (docs/performance-peers.md, 1.41x
-# the padded pass on MiniLM, 1 CPU thread). A GPU wants larger passes: raise it there.
-DEFAULT_TOKEN_BUDGET = 1024
+# Padded tokens per trunk forward: 512 cuts a batch of 64 typical review snippets (16-64
+# tokens) into ~6 passes; on MiniLM with 1 CPU thread it ran 1.05-1.15x budget 1024 and
+# ~1.6x one padded pass in CPU time (`python -m bench knobs`, docs/performance.md). A GPU
+# wants larger passes: raise it there (TASKSWAP_TOKEN_BUDGET).
+DEFAULT_TOKEN_BUDGET = 512
 
 _NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips"}
 

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.backbones.base import BackboneSpec
 from adapters.backbones.defaults import DEFAULT_BACKBONES
+from adapters.runtime import DEFAULT_TOKEN_BUDGET
 
 MiB = 1 << 20
 
@@ -84,12 +85,12 @@ class Settings(BaseSettings):
         "How long the batcher waits for more requests once one is waiting."))
     max_queue_rows: int = Field(4096, ge=1, description=(
         "Rows allowed to wait; past this a request gets 429 with Retry-After."))
-    token_budget: int = Field(1024, ge=0, le=1 << 20, description=(
+    token_budget: int = Field(DEFAULT_TOKEN_BUDGET, ge=0, le=1 << 20, description=(
         "Length-aware batching: a batch's text rows are sorted by length and cut into trunk "
         "forwards of at most this many padded tokens (rows x longest row). 0 = off: one "
-        "padded forward per max_forward_rows rows in arrival order. 1024 measured best of "
-        "512/1024/2048/off on MiniLM and review snippets (docs/performance.md); a GPU wants "
-        "larger forwards."))
+        "padded forward per max_forward_rows rows in arrival order. 512: of 256-2048 and off, "
+        "384-512 ran fastest on MiniLM with review snippets, 1 CPU thread (docs/performance.md, "
+        "'Speed settings'); a GPU wants larger forwards."))
     max_forward_rows: int = Field(256, ge=1, le=65_536, description=(
         "Trunk rows in one forward (the chunk size): caps each length-sorted sub-batch, and "
         "cuts inputs without a length (images, audio) into forwards of this many rows."))

@@ -86,7 +86,7 @@ def test_backbone_that_cannot_load_is_reported(server_factory, tmp_path):
 
 
 @pytest.mark.parametrize("env,used", [
-    ({}, "torch_threads=1 token_budget=1024 max_forward_rows=256"),
+    ({}, "torch_threads=1 token_budget=512 max_forward_rows=256"),
     ({"TASKSWAP_TORCH_THREADS": "2", "TASKSWAP_TOKEN_BUDGET": "96", "TASKSWAP_MAX_FORWARD_ROWS": "3"},
      "torch_threads=2 token_budget=96 max_forward_rows=3"),
     ({"TASKSWAP_TOKEN_BUDGET": "0"}, "token_budget=0 max_forward_rows=256"),

@@ -93,7 +93,7 @@ def test_speed_settings_defaults_and_environment(monkeypatch):
     for var in ("TASKSWAP_TORCH_THREADS", "TASKSWAP_TOKEN_BUDGET", "TASKSWAP_MAX_FORWARD_ROWS"):
         monkeypatch.delenv(var, raising=False)
     s = Settings()
-    assert (s.torch_threads, s.token_budget, s.max_forward_rows) == (1, 1024, 256)
+    assert (s.torch_threads, s.token_budget, s.max_forward_rows) == (1, 512, 256)
     monkeypatch.setenv("TASKSWAP_TORCH_THREADS", "3")
     monkeypatch.setenv("TASKSWAP_TOKEN_BUDGET", "0")
     monkeypatch.setenv("TASKSWAP_MAX_FORWARD_ROWS", "16")
