@@ -32,6 +32,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "hostile-load": ("hostile_load", "honest clients and attackers on one real server, for minutes"),
     "load-faults": ("load_faults", "prediction load while adapters are registered, rolled back and deleted"),
     "memory-churn": ("memory_churn", "server memory under register -> predict -> delete cycles"),
+    "profile": ("profile_predict", "where a served request's CPU goes, stage by stage (CPU-time sampling), under load"),
     "knobs": ("knobs", "the speed settings: torch threads x token budget, with and without competing processes"),
     "gpu": ("gpu", "the runtime and HTTP benches on a CUDA device, fp32 and fp16"),
 }

@@ -61,7 +61,7 @@ from adapters.runtime import Runtime
 from adapters.store import open_store
 from bench.common import (SMOKE_HELP, TEXT_SPEC, ServerProcess, interleave, load, machine, percentile, review_snippets,
                           save_results, settled_rss, smoke_specs, write_heads, write_loras)
-from bench.http_bench import Served
+from bench.http_bench import Served, tree_cpu_s
 
 BATCH = 64
 
@@ -270,12 +270,14 @@ class Infinity(ServerProcess):
 
     health_path = "/health"
 
-    def __init__(self, command: str, model_dir: str, root: Path, batch_size: int):
+    def __init__(self, command: str, model_dir: str, root: Path, batch_size: int, threads: int):
         super().__init__(root, "infinity")
         self.model = "minilm"
+        # The same torch thread count as our servers (torch reads OMP_NUM_THREADS at start).
         env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TASKSWAP_", "PYTHON"))},
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0",
-               "DO_NOT_TRACK": "1", "HF_HOME": str(root / "hf-home")}
+               "DO_NOT_TRACK": "1", "HF_HOME": str(root / "hf-home"), "OMP_NUM_THREADS": str(threads),
+               "MKL_NUM_THREADS": str(threads)}
         self._spawn([command, "v2", "--model-id", model_dir, "--served-model-name", self.model,
                      "--engine", "torch", "--device", "cpu", "--batch-size", str(batch_size),
                      "--host", "127.0.0.1", "--port", str(self.port), "--no-model-warmup"], env)
@@ -294,7 +296,7 @@ def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
             **common, "TASKSWAP_STORE": str(root / "http-store"), "TASKSWAP_ADMIN_TOKEN": secrets.token_hex(16),
             "TASKSWAP_BACKBONES": json.dumps([spec]), "TASKSWAP_METRICS_MAX_TASKS": "50"}, root, "taskswap"),
         "raw": Served("bench.raw_service:RawBackbone", {**common, "RAW_BACKBONE": json.dumps(spec)}, root, "raw"),
-        "infinity": Infinity(command, bb.source_path, root, batch_size=64),
+        "infinity": Infinity(command, bb.source_path, root, batch_size=64, threads=args.threads),
     }
     rng = random.Random(11)
     k = args.texts
@@ -318,11 +320,22 @@ def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
             f"Taskswap /predict, mixed heads ({args.heads} tasks)":
                 (ts, "/predict", lambda: {"task": rng.choice(heads), "texts": pick()}),
             "raw backbone service /predict": (raw, "/predict", lambda: {"texts": pick()}),
+            "Taskswap /embed": (ts, "/embed", lambda: {"texts": pick()}),
+            "Taskswap /v1/embeddings (base64)": (ts, "/v1/embeddings", lambda: {
+                "model": bb.name, "input": pick(), "encoding_format": "base64"}),
         }
+        owner = {ts: servers["taskswap"], raw: servers["raw"], inf.url: inf}
         for url, path, body in targets.values():  # a short unmeasured pass each (pools, caches)
             asyncio.run(_load(url, path, body, args.clients, 2))
-        variants = {n: (lambda t=t: asyncio.run(_load(*t, args.clients, args.seconds)))
-                    for n, t in targets.items()}
+
+        def measured(url, path, body):  # the load, and the CPU its server's processes used meanwhile
+            pid = owner[url].proc.pid
+            before = tree_cpu_s(pid)
+            res = asyncio.run(_load(url, path, body, args.clients, args.seconds))
+            res["server_cpu_ms_per_request"] = 1000 * (tree_cpu_s(pid) - before) / max(res["ok"], 1)
+            return res
+
+        variants = {n: (lambda t=t: measured(*t)) for n, t in targets.items()}
         load_start = os.getloadavg()
         names = list(variants)
         per_round: dict[str, list[dict]] = {n: [] for n in names}
@@ -331,15 +344,25 @@ def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
                 res = variants[name]()
                 per_round[name].append(res)
                 print(f"  round {rnd + 1} {name}: {res['requests_per_s']:.1f} req/s, p50 {res['p50_ms']:.0f} ms, "
-                      f"p99 {res['p99_ms']:.0f} ms, errors {res['errors']}", flush=True)
+                      f"p99 {res['p99_ms']:.0f} ms, server CPU {res['server_cpu_ms_per_request']:.2f} ms/request, "
+                      f"errors {res['errors']}", flush=True)
         ref = "infinity-emb /embeddings"
         rows = {n: {"requests_per_s": statistics.median(r["requests_per_s"] for r in rs),
                     "p50_ms": statistics.median(r["p50_ms"] for r in rs),
                     "p99_ms": statistics.median(r["p99_ms"] for r in rs),
                     "ratio": statistics.median(a["requests_per_s"] / b["requests_per_s"]
                                                for a, b in zip(rs, per_round[ref])),
+                    # requests per second of the server's own CPU time, over the peer's, same round
+                    "server_cpu_ms_per_request": statistics.median(r["server_cpu_ms_per_request"] for r in rs),
+                    "ratio_cpu": statistics.median(b["server_cpu_ms_per_request"] / a["server_cpu_ms_per_request"]
+                                                   for a, b in zip(rs, per_round[ref])),
                     "errors": sum(sum(r["errors"].values()) for r in rs)} for n, rs in per_round.items()}
-        return {"rows": rows, "rounds": per_round, "infinity_dim": dim, "clients": args.clients,
+        raw_rounds = per_round["raw backbone service /predict"]
+        vs_raw = {n: {"wall": statistics.median(a["requests_per_s"] / b["requests_per_s"] for a, b in zip(rs, raw_rounds)),
+                      "cpu": statistics.median(b["server_cpu_ms_per_request"] / a["server_cpu_ms_per_request"]
+                                               for a, b in zip(rs, raw_rounds))}
+                  for n, rs in per_round.items() if n.startswith("Taskswap")}
+        return {"rows": rows, "vs_raw": vs_raw, "rounds": per_round, "infinity_dim": dim, "clients": args.clients,
                 "texts_per_request": k, "seconds": args.seconds, "threads": args.threads,
                 "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
     finally:
@@ -403,9 +426,18 @@ def markdown(res: dict) -> str:
             lines += [f"## infinity-emb vs Taskswap over HTTP ({r['clients']} clients, {r['texts_per_request']} "
                       f"texts per request, {r['seconds']:.0f} s phases, {len(next(iter(r['rounds'].values())))} "
                       f"rounds, {la})", "",
-                      "| server | requests/s | × infinity-emb | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
-            lines += [f"| {k} | {v['requests_per_s']:.1f} | {v['ratio']:.3f} | {v['p50_ms']:.0f} | "
+                      f"Torch threads {r['threads']} in every server (infinity-emb: `OMP_NUM_THREADS`). "
+                      "Wall-clock ratios move with the machine's load; the CPU-time ratio (requests per "
+                      "second of the server's own CPU time, all its processes, over infinity-emb's in the "
+                      "same round) is the work per request.", "",
+                      "| server | requests/s | × infinity-emb | × infinity-emb (CPU time) | server CPU ms / request "
+                      "| p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {k} | {v['requests_per_s']:.1f} | {v['ratio']:.3f} | {v.get('ratio_cpu', float('nan')):.3f} | "
+                      f"{v.get('server_cpu_ms_per_request', float('nan')):.2f} | {v['p50_ms']:.0f} | "
                       f"{v['p99_ms']:.0f} | {v['errors']} |" for k, v in r["rows"].items()]
+            if r.get("vs_raw"):
+                lines += ["", "| Taskswap route / raw backbone service (same round) | wall | CPU time |", "|---|---|---|"]
+                lines += [f"| {k} | {v['wall']:.3f} | {v['cpu']:.3f} |" for k, v in r["vs_raw"].items()]
             lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -132,6 +132,16 @@ def test_knobs(results):
         assert all(finite(v["rows_per_s"]) and finite(v["ratio_cpu"]) for v in lv["rows"].values())
 
 
+def test_profile(results):
+    bench(["profile", "--smoke"])
+    res = written(results, "profile-predict-smoke")
+    s = res["summary"]
+    assert s["errors"] == 0 and finite(s["process_cpu_ms"]) and s["process_cpu_ms"] > 0
+    # the batch worker's stages are found by name in the worker's stacks
+    assert any(k.startswith("batch worker thread: trunk forward") for k in s["stages_ms"]), s["stages_ms"]
+    assert any(k.startswith("event loop thread:") for k in s["stages_ms"]), s["stages_ms"]
+
+
 def test_peers_in_process_parts(results):
     bench(["peers", "--smoke", "--only", "models,st"])
     res = written(results, "peers-smoke")
