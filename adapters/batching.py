@@ -2,7 +2,9 @@
 
 One worker thread takes the first waiting request, gathers more until
 ``max_batch_rows`` trunk rows or ``max_wait_ms`` have passed, and runs them as one
-batch. The queue is bounded in rows: past ``max_queue_rows`` a submit fails at once
+batch. The wait is only for a worker that was idle: requests that queued while the previous
+batch ran are taken at once (they had that whole batch's time to gather; waiting longer
+would leave the trunk idle for ``max_wait_ms`` between every two batches under steady load). The queue is bounded in rows: past ``max_queue_rows`` a submit fails at once
 with :class:`CapacityError` (HTTP 429 + Retry-After) instead of queueing without bound.
 
 A failed batch never fails a request for another request's input: the batch is split in
@@ -78,11 +80,14 @@ class Batcher:
         self._thread.join(timeout=10)
 
     def _take(self) -> list[tuple[Prepared, Future]] | None:
-        first = self._q.get()
+        try:  # a backlog (requests queued during the last batch): take it without waiting
+            first, wait_s = self._q.get_nowait(), 0.0
+        except queue.Empty:  # idle: the first request waits max_wait_s for company
+            first, wait_s = self._q.get(), self.max_wait_s
         if first is None:
             return None
         items, rows = [first], first[0].rows
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = time.monotonic() + wait_s
         while rows < self.max_batch_rows:
             left = deadline - time.monotonic()
             try:

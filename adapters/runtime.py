@@ -132,11 +132,14 @@ class ShadowResult:
 
 class Results(list):
     """One request's :class:`TaskResult` list, in the order it named its tasks, plus
-    ``embeddings`` (``[inputs, hidden]`` float32 on CPU) when it asked for them."""
+    ``embeddings`` (``[inputs, hidden]`` float32 on CPU) when it asked for them, and
+    ``tokens``: the real tokens the trunk read over its inputs (text backbones; else None),
+    counted from the batch's own tokenisation."""
 
-    def __init__(self, results=(), embeddings: torch.Tensor | None = None):
+    def __init__(self, results=(), embeddings: torch.Tensor | None = None, tokens: int | None = None):
         super().__init__(results)
         self.embeddings = embeddings
+        self.tokens = tokens
 
 
 class AdapterLookup(Protocol):
@@ -256,9 +259,11 @@ class Runtime:
         plan = []  # per request: list of (adapter, row indices)
         plain = []  # per request: its plain trunk rows (shared by head tasks and embeddings)
         shadow_plan = []  # per request: list of (task index, candidate, row indices, extra rows)
+        spans = []  # per request: its inputs' (first, end) in the batch's inputs
         for r in reqs:
             r.timings["started"] = started
             base = len(inputs)
+            spans.append((base, base + len(r.inputs)))
             inputs.extend(r.inputs)
             n = len(r.inputs)
 
@@ -288,9 +293,10 @@ class Runtime:
         trunk_s = time.perf_counter() - t0
         trunk_done = time.time_ns()
         it = iter(_score(pairs, feats))
+        counts = feats.input_tokens
         out = [Results([_result(a, next(it), role) for (a, _), role in zip(tasks, r.roles or ["active"] * len(tasks))],
-                       _embeddings(r.embed, feats, rows))
-               for r, tasks, rows in zip(reqs, plan, plain)]
+                       _embeddings(r.embed, feats, rows), None if counts is None else sum(counts[s:e]))
+               for r, tasks, rows, (s, e) in zip(reqs, plan, plain, spans)]
         heads_done = time.time_ns()
         if shadow_pairs:
             self._run_shadows(out, shadow_plan, shadow_pairs, feats, trunk_s / max(len(row_input), 1))
@@ -345,7 +351,11 @@ class Runtime:
         hidden: list[torch.Tensor] = []
         ue = torch.tensor(unit_enc, dtype=torch.long)
         mask = enc.get("attention_mask") if "input_ids" in enc else None  # [sequences, seq]: text
-        lengths = None if mask is None else mask.sum(1)[ue].tolist()  # real tokens per unit
+        real = None if mask is None else mask.sum(1)  # [sequences]: real tokens of each
+        lengths = None if real is None else real[ue].tolist()  # real tokens per unit
+        input_tokens = None  # per input: its truncated encoding (a long text's first window)
+        if real is not None:
+            input_tokens = (real if win is None else real[[w[0] for w in win.windows]]).tolist()
         order: list[int] = []  # units in the order their features are collected
 
         def collector(keep: torch.Tensor | None):
@@ -386,7 +396,7 @@ class Runtime:
         tokens = None
         if win is not None:
             tokens = _stitch(_reorder(torch.cat(hidden), back), win, row_input, unit_row, unit_enc)
-        return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input], maps)
+        return BatchFeatures(pooled, tokens, [inputs[i] for i in row_input], maps, input_tokens)
 
     def plan(self, lengths: list[int] | None, rows: int) -> list[list[int]]:
         """Row indices per forward: length-sorted under ``token_budget`` padded tokens when

@@ -198,13 +198,14 @@ class Engine:
             trace(prepared)
         return prepared.backbone.name, results
 
-    async def embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> torch.Tensor:
-        """Pooled features ``[inputs, hidden]`` of ``backbone``, batched with all other traffic."""
+    async def embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> Results:
+        """Pooled features of ``backbone`` (``.embeddings``, ``[inputs, hidden]``; ``.tokens``: the
+        real tokens the trunk read, for text), batched with all other traffic."""
         self.require_ready()
         prepared = self.runtime.prepare_embed(backbone, inputs, modality, embed)
         results = await self._submit(prepared)
         _check_finite(results, backbone)
-        return results.embeddings
+        return results
 
     async def _submit(self, prepared: Prepared) -> Results:
         future = self.batcher.submit(prepared)

@@ -6,25 +6,25 @@ on the same backbone shares their trunk pass (see :mod:`adapters.runtime`).
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from adapters.runtime import EmbedSpec
-from service.routes_common import Svc, decode_inputs, observed
+from service.routes_common import Svc, decode_inputs, json_response, observed
 from service.schemas import ERROR_RESPONSES, EmbedRequest, EmbedResponse
 
 router = APIRouter()
 
 
 @router.post("/embed", response_model=EmbedResponse, responses=ERROR_RESPONSES)
-async def embed(body: EmbedRequest, svc: Svc) -> EmbedResponse:
+async def embed(body: EmbedRequest, svc: Svc) -> Response:
     """Pooled features of texts or base64 images (pooling and L2 normalisation as heads use them)."""
     async with observed(svc, "embed"):
         modality, items = body.modality_and_items()
         bb = svc.engine.backbone(body.backbone, modality)
         inputs = await decode_inputs(svc, items, modality)
         spec = EmbedSpec(body.pooling, body.normalize)
-        vectors = await svc.engine.embed(bb.name, inputs, modality, spec)  # [inputs, hidden]
+        vectors = (await svc.engine.embed(bb.name, inputs, modality, spec)).embeddings  # [inputs, hidden]
         svc.metrics.observe_embedded(bb.name, len(inputs))
-        return EmbedResponse(backbone=bb.name, pooling=body.pooling or bb.default_pooling,
-                             normalized=body.normalize, dimensions=int(vectors.shape[1]),
-                             embeddings=vectors.tolist())
+        return json_response(EmbedResponse(
+            backbone=bb.name, pooling=body.pooling or bb.default_pooling, normalized=body.normalize,
+            dimensions=int(vectors.shape[1]), embeddings=vectors.tolist()))

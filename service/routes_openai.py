@@ -22,15 +22,14 @@ import base64
 import time
 from typing import Literal
 
-import anyio
 import numpy as np
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.errors import InvalidInput
 from adapters.runtime import EmbedSpec
 from service.protocol_errors import OpenAIError, error_responses
-from service.routes_common import Svc, decode_inputs, observed
+from service.routes_common import Svc, decode_inputs, json_response, observed
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 _RESPONSES = error_responses(OpenAIError)
@@ -86,7 +85,7 @@ class ModelList(BaseModel):
 
 
 @router.post("/embeddings", response_model=EmbeddingsResponse, responses=_RESPONSES)
-async def embeddings(body: EmbeddingsRequest, svc: Svc) -> EmbeddingsResponse:
+async def embeddings(body: EmbeddingsRequest, svc: Svc) -> Response:
     """Embed a string or a list of strings with a backbone (OpenAI-compatible)."""
     async with observed(svc, "openai"):
         bb = svc.engine.backbone(body.model)
@@ -98,10 +97,10 @@ async def embeddings(body: EmbeddingsRequest, svc: Svc) -> EmbeddingsResponse:
             raise InvalidInput(f"dimensions {body.dimensions} is not supported: model {bb.name!r} "
                                f"returns {bb.hidden_size}-d vectors; omit dimensions or pass "
                                f"{bb.hidden_size}")
-        text = bb.modality == "text"
         inputs = await decode_inputs(svc, items, bb.modality, where="input")
-        vectors = await svc.engine.embed(bb.name, inputs, bb.modality, EmbedSpec(None, True))
-        tokens = await anyio.to_thread.run_sync(_count_tokens, bb, inputs) if text else 0
+        results = await svc.engine.embed(bb.name, inputs, bb.modality, EmbedSpec(None, True))
+        vectors = results.embeddings  # [inputs, hidden]
+        tokens = results.tokens or 0  # counted from the batch's own tokenisation (text), not again
         svc.metrics.observe_embedded(bb.name, len(inputs))
         if body.encoding_format == "base64":
             rows = np.ascontiguousarray(vectors.numpy(), dtype="<f4")  # [inputs, hidden]
@@ -109,8 +108,8 @@ async def embeddings(body: EmbeddingsRequest, svc: Svc) -> EmbeddingsResponse:
                     for i, r in enumerate(rows)]
         else:
             data = [Embedding(index=i, embedding=v) for i, v in enumerate(vectors.tolist())]
-        return EmbeddingsResponse(data=data, model=bb.name,
-                                  usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+        return json_response(EmbeddingsResponse(data=data, model=bb.name,
+                                                usage=Usage(prompt_tokens=tokens, total_tokens=tokens)))
 
 
 @router.get("/models", response_model=ModelList, responses=_RESPONSES)
@@ -127,9 +126,3 @@ async def model(svc: Svc, model: str = Path(min_length=1, max_length=64)) -> Mod
     async with observed(svc, "openai"):
         return Model(id=svc.engine.backbone(model).name, created=_CREATED)
 
-
-def _count_tokens(bb, texts: list[str]) -> int:
-    """Tokens the backbone reads for ``texts`` (special tokens included, after truncation)."""
-    pre = bb.preprocessor
-    enc = pre.tokenizer(texts, truncation=True, max_length=pre.max_length)
-    return sum(len(ids) for ids in enc["input_ids"])

@@ -41,7 +41,7 @@ from typing import Annotated  # noqa: E402
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
-from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile  # noqa: E402
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Response, UploadFile  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
@@ -60,6 +60,7 @@ from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, 
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
 from service.query_params import refuse_unknown_query  # noqa: E402
+from service.routes_common import json_response  # noqa: E402
 from service.routes_embed import router as embed_router  # noqa: E402
 from service.routes_openai import router as openai_router  # noqa: E402
 from service.routes_v2 import router as v2_router  # noqa: E402
@@ -159,7 +160,7 @@ class Taskswap:
     # ---- inference ---------------------------------------------------------------------
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
-    async def predict(self, body: PredictRequest, request: Request) -> PredictResponse:
+    async def predict(self, body: PredictRequest, request: Request) -> Response:
         """One or several tasks on texts, base64 images or base64 audio; the backbone runs once for all.
 
         A task in canary is answered by its candidate for a share of callers; send a stable
@@ -171,7 +172,7 @@ class Taskswap:
             check_count(len(texts), "texts", self.limits)
             return await self._predict(check_task_names(body.task_names()), len(texts),
                                        lambda: check_texts(texts, self.limits), "text", embed, key,
-                                       subtokens=body.subtokens)
+                                       subtokens=body.subtokens, inline=True)
         if body.audio is not None:
             clips = body.audio
             check_count(len(clips), "audio", self.limits)
@@ -193,7 +194,7 @@ class Taskswap:
         files: Annotated[list[UploadFile], File(description=(
             "Image files (PNG, JPEG, GIF, BMP, WEBP, TIFF) or audio files (WAV, FLAC, OGG)."))],
         task: Annotated[list[str], Form(description="Task name; repeat the field, or comma-separate, for several.")],
-    ) -> PredictResponse:
+    ) -> Response:
         """Images or audio clips as multipart file uploads (``-F files=@cat.jpg -F task=animals``,
         ``-F files=@seven.wav -F task=spoken-digits``); the files' magic bytes tell which."""
         if len(task) > MAX_TASKS:  # before splitting: bound the work on the fields too
@@ -218,19 +219,21 @@ class Taskswap:
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
                        embed: EmbedSpec | None = None, routing_key: str | None = None,
-                       subtokens: bool = False) -> PredictResponse:
+                       subtokens: bool = False, inline: bool = False) -> Response:
+        """``inline``: ``decode`` is cheap (text checks) and runs here, without a thread hop."""
         start, status = time.perf_counter(), 500
         try:
             self.engine.require_ready()
-            inputs = await anyio.to_thread.run_sync(decode)  # image/audio decoding is CPU work
+            # image/audio decoding is CPU work: a worker thread
+            inputs = decode() if inline else await anyio.to_thread.run_sync(decode)
             backbone, results = await self.engine.predict(
                 tasks, inputs, modality, embed, routing_key=routing_key,
                 trace=lambda p: record_prediction_spans(p, tasks))
             status = 200
-            return PredictResponse(backbone=backbone, results=[TaskPrediction(
+            return json_response(PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type, role=r.role,
                 predictions=[_prediction(p, subtokens) for p in r.rows]) for r in results],
-                embeddings=self._embedded(backbone, results.embeddings))
+                embeddings=self._embedded(backbone, results.embeddings)), exclude_none=True)
         except TaskswapError as exc:
             status = status_for(exc)[0]
             raise

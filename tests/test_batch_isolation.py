@@ -92,3 +92,35 @@ def test_an_item_with_only_rows_is_batched():
         assert [b.submit(Item(n)).result(timeout=10) for n in (1, 3)] == [1, 3]
     finally:
         b.close()
+
+
+def test_requests_queued_behind_a_running_batch_run_next_without_the_wait():
+    """``max_wait_ms`` is for an idle worker only: a backlog that gathered while a batch ran
+    is taken at once, together (with a one-minute wait, waiting would time the results out)."""
+    import threading
+
+    release, batches = threading.Event(), []
+
+    class Blocking:
+        def run(self, items):
+            batches.append([it.rows for it in items])
+            if len(batches) == 1:
+                release.wait(30)
+            return [it.rows for it in items]
+
+    class Item:
+        def __init__(self, rows: int):
+            self.rows = rows
+
+    b = Batcher(Blocking(), max_batch_rows=64, max_wait_ms=60_000)
+    try:
+        first = b.submit(Item(64))  # a full batch: runs at once, then blocks in run()
+        while not batches:
+            threading.Event().wait(0.01)
+        backlog = [b.submit(Item(n)) for n in (1, 2, 3)]
+        release.set()
+        assert first.result(timeout=30) == 64
+        assert [f.result(timeout=30) for f in backlog] == [1, 2, 3]
+    finally:
+        b.close()
+    assert batches == [[64], [1, 2, 3]]

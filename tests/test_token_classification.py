@@ -10,7 +10,7 @@ import torch
 from adapters.backbones.base import load_backbone
 from adapters.errors import IncompatibleAdapter
 from adapters.registry import Registry
-from adapters.runtime import Runtime
+from adapters.runtime import EmbedSpec, Runtime
 from adapters.store import open_store
 from adapters.tasks.token_classification import entity_scheme, merge_entities
 from factories import head_adapter, peft_lora_dir, peft_seq_cls_model
@@ -271,3 +271,22 @@ def test_batcher_queue_limit_counts_windows(tmp_path, rt, sub_bb):
     finally:
         gate.set()
         b.close()
+
+
+def test_results_count_the_tokens_the_trunk_read(tmp_path, rt, sub_bb):
+    """``Results.tokens`` (what /v1/embeddings reports as usage) is each request's real tokens
+    after truncation to max_length, read off the batch's own encoding: the same whether the
+    batch is plain or split into a token task's stride windows (a long text: its first window)."""
+    rt.registry.register(token_head_adapter(tmp_path / "th", sub_bb, "ner-head", NER, seed=6))
+    rt.registry.register(head_adapter(tmp_path / "ch", sub_bb, "sent", seed=7))
+    long = "john went to paris and works at new york city bank " * 2  # longer than 16 tokens
+    tok = sub_bb.preprocessor.tokenizer
+
+    def want(texts):
+        return sum(len(ids) for ids in tok(texts, truncation=True, max_length=16)["input_ids"])
+
+    a, b = TEXTS[:2], TEXTS[2:] + [long]
+    plain = rt.run([rt.prepare(["sent"], a, "text"), rt.prepare_embed("text", b, "text", EmbedSpec())])
+    windowed = rt.run([rt.prepare(["ner-head"], a, "text"), rt.prepare_embed("text", b, "text", EmbedSpec())])
+    assert [r.tokens for r in plain] == [r.tokens for r in windowed] == [want(a), want(b)]
+    assert want([long]) == 16  # truncated: the count is what the trunk read, not the whole text

@@ -80,13 +80,16 @@ class BatchFeatures:
     ``inputs`` are the raw inputs per row (texts/images), for task types that map token
     offsets back to words. ``maps[stride]`` is ``[rows, channels, h, w]`` float32 for each
     spatial map some task type reads (``"map:<stride>"`` in its :meth:`TaskType.needs`);
-    empty otherwise (the pass never asked the model for them).
+    empty otherwise (the pass never asked the model for them). ``input_tokens[i]``: the real
+    tokens (special tokens included, after truncation to ``max_length``) the trunk read for
+    input ``i`` of a text batch; ``None`` for other modalities.
     """
 
     pooled: dict[str, torch.Tensor] = field(default_factory=dict)
     tokens: TokenFeatures | None = None
     inputs: list | None = None
     maps: dict[int, torch.Tensor] = field(default_factory=dict)
+    input_tokens: list[int] | None = None
 
 
 class RowResult:
