@@ -298,6 +298,11 @@ def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
         "raw": Served("bench.raw_service:RawBackbone", {**common, "RAW_BACKBONE": json.dumps(spec)}, root, "raw"),
         "infinity": Infinity(command, bb.source_path, root, batch_size=64, threads=args.threads),
     }
+    if args.compare_checkout:  # the same Taskswap settings and store, served from another checkout's code
+        servers["compare"] = Served("service.service:Taskswap", {
+            **common, "TASKSWAP_STORE": str(root / "http-store"), "TASKSWAP_ADMIN_TOKEN": secrets.token_hex(16),
+            "TASKSWAP_BACKBONES": json.dumps([spec]), "TASKSWAP_METRICS_MAX_TASKS": "50"}, root, "compare",
+            cwd=Path(args.compare_checkout))
     rng = random.Random(11)
     k = args.texts
 
@@ -308,10 +313,11 @@ def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
         for s in servers.values():
             s.wait_ready()
         ts, raw, inf = servers["taskswap"].url, servers["raw"].url, servers["infinity"]
+        cmp = servers["compare"].url if "compare" in servers else None
         with httpx.Client(timeout=120) as c:  # warm-up: every task once, and a first embedding
             for t in heads:
-                r = c.post(ts + "/predict", json={"task": t, "texts": texts[:1]})
-                r.raise_for_status()
+                for url in filter(None, (ts, cmp)):
+                    c.post(url + "/predict", json={"task": t, "texts": texts[:1]}).raise_for_status()
             r = c.post(inf.url + "/embeddings", json={"model": inf.model, "input": texts[:8]})
             r.raise_for_status()
             dim = len(r.json()["data"][0]["embedding"])
@@ -324,7 +330,10 @@ def part_infinity(bb, texts: list[str], root: Path, command: str, args) -> dict:
             "Taskswap /v1/embeddings (base64)": (ts, "/v1/embeddings", lambda: {
                 "model": bb.name, "input": pick(), "encoding_format": "base64"}),
         }
-        owner = {ts: servers["taskswap"], raw: servers["raw"], inf.url: inf}
+        if cmp:
+            for name in [n for n in targets if n.startswith("Taskswap")]:
+                targets[f"{name} [{args.compare_checkout}]"] = (cmp, *targets[name][1:])
+        owner = {ts: servers["taskswap"], raw: servers["raw"], inf.url: inf, **({cmp: servers["compare"]} if cmp else {})}
         for url, path, body in targets.values():  # a short unmeasured pass each (pools, caches)
             asyncio.run(_load(url, path, body, args.clients, 2))
 
@@ -456,6 +465,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--heads", type=int, default=64, help="head tasks behind Taskswap's /predict")
     ap.add_argument("--infinity", default=os.environ.get("INFINITY_EMB", "/work/venvs/peers/bin/infinity_emb"),
                     help="the infinity_emb command (in its own venv)")
+    ap.add_argument("--compare-checkout", default=None, metavar="PATH", help=(
+        "infinity part: a checkout of other code (e.g. `git archive <ref> | tar -x -C /tmp/old`) served "
+        "as a second Taskswap on the same store, its routes interleaved with ours"))
     ap.add_argument("--out", default=None, help="results name under bench/results (default peers)")
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 2 and 3 copies, 1 s phases")
     args = ap.parse_args(argv)
