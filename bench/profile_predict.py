@@ -119,7 +119,33 @@ def markdown(res: dict) -> str:
               f"| not in a Python thread (torch/tokenizer threads), or threads that ended | {s['unattributed_ms']:.3f} | "
               f"{100 * s['unattributed_ms'] / total:.1f}% |",
               f"| **server process, all threads** | **{s['process_cpu_ms']:.3f}** | 100% |", ""]
+    if "compare" in res:
+        c = res["compare"]
+        lines += [f"## Beside `--compare-checkout {a['compare_checkout']}` (phases interleaved, same load)", "",
+                  f"Its throughput for the record: {c['summary']['requests_per_s']:.1f} req/s, p50 "
+                  f"{c['summary']['p50_ms']:.0f} ms, p99 {c['summary']['p99_ms']:.0f} ms. CPU ms per request; "
+                  "the last column is the median over rounds of this checkout's over the other's, same round:", "",
+                  "| thread: stage | this checkout | compare checkout | ratio (same round) |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['ours']:.3f} | {v['compare']:.3f} | {v['ratio']:.3f} |" for k, v in c["by_stage"].items()]
+        lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def compare_stages(ours: list[dict], other: list[dict]) -> dict:
+    """Per stage (and the process total): both medians and the median same-round ratio."""
+    def get(p, k):
+        return p["process_cpu_ms"] if k == "process, all threads" else p["stages_ms"].get(k, 0.0)
+    keys = sorted({k for p in ours + other for k in p["stages_ms"]}, key=lambda k: -statistics.median(
+        get(p, k) for p in ours)) + ["process, all threads"]
+    out = {}
+    for k in keys:
+        a, b = [get(p, k) for p in ours], [get(p, k) for p in other]
+        if statistics.median(a) < 0.005 and statistics.median(b) < 0.005:
+            continue
+        ratios = [x / y for x, y in zip(a, b) if y > 0]
+        out[k] = {"ours": statistics.median(a), "compare": statistics.median(b),
+                  "ratio": statistics.median(ratios) if ratios else float("nan")}
+    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -132,6 +158,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of one load phase")
     ap.add_argument("--env", action="append", default=[], metavar="TASKSWAP_X=V",
                     help="extra server setting (repeatable), e.g. TASKSWAP_MAX_WAIT_MS=2")
+    ap.add_argument("--compare-checkout", default=None, metavar="PATH", help=(
+        "a checkout of other code (with bench/profiled_service.py), served as a second profiled server on "
+        "the same store, phases alternating with ours"))
     ap.add_argument("--out", default=None, help="results name under bench/results (default profile-<route>)")
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 3 heads, 4 clients, one 2 s phase")
     args = ap.parse_args(argv)
@@ -156,26 +185,42 @@ def main(argv=None) -> dict:
     prefix, dump_s = root / "profile", 0.5
     extra = dict(e.split("=", 1) for e in args.env)
     res["server_env"] = extra or "defaults"
-    srv = Served("bench.profiled_service:Taskswap", {
-        "TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_STORE": str(root / "store"),
-        "TASKSWAP_ADMIN_TOKEN": secrets.token_hex(16), "TASKSWAP_METRICS_MAX_TASKS": "50",
-        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source, "max_length": spec.max_length}]),
-        "TASKSWAP_BENCH_PROFILE": str(prefix), **extra}, root, "taskswap")
+    def served(name: str, out: Path, cwd: Path | None) -> Served:
+        return Served("bench.profiled_service:Taskswap", {
+            "TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_STORE": str(root / "store"),
+            "TASKSWAP_ADMIN_TOKEN": secrets.token_hex(16), "TASKSWAP_METRICS_MAX_TASKS": "50",
+            "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source, "max_length": spec.max_length}]),
+            "TASKSWAP_BENCH_PROFILE": str(out), **extra}, root, name, **({"cwd": cwd} if cwd else {}))
+
+    servers = {"ours": (served("taskswap", prefix, None), prefix)}
+    if args.compare_checkout:
+        servers["compare"] = (served("compare", root / "profile-compare", Path(args.compare_checkout)),
+                              root / "profile-compare")
     path, make = ROUTES[args.route]
     rng = random.Random(5)
+    phases: dict[str, list[dict]] = {k: [] for k in servers}
     try:
-        srv.wait_ready()
-        with httpx.Client(base_url=srv.url, timeout=120) as c:  # every task once: lazy loads happen here
-            for t in heads:
-                c.post("/predict", json={"task": t, "texts": texts[:1]}).raise_for_status()
-        run_load(srv.url, lambda: make(texts, heads, rng), args.clients, min(2.0, args.seconds), path=path)
+        for srv, _ in servers.values():
+            srv.wait_ready()
+            with httpx.Client(base_url=srv.url, timeout=120) as c:  # every task once: lazy loads happen here
+                for t in heads:
+                    c.post("/predict", json={"task": t, "texts": texts[:1]}).raise_for_status()
+            run_load(srv.url, lambda: make(texts, heads, rng), args.clients, min(2.0, args.seconds), path=path)
         res["load_avg_start"] = os.getloadavg()
-        phases = [phase(srv.url, path, lambda: make(texts, heads, rng), args.clients, args.seconds, prefix, dump_s)
-                  for _ in range(args.rounds)]
+        names = list(servers)
+        for rnd in range(args.rounds):  # with a compare server: alternating, the order rotating
+            for name in names[rnd % len(names):] + names[: rnd % len(names)]:
+                srv, out = servers[name]
+                phases[name].append(phase(srv.url, path, lambda: make(texts, heads, rng), args.clients,
+                                          args.seconds, out, dump_s))
         res["load_avg_end"] = os.getloadavg()
-        res["phases"], res["summary"] = phases, summarise(phases)
+        res["phases"], res["summary"] = phases["ours"], summarise(phases["ours"])
+        if "compare" in phases:
+            res["compare"] = {"phases": phases["compare"], "summary": summarise(phases["compare"]),
+                              "by_stage": compare_stages(phases["ours"], phases["compare"])}
     finally:
-        srv.stop()
+        for srv, _ in servers.values():
+            srv.stop()
         shutil.rmtree(root, ignore_errors=True)
     md = markdown(res)
     print(md)
