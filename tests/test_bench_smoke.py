@@ -132,14 +132,16 @@ def test_knobs(results):
         assert all(finite(v["rows_per_s"]) and finite(v["ratio_cpu"]) for v in lv["rows"].values())
 
 
-def test_profile(results):
-    bench(["profile", "--smoke"])
+def test_profile_beside_a_compare_checkout(results):
+    """This checkout as its own compare checkout: two profiled servers, phases alternating."""
+    bench(["profile", "--smoke", "--compare-checkout", str(REPO)])
     res = written(results, "profile-predict-smoke")
-    s = res["summary"]
-    assert s["errors"] == 0 and finite(s["process_cpu_ms"]) and s["process_cpu_ms"] > 0
-    # the batch worker's stages are found by name in the worker's stacks
-    assert any(k.startswith("batch worker thread: trunk forward") for k in s["stages_ms"]), s["stages_ms"]
-    assert any(k.startswith("event loop thread:") for k in s["stages_ms"]), s["stages_ms"]
+    for s in (res["summary"], res["compare"]["summary"]):
+        assert s["errors"] == 0 and finite(s["process_cpu_ms"]) and s["process_cpu_ms"] > 0
+        # the batch worker's stages are found by name in the worker's stacks
+        assert any(k.startswith("batch worker thread: trunk forward") for k in s["stages_ms"]), s["stages_ms"]
+        assert any(k.startswith("event loop thread:") for k in s["stages_ms"]), s["stages_ms"]
+    assert finite(res["compare"]["by_stage"]["process, all threads"]["ratio"])
 
 
 def test_peers_in_process_parts(results):
