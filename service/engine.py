@@ -118,7 +118,7 @@ class Engine:
 
     def speed_settings(self) -> str:
         """What the running batch path uses, read back from the live objects (not the
-        settings): ``torch_threads=1 token_budget=1024 max_forward_rows=256 ...``."""
+        settings): ``torch_threads=1 token_budget=512 max_forward_rows=256 ...``."""
         rt, b = self.runtime, self.batcher
         return (f"torch_threads={torch.get_num_threads()} token_budget={rt.token_budget or 0} "
                 f"max_forward_rows={rt.max_forward_rows} max_batch_rows={b.max_batch_rows} "

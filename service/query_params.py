@@ -12,9 +12,11 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
 
-def refuse_unknown_query(request: Request) -> None:
+async def refuse_unknown_query(request: Request) -> None:
     """FastAPI dependency: a 422 (like any other request validation error) for a query key
-    the route does not take."""
+    the route does not take. ``async`` only so that FastAPI runs it on the event loop: a plain
+    ``def`` dependency is run in a worker thread, a thread hop on every request for a few
+    dictionary lookups."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:

@@ -22,7 +22,14 @@ from service.audio_inputs import decode_base64_audio
 from service.errors import status_for
 from service.inputs import check_count, check_texts, decode_base64_image
 
-Svc = Annotated[Any, Depends(get_current_service)]
+async def current_service() -> Any:
+    """The service instance, as a dependency run on the event loop (FastAPI runs a plain
+    ``def`` dependency such as ``get_current_service`` itself in a worker thread: a thread
+    hop per request)."""
+    return get_current_service()
+
+
+Svc = Annotated[Any, Depends(current_service)]
 
 
 @asynccontextmanager
