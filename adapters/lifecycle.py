@@ -98,6 +98,12 @@ class Lifecycle:
         finally:
             self.writer.release()
 
+    def start(self) -> dict:
+        """The first round at start-up, as the one writer: the table from the store's index,
+        no adapter loaded (:meth:`StoreFollower.start`)."""
+        with self.writer:
+            return self.follower.start()
+
     def _installed(self, name: str, alias: Alias, loaded: LoadedAdapter | None) -> None:
         """Record a local change in the table (a few dictionary operations, no I/O)."""
         with self.table.lock:

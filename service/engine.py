@@ -5,8 +5,12 @@ micro-batcher and the store watcher. It speaks the core's objects (``TaskResult`
 ``LoadedAdapter``), never HTTP; the routes in :mod:`service.service` translate.
 
 Startup runs in a background thread so BentoML answers ``/livez`` at once and
-``/readyz`` only once every backbone is loaded and has run a forward pass. A startup
-failure is logged and makes ``/livez`` fail too, so an orchestrator restarts the pod.
+``/readyz`` only once every backbone is loaded and has run a forward pass and the task
+table is read from the store's index (no adapter is loaded: each loads on its first
+request, :meth:`adapters.registry.Registry.start`), so readiness does not grow with the
+number of registered tasks. The store's gc runs after that, in the background
+(``TASKSWAP_STARTUP_GC``). A startup failure is logged and makes ``/livez`` fail too, so
+an orchestrator restarts the pod.
 """
 
 from __future__ import annotations
@@ -88,13 +92,11 @@ class Engine:
             log.info("loading backbone %r from %s", spec.name, spec.source)
             self.backbones[spec.name] = load_backbone(spec)
         store = open_store(s.store)
-        removed = store.gc(s.gc_grace_s)
-        removed += collect_scratch(s.gc_grace_s)  # upload scratch a crash left in $TMPDIR
-        if removed:
-            log.info("store gc removed %d leftovers", len(removed))
+        if s.startup_gc == "before_ready":
+            self._collect(store)
         registry = Registry(store, self.backbones, lora_budget_bytes=s.lora_budget_mb << 20,
                             events=self.metrics)
-        registry.sync()
+        started = registry.start()  # rows from the store's index; adapters load on first use
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
             bb.embed(bb.sample_inputs())
         # What startup loaded lives as long as the process: keep it out of the cyclic
@@ -112,8 +114,25 @@ class Engine:
         self.watcher = StoreWatcher(self.sync, s.sync_interval_s).start()
         self._publish_state()
         self.state = "ready"
-        log.info("ready in %.1fs: backbones %s, %d tasks from %s", time.perf_counter() - t0,
-                 sorted(self.backbones), registry.count(), store.url)
+        log.info("ready in %.1fs: backbones %s, %d tasks from %s (%s, %d changes replayed)",
+                 time.perf_counter() - t0, sorted(self.backbones), registry.count(), store.url,
+                 started["source"], started["replayed"])
+        if s.startup_gc == "background":
+            threading.Thread(target=self._collect_in_background, args=(store,), name="taskswap-store-gc",
+                             daemon=True).start()
+
+    def _collect(self, store) -> None:
+        """Remove the leftovers of crashes older than ``gc_grace_s`` (store staging, unreferenced
+        versions, upload scratch in $TMPDIR)."""
+        removed = store.gc(self.settings.gc_grace_s)
+        removed += collect_scratch(self.settings.gc_grace_s)  # upload scratch a crash left in $TMPDIR
+        log.info("store gc removed %d leftovers", len(removed))
+
+    def _collect_in_background(self, store) -> None:
+        try:
+            self._collect(store)
+        except Exception:  # noqa: BLE001 - the server serves on; the next start collects again
+            log.exception("store gc failed")
 
     @property
     def ready(self) -> bool:

@@ -23,8 +23,9 @@ from typing import Callable
 from adapters.errors import InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import content_hash
-from adapters.store.base import (AdapterStore, Alias, VersionInfo, changed_since, check_expected, check_job_id,
-                                 check_name, check_version, generation_bumped, parse_generation)
+from adapters.store.base import (AdapterStore, Alias, StoreIndex, VersionInfo, changed_since, check_expected,
+                                 check_job_id, check_name, check_version, generation_bumped, parse_generation,
+                                 parse_index)
 
 
 def _now() -> str:
@@ -222,6 +223,17 @@ class LocalStore(AdapterStore):
         if names is None:
             return None
         return gen, {n: self.get_alias(n) for n in sorted(names)}
+
+    # ---- the index (derived: any follower that listed everything writes it) -----------
+    def read_index(self) -> StoreIndex | None:
+        try:
+            return parse_index((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def write_index(self, index: StoreIndex) -> None:
+        """Write-then-rename, no store lock: a reader sees the old or the new index whole."""
+        write_atomic(self.root / "index.json", index.model_dump_json().encode())
 
     def _bump(self, name: str | None = None) -> None:
         """Count one change of task ``name`` in the generation document (callers hold the
