@@ -256,10 +256,31 @@ def s3_child(a: dict) -> dict:
 
 
 # ---- over HTTP ---------------------------------------------------------------------------------
+def baseline_ready(tree: Path, env: dict, root: Path) -> dict:
+    """Time to ``/readyz`` of the server in another source tree (e.g. ``git archive`` of the
+    code before) on the same store and settings; its log's "ready in" line says which code ran."""
+    t0 = time.perf_counter()
+    srv = Served("service.service:Taskswap", env, root, "scale-baseline", cwd=tree)
+    try:
+        srv.wait_ready(timeout_s=3600)
+        ready = time.perf_counter() - t0
+    finally:
+        srv.stop()
+    print(f"  baseline server ({tree}) ready in {ready:.0f} s", file=sys.stderr, flush=True)
+    return {"tree": str(tree), "time_to_ready_s": ready, "log_line": ready_line(srv)}
+
+
+def ready_line(srv: Served) -> str:
+    """The engine's own "ready in ..." log line (its start-up after the process started)."""
+    line = next((x for x in srv.log.read_text(errors="replace").splitlines() if "ready in" in x), "")
+    return line.split("] ")[-1][-300:]
+
+
 def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root: Path,
-               spec: BackboneSpec = TEXT_SPEC, sample: int = 50) -> dict:
-    """A real server on the store: time to /readyz, first request vs warm on never-touched
-    tasks, GET /adapters latencies, registrations."""
+               spec: BackboneSpec = TEXT_SPEC, sample: int = 50, baseline: Path | None = None) -> dict:
+    """A real server on the store: time to /readyz (and first, with ``baseline``, the
+    other tree's server's), first request vs warm on never-touched tasks, GET /adapters
+    latencies, registrations."""
     bb = load(spec)
     run_id = secrets.token_hex(3)
     archives = []
@@ -268,16 +289,19 @@ def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root
         archives.append((f"http-{run_id}-{i:04d}", make_archive(folder, "zip")))
         shutil.rmtree(folder)
     token = secrets.token_hex(16)
-    t0 = time.perf_counter()
-    srv = Served("service.service:Taskswap", {
-        "TASKSWAP_STORE": str(store), "TASKSWAP_ADMIN_TOKEN": token, "TASKSWAP_TORCH_THREADS": str(threads),
-        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source,
-                                           "max_length": spec.max_length}]),
-        "TASKSWAP_METRICS_MAX_TASKS": "50"}, root, "scale-server")
+    env = {"TASKSWAP_STORE": str(store), "TASKSWAP_ADMIN_TOKEN": token, "TASKSWAP_TORCH_THREADS": str(threads),
+           "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source,
+                                              "max_length": spec.max_length}]),
+           "TASKSWAP_METRICS_MAX_TASKS": "50"}
     out: dict = {}
+    if baseline is not None:
+        out["baseline"] = baseline_ready(baseline, env, root)
+    t0 = time.perf_counter()
+    srv = Served("service.service:Taskswap", env, root, "scale-server")
     try:
         srv.wait_ready(timeout_s=3600)
         out["time_to_ready_s"] = time.perf_counter() - t0
+        out["log_line"] = ready_line(srv)
         print(f"  server ready in {out['time_to_ready_s']:.0f} s", file=sys.stderr, flush=True)
         with httpx.Client(base_url=srv.url, timeout=600, headers={"Authorization": f"Bearer {token}"}) as c:
             out["first_vs_warm"] = http_first_vs_warm(c, bb, n_tasks, sample)
@@ -375,8 +399,13 @@ def markdown(res: dict) -> str:
               for kind, v in rows]
     if "http" in res:
         h = res["http"]
+        if "baseline" in h:
+            lines += ["", f"Baseline: the server of `{h['baseline']['tree']}` on the same store, started just "
+                      f"before: ready (`/readyz`) **{h['baseline']['time_to_ready_s']:.1f} s** after start "
+                      f"(its log: `{h['baseline']['log_line']}`)."]
         lines += ["", f"Over HTTP (a real server on the same store, 1 worker): ready (`/readyz`) "
-                  f"**{h['time_to_ready_s']:.1f} s** after start; first `POST /predict` to a never-touched task vs "
+                  f"**{h['time_to_ready_s']:.1f} s** after start (its log: `{h.get('log_line', '')}`); "
+                  f"first `POST /predict` to a never-touched task vs "
                   f"warm: **+{h['first_vs_warm']['first_minus_warm']['median_ms']:.1f} ms** median, "
                   f"+{h['first_vs_warm']['first_minus_warm_p95_ms']:.1f} ms p95, "
                   f"+{h['first_vs_warm']['first_minus_warm']['max_ms']:.1f} ms max over "
@@ -405,6 +434,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--http-registrations", type=int, default=500, help="0 skips the HTTP phase")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sample", type=int, default=50, help="never-touched tasks for first request vs warm")
+    ap.add_argument("--baseline-tree", default=None, help=(
+        "a source tree of other code (e.g. `git archive REV | tar -x -C DIR`): its server's time to "
+        "/readyz on the same store is measured just before this code's"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sync-rounds", type=int, default=10)
     ap.add_argument("--budget-s", type=float, default=120)
@@ -443,7 +475,7 @@ def main(argv=None) -> dict:
                 stop_moto(moto)
         if args.http_registrations:
             res["http"] = http_phase(store, res["cold"]["tasks"], args.http_registrations, args.threads, root, spec,
-                                     args.sample)
+                                     args.sample, Path(args.baseline_tree) if args.baseline_tree else None)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     res["load_end"] = os.getloadavg()

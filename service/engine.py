@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -129,6 +130,12 @@ class Engine:
         log.info("store gc removed %d leftovers", len(removed))
 
     def _collect_in_background(self, store) -> None:
+        try:  # below the request threads, like the registration thread (Linux: per thread)
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid)
+                           + self.settings.register_niceness)
+        except (AttributeError, OSError):  # not Linux, or not permitted: runs at the process's priority
+            pass
         try:
             self._collect(store)
         except Exception:  # noqa: BLE001 - the server serves on; the next start collects again

@@ -55,11 +55,14 @@ def test_cold_start_loads_every_task_at_the_same_version(many, text_backbone):
     assert fresh.sync() is False  # nothing changed: nothing to do
 
 
-class _Loads(list):
+class _Loads:
     """A registry ``events`` observer recording the name of every adapter it loads."""
 
+    def __init__(self):
+        self.names: list[str] = []
+
     def on_load(self, adapter, seconds):
-        self.append(adapter.name)
+        self.names.append(adapter.name)
 
     def on_register(self, kind):
         pass
@@ -71,7 +74,7 @@ def test_start_lists_every_task_and_loads_each_on_first_use(many, text_backbone)
     loads = _Loads()
     fresh = Registry(open_store(str(root / "store")), {"text": text_backbone}, events=loads)
     got = fresh.start()
-    assert (got["source"], got["tasks"]) == ("index", N) and loads == [] and fresh.loaded_count() == 0
+    assert (got["source"], got["tasks"]) == ("index", N) and loads.names == [] and fresh.loaded_count() == 0
     seen, offset = [], 0
     while offset is not None:
         items, total, offset = fresh.page(None, offset, 997)
@@ -80,7 +83,7 @@ def test_start_lists_every_task_and_loads_each_on_first_use(many, text_backbone)
     sample = random.Random(2).sample(names, min(50, len(names)))
     for name in sample + sample:
         assert fresh.resolve(name).version == reg.resolve(name).version
-    assert loads == sample and fresh.loaded_count() == len(sample)  # each once, on first use
+    assert loads.names == sample and fresh.loaded_count() == len(sample)  # each once, on first use
 
 
 def test_batch_spread_over_many_tasks_equals_each_alone(many):

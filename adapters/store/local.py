@@ -247,8 +247,12 @@ class LocalStore(AdapterStore):
             if p.stat().st_mtime < cutoff or p.name.startswith("deleted-"):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 removed.append(str(p.relative_to(self.root)))
-        with self._locked():
-            for task in (self.root / "tasks").iterdir():
+        for task in sorted((self.root / "tasks").iterdir()):
+            # The lock per task, not across the sweep: a sweep of 100,000 tasks takes many
+            # seconds, and a registration (whose publish takes the lock) must not wait on it.
+            with self._locked():
+                if not task.is_dir():
+                    continue  # deleted meanwhile
                 alias = self.get_alias(task.name)
                 keep = {v.version for v in alias.versions} if alias else set()
                 vdir = task / "versions"
