@@ -374,29 +374,11 @@ def markdown(res: dict) -> str:
              (f"Store populated by the bench-side bulk writer (store API, fsync off): "
               f"{res['populate']['written']} tasks written in {res['populate']['seconds']:.0f} s."
               if res["populate"]["written"] else "Store reused (`--store`, already populated by "
-              "`bench/scale_populate.py`)."), "",
-             "| measure | result |", "|---|---|",
-             f"| cold start: backbone loaded | {c['backbone_load_s']:.1f} s |",
-             *([f"| cold start without an index: `Registry.start()` lists the store, writes the index | "
-                f"{c['first_start']['seconds']:.1f} s |"] if c["first_start"]["source"] != "index" else []),
-             f"| cold start: `Registry.start()` from the {c['start_source']} (no head loaded) | "
-             f"{c['registry_start_s']:.1f} s |",
-             f"| cold start: ready (backbone + start + first prediction) | **{c['time_to_ready_s']:.1f} s** |",
-             _fw_row("first request to a never-touched task vs warm, in process", c["first_vs_warm"]),
-             f"| every head loaded on demand (what start-up did before) | {c['load_every_head_s']:.1f} s |",
-             f"| RSS per registered head vs its tensor bytes | {c['rss_per_head'] / 1000:.1f} kB vs "
-             f"{c['tensor_bytes_per_head_mean'] / 1000:.1f} kB: **{c['rss_per_head'] / c['tensor_bytes_per_head_mean']:.2f}×** |",
-             f"| rows/s spread over all {c['tasks']} tasks / over 5 | **{c['spread']['ratio']:.3f}** "
-             f"({c['spread']['rows_per_s_all']:.1f} vs {c['spread']['rows_per_s_5']:.1f}, "
-             f"{c['spread']['rounds']} rounds) |"]
-    lines += ["", "| `Registry.page` (what `GET /adapters` runs) | median ms | max ms |", "|---|---|---|"]
-    lines += [f"| {k} | {v['median_ms']:.2f} | {v['max_ms']:.2f} |" for k, v in c["listing"].items()]
-    lines += ["", "| store | tasks | follower `sync()` per change, median ms (max) | incremental | "
-              "aliases read per change | forced full listing, s |", "|---|---|---|---|---|---|"]
-    rows = [("local", v) for v in c["sync_local"].values()] + [("S3 (moto)", v) for v in res.get("s3", {}).values()]
-    lines += [f"| {kind} | {v['tasks']} | {v['per_change']['median_ms']:.1f} ({v['per_change']['max_ms']:.1f}) | "
-              f"{'yes' if v['incremental'] else 'no'} | {v['max_aliases_read']} | {v['forced_full_sync_s']:.2f} |"
-              for kind, v in rows]
+              "`bench/scale_populate.py`).")]
+    if "backbone_load_s" in c:
+        lines += ["", *_in_process(c, res)]
+    else:
+        lines += ["", "Only the HTTP phase (`--http-only`)."]
     if "http" in res:
         h = res["http"]
         if "baseline" in h:
@@ -419,6 +401,32 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _in_process(c: dict, res: dict) -> list[str]:
+    lines = ["| measure | result |", "|---|---|",
+             f"| cold start: backbone loaded | {c['backbone_load_s']:.1f} s |",
+             *([f"| cold start without an index: `Registry.start()` lists the store, writes the index | "
+                f"{c['first_start']['seconds']:.1f} s |"] if c["first_start"]["source"] != "index" else []),
+             f"| cold start: `Registry.start()` from the {c['start_source']} (no head loaded) | "
+             f"{c['registry_start_s']:.1f} s |",
+             f"| cold start: ready (backbone + start + first prediction) | **{c['time_to_ready_s']:.1f} s** |",
+             _fw_row("first request to a never-touched task vs warm, in process", c["first_vs_warm"]),
+             f"| every head loaded on demand (what start-up did before) | {c['load_every_head_s']:.1f} s |",
+             f"| RSS per registered head vs its tensor bytes | {c['rss_per_head'] / 1000:.1f} kB vs "
+             f"{c['tensor_bytes_per_head_mean'] / 1000:.1f} kB: **{c['rss_per_head'] / c['tensor_bytes_per_head_mean']:.2f}×** |",
+             f"| rows/s spread over all {c['tasks']} tasks / over 5 | **{c['spread']['ratio']:.3f}** "
+             f"({c['spread']['rows_per_s_all']:.1f} vs {c['spread']['rows_per_s_5']:.1f}, "
+             f"{c['spread']['rounds']} rounds) |"]
+    lines += ["", "| `Registry.page` (what `GET /adapters` runs) | median ms | max ms |", "|---|---|---|"]
+    lines += [f"| {k} | {v['median_ms']:.2f} | {v['max_ms']:.2f} |" for k, v in c["listing"].items()]
+    lines += ["", "| store | tasks | follower `sync()` per change, median ms (max) | incremental | "
+              "aliases read per change | forced full listing, s |", "|---|---|---|---|---|---|"]
+    rows = [("local", v) for v in c["sync_local"].values()] + [("S3 (moto)", v) for v in res.get("s3", {}).values()]
+    lines += [f"| {kind} | {v['tasks']} | {v['per_change']['median_ms']:.1f} ({v['per_change']['max_ms']:.1f}) | "
+              f"{'yes' if v['incremental'] else 'no'} | {v['max_aliases_read']} | {v['forced_full_sync_s']:.2f} |"
+              for kind, v in rows]
+    return lines
+
+
 def _fw_row(label: str, fw: dict) -> str:
     d = fw["first_minus_warm"]
     return (f"| {label} ({d['n']} tasks) | **+{d['median_ms']:.2f} ms** median, +{fw['first_minus_warm_p95_ms']:.2f} "
@@ -434,6 +442,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--http-registrations", type=int, default=500, help="0 skips the HTTP phase")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sample", type=int, default=50, help="never-touched tasks for first request vs warm")
+    ap.add_argument("--http-only", action="store_true", help="only the HTTP phase (no in-process child, no S3)")
     ap.add_argument("--baseline-tree", default=None, help=(
         "a source tree of other code (e.g. `git archive REV | tar -x -C DIR`): its server's time to "
         "/readyz on the same store is measured just before this code's"))
@@ -457,15 +466,19 @@ def main(argv=None) -> dict:
         spec = smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC
         bb = load(spec)
         res["populate"] = populate(str(store), bb, 0, args.tasks, report_every=10_000)
-        populate(str(root / "small"), bb, 0, args.small)
+        if not args.http_only:
+            populate(str(root / "small"), bb, 0, args.small)
         del bb
         common = {"threads": args.threads, "sync_rounds": args.sync_rounds, "scratch": str(root / "scratch"),
                   "spec": dataclasses.asdict(spec)}
         (root / "scratch").mkdir()
-        res["cold"] = run_child("cold_child", {**common, "store": str(store), "small_store": str(root / "small"),
-                                               "rounds": args.rounds, "budget_s": args.budget_s,
-                                               "sample": args.sample})
-        if args.s3:
+        if args.http_only:
+            res["cold"] = {"tasks": args.tasks}
+        else:
+            res["cold"] = run_child("cold_child", {**common, "store": str(store), "small_store": str(root / "small"),
+                                                   "rounds": args.rounds, "budget_s": args.budget_s,
+                                                   "sample": args.sample})
+        if args.s3 and not args.http_only:
             moto = start_moto(root / "moto.log")
             try:
                 res["s3"] = run_child("s3_child", {**common, "url": f"s3://{moto.bucket}/scale",
