@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -130,12 +129,8 @@ class Engine:
         log.info("store gc removed %d leftovers", len(removed))
 
     def _collect_in_background(self, store) -> None:
-        try:  # below the request threads, like the registration thread (Linux: per thread)
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid)
-                           + self.settings.register_niceness)
-        except (AttributeError, OSError):  # not Linux, or not permitted: runs at the process's priority
-            pass
+        # Not niced: the sweep is Python holding the GIL, and a niced thread preempted while it
+        # holds the GIL stalls every request thread behind it (priority inversion).
         try:
             self._collect(store)
         except Exception:  # noqa: BLE001 - the server serves on; the next start collects again

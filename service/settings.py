@@ -130,8 +130,8 @@ class Settings(BaseSettings):
         "Registrations waiting for the one registration thread (POST /adapters); beyond this "
         "a registration gets 429 with Retry-After."))
     register_niceness: int = Field(10, ge=0, le=19, description=(
-        "CPU niceness added to the registration thread and to the background store gc "
-        "(Linux: per thread), so the batch worker wins when cores are busy."))
+        "CPU niceness added to the registration thread (Linux: per thread), so the batch "
+        "worker wins when cores are busy."))
     gc_grace_s: float = Field(3600.0, ge=0, description=(
         "At startup, unreferenced store files older than this are removed."))
     startup_gc: Literal["background", "before_ready"] = Field("background", description=(
