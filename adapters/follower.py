@@ -4,7 +4,8 @@ The store is the truth; every replica and worker converges on it. :meth:`StoreFo
 makes the table ready at start-up from the store's index (one document with every alias and
 policy, plus the change log since it) and loads no adapter: each task's active version is
 ``unloaded`` until its first request loads it (:meth:`Residency.resolve`, single flight), so
-start-up costs the same with 100 tasks or 100,000. :meth:`StoreFollower.sync`
+start-up reads one document instead of every alias and loads nothing (it still grows with
+that document: parsing 100,000 aliases is most of it). :meth:`StoreFollower.sync`
 follows the store's generation number (run by the watcher and after admin changes, under
 the lifecycle's writer lock: see :mod:`adapters.lifecycle`); :meth:`StoreFollower.catch_up`
 reads one task's alias when a request misses (a task registered on another replica, or a

@@ -7,8 +7,8 @@ micro-batcher and the store watcher. It speaks the core's objects (``TaskResult`
 Startup runs in a background thread so BentoML answers ``/livez`` at once and
 ``/readyz`` only once every backbone is loaded and has run a forward pass and the task
 table is read from the store's index (no adapter is loaded: each loads on its first
-request, :meth:`adapters.registry.Registry.start`), so readiness does not grow with the
-number of registered tasks. The store's gc runs after that, in the background
+request, :meth:`adapters.registry.Registry.start`), so readiness no longer waits for
+every registered task to load. The store's gc runs after that, in the background
 (``TASKSWAP_STARTUP_GC``). A startup failure is logged and makes ``/livez`` fail too, so
 an orchestrator restarts the pod.
 """
