@@ -61,5 +61,15 @@ class CapacityError(TaskswapError):
         self.retry_after_s = retry_after_s
 
 
+class AdapterUnavailable(TaskswapError):
+    """A stored adapter version that could not be loaded in this process when a request
+    needed it (corrupt files, a backbone this replica lacks): that request fails, the
+    task's next request retries the load, and other tasks are unaffected."""
+
+    def __init__(self, message: str, retry_after_s: float = 5.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Unauthorized(TaskswapError):
     """Missing or wrong bearer token, or admin calls on a server with no admin token."""

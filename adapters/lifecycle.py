@@ -7,7 +7,7 @@ needs (the new version, the one it replaced).
 Lock order (a thread holding one of these only ever takes those below it):
 
 1. ``Lifecycle.writer`` — the one-writer rule: a lifecycle verb, or a store follower's
-   ``sync`` (:meth:`Lifecycle.sync`). Held across store I/O (uploads, fsyncs, the alias
+   ``sync`` or start-up ``start`` (:meth:`Lifecycle.sync`, :meth:`Lifecycle.start`). Held across store I/O (uploads, fsyncs, the alias
    compare-and-swap) and loads. No request path takes it: a request's miss asks the
    follower to ``catch_up`` on one task, which takes no writer lock.
 2. ``StoreFollower._sync_lock`` — one sync round at a time.
@@ -97,6 +97,12 @@ class Lifecycle:
             return self.follower.sync(force)
         finally:
             self.writer.release()
+
+    def start(self) -> dict:
+        """The first round at start-up, as the one writer: the table from the store's index,
+        no adapter loaded (:meth:`StoreFollower.start`)."""
+        with self.writer:
+            return self.follower.start()
 
     def _installed(self, name: str, alias: Alias, loaded: LoadedAdapter | None) -> None:
         """Record a local change in the table (a few dictionary operations, no I/O)."""

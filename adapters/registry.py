@@ -213,6 +213,15 @@ class Registry:
         """The candidate becomes active; ``replaced`` is the version active before."""
         return self.lifecycle.promote(task)
 
+    def start(self) -> dict:
+        """Start-up: every task's row from the store's index, nothing loaded; each task's
+        adapter loads on its first request (see :meth:`StoreFollower.start`)."""
+        return self.lifecycle.start()
+
+    @property
+    def last_start(self) -> dict:
+        return self.follower.last_start
+
     def sync(self, force: bool = False, wait: bool = True) -> bool:
         """Follow the store as its one writer; with ``wait=False``, skip it while another
         writer holds the lock (that writer brings this process up to date)."""

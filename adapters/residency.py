@@ -14,6 +14,12 @@ a time; later callers wait on it) and answers the request path's lookups (``reso
 seen, or whose version is not resident) asks the store follower to catch up on that one
 task (``catch_up``, a function: residency does not import the follower). Loads run
 outside the table lock; only their results are recorded under it.
+
+A load a lookup makes (a version's first use in this process, or an evicted one's return)
+that fails for any reason but a missing version (404, :class:`NotFound`) raises
+:class:`AdapterUnavailable` naming the task, the version and the cause (503 with
+``Retry-After`` over HTTP): only the requests that needed that version fail, its entry says
+``failed`` with the reason, and the next request retries the load.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Callable, Iterable
 
 from adapters import heads_batched
 from adapters.backbones.base import Backbone
-from adapters.errors import NotFound
+from adapters.errors import AdapterUnavailable, NotFound
 from adapters.kinds import KINDS
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
 from adapters.store.base import AdapterStore, Alias, check_name
@@ -165,7 +171,7 @@ class Residency:
         if row is None:
             known = ", ".join(self.table.names.window(None, 0, 20)[0]) or "none registered"
             raise NotFound(f"task {task!r} is not registered (tasks: {known})")
-        return self.load(task, row.alias.active)
+        return self.load_on_use(task, row.alias.active)
 
     def resolve_version(self, task: str, version: str) -> LoadedAdapter:
         """One exact stored version of ``task`` (id or unique prefix), active or not.
@@ -187,7 +193,7 @@ class Residency:
             loaded = self.resolve(task)
             if loaded.version == target:
                 return loaded
-        return self.load(task, target, activate=False)
+        return self.load_on_use(task, target, activate=False)
 
     def candidate(self, task: str, version: str) -> LoadedAdapter:
         """A stored, non-active version of ``task`` (a rollout candidate), loaded once.
@@ -202,7 +208,7 @@ class Residency:
             if got.impl.evictable:
                 self.touch((task, version))
             return got
-        loaded = self.load(task, version, activate=False)
+        loaded = self.load_on_use(task, version, activate=False)
         if not loaded.impl.evictable:
             with self.table.lock:
                 row = self.table.get(task)
@@ -211,6 +217,19 @@ class Residency:
         return loaded
 
     # ---- loading -----------------------------------------------------------------------
+    def load_on_use(self, name: str, version: str, activate: bool = True) -> LoadedAdapter:
+        """:meth:`load` for a lookup: a failure other than a missing version becomes
+        :class:`AdapterUnavailable` (see the module docstring)."""
+        try:
+            return self.load(name, version, activate)
+        except NotFound:
+            raise
+        except Exception as exc:
+            raise AdapterUnavailable(
+                f"task {name!r} version {version[:12]} could not be loaded on this replica: {exc}; "
+                "the next request retries it, other tasks are unaffected (an admin can activate "
+                "another version or register a new one)") from exc
+
     def load(self, name: str, version: str, activate: bool = True) -> LoadedAdapter:
         """Load ``name@version`` from the store, once however many callers ask at a time.
 

@@ -10,8 +10,13 @@ the store's own API (``bench/scale_populate.py``: ``put_version`` + ``publish`` 
 headers checked, no dry-run forward, fsync off; ``--store`` keeps the store between runs
 and only adds what is missing). Then, each in a fresh process where memory is measured:
 
-- cold start: backbone loaded, registry ``sync()`` (every head loaded), first prediction;
-- RSS per registered head against its tensor bytes (RSS delta over the sync / N);
+- cold start: backbone loaded, ``Registry.start()`` (the task table from the store's
+  index, no head loaded; when the store has no index yet, the first start lists it and
+  writes one, and a second fresh start reads it), first prediction;
+- first request vs warm: ``--sample`` never-touched tasks, each predicted once (its
+  head loads on that request) and then twice more, interleaved task by task;
+- every head loaded on demand (what start-up used to do), and the RSS per registered head
+  against its tensor bytes (RSS delta over start-up and those loads / N);
 - the listing behind ``GET /adapters``: first page, a page at the end, a name filter
   (``Registry.page``), and the full ``list()`` for contrast;
 - throughput of batches whose rows are spread over every task against batches over 5
@@ -20,8 +25,9 @@ and only adds what is missing). Then, each in a fresh process where memory is me
   a writer registers or deletes one task, a follower ``sync()``\\ s, interleaved between
   the two stores; a forced full listing at each size for contrast;
 - the same on the S3 store (a moto server on loopback) at the sizes of ``--s3``;
-- over HTTP: a real server on the full store, time to ``/readyz``, ``GET /adapters``
-  latencies, and ``--http-registrations`` registrations (``POST /adapters``, one client).
+- over HTTP: a real server on the full store, time to ``/readyz``, first request vs warm
+  on ``--sample`` other never-touched tasks (``POST /predict``, one client), ``GET
+  /adapters`` latencies, and ``--http-registrations`` registrations (``POST /adapters``).
 
 No timing is asserted anywhere (tests/test_scale.py checks behaviour at 5,000 tasks).
 """
@@ -57,7 +63,7 @@ from adapters.store import open_store  # noqa: E402
 from bench.common import (SMOKE_HELP, TEXT_SPEC, interleave, load, machine, review_snippets,  # noqa: E402
                           results_dir, save_results, settled_rss, smoke_specs)
 from bench.http_bench import Served  # noqa: E402
-from bench.scale_populate import populate, write_head  # noqa: E402
+from bench.scale_populate import populate, task_name, write_head  # noqa: E402
 from s3 import start_moto, stop_moto  # noqa: E402
 BATCH = 64
 
@@ -78,36 +84,77 @@ def run_child(fn: str, args: dict, env: dict | None = None, timeout_s: float = 7
 
 
 def cold_child(a: dict) -> dict:
-    """Cold start, RSS per head, listing, spread, local sync cost (see the module docstring)."""
+    """Cold start, first request vs warm, RSS per head, listing, spread, local sync cost
+    (see the module docstring)."""
     torch.set_num_threads(a["threads"])
     t0 = time.perf_counter()
     bb = load(BackboneSpec(**a["spec"]))
     t_backbone = time.perf_counter() - t0
     bb.embed(["warm up"])
     backbones = {bb.name: bb}
+    out: dict = {"backbone_load_s": t_backbone}
     before = settled_rss()
     t1 = time.perf_counter()
     reg = Registry(open_store(a["store"]), backbones)
-    reg.sync()
-    t_sync = time.perf_counter() - t1
+    started = reg.start()
+    t_start = time.perf_counter() - t1
+    out["first_start"] = {**started, "seconds": t_start}
+    if started["source"] != "index":  # the store had no index: this start listed it and wrote one
+        del reg
+        before = settled_rss()
+        t1 = time.perf_counter()
+        reg = Registry(open_store(a["store"]), backbones)
+        reg.start()
+        t_start = time.perf_counter() - t1
     rt = Runtime(reg)
     n = reg.count()
-    first = reg.page(None, n - 1, 1)[0][0]["name"]
-    rt.run([rt.prepare([first], ["ready?"], "text")])
-    t_ready = time.perf_counter() - t0
-    after = settled_rss()
     names = [row["name"] for row in reg.page(None, 0, None)[0]]
-    tensor = statistics.mean(reg.resolve(x).nbytes for x in names)
-    out = {"tasks": n, "backbone_load_s": t_backbone, "registry_sync_s": t_sync, "time_to_ready_s": t_ready,
-           "rss_per_head": (after - before) / n, "tensor_bytes_per_head_mean": tensor,
-           "rss_delta_bytes": after - before}
-    print(f"  cold start: {n} tasks, ready in {t_ready:.1f} s, RSS/head {(after - before) / n:.0f} B "
+    t2 = time.perf_counter()
+    rt.run([rt.prepare([names[-1]], ["ready?"], "text")])  # a never-touched task
+    t_first = time.perf_counter() - t2
+    t_ready = t_backbone + t_start + t_first  # as a fresh process pays it
+    out.update({"tasks": n, "start_source": reg.last_start["source"], "registry_start_s": t_start,
+                "first_prediction_s": t_first, "time_to_ready_s": t_ready,
+                "loaded_after_start": reg.loaded_count() - 1})
+    print(f"  cold start: {n} tasks, start from the {reg.last_start['source']} {t_start:.1f} s, ready "
+          f"(backbone + start + first prediction) {t_ready:.1f} s", file=sys.stderr, flush=True)
+    out["first_vs_warm"] = first_vs_warm(rt, bb, names[:-1], a["sample"])
+    t3 = time.perf_counter()
+    tensor = statistics.mean(reg.resolve(x).nbytes for x in names)  # every head, on demand
+    out["load_every_head_s"] = time.perf_counter() - t3
+    after = settled_rss()
+    out.update({"rss_per_head": (after - before) / n, "tensor_bytes_per_head_mean": tensor,
+                "rss_delta_bytes": after - before})
+    print(f"  every head loaded in {out['load_every_head_s']:.1f} s, RSS/head {(after - before) / n:.0f} B "
           f"vs {tensor:.0f} B", file=sys.stderr, flush=True)
     out["listing"] = listing(reg, n)
     out["spread"] = spread(reg, bb, names, a["rounds"], a["budget_s"])
     print(f"  spread: {out['spread']['ratio']:.3f}", file=sys.stderr, flush=True)
     out["sync_local"] = sync_costs({"small": a["small_store"], "all": a["store"]}, backbones,
                                    a["sync_rounds"], Path(a["scratch"]), big_follower=reg)
+    return out
+
+
+def first_vs_warm(rt: Runtime, bb, names: list[str], sample: int) -> dict:
+    """``sample`` never-touched tasks (spread over the name order): each predicted once (its
+    head loads on that request), then twice warm, task by task (interleaved)."""
+    text = review_snippets(1, bb.preprocessor.tokenizer)[0]
+    step = max(1, len(names) // max(1, sample))
+    picked = names[::step][:sample]
+    first, warm = [], []
+    for name in picked:
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            rt.run([rt.prepare([name], [text], "text")])
+            runs.append(time.perf_counter() - t)
+        first.append(runs[0])
+        warm.append(min(runs[1:]))
+    extra = [f - w for f, w in zip(first, warm)]
+    out = {"first": _ms(first), "warm": _ms(warm), "first_minus_warm": _ms(extra),
+           "first_minus_warm_p95_ms": 1000 * sorted(extra)[max(0, int(0.95 * len(extra)) - 1)]}
+    print(f"  first request vs warm ({len(picked)} tasks): +{out['first_minus_warm']['median_ms']:.2f} ms median, "
+          f"+{out['first_minus_warm']['max_ms']:.2f} ms max", file=sys.stderr, flush=True)
     return out
 
 
@@ -209,9 +256,31 @@ def s3_child(a: dict) -> dict:
 
 
 # ---- over HTTP ---------------------------------------------------------------------------------
+def baseline_ready(tree: Path, env: dict, root: Path) -> dict:
+    """Time to ``/readyz`` of the server in another source tree (e.g. ``git archive`` of the
+    code before) on the same store and settings; its log's "ready in" line says which code ran."""
+    t0 = time.perf_counter()
+    srv = Served("service.service:Taskswap", env, root, "scale-baseline", cwd=tree)
+    try:
+        srv.wait_ready(timeout_s=3600)
+        ready = time.perf_counter() - t0
+    finally:
+        srv.stop()
+    print(f"  baseline server ({tree}) ready in {ready:.0f} s", file=sys.stderr, flush=True)
+    return {"tree": str(tree), "time_to_ready_s": ready, "log_line": ready_line(srv)}
+
+
+def ready_line(srv: Served) -> str:
+    """The engine's own "ready in ..." log line (its start-up after the process started)."""
+    line = next((x for x in srv.log.read_text(errors="replace").splitlines() if "ready in" in x), "")
+    return line.split("] ")[-1][-300:]
+
+
 def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root: Path,
-               spec: BackboneSpec = TEXT_SPEC) -> dict:
-    """A real server on the store: time to /readyz, GET /adapters latencies, registrations."""
+               spec: BackboneSpec = TEXT_SPEC, sample: int = 50, baseline: Path | None = None) -> dict:
+    """A real server on the store: time to /readyz (and first, with ``baseline``, the
+    other tree's server's), first request vs warm on never-touched tasks, GET /adapters
+    latencies, registrations."""
     bb = load(spec)
     run_id = secrets.token_hex(3)
     archives = []
@@ -220,18 +289,22 @@ def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root
         archives.append((f"http-{run_id}-{i:04d}", make_archive(folder, "zip")))
         shutil.rmtree(folder)
     token = secrets.token_hex(16)
-    t0 = time.perf_counter()
-    srv = Served("service.service:Taskswap", {
-        "TASKSWAP_STORE": str(store), "TASKSWAP_ADMIN_TOKEN": token, "TASKSWAP_TORCH_THREADS": str(threads),
-        "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source,
-                                           "max_length": spec.max_length}]),
-        "TASKSWAP_METRICS_MAX_TASKS": "50"}, root, "scale-server")
+    env = {"TASKSWAP_STORE": str(store), "TASKSWAP_ADMIN_TOKEN": token, "TASKSWAP_TORCH_THREADS": str(threads),
+           "TASKSWAP_BACKBONES": json.dumps([{"name": bb.name, "source": spec.source,
+                                              "max_length": spec.max_length}]),
+           "TASKSWAP_METRICS_MAX_TASKS": "50"}
     out: dict = {}
+    if baseline is not None:
+        out["baseline"] = baseline_ready(baseline, env, root)
+    t0 = time.perf_counter()
+    srv = Served("service.service:Taskswap", env, root, "scale-server")
     try:
         srv.wait_ready(timeout_s=3600)
         out["time_to_ready_s"] = time.perf_counter() - t0
+        out["log_line"] = ready_line(srv)
         print(f"  server ready in {out['time_to_ready_s']:.0f} s", file=sys.stderr, flush=True)
         with httpx.Client(base_url=srv.url, timeout=600, headers={"Authorization": f"Bearer {token}"}) as c:
+            out["first_vs_warm"] = http_first_vs_warm(c, bb, n_tasks, sample)
             cases = {"first page (limit 100)": {"limit": 100},
                      "page at the end (limit 100)": {"limit": 100, "offset": max(0, n_tasks - 100)},
                      "name filter 'task-0999' (limit 100)": {"limit": 100, "name": "task-0999"}}
@@ -266,6 +339,31 @@ def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root
     return out
 
 
+def http_first_vs_warm(c: httpx.Client, bb, n_tasks: int, sample: int) -> dict:
+    """``POST /predict`` on ``sample`` tasks this server has not touched (spread over the
+    names): once (its head loads on that request), then twice warm, task by task."""
+    text = review_snippets(1, bb.preprocessor.tokenizer)[0]
+    step = max(2, n_tasks // max(1, sample))
+    picked = [task_name(i) for i in range(step // 2, n_tasks, step)][:sample]
+    first, warm = [], []
+    for name in picked:
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            r = c.post("/predict", json={"task": name, "texts": [text]})
+            runs.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                raise SystemExit(f"predict {name}: {r.status_code} {r.text[:300]}")
+        first.append(runs[0])
+        warm.append(min(runs[1:]))
+    extra = [f - w for f, w in zip(first, warm)]
+    out = {"first": _ms(first), "warm": _ms(warm), "first_minus_warm": _ms(extra),
+           "first_minus_warm_p95_ms": 1000 * sorted(extra)[max(0, int(0.95 * len(extra)) - 1)]}
+    print(f"  HTTP first request vs warm ({len(picked)} tasks): +{out['first_minus_warm']['median_ms']:.1f} ms "
+          f"median, +{out['first_minus_warm']['max_ms']:.1f} ms max", file=sys.stderr, flush=True)
+    return out
+
+
 # ---- report ------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
     m, c = res["machine"], res["cold"]
@@ -276,11 +374,43 @@ def markdown(res: dict) -> str:
              (f"Store populated by the bench-side bulk writer (store API, fsync off): "
               f"{res['populate']['written']} tasks written in {res['populate']['seconds']:.0f} s."
               if res["populate"]["written"] else "Store reused (`--store`, already populated by "
-              "`bench/scale_populate.py`)."), "",
-             "| measure | result |", "|---|---|",
+              "`bench/scale_populate.py`).")]
+    if "backbone_load_s" in c:
+        lines += ["", *_in_process(c, res)]
+    else:
+        lines += ["", "Only the HTTP phase (`--http-only`)."]
+    if "http" in res:
+        h = res["http"]
+        if "baseline" in h:
+            lines += ["", f"Baseline: the server of `{h['baseline']['tree']}` on the same store, started just "
+                      f"before: ready (`/readyz`) **{h['baseline']['time_to_ready_s']:.1f} s** after start "
+                      f"(its log: `{h['baseline']['log_line']}`)."]
+        lines += ["", f"Over HTTP (a real server on the same store, 1 worker): ready (`/readyz`) "
+                  f"**{h['time_to_ready_s']:.1f} s** after start (its log: `{h.get('log_line', '')}`); "
+                  f"first `POST /predict` to a never-touched task vs "
+                  f"warm: **+{h['first_vs_warm']['first_minus_warm']['median_ms']:.1f} ms** median, "
+                  f"+{h['first_vs_warm']['first_minus_warm_p95_ms']:.1f} ms p95, "
+                  f"+{h['first_vs_warm']['first_minus_warm']['max_ms']:.1f} ms max over "
+                  f"{h['first_vs_warm']['first']['n']} tasks (warm median "
+                  f"{h['first_vs_warm']['warm']['median_ms']:.1f} ms); {h['registration']['tasks']} registrations "
+                  f"(`POST /adapters`, one client): **{h['registration']['tasks_per_s']:.1f} tasks/s** "
+                  f"(median {h['registration']['median_ms']:.0f} ms, max {h['registration']['max_ms']:.0f} ms).", "",
+                  "| `GET /adapters` | median ms | max ms | total | returned |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['median_ms']:.1f} | {v['max_ms']:.1f} | {v['total']} | {v['returned']} |"
+                  for k, v in h["list_adapters"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _in_process(c: dict, res: dict) -> list[str]:
+    lines = ["| measure | result |", "|---|---|",
              f"| cold start: backbone loaded | {c['backbone_load_s']:.1f} s |",
-             f"| cold start: registry `sync()` (every head loaded) | {c['registry_sync_s']:.1f} s |",
-             f"| cold start: ready (first prediction) | {c['time_to_ready_s']:.1f} s after start |",
+             *([f"| cold start without an index: `Registry.start()` lists the store, writes the index | "
+                f"{c['first_start']['seconds']:.1f} s |"] if c["first_start"]["source"] != "index" else []),
+             f"| cold start: `Registry.start()` from the {c['start_source']} (no head loaded) | "
+             f"{c['registry_start_s']:.1f} s |",
+             f"| cold start: ready (backbone + start + first prediction) | **{c['time_to_ready_s']:.1f} s** |",
+             _fw_row("first request to a never-touched task vs warm, in process", c["first_vs_warm"]),
+             f"| every head loaded on demand (what start-up did before) | {c['load_every_head_s']:.1f} s |",
              f"| RSS per registered head vs its tensor bytes | {c['rss_per_head'] / 1000:.1f} kB vs "
              f"{c['tensor_bytes_per_head_mean'] / 1000:.1f} kB: **{c['rss_per_head'] / c['tensor_bytes_per_head_mean']:.2f}×** |",
              f"| rows/s spread over all {c['tasks']} tasks / over 5 | **{c['spread']['ratio']:.3f}** "
@@ -294,16 +424,13 @@ def markdown(res: dict) -> str:
     lines += [f"| {kind} | {v['tasks']} | {v['per_change']['median_ms']:.1f} ({v['per_change']['max_ms']:.1f}) | "
               f"{'yes' if v['incremental'] else 'no'} | {v['max_aliases_read']} | {v['forced_full_sync_s']:.2f} |"
               for kind, v in rows]
-    if "http" in res:
-        h = res["http"]
-        lines += ["", f"Over HTTP (a real server on the same store, 1 worker): ready (`/readyz`) "
-                  f"{h['time_to_ready_s']:.0f} s after start; {h['registration']['tasks']} registrations "
-                  f"(`POST /adapters`, one client): **{h['registration']['tasks_per_s']:.1f} tasks/s** "
-                  f"(median {h['registration']['median_ms']:.0f} ms, max {h['registration']['max_ms']:.0f} ms).", "",
-                  "| `GET /adapters` | median ms | max ms | total | returned |", "|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['median_ms']:.1f} | {v['max_ms']:.1f} | {v['total']} | {v['returned']} |"
-                  for k, v in h["list_adapters"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _fw_row(label: str, fw: dict) -> str:
+    d = fw["first_minus_warm"]
+    return (f"| {label} ({d['n']} tasks) | **+{d['median_ms']:.2f} ms** median, +{fw['first_minus_warm_p95_ms']:.2f} "
+            f"p95, +{d['max_ms']:.2f} max (warm median {fw['warm']['median_ms']:.1f} ms) |")
 
 
 def main(argv=None) -> dict:
@@ -314,6 +441,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--s3", default="1000,10000", help="S3 store sizes for sync costs ('' = skip)")
     ap.add_argument("--http-registrations", type=int, default=500, help="0 skips the HTTP phase")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sample", type=int, default=50, help="never-touched tasks for first request vs warm")
+    ap.add_argument("--http-only", action="store_true", help="only the HTTP phase (no in-process child, no S3)")
+    ap.add_argument("--baseline-tree", default=None, help=(
+        "a source tree of other code (e.g. `git archive REV | tar -x -C DIR`): its server's time to "
+        "/readyz on the same store is measured just before this code's"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sync-rounds", type=int, default=10)
     ap.add_argument("--budget-s", type=float, default=120)
@@ -323,7 +455,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.smoke:
         args.tasks, args.small, args.s3, args.http_registrations = 20, 10, "10", min(args.http_registrations, 3)
-        args.rounds, args.sync_rounds, args.budget_s = 1, 2, 10
+        args.rounds, args.sync_rounds, args.budget_s, args.sample = 1, 2, 10, min(args.sample, 3)
         args.out = args.out or "scale-smoke"
     torch.set_num_threads(args.threads)
     res: dict = {"tasks": args.tasks, "threads": args.threads, "machine": machine(), "load_start": os.getloadavg(),
@@ -334,14 +466,19 @@ def main(argv=None) -> dict:
         spec = smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC
         bb = load(spec)
         res["populate"] = populate(str(store), bb, 0, args.tasks, report_every=10_000)
-        populate(str(root / "small"), bb, 0, args.small)
+        if not args.http_only:
+            populate(str(root / "small"), bb, 0, args.small)
         del bb
         common = {"threads": args.threads, "sync_rounds": args.sync_rounds, "scratch": str(root / "scratch"),
                   "spec": dataclasses.asdict(spec)}
         (root / "scratch").mkdir()
-        res["cold"] = run_child("cold_child", {**common, "store": str(store), "small_store": str(root / "small"),
-                                               "rounds": args.rounds, "budget_s": args.budget_s})
-        if args.s3:
+        if args.http_only:
+            res["cold"] = {"tasks": args.tasks}
+        else:
+            res["cold"] = run_child("cold_child", {**common, "store": str(store), "small_store": str(root / "small"),
+                                                   "rounds": args.rounds, "budget_s": args.budget_s,
+                                                   "sample": args.sample})
+        if args.s3 and not args.http_only:
             moto = start_moto(root / "moto.log")
             try:
                 res["s3"] = run_child("s3_child", {**common, "url": f"s3://{moto.bucket}/scale",
@@ -350,7 +487,8 @@ def main(argv=None) -> dict:
             finally:
                 stop_moto(moto)
         if args.http_registrations:
-            res["http"] = http_phase(store, res["cold"]["tasks"], args.http_registrations, args.threads, root, spec)
+            res["http"] = http_phase(store, res["cold"]["tasks"], args.http_registrations, args.threads, root, spec,
+                                     args.sample, Path(args.baseline_tree) if args.baseline_tree else None)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     res["load_end"] = os.getloadavg()

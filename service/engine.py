@@ -5,8 +5,12 @@ micro-batcher and the store watcher. It speaks the core's objects (``TaskResult`
 ``LoadedAdapter``), never HTTP; the routes in :mod:`service.service` translate.
 
 Startup runs in a background thread so BentoML answers ``/livez`` at once and
-``/readyz`` only once every backbone is loaded and has run a forward pass. A startup
-failure is logged and makes ``/livez`` fail too, so an orchestrator restarts the pod.
+``/readyz`` only once every backbone is loaded and has run a forward pass and the task
+table is read from the store's index (no adapter is loaded: each loads on its first
+request, :meth:`adapters.registry.Registry.start`), so readiness no longer waits for
+every registered task to load. The store's gc runs after that, in the background
+(``TASKSWAP_STARTUP_GC``). A startup failure is logged and makes ``/livez`` fail too, so
+an orchestrator restarts the pod.
 """
 
 from __future__ import annotations
@@ -87,13 +91,11 @@ class Engine:
             log.info("loading backbone %r from %s", spec.name, spec.source)
             self.backbones[spec.name] = load_backbone(spec)
         store = open_store(s.store)
-        removed = store.gc(s.gc_grace_s)
-        removed += collect_scratch(s.gc_grace_s)  # upload scratch a crash left in $TMPDIR
-        if removed:
-            log.info("store gc removed %d leftovers", len(removed))
+        if s.startup_gc == "before_ready":
+            self._collect(store)
         registry = Registry(store, self.backbones, lora_budget_bytes=s.lora_budget_mb << 20,
                             events=self.metrics)
-        registry.sync()
+        started = registry.start()  # rows from the store's index; adapters load on first use
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
             bb.embed(bb.sample_inputs())
         # What startup loaded lives as long as the process: keep it out of the cyclic
@@ -113,8 +115,27 @@ class Engine:
         self._publish_state()
         log.info("speed settings in use: %s", self.speed_settings())
         self.state = "ready"
-        log.info("ready in %.1fs: backbones %s, %d tasks from %s", time.perf_counter() - t0,
-                 sorted(self.backbones), registry.count(), store.url)
+        log.info("ready in %.1fs: backbones %s, %d tasks from %s (%s, %d changes replayed)",
+                 time.perf_counter() - t0, sorted(self.backbones), registry.count(), store.url,
+                 started["source"], started["replayed"])
+        if s.startup_gc == "background":
+            threading.Thread(target=self._collect_in_background, args=(store,), name="taskswap-store-gc",
+                             daemon=True).start()
+
+    def _collect(self, store) -> None:
+        """Remove the leftovers of crashes older than ``gc_grace_s`` (store staging, unreferenced
+        versions, upload scratch in $TMPDIR)."""
+        removed = store.gc(self.settings.gc_grace_s)
+        removed += collect_scratch(self.settings.gc_grace_s)  # upload scratch a crash left in $TMPDIR
+        log.info("store gc removed %d leftovers", len(removed))
+
+    def _collect_in_background(self, store) -> None:
+        # Not niced: the sweep is Python holding the GIL, and a niced thread preempted while it
+        # holds the GIL stalls every request thread behind it (priority inversion).
+        try:
+            self._collect(store)
+        except Exception:  # noqa: BLE001 - the server serves on; the next start collects again
+            log.exception("store gc failed")
 
     def speed_settings(self) -> str:
         """What the running batch path uses, read back from the live objects (not the

@@ -25,6 +25,9 @@ Unauthorized           401     missing or wrong bearer token (``WWW-Authenticate
 Forbidden              403     admin endpoint without an admin token configured, or with
                                the inference token
 NotReady               503     backbones still loading; ``Retry-After``
+AdapterUnavailable     503     a stored adapter version failed to load when this request
+                               needed it (corrupt files, a backbone this replica lacks):
+                               this request only; the next one retries; ``Retry-After``
 PredictTimeout         504     a safety net: an answer took longer than ``predict_timeout_s``
 anything else          500     logged with a traceback; never expected for bad input
 =====================  ======  ==========================================================
@@ -43,7 +46,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from adapters.errors import (CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
+from adapters.errors import (AdapterUnavailable, CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
                              InvalidInput, NonFiniteOutput, NotFound, TaskswapError, Unauthorized)
 
 log = logging.getLogger("taskswap.service")
@@ -82,6 +85,7 @@ _STATUS: list[tuple[type[TaskswapError], int, str]] = [
     (InvalidInput, 400, "invalid_input"),
     (CapacityError, 429, "over_capacity"),
     (NotReady, 503, "not_ready"),
+    (AdapterUnavailable, 503, "adapter_unavailable"),
     (PredictTimeout, 504, "timeout"),
 ]
 

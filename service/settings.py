@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -147,6 +148,10 @@ class Settings(BaseSettings):
         "worker wins when cores are busy."))
     gc_grace_s: float = Field(3600.0, ge=0, description=(
         "At startup, unreferenced store files older than this are removed."))
+    startup_gc: Literal["background", "before_ready"] = Field("background", description=(
+        "When the startup's store gc runs: 'background' (after /readyz says ready; it reads "
+        "every task's folder, so it grows with the store) or 'before_ready' (ready only "
+        "once it is done, e.g. to check a crash left nothing behind)."))
 
     # ---- identity and observability ---------------------------------------------------
     replica_id: str = Field(default_factory=_default_replica_id, min_length=1, max_length=200,

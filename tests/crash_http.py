@@ -10,7 +10,8 @@ server is restarted on the same store and port, then :func:`check_after_restart`
 - every acknowledged change is there (active version, and every acknowledged version
   in the history); the one change in flight landed whole or not at all;
 - the restarted server serves every task, answering with the acknowledged version;
-- no orphans: the server's startup gc (``TASKSWAP_GC_GRACE_S=0``, safe with one server)
+- no orphans: the server's startup gc (``TASKSWAP_GC_GRACE_S=0``, safe with one server; run
+  before ready, ``TASKSWAP_STARTUP_GC=before_ready``)
   left no staging folder, temp file or unreferenced version in the store, and
   ``collect_scratch`` left no upload or registration scratch folder in the server's
   ``TMPDIR`` (before that fix, 3 of 5 kills left one, up to 512 MiB each).
@@ -35,7 +36,8 @@ from adapters.scratch import SCRATCH_PREFIXES
 from crash_worker import TASKS, Expected, _settle_in_flight, assert_no_orphans
 from proc_mem import tree_pids
 
-CRASH_ENV = {"TASKSWAP_GC_GRACE_S": "0"}  # one server per store: collect every leftover at startup
+# One server per store: collect every leftover at startup, before /readyz says ready.
+CRASH_ENV = {"TASKSWAP_GC_GRACE_S": "0", "TASKSWAP_STARTUP_GC": "before_ready"}
 
 
 def server_tmpdir(root: Path) -> Path:

@@ -55,6 +55,37 @@ def test_cold_start_loads_every_task_at_the_same_version(many, text_backbone):
     assert fresh.sync() is False  # nothing changed: nothing to do
 
 
+class _Loads:
+    """A registry ``events`` observer recording the name of every adapter it loads."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def on_load(self, adapter, seconds):
+        self.names.append(adapter.name)
+
+    def on_register(self, kind):
+        pass
+
+
+def test_start_lists_every_task_and_loads_each_on_first_use(many, text_backbone):
+    reg, root, names = many
+    Registry(open_store(str(root / "store")), {"text": text_backbone}).start()  # an index, if none yet
+    loads = _Loads()
+    fresh = Registry(open_store(str(root / "store")), {"text": text_backbone}, events=loads)
+    got = fresh.start()
+    assert (got["source"], got["tasks"]) == ("index", N) and loads.names == [] and fresh.loaded_count() == 0
+    seen, offset = [], 0
+    while offset is not None:
+        items, total, offset = fresh.page(None, offset, 997)
+        seen += [(a["name"], a["active_version"]) for a in items]
+    assert seen == [(n, reg.show(n)["active_version"]) for n in sorted(names)]
+    sample = random.Random(2).sample(names, min(50, len(names)))
+    for name in sample + sample:
+        assert fresh.resolve(name).version == reg.resolve(name).version
+    assert loads.names == sample and fresh.loaded_count() == len(sample)  # each once, on first use
+
+
 def test_batch_spread_over_many_tasks_equals_each_alone(many):
     reg, _, names = many
     rt = Runtime(reg)

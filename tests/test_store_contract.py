@@ -12,7 +12,9 @@ import pytest
 
 from adapters.errors import InvalidInput, NotFound
 from adapters.format.adapter_dir import content_hash
+from adapters.registry import Registry
 from adapters.store import LocalStore, VersionInfo, open_store
+from adapters.store.base import StoreIndex
 from factories import head_adapter
 from s3 import moto_s3  # noqa: F401  (session fixture)
 
@@ -198,6 +200,29 @@ def test_change_log_names_only_what_changed(make_store, adapter):
     assert changed["new"] == a.get_alias("new")
     partial = follower.changes_since(seen + 3)  # only the last change
     assert partial[0] == gen and sorted(partial[1]) == ["new"]
+
+
+def test_index_round_trip_and_a_follower_starting_from_it(make_store, adapter, text_backbone):
+    """The index holds every alias and policy at a generation; a second handle reads it
+    whole; a registry started on the store reads it and replays only the changes logged
+    since, and lists exactly what the store holds, loading nothing."""
+    a, other = make_store(), make_store()
+    assert a.read_index() is None
+    for n in ("x", "y", "z"):
+        register(a, adapter(0, n), n)
+    a.update_rollout("y", lambda _old: {"task": "y", "candidate": a.get_alias("y").active, "mode": "shadow",
+                                        "fraction": 0.0, "updated_at": "2026-01-01T00:00:00+00:00"})
+    index = StoreIndex(generation=a.generation(), tasks=a.list_aliases(), rollouts=a.list_rollouts(["x", "y", "z"]))
+    a.write_index(index)
+    assert other.read_index() == index and set(index.rollouts) == {"y"}
+    register(a, adapter(1, "x"), "x")
+    a.delete("z")
+    reg = Registry(other, {"text": text_backbone})
+    got = reg.start()
+    assert (got["source"], got["replayed"], got["tasks"]) == ("index", 2, 2)
+    listed = {t["name"]: t["active_version"] for t in reg.page(None, 0, None)[0]}
+    assert listed == {n: al.active for n, al in a.list_aliases().items()} and reg.loaded_count() == 0
+    assert reg.table.get("y").policy is not None  # the policy came with the index
 
 
 def _write_generation(store, kind: str, body: bytes, request) -> None:

@@ -23,8 +23,9 @@ from typing import Callable
 from adapters.errors import InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import content_hash
-from adapters.store.base import (AdapterStore, Alias, VersionInfo, changed_since, check_expected, check_job_id,
-                                 check_name, check_version, generation_bumped, parse_generation)
+from adapters.store.base import (AdapterStore, Alias, StoreIndex, VersionInfo, changed_since, check_expected,
+                                 check_job_id, check_name, check_version, generation_bumped, parse_generation,
+                                 parse_index)
 
 
 def _now() -> str:
@@ -223,6 +224,17 @@ class LocalStore(AdapterStore):
             return None
         return gen, {n: self.get_alias(n) for n in sorted(names)}
 
+    # ---- the index (derived: any follower that listed everything writes it) -----------
+    def read_index(self) -> StoreIndex | None:
+        try:
+            return parse_index((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def write_index(self, index: StoreIndex) -> None:
+        """Write-then-rename, no store lock: a reader sees the old or the new index whole."""
+        write_atomic(self.root / "index.json", index.model_dump_json().encode())
+
     def _bump(self, name: str | None = None) -> None:
         """Count one change of task ``name`` in the generation document (callers hold the
         lock; written after the change itself, so a reader of the new number sees it)."""
@@ -235,8 +247,12 @@ class LocalStore(AdapterStore):
             if p.stat().st_mtime < cutoff or p.name.startswith("deleted-"):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 removed.append(str(p.relative_to(self.root)))
-        with self._locked():
-            for task in (self.root / "tasks").iterdir():
+        for task in sorted((self.root / "tasks").iterdir()):
+            # The lock per task, not across the sweep: a sweep of 100,000 tasks takes many
+            # seconds, and a registration (whose publish takes the lock) must not wait on it.
+            with self._locked():
+                if not task.is_dir():
+                    continue  # deleted meanwhile
                 alias = self.get_alias(task.name)
                 keep = {v.version for v in alias.versions} if alias else set()
                 vdir = task / "versions"

@@ -7,6 +7,7 @@ Same layout and promises as :mod:`adapters.store.local`, with no lock and no ren
     <prefix>/tasks/<name>/versions/<sha>/<file>      immutable, content-addressed
     <prefix>/tasks/<name>/versions/<sha>/.complete.json   written last: file list + sha256s
     <prefix>/imports/...                             adapters uploaded for registration by path
+    <prefix>/index.json                              every alias and policy at one generation (derived)
 
 Why each piece:
 
@@ -57,8 +58,9 @@ from adapters.errors import Conflict, InvalidAdapter, InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import MAX_FILES, content_hash, content_hash_of
 from adapters.home import taskswap_home
-from adapters.store.base import (AdapterStore, Alias, VersionInfo, changed_since, check_expected,
-                                 check_job_id, check_name, check_version, generation_bumped, parse_generation)
+from adapters.store.base import (AdapterStore, Alias, StoreIndex, VersionInfo, changed_since, check_expected,
+                                 check_job_id, check_name, check_version, generation_bumped, parse_generation,
+                                 parse_index)
 
 MARKER = ".complete.json"
 FULL_LIST_EVERY_S = 60.0  # the longest an incremental snapshot is trusted
@@ -443,6 +445,15 @@ class FsspecStore(AdapterStore):
     def _read_generation(self) -> tuple[int, list]:
         got = self._get("generation")
         return parse_generation(got[0] if got else None)
+
+    # ---- the index (derived: any follower that listed everything writes it) -----------
+    def read_index(self) -> StoreIndex | None:
+        got = self._get("index.json")
+        return parse_index(got[0]) if got else None
+
+    def write_index(self, index: StoreIndex) -> None:
+        """One plain put (atomic on S3): readers see the old or the new index whole."""
+        self._put("index.json", index.model_dump_json().encode())
 
     def _bump(self, name: str | None = None) -> None:
         """Count one change (of task ``name``; None = unknown, readers list everything)."""
