@@ -44,7 +44,9 @@ log = logging.getLogger("taskswap.runtime")
 # the padded pass on MiniLM, 1 CPU thread). A GPU wants larger passes: raise it there.
 DEFAULT_TOKEN_BUDGET = 1024
 
-_NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips"}
+_NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips",
+               "generation": "prompts (it generates text: use /v1/completions, /v1/chat/completions, "
+                             "/generate or /predict)"}
 
 
 # Plain rows (no adapter state) run in the pass every kind names (adapters.kinds.trunk).
