@@ -5,7 +5,8 @@ Everything in the app answers errors as :class:`service.schemas.ErrorResponse`
 :mod:`service.errors`. Clients of the standard protocols expect their own shape:
 
 - Open Inference Protocol (``/v2/...``): ``{"error": "<message>"}``;
-- OpenAI (``/v1/...``): ``{"error": {"message", "type", "param", "code"}}``.
+- OpenAI (``/v1/...``): ``{"error": {"message", "type", "param", "code"}}``;
+- TGI / LoRAX (``/generate``, ``/generate_stream``): ``{"error": "<message>", "error_type": kind}``.
 
 This middleware sits outermost, so auth (401/403), body-limit (413), validation (422)
 and route errors are all rewritten the same way; status codes and headers
@@ -50,7 +51,11 @@ def _openai(body: dict) -> dict:
                       "code": body["error"]}}
 
 
-_SHAPES = (("/v2/", _v2), ("/v2", _v2), ("/v1/", _openai))
+def _tgi(body: dict) -> dict:
+    return {"error": body["message"], "error_type": body["error"]}
+
+
+_SHAPES = (("/v2/", _v2), ("/v2", _v2), ("/v1/", _openai), ("/generate", _tgi))
 
 
 def _shape_for(path: str):

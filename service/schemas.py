@@ -203,8 +203,11 @@ class AdapterInfo(BaseModel):
     outputs: list[str] | None = Field(None, description="Regression: the names of the values.")
     target_scaling: dict[str, dict[str, float]] | None = Field(None, description=(
         "Regression: {output: {mean, std}} the head's outputs are scaled by."))
+    generation: dict[str, Any] | None = Field(None, description=(
+        "Generation tasks: prompt format and template, system prompt, stop sequences, "
+        "max_new_tokens, sampling defaults (docs/generation.md)."))
     backbone: str | None = Field(description="Backbone name, once loaded on this replica.")
-    task_type: str | None = Field(description="'single_label', 'multi_label', 'regression' or 'token_classification' (once loaded here).")
+    task_type: str | None = Field(description="'single_label', 'multi_label', 'regression', 'token_classification' or 'generation' (once loaded here).")
     metrics: dict[str, Any] = Field(description="Training metrics from the adapter's manifest.")
     pinned: bool
     versions: list[VersionOut] = Field(description="Every stored version, oldest first.")

@@ -1,0 +1,102 @@
+"""The service's side of a generation: resolve the task, queue the sequence, read its events
+on the event loop, and cancel it when the client goes away.
+
+The decode engine (:mod:`adapters.generation.engine`) runs on its own thread; its events are
+handed to the request's event loop with ``call_soon_threadsafe``. A request waits for its
+sequence to be *admitted* (KV cache reserved) before any response starts, so a full budget
+is a plain 429 with ``Retry-After`` even for a stream. A client that disconnects (a stream
+closed, or a non-streamed request whose connection dropped, checked every half second)
+cancels its sequence: the engine drops it and frees its cache at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import anyio
+
+from adapters.generation.engine import Admitted, Completion, Delta, Failed, Finished, GenerationHandle
+from adapters.generation.requests import Overrides
+from service.errors import PredictTimeout
+
+POLL_S = 0.5  # how often a waiting non-streamed request checks its connection
+
+
+class Generation:
+    """One running generation as the route sees it: ``task`` / ``version`` that answer, and
+    its events on the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self.handle: GenerationHandle | None = None
+        self.adapter = None
+
+    def sink(self, event) -> None:  # called on the engine's thread
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.handle.request.prompt_ids)
+
+    async def _next(self, request=None, deadline: float | None = None):
+        while True:
+            try:
+                return await asyncio.wait_for(self._queue.get(), POLL_S)
+            except asyncio.TimeoutError:
+                if request is not None and await request.is_disconnected():
+                    self.cancel()
+                    raise asyncio.CancelledError("the client disconnected")
+                if deadline is not None and time.monotonic() > deadline:
+                    self.cancel()
+                    raise PredictTimeout("the generation did not finish within predict_timeout_s "
+                                         "(TASKSWAP_PREDICT_TIMEOUT_S); ask for fewer tokens")
+
+    async def admitted(self, request=None) -> None:
+        """Wait until the sequence has its KV cache; raise its ``CapacityError`` (429) otherwise."""
+        ev = await self._next(request)
+        if isinstance(ev, Failed):
+            raise ev.error
+        assert isinstance(ev, Admitted), ev
+
+    async def events(self, request=None, deadline: float | None = None):
+        """:class:`Delta` events, then the :class:`Finished` one; a failure is raised."""
+        while True:
+            ev = await self._next(request, deadline)
+            if isinstance(ev, Failed):
+                raise ev.error
+            yield ev
+            if isinstance(ev, Finished):
+                return
+
+    async def complete(self, request=None, deadline: float | None = None) -> Completion:
+        text, ids, lps = [], [], []
+        async for ev in self.events(request, deadline):
+            if isinstance(ev, Delta):
+                text.append(ev.text)
+                ids += ev.token_ids
+                lps += ev.logprobs
+            else:
+                return Completion("".join(text), ids, lps, ev.reason, ev.prompt_tokens, ev.completion_tokens)
+        raise RuntimeError("unreachable")
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+async def start_generation(engine, model: str, prompt: str | None = None, messages: list[dict] | None = None,
+                           overrides: Overrides = Overrides(), request=None) -> Generation:
+    """Resolve ``model`` (``task`` or ``task@version``), queue its sequence and wait for its
+    admission; the caller reads :meth:`Generation.events` and cancels on the way out."""
+    gen = Generation(asyncio.get_running_loop())
+    # resolving may load an evicted LoRA from the store, tokenising takes a moment: off the loop
+    gen.adapter, gen.handle = await anyio.to_thread.run_sync(
+        lambda: engine.start_generation(model, prompt, messages, overrides, gen.sink))
+    try:
+        await gen.admitted(request)
+    except BaseException:
+        gen.cancel()
+        raise
+    return gen

@@ -1,0 +1,137 @@
+"""Generation over HTTP on the real server subprocess, spoken by the official ``openai`` client:
+``/v1/completions`` and ``/v1/chat/completions``, streamed and not, ``model`` = task or
+task@version, usage counts, logprobs, and errors in OpenAI's shape. Expected tokens come from
+PEFT's own ``generate`` (LoRA task) and the plain model's (prompt-only chat task).
+"""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from factories import generation_manifest_dir, head_adapter, peft_causal_lm_dir
+from http_helpers import register_ok
+from server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
+
+pytestmark = pytest.mark.server
+
+SYSTEM = "You answer briefly."
+
+
+@pytest.fixture(scope="module")
+def srv(server_factory, tiny_dir, tmp_path_factory, text_backbone, lm_backbone):
+    s = server_factory.start(store=tmp_path_factory.mktemp("store"), backbones=tiny_backbones_env(tiny_dir),
+                             env={"TASKSWAP_LM_BACKBONES": json.dumps([{"name": "lm", "source": str(tiny_dir / "lm")}])})
+    root = tmp_path_factory.mktemp("gen-adapters")
+    s.folders = {"v1": peft_causal_lm_dir(root / "v1", lm_backbone.source_path, seed=1),
+                 "v2": peft_causal_lm_dir(root / "v2", lm_backbone.source_path, seed=2)}
+    s.versions = {k: register_ok(s, f, name="fr")["version"] for k, f in s.folders.items()}
+    register_ok(s, generation_manifest_dir(root / "chat", lm_backbone, "chat", prompt_format="chat",
+                                           system_prompt=SYSTEM, max_new_tokens=24))
+    register_ok(s, head_adapter(root / "sent", text_backbone, "sent"))
+    return s
+
+
+@pytest.fixture(scope="module")
+def client(srv):
+    return openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+
+
+def greedy(model, ids: list[int], n: int, eos: int) -> list[int]:
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False)
+    toks = out[0, len(ids):].tolist()
+    return toks[:toks.index(eos)] if eos in toks else toks
+
+
+@pytest.fixture(scope="module")
+def peft_v1(srv, lm_backbone):
+    base = AutoModelForCausalLM.from_pretrained(lm_backbone.source_path)
+    return PeftModel.from_pretrained(base, str(srv.folders["v1"])).eval()
+
+
+def test_completion_equals_peft_generate_with_usage_and_logprobs(srv, client, lm_backbone):
+    tok = lm_backbone.tokenizer
+    prompt = "The quick brown fox"
+    ids = tok(prompt)["input_ids"]
+    for version in ("v1", "v2"):
+        base = AutoModelForCausalLM.from_pretrained(lm_backbone.source_path)
+        ref = greedy(PeftModel.from_pretrained(base, str(srv.folders[version])).eval(), ids, 20, 2)
+        r = client.completions.create(model=f"fr@{srv.versions[version]}", prompt=prompt, max_tokens=20,
+                                      temperature=0, logprobs=0)
+        assert r.choices[0].text == tok.decode(ref, skip_special_tokens=True)
+        assert r.model == f"fr@{srv.versions[version]}"
+        assert r.usage.prompt_tokens == len(ids)
+        assert r.usage.completion_tokens == len(ref) + (r.choices[0].finish_reason == "stop")
+        assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+        assert len(r.choices[0].logprobs.token_logprobs) == r.usage.completion_tokens
+        assert all(lp <= 0 for lp in r.choices[0].logprobs.token_logprobs)
+    # the unpinned name answers with the active version (v2, registered last)
+    assert client.completions.create(model="fr", prompt=prompt, max_tokens=4).model == f"fr@{srv.versions['v2']}"
+
+
+def test_streamed_completion_is_the_same_text_in_pieces(srv, client):
+    kw = dict(model=f"fr@{srv.versions['v1']}", prompt="hello world", max_tokens=16)
+    whole = client.completions.create(**kw)
+    chunks = list(client.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == whole.choices[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert sum(1 for c in chunks if c.choices and c.choices[0].text) > 1  # it did arrive in pieces
+
+
+def test_chat_uses_the_task_system_prompt_and_the_chat_template(srv, client, lm_backbone):
+    tok = lm_backbone.tokenizer
+    msgs = [{"role": "user", "content": "Say hi"}]
+    text = tok.apply_chat_template([{"role": "system", "content": SYSTEM}, *msgs], tokenize=False,
+                                   add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    ref = greedy(AutoModelForCausalLM.from_pretrained(lm_backbone.source_path).eval(), ids, 24, 2)
+    r = client.chat.completions.create(model="chat", messages=msgs, logprobs=True)
+    assert r.choices[0].message.content == tok.decode(ref, skip_special_tokens=True)
+    assert r.choices[0].message.role == "assistant"
+    assert r.usage.prompt_tokens == len(ids)
+    assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens
+    streamed = list(client.chat.completions.create(model="chat", messages=msgs, stream=True))
+    assert streamed[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == r.choices[0].message.content
+
+
+def test_seeded_sampling_repeats_over_http(client):
+    kw = dict(model="chat", messages=[{"role": "user", "content": "a story"}], temperature=1.3,
+              top_p=0.95, max_tokens=16)
+    a = client.chat.completions.create(**kw, seed=5).choices[0].message.content
+    assert client.chat.completions.create(**kw, seed=5).choices[0].message.content == a
+
+
+def test_errors_are_4xx_in_openai_shape(srv, client):
+    with pytest.raises(openai.BadRequestError, match="max_tokens 25 is outside 1..24"):
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}], max_tokens=25)
+    with pytest.raises(openai.NotFoundError, match="nope"):
+        client.completions.create(model="nope", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="generates no text"):
+        client.completions.create(model="sent", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="over the model's context of 256"):
+        client.completions.create(model="fr", prompt="x" * 300, max_tokens=8)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.completions.create(model="fr", prompt="x", n=2)
+    r = srv.post("/v1/completions", json={"model": "chat", "prompt": "x", "max_tokens": 99})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_input", r.text
+    # a classification request naming a generation task is refused by name, not scored
+    r = srv.predict("fr", texts=["hello"])
+    assert r.status_code == 400 and "prompts" in r.text, r.text
+
+
+def test_the_task_shows_its_generation_settings(srv):
+    r = srv.get("/adapters/chat")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["task_type"], body["kind"]) == ("generation", "prompt")
+    assert body["generation"]["system_prompt"] == SYSTEM and body["generation"]["max_new_tokens"] == 24
