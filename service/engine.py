@@ -267,6 +267,17 @@ class Engine:
         req = request_for(adapter, prompt, messages, overrides)
         return adapter, self.generators[adapter.backbone.name].submit(req, sink)
 
+    def generates(self, tasks: list[str]) -> bool:
+        """True when every task of a ``/predict`` request generates text, False when none
+        does (always False without a language model); a mix is refused (400)."""
+        if not self.lms:
+            return False
+        flags = [self.registry.resolve(t).task.generates for t in tasks]
+        if any(flags) and not all(flags):
+            raise InvalidInput(f"tasks {tasks} mix generation and scoring tasks; send the generation "
+                               "tasks in a request of their own")
+        return all(flags)
+
     # ---- adapters ----------------------------------------------------------------------
     def submit_registration(self, fn, *args) -> Future:
         """Queue ``fn(*args)`` (``register_archive`` / ``register_path``) on the one

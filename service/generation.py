@@ -100,3 +100,26 @@ async def start_generation(engine, model: str, prompt: str | None = None, messag
         gen.cancel()
         raise
     return gen
+
+
+async def generate_all(engine, tasks: list[str], prompts: list[str], request=None, timeout_s: float = 120.0):
+    """``/predict`` on generation tasks: every prompt through every task, decoded together;
+    returns ``[(adapter, [Completion per prompt])]`` in task order. One failure cancels the rest."""
+    deadline = time.monotonic() + timeout_s
+    started: list[Generation] = []
+
+    async def one(task: str, prompt: str) -> Completion:
+        gen = await start_generation(engine, task, prompt=prompt, request=request)
+        started.append(gen)
+        return await gen.complete(request, deadline)
+
+    try:
+        per_task = []
+        for task in tasks:
+            per_task.append(asyncio.gather(*(one(task, p) for p in prompts)))
+        done = await asyncio.gather(*per_task)
+    finally:
+        for gen in started:
+            gen.cancel()
+    adapters = {g.adapter.name: g.adapter for g in started}
+    return [(adapters[t], completions) for t, completions in zip(tasks, done)]

@@ -124,9 +124,28 @@ def test_errors_are_4xx_in_openai_shape(srv, client):
         client.completions.create(model="fr", prompt="x", n=2)
     r = srv.post("/v1/completions", json={"model": "chat", "prompt": "x", "max_tokens": 99})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_input", r.text
-    # a classification request naming a generation task is refused by name, not scored
-    r = srv.predict("fr", texts=["hello"])
-    assert r.status_code == 400 and "prompts" in r.text, r.text
+    r = srv.predict(["fr", "sent"], texts=["hello"])
+    assert r.status_code == 400 and "mix generation and scoring tasks" in r.text, r.text
+    r = srv.post("/v2/models/fr/infer", json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                                           "data": ["hello"]}]})
+    assert r.status_code == 400 and "generation" in r.text, r.text  # the v2 protocol scores, never decodes
+
+
+def test_predict_generates_for_each_text_and_task(srv, client):
+    texts = ["hello world", "The quick brown fox"]
+    r = srv.predict(["fr", "chat"], texts=texts)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["backbone"] == "lm" and [t["task"] for t in body["results"]] == ["fr", "chat"]
+    assert body["results"][0]["version"] == srv.versions["v2"]
+    for task, res in zip(["fr", "chat"], body["results"]):
+        assert res["task_type"] == "generation"
+        for text, p in zip(texts, res["predictions"]):
+            alone = (client.completions.create(model=task, prompt=text) if task == "fr" else
+                     client.chat.completions.create(model=task, messages=[{"role": "user", "content": text}]))
+            want = alone.choices[0].text if task == "fr" else alone.choices[0].message.content
+            assert (p["text"], p["finish_reason"], p["generated_tokens"]) == (
+                want, alone.choices[0].finish_reason, alone.usage.completion_tokens)
 
 
 def test_the_task_shows_its_generation_settings(srv):
