@@ -56,13 +56,14 @@ def _tgi(body: dict) -> dict:
 
 
 _SHAPES = (("/v2/", _v2), ("/v2", _v2), ("/v1/", _openai), ("/generate", _tgi))
+_ROOT = "/"  # TGI / LoRAX's compatibility route: its errors in TGI's shape too
 
 
 def _shape_for(path: str):
     for prefix, shape in _SHAPES:
         if path == prefix or path.startswith(prefix):
             return shape
-    return None
+    return _tgi if path == _ROOT else None
 
 
 def error_responses(model: type[BaseModel]) -> dict[int | str, dict]:

@@ -194,7 +194,7 @@ def _sse_error(exc: Exception) -> str:
 
 
 def _finish(reason: str) -> str:
-    return "stop" if reason in ("stop", "cancelled") else reason
+    return "length" if reason == "length" else "stop"  # OpenAI: eos and stop sequences are both "stop"
 
 
 async def _stream(gen, request: Request, chunk, include_usage: bool, deadline: float):

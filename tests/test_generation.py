@@ -116,7 +116,7 @@ def test_stop_sequence_ends_the_text_before_it(lm_backbone):
     stop = free.text[4:7]
     first = free.text.find(stop)
     got = alone(lm_backbone, GenerationRequest(ids, SamplingParams(max_new_tokens=30, stop=(stop,))))
-    assert (got.text, got.finish_reason) == (free.text[:first], "stop")
+    assert (got.text, got.finish_reason) == (free.text[:first], "stop_sequence")
     assert got.completion_tokens < free.completion_tokens
 
 

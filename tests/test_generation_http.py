@@ -68,7 +68,7 @@ def test_completion_equals_peft_generate_with_usage_and_logprobs(srv, client, lm
         assert r.choices[0].text == tok.decode(ref, skip_special_tokens=True)
         assert r.model == f"fr@{srv.versions[version]}"
         assert r.usage.prompt_tokens == len(ids)
-        assert r.usage.completion_tokens == len(ref) + (r.choices[0].finish_reason == "stop")
+        assert r.usage.completion_tokens == len(ref) + (r.choices[0].finish_reason == "stop")  # + the EOS token
         assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
         assert len(r.choices[0].logprobs.token_logprobs) == r.usage.completion_tokens
         assert all(lp <= 0 for lp in r.choices[0].logprobs.token_logprobs)
@@ -154,3 +154,36 @@ def test_the_task_shows_its_generation_settings(srv):
     body = r.json()
     assert (body["task_type"], body["kind"]) == ("generation", "prompt")
     assert body["generation"]["system_prompt"] == SYSTEM and body["generation"]["max_new_tokens"] == 24
+
+
+# ---- LoRAX / TGI ------------------------------------------------------------------------
+def test_lorax_client_generate_and_stream_with_adapter_id(srv, client, lm_backbone):
+    from lorax import Client
+    from lorax.errors import BadRequestError
+
+    lx = Client(srv.url)  # LoRAX's client posts to the server's root (the compatibility route)
+    pinned = f"fr@{srv.versions['v1']}"
+    want = client.completions.create(model=pinned, prompt="hello world", max_tokens=20, logprobs=0)
+    r = lx.generate("hello world", adapter_id=pinned, max_new_tokens=20)
+    assert r.generated_text == want.choices[0].text
+    assert r.details.generated_tokens == want.usage.completion_tokens
+    assert r.details.finish_reason.value in ("length", "eos_token")
+    assert [t.logprob for t in r.details.tokens] == pytest.approx(want.choices[0].logprobs.token_logprobs, abs=1e-5)
+    events = list(lx.generate_stream("hello world", adapter_id=pinned, max_new_tokens=20))
+    assert "".join(e.token.text for e in events) == want.choices[0].text
+    assert events[-1].generated_text == want.choices[0].text and events[-1].details is not None
+    assert all(e.generated_text is None for e in events[:-1])
+    # the TGI routes themselves
+    r2 = srv.post("/generate", json={"inputs": "hello world", "parameters": {"adapter_id": pinned,
+                                                                             "max_new_tokens": 20}})
+    assert r2.status_code == 200 and r2.json()["generated_text"] == want.choices[0].text, r2.text
+    r3 = srv.post("/generate_stream", json={"inputs": "hello world", "parameters": {"adapter_id": pinned,
+                                                                                    "max_new_tokens": 20}})
+    assert r3.status_code == 200 and r3.headers["content-type"].startswith("text/event-stream")
+    last = json.loads([ln for ln in r3.text.splitlines() if ln.startswith("data:")][-1][5:])
+    assert last["generated_text"] == want.choices[0].text
+    # errors in TGI's shape, which the client turns into its own exceptions
+    with pytest.raises(BadRequestError, match="repetition_penalty"):
+        lx.generate("x", adapter_id="fr", repetition_penalty=1.3)
+    r4 = srv.post("/generate", json={"inputs": "x", "parameters": {}})
+    assert r4.status_code == 400 and "adapter_id" in r4.json()["error"], r4.text

@@ -76,8 +76,9 @@ class Delta:
 
 @dataclass
 class Finished:
-    """The sequence ended: ``reason`` is ``"stop"`` (end-of-sequence token or stop
-    sequence), ``"length"`` (``max_new_tokens``) or ``"cancelled"``."""
+    """The sequence ended: ``reason`` is ``"eos_token"`` (the model's end-of-sequence token),
+    ``"stop_sequence"``, ``"length"`` (``max_new_tokens``) or ``"cancelled"`` (TGI's names;
+    OpenAI's ``"stop"`` covers the first two)."""
 
     reason: str
     prompt_tokens: int
@@ -373,12 +374,12 @@ class DecodeEngine:
         lps = [logprob] if params.logprobs else []
         if token in self.backbone.eos_token_ids:
             seq.handle.emit(Delta(seq.text.flush(seq.generated[:-1]), [token], lps))
-            self._finish(seq, "stop")
+            self._finish(seq, "eos_token")
             return
         delta = seq.text.push(seq.generated)
         if seq.text.stopped:
             seq.handle.emit(Delta(delta, [token], lps))
-            self._finish(seq, "stop")
+            self._finish(seq, "stop_sequence")
         elif len(seq.generated) >= params.max_new_tokens:
             seq.handle.emit(Delta(delta + seq.text.flush(seq.generated), [token], lps))
             self._finish(seq, "length")
