@@ -27,13 +27,25 @@ class Generation:
     """One running generation as the route sees it: ``task`` / ``version`` that answer, and
     its events on the event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics=None):
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue()
         self.handle: GenerationHandle | None = None
         self.adapter = None
+        self.metrics = metrics
+        self._queued_at = time.perf_counter()
+        self._first: float | None = None  # seconds to the first token
+        self._last: float | None = None
+        self._gaps: list[float] = []  # between tokens
 
     def sink(self, event) -> None:  # called on the engine's thread
+        if isinstance(event, Delta):
+            now = time.perf_counter()
+            if self._first is None:
+                self._first = now - self._queued_at
+            else:
+                self._gaps.append(now - self._last)
+            self._last = now
         self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
     @property
@@ -66,6 +78,9 @@ class Generation:
             ev = await self._next(request, deadline)
             if isinstance(ev, Failed):
                 raise ev.error
+            if isinstance(ev, Finished) and self.metrics is not None:
+                self.metrics.observe_generation(self.adapter.name, self._first, self._gaps,
+                                                ev.prompt_tokens, ev.completion_tokens)
             yield ev
             if isinstance(ev, Finished):
                 return
@@ -90,7 +105,7 @@ async def start_generation(engine, model: str, prompt: str | None = None, messag
                            overrides: Overrides = Overrides(), request=None) -> Generation:
     """Resolve ``model`` (``task`` or ``task@version``), queue its sequence and wait for its
     admission; the caller reads :meth:`Generation.events` and cancels on the way out."""
-    gen = Generation(asyncio.get_running_loop())
+    gen = Generation(asyncio.get_running_loop(), engine.metrics)
     # resolving may load an evicted LoRA from the store, tokenising takes a moment: off the loop
     gen.adapter, gen.handle = await anyio.to_thread.run_sync(
         lambda: engine.start_generation(model, prompt, messages, overrides, gen.sink))

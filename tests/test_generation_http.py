@@ -187,3 +187,15 @@ def test_lorax_client_generate_and_stream_with_adapter_id(srv, client, lm_backbo
         lx.generate("x", adapter_id="fr", repetition_penalty=1.3)
     r4 = srv.post("/generate", json={"inputs": "x", "parameters": {}})
     assert r4.status_code == 400 and "adapter_id" in r4.json()["error"], r4.text
+
+
+def test_generation_metrics_count_tokens_per_task(srv, client):
+    r = client.completions.create(model="fr", prompt="metrics please", max_tokens=5)
+    text = srv.get("/metrics").text
+
+    def value(name: str) -> float:
+        line = next(ln for ln in text.splitlines() if ln.startswith(name + '{task="fr"}'))
+        return float(line.split()[-1])
+    assert value("taskswap_generation_completion_tokens_total") >= r.usage.completion_tokens
+    assert value("taskswap_generation_prompt_tokens_total") >= r.usage.prompt_tokens
+    assert value("taskswap_generation_time_to_first_token_seconds_count") >= 1
