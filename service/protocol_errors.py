@@ -29,6 +29,13 @@ class V2Error(BaseModel):
     error: str = Field(description="What is wrong and how to fix it.")
 
 
+class TGIError(BaseModel):
+    """TGI / LoRAX error body."""
+
+    error: str = Field(description="What is wrong and how to fix it.")
+    error_type: str = Field(description="Error kind, e.g. 'invalid_input', 'capacity'.")
+
+
 class OpenAIErrorDetail(BaseModel):
     message: str
     type: str = Field(description="Error kind, e.g. 'invalid_input', 'not_found'.")

@@ -25,7 +25,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.errors import InvalidInput, TaskswapError
 from adapters.generation.engine import Delta
@@ -37,6 +37,8 @@ from service.routes_common import Svc, observed
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 _RESPONSES = error_responses(OpenAIError)
+# ``stream: true`` answers with server-sent events instead of the JSON body.
+_STREAMED = {**_RESPONSES, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 MAX_PROMPT_CHARS = 100_000
 
 
@@ -52,7 +54,7 @@ class _Common(BaseModel):
     temperature: float | None = Field(None, ge=0, le=10, description="0 = greedy; default: the task's.")
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0, description="Extension: top-k sampling (0 = off).")
-    seed: int | None = Field(None, ge=0, lt=2 ** 63, description="Repeatable sampling.")
+    seed: int | None = Field(None, ge=0, description="Repeatable sampling (below 2**63).")
     stop: str | list[str] | None = Field(None, description="Up to 16 stop sequences, added to the task's.")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -61,6 +63,14 @@ class _Common(BaseModel):
     frequency_penalty: float = Field(0, ge=0, le=0, description="Not supported (0 only).")
     logit_bias: dict | None = Field(None, max_length=0, description="Not supported.")
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
+
+    @field_validator("seed")
+    @classmethod
+    def _int64_seed(cls, v):
+        # not a schema bound: 2**63 as a JSON Schema number is a float, which fuzzers trip on
+        if v is not None and v >= 2 ** 63:
+            raise ValueError("seed must be below 2**63")
+        return v
 
     def overrides(self, logprobs: bool) -> Overrides:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -217,7 +227,7 @@ async def _stream(gen, request: Request, chunk, include_usage: bool, deadline: f
         gen.cancel()
 
 
-@router.post("/completions", response_model=CompletionResponse, responses=_RESPONSES)
+@router.post("/completions", response_model=CompletionResponse, responses=_STREAMED)
 async def completions(body: CompletionRequest, request: Request, svc: Svc):
     """Continue a prompt with a generation task (OpenAI-compatible, streamed or not)."""
     async with observed(svc, "openai"):
@@ -252,7 +262,7 @@ async def completions(body: CompletionRequest, request: Request, svc: Svc):
                                                         finish_reason=_finish(c.finish_reason))])
 
 
-@router.post("/chat/completions", response_model=ChatResponse, responses=_RESPONSES)
+@router.post("/chat/completions", response_model=ChatResponse, responses=_STREAMED)
 async def chat_completions(body: ChatRequest, request: Request, svc: Svc):
     """Answer a conversation with a generation task (OpenAI-compatible, streamed or not)."""
     async with observed(svc, "openai"):

@@ -23,16 +23,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.errors import InvalidInput, TaskswapError
 from adapters.generation.engine import Delta
 from adapters.generation.requests import Overrides
 from service.errors import status_for
 from service.generation import start_generation
+from service.protocol_errors import TGIError, error_responses
 from service.routes_common import Svc, observed
 
 router = APIRouter(tags=["tgi"])
+_RESPONSES = error_responses(TGIError)
+_EVENTS = {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
 MAX_INPUT_CHARS = 100_000
 # Accepted only at their no-op value: (field, value that changes nothing).
 _UNSUPPORTED = (("best_of", (None, 1)), ("repetition_penalty", (None, 1.0)), ("typical_p", (None,)),
@@ -51,7 +54,7 @@ class Parameters(BaseModel):
     temperature: float | None = Field(None, ge=0, le=10)
     top_k: int | None = Field(None, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = Field(None, ge=0, lt=2 ** 63)
+    seed: int | None = Field(None, ge=0, description="Repeatable sampling (below 2**63).")
     stop: list[str] = Field(default_factory=list, max_length=16)
     details: bool = False
     return_full_text: bool = False
@@ -65,6 +68,14 @@ class Parameters(BaseModel):
     merged_adapters: Any = None
     return_k_alternatives: int | None = None
     decoder_input_details: bool = False
+
+    @field_validator("seed")
+    @classmethod
+    def _int64_seed(cls, v):
+        # not a schema bound: 2**63 as a JSON Schema number is a float, which fuzzers trip on
+        if v is not None and v >= 2 ** 63:
+            raise ValueError("seed must be below 2**63")
+        return v
 
     def overrides(self) -> Overrides:
         bad = [f"parameters.{name}" for name, ok in _UNSUPPORTED if getattr(self, name) not in ok]
@@ -173,7 +184,7 @@ async def _stream(body: GenerateRequest, request: Request, svc) -> StreamingResp
                              media_type="text/event-stream")
 
 
-@router.post("/generate", response_model=GenerateResponse)
+@router.post("/generate", response_model=GenerateResponse, responses={**_RESPONSES, 200: _EVENTS})
 async def generate(body: GenerateRequest, request: Request, svc: Svc):
     """Generate with the task named in ``parameters.adapter_id`` (TGI / LoRAX)."""
     if body.stream:
@@ -181,13 +192,15 @@ async def generate(body: GenerateRequest, request: Request, svc: Svc):
     return await _generate(body, request, svc)
 
 
-@router.post("/generate_stream")
+@router.post("/generate_stream", response_class=StreamingResponse, responses={**_RESPONSES, 200: _EVENTS})
 async def generate_stream(body: GenerateRequest, request: Request, svc: Svc) -> StreamingResponse:
     """Server-sent events, one per generated token (TGI / LoRAX)."""
     return await _stream(body, request, svc)
 
 
-@router.post("/", response_model=list[GenerateResponse])
+# Not in the OpenAPI schema: BentoML serves its own page on GET /, so the schema would claim a
+# path whose other methods answer 200 (a fuzzer's "undeclared method" finding).
+@router.post("/", response_model=list[GenerateResponse], include_in_schema=False)
 async def compat(body: GenerateRequest, request: Request, svc: Svc):
     """TGI / LoRAX's compatibility route (where their clients post): streamed when
     ``stream`` is true, else a list of one answer."""

@@ -199,3 +199,4 @@ def test_generation_metrics_count_tokens_per_task(srv, client):
     assert value("taskswap_generation_completion_tokens_total") >= r.usage.completion_tokens
     assert value("taskswap_generation_prompt_tokens_total") >= r.usage.prompt_tokens
     assert value("taskswap_generation_time_to_first_token_seconds_count") >= 1
+
