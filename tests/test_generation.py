@@ -23,7 +23,7 @@ from adapters.generation.requests import Overrides, request_for
 from adapters.generation.sampling import SamplingParams
 from adapters.registry import Registry
 from adapters.store import open_store
-from tests.factories import generation_manifest_dir, head_adapter, peft_causal_lm_dir
+from factories import generation_manifest_dir, head_adapter, peft_causal_lm_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -16,7 +16,7 @@ from adapters.generation.engine import DecodeEngine
 from adapters.generation.requests import Overrides, request_for
 from adapters.registry import Registry
 from adapters.store import open_store
-from tests.factories import generation_manifest_dir, peft_causal_lm_dir
+from factories import generation_manifest_dir, peft_causal_lm_dir
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("one_torch_thread")]
 
