@@ -5,8 +5,8 @@ The decode engine (:mod:`adapters.generation.engine`) runs on its own thread; it
 handed to the request's event loop with ``call_soon_threadsafe``. A request waits for its
 sequence to be *admitted* (KV cache reserved) before any response starts, so a full budget
 is a plain 429 with ``Retry-After`` even for a stream. A client that disconnects (a stream
-closed, or a non-streamed request whose connection dropped, checked every half second)
-cancels its sequence: the engine drops it and frees its cache at its next step.
+closed, or a connection that dropped, checked at most every half second while tokens flow
+and while they do not) cancels its sequence: the engine drops it and frees its cache at its next step.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class Generation:
         self._first: float | None = None  # seconds to the first token
         self._last: float | None = None
         self._gaps: list[float] = []  # between tokens
+        self._checked = time.monotonic()  # when the connection was last checked
 
     def sink(self, event) -> None:  # called on the engine's thread
         if isinstance(event, Delta):
@@ -54,16 +55,20 @@ class Generation:
 
     async def _next(self, request=None, deadline: float | None = None):
         while True:
+            now = time.monotonic()
+            if request is not None and now - self._checked > POLL_S:  # also while tokens flow
+                self._checked = now
+                if await request.is_disconnected():
+                    self.cancel()
+                    raise asyncio.CancelledError("the client disconnected")
+            if deadline is not None and now > deadline:
+                self.cancel()
+                raise PredictTimeout("the generation did not finish within predict_timeout_s "
+                                     "(TASKSWAP_PREDICT_TIMEOUT_S); ask for fewer tokens")
             try:
                 return await asyncio.wait_for(self._queue.get(), POLL_S)
             except asyncio.TimeoutError:
-                if request is not None and await request.is_disconnected():
-                    self.cancel()
-                    raise asyncio.CancelledError("the client disconnected")
-                if deadline is not None and time.monotonic() > deadline:
-                    self.cancel()
-                    raise PredictTimeout("the generation did not finish within predict_timeout_s "
-                                         "(TASKSWAP_PREDICT_TIMEOUT_S); ask for fewer tokens")
+                continue
 
     async def admitted(self, request=None) -> None:
         """Wait until the sequence has its KV cache; raise its ``CapacityError`` (429) otherwise."""

@@ -207,11 +207,14 @@ def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"  # OpenAI: eos and stop sequences are both "stop"
 
 
-async def _stream(gen, request: Request, chunk, include_usage: bool, deadline: float):
+async def _stream(gen, chunk, include_usage: bool, deadline: float):
     """Server-sent events of one generation; the sequence is cancelled if the client leaves."""
     completion = 0
     try:
-        async for ev in gen.events(request, deadline):
+        # Starlette's stream watches the connection itself and closes this generator when the
+        # client leaves (then ``finally`` cancels the sequence): a second reader of the
+        # connection here could take its disconnect message.
+        async for ev in gen.events(None, deadline):
             if isinstance(ev, Delta):
                 completion += len(ev.token_ids)
                 if ev.text or ev.logprobs:
@@ -247,7 +250,7 @@ async def completions(body: CompletionRequest, request: Request, svc: Svc):
             return {"id": cid, "object": "text_completion", "created": created, "model": _model_name(gen),
                     "choices": choices, **({"usage": usage} if usage else {})}
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(gen, request, chunk, include, deadline), media_type="text/event-stream")
+        return StreamingResponse(_stream(gen, chunk, include, deadline), media_type="text/event-stream")
     try:
         c = await gen.complete(request, deadline)
     finally:
@@ -286,7 +289,7 @@ async def chat_completions(body: ChatRequest, request: Request, svc: Svc):
             return {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": _model_name(gen), "choices": choices, **({"usage": usage} if usage else {})}
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(gen, request, chunk, include, deadline), media_type="text/event-stream")
+        return StreamingResponse(_stream(gen, chunk, include, deadline), media_type="text/event-stream")
     try:
         c = await gen.complete(request, deadline)
     finally:

@@ -152,11 +152,13 @@ def _sse(obj) -> str:
     return "data:" + json.dumps(obj) + "\n\n"
 
 
-async def _events(gen, body: GenerateRequest, request: Request, timeout_s: float):
+async def _events(gen, body: GenerateRequest, timeout_s: float):
     """TGI's stream: one event per token; the last carries ``generated_text`` and ``details``."""
     texts, last = [], None
     try:
-        async for ev in gen.events(request, time.monotonic() + timeout_s):
+        # Starlette's stream watches the connection and closes this generator when the client
+        # leaves (``finally`` cancels the sequence); no second reader of the connection here.
+        async for ev in gen.events(None, time.monotonic() + timeout_s):
             if isinstance(ev, Delta):
                 if last is not None:
                     yield _sse({"token": last.model_dump(), "generated_text": None, "details": None})
@@ -180,7 +182,7 @@ async def _stream(body: GenerateRequest, request: Request, svc) -> StreamingResp
     async with observed(svc, "tgi"):
         gen = await start_generation(svc.engine, _task(body), prompt=body.inputs,
                                      overrides=body.parameters.overrides(), request=request)
-    return StreamingResponse(_events(gen, body, request, svc.settings.predict_timeout_s),
+    return StreamingResponse(_events(gen, body, svc.settings.predict_timeout_s),
                              media_type="text/event-stream")
 
 
