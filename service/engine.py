@@ -30,7 +30,8 @@ from adapters.batching import Batcher
 from adapters.dryrun import check_embeddings_finite, check_rows_finite
 from adapters.errors import CapacityError, InvalidInput, NotFound
 from adapters.format.archive import extract_archive
-from adapters.generation.engine import DecodeEngine, EngineLimits, GenerationHandle
+from adapters.generation.engine import DecodeEngine, EngineLimits
+from adapters.generation.events import GenerationHandle
 from adapters.generation.requests import Overrides, request_for
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry

@@ -16,7 +16,7 @@ import time
 
 import anyio
 
-from adapters.generation.engine import Admitted, Completion, Delta, Failed, Finished, GenerationHandle
+from adapters.generation.events import Admitted, Completion, Delta, Failed, Finished, GenerationHandle
 from adapters.generation.requests import Overrides
 from service.errors import PredictTimeout
 

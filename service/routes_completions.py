@@ -28,7 +28,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.errors import InvalidInput, TaskswapError
-from adapters.generation.engine import Delta
+from adapters.generation.events import Delta
 from adapters.generation.requests import Overrides
 from service.errors import status_for
 from service.generation import start_generation

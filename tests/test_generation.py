@@ -17,8 +17,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from adapters.errors import CapacityError, IncompatibleAdapter, InvalidAdapter, InvalidInput
-from adapters.generation.engine import (Admitted, Completion, Delta, DecodeEngine, EngineLimits,
-                                        Failed, Finished, GenerationRequest)
+from adapters.generation.engine import DecodeEngine, EngineLimits
+from adapters.generation.events import Admitted, Completion, Delta, Failed, Finished, GenerationRequest
 from adapters.generation.requests import Overrides, request_for
 from adapters.generation.sampling import SamplingParams
 from adapters.registry import Registry

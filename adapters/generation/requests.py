@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.errors import InvalidInput
-from adapters.generation.engine import GenerationRequest
+from adapters.generation.events import GenerationRequest
 from adapters.generation.sampling import SamplingParams
 from adapters.tasks.generation import render_prompt, settings
 
