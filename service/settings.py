@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         "tokens of cache fit beside the running ones."))
     generation_max_running: int = Field(32, ge=1, le=1024, description=(
         "Sequences decoded together per language model (one batched forward per step)."))
-    generation_max_waiting: int = Field(64, ge=0, le=100_000, description=(
+    generation_max_waiting: int = Field(64, ge=1, le=100_000, description=(
         "Generations waiting for KV cache; beyond that a request gets 429 at once."))
     generation_queue_timeout_s: float = Field(10.0, ge=0, le=3600, description=(
         "How long a generation waits for KV cache before 429 with Retry-After."))
