@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from adapters.errors import NonFiniteOutput
+from adapters.generation.probe import check_generation_finite
 from adapters.runtime import EmbedSpec, Prepared, Runtime, score_alone
 from adapters.tasks import BatchFeatures
 
@@ -78,6 +79,9 @@ def check_outputs_finite(adapter, run=None) -> None:
     (e.g. through a batcher); None runs it here with a registry-less
     :class:`~adapters.runtime.Runtime`.
     """
+    if adapter.task.generates:  # decodes on a language model: its own probe (adapters.generation.probe)
+        check_generation_finite(adapter)
+        return
     bb = adapter.backbone
     needs = adapter.task.needs(adapter.manifest) if adapter.impl.shares_trunk_row else {"tokens"}
     if "tokens" not in needs:  # reads the frozen trunk's pooled features only

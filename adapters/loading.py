@@ -37,7 +37,7 @@ class LoadedAdapter:
     version: str
     manifest: Manifest
     backbone: Backbone
-    head: Head
+    head: Head | None  # None: a generation task (the language model scores its tokens)
     weights: object | None
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
@@ -71,7 +71,7 @@ class LoadedAdapter:
 
     @property
     def nbytes(self) -> int:
-        head = sum(p.numel() * p.element_size() for p in self.head.parameters())
+        head = sum(p.numel() * p.element_size() for p in self.head.parameters()) if self.head is not None else 0
         return head + (self.impl.nbytes(self.weights) if self.weights is not None else 0)
 
 
@@ -130,6 +130,14 @@ def _check_backbone(m: Manifest, backbone: Backbone) -> None:
     elif size is not None and own is not None and int(size) != int(own):
         problems.append(f"adapter was trained at image_size {size} but backbone {backbone.name!r} "
                         f"serves {own}")
+    generates = task_type(m.task_type).generates
+    on_lm = not backbone.features  # a language model gives no encoder features
+    if generates and not on_lm:
+        problems.append(f"task_type {m.task_type!r} generates text and needs a language-model "
+                        f"backbone; {backbone.name!r} is a {backbone.modality} encoder")
+    elif on_lm and not generates:
+        problems.append(f"backbone {backbone.name!r} is a language model: it serves generation "
+                        f"tasks, not {m.task_type!r}")
     IncompatibleAdapter.collect(problems, "adapter")
 
 
@@ -173,7 +181,7 @@ def load_adapter(prep: Prepared, version: str) -> LoadedAdapter:
     m, bb, adir = compact_manifest(prep.manifest), prep.backbone, prep.adir  # shared parts: 100k tasks
     impl = adapter_kind(adir.kind)
     head_tensors, weights = impl.load(adir, m, bb, prep.plan)
-    head = build_head(m.head, len(m.output_names), head_tensors).to(bb.device)
+    head = build_head(m.head, len(m.output_names), head_tensors).to(bb.device) if m.head is not None else None
     if weights is not None:
         weights = impl.to_device(weights, bb)
     return LoadedAdapter(m.name, version, m, bb, head, weights, time.perf_counter() - start)

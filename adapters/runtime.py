@@ -45,7 +45,9 @@ log = logging.getLogger("taskswap.runtime")
 # wants larger passes: raise it there (TASKSWAP_TOKEN_BUDGET).
 DEFAULT_TOKEN_BUDGET = 512
 
-_NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips"}
+_NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips",
+               "generation": "prompts (it generates text: use /v1/completions, /v1/chat/completions, "
+                             "/generate or /predict)"}
 
 
 # Plain rows (no adapter state) run in the pass every kind names (adapters.kinds.trunk).

@@ -29,10 +29,14 @@ import torch
 from PIL import Image
 
 from adapters.backbones.base import Backbone, load_backbone
+from adapters.backbones.causal_lm import LMBackbone, load_lm_backbone
 from adapters.batching import Batcher
 from adapters.dryrun import check_embeddings_finite, check_rows_finite
 from adapters.errors import CapacityError, InvalidInput, NotFound
 from adapters.format.archive import extract_archive
+from adapters.generation.engine import DecodeEngine, EngineLimits
+from adapters.generation.events import GenerationHandle
+from adapters.generation.requests import Overrides, request_for
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
 from adapters.runtime import EmbedSpec, Prepared, Results, Runtime
@@ -58,6 +62,8 @@ class Engine:
         self.state = "starting"  # starting | ready | failed
         self.error: str | None = None
         self.backbones: dict[str, Backbone] = {}
+        self.lms: dict[str, LMBackbone] = {}  # language models: generation tasks decode on them
+        self.generators: dict[str, DecodeEngine] = {}  # one decode engine (thread) per language model
         self.registry: Registry | None = None
         self.runtime: Runtime | None = None
         self.batcher: Batcher | None = None
@@ -90,10 +96,13 @@ class Engine:
         for spec in s.backbone_specs():
             log.info("loading backbone %r from %s", spec.name, spec.source)
             self.backbones[spec.name] = load_backbone(spec)
+        for spec in s.lm_specs():
+            log.info("loading language model %r from %s", spec.name, spec.source)
+            self.lms[spec.name] = load_lm_backbone(spec)
         store = open_store(s.store)
         if s.startup_gc == "before_ready":
             self._collect(store)
-        registry = Registry(store, self.backbones, lora_budget_bytes=s.lora_budget_mb << 20,
+        registry = Registry(store, {**self.backbones, **self.lms}, lora_budget_bytes=s.lora_budget_mb << 20,
                             events=self.metrics)
         started = registry.start()  # rows from the store's index; adapters load on first use
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
@@ -110,6 +119,11 @@ class Engine:
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch)
         registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
+        limits = EngineLimits(kv_budget_bytes=s.generation_kv_budget_mb << 20,
+                              max_running=s.generation_max_running, max_waiting=s.generation_max_waiting,
+                              queue_timeout_s=s.generation_queue_timeout_s,
+                              prefill_chunk=s.generation_prefill_chunk)
+        self.generators = {name: DecodeEngine(bb, limits).start() for name, bb in self.lms.items()}
         self.registrations = RegistrationQueue(s.register_max_queued, s.register_niceness)
         self.watcher = StoreWatcher(self.sync, s.sync_interval_s).start()
         self._publish_state()
@@ -165,6 +179,8 @@ class Engine:
             self.registrations.close()
         if self.batcher is not None:
             self.batcher.close()
+        for gen in self.generators.values():
+            gen.close()
 
     # ---- store convergence -------------------------------------------------------------
     def sync(self, wait: bool = True) -> bool:
@@ -272,6 +288,27 @@ class Engine:
         self.require_ready()
         loaded = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
         return loaded, [v["version"] for v in self.registry.show(task)["versions"]]
+
+    def start_generation(self, model: str, prompt: str | None, messages: list[dict] | None,
+                         overrides: Overrides, sink) -> tuple[LoadedAdapter, GenerationHandle]:
+        """Queue one generation for ``model`` (``task`` or ``task@version``) on its language
+        model's decode engine; its events go to ``sink`` (called on the engine's thread)."""
+        self.require_ready()
+        task, _, version = model.partition("@")
+        adapter = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
+        req = request_for(adapter, prompt, messages, overrides)
+        return adapter, self.generators[adapter.backbone.name].submit(req, sink)
+
+    def generates(self, tasks: list[str]) -> bool:
+        """True when every task of a ``/predict`` request generates text, False when none
+        does (always False without a language model); a mix is refused (400)."""
+        if not self.lms:
+            return False
+        flags = [self.registry.resolve(t).task.generates for t in tasks]
+        if any(flags) and not all(flags):
+            raise InvalidInput(f"tasks {tasks} mix generation and scoring tasks; send the generation "
+                               "tasks in a request of their own")
+        return all(flags)
 
     # ---- adapters ----------------------------------------------------------------------
     def submit_registration(self, fn, *args) -> Future:

@@ -18,6 +18,7 @@ _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 _LOAD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 _SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 _DELTA_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+_TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _ADDED_BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1)
 VERSIONS_PER_TASK = 4  # version label values per task (active, candidate, recent); the rest 'other' 
 OTHER = "other"
@@ -140,6 +141,17 @@ class Metrics:
                                   documentation="Inputs embedded per backbone (/embed, /v1/embeddings, predict embed).")
         self.generation = m.Gauge(name="taskswap_store_generation", multiprocess_mode="livemax",
                                   documentation="Store generation this worker has caught up with.")
+        # ---- generation tasks (docs/generation.md) ----
+        self.gen_prompt_tokens = m.Counter(name="taskswap_generation_prompt_tokens", labelnames=["task"],
+                                           documentation="Prompt tokens read per generation task.")
+        self.gen_completion_tokens = m.Counter(name="taskswap_generation_completion_tokens",
+                                               labelnames=["task"],
+                                               documentation="Tokens generated per generation task.")
+        self.gen_ttft = m.Histogram(name="taskswap_generation_time_to_first_token_seconds", labelnames=["task"],
+                                    buckets=_LATENCY_BUCKETS, documentation=(
+                                        "From queueing a generation to its first token (admission wait included)."))
+        self.gen_itl = m.Histogram(name="taskswap_generation_inter_token_seconds", labelnames=["task"],
+                                   buckets=_TOKEN_BUCKETS, documentation="Between a generation's consecutive tokens.")
 
     # ---- per request -----------------------------------------------------------------
     def observe_request(self, tasks: list[str], status: int, seconds: float, n_inputs: int) -> None:
@@ -159,6 +171,18 @@ class Metrics:
     def observe_embedded(self, backbone: str, n_inputs: int) -> None:
         """``backbone`` is a configured name (bounded), never a client's string."""
         self.embedded.labels(backbone=backbone).inc(n_inputs)
+
+    def observe_generation(self, task: str, first_token_s: float | None, gaps: list[float],
+                           prompt_tokens: int, completion_tokens: int) -> None:
+        """One finished generation of ``task`` (a registered name: it was resolved)."""
+        label = self.tasks.label(task, claim=True)
+        self.gen_prompt_tokens.labels(task=label).inc(prompt_tokens)
+        self.gen_completion_tokens.labels(task=label).inc(completion_tokens)
+        if first_token_s is not None:
+            self.gen_ttft.labels(task=label).observe(first_token_s)
+        itl = self.gen_itl.labels(task=label)
+        for gap in gaps:
+            itl.observe(gap)
 
     # ---- prediction monitoring -----------------------------------------------------------
     def _task_version(self, task: str, version: str) -> tuple[str, str]:

@@ -5,7 +5,8 @@ Everything in the app answers errors as :class:`service.schemas.ErrorResponse`
 :mod:`service.errors`. Clients of the standard protocols expect their own shape:
 
 - Open Inference Protocol (``/v2/...``): ``{"error": "<message>"}``;
-- OpenAI (``/v1/...``): ``{"error": {"message", "type", "param", "code"}}``.
+- OpenAI (``/v1/...``): ``{"error": {"message", "type", "param", "code"}}``;
+- TGI / LoRAX (``/generate``, ``/generate_stream``): ``{"error": "<message>", "error_type": kind}``.
 
 This middleware sits outermost, so auth (401/403), body-limit (413), validation (422)
 and route errors are all rewritten the same way; status codes and headers
@@ -26,6 +27,13 @@ class V2Error(BaseModel):
     """Open Inference Protocol error body."""
 
     error: str = Field(description="What is wrong and how to fix it.")
+
+
+class TGIError(BaseModel):
+    """TGI / LoRAX error body."""
+
+    error: str = Field(description="What is wrong and how to fix it.")
+    error_type: str = Field(description="Error kind, e.g. 'invalid_input', 'capacity'.")
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -50,14 +58,19 @@ def _openai(body: dict) -> dict:
                       "code": body["error"]}}
 
 
-_SHAPES = (("/v2/", _v2), ("/v2", _v2), ("/v1/", _openai))
+def _tgi(body: dict) -> dict:
+    return {"error": body["message"], "error_type": body["error"]}
+
+
+_SHAPES = (("/v2/", _v2), ("/v2", _v2), ("/v1/", _openai), ("/generate", _tgi))
+_ROOT = "/"  # TGI / LoRAX's compatibility route: its errors in TGI's shape too
 
 
 def _shape_for(path: str):
     for prefix, shape in _SHAPES:
         if path == prefix or path.startswith(prefix):
             return shape
-    return None
+    return _tgi if path == _ROOT else None
 
 
 def error_responses(model: type[BaseModel]) -> dict[int | str, dict]:

@@ -118,6 +118,10 @@ class Prediction(BaseModel):
         "token_classification with an entity label scheme (B-/I-/...): the merged entity spans."))
     tokens: list[SubToken] | None = Field(None, description=(
         "token_classification with subtokens=true: every sub-token."))
+    text: str | None = Field(None, description="generation tasks: the generated text (the input is the prompt).")
+    finish_reason: Literal["stop", "length"] | None = Field(None, description=(
+        "generation: 'stop' (end of sequence or a stop sequence) or 'length' (max_new_tokens)."))
+    generated_tokens: int | None = Field(None, description="generation: tokens generated.")
 
 
 class TaskPrediction(BaseModel):
@@ -126,7 +130,7 @@ class TaskPrediction(BaseModel):
     task: str
     version: str = Field(description="sha256 of the adapter version that answered.")
     kind: str = Field(description="Adapter kind: 'head' or 'lora'.")
-    task_type: str = Field(description="'single_label', 'multi_label', 'regression' or 'token_classification'.")
+    task_type: str = Field(description="'single_label', 'multi_label', 'regression', 'token_classification' or 'generation'.")
     role: Literal["active", "canary"] = Field("active", description=(
         "'canary' when the task's canary candidate answered this request."))
     predictions: list[Prediction]
@@ -203,8 +207,11 @@ class AdapterInfo(BaseModel):
     outputs: list[str] | None = Field(None, description="Regression: the names of the values.")
     target_scaling: dict[str, dict[str, float]] | None = Field(None, description=(
         "Regression: {output: {mean, std}} the head's outputs are scaled by."))
+    generation: dict[str, Any] | None = Field(None, description=(
+        "Generation tasks: prompt format and template, system prompt, stop sequences, "
+        "max_new_tokens, sampling defaults (docs/generation.md)."))
     backbone: str | None = Field(description="Backbone name, once loaded on this replica.")
-    task_type: str | None = Field(description="'single_label', 'multi_label', 'regression' or 'token_classification' (once loaded here).")
+    task_type: str | None = Field(description="'single_label', 'multi_label', 'regression', 'token_classification' or 'generation' (once loaded here).")
     metrics: dict[str, Any] = Field(description="Training metrics from the adapter's manifest.")
     pinned: bool
     versions: list[VersionOut] = Field(description="Every stored version, oldest first.")

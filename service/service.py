@@ -52,6 +52,7 @@ from adapters.runtime import EmbedSpec  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
 from service import decoding, uvicorn_errors  # noqa: E402
 from service.engine import Engine  # noqa: E402
+from service.generation import generate_all  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import (MAX_TASKS, InputLimits, base64_image_bytes, check_count,  # noqa: E402
                             check_task_names, check_texts, decode_images)
@@ -61,8 +62,10 @@ from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, 
 from service.protocol_errors import ProtocolErrors  # noqa: E402
 from service.query_params import refuse_unknown_query  # noqa: E402
 from service.routes_common import json_response  # noqa: E402
+from service.routes_completions import router as completions_router  # noqa: E402
 from service.routes_embed import router as embed_router  # noqa: E402
 from service.routes_openai import router as openai_router  # noqa: E402
+from service.routes_tgi import router as tgi_router  # noqa: E402
 from service.routes_v2 import router as v2_router  # noqa: E402
 from service.v2_binary import V2BinaryBody  # noqa: E402
 from service.schemas import (ERROR_RESPONSES, EXPECTED, ActivateRequest, AdapterInfo, AdapterList,  # noqa: E402
@@ -112,7 +115,7 @@ app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
-for _router in (embed_router, openai_router, v2_router):  # routes that call self.engine too
+for _router in (embed_router, openai_router, completions_router, tgi_router, v2_router):  # routes that call self.engine too
     app.include_router(_router)
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {
@@ -170,7 +173,10 @@ class Taskswap:
         if body.texts is not None:
             texts = body.texts
             check_count(len(texts), "texts", self.limits)
-            return await self._predict(check_task_names(body.task_names()), len(texts),
+            tasks = check_task_names(body.task_names())
+            if self.engine.lms and await anyio.to_thread.run_sync(self.engine.generates, tasks):
+                return await self._generate(tasks, check_texts(texts, self.limits), request)
+            return await self._predict(tasks, len(texts),
                                        lambda: check_texts(texts, self.limits), "text", embed, key,
                                        subtokens=body.subtokens, inline=True)
         if body.audio is not None:
@@ -239,6 +245,22 @@ class Taskswap:
             raise
         finally:
             self.metrics.observe_request(tasks, status, time.perf_counter() - start, n_inputs)
+
+    async def _generate(self, tasks: list[str], prompts: list[str], request: Request) -> PredictResponse:
+        """Generation tasks on ``/predict``: each text is a prompt, each answer its generated text."""
+        start, status = time.perf_counter(), 500
+        try:
+            out = await generate_all(self.engine, tasks, prompts, request, self.settings.predict_timeout_s)
+            status = 200
+            return PredictResponse(backbone=out[0][0].backbone.name, results=[TaskPrediction(
+                task=a.name, version=a.version, kind=a.kind, task_type=a.manifest.task_type,
+                predictions=[Prediction(text=c.text, finish_reason="length" if c.finish_reason == "length" else "stop",
+                                        generated_tokens=c.completion_tokens) for c in cs]) for a, cs in out])
+        except TaskswapError as exc:
+            status = status_for(exc)[0]
+            raise
+        finally:
+            self.metrics.observe_request(tasks, status, time.perf_counter() - start, len(prompts))
 
     def _embedded(self, backbone: str, embeddings) -> list[list[float]] | None:
         if embeddings is None:

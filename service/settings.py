@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         "Adapter store: a local folder, or an fsspec URL (s3://bucket/prefix) shared by replicas."))
     backbones: list[BackboneConfig] = Field(default_factory=_default_backbones, min_length=1,
                                             description="The frozen backbones, loaded once each (JSON).")
+    lm_backbones: list[BackboneConfig] = Field(default_factory=list, description=(
+        "Causal language models generation tasks decode on (JSON, like backbones; 'source' a "
+        "causal-LM folder or 'embedded:SmolLM2-135M-Instruct'). Empty = no generation."))
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
                         description="Torch device for every backbone; 'auto' = cuda when available.")
     half: bool = Field(False, description="Run backbones in float16 on CUDA (ignored on CPU).")
@@ -73,6 +76,19 @@ class Settings(BaseSettings):
         "competed for the cores (docs/performance.md, 'Speed settings'), and one thread leaves "
         "a core to the HTTP side of the worker. Raise it on a machine with cores to spare "
         "for this worker alone."))
+
+    # ---- generation (docs/generation.md) ----------------------------------------------
+    generation_kv_budget_mb: int = Field(256, ge=1, le=1 << 20, description=(
+        "KV cache per language model: a generation is admitted once (prompt + max_tokens) "
+        "tokens of cache fit beside the running ones."))
+    generation_max_running: int = Field(32, ge=1, le=1024, description=(
+        "Sequences decoded together per language model (one batched forward per step)."))
+    generation_max_waiting: int = Field(64, ge=1, le=100_000, description=(
+        "Generations waiting for KV cache; beyond that a request gets 429 at once."))
+    generation_queue_timeout_s: float = Field(10.0, ge=0, le=3600, description=(
+        "How long a generation waits for KV cache before 429 with Retry-After."))
+    generation_prefill_chunk: int = Field(128, ge=1, le=65536, description=(
+        "Prompt tokens read per engine step: a long prompt delays running decodes by one chunk per step."))
 
     # ---- security -------------------------------------------------------------------
     admin_token: SecretStr | None = Field(None, description=(
@@ -201,7 +217,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self):
-        names = [b.name for b in self.backbones]
+        names = [b.name for b in self.backbones + self.lm_backbones]
         if len(set(names)) != len(names):
             raise ValueError(f"backbone names must be unique, got {names}")
         if (self.admin_token is not None and self.inference_token is not None
@@ -215,4 +231,9 @@ class Settings(BaseSettings):
         return [BackboneSpec(name=b.name, source=b.source, max_length=b.max_length,
                              image_size=b.image_size, device=self.device, half=self.half)
                 for b in self.backbones]
+
+    def lm_specs(self) -> list[BackboneSpec]:
+        """The core's :class:`BackboneSpec` for every configured language model."""
+        return [BackboneSpec(name=b.name, source=b.source, max_length=b.max_length,
+                             device=self.device, half=self.half) for b in self.lm_backbones]
 

@@ -57,3 +57,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def lm_backbone(tiny_dir):
+    """A tiny random Llama causal LM with a byte-level ChatML tokenizer."""
+    from adapters.backbones.causal_lm import load_lm_backbone
+    from adapters.backbones.tiny import tiny_lm_spec
+    return load_lm_backbone(tiny_lm_spec(tiny_dir / "lm"))

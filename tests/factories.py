@@ -55,3 +55,35 @@ def peft_lora_dir(folder: Path, backbone_path: str, num_labels: int = 2, seed: i
     model = peft_seq_cls_model(backbone_path, num_labels, seed, **kw)
     model.save_pretrained(folder)
     return Path(folder)
+
+
+def peft_causal_lm_dir(folder: Path, backbone_path: str, seed: int = 0, r: int = 4,
+                       targets=("q_proj", "v_proj"), std: float = 0.5, **lora_kwargs) -> Path:
+    """A plain PEFT ``CAUSAL_LM`` LoRA directory (``save_pretrained``) on a causal LM folder,
+    its factors randomised (PEFT starts B at zero) so the adapter changes the tokens."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(backbone_path)
+    cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=2 * r, target_modules=list(targets),
+                     **lora_kwargs)
+    model = get_peft_model(base, cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.normal_(0, std)
+    model.save_pretrained(folder)
+    return Path(folder)
+
+
+def generation_manifest_dir(folder: Path, backbone, name: str, kind: str = "prompt",
+                            **generation) -> Path:
+    """A generation task's ``adapter.json`` (kind ``prompt``: no weights) in ``folder``."""
+    from adapters.format.adapter_dir import write_manifest
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_manifest(folder, Manifest(name=name, kind=kind, task_type="generation",
+                                    backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint),
+                                    generation=generation))
+    return folder

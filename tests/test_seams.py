@@ -49,7 +49,7 @@ def values(result, outputs) -> torch.Tensor:
 
 # ---- the tables ---------------------------------------------------------------------------
 def test_tables_name_every_kind_and_task_type():
-    assert set(KINDS) == {"head", "lora", "top_layers"}
+    assert set(KINDS) == {"head", "lora", "top_layers", "prompt"}
     assert {"single_label", "multi_label", "regression"} <= set(TASK_TYPES)
     assert KINDS["lora"].evictable and not KINDS["head"].evictable
     assert KINDS["head"].trunk_pass is KINDS["lora"].trunk_pass  # heads and LoRA share a forward

@@ -310,7 +310,6 @@ HOSTILE_PEFT_CONFIGS = {
     "DoRA": {"use_dora": True},
     "peft_type prefix tuning": {"peft_type": "PREFIX_TUNING"},
     "task_type QUESTION_ANS": {"task_type": "QUESTION_ANS"},
-    "task_type CAUSAL_LM": {"task_type": "CAUSAL_LM"},
     "task_type not a string": {"task_type": ["SEQ_CLS"]},
     "bias all": {"bias": "all"},
     "r true": {"r": True},
@@ -330,6 +329,16 @@ def test_hostile_peft_configs_get_a_typed_error(tmp_path, registry, tiny_dir, ca
     cfg.update(HOSTILE_PEFT_CONFIGS[case])
     (folder / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(InvalidAdapter):
+        registry.register(folder, name="p")
+    assert registry.store.list_aliases() == {}
+
+
+def test_a_causal_lm_lora_on_an_encoder_is_refused_as_incompatible(tmp_path, registry, tiny_dir):
+    """A ``CAUSAL_LM`` config is a generation task now: on an encoder it fits no language model."""
+    folder = peft_lora_dir(tmp_path / "p", str(tiny_dir / "text"))
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, "task_type": "CAUSAL_LM"}))
+    with pytest.raises(IncompatibleAdapter, match="needs a language-model backbone"):
         registry.register(folder, name="p")
     assert registry.store.list_aliases() == {}
 

@@ -57,9 +57,11 @@ def test_the_tables_agree_with_the_serving_tables():
     assert list(METHODS) == ["head", "lora", "top_layers", "scratch"]
     assert list(METHOD_SETTINGS) == list(METHODS)
     assert all(m.settings is METHOD_SETTINGS[name] for name, m in METHODS.items())
-    assert {m.kind for m in METHODS.values() if m.servable} == set(KINDS)
+    # a prompt-only generation task is written by hand, never trained; training a generation
+    # LoRA is not built yet (docs/generation.md)
+    assert {m.kind for m in METHODS.values() if m.servable} == set(KINDS) - {"prompt"}
     assert not training_method("scratch").servable
-    assert set(TRAINING_TASKS) == set(TASK_TYPES)
+    assert set(TRAINING_TASKS) == set(TASK_TYPES) - {"generation"}
     assert token_methods() == ["head", "lora", "scratch"]
     assert {t: training_task(t).headline_record()["headline"]["metric"] for t in TRAINING_TASKS} == {
         "single_label": "val_accuracy", "multi_label": "val_accuracy", "regression": "val_r2",

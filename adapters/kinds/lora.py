@@ -20,7 +20,7 @@ from adapters.kinds.lora_rows import LoraRows
 from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.lora import batch as lora_batch
 from adapters.lora.weights import check_peft_config, load_lora_weights, plan_lora
-from adapters.tasks import for_peft_problem_type
+from adapters.tasks import TASK_TYPES, for_peft_problem_type, task_type
 
 # Which pooled features an ``AutoModelForSequenceClassification`` / image-classification
 # model of this type feeds its ``classifier`` (so a plain PEFT adapter scores the same here).
@@ -55,6 +55,16 @@ class LoraKind(AdapterKind):
     def synthesise_manifest(self, adir, backbone, plan, name, names):
         if name is None:
             raise InvalidInput("a plain PEFT adapter has no adapter.json: pass name=<task name>")
+        generator = _generation_type(adir.peft_config.get("task_type"))
+        if generator is not None:  # CAUSAL_LM: the language model's own output layer, no head
+            if names is not None:
+                raise InvalidInput("a generation adapter has no labels; omit 'labels'")
+            return Manifest(name=name, kind=self.name, task_type=generator.name, **generator.from_peft(0, None),
+                            backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
+                                                 source=backbone.spec.source),
+                            preprocessing=backbone.preprocessing_settings(),
+                            training={"source": "peft save_pretrained",
+                                      "peft_task_type": adir.peft_config.get("task_type")})
         prefix = peft_head_prefix(plan.extras)
         if prefix is None:
             raise InvalidAdapter("this PEFT adapter has no 'classifier' in modules_to_save and no "
@@ -80,6 +90,12 @@ class LoraKind(AdapterKind):
                                   "peft_task_type": adir.peft_config.get("task_type")})
 
     def check(self, adir, m, backbone, plan) -> None:
+        if task_type(m.task_type).generates:
+            problems = [f"{f}: a generation LoRA has no head" for f in adir.headers if f == "head.safetensors"]
+            problems += [f"modules_to_save {k!r} is not applied to a language model"
+                         for k in sorted(plan.extras)]
+            InvalidAdapter.collect(problems, "generation LoRA")
+            return
         n_out = len(m.output_names)
         if "head.safetensors" in adir.headers:
             check_head_header(m.head, n_out, adir.headers["head.safetensors"], backbone.hidden_size,
@@ -96,6 +112,8 @@ class LoraKind(AdapterKind):
 
     def load(self, adir, m, backbone, plan):
         lora = load_lora_weights(adir.path / "adapter_model.safetensors", adir.peft_config, plan)
+        if task_type(m.task_type).generates:
+            return {}, lora
         if "head.safetensors" in adir.headers:
             return load_tensors(adir.path / "head.safetensors"), lora
         prefix = peft_head_prefix(lora.extras)
@@ -123,3 +141,8 @@ class LoraKind(AdapterKind):
         """Drop the merged weights and factor stacks built from ``weights``."""
         for cache in (lora_batch.MERGED, lora_batch.STACKS):
             cache.forget(weights)
+
+
+def _generation_type(peft_task_type: str | None):
+    """The generating task type that claims a PEFT ``task_type`` (CAUSAL_LM), or None."""
+    return next((t for t in TASK_TYPES.values() if t.generates and peft_task_type in t.peft_task_types), None)

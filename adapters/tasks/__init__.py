@@ -8,13 +8,14 @@ from __future__ import annotations
 from adapters.errors import InvalidAdapter
 from adapters.format import plugins
 from adapters.tasks.base import HEADLINE_KEY, BatchFeatures, RowResult, TaskType, TokenFeatures
+from adapters.tasks.generation import Generation
 from adapters.tasks.multi_label import MultiLabel
 from adapters.tasks.regression import Regression
 from adapters.tasks.single_label import SingleLabel
 from adapters.tasks.token_classification import TokenClassification
 
 TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SingleLabel(), MultiLabel(), Regression(),
-                                                       TokenClassification())}
+                                                       TokenClassification(), Generation())}
 plugins.use_task_types(TASK_TYPES)  # the format checks manifests against this table
 
 

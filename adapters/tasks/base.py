@@ -134,6 +134,9 @@ class TaskType:
     peft_problem_types: ClassVar[tuple[str, ...]] = ()
     """``problem_type`` values of a transformers config that make a plain PEFT adapter this type."""
     peft_task_types: ClassVar[tuple[str, ...]] = ()
+    generates: ClassVar[bool] = False
+    """True: the task answers with generated text (no head): its requests go to the generation
+    engine (:mod:`adapters.generation`), its dry run decodes, its kind plans no head."""
     """PEFT ``task_type`` values (other than ``SEQ_CLS``) that make a plain PEFT adapter this
     type, e.g. ``TOKEN_CLS``."""
 
