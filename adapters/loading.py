@@ -76,8 +76,9 @@ class LoadedAdapter:
 
 
 @dataclass
-class Prepared:
-    """The result of the dry run: everything needed to load, nothing loaded."""
+class PreparedAdapter:
+    """An adapter version read and checked from its headers (``prepare_adapter``): everything
+    needed to load it, nothing loaded."""
 
     adir: AdapterDir
     manifest: Manifest
@@ -135,7 +136,7 @@ def _check_backbone(m: Manifest, backbone: Backbone) -> None:
 
 def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], name: str | None = None,
                     labels: list[str] | None = None, backbone: str | None = None,
-                    write: bool = False, fresh: bool = False) -> Prepared:
+                    write: bool = False, fresh: bool = False) -> PreparedAdapter:
     """Check an adapter folder against the served backbones and complete its manifest.
 
     ``name`` and ``labels`` (the output names: labels, or a regression's outputs) override
@@ -164,10 +165,10 @@ def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], n
     if write:
         write_manifest(adir.path, manifest)
     prepared = AdapterDir(adir.path, manifest, adir.kind, adir.peft_config, adir.headers)
-    return Prepared(prepared, manifest, bb, plan)
+    return PreparedAdapter(prepared, manifest, bb, plan)
 
 
-def load_adapter(prep: Prepared, version: str) -> LoadedAdapter:
+def load_adapter(prep: PreparedAdapter, version: str) -> LoadedAdapter:
     """Materialise the tensors of a prepared adapter on its backbone's device."""
     start = time.perf_counter()
     m, bb, adir = compact_manifest(prep.manifest), prep.backbone, prep.adir  # shared parts: 100k tasks

@@ -31,8 +31,8 @@ from adapters.errors import CapacityError, InvalidInput, NotFound
 from adapters.format.archive import extract_archive
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
-from adapters.runtime import EmbedSpec, Prepared, Results, Runtime
-from adapters.scratch import collect_scratch
+from adapters.runtime import EmbedSpec, PreparedRequest, Results, Runtime
+from adapters.upload_cleanup import collect_stale_uploads
 from adapters.store import open_store
 from service.errors import NotReady, PredictTimeout
 from service.inputs import InputLimits, check_registration_fields
@@ -89,10 +89,10 @@ class Engine:
             self.backbones[spec.name] = load_backbone(spec)
         store = open_store(s.store)
         removed = store.gc(s.gc_grace_s)
-        removed += collect_scratch(s.gc_grace_s)  # upload scratch a crash left in $TMPDIR
+        removed += collect_stale_uploads(s.gc_grace_s)  # upload scratch a crash left in $TMPDIR
         if removed:
             log.info("store gc removed %d leftovers", len(removed))
-        registry = Registry(store, self.backbones, lora_budget_bytes=s.lora_budget_mb << 20,
+        registry = Registry(store, self.backbones, adapter_budget_bytes=s.adapter_budget_mb << 20,
                             events=self.metrics)
         registry.sync()
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
@@ -197,7 +197,7 @@ class Engine:
         _check_finite(results, backbone)
         return results.embeddings
 
-    async def _submit(self, prepared: Prepared) -> Results:
+    async def _submit(self, prepared: PreparedRequest) -> Results:
         future = self.batcher.submit(prepared)
         self._publish_queue()
         try:
@@ -209,7 +209,7 @@ class Engine:
             raise PredictTimeout(f"no answer within {self.settings.predict_timeout_s}s "
                                  "(TASKSWAP_PREDICT_TIMEOUT_S); the server is overloaded") from exc
 
-    def _run_probe(self, prepared: Prepared) -> Results:
+    def _run_probe(self, prepared: PreparedRequest) -> Results:
         """A registration's dry-run request, run by the batch worker like any request (in the
         registration thread's stead: no second forward beside the batch worker's)."""
         future = self.batcher.submit(prepared)

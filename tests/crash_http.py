@@ -12,7 +12,7 @@ server is restarted on the same store and port, then :func:`check_after_restart`
 - the restarted server serves every task, answering with the acknowledged version;
 - no orphans: the server's startup gc (``TASKSWAP_GC_GRACE_S=0``, safe with one server)
   left no staging folder, temp file or unreferenced version in the store, and
-  ``collect_scratch`` left no upload or registration scratch folder in the server's
+  ``collect_stale_uploads`` left no upload or registration folder in the server's
   ``TMPDIR`` (before that fix, 3 of 5 kills left one, up to 512 MiB each).
 
 Used by ``tests/test_crash_server.py`` (a few cycles) and ``bench/crash_loop.py`` (many).
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from adapters.scratch import SCRATCH_PREFIXES
+from adapters.upload_cleanup import UPLOAD_PREFIXES
 from crash_worker import TASKS, Expected, _settle_in_flight, assert_no_orphans
 from proc_mem import tree_pids
 
@@ -177,10 +177,10 @@ def crash_cycle(srv, expected: Expected, backbone, lora_zip: bytes, scratch: Pat
     in_flight = " ".join(x for x in (expected.in_flight or ()) if x) or None
     srv.start()  # startup gc runs before /readyz says ready
     landed, tasks, versions = check_after_restart(srv, expected)
-    # ours must be gone (collect_scratch at startup); BentoML's own empty socket folders
+    # ours must be gone (collect_stale_uploads at startup); BentoML's own empty socket folders
     # (bentoml-uds-*, bentoml-client-*) are counted but are not ours to collect
     left = sorted(p.name for p in Path(tmpdir).iterdir())
-    scratch_left = [n for n in left if n.startswith(SCRATCH_PREFIXES)]
+    scratch_left = [n for n in left if n.startswith(UPLOAD_PREFIXES)]
     return CycleReport(client.acks, kill_after_s, killed, in_flight, landed, tasks, versions, scratch_left,
                        len(left) - len(scratch_left))
 

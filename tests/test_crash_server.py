@@ -48,13 +48,13 @@ def test_kill_9_server_during_registrations_loses_nothing_acknowledged(server_fa
     assert srv.internal_errors() == []
 
 
-def test_collect_scratch_removes_only_old_registration_scratch(tmp_path):
+def test_collect_stale_uploads_removes_only_old_upload_folders(tmp_path):
     """Startup collection: old ``taskswap-upload-*`` / ``taskswap-reg-*`` folders go; young
     ones (a registration running now in another worker), other names and links stay."""
     import os
     import time
 
-    from adapters.scratch import collect_scratch
+    from adapters.upload_cleanup import collect_stale_uploads
     for name in ("taskswap-upload-old", "taskswap-reg-old", "taskswap-upload-young", "other-old"):
         (tmp_path / name / "x").mkdir(parents=True)
         (tmp_path / name / "x" / "head.safetensors").write_bytes(b"\0" * 100)
@@ -62,6 +62,6 @@ def test_collect_scratch_removes_only_old_registration_scratch(tmp_path):
     old = time.time() - 7200
     for name in ("taskswap-upload-old", "taskswap-reg-old", "other-old"):
         os.utime(tmp_path / name, (old, old))
-    assert sorted(collect_scratch(3600, tmp_path)) == ["taskswap-reg-old", "taskswap-upload-old"]
+    assert sorted(collect_stale_uploads(3600, tmp_path)) == ["taskswap-reg-old", "taskswap-upload-old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other-old", "taskswap-reg-link", "taskswap-upload-young"]
     assert (tmp_path / "other-old" / "x" / "head.safetensors").exists()

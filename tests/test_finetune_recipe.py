@@ -16,7 +16,7 @@ from training.finetune import BestHeadline, KeepLast, StandardisedHead
 def test_standardised_head_folds_into_a_head_on_raw_features(hidden, normalize):
     torch.manual_seed(0)
     x = torch.randn(50, 6) * torch.tensor([0.1, 1.0, 30.0, 0.5, 2.0, 0.01]) + 3.0  # scales far apart
-    from training.heads import _features_for_head, standardiser
+    from training.head_fit import _features_for_head, standardiser
     spec = HeadSpec(pooling="mean", input_dim=6, hidden=hidden, normalize=normalize)
     mean, std = standardiser(_features_for_head(spec, x))
     head = StandardisedHead(spec, 3, mean, std)

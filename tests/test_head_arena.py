@@ -10,7 +10,7 @@ import torch
 from adapters.format.manifest import HeadSpec
 from adapters.head_arena import PackedLinearHead, _arena
 from adapters.heads import Head, build_head
-from adapters.heads_batched import HeadCall, WeightStacks, run_heads
+from adapters.heads_batched import HeadCall, HeadStacks, run_heads
 
 
 def _module_head(spec, n, seed):
@@ -42,7 +42,7 @@ def test_stacked_and_alone_paths_equal_each_head_alone():
     feats = torch.randn(10, 8)
     calls = [HeadCall(h, False, [i, (i + 3) % 10]) for i, h in enumerate(packed)]
     calls.append(HeadCall(packed[0], False, list(range(10))))  # one head far above the others
-    got = run_heads(calls, {"mean": feats}, WeightStacks())
+    got = run_heads(calls, {"mean": feats}, HeadStacks())
     for c, out in zip(calls, got):
         ref = refs[packed.index(c.head)]
         torch.testing.assert_close(out, torch.softmax(ref(feats[c.rows]), -1), rtol=0, atol=1e-6)

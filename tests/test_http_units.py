@@ -4,6 +4,8 @@ metric label capping. Fast; the real-server tests are in the other ``test_http_*
 from __future__ import annotations
 
 import io
+import os
+import warnings
 
 import pytest
 from PIL import Image
@@ -87,6 +89,24 @@ def test_settings_from_environment(monkeypatch):
     assert s.admin_token is None and s.max_inputs == 8
     (spec,) = s.backbone_specs()
     assert (spec.name, spec.source, spec.max_length, spec.device) == ("t", "/models/x", 64, "auto")
+
+
+def test_adapter_budget_keeps_its_former_name_as_a_deprecated_alias(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("TASKSWAP_"):
+            monkeypatch.delenv(key)
+    assert Settings().adapter_budget_mb == 512 and Settings(adapter_budget_mb=64).adapter_budget_mb == 64
+    monkeypatch.setenv("TASKSWAP_LORA_BUDGET_MB", "128")
+    with pytest.warns(FutureWarning, match="TASKSWAP_LORA_BUDGET_MB is deprecated: set TASKSWAP_ADAPTER_BUDGET_MB"):
+        assert Settings().adapter_budget_mb == 128
+    monkeypatch.setenv("TASKSWAP_ADAPTER_BUDGET_MB", "256")  # the new name wins
+    with pytest.warns(FutureWarning):
+        assert Settings().adapter_budget_mb == 256
+    monkeypatch.delenv("TASKSWAP_LORA_BUDGET_MB")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert Settings().adapter_budget_mb == 256
+    assert not [w for w in caught if "deprecated" in str(w.message)]
 
 
 def test_default_backbones_are_the_embedded_ones():

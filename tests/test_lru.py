@@ -94,7 +94,7 @@ def test_lru_table(tmp_path, backbones, lora_dirs):
             loaded = reg.register(lora_dirs[task], name=task, labels=["neg", "pos"])
             versions[task] = [loaded.version]
             if len(versions) == 1:  # size the budget on the first: exactly two adapters fit
-                reg.lora_budget_bytes = 2 * loaded.nbytes
+                reg.adapter_budget_bytes = 2 * loaded.nbytes
             first[task] = scores(reg, task)  # the newest is already the most recent: no reorder
         elif step == "predict":
             assert scores(reg, task) == first[task], f"{task} answers differently after reload"
@@ -118,13 +118,13 @@ def test_lru_table(tmp_path, backbones, lora_dirs):
 
 def test_evicted_lora_is_freed(tmp_path, backbones, lora_dirs):
     """Eviction really releases the tensors (no reference left in the registry)."""
-    reg = Registry(open_store(str(tmp_path / "store")), backbones, lora_budget_bytes=1)
+    reg = Registry(open_store(str(tmp_path / "store")), backbones, adapter_budget_bytes=1)
     a = reg.register(lora_dirs["a"], name="a", labels=["neg", "pos"])
     scores(reg, "a")
     ref = weakref.ref(a.lora)
     del a
     reg.register(lora_dirs["b"], name="b", labels=["neg", "pos"])
-    lora_batch.STACKS.clear()  # the runtime's small caches may hold the last batches' adapters
+    lora_batch.LORA_STACKS.clear()  # the runtime's small caches may hold the last batches' adapters
     lora_batch.MERGED.clear()
     gc.collect()
     assert ref() is None, "an evicted LoRA's weights are still referenced"
@@ -134,7 +134,7 @@ def test_evicted_lora_is_freed(tmp_path, backbones, lora_dirs):
 
 def test_reload_is_single_flight(tmp_path, backbones, lora_dirs):
     obs = Loads()
-    reg = Registry(open_store(str(tmp_path / "store")), backbones, lora_budget_bytes=1, events=obs)
+    reg = Registry(open_store(str(tmp_path / "store")), backbones, adapter_budget_bytes=1, events=obs)
     reg.register(lora_dirs["a"], name="a", labels=["neg", "pos"])
     reg.register(lora_dirs["b"], name="b", labels=["neg", "pos"])  # evicts a
     assert obs.loads == {"a": 1, "b": 1}
@@ -163,7 +163,7 @@ def test_many_registered_few_resident(tmp_path, backbones, text_backbone):
     folder = peft_lora_dir(tmp_path / "l", str(text_backbone.source_path), seed=3)
     reg = Registry(open_store(str(tmp_path / "store")), backbones)
     one = reg.register(folder, name="t-000", labels=["neg", "pos"])
-    reg.lora_budget_bytes = 3 * one.nbytes
+    reg.adapter_budget_bytes = 3 * one.nbytes
     expected = scores(reg, "t-000")
     for i in range(1, 200):
         reg.register(folder, name=f"t-{i:03d}", labels=["neg", "pos"])

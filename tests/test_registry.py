@@ -118,8 +118,8 @@ def test_wrong_modality_and_unknown_task(tmp_path, registry, text_backbone):
         rt.prepare(["a"], [], "text")
 
 
-def test_lora_budget_evicts_and_reloads(tmp_path, backbones, text_backbone):
-    reg = Registry(open_store(str(tmp_path / "store")), backbones, lora_budget_bytes=1)
+def test_adapter_budget_evicts_and_reloads(tmp_path, backbones, text_backbone):
+    reg = Registry(open_store(str(tmp_path / "store")), backbones, adapter_budget_bytes=1)
     src = str(text_backbone.source_path)
     first = {}
     for i in range(3):

@@ -57,7 +57,7 @@ def test_entry_states_table(tmp_path, backbones, folders):
             versions[task] = [loaded.version]
             live.add(task)
             if task == "a":  # a budget of exactly one of these LoRAs
-                reg.lora_budget_bytes = loaded.nbytes
+                reg.adapter_budget_bytes = loaded.nbytes
         elif step == "new_version":
             versions[task].append(reg.register(folders[task + "2"], name=task).version)
         elif step == "resolve":

@@ -14,7 +14,7 @@ from PIL import Image
 
 from adapters.format import BackboneRef, HeadSpec, Manifest, write_head_adapter
 from adapters.heads import Head
-from adapters.heads_batched import HeadCall, WeightStacks, run_heads
+from adapters.heads_batched import HeadCall, HeadStacks, run_heads
 from adapters.lora import batch as lora_batch
 from adapters.lora.batch import LoraBatch, merged_lora
 from adapters.lora.weights import LoraModule, LoraWeights
@@ -117,7 +117,7 @@ def test_run_heads_stacks_same_shape_heads(text_backbone):
     calls = [HeadCall(heads[0], False, [0, 1]), HeadCall(other, True, [2]),
              HeadCall(heads[1], False, [3]), HeadCall(heads[2], False, [4, 5, 6]),
              HeadCall(heads[0], False, [7]), HeadCall(heads[3], False, [8, 9])]
-    cache = WeightStacks()
+    cache = HeadStacks()
     out = run_heads(calls, feats, cache)
     assert len(cache) == 1  # the four same-shape heads: one stacked block
     for c, p in zip(calls, out):
@@ -196,11 +196,11 @@ def test_single_lora_pass_uses_merged_weights_and_restores_them(lora_rt, text_ba
 def test_stacks_are_reused_and_chunking_changes_nothing(lora_rt):
     rt, kinds = lora_rt
     reqs = lambda: [rt.prepare([list(kinds)[i % 3]], [t], "text") for i, t in enumerate(TEXTS)]  # noqa: E731
-    lora_batch.STACKS.clear()
+    lora_batch.LORA_STACKS.clear()
     first = [probs(r[0]) for r in rt.run(reqs())]
-    hits = lora_batch.STACKS.hits
+    hits = lora_batch.LORA_STACKS.hits
     second = [probs(r[0]) for r in rt.run(reqs())]
-    assert lora_batch.STACKS.hits > hits  # same adapter set: the stacks were not rebuilt
+    assert lora_batch.LORA_STACKS.hits > hits  # same adapter set: the stacks were not rebuilt
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     small = Runtime(rt.registry, max_forward_rows=3)  # several trunk passes per batch
     chunked = [probs(r[0]) for r in small.run(reqs())]
@@ -300,7 +300,7 @@ def test_per_row_delta_matches_each_adapter(dtype):
     a, b = _random_lora(["m"], 2, 6, 5, 0, dtype), _random_lora(["m"], 4, 6, 5, 1, dtype)
     slots = torch.tensor([1, 0, 2, 2, 1])  # slot 0: no LoRA on that row
     x = torch.randn(5, 3, 6).to(dtype)  # [rows, tokens, in]
-    lb = LoraBatch([a, b], slots, cache=lora_batch.StackCache())
+    lb = LoraBatch([a, b], slots, cache=lora_batch.LoraStacks())
     out = torch.randn(5, 3, 5).to(dtype)
     got = lb.apply("m", x, out.clone()).float()
     for i, s in enumerate(slots.tolist()):
@@ -321,7 +321,7 @@ def test_per_row_conv_delta_matches_each_adapter(dtype, slots):
     slots = torch.tensor(slots)
     x = torch.randn(4, 6, 3, 2).to(dtype)  # [rows, in channels, h, w]
     out = torch.randn(4, 5, 3, 2).to(dtype)  # [rows, out channels, h, w]
-    lb = LoraBatch([a, b], slots, cache=lora_batch.StackCache())
+    lb = LoraBatch([a, b], slots, cache=lora_batch.LoraStacks())
     got = lb.apply("c", x, out.clone(), conv=True).float()
     for i, s in enumerate(slots.tolist()):
         want = out[i].float()

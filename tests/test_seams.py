@@ -150,9 +150,9 @@ def test_evicting_every_lora_returns_tensor_bytes_to_baseline(tmp_path, text_bac
     src = str(text_backbone.source_path)
     dirs = [peft_lora_dir(tmp_path / f"l{i}", src, seed=i, r=8) for i in range(4)]
     heads = [head_adapter(tmp_path / f"h{i}", text_backbone, f"h{i}", seed=i) for i in range(3)]
-    reg = Registry(open_store(str(tmp_path / "store")), {"text": text_backbone}, lora_budget_bytes=1 << 30)
+    reg = Registry(open_store(str(tmp_path / "store")), {"text": text_backbone}, adapter_budget_bytes=1 << 30)
     rt = Runtime(reg)
-    lora_batch.MERGED.clear(), lora_batch.STACKS.clear(), heads_batched.STACKS.clear()
+    lora_batch.MERGED.clear(), lora_batch.LORA_STACKS.clear(), heads_batched.HEAD_STACKS.clear()
     baseline = _live_tensor_bytes()
     for i, d in enumerate(dirs):
         reg.register(d, name=f"l{i}")
@@ -162,18 +162,18 @@ def test_evicting_every_lora_returns_tensor_bytes_to_baseline(tmp_path, text_bac
     rt.run([rt.prepare([f"l{i}"], TEXTS[:2], "text") for i in range(4)])
     rt.run([rt.prepare(["l0"], TEXTS, "text")])
     rt.run([rt.prepare(["h0", "h1", "h2"], TEXTS, "text"), rt.prepare(["h1"], TEXTS[:1], "text")])
-    assert len(lora_batch.STACKS) and len(lora_batch.MERGED) and len(heads_batched.STACKS)
+    assert len(lora_batch.LORA_STACKS) and len(lora_batch.MERGED) and len(heads_batched.HEAD_STACKS)
     loaded = _live_tensor_bytes()
     sizes = [reg.resolve(f"l{i}").nbytes for i in range(4)]
     assert loaded - baseline >= sum(sizes)
-    reg.lora_budget_bytes = 0  # every LoRA is evicted through the one path
+    reg.adapter_budget_bytes = 0  # every LoRA is evicted through the one path
     with reg._lock:
         reg._evict_over_budget(keep=None)
     assert reg.resident_loras() == 0
-    assert len(lora_batch.STACKS) == 0 and len(lora_batch.MERGED) == 0
+    assert len(lora_batch.LORA_STACKS) == 0 and len(lora_batch.MERGED) == 0
     for i in range(3):
         reg.delete(f"h{i}")
-    assert len(heads_batched.STACKS) == 0
+    assert len(heads_batched.HEAD_STACKS) == 0
     # every LoRA evicted, every head deleted: not one adapter's tensors are left alive
     assert _live_tensor_bytes() - baseline < min(sizes) // 2
     for i in range(4):

@@ -225,7 +225,7 @@ def test_entity_scheme_detection():
 
 
 def test_trunk_rows_of_a_request_count_every_window(tmp_path, rt, sub_bb):
-    """``Prepared.rows`` (what max_batch_rows and the queue limit count) is the number of
+    """``PreparedRequest.rows`` (what max_batch_rows and the queue limit count) is the number of
     trunk rows the runtime really runs: a long text in a token task costs one per window, on
     each row per-token tasks read (the shared head row, each token LoRA's own rows)."""
     reg = rt.registry

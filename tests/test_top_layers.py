@@ -165,7 +165,7 @@ def test_top_layers_live_in_the_lru_with_pinning_and_reload(tmp_path, backbones,
     a = reg.register(top_layers_adapter(tmp_path / "a", text_backbone, "a", 1, 1))
     layer_bytes = sum(t.numel() * 4 for t in text_backbone.model.encoder.layer[1].state_dict().values())
     assert a.nbytes >= layer_bytes  # the block copy is counted
-    reg.lora_budget_bytes = a.nbytes + a.nbytes // 2  # room for one
+    reg.adapter_budget_bytes = a.nbytes + a.nbytes // 2  # room for one
     first = {"a": scores("a")}
     reg.register(top_layers_adapter(tmp_path / "b", text_backbone, "b", 1, 2))
     first["b"] = scores("b")

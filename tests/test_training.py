@@ -21,7 +21,7 @@ from training import features as features_mod
 from training.card import HEADINGS
 from training.config import TrainConfig
 from training.data import LabelledData, open_image
-from training.heads import (STD_FLOOR, EarlyStopping, HeadFitConfig, fit_head, fold_standardisation,
+from training.head_fit import (STD_FLOOR, EarlyStopping, HeadFitConfig, fit_head, fold_standardisation,
                             standardiser)
 from training.sources import DataSource
 from training.trainer import train

@@ -45,7 +45,7 @@ from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.export import prepare_output_dir, write_metrics
 from training.fitted import TokenFit
-from training.heads import History
+from training.head_fit import History
 from training.methods import token_methods, training_method
 from training.plots import plot_loss_curves
 from training.tasks import training_task

@@ -121,5 +121,5 @@ class LoraKind(AdapterKind):
 
     def forget(self, weights) -> None:
         """Drop the merged weights and factor stacks built from ``weights``."""
-        for cache in (lora_batch.MERGED, lora_batch.STACKS):
+        for cache in (lora_batch.MERGED, lora_batch.LORA_STACKS):
             cache.forget(weights)

@@ -1,10 +1,10 @@
-"""Scratch folders of registrations, and collecting the ones a crash left behind.
+"""Upload folders of registrations (extracted archives), and removing the ones a crash left behind.
 
 An upload is extracted into ``$TMPDIR/taskswap-upload-*`` (older versions also copied it
 into ``$TMPDIR/taskswap-reg-*``; registration now reads it in place); it is removed when the
 call returns, but a ``kill -9`` mid-registration leaves it (up to the archive cap, 512 MiB
 by default), and such folders would pile up crash after crash. The server calls
-:func:`collect_scratch` at startup, next to the store's own gc (found by
+:func:`collect_stale_uploads` at startup, next to the store's own gc (found by
 ``tests/test_crash_server.py``).
 """
 
@@ -15,22 +15,22 @@ import tempfile
 import time
 from pathlib import Path
 
-SCRATCH_PREFIXES = ("taskswap-upload-", "taskswap-reg-")
+UPLOAD_PREFIXES = ("taskswap-upload-", "taskswap-reg-")
 
 
-def collect_scratch(grace_s: float, tmpdir: str | Path | None = None) -> list[str]:
+def collect_stale_uploads(grace_s: float, tmpdir: str | Path | None = None) -> list[str]:
     """Remove scratch folders older than ``grace_s`` seconds; returns their names.
 
     The grace period protects registrations running right now in other processes on the
     same host (several workers or replicas share ``$TMPDIR``).
 
-    >>> collect_scratch(3600, tempfile.mkdtemp())
+    >>> collect_stale_uploads(3600, tempfile.mkdtemp())
     []
     """
     root = Path(tmpdir or tempfile.gettempdir())
     cutoff = time.time() - grace_s
     removed = []
-    for prefix in SCRATCH_PREFIXES:
+    for prefix in UPLOAD_PREFIXES:
         for p in root.glob(f"{prefix}*"):
             try:
                 if p.is_dir() and not p.is_symlink() and p.stat().st_mtime <= cutoff:
