@@ -26,7 +26,8 @@ from adapters.follower import StoreFollower
 from adapters.lifecycle import Change, Lifecycle
 from adapters.loading import LoadedAdapter
 from adapters.residency import Residency
-from adapters.rollout import RolloutPolicy, ShadowStats
+from adapters.rollout import RolloutPolicy
+from adapters.shadow import ShadowStats
 from adapters.store.base import AdapterStore, Alias, check_name
 from adapters.table import Task, TaskTable
 

@@ -1,17 +1,19 @@
-"""Rollouts in the core: canary routing, shadow statistics, candidates in the registry and
-shadow rows in the runtime (same scores as the candidate run on its own), and the policy
+"""Rollouts in the core: canary routing, shadow statistics, policies on the task table's
+rows (taken in from the store by the follower, applied only while their candidate is a
+stored, non-active version), candidates set through the registry's lifecycle and shadow
+rows in the runtime (same scores as the candidate run on its own), and the policy
 documents in both stores (local folder and S3 on moto)."""
 
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from adapters.errors import NotFound
-from adapters.rollout import MAX_CONFUSION_LABELS, RolloutBook, RolloutPolicy, ShadowStats
+from adapters.rollout import RolloutPolicy
+from adapters.shadow import MAX_CONFUSION_LABELS, ShadowStats
 from adapters.runtime import Runtime
 from factories import head_adapter, peft_lora_dir
 from s3 import moto_s3  # noqa: F401  (session fixture)
@@ -56,28 +58,38 @@ def test_shadow_stats_bound_the_confusion_matrix():
     assert r["extra_trunk_rows"] == 30 and r["added_seconds_per_row"] == pytest.approx(0.01 / 30)
 
 
-def test_book_ignores_a_policy_whose_candidate_is_active_or_unknown():
-    alias = SimpleNamespace(active="a" * 64, versions=[SimpleNamespace(version="a" * 64),
-                                                      SimpleNamespace(version="b" * 64)])
-    docs = {"t1": policy(candidate="b" * 64, task="t1").model_dump(),
-            "t2": policy(candidate="a" * 64, task="t2").model_dump(),   # already active
-            "t3": policy(candidate="d" * 64, task="t3").model_dump(),   # not in the history
-            "t4": {"task": "t4", "mode": "sideways"}}                    # damaged
-    book = RolloutBook(SimpleNamespace(list_rollouts=lambda names: {n: docs[n] for n in names if n in docs}))
-    book.refresh({n: alias for n in ("t1", "t2", "t3", "t4")})
-    assert book.policy("t1").candidate == "b" * 64
-    assert book.policy("t2") is None and book.policy("t3") is None and book.policy("t4") is None
+# ---- policies on the table's rows, from the store --------------------------------------
+def test_the_table_ignores_a_policy_whose_candidate_is_active_or_unknown_or_damaged(tmp_path, registry,
+                                                                                     text_backbone):
+    """Policy documents written into the store (as another replica would) reach each task's
+    row through the follower; one applies only while its candidate is a stored, non-active
+    version, and a damaged one is ignored, so the task serves without it."""
+    versions = {}
+    for t in ("t1", "t2", "t3", "t4"):
+        v1 = registry.register(head_adapter(tmp_path / f"{t}-1", text_backbone, t, seed=1)).version
+        v2 = registry.register(head_adapter(tmp_path / f"{t}-2", text_backbone, t, seed=2), activate=False).version
+        versions[t] = (v1, v2)
+
+    def doc(t, candidate):
+        return RolloutPolicy(task=t, candidate=candidate, mode="shadow", updated_at="2026-01-01T00:00:00+00:00")
+
+    docs = {"t1": doc("t1", versions["t1"][1]).model_dump(),
+            "t2": doc("t2", versions["t2"][0]).model_dump(),  # already active (a promote cut short)
+            "t3": doc("t3", "d" * 64).model_dump(),            # not in the task's history
+            "t4": {"task": "t4", "mode": "sideways"}}            # damaged
+    for t, d in docs.items():
+        registry.store.update_rollout(t, lambda _old, d=d: d)
+    assert registry.sync()
+    assert registry.policy("t1").candidate == versions["t1"][1]
+    assert registry.policy("t2") is None and registry.policy("t3") is None and registry.policy("t4") is None
+    assert registry.table.get("t3").policy is not None  # kept on the row as the store says, not applied
+    # the runtime asks the registry: only t1 gets a shadow scorer
+    rt = Runtime(registry)
+    prepared = rt.prepare(["t1", "t2", "t3", "t4"], TEXTS[:1], "text", rollout=registry)
+    assert [s.version if s is not None else None for s in prepared.shadows] == [versions["t1"][1], None, None, None]
 
 
 # ---- registry candidates and runtime shadow rows -------------------------------------
-class Book:
-    def __init__(self, **policies):
-        self.policies = policies
-
-    def policy(self, task):
-        return self.policies.get(task)
-
-
 def scores(result):
     return torch.tensor([[r.scores[lab] for lab in sorted(r.scores)] for r in result.rows])
 
@@ -88,8 +100,8 @@ def test_head_candidate_scores_the_same_rows_without_answering(tmp_path, registr
     assert registry.resolve("t").version == v1  # the candidate is stored, not active
     assert [v.version for v in registry.store.get_alias("t").versions] == [v1, v2]
     rt = Runtime(registry)
-    book = Book(t=RolloutPolicy(task="t", candidate=v2, mode="shadow", updated_at="x"))
-    prepared = rt.prepare(["t"], TEXTS, "text", rollout=book)
+    registry.set_candidate("t", v2, "shadow", 0.0)
+    prepared = rt.prepare(["t"], TEXTS, "text", rollout=registry)
     assert prepared.rows == len(TEXTS)  # a head candidate costs no trunk row
     (res,) = rt.run([prepared])[0]
     assert res.version == v1 and res.shadow.result.version == v2 and res.shadow.extra_trunk_rows == 0
@@ -107,8 +119,8 @@ def test_lora_candidate_costs_extra_rows_and_matches_its_own_scores(tmp_path, re
                            activate=False).version
     registry.register(head_adapter(tmp_path / "h", text_backbone, "h"))
     rt = Runtime(registry)
-    book = Book(l=RolloutPolicy(task="l", candidate=v2, mode="shadow", updated_at="x"))
-    prepared = rt.prepare(["l", "h"], TEXTS, "text", rollout=book)
+    registry.set_candidate("l", v2, "shadow", 0.0)
+    prepared = rt.prepare(["l", "h"], TEXTS, "text", rollout=registry)
     assert prepared.rows == 3 * len(TEXTS)  # head rows + active LoRA rows + candidate LoRA rows
     res_l, res_h = rt.run([prepared])[0]
     assert res_l.version == v1 and res_l.shadow.extra_trunk_rows == len(TEXTS) and res_h.shadow is None
@@ -120,10 +132,11 @@ def test_lora_candidate_costs_extra_rows_and_matches_its_own_scores(tmp_path, re
 def test_canary_pins_the_candidate_for_its_share_of_keys(tmp_path, registry, text_backbone):
     v1 = registry.register(head_adapter(tmp_path / "a", text_backbone, "t", seed=1)).version
     v2 = registry.register(head_adapter(tmp_path / "b", text_backbone, "t", seed=2), activate=False).version
-    p = RolloutPolicy(task="t", candidate=v2, mode="canary", fraction=0.5, updated_at="x")
+    p = registry.set_candidate("t", v2, "canary", 0.5)
+    assert registry.policy("t") == p
     rt = Runtime(registry)
     for key in (f"k{i}" for i in range(40)):
-        prepared = rt.prepare(["t"], TEXTS[:1], "text", rollout=Book(t=p), routing_key=key)
+        prepared = rt.prepare(["t"], TEXTS[:1], "text", rollout=registry, routing_key=key)
         want = (v2, "canary") if p.serves_candidate(key) else (v1, "active")
         assert (prepared.adapters[0].version, prepared.roles[0]) == want
         (res,) = rt.run([prepared])[0]

@@ -1,9 +1,10 @@
-"""A follower replica's rollout book follows the store however its registry got in step.
+"""A follower replica's rollout policies follow the store however its registry got in step.
 
 A request for a task the process has not seen yet makes the registry sync itself
 (``Registry.show`` / ``resolve`` on a miss). That sync takes in the store's newer generation,
 so the watcher's next sync finds nothing new; the policy changes it carried must still reach
-the rollout book (they did not: a follower answered "mode": "none" for good).
+the task's row in the table, which holds its policy (they did not: a follower answered
+"mode": "none" for good).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def pair(tmp_path, tiny_dir, text_backbone, vision_backbone):
     b.close()
 
 
-def test_a_policy_taken_in_by_a_request_time_sync_reaches_the_rollout_book(pair, tmp_path, text_backbone):
+def test_a_policy_taken_in_by_a_request_time_sync_reaches_the_task_row(pair, tmp_path, text_backbone):
     a, b = pair
     v = [a.registry.register(head_adapter(tmp_path / f"h{s}", text_backbone, "t", seed=s)).version
          for s in (1, 2)]
