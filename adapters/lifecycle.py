@@ -37,8 +37,9 @@ from adapters.backbones.base import Backbone
 from adapters.dryrun import check_outputs_finite
 from adapters.errors import Conflict, IncompatibleAdapter, NotFound
 from adapters.follower import StoreFollower
-from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
+from adapters.format.adapter_dir import manifest_bytes
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
+from adapters.plugin_checks import read_adapter_dir
 from adapters.residency import Residency, evictable, release
 from adapters.rollout import Mode, RolloutPolicy, now
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-import adapters.kinds  # noqa: F401  (the plug-in tables reading an adapter folder checks against)
 from adapters.backbones.base import Backbone
 from adapters.format import BackboneRef, HeadSpec, Manifest, write_head_adapter
 from adapters.heads import Head

@@ -12,8 +12,7 @@ import io
 import torch
 from PIL import Image
 
-import adapters.kinds  # noqa: F401  (the plug-in tables reading an adapter folder checks against)
-from adapters.format.adapter_dir import read_adapter_dir
+from adapters.plugin_checks import read_adapter_dir
 from adapters.format.archive import make_archive
 from adapters.format.safetensors_io import load_tensors
 from adapters.heads import build_head

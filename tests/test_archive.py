@@ -79,7 +79,7 @@ def test_adapter_folder_with_a_named_pipe_is_refused_without_reading_it(tmp_path
     """A registration by path reads the folder's files: a FIFO named adapter.json would
     block that read (and the one registration thread) forever."""
     import os
-    from adapters.format.adapter_dir import read_adapter_dir
+    from adapters.plugin_checks import read_adapter_dir
     folder = tmp_path / "a"
     folder.mkdir()
     os.mkfifo(folder / "adapter.json")

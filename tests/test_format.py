@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from adapters.errors import InvalidAdapter
-from adapters.format import Manifest, content_hash, read_adapter_dir
+from adapters.format import Manifest, content_hash
+from adapters.plugin_checks import read_adapter_dir
 from adapters.format.safetensors_io import read_header, load_tensors
 from factories import head_adapter
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from adapters.errors import InvalidAdapter, InvalidInput
 from adapters.format import BackboneRef, HeadSpec, Manifest
 from adapters.lora.patterns import TOTAL_BUDGET_S, resolve_modules
+from adapters.plugin_checks import validate_manifest
 from service.inputs import InputLimits, check_registration_fields, check_texts
 
 FUZZ = settings(max_examples=int(os.environ.get("TASKSWAP_FUZZ_EXAMPLES", "300")), deadline=None,
@@ -46,8 +47,8 @@ def test_labels_follow_one_rule_in_the_field_and_in_the_manifest(labels):
     except InvalidInput:
         field_ok = False
     try:
-        Manifest(name="t", kind="head", task_type="multi_label", labels=labels,
-                 backbone=BackboneRef(name="text"), head=HeadSpec(pooling="mean", input_dim=4))
+        validate_manifest(Manifest(name="t", kind="head", task_type="multi_label", labels=labels,
+                                backbone=BackboneRef(name="text"), head=HeadSpec(pooling="mean", input_dim=4)))
         manifest_ok = True
     except ValueError:  # pydantic's ValidationError
         manifest_ok = False

@@ -1,6 +1,7 @@
-"""The import contracts (``.importlinter``: layers, the client's independence, no circles)
-hold, they catch a circle hidden in a function, and the product code imports at the top of
-its modules except where docs/architecture.md ("Layers and import contracts") says why."""
+"""The import contracts (``.importlinter``: layers, the client's independence, the format as
+a schema, no circles) hold, they catch a circle hidden in a function and a format that
+reaches for a plug-in table, and the product code imports at the top of its modules except
+where docs/architecture.md ("Layers and import contracts") says why."""
 
 from __future__ import annotations
 
@@ -59,16 +60,35 @@ def test_import_contracts_are_kept():
     assert "0 broken" in r.stdout
 
 
-def test_a_circle_hidden_in_a_function_breaks_the_contracts(tmp_path):
+def copy_of_the_code(tmp_path: Path) -> Path:
     for p in PACKAGES:
         shutil.copytree(REPO / p, tmp_path / p, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / ".importlinter", tmp_path)
+    return tmp_path
+
+
+def test_a_circle_hidden_in_a_function_breaks_the_contracts(tmp_path):
+    copy_of_the_code(tmp_path)
     with (tmp_path / "adapters" / "runtime.py").open("a") as f:
         f.write("\n\ndef _registry():\n    from adapters.registry import Registry\n    return Registry\n")
     r = run_contracts(tmp_path)
     assert r.returncode != 0
     assert "adapters.runtime is not allowed to import adapters.registry" in r.stdout
     assert "No cycles are allowed in adapters." in r.stdout
+
+
+def test_a_format_that_validates_through_a_plug_in_table_breaks_the_contracts(tmp_path):
+    """The manifest's schema checking a task type by asking the task-types table (what it
+    did before the checks moved to adapters.plugin_checks) is refused."""
+    copy_of_the_code(tmp_path)
+    with (tmp_path / "adapters" / "format" / "manifest.py").open("a") as f:
+        f.write("\n\ndef _task_type(m):\n    from adapters.tasks import TASK_TYPES\n"
+                "    return TASK_TYPES[m.task_type]\n")
+    r = run_contracts(tmp_path)
+    assert r.returncode != 0
+    assert "adapters.format is not allowed to import adapters.tasks" in r.stdout
+    assert "adapters.format.manifest -> adapters.tasks" in r.stdout
+    assert "the on-disk format is a schema" in r.stdout.split("Broken contracts")[1]  # its own contract too
 
 
 def function_level_imports(path: Path) -> list[tuple[int, str]]:

@@ -15,14 +15,14 @@ import torch
 from adapters import heads_batched
 from adapters.errors import Conflict, InvalidAdapter
 from adapters.format import BackboneRef, HeadSpec, Manifest, write_head_adapter
-from adapters.format.adapter_dir import parse_manifest
 from adapters.heads import Head
 from adapters.kinds import KINDS
 from adapters.lora import batch as lora_batch
+from adapters.plugin_checks import manifest_from_json
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
-from adapters.tasks import TASK_TYPES
+from adapters.tasks import TASK_TYPES, output_names
 from factories import head_adapter, peft_lora_dir, peft_seq_cls_model
 
 TEXTS = ["good movie", "the plot was awful and boring", "fun fun fun", "a very sad film", "happy"]
@@ -59,18 +59,18 @@ def test_tables_name_every_kind_and_task_type():
 def test_manifest_outputs_are_described_by_the_task_type():
     base = {"name": "t", "kind": "head", "backbone": {"name": "text"},
             "head": {"pooling": "mean", "input_dim": 4}}
-    assert parse_manifest({**base, "task_type": "regression", "outputs": ["a", "b"]}).output_names == ["a", "b"]
+    assert output_names(manifest_from_json({**base, "task_type": "regression", "outputs": ["a", "b"]})) == ["a", "b"]
     with pytest.raises(InvalidAdapter, match="needs 'outputs'"):
-        parse_manifest({**base, "task_type": "regression"})
+        manifest_from_json({**base, "task_type": "regression"})
     with pytest.raises(InvalidAdapter, match="at least 2 labels"):
-        parse_manifest({**base, "labels": ["only"]})
+        manifest_from_json({**base, "labels": ["only"]})
     with pytest.raises(InvalidAdapter, match="task_type 'ranking' is unknown"):
-        parse_manifest({**base, "task_type": "ranking", "labels": ["a", "b"]})
+        manifest_from_json({**base, "task_type": "ranking", "labels": ["a", "b"]})
     with pytest.raises(InvalidAdapter, match="kind 'adapterx' is unknown"):
-        parse_manifest({**base, "kind": "adapterx", "labels": ["a", "b"]})
+        manifest_from_json({**base, "kind": "adapterx", "labels": ["a", "b"]})
     with pytest.raises(InvalidAdapter, match="target_scaling"):
-        parse_manifest({**base, "task_type": "regression", "outputs": ["a"],
-                        "target_scaling": {"a": {"mean": 0, "std": -1}}})
+        manifest_from_json({**base, "task_type": "regression", "outputs": ["a"],
+                          "target_scaling": {"a": {"mean": 0, "std": -1}}})
 
 
 # ---- regression through the runtime --------------------------------------------------------

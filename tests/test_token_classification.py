@@ -191,15 +191,16 @@ def test_token_head_on_a_vision_backbone_is_refused(tmp_path, registry, vision_b
 
 def test_manifest_pooling_must_fit_the_task_type(sub_bb):
     from adapters.format.manifest import Manifest
+    from adapters.plugin_checks import validate_manifest
     base = {"name": "x", "kind": "head", "labels": ["O", "B-X"], "backbone": {"name": "text"}}
     with pytest.raises(ValueError, match="does not fit"):
-        Manifest.model_validate({**base, "task_type": "token_classification",
-                                 "head": {"pooling": "mean", "input_dim": 32}})
+        validate_manifest(Manifest.model_validate({**base, "task_type": "token_classification",
+                                                "head": {"pooling": "mean", "input_dim": 32}}))
     with pytest.raises(ValueError, match="does not fit"):
-        Manifest.model_validate({**base, "head": {"pooling": "tokens", "input_dim": 32}})
+        validate_manifest(Manifest.model_validate({**base, "head": {"pooling": "tokens", "input_dim": 32}}))
     with pytest.raises(ValueError, match="at least 2 labels"):
-        Manifest.model_validate({**base, "labels": ["O"], "task_type": "token_classification",
-                                 "head": {"pooling": "tokens", "input_dim": 32}})
+        validate_manifest(Manifest.model_validate({**base, "labels": ["O"], "task_type": "token_classification",
+                                                "head": {"pooling": "tokens", "input_dim": 32}}))
 
 
 @pytest.mark.parametrize("tags, want", [

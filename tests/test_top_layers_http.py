@@ -55,7 +55,7 @@ def test_cli_train_top_layers_register_and_serve_the_trainer_scores(server, tmp_
 
     from adapters.backbones.base import Features
     from adapters.format.safetensors_io import load_tensors
-    from adapters.format.adapter_dir import read_adapter_dir
+    from adapters.plugin_checks import read_adapter_dir
     from adapters.heads import build_head
     from transformers import AutoModel
     m = read_adapter_dir(out).manifest

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-import adapters.kinds  # noqa: F401  (the plug-in tables reading an adapter folder checks against)
 from adapters.backbones.base import BackboneSpec
 
 _WORDS = ("the a is was and in of to new york city bank paris went john lives works at "

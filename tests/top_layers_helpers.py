@@ -51,7 +51,7 @@ def top_layers_adapter(folder: Path, backbone: Backbone, name: str, k: int, seed
 def reference_probs(backbone: Backbone, k: int, seed: int, folder: Path, inputs: list) -> torch.Tensor:
     """The fine-tuned model alone: full HF forward, the head on its pooled features."""
     from adapters.format.safetensors_io import load_tensors
-    from adapters.format.adapter_dir import read_adapter_dir
+    from adapters.plugin_checks import read_adapter_dir
     model = fine_tuned_model(backbone, k, seed)
     m = read_adapter_dir(Path(folder)).manifest
     head = build_head(m.head, len(m.labels), load_tensors(Path(folder) / "head.safetensors"))

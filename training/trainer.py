@@ -28,6 +28,7 @@ import torch
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.format import BackboneRef, HeadSpec, Manifest
+from adapters.plugin_checks import validate_manifest
 from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.data import LabelledData, stratified_split
@@ -123,14 +124,15 @@ def evaluate_split(fitted: FitOutput, data: LabelledData, task_type_name: str = 
 def build_manifest(cfg: TrainConfig, backbone: Backbone, data: LabelledData, fitted: FitOutput,
                    metrics: dict[str, SplitMetrics], info: dict) -> Manifest:
     task = training_task(cfg.task_type)
-    return Manifest(name=cfg.name, kind=training_method(cfg.method).kind, task_type=task.name,
-                    **task.manifest_fields(list(data.label_names), fitted.scaling),
-                    backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
-                                         source=backbone.spec.source),
-                    head=HeadSpec.model_validate(fitted.head.spec.model_dump()),
-                    preprocessing=backbone.preprocessing_settings(), metrics=task.manifest_metrics(metrics),
-                    training=info, created_at=info["finished_at"],
-                    **({"top_layers": {"blocks": fitted.top_layers["blocks"]}} if fitted.top_layers else {}))
+    manifest = Manifest(name=cfg.name, kind=training_method(cfg.method).kind, task_type=task.name,
+                        **task.manifest_fields(list(data.label_names), fitted.scaling),
+                        backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
+                                             source=backbone.spec.source),
+                        head=HeadSpec.model_validate(fitted.head.spec.model_dump()),
+                        preprocessing=backbone.preprocessing_settings(), metrics=task.manifest_metrics(metrics),
+                        training=info, created_at=info["finished_at"],
+                        **({"top_layers": {"blocks": fitted.top_layers["blocks"]}} if fitted.top_layers else {}))
+    return validate_manifest(manifest)  # what its kind and task type require, as the server will check
 
 
 def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, LabelledData],

@@ -20,7 +20,7 @@ from adapters.kinds.lora_rows import LoraRows
 from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.lora import batch as lora_batch
 from adapters.lora.weights import check_peft_config, load_lora_weights, plan_lora
-from adapters.tasks import for_peft_problem_type
+from adapters.tasks import for_peft_problem_type, output_names
 
 # Which pooled features an ``AutoModelForSequenceClassification`` / image-classification
 # model of this type feeds its ``classifier`` (so a plain PEFT adapter scores the same here).
@@ -80,7 +80,7 @@ class LoraKind(AdapterKind):
                                   "peft_task_type": adir.peft_config.get("task_type")})
 
     def check(self, adir, m, backbone, plan) -> None:
-        n_out = len(m.output_names)
+        n_out = len(output_names(m))
         if "head.safetensors" in adir.headers:
             check_head_header(m.head, n_out, adir.headers["head.safetensors"], backbone.hidden_size,
                               backbone.head_inputs)
@@ -99,7 +99,7 @@ class LoraKind(AdapterKind):
         if "head.safetensors" in adir.headers:
             return load_tensors(adir.path / "head.safetensors"), lora
         prefix = peft_head_prefix(lora.extras)
-        n_out = len(m.output_names)
+        n_out = len(output_names(m))
         head = {"layers.0.weight": lora.extras[f"{prefix}.weight"],
                 "layers.0.bias": lora.extras.get(f"{prefix}.bias", torch.zeros(n_out))}
         return head, lora
