@@ -54,3 +54,25 @@ def peft_lora_dir(folder: Path, backbone_path: str, num_labels: int = 2, seed: i
     model = peft_seq_cls_model(backbone_path, num_labels, seed, **kw)
     model.save_pretrained(folder)
     return Path(folder)
+
+
+def regression_head(folder, backbone, name, outputs=("rating",), scaling=None, seed=0, hidden=()):
+    """A randomly initialised (seeded) regression head adapter; returns the folder and the head."""
+    torch.manual_seed(seed)
+    spec = HeadSpec(pooling="mean", input_dim=backbone.hidden_size, hidden=list(hidden))
+    head = Head(spec, len(outputs))
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=2.0)
+    m = Manifest(name=name, kind="head", task_type="regression", outputs=list(outputs),
+                 target_scaling=scaling, backbone=BackboneRef(name=backbone.name,
+                                                              fingerprint=backbone.fingerprint),
+                 head=spec, preprocessing=backbone.preprocessing_settings())
+    write_head_adapter(folder, m, head.state_for_file())
+    return folder, head
+
+
+def peft_probs(model, backbone, texts):
+    """PEFT's own model's class probabilities for ``texts`` (the reference LoRA scores)."""
+    enc = backbone.preprocessor.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return torch.softmax(model(**enc).logits, -1)

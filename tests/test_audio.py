@@ -210,7 +210,7 @@ def test_regression_on_audio_shares_the_pass_with_classification(tmp_path, audio
                                                                  one_torch_thread):
     """The regression task type works on the audio trunk unchanged: its values are its head on
     the mean-pooled windows, alone or in a batch with a classification and a LoRA task."""
-    from test_seams import regression_head
+    from factories import regression_head
     reg = audio_registry
     _, head = regression_head(tmp_path / "r", audio_backbone, "loudness", ("a", "b"), seed=5)
     reg.register(tmp_path / "r")

@@ -8,15 +8,9 @@ from safetensors.torch import load_file, save_file
 
 from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.runtime import Runtime
-from factories import head_adapter, peft_lora_dir, peft_seq_cls_model
+from factories import head_adapter, peft_lora_dir, peft_probs, peft_seq_cls_model
 
 TEXTS = ["good movie", "the plot was awful and boring", "fine", "a b c d e f g h i j"]
-
-
-def peft_probs(model, backbone, texts):
-    enc = backbone.preprocessor.tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        return torch.softmax(model(**enc).logits, -1)
 
 
 def scores(result):

@@ -236,7 +236,7 @@ def test_tritonclient_version_pinned_infer_after_rollback(srv, triton, text_back
 
 def test_tritonclient_regression_task_answers_values(srv, triton, text_backbone, tmp_path):
     """The tensors follow the task type's answer: a regression task gives its named values."""
-    from test_seams import regression_head
+    from factories import regression_head
     scaling = {"valence": {"mean": 5.0, "std": 2.0}, "arousal": {"mean": -1.0, "std": 0.5}}
     folder, head = regression_head(tmp_path / "r", text_backbone, "affect", ("valence", "arousal"), scaling)
     register_ok(srv, folder)

@@ -17,7 +17,7 @@ from adapters.shadow import MAX_CONFUSION_LABELS, ShadowStats
 from adapters.runtime import Runtime
 from factories import head_adapter, peft_lora_dir
 from s3 import moto_s3  # noqa: F401  (session fixture)
-from test_store_contract import adapter, info, kind, make_store, register, store  # noqa: F401 (fixtures)
+from store_fixtures import adapter, info, kind, make_store, register, store  # noqa: F401 (fixtures)
 
 TEXTS = ["good", "a great movie", "the plot was awful and boring", "fine fine fine fine fine fine"]
 

@@ -23,24 +23,10 @@ from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
 from adapters.tasks import TASK_TYPES, output_names
-from factories import head_adapter, peft_lora_dir, peft_seq_cls_model
+from factories import head_adapter, peft_lora_dir, peft_seq_cls_model, regression_head
 
 TEXTS = ["good movie", "the plot was awful and boring", "fun fun fun", "a very sad film", "happy"]
 TOL = 1e-4
-
-
-def regression_head(folder, backbone, name, outputs=("rating",), scaling=None, seed=0, hidden=()):
-    torch.manual_seed(seed)
-    spec = HeadSpec(pooling="mean", input_dim=backbone.hidden_size, hidden=list(hidden))
-    head = Head(spec, len(outputs))
-    for p in head.parameters():
-        torch.nn.init.normal_(p, std=2.0)
-    m = Manifest(name=name, kind="head", task_type="regression", outputs=list(outputs),
-                 target_scaling=scaling, backbone=BackboneRef(name=backbone.name,
-                                                              fingerprint=backbone.fingerprint),
-                 head=spec, preprocessing=backbone.preprocessing_settings())
-    write_head_adapter(folder, m, head.state_for_file())
-    return folder, head
 
 
 def values(result, outputs) -> torch.Tensor:

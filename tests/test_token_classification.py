@@ -13,8 +13,7 @@ from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
 from adapters.tasks.token_classification import entity_scheme, merge_entities
-from factories import head_adapter, peft_lora_dir, peft_seq_cls_model
-from test_seams import regression_head
+from factories import head_adapter, peft_lora_dir, peft_seq_cls_model, regression_head
 from token_factories import (peft_token_dir, peft_token_model, peft_token_probs, subword_spec,
                              token_head_adapter)
 

@@ -184,8 +184,7 @@ def test_evaluate_scores_a_plain_peft_directory_with_the_data_labels(tmp_path, t
     """A PEFT ``save_pretrained`` folder has no adapter.json: evaluate names it and takes the
     data's labels as its outputs, and scores what PEFT's own model scores."""
     import torch
-    from factories import peft_lora_dir, peft_seq_cls_model
-    from test_lora_peft import peft_probs
+    from factories import peft_lora_dir, peft_probs, peft_seq_cls_model
     from training.sources import DataSource
     from training.evaluate import evaluate_adapter
     rows = sentiment_rows(12)
