@@ -18,7 +18,7 @@ Lock order (a thread holding one of these only ever takes those below it):
 A prediction reads the table without a lock and takes ``TaskTable.lock`` only for an LRU
 touch or to record a load it made itself, so it never waits on a store write; a load it
 needs (an evicted LoRA) is single-flight with any other load of that version, never with
-a registration's upload or swap. ``tests/test_lifecycle_locks.py`` holds a store whose
+a registration's upload or swap. ``tests/unit/test_lifecycle_locks.py`` holds a store whose
 writes sleep and checks that predictions keep answering during activate and delete.
 
 A stale store snapshot never undoes a local change: every install here bumps

@@ -5,7 +5,7 @@ into ``$TMPDIR/taskswap-reg-*``; registration now reads it in place); it is remo
 call returns, but a ``kill -9`` mid-registration leaves it (up to the archive cap, 512 MiB
 by default), and such folders would pile up crash after crash. The server calls
 :func:`collect_stale_uploads` at startup, next to the store's own gc (found by
-``tests/test_crash_server.py``).
+``tests/resilience/test_crash_server.py``).
 """
 
 from __future__ import annotations
