@@ -21,7 +21,7 @@ import time
 from concurrent.futures import Future
 
 from adapters.errors import CapacityError, TaskswapError
-from adapters.runtime import Prepared, Runtime
+from adapters.runtime import PreparedRequest, Runtime
 
 log = logging.getLogger("taskswap.batching")
 
@@ -31,7 +31,7 @@ class Batcher:
 
     An item needs only ``rows`` (its trunk rows) for the batcher; ``runtime.run(items)``
     answers a list of results in order. An item with a ``timings`` dict (a
-    :class:`Prepared`) gets its ``submitted`` stamp there.
+    :class:`PreparedRequest`) gets its ``submitted`` stamp there.
 
     >>> import tempfile
     >>> from adapters.store import open_store
@@ -58,7 +58,7 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    def submit(self, req: Prepared) -> Future:
+    def submit(self, req: PreparedRequest) -> Future:
         fut: Future = Future()
         with self._lock:
             if self._closed:
@@ -67,7 +67,7 @@ class Batcher:
                 raise CapacityError(f"server is at capacity ({self._queued_rows} rows queued, "
                                     f"limit {self.max_queue_rows}); retry shortly", retry_after_s=1)
             self._queued_rows += req.rows
-        stamps = getattr(req, "timings", None)  # a Prepared's; an item needs only ``rows``
+        stamps = getattr(req, "timings", None)  # a PreparedRequest's; an item needs only ``rows``
         if stamps is not None:
             stamps["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
         self._q.put((req, fut))
@@ -79,7 +79,7 @@ class Batcher:
         self._q.put(None)
         self._thread.join(timeout=10)
 
-    def _take(self) -> list[tuple[Prepared, Future]] | None:
+    def _take(self) -> list[tuple[PreparedRequest, Future]] | None:
         try:  # a backlog (requests queued during the last batch): take it without waiting
             first, wait_s = self._q.get_nowait(), 0.0
         except queue.Empty:  # idle: the first request waits max_wait_s for company
@@ -126,7 +126,7 @@ class Batcher:
             if self.on_batch:
                 self.on_batch(len(items), rows, time.perf_counter() - start)
 
-    def _run_isolated(self, items: list[tuple[Prepared, Future]], outcomes: list) -> None:
+    def _run_isolated(self, items: list[tuple[PreparedRequest, Future]], outcomes: list) -> None:
         """Run ``items`` as one batch; if it fails, bisect until the failing requests are
         alone, so every other request still gets its own (correct) answer. Appends
         ``(future, result, exception)`` per item to ``outcomes`` (the caller completes them)."""

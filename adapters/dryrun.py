@@ -27,7 +27,7 @@ from PIL import Image
 
 from adapters.errors import NonFiniteOutput
 from adapters.generation.probe import check_generation_finite
-from adapters.runtime import EmbedSpec, Prepared, Runtime, score_alone
+from adapters.runtime import EmbedSpec, PreparedRequest, Runtime, score_alone
 from adapters.tasks import BatchFeatures
 
 TEXT_PROBES = ["warm up", "A longer probe sentence, with punctuation and numbers: 1, 2, 3!"]
@@ -61,7 +61,7 @@ def probe_features(bb, poolings: set[str], run=None):
         with _POOLED_LOCK:
             hit = _POOLED.get((id(bb), pooling))
         if hit is None or hit[0] is not bb:
-            req = Prepared(bb, inputs, [], EmbedSpec(pooling=pooling))
+            req = PreparedRequest(bb, inputs, [], EmbedSpec(pooling=pooling))
             emb = (run(req) if run is not None else Runtime(None).run([req])[0]).embeddings
             hit = (bb, emb)  # [probes, hidden] float32 on CPU
             with _POOLED_LOCK:
@@ -87,7 +87,7 @@ def check_outputs_finite(adapter, run=None) -> None:
     if "tokens" not in needs:  # reads the frozen trunk's pooled features only
         result = score_alone(adapter, probe_features(bb, needs, run))
     else:
-        probe = Prepared(bb, probe_inputs(bb), [adapter])
+        probe = PreparedRequest(bb, probe_inputs(bb), [adapter])
         result = (run(probe) if run is not None else Runtime(None).run([probe])[0])[0]
     check_rows_finite(result, f"adapter {adapter.name!r} on its registration probe")
 

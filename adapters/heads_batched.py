@@ -46,7 +46,7 @@ class HeadCall:
         return self.activation == "sigmoid"
 
 
-class WeightStacks(IdentityCache[list]):
+class HeadStacks(IdentityCache[list]):
     """LRU of ``[(Wt [heads, in, out], b [heads, 1, out]) per layer]`` keyed by head identities."""
 
     def __init__(self, size: int = 32):
@@ -64,7 +64,7 @@ def _stack_layers(heads: tuple[Head, ...]) -> list[tuple[torch.Tensor, torch.Ten
                 for j in range(len(layers[0]))]
 
 
-STACKS = WeightStacks()
+HEAD_STACKS = HeadStacks()
 
 
 def _shape_key(call: HeadCall) -> tuple:
@@ -75,7 +75,7 @@ def _shape_key(call: HeadCall) -> tuple:
 
 
 def run_heads(calls: list[HeadCall], features: dict[str, torch.Tensor],
-              cache: WeightStacks | None = None) -> list[torch.Tensor]:
+              cache: HeadStacks | None = None) -> list[torch.Tensor]:
     """Outputs ``[len(call.rows), n_outputs]`` (float32, CPU) for each call, in order.
 
     ``features`` maps each pooling to ``[rows, hidden]`` on the heads' device.
@@ -90,13 +90,13 @@ def run_heads(calls: list[HeadCall], features: dict[str, torch.Tensor],
         groups.setdefault(_shape_key(c), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(calls)
     for key, idx in groups.items():
-        probs = _run_group([calls[i] for i in idx], features[key[0]], STACKS if cache is None else cache)
+        probs = _run_group([calls[i] for i in idx], features[key[0]], HEAD_STACKS if cache is None else cache)
         for i, p in zip(idx, probs):
             out[i] = p
     return out  # type: ignore[return-value]
 
 
-def _run_group(calls: list[HeadCall], feats: torch.Tensor, cache: WeightStacks) -> list[torch.Tensor]:
+def _run_group(calls: list[HeadCall], feats: torch.Tensor, cache: HeadStacks) -> list[torch.Tensor]:
     spec = calls[0].head.spec
     # Rows per distinct head (a task named by several requests in the batch is one head).
     segs: dict[int, tuple[Head, list[int]]] = {}
@@ -133,7 +133,7 @@ def _run_group(calls: list[HeadCall], feats: torch.Tensor, cache: WeightStacks) 
 
 
 def _stacked(heads: list[Head], seg_rows: list[list[int]], x: torch.Tensor,
-             cache: WeightStacks) -> list[torch.Tensor]:
+             cache: HeadStacks) -> list[torch.Tensor]:
     """Every head's logits on its own rows, all heads in one ``baddbmm`` per layer."""
     longest = max(len(r) for r in seg_rows)
     idx = torch.zeros(len(heads), longest, dtype=torch.long)  # [heads, longest]; pads read row 0

@@ -18,7 +18,7 @@ Lock order (a thread holding one of these only ever takes those below it):
 A prediction reads the table without a lock and takes ``TaskTable.lock`` only for an LRU
 touch or to record a load it made itself, so it never waits on a store write; a load it
 needs (an evicted LoRA) is single-flight with any other load of that version, never with
-a registration's upload or swap. ``tests/test_lifecycle_locks.py`` holds a store whose
+a registration's upload or swap. ``tests/unit/test_lifecycle_locks.py`` holds a store whose
 writes sleep and checks that predictions keep answering during activate and delete.
 
 A stale store snapshot never undoes a local change: every install here bumps
@@ -37,8 +37,9 @@ from adapters.backbones.base import Backbone
 from adapters.dryrun import check_outputs_finite
 from adapters.errors import Conflict, IncompatibleAdapter, NotFound
 from adapters.follower import StoreFollower
-from adapters.format.adapter_dir import manifest_bytes, read_adapter_dir
+from adapters.format.adapter_dir import manifest_bytes
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
+from adapters.plugin_checks import read_adapter_dir
 from adapters.residency import Residency, evictable, release
 from adapters.rollout import Mode, RolloutPolicy, now
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from adapters.backbones.base import Backbone
 from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
-from adapters.format.adapter_dir import AdapterDir, read_adapter_dir, write_manifest
+from adapters.format.adapter_dir import AdapterDir, write_manifest
 from adapters.format.interning import compact_manifest
 from adapters.format.manifest import Manifest
 from adapters.heads import Head, build_head
 from adapters.kinds import AdapterKind, adapter_kind
-from adapters.tasks import TaskType, task_type
+from adapters.plugin_checks import read_adapter_dir, validate_manifest
+from adapters.tasks import TaskType, output_names, task_type
 from adapters.lora.patterns import with_lora_modules
 from adapters.lora.weights import LoraPlan
 
@@ -76,8 +77,9 @@ class LoadedAdapter:
 
 
 @dataclass
-class Prepared:
-    """The result of the dry run: everything needed to load, nothing loaded."""
+class PreparedAdapter:
+    """An adapter version read and checked from its headers (``prepare_adapter``): everything
+    needed to load it, nothing loaded."""
 
     adir: AdapterDir
     manifest: Manifest
@@ -143,7 +145,7 @@ def _check_backbone(m: Manifest, backbone: Backbone) -> None:
 
 def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], name: str | None = None,
                     labels: list[str] | None = None, backbone: str | None = None,
-                    write: bool = False, fresh: bool = False) -> Prepared:
+                    write: bool = False, fresh: bool = False) -> PreparedAdapter:
     """Check an adapter folder against the served backbones and complete its manifest.
 
     ``name`` and ``labels`` (the output names: labels, or a regression's outputs) override
@@ -156,14 +158,16 @@ def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], n
     bb = pick_backbone(adir, backbones, backbone)
     impl = adapter_kind(adir.kind)
     plan = impl.plan(adir, bb)
-    manifest = adir.manifest or impl.synthesise_manifest(adir, bb, plan, name, labels)
+    # A manifest read from the folder was checked against its kind and task type; one built
+    # here (a plain PEFT folder's, or with overridden fields) is checked now.
+    manifest = adir.manifest or validate_manifest(impl.synthesise_manifest(adir, bb, plan, name, labels))
     updates = {}
     if name is not None and name != manifest.name:
         updates["name"] = name
-    if labels is not None and labels != manifest.output_names:
+    if labels is not None and labels != output_names(manifest):
         updates.update(task_type(manifest.task_type).rename(labels))
     if updates:
-        manifest = Manifest.model_validate({**manifest.model_dump(), **updates})
+        manifest = validate_manifest(Manifest.model_validate({**manifest.model_dump(), **updates}))
     _check_backbone(manifest, bb)
     impl.check(adir, manifest, bb, plan)
     if isinstance(plan, LoraPlan):  # per-module r/alpha: patterns matched (bounded) once, stored
@@ -172,16 +176,16 @@ def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], n
     if write:
         write_manifest(adir.path, manifest)
     prepared = AdapterDir(adir.path, manifest, adir.kind, adir.peft_config, adir.headers)
-    return Prepared(prepared, manifest, bb, plan)
+    return PreparedAdapter(prepared, manifest, bb, plan)
 
 
-def load_adapter(prep: Prepared, version: str) -> LoadedAdapter:
+def load_adapter(prep: PreparedAdapter, version: str) -> LoadedAdapter:
     """Materialise the tensors of a prepared adapter on its backbone's device."""
     start = time.perf_counter()
     m, bb, adir = compact_manifest(prep.manifest), prep.backbone, prep.adir  # shared parts: 100k tasks
     impl = adapter_kind(adir.kind)
     head_tensors, weights = impl.load(adir, m, bb, prep.plan)
-    head = build_head(m.head, len(m.output_names), head_tensors).to(bb.device) if m.head is not None else None
+    head = build_head(m.head, len(output_names(m)), head_tensors).to(bb.device) if m.head is not None else None
     if weights is not None:
         weights = impl.to_device(weights, bb)
     return LoadedAdapter(m.name, version, m, bb, head, weights, time.perf_counter() - start)

@@ -4,7 +4,7 @@
   version) with its state, the rollout policy and shadow comparisons; lock-free reads;
 * **residency** (:mod:`adapters.residency`): single-flight loads, the request path's
   lookups, and the eviction cache of LoRA and top-layers adapters within
-  ``lora_budget_bytes``, whose removal callback frees every cache derived from an adapter;
+  ``adapter_budget_bytes``, whose removal callback frees every cache derived from an adapter;
 * the **store follower** (:mod:`adapters.follower`): the only code that syncs from the
   store; a request's miss asks it to catch up on one task;
 * the **lifecycle** (:mod:`adapters.lifecycle`): register, activate, delete, pin, set / drop
@@ -26,7 +26,8 @@ from adapters.follower import StoreFollower
 from adapters.lifecycle import Change, Lifecycle
 from adapters.loading import LoadedAdapter
 from adapters.residency import Residency
-from adapters.rollout import RolloutPolicy, ShadowStats
+from adapters.rollout import RolloutPolicy
+from adapters.shadow import ShadowStats
 from adapters.store.base import AdapterStore, Alias, check_name
 from adapters.table import Task, TaskTable
 
@@ -36,8 +37,8 @@ __all__ = ["Change", "Registry"]
 class Registry:
     """``register / activate / delete / resolve / sync / pin / list`` over one store.
 
-    ``lora_budget_bytes``: the byte budget of the eviction cache (LoRA and top-layers
-    adapters; the service's setting is ``TASKSWAP_LORA_BUDGET_MB``).
+    ``adapter_budget_bytes``: the byte budget of the eviction cache (LoRA and top-layers
+    adapters; the service's setting is ``TASKSWAP_ADAPTER_BUDGET_MB``).
 
     >>> import tempfile
     >>> from adapters.store import open_store
@@ -46,12 +47,12 @@ class Registry:
     """
 
     def __init__(self, store: AdapterStore, backbones: dict[str, Backbone],
-                 lora_budget_bytes: int = 512 << 20, events=None, full_sync_every_s: float = 3600.0):
+                 adapter_budget_bytes: int = 512 << 20, events=None, full_sync_every_s: float = 3600.0):
         self.store = store
         self.backbones = backbones
         self.events = events  # optional observer with on_load(adapter, seconds), on_register(kind)
         self.table = TaskTable(on_release=self._let_go)
-        self.residency = Residency(self.table, store, backbones, lora_budget_bytes, events)
+        self.residency = Residency(self.table, store, backbones, adapter_budget_bytes, events)
         self.follower = StoreFollower(store, self.residency, full_sync_every_s)
         self.residency.catch_up = self.follower.catch_up
         self.lifecycle = Lifecycle(store, self.residency, self.follower, backbones, events)
@@ -61,11 +62,11 @@ class Registry:
 
     # ---- settings and wiring ---------------------------------------------------------------
     @property
-    def lora_budget_bytes(self) -> int:
+    def adapter_budget_bytes(self) -> int:
         return self.residency.cache.budget_bytes
 
-    @lora_budget_bytes.setter
-    def lora_budget_bytes(self, value: int) -> None:
+    @adapter_budget_bytes.setter
+    def adapter_budget_bytes(self, value: int) -> None:
         self.residency.cache.budget_bytes = value
 
     @property

@@ -52,7 +52,7 @@ def release(loaded: LoadedAdapter) -> None:
     """The one way out of memory: drop every cache built from ``loaded`` (head weight
     stacks; the kind's own, e.g. LoRA merged weights and factor stacks). A batch still
     running on it keeps its own references until it ends."""
-    heads_batched.STACKS.forget(loaded.head)
+    heads_batched.HEAD_STACKS.forget(loaded.head)
     if loaded.weights is not None:
         loaded.impl.forget(loaded.weights)
 

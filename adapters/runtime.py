@@ -64,7 +64,7 @@ class EmbedSpec:
 
 
 @dataclass
-class Prepared:
+class PreparedRequest:
     """One request, validated, with its adapters pinned (fixed versions for this request).
 
     ``shadows[i]``: a candidate version that also scores task ``i``'s rows (never answers);
@@ -180,7 +180,7 @@ class Runtime:
 
     def prepare(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
                 versions: dict[str, str] | None = None, rollout=None,
-                routing_key: str | None = None) -> Prepared:
+                routing_key: str | None = None) -> PreparedRequest:
         """Resolve and pin ``tasks`` for ``inputs`` of ``modality`` ('text' | 'image' | ...).
 
         ``versions`` pins a task to one stored version (id or unique prefix) instead of its
@@ -225,12 +225,12 @@ class Runtime:
             raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is a "
                                f"{bb.modality} model), but {modality} inputs were sent")
         _check_features(bb, adapters)
-        req = Prepared(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
+        req = PreparedRequest(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
         if req.token_row_groups:  # long texts cost one trunk row per window: count them up front
             req.extra_windows = sum(bb.token_window_counts(req.inputs)) - len(req.inputs)
         return req
 
-    def prepare_embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> Prepared:
+    def prepare_embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> PreparedRequest:
         """An embeddings-only request: the pooled features of ``inputs`` on ``backbone``."""
         bb = self.lookup.backbones.get(backbone)
         if bb is None:
@@ -241,9 +241,9 @@ class Runtime:
         if bb.modality != modality:
             need = _NEED_NAMES.get(bb.modality, bb.modality)
             raise InvalidInput(f"backbone {backbone!r} takes {need}, but {modality} inputs were sent")
-        return Prepared(bb, list(inputs), [], _embed_on(bb, embed))
+        return PreparedRequest(bb, list(inputs), [], _embed_on(bb, embed))
 
-    def run(self, requests: list[Prepared]) -> list[Results]:
+    def run(self, requests: list[PreparedRequest]) -> list[Results]:
         """Results per request, per task in the order the request named them."""
         out: list[list[TaskResult] | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
@@ -254,7 +254,7 @@ class Runtime:
                 out[i] = res
         return out  # type: ignore[return-value]
 
-    def _run_group(self, reqs: list[Prepared]) -> list[Results]:
+    def _run_group(self, reqs: list[PreparedRequest]) -> list[Results]:
         bb = reqs[0].backbone
         started = time.time_ns()
         inputs, row_input, row_state, row_pass = [], [], [], []  # per trunk row

@@ -39,7 +39,8 @@ from typing import Callable
 from adapters.format.interning import compact_alias
 from adapters.loading import LoadedAdapter
 from adapters.name_index import NameIndex
-from adapters.rollout import RolloutPolicy, ShadowStats, policy_applies
+from adapters.rollout import RolloutPolicy, policy_applies
+from adapters.shadow import ShadowStats
 from adapters.store.base import Alias
 
 Key = tuple[str, str]  # (task, version)

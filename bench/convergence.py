@@ -33,8 +33,8 @@ These are absolute times on a shared 2-core machine while other jobs run, so the
 the neighbours' load; both stores are measured interleaved in one run so they compare
 fairly. Results go to ``bench/results/convergence.{json,md}``.
 
-The servers and moto are started with the test harness (``tests/server.py``,
-``tests/s3.py``) and the adapters built with ``tests/factories.py``, so the bench and the
+The servers and moto are started with the test harness (``tests/support/server.py``,
+``tests/support/s3.py``) and the adapters built with ``tests/support/factories.py``, so the bench and the
 replica tests exercise the same setup.
 """
 
@@ -61,9 +61,9 @@ from adapters.backbones.base import load_backbone  # noqa: E402
 from adapters.backbones.tiny import tiny_backbone_spec  # noqa: E402
 from adapters.format.archive import make_archive  # noqa: E402
 from bench.common import save_results  # noqa: E402
-from factories import head_adapter  # noqa: E402
-from s3 import start_moto, stop_moto  # noqa: E402
-from server import ServerFactory, tiny_backbones_env  # noqa: E402
+from support.factories import head_adapter  # noqa: E402
+from support.s3 import start_moto, stop_moto  # noqa: E402
+from support.server import ServerFactory, tiny_backbones_env  # noqa: E402
 
 OPERATIONS = ("register", "new version", "rollback", "delete")
 HOW = {"register": "lazy load on a miss", "new version": "watcher", "rollback": "watcher",

@@ -3,7 +3,7 @@
     python -m bench crash-loop                 # 20 cycles (about 10-15 minutes on 2 busy cores)
     python -m bench crash-loop --cycles 5      # quick
 
-Each cycle (``tests/crash_http.py``): an admin client registers (head and LoRA archives,
+Each cycle (``tests/support/crash_http.py``): an admin client registers (head and LoRA archives,
 each a new version), rolls back and deletes over HTTP without pause; after a random
 0.3-4 s every process of ``bentoml serve`` gets SIGKILL; the server restarts on the same
 store; then every acknowledged change must be there and servable with the acknowledged
@@ -31,9 +31,9 @@ from bench.common import machine, save_results
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the crash harness and real-server helper the tests use
 
-from crash_http import CRASH_ENV, crash_cycle, server_tmpdir  # noqa: E402
-from crash_worker import Expected  # noqa: E402
-from server import ServerFactory  # noqa: E402
+from support.crash_http import CRASH_ENV, crash_cycle, server_tmpdir  # noqa: E402
+from support.crash_worker import Expected  # noqa: E402
+from support.server import ServerFactory  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from adapters.backbones.base import load_backbone
     from adapters.backbones.tiny import tiny_backbone_spec
     from adapters.format.archive import make_archive
-    from factories import peft_lora_dir
+    from support.factories import peft_lora_dir
 
     rng, expected, reports, failure = random.Random(args.seed), Expected(), [], None
     t0 = time.monotonic()

@@ -6,7 +6,7 @@
 Without ``--max-time`` hypothesis stops once an operation's strategies are exhausted,
 so ``--examples`` alone stops growing the count (40 examples: ~800 cases).
 
-Same checks as the CI test (``tests/fuzz_http.py``: no 5xx, status codes, bodies and
+Same checks as the CI test (``tests/support/fuzz_http.py``: no 5xx, status codes, bodies and
 headers as declared, invalid data rejected, deleted resources gone, auth not ignored),
 with many more generated cases; ``--max-time`` makes the fuzzing and stateful phases
 repeat until the budget is spent. The server runs the tiny backbones with a text head,
@@ -30,8 +30,8 @@ from bench.common import machine, save_results
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helper and schemathesis runner the tests use
 
-from fuzz_http import CHECKS, run_schemathesis  # noqa: E402
-from server import ServerFactory, tiny_backbones_env  # noqa: E402
+from support.fuzz_http import CHECKS, run_schemathesis  # noqa: E402
+from support.server import ServerFactory, tiny_backbones_env  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     from adapters.backbones.base import load_backbone
     from adapters.backbones.tiny import tiny_backbone_spec
     from adapters.format.archive import make_archive
-    from factories import head_adapter, peft_lora_dir
+    from support.factories import head_adapter, peft_lora_dir
 
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp, ServerFactory(Path(tmp)) as servers:

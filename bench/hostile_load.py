@@ -3,7 +3,7 @@
     python -m bench hostile-load                     # 180 s, MiniLM text + MobileNetV2 vision
     python -m bench hostile-load --seconds 30 --tiny  # quick, tiny random backbones
 
-A real ``bentoml serve`` on 127.0.0.1 (``tests/server.py``). Honest clients predict
+A real ``bentoml serve`` on 127.0.0.1 (``tests/support/server.py``). Honest clients predict
 texts (several tasks, head and LoRA) and small images in a loop; hostile clients send, at
 random, every attack class of SECURITY.md: texts the tokenizer rejects (lone surrogate,
 NUL, non-characters) mixed with good ones, oversized texts, malformed and deeply nested
@@ -41,8 +41,8 @@ from bench.common import TEXT_SPEC, VISION_SPEC, load, machine, percentile, run_
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helper the tests use
 
-from proc_mem import tree_rss_bytes  # noqa: E402
-from server import ServerFactory  # noqa: E402
+from support.proc_mem import tree_rss_bytes  # noqa: E402
+from support.server import ServerFactory  # noqa: E402
 
 TEXTS = ["a great movie", "the plot was awful and boring", "fine", "I would watch it again"]
 
@@ -68,7 +68,7 @@ def build(root: Path, tiny: bool):
     heads = write_heads(root / "heads", text, 2, prefix="h")
     img = write_heads(root / "img", vision, 1, prefix="img")
     sys.path.insert(0, str(REPO / "tests"))
-    from factories import head_adapter, peft_lora_dir
+    from support.factories import head_adapter, peft_lora_dir
     from test_fuzz_archive import CASES
     from test_hardening_http import peft_token_cls_dir
     from test_non_finite import huge_head

@@ -4,7 +4,7 @@ registers, activates (rolls back) and deletes adapters every second.
     python -m bench load-faults                    # 180 s, 4 clients, embedded MiniLM (default)
     python -m bench load-faults --seconds 60 --tiny   # quick, tiny random backbone
 
-A real ``bentoml serve`` on 127.0.0.1 (``tests/server.py``), one text backbone. Tasks:
+A real ``bentoml serve`` on 127.0.0.1 (``tests/support/server.py``), one text backbone. Tasks:
 
 - ``stable-head-*`` / ``stable-lora``: registered before the run, never touched;
 - ``roll-head`` / ``roll-lora``: get a new version or a rollback to an older one every few
@@ -39,7 +39,7 @@ from bench.common import TEXT_SPEC, load, machine, percentile, run_for, review_s
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helper the tests use
 
-from server import ServerFactory  # noqa: E402
+from support.server import ServerFactory  # noqa: E402
 
 STABLE = ["stable-head-0", "stable-head-1", "stable-lora"]
 ROLL = ["roll-head", "roll-lora"]

@@ -10,7 +10,7 @@ and deletes it. The resident memory of the whole server process tree is sampled 
 ``--every`` cycles; a leak of one adapter per cycle would show as a steady slope
 (a MiniLM LoRA r=8 on query/value holds ~0.3 MiB of factors, so leaking every LoRA
 would add ~10 MiB per 100 cycles; a head is ~3 KiB, too small to see in RSS —
-``tests/test_overload_memory.py`` counts Python objects and heap for that). Reported: RSS after the
+``tests/resilience/test_overload_memory.py`` counts Python objects and heap for that). Reported: RSS after the
 warm-up, at the end, the least-squares slope per 100 cycles over the cycles after the
 warm-up, and the store's size on disk (deleted tasks must leave nothing behind).
 
@@ -31,8 +31,8 @@ from bench.common import TEXT_SPEC, load, machine, review_snippets, save_results
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helper the tests use
 
-from proc_mem import rss_bytes, tree_pids, tree_rss_bytes  # noqa: E402
-from server import ServerFactory  # noqa: E402
+from support.proc_mem import rss_bytes, tree_pids, tree_rss_bytes  # noqa: E402
+from support.server import ServerFactory  # noqa: E402
 
 MiB = 1 << 20
 

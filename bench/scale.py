@@ -29,7 +29,7 @@ and only adds what is missing). Then, each in a fresh process where memory is me
   on ``--sample`` other never-touched tasks (``POST /predict``, one client), ``GET
   /adapters`` latencies, and ``--http-registrations`` registrations (``POST /adapters``).
 
-No timing is asserted anywhere (tests/test_scale.py checks behaviour at 5,000 tasks).
+No timing is asserted anywhere (tests/unit/test_scale.py checks behaviour at 5,000 tasks).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the test harness's moto server (tests/s3.py)
+sys.path.insert(0, str(REPO / "tests"))  # the test harness's moto server (tests/support/s3.py)
 
 import dataclasses  # noqa: E402
 
@@ -64,7 +64,7 @@ from bench.common import (SMOKE_HELP, TEXT_SPEC, interleave, load, machine, revi
                           results_dir, save_results, settled_rss, smoke_specs)
 from bench.http_bench import Served  # noqa: E402
 from bench.scale_populate import populate, task_name, write_head  # noqa: E402
-from s3 import start_moto, stop_moto  # noqa: E402
+from support.s3 import start_moto, stop_moto  # noqa: E402
 BATCH = 64
 
 

@@ -87,7 +87,7 @@ def run(args, root: Path) -> None:
     bb = load(smoke_specs(root / "backbones")[0] if args.smoke else TEXT_SPEC)
     L = num_blocks(bb.model, bb.model_type)
     inputs = inputs_for(bb, BATCH)
-    reg = Registry(open_store(str(root / "store")), {bb.name: bb}, lora_budget_bytes=4 << 30)
+    reg = Registry(open_store(str(root / "store")), {bb.name: bb}, adapter_budget_bytes=4 << 30)
     heads = [reg.register(p).name for p in write_heads(root / "h", bb, args.tasks)]
     tops = {k: [reg.register(p).name for p in write_tops(root / f"t{k}", bb, args.tasks, k)] for k in (1, 2)}
     rt = Runtime(reg)

@@ -33,4 +33,4 @@ DIFF=$(cat requirements/*.txt | grep -E '^[A-Za-z0-9_.-]+==' | sort | comm -13 -
 echo "check-$MODE: versions that differ from requirements/lock.txt: ${DIFF:-none}" | sed '2,$s/^/  /'
 # (the lock's own check is the one test that must fail on other versions)
 PATH="$WORK/venv/bin:$PATH" "$PY" -m pytest -q -m "not real and not server" -p no:cacheprovider \
-  --deselect tests/test_lock.py::test_the_suite_runs_on_the_locked_versions "$@"
+  --deselect tests/project/test_lock.py::test_the_suite_runs_on_the_locked_versions "$@"

@@ -39,8 +39,8 @@ from adapters.generation.events import GenerationHandle
 from adapters.generation.requests import Overrides, request_for
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
-from adapters.runtime import EmbedSpec, Prepared, Results, Runtime
-from adapters.scratch import collect_scratch
+from adapters.runtime import EmbedSpec, PreparedRequest, Results, Runtime
+from adapters.upload_cleanup import collect_stale_uploads
 from adapters.store import open_store
 from service.errors import NotReady, PredictTimeout
 from service.inputs import InputLimits, check_registration_fields
@@ -102,7 +102,7 @@ class Engine:
         store = open_store(s.store)
         if s.startup_gc == "before_ready":
             self._collect(store)
-        registry = Registry(store, {**self.backbones, **self.lms}, lora_budget_bytes=s.lora_budget_mb << 20,
+        registry = Registry(store, {**self.backbones, **self.lms}, adapter_budget_bytes=s.adapter_budget_mb << 20,
                             events=self.metrics)
         started = registry.start()  # rows from the store's index; adapters load on first use
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
@@ -140,7 +140,7 @@ class Engine:
         """Remove the leftovers of crashes older than ``gc_grace_s`` (store staging, unreferenced
         versions, upload scratch in $TMPDIR)."""
         removed = store.gc(self.settings.gc_grace_s)
-        removed += collect_scratch(self.settings.gc_grace_s)  # upload scratch a crash left in $TMPDIR
+        removed += collect_stale_uploads(self.settings.gc_grace_s)  # upload scratch a crash left in $TMPDIR
         log.info("store gc removed %d leftovers", len(removed))
 
     def _collect_in_background(self, store) -> None:
@@ -244,7 +244,7 @@ class Engine:
         _check_finite(results, backbone)
         return results
 
-    async def _submit(self, prepared: Prepared) -> Results:
+    async def _submit(self, prepared: PreparedRequest) -> Results:
         future = self.batcher.submit(prepared)
         self._publish_queue()
         try:
@@ -256,7 +256,7 @@ class Engine:
             raise PredictTimeout(f"no answer within {self.settings.predict_timeout_s}s "
                                  "(TASKSWAP_PREDICT_TIMEOUT_S); the server is overloaded") from exc
 
-    def _run_probe(self, prepared: Prepared) -> Results:
+    def _run_probe(self, prepared: PreparedRequest) -> Results:
         """A registration's dry-run request, run by the batch worker like any request (in the
         registration thread's stead: no second forward beside the batch worker's)."""
         future = self.batcher.submit(prepared)

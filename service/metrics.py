@@ -74,7 +74,7 @@ class BoundedValues:
         return OTHER
 
 
-class Metrics:
+class ServiceMetrics:
     """All Taskswap metrics of one process; also the registry's and batcher's observer."""
 
     def __init__(self, max_tasks: int = 50, max_labels: int = 20):
@@ -121,7 +121,7 @@ class Metrics:
             name="taskswap_registrations_refused",
             documentation="Registrations refused with 429: the registration queue was full.")
         self.loaded = m.Gauge(name="taskswap_adapters_loaded", multiprocess_mode="liveall",
-                              documentation="Adapters resident in this worker (heads + LoRAs).")
+                              documentation="Adapters resident in this worker (every kind: heads, LoRA, top layers).")
         self.batch_rows = m.Histogram(name="taskswap_batch_rows", buckets=_ROW_BUCKETS,
                                       documentation="Trunk rows per executed batch.")
         self.batch_requests = m.Histogram(name="taskswap_batch_requests", buckets=_ROW_BUCKETS,

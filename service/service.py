@@ -56,7 +56,7 @@ from service.generation import generate_all  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import (MAX_TASKS, InputLimits, base64_image_bytes, check_count,  # noqa: E402
                             check_task_names, check_texts, decode_images)
-from service.metrics import Metrics  # noqa: E402
+from service.metrics import ServiceMetrics  # noqa: E402
 from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
@@ -144,7 +144,7 @@ class Taskswap:
         self.limits = InputLimits.from_settings(self.settings)
         self.audio_limits = audio_limits_from(self.settings)
         decoding.configure(self.settings.decode_budget_mb << 20, self.settings.decode_wait_s)
-        self.metrics = Metrics(self.settings.metrics_max_tasks, self.settings.metrics_max_labels)
+        self.metrics = ServiceMetrics(self.settings.metrics_max_tasks, self.settings.metrics_max_labels)
         self.engine = Engine(self.settings, self.metrics)
         self.engine.start_in_background()
 

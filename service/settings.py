@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.backbones.base import BackboneSpec
@@ -26,6 +27,10 @@ from adapters.backbones.defaults import DEFAULT_BACKBONES
 from adapters.runtime import DEFAULT_TOKEN_BUDGET
 
 MiB = 1 << 20
+
+# Old environment names still read, each with the name that replaced it. The new name wins
+# when both are set; the old one draws a FutureWarning at start-up.
+DEPRECATED_ENV = {"TASKSWAP_LORA_BUDGET_MB": "TASKSWAP_ADAPTER_BUDGET_MB"}
 
 
 class BackboneConfig(BaseModel):
@@ -57,7 +62,10 @@ def _default_replica_id() -> str:
 class Settings(BaseSettings):
     """Everything an operator can set; each field is ``TASKSWAP_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKSWAP_", extra="ignore")
+    # validate_by_name: a field with an alias (a deprecated old name) is still set by its
+    # own name in code, ``Settings(adapter_budget_mb=...)``.
+    model_config = SettingsConfigDict(env_prefix="TASKSWAP_", extra="ignore", validate_by_name=True,
+                                      validate_by_alias=True)
 
     # ---- what is served -------------------------------------------------------------
     store: str = Field("var/store", min_length=1, description=(
@@ -151,9 +159,11 @@ class Settings(BaseSettings):
     max_archive_entries: int = Field(64, ge=1, le=10_000, description="Files in an adapter archive.")
 
     # ---- adapters and store ----------------------------------------------------------
-    lora_budget_mb: int = Field(512, ge=1, description=(
-        "Memory for resident evictable adapters, LoRA and top layers (the registry's "
-        "AdapterCache, least recently used out first); heads stay resident outside it."))
+    adapter_budget_mb: int = Field(512, ge=1, validation_alias=AliasChoices(
+        "TASKSWAP_ADAPTER_BUDGET_MB", "TASKSWAP_LORA_BUDGET_MB"), description=(
+        "Memory for resident evictable adapters, LoRA and top layers (the residency's "
+        "AdapterCache, least recently used out first); heads stay resident outside it. "
+        "TASKSWAP_LORA_BUDGET_MB, its former name, is still read (deprecated)."))
     sync_interval_s: float = Field(0.5, ge=0.05, le=3600, description=(
         "How often the store watcher follows registrations made by other replicas/workers."))
     register_max_queued: int = Field(8, ge=0, le=1000, description=(
@@ -202,6 +212,15 @@ class Settings(BaseSettings):
         "The log is rotated to '<path>.1' past this size, so it never holds more than twice it."))
     prediction_log_inputs: bool = Field(False, description=(
         "Also log the raw input text (images are never logged). Off: only a sha256 of the input."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_deprecated_names(cls, data):
+        for old, new in DEPRECATED_ENV.items():
+            if any(key.upper() == old for key in os.environ):
+                warnings.warn(f"{old} is deprecated: set {new} instead (it wins when both are set)",
+                              FutureWarning, stacklevel=2)
+        return data
 
     @field_validator("admin_token", "inference_token", mode="before")
     @classmethod

@@ -4,7 +4,7 @@ Tracing is configured the BentoML way (``tracing.exporter_type``, ``tracing.samp
 ``tracing.otlp.*`` in the BentoML configuration, e.g. through ``BENTOML_CONFIG_OPTIONS``);
 BentoML's ASGI middleware opens the request span, and these spans are its children. The
 batch runs in the batcher's thread, where the request's context is not current, so the
-runtime only stamps times (``Prepared.timings``) and the spans are recorded here, after the
+runtime only stamps times (``PreparedRequest.timings``) and the spans are recorded here, after the
 answer, with those explicit start and end times. A batch shared by several requests shows
 up in each request's trace with the same trunk and heads intervals (``taskswap.batch_rows``
 says how many rows it carried).

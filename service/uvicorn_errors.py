@@ -5,7 +5,7 @@ uvicorn answers them itself, before any ASGI code runs, with a plain-text 400
 method for that response; :func:`install` replaces it in this process with one that
 sends the same status, our ``{"error", "message", "problems"}`` body and the replica
 header. If a future uvicorn renames the method, nothing is patched (and
-``tests/test_hardening_http.py`` says so by failing).
+``tests/resilience/test_hardening_http.py`` says so by failing).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from training.metrics import Metrics
+from training.metrics import SplitMetrics
 
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 HEADINGS = ["## Summary", "## Data", "## Method", "## Hyper-parameters", "## Metrics",
@@ -35,7 +35,7 @@ class CardFacts:
     preprocessing: dict
     data: list[str]  # one line per fact about the data
     hyper: dict
-    metrics: dict[str, Metrics]  # split name -> metrics ("train", "validation", "test")
+    metrics: dict[str, SplitMetrics]  # split name -> metrics ("train", "validation", "test")
     report_split: str
     best_epoch: int
     epochs_run: int

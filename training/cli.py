@@ -427,9 +427,8 @@ def _print_evaluation(args, ev, data) -> int:
 
 
 def cmd_register(args) -> int:
-    import adapters.kinds  # noqa: F401  lazy (docstring); the kinds table the folder is read against
-    from adapters.format.adapter_dir import read_adapter_dir
-    read_adapter_dir(args.adapter)  # a local format check before any upload
+    from adapters.plugin_checks import read_adapter_dir  # lazy (docstring)
+    read_adapter_dir(args.adapter)  # a local check (format, kind, task type) before any upload
     return _register(args.adapter, args.url, args.token, args.name)
 
 

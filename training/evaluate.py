@@ -22,19 +22,19 @@ from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
-from adapters.format.adapter_dir import read_adapter_dir
+from adapters.plugin_checks import read_adapter_dir
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
 from training.data import LabelledData, open_image, open_input
-from training.metrics import Metrics, classification_metrics
+from training.metrics import ClassificationMetrics, classification_metrics
 
 
 @dataclass
 class Evaluation:
     task: str
     version: str
-    metrics: Metrics
+    metrics: ClassificationMetrics
     probs: torch.Tensor  # [n, n_labels] in the adapter's label order
 
 

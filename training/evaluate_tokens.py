@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
-from adapters.format.adapter_dir import read_adapter_dir
+from adapters.plugin_checks import read_adapter_dir
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store

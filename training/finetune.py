@@ -22,7 +22,7 @@ from adapters.heads import Head
 from training.config import TrainConfig
 from training.data import LabelledData, open_input
 from training.features import extract_features
-from training.heads import EarlyStopping, History, _features_for_head, fold_standardisation
+from training.head_fit import EarlyStopping, History, _features_for_head, fold_standardisation
 from training.tasks import training_task
 
 
@@ -111,7 +111,7 @@ def fresh_head(backbone: Backbone, spec: HeadSpec, n_outputs: int, train: Labell
 class BestHeadline:
     """Keeps the state with the highest validation headline (accuracy, R²...), ties going to
     the lower validation loss; ``step`` returns True after ``patience`` epochs without a
-    better one (the interface of :class:`training.heads.EarlyStopping`)."""
+    better one (the interface of :class:`training.head_fit.EarlyStopping`)."""
 
     def __init__(self, patience: int):
         self.patience, self.best_epoch, self.state, self._bad = patience, 0, None, 0

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from adapters.heads import Head
-from training.heads import History
+from training.head_fit import History
 
 
 @dataclass

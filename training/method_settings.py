@@ -6,7 +6,7 @@ code that reads ``TrainConfig``) read their settings from here too. This module 
 both and imports neither, so the settings never import the code that trains.
 
 Adding a method: one entry below, and its behaviour class in ``training/methods/``
-(``tests/test_training_methods.py`` checks that the two tables name the same methods).
+(``tests/training/test_training_methods.py`` checks that the two tables name the same methods).
 
 Example::
 

@@ -28,7 +28,7 @@ from training.config import TrainConfig
 from training.data import LabelledData
 from training.features import extract_features
 from training.fitted import FitOutput
-from training.heads import HeadFitConfig, fit_head
+from training.head_fit import HeadFitConfig, fit_head
 from training.tasks import training_task
 
 

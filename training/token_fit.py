@@ -4,7 +4,7 @@
   a word's tag goes on its first sub-token, the other sub-tokens carry no target (as
   Hugging Face's token-classification examples do, and as the server reads words back);
 - **head**: the frozen trunk runs once per split; the first sub-token's features of every
-  word are the rows a linear/MLP head is fitted on (:func:`training.heads.fit_head`);
+  word are the rows a linear/MLP head is fitted on (:func:`training.head_fit.fit_head`);
 - **lora**: the head method first (warm start), then PEFT LoRA on a copy of the backbone
   and the head trained together with AdamW, early-stopped on validation loss.
 
@@ -23,7 +23,7 @@ from adapters.format import HeadSpec
 from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.fitted import TokenFit
-from training.heads import fit_head, train_epochs
+from training.head_fit import fit_head, train_epochs
 from training.lora import default_targets, resolve_targets, trainable_copy, warm_start_config
 from training.probe import head_fit_config
 from training.tasks import training_task

@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from adapters.backbones.base import Backbone
 from training.config import TrainConfig
 from training.data.tokens import TokenData
-from training.heads import train_epochs
+from training.head_fit import train_epochs
 from training.tasks import training_task
 from training.token_encoding import encode_words
 

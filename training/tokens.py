@@ -40,12 +40,13 @@ import torch
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.format import BackboneRef, HeadSpec, Manifest
+from adapters.plugin_checks import validate_manifest
 from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.data.tokens import TokenData
 from training.export import prepare_output_dir, write_metrics
 from training.fitted import TokenFit
-from training.heads import History
+from training.head_fit import History
 from training.methods import token_methods, training_method
 from training.plots import plot_loss_curves
 from training.tasks import training_task
@@ -160,6 +161,7 @@ def _export(out, cfg, backbone, splits, fit: TokenFit, metrics, outputs, seconds
                             head=HeadSpec.model_validate(fit.head.spec.model_dump()),
                             preprocessing=backbone.preprocessing_settings(),
                             metrics=task.manifest_metrics(metrics), training=info, created_at=finished)
+        manifest = validate_manifest(manifest)  # what its kind and task type require, as the server will check
         fit.head = fit.head.cpu()
     method.write(out, manifest, card, fit)
     write_metrics(out, {"metrics": {s: m.to_dict() for s, m in metrics.items()}, "history": hist.to_dict(),

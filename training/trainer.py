@@ -28,16 +28,17 @@ import torch
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.format import BackboneRef, HeadSpec, Manifest
+from adapters.plugin_checks import validate_manifest
 from training.card import CardFacts, render_card
 from training.config import TrainConfig
 from training.data import LabelledData, stratified_split
 from training.export import prepare_output_dir, write_metrics
 from training.features import default_cache_dir
 from training.fitted import FitOutput
-from training.heads import History
+from training.head_fit import History
 from training.lora import fit_lora
 from training.methods import training_method
-from training.metrics import Metrics
+from training.metrics import SplitMetrics
 from training.plots import plot_loss_curves
 from training.tasks import training_task
 
@@ -52,7 +53,7 @@ class TrainResult:
     path: Path
     config: TrainConfig
     manifest: Manifest | None  # None for the from-scratch baseline (not an adapter)
-    metrics: dict[str, Metrics]
+    metrics: dict[str, SplitMetrics]
     history: History
     seconds: float
     splits: dict[str, LabelledData]
@@ -111,7 +112,7 @@ def fit(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: TrainCo
 
 # ---- phase 4: evaluate ----------------------------------------------------------------
 def evaluate_split(fitted: FitOutput, data: LabelledData, task_type_name: str = "single_label"
-                   ) -> tuple[Metrics, torch.Tensor]:
+                   ) -> tuple[SplitMetrics, torch.Tensor]:
     """The task type's metrics (with its loss) and ``[n, k]`` outputs (probabilities, or values
     in the targets' units) on one split."""
     task = training_task(task_type_name)
@@ -121,20 +122,21 @@ def evaluate_split(fitted: FitOutput, data: LabelledData, task_type_name: str = 
 
 # ---- phase 5: export ------------------------------------------------------------------
 def build_manifest(cfg: TrainConfig, backbone: Backbone, data: LabelledData, fitted: FitOutput,
-                   metrics: dict[str, Metrics], info: dict) -> Manifest:
+                   metrics: dict[str, SplitMetrics], info: dict) -> Manifest:
     task = training_task(cfg.task_type)
-    return Manifest(name=cfg.name, kind=training_method(cfg.method).kind, task_type=task.name,
-                    **task.manifest_fields(list(data.label_names), fitted.scaling),
-                    backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
-                                         source=backbone.spec.source),
-                    head=HeadSpec.model_validate(fitted.head.spec.model_dump()),
-                    preprocessing=backbone.preprocessing_settings(), metrics=task.manifest_metrics(metrics),
-                    training=info, created_at=info["finished_at"],
-                    **({"top_layers": {"blocks": fitted.top_layers["blocks"]}} if fitted.top_layers else {}))
+    manifest = Manifest(name=cfg.name, kind=training_method(cfg.method).kind, task_type=task.name,
+                        **task.manifest_fields(list(data.label_names), fitted.scaling),
+                        backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint,
+                                             source=backbone.spec.source),
+                        head=HeadSpec.model_validate(fitted.head.spec.model_dump()),
+                        preprocessing=backbone.preprocessing_settings(), metrics=task.manifest_metrics(metrics),
+                        training=info, created_at=info["finished_at"],
+                        **({"top_layers": {"blocks": fitted.top_layers["blocks"]}} if fitted.top_layers else {}))
+    return validate_manifest(manifest)  # what its kind and task type require, as the server will check
 
 
 def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, LabelledData],
-           fitted: FitOutput, metrics: dict[str, Metrics], seconds: float,
+           fitted: FitOutput, metrics: dict[str, SplitMetrics], seconds: float,
            carved: bool = False, outputs: dict[str, torch.Tensor] | None = None) -> Manifest | None:
     """Write the adapter (or baseline report) folder: weights, manifest, card, metrics, plots."""
     train = splits["train"]
@@ -176,7 +178,7 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
     return manifest
 
 
-def _report_split(metrics: dict[str, Metrics]) -> str:
+def _report_split(metrics: dict[str, SplitMetrics]) -> str:
     return "test" if "test" in metrics else "validation"
 
 

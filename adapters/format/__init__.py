@@ -1,7 +1,8 @@
-"""The on-disk adapter format: manifest, safetensors checks, safe archives, directories."""
+"""The on-disk adapter format, as a schema: manifest, safetensors headers, safe archives,
+directory pieces. It names no adapter kind or task type; checking an adapter against them
+is :mod:`adapters.plugin_checks` (``read_adapter_dir``, ``validate_manifest``)."""
 
-from adapters.format.adapter_dir import AdapterDir, content_hash, read_adapter_dir, write_head_adapter
+from adapters.format.adapter_dir import AdapterDir, content_hash, write_head_adapter
 from adapters.format.manifest import BackboneRef, HeadSpec, Manifest
 
-__all__ = ["AdapterDir", "BackboneRef", "HeadSpec", "Manifest", "content_hash",
-           "read_adapter_dir", "write_head_adapter"]
+__all__ = ["AdapterDir", "BackboneRef", "HeadSpec", "Manifest", "content_hash", "write_head_adapter"]

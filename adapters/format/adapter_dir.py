@@ -1,9 +1,12 @@
-"""Reading, checking, hashing and writing adapter directories.
+"""The pieces of an adapter directory: its files, its JSON, its manifest's schema, hashing
+and writing.
 
-An adapter directory holds ``adapter.json`` plus either ``head.safetensors`` (kind
-``head``) or PEFT's ``adapter_config.json`` + ``adapter_model.safetensors`` (kind
-``lora``), a model card ``README.md`` and optional plots. A plain PEFT directory
-(no ``adapter.json``) is read too; the manifest is then built by the registry.
+An adapter directory holds ``adapter.json`` plus its kind's weight files (``head.safetensors``
+for ``head``; PEFT's ``adapter_config.json`` + ``adapter_model.safetensors`` for ``lora``...),
+a model card ``README.md`` and optional plots. A plain PEFT directory (no ``adapter.json``)
+is read too; the manifest is then built by the registry. What a kind or task type requires
+of a directory is not known here: :func:`adapters.plugin_checks.read_adapter_dir` reads one
+with these pieces and checks it against the plug-in tables.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from safetensors.torch import save_file
 
 from adapters.errors import InvalidAdapter
 from adapters.file_modes import make_readable
-from adapters.format import plugins
 from adapters.format.manifest import Manifest
 from adapters.format.safetensors_io import read_header
 
@@ -81,35 +83,30 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def manifest_error(exc: ValidationError) -> InvalidAdapter:
+    """An ``adapter.json`` that does not validate, as the ``InvalidAdapter`` a client gets:
+    one problem per pydantic error, each naming its field."""
+    problems = [f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors()]
+    return InvalidAdapter("adapter.json: " + "; ".join(problems), problems)
+
+
 def parse_manifest(data: dict) -> Manifest:
-    plugins.kinds(), plugins.task_types()  # an adapter's manifest is checked against both tables
+    """``adapter.json``'s object against the schema alone (fields, types, sizes).
+
+    >>> parse_manifest({"name": "Bad Name", "kind": "head", "backbone": {"name": "text"}})
+    Traceback (most recent call last):
+    ...
+    adapters.errors.InvalidAdapter: adapter.json: name: String should match pattern '^[a-z0-9][a-z0-9_.-]{0,63}$'
+    """
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors()]
-        raise InvalidAdapter("adapter.json: " + "; ".join(problems), problems) from exc
+        raise manifest_error(exc) from exc
 
 
-def read_adapter_dir(path: Path) -> AdapterDir:
-    """Check an adapter directory's files, manifest and tensor headers (no tensor loaded).
-
-    >>> read_adapter_dir(Path("/nonexistent"))
-    Traceback (most recent call last):
-    ...
-    adapters.errors.InvalidAdapter: /nonexistent is not an adapter directory
-    """
-    names = {p.name for p in check_files(path)}
-    manifest = parse_manifest(read_json(path / "adapter.json")) if "adapter.json" in names else None
-    peft_config = read_json(path / "adapter_config.json") if "adapter_config.json" in names else None
-    # A manifest's kind is a key of the kinds table (checked when it was parsed).
-    impl = plugins.kinds()[manifest.kind] if manifest is not None else plugins.kind_of_files(names)
-    if impl is None:
-        raise InvalidAdapter("no adapter.json and no adapter_config.json: not an adapter directory")
-    kind = impl.name
-    missing = [n for n in impl.weight_files if n not in names]
-    InvalidAdapter.collect([f"{n} is missing for a {kind} adapter" for n in missing], "adapter")
-    headers = {n: read_header(path / n) for n in names if n.endswith(".safetensors")}
-    return AdapterDir(path, manifest, kind, peft_config, headers)
+def read_headers(path: Path, names: set[str]) -> dict[str, dict]:
+    """The header of every safetensors file among ``names`` (no tensor loaded)."""
+    return {n: read_header(path / n) for n in names if n.endswith(".safetensors")}
 
 
 def content_hash(path: Path) -> str:

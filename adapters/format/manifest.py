@@ -1,4 +1,9 @@
-"""``adapter.json``: the manifest every Taskswap adapter carries.
+"""``adapter.json``: the manifest every Taskswap adapter carries, as a schema.
+
+The schema says what the file holds: its fields, their types and sizes. It does not know
+the adapter kinds and task types its ``kind`` and ``task_type`` name; what those require
+(a known kind and task type, the output names, the head's features) is checked one layer
+up, where their tables are, by :func:`adapters.plugin_checks.validate_manifest`.
 
 Unknown keys are kept and ignored, so an adapter written by a newer version still
 loads here (forward compatible); ``format_version`` says which rules applied.
@@ -9,9 +14,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from adapters.format import plugins
-from adapters.format.labels import label_problems
 
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -81,7 +83,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
     format_version: int = Field(FORMAT_VERSION, ge=1)
     name: str = Field(pattern=NAME_PATTERN, description="Task name: lowercase, digits, '_', '-', '.'.")
-    kind: str = Field(description="Adapter kind: a key of adapters.kinds.KINDS ('head', 'lora').")
+    kind: str = Field(description="Adapter kind: a key of adapters.kinds.KINDS ('head', 'lora', 'top_layers').")
     task_type: str = Field("single_label", description=(
         "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression', 'token_classification', 'generation')."))
     labels: list[str] = Field(default_factory=list, description="Classification: the label names.")
@@ -98,31 +100,8 @@ class Manifest(BaseModel):
     training: dict = Field(default_factory=dict)
     created_at: str | None = None
 
-    @property
-    def output_names(self) -> list[str]:
-        """The head's outputs in order, as its task type names them (labels, outputs...)."""
-        return plugins.task_types()[self.task_type].output_names(self)
-
     @model_validator(mode="after")
-    def _fits_kind_and_task_type(self):
-        # The plug-in tables sit above the format; their packages hand them down (plugins).
-        # A table this process has not loaded checks nothing here; reading an adapter
-        # directory (parse_manifest) always loads and checks both.
-        kinds, task_types = plugins.loaded()
-        if kinds is not None and self.kind not in kinds:
-            raise ValueError(f"kind {self.kind!r} is unknown; use one of {sorted(kinds)}")
-        if task_types is not None and self.task_type not in task_types:
-            raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(task_types)}")
-        if task_types is not None:
-            task = task_types[self.task_type]
-            # Output names (labels, regression outputs) follow the registration field's rule.
-            names = label_problems(self.output_names) if self.output_names else []
-            problems = list(dict.fromkeys(names + task.check_manifest(self)))
-            if self.head is not None and (self.head.pooling == "tokens") != (task.features == "tokens"):
-                problems.append(f"head.pooling {self.head.pooling!r} does not fit task_type "
-                                f"{self.task_type!r}, whose head reads {task.features} features")
-            if problems:
-                raise ValueError("; ".join(problems))
+    def _known_format_version(self):
         if self.format_version > FORMAT_VERSION:
             raise ValueError(f"format_version {self.format_version} is newer than this server "
                              f"understands ({FORMAT_VERSION}); upgrade the server")

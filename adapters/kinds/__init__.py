@@ -6,8 +6,6 @@ Adding one: a new file with an :class:`AdapterKind` subclass, and one entry belo
 from __future__ import annotations
 
 from adapters.errors import InvalidAdapter
-from adapters.format import plugins
-from adapters.format.plugins import kind_of_files
 from adapters.kinds.base import AdapterKind, TrunkPass
 from adapters.kinds.head import HeadKind
 from adapters.kinds.lora import LoraKind
@@ -15,7 +13,6 @@ from adapters.kinds.prompt import PromptKind
 from adapters.kinds.top_layers import TopLayersKind
 
 KINDS: dict[str, AdapterKind] = {k.name: k for k in (HeadKind(), LoraKind(), TopLayersKind(), PromptKind())}
-plugins.use_kinds(KINDS)  # the format checks manifests and folders against this table
 
 
 def adapter_kind(name: str) -> AdapterKind:
@@ -24,6 +21,14 @@ def adapter_kind(name: str) -> AdapterKind:
     if k is None:
         raise InvalidAdapter(f"kind {name!r} is unknown; use one of {sorted(KINDS)}")
     return k
+
+
+def kind_of_files(names: set[str]) -> AdapterKind | None:
+    """The kind of a directory without ``adapter.json``, from its files (plain PEFT = lora)."""
+    for k in KINDS.values():
+        if k.marker_file is not None and k.marker_file in names:
+            return k
+    return None
 
 
 __all__ = ["AdapterKind", "KINDS", "TrunkPass", "adapter_kind", "kind_of_files"]

@@ -108,7 +108,7 @@ class AdapterKind:
     format, e.g. PEFT's ``adapter_config.json``); None: this kind always has a manifest."""
     evictable: ClassVar[bool] = False
     """True: loaded versions live in the eviction cache (``adapters.residency``) within
-    ``lora_budget_bytes``."""
+    ``adapter_budget_bytes``."""
     shares_trunk_row: ClassVar[bool] = True
     """True: the adapter reads the plain frozen trunk (one row per input per request)."""
     trunk_pass: ClassVar[TrunkPass]

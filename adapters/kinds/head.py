@@ -10,6 +10,7 @@ from adapters.format.safetensors_io import load_tensors
 from adapters.heads import check_head_header
 from adapters.kinds.base import AdapterKind
 from adapters.kinds.trunk import COMPOSED_TRUNK
+from adapters.tasks import output_names
 
 
 class HeadKind(AdapterKind):
@@ -20,7 +21,7 @@ class HeadKind(AdapterKind):
     trunk_pass = COMPOSED_TRUNK
 
     def check(self, adir, m, backbone, plan) -> None:
-        check_head_header(m.head, len(m.output_names), adir.headers["head.safetensors"],
+        check_head_header(m.head, len(output_names(m)), adir.headers["head.safetensors"],
                           backbone.hidden_size, backbone.head_inputs)
 
     def load(self, adir, m, backbone, plan):

@@ -52,7 +52,7 @@ class BertLayout(Layout):
     def _mask(self, model, h, mask):
         # The mask BertModel.forward builds for its encoder (bidirectional, in the form the
         # configured attention implementation takes), through transformers' public masking
-        # API; tests/test_top_layers.py pins the piecewise forward to the model's own.
+        # API; tests/unit/test_top_layers.py pins the piecewise forward to the model's own.
         if mask is None:
             return None
         return create_bidirectional_mask(config=model.config, inputs_embeds=h, attention_mask=mask)

@@ -20,7 +20,7 @@ from adapters.kinds.lora_rows import LoraRows
 from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.lora import batch as lora_batch
 from adapters.lora.weights import check_peft_config, load_lora_weights, plan_lora
-from adapters.tasks import TASK_TYPES, for_peft_problem_type, task_type
+from adapters.tasks import TASK_TYPES, for_peft_problem_type, output_names, task_type
 
 # Which pooled features an ``AutoModelForSequenceClassification`` / image-classification
 # model of this type feeds its ``classifier`` (so a plain PEFT adapter scores the same here).
@@ -96,7 +96,7 @@ class LoraKind(AdapterKind):
                          for k in sorted(plan.extras)]
             InvalidAdapter.collect(problems, "generation LoRA")
             return
-        n_out = len(m.output_names)
+        n_out = len(output_names(m))
         if "head.safetensors" in adir.headers:
             check_head_header(m.head, n_out, adir.headers["head.safetensors"], backbone.hidden_size,
                               backbone.head_inputs)
@@ -117,7 +117,7 @@ class LoraKind(AdapterKind):
         if "head.safetensors" in adir.headers:
             return load_tensors(adir.path / "head.safetensors"), lora
         prefix = peft_head_prefix(lora.extras)
-        n_out = len(m.output_names)
+        n_out = len(output_names(m))
         head = {"layers.0.weight": lora.extras[f"{prefix}.weight"],
                 "layers.0.bias": lora.extras.get(f"{prefix}.bias", torch.zeros(n_out))}
         return head, lora
@@ -139,7 +139,7 @@ class LoraKind(AdapterKind):
 
     def forget(self, weights) -> None:
         """Drop the merged weights and factor stacks built from ``weights``."""
-        for cache in (lora_batch.MERGED, lora_batch.STACKS):
+        for cache in (lora_batch.MERGED, lora_batch.LORA_STACKS):
             cache.forget(weights)
 
 

@@ -15,7 +15,7 @@ def lora_batch(weights: list) -> LoraBatch | None:
     """Per-row slots for ``weights`` (one LoRA or None per row); None when no row has one.
 
     Slots follow a canonical order by identity, so a replayed set of adapters finds its
-    factor stacks cached (:data:`adapters.lora.batch.STACKS`).
+    factor stacks cached (:data:`adapters.lora.batch.LORA_STACKS`).
     """
     distinct = sorted({id(w): w for w in weights if w is not None}.items())
     if not distinct:

@@ -36,6 +36,7 @@ from adapters.heads import check_head_header
 from adapters.kinds.base import AdapterKind, KindBatch, RowState
 from adapters.kinds.layouts import LAYOUTS, BertLayout, Layout, MobileNetV2Layout, layout_of
 from adapters.kinds.trunk import COMPOSED_TRUNK
+from adapters.tasks import output_names
 
 WEIGHTS_FILE = "top_layers.safetensors"
 
@@ -139,7 +140,7 @@ class TopLayersKind(AdapterKind):
         if not m.backbone.fingerprint:
             raise InvalidAdapter("a top_layers adapter must name its backbone's fingerprint: its "
                                  "blocks only make sense on the exact frozen blocks below them")
-        check_head_header(m.head, len(m.output_names), adir.headers["head.safetensors"],
+        check_head_header(m.head, len(output_names(m)), adir.headers["head.safetensors"],
                           backbone.hidden_size, backbone.head_inputs)
 
     def load(self, adir, m, backbone, plan):

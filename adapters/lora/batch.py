@@ -9,7 +9,7 @@ output-sized tensor). Outside a batch, or for a module no row adapts, the hook a
 nothing.
 
 The per-module factor stacks of a set of adapters are built once and kept in a small
-LRU keyed by the adapters' identities (:class:`StackCache`), so a batch over the same
+LRU keyed by the adapters' identities (:class:`LoraStacks`), so a batch over the same
 adapters as a recent one (a few busy adapters, one adapter, a replayed mix) only
 gathers rows. Rows with no LoRA (head tasks in the same pass) are left out of the
 LoRA matmuls altogether.
@@ -41,7 +41,7 @@ from adapters.lora.weights import LoraModule, LoraWeights
 _ACTIVE: ContextVar["LoraBatch | None"] = ContextVar("taskswap_lora_batch", default=None)
 
 
-class StackCache(IdentityCache[dict]):
+class LoraStacks(IdentityCache[dict]):
     """LRU of per-module factor stacks, keyed by the tuple of adapters in a batch (each
     entry is a dict the hooks fill one module at a time, at most ``size`` entries of
     stacks, each the size of the adapters' own factors)."""
@@ -54,7 +54,7 @@ class StackCache(IdentityCache[dict]):
         return self.get(adapters, dict)
 
 
-STACKS = StackCache()
+LORA_STACKS = LoraStacks()
 
 
 def _stack(mods: list[LoraModule | None], device) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -94,10 +94,10 @@ class LoraBatch:
     """
 
     def __init__(self, adapters: list[LoraWeights], slots: torch.Tensor,
-                 cache: StackCache | None = None):
+                 cache: LoraStacks | None = None):
         self.adapters = adapters
         self.slots = slots  # [rows] long, on the CPU
-        self._stacks = (STACKS if cache is None else cache).stacks_for(tuple(adapters)) if adapters else {}
+        self._stacks = (LORA_STACKS if cache is None else cache).stacks_for(tuple(adapters)) if adapters else {}
         self._stack_lock = threading.Lock()
         lora_rows = torch.nonzero(slots > 0).flatten()
         # None = every row has a LoRA (the common case: no subset to gather or scatter).

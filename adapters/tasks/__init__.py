@@ -6,7 +6,7 @@ Adding one: a new file with a :class:`TaskType` subclass, and one entry below.
 from __future__ import annotations
 
 from adapters.errors import InvalidAdapter
-from adapters.format import plugins
+from adapters.format.manifest import Manifest
 from adapters.tasks.base import HEADLINE_KEY, BatchFeatures, RowResult, TaskType, TokenFeatures
 from adapters.tasks.generation import Generation
 from adapters.tasks.multi_label import MultiLabel
@@ -16,7 +16,6 @@ from adapters.tasks.token_classification import TokenClassification
 
 TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SingleLabel(), MultiLabel(), Regression(),
                                                        TokenClassification(), Generation())}
-plugins.use_task_types(TASK_TYPES)  # the format checks manifests against this table
 
 
 def task_type(name: str) -> TaskType:
@@ -25,6 +24,11 @@ def task_type(name: str) -> TaskType:
     if t is None:
         raise InvalidAdapter(f"task_type {name!r} is unknown; use one of {sorted(TASK_TYPES)}")
     return t
+
+
+def output_names(m: Manifest) -> list[str]:
+    """The head's outputs of ``m`` in order, as its task type names them (labels, outputs...)."""
+    return task_type(m.task_type).output_names(m)
 
 
 def peft_task_types() -> list[str]:
@@ -50,4 +54,4 @@ def for_peft_problem_type(problem_type: str | None, n_outputs: int,
 
 
 __all__ = ["HEADLINE_KEY", "BatchFeatures", "RowResult", "TASK_TYPES", "TaskType", "TokenFeatures",
-           "for_peft_problem_type", "peft_task_types", "task_type"]
+           "for_peft_problem_type", "output_names", "peft_task_types", "task_type"]

@@ -49,7 +49,7 @@ def with_loss(out: dict[str, float | int], prefix: str, loss: float | None) -> d
 
 
 @dataclass
-class Metrics:
+class ClassificationMetrics:
     """Scores of one labelled split. ``confusion[i][j]``: true class i predicted as j."""
 
     n: int
@@ -79,7 +79,7 @@ class Metrics:
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str],
-                           loss: float | None = None) -> Metrics:
+                           loss: float | None = None) -> ClassificationMetrics:
     """Accuracy, macro-F1 (over every label, absent ones count as 0), report and confusion."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     labels = list(range(len(label_names)))
@@ -90,9 +90,9 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_n
     # validation split would otherwise drag the mean to 0 for no fault of the model.
     present = [i for i in labels if s[i] > 0]
     macro = float(np.mean([f[i] for i in present])) if present else 0.0
-    return Metrics(n=int(len(y_true)), accuracy=float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-                   macro_f1=macro, per_class=per_class,
-                   confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(), loss=loss)
+    accuracy = float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0
+    return ClassificationMetrics(n=int(len(y_true)), accuracy=accuracy, macro_f1=macro, per_class=per_class,
+                                 confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(), loss=loss)
 
 
 @dataclass

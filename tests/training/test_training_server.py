@@ -1,0 +1,84 @@
+"""Trained adapters registered with a real ``bentoml serve`` over HTTP (``--register``), and
+served scores equal to what the trainer reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from adapters.backbones.tiny import tiny_backbone_spec
+from support.server import server_factory  # noqa: F401  (pytest fixture)
+from training import cli
+from training.config import TrainConfig
+from training.register import RegistrationFailed, register_with_server
+from training.sources import DataSource
+from training.trainer import train
+from support.training_helpers import sentiment_rows, write_text_csv
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("srv-backbones")
+    return {"text": tiny_backbone_spec("text", root / "text"), "vision": tiny_backbone_spec("vision", root / "vision")}
+
+
+@pytest.fixture(scope="module")
+def srv(server_factory, specs, tmp_path_factory):  # noqa: F811
+    backbones = [{"name": s.name, "source": s.source, "max_length": s.max_length, "image_size": s.image_size}
+                 for s in specs.values()]
+    return server_factory.start(store=tmp_path_factory.mktemp("srv-store"), backbones=backbones)
+
+
+def _scores(resp, labels) -> torch.Tensor:
+    assert resp.status_code == 200, resp.text
+    preds = resp.json()["results"][0]["predictions"]
+    return torch.tensor([[p["scores"][lab] for lab in labels] for p in preds])
+
+
+def test_cli_train_register_then_predict_over_http(srv, specs, tmp_path, capsys):
+    train_csv = write_text_csv(tmp_path / "train.csv", sentiment_rows(60, seed=0))
+    test_rows = sentiment_rows(16, seed=3)
+    test_csv = write_text_csv(tmp_path / "test.csv", test_rows)
+    out = tmp_path / "adapter"
+    code = cli.main(["train", "--name", "reviews", "--data", str(train_csv), "--test-data", str(test_csv),
+                     "--backbone", specs["text"].source, "--backbone-name", "text", "--epochs", "150",
+                     "--lr", "0.01", "--out", str(out), "--quiet", "--no-cache",
+                     "--register", srv.url, "--token", srv.admin])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert f"registered reviews version " in printed.out
+
+    listed = srv.get("/adapters").json()["adapters"]
+    assert [a["name"] for a in listed] == ["reviews"]
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]["test"]
+    resp = srv.predict("reviews", texts=[t for t, _ in test_rows])
+    served = _scores(resp, ["neg", "pos"])
+    truth = torch.tensor([1 if y == "pos" else 0 for _, y in test_rows])
+    assert float((served.argmax(1) == truth).float().mean()) == pytest.approx(metrics["accuracy"])
+    from training.evaluate import evaluate_adapter
+    ev = evaluate_adapter(out, DataSource(path=test_csv, labels=["neg", "pos"]).load(), progress=False)
+    assert torch.allclose(served, ev.probs, atol=1e-5)
+
+    # A wrong token: exit 1 and the server's own reason.
+    code = cli.main(["register", str(out), "--url", srv.url, "--token", "wrong"])
+    assert code == 1 and "HTTP 401" in capsys.readouterr().err
+
+
+def test_lora_adapter_registered_over_http_serves_the_trainer_scores(srv, specs, tmp_path):
+    from adapters.backbones.base import load_backbone
+    data = DataSource(path=write_text_csv(tmp_path / "r.csv", sentiment_rows(48))).load()
+    r = train(data, load_backbone(specs["text"]), TrainConfig(name="reviews-lora", method="lora", epochs=2,
+                                                            lr=2e-2, batch_size=16, progress=False),
+              tmp_path / "lora", cache_dir=None)
+    answer = register_with_server(r.path, srv.url, srv.admin)
+    assert answer["kind"] == "lora" and answer["name"] == "reviews-lora"
+    val = r.splits["validation"]
+    served = _scores(srv.predict("reviews-lora", texts=val.inputs), data.label_names)
+    assert torch.allclose(served, r.probs["validation"], atol=1e-5)
+    with pytest.raises(RegistrationFailed) as err:  # the same adapter under a name the server refuses
+        register_with_server(r.path, srv.url, srv.admin, name="Not A Name")
+    assert err.value.status in (400, 422)
