@@ -23,6 +23,15 @@ from service.errors import PredictTimeout
 POLL_S = 0.5  # how often a waiting non-streamed request checks its connection
 
 
+
+def positive_top_p(v: float | None) -> float | None:
+    """The request models' ``top_p`` bound above 0, checked in code: the schema's exclusive
+    minimum would be draft-2020 syntax inside an OpenAPI 3.0 document, which its own draft
+    (and a fuzzer reading it) rejects. A value of 0 or below is a 422 naming the field."""
+    if v is not None and v <= 0:
+        raise ValueError("top_p must be above 0")
+    return v
+
 class Generation:
     """One running generation as the route sees it: ``task`` / ``version`` that answer, and
     its events on the event loop."""

@@ -31,7 +31,7 @@ from adapters.errors import InvalidInput, TaskswapError
 from adapters.generation.events import Delta
 from adapters.generation.requests import Overrides
 from service.errors import status_for
-from service.generation import start_generation
+from service.generation import positive_top_p, start_generation
 from service.protocol_errors import OpenAIError, error_responses
 from service.routes_common import Svc, observed
 
@@ -52,7 +52,7 @@ class _Common(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="At most the task's max_new_tokens (default: it).")
     max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens (chat).")
     temperature: float | None = Field(None, ge=0, le=10, description="0 = greedy; default: the task's.")
-    top_p: float | None = Field(None, gt=0, le=1)
+    top_p: float | None = Field(None, le=1, description="Nucleus mass, above 0.")
     top_k: int | None = Field(None, ge=0, description="Extension: top-k sampling (0 = off).")
     seed: int | None = Field(None, ge=0, description="Repeatable sampling (below 2**63).")
     stop: str | list[str] | None = Field(None, description="Up to 16 stop sequences, added to the task's.")
@@ -63,6 +63,11 @@ class _Common(BaseModel):
     frequency_penalty: float = Field(0, ge=0, le=0, description="Not supported (0 only).")
     logit_bias: dict | None = Field(None, max_length=0, description="Not supported.")
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
+
+    @field_validator("top_p")
+    @classmethod
+    def _positive_top_p(cls, v):
+        return positive_top_p(v)
 
     @field_validator("seed")
     @classmethod

@@ -29,7 +29,7 @@ from adapters.errors import InvalidInput, TaskswapError
 from adapters.generation.events import Delta
 from adapters.generation.requests import Overrides
 from service.errors import status_for
-from service.generation import start_generation
+from service.generation import positive_top_p, start_generation
 from service.protocol_errors import TGIError, error_responses
 from service.routes_common import Svc, observed
 
@@ -53,7 +53,7 @@ class Parameters(BaseModel):
     do_sample: bool = False
     temperature: float | None = Field(None, ge=0, le=10)
     top_k: int | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
+    top_p: float | None = Field(None, le=1, description="Nucleus mass, above 0.")
     seed: int | None = Field(None, ge=0, description="Repeatable sampling (below 2**63).")
     stop: list[str] = Field(default_factory=list, max_length=16)
     details: bool = False
@@ -68,6 +68,11 @@ class Parameters(BaseModel):
     merged_adapters: Any = None
     return_k_alternatives: int | None = None
     decoder_input_details: bool = False
+
+    @field_validator("top_p")
+    @classmethod
+    def _positive_top_p(cls, v):
+        return positive_top_p(v)
 
     @field_validator("seed")
     @classmethod

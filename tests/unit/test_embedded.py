@@ -36,7 +36,7 @@ def mobilenet_dir(home):
 
 
 def test_names():
-    assert EMBEDDED_NAMES == ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding")
+    assert EMBEDDED_NAMES == ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding", "SmolLM2-135M-Instruct")
 
 
 def test_mobilenet_folder_layout(mobilenet_dir, home):
