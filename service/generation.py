@@ -15,6 +15,7 @@ import asyncio
 import time
 
 import anyio
+from pydantic import BaseModel, field_validator
 
 from adapters.generation.events import Admitted, Completion, Delta, Failed, Finished, GenerationHandle
 from adapters.generation.requests import Overrides
@@ -24,13 +25,27 @@ POLL_S = 0.5  # how often a waiting non-streamed request checks its connection
 
 
 
-def positive_top_p(v: float | None) -> float | None:
-    """The request models' ``top_p`` bound above 0, checked in code: the schema's exclusive
-    minimum would be draft-2020 syntax inside an OpenAPI 3.0 document, which its own draft
-    (and a fuzzer reading it) rejects. A value of 0 or below is a 422 naming the field."""
-    if v is not None and v <= 0:
-        raise ValueError("top_p must be above 0")
-    return v
+class SamplingBounds(BaseModel):
+    """The bounds the request models' sampling fields share, checked in code rather than in
+    the schema: ``top_p`` above 0 (an exclusive minimum is draft-2020 syntax inside an
+    OpenAPI 3.0 document, which its own draft, and a fuzzer reading it, rejects) and
+    ``seed`` below 2**63 (as a JSON Schema number 2**63 is a float, which fuzzers trip on).
+    A value outside is a 422 naming the field."""
+
+    @field_validator("top_p", check_fields=False)
+    @classmethod
+    def _positive_top_p(cls, v):
+        if v is not None and v <= 0:
+            raise ValueError("top_p must be above 0")
+        return v
+
+    @field_validator("seed", check_fields=False)
+    @classmethod
+    def _int64_seed(cls, v):
+        if v is not None and v >= 2 ** 63:
+            raise ValueError("seed must be below 2**63")
+        return v
+
 
 class Generation:
     """One running generation as the route sees it: ``task`` / ``version`` that answer, and

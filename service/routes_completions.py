@@ -25,13 +25,13 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.errors import InvalidInput, TaskswapError
 from adapters.generation.events import Delta
 from adapters.generation.requests import Overrides
 from service.errors import status_for
-from service.generation import positive_top_p, start_generation
+from service.generation import SamplingBounds, start_generation
 from service.protocol_errors import OpenAIError, error_responses
 from service.routes_common import Svc, observed
 
@@ -46,7 +46,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class _Common(BaseModel):
+class _Common(SamplingBounds):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=140, description="A generation task: 'task' or 'task@version'.")
     max_tokens: int | None = Field(None, ge=1, description="At most the task's max_new_tokens (default: it).")
@@ -63,19 +63,6 @@ class _Common(BaseModel):
     frequency_penalty: float = Field(0, ge=0, le=0, description="Not supported (0 only).")
     logit_bias: dict | None = Field(None, max_length=0, description="Not supported.")
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
-
-    @field_validator("top_p")
-    @classmethod
-    def _positive_top_p(cls, v):
-        return positive_top_p(v)
-
-    @field_validator("seed")
-    @classmethod
-    def _int64_seed(cls, v):
-        # not a schema bound: 2**63 as a JSON Schema number is a float, which fuzzers trip on
-        if v is not None and v >= 2 ** 63:
-            raise ValueError("seed must be below 2**63")
-        return v
 
     def overrides(self, logprobs: bool) -> Overrides:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

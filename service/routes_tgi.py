@@ -23,13 +23,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.errors import InvalidInput, TaskswapError
 from adapters.generation.events import Delta
 from adapters.generation.requests import Overrides
 from service.errors import status_for
-from service.generation import positive_top_p, start_generation
+from service.generation import SamplingBounds, start_generation
 from service.protocol_errors import TGIError, error_responses
 from service.routes_common import Svc, observed
 
@@ -44,7 +44,7 @@ _UNSUPPORTED = (("best_of", (None, 1)), ("repetition_penalty", (None, 1.0)), ("t
                 ("decoder_input_details", (False,)))
 
 
-class Parameters(BaseModel):
+class Parameters(SamplingBounds):
     model_config = ConfigDict(extra="ignore")
     adapter_id: str | None = Field(None, max_length=140, description="The generation task: 'task' or 'task@version'.")
     adapter_source: str | None = Field(None, description="Accepted and ignored: tasks are found by name.")
@@ -68,19 +68,6 @@ class Parameters(BaseModel):
     merged_adapters: Any = None
     return_k_alternatives: int | None = None
     decoder_input_details: bool = False
-
-    @field_validator("top_p")
-    @classmethod
-    def _positive_top_p(cls, v):
-        return positive_top_p(v)
-
-    @field_validator("seed")
-    @classmethod
-    def _int64_seed(cls, v):
-        # not a schema bound: 2**63 as a JSON Schema number is a float, which fuzzers trip on
-        if v is not None and v >= 2 ** 63:
-            raise ValueError("seed must be below 2**63")
-        return v
 
     def overrides(self) -> Overrides:
         bad = [f"parameters.{name}" for name, ok in _UNSUPPORTED if getattr(self, name) not in ok]
