@@ -331,8 +331,11 @@ def cmd_evaluate(args) -> int:
         raise InvalidInput("give an adapter folder, or --url URL --task NAME for a served task")
     from training.evaluate import adapter_labels, evaluate_adapter  # lazy: see the module docstring
     from training.evaluate_tokens import is_tagger
+    from training.evaluate_values import is_regressor
     if is_tagger(args.adapter):
         return _evaluate_tagger(args)
+    if is_regressor(args.adapter):
+        return _evaluate_regressor(args)
     labels = args.labels or adapter_labels(args.adapter)
     data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
     data = data.load("test")
@@ -386,6 +389,41 @@ def _evaluate_tagger(args) -> int:
     return 0
 
 
+def _rated_data(args, outputs: list[str]):
+    """Rated examples for a regression task: the file's ``--target-columns`` (default: the
+    task's outputs), or a regression demo's test split."""
+    if args.data is not None and not args.target_columns:
+        args.target_columns = list(outputs)
+    return data_source(args, path=args.data, demo=args.demo, limit=args.limit).load("test")
+
+
+def _value_json(args, ev) -> None:
+    if args.json:
+        args.json.write_text(json.dumps({"task": ev.task, "version": ev.version, **ev.metrics.to_dict()},
+                                        indent=2))
+
+
+def _evaluate_regressor(args) -> int:
+    """A regression adapter folder on rated data (MAE, RMSE, R², Spearman per output)."""
+    from training.evaluate import adapter_outputs  # lazy: see the module docstring
+    from training.evaluate_values import evaluate_regressor, print_value_evaluation
+    data = _rated_data(args, adapter_outputs(args.adapter))
+    spec = backbone_spec(args) if args.backbone else None
+    ev = evaluate_regressor(args.adapter, data, spec, batch_size=args.batch_size, progress=not args.quiet)
+    print_value_evaluation(ev, data)
+    _value_json(args, ev)
+    return 0
+
+
+def _evaluate_served_regressor(args, client, outputs) -> int:
+    from training.evaluate_values import evaluate_served_regressor, print_value_evaluation  # lazy (docstring)
+    data = _rated_data(args, outputs)
+    ev = evaluate_served_regressor(client, args.task, data, batch_size=args.batch_size, progress=not args.quiet)
+    print_value_evaluation(ev, data)
+    _value_json(args, ev)
+    return 0
+
+
 def _evaluate_served(args) -> int:
     from taskswap_client import Client, TaskswapHTTPError  # lazy: see the module docstring
     from adapters.tasks import task_type  # lazy (docstring): the task types' table
@@ -398,6 +436,8 @@ def _evaluate_served(args) -> int:
             labels = args.labels or info.labels
             if task_type(info.task_type).features == "tokens":  # a tagger: words and their tags
                 return _evaluate_served_tagger(args, client, labels)
+            if info.outputs:  # a regression: rated data, the task's outputs as its columns
+                return _evaluate_served_regressor(args, client, info.outputs)
             data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
             data = data.load("test")
             ev = evaluate_served(client, args.task, data, batch_size=args.batch_size, progress=not args.quiet)

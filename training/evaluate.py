@@ -22,10 +22,13 @@ from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
+from adapters.loading import LoadedAdapter
 from adapters.plugin_checks import read_adapter_dir
 from adapters.registry import Registry
 from adapters.runtime import Runtime
 from adapters.store import open_store
+from adapters.tasks import output_names
+from adapters.tasks.base import RowResult
 from training.data import LabelledData, open_image, open_input
 from training.metrics import ClassificationMetrics, classification_metrics
 
@@ -60,11 +63,19 @@ def adapter_labels(adapter_dir: Path) -> list[str] | None:
     return list(m.labels) if m is not None else None
 
 
-def evaluate_adapter(adapter_dir: Path, data: LabelledData, backbone: Backbone | BackboneSpec | None = None,
-                     batch_size: int = 64, progress: bool = True) -> Evaluation:
-    """Register ``adapter_dir`` in a temp store and score ``data`` with the runtime.
+def adapter_outputs(adapter_dir: Path) -> list[str] | None:
+    """The output names of an adapter folder as its task type names them (a regression's outputs)."""
+    m = read_adapter_dir(Path(adapter_dir)).manifest
+    return output_names(m) if m is not None else None
 
-    ``data.label_names`` must be the adapter's labels (load it with ``labels=`` the adapter's).
+
+def run_in_process(adapter_dir: Path, data: LabelledData, backbone: Backbone | BackboneSpec | None = None,
+                   batch_size: int = 64, progress: bool = True) -> tuple[LoadedAdapter, list[RowResult]]:
+    """Register ``adapter_dir`` in a temp store and answer every input of ``data`` with the
+    runtime: ``(the registered version, one row per input in order)``.
+
+    ``data.label_names`` must be the adapter's output names (its labels, or a regression's
+    outputs): load the data with the adapter's.
     """
     if backbone is None or isinstance(backbone, BackboneSpec):
         backbone = load_backbone(backbone_spec_for(adapter_dir, backbone))
@@ -74,36 +85,31 @@ def evaluate_adapter(adapter_dir: Path, data: LabelledData, backbone: Backbone |
         plain = not (Path(adapter_dir) / "adapter.json").exists()
         loaded = registry.register(Path(adapter_dir), name="evaluated" if plain else None,
                                    labels=list(data.label_names) if plain else None)
-        if list(loaded.labels) != list(data.label_names):
-            raise InvalidInput(f"the data's labels {data.label_names} are not the adapter's labels "
-                               f"{loaded.labels}; load the data with labels={loaded.labels}")
+        names = output_names(loaded.manifest)
+        if names != list(data.label_names):
+            raise InvalidInput(f"the data's {loaded.task.name} outputs {data.label_names} are not the "
+                               f"adapter's {names}; load the data with the adapter's")
         modality = backbone.modality
         if data.modality != modality:
             raise InvalidInput(f"the adapter takes {modality} inputs but the data is {data.modality}")
         runtime = Runtime(registry)
-        rows = []
+        rows: list[RowResult] = []
         for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit="batch",
                           disable=not progress, leave=False):
-            chunk = data.inputs[start:start + batch_size]
-            chunk = [open_input(x, modality) for x in chunk]
-            result = runtime.run([runtime.prepare([loaded.name], chunk, modality)])[0][0]
-            rows += [[r.scores[lab] for lab in loaded.labels] for r in result.rows]
-    probs = torch.tensor(rows, dtype=torch.float32).reshape(len(data), len(loaded.labels))
-    y = torch.tensor(data.labels)
-    loss = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean()) if len(y) else None
-    metrics = classification_metrics(data.labels, probs.argmax(1).tolist(), data.label_names, loss)
-    return Evaluation(loaded.name, loaded.version, metrics, probs)
+            chunk = [open_input(x, modality) for x in data.inputs[start:start + batch_size]]
+            rows += runtime.run([runtime.prepare([loaded.name], chunk, modality)])[0][0].rows
+    return loaded, rows
 
 
-def evaluate_served(client, task: str, data: LabelledData, batch_size: int = 64,
-                    progress: bool = True) -> Evaluation:
-    """Score ``data`` with the answers of a running server (a :class:`taskswap_client.Client`).
+def served_predictions(client, task: str, data: LabelledData, batch_size: int = 64,
+                       progress: bool = True) -> tuple[str, list]:
+    """Every input of ``data`` sent to ``task`` on a running server (a
+    :class:`taskswap_client.Client`): ``(the version that answered, one prediction per input)``.
 
-    ``data.label_names`` must be the task's labels (``client.show(task).labels``). All the
-    answers must come from one adapter version; a registration landing mid-way is an error
-    (evaluate again), so the metrics always describe exactly one version.
+    All the answers must come from one adapter version; a registration landing mid-way is an
+    error (evaluate again), so the metrics always describe exactly one version.
     """
-    rows, versions = [], []
+    predictions, versions = [], []
     for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit="batch",
                       disable=not progress, leave=False):
         chunk = data.inputs[start:start + batch_size]
@@ -113,19 +119,49 @@ def evaluate_served(client, task: str, data: LabelledData, batch_size: int = 64,
             answer = client.predict(task, texts=list(chunk))
         result = answer.results[0]
         versions.append(result.version)
-        missing = set(data.label_names) - set(result.predictions[0].scores)
-        if missing:
-            raise InvalidInput(f"task {task!r} has no labels {sorted(missing)}; load the data with "
-                               "the task's labels")
-        rows += [[p.scores[lab] for lab in data.label_names] for p in result.predictions]
+        predictions += result.predictions
     if len(set(versions)) > 1:
         raise InvalidInput(f"task {task!r} changed version during the evaluation "
                            f"({', '.join(sorted({v[:12] for v in versions}))}); evaluate again")
-    probs = torch.tensor(rows, dtype=torch.float32).reshape(len(data), len(data.label_names))
+    return (versions[0] if versions else ""), predictions
+
+
+def evaluate_adapter(adapter_dir: Path, data: LabelledData, backbone: Backbone | BackboneSpec | None = None,
+                     batch_size: int = 64, progress: bool = True) -> Evaluation:
+    """Score ``data`` with ``adapter_dir`` as the server would answer (:func:`run_in_process`).
+
+    ``data.label_names`` must be the adapter's labels (load it with ``labels=`` the adapter's).
+    """
+    loaded, rows = run_in_process(adapter_dir, data, backbone, batch_size, progress)
+    probs = _probabilities([r.scores for r in rows], data.label_names)
+    return Evaluation(loaded.name, loaded.version, _classification(data, probs), probs)
+
+
+def evaluate_served(client, task: str, data: LabelledData, batch_size: int = 64,
+                    progress: bool = True) -> Evaluation:
+    """Score ``data`` with the answers of a running server (:func:`served_predictions`).
+
+    ``data.label_names`` must be the task's labels (``client.show(task).labels``).
+    """
+    version, predictions = served_predictions(client, task, data, batch_size, progress)
+    missing = set(data.label_names) - set(predictions[0].scores) if predictions else set()
+    if missing:
+        raise InvalidInput(f"task {task!r} has no labels {sorted(missing)}; load the data with "
+                           "the task's labels")
+    probs = _probabilities([p.scores for p in predictions], data.label_names)
+    return Evaluation(task, version, _classification(data, probs), probs)
+
+
+def _probabilities(scores: list[dict[str, float]], labels: list[str]) -> torch.Tensor:
+    """``[n, labels]`` from per-row ``{label: score}`` maps, in ``labels``' order."""
+    return torch.tensor([[s[lab] for lab in labels] for s in scores],
+                        dtype=torch.float32).reshape(len(scores), len(labels))
+
+
+def _classification(data: LabelledData, probs: torch.Tensor) -> ClassificationMetrics:
     y = torch.tensor(data.labels)
     loss = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean()) if len(y) else None
-    metrics = classification_metrics(data.labels, probs.argmax(1).tolist(), data.label_names, loss)
-    return Evaluation(task, versions[0] if versions else "", metrics, probs)
+    return classification_metrics(data.labels, probs.argmax(1).tolist(), data.label_names, loss)
 
 
 def _encoded_image(x) -> bytes:

@@ -3,8 +3,10 @@ served scores equal to what the trainer reported."""
 
 from __future__ import annotations
 
+import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +68,53 @@ def test_cli_train_register_then_predict_over_http(srv, specs, tmp_path, capsys)
     # A wrong token: exit 1 and the server's own reason.
     code = cli.main(["register", str(out), "--url", srv.url, "--token", "wrong"])
     assert code == 1 and "HTTP 401" in capsys.readouterr().err
+
+
+def _ratings_csv(path, rows, seed):
+    """``text,rating,length``: ``rating`` high for positive words, ``length`` the text's."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "rating", "length"])
+        for text, label in rows:
+            w.writerow([text, round((8.0 if label == "pos" else 2.0) + rng.normal(0, 0.3), 3), len(text)])
+    return path
+
+
+def test_regression_evaluated_from_folder_and_server_with_the_trainers_numbers(srv, specs, tmp_path, capsys):
+    """``taskswap evaluate`` scores a regression task, in process and through ``--url``, with
+    the MAE/RMSE/R²/Spearman the trainer wrote for the same test file."""
+    train_csv = _ratings_csv(tmp_path / "train.csv", sentiment_rows(60, seed=0), 0)
+    test_csv = _ratings_csv(tmp_path / "test.csv", sentiment_rows(16, seed=5), 1)
+    out = tmp_path / "rating"
+    code = cli.main(["train", "--name", "rating", "--task-type", "regression", "--data", str(train_csv),
+                     "--target-columns", "rating,length", "--test-data", str(test_csv),
+                     "--backbone", specs["text"].source, "--backbone-name", "text", "--out", str(out),
+                     "--quiet", "--no-cache", "--register", srv.url, "--token", srv.admin])
+    assert code == 0, capsys.readouterr().err
+    trained = json.loads((out / "metrics.json").read_text())["metrics"]["test"]
+    capsys.readouterr()
+
+    folder_json, served_json = tmp_path / "folder.json", tmp_path / "served.json"
+    assert cli.main(["evaluate", str(out), "--data", str(test_csv), "--json", str(folder_json), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "R² " in printed and "rating" in printed and "length" in printed, printed
+    assert cli.main(["evaluate", "--url", srv.url, "--task", "rating", "--data", str(test_csv),
+                     "--json", str(served_json), "--quiet"]) == 0, capsys.readouterr().err
+    for path in (folder_json, served_json):
+        got = json.loads(path.read_text())
+        assert got["task"] == "rating" and got["n"] == 16
+        for key in ("mae", "rmse", "r2", "spearman", "loss"):
+            assert got[key] == pytest.approx(trained[key], rel=1e-4, abs=1e-4), (path.name, key)
+        for name in ("rating", "length"):
+            assert got["per_output"][name]["r2"] == pytest.approx(trained["per_output"][name]["r2"], abs=1e-4)
+    assert trained["per_output"]["rating"]["r2"] > 0  # better than the mean: equal numbers mean something
+
+    # data that lacks an output the task answers: a clear error, exit 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,score\ngood,1\nbad,2\n")
+    assert cli.main(["evaluate", str(out), "--data", str(bad), "--quiet"]) == 2
+    assert "rating" in capsys.readouterr().err
 
 
 def test_lora_adapter_registered_over_http_serves_the_trainer_scores(srv, specs, tmp_path):
