@@ -103,13 +103,14 @@ def _usage(f: CardFacts, servable: bool) -> str:
     if not servable:
         return "Not servable. Compare its metrics with a `head` or `lora` adapter on the same data."
     if f.preprocessing.get("image_size"):
-        predict = (f"curl -F files=@photo.jpg -F task={f.name} http://127.0.0.1:3000/predict/upload")
+        predict = (f"curl -F files=@photo.jpg -F task={f.name} \"$TASKSWAP_URL/predict/upload\"")
     else:
-        predict = (f"curl -H 'Content-Type: application/json' http://127.0.0.1:3000/predict \\\n"
+        predict = (f"curl -H 'Content-Type: application/json' \"$TASKSWAP_URL/predict\" \\\n"
                    f"     -d '{{\"task\": \"{f.name}\", \"texts\": [\"an example\"]}}'")
     return ("Register this folder with a running server (admin token), then predict:\n\n"
             "```bash\n"
-            "taskswap register . --url http://127.0.0.1:3000 --token $TASKSWAP_ADMIN_TOKEN\n"
+            "export TASKSWAP_URL=${TASKSWAP_URL:-http://127.0.0.1:3000}   # the server\n"
+            "taskswap register . --token $TASKSWAP_ADMIN_TOKEN\n"
             f"{predict}\n"
             "taskswap evaluate . --data more-labelled-data.csv   # score it on other labelled data\n"
             "```")

@@ -24,6 +24,7 @@ Exit codes: 0 success; 2 bad input (data, options, adapter) reported before any 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -83,9 +84,22 @@ def _add_backbone_args(p: argparse.ArgumentParser, required: bool) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
 
+def default_url() -> str:
+    """The server a sub-command talks to unless told: ``$TASKSWAP_URL``, else the local default."""
+    return os.environ.get("TASKSWAP_URL", "http://127.0.0.1:3000")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("taskswap")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskswap", description="Train, evaluate and register "
                                      "Taskswap adapters.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"taskswap {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an adapter (head, lora, top_layers) or a from-scratch baseline")
@@ -147,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--cache-dir", type=Path, help="feature cache (default $TASKSWAP_HOME/features)")
     h.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     h.add_argument("--quiet", action="store_true", help="no progress bars")
+    h.add_argument("--threads", type=int, help="torch CPU threads for training (default: torch's, one "
+                   "per core; 1 is often faster on a busy 2-core machine)")
     r = t.add_argument_group("registration")
     r.add_argument("--register", metavar="URL", help="upload the adapter to a running server")
     r.add_argument("--token", help="admin token (default $TASKSWAP_ADMIN_TOKEN)")
@@ -166,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("register", help="upload an adapter folder to a running server")
     g.add_argument("adapter", type=Path)
-    g.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:3000")
+    g.add_argument("--url", default=default_url(),
+                   help="server base URL (default $TASKSWAP_URL or http://127.0.0.1:3000)")
     g.add_argument("--token", help="admin token (default $TASKSWAP_ADMIN_TOKEN)")
     g.add_argument("--name", help="register under another task name")
 
@@ -186,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("task")
     q.add_argument("texts", nargs="*", help="texts to classify")
     q.add_argument("--image", action="append", type=Path, default=[], help="an image file (repeatable)")
-    q.add_argument("--url", default=os.environ.get("TASKSWAP_URL", "http://127.0.0.1:3000"),
+    q.add_argument("--url", default=default_url(),
                    help="server base URL (default $TASKSWAP_URL or http://127.0.0.1:3000)")
     q.add_argument("--token", help="inference token (default $TASKSWAP_TOKEN)")
     q.add_argument("--json", action="store_true", help="print the server's JSON answer")
@@ -243,6 +260,11 @@ def cmd_train(args) -> int:
     from training.trainer import train
 
     config = train_config(args)  # option errors first: nothing loaded yet
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
+        import torch  # lazy: see the module docstring
+        torch.set_num_threads(args.threads)
     spec = backbone_spec(args)
     if task_type(config.task_type).features == "tokens":
         return _train_tokens(args, config, spec)

@@ -45,7 +45,7 @@ def _bad_cases(tmp: Path) -> list[tuple[str, list, str]]:
     ok = write_text_csv(tmp / "ok.csv", sentiment_rows(20))
     (tmp / "val.csv").write_text("text,label\ngood,pos\nbad,negative\n")
     return [
-        ("missing column", ["--data", tmp / "cols.csv"], "missing column(s) 'text'; the columns are 'review', 'label'"),
+        ("missing column", ["--data", tmp / "cols.csv"], "missing column(s) 'text'; the columns are 'review', 'label' (name the ones to read with --text-column"),
         ("single class", ["--data", tmp / "one.csv"], "found 1 class(es) ['pos']; a classifier needs examples of at least 2 classes"),
         ("empty file", ["--data", tmp / "empty.csv"], "is empty"),
         ("labels not in list", ["--data", tmp / "labels.csv", "--labels", "neg,pos"],
@@ -120,7 +120,7 @@ def test_train_then_evaluate_on_a_held_out_file(tmp_path, capsys, text_folder):
     assert code == 2 and "labels ['meh'] are not in the given labels ['neg', 'pos']" in err
 
 
-def test_register_errors(tmp_path, capsys):
+def test_register_errors(tmp_path, capsys, monkeypatch):
     from support.server import free_port
     (tmp_path / "notadapter").mkdir()
     (tmp_path / "notadapter" / "notes.txt").write_text("hi")
@@ -137,6 +137,20 @@ def test_register_errors(tmp_path, capsys):
     port = free_port()  # nothing listens there
     code, _, err = run_cli(capsys, "register", folder, "--url", f"http://127.0.0.1:{port}")
     assert code == 1 and f"cannot reach http://127.0.0.1:{port}/adapters" in err
+    monkeypatch.setenv("TASKSWAP_URL", f"http://127.0.0.1:{port}")  # the default server
+    code, _, err = run_cli(capsys, "register", folder)
+    assert code == 1 and f"cannot reach http://127.0.0.1:{port}/adapters" in err
+
+
+def test_version_and_threads_options(tmp_path, capsys, text_folder):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"taskswap {version('taskswap')}"
+    data = write_text_csv(tmp_path / "d.csv", sentiment_rows(20))
+    code, _, err = run_cli(capsys, "train", "--name", "t", "--data", data, "--backbone", text_folder,
+                           "--threads", "0", "--quiet")
+    assert code == 2 and "--threads must be at least 1, got 0" in err
 
 
 # ---- python -m training.demo ---------------------------------------------------------------

@@ -72,7 +72,9 @@ def _require_columns(path: Path, header: Sequence[str], wanted: Sequence[str]) -
     if missing:
         have = ", ".join(repr(h) for h in header) or "none"
         raise InvalidInput(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; the columns are {have}"
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; the columns are {have} "
+            "(name the ones to read with --text-column, --label-column, --target-columns or "
+            "--path-column; text_column, label_column ... in the Python API)"
         )
 
 
