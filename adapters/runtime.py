@@ -222,7 +222,8 @@ class Runtime:
         bb = adapters[0].backbone
         if bb.modality != modality:
             need = _NEED_NAMES.get(bb.modality, bb.modality)
-            raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is a "
+            article = "an" if bb.modality[:1] in "aeiou" else "a"  # an image model, a text model
+            raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is {article} "
                                f"{bb.modality} model), but {modality} inputs were sent")
         _check_features(bb, adapters)
         req = PreparedRequest(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
