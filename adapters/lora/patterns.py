@@ -39,7 +39,7 @@ def _matcher(field_name: str, patterns: dict, deadline: float):
     for key in patterns:
         try:
             compiled.append((key, regex.compile(rf"(.*\.)?({key})$")))  # PEFT's own form
-        except (regex.error, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        except (regex.error, TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
             raise InvalidAdapter(f"adapter_config.json: {field_name} key {key[:64]!r} is not a "
                                  f"valid regular expression ({exc})") from exc
 
