@@ -29,7 +29,7 @@ from pathlib import Path
 from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.store.base import check_name
 from service.headline import if_better, recorded
-from service.inputs import _DATA_URL, decode_base64_image
+from service.fit_inputs import check_fit_examples
 from service.jobs import Job, JobRunner
 
 log = logging.getLogger("taskswap.rollout")
@@ -59,31 +59,19 @@ class Rollouts:
             raise InvalidInput(f"{n} examples is over the limit of {s.fit_max_examples} per fit "
                                "(TASKSWAP_FIT_MAX_EXAMPLES); send fewer, or train offline with `taskswap train`")
         modality = "text" if body.texts is not None else "image"
-        images = None
-        if body.images is not None:  # undecodable images fail now, not in the job
-            images = [self._check_image(b64, i) for i, b64 in enumerate(body.images)]
-        if body.texts is not None:
-            bad = [i for i, t in enumerate(body.texts) if not t.strip() or len(t) > s.max_text_chars]
-            if bad:
-                raise InvalidInput(f"texts {bad[:10]} are empty or longer than {s.max_text_chars} "
-                                   "characters (TASKSWAP_MAX_TEXT_CHARS)")
+        ex = check_fit_examples(body, self.engine.limits)  # /predict's rules: 400 now, not in the job
         alias = self.engine.registry.aliases.get(task)
         if body.promote in ("shadow", "canary") and alias is None:
             raise NotFound(f"task {task!r} has no active version to run a {body.promote} beside; "
                            "fit it with promote='active' first")
         backbone = self._backbone_for(task, body.backbone, modality)
-        spec = {"name": task, "labels": body.labels, "label_names": body.label_names,
-                "texts": body.texts, "images": images, "options": body.options.model_dump(),
+        spec = {"name": task, "labels": ex.labels, "label_names": ex.label_names,
+                "texts": ex.texts, "images": ex.images, "options": body.options.model_dump(),
                 "backbone": _spec_dict(backbone)}
         if body.promote == "if_better" and alias is not None:
             spec["compare_with"] = str(self.engine.store.version_path(task, alias.active))
         return self.jobs.submit(task, body.promote, spec, n, {"canary_fraction": body.canary_fraction,
                                                                "backbone": backbone.name})
-
-    def _check_image(self, b64: str, i: int) -> str:
-        """The image's base64 without a ``data:`` URL prefix, once it decodes within limits."""
-        decode_base64_image(b64, f"images[{i}]", self.engine.limits)  # raises a clear 400
-        return _DATA_URL.sub("", b64.strip(), count=1)
 
     def _backbone_for(self, task: str, name: str | None, modality: str):
         backbones = self.engine.backbones

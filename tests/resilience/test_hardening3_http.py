@@ -150,3 +150,26 @@ def test_every_inference_route_applies_the_same_per_request_limits(limited, rout
     path, kw = _route_request(route, modality, within, versions[task])
     assert srv.post(path, **kw).status_code == 200
     assert srv.internal_errors() == []
+
+
+# ---- item 3: fit inputs are checked like predictions, before the job is accepted ------------
+@pytest.mark.parametrize("case, body, words", [
+    ("NUL in a text", {"texts": ["good", "ba\x00d"], "labels": ["x", "y"]}, ["texts[1]", "U+0000"]),
+    ("lone surrogate", {"texts": ["good", "\ud800"], "labels": ["x", "y"]}, ["texts[1]", "U+D800"]),
+    ("text over the cap", {"texts": ["good", "y" * 10_001], "labels": ["x", "y"]}, ["texts[1]", "10000"]),
+    ("bidi label", {"texts": ["a", "b"], "labels": ["x", "y\u202e"]}, ["U+202E", "bidi"]),
+    ("control label", {"texts": ["a", "b"], "labels": ["x", "y\x07"]}, ["U+0007", "control"]),
+    ("labels colliding once NFC", {"texts": ["a", "b"], "labels": ["caf\u00e9", "cafe\u0301"]},
+     ["NFC"]),
+    ("label not in label_names", {"texts": ["a", "b"], "labels": ["x", "z"], "label_names": ["x", "y"]},
+     ["'z'", "label_names"]),
+    ("image over the pixel cap", {"images": [_b64(png_bytes(size=(8000, 6000)))], "labels": ["x"]},
+     ["images[0]", "48000000 pixels"]),
+])
+def test_fit_inputs_get_the_predict_rules_at_once(srv, case, body, words):
+    r = srv.post("/adapters/fitchecked/fit", admin=True, json=body)
+    assert r.status_code in (400, 422), (case, r.status_code, r.text[:300])
+    message = r.json()["message"]
+    for w in words:
+        assert w.lower() in message.lower(), (case, message)
+    assert srv.internal_errors() == []
