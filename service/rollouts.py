@@ -26,8 +26,8 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from adapters.errors import InvalidInput, NotFound, TaskswapError
-from adapters.store.base import check_name
+from adapters.errors import Conflict, InvalidInput, NotFound, TaskswapError
+from adapters.store.base import EXPECT_NO_VERSION, check_name
 from service.headline import if_better, recorded
 from service.fit_inputs import check_fit_examples
 from service.jobs import Job, JobRunner
@@ -70,8 +70,9 @@ class Rollouts:
                 "backbone": _spec_dict(backbone)}
         if body.promote == "if_better" and alias is not None:
             spec["compare_with"] = str(self.engine.store.version_path(task, alias.active))
-        return self.jobs.submit(task, body.promote, spec, n, {"canary_fraction": body.canary_fraction,
-                                                               "backbone": backbone.name})
+        return self.jobs.submit(task, body.promote, spec, n, {
+            "canary_fraction": body.canary_fraction, "backbone": backbone.name,
+            "compared_version": alias.active if body.promote == "if_better" and alias is not None else None})
 
     def _backbone_for(self, task: str, name: str | None, modality: str):
         backbones = self.engine.backbones
@@ -97,16 +98,22 @@ class Rollouts:
         """Register the fitted head as the job asked (in the job's thread)."""
         public = {"metrics": result.get("metrics", {}), "fit_seconds": round(result.get("seconds", 0.0), 3),
                   "examples": result.get("examples"), "best_epoch": result.get("best_epoch")}
-        promote = job.promote
+        promote, expected = job.promote, None
         if promote == "if_better":
             verdict = self._better(result)
             public["comparison"] = verdict
             if not verdict["promote"]:
                 return {**public, "version": None, "role": "none", "promoted": False}
-            promote = "active"
+            # The swap replaces exactly the version it was compared with (none: no version).
+            promote, expected = "active", job.extra.get("compared_version") or EXPECT_NO_VERSION
         name, backbone = job.task, job.extra.get("backbone")
         if promote == "active":
-            loaded, previous = self.engine.register_folder(folder, name, backbone, activate=True)
+            try:
+                loaded, previous = self.engine.register_folder(folder, name, backbone, activate=True,
+                                                               expected=expected)
+            except Conflict as exc:  # another version was registered after the comparison
+                return {**public, "version": None, "role": "none", "promoted": False,
+                        "refused": f"not promoted: {exc.message}"}
             return {**public, "version": loaded.version, "role": "active", "promoted": True,
                     "previous_version": previous}
         loaded, _ = self.engine.register_folder(folder, name, backbone, activate=False)

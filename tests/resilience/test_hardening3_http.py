@@ -173,3 +173,32 @@ def test_fit_inputs_get_the_predict_rules_at_once(srv, case, body, words):
     for w in words:
         assert w.lower() in message.lower(), (case, message)
     assert srv.internal_errors() == []
+
+
+# ---- item 4: if_better swaps exactly the version it compared with ---------------------------
+def _wait_job(srv, job_id: str, timeout_s: float = 600) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = srv.get(f"/jobs/{job_id}", admin=True).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id} did not end in {timeout_s}s")
+
+
+def test_if_better_is_refused_when_another_version_landed_after_the_comparison(
+        srv, tmp_path, text_backbone):
+    texts = [f"example {i} " + ("good" if i % 2 else "bad") * (1 + i % 3) for i in range(24)]
+    labels = ["pos" if i % 2 else "neg" for i in range(24)]
+    r = srv.post("/adapters/raced/fit", admin=True,
+                 json={"texts": texts, "labels": labels, "promote": "if_better"})
+    assert r.status_code == 202, r.text
+    # The task had no version when the job was accepted: the job compared with none. Another
+    # version lands while the fit child starts (seconds: it imports torch and loads a backbone).
+    other = srv.register_archive(make_archive(head_adapter(tmp_path / "raced", text_backbone, "raced")))
+    assert other.status_code == 201, other.text
+    job = _wait_job(srv, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"]["promoted"] is False and job["result"]["version"] is None
+    assert "another change landed first" in job["result"]["refused"]
+    assert srv.get("/adapters/raced").json()["active_version"] == other.json()["version"]

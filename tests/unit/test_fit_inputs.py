@@ -9,8 +9,9 @@ import json
 import pytest
 from PIL import Image
 
-from adapters.errors import InvalidInput
+from adapters.errors import Conflict, InvalidInput
 from adapters.redact import redact
+from adapters.store.base import EXPECT_NO_VERSION, Alias, check_expected
 from service.fit_inputs import check_fit_examples
 from service.inputs import InputLimits
 from service.rollout_schemas import FitRequest
@@ -59,3 +60,10 @@ def test_a_failed_fit_names_no_host_path(tmp_path):
     ('File "/work/x/.venv/lib/python3.11/site-packages/torch/nn.py", line 3', "site-packages")])
 def test_redact_hides_addresses_and_host_paths(message, hidden):
     assert hidden not in redact(message)
+
+
+def test_expecting_no_version_conflicts_once_one_is_active():
+    check_expected("t", None, EXPECT_NO_VERSION)
+    alias = Alias(name="t", active="ab" * 32, versions=[], updated_at="2026-01-01T00:00:00Z")
+    with pytest.raises(Conflict, match="no active version was expected"):
+        check_expected("t", alias, EXPECT_NO_VERSION)
