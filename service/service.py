@@ -56,6 +56,7 @@ from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, MAX_TASKS, check_task_names, check_texts  # noqa: E402
 from service.request_inputs import check_items, decode_items, decode_raw  # noqa: E402
 from service.metrics import ServiceMetrics  # noqa: E402
+from service.parent_watch import watch_parent  # noqa: E402
 from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
@@ -139,6 +140,7 @@ class Taskswap:
 
     def __init__(self) -> None:
         logging.getLogger("taskswap").setLevel(logging.INFO)
+        watch_parent()  # a SIGKILLed `bentoml serve` never leaves this worker holding the port
         self.settings = get_settings()
         self.limits = InputLimits.from_settings(self.settings)
         self.audio_limits = audio_limits_from(self.settings)
