@@ -137,9 +137,9 @@ def resample_factors(rate: int, target: int) -> tuple[int, int]:
     closest to ``target / rate``.
 
     ``resample_poly``'s filter has about ``20 * max(up, down)`` taps, designed per call: the
-    exact factors of 44,101 -> 16,000 Hz (16,000 / 44,101) took 0.8 s for 2 s of audio and
-    191,999 Hz 4.9 s. Rounding the ratio to the nearest one with factors of at most 1,000
-    bounds that. The price: a rate that has no such exact ratio is converted with a ratio off
+    exact factors of 44,101 -> 16,000 Hz (16,000 / 44,101) took 0.8 s on an 88,202-sample
+    clip, and from 191,999 Hz 4.9 s. Rounding the ratio to the nearest one with factors of
+    at most 1,000 bounds that. The price: a rate that has no such exact ratio is converted with a ratio off
     by at most 5.3e-4 relative (the worst case over every integer rate from 1 kHz to 768 kHz
     to 16 kHz; 0.05%, under one cent of pitch); the clip keeps its length in samples per second.
 

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from adapters.errors import Conflict, InvalidInput
+from adapters.format import BackboneRef, Manifest
+from adapters.format.labels import label_problems
 from adapters.redact import redact
 from adapters.store.base import EXPECT_NO_VERSION, Alias, check_expected
 from service.fit_inputs import check_fit_examples
@@ -67,3 +69,16 @@ def test_expecting_no_version_conflicts_once_one_is_active():
     alias = Alias(name="t", active="ab" * 32, versions=[], updated_at="2026-01-01T00:00:00Z")
     with pytest.raises(Conflict, match="no active version was expected"):
         check_expected("t", alias, EXPECT_NO_VERSION)
+
+
+@pytest.mark.parametrize("labels, words", [
+    (["ok", "a\u202eb"], "U+202E (a format or bidi control character)"),
+    (["ok", "zero\u200bwidth"], "U+200B"),
+    (["caf\u00e9", "cafe\u0301"], "the same label once NFC-normalised")])
+def test_the_label_rule_refuses_format_characters_and_nfc_collisions(labels, words):
+    assert any(words in p for p in label_problems(labels)), label_problems(labels)
+
+
+def test_manifest_labels_are_stored_nfc():
+    m = Manifest(name="t", kind="head", labels=["cafe\u0301", "tea"], backbone=BackboneRef(name="text"))
+    assert m.labels == ["caf\u00e9", "tea"]
