@@ -358,11 +358,12 @@ class Engine:
         return loaded, previous
 
     def register_folder(self, folder: Path, name: str, backbone: str | None,
-                        activate: bool = True) -> tuple[LoadedAdapter, str | None]:
+                        activate: bool = True, expected: str | None = None) -> tuple[LoadedAdapter, str | None]:
         """Register a folder this process wrote (a fit job's output); ``activate=False``
-        stores it as a candidate. Returns (new, previously active version)."""
+        stores it as a candidate; ``expected``: the active version it may replace (a
+        ``Conflict`` otherwise). Returns (new, previously active version)."""
         self.require_ready()
-        return self._register(folder, name, None, backbone, None, activate=activate)
+        return self._register(folder, name, None, backbone, expected, activate=activate)
 
     def activate(self, name: str, version: str, expected: str | None = None) -> dict:
         self.require_ready()

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from adapters.redact import redact
 from adapters.errors import (AdapterUnavailable, CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
                              InvalidInput, NonFiniteOutput, NotFound, TaskswapError, Unauthorized)
 
@@ -104,7 +105,9 @@ def status_for(exc: TaskswapError) -> tuple[int, str]:
 
 def error_response(status: int, kind: str, message: str, problems: list[str] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": kind, "message": message, "problems": problems or [message]}
+    message = redact(message)  # no object address, no host path, whatever raised it
+    body = {"error": kind, "message": message,
+            "problems": [redact(str(p)) for p in problems] if problems else [message]}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Callable
 
 from adapters.errors import CapacityError, NotFound, TaskswapError
+from adapters.redact import redact
 
 log = logging.getLogger("taskswap.jobs")
 REPO = Path(__file__).resolve().parents[1]
@@ -247,12 +248,13 @@ class JobRunner:
                 self._run(job)
             except TaskswapError as exc:
                 self._update(job, status="failed", phase="done", finished_at=_now(),
-                             error={"error": type(exc).__name__, "message": exc.message,
-                                    "problems": exc.problems})
+                             error={"error": type(exc).__name__, "message": redact(exc.message),
+                                    "problems": [redact(p) for p in exc.problems]})
             except Exception as exc:  # never lose a job silently, never kill the loop
                 log.exception("fit job %s failed", job.id)
                 self._update(job, status="failed", phase="done", finished_at=_now(),
-                             error={"error": type(exc).__name__, "message": str(exc)})
+                             error={"error": "FitFailed", "message": (
+                                 f"the fit job failed ({type(exc).__name__}: {redact(str(exc))[:300]})")})
             finally:
                 job.spec = {}  # the examples are no longer needed in memory
 

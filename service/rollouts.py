@@ -26,10 +26,10 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from adapters.errors import InvalidInput, NotFound, TaskswapError
-from adapters.store.base import check_name
+from adapters.errors import Conflict, InvalidInput, NotFound, TaskswapError
+from adapters.store.base import EXPECT_NO_VERSION, check_name
 from service.headline import if_better, recorded
-from service.inputs import _DATA_URL, decode_base64_image
+from service.fit_inputs import check_fit_examples
 from service.jobs import Job, JobRunner
 
 log = logging.getLogger("taskswap.rollout")
@@ -59,31 +59,20 @@ class Rollouts:
             raise InvalidInput(f"{n} examples is over the limit of {s.fit_max_examples} per fit "
                                "(TASKSWAP_FIT_MAX_EXAMPLES); send fewer, or train offline with `taskswap train`")
         modality = "text" if body.texts is not None else "image"
-        images = None
-        if body.images is not None:  # undecodable images fail now, not in the job
-            images = [self._check_image(b64, i) for i, b64 in enumerate(body.images)]
-        if body.texts is not None:
-            bad = [i for i, t in enumerate(body.texts) if not t.strip() or len(t) > s.max_text_chars]
-            if bad:
-                raise InvalidInput(f"texts {bad[:10]} are empty or longer than {s.max_text_chars} "
-                                   "characters (TASKSWAP_MAX_TEXT_CHARS)")
+        ex = check_fit_examples(body, self.engine.limits)  # /predict's rules: 400 now, not in the job
         alias = self.engine.registry.aliases.get(task)
         if body.promote in ("shadow", "canary") and alias is None:
             raise NotFound(f"task {task!r} has no active version to run a {body.promote} beside; "
                            "fit it with promote='active' first")
         backbone = self._backbone_for(task, body.backbone, modality)
-        spec = {"name": task, "labels": body.labels, "label_names": body.label_names,
-                "texts": body.texts, "images": images, "options": body.options.model_dump(),
+        spec = {"name": task, "labels": ex.labels, "label_names": ex.label_names,
+                "texts": ex.texts, "images": ex.images, "options": body.options.model_dump(),
                 "backbone": _spec_dict(backbone)}
         if body.promote == "if_better" and alias is not None:
             spec["compare_with"] = str(self.engine.store.version_path(task, alias.active))
-        return self.jobs.submit(task, body.promote, spec, n, {"canary_fraction": body.canary_fraction,
-                                                               "backbone": backbone.name})
-
-    def _check_image(self, b64: str, i: int) -> str:
-        """The image's base64 without a ``data:`` URL prefix, once it decodes within limits."""
-        decode_base64_image(b64, f"images[{i}]", self.engine.limits)  # raises a clear 400
-        return _DATA_URL.sub("", b64.strip(), count=1)
+        return self.jobs.submit(task, body.promote, spec, n, {
+            "canary_fraction": body.canary_fraction, "backbone": backbone.name,
+            "compared_version": alias.active if body.promote == "if_better" and alias is not None else None})
 
     def _backbone_for(self, task: str, name: str | None, modality: str):
         backbones = self.engine.backbones
@@ -109,16 +98,22 @@ class Rollouts:
         """Register the fitted head as the job asked (in the job's thread)."""
         public = {"metrics": result.get("metrics", {}), "fit_seconds": round(result.get("seconds", 0.0), 3),
                   "examples": result.get("examples"), "best_epoch": result.get("best_epoch")}
-        promote = job.promote
+        promote, expected = job.promote, None
         if promote == "if_better":
             verdict = self._better(result)
             public["comparison"] = verdict
             if not verdict["promote"]:
                 return {**public, "version": None, "role": "none", "promoted": False}
-            promote = "active"
+            # The swap replaces exactly the version it was compared with (none: no version).
+            promote, expected = "active", job.extra.get("compared_version") or EXPECT_NO_VERSION
         name, backbone = job.task, job.extra.get("backbone")
         if promote == "active":
-            loaded, previous = self.engine.register_folder(folder, name, backbone, activate=True)
+            try:
+                loaded, previous = self.engine.register_folder(folder, name, backbone, activate=True,
+                                                               expected=expected)
+            except Conflict as exc:  # another version was registered after the comparison
+                return {**public, "version": None, "role": "none", "promoted": False,
+                        "refused": f"not promoted: {exc.message}"}
             return {**public, "version": loaded.version, "role": "active", "promoted": True,
                     "previous_version": previous}
         loaded, _ = self.engine.register_folder(folder, name, backbone, activate=False)

@@ -18,9 +18,8 @@ from fastapi import Depends, Response
 from pydantic import BaseModel
 
 from adapters.errors import TaskswapError
-from service.audio_inputs import decode_base64_audio
 from service.errors import status_for
-from service.inputs import check_count, check_texts, decode_base64_image
+from service.request_inputs import check_items, decode_items
 
 async def current_service() -> Any:
     """The service instance, as a dependency run on the event loop (FastAPI runs a plain
@@ -62,13 +61,11 @@ FIELDS = {"text": "texts", "image": "images", "audio": "audio"}  # modality -> r
 
 async def decode_inputs(svc, items: list[str], modality: str, where: str | None = None) -> list:
     """Checked texts, or base64 images / audio clips decoded in a worker thread, for a
-    backbone of ``modality``; ``where`` names the field in error messages."""
+    backbone of ``modality``, with the same limits as ``/predict``
+    (:mod:`service.request_inputs`); ``where`` names the field in error messages."""
     where = where or FIELDS.get(modality, modality)
-    check_count(len(items), where, svc.limits)
+    check_items(items, where, svc.limits)
     if modality == "text":
-        return check_texts(items, svc.limits)
-    if modality == "audio":
-        return await anyio.to_thread.run_sync(lambda: [
-            decode_base64_audio(b64, f"{where}[{i}]", svc.audio_limits) for i, b64 in enumerate(items)])
-    return await anyio.to_thread.run_sync(lambda: [
-        decode_base64_image(b64, f"{where}[{i}]", svc.limits) for i, b64 in enumerate(items)])
+        return decode_items(items, modality, where, svc.limits, svc.audio_limits)
+    return await anyio.to_thread.run_sync(
+        lambda: decode_items(items, modality, where, svc.limits, svc.audio_limits))

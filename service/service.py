@@ -46,17 +46,17 @@ from fastapi.exceptions import RequestValidationError  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
-from service.audio_inputs import (audio_limits_from, decode_audio_upload,  # noqa: E402
-                                  decode_base64_audio, looks_like_audio)
+from service.audio_inputs import audio_limits_from, looks_like_audio  # noqa: E402
 from adapters.runtime import EmbedSpec  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
 from service import decoding, uvicorn_errors  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.generation import generate_all  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
-from service.inputs import (MAX_TASKS, InputLimits, base64_image_bytes, check_count,  # noqa: E402
-                            check_task_names, check_texts, decode_images)
+from service.inputs import InputLimits, MAX_TASKS, check_task_names, check_texts  # noqa: E402
+from service.request_inputs import check_items, decode_items, decode_raw  # noqa: E402
 from service.metrics import ServiceMetrics  # noqa: E402
+from service.parent_watch import watch_parent  # noqa: E402
 from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
@@ -140,6 +140,7 @@ class Taskswap:
 
     def __init__(self) -> None:
         logging.getLogger("taskswap").setLevel(logging.INFO)
+        watch_parent()  # a SIGKILLed `bentoml serve` never leaves this worker holding the port
         self.settings = get_settings()
         self.limits = InputLimits.from_settings(self.settings)
         self.audio_limits = audio_limits_from(self.settings)
@@ -172,25 +173,18 @@ class Taskswap:
         key = request.headers.get(self.settings.routing_header)
         if body.texts is not None:
             texts = body.texts
-            check_count(len(texts), "texts", self.limits)
+            check_items(texts, "texts", self.limits)
             tasks = check_task_names(body.task_names())
             if self.engine.lms and await anyio.to_thread.run_sync(self.engine.generates, tasks):
                 return await self._generate(tasks, check_texts(texts, self.limits), request)
-            return await self._predict(tasks, len(texts),
-                                       lambda: check_texts(texts, self.limits), "text", embed, key,
-                                       subtokens=body.subtokens, inline=True)
-        if body.audio is not None:
-            clips = body.audio
-            check_count(len(clips), "audio", self.limits)
-            return await self._predict(check_task_names(body.task_names()), len(clips), lambda: [
-                decode_base64_audio(b64, f"audio[{i}]", self.audio_limits)
-                for i, b64 in enumerate(clips)], "audio", embed, key)
-        images = body.images or []
-        check_count(len(images), "images", self.limits)
-        names = [f"images[{i}]" for i in range(len(images))]
-        return await self._predict(check_task_names(body.task_names()), len(images), lambda: decode_images(
-            [base64_image_bytes(b64, n, self.limits) for b64, n in zip(images, names)], names,
-            self.limits), "image", embed, key)
+            return await self._predict(tasks, len(texts), lambda: decode_items(
+                texts, "text", "texts", self.limits, self.audio_limits), "text", embed, key,
+                subtokens=body.subtokens, inline=True)
+        modality, field = ("audio", "audio") if body.audio is not None else ("image", "images")
+        items = (body.audio if body.audio is not None else body.images) or []
+        check_items(items, field, self.limits)
+        return await self._predict(check_task_names(body.task_names()), len(items), lambda: decode_items(
+            items, modality, field, self.limits, self.audio_limits), modality, embed, key)
 
     @app.post("/predict/upload", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
@@ -207,7 +201,7 @@ class Taskswap:
             check_task_names(task)
         tasks = check_task_names([t.strip() for field in task for t in field.split(",") if t.strip()])
         key = request.headers.get(self.settings.routing_header)
-        check_count(len(files), "files", self.limits)
+        check_items(files, "files", self.limits)
         most = max(self.limits.max_image_bytes, self.audio_limits.max_bytes)
         raw = [await f.read(most + 1) for f in files]
         names = [f.filename or f"files[{i}]" for i, f in enumerate(files)]
@@ -215,13 +209,10 @@ class Taskswap:
         if any(audio) and not all(audio):
             raise InvalidInput(f"files {[names[i] for i, a in enumerate(audio) if not a][:5]} are not "
                                "audio but others are: send images and audio in separate requests")
-        if audio and all(audio):
-            return await self._predict(tasks, len(raw), lambda: [
-                decode_audio_upload(data, f"files[{i}] ({names[i]!r})", self.audio_limits)
-                for i, data in enumerate(raw)], "audio", routing_key=key)
+        modality = "audio" if audio and all(audio) else "image"
         where = [f"files[{i}] ({names[i]!r})" for i in range(len(raw))]
-        return await self._predict(tasks, len(raw), lambda: decode_images(raw, where, self.limits),
-                                   "image", routing_key=key)
+        return await self._predict(tasks, len(raw), lambda: decode_raw(
+            raw, where, modality, self.limits, self.audio_limits), modality, routing_key=key)
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
                        embed: EmbedSpec | None = None, routing_key: str | None = None,

@@ -13,8 +13,10 @@ connection failures before anything was sent.
 """
 
 from taskswap_client.client import AsyncClient, Client, TaskswapHTTPError
+from taskswap_client.transport import TaskswapResponseError, TaskswapTimeout
 from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,
                                     EmbedResponse, PredictResponse, RegisterResponse)
 
 __all__ = ["AdapterInfo", "AdapterList", "AsyncClient", "BackboneList", "Client", "DeleteResponse",
-           "EmbedResponse", "PredictResponse", "RegisterResponse", "TaskswapHTTPError"]
+           "EmbedResponse", "PredictResponse", "RegisterResponse", "TaskswapHTTPError",
+           "TaskswapResponseError", "TaskswapTimeout"]

@@ -5,7 +5,9 @@ differ in how they send it. Retries: a 429 or 503 answer (over capacity, still s
 waits ``Retry-After`` seconds when the server says (capped at ``max_backoff_s``), else an
 exponential back-off with jitter; a connection that could not be opened is retried the
 same way (nothing reached the server). Other errors raise :class:`TaskswapHTTPError`
-at once with the server's message.
+at once with the server's message. ``timeout_s`` bounds the whole call, body included
+(:class:`TaskswapTimeout`); a body over ``max_response_bytes`` or a 2xx answer that is not
+the call's model raises :class:`TaskswapResponseError` (:mod:`taskswap_client.transport`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from taskswap_client.transport import TaskswapResponseError, TaskswapTimeout, send_async, send_sync
 from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,
                                     EmbedResponse, PredictResponse, RegisterResponse)
 
@@ -81,7 +84,14 @@ class Call:
     def parse(self, r: httpx.Response):
         if r.status_code not in self.ok:
             raise TaskswapHTTPError.from_response(r)
-        return self.model.model_validate_json(r.content) if self.model is not None else None
+        if self.model is None:
+            return None
+        try:
+            return self.model.model_validate_json(r.content)
+        except ValidationError as exc:  # a 2xx that is not this call's answer (a proxy page...)
+            raise TaskswapResponseError(r.status_code, (
+                f"the answer to {self.method} {self.path} is not a valid {self.model.__name__}: "
+                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}")) from None
 
 
 class _Calls:
@@ -132,6 +142,8 @@ class _Calls:
 
 
 class _Base:
+    max_response_bytes = 256 << 20  # an answer's body, at most (TaskswapResponseError beyond)
+
     def __init__(self, url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 3,
                  backoff_s: float = 0.5, max_backoff_s: float = 30.0):
         self.url = url.rstrip("/")
@@ -174,8 +186,8 @@ class Client(_Base):
     def _send(self, call: Call):
         for attempt in range(self.retries + 1):
             try:
-                r = self._http.request(call.method, call.path, headers=self._headers(),
-                                       **call.request_kwargs())
+                r = send_sync(self._http, call.method, call.path, self.timeout_s,
+                              self.max_response_bytes, headers=self._headers(), **call.request_kwargs())
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt == self.retries:
                     raise
@@ -255,8 +267,9 @@ class AsyncClient(_Base):
     async def _send(self, call: Call):
         for attempt in range(self.retries + 1):
             try:
-                r = await self._http.request(call.method, call.path, headers=self._headers(),
-                                             **call.request_kwargs())
+                r = await send_async(self._http, call.method, call.path, self.timeout_s,
+                                     self.max_response_bytes, headers=self._headers(),
+                                     **call.request_kwargs())
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt == self.retries:
                     raise

@@ -38,6 +38,7 @@ from PIL import Image  # noqa: E402
 
 from adapters.backbones.base import BackboneSpec, load_backbone  # noqa: E402
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
+from adapters.redact import redact  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import LabelledData, open_image  # noqa: E402
 from training.evaluate import adapter_labels, evaluate_adapter  # noqa: E402
@@ -112,10 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         doc = run(spec, out)
         code = 0
     except TaskswapError as exc:
-        doc, code = {"status": "failed", "error": type(exc).__name__, "message": exc.message,
-                     "problems": exc.problems}, EXIT_BAD_INPUT
-    except Exception as exc:  # reported to the job, never silently lost
-        doc, code = {"status": "failed", "error": type(exc).__name__, "message": str(exc)}, EXIT_FAILED
+        doc, code = {"status": "failed", "error": type(exc).__name__, "message": redact(exc.message),
+                     "problems": [redact(p) for p in exc.problems]}, EXIT_BAD_INPUT
+    except Exception as exc:  # reported to the job, never silently lost; details in the log only
+        print(f"fit failed: {exc!r}", file=sys.stderr)
+        doc, code = {"status": "failed", "error": "FitFailed",
+                     "message": f"the fit failed ({type(exc).__name__}: {redact(str(exc))[:300]})"}, EXIT_FAILED
     (out / "result.json").write_text(json.dumps(doc, indent=2))
     _phase("done", status=doc["status"])
     return code

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adapters.format.labels import nfc_labels
 
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -99,6 +101,14 @@ class Manifest(BaseModel):
     metrics: dict = Field(default_factory=dict)
     training: dict = Field(default_factory=dict)
     created_at: str | None = None
+
+    @field_validator("labels", "outputs")
+    @classmethod
+    def _nfc(cls, names: list[str]) -> list[str]:
+        """Stored NFC-normalised; names that would collide once normalised are kept as sent,
+        so the label rule (``adapters.format.labels``) names the collision."""
+        normal = nfc_labels(names)
+        return normal if len(set(normal)) == len(set(names)) else names
 
     @model_validator(mode="after")
     def _known_format_version(self):

@@ -20,6 +20,7 @@ import time
 import regex
 
 from adapters.errors import InvalidAdapter
+from adapters.lora.peft_targets import check_targets
 
 MATCH_TIMEOUT_S = 0.05  # one key against one module name (a normal key takes microseconds)
 TOTAL_BUDGET_S = 2.0  # every key against every module name
@@ -39,7 +40,7 @@ def _matcher(field_name: str, patterns: dict, deadline: float):
     for key in patterns:
         try:
             compiled.append((key, regex.compile(rf"(.*\.)?({key})$")))  # PEFT's own form
-        except (regex.error, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        except (regex.error, TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
             raise InvalidAdapter(f"adapter_config.json: {field_name} key {key[:64]!r} is not a "
                                  f"valid regular expression ({exc})") from exc
 
@@ -68,6 +69,7 @@ def resolve_modules(config: dict, orig_names: list[str], ranks: dict[str, int]) 
     ...                 ["l0.query", "l0.value"], {"l0.query": 4, "l0.value": 4})
     {'l0.query': {'r': 4, 'alpha': 8}, 'l0.value': {'r': 4, 'alpha': 16}}
     """
+    check_targets(config, orig_names)  # modules PEFT would not adapt: refused, naming the field
     deadline = time.monotonic() + TOTAL_BUDGET_S
     rank_of = _matcher("rank_pattern", config.get("rank_pattern") or {}, deadline)
     alpha_of = _matcher("alpha_pattern", config.get("alpha_pattern") or {}, deadline)

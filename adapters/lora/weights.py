@@ -19,6 +19,7 @@ from torch import nn
 
 from adapters.errors import IncompatibleAdapter, InvalidAdapter
 from adapters.format.safetensors_io import load_tensors
+from adapters.lora.pattern_compile import check_pattern_keys
 from adapters.tasks import peft_task_types
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight$")
@@ -116,15 +117,8 @@ def _check_patterns(field_name: str, patterns) -> list[str]:
         return []
     if not isinstance(patterns, dict) or len(patterns) > 1024:
         return [f"{field_name} must be an object of at most 1024 {{module pattern: number}} entries"]
-    problems = []
+    problems = check_pattern_keys(field_name, list(patterns))
     for key, value in patterns.items():
-        if len(key) > 256:
-            problems.append(f"{field_name} key {key[:32]!r}... is longer than 256 characters")
-            continue
-        try:
-            re.compile(key)
-        except re.error as exc:
-            problems.append(f"{field_name} key {key!r} is not a valid regular expression ({exc})")
         if not _finite_number(value):
             problems.append(f"{field_name}[{key!r}] must be a finite number, got {value!r}")
         elif field_name == "rank_pattern" and not _positive_int(value):

@@ -149,12 +149,21 @@ def check_name(name: str) -> str:
     return name
 
 
+EXPECT_NO_VERSION = ""  # ``expected``: the task must have no active version (a first registration)
+
+
 def check_expected(name: str, alias: "Alias | None", expected: str | None) -> None:
     """Optimistic concurrency: raise ``Conflict`` unless the active version is ``expected``
-    (a full id or a prefix of at least 8 characters; None = no condition)."""
+    (a full id or a prefix of at least 8 characters; None = no condition;
+    :data:`EXPECT_NO_VERSION` = no active version)."""
     if expected is None:
         return
     active = alias.active if alias is not None else None
+    if expected == EXPECT_NO_VERSION:
+        if active is not None:
+            raise Conflict(f"task {name!r} is at version {active[:12]}, but no active version was "
+                           "expected: another change landed first; re-read it and retry")
+        return
     if active is None or not active.startswith(check_version(expected)):
         raise Conflict(f"task {name!r} is at version {active[:12] if active else 'none (not registered)'}, "
                        f"not the expected {expected[:12]}: another change landed first; "

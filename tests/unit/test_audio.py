@@ -13,7 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from adapters.backbones.audio_io import Audio, AudioLimits, decode_audio
+from adapters.backbones.audio_io import (MAX_RESAMPLE_FACTOR, Audio, AudioLimits, decode_audio, resample,
+                                         resample_factors)
 from adapters.errors import InvalidInput
 from adapters.format import BackboneRef, HeadSpec, Manifest
 from adapters.heads import Head
@@ -349,3 +350,18 @@ def test_audio_folder_reports_every_bad_file_at_once(tmp_path):
         load_audio_folder(tmp_path / "clips")
     msg = str(err.value)
     assert "broken.wav" in msg and "fake.ogg" in msg and "['empty']" in msg
+
+
+# ---- issue 30 item 7: resampling at any rate costs a bounded filter ----------------------------
+@pytest.mark.parametrize("rate", [44_100, 44_101, 191_999, 16_001, 7_919, 768_000, 8_000])
+def test_resampling_any_rate_uses_bounded_factors_and_keeps_pitch_and_length(rate):
+    up, down = resample_factors(rate, 16_000)
+    assert max(up, down) <= MAX_RESAMPLE_FACTOR
+    assert abs((up / down) / (16_000 / rate) - 1) < 6e-4
+    n = rate // 2  # half a second
+    t = np.arange(n) / rate
+    y = resample(np.sin(2 * np.pi * 440 * t).astype(np.float32), rate, 16_000)
+    assert len(y) == round(n * 16_000 / rate) and y.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y)), 16 * len(y)))
+    peak_hz = np.argmax(spectrum) * 16_000 / (16 * len(y))
+    assert abs(peak_hz - 440) < 2, peak_hz

@@ -4,9 +4,12 @@ import json
 
 import pytest
 import torch
+from peft import LoraConfig
+from peft.tuners.tuners_utils import check_target_module_exists
 from safetensors.torch import load_file, save_file
 
 from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
+from adapters.lora.peft_targets import why_not_targeted
 from adapters.runtime import Runtime
 from support.factories import head_adapter, peft_lora_dir, peft_probs, peft_seq_cls_model
 
@@ -22,6 +25,9 @@ def scores(result):
     {"r": 8, "targets": ("query", "key", "value", "dense")},
     {"r": 4, "use_rslora": True},
     {"r": 4, "rank_pattern": {"query": 2}, "alpha_pattern": {"value": 16}},
+    {"r": 4, "layers_to_transform": [1]},  # issue 30 item 6: PEFT's layer selection honoured
+    {"r": 4, "layers_to_transform": 0, "layers_pattern": "layer"},
+    {"r": 4, "targets": ("query", "dense"), "layers_to_transform": [0], "layers_pattern": "layer"},
 ])
 def test_plain_peft_dir_matches_peft_model(tmp_path, registry, text_backbone, kw):
     src = str(text_backbone.source_path)
@@ -166,3 +172,41 @@ def test_plain_peft_needs_name_and_matching_labels(tmp_path, registry, text_back
         registry.register(folder)
     with pytest.raises(InvalidInput, match="2 outputs"):
         registry.register(folder, name="x", labels=["a", "b", "c"])
+
+
+# ---- issue 30 item 6: target_modules / layers_to_transform / layers_pattern as PEFT reads them --
+@pytest.mark.parametrize("edit, field", [
+    ({"layers_to_transform": [0]}, "layers_to_transform"),  # the file adapts layer 1 too
+    ({"target_modules": ["query"]}, "target_modules"),  # the file has value weights too
+    ({"layers_to_transform": [0, 1], "layers_pattern": "blocks"}, "layers_pattern"),
+    ({"exclude_modules": ["value"]}, "exclude_modules"),
+])
+def test_weights_peft_would_ignore_are_refused_naming_the_field(tmp_path, registry, text_backbone,
+                                                                 edit, field):
+    folder = peft_lora_dir(tmp_path / "p", str(text_backbone.source_path))
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, **edit}))
+    with pytest.raises(InvalidAdapter, match=field):
+        registry.register(folder, name="x", labels=["a", "b"])
+
+
+CONFIGS = [
+    {"target_modules": ["query", "value"]},
+    {"target_modules": ["query"], "layers_to_transform": [1]},
+    {"target_modules": ["dense"], "layers_to_transform": 0, "layers_pattern": "layer"},
+    {"target_modules": ["dense"], "layers_to_transform": [0], "layers_pattern": ["blocks", "layer"]},
+    {"target_modules": ["bert.encoder.layer.0.attention.self.query"], "layers_to_transform": [1]},
+    {"target_modules": r".*\.layer\.1\..*\.(query|value)"},
+    {"target_modules": ["query", "key"], "exclude_modules": ["key"]},
+    {"target_modules": ["dense"], "exclude_modules": r".*output\.dense"},
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_the_module_rule_agrees_with_peft_on_every_module(text_backbone, config):
+    names = [f"bert.{n}" for n, _ in text_backbone.model.named_modules() if n]
+    peft_cfg = LoraConfig(**config)
+    for name in names:
+        peft_says = bool(check_target_module_exists(peft_cfg, name)) and \
+            type(check_target_module_exists(peft_cfg, name)).__name__ != "_ExcludedModule"
+        assert (why_not_targeted(config, name) is None) == peft_says, (config, name)
