@@ -62,7 +62,9 @@ def input_units(backbone, inputs: list, per_token: bool) -> tuple[list[float], l
     pre = backbone.preprocessor
     if backbone.modality == "text":
         max_len = int(getattr(pre, "max_length", 512))
-        lengths = pre.window_lengths(inputs) if hasattr(pre, "window_lengths") else [(1, max_len)] * len(inputs)
+        fast = hasattr(pre, "window_lengths") and getattr(getattr(pre, "tokenizer", None), "is_fast", False)
+        # a slow tokenizer gives no windows (no token tasks there): every row at max_length
+        lengths = pre.window_lengths(inputs) if fast else [(1, max_len)] * len(inputs)
         depth = layers(backbone)
         units = [(w * max_len if per_token and w > 1 else first) * depth for w, first in lengths]
         return [float(u) for u in units], [w for w, _ in lengths]

@@ -5,10 +5,10 @@ naming it, checked before anything is queued: on every inference route (``/predi
 
 >>> from adapters.cost import Cost
 >>> from service.settings import Settings
->>> check_cost(Cost((1.0,), windows=2000, audio_seconds=0.0), Settings())
+>>> check_cost(Cost((1.0,), windows=3000, audio_seconds=0.0), Settings())
 Traceback (most recent call last):
 ...
-service.errors.PayloadTooLarge: this request runs 2000 token windows; at most 1024 per request (TASKSWAP_MAX_REQUEST_TOKEN_WINDOWS): send fewer or shorter texts
+service.errors.PayloadTooLarge: this request runs 3000 token windows; at most 2048 per request (TASKSWAP_MAX_REQUEST_TOKEN_WINDOWS): send fewer or shorter texts
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         "work. 4096 is ~0.1 s on MiniLM with 1 thread. 0 = off: a request runs whole."))
     max_request_cost: int = Field(2_000_000, ge=1, description=(
         "Estimated cost of one request, in the same token-layers as slice_cost; 413 beyond."))
-    max_request_token_windows: int = Field(1024, ge=1, description=(
+    max_request_token_windows: int = Field(2048, ge=1, description=(
         "Token windows of one request whose tasks tag tokens (a long text is tagged whole over "
         "windows of max_length tokens); 413 beyond."))
     max_request_audio_seconds: float = Field(240.0, gt=0, le=86_400, description=(
