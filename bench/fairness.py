@@ -90,11 +90,11 @@ def build(root: Path, tiny: bool, lora_rank: int):
     return env, adapters, heavy
 
 
-def honest_phase(url: str, clients: int, seconds: float, stop_all: threading.Event, extra=()) -> tuple[list, float]:
+def honest_phase(url: str, clients: int, seconds: float, stop: threading.Event, extra=()) -> tuple[list, float]:
     """``clients`` honest loops (each from its own loopback address) for ``seconds``, beside
-    the ``extra`` threads; their (status, seconds) log and the wall time."""
+    the ``extra`` threads, which watch the same ``stop``; their (status, seconds) log and the
+    wall time (until every thread, a heavy request in flight included, is done)."""
     log: list[tuple[object, float]] = []
-    stop = threading.Event()
 
     def loop(i: int) -> None:
         transport = httpx.HTTPTransport(local_address=f"127.0.0.{11 + i}")
@@ -108,8 +108,7 @@ def honest_phase(url: str, clients: int, seconds: float, stop_all: threading.Eve
                 log.append((status, time.perf_counter() - t))
 
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)] + list(extra)
-    wall = run_for(threads, stop, seconds, join_timeout=600)
-    stop_all.set()
+    wall = run_for(threads, stop, seconds, join_timeout=900)
     return log, wall
 
 
