@@ -1,37 +1,72 @@
-"""A micro-batcher: requests from many threads, whatever their task, run together.
+"""A micro-batcher: requests from many threads, whatever their task, run together, fairly.
 
-One worker thread takes the first waiting request, gathers more until
-``max_batch_rows`` trunk rows or ``max_wait_ms`` have passed, and runs them as one
-batch. The wait is only for a worker that was idle: requests that queued while the previous
-batch ran are taken at once (they had that whole batch's time to gather; waiting longer
-would leave the trunk idle for ``max_wait_ms`` between every two batches under steady load). The queue is bounded in rows: past ``max_queue_rows`` a submit fails at once
-with :class:`CapacityError` (HTTP 429 + Retry-After) instead of queueing without bound.
+A request may come with its estimated cost (:mod:`adapters.cost`); it is then cut into
+slices of at most ``slice_cost`` (:mod:`adapters.slices`: whole inputs, so an input costlier
+than that is a slice of its own), and every slice is queued under the request's client key
+in a fair queue (:mod:`adapters.fair_queue`: start-time fair queuing weighted by cost). One
+worker thread takes the slice first in fair order, gathers more in that order until
+``max_batch_rows`` trunk rows or ``slice_cost`` of estimated work (or ``max_wait_ms`` have
+passed), and runs them as one batch. So a batch is bounded in work and memory, and a light
+request arriving behind a heavy one waits for at most the batch in progress: the heavy
+request's latency grows with its own size, not the others'. Its slices' answers are kept
+(outputs, not activations) until the last one is done, then merged into one answer.
+
+The wait is only for a worker that was idle: slices that queued while the previous batch
+ran are taken at once (they had that whole batch's time to gather; waiting longer would
+leave the trunk idle for ``max_wait_ms`` between every two batches under steady load). The
+queue is bounded in rows: past ``max_queue_rows`` a submit fails at once with
+:class:`CapacityError` (HTTP 429 + Retry-After) instead of queueing without bound.
 
 A failed batch never fails a request for another request's input: the batch is split in
-halves and each half retried, down to single requests, so only the request whose input
-breaks the forward gets the error (a few extra passes, only on the failure path).
+halves and each half retried, down to single slices, so only the request whose input
+breaks the forward gets the error (its slices still queued are dropped unrun).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 
+from adapters.cost import Cost
 from adapters.errors import CapacityError, TaskswapError
+from adapters.fair_queue import FairQueue
 from adapters.runtime import PreparedRequest, Runtime
+from adapters.slices import cut, merge, slice_request
 
 log = logging.getLogger("taskswap.batching")
 
 
+@dataclass
+class _Job:
+    """One submitted request: its future and its slices' answers so far."""
+
+    future: Future
+    parts: list = field(default_factory=list)  # per slice: its result, once run
+    left: int = 0
+
+
+@dataclass
+class _Slice:
+    job: _Job
+    index: int
+    req: PreparedRequest  # or any item with ``rows``
+    cost: float
+
+    @property
+    def rows(self) -> int:
+        return self.req.rows
+
+
 class Batcher:
-    """``Batcher(runtime).submit(prepared).result()`` — thread-safe.
+    """``Batcher(runtime).submit(prepared, client, cost).result()`` — thread-safe.
 
     An item needs only ``rows`` (its trunk rows) for the batcher; ``runtime.run(items)``
     answers a list of results in order. An item with a ``timings`` dict (a
-    :class:`PreparedRequest`) gets its ``submitted`` stamp there.
+    :class:`PreparedRequest`) gets its ``submitted`` stamp there. Without a ``cost`` an item
+    is one slice costing its rows.
 
     >>> import tempfile
     >>> from adapters.store import open_store
@@ -41,15 +76,17 @@ class Batcher:
     """
 
     def __init__(self, runtime: Runtime, max_batch_rows: int = 64, max_wait_ms: float = 5.0,
-                 max_queue_rows: int = 4096, on_batch=None):
+                 max_queue_rows: int = 4096, on_batch=None, slice_cost: float | None = None):
         self.runtime = runtime
         self.max_batch_rows = max_batch_rows
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_rows = max_queue_rows
-        self.on_batch = on_batch  # callback(n_requests, n_rows, seconds)
-        self._q: queue.Queue = queue.Queue()
+        self.slice_cost = slice_cost  # None: a request is one slice, a batch bounded in rows only
+        self.on_batch = on_batch  # callback(n_slices, n_rows, seconds)
+        self._fq = FairQueue()
         self._queued_rows = 0
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="taskswap-batcher", daemon=True)
         self._thread.start()
@@ -58,8 +95,18 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    def submit(self, req: PreparedRequest) -> Future:
+    def submit(self, req: PreparedRequest, client: str = "", cost: Cost | None = None) -> Future:
+        """Queue ``req`` for ``client`` (its fair-queuing key); ``cost``: its estimate, which
+        cuts it into slices of at most ``slice_cost``."""
         fut: Future = Future()
+        if cost is not None and self.slice_cost:
+            parts = cut(list(cost.per_input), self.slice_cost)
+            slices = slice_request(req, parts)
+            costs = [sum(cost.per_input[p.start:p.stop]) for p in parts]
+        else:
+            slices, costs = [req], [float(cost.total if cost is not None else req.rows)]
+        job = _Job(fut, [None] * len(slices), len(slices))
+        stamps = getattr(req, "timings", None)  # a PreparedRequest's; an item needs only ``rows``
         with self._lock:
             if self._closed:
                 raise CapacityError("server is shutting down", retry_after_s=5)
@@ -67,74 +114,108 @@ class Batcher:
                 raise CapacityError(f"server is at capacity ({self._queued_rows} rows queued, "
                                     f"limit {self.max_queue_rows}); retry shortly", retry_after_s=1)
             self._queued_rows += req.rows
-        stamps = getattr(req, "timings", None)  # a PreparedRequest's; an item needs only ``rows``
-        if stamps is not None:
-            stamps["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
-        self._q.put((req, fut))
+            if stamps is not None:
+                stamps["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
+            for i, (s, c) in enumerate(zip(slices, costs)):
+                self._fq.push(client, c, _Slice(job, i, s, c))
+            self._ready.notify()
         return fut
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-        self._q.put(None)
+            self._ready.notify()
         self._thread.join(timeout=10)
 
-    def _take(self) -> list[tuple[PreparedRequest, Future]] | None:
-        try:  # a backlog (requests queued during the last batch): take it without waiting
-            first, wait_s = self._q.get_nowait(), 0.0
-        except queue.Empty:  # idle: the first request waits max_wait_s for company
-            first, wait_s = self._q.get(), self.max_wait_s
-        if first is None:
-            return None
-        items, rows = [first], first[0].rows
-        deadline = time.monotonic() + wait_s
-        while rows < self.max_batch_rows:
-            left = deadline - time.monotonic()
-            try:
-                nxt = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:
-                self._q.put(None)
-                break
-            items.append(nxt)
-            rows += nxt[0].rows
-        return items
+    def _next(self) -> _Slice | None:
+        """The next live slice in fair order (under the lock); slices of a request that
+        already failed are dropped here, their rows released."""
+        while len(self._fq):
+            s = self._fq.peek()
+            if not s.job.future.done():
+                return s
+            self._fq.pop()
+            self._queued_rows -= s.rows
+        return None
+
+    def _take(self) -> list[_Slice] | None:
+        with self._lock:
+            wait_s = 0.0  # a backlog (slices queued during the last batch): take it without waiting
+            while self._next() is None:
+                if self._closed:
+                    return None
+                self._ready.wait()
+                wait_s = self.max_wait_s  # idle: the first slice waits max_wait_s for company
+            first = self._fq.pop()
+            items, rows, cost = [first], first.rows, first.cost
+            deadline = time.monotonic() + wait_s
+            while rows < self.max_batch_rows:
+                nxt = self._next()
+                if nxt is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._closed:
+                        break
+                    self._ready.wait(left)
+                    continue
+                if self.slice_cost and cost + nxt.cost > self.slice_cost:
+                    break  # the batch's work stays within one slice's budget
+                items.append(self._fq.pop())
+                rows += nxt.rows
+                cost += nxt.cost
+            return items
 
     def _loop(self) -> None:
         while True:
             items = self._take()
             if items is None:
                 return
-            rows = sum(r.rows for r, _ in items)
+            rows = sum(s.rows for s in items)
             start = time.perf_counter()
-            outcomes: list[tuple[Future, object, BaseException | None]] = []
+            outcomes: list[tuple[_Slice, object, BaseException | None]] = []
             try:
                 self._run_isolated(items, outcomes)
             except Exception as exc:  # a safety net: the loop must never die
                 log.exception("batch worker error")
-                answered = {id(f) for f, _, _ in outcomes}
-                outcomes += [(fut, None, exc) for _, fut in items if id(fut) not in answered]
+                answered = {id(s) for s, _, _ in outcomes}
+                outcomes += [(s, None, exc) for s in items if id(s) not in answered]
             finally:
                 # The rows leave the queue before any caller hears back, so a client's next
                 # request never finds its own finished rows still counted (a spurious 429).
                 with self._lock:
                     self._queued_rows -= rows
-            for fut, result, exc in outcomes:
-                if not fut.done():
-                    fut.set_exception(exc) if exc is not None else fut.set_result(result)
+            for s, result, exc in outcomes:
+                self._complete(s, result, exc)
             if self.on_batch:
                 self.on_batch(len(items), rows, time.perf_counter() - start)
 
-    def _run_isolated(self, items: list[tuple[PreparedRequest, Future]], outcomes: list) -> None:
-        """Run ``items`` as one batch; if it fails, bisect until the failing requests are
+    @staticmethod
+    def _complete(s: _Slice, result, exc: BaseException | None) -> None:
+        """Record one slice's outcome; the request's future is set by its first failure or
+        its last slice."""
+        job = s.job
+        if job.future.done():
+            return
+        if exc is not None:
+            job.future.set_exception(exc)
+            return
+        job.parts[s.index] = result
+        job.left -= 1
+        if job.left == 0:
+            try:
+                job.future.set_result(merge(job.parts) if len(job.parts) > 1 else job.parts[0])
+            except Exception as merge_exc:  # noqa: BLE001 - never leave a caller hanging
+                log.exception("merging a request's slices failed")
+                job.future.set_exception(merge_exc)
+
+    def _run_isolated(self, items: list[_Slice], outcomes: list) -> None:
+        """Run ``items`` as one batch; if it fails, bisect until the failing slices are
         alone, so every other request still gets its own (correct) answer. Appends
-        ``(future, result, exception)`` per item to ``outcomes`` (the caller completes them)."""
+        ``(slice, result, exception)`` per item to ``outcomes`` (the caller completes them)."""
         try:
-            results = self.runtime.run([r for r, _ in items])
+            results = self.runtime.run([s.req for s in items])
         except Exception as exc:  # one failed batch fails its own requests, never the loop
             if len(items) > 1:
-                log.warning("batch of %d requests failed (%s: %s); retrying in halves",
+                log.warning("batch of %d slices failed (%s: %s); retrying in halves",
                             len(items), type(exc).__name__, exc)
                 half = len(items) // 2
                 self._run_isolated(items[:half], outcomes)
@@ -142,6 +223,6 @@ class Batcher:
                 return
             if not isinstance(exc, TaskswapError):
                 log.exception("a request failed in the batch worker")
-            outcomes.append((items[0][1], None, exc))
+            outcomes.append((items[0], None, exc))
             return
-        outcomes.extend((fut, res, None) for (_, fut), res in zip(items, results))
+        outcomes.extend((s, res, None) for s, res in zip(items, results))

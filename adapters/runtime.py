@@ -83,15 +83,19 @@ class PreparedRequest:
     extra_windows: int = 0
     """Windows past the first over all inputs (texts longer than ``max_length`` tokens): each
     trunk row that per-token tasks read runs once more per extra window (set by ``prepare``)."""
+    windows: list[int] | None = None
+    """Token windows per input when per-token tasks read them (set by ``prepare``), so a
+    slice of the request counts its own ``extra_windows``."""
 
-    def _scorers(self) -> list[LoadedAdapter]:
+    def scorers(self) -> list[LoadedAdapter]:
+        """The adapters that read this request's rows: its tasks and their shadow candidates."""
         return [*self.adapters, *(s for s in self.shadows if s is not None)]
 
     @property
     def plain_rows(self) -> bool:
         """Whether the request reads the plain frozen trunk: tasks sharing it (shadow
         candidates included), or embeddings."""
-        return self.embed is not None or any(a.impl.shares_trunk_row for a in self._scorers())
+        return self.embed is not None or any(a.impl.shares_trunk_row for a in self.scorers())
 
     @property
     def rows(self) -> int:
@@ -100,7 +104,7 @@ class PreparedRequest:
         own trunk rows (LoRA); shadow candidates included (a LoRA candidate costs its rows);
         plus, for texts longer than ``max_length`` tokens, one more per extra window on each
         of the rows per-token tasks read. This is what ``max_batch_rows`` and the queue limit count."""
-        own = sum(not a.impl.shares_trunk_row for a in self._scorers())
+        own = sum(not a.impl.shares_trunk_row for a in self.scorers())
         return len(self.inputs) * (int(self.plain_rows) + own) + self.extra_windows * self.token_row_groups
 
     @property
@@ -108,7 +112,7 @@ class PreparedRequest:
         """Trunk rows per input that per-token tasks read (each runs every window of a long
         text, :meth:`Runtime._trunk`): the shared plain row if a token head reads it, plus
         each token task's own rows (LoRA)."""
-        tok = [a for a in self._scorers() if "tokens" in a.task.needs(a.manifest)]
+        tok = [a for a in self.scorers() if "tokens" in a.task.needs(a.manifest)]
         return int(any(a.impl.shares_trunk_row for a in tok)) + sum(not a.impl.shares_trunk_row for a in tok)
 
 
@@ -228,7 +232,8 @@ class Runtime:
         _check_features(bb, adapters)
         req = PreparedRequest(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
         if req.token_row_groups:  # long texts cost one trunk row per window: count them up front
-            req.extra_windows = sum(bb.token_window_counts(req.inputs)) - len(req.inputs)
+            req.windows = bb.token_window_counts(req.inputs)
+            req.extra_windows = sum(req.windows) - len(req.inputs)
         return req
 
     def prepare_embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> PreparedRequest:
@@ -264,7 +269,7 @@ class Runtime:
         shadow_plan = []  # per request: list of (task index, candidate, row indices, extra rows)
         spans = []  # per request: its inputs' (first, end) in the batch's inputs
         for r in reqs:
-            r.timings["started"] = started
+            r.timings.setdefault("started", started)  # a sliced request: its first slice's start
             base = len(inputs)
             spans.append((base, base + len(r.inputs)))
             inputs.extend(r.inputs)

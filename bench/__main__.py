@@ -30,6 +30,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "crash-loop": ("crash_loop", "kill -9 the server during registrations, again and again, and check"),
     "fuzz": ("fuzz", "the long schemathesis run against a real server's own OpenAPI schema"),
     "hostile-load": ("hostile_load", "honest clients and attackers on one real server, for minutes"),
+    "fairness": ("fairness", "one client sending the costliest valid requests beside honest clients: p99, RSS, its own throughput"),
     "load-faults": ("load_faults", "prediction load while adapters are registered, rolled back and deleted"),
     "memory-churn": ("memory_churn", "server memory under register -> predict -> delete cycles"),
     "profile": ("profile_predict", "where a served request's CPU goes, stage by stage (CPU-time sampling), under load"),

@@ -31,6 +31,7 @@ from PIL import Image
 from adapters.backbones.base import Backbone, load_backbone
 from adapters.backbones.causal_lm import LMBackbone, load_lm_backbone
 from adapters.batching import Batcher
+from adapters.cost import Cost, estimate
 from adapters.dryrun import check_embeddings_finite, check_rows_finite
 from adapters.errors import CapacityError, InvalidInput, NotFound
 from adapters.format.archive import extract_archive
@@ -42,10 +43,12 @@ from adapters.registry import Registry
 from adapters.runtime import EmbedSpec, PreparedRequest, Results, Runtime
 from adapters.upload_cleanup import collect_stale_uploads
 from adapters.store import open_store
+from service.client_key import CLIENT
 from service.errors import NotReady, PredictTimeout
 from service.inputs import InputLimits, check_registration_fields
 from service.prediction_log import PredictionLog
 from service.registrations import RegistrationQueue
+from service.request_cost import check_cost
 from service.rollouts import Rollouts
 from service.settings import Settings
 from service.watcher import StoreWatcher
@@ -117,7 +120,7 @@ class Engine:
         self.runtime = Runtime(registry, max_forward_rows=s.max_forward_rows,
                                token_budget=s.token_budget or None)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
-                               on_batch=self._on_batch)
+                               on_batch=self._on_batch, slice_cost=s.slice_cost or None)
         registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
         limits = EngineLimits(kv_budget_bytes=s.generation_kv_budget_mb << 20,
                               max_running=s.generation_max_running, max_waiting=s.generation_max_waiting,
@@ -157,7 +160,7 @@ class Engine:
         rt, b = self.runtime, self.batcher
         return (f"torch_threads={torch.get_num_threads()} token_budget={rt.token_budget or 0} "
                 f"max_forward_rows={rt.max_forward_rows} max_batch_rows={b.max_batch_rows} "
-                f"max_wait_ms={b.max_wait_s * 1000:g}")
+                f"max_wait_ms={b.max_wait_s * 1000:g} slice_cost={b.slice_cost or 0:g}")
 
     @property
     def ready(self) -> bool:
@@ -220,11 +223,12 @@ class Engine:
         ``routing_key`` keeps a caller on one side of a canary; ``trace(prepared)`` is
         called once the batch has run."""
         self.require_ready()
-        # prepare may load an evicted LoRA from the store: keep it off the event loop.
-        prepared = await anyio.to_thread.run_sync(
-            lambda: self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
-                                         rollout=self.registry, routing_key=routing_key))
-        results = await self._submit(prepared)
+        # prepare may load an evicted LoRA from the store, and the cost estimate tokenises:
+        # keep both off the event loop.
+        prepared, cost = await anyio.to_thread.run_sync(lambda: self._costed(
+            self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
+                                 rollout=self.registry, routing_key=routing_key)))
+        results = await self._submit(prepared, cost)
         _check_finite(results, prepared.backbone.name)
         self.rollouts.observe(results)
         if self.metrics is not None:
@@ -239,13 +243,21 @@ class Engine:
         """Pooled features of ``backbone`` (``.embeddings``, ``[inputs, hidden]``; ``.tokens``: the
         real tokens the trunk read, for text), batched with all other traffic."""
         self.require_ready()
-        prepared = self.runtime.prepare_embed(backbone, inputs, modality, embed)
-        results = await self._submit(prepared)
+        prepared, cost = await anyio.to_thread.run_sync(
+            lambda: self._costed(self.runtime.prepare_embed(backbone, inputs, modality, embed)))
+        results = await self._submit(prepared, cost)
         _check_finite(results, backbone)
         return results
 
-    async def _submit(self, prepared: PreparedRequest) -> Results:
-        future = self.batcher.submit(prepared)
+    def _costed(self, prepared: PreparedRequest) -> tuple[PreparedRequest, Cost]:
+        """``prepared`` with its estimated cost, refused (413) past a per-request cap."""
+        cost = estimate(prepared)
+        check_cost(cost, self.settings)
+        return prepared, cost
+
+    async def _submit(self, prepared: PreparedRequest, cost: Cost) -> Results:
+        """Queue ``prepared`` in slices under the caller's client key (fair queuing)."""
+        future = self.batcher.submit(prepared, CLIENT.get(), cost)
         self._publish_queue()
         try:
             # shield: a timeout or a client hang-up must not cancel the batcher's future,
@@ -259,7 +271,7 @@ class Engine:
     def _run_probe(self, prepared: PreparedRequest) -> Results:
         """A registration's dry-run request, run by the batch worker like any request (in the
         registration thread's stead: no second forward beside the batch worker's)."""
-        future = self.batcher.submit(prepared)
+        future = self.batcher.submit(prepared, "registration", estimate(prepared))
         self._publish_queue()
         try:
             return future.result(timeout=self.settings.predict_timeout_s)

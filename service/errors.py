@@ -58,7 +58,8 @@ class Forbidden(Unauthorized):
 
 
 class PayloadTooLarge(InvalidInput):
-    """The request body is over ``max_upload_bytes``."""
+    """The request body is over ``max_upload_bytes``, or its estimated work over a
+    per-request cap (:mod:`service.request_cost`)."""
 
 
 class NotReady(TaskswapError):

@@ -51,6 +51,7 @@ from adapters.runtime import EmbedSpec  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
 from service import decoding, uvicorn_errors  # noqa: E402
 from service.engine import Engine  # noqa: E402
+from service.client_key import ClientKey  # noqa: E402
 from service.generation import generate_all  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, MAX_TASKS, check_task_names, check_texts  # noqa: E402
@@ -109,7 +110,9 @@ app = FastAPI(title="Taskswap", docs_url=None, redoc_url=None, openapi_url=None,
               dependencies=[Depends(refuse_unknown_query)])
 install_error_handlers(app)
 # Added last = outermost: LastResort wraps AuthGuard wraps ReadTimeout wraps BodyLimit wraps
-# the routes (ReplicaHeader and HeadAsGet wrap BentoML's whole app, at the end of this file).
+# V2BinaryBody wraps ClientKey wraps the routes (ReplicaHeader and HeadAsGet wrap BentoML's
+# whole app, at the end of this file).
+app.add_middleware(ClientKey)  # the fair queue's key for this request's work (service.client_key)
 app.add_middleware(V2BinaryBody)  # inside BodyLimit: it buffers an already capped body
 app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)

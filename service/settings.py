@@ -119,6 +119,21 @@ class Settings(BaseSettings):
     max_forward_rows: int = Field(256, ge=1, le=65_536, description=(
         "Trunk rows in one forward (the chunk size): caps each length-sorted sub-batch, and "
         "cuts inputs without a length (images, audio) into forwards of this many rows."))
+    slice_cost: int = Field(4096, ge=0, le=1 << 30, description=(
+        "Fair scheduling: a request is cut into slices of at most this estimated cost (token-"
+        "layers: padded tokens x layers for text; images and audio windows converted, LoRA "
+        "rank as a factor; docs/architecture.md, 'Cost and fair scheduling'), whole inputs "
+        "each, and the batch worker interleaves slices of different clients (client = bearer "
+        "token and peer address) by start-time fair queuing; a batch holds at most this much "
+        "work. 4096 is ~0.1 s on MiniLM with 1 thread. 0 = off: a request runs whole."))
+    max_request_cost: int = Field(2_000_000, ge=1, description=(
+        "Estimated cost of one request, in the same token-layers as slice_cost; 413 beyond."))
+    max_request_token_windows: int = Field(2048, ge=1, description=(
+        "Token windows of one request whose tasks tag tokens (a long text is tagged whole over "
+        "windows of max_length tokens); 413 beyond."))
+    max_request_audio_seconds: float = Field(240.0, gt=0, le=86_400, description=(
+        "Audio seconds summed over the clips of one request (max_audio_seconds bounds each "
+        "clip); 413 beyond."))
     predict_timeout_s: float = Field(120.0, gt=0, le=3600, description=(
         "A prediction still unanswered after this long gets 504 (a safety net, never expected)."))
 

@@ -70,6 +70,11 @@ class TextPreprocessor:
         >>> pre.window_counts(["a short one", "word " * 100]) == [1, len(pre.windows(["word " * 100]).windows[0])]
         True
         """
+        return [w for w, _ in self.window_lengths(texts)]
+
+    def window_lengths(self, texts: list) -> list[tuple[int, int]]:
+        """``(windows, tokens of window 0)`` per text: what a request costs in padded
+        tokens (:mod:`adapters.cost`), from the same tokenizer call as :meth:`window_counts`."""
         _check_texts(texts)
         if not getattr(self.tokenizer, "is_fast", False):
             raise InvalidInput("token classification needs a fast tokenizer (character offsets); "
@@ -77,10 +82,12 @@ class TextPreprocessor:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, stride=self.stride,
                              return_overflowing_tokens=True, return_attention_mask=False,
                              return_token_type_ids=False)
-        counts = [0] * len(texts)
-        for i in enc["overflow_to_sample_mapping"]:
+        counts, first = [0] * len(texts), [0] * len(texts)
+        for i, ids in zip(enc["overflow_to_sample_mapping"], enc["input_ids"]):
+            if counts[i] == 0:
+                first[i] = len(ids)
             counts[i] += 1
-        return counts
+        return list(zip(counts, first))
 
     def settings(self) -> dict:
         return {"max_length": self.max_length}

@@ -150,6 +150,11 @@ class AdapterKind:
         """What a row of this adapter carries into its pass; None = the plain trunk."""
         return None
 
+    def cost_factor(self, weights, backbone: "Backbone") -> float:
+        """One of this kind's own trunk rows, in plain trunk rows (:mod:`adapters.cost`);
+        only asked of kinds that do not share the plain row."""
+        return 1.0
+
     def batch(self, backbone: "Backbone", weights: list) -> KindBatch:
         """This kind's share of a chunk: ``weights[i]`` is row ``i``'s weights when the row
         is of this kind, else None (see :class:`KindBatch`)."""

@@ -242,6 +242,7 @@ def test_convergence(results):
     ["crash-loop", "--cycles", "1"],
     ["fuzz", "--examples", "1", "--timeout", "300"],
     ["hostile-load", "--seconds", "3", "--tiny"],
+    ["fairness", "--seconds", "4", "--alone", "2", "--tiny", "--lora-rank", "16"],
     ["load-faults", "--seconds", "3", "--tiny", "--period", "0.5"],
     ["memory-churn", "--cycles", "3", "--warmup", "1", "--every", "1", "--tiny"],
 ], ids=lambda a: a[0])
