@@ -153,6 +153,7 @@ class Lifecycle:
             # by the tensors, so the dry run's stay valid).
             loaded = pending.with_version(version)
             info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,
+                               task_type=prep.manifest.task_type,
                                created_at=datetime.now(timezone.utc).isoformat())
             # The store's compare-and-swap runs outside the table lock (request threads and
             # the batch worker's metrics take it); the writer lock and local_seq keep a
