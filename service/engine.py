@@ -39,6 +39,7 @@ from adapters.generation.events import GenerationHandle
 from adapters.generation.requests import Overrides, request_for
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
+from adapters.rollout import canary_choice
 from adapters.runtime import EmbedSpec, PreparedRequest, Results, Runtime
 from adapters.upload_cleanup import collect_stale_uploads
 from adapters.store import open_store
@@ -290,13 +291,18 @@ class Engine:
         return loaded, [v["version"] for v in self.registry.show(task)["versions"]]
 
     def start_generation(self, model: str, prompt: str | None, messages: list[dict] | None,
-                         overrides: Overrides, sink, on_resolved=None) -> tuple[LoadedAdapter, GenerationHandle]:
+                         overrides: Overrides, sink, on_resolved=None,
+                         routing_key: str | None = None) -> tuple[LoadedAdapter, GenerationHandle]:
         """Queue one generation for ``model`` (``task`` or ``task@version``) on its language
         model's decode engine; its events go to ``sink`` (called on the engine's thread).
-        ``on_resolved(adapter)`` runs before the sequence is queued (before any event)."""
+        ``on_resolved(adapter)`` runs before the sequence is queued (before any event). An
+        unpinned task in canary answers with its candidate for the share the policy routes
+        (sticky per ``routing_key``)."""
         self.require_ready()
         task, _, version = model.partition("@")
         adapter = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
+        if not version:
+            adapter = canary_choice(self.registry, self.registry, task, routing_key) or adapter
         req = request_for(adapter, prompt, messages, overrides)
         if on_resolved is not None:
             on_resolved(adapter)

@@ -143,8 +143,9 @@ async def start_generation(engine, model: str, prompt: str | None = None, messag
     admission; the caller reads :meth:`Generation.events` and cancels on the way out."""
     gen = Generation(asyncio.get_running_loop(), engine.metrics)
     # resolving may load an evicted LoRA from the store, tokenising takes a moment: off the loop
+    key = request.headers.get(engine.settings.routing_header) if request is not None else None
     gen.adapter, gen.handle = await anyio.to_thread.run_sync(
-        lambda: engine.start_generation(model, prompt, messages, overrides, gen.sink, gen.resolved))
+        lambda: engine.start_generation(model, prompt, messages, overrides, gen.sink, gen.resolved, key))
     try:
         await gen.admitted(request)
     except BaseException:

@@ -9,6 +9,8 @@ with a tiny random causal LM.
 - The KV budget holds one long sequence: a second request while it runs is a 429 with
   ``Retry-After``; closing the long stream cancels its sequence (counted as ``cancelled``),
   after which the next request is served at once.
+- Rollouts: a canary routes a sticky share of a generation task's requests (by the routing
+  header) to the candidate version; a shadow policy on a generation task is refused (422).
 - ``/metrics``: tokens in and out, time to first token and inter-token gaps per task.
 """
 
@@ -22,6 +24,7 @@ import httpx
 import openai
 import pytest
 
+from adapters.rollout import RolloutPolicy
 from support.factories import generation_manifest_dir, head_adapter, peft_causal_lm_dir
 from support.http_helpers import register_ok
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
@@ -41,10 +44,11 @@ def srv(server_factory, tiny_dir, tmp_path_factory, text_backbone, lm_backbone):
     env = {"TASKSWAP_LM_BACKBONES": json.dumps([{"name": "lm", "source": str(tiny_dir / "lm")}]),
            "TASKSWAP_GENERATION_KV_BUDGET_MB": str(KV_BUDGET_MB),
            "TASKSWAP_GENERATION_QUEUE_TIMEOUT_S": "0", "TASKSWAP_GENERATION_MAX_WAITING": "1"}
-    s = server_factory.start(store=tmp_path_factory.mktemp("store"), backbones=tiny_backbones_env(tiny_dir), env=env)
+    s = server_factory.start(store=tmp_path_factory.mktemp("store"), backbones=tiny_backbones_env(tiny_dir), env=env,
+                             ready_timeout_s=600)  # a language model and a shared, loaded machine
     root = tmp_path_factory.mktemp("gen-client")
     s.v1 = register_ok(s, peft_causal_lm_dir(root / "v1", lm_backbone.source_path, seed=1), name="fr")["version"]
-    register_ok(s, peft_causal_lm_dir(root / "v2", lm_backbone.source_path, seed=2), name="fr")
+    s.v2 = register_ok(s, peft_causal_lm_dir(root / "v2", lm_backbone.source_path, seed=2), name="fr")["version"]
     register_ok(s, generation_manifest_dir(root / "chat", lm_backbone, "chat", prompt_format="chat",
                                            system_prompt="Be brief.", max_new_tokens=24))
     register_ok(s, generation_manifest_dir(root / "long", lm_backbone, "long", max_new_tokens=LONG_TOKENS))
@@ -181,6 +185,39 @@ def test_full_kv_budget_is_a_429_and_a_closed_stream_frees_its_sequence(srv, ts)
         time.sleep(0.05)
     assert finished(srv, "long", "cancelled") == cancelled + 1
     assert ts.generate("fr", prompt="hello", max_tokens=96).usage.completion_tokens >= 1  # room again
+
+
+# ---- rollouts ------------------------------------------------------------------------------
+def test_canary_routes_a_sticky_share_of_generations_and_shadow_is_refused(srv):
+    r = srv.post("/adapters/fr/rollout", admin=True, json={"version": srv.v1, "mode": "shadow"})
+    assert r.status_code == 422 and "shadow rollouts are not supported" in r.json()["message"], r.text
+    r = srv.post("/adapters/fr/rollout", admin=True, json={"version": srv.v1, "mode": "canary", "fraction": 0.5})
+    assert r.status_code == 200, r.text
+    header = r.json()["routing_header"]
+    try:
+        policy = RolloutPolicy(task="fr", candidate=srv.v1, mode="canary", fraction=0.5, updated_at="-")
+        want = {f"caller-{i}": srv.v1 if policy.serves_candidate(f"caller-{i}") else srv.v2 for i in range(10)}
+        assert set(want.values()) == {srv.v1, srv.v2}, "precondition: both sides drawn"
+        for _ in range(2):  # sticky: the same caller, the same version
+            for key, version in want.items():
+                for path, body in (("/v1/completions", {"model": "fr", "prompt": "hi", "max_tokens": 2}),
+                                   ("/v1/chat/completions", {"model": "fr", "max_tokens": 2,
+                                                             "messages": [{"role": "user", "content": "hi"}]})):
+                    got = route_with(srv, path, body, {header: key})["model"]
+                    assert got == f"fr@{version}", (key, path)
+        # a pinned version is never rerouted
+        assert route_with(srv, "/v1/completions", {"model": f"fr@{srv.v2}", "prompt": "hi", "max_tokens": 2},
+                          {header: next(k for k, v in want.items() if v == srv.v1)})["model"] == f"fr@{srv.v2}"
+    finally:
+        assert srv.delete("/adapters/fr/rollout", admin=True).status_code == 200
+    assert route_with(srv, "/v1/completions", {"model": "fr", "prompt": "hi", "max_tokens": 2},
+                      {header: "caller-0"})["model"] == f"fr@{srv.v2}"
+
+
+def route_with(srv, path: str, body: dict, headers: dict) -> dict:
+    r = srv.post(path, json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 # ---- per-task metrics -----------------------------------------------------------------------
