@@ -36,6 +36,10 @@ class InvalidInput(TaskswapError):
     """A request or data set that is malformed: empty, oversized, undecodable, wrong modality."""
 
 
+class Unsupported(TaskswapError):
+    """A well-formed request for something this server does not do for that task (yet)."""
+
+
 class InvalidAdapter(TaskswapError):
     """An adapter directory or archive that breaks the format (pickles, bad manifest, links...)."""
 

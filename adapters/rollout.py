@@ -80,6 +80,21 @@ def parse_policy(name: str, doc: dict | None) -> RolloutPolicy | None:
         return None
 
 
+def canary_choice(lookup, rollout, task: str, routing_key: str | None):
+    """The candidate that answers this request for ``task`` when a canary routes it there
+    (the same sticky draw as ``Runtime.prepare``), else None; a candidate that cannot be
+    loaded is logged and the active version answers (it never fails the request).
+    ``lookup`` has ``candidate(task, version)``, ``rollout`` has ``policy(task)``."""
+    policy = rollout.policy(task)
+    if policy is None or not policy.serves_candidate(routing_key):
+        return None
+    try:
+        return lookup.candidate(task, policy.candidate)
+    except Exception as exc:  # noqa: BLE001  (any load failure: the active path is unaffected)
+        log.warning("rollout candidate %s of %s unavailable: %s", policy.candidate[:12], task, exc)
+        return None
+
+
 def policy_applies(policy: RolloutPolicy | None, alias) -> bool:
     """Whether ``policy``'s candidate is a stored version of the task other than the active
     one: a promote that crashed between its alias switch and clearing the policy (or a

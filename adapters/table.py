@@ -138,7 +138,7 @@ class TaskTable:
             "name": name, "active_version": alias.active, "state": active.state, "error": active.error,
             "kind": m.kind if m else alias.find(alias.active).kind, **outputs,
             "backbone": loaded.backbone.name if loaded else None,
-            "task_type": m.task_type if m else None,
+            "task_type": m.task_type if m else alias.find(alias.active).task_type,
             "metrics": m.metrics if m else {}, "pinned": active.pinned,
             "versions": [v.model_dump() for v in alias.versions], "updated_at": alias.updated_at,
         }

@@ -35,6 +35,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "memory-churn": ("memory_churn", "server memory under register -> predict -> delete cycles"),
     "profile": ("profile_predict", "where a served request's CPU goes, stage by stage (CPU-time sampling), under load"),
     "knobs": ("knobs", "the speed settings: torch threads x token budget, with and without competing processes"),
+    "generation": ("generation_bench", "decode tokens/s at 1/8/32 streams: base vs 8 mixed LoRAs vs HF+PEFT; time to first token"),
     "gpu": ("gpu", "the runtime and HTTP benches on a CUDA device, fp32 and fp16"),
 }
 

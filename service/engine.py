@@ -40,6 +40,7 @@ from adapters.generation.events import GenerationHandle
 from adapters.generation.requests import Overrides, request_for
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
+from adapters.rollout import canary_choice
 from adapters.runtime import EmbedSpec, PreparedRequest, Results, Runtime
 from adapters.upload_cleanup import collect_stale_uploads
 from adapters.store import open_store
@@ -122,7 +123,7 @@ class Engine:
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch, slice_cost=s.slice_cost or None)
         registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
-        limits = EngineLimits(kv_budget_bytes=s.generation_kv_budget_mb << 20,
+        limits = EngineLimits(kv_budget_bytes=int(s.generation_kv_budget_mb * (1 << 20)),
                               max_running=s.generation_max_running, max_waiting=s.generation_max_waiting,
                               queue_timeout_s=s.generation_queue_timeout_s,
                               prefill_chunk=s.generation_prefill_chunk)
@@ -302,14 +303,43 @@ class Engine:
         return loaded, [v["version"] for v in self.registry.show(task)["versions"]]
 
     def start_generation(self, model: str, prompt: str | None, messages: list[dict] | None,
-                         overrides: Overrides, sink) -> tuple[LoadedAdapter, GenerationHandle]:
+                         overrides: Overrides, sink, on_resolved=None,
+                         routing_key: str | None = None) -> tuple[LoadedAdapter, GenerationHandle]:
         """Queue one generation for ``model`` (``task`` or ``task@version``) on its language
-        model's decode engine; its events go to ``sink`` (called on the engine's thread)."""
+        model's decode engine; its events go to ``sink`` (called on the engine's thread).
+        ``on_resolved(adapter)`` runs before the sequence is queued (before any event). An
+        unpinned task in canary answers with its candidate for the share the policy routes
+        (sticky per ``routing_key``)."""
         self.require_ready()
         task, _, version = model.partition("@")
         adapter = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
+        if not version:
+            adapter = canary_choice(self.registry, self.registry, task, routing_key) or adapter
         req = request_for(adapter, prompt, messages, overrides)
+        if on_resolved is not None:
+            on_resolved(adapter)
         return adapter, self.generators[adapter.backbone.name].submit(req, sink)
+
+    def generation_tasks(self) -> list[str]:
+        """The registered generation tasks' names, in order (none without a language model),
+        after catching up with the store. One pass over the task table: a listing, not a
+        request-path call."""
+        self.require_ready()
+        if not self.lms:
+            return []
+        self.sync(wait=False)
+        return [d["name"] for d in self.registry.list() if d["task_type"] == "generation"]
+
+    def generation_task(self, name: str) -> str:
+        """``name`` if it is a registered generation task; ``NotFound`` otherwise."""
+        self.require_ready()
+        try:
+            if self.lms and self.registry.show(name)["task_type"] == "generation":
+                return name
+        except (NotFound, InvalidInput):  # not registered, or not even a task name
+            pass
+        raise NotFound(f"model {name!r} is neither a backbone nor a generation task served here "
+                       "(GET /v1/models lists them)")
 
     def generates(self, tasks: list[str]) -> bool:
         """True when every task of a ``/predict`` request generates text, False when none

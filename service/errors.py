@@ -15,6 +15,8 @@ InvalidAdapter         422     the uploaded adapter breaks the format (pickle, l
 NonFiniteOutput        422     an adapter's scores overflow to NaN/infinity (refused at
                                registration; a request that still hits it gets this, not null),
                                or a backbone's embeddings do on a request's inputs
+Unsupported            422     a well-formed request this server does not do for that task
+                               (a shadow rollout of a generation task)
 IncompatibleAdapter    409     a well-formed adapter that conflicts with what this server serves
                                (backbone fingerprint, tensor shapes, no LoRA target module)
 NotFound               404     unknown task, version or store path
@@ -48,7 +50,8 @@ from starlette.routing import Match
 
 from adapters.redact import redact
 from adapters.errors import (AdapterUnavailable, CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
-                             InvalidInput, NonFiniteOutput, NotFound, TaskswapError, Unauthorized)
+                             InvalidInput, NonFiniteOutput, NotFound, TaskswapError, Unauthorized,
+                             Unsupported)
 
 log = logging.getLogger("taskswap.service")
 
@@ -82,6 +85,7 @@ _STATUS: list[tuple[type[TaskswapError], int, str]] = [
     (NotFound, 404, "not_found"),
     (NonFiniteOutput, 422, "non_finite_output"),
     (InvalidAdapter, 422, "invalid_adapter"),
+    (Unsupported, 422, "unsupported"),
     (IncompatibleAdapter, 409, "incompatible_adapter"),
     (Conflict, 409, "conflict"),
     (InvalidInput, 400, "invalid_input"),

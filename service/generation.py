@@ -63,6 +63,10 @@ class Generation:
         self._gaps: list[float] = []  # between tokens
         self._checked = time.monotonic()  # when the connection was last checked
 
+    def resolved(self, adapter) -> None:
+        """The task version that answers, known before its first event."""
+        self.adapter = adapter
+
     def sink(self, event) -> None:  # called on the engine's thread
         if isinstance(event, Delta):
             now = time.perf_counter()
@@ -71,6 +75,9 @@ class Generation:
             else:
                 self._gaps.append(now - self._last)
             self._last = now
+        elif isinstance(event, Finished) and self.metrics is not None and self.adapter is not None:
+            # here, not in events(): a cancelled sequence's end arrives after its reader left
+            self.metrics.observe_finish(self.adapter.name, event.reason)
         self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
     @property
@@ -136,8 +143,9 @@ async def start_generation(engine, model: str, prompt: str | None = None, messag
     admission; the caller reads :meth:`Generation.events` and cancels on the way out."""
     gen = Generation(asyncio.get_running_loop(), engine.metrics)
     # resolving may load an evicted LoRA from the store, tokenising takes a moment: off the loop
+    key = request.headers.get(engine.settings.routing_header) if request is not None else None
     gen.adapter, gen.handle = await anyio.to_thread.run_sync(
-        lambda: engine.start_generation(model, prompt, messages, overrides, gen.sink))
+        lambda: engine.start_generation(model, prompt, messages, overrides, gen.sink, gen.resolved, key))
     try:
         await gen.admitted(request)
     except BaseException:

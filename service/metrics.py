@@ -150,6 +150,9 @@ class ServiceMetrics:
         self.gen_ttft = m.Histogram(name="taskswap_generation_time_to_first_token_seconds", labelnames=["task"],
                                     buckets=_LATENCY_BUCKETS, documentation=(
                                         "From queueing a generation to its first token (admission wait included)."))
+        self.gen_finished = m.Counter(name="taskswap_generation_finished", labelnames=["task", "reason"],
+                                      documentation=("Generations ended per task and reason (eos_token, "
+                                                     "stop_sequence, length, cancelled)."))
         self.gen_itl = m.Histogram(name="taskswap_generation_inter_token_seconds", labelnames=["task"],
                                    buckets=_TOKEN_BUCKETS, documentation="Between a generation's consecutive tokens.")
 
@@ -183,6 +186,11 @@ class ServiceMetrics:
         itl = self.gen_itl.labels(task=label)
         for gap in gaps:
             itl.observe(gap)
+
+    def observe_finish(self, task: str, reason: str) -> None:
+        """How a generation of ``task`` ended: ``reason`` is the engine's (``eos_token``,
+        ``stop_sequence``, ``length``, ``cancelled``: its client left or timed out)."""
+        self.gen_finished.labels(task=self.tasks.label(task, claim=True), reason=reason).inc()
 
     # ---- prediction monitoring -----------------------------------------------------------
     def _task_version(self, task: str, version: str) -> tuple[str, str]:

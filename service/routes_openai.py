@@ -1,6 +1,9 @@
 """OpenAI-compatible embeddings: ``POST /v1/embeddings``, ``GET /v1/models[/{model}]``.
 
-``model`` is a backbone name (``GET /v1/models`` lists them). A text backbone embeds
+``model`` is a backbone name. ``GET /v1/models`` lists the backbones (``owned_by:
+"taskswap-backbone"``, for ``/v1/embeddings``) and the generation tasks (``owned_by:
+"taskswap-task"``, the ``model`` of ``/v1/completions`` and ``/v1/chat/completions``;
+a task's versions are reached as ``task@version``). A text backbone embeds
 strings; an image backbone takes each input string as a base64 image (a
 ``data:image/...;base64,`` URL is fine), an audio backbone a base64 audio clip. Vectors are the backbone's default pooling,
 L2-normalised (as OpenAI's are), from the same batcher and trunk pass as ``/predict``.
@@ -22,6 +25,7 @@ import base64
 import time
 from typing import Literal
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +38,7 @@ from service.routes_common import Svc, decode_inputs, json_response, observed
 router = APIRouter(prefix="/v1", tags=["openai"])
 _RESPONSES = error_responses(OpenAIError)
 _CREATED = int(time.time())  # OpenAI's 'created': when this process started serving
+BACKBONE, TASK = "taskswap-backbone", "taskswap-task"  # a model's owned_by: what it is
 
 
 class EmbeddingsRequest(BaseModel):
@@ -76,7 +81,7 @@ class Model(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
-    owned_by: str = "taskswap"
+    owned_by: str = Field(description=f"'{BACKBONE}' (for /v1/embeddings) or '{TASK}' (a generation task).")
 
 
 class ModelList(BaseModel):
@@ -114,15 +119,23 @@ async def embeddings(body: EmbeddingsRequest, svc: Svc) -> Response:
 
 @router.get("/models", response_model=ModelList, responses=_RESPONSES)
 async def models(svc: Svc) -> ModelList:
-    """The backbones, as OpenAI models usable with /v1/embeddings."""
+    """The backbones (for /v1/embeddings) and the generation tasks (for /v1/completions and
+    /v1/chat/completions), as OpenAI models."""
     async with observed(svc, "openai"):
         svc.engine.require_ready()
-        return ModelList(data=[Model(id=name, created=_CREATED) for name in sorted(svc.engine.backbones)])
+        tasks = await anyio.to_thread.run_sync(svc.engine.generation_tasks)
+        return ModelList(data=[Model(id=name, created=_CREATED, owned_by=BACKBONE)
+                               for name in sorted(svc.engine.backbones)]
+                         + [Model(id=name, created=_CREATED, owned_by=TASK) for name in tasks])
 
 
 @router.get("/models/{model}", response_model=Model, responses=_RESPONSES)
-async def model(svc: Svc, model: str = Path(min_length=1, max_length=64)) -> Model:
-    """One backbone as an OpenAI model."""
+async def model(svc: Svc, model: str = Path(min_length=1, max_length=140)) -> Model:
+    """One backbone or generation task as an OpenAI model."""
     async with observed(svc, "openai"):
-        return Model(id=svc.engine.backbone(model).name, created=_CREATED)
+        svc.engine.require_ready()
+        if model in svc.engine.backbones:
+            return Model(id=model, created=_CREATED, owned_by=BACKBONE)
+        name = await anyio.to_thread.run_sync(svc.engine.generation_task, model)
+        return Model(id=name, created=_CREATED, owned_by=TASK)
 

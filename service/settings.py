@@ -86,9 +86,9 @@ class Settings(BaseSettings):
         "for this worker alone."))
 
     # ---- generation (docs/generation.md) ----------------------------------------------
-    generation_kv_budget_mb: int = Field(256, ge=1, le=1 << 20, description=(
+    generation_kv_budget_mb: float = Field(256, gt=0, le=1 << 20, description=(
         "KV cache per language model: a generation is admitted once (prompt + max_tokens) "
-        "tokens of cache fit beside the running ones."))
+        "tokens of cache fit beside the running ones (a fraction of a MB is allowed)."))
     generation_max_running: int = Field(32, ge=1, le=1024, description=(
         "Sequences decoded together per language model (one batched forward per step)."))
     generation_max_waiting: int = Field(64, ge=1, le=100_000, description=(

@@ -23,36 +23,20 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from taskswap_client.errors import TaskswapHTTPError
+from taskswap_client.generation import (GenerationResult, StreamEvent, StreamReader, generation_body,
+                                        parse_result)
 from taskswap_client.transport import TaskswapResponseError, TaskswapTimeout, send_async, send_sync
 from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,
                                     EmbedResponse, PredictResponse, RegisterResponse)
 
 RETRY_STATUSES = (429, 503)
 ImageLike = bytes | str | os.PathLike  # encoded image bytes, or a path to an image file
-
-
-class TaskswapHTTPError(Exception):
-    """The server refused a call: ``status``, ``error`` (kind), ``message``, ``problems``."""
-
-    def __init__(self, status: int, error: str, message: str, problems: list[str] | None = None):
-        super().__init__(f"HTTP {status} {error}: {message}")
-        self.status, self.error, self.message = status, error, message
-        self.problems = problems or [message]
-
-    @classmethod
-    def from_response(cls, r: httpx.Response) -> "TaskswapHTTPError":
-        try:
-            body = r.json()
-        except ValueError:
-            return cls(r.status_code, "http_error", r.text[:500] or r.reason_phrase)
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            return cls(r.status_code, str(body.get("error")), body["message"], body.get("problems"))
-        return cls(r.status_code, "http_error", json.dumps(body)[:500])
 
 
 @dataclass
@@ -68,6 +52,7 @@ class Call:
     params: dict | None = None
     ok: tuple[int, ...] = (200, 201)
     kwargs: dict = field(default_factory=dict)
+    reader: Callable[[httpx.Response], Any] | None = None  # parses the answer instead of ``model``
 
     def request_kwargs(self) -> dict:
         kw: dict = {}
@@ -84,6 +69,8 @@ class Call:
     def parse(self, r: httpx.Response):
         if r.status_code not in self.ok:
             raise TaskswapHTTPError.from_response(r)
+        if self.reader is not None:
+            return self.reader(r)
         if self.model is None:
             return None
         try:
@@ -129,6 +116,12 @@ class _Calls:
                                     ("labels", json.dumps(list(labels)) if labels else None),
                                     ("expected_version", expected_version)) if v}
         return Call("POST", "/adapters", RegisterResponse, files={"file": (filename, archive)}, data=fields)
+
+    @staticmethod
+    def generate(task: str, prompt: str | None, messages: Sequence[dict] | None, sampling: dict,
+                 logprobs: bool) -> Call:
+        path, body = generation_body(task, prompt, messages, logprobs=logprobs, stream=False, **sampling)
+        return Call("POST", path, None, json=body, reader=lambda r: parse_result(r.json(), logprobs))
 
     @staticmethod
     def activate(name: str, version: str, expected_version: str | None = None) -> Call:
@@ -209,6 +202,59 @@ class Client(_Base):
         """Pooled backbone features (``.embeddings``: one list of floats per input)."""
         return self._send(_Calls.embed(texts, images, backbone, pooling, normalize))
 
+    # ---- generation ------------------------------------------------------------------------
+    def generate(self, task: str, prompt: str | None = None, messages: Sequence[dict] | None = None, *,
+                 max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
+                 top_k: int | None = None, seed: int | None = None, stop: Sequence[str] | None = None,
+                 logprobs: bool = False) -> GenerationResult:
+        """Generate with a generation task (``task`` or ``task@version``) from a ``prompt``
+        (completion) or chat ``messages`` (``[{"role": "user", "content": ...}]``); unset
+        sampling parameters take the task's defaults. ``logprobs``: each token with its
+        log-probability in ``.tokens``."""
+        sampling = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        seed=seed, stop=stop)
+        return self._send(_Calls.generate(task, prompt, messages, sampling, logprobs))
+
+    def stream(self, task: str, prompt: str | None = None, messages: Sequence[dict] | None = None, *,
+               max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
+               top_k: int | None = None, seed: int | None = None, stop: Sequence[str] | None = None,
+               logprobs: bool = False) -> Iterator[StreamEvent]:
+        """The same generation as :meth:`generate`, as it is decoded: :class:`TokenDelta`
+        events, then one :class:`StreamEnd`. Leaving the loop early (``break``, then the
+        iterator's ``close()`` or its collection) closes the connection, and the server stops
+        decoding it. A refusal (400, 404, a 429 after the retries) raises on the first event."""
+        path, body = generation_body(task, prompt, messages, max_tokens, temperature, top_p, top_k, seed,
+                                     stop, logprobs, stream=True)
+        r = self._open_stream(path, body)
+        try:
+            reader = StreamReader()
+            for line in r.iter_lines():
+                yield from reader.feed(line)
+            reader.check_done()
+        finally:
+            r.close()
+
+    def _open_stream(self, path: str, body: dict) -> httpx.Response:
+        """POST a streamed generation; its response once the server admitted it (status 200)."""
+        for attempt in range(self.retries + 1):
+            try:
+                r = self._http.send(self._http.build_request("POST", path, json=body, headers=self._headers()),
+                                    stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if attempt == self.retries:
+                    raise
+                time.sleep(self._delay(attempt, None))
+                continue
+            if r.status_code == 200:
+                return r
+            r.read()
+            r.close()
+            if r.status_code in RETRY_STATUSES and attempt < self.retries:
+                time.sleep(self._delay(attempt, r))
+                continue
+            raise TaskswapHTTPError.from_response(r)
+        raise RuntimeError("unreachable")
+
     # ---- adapters ------------------------------------------------------------------------
     def register(self, path: str | os.PathLike, name: str | None = None, labels: Sequence[str] | None = None,
                  backbone: str | None = None, expected_version: str | None = None) -> RegisterResponse:
@@ -286,6 +332,52 @@ class AsyncClient(_Base):
     async def embed(self, texts=None, images=None, backbone=None, pooling=None,
                     normalize: bool = True) -> EmbedResponse:
         return await self._send(_Calls.embed(texts, images, backbone, pooling, normalize))
+
+    async def generate(self, task: str, prompt: str | None = None, messages: Sequence[dict] | None = None, *,
+                       max_tokens: int | None = None, temperature: float | None = None,
+                       top_p: float | None = None, top_k: int | None = None, seed: int | None = None,
+                       stop: Sequence[str] | None = None, logprobs: bool = False) -> GenerationResult:
+        """See :meth:`Client.generate`."""
+        sampling = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        seed=seed, stop=stop)
+        return await self._send(_Calls.generate(task, prompt, messages, sampling, logprobs))
+
+    async def stream(self, task: str, prompt: str | None = None, messages: Sequence[dict] | None = None, *,
+                     max_tokens: int | None = None, temperature: float | None = None,
+                     top_p: float | None = None, top_k: int | None = None, seed: int | None = None,
+                     stop: Sequence[str] | None = None, logprobs: bool = False) -> AsyncIterator[StreamEvent]:
+        """See :meth:`Client.stream` (``async for event in ts.stream(...)``; ``aclose()`` ends it early)."""
+        path, body = generation_body(task, prompt, messages, max_tokens, temperature, top_p, top_k, seed,
+                                     stop, logprobs, stream=True)
+        r = await self._open_stream(path, body)
+        try:
+            reader = StreamReader()
+            async for line in r.aiter_lines():
+                for event in reader.feed(line):
+                    yield event
+            reader.check_done()
+        finally:
+            await r.aclose()
+
+    async def _open_stream(self, path: str, body: dict) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            try:
+                r = await self._http.send(self._http.build_request("POST", path, json=body,
+                                                                   headers=self._headers()), stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(self._delay(attempt, None))
+                continue
+            if r.status_code == 200:
+                return r
+            await r.aread()
+            await r.aclose()
+            if r.status_code in RETRY_STATUSES and attempt < self.retries:
+                await asyncio.sleep(self._delay(attempt, r))
+                continue
+            raise TaskswapHTTPError.from_response(r)
+        raise RuntimeError("unreachable")
 
     async def register(self, path, name=None, labels=None, backbone=None,
                        expected_version=None) -> RegisterResponse:

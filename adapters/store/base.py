@@ -92,6 +92,9 @@ class VersionInfo(BaseModel):
     kind: str
     created_at: str
     labels: list[str] = Field(default_factory=list)
+    # What the version's manifest says it does ('generation', 'single_label', ...), so a listing
+    # can tell generation tasks apart without loading them; None in aliases written before it.
+    task_type: str | None = None
 
 
 class Alias(BaseModel):

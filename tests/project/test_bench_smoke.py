@@ -82,6 +82,17 @@ def test_runtime(results):
     assert res["memory"]["heads"] > 0 and res["hot_swap"]["lora"]["n"] == 2
 
 
+def test_generation(results):
+    bench(["generation", "--smoke", "--threads", "1"])
+    res = written(results, "generation-smoke")
+    assert [r["streams"] for r in res["rows"]] == [1, 4] and res["threads"] == 1
+    for r in res["rows"]:
+        assert set(r["tokens_per_s"]) == {"base", "mixed8", "hf_one", "hf_mixed"}
+        assert all(finite(v) and v > 0 for v in r["tokens_per_s"].values())
+        assert all(finite(v) and v > 0 for v in r["ttft_median_s"].values())
+        assert finite(r["mixed8_vs_base"]) and finite(r["mixed8_vs_hf_one"])
+
+
 def test_top_layers_with_lora(results):
     bench(["top-layers", "--smoke", "--lora"])
     rows = written(results, "top_layers_bench_lora-smoke")["results"]
