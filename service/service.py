@@ -178,19 +178,19 @@ class Taskswap:
                 return await self._generate(tasks, check_texts(texts, self.limits), request)
             return await self._predict(tasks, len(texts),
                                        lambda: check_texts(texts, self.limits), "text", embed, key,
-                                       subtokens=body.subtokens, inline=True)
+                                       subtokens=body.subtokens, inline=True, options=body.options())
         if body.audio is not None:
             clips = body.audio
             check_count(len(clips), "audio", self.limits)
             return await self._predict(check_task_names(body.task_names()), len(clips), lambda: [
                 decode_base64_audio(b64, f"audio[{i}]", self.audio_limits)
-                for i, b64 in enumerate(clips)], "audio", embed, key)
+                for i, b64 in enumerate(clips)], "audio", embed, key, options=body.options())
         images = body.images or []
         check_count(len(images), "images", self.limits)
         names = [f"images[{i}]" for i in range(len(images))]
         return await self._predict(check_task_names(body.task_names()), len(images), lambda: decode_images(
             [base64_image_bytes(b64, n, self.limits) for b64, n in zip(images, names)], names,
-            self.limits), "image", embed, key)
+            self.limits), "image", embed, key, options=body.options())
 
     @app.post("/predict/upload", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
@@ -225,7 +225,8 @@ class Taskswap:
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
                        embed: EmbedSpec | None = None, routing_key: str | None = None,
-                       subtokens: bool = False, inline: bool = False) -> Response:
+                       subtokens: bool = False, inline: bool = False,
+                       options: dict | None = None) -> Response:
         """``inline``: ``decode`` is cheap (text checks) and runs here, without a thread hop."""
         start, status = time.perf_counter(), 500
         try:
@@ -234,7 +235,7 @@ class Taskswap:
             inputs = decode() if inline else await anyio.to_thread.run_sync(decode)
             backbone, results = await self.engine.predict(
                 tasks, inputs, modality, embed, routing_key=routing_key,
-                trace=lambda p: record_prediction_spans(p, tasks))
+                trace=lambda p: record_prediction_spans(p, tasks), options=options)
             status = 200
             return json_response(PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type, role=r.role,
