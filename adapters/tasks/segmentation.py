@@ -37,9 +37,10 @@ class Segmentation(DenseTaskType):
         return problems
 
     def rows(self, adapter, out) -> list[RowResult]:
-        if isinstance(out, torch.Tensor):  # a probe of the answer's fields: no maps
-            return [RowResult(shares={}, segments=[], mask_png="") for _ in range(len(out))]
         labels = adapter.manifest.labels
+        if isinstance(out, torch.Tensor):  # a probe of the answer's fields: no maps
+            return [RowResult(shares=dict.fromkeys(labels, 0.0), segments=[], mask_png="")
+                    for _ in range(len(out))]
         return [answer(label_map(raw, size), labels) for raw, size in zip(out.raw, out.image_sizes)]
 
 
