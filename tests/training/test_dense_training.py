@@ -125,3 +125,22 @@ def test_bad_dense_files_are_named(tmp_path):
     Image.fromarray(np.full((8, 8), 5, dtype=np.uint8)).save(tmp_path / "m" / "x.png")
     with pytest.raises(InvalidInput, match="holds class 5"):
         load_mask_folders(tmp_path / "im", tmp_path / "m", ["bg", "x"])
+
+
+def test_cli_trains_a_detector_from_coco_files(tmp_path, vision_backbone, capsys):
+    from training import cli
+    train_file = write_coco(squares(12, 5), tmp_path / "train")
+    test_file = write_coco(squares(4, 6), tmp_path / "test")
+    out = tmp_path / "adapter"
+    code = cli.main(["train", "--name", "cli-boxes", "--task-type", "detection", "--data", str(train_file),
+                     "--test-data", str(test_file), "--backbone", vision_backbone.spec.source,
+                     "--backbone-name", "vision", "--image-size", "32", "--input-size", "64",
+                     "--epochs", "2", "--out", str(out), "--quiet"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "test: map " in printed.out
+    m = json.loads((out / "adapter.json").read_text())
+    assert m["task_type"] == "detection" and m["metrics"]["headline"]["metric"] == "test_map"
+    code = cli.main(["train", "--name", "x", "--demo", "brain-regions", "--task-type", "detection",
+                     "--backbone", vision_backbone.spec.source, "--out", str(tmp_path / "x")])
+    assert code != 0 and "not a detection data set" in capsys.readouterr().err
