@@ -380,7 +380,8 @@ class Runtime:
         win = bb.token_windows(inputs) if "tokens" in needs else None
         unit_row = list(range(len(row_input)))
         if win is None:
-            enc, unit_enc = bb.preprocess(inputs, size), list(row_input)  # each input once
+            enc = bb.preprocess(inputs) if size is None else bb.preprocess(inputs, size)
+            unit_enc = list(row_input)  # each input once
         else:
             enc = win.batch
             unit_enc = [win.windows[i][0] for i in row_input]
