@@ -92,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
     t.add_argument("--method", default="head",
                    help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS")
-    t.add_argument("--task-type", default="single_label",
+    t.add_argument("--task-type", default=None,
                    choices=["single_label", "regression", "token_classification", "detection",
                             "segmentation"],
-                   help="single_label: one class per input (labels); regression: real values "
+                   help="single_label (default): one class per input (labels); regression: real values "
                         "(--target-columns, or --demo whissell); token_classification: one tag "
                         "per word (--data CoNLL 'word<TAB>tag' or JSONL {tokens, tags}, or "
                         "--demo punctuation); detection: boxes (--data a COCO JSON file, or --demo "
@@ -255,8 +255,8 @@ def cmd_train(args) -> int:
     from adapters.tasks import task_type  # lazy: see the module docstring
     from training.trainer import train
 
-    if args.demo in DENSE_DEMOS and args.task_type == "single_label":
-        args.task_type = DENSE_DEMOS[args.demo]
+    # no --task-type: a dense demo's own type, else single_label
+    args.task_type = args.task_type or DENSE_DEMOS.get(args.demo, "single_label")
     if task_type(args.task_type).features == "maps":  # its own trainer: training/dense/
         return _train_dense(args, backbone_spec(args))
     config = train_config(args)  # option errors first: nothing loaded yet
@@ -295,8 +295,9 @@ def _train_dense(args, spec) -> int:
     from training.dense.data import load_coco, load_mask_folders
     from training.dense.fit import DenseFitConfig
     from training.dense.train import train_dense
+    from training.tasks import training_task
 
-    detect = args.task_type == "detection"
+    task = training_task(args.task_type)
     if args.demo and DENSE_DEMOS.get(args.demo) != args.task_type:
         raise InvalidInput(f"--demo {args.demo!r} is not a {args.task_type} data set; use one of "
                            f"{[d for d, t in DENSE_DEMOS.items() if t == args.task_type]}")
@@ -307,7 +308,7 @@ def _train_dense(args, spec) -> int:
     elif args.demo == "brain-regions":
         train = demos.brain_regions("train")
         tests = {"test": demos.brain_regions("test"), "test_ch2bet": demos.brain_regions("test", "ch2bet")}
-    elif detect:
+    elif args.data is not None and args.data.suffix == ".json":  # a COCO file
         train, tests = load_coco(args.data, args.image_root), {}
         if args.test_data:
             tests["test"] = load_coco(args.test_data, args.image_root)
@@ -318,8 +319,8 @@ def _train_dense(args, spec) -> int:
         train, tests = load_mask_folders(args.data, args.masks, args.labels), {}
         if args.test_data:
             tests["test"] = load_mask_folders(args.test_data, args.test_masks or args.masks, args.labels)
-    cfg = DenseFitConfig(args.task_type, args.strides or ([8, 16] if detect else [8, 16, 32]),
-                         input_size=args.input_size or (160 if detect else 224),
+    cfg = DenseFitConfig(args.task_type, args.strides or list(task.default_strides),
+                         input_size=args.input_size or task.default_input_size,
                          epochs=args.epochs or 40, lr=args.lr or 3e-3, batch_size=args.batch_size or 16,
                          seed=args.seed)
     result = train_dense(args.name, load_backbone(spec), train, tests, cfg, args.out or Path("out") / args.name)

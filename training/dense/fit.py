@@ -20,9 +20,6 @@ from training.dense.data import DenseData
 from training.dense.targets import (detection_targets, flip_boxes, flip_image, flip_mask,
                                     mask_target)
 
-HEAT_PRIOR = -2.19  # CenterNet's initial heat-map bias: sigmoid = 0.1
-
-
 @dataclass
 class DenseFitConfig:
     """How a dense head is fitted."""
@@ -59,8 +56,9 @@ def trunk_maps(backbone: Backbone, images: list, strides: list[int], size: int,
     return [torch.cat(p) for p in parts]
 
 
-def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig) -> DenseFit:
-    """A dense head for ``data`` on ``backbone``'s frozen maps."""
+def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) -> DenseFit:
+    """A dense head for ``data`` on ``backbone``'s frozen maps; ``task``: the task type's
+    training half (:class:`training.tasks.dense.DenseTraining`)."""
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     images = list(data.images) + ([flip_image(im) for im in data.images] if cfg.flip else [])
@@ -69,12 +67,9 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig) -> Dense
     spec = DenseSpec(strides=list(cfg.strides), in_channels=[int(m.shape[1]) for m in maps],
                      width=cfg.width, input_size=cfg.input_size, **cfg.limits)
     n_cls = len(data.label_names)
-    detect = cfg.task_type == "detection"
-    head = DenseHead(spec, n_cls + 4 if detect else n_cls)
-    if detect:
-        with torch.no_grad():
-            head.out.bias[:n_cls] = HEAT_PRIOR
-    targets = _targets(data, cfg, head.stride, n_cls, detect)
+    head = DenseHead(spec, task.n_out(n_cls))
+    task.init_head(head, n_cls)
+    targets = task.dense_targets(data, cfg, head.stride)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     n, history = len(images), []
@@ -84,7 +79,7 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig) -> Dense
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
             out = head([m[idx] for m in maps])  # [b, n_out, g, g]
-            loss = _det_loss(out, targets, idx, n_cls) if detect else _seg_loss(out, targets, idx)
+            loss = task.dense_loss(out, targets, idx, n_cls)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -95,19 +90,24 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig) -> Dense
     return DenseFit(head, spec, history, {"trunk": t_trunk, "fit": time.perf_counter() - t0 - t_trunk})
 
 
-def _targets(data: DenseData, cfg: DenseFitConfig, stride: int, n_cls: int, detect: bool):
+def detection_target_set(data: DenseData, cfg: DenseFitConfig, stride: int):
+    """Targets of every training image (then of its mirror image when ``cfg.flip``):
+    heat ``[n, C, g, g]``, reg ``[n, 4, g, g]``, centre ``[n, g, g]``."""
     sizes = [im.size for im in data.images]
-    if detect:
-        rows = [(b, c, s) for b, c, s in zip(data.boxes, data.classes, sizes)]
-        if cfg.flip:
-            rows += [(flip_boxes(b, s[0]), c, s) for b, c, s in zip(data.boxes, data.classes, sizes)]
-        t = [detection_targets(b, c, s, cfg.input_size, stride, n_cls) for b, c, s in rows]
-        return tuple(torch.stack(x) for x in zip(*t))  # heat [n, C, g, g], reg [n, 4, g, g], centre [n, g, g]
+    rows = [(b, c, s) for b, c, s in zip(data.boxes, data.classes, sizes)]
+    if cfg.flip:
+        rows += [(flip_boxes(b, s[0]), c, s) for b, c, s in zip(data.boxes, data.classes, sizes)]
+    t = [detection_targets(b, c, s, cfg.input_size, stride, len(data.label_names)) for b, c, s in rows]
+    return tuple(torch.stack(x) for x in zip(*t))
+
+
+def mask_target_set(data: DenseData, cfg: DenseFitConfig) -> torch.Tensor:
+    """Masks of every training image (then mirrored), at the input size: ``[n, size, size]``."""
     masks = list(data.masks) + ([flip_mask(m) for m in data.masks] if cfg.flip else [])
-    return torch.stack([mask_target(m, cfg.input_size) for m in masks])  # [n, size, size]
+    return torch.stack([mask_target(m, cfg.input_size) for m in masks])
 
 
-def _det_loss(out: torch.Tensor, targets, idx: torch.Tensor, n_cls: int) -> torch.Tensor:
+def detection_loss(out: torch.Tensor, targets, idx: torch.Tensor, n_cls: int) -> torch.Tensor:
     heat_t, reg_t, centre = (t[idx] for t in targets)
     p = torch.sigmoid(out[:, :n_cls]).clamp(1e-4, 1 - 1e-4)
     pos = heat_t.eq(1).float()
@@ -120,7 +120,7 @@ def _det_loss(out: torch.Tensor, targets, idx: torch.Tensor, n_cls: int) -> torc
     return (focal + 0.5 * l1) / n_pos
 
 
-def _seg_loss(out: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def segmentation_loss(out: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     target = masks[idx]
     logits = F.interpolate(out, size=target.shape[-2:], mode="bilinear", align_corners=False)
     return F.cross_entropy(logits, target)

@@ -15,12 +15,9 @@ from pathlib import Path
 from adapters.backbones.base import Backbone
 from adapters.format import BackboneRef, Manifest, write_head_adapter
 from adapters.plugin_checks import validate_manifest
-from adapters.tasks import HEADLINE_KEY
 from training.dense.data import DenseData
 from training.dense.fit import DenseFitConfig, fit_dense, trunk_maps
-from training.dense.metrics import coco_map, detections, segmentation_scores
-
-HEADLINES = {"detection": ("map", "mAP@[.5:.95]"), "segmentation": ("miou", "mIoU")}
+from training.tasks import training_task
 
 
 @dataclass
@@ -33,24 +30,22 @@ class DenseResult:
 def score(fit, backbone: Backbone, data: DenseData, cfg: DenseFitConfig) -> dict:
     """The served answers' scores of ``fit`` on ``data``: COCO mAP or IoU."""
     maps = trunk_maps(backbone, data.images, cfg.strides, cfg.input_size, cfg.trunk_batch)
-    if cfg.task_type == "detection":
-        return coco_map(data, detections(fit.head, maps, data, cfg.input_size,
-                                         fit.spec.max_detections, fit.spec.nms_iou))
-    return segmentation_scores(fit.head, maps, data)
+    return training_task(cfg.task_type).dense_scores(fit.head, maps, data, cfg, fit.spec)
 
 
 def train_dense(name: str, backbone: Backbone, train: DenseData, tests: dict[str, DenseData],
                 cfg: DenseFitConfig, out: Path) -> DenseResult:
     """Fit, score on each of ``tests`` (split name -> data), write the adapter to ``out``."""
     start = time.perf_counter()
-    fit = fit_dense(backbone, train, cfg)
+    task = training_task(cfg.task_type)
+    fit = fit_dense(backbone, train, cfg, task)
     metrics = {split: score(fit, backbone, d, cfg) for split, d in tests.items()}
-    key, words = HEADLINES[cfg.task_type]
+    key, words = task.headline_metric, task.headline_name
     flat = {f"{split}_{k}": v for split, m in metrics.items() for k, v in m.items()
             if isinstance(v, (int, float))}
     first = next(iter(tests), None)
     if first is not None:
-        flat[HEADLINE_KEY] = {"metric": f"{first}_{key}", "name": words, "higher_is_better": True}
+        flat.update(task.headline_record(first))
     m = validate_manifest(Manifest(
         name=name, kind="head", task_type=cfg.task_type, labels=list(train.label_names),
         backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint, source=backbone.spec.source),
