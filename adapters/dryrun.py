@@ -84,7 +84,7 @@ def check_outputs_finite(adapter, run=None) -> None:
         return
     bb = adapter.backbone
     needs = adapter.task.needs(adapter.manifest) if adapter.impl.shares_trunk_row else {"tokens"}
-    if "tokens" not in needs:  # reads the frozen trunk's pooled features only
+    if needs <= set(bb.available_poolings):  # reads the frozen trunk's pooled features only
         result = score_alone(adapter, probe_features(bb, needs, run))
     else:
         probe = PreparedRequest(bb, probe_inputs(bb), [adapter])

@@ -18,7 +18,7 @@ from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.format.adapter_dir import AdapterDir, write_manifest
 from adapters.format.interning import compact_manifest
 from adapters.format.manifest import Manifest
-from adapters.heads import Head, build_head
+from adapters.heads import Head
 from adapters.kinds import AdapterKind, adapter_kind
 from adapters.plugin_checks import read_adapter_dir, validate_manifest
 from adapters.tasks import TaskType, output_names, task_type
@@ -185,7 +185,8 @@ def load_adapter(prep: PreparedAdapter, version: str) -> LoadedAdapter:
     m, bb, adir = compact_manifest(prep.manifest), prep.backbone, prep.adir  # shared parts: 100k tasks
     impl = adapter_kind(adir.kind)
     head_tensors, weights = impl.load(adir, m, bb, prep.plan)
-    head = build_head(m.head, len(output_names(m)), head_tensors).to(bb.device) if m.head is not None else None
+    head = task_type(m.task_type).build_head(m, head_tensors)
+    head = head.to(bb.device) if head is not None else None
     if weights is not None:
         weights = impl.to_device(weights, bb)
     return LoadedAdapter(m.name, version, m, bb, head, weights, time.perf_counter() - start)

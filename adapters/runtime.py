@@ -80,6 +80,12 @@ class PreparedRequest:
     shadows: list[LoadedAdapter | None] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
     timings: dict[str, int] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    """Request options task types read (detection: ``threshold``, ``max_detections``), checked
+    against each task's limits by ``prepare``."""
+    input_size: int | None = None
+    """Square image size this request's trunk rows run at (None: the backbone's own); set on
+    the per-size parts :meth:`Runtime.run` splits a request into."""
     extra_windows: int = 0
     """Windows past the first over all inputs (texts longer than ``max_length`` tokens): each
     trunk row that per-token tasks read runs once more per extra window (set by ``prepare``)."""
@@ -98,6 +104,15 @@ class PreparedRequest:
         return self.embed is not None or any(a.impl.shares_trunk_row for a in self.scorers())
 
     @property
+    def plain_groups(self) -> int:
+        """Plain trunk rows per input: one per distinct input size among the tasks sharing
+        the plain trunk (embeddings run at the backbone's own size)."""
+        sizes = {_size_of(a) for a in self.scorers() if a.impl.shares_trunk_row}
+        if self.embed is not None:
+            sizes.add(None)
+        return len(sizes)
+
+    @property
     def rows(self) -> int:
         """Trunk rows this request costs: one per input for the tasks sharing the plain
         trunk (heads) and its embeddings together, plus one per input per task with its
@@ -105,7 +120,7 @@ class PreparedRequest:
         plus, for texts longer than ``max_length`` tokens, one more per extra window on each
         of the rows per-token tasks read. This is what ``max_batch_rows`` and the queue limit count."""
         own = sum(not a.impl.shares_trunk_row for a in self.scorers())
-        return len(self.inputs) * (int(self.plain_rows) + own) + self.extra_windows * self.token_row_groups
+        return len(self.inputs) * (self.plain_groups + own) + self.extra_windows * self.token_row_groups
 
     @property
     def token_row_groups(self) -> int:
@@ -184,7 +199,7 @@ class Runtime:
 
     def prepare(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
                 versions: dict[str, str] | None = None, rollout=None,
-                routing_key: str | None = None) -> PreparedRequest:
+                routing_key: str | None = None, options: dict | None = None) -> PreparedRequest:
         """Resolve and pin ``tasks`` for ``inputs`` of ``modality`` ('text' | 'image' | ...).
 
         ``versions`` pins a task to one stored version (id or unique prefix) instead of its
@@ -192,7 +207,8 @@ class Runtime:
         ``rollout`` (anything with ``policy(task)``, e.g. the registry: a task's
         :class:`~adapters.rollout.RolloutPolicy` from its row), a task in canary may be pinned to
         its candidate (sticky per ``routing_key``), and a task in shadow gets its candidate as
-        a shadow scorer; a task pinned by ``versions`` is left alone.
+        a shadow scorer; a task pinned by ``versions`` is left alone. ``options`` (None values
+        ignored) must each be read by some task, within its manifest's limits.
         """
         if not tasks:
             raise InvalidInput("name at least one task")
@@ -230,7 +246,9 @@ class Runtime:
             raise InvalidInput(f"task {tasks[0]!r} takes {need} (backbone {bb.name!r} is {article} "
                                f"{bb.modality} model), but {modality} inputs were sent")
         _check_features(bb, adapters)
-        req = PreparedRequest(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles)
+        options = _check_options(tasks, adapters, options)
+        req = PreparedRequest(bb, list(inputs), adapters, _embed_on(bb, embed), shadows, roles,
+                              options=options)
         if req.token_row_groups:  # long texts cost one trunk row per window: count them up front
             req.windows = bb.token_window_counts(req.inputs)
             req.extra_windows = sum(req.windows) - len(req.inputs)
@@ -250,15 +268,35 @@ class Runtime:
         return PreparedRequest(bb, list(inputs), [], _embed_on(bb, embed))
 
     def run(self, requests: list[PreparedRequest]) -> list[Results]:
-        """Results per request, per task in the order the request named them."""
-        out: list[list[TaskResult] | None] = [None] * len(requests)
-        groups: dict[str, list[int]] = {}
+        """Results per request, per task in the order the request named them.
+
+        Requests are grouped by (backbone, input size): a request whose tasks run at
+        different sizes (a detector at 320 px beside a classifier at the backbone's 96) is
+        split into one part per size, and each group runs the trunk once for all its parts.
+        """
+        parts = [(i, idx, part) for i, r in enumerate(requests) for idx, part in _split_by_size(r)]
+        groups: dict[tuple, list[int]] = {}
+        for k, (_, _, part) in enumerate(parts):
+            groups.setdefault((part.backbone.name, part.input_size), []).append(k)
+        done: list[Results | None] = [None] * len(parts)
+        for ks in groups.values():
+            for k, res in zip(ks, self._run_group([parts[k][2] for k in ks])):
+                done[k] = res
+        out: list[Results] = []
         for i, r in enumerate(requests):
-            groups.setdefault(r.backbone.name, []).append(i)
-        for idx in groups.values():
-            for i, res in zip(idx, self._run_group([requests[i] for i in idx])):
-                out[i] = res
-        return out  # type: ignore[return-value]
+            mine = [(idx, res) for (j, idx, _), res in zip(parts, done) if j == i]
+            if len(mine) == 1:
+                out.append(mine[0][1])
+                continue
+            results: list = [None] * len(r.adapters)
+            embeddings, tokens = None, None
+            for idx, res in mine:
+                for t, tr in zip(idx, res):
+                    results[t] = tr
+                embeddings = res.embeddings if res.embeddings is not None else embeddings
+                tokens = res.tokens if res.tokens is not None else tokens
+            out.append(Results(results, embeddings, tokens))
+        return out
 
     def _run_group(self, reqs: list[PreparedRequest]) -> list[Results]:
         bb = reqs[0].backbone
@@ -297,12 +335,14 @@ class Runtime:
         needs = set().union(*(n for n, _ in reads), {r.embed.pooling for r in reqs if r.embed is not None})
         token_rows = {r for n, rows in reads if "tokens" in n for r in rows}
         t0 = time.perf_counter()
-        feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs, token_rows)
+        feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs, token_rows,
+                            reqs[0].input_size)
         trunk_s = time.perf_counter() - t0
         trunk_done = time.time_ns()
         it = iter(_score(pairs, feats))
         counts = feats.input_tokens
-        out = [Results([_result(a, next(it), role) for (a, _), role in zip(tasks, r.roles or ["active"] * len(tasks))],
+        out = [Results([_result(a, next(it), role, r.options)
+                        for (a, _), role in zip(tasks, r.roles or ["active"] * len(tasks))],
                        _embeddings(r.embed, feats, rows), None if counts is None else sum(counts[s:e]))
                for r, tasks, rows, (s, e) in zip(reqs, plan, plain, spans)]
         heads_done = time.time_ns()
@@ -327,7 +367,8 @@ class Runtime:
                 out[k][i].shadow = ShadowResult(_result(c, next(it)), added, extra)
 
     def _trunk(self, bb: Backbone, inputs: list, row_input: list[int], row_state: list,
-               row_pass: list, needs: set[str], token_rows: set[int] = frozenset()) -> BatchFeatures:
+               row_pass: list, needs: set[str], token_rows: set[int] = frozenset(),
+               size: int | None = None) -> BatchFeatures:
         """The features ``needs`` asks for, for every row, on the backbone's device.
 
         A "unit" is one row of one forward: a trunk row reading one preprocessed sequence.
@@ -335,6 +376,7 @@ class Runtime:
         which is the plain truncated encoding); a row in ``token_rows`` whose text is longer
         than ``max_length`` gets one more unit per further window, with the same trunk
         state and pass, and its token features are stitched back into one sequence.
+        ``size``: the square image size of every row (None: the backbone's own).
 
         Each pass's units run in the sub-batches of :meth:`plan` (text: sorted by length,
         under ``token_budget`` padded tokens, columns that are padding on every row of the
@@ -344,7 +386,8 @@ class Runtime:
         win = bb.token_windows(inputs) if "tokens" in needs else None
         unit_row = list(range(len(row_input)))
         if win is None:
-            enc, unit_enc = bb.preprocess(inputs), list(row_input)  # each input once
+            enc = bb.preprocess(inputs) if size is None else bb.preprocess(inputs, size)
+            unit_enc = list(row_input)  # each input once
         else:
             enc = win.batch
             unit_enc = [win.windows[i][0] for i in row_input]
@@ -412,6 +455,45 @@ class Runtime:
         if lengths is None or self.token_budget is None:
             return fixed_sub_batches(rows, self.max_forward_rows)
         return plan_sub_batches(lengths, self.token_budget, self.max_forward_rows)
+
+
+def _size_of(a: LoadedAdapter) -> int | None:
+    """The input size ``a``'s rows run at; None when it is the backbone's own."""
+    size = a.task.input_size(a.manifest)
+    return None if size == a.backbone.preprocessing_settings().get("image_size") else size
+
+
+def _split_by_size(r: PreparedRequest) -> list[tuple[list[int], PreparedRequest]]:
+    """``r`` as parts of one input size each, with the indices of the tasks each part holds;
+    embeddings ride with the backbone's own size (a part of their own if no task runs there)."""
+    sizes = [_size_of(a) for a in r.adapters]
+    if len(set(sizes)) <= 1 and (r.embed is None or sizes[:1] in ([], [None])):
+        return [(list(range(len(sizes))), replace(r, input_size=sizes[0] if sizes else None))]
+    order = list(dict.fromkeys(sizes + ([None] if r.embed is not None else [])))
+    parts = []
+    for size in order:
+        idx = [i for i, s in enumerate(sizes) if s == size]
+        pick = (lambda xs: [xs[i] for i in idx] if xs else [])  # noqa: E731
+        parts.append((idx, replace(r, adapters=pick(r.adapters), shadows=pick(r.shadows),
+                                   roles=pick(r.roles), input_size=size,
+                                   embed=r.embed if size is None else None)))
+    return parts
+
+
+def _check_options(tasks: list[str], adapters: list[LoadedAdapter], options: dict | None) -> dict:
+    """The request's options (None values dropped), each read by some task and within the
+    limits of every task that reads it; an ``InvalidInput`` naming the problems otherwise."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    if not options:
+        return {}
+    readers = set().union(*(a.task.options for a in adapters))
+    unused = sorted(set(options) - readers)
+    problems = [f"option {k!r} applies to none of tasks {tasks}" for k in unused]
+    problems += [p for a in adapters if a.task.options & set(options)
+                 for p in a.task.check_options(a.manifest, options)]
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return options
 
 
 def _check_features(bb: Backbone, adapters: list[LoadedAdapter]) -> None:
@@ -498,6 +580,8 @@ def score_alone(adapter: LoadedAdapter, feats: BatchFeatures) -> TaskResult:
     return _result(adapter, _score([(adapter, list(range(len(feats.inputs))))], feats)[0])
 
 
-def _result(a: LoadedAdapter, out: torch.Tensor, role: str = "active") -> TaskResult:
-    """One task's answers from its ``[rows, outputs]`` head outputs (CPU), shaped by its task type."""
-    return TaskResult(a.name, a.version, a.kind, a.manifest.task_type, a.task.rows(a, out), role=role)
+def _result(a: LoadedAdapter, out: torch.Tensor, role: str = "active", options: dict | None = None) -> TaskResult:
+    """One task's answers from its ``[rows, outputs]`` head outputs (CPU), shaped by its task
+    type under the request's ``options``."""
+    return TaskResult(a.name, a.version, a.kind, a.manifest.task_type,
+                      a.task.answers(a, out, options or {}), role=role)

@@ -15,12 +15,14 @@ cd "$(dirname "$0")/.."
 VENV=${TASKSWAP_VENV:-.venv}
 
 # ---- 1. Debian packages: espeak-ng and Asterisk's recorded prompts (the spoken-digits demo:
-# synthetic voices to train, a real speaker to test), Fashion-MNIST.
+# synthetic voices to train, a real speaker to test), Fashion-MNIST (also the shapes-detect
+# demo's objects), mricron-data (the brain-regions demo: Colin27 T1 MRI and the AAL atlas).
 if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v espeak-ng >/dev/null \
-     || [ ! -d /usr/share/asterisk/sounds/en_US_f_Allison/digits ]; } && command -v apt-get >/dev/null; then
+     || [ ! -d /usr/share/asterisk/sounds/en_US_f_Allison/digits ] \
+     || ! dpkg -s mricron-data >/dev/null 2>&1; } && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    dataset-fashion-mnist espeak-ng asterisk-core-sounds-en-wav >/dev/null
+    dataset-fashion-mnist espeak-ng asterisk-core-sounds-en-wav mricron-data >/dev/null
 fi
 
 # ---- 2. the virtual environment

@@ -217,18 +217,19 @@ class Engine:
     # ---- inference ---------------------------------------------------------------------
     async def predict(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
                       versions: dict[str, str] | None = None, routing_key: str | None = None,
-                      trace=None) -> tuple[str, Results]:
+                      trace=None, options: dict | None = None) -> tuple[str, Results]:
         """Validate and pin ``tasks`` (in a worker thread), await the shared batcher;
         returns (backbone name, one result per task, plus ``.embeddings`` when ``embed``).
         ``versions`` pins tasks to stored versions instead of their active ones;
         ``routing_key`` keeps a caller on one side of a canary; ``trace(prepared)`` is
-        called once the batch has run."""
+        called once the batch has run; ``options`` are task types' request options
+        (detection's ``threshold``, ``max_detections``), checked against each task's limits."""
         self.require_ready()
         # prepare may load an evicted LoRA from the store, and the cost estimate tokenises:
         # keep both off the event loop.
         prepared, cost = await anyio.to_thread.run_sync(lambda: self._costed(
             self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
-                                 rollout=self.registry, routing_key=routing_key)))
+                                 rollout=self.registry, routing_key=routing_key, options=options)))
         results = await self._submit(prepared, cost)
         _check_finite(results, prepared.backbone.name)
         self.rollouts.observe(results)

@@ -56,6 +56,11 @@ class PredictRequest(BaseModel):
     normalize: bool = Field(False, description="With embed: L2-normalise the embeddings.")
     subtokens: bool = Field(False, description=(
         "token_classification tasks: also return every sub-token with its label and scores."))
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description=(
+        "detection tasks: keep boxes scoring at least this (default: the task's "
+        "dense.score_threshold; not below its dense.min_score_threshold)."))
+    max_detections: int | None = Field(None, ge=1, description=(
+        "detection tasks: at most this many boxes per image (not above the task's dense.max_detections)."))
 
     @model_validator(mode="after")
     def _one_of_each(self):
@@ -72,6 +77,11 @@ class PredictRequest(BaseModel):
 
     def task_names(self) -> list[str]:
         return [self.task] if self.task is not None else list(self.tasks or [])
+
+    def options(self) -> dict:
+        """The task types' request options that were sent (detection's limits)."""
+        return {k: v for k, v in (("threshold", self.threshold), ("max_detections", self.max_detections))
+                if v is not None}
 
 
 class TaggedWord(BaseModel):
@@ -105,6 +115,30 @@ class SubToken(BaseModel):
     scores: dict[str, float]
 
 
+class Box(BaseModel):
+    """detection: one object."""
+
+    box: list[float] = Field(min_length=4, max_length=4, description=(
+        "[x0, y0, x1, y1] in the input image's pixels (origin top left)."))
+    label: str
+    score: float = Field(description="The peak of the label's heat map (sigmoid).")
+
+
+class Rle(BaseModel):
+    """A binary mask as COCO run-length encoding (uncompressed: pycocotools' frPyObjects reads it)."""
+
+    size: list[int] = Field(min_length=2, max_length=2, description="[height, width].")
+    counts: list[int] = Field(description="Alternating runs of 0 and 1 in column-major order, starting with 0.")
+
+
+class Segment(BaseModel):
+    """segmentation: the pixels of one label."""
+
+    label: str
+    rle: Rle
+    share: float = Field(description="Fraction of the image's pixels.")
+
+
 class Prediction(BaseModel):
     """The answer for one input; which fields are set depends on the task type."""
 
@@ -122,6 +156,11 @@ class Prediction(BaseModel):
     finish_reason: Literal["stop", "length"] | None = Field(None, description=(
         "generation: 'stop' (end of sequence or a stop sequence) or 'length' (max_new_tokens)."))
     generated_tokens: int | None = Field(None, description="generation: tokens generated.")
+    boxes: list[Box] | None = Field(None, description="detection tasks: the objects found, best first.")
+    shares: dict[str, float] | None = Field(None, description="segmentation: each label's fraction of the pixels.")
+    segments: list[Segment] | None = Field(None, description="segmentation: each label present, as a mask.")
+    mask_png: str | None = Field(None, description=(
+        "segmentation: the label of every pixel as a base64 8-bit PNG (value = index into the task's labels)."))
 
 
 class TaskPrediction(BaseModel):
@@ -130,7 +169,7 @@ class TaskPrediction(BaseModel):
     task: str
     version: str = Field(description="sha256 of the adapter version that answered.")
     kind: str = Field(description="Adapter kind: 'head' or 'lora'.")
-    task_type: str = Field(description="'single_label', 'multi_label', 'regression', 'token_classification' or 'generation'.")
+    task_type: str = Field(description="'single_label', 'multi_label', 'regression', 'token_classification', 'generation', 'detection' or 'segmentation'.")
     role: Literal["active", "canary"] = Field("active", description=(
         "'canary' when the task's canary candidate answered this request."))
     predictions: list[Prediction]

@@ -182,12 +182,13 @@ class Taskswap:
                 return await self._generate(tasks, check_texts(texts, self.limits), request)
             return await self._predict(tasks, len(texts), lambda: decode_items(
                 texts, "text", "texts", self.limits, self.audio_limits), "text", embed, key,
-                subtokens=body.subtokens, inline=True)
+                subtokens=body.subtokens, inline=True, options=body.options())
         modality, field = ("audio", "audio") if body.audio is not None else ("image", "images")
         items = (body.audio if body.audio is not None else body.images) or []
         check_items(items, field, self.limits)
         return await self._predict(check_task_names(body.task_names()), len(items), lambda: decode_items(
-            items, modality, field, self.limits, self.audio_limits), modality, embed, key)
+            items, modality, field, self.limits, self.audio_limits), modality, embed, key,
+            options=body.options())
 
     @app.post("/predict/upload", response_model=PredictResponse, response_model_exclude_none=True,
               responses=ERROR_RESPONSES)
@@ -219,7 +220,8 @@ class Taskswap:
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
                        embed: EmbedSpec | None = None, routing_key: str | None = None,
-                       subtokens: bool = False, inline: bool = False) -> Response:
+                       subtokens: bool = False, inline: bool = False,
+                       options: dict | None = None) -> Response:
         """``inline``: ``decode`` is cheap (text checks) and runs here, without a thread hop."""
         start, status = time.perf_counter(), 500
         try:
@@ -228,7 +230,7 @@ class Taskswap:
             inputs = decode() if inline else await anyio.to_thread.run_sync(decode)
             backbone, results = await self.engine.predict(
                 tasks, inputs, modality, embed, routing_key=routing_key,
-                trace=lambda p: record_prediction_spans(p, tasks))
+                trace=lambda p: record_prediction_spans(p, tasks), options=options)
             status = 200
             return json_response(PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type, role=r.role,

@@ -106,16 +106,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
     t.add_argument("--method", default="head",
                    help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS")
-    t.add_argument("--task-type", default="single_label",
-                   choices=["single_label", "regression", "token_classification"],
-                   help="single_label: one class per input (labels); regression: real values "
+    t.add_argument("--task-type", default=None,
+                   choices=["single_label", "regression", "token_classification", "detection",
+                            "segmentation"],
+                   help="single_label (default): one class per input (labels); regression: real values "
                         "(--target-columns, or --demo whissell); token_classification: one tag "
                         "per word (--data CoNLL 'word<TAB>tag' or JSONL {tokens, tags}, or "
-                        "--demo punctuation)")
+                        "--demo punctuation); detection: boxes (--data a COCO JSON file, or --demo "
+                        "shapes-detect); segmentation: a class per pixel (--data an image folder "
+                        "with --masks, or --demo brain-regions)")
     t.add_argument("--out", type=Path, help="output folder (default out/NAME)")
     _add_data_args(t)
     t.add_argument("--val-data", type=Path, help="validation file/folder (default: carve off --val-fraction)")
     t.add_argument("--test-data", type=Path, help="held-out test file/folder, scored after training")
+    d = t.add_argument_group("dense tasks (detection, segmentation)")
+    d.add_argument("--masks", type=Path, help="segmentation: folder of PNG masks (<image stem>.png, "
+                   "value = index into --labels) for --data's images")
+    d.add_argument("--test-masks", type=Path, help="segmentation: the masks of --test-data")
+    d.add_argument("--image-root", type=Path, help="detection: folder the COCO file's image "
+                   "file_names are read under (default: the JSON file's folder)")
+    d.add_argument("--input-size", type=int, help="the task's square input size in pixels, a "
+                   "multiple of 32 (default: 160 for detection, 224 for segmentation)")
+    d.add_argument("--strides", type=_int_list, help="maps the head reads (default 8,16 for "
+                   "detection, 8,16,32 for segmentation)")
     t.add_argument("--test-limit", type=int, default=1000,
                    help="with --demo: examples of the demo's test split to score (default 1000)")
     _add_backbone_args(t, required=True)
@@ -259,6 +272,10 @@ def cmd_train(args) -> int:
     from adapters.tasks import task_type  # lazy: see the module docstring
     from training.trainer import train
 
+    # no --task-type: a dense demo's own type, else single_label
+    args.task_type = args.task_type or DENSE_DEMOS.get(args.demo, "single_label")
+    if task_type(args.task_type).features == "maps":  # its own trainer: training/dense/
+        return _train_dense(args, backbone_spec(args))
     config = train_config(args)  # option errors first: nothing loaded yet
     if args.threads is not None:
         if args.threads < 1:
@@ -286,6 +303,54 @@ def cmd_train(args) -> int:
             print("error: a from-scratch baseline is a report, not an adapter; nothing to register",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
+        return _register(result.path, args.register, args.token)
+    return 0
+
+
+DENSE_DEMOS = {"shapes-detect": "detection", "brain-regions": "segmentation"}
+
+
+def _train_dense(args, spec) -> int:
+    """Detection and segmentation heads on the frozen trunk's maps (training/dense/)."""
+    from adapters.backbones.base import load_backbone  # lazy: see the module docstring
+    from training.dense import demos
+    from training.dense.data import load_coco, load_mask_folders
+    from training.dense.fit import DenseFitConfig
+    from training.dense.train import train_dense
+    from training.tasks import training_task
+
+    task = training_task(args.task_type)
+    if args.demo and DENSE_DEMOS.get(args.demo) != args.task_type:
+        raise InvalidInput(f"--demo {args.demo!r} is not a {args.task_type} data set; use one of "
+                           f"{[d for d, t in DENSE_DEMOS.items() if t == args.task_type]}")
+    if args.demo == "shapes-detect":
+        n_test = 100 if args.test_limit == 1000 else args.test_limit  # the flag's default is the classifiers'
+        train = demos.shapes_detect("train", args.limit or 300, args.seed)
+        tests = {"test": demos.shapes_detect("test", n_test, args.seed)}
+    elif args.demo == "brain-regions":
+        train = demos.brain_regions("train")
+        tests = {"test": demos.brain_regions("test"), "test_ch2bet": demos.brain_regions("test", "ch2bet")}
+    elif args.data is not None and args.data.suffix == ".json":  # a COCO file
+        train, tests = load_coco(args.data, args.image_root), {}
+        if args.test_data:
+            tests["test"] = load_coco(args.test_data, args.image_root)
+    else:
+        if not args.masks or not args.labels:
+            raise InvalidInput("segmentation from folders needs --masks (PNG masks) and --labels "
+                               "(the class names, index 0 first)")
+        train, tests = load_mask_folders(args.data, args.masks, args.labels), {}
+        if args.test_data:
+            tests["test"] = load_mask_folders(args.test_data, args.test_masks or args.masks, args.labels)
+    cfg = DenseFitConfig(args.task_type, args.strides or list(task.default_strides),
+                         input_size=args.input_size or task.default_input_size,
+                         epochs=args.epochs or 40, lr=args.lr or 3e-3, batch_size=args.batch_size or 16,
+                         seed=args.seed)
+    result = train_dense(args.name, load_backbone(spec), train, tests, cfg, args.out or Path("out") / args.name)
+    print(f"wrote adapter {result.path} in {result.seconds:.1f} s")
+    for split, m in result.metrics.items():
+        print(f"{split}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in m.items() if not isinstance(v, dict)))
+    if args.register:
         return _register(result.path, args.register, args.token)
     return 0
 

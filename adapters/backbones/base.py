@@ -127,6 +127,8 @@ class Backbone:
         self.lock = threading.RLock()
         self.modality: str = preprocessor.modality
         self.hidden_size = self._probe_hidden_size()
+        self.map_channels: dict[int, int] = {}
+        """Stride -> channels of the map at that stride (set with :attr:`feature_maps`)."""
         self.feature_maps: dict[int, int] = self._probe_maps()
         """Stride -> index into the model's ``hidden_states`` of the last map at that stride
         (conv vision backbones: MobileNetV2's inverted-residual stages; empty elsewhere)."""
@@ -141,8 +143,15 @@ class Backbone:
     def base_model_prefix(self) -> str:
         return getattr(self.model, "base_model_prefix", "") or self.model_type
 
-    def preprocess(self, inputs: list) -> dict[str, torch.Tensor]:
-        return self.preprocessor(inputs)
+    def preprocess(self, inputs: list, size: int | None = None) -> dict[str, torch.Tensor]:
+        """The model's inputs for ``inputs``; ``size``: an image backbone's square input size
+        for this batch instead of its own (a dense task's ``dense.input_size``)."""
+        if size is None:
+            return self.preprocessor(inputs)
+        if self.modality != "image":
+            raise InvalidInput(f"an input size ({size}) applies to image backbones only; "
+                               f"{self.name!r} is a {self.modality} model")
+        return self.preprocessor(inputs, size)
 
     def token_windows(self, inputs: list):
         """Inputs tokenised whole in overlapping windows, with character offsets (text only):
@@ -217,7 +226,9 @@ class Backbone:
             out = self.model(**batch, output_hidden_states=True)
         if out.last_hidden_state.dim() != 4:  # a ViT's hidden states are token sequences
             return {}
-        return _map_index(out.hidden_states, batch["pixel_values"].shape[-2])
+        index = _map_index(out.hidden_states, batch["pixel_values"].shape[-2])
+        self.map_channels = {s: int(out.hidden_states[i].shape[1]) for s, i in index.items()}
+        return index
 
     def _probe_hidden_size(self) -> int:
         sample = _sample_input(self.modality, self.preprocessor)

@@ -152,11 +152,12 @@ class ImagePreprocessor:
         self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
         self.image_size = image_size
 
-    def __call__(self, images: list) -> dict[str, torch.Tensor]:
+    def __call__(self, images: list, size: int | None = None) -> dict[str, torch.Tensor]:
+        """``size``: this batch's square size instead of ``image_size`` (a dense task's own)."""
         bad = [i for i, im in enumerate(images) if not isinstance(im, Image.Image)]
         if bad:
             raise InvalidInput(f"inputs {bad[:5]} are not images; this backbone takes images")
-        s = self.image_size
+        s = size or self.image_size
         arrays = []
         for im in images:
             im = im.convert("RGB").resize((s, s), Image.BILINEAR)

@@ -3,6 +3,6 @@ directory pieces. It names no adapter kind or task type; checking an adapter aga
 is :mod:`adapters.plugin_checks` (``read_adapter_dir``, ``validate_manifest``)."""
 
 from adapters.format.adapter_dir import AdapterDir, content_hash, write_head_adapter
-from adapters.format.manifest import BackboneRef, HeadSpec, Manifest
+from adapters.format.manifest import BackboneRef, DenseSpec, HeadSpec, Manifest
 
-__all__ = ["AdapterDir", "BackboneRef", "HeadSpec", "Manifest", "content_hash", "write_head_adapter"]
+__all__ = ["AdapterDir", "BackboneRef", "DenseSpec", "HeadSpec", "Manifest", "content_hash", "write_head_adapter"]

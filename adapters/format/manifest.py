@@ -49,6 +49,46 @@ class HeadSpec(BaseModel):
         return self
 
 
+class DenseSpec(BaseModel):
+    """A dense head (detection, segmentation) on a vision backbone's spatial maps: which
+    strides it reads, their channel counts, its width, the square input size its rows run
+    at, and (detection) the answer limits a request may tighten within."""
+
+    model_config = ConfigDict(extra="allow")
+    strides: list[int] = Field(min_length=1, max_length=3, description=(
+        "Strides of the maps the head reads, e.g. [8, 16]; the output is at the finest."))
+    in_channels: list[int] = Field(min_length=1, max_length=3, description="Channels of each map, same order.")
+    width: int = Field(64, ge=1, le=1024, description="Channels inside the head.")
+    input_size: int | None = Field(None, ge=32, le=1024, description=(
+        "Square input size in pixels the task's rows run the trunk at; None = the backbone's."))
+    score_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Detection: default score threshold.")
+    min_score_threshold: float = Field(0.05, ge=0.0, le=1.0, description=(
+        "Detection: the lowest threshold a request may ask for."))
+    max_detections: int = Field(100, ge=1, le=1000, description=(
+        "Detection: the most boxes per image (a request may ask for fewer)."))
+    nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="Detection: IoU above which NMS drops a box.")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        problems = []
+        if len(self.strides) != len(self.in_channels):
+            problems.append(f"dense.strides {self.strides} and dense.in_channels {self.in_channels} "
+                            "must have the same length")
+        if len(set(self.strides)) != len(self.strides) or any(s < 1 for s in self.strides):
+            problems.append(f"dense.strides must be distinct positive strides, got {self.strides}")
+        if any(c < 1 for c in self.in_channels):
+            problems.append(f"dense.in_channels must be >= 1, got {self.in_channels}")
+        if self.min_score_threshold > self.score_threshold:
+            problems.append(f"dense.min_score_threshold {self.min_score_threshold} is above "
+                            f"score_threshold {self.score_threshold}")
+        if self.input_size is not None and self.input_size % max(self.strides, default=1):
+            problems.append(f"dense.input_size {self.input_size} must be a multiple of the "
+                            f"largest stride {max(self.strides)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class GenerationSpec(BaseModel):
     """How a generation task turns a request into a prompt and decodes (``task_type:
     "generation"``). Request fields override the sampling defaults within ``max_new_tokens``."""
@@ -87,13 +127,15 @@ class Manifest(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description="Task name: lowercase, digits, '_', '-', '.'.")
     kind: str = Field(description="Adapter kind: a key of adapters.kinds.KINDS ('head', 'lora', 'top_layers').")
     task_type: str = Field("single_label", description=(
-        "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression', 'token_classification', 'generation')."))
+        "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression', 'token_classification', 'generation', 'detection', 'segmentation')."))
     labels: list[str] = Field(default_factory=list, description="Classification: the label names.")
     outputs: list[str] = Field(default_factory=list, description="Regression: the names of the values.")
     target_scaling: dict | None = Field(None, description=(
         "Regression: {output: {mean, std}}; served value = head output * std + mean."))
     backbone: BackboneRef
     head: HeadSpec | None = Field(None, description="The head on pooled features (pooled task types).")
+    dense: DenseSpec | None = Field(None, description=(
+        "Dense task types (detection, segmentation): the head on the spatial maps and its limits."))
     generation: GenerationSpec | None = Field(None, description=(
         "Generation tasks: prompt template or system prompt, stop sequences, limits, sampling defaults."))
     preprocessing: dict = Field(default_factory=dict,

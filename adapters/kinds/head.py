@@ -7,10 +7,9 @@ trunk row per input.
 from __future__ import annotations
 
 from adapters.format.safetensors_io import load_tensors
-from adapters.heads import check_head_header
 from adapters.kinds.base import AdapterKind
 from adapters.kinds.trunk import COMPOSED_TRUNK
-from adapters.tasks import output_names
+from adapters.tasks import task_type
 
 
 class HeadKind(AdapterKind):
@@ -21,8 +20,7 @@ class HeadKind(AdapterKind):
     trunk_pass = COMPOSED_TRUNK
 
     def check(self, adir, m, backbone, plan) -> None:
-        check_head_header(m.head, len(output_names(m)), adir.headers["head.safetensors"],
-                          backbone.hidden_size, backbone.head_inputs)
+        task_type(m.task_type).check_head(m, adir.headers["head.safetensors"], backbone)
 
     def load(self, adir, m, backbone, plan):
         return load_tensors(adir.path / "head.safetensors"), None

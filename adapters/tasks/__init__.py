@@ -8,14 +8,17 @@ from __future__ import annotations
 from adapters.errors import InvalidAdapter
 from adapters.format.manifest import Manifest
 from adapters.tasks.base import HEADLINE_KEY, BatchFeatures, RowResult, TaskType, TokenFeatures
+from adapters.tasks.detection import Detection
 from adapters.tasks.generation import Generation
 from adapters.tasks.multi_label import MultiLabel
 from adapters.tasks.regression import Regression
+from adapters.tasks.segmentation import Segmentation
 from adapters.tasks.single_label import SingleLabel
 from adapters.tasks.token_classification import TokenClassification
 
 TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SingleLabel(), MultiLabel(), Regression(),
-                                                       TokenClassification(), Generation())}
+                                                       TokenClassification(), Generation(),
+                                                       Detection(), Segmentation())}
 
 
 def task_type(name: str) -> TaskType:

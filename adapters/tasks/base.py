@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from adapters.heads import build_head, check_head_header
 from adapters.heads_batched import HeadCall, run_heads
 
 if TYPE_CHECKING:  # type hints only
@@ -134,6 +135,8 @@ class TaskType:
     peft_problem_types: ClassVar[tuple[str, ...]] = ()
     """``problem_type`` values of a transformers config that make a plain PEFT adapter this type."""
     peft_task_types: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[frozenset[str]] = frozenset()
+    """Request options this type reads (detection: ``threshold``, ``max_detections``)."""
     generates: ClassVar[bool] = False
     """True: the task answers with generated text (no head): its requests go to the generation
     engine (:mod:`adapters.generation`), its dry run decodes, its kind plans no head."""
@@ -162,7 +165,26 @@ class TaskType:
         """What ``GET /adapters/{name}`` shows about the outputs (beside name, kind, versions)."""
         return {"labels": list(m.labels)}
 
+    # ---- the head's weights -----------------------------------------------------------
+    def check_head(self, m: "Manifest", header: dict, backbone) -> None:
+        """Check ``head.safetensors``'s ``header`` against ``m`` and ``backbone`` before
+        loading (raises ``InvalidAdapter`` / ``IncompatibleAdapter``). Default: the
+        linear/MLP head on pooled or per-token features (``m.head``)."""
+        check_head_header(m.head, len(self.output_names(m)), header, backbone.hidden_size,
+                          backbone.head_inputs)
+
+    def build_head(self, m: "Manifest", tensors: dict[str, torch.Tensor] | None):
+        """The head module holding ``tensors`` (shape-checked), or None when the task has
+        no head (``m.head`` unset: generation)."""
+        if m.head is None or tensors is None:
+            return None
+        return build_head(m.head, len(self.output_names(m)), tensors)
+
     # ---- serving ----------------------------------------------------------------------
+    def input_size(self, m: "Manifest") -> int | None:
+        """The square input size the task's rows run the trunk at; None = the backbone's."""
+        return None
+
     def needs(self, m: "Manifest") -> set[str]:
         """Which features the head reads: pooling names, ``{"tokens"}``, or spatial maps
         (``"map:<stride>"``, :func:`adapters.backbones.base.map_feature`)."""
@@ -177,3 +199,12 @@ class TaskType:
     def rows(self, adapter, out: torch.Tensor) -> list[RowResult]:
         """Per-input answers of one task from its ``[rows, n_outputs]`` outputs (CPU)."""
         raise NotImplementedError
+
+    def check_options(self, m: "Manifest", options: dict) -> list[str]:
+        """Problems with a request's ``options`` (those named in :attr:`options`) against
+        ``m``'s limits; empty = fine. Checked when the request is prepared."""
+        return []
+
+    def answers(self, adapter, out, options: dict) -> list[RowResult]:
+        """:meth:`rows` under a request's ``options`` (a type without options ignores them)."""
+        return self.rows(adapter, out)

@@ -65,7 +65,7 @@ def test_the_tables_agree_with_the_serving_tables():
     assert token_methods() == ["head", "lora", "scratch"]
     assert {t: training_task(t).headline_record()["headline"]["metric"] for t in TRAINING_TASKS} == {
         "single_label": "val_accuracy", "multi_label": "val_accuracy", "regression": "val_r2",
-        "token_classification": "val_token_accuracy"}
+        "token_classification": "val_token_accuracy", "detection": "val_map", "segmentation": "val_miou"}
     with pytest.raises(ValueError, match="method 'distil' is unknown"):
         TrainConfig(name="t", method="distil")
 

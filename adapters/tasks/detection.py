@@ -1,0 +1,85 @@
+"""``detection``: boxes, labels and scores per image, from an anchor-free CenterNet-style head.
+
+Why CenterNet: one output grid at the finest stride read (stride 8 on MobileNetV2: a
+28x28 grid at 224 px), no anchors to tune per data set, training targets that are a
+Gaussian per box centre (exact boxes of small data sets suit it), and decoding that is a
+3x3 max-pool peak search, so NMS has little left to do. The head's channels are
+``[labels..., offset_x, offset_y, log_w, log_h]``: a sigmoid heat map per class, the
+centre's sub-cell offset (sigmoid, in cells) and the box size (``exp``, in cells).
+
+Answers per image: ``boxes``: ``[{"box": [x0, y0, x1, y1], "label", "score"}]`` in the
+caller's image pixels, best first, at most ``max_detections`` with a score at least the
+threshold (the manifest's ``dense.score_threshold``, or a request's ``threshold`` down to
+``dense.min_score_threshold``; a request's ``max_detections`` up to the manifest's).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from adapters.tasks.base import RowResult
+from adapters.tasks.boxes import nms
+from adapters.tasks.dense import DenseTaskType
+
+MAX_LOG_SIZE = 8.0  # exp(8) cells: far past any input; keeps a wild output finite
+
+
+class Detection(DenseTaskType):
+    name = "detection"
+    options = frozenset({"threshold", "max_detections"})
+
+    def n_out(self, m) -> int:
+        return len(m.labels) + 4
+
+    def check_options(self, m, options: dict) -> list[str]:
+        d, problems = m.dense, []
+        t = options.get("threshold")
+        if t is not None and not d.min_score_threshold <= t <= 1:
+            problems.append(f"threshold {t} is outside task {m.name!r}'s limits: use "
+                            f"{d.min_score_threshold} to 1 (dense.min_score_threshold)")
+        k = options.get("max_detections")
+        if k is not None and not 1 <= k <= d.max_detections:
+            problems.append(f"max_detections {k} is outside task {m.name!r}'s limits: use "
+                            f"1 to {d.max_detections}")
+        return problems
+
+    def answers(self, adapter, out, options: dict) -> list[RowResult]:
+        return self.rows(adapter, out, options)
+
+    def rows(self, adapter, out, options: dict | None = None) -> list[RowResult]:
+        if isinstance(out, torch.Tensor):  # a probe of the answer's fields: no maps
+            return [RowResult(boxes=[]) for _ in range(len(out))]
+        m, options = adapter.manifest, options or {}
+        threshold = options.get("threshold", m.dense.score_threshold)
+        limit = options.get("max_detections", m.dense.max_detections)
+        return [RowResult(boxes=decode(raw, out.stride, out.input_size, size, m.labels, threshold,
+                                       limit, m.dense.nms_iou))
+                for raw, size in zip(out.raw, out.image_sizes)]
+
+
+def decode(raw: torch.Tensor, stride: int, input_size: int, image_size: tuple[int, int],
+           labels: list[str], threshold: float, limit: int, iou: float) -> list[dict]:
+    """Boxes of one image from its head output ``raw [labels + 4, h, w]``."""
+    c = len(labels)
+    heat = torch.sigmoid(raw[:c])  # [labels, h, w]
+    peaks = heat * (heat == F.max_pool2d(heat[None], 3, 1, 1)[0])
+    h, w = heat.shape[-2:]
+    k = min(peaks.numel(), 4 * limit)
+    scores, idx = peaks.flatten().topk(k)
+    keep = scores >= threshold
+    scores, idx = scores[keep], idx[keep]
+    if not len(idx):
+        return []
+    cls, pos = idx // (h * w), idx % (h * w)
+    y, x = pos // w, pos % w
+    off = torch.sigmoid(raw[c:c + 2, y, x])  # [2, n]
+    size = torch.exp(raw[c + 2:c + 4, y, x].clamp(max=MAX_LOG_SIZE)) * stride  # [2, n] pixels
+    cx, cy = (x + off[0]) * stride, (y + off[1]) * stride
+    boxes = torch.stack([cx - size[0] / 2, cy - size[1] / 2, cx + size[0] / 2, cy + size[1] / 2], 1)
+    boxes = boxes.clamp(0, input_size)  # [n, 4] in the square input's pixels
+    sx, sy = image_size[0] / input_size, image_size[1] / input_size
+    boxes = boxes * torch.tensor([sx, sy, sx, sy])  # the caller's pixels
+    kept = nms(boxes, scores, cls, iou)[:limit]
+    return [{"box": [round(v, 2) for v in boxes[i].tolist()], "label": labels[int(cls[i])],
+             "score": float(scores[i])} for i in kept]

@@ -1,0 +1,60 @@
+"""``segmentation``: a class per pixel, from a small decoder over two or three strides.
+
+The head (:class:`adapters.dense_heads.DenseHead`) gives one logit map per class at the
+finest stride read; the logits are resized (bilinear) straight to the caller's image size
+and the argmax is the class of each pixel, so the mask is in the caller's pixels.
+
+Answers per image: ``shares`` (each label's fraction of the pixels), ``segments``
+(``[{"label", "rle", "share"}]`` for every label present, the mask as COCO RLE in its
+uncompressed form: ``pycocotools.mask.frPyObjects`` reads it) and ``mask_png`` (the class
+index map as a base64 8-bit PNG: pixel value = index into ``labels``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from adapters.tasks.base import RowResult
+from adapters.tasks.dense import DenseTaskType
+from adapters.tasks.masks import png_base64, rle_encode
+
+MAX_CLASSES = 255  # the PNG mask is 8-bit
+
+
+class Segmentation(DenseTaskType):
+    name = "segmentation"
+
+    def n_out(self, m) -> int:
+        return len(m.labels)
+
+    def check_manifest(self, m) -> list[str]:
+        problems = super().check_manifest(m)
+        if len(m.labels) < 2 or len(m.labels) > MAX_CLASSES:
+            problems.append(f"a segmentation task needs 2 to {MAX_CLASSES} labels (background "
+                            f"included), got {len(m.labels)}")
+        return problems
+
+    def rows(self, adapter, out) -> list[RowResult]:
+        labels = adapter.manifest.labels
+        if isinstance(out, torch.Tensor):  # a probe of the answer's fields: no maps
+            return [RowResult(shares=dict.fromkeys(labels, 0.0), segments=[], mask_png="")
+                    for _ in range(len(out))]
+        return [answer(label_map(raw, size), labels) for raw, size in zip(out.raw, out.image_sizes)]
+
+
+def label_map(raw: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
+    """The class index of every pixel ``[height, width]`` of the caller's image."""
+    w, h = image_size
+    logits = F.interpolate(raw[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return logits.argmax(0).numpy().astype(np.uint8)
+
+
+def answer(classes: np.ndarray, labels: list[str]) -> RowResult:
+    counts = np.bincount(classes.ravel(), minlength=len(labels))
+    total = max(int(classes.size), 1)
+    shares = {lab: float(n) / total for lab, n in zip(labels, counts.tolist())}
+    segments = [{"label": labels[i], "rle": rle_encode(classes == i), "share": shares[labels[i]]}
+                for i in np.flatnonzero(counts).tolist()]
+    return RowResult(shares=shares, segments=segments, mask_png=png_base64(classes))

@@ -1,0 +1,126 @@
+"""Fit a dense head on the frozen trunk's spatial maps, computed once per image (and once
+per flipped image) and cached in memory; then score it with the served decoding.
+
+Detection: CenterNet's penalty-reduced focal loss on the heat maps plus L1 on the centre
+cells' offsets and log sizes. Segmentation: pixel cross-entropy at the input size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from adapters.backbones.base import Backbone
+from adapters.dense_heads import DenseHead
+from adapters.format import DenseSpec
+from training.dense.data import DenseData
+from training.dense.targets import (detection_targets, flip_boxes, flip_image, flip_mask,
+                                    mask_target)
+
+@dataclass
+class DenseFitConfig:
+    """How a dense head is fitted."""
+
+    task_type: str
+    strides: list[int]
+    input_size: int = 224
+    width: int = 64
+    epochs: int = 30
+    lr: float = 3e-3
+    batch_size: int = 16
+    flip: bool = True
+    seed: int = 0
+    trunk_batch: int = 32
+    limits: dict = field(default_factory=dict)  # score_threshold, max_detections... for the manifest
+
+
+@dataclass
+class DenseFit:
+    head: DenseHead
+    spec: DenseSpec
+    history: list[float]
+    seconds: dict
+
+
+def trunk_maps(backbone: Backbone, images: list, strides: list[int], size: int,
+               batch: int = 32) -> list[torch.Tensor]:
+    """The frozen maps of ``images`` at ``strides``: one ``[n, c, h, w]`` CPU tensor per stride."""
+    parts: list[list[torch.Tensor]] = [[] for _ in strides]
+    for i in range(0, len(images), batch):
+        f = backbone.forward(backbone.preprocess(images[i:i + batch], size), tuple(strides))
+        for k, s in enumerate(strides):
+            parts[k].append(f.map(s).cpu())
+    return [torch.cat(p) for p in parts]
+
+
+def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) -> DenseFit:
+    """A dense head for ``data`` on ``backbone``'s frozen maps; ``task``: the task type's
+    training half (:class:`training.tasks.dense.DenseTraining`)."""
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    images = list(data.images) + ([flip_image(im) for im in data.images] if cfg.flip else [])
+    maps = trunk_maps(backbone, images, cfg.strides, cfg.input_size, cfg.trunk_batch)
+    t_trunk = time.perf_counter() - t0
+    spec = DenseSpec(strides=list(cfg.strides), in_channels=[int(m.shape[1]) for m in maps],
+                     width=cfg.width, input_size=cfg.input_size, **cfg.limits)
+    n_cls = len(data.label_names)
+    head = DenseHead(spec, task.n_out(n_cls))
+    task.init_head(head, n_cls)
+    targets = task.dense_targets(data, cfg, head.stride)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
+    n, history = len(images), []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    head.train()
+    for _ in range(cfg.epochs):
+        total = 0.0
+        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
+            out = head([m[idx] for m in maps])  # [b, n_out, g, g]
+            loss = task.dense_loss(out, targets, idx, n_cls)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        sched.step()
+        history.append(total / n)
+    head.eval().requires_grad_(False)
+    return DenseFit(head, spec, history, {"trunk": t_trunk, "fit": time.perf_counter() - t0 - t_trunk})
+
+
+def detection_target_set(data: DenseData, cfg: DenseFitConfig, stride: int):
+    """Targets of every training image (then of its mirror image when ``cfg.flip``):
+    heat ``[n, C, g, g]``, reg ``[n, 4, g, g]``, centre ``[n, g, g]``."""
+    sizes = [im.size for im in data.images]
+    rows = [(b, c, s) for b, c, s in zip(data.boxes, data.classes, sizes)]
+    if cfg.flip:
+        rows += [(flip_boxes(b, s[0]), c, s) for b, c, s in zip(data.boxes, data.classes, sizes)]
+    t = [detection_targets(b, c, s, cfg.input_size, stride, len(data.label_names)) for b, c, s in rows]
+    return tuple(torch.stack(x) for x in zip(*t))
+
+
+def mask_target_set(data: DenseData, cfg: DenseFitConfig) -> torch.Tensor:
+    """Masks of every training image (then mirrored), at the input size: ``[n, size, size]``."""
+    masks = list(data.masks) + ([flip_mask(m) for m in data.masks] if cfg.flip else [])
+    return torch.stack([mask_target(m, cfg.input_size) for m in masks])
+
+
+def detection_loss(out: torch.Tensor, targets, idx: torch.Tensor, n_cls: int) -> torch.Tensor:
+    heat_t, reg_t, centre = (t[idx] for t in targets)
+    p = torch.sigmoid(out[:, :n_cls]).clamp(1e-4, 1 - 1e-4)
+    pos = heat_t.eq(1).float()
+    focal = -(pos * (1 - p) ** 2 * torch.log(p)
+              + (1 - pos) * (1 - heat_t) ** 4 * p ** 2 * torch.log(1 - p)).sum()
+    n_pos = pos.sum().clamp(min=1)
+    m = centre.unsqueeze(1).float()  # [b, 1, g, g]
+    reg = torch.cat([torch.sigmoid(out[:, n_cls:n_cls + 2]), out[:, n_cls + 2:n_cls + 4]], 1)
+    l1 = (F.l1_loss(reg, reg_t, reduction="none") * m).sum()
+    return (focal + 0.5 * l1) / n_pos
+
+
+def segmentation_loss(out: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    target = masks[idx]
+    logits = F.interpolate(out, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, target)

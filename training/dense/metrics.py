@@ -1,0 +1,72 @@
+"""Dense metrics from libraries: COCO mAP@[.5:.95] and mAP@.5 with pycocotools' COCOeval,
+per-class IoU and mIoU with scikit-learn's ``jaccard_score``. Predictions go through the
+served decoding (:func:`adapters.tasks.detection.decode`, :func:`adapters.tasks.segmentation.label_map`),
+so the numbers are those of the served answers."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from sklearn.metrics import jaccard_score
+
+from adapters.dense_heads import DenseHead
+from adapters.tasks.detection import decode
+from adapters.tasks.segmentation import label_map
+from training.dense.data import DenseData
+
+EVAL_THRESHOLD = 0.01  # COCO's AP integrates over scores: keep low-scoring boxes too
+
+
+def head_outputs(head: DenseHead, maps: list[torch.Tensor], batch: int = 64) -> list[torch.Tensor]:
+    """Per image ``[n_out, g, g]`` outputs of ``head`` on cached maps."""
+    with torch.no_grad():
+        return [o for i in range(0, len(maps[0]), batch) for o in head([m[i:i + batch] for m in maps])]
+
+
+def detections(head: DenseHead, maps, data: DenseData, input_size: int, limit: int, iou: float) -> list[list[dict]]:
+    return [decode(raw, head.stride, input_size, im.size, data.label_names, EVAL_THRESHOLD, limit, iou)
+            for raw, im in zip(head_outputs(head, maps), data.images)]
+
+
+def coco_map(data: DenseData, dets: list[list[dict]]) -> dict:
+    """``{"map": mAP@[.5:.95], "map50": mAP@.5, "map_small"...}`` of ``dets`` against ``data``'s boxes."""
+    gt = {"images": [{"id": i, "width": im.width, "height": im.height} for i, im in zip(data.ids, data.images)],
+          "categories": [{"id": k + 1, "name": n} for k, n in enumerate(data.label_names)], "annotations": []}
+    for i, b, c in zip(data.ids, data.boxes, data.classes):
+        for (x0, y0, x1, y1), k in zip(b.tolist(), c.tolist()):
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": k + 1,
+                                      "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                                      "iscrowd": 0})
+    res = [{"image_id": i, "category_id": data.label_names.index(d["label"]) + 1,
+            "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]],
+            "score": d["score"]} for i, ds in zip(data.ids, dets) for d in ds]
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its table
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        if not res:
+            return {"map": 0.0, "map50": 0.0, "n_images": len(data)}
+        ev = COCOeval(coco, coco.loadRes(res), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    s = ev.stats
+    return {"map": float(s[0]), "map50": float(s[1]), "map75": float(s[2]), "n_images": len(data)}
+
+
+def segmentation_scores(head: DenseHead, maps, data: DenseData) -> dict:
+    """``{"miou", "iou": {label: IoU}, "pixel_accuracy"}`` over all pixels of ``data``;
+    a class absent from both truth and prediction has no IoU (left out of the mean)."""
+    pred = np.concatenate([label_map(raw, im.size).ravel() for raw, im in zip(head_outputs(head, maps), data.images)])
+    true = np.concatenate([m.ravel() for m in data.masks])
+    labels = list(range(len(data.label_names)))
+    iou = jaccard_score(true, pred, labels=labels, average=None, zero_division=0)
+    seen = np.isin(labels, np.union1d(true, pred))
+    per = {n: (float(v) if s else None) for n, v, s in zip(data.label_names, iou, seen)}
+    return {"miou": float(iou[seen].mean()), "iou": per, "pixel_accuracy": float((pred == true).mean()),
+            "n_images": len(data)}
