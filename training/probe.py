@@ -5,6 +5,7 @@ Example::
     >>> from adapters.backbones.base import load_backbone
     >>> from adapters.backbones.tiny import tiny_backbone_spec
     >>>     >>> from training.data import LabelledData
+from training.domain.stats import FeatureStats, first_layer_inputs
     >>> bb = load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc"))
     >>> d = LabelledData("text", ["good", "bad"] * 8, [1, 0] * 8, ["neg", "pos"], "toy")
     >>> out = fit_probe(bb, d, d, TrainConfig(name="t", epochs=5, progress=False), None)
@@ -26,6 +27,7 @@ from adapters.errors import InvalidInput
 from adapters.format import HeadSpec
 from training.config import TrainConfig
 from training.data import LabelledData
+from training.domain.stats import FeatureStats, first_layer_inputs
 from training.features import extract_features
 from training.fitted import FitOutput
 from training.head_fit import HeadFitConfig, fit_head
@@ -70,4 +72,5 @@ def fit_probe(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: T
         with torch.no_grad():
             return task.outputs(fit.head(features(inputs, "features")), scaling)  # [n, k]
 
-    return FitOutput(fit.head, fit.history, predict, spec.pooling, scaling=scaling)
+    return FitOutput(fit.head, fit.history, predict, spec.pooling, scaling=scaling,
+                     feature_stats=FeatureStats.of(first_layer_inputs(tx, spec.normalize)))
