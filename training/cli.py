@@ -10,6 +10,7 @@
     taskswap predict reviews "a great movie" "a boring plot" --url http://127.0.0.1:3000
     taskswap predict fashion --image shoe.png
     taskswap data silver --task ner --out data/silver     # silver NER/POS files (spaCy-tagged)
+    taskswap adapt --task reviews --target-data drugs.txt --out out/reviews-drugs   # training.cli_adapt
 
 ``register``, ``predict`` and ``evaluate --url`` talk to the server through
 :class:`taskswap_client.Client` (``predict`` imports no torch: it starts in a blink).
@@ -35,6 +36,7 @@ import httpx
 from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
+from training import cli_adapt
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--conll", action="store_true", help="also write TASK-{train,test}.conll")
 
+    cli_adapt.add_parser(sub)
     q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
     q.add_argument("task")
     q.add_argument("texts", nargs="*", help="texts to classify")
@@ -476,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,
-                "predict": cmd_predict, "data": cmd_data}[args.command](args)
+                "predict": cmd_predict, "data": cmd_data,
+                "adapt": cli_adapt.cmd_adapt}[args.command](args)
     except TaskswapError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if len(exc.problems) > 1:

@@ -147,9 +147,9 @@ def test_adapt_refuses_bad_sources_and_targets(source_adapter, text_backbone, tm
     lora = peft_lora_dir(tmp_path / "lora", str(text_backbone.spec.source))
     with pytest.raises(InvalidInput, match="needs a 'head' adapter"):
         adapt(lora, ["a text"] * 30, tmp_path / "y", AdaptConfig(progress=False), text_backbone)
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(InvalidInput, match="unknown"):
         adaptation_method("dann")
-    with pytest.raises(ValueError, match="shrinkage"):
+    with pytest.raises(InvalidInput, match="shrinkage"):
         AdaptConfig(shrinkage=-1)
 
 
@@ -166,3 +166,36 @@ def test_unlabelled_loaders(tmp_path):
     (tmp_path / "imgs" / "any").mkdir(parents=True)
     with pytest.raises(InvalidInput, match="no image files"):
         load_unlabelled(tmp_path / "imgs", "image")
+
+
+def test_cli_adapts_a_registered_task_from_the_store(source_adapter, text_backbone, tmp_path, capsys):
+    from training import cli
+    store = open_store(str(tmp_path / "store"))
+    reg = Registry(store, {"text": text_backbone})
+    version = reg.register(source_adapter).version
+    target = tmp_path / "target.txt"
+    target.write_text("\n".join(t for t, _ in _shifted(sentiment_rows(40, seed=5))))
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in _shifted(sentiment_rows(20, seed=6))))
+    code = cli.main(["adapt", "--task", f"sentiment@{version[:10]}", "--store", str(tmp_path / "store"),
+                     "--target-data", str(target), "--target-labelled", str(labelled),
+                     "--out", str(tmp_path / "out"), "--quiet", "--no-cache"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"source version {version[:12]}" in out and "adapted version on the labelled" in out
+    manifest = json.loads((tmp_path / "out" / "adapter.json").read_text())
+    assert manifest["training"]["adaptation"]["source_version"] == version
+    assert reg.register(tmp_path / "out").version != version  # a new version of the same task
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--task", "nosuch"], "not registered in the store"),
+    (["--task", "sentiment", "--shrinkage", "-1"], "shrinkage must be between"),
+    (["--task", "sentiment", "--method", "dann"], "adaptation method 'dann' is unknown"),
+])
+def test_cli_bad_input_exits_2_with_the_reason(source_adapter, text_backbone, tmp_path, capsys, extra, message):
+    from training import cli
+    Registry(open_store(str(tmp_path / "store")), {"text": text_backbone}).register(source_adapter)
+    (tmp_path / "t.txt").write_text("a\n" * 30)
+    code = cli.main(["adapt", *extra, "--store", str(tmp_path / "store"), "--target-data",
+                     str(tmp_path / "t.txt"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert code == 2 and message in capsys.readouterr().err

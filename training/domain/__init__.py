@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+from adapters.errors import InvalidInput
 from training.domain.base import AdaptationMethod, AdaptConfig
 from training.domain.coral_method import CoralMethod
 from training.domain.stats import STATS_FILE, FeatureStats
@@ -16,10 +17,10 @@ ADAPTATIONS: dict[str, AdaptationMethod] = {m.name: m for m in (CoralMethod(),)}
 
 
 def adaptation_method(name: str) -> AdaptationMethod:
-    """The adaptation method called ``name``; ``ValueError`` naming the known ones otherwise."""
+    """The adaptation method called ``name``; ``InvalidInput`` naming the known ones otherwise."""
     m = ADAPTATIONS.get(name)
     if m is None:
-        raise ValueError(f"adaptation method {name!r} is unknown; use one of {list(ADAPTATIONS)}")
+        raise InvalidInput(f"adaptation method {name!r} is unknown; use one of {list(ADAPTATIONS)}")
     return m
 
 

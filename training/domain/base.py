@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import torch
 
+from adapters.errors import InvalidInput
 from adapters.heads import Head
 from training.domain.stats import FeatureStats
 
@@ -29,7 +30,7 @@ class AdaptConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.shrinkage <= 10.0:
-            raise ValueError(f"shrinkage must be between 0 and 10, got {self.shrinkage}")
+            raise InvalidInput(f"shrinkage must be between 0 and 10, got {self.shrinkage}; 0.1 is the default")
 
 
 class AdaptationMethod:
