@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lora/top_layers: start from a head fitted on frozen features (default: a random head)")
     h.add_argument("--max-minutes", type=float, help="lora/top_layers/scratch: wall-clock budget for training")
     h.add_argument("--cache-dir", type=Path, help="feature cache (default $TASKSWAP_HOME/features)")
+    h.add_argument("--init-from", metavar="TASK[@VERSION]",
+                   help="head: warm-start from another task's head adapter (a stored task in --store, or "
+                        "a folder); same task type and head shape, labels may differ (shared labels keep "
+                        "their rows)")
+    h.add_argument("--store", default=os.environ.get("TASKSWAP_STORE", "var/store"),
+                   help="the adapter store --init-from reads a task from (default $TASKSWAP_STORE or var/store)")
     h.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     h.add_argument("--quiet", action="store_true", help="no progress bars")
     r = t.add_argument_group("registration")
@@ -225,6 +231,7 @@ def data_source(args, path: Path | None = None, demo: str | None = None, limit: 
 
 def train_config(args):
     from training.config import TrainConfig  # lazy: see the module docstring
+    from training.init_from import resolve_task_folder
     optional = {k: getattr(args, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "layer_decay",
                                               "warmup_fraction", "schedule", "head_dropout",
                                               "head_init")
@@ -237,6 +244,7 @@ def train_config(args):
                        select=args.select, val_fraction=args.val_fraction, seed=args.seed,
                        lora_targets=args.lora_targets, max_train_minutes=args.max_minutes,
                        layers=args.layers, head_lr=args.head_lr, warm_start=args.warm_start,
+                       init_from=str(resolve_task_folder(args.init_from, args.store)) if args.init_from else None,
                        progress=not args.quiet, **optional)
 
 

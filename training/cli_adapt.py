@@ -22,7 +22,6 @@ import argparse
 import os
 from pathlib import Path
 
-from adapters.errors import InvalidInput
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -52,23 +51,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def source_folder(args) -> Path:
-    """The adapter folder ``--adapter`` or ``--task NAME[@VERSION]`` names."""
+    """The adapter folder ``--adapter`` or ``--task NAME[@VERSION]`` (in ``--store``) names."""
     if args.adapter is not None:
         return args.adapter
-    from adapters.store import open_store  # lazy: see the module docstring
-    name, _, version = args.task.partition("@")
-    store = open_store(args.store)
-    alias = store.get_alias(name)
-    if alias is None:
-        raise InvalidInput(f"task {name!r} is not registered in the store {args.store}; check --store, "
-                           "or give its folder with --adapter")
-    if not version:
-        return store.version_path(name, alias.active)
-    matches = [v.version for v in alias.versions if v.version.startswith(version)]
-    if len(matches) != 1:
-        raise InvalidInput(f"version {version!r} of {name!r} matches {len(matches)} stored versions; "
-                           "give a longer unique prefix")
-    return store.version_path(name, matches[0])
+    from training.init_from import resolve_task_folder  # lazy: see the module docstring
+    return resolve_task_folder(args.task, args.store)
 
 
 def cmd_adapt(args) -> int:
