@@ -83,7 +83,7 @@ class Auth:
 # costs nothing.
 _ADMIN_ROUTES = [
     ("POST", re.compile(r"^/adapters/?$")),
-    ("POST", re.compile(r"^/adapters/[^/]+/(activate|pin|fit|rollout|promote)/?$")),
+    ("POST", re.compile(r"^/adapters/[^/]+/(activate|pin|fit|adapt|rollout|promote)/?$")),
     ("DELETE", re.compile(r"^/adapters/[^/]+(/rollout)?/?$")),
     ("GET", re.compile(r"^/jobs(/.*)?$")),  # job records carry training metrics
 ]

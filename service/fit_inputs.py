@@ -32,16 +32,24 @@ class FitExamples:
 def check_fit_examples(body, limits: InputLimits) -> FitExamples:
     """The request's examples and labels, checked and normalised; :class:`InvalidInput`
     (400) naming every problem otherwise. Images are decoded here: call it off the event loop."""
-    many = replace(limits, max_inputs=max(len(body.labels), 1))  # fit_max_examples bounds it
-    texts = check_texts(body.texts, many) if body.texts is not None else None
-    images = None
-    if body.images is not None:
-        names = [f"images[{i}]" for i in range(len(body.images))]
-        raws = [base64_image_bytes(b64, n, limits) for b64, n in zip(body.images, names)]
-        check_request_pixels(raws, limits)  # the same summed budget as one /predict request
-        images = [_png_b64(decode_image(raw, n, limits)) for raw, n in zip(raws, names)]
+    texts = check_job_texts(body.texts, limits) if body.texts is not None else None
+    images = check_job_images(body.images, "images", limits) if body.images is not None else None
     labels, names = _labels(body.labels, body.label_names)
     return FitExamples(texts, images, labels, names)
+
+
+def check_job_texts(texts: list[str], limits: InputLimits) -> list[str]:
+    """A training job's texts under /predict's text rules (any count: the job's limit bounds it)."""
+    return check_texts(texts, replace(limits, max_inputs=max(len(texts), 1)))
+
+
+def check_job_images(images: list[str], field: str, limits: InputLimits) -> list[str]:
+    """A training job's base64 images under /predict's image rules and summed pixel budget,
+    decoded and handed on downscaled, as base64 PNG. Decodes: call it off the event loop."""
+    names = [f"{field}[{i}]" for i in range(len(images))]
+    raws = [base64_image_bytes(b64, n, limits) for b64, n in zip(images, names)]
+    check_request_pixels(raws, limits)  # the same summed budget as one /predict request
+    return [_png_b64(decode_image(raw, n, limits)) for raw, n in zip(raws, names)]
 
 
 def _labels(labels: list[str], label_names: list[str] | None) -> tuple[list[str], list[str] | None]:

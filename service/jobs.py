@@ -55,6 +55,8 @@ from adapters.redact import redact
 
 log = logging.getLogger("taskswap.jobs")
 REPO = Path(__file__).resolve().parents[1]
+CHILD_MODULES = {"fit": "training.fit_job", "adapt": "training.adapt_job"}
+"""The child module each job kind runs (same spec/out/result.json contract)."""
 
 
 def _child_setup(niceness: int) -> None:
@@ -104,6 +106,7 @@ class Job:
     record: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None  # the fit child while it runs
     lost: bool = False  # another worker marked it failed (lease expired): never write or finish it
+    kind: str = "fit"  # a key of CHILD_MODULES
 
 
 class JobRunner:
@@ -139,16 +142,18 @@ class JobRunner:
             threading.Thread(target=self._heartbeats, name="taskswap-fit-lease", daemon=True).start()
 
     # ---- API ---------------------------------------------------------------------------
-    def submit(self, task: str, promote: str, spec: dict, examples: int, extra: dict | None = None) -> dict:
-        """Queue a fit; returns its record (status ``queued``) or raises 429 when full."""
+    def submit(self, task: str, promote: str, spec: dict, examples: int, extra: dict | None = None,
+               kind: str = "fit") -> dict:
+        """Queue a job (``kind``: a key of :data:`CHILD_MODULES`); returns its record (status
+        ``queued``) or raises 429 when full."""
         with self._lock:
             if self._waiting >= self.max_queued:
                 raise CapacityError(f"{self._waiting} fit jobs are already waiting (limit "
                                     f"{self.max_queued}, TASKSWAP_FIT_MAX_QUEUED); retry later",
                                     retry_after_s=10)
             self._waiting += 1
-        job = Job(uuid.uuid4().hex, task, promote, examples, spec, extra or {})
-        job.record = {"id": job.id, "kind": "fit", "task": task, "status": "queued", "phase": "queued",
+        job = Job(uuid.uuid4().hex, task, promote, examples, spec, extra or {}, kind=kind)
+        job.record = {"id": job.id, "kind": kind, "task": task, "status": "queued", "phase": "queued",
                       "promote": promote, "examples": examples, "created_at": _now(),
                       "replica_id": self.replica_id, "lease_s": self.lease_s, "heartbeat_at": _now()}
         self._jobs[job.id] = job
@@ -290,7 +295,7 @@ class JobRunner:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "training.fit_job", str(work / "spec.json"), str(work / "out")],
+            [sys.executable, "-m", CHILD_MODULES[job.kind], str(work / "spec.json"), str(work / "out")],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(work / "stderr.log", "wb"),
             preexec_fn=functools.partial(_child_setup, self.niceness), text=True)
         with self._lock:

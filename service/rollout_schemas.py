@@ -54,14 +54,57 @@ class FitRequest(BaseModel):
         return self
 
 
+class AdaptRequest(BaseModel):
+    """Unlabelled target-domain inputs (``texts`` or base64 ``images``) to adapt the task's
+    active version to; optionally a few labelled target examples, used only for scoring."""
+
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] | None = Field(None, min_length=20, description="Unlabelled target texts (at least 20).")
+    images: list[str] | None = Field(None, min_length=20, description="Unlabelled base64 target images (at least 20).")
+    method: Literal["coral"] = Field("coral", description=(
+        "'coral': align the target's pooled-feature statistics to the source's, folded into the head "
+        "(a head adapter; serves at zero extra cost)."))
+    shrinkage: float = Field(0.1, ge=0, le=10, description="coral: covariance shrinkage (times the mean variance).")
+    source_texts: list[str] | None = Field(None, min_length=2, description=(
+        "The source task's training texts: needed only when its adapter records no feature statistics."))
+    source_images: list[str] | None = Field(None, min_length=2, description="As source_texts, for images.")
+    val_texts: list[str] | None = Field(None, min_length=1, description="Labelled target texts, for scoring only.")
+    val_images: list[str] | None = Field(None, min_length=1, description="Labelled target images, for scoring only.")
+    val_labels: list[str] | None = Field(None, min_length=1, description="One label per val_texts/val_images.")
+    promote: Promote = Field("shadow", description=(
+        "'shadow' (default) / 'canary': a candidate beside the active version; 'active': serve it at once; "
+        "'if_better': active only if it beats the active version on the labelled target examples "
+        "(val_texts or val_images + val_labels, required)."))
+    canary_fraction: float = Field(0.1, ge=0.001, le=1, description="With promote='canary': share of requests (0.001-1).")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if (self.texts is None) == (self.images is None):
+            raise ValueError("send exactly one of 'texts' or 'images' (the unlabelled target inputs)")
+        text = self.texts is not None
+        if (self.source_images if text else self.source_texts) is not None or \
+                (self.val_images if text else self.val_texts) is not None:
+            raise ValueError("source_* and val_* inputs must be of the same kind as the target inputs "
+                             f"({'texts' if text else 'images'})")
+        val = self.val_texts if text else self.val_images
+        if (val is None) != (self.val_labels is None):
+            raise ValueError("send val_labels together with val_texts or val_images (one label per example)")
+        if val is not None and len(val) != len(self.val_labels):
+            raise ValueError(f"{len(val)} labelled target examples but {len(self.val_labels)} val_labels")
+        if self.promote == "if_better" and val is None:
+            raise ValueError("promote='if_better' needs labelled target examples to compare on: send "
+                             "val_texts (or val_images) and val_labels, or use 'shadow' / 'canary'")
+        return self
+
+
 class JobInfo(BaseModel):
-    """A fit job: where it is, and (once done) what it produced."""
+    """A fit or adapt job: where it is, and (once done) what it produced."""
 
     id: str
-    kind: Literal["fit"] = "fit"
+    kind: Literal["fit", "adapt"] = "fit"
     task: str
     status: Literal["queued", "running", "succeeded", "failed"]
-    phase: str = Field(description="queued, starting, loading_backbone, fitting, comparing, registering, done.")
+    phase: str = Field(description="queued, starting, loading_backbone, fitting (adapt: adapting), comparing, registering, done.")
     promote: Promote
     examples: int
     created_at: str
@@ -73,7 +116,8 @@ class JobInfo(BaseModel):
     lease_s: float | None = Field(None, description=(
         "A queued/running job with no renewal for this long is marked failed ('WorkerLost')."))
     result: dict[str, Any] | None = Field(None, description=(
-        "On success: version, role (active/shadow/canary/none), promoted, metrics, comparison."))
+        "On success: version, role (active/shadow/canary/none), promoted, metrics, comparison "
+        "(adapt jobs: and adaptation, the record in the new version's manifest)."))
     error: dict[str, Any] | None = Field(None, description=(
         "On failure: error kind (e.g. 'WorkerLost' when its worker died), message, problems."))
 

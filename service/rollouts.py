@@ -29,7 +29,7 @@ from pathlib import Path
 from adapters.errors import Conflict, InvalidInput, NotFound, TaskswapError
 from adapters.store.base import EXPECT_NO_VERSION, check_name
 from service.headline import if_better, recorded
-from service.fit_inputs import check_fit_examples
+from service.fit_inputs import check_fit_examples, check_job_images, check_job_texts
 from service.jobs import Job, JobRunner
 
 log = logging.getLogger("taskswap.rollout")
@@ -74,6 +74,49 @@ class Rollouts:
             "canary_fraction": body.canary_fraction, "backbone": backbone.name,
             "compared_version": alias.active if body.promote == "if_better" and alias is not None else None})
 
+    # ---- adapt ---------------------------------------------------------------------------
+    def submit_adapt(self, task: str, body) -> dict:
+        """Validate an adapt request (cheap checks, at once), queue it; returns the job. The
+        source is the task's active version; the result is a new version of the task."""
+        check_name(task)
+        s = self.engine.settings
+        alias = self.engine.registry.aliases.get(task)
+        if alias is None:
+            raise NotFound(f"task {task!r} has no active version to adapt; register or fit it first")
+        target = body.texts if body.texts is not None else body.images
+        source = body.source_texts if body.texts is not None else body.source_images
+        val = body.val_texts if body.texts is not None else body.val_images
+        n = len(target) + len(source or []) + len(val or [])
+        if n > s.fit_max_examples:
+            raise InvalidInput(f"{n} inputs (target, source and val together) is over the limit of "
+                               f"{s.fit_max_examples} per job (TASKSWAP_FIT_MAX_EXAMPLES); send fewer, or "
+                               "adapt offline with `taskswap adapt`")
+        modality = "text" if body.texts is not None else "image"
+        info = self.engine.registry.show(task)
+        if info.get("kind") != "head":
+            raise InvalidInput(f"task {task!r} is a {info.get('kind')!r} adapter; {body.method} adapts "
+                               "'head' adapters only")
+        lists = {"texts": target, "source_texts": source, "val_texts": val}
+        if modality == "text":  # /predict's rules, at once (not a late failure in the job)
+            inputs = {k: v and check_job_texts(v, self.engine.limits) for k, v in lists.items()}
+        else:
+            inputs = {k.replace("texts", "images"): v and check_job_images(v, k.replace("texts", "images"),
+                                                                           self.engine.limits)
+                      for k, v in lists.items()}
+        labels = list(info.get("labels") or [])
+        unknown = sorted(set(body.val_labels or []) - set(labels))
+        if unknown:
+            raise InvalidInput(f"val_labels {unknown[:10]} are not labels of {task!r} ({labels})")
+        version_dir = str(self.engine.store.version_path(task, alias.active))
+        backbone = self._backbone_for(task, None, modality)
+        spec = {"name": task, "source_dir": version_dir, "method": body.method, "shrinkage": body.shrinkage,
+                "modality": modality, **inputs, "val_labels": body.val_labels, "backbone": _spec_dict(backbone)}
+        if body.promote == "if_better":
+            spec["compare_with"] = version_dir
+        return self.jobs.submit(task, body.promote, spec, len(target), {
+            "canary_fraction": body.canary_fraction, "backbone": backbone.name,
+            "compared_version": alias.active if body.promote == "if_better" else None}, kind="adapt")
+
     def _backbone_for(self, task: str, name: str | None, modality: str):
         backbones = self.engine.backbones
         if name is None:
@@ -95,9 +138,11 @@ class Rollouts:
         return bb
 
     def _finish_fit(self, job: Job, folder: Path, result: dict) -> dict:
-        """Register the fitted head as the job asked (in the job's thread)."""
+        """Register the fitted (or adapted) head as the job asked (in the job's thread)."""
         public = {"metrics": result.get("metrics", {}), "fit_seconds": round(result.get("seconds", 0.0), 3),
                   "examples": result.get("examples"), "best_epoch": result.get("best_epoch")}
+        if "adaptation" in result:  # an adapt job: what the new version's manifest records
+            public["adaptation"] = result["adaptation"]
         promote, expected = job.promote, None
         if promote == "if_better":
             verdict = self._better(result)

@@ -73,7 +73,7 @@ from service.schemas import (ERROR_RESPONSES, EXPECTED, ActivateRequest, Adapter
                              BackboneInfo, BackboneList, DeleteResponse, PinRequest, Prediction,
                              PredictRequest, PredictResponse, RegisterFromStore, RegisterResponse,
                              TaskPrediction)
-from service.rollout_schemas import (FitRequest, JobInfo, PromoteResponse, RolloutInfo,  # noqa: E402
+from service.rollout_schemas import (AdaptRequest, FitRequest, JobInfo, PromoteResponse, RolloutInfo,  # noqa: E402
                                      RolloutRequest)
 from service.settings import Settings  # noqa: E402
 from service.tracing import record_prediction_spans  # noqa: E402
@@ -338,6 +338,14 @@ class Taskswap:
         register it as active, as a shadow/canary candidate, or only if it is better."""
         self.engine.require_ready()
         return JobInfo(**self.engine.rollouts.submit_fit(name, body))
+
+    @app.post("/adapters/{name}/adapt", status_code=202, response_model=JobInfo, responses=ERROR_RESPONSES)
+    def adapt(self, name: TaskPath, body: AdaptRequest) -> JobInfo:
+        """(admin) Adapt the task's active head to a new domain from unlabelled inputs, as a job
+        (``GET /jobs/{id}`` follows it); the new version goes through the same gate as a fit
+        (default: a shadow candidate; ``if_better`` needs labelled target examples)."""
+        self.engine.require_ready()
+        return JobInfo(**self.engine.rollouts.submit_adapt(name, body))
 
     @app.get("/jobs/{job_id}", response_model=JobInfo, responses=ERROR_RESPONSES)
     def job(self, job_id: Annotated[str, Path(max_length=64)]) -> JobInfo:

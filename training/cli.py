@@ -10,6 +10,7 @@
     taskswap predict reviews "a great movie" "a boring plot" --url http://127.0.0.1:3000
     taskswap predict fashion --image shoe.png
     taskswap data silver --task ner --out data/silver     # silver NER/POS files (spaCy-tagged)
+    taskswap adapt --task reviews --target-data drugs.txt --out out/reviews-drugs   # training.cli_adapt
 
 ``register``, ``predict`` and ``evaluate --url`` talk to the server through
 :class:`taskswap_client.Client` (``predict`` imports no torch: it starts in a blink).
@@ -36,6 +37,7 @@ import httpx
 from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
+from training import cli_adapt
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -172,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lora/top_layers: start from a head fitted on frozen features (default: a random head)")
     h.add_argument("--max-minutes", type=float, help="lora/top_layers/scratch: wall-clock budget for training")
     h.add_argument("--cache-dir", type=Path, help="feature cache (default $TASKSWAP_HOME/features)")
+    h.add_argument("--init-from", metavar="TASK[@VERSION]",
+                   help="head: warm-start from another task's head adapter (a stored task in --store, or "
+                        "a folder); same task type and head shape, labels may differ (shared labels keep "
+                        "their rows)")
+    h.add_argument("--store", default=os.environ.get("TASKSWAP_STORE", "var/store"),
+                   help="the adapter store --init-from reads a task from (default $TASKSWAP_STORE or var/store)")
     h.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     h.add_argument("--quiet", action="store_true", help="no progress bars")
     h.add_argument("--threads", type=int, help="torch CPU threads for training (default: torch's, one "
@@ -212,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--conll", action="store_true", help="also write TASK-{train,test}.conll")
 
+    cli_adapt.add_parser(sub)
     q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
     q.add_argument("task")
     q.add_argument("texts", nargs="*", help="texts to classify")
@@ -252,6 +261,7 @@ def data_source(args, path: Path | None = None, demo: str | None = None, limit: 
 
 def train_config(args):
     from training.config import TrainConfig  # lazy: see the module docstring
+    from training.init_from import resolve_task_folder
     optional = {k: getattr(args, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "layer_decay",
                                               "warmup_fraction", "schedule", "head_dropout",
                                               "head_init")
@@ -264,6 +274,7 @@ def train_config(args):
                        select=args.select, val_fraction=args.val_fraction, seed=args.seed,
                        lora_targets=args.lora_targets, max_train_minutes=args.max_minutes,
                        layers=args.layers, head_lr=args.head_lr, warm_start=args.warm_start,
+                       init_from=str(resolve_task_folder(args.init_from, args.store)) if args.init_from else None,
                        progress=not args.quiet, **optional)
 
 
@@ -603,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,
-                "predict": cmd_predict, "data": cmd_data}[args.command](args)
+                "predict": cmd_predict, "data": cmd_data,
+                "adapt": cli_adapt.cmd_adapt}[args.command](args)
     except TaskswapError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if len(exc.problems) > 1:

@@ -97,6 +97,10 @@ class TrainConfig(BaseModel):
     is used instead; on Rotten Tomatoes at 200 labels per class the warm-started runs hardly
     left their start (docs/top-layers.md)."""
 
+    init_from: str | None = None
+    """head: a head adapter folder (``taskswap train --init-from TASK[@VERSION]`` resolves a
+    stored task to one) to warm-start from: same task type, backbone and head shape; labels
+    it shares keep their rows, new labels start as a fresh head's (:mod:`training.init_from`)."""
     feature_batch_size: int = Field(64, ge=1)
     """Rows per backbone forward when computing features (and when evaluating)."""
     max_train_minutes: float | None = Field(None, gt=0)
@@ -111,6 +115,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"method {self.method!r} is unknown; use one of {list(METHOD_SETTINGS)}")
         if self.task_type not in TRAINING_TASKS:
             raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TRAINING_TASKS)}")
+        if self.init_from is not None and self.method != "head":
+            raise ValueError(f"init_from warm-starts the 'head' method only, not {self.method!r}")
         for key, value in self.method_settings.defaults_for(self.task_type).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)

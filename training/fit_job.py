@@ -52,6 +52,11 @@ def _phase(name: str, **extra) -> None:
     print(json.dumps({"phase": name, "at": time.time(), **extra}), flush=True)
 
 
+def decode_images(images: list[str]) -> list:
+    """PIL images of base64 strings the server already checked (RGB)."""
+    return [open_image(Image.open(io.BytesIO(base64.b64decode(b)))) for b in images]
+
+
 def labelled_data(spec: dict):
     """The job's examples as :class:`training.data.LabelledData` (labels as given, in
     ``label_names`` order, or sorted when none is given)."""
@@ -63,13 +68,12 @@ def labelled_data(spec: dict):
     if spec.get("texts") is not None:
         inputs, modality = list(spec["texts"]), "text"
     else:
-        inputs = [open_image(Image.open(io.BytesIO(base64.b64decode(b)))) for b in spec["images"]]
-        modality = "image"
+        inputs, modality = decode_images(spec["images"]), "image"
     index = {n: i for i, n in enumerate(names)}
     return LabelledData(modality, inputs, [index[y] for y in labels], list(names), "examples sent over HTTP")
 
 
-def _compare(active_dir: Path, val, backbone) -> dict:
+def compare_active(active_dir: Path, val, backbone) -> dict:
     """The active version's metrics on the candidate's validation examples."""
     labels = adapter_labels(active_dir) or []
     if sorted(labels) != sorted(val.label_names):
@@ -100,7 +104,7 @@ def run(spec: dict, out: Path) -> dict:
            "best_epoch": result.history.best_epoch, "epochs_run": len(result.history.train_loss)}
     if spec.get("compare_with"):
         _phase("comparing")
-        doc["active"] = _compare(Path(spec["compare_with"]), result.splits["validation"], backbone)
+        doc["active"] = compare_active(Path(spec["compare_with"]), result.splits["validation"], backbone)
     return doc
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from adapters.heads import Head
+from training.domain.stats import FeatureStats
 from training.head_fit import History
 
 
@@ -34,6 +35,8 @@ class FitOutput:
     scaling: dict | None = None
     top_layers: dict | None = None
     """``top_layers``: ``{"blocks": [indices], "state": {backbone tensor name: tensor}}``."""
+    feature_stats: FeatureStats | None = None
+    """The training rows' first-layer feature statistics (head method), for domain adaptation."""
 
 
 @dataclass

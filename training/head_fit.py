@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from adapters.format import HeadSpec
 from adapters.heads import Head
+from training.init_from import WarmStart, unfold_into
 from training.tasks import TrainingTask, training_task
 
 
@@ -175,9 +176,10 @@ def evaluate_head(head: Head, x: torch.Tensor, y: torch.Tensor, task: TrainingTa
 
 def fit_head(spec: HeadSpec, n_labels: int, train_x: torch.Tensor, train_y: torch.Tensor,
              val_x: torch.Tensor, val_y: torch.Tensor, cfg: HeadFitConfig,
-             progress: bool = True, task: TrainingTask | None = None) -> HeadFit:
+             progress: bool = True, task: TrainingTask | None = None, init: WarmStart | None = None) -> HeadFit:
     """Train ``Head(spec, n_labels)`` with AdamW and the task type's loss (cross-entropy by
-    default); keep the epoch with the lowest val loss."""
+    default); keep the epoch with the lowest val loss. ``init``: start from another task's
+    head (shared labels' rows; :mod:`training.init_from`) instead of a fresh one."""
     task = task or training_task("single_label")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -185,6 +187,8 @@ def fit_head(spec: HeadSpec, n_labels: int, train_x: torch.Tensor, train_y: torc
     # The head sees standardised features during fitting: normalise -> standardise -> net.
     std_spec = spec.model_copy(update={"normalize": False})
     head = Head(std_spec, n_labels)
+    if init is not None:
+        unfold_into(head, init, mean, std)
     prep = lambda x: (_features_for_head(spec, x) - mean) / std  # noqa: E731
     tx, vx = prep(train_x), prep(val_x)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

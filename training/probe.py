@@ -5,6 +5,7 @@ Example::
     >>> from adapters.backbones.base import load_backbone
     >>> from adapters.backbones.tiny import tiny_backbone_spec
     >>>     >>> from training.data import LabelledData
+from training.domain.stats import FeatureStats, first_layer_inputs
     >>> bb = load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc"))
     >>> d = LabelledData("text", ["good", "bad"] * 8, [1, 0] * 8, ["neg", "pos"], "toy")
     >>> out = fit_probe(bb, d, d, TrainConfig(name="t", epochs=5, progress=False), None)
@@ -26,9 +27,11 @@ from adapters.errors import InvalidInput
 from adapters.format import HeadSpec
 from training.config import TrainConfig
 from training.data import LabelledData
+from training.domain.stats import FeatureStats, first_layer_inputs
 from training.features import extract_features
 from training.fitted import FitOutput
 from training.head_fit import HeadFitConfig, fit_head
+from training.init_from import load_warm_start
 from training.tasks import training_task
 
 
@@ -61,13 +64,17 @@ def fit_probe(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: T
 
     task = training_task(cfg.task_type)
     scaling = task.target_scaling(train)
+    warm = None if cfg.init_from is None else load_warm_start(
+        Path(cfg.init_from), spec, task.name, backbone.fingerprint, list(train.label_names))
     tx = features(train.inputs, "features (train)")
     vx = features(val.inputs, "features (validation)")
     fit = fit_head(spec, len(train.label_names), tx, task.targets(train, scaling), vx,
-                   task.targets(val, scaling), fit_cfg or head_fit_config(cfg), cfg.progress, task)
+                   task.targets(val, scaling), fit_cfg or head_fit_config(cfg), cfg.progress, task, warm)
 
     def predict(inputs: list) -> torch.Tensor:
         with torch.no_grad():
             return task.outputs(fit.head(features(inputs, "features")), scaling)  # [n, k]
 
-    return FitOutput(fit.head, fit.history, predict, spec.pooling, scaling=scaling)
+    return FitOutput(fit.head, fit.history, predict, spec.pooling, scaling=scaling,
+                     feature_stats=FeatureStats.of(first_layer_inputs(tx, spec.normalize)),
+                     notes={"init_from": warm.record()} if warm else {})

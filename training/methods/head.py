@@ -32,3 +32,6 @@ class HeadMethod(TrainingMethod):
 
     def write(self, out, manifest, card, fit):
         write_head_dir(out, manifest, fit.head, card)
+        stats = getattr(fit, "feature_stats", None)  # pooled heads (a TokenFit has none)
+        if stats is not None:
+            stats.save(out)  # source statistics for a later `taskswap adapt` (training.domain)

@@ -1,0 +1,28 @@
+"""Unsupervised domain adaptation methods (see :mod:`training.domain.base`), one table.
+
+Example::
+
+    >>> adaptation_method("coral").name
+    'coral'
+"""
+
+from __future__ import annotations
+
+from adapters.errors import InvalidInput
+from training.domain.base import AdaptationMethod, AdaptConfig
+from training.domain.coral_method import CoralMethod
+from training.domain.stats import STATS_FILE, FeatureStats
+
+ADAPTATIONS: dict[str, AdaptationMethod] = {m.name: m for m in (CoralMethod(),)}
+
+
+def adaptation_method(name: str) -> AdaptationMethod:
+    """The adaptation method called ``name``; ``InvalidInput`` naming the known ones otherwise."""
+    m = ADAPTATIONS.get(name)
+    if m is None:
+        raise InvalidInput(f"adaptation method {name!r} is unknown; use one of {list(ADAPTATIONS)}")
+    return m
+
+
+__all__ = ["ADAPTATIONS", "STATS_FILE", "AdaptConfig", "AdaptationMethod", "FeatureStats",
+           "adaptation_method"]
