@@ -65,6 +65,7 @@ class Call:
     params: dict | None = None
     ok: tuple[int, ...] = (200, 201)
     kwargs: dict = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def request_kwargs(self) -> dict:
         kw: dict = {}
@@ -84,6 +85,20 @@ class Call:
         return self.model.model_validate_json(r.content) if self.model is not None else None
 
 
+TASK_HEADER = "X-Taskswap-Task"
+
+
+def task_header(tasks: str | Sequence[str]) -> dict[str, str]:
+    """The routing header of an inference call: its task, or the first of several (a proxy
+    hashes it to pick a replica; the body stays the truth). See docs/deployment.md.
+
+    >>> task_header(["sentiment", "topic"])
+    {'X-Taskswap-Task': 'sentiment'}
+    """
+    first = tasks if isinstance(tasks, str) else next(iter(tasks), "")
+    return {TASK_HEADER: first} if first else {}
+
+
 class _Calls:
     """Builds every call; shared by the sync and the async client."""
 
@@ -94,7 +109,7 @@ class _Calls:
         body.update(_inputs(texts, images))
         if embed:
             body["embed"] = True
-        return Call("POST", "/predict", PredictResponse, json=body)
+        return Call("POST", "/predict", PredictResponse, json=body, headers=task_header(tasks))
 
     @staticmethod
     def embed(texts, images, backbone: str | None, pooling: str | None, normalize: bool) -> Call:
@@ -174,7 +189,7 @@ class Client(_Base):
     def _send(self, call: Call):
         for attempt in range(self.retries + 1):
             try:
-                r = self._http.request(call.method, call.path, headers=self._headers(),
+                r = self._http.request(call.method, call.path, headers={**self._headers(), **call.headers},
                                        **call.request_kwargs())
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt == self.retries:
@@ -255,7 +270,8 @@ class AsyncClient(_Base):
     async def _send(self, call: Call):
         for attempt in range(self.retries + 1):
             try:
-                r = await self._http.request(call.method, call.path, headers=self._headers(),
+                r = await self._http.request(call.method, call.path,
+                                             headers={**self._headers(), **call.headers},
                                              **call.request_kwargs())
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt == self.retries:
