@@ -26,6 +26,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "top-layers-compare": ("top_layers_compare", "head vs LoRA vs top_layers vs scratch vs plain PEFT: accuracy and time"),
     "peft-plain": ("peft_plain", "the plain PEFT LoRA script alone: accuracy of a trick-free reference"),
     "transfer-report": ("transfer_report", "head vs LoRA vs scratch per label budget (--task tokens: taggers)"),
+    "affinity": ("affinity", "task-affinity routing vs round-robin behind HAProxy, 3 replicas, LoRA tasks 2.5x a budget"),
     "convergence": ("convergence", "replica convergence over HTTP on a local and an S3 store"),
     "crash-loop": ("crash_loop", "kill -9 the server during registrations, again and again, and check"),
     "fuzz": ("fuzz", "the long schemathesis run against a real server's own OpenAPI schema"),

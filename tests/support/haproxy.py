@@ -37,6 +37,15 @@ def render(server_lines: list[str], template: str | None = None) -> str:
     return text.replace(MARKER + "\n", "".join(f"    {line}\n" for line in server_lines))
 
 
+def round_robin_template() -> str:
+    """The deployed config with inference balanced round-robin (a baseline to compare with)."""
+    text = CONFIG.read_text()
+    for line in ("    balance hdr(X-Taskswap-Task)\n", "    hash-type consistent\n", "    hash-balance-factor 150\n"):
+        assert line in text, line
+        text = text.replace(line, "    balance roundrobin\n" if "balance hdr" in line else "")
+    return text
+
+
 def haproxy_binary() -> str:
     found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
     if found is None:
@@ -47,8 +56,10 @@ def haproxy_binary() -> str:
 class Proxy:
     """One haproxy process listening on 127.0.0.1:``port`` with ``servers`` (name -> host:port)."""
 
-    def __init__(self, root: Path, servers: dict[str, str], port: int | None = None):
+    def __init__(self, root: Path, servers: dict[str, str], port: int | None = None,
+                 template: str | None = None):
         self.root = Path(root)
+        self.template = template  # None: deploy/haproxy/haproxy.cfg
         self.servers = dict(servers)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -58,7 +69,7 @@ class Proxy:
 
     def start(self, ready_timeout_s: float = 30) -> "Proxy":
         """Write the config, start haproxy, wait until every server passes its health check."""
-        self.config_path.write_text(render([f"server {n} {a}" for n, a in self.servers.items()]))
+        self.config_path.write_text(render([f"server {n} {a}" for n, a in self.servers.items()], self.template))
         env = {**os.environ, "TASKSWAP_PROXY_BIND": f"127.0.0.1:{self.port}"}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([haproxy_binary(), "-db", "-f", str(self.config_path)], env=env,
