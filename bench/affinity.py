@@ -202,7 +202,11 @@ def main(argv=None) -> None:
     with ServerFactory(root / "servers") as servers:
         (root / "servers").mkdir(exist_ok=True)
         replicas = [servers.start(store=root / "store", backbones=backbones, admin_token=None, wait=False,
-                                  ready_timeout_s=600, env={**env, "TASKSWAP_REPLICA_ID": f"r{k}"})
+                                  ready_timeout_s=600,
+                                  # Its own BentoML home, so its own Prometheus multiprocess
+                                  # folder: one shared by the three would sum their counters.
+                                  env={**env, "TASKSWAP_REPLICA_ID": f"r{k}",
+                                       "BENTOML_HOME": str(root / "servers" / f"bentoml-home-r{k}")})
                     for k in (1, 2, 3)]
         for srv in replicas:
             srv.wait_ready()
