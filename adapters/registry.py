@@ -70,6 +70,11 @@ class Registry:
         self.residency.cache.budget_bytes = value
 
     @property
+    def resident_bytes(self) -> int:
+        """Bytes of the evictable (LoRA, top layers) adapters held now, against the budget."""
+        return self.residency.cache.nbytes
+
+    @property
     def run_probe(self):
         return self.lifecycle.run_probe
 

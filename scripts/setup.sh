@@ -3,7 +3,8 @@
 # at the versions in requirements/lock.txt: idempotent, and a no-op (under a second) when
 # the environment already matches the lock.
 #
-#   1. Debian data packages for the Fashion-MNIST and spoken-digits demos (once);
+#   1. Debian packages, once: data for the Fashion-MNIST and spoken-digits demos, and
+#      HAProxy (the task-affinity proxy in deploy/haproxy/, used by its test and bench);
 #   2. the virtual environment, from CPython 3.11 (the version the lock is resolved for);
 #   3. uv (the lock's version) inside it: it installs the ~200 locked packages in seconds,
 #      where pip's resolver backtracked for over 18 minutes on the same ranges;
@@ -16,13 +17,15 @@ VENV=${TASKSWAP_VENV:-.venv}
 
 # ---- 1. Debian packages: espeak-ng and Asterisk's recorded prompts (the spoken-digits demo:
 # synthetic voices to train, a real speaker to test), Fashion-MNIST (also the shapes-detect
-# demo's objects), mricron-data (the brain-regions demo: Colin27 T1 MRI and the AAL atlas).
+# demo's objects), mricron-data (the brain-regions demo: Colin27 T1 MRI and the AAL atlas);
+# HAProxy (deploy/haproxy/, the affinity routing test and bench).
 if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v espeak-ng >/dev/null \
      || [ ! -d /usr/share/asterisk/sounds/en_US_f_Allison/digits ] \
-     || ! dpkg -s mricron-data >/dev/null 2>&1; } && command -v apt-get >/dev/null; then
+     || ! dpkg -s mricron-data >/dev/null 2>&1 || ! command -v haproxy >/dev/null; } \
+   && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    dataset-fashion-mnist espeak-ng asterisk-core-sounds-en-wav mricron-data >/dev/null
+    dataset-fashion-mnist espeak-ng asterisk-core-sounds-en-wav mricron-data haproxy >/dev/null
 fi
 
 # ---- 2. the virtual environment

@@ -209,6 +209,7 @@ class Engine:
         if self.metrics is not None and self.registry is not None:
             queued = self.batcher.queued_rows if self.batcher is not None else 0
             self.metrics.set_state(queued, self.registry.loaded_count(), self.registry.generation)
+            self.metrics.set_residency(self.registry.resident_bytes, self.registry.adapter_budget_bytes)
 
     def _publish_queue(self) -> None:
         if self.metrics is not None and self.batcher is not None:

@@ -130,6 +130,15 @@ class ServiceMetrics:
                                          documentation="Time to run one batch.")
         self.queue_rows = m.Gauge(name="taskswap_queue_rows", multiprocess_mode="livesum",
                                   documentation="Rows waiting for the batcher.")
+        # Autoscaling signals (deploy/hpa.yaml): the queue above, and how full the adapter
+        # budget is. Pressure near 1 with loads climbing means the tasks routed here no longer
+        # fit: add replicas (each then holds a smaller share of the tasks).
+        self.resident_bytes = m.Gauge(name="taskswap_adapter_resident_bytes", multiprocess_mode="livesum",
+                                      documentation="Bytes of evictable adapters (LoRA, top layers) resident.")
+        self.budget_bytes = m.Gauge(name="taskswap_adapter_budget_bytes", multiprocess_mode="livesum",
+                                    documentation="The evictable adapters' byte budget (TASKSWAP_ADAPTER_BUDGET_MB).")
+        self.pressure = m.Gauge(name="taskswap_residency_pressure", multiprocess_mode="livemax",
+                                documentation="Resident evictable adapter bytes / budget (the fullest worker).")
         # Per API family (embed, openai, v2), a fixed label set; v2 inference also counts
         # under its task in the per-task series above.
         self.api_requests = m.Counter(name="taskswap_api_requests", labelnames=["api", "status"],
@@ -245,6 +254,11 @@ class ServiceMetrics:
         self.queue_rows.set(queued_rows)
         self.loaded.set(loaded)
         self.generation.set(generation)
+
+    def set_residency(self, resident_bytes: int, budget_bytes: int) -> None:
+        self.resident_bytes.set(resident_bytes)
+        self.budget_bytes.set(budget_bytes)
+        self.pressure.set(resident_bytes / budget_bytes if budget_bytes > 0 else 0.0)
 
     def set_queue(self, queued_rows: int) -> None:
         self.queue_rows.set(queued_rows)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 from taskswap_client.errors import TaskswapHTTPError
 from taskswap_client.generation import (GenerationResult, StreamEvent, StreamReader, generation_body,
                                         parse_result)
-from taskswap_client.transport import TaskswapResponseError, TaskswapTimeout, send_async, send_sync
+from taskswap_client.transport import TaskswapResponseError, TaskswapTimeout, send_async, send_sync  # noqa: F401  (TaskswapTimeout: documented above)
 from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,
                                     EmbedResponse, PredictResponse, RegisterResponse)
 
@@ -53,6 +53,7 @@ class Call:
     ok: tuple[int, ...] = (200, 201)
     kwargs: dict = field(default_factory=dict)
     reader: Callable[[httpx.Response], Any] | None = None  # parses the answer instead of ``model``
+    headers: dict[str, str] = field(default_factory=dict)
 
     def request_kwargs(self) -> dict:
         kw: dict = {}
@@ -81,6 +82,20 @@ class Call:
                 f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}")) from None
 
 
+TASK_HEADER = "X-Taskswap-Task"
+
+
+def task_header(tasks: str | Sequence[str]) -> dict[str, str]:
+    """The routing header of an inference call: its task, or the first of several (a proxy
+    hashes it to pick a replica; the body stays the truth). See docs/deployment.md.
+
+    >>> task_header(["sentiment", "topic"])
+    {'X-Taskswap-Task': 'sentiment'}
+    """
+    first = tasks if isinstance(tasks, str) else next(iter(tasks), "")
+    return {TASK_HEADER: first} if first else {}
+
+
 class _Calls:
     """Builds every call; shared by the sync and the async client."""
 
@@ -91,7 +106,7 @@ class _Calls:
         body.update(_inputs(texts, images))
         if embed:
             body["embed"] = True
-        return Call("POST", "/predict", PredictResponse, json=body)
+        return Call("POST", "/predict", PredictResponse, json=body, headers=task_header(tasks))
 
     @staticmethod
     def embed(texts, images, backbone: str | None, pooling: str | None, normalize: bool) -> Call:
@@ -179,8 +194,8 @@ class Client(_Base):
     def _send(self, call: Call):
         for attempt in range(self.retries + 1):
             try:
-                r = send_sync(self._http, call.method, call.path, self.timeout_s,
-                              self.max_response_bytes, headers=self._headers(), **call.request_kwargs())
+                r = send_sync(self._http, call.method, call.path, self.timeout_s, self.max_response_bytes,
+                              headers={**self._headers(), **call.headers}, **call.request_kwargs())
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt == self.retries:
                     raise
@@ -314,7 +329,7 @@ class AsyncClient(_Base):
         for attempt in range(self.retries + 1):
             try:
                 r = await send_async(self._http, call.method, call.path, self.timeout_s,
-                                     self.max_response_bytes, headers=self._headers(),
+                                     self.max_response_bytes, headers={**self._headers(), **call.headers},
                                      **call.request_kwargs())
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt == self.retries:

@@ -170,13 +170,14 @@ class Scripted:
     """A loopback HTTP server answering POSTs from a script of (status, headers, body, delay)."""
 
     def __init__(self, script):
-        self.script, self.seen = list(script), []
+        self.script, self.seen, self.task_headers = list(script), [], []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("content-length", 0)))
                 outer.seen.append((time.monotonic(), self.headers.get("authorization")))
+                outer.task_headers.append(self.headers.get("x-taskswap-task"))
                 status, headers, body, delay = outer.script.pop(0) if outer.script else (200, {}, EMBED_OK, 0)
                 time.sleep(delay)
                 data = json.dumps(body).encode()
@@ -218,6 +219,22 @@ def test_retries_honour_retry_after_seconds_and_http_dates():
         assert t3 - t2 >= 0.95  # Retry-After: 1
         assert a1 == a2 == a3 == "Bearer tok"
         assert time.monotonic() - t0 < 10
+    finally:
+        stub.close()
+
+
+def test_predict_names_its_first_task_in_the_routing_header():
+    """X-Taskswap-Task (the key a proxy hashes, deploy/haproxy/) is the task, or the first
+    of several; calls without a task (embed) send none."""
+    missing = (404, {}, {"error": "not_found", "message": "no task", "problems": ["no task"]}, 0)
+    stub = Scripted([missing, missing])
+    try:
+        with Client(stub.url, retries=0) as ts:
+            for tasks in ("sentiment", ["topic", "sentiment"]):
+                with pytest.raises(TaskswapHTTPError):
+                    ts.predict(tasks, texts=["x"])
+            ts.embed(texts=["x"])
+        assert stub.task_headers == ["sentiment", "topic", None]
     finally:
         stub.close()
 

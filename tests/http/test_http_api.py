@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 
 import pytest
 import torch
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from support.factories import head_adapter, peft_lora_dir, peft_seq_cls_model
 from support.http_helpers import (TEXTS, b64, expected_head_scores, peft_scores, png_bytes, predict_ok,
@@ -188,6 +190,29 @@ def test_metrics_and_openapi(server, tmp_path, text_backbone):
               "/adapters/{name}/activate", "/adapters/{name}/pin"):
         assert p in paths, p
     assert "delete" in paths["/adapters/{name}"]
+
+
+def gauges(server) -> dict[str, float]:
+    """Every gauge sample on /metrics, by name (one process: no pid label to sum over)."""
+    return {s.name: s.value for fam in text_string_to_metric_families(server.get("/metrics").text)
+            if fam.type == "gauge" for s in fam.samples}
+
+
+def test_residency_pressure_gauges_follow_a_lora_load(server, tmp_path, text_backbone):
+    """The autoscaling signals (deploy/hpa.yaml): resident LoRA bytes against the budget."""
+    register_ok(server, peft_lora_dir(tmp_path / "pressure", str(text_backbone.source_path), seed=3),
+                name="pressure-lora")
+    predict_ok(server, "pressure-lora", texts=TEXTS)
+    budget = 512 << 20  # TASKSWAP_ADAPTER_BUDGET_MB's default
+    for _ in range(100):  # the watcher publishes the gauges every sync (0.2 s here)
+        g = gauges(server)
+        if g.get("taskswap_adapter_resident_bytes", 0) > 0:
+            break
+        time.sleep(0.1)
+    assert g["taskswap_adapter_budget_bytes"] == budget
+    assert g["taskswap_adapter_resident_bytes"] > 0
+    assert g["taskswap_residency_pressure"] == pytest.approx(g["taskswap_adapter_resident_bytes"] / budget)
+    assert "taskswap_queue_rows" in g
 
 
 def test_list_adapters_pages_and_filters_by_name(server, tmp_path, text_backbone):
