@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from adapters.errors import InvalidInput
 from training.tasks.base import TrainingTask
+from training.tasks.generation import GenerationTraining
 from training.tasks.multi_label import MultiLabelTraining
 from training.tasks.regression import RegressionTraining
 from training.tasks.single_label import SingleLabelTraining
 from training.tasks.token_classification import TokenClassificationTraining
 
 TRAINING_TASKS: dict[str, TrainingTask] = {t.name: t for t in (
-    SingleLabelTraining(), MultiLabelTraining(), RegressionTraining(), TokenClassificationTraining())}
+    SingleLabelTraining(), MultiLabelTraining(), RegressionTraining(), TokenClassificationTraining(), GenerationTraining())}
 
 
 def training_task(name: str) -> TrainingTask:
