@@ -35,6 +35,8 @@ import httpx
 from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
+from training.cli_generation import add_generation_args, cmd_evaluate_generation, cmd_train_generation, \
+    is_generation_folder
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -59,7 +61,7 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                      "CoNLL (word<TAB>tag) or JSONL ({tokens, tags})")
     src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes, "
                      "spoken-digits; whissell (regression: pleasantness, activation, imagery); punctuation "
-                     "(token_classification)")
+                     "(token_classification); translate-en-fr, translate-en-de, translate-en-es (generation)")
     g.add_argument("--format", default="auto", choices=["auto", "text", "image-folder", "image-csv",
                                                               "audio-folder", "audio-csv"],
                    help="force the loader (default: from the path)")
@@ -93,18 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="head",
                    help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS")
     t.add_argument("--task-type", default="single_label",
-                   choices=["single_label", "regression", "token_classification"],
+                   choices=["single_label", "regression", "token_classification", "generation"],
                    help="single_label: one class per input (labels); regression: real values "
                         "(--target-columns, or --demo whissell); token_classification: one tag "
                         "per word (--data CoNLL 'word<TAB>tag' or JSONL {tokens, tags}, or "
-                        "--demo punctuation)")
+                        "--demo punctuation); generation: text written by a language model (--data JSONL "
+                        "{prompt, completion} or {messages}, or --demo translate-en-fr|de|es; --method lora "
+                        "or prompt)")
     t.add_argument("--out", type=Path, help="output folder (default out/NAME)")
-    _add_data_args(t)
+    _add_data_args(t, required=False)
     t.add_argument("--val-data", type=Path, help="validation file/folder (default: carve off --val-fraction)")
     t.add_argument("--test-data", type=Path, help="held-out test file/folder, scored after training")
     t.add_argument("--test-limit", type=int, default=1000,
                    help="with --demo: examples of the demo's test split to score (default 1000)")
-    _add_backbone_args(t, required=True)
+    _add_backbone_args(t, required=False)
+    add_generation_args(t)
     h = t.add_argument_group("training")
     h.add_argument("--hidden", type=_int_list, default=[], help="MLP hidden widths, e.g. 256 or 512,128")
     h.add_argument("--activation", default="relu", choices=["relu", "gelu", "tanh"])
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(e)
     _add_backbone_args(e, required=False)
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--max-new-tokens", type=int, help="generation tasks: tokens per answer at most (default 64)")
     e.add_argument("--json", type=Path, help="also write the metrics here as JSON")
     e.add_argument("--quiet", action="store_true")
 
@@ -243,6 +249,10 @@ def cmd_train(args) -> int:
     from training.trainer import train
 
     config = train_config(args)  # option errors first: nothing loaded yet
+    if task_type(config.task_type).generates:
+        return cmd_train_generation(args, config, _register)
+    if args.backbone is None or (args.data is None and args.demo is None):
+        raise InvalidInput("give --backbone (text, vision, audio or a model folder) and --data or --demo")
     spec = backbone_spec(args)
     if task_type(config.task_type).features == "tokens":
         return _train_tokens(args, config, spec)
@@ -329,6 +339,8 @@ def cmd_evaluate(args) -> int:
         return _evaluate_served(args)
     if args.adapter is None:
         raise InvalidInput("give an adapter folder, or --url URL --task NAME for a served task")
+    if is_generation_folder(args.adapter):
+        return cmd_evaluate_generation(args)
     from training.evaluate import adapter_labels, evaluate_adapter  # lazy: see the module docstring
     from training.evaluate_tokens import is_tagger
     if is_tagger(args.adapter):
@@ -396,6 +408,8 @@ def _evaluate_served(args) -> int:
         with Client(args.url, token=args.token) as client:
             info = client.show(args.task)
             labels = args.labels or info.labels
+            if task_type(info.task_type).generates:  # texts: scored through /v1/completions
+                return cmd_evaluate_generation(args)
             if task_type(info.task_type).features == "tokens":  # a tagger: words and their tags
                 return _evaluate_served_tagger(args, client, labels)
             data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)

@@ -11,5 +11,6 @@ The pieces, one job each:
 - :mod:`training.generation.metrics` — chrF and BLEU (sacrebleu), exact match, token F1;
 - :mod:`training.generation.fit` — the LoRA loop (time budget, validation loss and chrF per
   epoch, best epoch kept);
-- :mod:`training.generation.trainer` — the run: check → split → fit → evaluate → export.
+- :mod:`training.generation_run` (beside this package: it asks :mod:`training.methods`, which
+  imports this package) — the run: check → split → fit → evaluate → export.
 """

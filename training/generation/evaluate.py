@@ -24,6 +24,7 @@ from adapters.backbones.causal_lm import LMBackbone, load_lm_backbone
 from adapters.errors import IncompatibleAdapter, InvalidInput
 from adapters.format.adapter_dir import parse_manifest, read_json
 from adapters.format.manifest import GenerationSpec
+from adapters.tasks import task_type
 from training.generation.data import GenerationData, GenerationExample
 from training.generation.decode import greedy_texts
 from training.generation.metrics import generation_scores
@@ -46,7 +47,7 @@ def load_generation_folder(folder: Path, backbone: LMBackbone) -> tuple[object, 
     has_lora = (folder / "adapter_model.safetensors").is_file()
     if (folder / "adapter.json").is_file():
         m = parse_manifest(read_json(folder / "adapter.json"))
-        if m.task_type != "generation":
+        if not task_type(m.task_type).generates:
             raise InvalidInput(f"{folder} is a {m.task_type} adapter; evaluate it without generation options")
         if m.backbone.fingerprint and m.backbone.fingerprint != backbone.fingerprint:
             raise IncompatibleAdapter(f"{folder} was trained on {m.backbone.fingerprint[:19]}, the language "

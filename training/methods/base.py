@@ -49,6 +49,8 @@ class TrainingMethod:
     """Trains per-token task types (:meth:`fit_tokens`)."""
     fits_generation: ClassVar[bool] = False
     """Trains generation tasks on a language model (:meth:`fit_generation`)."""
+    needs_data: ClassVar[bool] = True
+    """A run needs examples (``prompt`` does not: a generation task from its template alone)."""
     generation_recipe: ClassVar[str] = ""
     """The card's Method section for a generation task (fields: ``lora_r``, ``lora_alpha``, ``targets``)."""
     kind_words: ClassVar[str] = ""

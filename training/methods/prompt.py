@@ -17,6 +17,7 @@ class PromptMethod(TrainingMethod):
     settings = PROMPT
     kind = "prompt"
     fits_generation = True
+    needs_data = False
     kind_words = "prompt-only generation task"
     generation_recipe = ("No training: the frozen language model answers through this task's prompt "
                          "settings (template, system prompt, stop sequences).")

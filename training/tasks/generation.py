@@ -3,7 +3,7 @@
 Its headline is the validation chrF (sacrebleu, 0–100); its loss the cross-entropy of the
 completion's tokens. It has no head, so the pooled-feature hooks of :class:`TrainingTask`
 (targets, head loss, outputs) do not apply: the generation trainer
-(:func:`training.generation.trainer.train_generation`) scores texts instead.
+(:func:`training.generation_run.train_generation`) scores texts instead.
 """
 
 from __future__ import annotations

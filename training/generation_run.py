@@ -183,3 +183,26 @@ def train_generation(data: GenerationData, backbone: LMBackbone | BackboneSpec, 
     log.info("trained %s (%s) in %.1fs: val chrF %.2f", config.name, config.method, seconds,
              metrics["validation"]["chrf"])
     return GenerationResult(out, config, manifest, metrics, fitted.history.to_dict(), seconds, outputs)
+
+
+def write_prompt_task(name: str, backbone: LMBackbone | BackboneSpec, spec: GenerationSpec, out_dir) -> Path:
+    """A prompt-only generation task from its settings alone (no data, no scores): ``adapter.json``
+    (kind ``prompt``) and a card, ready to register."""
+    if isinstance(backbone, BackboneSpec):
+        backbone = load_lm_backbone(backbone)
+    method = training_method("prompt")
+    out = prepare_output_dir(Path(out_dir))
+    finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest = validate_manifest(Manifest(
+        name=name, kind=method.kind, task_type=training_task("generation").name, generation=spec,
+        backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint, source=backbone.spec.source),
+        preprocessing=backbone.preprocessing_settings(), training={"method": method.name},
+        created_at=finished))
+    facts = GenerationCardFacts(
+        name=name, summary_line=method.summary_line(backbone.name), recipe=method.generation_recipe,
+        backbone_name=backbone.name, backbone_source=backbone.spec.source, fingerprint=backbone.fingerprint,
+        data=["none: the task is its prompt settings alone (not scored)"],
+        generation=spec.model_dump(exclude_none=True), hyper={"method": method.name}, metrics={}, examples=[],
+        history={}, seconds=0.0, created_at=finished,
+        limitations=["Not scored: run `taskswap evaluate` on examples to measure it."])
+    return write_generation_dir(out, manifest, render_generation_card(facts))
