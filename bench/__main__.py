@@ -25,6 +25,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "top-layers": ("top_layers_bench", "serving cost of top_layers (and LoRA) adapters in mixed traffic"),
     "top-layers-compare": ("top_layers_compare", "head vs LoRA vs top_layers vs scratch vs plain PEFT: accuracy and time"),
     "peft-plain": ("peft_plain", "the plain PEFT LoRA script alone: accuracy of a trick-free reference"),
+    "generation-transfer": ("generation_transfer", "zero-shot vs few-shot vs LoRA at N pairs on held-out catalogs (en->fr/de/es)"),
     "transfer-report": ("transfer_report", "head vs LoRA vs scratch per label budget (--task tokens: taggers)"),
     "convergence": ("convergence", "replica convergence over HTTP on a local and an S3 store"),
     "crash-loop": ("crash_loop", "kill -9 the server during registrations, again and again, and check"),

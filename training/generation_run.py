@@ -62,7 +62,9 @@ class GenerationResult:
     history: dict
     seconds: float
     outputs: dict[str, list[str]]
-    """split -> the greedy outputs scored (validation: its first ``eval_limit`` examples)."""
+    """split -> the greedy outputs scored (validation: a seeded sample of ``eval_limit`` examples)."""
+    scored: dict[str, GenerationData]
+    """split -> the examples those outputs answer (what a comparison must score too)."""
 
 
 # ---- phase 1: check -------------------------------------------------------------------
@@ -182,7 +184,7 @@ def train_generation(data: GenerationData, backbone: LMBackbone | BackboneSpec, 
                                  seconds, carved)
     log.info("trained %s (%s) in %.1fs: val chrF %.2f", config.name, config.method, seconds,
              metrics["validation"]["chrf"])
-    return GenerationResult(out, config, manifest, metrics, fitted.history.to_dict(), seconds, outputs)
+    return GenerationResult(out, config, manifest, metrics, fitted.history.to_dict(), seconds, outputs, scored)
 
 
 def write_prompt_task(name: str, backbone: LMBackbone | BackboneSpec, spec: GenerationSpec, out_dir) -> Path:

@@ -74,7 +74,8 @@ class GenerationData:
         return self.subset(sorted(order[n_val:])), self.subset(sorted(order[:n_val]))
 
 
-def _example(obj, where: str, problems: list[str]) -> GenerationExample | None:
+def example_from_json(obj, where: str, problems: list[str]) -> GenerationExample | None:
+    """One example from its JSON object, or None with the problem appended to ``problems``."""
     if not isinstance(obj, dict):
         problems.append(f"{where}: expected a JSON object with 'prompt' and 'completion' or 'messages'")
         return None
@@ -119,7 +120,7 @@ def load_generation_file(path: str | Path, limit: int | None = None, seed: int =
             except json.JSONDecodeError as exc:
                 problems.append(f"{path.name} line {i}: not JSON ({exc.msg})")
                 continue
-            ex = _example(obj, f"{path.name} line {i}", problems)
+            ex = example_from_json(obj, f"{path.name} line {i}", problems)
             if ex is not None:
                 examples.append(ex)
     if not examples and not problems:
