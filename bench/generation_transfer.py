@@ -107,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
           "| variant | pairs | seed | chrF | BLEU | exact match | train s | best epoch |", "|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['variant']} | {r['pairs']} | {r['seed']} | {r['chrf']:.2f} | {r['bleu']:.2f} | "
            f"{r['exact_match']:.2f} | {r['train_s']} | {r.get('best_epoch', '')} |" for r in rows]
-    if not a.smoke:
-        save_results(f"generation_transfer_{a.lang}", payload, "\n".join(md) + "\n")
+    save_results(f"generation_transfer_{a.lang}" + ("-smoke" if a.smoke else ""), payload, "\n".join(md) + "\n")
     print("\n".join(md))
     return 0

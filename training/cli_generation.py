@@ -20,8 +20,8 @@ from pathlib import Path
 from adapters.errors import InvalidInput
 
 LM_BACKBONE = ("lm", "embedded:SmolLM2-135M-Instruct")
-"""``--backbone lm`` (the default for generation): the embedded language model, under the name
-``TASKSWAP_LM_BACKBONES`` gives it in docs/generation.md."""
+"""``--backbone lm`` (the default for generation): :data:`adapters.backbones.defaults.LM`, the
+embedded language model under the name ``TASKSWAP_LM_BACKBONES`` gives it in docs/generation.md."""
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
