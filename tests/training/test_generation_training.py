@@ -197,3 +197,16 @@ def test_time_budget_stops_training_and_bad_runs_are_refused_before_training(lm_
             name="x", method="head", task_type="generation"), SPEC, tmp_path / "x")
     assert any("method 'head'" in p for p in e.value.problems) and any("no examples" in p for p in e.value.problems)
     assert not (tmp_path / "x").exists()
+
+
+def test_evaluation_decoding_stops_where_the_server_stops(registry, lm_backbone, tmp_path):
+    """Stop sequences end a row in the trainer's batched greedy decoding as in the engine."""
+    from training.generation.decode import greedy_texts
+    base = [engine_tokens(lm_backbone, registry.register(generation_manifest_dir(
+        tmp_path / "free", lm_backbone, "free", max_new_tokens=24)), w, n=24)[1].text for w in WORDS[:4]]
+    stop = next(c for c in base[0] if c.strip())  # a character the model does write
+    a = registry.register(generation_manifest_dir(tmp_path / "s", lm_backbone, "s", stop=[stop], max_new_tokens=24))
+    served = [engine_tokens(lm_backbone, a, w, n=24)[1].text for w in WORDS[:4]]
+    ours = greedy_texts(lm_backbone.model, lm_backbone.tokenizer, upper(WORDS[:4]).examples,
+                        GenerationSpec(stop=[stop], max_new_tokens=24), lm_backbone.eos_token_ids, 24)
+    assert ours == served and served[0] == base[0][:base[0].index(stop)]

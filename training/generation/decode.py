@@ -43,9 +43,11 @@ def greedy_texts(model, tokenizer, examples: list[GenerationExample], spec: Gene
             for r, i in enumerate(rows):
                 ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[r, width - len(prompts[i]):] = 1
+            # stop_strings ends a row at its first stop sequence (cut below, as the server cuts it)
+            stops = {"stop_strings": list(spec.stop), "tokenizer": tokenizer} if spec.stop else {}
             gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                  max_new_tokens=max_new_tokens, eos_token_id=list(eos_ids),
-                                 pad_token_id=pad)[:, width:]              # [batch, new]
+                                 pad_token_id=pad, **stops)[:, width:]     # [batch, new]
             for r, i in enumerate(rows):
                 toks = gen[r].tolist()
                 end = next((k for k, t in enumerate(toks) if t in eos_ids), len(toks))
