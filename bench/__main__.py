@@ -25,6 +25,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "top-layers": ("top_layers_bench", "serving cost of top_layers (and LoRA) adapters in mixed traffic"),
     "top-layers-compare": ("top_layers_compare", "head vs LoRA vs top_layers vs scratch vs plain PEFT: accuracy and time"),
     "peft-plain": ("peft_plain", "the plain PEFT LoRA script alone: accuracy of a trick-free reference"),
+    "generation-transfer": ("generation_transfer", "zero-shot vs few-shot vs LoRA at N pairs on held-out catalogs (en->fr/de/es)"),
     "transfer-report": ("transfer_report", "head vs LoRA vs scratch per label budget (--task tokens: taggers)"),
     "domain": ("domain", "domain adaptation (CORAL) film -> drug reviews: share of the gap to target-supervised closed"),
     "affinity": ("affinity", "task-affinity routing vs round-robin behind HAProxy, 3 replicas, LoRA tasks 2.5x a budget"),

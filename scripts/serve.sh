@@ -32,6 +32,11 @@ if [ -z "${TASKSWAP_BACKBONES:-}" ]; then
   TASKSWAP_BACKBONES=$("$PY" -m training.demo --backbones-json)
   export TASKSWAP_BACKBONES
 fi
+# And the embedded language model the generation demo task (translate-fr) decodes on.
+if [ -z "${TASKSWAP_LM_BACKBONES:-}" ]; then
+  TASKSWAP_LM_BACKBONES=$("$PY" -m training.demo --lm-backbones-json)
+  export TASKSWAP_LM_BACKBONES
+fi
 # Offline and quiet: no model hub at run time, no progress bars in the server log.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 \
        TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false

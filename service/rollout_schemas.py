@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.format.manifest import GenerationSpec
+
 Promote = Literal["active", "shadow", "canary", "if_better"]
 
 
@@ -16,6 +18,10 @@ class FitOptions(BaseModel):
     val_fraction: float = Field(0.2, ge=0.05, le=0.9, description="Share of each class held out for validation (0.05-0.9).")
     epochs: int | None = Field(None, ge=1, le=2000, description="Epoch cap (default 200, early stopping).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    lr: float | None = Field(None, gt=0, le=1, description="Generation (LoRA): learning rate (default 1e-3).")
+    lora_r: int | None = Field(None, ge=1, le=256, description="Generation: LoRA rank (default 8).")
+    max_minutes: float | None = Field(None, gt=0, le=600, description=(
+        "Generation: wall-clock budget of the LoRA training (the job's own timeout still applies)."))
 
     @model_validator(mode="after")
     def _widths(self):
@@ -24,13 +30,48 @@ class FitOptions(BaseModel):
         return self
 
 
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class FitExample(BaseModel):
+    """One generation example: ``prompt`` + ``completion``, or a chat whose last message is the
+    assistant's answer (the completion)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = Field(None, max_length=100_000)
+    completion: str | None = Field(None, min_length=1, max_length=100_000)
+    messages: list[ChatMessage] | None = Field(None, min_length=2, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_shape(self):
+        if self.messages is not None:
+            if self.prompt is not None or self.completion is not None:
+                raise ValueError("send 'messages' or 'prompt' and 'completion', not both")
+            if self.messages[-1].role != "assistant" or not self.messages[-1].content:
+                raise ValueError("the last message must be the assistant's (non-empty): it is the completion")
+            if not any(m.role == "user" for m in self.messages[:-1]):
+                raise ValueError("the chat has no user message before the assistant's answer")
+        elif self.prompt is None or self.completion is None:
+            raise ValueError("send 'prompt' and a non-empty 'completion', or 'messages'")
+        return self
+
+
 class FitRequest(BaseModel):
-    """Labelled examples: ``texts`` or base64 ``images``, and one label per example."""
+    """Labelled examples: ``texts`` or base64 ``images``, and one label per example; or, for a
+    generation task, ``examples`` (prompt/completion or chat) and its ``generation`` settings."""
 
     model_config = ConfigDict(extra="forbid")
     texts: list[str] | None = Field(None, min_length=1)
     images: list[str] | None = Field(None, min_length=1, description="Base64-encoded images.")
-    labels: list[str] = Field(min_length=1, description="One label name per example.")
+    examples: list[FitExample] | None = Field(None, min_length=2, description=(
+        "Generation: examples to train a LoRA on the language model (``backbone``, default the "
+        "first one served)."))
+    generation: GenerationSpec | None = Field(None, description=(
+        "Generation: the task's prompt settings (template, chat format, stops, limits)."))
+    labels: list[str] | None = Field(None, min_length=1, description="One label name per example (texts, images).")
     label_names: list[str] | None = Field(None, min_length=2, description=(
         "Label order of the head (default: sorted label names)."))
     backbone: str | None = Field(None, description=(
@@ -44,8 +85,16 @@ class FitRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_input_kind(self):
-        if (self.texts is None) == (self.images is None):
-            raise ValueError("send exactly one of 'texts' or 'images'")
+        if sum(x is not None for x in (self.texts, self.images, self.examples)) != 1:
+            raise ValueError("send exactly one of 'texts', 'images' or 'examples'")
+        if self.examples is not None:
+            if self.labels is not None or self.label_names is not None:
+                raise ValueError("generation examples carry their completions; omit 'labels' and 'label_names'")
+            return self
+        if self.generation is not None:
+            raise ValueError("'generation' settings go with 'examples' (a generation task), not labels")
+        if self.labels is None:
+            raise ValueError("give 'labels': one label name per example")
         n = len(self.texts if self.texts is not None else self.images)
         if n != len(self.labels):
             raise ValueError(f"{n} examples but {len(self.labels)} labels; give one label per example")

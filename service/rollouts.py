@@ -54,10 +54,12 @@ class Rollouts:
         """Validate a fit request (the cheap checks, at once), queue it; returns the job."""
         check_name(task)
         s = self.engine.settings
-        n = len(body.labels)
+        n = len(body.examples if body.examples is not None else body.labels)
         if n > s.fit_max_examples:
             raise InvalidInput(f"{n} examples is over the limit of {s.fit_max_examples} per fit "
                                "(TASKSWAP_FIT_MAX_EXAMPLES); send fewer, or train offline with `taskswap train`")
+        if body.examples is not None:
+            return self._submit_generation_fit(task, body, n)
         modality = "text" if body.texts is not None else "image"
         ex = check_fit_examples(body, self.engine.limits)  # /predict's rules: 400 now, not in the job
         alias = self.engine.registry.aliases.get(task)
@@ -116,6 +118,29 @@ class Rollouts:
         return self.jobs.submit(task, body.promote, spec, len(target), {
             "canary_fraction": body.canary_fraction, "backbone": backbone.name,
             "compared_version": alias.active if body.promote == "if_better" else None}, kind="adapt")
+
+    def _submit_generation_fit(self, task: str, body, n: int) -> dict:
+        """A LoRA for a generation task on one of the server's language models, as a job."""
+        if body.promote in ("shadow", "canary"):
+            raise InvalidInput(f"promote={body.promote!r} is not available for generation tasks (their "
+                               "candidates are not scored beside the active version); use 'active' or 'if_better'")
+        alias = self.engine.registry.aliases.get(task)
+        lms = self.engine.lms
+        name = body.backbone or next(iter(lms), None)
+        if name is None:
+            raise InvalidInput("this server serves no language model (TASKSWAP_LM_BACKBONES); generation "
+                               "tasks cannot be fitted here")
+        if name not in lms:
+            raise NotFound(f"language model {name!r} is not served here (language models: {sorted(lms)})")
+        spec = {"name": task, "task_type": "generation", "options": body.options.model_dump(),
+                "examples": [e.model_dump(exclude_none=True) for e in body.examples],
+                "generation": (body.generation.model_dump() if body.generation is not None else None),
+                "backbone": _spec_dict(lms[name])}
+        if body.promote == "if_better" and alias is not None:
+            spec["compare_with"] = str(self.engine.store.version_path(task, alias.active))
+        return self.jobs.submit(task, body.promote, spec, n, {
+            "canary_fraction": body.canary_fraction, "backbone": name,
+            "compared_version": alias.active if body.promote == "if_better" and alias is not None else None})
 
     def _backbone_for(self, task: str, name: str | None, modality: str):
         backbones = self.engine.backbones

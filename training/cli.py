@@ -38,6 +38,8 @@ from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
 from training import cli_adapt
+from training.cli_generation import add_generation_args, cmd_evaluate_generation, cmd_train_generation, \
+    is_generation_folder
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -62,7 +64,7 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                      "CoNLL (word<TAB>tag) or JSONL ({tokens, tags})")
     src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes, "
                      "spoken-digits; whissell (regression: pleasantness, activation, imagery); punctuation "
-                     "(token_classification)")
+                     "(token_classification); translate-en-fr, translate-en-de, translate-en-es (generation)")
     g.add_argument("--format", default="auto", choices=["auto", "text", "image-folder", "image-csv",
                                                               "audio-folder", "audio-csv"],
                    help="force the loader (default: from the path)")
@@ -110,15 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS")
     t.add_argument("--task-type", default=None,
                    choices=["single_label", "regression", "token_classification", "detection",
-                            "segmentation"],
+                            "segmentation", "generation"],
                    help="single_label (default): one class per input (labels); regression: real values "
                         "(--target-columns, or --demo whissell); token_classification: one tag "
                         "per word (--data CoNLL 'word<TAB>tag' or JSONL {tokens, tags}, or "
                         "--demo punctuation); detection: boxes (--data a COCO JSON file, or --demo "
                         "shapes-detect); segmentation: a class per pixel (--data an image folder "
-                        "with --masks, or --demo brain-regions)")
+                        "with --masks, or --demo brain-regions); generation: text written by a language "
+                        "model (--data JSONL {prompt, completion} or {messages}, or --demo "
+                        "translate-en-fr|de|es; --method lora or prompt)")
     t.add_argument("--out", type=Path, help="output folder (default out/NAME)")
-    _add_data_args(t)
+    _add_data_args(t, required=False)
     t.add_argument("--val-data", type=Path, help="validation file/folder (default: carve off --val-fraction)")
     t.add_argument("--test-data", type=Path, help="held-out test file/folder, scored after training")
     d = t.add_argument_group("dense tasks (detection, segmentation)")
@@ -133,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "detection, 8,16,32 for segmentation)")
     t.add_argument("--test-limit", type=int, default=1000,
                    help="with --demo: examples of the demo's test split to score (default 1000)")
-    _add_backbone_args(t, required=True)
+    _add_backbone_args(t, required=False)
+    add_generation_args(t)
     h = t.add_argument_group("training")
     h.add_argument("--hidden", type=_int_list, default=[], help="MLP hidden widths, e.g. 256 or 512,128")
     h.add_argument("--activation", default="relu", choices=["relu", "gelu", "tanh"])
@@ -198,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(e)
     _add_backbone_args(e, required=False)
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--max-new-tokens", type=int, help="generation tasks: tokens per answer at most (default 64)")
     e.add_argument("--json", type=Path, help="also write the metrics here as JSON")
     e.add_argument("--quiet", action="store_true")
 
@@ -237,6 +243,8 @@ def backbone_spec(args):
     """``--backbone text|vision|audio|SOURCE`` (+ overrides) -> BackboneSpec."""
     from adapters.backbones.base import BackboneSpec  # lazy: see the module docstring
     from adapters.backbones.defaults import DEFAULT_BACKBONES, OPTIONAL_BACKBONES
+    if args.backbone is None:
+        raise InvalidInput("give --backbone: text, vision, audio or a model folder")
     defaults = {s.name: s for s in DEFAULT_BACKBONES + OPTIONAL_BACKBONES}
     if args.backbone in defaults:
         spec = replace(defaults[args.backbone], name=args.backbone_name or args.backbone)
@@ -293,6 +301,10 @@ def cmd_train(args) -> int:
             raise InvalidInput(f"--threads must be at least 1, got {args.threads}")
         import torch  # lazy: see the module docstring
         torch.set_num_threads(args.threads)
+    if task_type(config.task_type).generates:
+        return cmd_train_generation(args, config, _register)
+    if args.backbone is None or (args.data is None and args.demo is None):
+        raise InvalidInput("give --backbone (text, vision, audio or a model folder) and --data or --demo")
     spec = backbone_spec(args)
     if task_type(config.task_type).features == "tokens":
         return _train_tokens(args, config, spec)
@@ -427,6 +439,8 @@ def cmd_evaluate(args) -> int:
         return _evaluate_served(args)
     if args.adapter is None:
         raise InvalidInput("give an adapter folder, or --url URL --task NAME for a served task")
+    if is_generation_folder(args.adapter):
+        return cmd_evaluate_generation(args)
     from training.evaluate import adapter_labels, evaluate_adapter  # lazy: see the module docstring
     from training.evaluate_tokens import is_tagger
     from training.evaluate_values import is_regressor
@@ -532,6 +546,8 @@ def _evaluate_served(args) -> int:
         with Client(args.url, token=args.token) as client:
             info = client.show(args.task)
             labels = args.labels or info.labels
+            if task_type(info.task_type).generates:  # texts: scored through /v1/completions
+                return cmd_evaluate_generation(args)
             if task_type(info.task_type).features == "tokens":  # a tagger: words and their tags
                 return _evaluate_served_tagger(args, client, labels)
             if info.outputs:  # a regression: rated data, the task's outputs as its columns

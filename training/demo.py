@@ -17,7 +17,15 @@ task               data set          backbone    examples (train / held-out test
 ``affect``         whissell          ``text``    all 6,994 / 1,000 (regression, 3 outputs)
 ``spoken-digits``  spoken-digits     ``audio``   1,280 synthetic / 10 real recordings
 ``punctuation``    punctuation       ``text``    1,500 / 500 snippets (token_classification)
+``translate-fr``   translate-en-fr   ``lm``      256 pairs, 90 s of LoRA / 40 held-out (generation)
 =================  ================  ==========  ======================================
+
+``translate-fr`` is a generation task: a PEFT LoRA on the embedded language model
+(SmolLM2-135M-Instruct, ``adapters.backbones.defaults.LM``) trained for at most
+``GENERATION_DEMO_MINUTES`` on pairs from Debian's gettext catalogs (split by catalog,
+:mod:`training.data.translation`), answering through ``/v1/chat/completions``. It is a few LoRA
+steps, enough to show the path, not the transfer report's adapter (docs/generation-training.md).
+``--lm-backbones-json`` prints the ``TASKSWAP_LM_BACKBONES`` that serves it.
 
 ``punctuation`` tags each word of lower-cased, unpunctuated text with the mark that should
 follow it (``O``, ``COMMA``, ``PERIOD``, ``QUESTION``): labels taken from the Rotten Tomatoes
@@ -56,7 +64,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from adapters.backbones.base import load_backbone  # noqa: E402
-from adapters.backbones.defaults import DEFAULT_BACKBONES, audio_available, default_spec  # noqa: E402
+from adapters.backbones.causal_lm import load_lm_backbone  # noqa: E402
+from adapters.backbones.defaults import DEFAULT_BACKBONES, LM, audio_available, default_spec  # noqa: E402
 from adapters.errors import TaskswapError  # noqa: E402
 from adapters.registry import Registry  # noqa: E402
 from adapters.store import open_store  # noqa: E402
@@ -65,6 +74,8 @@ from training.config import TrainConfig  # noqa: E402
 from training.data import load_demo  # noqa: E402
 from training.data.spoken_digits import SpokenDigitsUnavailable, asterisk_digits_dir, espeak_binary  # noqa: E402
 from training.data.tokens import load_punctuation  # noqa: E402
+from training.data.translation import DEMOS, load_translation, translation_spec  # noqa: E402
+from training.generation_run import train_generation  # noqa: E402
 from training.tasks import training_task  # noqa: E402
 from training.tokens import train_tokens  # noqa: E402
 from training.trainer import train  # noqa: E402
@@ -89,7 +100,19 @@ DEMO_TASKS = (
     DemoTask("affect", "whissell", "text", None, 1000, "regression"),
     DemoTask("spoken-digits", "spoken-digits", "audio", None, None),
     DemoTask("punctuation", "punctuation", "text", 1500, 500, "token_classification"),
+    DemoTask("translate-fr", "translate-en-fr", LM.name, 256, 40, "generation"),
 )
+GENERATION_DEMO_MINUTES = 1.5
+"""The LoRA budget of a generation demo task (one thread is enough; it is built once)."""
+
+
+def demo_spec(name: str):
+    """The spec of a demo task's backbone: an encoder default, or the embedded language model."""
+    return LM if name == LM.name else default_spec(name)
+
+
+def load_demo_backbone(name: str):
+    return load_lm_backbone(LM) if name == LM.name else load_backbone(default_spec(name))
 
 
 def unavailable(task: DemoTask) -> str | None:
@@ -112,11 +135,18 @@ def demo_backbones_json() -> str:
     demo task needs (the audio backbone when its packages are installed)."""
     specs = list(DEFAULT_BACKBONES)
     for t in DEMO_TASKS:
+        if task_type(t.task_type).generates:
+            continue  # served through TASKSWAP_LM_BACKBONES (demo_lm_backbones_json)
         spec = default_spec(t.backbone)
         if spec not in specs and unavailable(t) is None:
             specs.append(spec)
     return json.dumps([{"name": s.name, "source": s.source, "max_length": s.max_length,
                         "image_size": s.image_size} for s in specs])
+
+
+def demo_lm_backbones_json() -> str:
+    """``TASKSWAP_LM_BACKBONES`` serving the language model the generation demo tasks run on."""
+    return json.dumps([{"name": LM.name, "source": LM.source}])
 
 
 def auto_threads(cores: int | None = None, load: float | None = None) -> int:
@@ -143,7 +173,7 @@ def is_current(store, task: DemoTask) -> bool:
         manifest = json.loads((store.version_path(task.name, alias.active) / "adapter.json").read_text())
     except (OSError, ValueError):
         return False
-    spec = default_spec(task.backbone)
+    spec = demo_spec(task.backbone)
     if spec.image_size:
         want = {"image_size": spec.image_size}
     elif task.backbone == "text":
@@ -169,13 +199,16 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
     status.update({t.name: "already registered" for t in chosen if t not in todo})
     if not todo:
         return status
-    backbones = {name: load_backbone(default_spec(name)) for name in sorted({t.backbone for t in todo})}
+    backbones = {name: load_demo_backbone(name) for name in sorted({t.backbone for t in todo})}
     registry = Registry(store, backbones)
     with tempfile.TemporaryDirectory(prefix="taskswap-demo-") as tmp:
         for t in todo:
             start = time.perf_counter()
             out = (keep or Path(tmp)) / t.name
             cfg = TrainConfig(name=t.name, method="head", task_type=t.task_type, progress=progress)
+            if task_type(t.task_type).generates:  # a LoRA on the language model, a short budget
+                status[t.name] = _build_generation(t, backbones[t.backbone], out, progress, registry, start)
+                continue
             if task_type(t.task_type).features == "tokens":  # sentences of tagged words
                 test = load_punctuation("test", limit=t.test_limit, seed=0)
                 result = train_tokens(load_punctuation("train", limit=t.train_limit, seed=0),
@@ -192,6 +225,20 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
     return status
 
 
+def _build_generation(t: DemoTask, backbone, out: Path, progress: bool, registry, start: float) -> str:
+    splits = load_translation(t.dataset)
+    cfg = TrainConfig(name=t.name, method="lora", task_type="generation", epochs=1, seed=0,
+                      max_train_minutes=GENERATION_DEMO_MINUTES, progress=progress)
+    result = train_generation(splits["train"].sample(t.train_limit, 0), backbone, cfg,
+                              translation_spec(DEMOS[t.dataset]), out, val=splits["validation"],
+                              test=splits["test"].sample(t.test_limit, 0), eval_limit=8)
+    loaded = registry.register(out)
+    m = result.metrics
+    return (f"registered version {loaded.version[:12]}: validation chrF {m['validation']['chrf']:.1f}, test "
+            f"chrF {m['test']['chrf']:.1f} ({m['test']['n']} held-out sentences), "
+            f"{time.perf_counter() - start:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.split("\n")[0])
     p.add_argument("--store", default="var/store", help="store folder or URL (default var/store)")
@@ -204,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         "torch threads: a number, or 'auto' (default): the cores the load average leaves free"))
     p.add_argument("--backbones-json", action="store_true",
                    help="print the TASKSWAP_BACKBONES that serves every buildable demo task, and exit")
+    p.add_argument("--lm-backbones-json", action="store_true",
+                   help="print the TASKSWAP_LM_BACKBONES that serves the generation demo tasks, and exit")
     args = p.parse_args(argv)
+    if args.lm_backbones_json:
+        print(demo_lm_backbones_json())
+        return 0
     if args.backbones_json:
         print(demo_backbones_json())
         return 0

@@ -41,7 +41,9 @@ from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
 from adapters.redact import redact  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import LabelledData, open_image  # noqa: E402
+from adapters.tasks import task_type  # noqa: E402
 from training.evaluate import adapter_labels, evaluate_adapter  # noqa: E402
+from training.generation_job import run_generation  # noqa: E402
 from training.trainer import check_data, train  # noqa: E402
 
 EXIT_BAD_INPUT = 2
@@ -88,6 +90,8 @@ def compare_active(active_dir: Path, val, backbone) -> dict:
 
 def run(spec: dict, out: Path) -> dict:
     """Fit, export to ``out/adapter``, compare; returns the result document."""
+    if task_type(spec.get("task_type", "single_label")).generates:  # a LoRA on a language model
+        return run_generation(spec, out)
     torch.set_num_threads(int(spec.get("threads") or 1))
     o = spec.get("options") or {}
     config = TrainConfig(name=spec["name"], method="head", hidden=o.get("hidden") or [],

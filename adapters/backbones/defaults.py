@@ -30,6 +30,9 @@ TEXT = BackboneSpec(name="text", source="embedded:all-MiniLM-L6-v2", max_length=
 VISION = BackboneSpec(name="vision", source="embedded:mobilenet_v2", image_size=96)
 
 AUDIO = BackboneSpec(name="audio", source="embedded:speech_embedding")
+LM = BackboneSpec(name="lm", source="embedded:SmolLM2-135M-Instruct")
+"""The embedded language model (generation tasks): served only through ``TASKSWAP_LM_BACKBONES``
+(docs/generation.md), never among the encoders of ``TASKSWAP_BACKBONES``."""
 
 DEFAULT_BACKBONES: list[BackboneSpec] = [TEXT, VISION]
 # Known by name (``--backbone audio``, the demo) but served only when configured: the weights

@@ -261,3 +261,11 @@ def test_reliability(argv, results, capsys):
     assert bench([*argv, "--no-save"]) == 0, capsys.readouterr().out[-3000:]
     assert "pass" in capsys.readouterr().out
     assert not results.exists()  # --no-save writes nothing
+
+
+def test_generation_transfer(results):
+    assert bench(["generation-transfer", "--smoke", "--threads", "1"]) == 0
+    res = json.loads((results / "generation_transfer_fr-smoke.json").read_text())
+    assert [r["variant"] for r in res["rows"]] == ["zero-shot", "3-shot", "lora"]
+    assert all(0 <= r["chrf"] <= 100 and r["n"] == 4 for r in res["rows"])
+    assert res["machine"]["load_avg"] and res["test_catalogs"].startswith("coreutils")

@@ -32,6 +32,8 @@ OLD_METHOD_DEFAULTS = {
 OLD_TASK_METHOD_DEFAULTS = {
     ("token_classification", "lora"): {"epochs": 5, "lr": 5e-4, "patience": 2, "select": "loss"},
     ("single_label", "lora"): {"head_init": "normal", "head_dropout": 0.1},
+    # Added with the generation task type (a causal-LM LoRA, training/generation/fit.py).
+    ("generation", "lora"): {"epochs": 3, "lr": 1e-3, "batch_size": 8, "select": "headline"},
 }
 OLD_EXTRA_KEYS = {
     "head": [], "scratch": [],
@@ -54,18 +56,17 @@ def test_defaults_per_task_type_and_method_are_unchanged(method, task_type):
 
 
 def test_the_tables_agree_with_the_serving_tables():
-    assert list(METHODS) == ["head", "lora", "top_layers", "scratch"]
+    assert list(METHODS) == ["head", "lora", "top_layers", "scratch", "prompt"]
     assert list(METHOD_SETTINGS) == list(METHODS)
     assert all(m.settings is METHOD_SETTINGS[name] for name, m in METHODS.items())
-    # a prompt-only generation task is written by hand, never trained; training a generation
-    # LoRA is not built yet (docs/generation.md)
-    assert {m.kind for m in METHODS.values() if m.servable} == set(KINDS) - {"prompt"}
+    assert {m.kind for m in METHODS.values() if m.servable} == set(KINDS)
     assert not training_method("scratch").servable
-    assert set(TRAINING_TASKS) == set(TASK_TYPES) - {"generation"}
+    assert set(TRAINING_TASKS) == set(TASK_TYPES)
     assert token_methods() == ["head", "lora", "scratch"]
     assert {t: training_task(t).headline_record()["headline"]["metric"] for t in TRAINING_TASKS} == {
         "single_label": "val_accuracy", "multi_label": "val_accuracy", "regression": "val_r2",
-        "token_classification": "val_token_accuracy", "detection": "val_map", "segmentation": "val_miou"}
+        "token_classification": "val_token_accuracy", "detection": "val_map", "segmentation": "val_miou",
+        "generation": "val_chrf"}
     with pytest.raises(ValueError, match="method 'distil' is unknown"):
         TrainConfig(name="t", method="distil")
 

@@ -11,11 +11,12 @@ from training.method_settings import COMMON_HYPERPARAMETERS
 from training.methods.base import TrainingMethod
 from training.methods.head import HeadMethod
 from training.methods.lora import LoraMethod
+from training.methods.prompt import PromptMethod
 from training.methods.scratch import ScratchMethod
 from training.methods.top_layers import TopLayersMethod
 
 METHODS: dict[str, TrainingMethod] = {m.name: m for m in (HeadMethod(), LoraMethod(), TopLayersMethod(),
-                                                          ScratchMethod())}
+                                                          ScratchMethod(), PromptMethod())}
 
 
 def training_method(name: str) -> TrainingMethod:
@@ -26,9 +27,14 @@ def training_method(name: str) -> TrainingMethod:
     return m
 
 
+def generation_methods() -> list[str]:
+    """Names of the methods that make generation tasks, in table order."""
+    return [m.name for m in METHODS.values() if m.fits_generation]
+
+
 def token_methods() -> list[str]:
     """Names of the methods that train per-token task types, in table order."""
     return [m.name for m in METHODS.values() if m.fits_tokens]
 
 
-__all__ = ["COMMON_HYPERPARAMETERS", "METHODS", "TrainingMethod", "token_methods", "training_method"]
+__all__ = ["COMMON_HYPERPARAMETERS", "METHODS", "TrainingMethod", "generation_methods", "token_methods", "training_method"]

@@ -27,7 +27,10 @@ from adapters.backbones.base import Backbone
 from adapters.format import Manifest
 from training.config import TrainConfig
 from training.data import LabelledData
+from adapters.format.manifest import GenerationSpec
 from training.data.tokens import TokenData
+from training.generation.data import GenerationData
+from training.generation.fit import GenerationFit
 from training.fitted import FitOutput, TokenFit
 from training.method_settings import MethodSettings
 
@@ -44,6 +47,12 @@ class TrainingMethod:
     """Score the training split after fitting (cheap on cached features; a full trunk pass otherwise)."""
     fits_tokens: ClassVar[bool] = False
     """Trains per-token task types (:meth:`fit_tokens`)."""
+    fits_generation: ClassVar[bool] = False
+    """Trains generation tasks on a language model (:meth:`fit_generation`)."""
+    needs_data: ClassVar[bool] = True
+    """A run needs examples (``prompt`` does not: a generation task from its template alone)."""
+    generation_recipe: ClassVar[str] = ""
+    """The card's Method section for a generation task (fields: ``lora_r``, ``lora_alpha``, ``targets``)."""
     kind_words: ClassVar[str] = ""
     """What the card calls the result: "head adapter", "LoRA adapter", "top-layers adapter"."""
     recipe: ClassVar[str] = ""
@@ -95,4 +104,9 @@ class TrainingMethod:
 
     def fit_tokens(self, backbone: Backbone, train: TokenData, val: TokenData, cfg: TrainConfig) -> TokenFit:
         """Fit on tagged sentences (per-token task types; only where :attr:`fits_tokens`)."""
+        raise NotImplementedError
+
+    def fit_generation(self, backbone, train: GenerationData, val: GenerationData, spec: GenerationSpec,
+                       cfg: TrainConfig, eval_limit: int) -> GenerationFit:
+        """Fit a generation task on a language model (only where :attr:`fits_generation`)."""
         raise NotImplementedError

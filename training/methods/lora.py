@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from training.export import write_lora_dir
+from training.generation.fit import fit_generation_lora
 from training.lora import fit_lora
 from training.method_settings import LORA
 from training.methods.base import TrainingMethod
@@ -13,6 +14,11 @@ class LoraMethod(TrainingMethod):
     settings = LORA
     kind = "lora"
     fits_tokens = True
+    fits_generation = True
+    generation_recipe = ("PEFT LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the frozen language "
+                         "model, trained with AdamW (warm-up then linear decay, clipped gradients) on the "
+                         "completion's tokens only, in length-bucketed batches; the prompt is rendered as the "
+                         "server renders it. The epoch with the best validation chrF was kept.")
     kind_words = "LoRA adapter"
     recipe = ("LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the backbone, trained jointly "
               "with a {head} on `{pooling}`-pooled features ({start}) with AdamW, warm-up then linear "
@@ -28,6 +34,9 @@ class LoraMethod(TrainingMethod):
 
     def fit_tokens(self, backbone, train, val, cfg):
         return fit_token_lora(backbone, train, val, cfg)
+
+    def fit_generation(self, backbone, train, val, spec, cfg, eval_limit):
+        return fit_generation_lora(backbone, train, val, spec, cfg, eval_limit=eval_limit)
 
     def write(self, out, manifest, card, fit):
         write_lora_dir(out, manifest, fit.head, fit.peft_model, card)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from adapters.errors import InvalidInput
 from training.tasks.base import TrainingTask
 from training.tasks.detection import DetectionTraining
+from training.tasks.generation import GenerationTraining
 from training.tasks.multi_label import MultiLabelTraining
 from training.tasks.regression import RegressionTraining
 from training.tasks.segmentation import SegmentationTraining
@@ -18,7 +19,7 @@ from training.tasks.token_classification import TokenClassificationTraining
 
 TRAINING_TASKS: dict[str, TrainingTask] = {t.name: t for t in (
     SingleLabelTraining(), MultiLabelTraining(), RegressionTraining(), TokenClassificationTraining(),
-    DetectionTraining(), SegmentationTraining())}
+    DetectionTraining(), SegmentationTraining(), GenerationTraining())}
 
 
 def training_task(name: str) -> TrainingTask:
