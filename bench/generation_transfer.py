@@ -1,5 +1,5 @@
 """Transfer report for generation: zero-shot vs few-shot prompt vs LoRA at N pairs, on the
-translation demo's held-out catalogs (Debian gettext, split by catalog: training/data/translation.py).
+translation demo's held-out catalogs (Debian gettext, split by catalog: training/generation/translation.py).
 
     python -m bench generation-transfer --lang fr --sizes 100,1000 --seeds 0 --test-limit 100
     python -m bench generation-transfer --smoke      # tiny random LM, a few pairs: the code path only
@@ -27,7 +27,7 @@ from adapters.backbones.causal_lm import load_lm_backbone
 from adapters.backbones.tiny import tiny_lm_spec
 from bench.common import machine, save_results
 from training.config import TrainConfig
-from training.data.translation import DEMOS, load_translation, translation_spec
+from training.generation.translation import DEMOS, load_translation, translation_spec
 from training.generation.data import GenerationData, GenerationExample
 from training.generation_run import score_examples, train_generation
 

@@ -339,7 +339,7 @@ def _train_dense(args, spec) -> int:
     from training.dense import demos
     from training.dense.data import load_coco, load_mask_folders
     from training.dense.fit import DenseFitConfig
-    from training.dense.train import train_dense
+    from training.dense_run import train_dense
     from training.tasks import training_task
 
     task = training_task(args.task_type)

@@ -64,7 +64,7 @@ def generation_spec(args, base=None):
 def generation_data(args, split: str, path: Path | None, limit: int | None = None):
     """``(data, demo spec)`` of one split: a JSONL file, or the translation demo's split, at most
     ``limit`` examples (a seeded sample)."""
-    from training.data.translation import DEMOS, load_translation, translation_spec  # lazy (docstring)
+    from training.generation.translation import DEMOS, load_translation, translation_spec  # lazy (docstring)
     from training.generation.data import load_generation_file
     seed = getattr(args, "seed", 0)
     if path is not None:

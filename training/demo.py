@@ -23,7 +23,7 @@ task               data set          backbone    examples (train / held-out test
 ``translate-fr`` is a generation task: a PEFT LoRA on the embedded language model
 (SmolLM2-135M-Instruct, ``adapters.backbones.defaults.LM``) trained for at most
 ``GENERATION_DEMO_MINUTES`` on pairs from Debian's gettext catalogs (split by catalog,
-:mod:`training.data.translation`), answering through ``/v1/chat/completions``. It is a few LoRA
+:mod:`training.generation.translation`), answering through ``/v1/chat/completions``. It is a few LoRA
 steps, enough to show the path, not the transfer report's adapter (docs/generation-training.md).
 ``--lm-backbones-json`` prints the ``TASKSWAP_LM_BACKBONES`` that serves it.
 
@@ -74,7 +74,7 @@ from training.config import TrainConfig  # noqa: E402
 from training.data import load_demo  # noqa: E402
 from training.data.spoken_digits import SpokenDigitsUnavailable, asterisk_digits_dir, espeak_binary  # noqa: E402
 from training.data.tokens import load_punctuation  # noqa: E402
-from training.data.translation import DEMOS, load_translation, translation_spec  # noqa: E402
+from training.generation.translation import DEMOS, load_translation, translation_spec  # noqa: E402
 from training.generation_run import train_generation  # noqa: E402
 from training.tasks import training_task  # noqa: E402
 from training.tokens import train_tokens  # noqa: E402

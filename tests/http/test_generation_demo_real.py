@@ -32,7 +32,7 @@ def test_translate_demo_trains_registers_and_answers_over_chat(server_factory, t
     lm = subprocess.run([sys.executable, "-m", "training.demo", "--lm-backbones-json"], cwd=REPO,
                         capture_output=True, text=True, check=True).stdout.strip()
     srv = server_factory.start(store=store, backbones=None, ready_timeout_s=900, env={"TASKSWAP_LM_BACKBONES": lm})
-    from training.data.translation import load_translation
+    from training.generation.translation import load_translation
     first = load_translation("translate-en-fr")["test"].sample(40, 0).examples[0]
     c = srv.post("/v1/chat/completions", json={"model": "translate-fr", "temperature": 0, "max_tokens": 96,
                                                "messages": [{"role": "user", "content": first.prompt}]})

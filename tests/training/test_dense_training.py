@@ -20,7 +20,7 @@ from training.dense.data import DenseData, load_coco, load_mask_folders, write_c
 from training.dense.fit import DenseFitConfig
 from training.dense.metrics import coco_map
 from training.dense.targets import detection_targets, flip_boxes, flip_image, flip_mask
-from training.dense.train import train_dense
+from training.dense_run import train_dense
 
 
 def squares(n: int, seed: int) -> DenseData:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from adapters.errors import InvalidInput
 from adapters.format.manifest import GenerationSpec
-from training.data.mo_catalogs import read_mo
+from training.generation.mo_catalogs import read_mo
 from training.generation.data import GenerationData, GenerationExample
 
 LOCALE_ROOT = Path("/usr/share/locale")
