@@ -78,8 +78,15 @@ def timed_start(tree: Path, env: dict, root: Path, name: str, timeout_s: float) 
                 except httpx.TransportError:
                     pass
                 time.sleep(0.05)
+        deadline = time.monotonic() + 5  # the ready line is logged just after /readyz turns 200
+        while "ready log" not in marks and time.monotonic() < deadline:
+            if LOG_MARKS["ready log"] in srv.log.read_text(errors="replace"):
+                marks["ready log"], cpu["ready log"] = marks["readyz"], cpu["readyz"]
+            time.sleep(0.05)
     finally:
         srv.stop()
+    marks = {m: marks[m] for m in MARKS if m in marks}  # in stage order
+    cpu = {m: cpu[m] for m in MARKS if m in cpu}
     return {"marks_s": marks, "cpu_s": cpu, "log_line": ready_line(srv), "load_avg": os.getloadavg()}
 
 
@@ -93,13 +100,28 @@ def stages(marks: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def median_stages(runs: list[dict], key: str) -> dict[str, float]:
+    """Median seconds per stage over the runs that saw both of its marks."""
+    out = {}
+    for m in MARKS:
+        vals = [stages(r[key])[m] for r in runs if m in r[key] and (m == MARKS[0] or MARKS[MARKS.index(m) - 1] in r[key])]
+        out[m] = statistics.median(vals) if vals else float("nan")
+    return out
+
+
 def summarize(runs: list[dict]) -> dict:
     """Median wall and CPU seconds per stage over ``runs``, and each run's time to ``/readyz``."""
-    return {"stages_median_s": {m: statistics.median(stages(r["marks_s"]).get(m, float("nan")) for r in runs)
-                                for m in MARKS},
-            "stages_cpu_median_s": {m: statistics.median(stages(r["cpu_s"]).get(m, float("nan")) for r in runs)
-                                    for m in MARKS},
-            "readyz_s": [r["marks_s"]["readyz"] for r in runs]}
+    return {"stages_median_s": median_stages(runs, "marks_s"), "stages_cpu_median_s": median_stages(runs, "cpu_s"),
+            "readyz_s": [r["marks_s"]["readyz"] for r in runs],
+            "cpu_to_readyz_s": [r["cpu_s"]["readyz"] for r in runs]}
+
+
+def rerender(path: Path) -> None:
+    """Recompute the summaries and the markdown of a saved result (``path``: its JSON)."""
+    res = json.loads(path.read_text())
+    res["trees"] = {t: {"path": v["path"], **summarize(res["runs"][t])} for t, v in res["trees"].items()}
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown(res))
 
 
 def markdown(res: dict) -> str:
@@ -116,7 +138,9 @@ def markdown(res: dict) -> str:
             lines.append(f"| {m} | " + " | ".join(f"{v:.1f}" for v in vals) + (" |" + ratio if ratio else " |"))
     for t in trees:
         lines.append("")
-        lines.append(f"{t}: `/readyz` after " + ", ".join(f"{x:.1f}" for x in res["trees"][t]["readyz_s"]) + " s")
+        tr = res["trees"][t]
+        lines.append(f"{t}: `/readyz` after " + ", ".join(f"{x:.1f}" for x in tr["readyz_s"]) + " s (CPU of its "
+                     "processes by then: " + ", ".join(f"{x:.1f}" for x in tr.get("cpu_to_readyz_s", [])) + " s)")
         lines += [f"- {r['log_line']}" for r in res["runs"][t]]
     return "\n".join(lines) + "\n"
 
