@@ -25,6 +25,7 @@ import threading
 import time
 
 from adapters.errors import InvalidInput, TaskswapError
+from adapters.gc_pause import collector_paused
 from adapters.loading import LoadedAdapter
 from adapters.residency import Residency, evictable
 from adapters.store.base import CHANGE_LOG, AdapterStore, Alias, StoreIndex, check_name
@@ -93,7 +94,7 @@ class StoreFollower:
         task the table lacks reads that task's alias at once, :meth:`catch_up`).
         """
         table = self.table
-        with self._sync_lock:
+        with self._sync_lock, collector_paused():  # 100,000 aliases and rows: no garbage, many objects
             for _ in range(CATCH_UP_TRIES):
                 seq = table.local_seq
                 listed_at = time.monotonic()

@@ -31,6 +31,7 @@ from typing import Protocol
 import torch
 
 from adapters.backbones.base import Backbone, map_feature, map_strides
+from adapters.embed_spec import DEFAULT_TOKEN_BUDGET, EmbedSpec  # noqa: F401  (re-exported)
 from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
@@ -39,11 +40,6 @@ from adapters.tasks import BatchFeatures, RowResult, TokenFeatures
 
 log = logging.getLogger("taskswap.runtime")
 
-# Padded tokens per trunk forward: 512 cuts a batch of 64 typical review snippets (16-64
-# tokens) into ~6 passes; on MiniLM with 1 CPU thread it ran 1.05-1.15x budget 1024 and
-# ~1.6x one padded pass in CPU time (`python -m bench knobs`, docs/performance.md). A GPU
-# wants larger passes: raise it there (TASKSWAP_TOKEN_BUDGET).
-DEFAULT_TOKEN_BUDGET = 512
 
 _NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips",
                "generation": "prompts (it generates text: use /v1/completions, /v1/chat/completions, "
@@ -52,15 +48,6 @@ _NEED_NAMES = {"text": "texts", "image": "images", "audio": "audio clips",
 
 # Plain rows (no adapter state) run in the pass every kind names (adapters.kinds.trunk).
 PLAIN_PASS = COMPOSED_TRUNK
-
-
-@dataclass(frozen=True)
-class EmbedSpec:
-    """Return the plain trunk's pooled features of every input (as the heads see them,
-    before a head's own optional L2 normalisation; ``normalize`` applies it here)."""
-
-    pooling: str | None = None  # None: the backbone's default pooling
-    normalize: bool = False
 
 
 @dataclass

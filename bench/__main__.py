@@ -20,6 +20,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "http": ("http_bench", "served over HTTP vs a raw-backbone BentoML service; embeddings; hot swap"),
     "peers": ("peers", "next to the alternatives: N separate models, sentence-transformers, infinity-emb"),
     "scale": ("scale", "many head tasks in one replica: cold start, memory, listing, sync, registration"),
+    "cold-start": ("cold_start", "a server's start, exec to /readyz, stage by stage (optionally against another tree)"),
     "scale-populate": ("scale_populate", "fill a store with many head tasks quickly (for scale)"),
     "rollout": ("rollout_bench", "what rollouts cost: shadow throughput, p99 while fitting, fit time"),
     "top-layers": ("top_layers_bench", "serving cost of top_layers (and LoRA) adapters in mixed traffic"),

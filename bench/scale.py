@@ -273,7 +273,7 @@ def baseline_ready(tree: Path, env: dict, root: Path) -> dict:
 def ready_line(srv: Served) -> str:
     """The engine's own "ready in ..." log line (its start-up after the process started)."""
     line = next((x for x in srv.log.read_text(errors="replace").splitlines() if "ready in" in x), "")
-    return line.split("] ")[-1][-300:]
+    return line.split("] ")[-1][-400:]
 
 
 def http_phase(store: Path, n_tasks: int, registrations: int, threads: int, root: Path,

@@ -103,19 +103,26 @@ class Engine:
         for spec in s.lm_specs():
             log.info("loading language model %r from %s", spec.name, spec.source)
             self.lms[spec.name] = load_lm_backbone(spec)
+        stages = {"backbones": time.perf_counter() - t0}  # seconds per start-up stage, for the ready log line
         store = open_store(s.store)
         if s.startup_gc == "before_ready":
             self._collect(store)
         registry = Registry(store, {**self.backbones, **self.lms}, adapter_budget_bytes=s.adapter_budget_mb << 20,
                             events=self.metrics)
+        t = time.perf_counter()
         started = registry.start()  # rows from the store's index; adapters load on first use
+        stages["table"] = time.perf_counter() - t
+        t = time.perf_counter()
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
             bb.embed(bb.sample_inputs())
+        stages["warm-up"] = time.perf_counter() - t
+        t = time.perf_counter()
         # What startup loaded lives as long as the process: keep it out of the cyclic
         # collector's scans (100,000 tasks are 1.6M objects: each full collection paused
         # every request for about a second).
         gc.collect()
         gc.freeze()
+        stages["gc freeze"] = time.perf_counter() - t
         self.store, self.registry = store, registry
         self.rollouts = Rollouts(self)  # policies arrive on the registry's task rows with each sync
         self.runtime = Runtime(registry, max_forward_rows=s.max_forward_rows,
@@ -133,9 +140,10 @@ class Engine:
         self._publish_state()
         log.info("speed settings in use: %s", self.speed_settings())
         self.state = "ready"
-        log.info("ready in %.1fs: backbones %s, %d tasks from %s (%s, %d changes replayed)",
+        log.info("ready in %.1fs: backbones %s, %d tasks from %s (%s, %d changes replayed); stages: %s",
                  time.perf_counter() - t0, sorted(self.backbones), registry.count(), store.url,
-                 started["source"], started["replayed"])
+                 started["source"], started["replayed"],
+                 ", ".join(f"{name} {sec:.2f}s" for name, sec in stages.items()))
         if s.startup_gc == "background":
             threading.Thread(target=self._collect_in_background, args=(store,), name="taskswap-store-gc",
                              daemon=True).start()

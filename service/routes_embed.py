@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from adapters.runtime import EmbedSpec
+from adapters.embed_spec import EmbedSpec
 from service.routes_common import Svc, decode_inputs, json_response, observed
 from service.schemas import ERROR_RESPONSES, EmbedRequest, EmbedResponse
 

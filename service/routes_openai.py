@@ -31,7 +31,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.errors import InvalidInput
-from adapters.runtime import EmbedSpec
+from adapters.embed_spec import EmbedSpec
 from service.protocol_errors import OpenAIError, error_responses
 from service.routes_common import Svc, decode_inputs, json_response, observed
 

@@ -47,12 +47,12 @@ from pydantic import ValidationError  # noqa: E402
 
 from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
 from service.audio_inputs import audio_limits_from, looks_like_audio  # noqa: E402
-from adapters.runtime import EmbedSpec  # noqa: E402
+from adapters.embed_spec import EmbedSpec  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
 from service import decoding, uvicorn_errors  # noqa: E402
-from service.engine import Engine  # noqa: E402
 from service.client_key import ClientKey  # noqa: E402
 from service.generation import generate_all  # noqa: E402
+from service.lazy_modules import lazy_module  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, MAX_TASKS, check_task_names, check_texts  # noqa: E402
 from service.request_inputs import check_items, decode_items, decode_raw  # noqa: E402
@@ -79,6 +79,11 @@ from service.settings import Settings  # noqa: E402
 from service.tracing import record_prediction_spans  # noqa: E402
 
 log = logging.getLogger("taskswap.service")
+# The engine (backbones, adapters, the runtime: torch models, transformers, PEFT) is built
+# in the serving worker only; `bentoml serve`'s own process imports this module just to read
+# the service's definition, so the engine's module is executed on first use, in
+# Taskswap.__init__ (service.lazy_modules; tests/unit/test_serve_imports.py checks it).
+engine_module = lazy_module("service.engine")
 TaskPath = Annotated[str, Path(min_length=1, max_length=64, description="Task name.")]
 ExpectedQuery = Annotated[str | None, Query(min_length=8, max_length=64, description=EXPECTED)]
 
@@ -149,7 +154,7 @@ class Taskswap:
         self.audio_limits = audio_limits_from(self.settings)
         decoding.configure(self.settings.decode_budget_mb << 20, self.settings.decode_wait_s)
         self.metrics = ServiceMetrics(self.settings.metrics_max_tasks, self.settings.metrics_max_labels)
-        self.engine = Engine(self.settings, self.metrics)
+        self.engine = engine_module.Engine(self.settings, self.metrics)
         self.engine.start_in_background()
 
     def __is_ready__(self) -> bool:

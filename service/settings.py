@@ -22,9 +22,9 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.backbones.base import BackboneSpec
+from adapters.backbones.spec import BackboneSpec
 from adapters.backbones.defaults import DEFAULT_BACKBONES
-from adapters.runtime import DEFAULT_TOKEN_BUDGET
+from adapters.embed_spec import DEFAULT_TOKEN_BUDGET
 
 MiB = 1 << 20
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +22,7 @@ from adapters.backbones.audio_preprocess import audio_preprocessor_for
 from adapters.backbones.embedded import resolve_embedded
 from adapters.backbones.fingerprint import model_fingerprint
 from adapters.backbones.preprocess import TextPreprocessor, image_preprocessor_from
+from adapters.backbones.spec import BackboneSpec  # noqa: F401  (re-exported: the spec a Backbone is loaded from)
 from adapters.errors import InvalidInput
 from adapters.file_modes import unreadable
 
@@ -42,18 +42,6 @@ def map_feature(stride: int) -> str:
 def map_strides(names) -> tuple[int, ...]:
     """The strides of the spatial maps among feature ``names``, ascending."""
     return tuple(sorted(int(n[len(MAP_PREFIX):]) for n in names if n.startswith(MAP_PREFIX)))
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to load one backbone. ``source``: HF id, local folder or ``embedded:<name>``."""
-
-    name: str
-    source: str
-    max_length: int = 128
-    image_size: int | None = None
-    device: str = "auto"
-    half: bool = False
 
 
 class Features:

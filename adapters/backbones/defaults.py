@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from adapters.backbones.base import BackboneSpec
+from adapters.backbones.spec import BackboneSpec
 
 TEXT = BackboneSpec(name="text", source="embedded:all-MiniLM-L6-v2", max_length=128)
 VISION = BackboneSpec(name="vision", source="embedded:mobilenet_v2", image_size=96)

@@ -225,6 +225,15 @@ def test_scale(results):
 
 
 @pytest.mark.server
+def test_cold_start(results):
+    bench(["cold-start", "--smoke"])
+    res = written(results, "cold-start-smoke")
+    marks = res["runs"]["this checkout"][0]["marks_s"]
+    assert list(marks) == ["worker", "engine", "ready log", "readyz"] and marks["readyz"] >= marks["worker"] > 0
+    assert "stages:" in res["runs"]["this checkout"][0]["log_line"] and res["tasks"] == 5
+
+
+@pytest.mark.server
 def test_rollout(results):
     bench(["rollout", "--smoke"])
     res = written(results, "rollout-smoke")
