@@ -22,6 +22,7 @@ from adapters.backbones.audio_preprocess import audio_preprocessor_for
 from adapters.backbones.embedded import resolve_embedded
 from adapters.backbones.fingerprint import model_fingerprint
 from adapters.backbones.preprocess import TextPreprocessor, image_preprocessor_from
+from adapters.backbones.feature_names import MAP_PREFIX, map_feature, map_strides  # noqa: F401  (re-exported)
 from adapters.backbones.spec import BackboneSpec  # noqa: F401  (re-exported: the spec a Backbone is loaded from)
 from adapters.errors import InvalidInput
 from adapters.file_modes import unreadable
@@ -29,19 +30,8 @@ from adapters.file_modes import unreadable
 Pooling = Literal["mean", "cls", "pooler"]
 POOLINGS: tuple[str, ...] = ("mean", "cls", "pooler")
 
-MAP_PREFIX = "map:"
 """A feature name ``map:<stride>``: a vision backbone's spatial map at that stride."""
 MAP_STRIDES: tuple[int, ...] = (8, 16, 32)
-
-
-def map_feature(stride: int) -> str:
-    """The feature name of the spatial map at ``stride`` (``map_feature(16) == "map:16"``)."""
-    return f"{MAP_PREFIX}{stride}"
-
-
-def map_strides(names) -> tuple[int, ...]:
-    """The strides of the spatial maps among feature ``names``, ascending."""
-    return tuple(sorted(int(n[len(MAP_PREFIX):]) for n in names if n.startswith(MAP_PREFIX)))
 
 
 class Features:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 
-from adapters.backbones.base import map_feature
+from adapters.backbones.feature_names import map_feature
 from adapters.dense_heads import DenseHead, build_dense_head, check_dense_header
 from adapters.errors import InvalidAdapter
 from adapters.tasks.base import BatchFeatures, TaskType
