@@ -32,7 +32,7 @@ from training.adapt import adapt  # noqa: E402
 from training.data import LabelledData  # noqa: E402
 from training.domain import AdaptConfig  # noqa: E402
 from training.evaluate import adapter_labels  # noqa: E402
-from training.fit_job import EXIT_BAD_INPUT, EXIT_FAILED, _phase, compare_active, decode_images  # noqa: E402
+from training.fit_job import EXIT_BAD_INPUT, EXIT_FAILED, phase, compare_active, decode_images  # noqa: E402
 
 
 def _inputs(spec: dict, field: str) -> list | None:
@@ -61,16 +61,16 @@ def run(spec: dict, out: Path) -> dict:
     source_dir = Path(spec["source_dir"])
     target = _inputs(spec, "")
     labelled = _labelled(spec, adapter_labels(source_dir) or [])
-    _phase("loading_backbone")
+    phase("loading_backbone")
     backbone = load_backbone(BackboneSpec(**spec["backbone"]))
-    _phase("adapting", examples=len(target))
+    phase("adapting", examples=len(target))
     r = adapt(source_dir, target, out / "adapter", cfg, backbone, source_inputs=_inputs(spec, "source"),
               target_labelled=labelled, target_description="inputs sent over HTTP", cache_dir=None)
     doc = {"status": "fitted", "seconds": r.seconds, "metrics": r.manifest.metrics,
            "examples": {"target": len(target), **({"labelled_target": len(labelled)} if labelled else {})},
            "adaptation": r.manifest.training["adaptation"]}
     if spec.get("compare_with"):
-        _phase("comparing")
+        phase("comparing")
         doc["active"] = compare_active(Path(spec["compare_with"]), labelled, backbone)
     return doc
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # reported to the job, never silently lost
         doc, code = {"status": "failed", "error": type(exc).__name__, "message": str(exc)}, EXIT_FAILED
     (out / "result.json").write_text(json.dumps(doc, indent=2))
-    _phase("done", status=doc["status"])
+    phase("done", status=doc["status"])
     return code
 
 

@@ -50,7 +50,7 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
-def _phase(name: str, **extra) -> None:
+def phase(name: str, **extra) -> None:
     print(json.dumps({"phase": name, "at": time.time(), **extra}), flush=True)
 
 
@@ -99,15 +99,15 @@ def run(spec: dict, out: Path) -> dict:
                          seed=o.get("seed", 0), progress=False)
     data = labelled_data(spec)
     check_data(data, None, None, None)  # the CLI's data errors, before the backbone loads
-    _phase("loading_backbone")
+    phase("loading_backbone")
     backbone = load_backbone(BackboneSpec(**spec["backbone"]))
-    _phase("fitting", examples=len(data))
+    phase("fitting", examples=len(data))
     result = train(data, backbone, config, out / "adapter", cache_dir=None)
     doc = {"status": "fitted", "seconds": result.seconds, "examples": {s: len(d) for s, d in result.splits.items()},
            "metrics": result.manifest.metrics,  # every split's summary and the headline record
            "best_epoch": result.history.best_epoch, "epochs_run": len(result.history.train_loss)}
     if spec.get("compare_with"):
-        _phase("comparing")
+        phase("comparing")
         doc["active"] = compare_active(Path(spec["compare_with"]), result.splits["validation"], backbone)
     return doc
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         doc, code = {"status": "failed", "error": "FitFailed",
                      "message": f"the fit failed ({type(exc).__name__}: {redact(str(exc))[:300]})"}, EXIT_FAILED
     (out / "result.json").write_text(json.dumps(doc, indent=2))
-    _phase("done", status=doc["status"])
+    phase("done", status=doc["status"])
     return code
 
 
