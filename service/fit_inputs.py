@@ -38,9 +38,9 @@ def check_fit_examples(body, limits: InputLimits) -> FitExamples:
     return FitExamples(texts, images, labels, names)
 
 
-def check_job_texts(texts: list[str], limits: InputLimits) -> list[str]:
+def check_job_texts(texts: list[str], limits: InputLimits, field: str = "texts") -> list[str]:
     """A training job's texts under /predict's text rules (any count: the job's limit bounds it)."""
-    return check_texts(texts, replace(limits, max_inputs=max(len(texts), 1)))
+    return check_texts(texts, replace(limits, max_inputs=max(len(texts), 1)), field)
 
 
 def check_job_images(images: list[str], field: str, limits: InputLimits) -> list[str]:

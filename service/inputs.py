@@ -58,25 +58,26 @@ def check_count(n: int, what: str, limits: InputLimits) -> None:
                            "(TASKSWAP_MAX_INPUTS): split the request")
 
 
-def check_texts(texts: list[str], limits: InputLimits) -> list[str]:
+def check_texts(texts: list[str], limits: InputLimits, field: str = "texts") -> list[str]:
     """Refuse empty lists, blank texts, texts over ``max_text_chars`` and texts holding a
-    lone surrogate, NUL or a non-character (all problems at once), before the batcher.
+    lone surrogate, NUL or a non-character (all problems at once), before the batcher;
+    ``field`` names the list in the messages.
 
     >>> check_texts(["fine"], InputLimits())
     ['fine']
     """
-    check_count(len(texts), "texts", limits)
+    check_count(len(texts), field, limits)
     problems = []
     for i, t in enumerate(texts):
         if not t.strip():
-            problems.append(f"texts[{i}] is empty")
+            problems.append(f"{field}[{i}] is empty")
         elif len(t) > limits.max_text_chars:
-            problems.append(f"texts[{i}] has {len(t)} characters; at most {limits.max_text_chars} "
+            problems.append(f"{field}[{i}] has {len(t)} characters; at most {limits.max_text_chars} "
                             "(TASKSWAP_MAX_TEXT_CHARS)")
         elif (bad := _BAD_CHAR.search(t)) is not None:
-            problems.append(f"texts[{i}] holds U+{ord(bad.group()):04X} at character {bad.start()} "
+            problems.append(f"{field}[{i}] holds U+{ord(bad.group()):04X} at character {bad.start()} "
                             f"({_char_kind(bad.group())}); send valid Unicode text")
-    InvalidInput.collect(problems[:10], "texts")
+    InvalidInput.collect(problems[:10], field)
     return list(texts)
 
 

@@ -100,7 +100,7 @@ class Rollouts:
                                "'head' adapters only")
         lists = {"texts": target, "source_texts": source, "val_texts": val}
         if modality == "text":  # /predict's rules, at once (not a late failure in the job)
-            inputs = {k: v and check_job_texts(v, self.engine.limits) for k, v in lists.items()}
+            inputs = {k: v and check_job_texts(v, self.engine.limits, k) for k, v in lists.items()}
         else:
             inputs = {k.replace("texts", "images"): v and check_job_images(v, k.replace("texts", "images"),
                                                                            self.engine.limits)

@@ -86,7 +86,8 @@ def test_adapt_if_better_compares_on_the_labelled_target_examples(srv, reviews):
     ({"texts": ["a text"] * 20, "source_images": ["aGk=", "aGk="]}, 422, "same kind"),
     ({"texts": ["a text"] * 20, "method": "dann"}, 422, "coral"),
     ({"texts": ["a text"] * 20, "val_texts": ["x"], "val_labels": ["maybe"]}, 400, "not labels of 'reviews'"),
-    ({"texts": ["a text"] * 19 + [""]}, 400, "texts [19] are empty"),
+    ({"texts": ["a text"] * 19 + [""]}, 400, "texts[19] is empty"),
+    ({"texts": ["a text"] * 20, "source_texts": ["fine", " "]}, 400, "source_texts[1] is empty"),
 ])
 def test_bad_adapt_requests_get_a_4xx_naming_the_problem(srv, reviews, body, status, message):
     r = srv.post("/adapters/reviews/adapt", admin=True, json=body)
