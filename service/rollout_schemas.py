@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from adapters.format.manifest import GenerationSpec
 
@@ -18,9 +18,10 @@ class FitOptions(BaseModel):
     val_fraction: float = Field(0.2, ge=0.05, le=0.9, description="Share of each class held out for validation (0.05-0.9).")
     epochs: int | None = Field(None, ge=1, le=2000, description="Epoch cap (default 200, early stopping).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    lr: float | None = Field(None, gt=0, le=1, description="Generation (LoRA): learning rate (default 1e-3).")
+    # ge, not gt: an exclusive bound is draft-2020 syntax in this OpenAPI 3.0 schema (schemathesis refuses it)
+    lr: float | None = Field(None, ge=1e-8, le=1, description="Generation (LoRA): learning rate, 1e-8 to 1 (default 1e-3).")
     lora_r: int | None = Field(None, ge=1, le=256, description="Generation: LoRA rank (default 8).")
-    max_minutes: float | None = Field(None, gt=0, le=600, description=(
+    max_minutes: float | None = Field(None, ge=0.01, le=600, description=(
         "Generation: wall-clock budget of the LoRA training (the job's own timeout still applies)."))
 
     @model_validator(mode="after")
@@ -69,8 +70,12 @@ class FitRequest(BaseModel):
     examples: list[FitExample] | None = Field(None, min_length=2, description=(
         "Generation: examples to train a LoRA on the language model (``backbone``, default the "
         "first one served)."))
-    generation: GenerationSpec | None = Field(None, description=(
-        "Generation: the task's prompt settings (template, chat format, stops, limits)."))
+    # validated as a GenerationSpec, shown as an object: GenerationSpec's top_p > 0 is an
+    # exclusive bound, draft-2020 syntax that this OpenAPI 3.0 schema must not carry
+    generation: Annotated[GenerationSpec | None, WithJsonSchema(
+        {"anyOf": [{"type": "object"}, {"type": "null"}]})] = Field(None, description=(
+            "Generation: the task's prompt settings (template, chat format, stops, limits: the "
+            "fields of a generation task's `generation` manifest entry, docs/generation.md)."))
     labels: list[str] | None = Field(None, min_length=1, description="One label name per example (texts, images).")
     label_names: list[str] | None = Field(None, min_length=2, description=(
         "Label order of the head (default: sorted label names)."))

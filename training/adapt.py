@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file
 
 from adapters.backbones.base import Backbone, load_backbone
+from adapters.kinds import adapter_kind
 from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.format import content_hash
 from adapters.heads import Head
@@ -76,7 +77,7 @@ def load_head(folder: Path, manifest) -> Head:
 def _check_source(folder: Path):
     adir = read_adapter_dir(folder)
     m = adir.manifest
-    if m is None or adir.kind != "head" or m.head is None:
+    if m is None or not adapter_kind(adir.kind).shares_trunk_row or m.head is None:  # a head on frozen features
         raise InvalidInput(f"{folder} is a {adir.kind!r} adapter; domain adaptation needs a 'head' "
                            "adapter on pooled features (LoRA and top-layers sources are not supported yet)")
     return m

@@ -115,7 +115,7 @@ class TrainConfig(BaseModel):
             raise ValueError(f"method {self.method!r} is unknown; use one of {list(METHOD_SETTINGS)}")
         if self.task_type not in TRAINING_TASKS:
             raise ValueError(f"task_type {self.task_type!r} is unknown; use one of {sorted(TRAINING_TASKS)}")
-        if self.init_from is not None and self.method != "head":
+        if self.init_from is not None and not METHOD_SETTINGS[self.method].warm_starts_from_a_head:
             raise ValueError(f"init_from warm-starts the 'head' method only, not {self.method!r}")
         for key, value in self.method_settings.defaults_for(self.task_type).items():
             if getattr(self, key) is None:

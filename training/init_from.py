@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from adapters.kinds import adapter_kind
 from adapters.errors import InvalidInput
 from adapters.format import HeadSpec, content_hash
 from adapters.heads import Head
@@ -83,7 +84,7 @@ def load_warm_start(folder: Path, spec: HeadSpec, task_type: str, fingerprint: s
     """The head at ``folder``, checked against the new run (one ``InvalidInput`` listing every mismatch)."""
     adir = read_adapter_dir(Path(folder))
     m = adir.manifest
-    if m is None or adir.kind != "head" or m.head is None:
+    if m is None or not adapter_kind(adir.kind).shares_trunk_row or m.head is None:  # a head on frozen features
         raise InvalidInput(f"--init-from {folder}: a {adir.kind!r} adapter; warm starts take a 'head' adapter")
     problems = []
     if m.task_type != task_type:

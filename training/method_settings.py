@@ -37,6 +37,8 @@ class MethodSettings:
     """Task type name -> defaults that differ from :attr:`defaults` for that type."""
     hyperparameters: tuple[str, ...] = ()
     """Settings of this method reported after :data:`COMMON_HYPERPARAMETERS`."""
+    warm_starts_from_a_head: bool = False
+    """Whether ``init_from`` (another task's head as the starting point) applies to it."""
 
     def __post_init__(self):
         # Shared by every run: read-only, so no run can change another's defaults.
@@ -58,6 +60,7 @@ _FINE_TUNING = ("head_lr", "warmup_fraction", "schedule", "clip_norm", "head_dro
 HEAD = MethodSettings(
     name="head",
     defaults={"epochs": 200, "lr": 1e-3, "batch_size": 64, "patience": 10, "weight_decay": 1e-4, "select": "loss"},
+    warm_starts_from_a_head=True,
 )
 
 LORA = MethodSettings(

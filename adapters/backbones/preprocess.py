@@ -7,6 +7,8 @@ torchvision, and the size is an explicit backbone setting that adapters record.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from PIL import Image
@@ -25,6 +27,11 @@ class TextPreprocessor:
 
     def __init__(self, tokenizer, max_length: int, stride: int | None = None):
         self.tokenizer = tokenizer
+        # A fast tokenizer keeps its padding/truncation settings in shared state that each call
+        # sets: two threads tokenising at once (the batch worker, and a request's cost estimate
+        # or window count before it is queued) can pad one batch to the other's settings
+        # ("expected sequence of length 9 at dim 1 (got 15)"). One call at a time.
+        self._lock = threading.Lock()
         self.max_length = max_length
         content = max(1, max_length - tokenizer.num_special_tokens_to_add())
         # A quarter of a window of overlap: every token keeps >= stride // 2 tokens of context
@@ -33,8 +40,9 @@ class TextPreprocessor:
 
     def __call__(self, texts: list) -> dict[str, torch.Tensor]:
         _check_texts(texts)
-        enc = self.tokenizer(list(texts), padding=True, truncation=True,
-                             max_length=self.max_length, return_tensors="pt")
+        with self._lock:
+            enc = self.tokenizer(list(texts), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
         return dict(enc)  # input_ids/attention_mask(/token_type_ids): [batch, seq]
 
     def windows(self, texts: list) -> "TokenWindows":
@@ -44,10 +52,11 @@ class TextPreprocessor:
         if not getattr(self.tokenizer, "is_fast", False):
             raise InvalidInput("token classification needs a fast tokenizer (character offsets); "
                                "this backbone's tokenizer is a slow one")
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                             stride=self.stride, return_overflowing_tokens=True,
-                             return_offsets_mapping=True, return_special_tokens_mask=True,
-                             return_tensors="pt")
+        with self._lock:
+            enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                 stride=self.stride, return_overflowing_tokens=True,
+                                 return_offsets_mapping=True, return_special_tokens_mask=True,
+                                 return_tensors="pt")
         owner = enc.pop("overflow_to_sample_mapping").tolist()  # [windows] -> text index
         special = enc.pop("special_tokens_mask")  # [windows, seq]: 1 = special or padding
         offsets = enc.pop("offset_mapping")  # [windows, seq, 2]
@@ -79,9 +88,10 @@ class TextPreprocessor:
         if not getattr(self.tokenizer, "is_fast", False):
             raise InvalidInput("token classification needs a fast tokenizer (character offsets); "
                                "this backbone's tokenizer is a slow one")
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, stride=self.stride,
-                             return_overflowing_tokens=True, return_attention_mask=False,
-                             return_token_type_ids=False)
+        with self._lock:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, stride=self.stride,
+                                 return_overflowing_tokens=True, return_attention_mask=False,
+                                 return_token_type_ids=False)
         counts, first = [0] * len(texts), [0] * len(texts)
         for i, ids in zip(enc["overflow_to_sample_mapping"], enc["input_ids"]):
             if counts[i] == 0:
