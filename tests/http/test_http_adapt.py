@@ -4,10 +4,10 @@ target examples; bad requests get a 4xx naming the problem."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
+from support.http_helpers import wait_for_job
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.server
@@ -32,13 +32,7 @@ def run_job(srv, task: str, route: str, body: dict, timeout_s: float = 180) -> d
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["kind"] == route and job["status"] == "queued"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = srv.get(f"/jobs/{job['id']}", admin=True).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.3)
-    pytest.fail(f"job {job['id']} still {job['status']}/{job['phase']} after {timeout_s}s")
+    return wait_for_job(srv, job["id"], timeout_s)
 
 
 @pytest.fixture(scope="module")

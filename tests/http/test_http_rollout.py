@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from support.http_helpers import wait_for_job
 from support.replica_helpers import head_archive, wait_for
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (fixture)
 
@@ -96,15 +96,7 @@ def run_job(srv, task: str, body: dict, timeout_s: float = 180) -> dict:
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] == "queued" and job["task"] == task
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        g = srv.get(f"/jobs/{job['id']}", admin=True)
-        assert g.status_code == 200, g.text
-        job = g.json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.3)
-    pytest.fail(f"job {job['id']} still {job['status']}/{job['phase']} after {timeout_s}s")
+    return wait_for_job(srv, job["id"], timeout_s)
 
 
 def predict(srv, task, texts, key=None):

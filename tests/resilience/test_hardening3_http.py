@@ -15,7 +15,7 @@ from adapters.backbones.base import load_backbone
 from adapters.backbones.tiny import tiny_backbone_spec
 from adapters.format.archive import make_archive
 from support.factories import head_adapter, peft_lora_dir
-from support.http_helpers import assert_error, png_bytes
+from support.http_helpers import assert_error, png_bytes, wait_for_job
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
 
 pytestmark = pytest.mark.server
@@ -179,13 +179,7 @@ def test_fit_inputs_get_the_predict_rules_at_once(srv, case, body, words):
 
 # ---- item 4: if_better swaps exactly the version it compared with ---------------------------
 def _wait_job(srv, job_id: str, timeout_s: float = 600) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = srv.get(f"/jobs/{job_id}", admin=True).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.5)
-    pytest.fail(f"job {job_id} did not end in {timeout_s}s")
+    return wait_for_job(srv, job_id, timeout_s, interval_s=0.5)
 
 
 def test_if_better_is_refused_when_another_version_landed_after_the_comparison(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
+import pytest
 import torch
 from PIL import Image
 
@@ -73,3 +75,17 @@ def assert_error(r, status: int, *words: str) -> dict:
     for w in words:
         assert w.lower() in body["message"].lower(), f"{w!r} not in {body['message']!r}"
     return body
+
+
+def wait_for_job(srv, job_id: str, timeout_s: float = 180, interval_s: float = 0.3) -> dict:
+    """Poll ``GET /jobs/{job_id}`` (admin) until the job succeeds or fails; its final record."""
+    deadline = time.monotonic() + timeout_s
+    job: dict = {}
+    while time.monotonic() < deadline:
+        g = srv.get(f"/jobs/{job_id}", admin=True)
+        assert g.status_code == 200, g.text
+        job = g.json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(interval_s)
+    pytest.fail(f"job {job_id} still {job.get('status')}/{job.get('phase')} after {timeout_s}s")

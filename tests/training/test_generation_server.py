@@ -7,10 +7,10 @@ get a 400/422 naming the problem."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
+from support.http_helpers import wait_for_job
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
 from training import cli
 
@@ -66,13 +66,7 @@ def test_cli_trained_chat_lora_serves_the_reported_text_and_evaluates_the_same_o
 
 
 def wait(srv, job, timeout_s=300):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = srv.get(f"/jobs/{job['id']}", admin=True).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.5)
-    pytest.fail(f"job still {job['status']}/{job['phase']}")
+    return wait_for_job(srv, job["id"], timeout_s, interval_s=0.5)
 
 
 def test_fit_job_trains_a_generation_lora_and_serves_it(srv):
