@@ -9,6 +9,8 @@ Layout (relative to the store root)::
     index.json                       every alias and policy at one generation (see below)
     jobs/<id>.json                   fit-job records (one writer each: the worker running it)
     staging/<uuid>/                  uploads being written; never read as adapters
+    meta/<key>.json                  small documents of the server itself (credentials, quotas,
+                                     audit records): whole-document compare-and-swap
 
 A version directory appears only by an atomic rename (or, on object storage, only
 becomes reachable once the alias names it); the alias is replaced atomically (rename
@@ -47,6 +49,7 @@ from adapters.errors import Conflict, InvalidInput, NotFound
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^[0-9a-f]{8,64}$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_DOC_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}(/[a-z0-9][a-z0-9_.-]{0,127}){0,3}$")
 CHANGE_LOG = 256  # bumps remembered in the generation document (a few KiB)
 
 
@@ -271,6 +274,36 @@ class AdapterStore(ABC):
 
     def get_job(self, job_id: str) -> dict | None:
         return None
+
+    # ---- documents: the server's own small records (credentials, quotas, audit) ----------
+    def get_document(self, key: str) -> dict | None:
+        """The document at ``meta/<key>.json``, or None."""
+        return None
+
+    def update_document(self, key: str, change: Callable[[dict | None], dict | None]) -> dict | None:
+        """Atomically replace the document with ``change(current)`` (None removes it; an
+        exception from ``change`` writes nothing) and return the new one. Two writers never
+        lose each other's update. Bumps no generation: readers poll or cache with a TTL."""
+        raise InvalidInput("this store does not keep documents")
+
+    def create_document(self, key: str, doc: dict) -> bool:
+        """Write the document only if ``key`` holds none (append-only records); False if it does."""
+        raise InvalidInput("this store does not keep documents")
+
+    def list_documents(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (a key's folder, e.g. ``"audit"``), sorted."""
+        return []
+
+
+def check_document_key(key: str) -> str:
+    """``a/b/c``: up to four lowercase path parts, no ``..``, no leading dot.
+
+    >>> check_document_key("tokens/abc"), check_document_key("audit/2026-12-07.x")
+    ('tokens/abc', 'audit/2026-12-07.x')
+    """
+    if not isinstance(key, str) or not _DOC_KEY.fullmatch(key) or ".." in key:
+        raise InvalidInput(f"document key {str(key)[:80]!r} is invalid")
+    return key
 
 
 def check_job_id(job_id: str) -> str:

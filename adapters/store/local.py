@@ -24,8 +24,8 @@ from adapters.errors import InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import content_hash
 from adapters.store.base import (AdapterStore, Alias, StoreIndex, VersionInfo, changed_since, check_expected,
-                                 check_job_id, check_name, check_version, generation_bumped, parse_generation,
-                                 parse_index)
+                                 check_document_key, check_job_id, check_name, check_version, generation_bumped,
+                                 parse_generation, parse_index)
 
 
 def _now() -> str:
@@ -205,6 +205,45 @@ class LocalStore(AdapterStore):
             return json.loads((self.root / "jobs" / f"{check_job_id(job_id)}.json").read_bytes())
         except FileNotFoundError:
             return None
+
+    # ---- documents -------------------------------------------------------------------
+    def _document_path(self, key: str) -> Path:
+        return self.root / "meta" / f"{check_document_key(key)}.json"
+
+    def get_document(self, key: str) -> dict | None:
+        try:
+            return json.loads(self._document_path(key).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def update_document(self, key: str, change: Callable[[dict | None], dict | None]) -> dict | None:
+        path = self._document_path(key)
+        with self._locked():
+            new = change(self.get_document(key))  # may raise: nothing written then
+            if new is None:
+                if path.exists():
+                    path.unlink()
+                    _fsync_dir(path.parent)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, json.dumps(new, indent=2).encode())
+            return new
+
+    def create_document(self, key: str, doc: dict) -> bool:
+        path = self._document_path(key)
+        with self._locked():
+            if path.exists():
+                return False
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(doc, indent=2).encode())
+            return True
+
+    def list_documents(self, prefix: str) -> list[str]:
+        folder = self.root / "meta" / check_document_key(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(f"{prefix}/{p.name[:-5]}" for p in folder.iterdir()
+                      if p.is_file() and p.name.endswith(".json"))
 
     # ---- generation ----------------------------------------------------------------
     def _generation_doc(self) -> bytes | None:

@@ -59,8 +59,8 @@ from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import MAX_FILES, content_hash, content_hash_of
 from adapters.home import taskswap_home
 from adapters.store.base import (AdapterStore, Alias, StoreIndex, VersionInfo, changed_since, check_expected,
-                                 check_job_id, check_name, check_version, generation_bumped, parse_generation,
-                                 parse_index)
+                                 check_document_key, check_job_id, check_name, check_version, generation_bumped,
+                                 parse_generation, parse_index)
 
 MARKER = ".complete.json"
 FULL_LIST_EVERY_S = 60.0  # the longest an incremental snapshot is trusted
@@ -437,6 +437,34 @@ class FsspecStore(AdapterStore):
     def get_job(self, job_id: str) -> dict | None:
         got = self._get(f"jobs/{check_job_id(job_id)}.json")
         return json.loads(got[0]) if got else None
+
+    # ---- documents --------------------------------------------------------------------
+    def _document_rel(self, key: str) -> str:
+        return f"meta/{check_document_key(key)}.json"
+
+    def get_document(self, key: str) -> dict | None:
+        got = self._get(self._document_rel(key))
+        return json.loads(got[0]) if got else None
+
+    def update_document(self, key: str, change: Callable[[dict | None], dict | None]) -> dict | None:
+        """Conditional put (If-Match / If-None-Match), retried on a lost race like an alias."""
+        def on_bytes(body: bytes | None) -> bytes | None:
+            new = change(json.loads(body) if body is not None else None)
+            return json.dumps(new, indent=2).encode() if new is not None else None
+        out = self._cas(self._document_rel(key), on_bytes)
+        return json.loads(out) if out is not None else None
+
+    def create_document(self, key: str, doc: dict) -> bool:
+        try:
+            self._put(self._document_rel(key), json.dumps(doc, indent=2).encode(), create=True)
+        except _LostRace:
+            return False
+        return True
+
+    def list_documents(self, prefix: str) -> list[str]:
+        rel = f"meta/{check_document_key(prefix)}/"
+        return sorted(o["rel"][len("meta/"):-len(".json")] for o in self._list(rel)
+                      if o["rel"].endswith(".json") and "/" not in o["rel"][len(rel):])
 
     # ---- generation --------------------------------------------------------------------
     def generation(self) -> int:

@@ -297,3 +297,37 @@ def test_a_race_past_the_check_leaves_an_orphan_that_gc_collects(make_store, ada
     orphans = _versions_in_store(store)
     assert len(orphans) == 1 and orphans[0].startswith("tasks/sentiment/versions/")
     assert _versions_in_store(store) == []
+
+
+def test_documents_round_trip_and_concurrent_updates_lose_nothing(make_store):
+    a, b = make_store(), make_store()  # two handles: two replicas on one store
+    assert a.get_document("quotas/team") is None and a.list_documents("quotas") == []
+    assert a.update_document("quotas/team", lambda d: {"tasks": 3}) == {"tasks": 3}
+    assert b.get_document("quotas/team") == {"tasks": 3}
+
+    def bump(store):
+        for _ in range(10):
+            store.update_document("counters/n", lambda d: {"n": (d or {"n": 0})["n"] + 1})
+    threads = [threading.Thread(target=bump, args=(s,)) for s in (a, b)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert a.get_document("counters/n") == {"n": 20}
+
+    with pytest.raises(ValueError):  # an exception in change writes nothing
+        a.update_document("quotas/team", lambda d: (_ for _ in ()).throw(ValueError("no")))
+    assert b.get_document("quotas/team") == {"tasks": 3}
+    assert a.update_document("quotas/team", lambda d: None) is None
+    assert b.get_document("quotas/team") is None
+
+
+def test_documents_created_once_and_listed(make_store):
+    a, b = make_store(), make_store()
+    assert a.create_document("audit/0001", {"who": "x"}) is True
+    assert b.create_document("audit/0001", {"who": "y"}) is False  # append-only: never overwritten
+    assert b.create_document("audit/0002", {"who": "y"}) is True
+    a.create_document("audit/deeper/0003", {"who": "z"})
+    assert a.list_documents("audit") == b.list_documents("audit") == ["audit/0001", "audit/0002"]
+    assert a.get_document("audit/0001") == {"who": "x"}
+    for bad in ("../x", "Audit/1", "a/../b", ".hidden", "a//b", ""):
+        with pytest.raises(InvalidInput, match="document key"):
+            a.get_document(bad)
