@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from adapters.backbones.base import Backbone
 from adapters.dryrun import check_outputs_finite
-from adapters.errors import Conflict, IncompatibleAdapter, NotFound, Unsupported
+from adapters.errors import Conflict, IncompatibleAdapter, NotFound
 from adapters.follower import StoreFollower
 from adapters.format.adapter_dir import manifest_bytes
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
@@ -70,19 +70,6 @@ def check_candidate(candidate: LoadedAdapter, active: LoadedAdapter) -> None:
         raise IncompatibleAdapter(f"candidate {target} runs on backbone {candidate.backbone.name!r} "
                                   f"but the active version on {active.backbone.name!r}; a candidate "
                                   "must share the active version's trunk pass")
-
-
-def check_mode(active: LoadedAdapter, mode: Mode) -> None:
-    """Whether ``active``'s task can run a ``mode`` rollout: a generation task has canaries
-    (a request is routed whole to the candidate) but no shadows (a candidate generating off
-    the response path is not built), refused with :class:`Unsupported` (422).
-
-    >>> from types import SimpleNamespace as NS
-    >>> check_mode(NS(task=NS(generates=True), name="t"), "canary")
-    """
-    if mode == "shadow" and active.task.generates:
-        raise Unsupported(f"task {active.name!r} generates text: shadow rollouts are not supported for "
-                          "generation tasks; put the candidate in canary with a small fraction instead")
 
 
 class Lifecycle:
@@ -245,7 +232,6 @@ class Lifecycle:
             candidate = self.residency.candidate(task, target)  # loads and checks it now
             active = self.residency.resolve(task)
             check_candidate(candidate, active)
-            check_mode(active, mode)
             policy = RolloutPolicy(task=task, candidate=target, mode=mode, fraction=fraction, updated_at=now())
             self.store.update_rollout(task, lambda _old: policy.model_dump())
             with self.table.lock:

@@ -38,6 +38,7 @@ from adapters.format.archive import extract_archive
 from adapters.generation.engine import DecodeEngine, EngineLimits
 from adapters.generation.events import GenerationHandle
 from adapters.generation.requests import Overrides, request_for
+from adapters.generation.shadow import ShadowPair
 from adapters.loading import LoadedAdapter
 from adapters.registry import Registry
 from adapters.rollout import canary_choice
@@ -326,9 +327,29 @@ class Engine:
         if not version:
             adapter = canary_choice(self.registry, self.registry, task, routing_key) or adapter
         req = request_for(adapter, prompt, messages, overrides)
+        policy = self.registry.policy(task) if not version else None
+        if policy is not None and policy.mode == "shadow":
+            sink = self._shadowed(task, adapter, policy.candidate, prompt, messages, overrides, sink)
         if on_resolved is not None:
             on_resolved(adapter)
         return adapter, self.generators[adapter.backbone.name].submit(req, sink)
+
+    def _shadowed(self, task: str, adapter: LoadedAdapter, candidate: str, prompt, messages,
+                  overrides: Overrides, sink):
+        """``sink`` wrapped so that the task's shadow candidate also generates this prompt,
+        off the response path (:mod:`adapters.generation.shadow`). The candidate is loaded
+        and its prompt tokenised here, on the request's thread; a candidate that cannot be
+        (not loadable, over its limits) is logged and skipped, never the caller's failure."""
+        stats = self.registry.shadow_stats(task, adapter.version, candidate)
+        try:
+            cand = self.registry.candidate(task, candidate)
+            cand_req = request_for(cand, prompt, messages, overrides)
+        except Exception as exc:  # noqa: BLE001  (the active path is unaffected)
+            log.warning("shadow candidate %s of %s unavailable: %s", candidate[:12], task, exc)
+            stats.skip()
+            return sink
+        engine = self.generators[cand.backbone.name]
+        return ShadowPair(stats, sink, lambda cand_sink: engine.submit_background(cand_req, cand_sink)).primary
 
     def generation_tasks(self) -> list[str]:
         """The registered generation tasks' names, in order (none without a language model),

@@ -16,7 +16,6 @@ NonFiniteOutput        422     an adapter's scores overflow to NaN/infinity (ref
                                registration; a request that still hits it gets this, not null),
                                or a backbone's embeddings do on a request's inputs
 Unsupported            422     a well-formed request this server does not do for that task
-                               (a shadow rollout of a generation task)
 IncompatibleAdapter    409     a well-formed adapter that conflicts with what this server serves
                                (backbone fingerprint, tensor shapes, no LoRA target module)
 NotFound               404     unknown task, version or store path

@@ -197,13 +197,21 @@ class ShadowReport(BaseModel):
     active_version: str
     candidate_version: str
     rows: int = Field(description="Rows scored by both versions on this replica/worker.")
-    agreement: float | None = Field(description="Share of rows where both chose the same top label.")
+    agreement: float | None = Field(description="Share of rows where both chose the same top label "
+                                                "(generation tasks: the same tokens).")
     mean_abs_delta_top_score: float | None
     added_seconds_per_row: float | None = Field(description="Candidate's compute per compared row.")
     added_seconds_total: float
     extra_trunk_rows: int = Field(description="Trunk rows run only for the candidate (LoRA candidates).")
     confusion: dict[str, dict[str, int]] = Field(description=(
         "active label -> candidate label -> rows (20 labels per side, the rest 'other')."))
+    mean_token_agreement: float | None = Field(None, description=(
+        "Generation tasks: mean share of token positions where both generated the same token "
+        "(agreement is then the share of generations with the same tokens)."))
+    candidate_tokens: int | None = Field(None, description="Generation tasks: tokens the candidate generated.")
+    skipped: int | None = Field(None, description=(
+        "Generation tasks: generations the candidate did not run beside the caller's (no spare room in "
+        "the decode engine, preempted by a caller's sequence, or the caller went away)."))
 
 
 class HeadlineComparison(BaseModel):

@@ -121,10 +121,10 @@ class Rollouts:
 
     def _submit_generation_fit(self, task: str, body, n: int) -> dict:
         """A LoRA for a generation task on one of the server's language models, as a job."""
-        if body.promote in ("shadow", "canary"):
-            raise InvalidInput(f"promote={body.promote!r} is not available for generation tasks (their "
-                               "candidates are not scored beside the active version); use 'active' or 'if_better'")
         alias = self.engine.registry.aliases.get(task)
+        if body.promote in ("shadow", "canary") and alias is None:
+            raise NotFound(f"task {task!r} has no active version to run a {body.promote} beside; "
+                           "fit it with promote='active' first")
         lms = self.engine.lms
         name = body.backbone or next(iter(lms), None)
         if name is None:

@@ -19,6 +19,13 @@ One thread per language-model backbone runs steps. Each step:
 A sequence leaves the batch as soon as it stops (end-of-sequence token, a stop sequence,
 ``max_new_tokens``) or is cancelled; the next waiting one joins at the next step.
 
+*Background* sequences (:meth:`DecodeEngine.submit_background`: a shadow candidate's
+generation, which answers nobody) use only room the callers leave: they wait in a queue of
+their own, bounded by ``max_background``; they are admitted only when no caller's sequence
+waits, and while one does (the budget or ``max_running`` is full) every running background
+sequence is stopped (``Finished("preempted")``) to free its room. So a background sequence
+never turns a caller's request into a 429 or keeps it waiting longer than one step.
+
 The engine holds the backbone's lock only for each forward. It never touches the encoder
 backbones or their batch worker: classification batches run on their own thread beside it
 and share the CPU cores with it through the OS scheduler (both use torch's intra-op
@@ -58,6 +65,7 @@ class _Seq:
     cache: SequenceCache = field(default_factory=SequenceCache)
     prefilled: int = 0
     generated: list[int] = field(default_factory=list)
+    background: bool = False  # answers nobody: yields its room to any caller's sequence
 
     @property
     def req(self) -> GenerationRequest:
@@ -73,6 +81,7 @@ class EngineLimits:
     max_waiting: int = 64
     queue_timeout_s: float = 10.0
     prefill_chunk: int = 128
+    max_background: int = 4  # background sequences (shadow candidates) queued or running at once
 
 
 class DecodeEngine:
@@ -95,6 +104,7 @@ class DecodeEngine:
         self.per_token = backbone.kv_bytes_per_token()
         self.on_step = on_step  # on_step(rows decoded, prefill tokens, seconds): metrics
         self._waiting: deque[_Seq] = deque()
+        self._background: deque[_Seq] = deque()  # background sequences not admitted yet
         self._running: list[_Seq] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -149,13 +159,30 @@ class DecodeEngine:
                                "(TASKSWAP_GENERATION_KV_BUDGET_MB); ask fewer tokens")
         return need
 
+    def _new_seq(self, request: GenerationRequest, sink, background: bool = False) -> _Seq:
+        need = self.check(request)
+        return _Seq(GenerationHandle(request, sink), TextStream(self.backbone.tokenizer, request.params.stop),
+                    need, time.monotonic() + self.limits.queue_timeout_s, generator_for(request.params),
+                    background=background)
+
+    def submit_background(self, request: GenerationRequest, sink) -> GenerationHandle | None:
+        """Queue a sequence that answers nobody (see the module docstring), or return None
+        when ``max_background`` of them are queued or running already (or the engine is
+        closing). ``InvalidInput`` when it is over the limits."""
+        seq = self._new_seq(request, sink, background=True)
+        with self._cond:
+            held = len(self._background) + sum(s.background for s in self._running)
+            if self._closed or held >= self.limits.max_background:
+                return None
+            self._background.append(seq)
+            self._cond.notify()
+        return seq.handle
+
     def submit(self, request: GenerationRequest, sink=None) -> GenerationHandle:
         """Queue a sequence; its events go to the returned handle (or ``sink``).
         ``InvalidInput`` when it is over the limits, ``CapacityError`` when the queue is full."""
-        need = self.check(request)
-        handle = GenerationHandle(request, sink)
-        seq = _Seq(handle, TextStream(self.backbone.tokenizer, request.params.stop), need,
-                   time.monotonic() + self.limits.queue_timeout_s, generator_for(request.params))
+        seq = self._new_seq(request, sink)
+        handle = seq.handle
         with self._cond:
             if self._closed:
                 raise CapacityError("the generation engine is shutting down; retry on another replica")
@@ -170,18 +197,33 @@ class DecodeEngine:
     def _retry_after(self) -> float:
         return max(1.0, min(30.0, self.limits.queue_timeout_s / 2))
 
-    def _admit(self) -> None:
-        """Under ``_cond``: drop cancelled and expired waiters, admit in order while room."""
-        now = time.monotonic()
-        for seq in [s for s in self._waiting if s.handle.cancelled.is_set()]:
-            self._waiting.remove(seq)
-            seq.handle.emit(Finished("cancelled", len(seq.req.prompt_ids), 0))
-        while self._waiting and len(self._running) < self.limits.max_running:
-            if not self.budget.reserve(self._waiting[0].reserved):
+    def _admit_from(self, queue: deque) -> None:
+        """Under ``_cond``: admit ``queue``'s sequences in order while they fit."""
+        while queue and len(self._running) < self.limits.max_running:
+            if not self.budget.reserve(queue[0].reserved):
                 break
-            seq = self._waiting.popleft()
+            seq = queue.popleft()
             self._running.append(seq)
             seq.handle.emit(Admitted())
+
+    def _admit(self) -> None:
+        """Under ``_cond``: drop cancelled and expired waiters, admit in order while room;
+        background sequences only after every caller's, and preempted while one waits."""
+        now = time.monotonic()
+        for queue in (self._waiting, self._background):
+            for seq in [s for s in queue if s.handle.cancelled.is_set()]:
+                queue.remove(seq)
+                seq.handle.emit(Finished("cancelled", len(seq.req.prompt_ids), 0))
+        self._admit_from(self._waiting)
+        if self._waiting:  # a caller waits for room: background sequences give theirs back
+            for seq in [s for s in self._running if s.background]:
+                self._finish(seq, "preempted")
+            self._admit_from(self._waiting)
+        if not self._waiting:
+            self._admit_from(self._background)
+        for seq in [s for s in self._background if s.deadline < now]:  # never found spare room
+            self._background.remove(seq)
+            seq.handle.emit(Finished("preempted", len(seq.req.prompt_ids), 0))
         for seq in [s for s in self._waiting if s.deadline < now]:  # waited too long for room
             self._waiting.remove(seq)
             seq.handle.emit(Failed(CapacityError(
@@ -197,7 +239,7 @@ class DecodeEngine:
                 self._retire_cancelled()
                 self._admit()
                 if not self._running:
-                    self._cond.wait(timeout=0.05 if self._waiting else 1.0)
+                    self._cond.wait(timeout=0.05 if self._waiting or self._background else 1.0)
                     continue
             rows = list(self._running)
             try:
@@ -207,9 +249,9 @@ class DecodeEngine:
                 for seq in rows:
                     self._finish(seq, None, error=exc)
         with self._cond:
-            for seq in list(self._running) + list(self._waiting):
+            for seq in list(self._running) + list(self._waiting) + list(self._background):
                 seq.handle.emit(Failed(CapacityError("the generation engine shut down; retry")))
-            self._running, self._waiting = [], deque()
+            self._running, self._waiting, self._background = [], deque(), deque()
 
     def _retire_cancelled(self) -> None:
         for seq in [s for s in self._running if s.handle.cancelled.is_set()]:

@@ -188,9 +188,35 @@ def test_full_kv_budget_is_a_429_and_a_closed_stream_frees_its_sequence(srv, ts)
 
 
 # ---- rollouts ------------------------------------------------------------------------------
-def test_canary_routes_a_sticky_share_of_generations_and_shadow_is_refused(srv):
+def test_a_shadow_candidate_generates_beside_the_active_version_off_the_response_path(srv):
     r = srv.post("/adapters/fr/rollout", admin=True, json={"version": srv.v1, "mode": "shadow"})
-    assert r.status_code == 422 and "shadow rollouts are not supported" in r.json()["message"], r.text
+    assert r.status_code == 200, r.text
+    body = {"prompt": "hello world", "max_tokens": 12}
+    try:
+        answers = [route(srv, "/v1/completions", {"model": "fr", **body}) for _ in range(3)]
+        assert {a["model"] for a in answers} == {f"fr@{srv.v2}"}  # the active version answers
+        assert len({a["choices"][0]["text"] for a in answers}) == 1
+        deadline = time.monotonic() + 60
+        while True:  # the candidate's generation ends after (or while) the answer goes out
+            report = srv.get("/adapters/fr/rollout").json()["shadow"]
+            if report and report[0]["rows"] + report[0]["skipped"] == 3:
+                break
+            assert time.monotonic() < deadline, report
+            time.sleep(0.1)
+        s = report[0]
+        assert (s["active_version"], s["candidate_version"]) == (srv.v2, srv.v1)
+        assert s["rows"] >= 1, "the engine had room: at least one candidate generation ran"
+        # what the candidate generates alone, pinned: the report compares exactly that
+        alone = route(srv, "/v1/completions", {"model": f"fr@{srv.v1}", **body})
+        same = alone["choices"][0]["text"] == answers[0]["choices"][0]["text"]
+        assert s["agreement"] == (1.0 if same else 0.0)
+        assert s["candidate_tokens"] == s["rows"] * alone["usage"]["completion_tokens"]
+        assert 0.0 <= s["mean_token_agreement"] <= 1.0 and s["mean_abs_delta_top_score"] is None
+    finally:
+        assert srv.delete("/adapters/fr/rollout", admin=True).status_code == 200
+
+
+def test_canary_routes_a_sticky_share_of_generations(srv):
     r = srv.post("/adapters/fr/rollout", admin=True, json={"version": srv.v1, "mode": "canary", "fraction": 0.5})
     assert r.status_code == 200, r.text
     header = r.json()["routing_header"]
