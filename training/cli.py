@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--token", help="with --url: inference token (default $TASKSWAP_TOKEN)")
     _add_data_args(e)
     _add_backbone_args(e, required=False)
+    e.add_argument("--masks", type=Path, help="segmentation: folder of PNG masks for --data's images")
+    e.add_argument("--image-root", type=Path, help="detection: folder the COCO file's image file_names "
+                   "are read under (default: the JSON file's folder)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--max-new-tokens", type=int, help="generation tasks: tokens per answer at most (default 64)")
     e.add_argument("--json", type=Path, help="also write the metrics here as JSON")
@@ -442,6 +445,9 @@ def cmd_evaluate(args) -> int:
     if is_generation_folder(args.adapter):
         return cmd_evaluate_generation(args)
     from training.evaluate import adapter_labels, evaluate_adapter  # lazy: see the module docstring
+    from training.evaluate_dense import is_dense
+    if is_dense(args.adapter):  # boxes or masks: COCO mAP / IoU (training/evaluate_dense.py)
+        return _evaluate_dense(args)
     from training.evaluate_tokens import is_tagger
     from training.evaluate_values import is_regressor
     if is_tagger(args.adapter):
@@ -454,6 +460,40 @@ def cmd_evaluate(args) -> int:
     spec = backbone_spec(args) if args.backbone else None
     ev = evaluate_adapter(args.adapter, data, spec, batch_size=args.batch_size, progress=not args.quiet)
     return _print_evaluation(args, ev, data)
+
+
+def _dense_held_out(args, task_type_name: str, labels: list[str]):
+    from training.evaluate_dense import held_out  # lazy: see the module docstring
+    return held_out(task_type_name, labels, path=args.data, demo=args.demo, masks=args.masks,
+                    image_root=args.image_root, limit=args.limit)
+
+
+def _dense_report(args, evs, tests) -> int:
+    from training.evaluate_dense import dense_json, print_dense_evaluation  # lazy (docstring)
+    print_dense_evaluation(evs, tests)
+    if args.json:
+        args.json.write_text(dense_json(evs))
+    return 0
+
+
+def _evaluate_dense(args) -> int:
+    """A detection or segmentation adapter folder on held-out data (COCO mAP / IoU)."""
+    from adapters.plugin_checks import read_adapter_dir  # lazy: see the module docstring
+    from training.evaluate_dense import evaluate_dense_adapter
+    m = read_adapter_dir(args.adapter).manifest
+    tests = _dense_held_out(args, m.task_type, args.labels or list(m.labels))
+    spec = backbone_spec(args) if args.backbone else None
+    evs = evaluate_dense_adapter(args.adapter, tests, spec, batch_size=min(args.batch_size, 16),
+                                 progress=not args.quiet)
+    return _dense_report(args, evs, tests)
+
+
+def _evaluate_served_dense(args, client, info) -> int:
+    from training.evaluate_dense import evaluate_served_dense  # lazy: see the module docstring
+    tests = _dense_held_out(args, info.task_type, args.labels or list(info.labels))
+    evs = evaluate_served_dense(client, args.task, tests, batch_size=min(args.batch_size, 16),
+                                progress=not args.quiet)
+    return _dense_report(args, evs, tests)
 
 
 def _tagged_data(args, labels):
@@ -550,6 +590,8 @@ def _evaluate_served(args) -> int:
                 return cmd_evaluate_generation(args)
             if task_type(info.task_type).features == "tokens":  # a tagger: words and their tags
                 return _evaluate_served_tagger(args, client, labels)
+            if task_type(info.task_type).features == "maps":  # boxes or masks: COCO mAP / IoU
+                return _evaluate_served_dense(args, client, info)
             if info.outputs:  # a regression: rated data, the task's outputs as its columns
                 return _evaluate_served_regressor(args, client, info.outputs)
             data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)

@@ -20,6 +20,11 @@ from training.dense.data import DenseData
 from training.dense.targets import (detection_targets, flip_boxes, flip_image, flip_mask,
                                     mask_target)
 
+LOWEST_THRESHOLD = 0.01
+"""A trained detector's ``dense.min_score_threshold``: the mAP is scored on the boxes a request
+at this threshold gets (COCO's AP integrates over scores, so low-scoring boxes count), and
+``taskswap evaluate`` asks a server for exactly those."""
+
 @dataclass
 class DenseFitConfig:
     """How a dense head is fitted."""
@@ -34,7 +39,8 @@ class DenseFitConfig:
     flip: bool = True
     seed: int = 0
     trunk_batch: int = 32
-    limits: dict = field(default_factory=dict)  # score_threshold, max_detections... for the manifest
+    limits: dict = field(default_factory=lambda: {"min_score_threshold": LOWEST_THRESHOLD})
+    """score_threshold, min_score_threshold, max_detections... for the manifest's ``dense``."""
 
 
 @dataclass
