@@ -10,6 +10,7 @@
     taskswap predict reviews "a great movie" "a boring plot" --url http://127.0.0.1:3000
     taskswap predict fashion --image shoe.png
     taskswap data silver --task ner --out data/silver     # silver NER/POS files (spaCy-tagged)
+    taskswap data digits-coco --out data/digits           # a COCO detection data set (train/, test/)
     taskswap adapt --task reviews --target-data drugs.txt --out out/reviews-drugs   # training.cli_adapt
 
 ``register``, ``predict`` and ``evaluate --url`` talk to the server through
@@ -228,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=int, default=500, help="held-out test snippets (default 500)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--conll", action="store_true", help="also write TASK-{train,test}.conll")
+
+    c = dsub.add_parser("digits-coco", help="a COCO-format detection data set (train and test folders): "
+                        "scikit-learn's handwritten digits inked onto crops of its sample photos, exact boxes")
+    c.add_argument("--out", type=Path, required=True, help="folder for train/ and test/ (images/ + annotations.json)")
+    c.add_argument("--train", type=int, default=300, help="train canvases (default 300)")
+    c.add_argument("--test", type=int, default=100, help="held-out test canvases (default 100)")
+    c.add_argument("--canvas", type=int, default=128, help="canvas size in pixels (default 128)")
+    c.add_argument("--digits", type=_int_list, default=list(range(10)),
+                   help="the digits to place, in label order (default 0,1,...,9)")
+    c.add_argument("--seed", type=int, default=0)
 
     cli_adapt.add_parser(sub)
     q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
@@ -629,6 +640,12 @@ def cmd_register(args) -> int:
 
 
 def cmd_data(args) -> int:
+    if args.data_command == "digits-coco":
+        from training.dense.digits_coco import write_digits_coco  # lazy: see the module docstring
+        for split, path in write_digits_coco(args.out, args.train, args.test, args.canvas,
+                                             tuple(args.digits), args.seed).items():
+            print(f"{split}: {path}")
+        return 0
     from training.data.silver import run  # lazy: see the module docstring
     return run(args)
 
