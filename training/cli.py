@@ -57,6 +57,14 @@ def _int_list(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of integers")
 
 
+def _float_pair(value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not two comma-separated numbers LOW,HIGH")
+    return low, high
+
+
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group(required=required)
@@ -136,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "multiple of 32 (default: 160 for detection, 224 for segmentation)")
     d.add_argument("--strides", type=_int_list, help="maps the head reads (default 8,16 for "
                    "detection, 8,16,32 for segmentation)")
+    d.add_argument("--scale-jitter", type=_float_pair, metavar="LOW,HIGH",
+                   help="add one copy of every training image (and flip) zoomed by a factor drawn from "
+                        "LOW..HIGH, e.g. 0.75,1.33, boxes and masks moved with it (default: none)")
     t.add_argument("--test-limit", type=int, default=1000,
                    help="with --demo: examples of the demo's test split to score (default 1000)")
     _add_backbone_args(t, required=False)
@@ -381,7 +392,7 @@ def _train_dense(args, spec) -> int:
     cfg = DenseFitConfig(args.task_type, args.strides or list(task.default_strides),
                          input_size=args.input_size or task.default_input_size,
                          epochs=args.epochs or 40, lr=args.lr or 3e-3, batch_size=args.batch_size or 16,
-                         seed=args.seed)
+                         scale_jitter=args.scale_jitter, seed=args.seed)
     result = train_dense(args.name, load_backbone(spec), train, tests, cfg, args.out or Path("out") / args.name)
     print(f"wrote adapter {result.path} in {result.seconds:.1f} s")
     for split, m in result.metrics.items():
