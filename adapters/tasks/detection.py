@@ -93,6 +93,6 @@ def decode(raw: torch.Tensor, stride: int, input_size: int, image_size: tuple[in
     boxes = boxes.clamp(0, input_size)  # [n, 4] in the square input's pixels
     sx, sy = image_size[0] / input_size, image_size[1] / input_size
     boxes = boxes * torch.tensor([sx, sy, sx, sy])  # the caller's pixels
-    kept = nms(boxes, scores, cls, iou)[:limit]
+    kept = nms(boxes, scores, cls, iou, limit)
     return [{"box": [round(v, 2) for v in boxes[i].tolist()], "label": labels[int(cls[i])],
              "score": float(scores[i])} for i in kept]
