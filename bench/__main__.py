@@ -23,6 +23,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "cold-start": ("cold_start", "a server's start, exec to /readyz, stage by stage (optionally against another tree)"),
     "scale-populate": ("scale_populate", "fill a store with many head tasks quickly (for scale)"),
     "rollout": ("rollout_bench", "what rollouts cost: shadow throughput, p99 while fitting, fit time"),
+    "dense": ("dense_bench", "a detector alone, a classifier alone and both in one request at 224 px: images/s, ratios"),
     "top-layers": ("top_layers_bench", "serving cost of top_layers (and LoRA) adapters in mixed traffic"),
     "top-layers-compare": ("top_layers_compare", "head vs LoRA vs top_layers vs scratch vs plain PEFT: accuracy and time"),
     "peft-plain": ("peft_plain", "the plain PEFT LoRA script alone: accuracy of a trick-free reference"),

@@ -8,8 +8,9 @@ import time, sys, torch
 from adapters.backbones.base import load_backbone
 from adapters.backbones.defaults import default_spec
 from training.dense.demos import shapes_detect, brain_regions
-from training.dense.fit import DenseFitConfig, fit_dense, trunk_maps
-from training.dense.metrics import detections, coco_map, segmentation_scores
+from training.dense.fit import DenseFitConfig, fit_dense
+from training.dense_run import score
+from training.tasks import training_task
 torch.set_num_threads(1)
 bb = load_backbone(default_spec("vision"))
 print("maps", bb.map_channels, flush=True)
@@ -18,16 +19,13 @@ t = time.perf_counter()
 if which == "det":
     tr, te = shapes_detect("train", 300), shapes_detect("test", 100)
     cfg = DenseFitConfig("detection", [8, 16], input_size=160, epochs=40)
-    fit = fit_dense(bb, tr, cfg)
+    fit = fit_dense(bb, tr, cfg, training_task(cfg.task_type))
     print("fit", fit.seconds, fit.history[::8], flush=True)
-    maps = trunk_maps(bb, te.images, cfg.strides, cfg.input_size)
-    print(coco_map(te, detections(fit.head, maps, te, 160, 100, 0.5)), time.perf_counter() - t)
+    print(score(fit, bb, te, cfg), time.perf_counter() - t)
 else:
     tr, te = brain_regions("train"), brain_regions("test")
     cfg = DenseFitConfig("segmentation", [8, 16, 32], input_size=224, epochs=40)
-    fit = fit_dense(bb, tr, cfg)
+    fit = fit_dense(bb, tr, cfg, training_task(cfg.task_type))
     print("fit", fit.seconds, fit.history[::8], flush=True)
     for vol in ("ch2", "ch2bet"):
-        d = brain_regions("test", vol)
-        maps = trunk_maps(bb, d.images, cfg.strides, cfg.input_size)
-        print(vol, segmentation_scores(fit.head, maps, d), time.perf_counter() - t)
+        print(vol, score(fit, bb, brain_regions("test", vol), cfg), time.perf_counter() - t)

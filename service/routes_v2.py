@@ -20,8 +20,16 @@ backbone (UTF-8 strings), ``image`` for a vision or ``audio`` for an audio backb
 ``BYTES [n]`` (``label``), a number ``FP32 [n]`` (``score``), a mapping of names to numbers
 ``FP32 [n, k]`` with the names, in order, in the tensor's ``parameters.names`` (``scores``
 of a classifier, ``values`` of a regression), anything else (a list, e.g. the ``labels`` of
-a multi-label task, or nested objects) ``BYTES [n]`` of JSON texts. The metadata lists them (from the task type's answer to
-a probe output). Request ``outputs`` selects among them.
+a multi-label task, or nested objects) ``BYTES [n]`` of JSON texts. A task type with typed
+arrays (``TaskType.arrays``) answers with those instead: a detection task ``boxes`` FP32
+``[boxes, 4]``, ``labels`` BYTES ``[boxes]``, ``scores`` FP32 ``[boxes]`` and ``box_image``
+INT32 ``[boxes]`` (the input each box is on), every box of the request image after image; a
+segmentation task ``mask`` UINT8 ``[n, H, W]`` (class indices; images of different sizes are
+padded to the largest with 255), ``mask_size`` INT32 ``[n, 2]`` (height, width) and ``shares``
+FP32 ``[n, labels]``. The metadata lists them (from the task type's answer to
+a probe output; -1 for a variable dimension). Request ``outputs`` selects among them.
+Request ``parameters`` may carry ``/predict``'s task options, ``threshold`` and ``max_detections``
+(a detection task's, within its manifest's limits: a 400 naming the limit otherwise).
 Errors are ``{"error": "<message>"}`` (:mod:`service.protocol_errors`).
 """
 
@@ -115,7 +123,7 @@ class OutputTensor(BaseModel):
     shape: list[int]
     datatype: str
     parameters: Parameters | None = None
-    data: list[str] | list[float]
+    data: list[str] | list[int] | list[float]
 
 
 class InferResponse(BaseModel):
@@ -206,7 +214,7 @@ def _input_name(modality: str) -> str:
 def _metadata(svc, task: str, version: str | None) -> ModelMetadata:
     loaded, versions = svc.engine.task_model(task, version)
     names = loaded.task.output_names(loaded.manifest)
-    outputs = [TensorMetadata(name=t.name, datatype=t.datatype, shape=[-1, *t.shape[1:]])
+    outputs = [TensorMetadata(name=t.name, datatype=t.datatype, shape=[-1, *(d or -1 for d in t.shape[1:])])
                for t in _probe_tensors(loaded)]
     return ModelMetadata(
         name=task, versions=versions, platform="taskswap",
@@ -220,17 +228,22 @@ def _metadata(svc, task: str, version: str | None) -> ModelMetadata:
 def _probe_tensors(loaded) -> list[OutputTensor]:
     """The tensors a task answers with, from its task type's answer to a probe output."""
     n = len(loaded.task.output_names(loaded.manifest))
-    return answer_tensors(loaded.task.rows(loaded, torch.full((1, n), 1.0 / n)))  # probe: [1, outputs]
+    return answer_tensors(loaded.task.rows(loaded, torch.full((1, n), 1.0 / n)), loaded.task)  # probe: [1, outputs]
 
 
-def answer_tensors(rows: list) -> list[OutputTensor]:
-    """One v2 tensor per field of a task's answers (``RowResult`` rows, same fields each).
+def answer_tensors(rows: list, task=None) -> list[OutputTensor]:
+    """The v2 tensors of a task's answers (``RowResult`` rows, same fields each): its task
+    type's typed arrays when it has them (``TaskType.arrays``: a detector's boxes FP32
+    ``[n, 4]``, a segmenter's masks UINT8), else one tensor per field, by the field's value.
 
     >>> from adapters.tasks import RowResult
     >>> [(t.name, t.datatype, t.shape) for t in answer_tensors([RowResult(label="a", score=0.9,
     ...     scores={"a": 0.9, "b": 0.1}), RowResult(label="b", score=0.6, scores={"a": 0.4, "b": 0.6})])]
     [('label', 'BYTES', [2]), ('score', 'FP32', [2]), ('scores', 'FP32', [2, 2])]
     """
+    typed = task.arrays(rows) if task is not None else None
+    if typed is not None:
+        return [_typed_tensor(a) for a in typed]
     n, out = len(rows), []
     for name in rows[0].keys() if rows else []:
         vals = [r[name] for r in rows]
@@ -263,7 +276,8 @@ async def _infer(svc, task: str, version: str | None, body: InferRequest) -> Inf
             inputs = await decode_inputs(svc, items, modality, where="inputs[0].data")
             # Pinned to the version resolved above: a rollback landing now cannot change it.
             _, results = await svc.engine.predict([task], inputs, modality,
-                                                  versions={task: loaded.version})
+                                                  versions={task: loaded.version},
+                                                  options=_task_options(body.parameters))
             status, n_inputs = 200, len(inputs)
     except TaskswapError as exc:
         status = status_for(exc)[0]
@@ -271,9 +285,34 @@ async def _infer(svc, task: str, version: str | None, body: InferRequest) -> Inf
     finally:
         svc.metrics.observe_request([task], status, time.perf_counter() - start, n_inputs)
     r = results[0]
-    tensors = {t.name: t for t in answer_tensors(r.rows)}
+    tensors = {t.name: t for t in answer_tensors(r.rows, loaded.task)}
     return InferResponse(model_name=task, model_version=r.version, id=body.id,
                          outputs=[tensors[name] for name in wanted if name in tensors])
+
+
+_DATATYPES = {"float32": "FP32", "int32": "INT32", "uint8": "UINT8", "object": "BYTES"}
+
+
+def _typed_tensor(a) -> OutputTensor:
+    """A task type's typed array (``adapters.tasks.base.OutputArray``) as a v2 tensor."""
+    params = {"names": json.dumps(a.names)} if a.names is not None else None
+    return OutputTensor(name=a.name, shape=list(a.array.shape), datatype=_DATATYPES[a.array.dtype.name],
+                        parameters=params, data=a.array.ravel().tolist())
+
+
+TASK_OPTIONS = {"threshold": (int, float), "max_detections": (int,)}  # /predict's, as request parameters
+
+
+def _task_options(parameters: Parameters | None) -> dict | None:
+    """A request's task options (``/predict``'s ``threshold``, ``max_detections``) from its
+    ``parameters``; other parameters are the protocol's or a client's and are left alone.
+    Their limits are the task's (checked when the request is prepared)."""
+    found = {k: v for k, v in (parameters or {}).items() if k in TASK_OPTIONS}
+    bad = [f"parameters.{k} must be {'an integer' if k == 'max_detections' else 'a number'}, got {v!r}"
+           for k, v in found.items()
+           if isinstance(v, bool) or not isinstance(v, TASK_OPTIONS[k])]
+    InvalidInput.collect(bad)
+    return found or None
 
 
 def _number(x) -> bool:

@@ -249,8 +249,11 @@ class AdapterInfo(BaseModel):
     generation: dict[str, Any] | None = Field(None, description=(
         "Generation tasks: prompt format and template, system prompt, stop sequences, "
         "max_new_tokens, sampling defaults (docs/generation.md)."))
+    dense: dict[str, Any] | None = Field(None, description=(
+        "Detection and segmentation tasks: strides, input_size and the answer limits "
+        "(score_threshold, min_score_threshold, max_detections, nms_iou; docs/dense-vision.md)."))
     backbone: str | None = Field(description="Backbone name, once loaded on this replica.")
-    task_type: str | None = Field(description="'single_label', 'multi_label', 'regression', 'token_classification' or 'generation' (once loaded here).")
+    task_type: str | None = Field(description="'single_label', 'multi_label', 'regression', 'token_classification', 'generation', 'detection' or 'segmentation' (once loaded here).")
     metrics: dict[str, Any] = Field(description="Training metrics from the adapter's manifest.")
     pinned: bool
     versions: list[VersionOut] = Field(description="Every stored version, oldest first.")

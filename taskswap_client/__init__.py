@@ -18,6 +18,7 @@ connection failures before anything was sent. Refusals raise a typed
 """
 
 from taskswap_client.client import AsyncClient, Client
+from taskswap_client.dense import DenseAnswer, Detection, Mask
 from taskswap_client.errors import (Conflict, GenerationFailed, GenerationTimeout, InvalidRequest, OverCapacity,
                                     TaskNotFound, TaskswapHTTPError, Unauthorized)
 from taskswap_client.generation import (GeneratedToken, GenerationResult, StreamEnd, StreamEvent, TokenDelta,
@@ -27,7 +28,7 @@ from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, Dele
                                     EmbedResponse, PredictResponse, RegisterResponse)
 
 __all__ = ["AdapterInfo", "AdapterList", "AsyncClient", "BackboneList", "Client", "Conflict", "DeleteResponse",
-           "EmbedResponse", "GeneratedToken", "GenerationFailed", "GenerationResult", "GenerationTimeout",
-           "InvalidRequest", "OverCapacity", "PredictResponse", "RegisterResponse", "StreamEnd", "StreamEvent",
+           "DenseAnswer", "Detection", "EmbedResponse", "GeneratedToken", "GenerationFailed", "GenerationResult", "GenerationTimeout",
+           "InvalidRequest", "Mask", "OverCapacity", "PredictResponse", "RegisterResponse", "StreamEnd", "StreamEvent",
            "TaskNotFound", "TaskswapHTTPError", "TaskswapResponseError", "TaskswapTimeout", "TokenDelta",
            "Unauthorized", "Usage"]

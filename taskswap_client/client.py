@@ -28,6 +28,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from taskswap_client.dense import DenseAnswer, dense_answer
 from taskswap_client.errors import TaskswapHTTPError
 from taskswap_client.generation import (GenerationResult, StreamEvent, StreamReader, generation_body,
                                         parse_result)
@@ -101,11 +102,14 @@ class _Calls:
 
     @staticmethod
     def predict(tasks: str | Sequence[str], texts: Sequence[str] | None, images: Sequence[ImageLike] | None,
-                embed: bool) -> Call:
+                embed: bool, threshold: float | None = None, max_detections: int | None = None) -> Call:
         body: dict[str, Any] = {"task": tasks} if isinstance(tasks, str) else {"tasks": list(tasks)}
         body.update(_inputs(texts, images))
         if embed:
             body["embed"] = True
+        for key, value in (("threshold", threshold), ("max_detections", max_detections)):
+            if value is not None:
+                body[key] = value
         return Call("POST", "/predict", PredictResponse, json=body, headers=task_header(tasks))
 
     @staticmethod
@@ -208,9 +212,23 @@ class Client(_Base):
 
     # ---- inference -----------------------------------------------------------------------
     def predict(self, tasks: str | Sequence[str], texts: Sequence[str] | None = None,
-                images: Sequence[ImageLike] | None = None, embed: bool = False) -> PredictResponse:
-        """One task (a name) or several (a list) on texts, or on images (bytes or file paths)."""
-        return self._send(_Calls.predict(tasks, texts, images, embed))
+                images: Sequence[ImageLike] | None = None, embed: bool = False,
+                threshold: float | None = None, max_detections: int | None = None) -> PredictResponse:
+        """One task (a name) or several (a list) on texts, or on images (bytes or file paths);
+        ``threshold`` / ``max_detections``: detection tasks' limits for this request (within
+        the task's manifest: a 400 otherwise)."""
+        return self._send(_Calls.predict(tasks, texts, images, embed, threshold, max_detections))
+
+    def detect(self, task: str, images: Sequence[ImageLike], threshold: float | None = None,
+               max_detections: int | None = None) -> DenseAnswer:
+        """A detection task's boxes per image, as :class:`Detection` dataclasses."""
+        return dense_answer(self.predict(task, images=images, threshold=threshold,
+                                         max_detections=max_detections))
+
+    def segment(self, task: str, images: Sequence[ImageLike]) -> DenseAnswer:
+        """A segmentation task's masks per image, as :class:`Mask` dataclasses (a class
+        index per pixel, named by the task's labels)."""
+        return dense_answer(self.predict(task, images=images), self.show(task).labels)
 
     def embed(self, texts: Sequence[str] | None = None, images: Sequence[ImageLike] | None = None,
               backbone: str | None = None, pooling: str | None = None, normalize: bool = True) -> EmbedResponse:
@@ -341,8 +359,16 @@ class AsyncClient(_Base):
                 continue
             return call.parse(r)
 
-    async def predict(self, tasks, texts=None, images=None, embed: bool = False) -> PredictResponse:
-        return await self._send(_Calls.predict(tasks, texts, images, embed))
+    async def predict(self, tasks, texts=None, images=None, embed: bool = False, threshold=None,
+                      max_detections=None) -> PredictResponse:
+        return await self._send(_Calls.predict(tasks, texts, images, embed, threshold, max_detections))
+
+    async def detect(self, task: str, images, threshold=None, max_detections=None) -> DenseAnswer:
+        return dense_answer(await self.predict(task, images=images, threshold=threshold,
+                                               max_detections=max_detections))
+
+    async def segment(self, task: str, images) -> DenseAnswer:
+        return dense_answer(await self.predict(task, images=images), (await self.show(task)).labels)
 
     async def embed(self, texts=None, images=None, backbone=None, pooling=None,
                     normalize: bool = True) -> EmbedResponse:

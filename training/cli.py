@@ -10,6 +10,7 @@
     taskswap predict reviews "a great movie" "a boring plot" --url http://127.0.0.1:3000
     taskswap predict fashion --image shoe.png
     taskswap data silver --task ner --out data/silver     # silver NER/POS files (spaCy-tagged)
+    taskswap data digits-coco --out data/digits           # a COCO detection data set (train/, test/)
     taskswap adapt --task reviews --target-data drugs.txt --out out/reviews-drugs   # training.cli_adapt
 
 ``register``, ``predict`` and ``evaluate --url`` talk to the server through
@@ -54,6 +55,14 @@ def _int_list(value: str) -> list[int]:
         return [int(x) for x in _csv_list(value)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of integers")
+
+
+def _float_pair(value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not two comma-separated numbers LOW,HIGH")
+    return low, high
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -135,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "multiple of 32 (default: 160 for detection, 224 for segmentation)")
     d.add_argument("--strides", type=_int_list, help="maps the head reads (default 8,16 for "
                    "detection, 8,16,32 for segmentation)")
+    d.add_argument("--scale-jitter", type=_float_pair, metavar="LOW,HIGH",
+                   help="add one copy of every training image (and flip) zoomed by a factor drawn from "
+                        "LOW..HIGH, e.g. 0.75,1.33, boxes and masks moved with it (default: none)")
     t.add_argument("--test-limit", type=int, default=1000,
                    help="with --demo: examples of the demo's test split to score (default 1000)")
     _add_backbone_args(t, required=False)
@@ -202,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--token", help="with --url: inference token (default $TASKSWAP_TOKEN)")
     _add_data_args(e)
     _add_backbone_args(e, required=False)
+    e.add_argument("--masks", type=Path, help="segmentation: folder of PNG masks for --data's images")
+    e.add_argument("--image-root", type=Path, help="detection: folder the COCO file's image file_names "
+                   "are read under (default: the JSON file's folder)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--max-new-tokens", type=int, help="generation tasks: tokens per answer at most (default 64)")
     e.add_argument("--json", type=Path, help="also write the metrics here as JSON")
@@ -225,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=int, default=500, help="held-out test snippets (default 500)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--conll", action="store_true", help="also write TASK-{train,test}.conll")
+
+    c = dsub.add_parser("digits-coco", help="a COCO-format detection data set (train and test folders): "
+                        "scikit-learn's handwritten digits inked onto crops of its sample photos, exact boxes")
+    c.add_argument("--out", type=Path, required=True, help="folder for train/ and test/ (images/ + annotations.json)")
+    c.add_argument("--train", type=int, default=300, help="train canvases (default 300)")
+    c.add_argument("--test", type=int, default=100, help="held-out test canvases (default 100)")
+    c.add_argument("--canvas", type=int, default=128, help="canvas size in pixels (default 128)")
+    c.add_argument("--digits", type=_int_list, default=list(range(10)),
+                   help="the digits to place, in label order (default 0,1,...,9)")
+    c.add_argument("--seed", type=int, default=0)
 
     cli_adapt.add_parser(sub)
     q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
@@ -367,7 +392,7 @@ def _train_dense(args, spec) -> int:
     cfg = DenseFitConfig(args.task_type, args.strides or list(task.default_strides),
                          input_size=args.input_size or task.default_input_size,
                          epochs=args.epochs or 40, lr=args.lr or 3e-3, batch_size=args.batch_size or 16,
-                         seed=args.seed)
+                         scale_jitter=args.scale_jitter, seed=args.seed)
     result = train_dense(args.name, load_backbone(spec), train, tests, cfg, args.out or Path("out") / args.name)
     print(f"wrote adapter {result.path} in {result.seconds:.1f} s")
     for split, m in result.metrics.items():
@@ -442,6 +467,9 @@ def cmd_evaluate(args) -> int:
     if is_generation_folder(args.adapter):
         return cmd_evaluate_generation(args)
     from training.evaluate import adapter_labels, evaluate_adapter  # lazy: see the module docstring
+    from training.evaluate_dense import is_dense
+    if is_dense(args.adapter):  # boxes or masks: COCO mAP / IoU (training/evaluate_dense.py)
+        return _evaluate_dense(args)
     from training.evaluate_tokens import is_tagger
     from training.evaluate_values import is_regressor
     if is_tagger(args.adapter):
@@ -454,6 +482,40 @@ def cmd_evaluate(args) -> int:
     spec = backbone_spec(args) if args.backbone else None
     ev = evaluate_adapter(args.adapter, data, spec, batch_size=args.batch_size, progress=not args.quiet)
     return _print_evaluation(args, ev, data)
+
+
+def _dense_held_out(args, task_type_name: str, labels: list[str]):
+    from training.evaluate_dense import held_out  # lazy: see the module docstring
+    return held_out(task_type_name, labels, path=args.data, demo=args.demo, masks=args.masks,
+                    image_root=args.image_root, limit=args.limit)
+
+
+def _dense_report(args, evs, tests) -> int:
+    from training.evaluate_dense import dense_json, print_dense_evaluation  # lazy (docstring)
+    print_dense_evaluation(evs, tests)
+    if args.json:
+        args.json.write_text(dense_json(evs))
+    return 0
+
+
+def _evaluate_dense(args) -> int:
+    """A detection or segmentation adapter folder on held-out data (COCO mAP / IoU)."""
+    from adapters.plugin_checks import read_adapter_dir  # lazy: see the module docstring
+    from training.evaluate_dense import evaluate_dense_adapter
+    m = read_adapter_dir(args.adapter).manifest
+    tests = _dense_held_out(args, m.task_type, args.labels or list(m.labels))
+    spec = backbone_spec(args) if args.backbone else None
+    evs = evaluate_dense_adapter(args.adapter, tests, spec, batch_size=min(args.batch_size, 16),
+                                 progress=not args.quiet)
+    return _dense_report(args, evs, tests)
+
+
+def _evaluate_served_dense(args, client, info) -> int:
+    from training.evaluate_dense import evaluate_served_dense  # lazy: see the module docstring
+    tests = _dense_held_out(args, info.task_type, args.labels or list(info.labels))
+    evs = evaluate_served_dense(client, args.task, tests, batch_size=min(args.batch_size, 16),
+                                progress=not args.quiet)
+    return _dense_report(args, evs, tests)
 
 
 def _tagged_data(args, labels):
@@ -550,6 +612,8 @@ def _evaluate_served(args) -> int:
                 return cmd_evaluate_generation(args)
             if task_type(info.task_type).features == "tokens":  # a tagger: words and their tags
                 return _evaluate_served_tagger(args, client, labels)
+            if task_type(info.task_type).features == "maps":  # boxes or masks: COCO mAP / IoU
+                return _evaluate_served_dense(args, client, info)
             if info.outputs:  # a regression: rated data, the task's outputs as its columns
                 return _evaluate_served_regressor(args, client, info.outputs)
             data = data_source(args, path=args.data, demo=args.demo, limit=args.limit, labels=labels)
@@ -587,6 +651,12 @@ def cmd_register(args) -> int:
 
 
 def cmd_data(args) -> int:
+    if args.data_command == "digits-coco":
+        from training.dense.digits_coco import write_digits_coco  # lazy: see the module docstring
+        for split, path in write_digits_coco(args.out, args.train, args.test, args.canvas,
+                                             tuple(args.digits), args.seed).items():
+            print(f"{split}: {path}")
+        return 0
     from training.data.silver import run  # lazy: see the module docstring
     return run(args)
 

@@ -51,7 +51,8 @@ def train_dense(name: str, backbone: Backbone, train: DenseData, tests: dict[str
         backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint, source=backbone.spec.source),
         dense=fit.spec, metrics=flat,
         training={"method": "head", "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
-                  "flip": cfg.flip, "seed": cfg.seed, "train_images": len(train),
+                  "flip": cfg.flip, "scale_jitter": list(cfg.scale_jitter) if cfg.scale_jitter else None,
+                  "seed": cfg.seed, "train_images": len(train),
                   "trunk_seconds": round(fit.seconds["trunk"], 1), "fit_seconds": round(fit.seconds["fit"], 1),
                   "final_loss": fit.history[-1] if fit.history else None}))
     path = write_head_adapter(out, m, fit.head.state_for_file(),
@@ -70,6 +71,7 @@ def _card(name, cfg, train, tests, metrics, fit, words, key) -> str:
         lines.append(f"| {split} | {m[key]:.3f} | {json.dumps(m)} |")
     lines += ["", "## Training", "",
               f"{cfg.epochs} epochs, AdamW lr {cfg.lr} (cosine), batch {cfg.batch_size}, "
-              f"horizontal flips {'on' if cfg.flip else 'off'}, seed {cfg.seed}; maps computed once "
+              f"horizontal flips {'on' if cfg.flip else 'off'}, scale jitter "
+              f"{'{}-{}'.format(*cfg.scale_jitter) if cfg.scale_jitter else 'off'}, seed {cfg.seed}; maps computed once "
               f"({fit.seconds['trunk']:.1f} s), head fitted in {fit.seconds['fit']:.1f} s.", ""]
     return "\n".join(lines)

@@ -70,9 +70,11 @@ def adapter_outputs(adapter_dir: Path) -> list[str] | None:
 
 
 def run_in_process(adapter_dir: Path, data: LabelledData, backbone: Backbone | BackboneSpec | None = None,
-                   batch_size: int = 64, progress: bool = True) -> tuple[LoadedAdapter, list[RowResult]]:
+                   batch_size: int = 64, progress: bool = True,
+                   options: dict | None = None) -> tuple[LoadedAdapter, list[RowResult]]:
     """Register ``adapter_dir`` in a temp store and answer every input of ``data`` with the
-    runtime: ``(the registered version, one row per input in order)``.
+    runtime: ``(the registered version, one row per input in order)``; ``options``: a
+    request's task options (``/predict``'s ``threshold``, ``max_detections``).
 
     ``data.label_names`` must be the adapter's output names (its labels, or a regression's
     outputs): load the data with the adapter's.
@@ -97,14 +99,15 @@ def run_in_process(adapter_dir: Path, data: LabelledData, backbone: Backbone | B
         for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit="batch",
                           disable=not progress, leave=False):
             chunk = [open_input(x, modality) for x in data.inputs[start:start + batch_size]]
-            rows += runtime.run([runtime.prepare([loaded.name], chunk, modality)])[0][0].rows
+            rows += runtime.run([runtime.prepare([loaded.name], chunk, modality, options=options)])[0][0].rows
     return loaded, rows
 
 
 def served_predictions(client, task: str, data: LabelledData, batch_size: int = 64,
-                       progress: bool = True) -> tuple[str, list]:
+                       progress: bool = True, options: dict | None = None) -> tuple[str, list]:
     """Every input of ``data`` sent to ``task`` on a running server (a
-    :class:`taskswap_client.Client`): ``(the version that answered, one prediction per input)``.
+    :class:`taskswap_client.Client`): ``(the version that answered, one prediction per input)``;
+    ``options``: ``/predict``'s task options (``threshold``, ``max_detections``).
 
     All the answers must come from one adapter version; a registration landing mid-way is an
     error (evaluate again), so the metrics always describe exactly one version.
@@ -114,7 +117,7 @@ def served_predictions(client, task: str, data: LabelledData, batch_size: int = 
                       disable=not progress, leave=False):
         chunk = data.inputs[start:start + batch_size]
         if data.modality == "image":
-            answer = client.predict(task, images=[_encoded_image(x) for x in chunk])
+            answer = client.predict(task, images=[_encoded_image(x) for x in chunk], **(options or {}))
         else:
             answer = client.predict(task, texts=list(chunk))
         result = answer.results[0]

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 
 from adapters.heads import build_head, check_head_header
@@ -122,6 +123,17 @@ class RowResult:
         return f"RowResult({self.fields!r})"
 
 
+@dataclass
+class OutputArray:
+    """One typed output of a request's answers: ``array`` is float32, int32, uint8, or
+    ``object`` holding strings; ``names`` names the last axis's entries (labels of a
+    ``[n, labels]`` array) when it has names."""
+
+    name: str
+    array: np.ndarray
+    names: list[str] | None = None
+
+
 class TaskType:
     """One kind of task output. Subclass it, set :attr:`name`, register it in the table."""
 
@@ -208,3 +220,9 @@ class TaskType:
     def answers(self, adapter, out, options: dict) -> list[RowResult]:
         """:meth:`rows` under a request's ``options`` (a type without options ignores them)."""
         return self.rows(adapter, out)
+
+    def arrays(self, rows: list[RowResult]) -> "list[OutputArray] | None":
+        """A request's answers of one task as typed arrays for tensor protocols (the Open
+        Inference Protocol), one tensor each. None (the default): the protocol encodes each
+        field of the answers by its value (:func:`service.routes_v2.answer_tensors`)."""
+        return None

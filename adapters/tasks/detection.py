@@ -15,10 +15,11 @@ threshold (the manifest's ``dense.score_threshold``, or a request's ``threshold`
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from adapters.tasks.base import RowResult
+from adapters.tasks.base import OutputArray, RowResult
 from adapters.tasks.boxes import nms
 from adapters.tasks.dense import DenseTaskType
 
@@ -58,6 +59,18 @@ class Detection(DenseTaskType):
                 for raw, size in zip(out.raw, out.image_sizes)]
 
 
+    def arrays(self, rows: list[RowResult]) -> list[OutputArray]:
+        """Every box of the request, image after image: ``boxes`` float32 ``[n, 4]``
+        (``x0, y0, x1, y1`` in the caller's pixels), ``labels`` ``[n]``, ``scores`` float32
+        ``[n]`` and ``box_image`` int32 ``[n]`` (the index of the input each box is on)."""
+        found = [(i, b) for i, r in enumerate(rows) for b in r.boxes or []]
+        return [OutputArray("boxes", np.array([b["box"] for _, b in found], dtype=np.float32).reshape(-1, 4),
+                            ["x0", "y0", "x1", "y1"]),
+                OutputArray("labels", np.array([b["label"] for _, b in found], dtype=object)),
+                OutputArray("scores", np.array([b["score"] for _, b in found], dtype=np.float32)),
+                OutputArray("box_image", np.array([i for i, _ in found], dtype=np.int32))]
+
+
 def decode(raw: torch.Tensor, stride: int, input_size: int, image_size: tuple[int, int],
            labels: list[str], threshold: float, limit: int, iou: float) -> list[dict]:
     """Boxes of one image from its head output ``raw [labels + 4, h, w]``."""
@@ -80,6 +93,6 @@ def decode(raw: torch.Tensor, stride: int, input_size: int, image_size: tuple[in
     boxes = boxes.clamp(0, input_size)  # [n, 4] in the square input's pixels
     sx, sy = image_size[0] / input_size, image_size[1] / input_size
     boxes = boxes * torch.tensor([sx, sy, sx, sy])  # the caller's pixels
-    kept = nms(boxes, scores, cls, iou)[:limit]
+    kept = nms(boxes, scores, cls, iou, limit)
     return [{"box": [round(v, 2) for v in boxes[i].tolist()], "label": labels[int(cls[i])],
              "score": float(scores[i])} for i in kept]

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from adapters.tasks.base import RowResult
+from adapters.tasks.base import OutputArray, RowResult
 from adapters.tasks.dense import DenseTaskType
-from adapters.tasks.masks import png_base64, rle_encode
+from adapters.tasks.masks import png_base64, png_decode, rle_encode
 
 MAX_CLASSES = 255  # the PNG mask is 8-bit
+OUTSIDE = 255  # a typed mask's value past an image's own size (no class: labels stop at 254)
 
 
 class Segmentation(DenseTaskType):
@@ -42,6 +43,25 @@ class Segmentation(DenseTaskType):
             return [RowResult(shares=dict.fromkeys(labels, 0.0), segments=[], mask_png="")
                     for _ in range(len(out))]
         return [answer(label_map(raw, size), labels) for raw, size in zip(out.raw, out.image_sizes)]
+
+
+    def arrays(self, rows: list[RowResult]) -> list[OutputArray]:
+        """``mask`` uint8 ``[n, H, W]`` (each input's class index map; a request of images of
+        different sizes pads each to the largest with 255, which names no class),
+        ``mask_size`` int32 ``[n, 2]`` (each image's height and width) and ``shares`` float32
+        ``[n, labels]``."""
+        maps = [png_decode(r.mask_png) if r.mask_png else np.zeros((0, 0), np.uint8) for r in rows]
+        h = max((m.shape[0] for m in maps), default=0)
+        w = max((m.shape[1] for m in maps), default=0)
+        mask = np.full((len(maps), h, w), OUTSIDE, dtype=np.uint8)
+        for i, m in enumerate(maps):
+            mask[i, :m.shape[0], :m.shape[1]] = m
+        labels = list(rows[0].shares) if rows else []
+        return [OutputArray("mask", mask),
+                OutputArray("mask_size", np.array([m.shape for m in maps], dtype=np.int32).reshape(-1, 2),
+                            ["height", "width"]),
+                OutputArray("shares", np.array([[r.shares[k] for k in labels] for r in rows],
+                                               dtype=np.float32).reshape(len(rows), len(labels)), labels)]
 
 
 def label_map(raw: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:

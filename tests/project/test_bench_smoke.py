@@ -93,6 +93,15 @@ def test_generation(results):
         assert finite(r["mixed8_vs_base"]) and finite(r["mixed8_vs_hf_one"])
 
 
+def test_dense(results):
+    bench(["dense", "--smoke"])
+    res = written(results, "dense_bench-smoke")
+    assert set(res["results"]) == {"raw trunk", "classifier", "detector", "both, one request",
+                                   "both, two requests"}
+    assert all(finite(r["images_per_s"]) and r["images_per_s"] > 0 for r in res["results"].values())
+    assert finite(res["mixed_vs_slower"]) and res["slower"] in ("classifier", "detector")
+
+
 def test_top_layers_with_lora(results):
     bench(["top-layers", "--smoke", "--lora"])
     rows = written(results, "top_layers_bench_lora-smoke")["results"]

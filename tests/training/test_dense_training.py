@@ -16,31 +16,13 @@ from PIL import Image
 from adapters.errors import InvalidInput
 from adapters.runtime import Runtime
 from adapters.tasks.detection import decode
-from training.dense.data import DenseData, load_coco, load_mask_folders, write_coco
+from training.dense.data import load_coco, load_mask_folders, write_coco
 from training.dense.fit import DenseFitConfig
 from training.dense.metrics import coco_map
 from training.dense.targets import detection_targets, flip_boxes, flip_image, flip_mask
 from training.dense_run import train_dense
 
-
-def squares(n: int, seed: int) -> DenseData:
-    """Canvases of 64 px with one to three bright squares (red: 'a', green: 'b'), exact boxes."""
-    rng = np.random.default_rng(seed)
-    images, boxes, classes = [], [], []
-    for _ in range(n):
-        canvas = rng.integers(0, 40, (64, 64, 3)).astype(np.uint8)
-        bs, cs = [], []
-        for _ in range(rng.integers(1, 4)):
-            s = int(rng.integers(10, 24))
-            x, y = rng.integers(0, 64 - s, 2).tolist()
-            c = int(rng.integers(2))
-            canvas[y:y + s, x:x + s] = (230, 30, 30) if c == 0 else (30, 230, 30)
-            bs.append((x, y, x + s, y + s))
-            cs.append(c)
-        images.append(Image.fromarray(canvas))
-        boxes.append(np.array(bs, dtype=np.float32))
-        classes.append(np.array(cs))
-    return DenseData(images, ["a", "b"], "squares", boxes, classes)
+from support.dense_factories import squares
 
 
 def test_targets_decode_back_to_their_boxes():

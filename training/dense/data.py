@@ -40,6 +40,15 @@ class DenseData:
         return len(self.images)
 
     @property
+    def inputs(self) -> list[Image.Image]:
+        """The inputs a model answers (what :class:`training.data.LabelledData` calls them)."""
+        return self.images
+
+    @property
+    def modality(self) -> str:
+        return "image"
+
+    @property
     def kind(self) -> str:
         return "detection" if self.boxes is not None else "segmentation"
 

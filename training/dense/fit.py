@@ -1,5 +1,6 @@
 """Fit a dense head on the frozen trunk's spatial maps, computed once per image (and once
-per flipped image) and cached in memory; then score it with the served decoding.
+per flipped or scale-jittered copy, :mod:`training.dense.augment`) and cached in memory; then
+score it with the served decoding.
 
 Detection: CenterNet's penalty-reduced focal loss on the heat maps plus L1 on the centre
 cells' offsets and log sizes. Segmentation: pixel cross-entropy at the input size.
@@ -17,8 +18,13 @@ from adapters.backbones.base import Backbone
 from adapters.dense_heads import DenseHead
 from adapters.format import DenseSpec
 from training.dense.data import DenseData
-from training.dense.targets import (detection_targets, flip_boxes, flip_image, flip_mask,
-                                    mask_target)
+from training.dense.augment import augmented
+from training.dense.targets import detection_targets, mask_target
+
+LOWEST_THRESHOLD = 0.01
+"""A trained detector's ``dense.min_score_threshold``: the mAP is scored on the boxes a request
+at this threshold gets (COCO's AP integrates over scores, so low-scoring boxes count), and
+``taskswap evaluate`` asks a server for exactly those."""
 
 @dataclass
 class DenseFitConfig:
@@ -32,9 +38,11 @@ class DenseFitConfig:
     lr: float = 3e-3
     batch_size: int = 16
     flip: bool = True
+    scale_jitter: tuple[float, float] | None = None  # (low, high): one zoomed copy per image (augment.py)
     seed: int = 0
     trunk_batch: int = 32
-    limits: dict = field(default_factory=dict)  # score_threshold, max_detections... for the manifest
+    limits: dict = field(default_factory=lambda: {"min_score_threshold": LOWEST_THRESHOLD})
+    """score_threshold, min_score_threshold, max_detections... for the manifest's ``dense``."""
 
 
 @dataclass
@@ -61,7 +69,8 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) ->
     training half (:class:`training.tasks.dense.DenseTraining`)."""
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    images = list(data.images) + ([flip_image(im) for im in data.images] if cfg.flip else [])
+    train = augmented(data, cfg.flip, cfg.scale_jitter, cfg.seed)
+    images = train.images
     maps = trunk_maps(backbone, images, cfg.strides, cfg.input_size, cfg.trunk_batch)
     t_trunk = time.perf_counter() - t0
     spec = DenseSpec(strides=list(cfg.strides), in_channels=[int(m.shape[1]) for m in maps],
@@ -69,7 +78,7 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) ->
     n_cls = len(data.label_names)
     head = DenseHead(spec, task.n_out(n_cls))
     task.init_head(head, n_cls)
-    targets = task.dense_targets(data, cfg, head.stride)
+    targets = task.dense_targets(train, cfg, head.stride)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     n, history = len(images), []
@@ -91,20 +100,16 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) ->
 
 
 def detection_target_set(data: DenseData, cfg: DenseFitConfig, stride: int):
-    """Targets of every training image (then of its mirror image when ``cfg.flip``):
-    heat ``[n, C, g, g]``, reg ``[n, 4, g, g]``, centre ``[n, g, g]``."""
-    sizes = [im.size for im in data.images]
-    rows = [(b, c, s) for b, c, s in zip(data.boxes, data.classes, sizes)]
-    if cfg.flip:
-        rows += [(flip_boxes(b, s[0]), c, s) for b, c, s in zip(data.boxes, data.classes, sizes)]
-    t = [detection_targets(b, c, s, cfg.input_size, stride, len(data.label_names)) for b, c, s in rows]
+    """Targets of every (augmented) training image: heat ``[n, C, g, g]``, reg ``[n, 4, g, g]``,
+    centre ``[n, g, g]``."""
+    t = [detection_targets(b, c, im.size, cfg.input_size, stride, len(data.label_names))
+         for b, c, im in zip(data.boxes, data.classes, data.images)]
     return tuple(torch.stack(x) for x in zip(*t))
 
 
 def mask_target_set(data: DenseData, cfg: DenseFitConfig) -> torch.Tensor:
-    """Masks of every training image (then mirrored), at the input size: ``[n, size, size]``."""
-    masks = list(data.masks) + ([flip_mask(m) for m in data.masks] if cfg.flip else [])
-    return torch.stack([mask_target(m, cfg.input_size) for m in masks])
+    """Masks of every (augmented) training image at the input size: ``[n, size, size]``."""
+    return torch.stack([mask_target(m, cfg.input_size) for m in data.masks])
 
 
 def detection_loss(out: torch.Tensor, targets, idx: torch.Tensor, n_cls: int) -> torch.Tensor:

@@ -15,11 +15,11 @@ from pycocotools.cocoeval import COCOeval
 from sklearn.metrics import jaccard_score
 
 from adapters.dense_heads import DenseHead
+from adapters.errors import InvalidInput
+from adapters.format import DenseSpec
 from adapters.tasks.detection import decode
 from adapters.tasks.segmentation import label_map
 from training.dense.data import DenseData
-
-EVAL_THRESHOLD = 0.01  # COCO's AP integrates over scores: keep low-scoring boxes too
 
 
 def head_outputs(head: DenseHead, maps: list[torch.Tensor], batch: int = 64) -> list[torch.Tensor]:
@@ -28,8 +28,12 @@ def head_outputs(head: DenseHead, maps: list[torch.Tensor], batch: int = 64) -> 
         return [o for i in range(0, len(maps[0]), batch) for o in head([m[i:i + batch] for m in maps])]
 
 
-def detections(head: DenseHead, maps, data: DenseData, input_size: int, limit: int, iou: float) -> list[list[dict]]:
-    return [decode(raw, head.stride, input_size, im.size, data.label_names, EVAL_THRESHOLD, limit, iou)
+def detections(head: DenseHead, maps, data: DenseData, input_size: int, spec: DenseSpec) -> list[list[dict]]:
+    """The boxes the server answers for ``data`` at the lowest threshold a request may ask
+    for (``spec.min_score_threshold``: COCO's AP integrates over scores, so low-scoring boxes
+    count) and the task's ``max_detections``: what ``taskswap evaluate`` asks a server for."""
+    return [decode(raw, head.stride, input_size, im.size, data.label_names, spec.min_score_threshold,
+                   spec.max_detections, spec.nms_iou)
             for raw, im in zip(head_outputs(head, maps), data.images)]
 
 
@@ -59,10 +63,18 @@ def coco_map(data: DenseData, dets: list[list[dict]]) -> dict:
     return {"map": float(s[0]), "map50": float(s[1]), "map75": float(s[2]), "n_images": len(data)}
 
 
-def segmentation_scores(head: DenseHead, maps, data: DenseData) -> dict:
-    """``{"miou", "iou": {label: IoU}, "pixel_accuracy"}`` over all pixels of ``data``;
-    a class absent from both truth and prediction has no IoU (left out of the mean)."""
-    pred = np.concatenate([label_map(raw, im.size).ravel() for raw, im in zip(head_outputs(head, maps), data.images)])
+def label_maps(head: DenseHead, maps, data: DenseData) -> list[np.ndarray]:
+    """The served masks of ``data``: a class index per pixel of each image."""
+    return [label_map(raw, im.size) for raw, im in zip(head_outputs(head, maps), data.images)]
+
+
+def segmentation_scores(data: DenseData, masks: list[np.ndarray]) -> dict:
+    """``{"miou", "iou": {label: IoU}, "pixel_accuracy"}`` of predicted ``masks`` (one
+    ``[h, w]`` class map per image) over all pixels of ``data``; a class absent from both
+    truth and prediction has no IoU (left out of the mean)."""
+    if [m.shape for m in masks] != [m.shape for m in data.masks]:
+        raise InvalidInput("the predicted masks are not the size of the images they answer")
+    pred = np.concatenate([m.ravel() for m in masks])
     true = np.concatenate([m.ravel() for m in data.masks])
     labels = list(range(len(data.label_names)))
     iou = jaccard_score(true, pred, labels=labels, average=None, zero_division=0)

@@ -1,16 +1,22 @@
 """The training half of dense task types: fitted by :mod:`training.dense` (heads on cached
-frozen maps), not by the pooled trainer, whose data check says so."""
+frozen maps), not by the pooled trainer, whose data check says so; scored on held-out data
+by :mod:`training.evaluate_dense` from the answers the server gives."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from training.tasks.base import TrainingTask
 
 
 class DenseTraining(TrainingTask):
-    """What differs between detection and segmentation in :func:`training.dense.fit.fit_dense`."""
+    """What differs between detection and segmentation in :func:`training.dense.fit.fit_dense`
+    and in :mod:`training.evaluate_dense`."""
 
     default_strides: tuple[int, ...] = (8, 16)
     default_input_size: int = 224
+    demo: str = ""
+    """The bundled demo data set of this type (``taskswap train --demo``)."""
 
     def check_data(self, data) -> list[str]:
         return [f"a {self.name} task trains with its own trainer: taskswap train --task-type {self.name}"]
@@ -28,4 +34,26 @@ class DenseTraining(TrainingTask):
         raise NotImplementedError
 
     def dense_scores(self, head, maps, data, cfg, spec) -> dict:
+        """The scores of the answers ``head`` gives on cached ``maps`` of ``data``, as the
+        server would decode them with a request's :meth:`serving_options`."""
+        raise NotImplementedError
+
+    # ---- held-out evaluation: the same scores from served answers -------------------------
+    def serving_options(self, dense_spec) -> dict:
+        """The request options (``/predict``'s ``threshold``...) under which a server's answers
+        are the ones :meth:`dense_scores` scored."""
+        return {}
+
+    def served_scores(self, data, answers: list) -> dict:
+        """:meth:`dense_scores`'s numbers from answers, one per image of ``data``: the runtime's
+        ``RowResult`` rows or the client's ``Prediction`` models (both read as attributes)."""
+        raise NotImplementedError
+
+    def load_files(self, path: Path, labels: list[str], masks: Path | None = None,
+                   image_root: Path | None = None):
+        """A labelled data set of this type from files (a ``DenseData``)."""
+        raise NotImplementedError
+
+    def demo_test(self, limit: int | None, seed: int = 0) -> dict:
+        """The demo's held-out splits: split name -> ``DenseData`` (the trainer's ``tests``)."""
         raise NotImplementedError

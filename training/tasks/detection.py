@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from adapters.errors import InvalidInput
+from training.dense import demos
+from training.dense.data import load_coco
 from training.dense.fit import detection_loss, detection_target_set
 from training.dense.metrics import coco_map, detections
 from training.tasks.dense import DenseTraining
 
 HEAT_PRIOR = -2.19  # CenterNet's initial heat-map bias: sigmoid = 0.1
+DEMO_TEST_IMAGES = 100  # the held-out canvases of shapes-detect the trainer scores
 
 
 class DetectionTraining(DenseTraining):
@@ -20,6 +24,7 @@ class DetectionTraining(DenseTraining):
     headline_metric = "map"
     default_strides = (8, 16)
     default_input_size = 160
+    demo = "shapes-detect"
 
     def n_out(self, n_labels: int) -> int:
         return n_labels + 4
@@ -35,4 +40,20 @@ class DetectionTraining(DenseTraining):
         return detection_loss(out, targets, idx, n_labels)
 
     def dense_scores(self, head, maps, data, cfg, spec) -> dict:
-        return coco_map(data, detections(head, maps, data, cfg.input_size, spec.max_detections, spec.nms_iou))
+        return coco_map(data, detections(head, maps, data, cfg.input_size, spec))
+
+    def serving_options(self, dense_spec) -> dict:
+        return {"threshold": dense_spec.min_score_threshold, "max_detections": dense_spec.max_detections}
+
+    def served_scores(self, data, answers: list) -> dict:
+        return coco_map(data, [[dict(b) for b in a.boxes or []] for a in answers])
+
+    def load_files(self, path, labels, masks=None, image_root=None):
+        data = load_coco(path, image_root)
+        if labels is not None and data.label_names != list(labels):
+            raise InvalidInput(f"{path}: its categories {data.label_names} (in id order) are not the "
+                               f"task's labels {list(labels)}")
+        return data
+
+    def demo_test(self, limit, seed=0):
+        return {"test": demos.shapes_detect("test", limit or DEMO_TEST_IMAGES, seed)}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from adapters.errors import InvalidInput
+from adapters.tasks.masks import png_decode
+from training.dense import demos
+from training.dense.data import load_mask_folders
 from training.dense.fit import mask_target_set, segmentation_loss
-from training.dense.metrics import segmentation_scores
+from training.dense.metrics import label_maps, segmentation_scores
 from training.tasks.dense import DenseTraining
 
 
@@ -16,6 +20,7 @@ class SegmentationTraining(DenseTraining):
     headline_metric = "miou"
     default_strides = (8, 16, 32)
     default_input_size = 224
+    demo = "brain-regions"
 
     def n_out(self, n_labels: int) -> int:
         return n_labels
@@ -27,4 +32,17 @@ class SegmentationTraining(DenseTraining):
         return segmentation_loss(out, targets, idx)
 
     def dense_scores(self, head, maps, data, cfg, spec) -> dict:
-        return segmentation_scores(head, maps, data)
+        return segmentation_scores(data, label_maps(head, maps, data))
+
+    def served_scores(self, data, answers: list) -> dict:
+        return segmentation_scores(data, [png_decode(a.mask_png) for a in answers])
+
+    def load_files(self, path, labels, masks=None, image_root=None):
+        if masks is None:
+            raise InvalidInput("a segmentation data set is an image folder (--data) and a folder of PNG "
+                               "masks (--masks, <image stem>.png)")
+        return load_mask_folders(path, masks, list(labels))
+
+    def demo_test(self, limit, seed=0):
+        tests = {"test": demos.brain_regions("test"), "test_ch2bet": demos.brain_regions("test", "ch2bet")}
+        return {k: d.subset(list(range(min(limit, len(d))))) if limit else d for k, d in tests.items()}
