@@ -102,7 +102,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description=(
         "Bearer token for register/activate/delete/pin. Unset = those endpoints are refused (403)."))
     inference_token: SecretStr | None = Field(None, description=(
-        "Bearer token for predict/list/show. Unset = those endpoints are open."))
+        "Bearer token for predict/list/show. Unset = those endpoints are open (to every "
+        "namespace: a multi-team server sets it, and then every read needs a token)."))
+    token_ttl_s: float = Field(5.0, ge=0, le=3600, description=(
+        "How long a replica caches a scoped token's record (service.tokens): a token created, "
+        "rotated or revoked on another replica takes effect here within this many seconds."))
 
     # ---- batching -------------------------------------------------------------------
     max_batch_rows: int = Field(64, ge=1, le=4096, description="Trunk rows gathered into one batch.")
