@@ -25,7 +25,6 @@ from typing import Iterable, Literal
 
 from adapters.errors import NotFound
 from adapters.namespaces import namespace_of
-from adapters.store.base import check_name
 from service.errors import Forbidden
 
 Role = Literal["infer", "register", "admin"]
@@ -64,8 +63,9 @@ class Principal:
     def check(self, role: str, name: str) -> None:
         """Return if ``role`` is held on task ``name``'s namespace; else 403 when the caller
         can read that namespace, or the same 404 as a missing task when it cannot. A
-        malformed name is a 400 first (it says nothing about any task)."""
-        namespace = namespace_of(check_name(name))
+        malformed name is left to the route (its namespace is nobody's: a scoped caller
+        gets the 404; a caller over '*' the route's own answer)."""
+        namespace = namespace_of(name)
         if self.has(role, namespace):
             return
         if self.reads(namespace):

@@ -26,7 +26,12 @@ from adapters.store.base import AdapterStore
 log = logging.getLogger("taskswap.audit")
 ACTIONS = ("register", "activate", "delete", "pin", "rollout_set", "rollout_clear", "promote", "fit",
            "adapt", "token_create", "token_rotate", "token_revoke")
-_KEY_TIME = "%Y%m%d%H%M%S%f"  # 20 digits: sorts as the time does
+
+
+def _key_time(t: datetime) -> str:
+    """20 digits that sort as the UTC times do (strftime's %Y does not pad years below 1000)."""
+    t = t.astimezone(timezone.utc)
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}{t.second:02d}{t.microsecond:06d}"
 
 
 def record(store: AdapterStore, who: str, what: str, task: str | None = None,
@@ -41,7 +46,7 @@ def record(store: AdapterStore, who: str, what: str, task: str | None = None,
     doc = {"at": now.isoformat(), "who": who, "what": what,
            "namespace": namespace if namespace is not None else (namespace_of(task) if task else None),
            "task": task, "before": before, "after": after, "detail": detail or {}}
-    key = f"audit/{now.strftime(_KEY_TIME)}-{secrets.token_hex(4)}"
+    key = f"audit/{_key_time(now)}-{secrets.token_hex(4)}"
     try:
         store.create_document(key, doc)
     except Exception:  # noqa: BLE001 - the action succeeded; a lost record is logged, not raised
@@ -57,12 +62,12 @@ def since_key(since: str) -> str:
     """
     try:
         t = datetime.fromisoformat(since)
-    except ValueError as exc:
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=timezone.utc)
+        return _key_time(t)
+    except (ValueError, OverflowError) as exc:  # not a time; or one that leaves the calendar in UTC
         raise InvalidInput(f"since {since[:40]!r} is not an ISO-8601 time: use e.g. "
                            "'2026-12-07' or '2026-12-07T17:00:00Z'") from exc
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.astimezone(timezone.utc).strftime(_KEY_TIME)
 
 
 def read(store: AdapterStore, readable, namespace: str | None = None, since: str | None = None,

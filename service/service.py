@@ -51,6 +51,7 @@ from service.audio_inputs import audio_limits_from, looks_like_audio  # noqa: E4
 from adapters.embed_spec import EmbedSpec  # noqa: E402
 from service import access, audit  # noqa: E402
 from service.auth import Auth, AuthGuard  # noqa: E402
+from service.jwt_auth import JwtVerifier  # noqa: E402
 from service import decoding, uvicorn_errors  # noqa: E402
 from service.client_key import ClientKey  # noqa: E402
 from service.generation import generate_all  # noqa: E402
@@ -110,7 +111,9 @@ def check_settings_or_exit() -> None:
 @functools.cache
 def get_auth() -> Auth:
     s = get_settings()
-    return Auth(s.admin_token, s.inference_token)  # scoped tokens once the worker's engine runs
+    verifier = JwtVerifier.from_files(s.jwt_public_key_file, s.jwt_jwks_file, s.jwt_claim,
+                                      s.jwt_audience, s.jwt_issuer)
+    return Auth(s.admin_token, s.inference_token, jwt=verifier)  # scoped tokens once the engine runs
 
 
 check_settings_or_exit()  # runs in the `bentoml serve` process too, before any worker starts
@@ -284,7 +287,7 @@ class Taskswap:
     def list_adapters(
         self,
         name: Annotated[str | None, Query(
-            max_length=64, description="Only tasks whose name contains this (case-insensitive).")] = None,
+            max_length=MAX_TASK_NAME_CHARS, description="Only tasks whose name contains this (case-insensitive).")] = None,
         offset: Annotated[int, Query(ge=0, description="Skip this many matching tasks.")] = 0,
         limit: Annotated[int | None, Query(
             ge=1, le=1000, description="At most this many tasks (1-1000); omitted: all that match.")] = None,

@@ -12,7 +12,10 @@ import re
 import time
 from datetime import datetime, timezone
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 
 from adapters.format.adapter_dir import content_hash
@@ -42,10 +45,21 @@ def _token(srv, role, namespaces, name="t") -> dict:
 
 
 @pytest.fixture(scope="module")
-def srv(server_factory, tiny_dir, text_backbone, tmp_path_factory):
+def idp_key():
+    """The identity provider's signing key (this test is the provider)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def srv(server_factory, tiny_dir, text_backbone, tmp_path_factory, idp_key):
+    keys = tmp_path_factory.mktemp("idp")
+    (keys / "idp.pem").write_bytes(idp_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return server_factory.start(store=tmp_path_factory.mktemp("tenancy-store"),
                                 backbones=tiny_backbones_env(tiny_dir),
-                                env={"TASKSWAP_INFERENCE_TOKEN": INFER, "TASKSWAP_TOKEN_TTL_S": "1"})
+                                env={"TASKSWAP_INFERENCE_TOKEN": INFER, "TASKSWAP_TOKEN_TTL_S": "1",
+                                     "TASKSWAP_JWT_PUBLIC_KEY_FILE": str(keys / "idp.pem"),
+                                     "TASKSWAP_JWT_AUDIENCE": "taskswap"})
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +101,8 @@ def test_every_route_kind_takes_a_qualified_name(srv, world):
     # URL words cannot be a namespaced task's name, so '/adapters/team/rollout' is unambiguous
     r = srv.get("/adapters/team/rollout", token=tok)
     assert r.status_code == 404 and "'team'" in r.json()["message"]
-    assert srv.get("/adapters/a/b/c", token=tok).status_code == 400
+    assert srv.get("/adapters/a/b/c", admin=True).status_code == 400  # at most one '/'
+    assert srv.get("/adapters/a/b/c", token=tok).status_code == 404  # namespace 'a' is not its own
     # the default namespace keeps its bare names; 'default/x' is refused with the fix
     assert srv.get("/adapters/plain").json()["name"] == "plain"
     r = srv.get("/adapters/default/plain", admin=True)
@@ -159,6 +174,20 @@ def test_rotate_and_revoke(srv, world):
     assert srv.post(f"/admin/tokens/{made['id']}/rotate", token=adm).status_code == 404  # revoked: gone
     forged = f"tsw_{made['id']}_{'A' * 43}"
     assert srv.predict(HIDDEN, texts=["good"], token=forged).status_code == 401
+
+
+def test_jwts_from_an_identity_provider(srv, world, idp_key):
+    def signed(key, **grant):
+        return jwt.encode({"sub": "ci@team", "aud": "taskswap", "exp": int(time.time()) + 300,
+                           "taskswap": grant}, key, algorithm="RS256")
+    good = signed(idp_key, role="register", namespaces=["team"])
+    r = srv.post(f"/adapters/{HIDDEN}/pin", token=good, json={"pinned": False})
+    assert r.status_code == 200, r.text
+    assert srv.get("/admin/audit", admin=True, params={"limit": 1000}).json()["records"][-1]["who"] == "jwt:ci@team"
+    r = srv.delete("/adapters/plain", token=good)
+    assert r.status_code == 404 and r.json()["message"] == "task 'plain' is not registered"
+    forged = signed(rsa.generate_private_key(public_exponent=65537, key_size=2048), role="admin", namespaces=["*"])
+    assert srv.get("/admin/tokens", token=forged).status_code == 401
 
 
 def test_bootstrap_tokens_work_as_before(srv):
