@@ -5,7 +5,9 @@ Three kinds of token:
 - the bootstrap ``TASKSWAP_ADMIN_TOKEN``: role ``admin`` over every namespace;
 - the bootstrap ``TASKSWAP_INFERENCE_TOKEN``: role ``infer`` over every namespace;
 - scoped tokens ``tsw_<id>_<secret>`` (:mod:`service.tokens`): one role over some
-  namespaces, created through ``/admin/tokens``, kept as salted hashes in the store.
+  namespaces, created through ``/admin/tokens``, kept as salted hashes in the store;
+- JWTs from an identity provider, when a key is configured (:mod:`service.jwt_auth`): the
+  same grant, from a claim.
 
 Each route needs a role (:func:`rule_for`, a table), and for a route naming a task in its
 path, that role in the task's namespace (:meth:`Principal.check`: 403 when the caller can
@@ -41,6 +43,7 @@ import anyio
 from adapters.errors import TaskswapError, Unauthorized
 from service.access import ANONYMOUS, BOOTSTRAP_ADMIN, BOOTSTRAP_INFERENCE, CURRENT, ROLES, Principal
 from service.errors import Forbidden, taskswap_error_response
+from service.jwt_auth import JwtVerifier, looks_like_jwt
 from service.tokens import TokenBook, looks_scoped
 
 Scope = Literal["admin", "read", "open"]
@@ -74,10 +77,11 @@ class Auth:
     """
 
     def __init__(self, admin_token: SecretStr | None, inference_token: SecretStr | None,
-                 book: Callable[[], TokenBook | None] = lambda: None):
+                 book: Callable[[], TokenBook | None] = lambda: None, jwt: JwtVerifier | None = None):
         self.admin_token = admin_token
         self.inference_token = inference_token
         self._book = book
+        self.jwt = jwt
 
     def attach(self, book: Callable[[], TokenBook | None]) -> None:
         """Where scoped tokens are read: the worker's engine, once it opened the store."""
@@ -97,6 +101,8 @@ class Auth:
         return token is not None and book is not None and looks_scoped(token) and not book.cached(token)
 
     def _scoped(self, token: str) -> Principal | None:
+        if self.jwt is not None and looks_like_jwt(token):
+            return self.jwt.principal(token)
         book = self.book
         return book.principal(token) if book is not None and looks_scoped(token) else None
 
