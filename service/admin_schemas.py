@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-NamespaceName = Field(min_length=1, max_length=32, pattern=r"^(\*|[a-z0-9][a-z0-9_.-]{0,31})$")
+NamespaceName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^(\*|[a-z0-9][a-z0-9_.-]{0,31})$")]
 
 
 class TokenCreate(BaseModel):
@@ -18,7 +18,7 @@ class TokenCreate(BaseModel):
     role: Literal["infer", "register", "admin"] = Field(description=(
         "infer: predict and read; register: also change tasks; admin: also manage tokens and "
         "read the audit log of its namespaces."))
-    namespaces: list[str] = Field(min_length=1, max_length=32, description=(
+    namespaces: list[NamespaceName] = Field(min_length=1, max_length=32, description=(
         "Namespaces the role holds in ('default' is the namespace of bare task names); '*' = all."))
 
 

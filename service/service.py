@@ -47,6 +47,7 @@ from pydantic import ValidationError  # noqa: E402
 
 from adapters.errors import InvalidInput, NotFound, TaskswapError  # noqa: E402
 from adapters.namespaces import namespace_of  # noqa: E402
+from adapters.store.base import NAMESPACES_ROOT, stored_task  # noqa: E402
 from service.audio_inputs import audio_limits_from, looks_like_audio  # noqa: E402
 from adapters.embed_spec import EmbedSpec  # noqa: E402
 from service import access, audit  # noqa: E402
@@ -325,6 +326,11 @@ class Taskswap:
             body = _parse_json_model(await request.body(), RegisterFromStore)
             if body.name is not None:
                 principal.check("register", body.name)
+            source = stored_task(body.store_path)
+            if source == NAMESPACES_ROOT and not principal.everywhere:
+                raise NotFound(f"store path {body.store_path!r} does not exist in the store")
+            if source is not None and source != NAMESPACES_ROOT:  # a task's stored files: the caller must read that task
+                principal.check("infer", source)
             job = self.engine.submit_registration(
                 self.engine.register_path, body.store_path, body.name, body.labels, body.backbone,
                 body.expected_version, authorize)

@@ -215,6 +215,27 @@ def name_of_prefix(parts: list[str]) -> str | None:
     return None
 
 
+def stored_task(ref: str) -> str | None:
+    """The task a store path points into (``tasks/x/...``, ``ns/team/tasks/x/...``,
+    ``./`` and empty parts ignored), :data:`NAMESPACES_ROOT` for a path inside ``ns/`` that
+    names no task, or None for a path outside both (``imports/...``).
+
+    >>> stored_task("ns/team/tasks/x/versions/ab12"), stored_task("./tasks//x/versions/ab12/.")
+    ('team/x', 'x')
+    >>> stored_task("ns/team"), stored_task("imports/x")
+    ('ns/', None)
+    """
+    parts = [p for p in str(ref).split("/") if p not in ("", ".")]
+    if parts[:1] == ["tasks"] and len(parts) >= 2:
+        return parts[1]
+    if parts[:1] == ["ns"]:
+        return (name_of_prefix(parts[:4]) if len(parts) >= 4 else None) or NAMESPACES_ROOT
+    return None
+
+
+NAMESPACES_ROOT = "ns/"  # stored_task's answer for a path in ns/ naming no task (never a task name)
+
+
 EXPECT_NO_VERSION = ""  # ``expected``: the task must have no active version (a first registration)
 
 

@@ -131,6 +131,15 @@ def test_roles_and_namespaces(srv, world, text_backbone):
                      files={"file": ("a.zip", _archive(tmp / f"m2{len(fields)}", text_backbone, "other/evil"))})
         assert r.status_code == 404 and r.json()["message"] == "task 'other/evil' is not registered", r.text
     assert srv.get("/adapters/other/evil", admin=True).status_code == 404
+    # by store path: another namespace's stored version is not its to read (however written)
+    v = world["versions"][HIDDEN]
+    for path in (f"ns/team/tasks/sent/versions/{v}", f"./ns//team/tasks/sent/versions/{v}/.", "ns/team"):
+        r = srv.post("/adapters", token=_bearer(world, "reg_other"), json={"store_path": path, "name": "other/copy"})
+        missing = path.replace("sent", "nothere").replace(v, "ab" * 32)
+        same = srv.post("/adapters", token=_bearer(world, "reg_other"), json={"store_path": missing, "name": "other/copy"})
+        assert r.status_code == same.status_code == 404, (path, r.text, same.text)
+        assert r.json()["message"].replace("sent", "N") == same.json()["message"].replace("nothere", "N"), (r.text, same.text)
+    assert srv.get("/adapters/other/copy", admin=True).status_code == 404
     r = srv.delete("/adapters/plain", token=reg)  # the default namespace is another namespace
     assert r.status_code == 404 and r.json()["message"] == "task 'plain' is not registered"
     # infer may read its namespace but not change it: 403 (it can see the task anyway)
