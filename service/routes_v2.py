@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field
 from adapters.errors import InvalidInput, TaskswapError
 from service.errors import status_for
 from service.protocol_errors import V2Error, error_responses
+from service import task_paths  # noqa: F401  (registers the {task:task} convertor)
 from service.request_limits import MAX_TASK_NAME_CHARS
 from service.routes_common import Svc, decode_inputs, observed
 
@@ -195,7 +196,7 @@ async def infer(body: InferRequest, svc: Svc, task: str = TaskPath) -> InferResp
     return await _infer(svc, task, None, body)
 
 
-@router.get("/models/{task:path}", response_model=ModelMetadata, response_model_exclude_none=True,
+@router.get("/models/{task:task}", response_model=ModelMetadata, response_model_exclude_none=True,
             responses=_RESPONSES)
 async def model_metadata(svc: Svc, task: str = TaskPath) -> ModelMetadata:
     """A task as a model: its versions, input tensor and output tensors."""

@@ -50,7 +50,7 @@ from adapters.namespaces import namespace_of  # noqa: E402
 from adapters.store.base import NAMESPACES_ROOT, stored_task  # noqa: E402
 from service.audio_inputs import audio_limits_from, looks_like_audio  # noqa: E402
 from adapters.embed_spec import EmbedSpec  # noqa: E402
-from service import access, audit  # noqa: E402
+from service import access, audit, task_paths  # noqa: E402,F401  (task_paths: the {name:task} convertor)
 from service.auth import Auth, AuthGuard  # noqa: E402
 from service.jwt_auth import JwtVerifier  # noqa: E402
 from service import decoding, uvicorn_errors  # noqa: E402
@@ -424,7 +424,7 @@ class Taskswap:
         self._audit("promote", name, before=out.previous_version, after=out.active_version)
         return out
 
-    @app.delete("/adapters/{name:path}", response_model=DeleteResponse, responses=ERROR_RESPONSES)
+    @app.delete("/adapters/{name:task}", response_model=DeleteResponse, responses=ERROR_RESPONSES)
     def delete(self, name: TaskPath, expected_version: ExpectedQuery = None) -> DeleteResponse:
         """(admin) Remove a task and all its versions (``?expected_version=``: 409 unless active)."""
         before = self.engine.show(name)["active_version"]
@@ -434,7 +434,7 @@ class Taskswap:
 
     # Declared last: ``{name:path}`` would also match ``team/task/rollout``, so the routes
     # with a word after the name come first (service.auth's table reads the same way).
-    @app.get("/adapters/{name:path}", response_model=AdapterInfo, responses=ERROR_RESPONSES)
+    @app.get("/adapters/{name:task}", response_model=AdapterInfo, responses=ERROR_RESPONSES)
     def show_adapter(self, name: TaskPath) -> AdapterInfo:
         """One task (``team/task`` for a task in namespace ``team``)."""
         return AdapterInfo(**self.engine.show(name))
