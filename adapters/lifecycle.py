@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from adapters.backbones.base import Backbone
 from adapters.dryrun import check_outputs_finite
@@ -120,7 +120,7 @@ class Lifecycle:
     # ---- register / activate / delete / pin ----------------------------------------------
     def register(self, folder: Path, name: str | None = None, labels: list[str] | None = None,
                  backbone: str | None = None, expected: str | None = None,
-                 activate: bool = True) -> Change:
+                 activate: bool = True, authorize: Callable[[str], None] | None = None) -> Change:
         """Register in one pass; returns ``(the live version, the version it replaced or None)``.
 
         The folder is read once (files, manifest, safetensors headers), checked against the
@@ -134,10 +134,14 @@ class Lifecycle:
         between (its loser's version is unreferenced, and ``gc`` collects it after its grace).
         ``activate=False`` stores the version in the task's history as a candidate (for a
         shadow or canary rollout) and leaves the active version as it is (replaced: None).
+        ``authorize(name)`` runs once the task's name is known (the manifest's, or the
+        override), before the dry run: it raises to refuse a caller that may not change it.
         """
         adir = read_adapter_dir(Path(folder))  # refuses links / pickles before anything else
         prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True)
         name = check_name(prep.manifest.name)
+        if authorize is not None:
+            authorize(name)
         if activate and expected is not None:  # a 409 before the dry run and the upload
             check_expected(name, self.store.get_alias(name), expected)
         # Validated before taking the writer lock: the dry run may wait for a batch slot.

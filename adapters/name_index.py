@@ -13,6 +13,7 @@ the page (and a name filter one substring test per name), never a description of
 from __future__ import annotations
 
 import bisect
+from typing import Callable
 
 
 class NameIndex:
@@ -38,13 +39,17 @@ class NameIndex:
     def __iter__(self):
         return iter(list(self._names))
 
-    def window(self, name: str | None, offset: int, limit: int | None) -> tuple[list[str], int, int | None]:
+    def window(self, name: str | None, offset: int, limit: int | None,
+               visible: Callable[[str], bool] | None = None) -> tuple[list[str], int, int | None]:
         """``(names on this page, total matching, offset of the next page or None)``.
 
-        ``name`` keeps the names containing it (case-insensitive); ``limit=None`` means
-        every match from ``offset`` on. Names come in sorted order.
+        ``name`` keeps the names containing it (case-insensitive); ``visible`` keeps the
+        names it accepts (a caller's readable namespaces); ``limit=None`` means every match
+        from ``offset`` on. Names come in sorted order.
         """
         names = self._names
+        if visible is not None:
+            names = [n for n in names if visible(n)]
         if name:
             needle = name.lower()
             names = [n for n in names if needle in n.lower()]  # task names are lowercase: cheap

@@ -19,6 +19,7 @@ evaluation and the benches use (``Registry(store, backbones)``, ``register``, ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from adapters.backbones.base import Backbone
 from adapters.errors import NotFound
@@ -128,13 +129,13 @@ class Registry:
             rows = sorted(self.table.rows.items())
             return [self._describe(name, row) for name, row in rows]
 
-    def page(self, name: str | None = None, offset: int = 0,
-             limit: int | None = None) -> tuple[list[dict], int, int | None]:
+    def page(self, name: str | None = None, offset: int = 0, limit: int | None = None,
+             visible: Callable[[str], bool] | None = None) -> tuple[list[dict], int, int | None]:
         """One page of :meth:`list`: ``(tasks, total matching, next offset or None)``, tasks
-        whose name contains ``name`` (case-insensitive), in name order. Only the page's
-        tasks are described (the sorted name index cuts the page)."""
+        whose name contains ``name`` (case-insensitive) and that ``visible`` accepts, in name
+        order. Only the page's tasks are described (the sorted name index cuts the page)."""
         with self.table.lock:
-            names, total, next_offset = self.table.names.window(name, offset, limit)
+            names, total, next_offset = self.table.names.window(name, offset, limit, visible)
             return [self._describe(n, self.table.rows[n]) for n in names], total, next_offset
 
     def count(self) -> int:
@@ -195,9 +196,9 @@ class Registry:
 
     def register_replacing(self, folder: Path, name: str | None = None, labels: list[str] | None = None,
                            backbone: str | None = None, expected: str | None = None,
-                           activate: bool = True) -> Change:
+                           activate: bool = True, authorize: Callable[[str], None] | None = None) -> Change:
         """``(the live version, the version it replaced or None)``: :meth:`Lifecycle.register`."""
-        return self.lifecycle.register(folder, name, labels, backbone, expected, activate)
+        return self.lifecycle.register(folder, name, labels, backbone, expected, activate, authorize)
 
     def activate(self, name: str, version: str, expected: str | None = None) -> LoadedAdapter:
         """Roll a task to one of its stored versions (loaded and checked before the switch)."""

@@ -36,6 +36,7 @@ from adapters.backbones.base import Backbone
 from adapters.errors import AdapterUnavailable, NotFound
 from adapters.kinds import KINDS
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
+from adapters.namespaces import namespace_of
 from adapters.store.base import AdapterStore, Alias, check_name
 from adapters.table import Entry, Key, TaskTable
 
@@ -169,7 +170,11 @@ class Residency:
             return loaded
         row = self.table.get(task)
         if row is None:
-            known = ", ".join(self.table.names.window(None, 0, 20)[0]) or "none registered"
+            # Only the requested name's namespace: another namespace's names are not this
+            # caller's to learn (service.access, the 404 rule).
+            ns = namespace_of(task)
+            known = ", ".join(self.table.names.window(None, 0, 20, lambda n: namespace_of(n) == ns)[0]) \
+                or "none registered"
             raise NotFound(f"task {task!r} is not registered (tasks: {known})")
         return self.load_on_use(task, row.alias.active)
 

@@ -45,12 +45,14 @@ from adapters.rollout import canary_choice
 from adapters.runtime import EmbedSpec, PreparedRequest, Results, Runtime
 from adapters.upload_cleanup import collect_stale_uploads
 from adapters.store import open_store
+from service import access
 from service.client_key import CLIENT
 from service.errors import NotReady, PredictTimeout
 from service.inputs import InputLimits, check_registration_fields
 from service.prediction_log import PredictionLog
 from service.registrations import RegistrationQueue
 from service.request_cost import check_cost
+from service.tokens import TokenBook
 from service.rollouts import Rollouts
 from service.settings import Settings
 from service.watcher import StoreWatcher
@@ -75,6 +77,7 @@ class Engine:
         self.watcher: StoreWatcher | None = None
         self.limits = InputLimits.from_settings(settings)
         self.store = None  # the adapter store (jobs, store paths); the registry writes adapters to it
+        self.tokens: TokenBook | None = None  # scoped credentials, in the store (service.tokens)
         self.rollouts = None  # service.rollouts.Rollouts once started
         self.registrations: RegistrationQueue | None = None  # POST /adapters runs there
         self.prediction_log = PredictionLog.from_settings(settings)
@@ -125,6 +128,7 @@ class Engine:
         gc.freeze()
         stages["gc freeze"] = time.perf_counter() - t
         self.store, self.registry = store, registry
+        self.tokens = TokenBook(store, s.token_ttl_s)
         self.rollouts = Rollouts(self)  # policies arrive on the registry's task rows with each sync
         self.runtime = Runtime(registry, max_forward_rows=s.max_forward_rows,
                                token_budget=s.token_budget or None)
@@ -235,6 +239,7 @@ class Engine:
         called once the batch has run; ``options`` are task types' request options
         (detection's ``threshold``, ``max_detections``), checked against each task's limits."""
         self.require_ready()
+        access.check("infer", tasks)  # a task in a namespace the caller cannot read: 404
         # prepare may load an evicted LoRA from the store, and the cost estimate tokenises:
         # keep both off the event loop.
         prepared, cost = await anyio.to_thread.run_sync(lambda: self._costed(
@@ -310,6 +315,7 @@ class Engine:
         """The adapter that serves ``task`` (or that exact stored ``version``) and every
         stored version of the task, oldest first."""
         self.require_ready()
+        access.check("infer", [task])
         loaded = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
         return loaded, [v["version"] for v in self.registry.show(task)["versions"]]
 
@@ -323,6 +329,7 @@ class Engine:
         (sticky per ``routing_key``)."""
         self.require_ready()
         task, _, version = model.partition("@")
+        access.check("infer", [task])
         adapter = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
         if not version:
             adapter = canary_choice(self.registry, self.registry, task, routing_key) or adapter
@@ -359,13 +366,14 @@ class Engine:
         if not self.lms:
             return []
         self.sync(wait=False)
-        return [d["name"] for d in self.registry.list() if d["task_type"] == "generation"]
+        readable = access.current().reads_name
+        return [d["name"] for d in self.registry.list() if d["task_type"] == "generation" and readable(d["name"])]
 
     def generation_task(self, name: str) -> str:
         """``name`` if it is a registered generation task; ``NotFound`` otherwise."""
         self.require_ready()
         try:
-            if self.lms and self.registry.show(name)["task_type"] == "generation":
+            if self.lms and access.current().reads_name(name) and self.registry.show(name)["task_type"] == "generation":
                 return name
         except (NotFound, InvalidInput):  # not registered, or not even a task name
             pass
@@ -377,6 +385,7 @@ class Engine:
         does (always False without a language model); a mix is refused (400)."""
         if not self.lms:
             return False
+        access.check("infer", tasks)
         flags = [self.registry.resolve(t).task.generates for t in tasks]
         if any(flags) and not all(flags):
             raise InvalidInput(f"tasks {tasks} mix generation and scoring tasks; send the generation "
@@ -401,7 +410,7 @@ class Engine:
         return job
 
     def register_archive(self, data: bytes, name: str | None, labels: list[str] | None,
-                         backbone: str | None, expected: str | None = None
+                         backbone: str | None, expected: str | None = None, authorize=None
                          ) -> tuple[LoadedAdapter, str | None]:
         """Extract an uploaded zip/tar.gz safely, then register it; returns (new, previous)."""
         self.require_ready()
@@ -410,23 +419,25 @@ class Engine:
         with tempfile.TemporaryDirectory(prefix="taskswap-upload-") as tmp:
             folder = extract_archive(data, Path(tmp) / "x", max_bytes=s.max_archive_bytes,
                                      max_entries=s.max_archive_entries)
-            return self._register(folder, name, labels, backbone, expected)
+            return self._register(folder, name, labels, backbone, expected, authorize=authorize)
 
     def register_path(self, ref: str, name: str | None, labels: list[str] | None,
-                      backbone: str | None, expected: str | None = None
+                      backbone: str | None, expected: str | None = None, authorize=None
                       ) -> tuple[LoadedAdapter, str | None]:
         """Register a folder inside the store (``imports/...``); returns (new, previous)."""
         self.require_ready()
         check_registration_fields(name, labels)
         folder = self.store.resolve_store_path(ref)
-        return self._register(folder, name, labels, backbone, expected)
+        return self._register(folder, name, labels, backbone, expected, authorize=authorize)
 
     def _register(self, folder: Path, name, labels, backbone, expected,
-                  activate: bool = True) -> tuple[LoadedAdapter, str | None]:
+                  activate: bool = True, authorize=None) -> tuple[LoadedAdapter, str | None]:
+        """``authorize(name)``: the caller's check on the task name (the registration thread
+        does not run in the request's context, so the route hands it over)."""
         # previous = the alias the store's compare-and-swap replaced, never a separate read.
         loaded, previous = self.registry.register_replacing(folder, name=name, labels=labels,
                                                             backbone=backbone, expected=expected,
-                                                            activate=activate)
+                                                            activate=activate, authorize=authorize)
         self._publish_state()
         return loaded, previous
 
@@ -459,10 +470,13 @@ class Engine:
         after catching up with the store (see :meth:`Registry.page`)."""
         self.require_ready()
         self.sync(wait=False)
-        return (self.registry.generation, *self.registry.page(name, offset, limit))
+        principal = access.current()
+        visible = None if principal.everywhere else principal.reads_name
+        return (self.registry.generation, *self.registry.page(name, offset, limit, visible))
 
     def show(self, name: str) -> dict:
         self.require_ready()
+        access.check("infer", [name])
         return self.registry.show(name)
 
     def describe_backbones(self) -> list[dict]:

@@ -2,4 +2,4 @@
 multipart checks. Plain constants: the torch-free client imports the schemas."""
 
 MAX_TASKS = 32  # tasks per prediction request (JSON 'tasks' and multipart 'task' alike)
-MAX_TASK_NAME_CHARS = 64
+MAX_TASK_NAME_CHARS = 97  # 'namespace/task': 32 + 1 + 64 (adapters.store.base.MAX_NAME_CHARS)

@@ -129,7 +129,7 @@ async def models(svc: Svc) -> ModelList:
                          + [Model(id=name, created=_CREATED, owned_by=TASK) for name in tasks])
 
 
-@router.get("/models/{model}", response_model=Model, responses=_RESPONSES)
+@router.get("/models/{model:path}", response_model=Model, responses=_RESPONSES)
 async def model(svc: Svc, model: str = Path(min_length=1, max_length=140)) -> Model:
     """One backbone or generation task as an OpenAI model."""
     async with observed(svc, "openai"):

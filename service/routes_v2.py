@@ -51,11 +51,14 @@ from pydantic import BaseModel, Field
 from adapters.errors import InvalidInput, TaskswapError
 from service.errors import status_for
 from service.protocol_errors import V2Error, error_responses
+from service import task_paths  # noqa: F401  (registers the {task:task} convertor)
+from service.request_limits import MAX_TASK_NAME_CHARS
 from service.routes_common import Svc, decode_inputs, observed
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"])
 _RESPONSES = error_responses(V2Error)
-TaskPath = Path(min_length=1, max_length=64, description="Task name (the model).")
+TaskPath = Path(min_length=1, max_length=MAX_TASK_NAME_CHARS, description=(
+    "Task name (the model): 'task' or 'namespace/task'."))
 VersionPath = Path(min_length=8, max_length=64, description="Stored version: sha256 id or unique prefix.")
 BYTES_B64 = "base64"  # an input's parameters.content_encoding: its BYTES elements are base64
 Parameters = dict[str, str | int | float | bool]
@@ -159,31 +162,9 @@ def ready(svc: Svc):
 
 
 # ---- models ------------------------------------------------------------------------------
-@router.get("/models/{task}", response_model=ModelMetadata, response_model_exclude_none=True,
-            responses=_RESPONSES)
-async def model_metadata(svc: Svc, task: str = TaskPath) -> ModelMetadata:
-    """A task as a model: its versions, input tensor and output tensors."""
-    async with observed(svc, "v2"):
-        return _metadata(svc, task, None)
-
-
-@router.get("/models/{task}/versions/{version}", response_model=ModelMetadata,
-            response_model_exclude_none=True, responses=_RESPONSES)
-async def model_version_metadata(svc: Svc, task: str = TaskPath, version: str = VersionPath) -> ModelMetadata:
-    """One stored version of a task as a model."""
-    async with observed(svc, "v2"):
-        return _metadata(svc, task, version)
-
-
-@router.get("/models/{task}/ready", response_model=ModelReady, responses=_RESPONSES)
-async def model_ready(svc: Svc, task: str = TaskPath) -> ModelReady:
-    """200 when the task's active version is loaded (or loads now) and can answer."""
-    async with observed(svc, "v2"):
-        loaded, _ = svc.engine.task_model(task)
-        return ModelReady(name=task, version=loaded.version, ready=True)
-
-
-@router.get("/models/{task}/versions/{version}/ready", response_model=ModelReady, responses=_RESPONSES)
+# A task name may hold a '/' (namespace/task): ``{task:path}``, and the routes with words
+# after the name come first, the bare one last (Starlette tries routes in order).
+@router.get("/models/{task:path}/versions/{version}/ready", response_model=ModelReady, responses=_RESPONSES)
 async def model_version_ready(svc: Svc, task: str = TaskPath, version: str = VersionPath) -> ModelReady:
     """200 when that stored version is loaded (or loads now) and can answer."""
     async with observed(svc, "v2"):
@@ -191,20 +172,44 @@ async def model_version_ready(svc: Svc, task: str = TaskPath, version: str = Ver
         return ModelReady(name=task, version=loaded.version, ready=True)
 
 
-@router.post("/models/{task}/infer", response_model=InferResponse, response_model_exclude_none=True,
-             responses=_RESPONSES)
-async def infer(body: InferRequest, svc: Svc, task: str = TaskPath) -> InferResponse:
-    """Inference on the task's active version."""
-    return await _infer(svc, task, None, body)
-
-
-@router.post("/models/{task}/versions/{version}/infer", response_model=InferResponse,
+@router.post("/models/{task:path}/versions/{version}/infer", response_model=InferResponse,
              response_model_exclude_none=True, responses=_RESPONSES)
 async def infer_version(body: InferRequest, svc: Svc, task: str = TaskPath,
                         version: str = VersionPath) -> InferResponse:
     """Inference on exactly this stored version (rollouts, reproducible evaluation)."""
     return await _infer(svc, task, version, body)
 
+
+
+@router.get("/models/{task:path}/versions/{version}", response_model=ModelMetadata,
+            response_model_exclude_none=True, responses=_RESPONSES)
+async def model_version_metadata(svc: Svc, task: str = TaskPath, version: str = VersionPath) -> ModelMetadata:
+    """One stored version of a task as a model."""
+    async with observed(svc, "v2"):
+        return _metadata(svc, task, version)
+
+
+@router.get("/models/{task:path}/ready", response_model=ModelReady, responses=_RESPONSES)
+async def model_ready(svc: Svc, task: str = TaskPath) -> ModelReady:
+    """200 when the task's active version is loaded (or loads now) and can answer."""
+    async with observed(svc, "v2"):
+        loaded, _ = svc.engine.task_model(task)
+        return ModelReady(name=task, version=loaded.version, ready=True)
+
+
+@router.post("/models/{task:path}/infer", response_model=InferResponse, response_model_exclude_none=True,
+             responses=_RESPONSES)
+async def infer(body: InferRequest, svc: Svc, task: str = TaskPath) -> InferResponse:
+    """Inference on the task's active version."""
+    return await _infer(svc, task, None, body)
+
+
+@router.get("/models/{task:task}", response_model=ModelMetadata, response_model_exclude_none=True,
+            responses=_RESPONSES)
+async def model_metadata(svc: Svc, task: str = TaskPath) -> ModelMetadata:
+    """A task as a model: its versions, input tensor and output tensors."""
+    async with observed(svc, "v2"):
+        return _metadata(svc, task, None)
 
 # ---- helpers -----------------------------------------------------------------------------
 def _input_name(modality: str) -> str:

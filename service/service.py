@@ -45,16 +45,20 @@ from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from adapters.errors import InvalidInput, TaskswapError  # noqa: E402
+from adapters.errors import InvalidInput, NotFound, TaskswapError  # noqa: E402
+from adapters.namespaces import namespace_of  # noqa: E402
+from adapters.store.base import NAMESPACES_ROOT, stored_task  # noqa: E402
 from service.audio_inputs import audio_limits_from, looks_like_audio  # noqa: E402
 from adapters.embed_spec import EmbedSpec  # noqa: E402
+from service import access, audit, task_paths  # noqa: E402,F401  (task_paths: the {name:task} convertor)
 from service.auth import Auth, AuthGuard  # noqa: E402
+from service.jwt_auth import JwtVerifier  # noqa: E402
 from service import decoding, uvicorn_errors  # noqa: E402
 from service.client_key import ClientKey  # noqa: E402
 from service.generation import generate_all  # noqa: E402
 from service.lazy_modules import lazy_module  # noqa: E402
 from service.errors import install_error_handlers, status_for  # noqa: E402
-from service.inputs import InputLimits, MAX_TASKS, check_task_names, check_texts  # noqa: E402
+from service.inputs import InputLimits, MAX_TASK_NAME_CHARS, MAX_TASKS, check_task_names, check_texts  # noqa: E402
 from service.request_inputs import check_items, decode_items, decode_raw  # noqa: E402
 from service.metrics import ServiceMetrics  # noqa: E402
 from service.parent_watch import watch_parent  # noqa: E402
@@ -62,6 +66,7 @@ from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, 
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
 from service.query_params import refuse_unknown_query  # noqa: E402
+from service.routes_admin import router as admin_router  # noqa: E402
 from service.routes_common import json_response  # noqa: E402
 from service.routes_completions import router as completions_router  # noqa: E402
 from service.routes_embed import router as embed_router  # noqa: E402
@@ -84,7 +89,8 @@ log = logging.getLogger("taskswap.service")
 # the service's definition, so the engine's module is executed on first use, in
 # Taskswap.__init__ (service.lazy_modules; tests/unit/test_serve_imports.py checks it).
 engine_module = lazy_module("service.engine")
-TaskPath = Annotated[str, Path(min_length=1, max_length=64, description="Task name.")]
+TaskPath = Annotated[str, Path(min_length=1, max_length=MAX_TASK_NAME_CHARS, description=(
+    "Task name: 'task' (the default namespace) or 'namespace/task'."))]
 ExpectedQuery = Annotated[str | None, Query(min_length=8, max_length=64, description=EXPECTED)]
 
 
@@ -106,7 +112,9 @@ def check_settings_or_exit() -> None:
 @functools.cache
 def get_auth() -> Auth:
     s = get_settings()
-    return Auth(s.admin_token, s.inference_token)
+    verifier = JwtVerifier.from_files(s.jwt_public_key_file, s.jwt_jwks_file, s.jwt_claim,
+                                      s.jwt_audience, s.jwt_issuer)
+    return Auth(s.admin_token, s.inference_token, jwt=verifier)  # scoped tokens once the engine runs
 
 
 check_settings_or_exit()  # runs in the `bentoml serve` process too, before any worker starts
@@ -123,7 +131,7 @@ app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
-for _router in (embed_router, openai_router, completions_router, tgi_router, v2_router):  # routes that call self.engine too
+for _router in (embed_router, openai_router, completions_router, tgi_router, v2_router, admin_router):  # routes that call self.engine too
     app.include_router(_router)
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {
@@ -155,6 +163,7 @@ class Taskswap:
         decoding.configure(self.settings.decode_budget_mb << 20, self.settings.decode_wait_s)
         self.metrics = ServiceMetrics(self.settings.metrics_max_tasks, self.settings.metrics_max_labels)
         self.engine = engine_module.Engine(self.settings, self.metrics)
+        get_auth().attach(lambda: self.engine.tokens)  # scoped tokens: read from the store
         self.engine.start_in_background()
 
     def __is_ready__(self) -> bool:
@@ -279,7 +288,7 @@ class Taskswap:
     def list_adapters(
         self,
         name: Annotated[str | None, Query(
-            max_length=64, description="Only tasks whose name contains this (case-insensitive).")] = None,
+            max_length=MAX_TASK_NAME_CHARS, description="Only tasks whose name contains this (case-insensitive).")] = None,
         offset: Annotated[int, Query(ge=0, description="Skip this many matching tasks.")] = 0,
         limit: Annotated[int | None, Query(
             ge=1, le=1000, description="At most this many tasks (1-1000); omitted: all that match.")] = None,
@@ -291,11 +300,6 @@ class Taskswap:
                            adapters=[AdapterInfo(**a) for a in items], total=total,
                            next_offset=next_offset)
 
-    @app.get("/adapters/{name}", response_model=AdapterInfo, responses=ERROR_RESPONSES)
-    def show_adapter(self, name: TaskPath) -> AdapterInfo:
-        """One task."""
-        return AdapterInfo(**self.engine.show(name))
-
     # ---- adapters: admin -----------------------------------------------------------------
     @app.post("/adapters", status_code=201, response_model=RegisterResponse,
               responses=ERROR_RESPONSES, openapi_extra=_REGISTER_BODY)
@@ -306,88 +310,138 @@ class Taskswap:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         # The work runs on the engine's one registration thread (service.registrations);
         # shielded: an admin who hangs up does not undo a registration already queued.
+        # The task's name may come from the manifest inside the upload: the registration
+        # checks the caller's role on it once it is known, before anything is loaded or stored.
+        principal = access.current()
+
+        def authorize(task: str) -> None:
+            principal.check("register", task)
         if ctype == "multipart/form-data":
             data, name, labels, backbone, expected = await _archive_form(request)
+            if name is not None:
+                principal.check("register", name)
             job = self.engine.submit_registration(
-                self.engine.register_archive, data, name, labels, backbone, expected)
+                self.engine.register_archive, data, name, labels, backbone, expected, authorize)
         elif ctype == "application/json":
             body = _parse_json_model(await request.body(), RegisterFromStore)
+            if body.name is not None:
+                principal.check("register", body.name)
+            source = stored_task(body.store_path)
+            if source == NAMESPACES_ROOT and not principal.everywhere:
+                raise NotFound(f"store path {body.store_path!r} does not exist in the store")
+            if source is not None and source != NAMESPACES_ROOT:  # a task's stored files: the caller must read that task
+                principal.check("infer", source)
             job = self.engine.submit_registration(
                 self.engine.register_path, body.store_path, body.name, body.labels, body.backbone,
-                body.expected_version)
+                body.expected_version, authorize)
         else:
             raise InvalidInput(f"content type {ctype or 'none'!r} is not accepted: send "
                                "multipart/form-data with the archive in 'file', or "
                                "application/json {\"store_path\": ...}")
         loaded, previous = await asyncio.shield(asyncio.wrap_future(job))
+        self._audit("register", loaded.name, before=previous, after=loaded.version,
+                    detail={"kind": loaded.manifest.kind})
         m = loaded.manifest
         return RegisterResponse(name=loaded.name, version=loaded.version, kind=m.kind,
                                 task_type=m.task_type, labels=m.labels, outputs=m.outputs or None,
                                 backbone=loaded.backbone.name,
                                 load_seconds=round(loaded.load_seconds, 6), previous_version=previous)
 
-    @app.post("/adapters/{name}/activate", response_model=AdapterInfo, responses=ERROR_RESPONSES)
+    @app.post("/adapters/{name:path}/activate", response_model=AdapterInfo, responses=ERROR_RESPONSES)
     def activate(self, name: TaskPath, body: ActivateRequest) -> AdapterInfo:
         """(admin) Make a stored version active: rollback or roll forward, atomically."""
-        return AdapterInfo(**self.engine.activate(name, body.version, body.expected_version))
+        before = self.engine.show(name)["active_version"]
+        info = AdapterInfo(**self.engine.activate(name, body.version, body.expected_version))
+        self._audit("activate", name, before=before, after=info.active_version)
+        return info
 
-    @app.post("/adapters/{name}/pin", response_model=AdapterInfo, responses=ERROR_RESPONSES)
+    @app.post("/adapters/{name:path}/pin", response_model=AdapterInfo, responses=ERROR_RESPONSES)
     def pin(self, name: TaskPath, body: PinRequest | None = None) -> AdapterInfo:
         """(admin) Keep a LoRA task resident whatever the memory budget (``{"pinned": false}`` releases)."""
-        return AdapterInfo(**self.engine.pin(name, True if body is None else body.pinned))
+        pinned = True if body is None else body.pinned
+        info = AdapterInfo(**self.engine.pin(name, pinned))
+        self._audit("pin", name, after=info.active_version, detail={"pinned": pinned})
+        return info
 
     # ---- fit jobs and rollouts (admin, except the rollout report) ---------------------------
-    @app.post("/adapters/{name}/fit", status_code=202, response_model=JobInfo, responses=ERROR_RESPONSES)
+    @app.post("/adapters/{name:path}/fit", status_code=202, response_model=JobInfo, responses=ERROR_RESPONSES)
     def fit(self, name: TaskPath, body: FitRequest) -> JobInfo:
         """(admin) Fit a head on labelled examples, as a job (``GET /jobs/{id}`` follows it);
         register it as active, as a shadow/canary candidate, or only if it is better."""
         self.engine.require_ready()
-        return JobInfo(**self.engine.rollouts.submit_fit(name, body))
+        job = JobInfo(**self.engine.rollouts.submit_fit(name, body))
+        self._audit("fit", name, detail={"job": job.id})
+        return job
 
-    @app.post("/adapters/{name}/adapt", status_code=202, response_model=JobInfo, responses=ERROR_RESPONSES)
+    @app.post("/adapters/{name:path}/adapt", status_code=202, response_model=JobInfo, responses=ERROR_RESPONSES)
     def adapt(self, name: TaskPath, body: AdaptRequest) -> JobInfo:
         """(admin) Adapt the task's active head to a new domain from unlabelled inputs, as a job
         (``GET /jobs/{id}`` follows it); the new version goes through the same gate as a fit
         (default: a shadow candidate; ``if_better`` needs labelled target examples)."""
         self.engine.require_ready()
-        return JobInfo(**self.engine.rollouts.submit_adapt(name, body))
+        job = JobInfo(**self.engine.rollouts.submit_adapt(name, body))
+        self._audit("adapt", name, detail={"job": job.id})
+        return job
 
     @app.get("/jobs/{job_id}", response_model=JobInfo, responses=ERROR_RESPONSES)
     def job(self, job_id: Annotated[str, Path(max_length=64)]) -> JobInfo:
         """(admin) A fit job: status, phase, and its result or error; any replica answers."""
         self.engine.require_ready()
-        return JobInfo(**self.engine.rollouts.jobs.get(job_id))
+        record = self.engine.rollouts.jobs.get(job_id)
+        if not access.current().has("register", namespace_of(record["task"])):
+            raise NotFound(f"job {job_id!r} does not exist")  # another namespace's job: not there
+        return JobInfo(**record)
 
-    @app.get("/adapters/{name}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
+    @app.get("/adapters/{name:path}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
     def rollout(self, name: TaskPath) -> RolloutInfo:
         """The task's candidate policy and this replica's shadow comparison."""
         self.engine.require_ready()
         return RolloutInfo(**self.engine.rollouts.report(name))
 
-    @app.post("/adapters/{name}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
+    @app.post("/adapters/{name:path}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
     def set_rollout(self, name: TaskPath, body: RolloutRequest) -> RolloutInfo:
         """(admin) Put a stored version in shadow or canary (every replica follows)."""
         self.engine.require_ready()
-        return RolloutInfo(**self.engine.rollouts.set(name, body.version, body.mode, body.fraction))
+        info = RolloutInfo(**self.engine.rollouts.set(name, body.version, body.mode, body.fraction))
+        self._audit("rollout_set", name, before=info.active_version, after=info.candidate_version,
+                    detail={"mode": info.mode, "fraction": info.fraction})
+        return info
 
-    @app.delete("/adapters/{name}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
+    @app.delete("/adapters/{name:path}/rollout", response_model=RolloutInfo, responses=ERROR_RESPONSES)
     def drop_rollout(self, name: TaskPath) -> RolloutInfo:
         """(admin) Drop the candidate policy; the active version keeps serving."""
         self.engine.require_ready()
-        return RolloutInfo(**self.engine.rollouts.drop(name))
+        candidate = self.engine.rollouts.report(name).get("candidate_version")
+        info = RolloutInfo(**self.engine.rollouts.drop(name))
+        self._audit("rollout_clear", name, before=candidate, after=info.active_version)
+        return info
 
-    @app.post("/adapters/{name}/promote", response_model=PromoteResponse, responses=ERROR_RESPONSES)
+    @app.post("/adapters/{name:path}/promote", response_model=PromoteResponse, responses=ERROR_RESPONSES)
     def promote(self, name: TaskPath) -> PromoteResponse:
         """(admin) Make the candidate the active version, atomically, and end the rollout."""
         self.engine.require_ready()
-        return PromoteResponse(**self.engine.rollouts.promote(name))
+        out = PromoteResponse(**self.engine.rollouts.promote(name))
+        self._audit("promote", name, before=out.previous_version, after=out.active_version)
+        return out
 
-    @app.delete("/adapters/{name}", response_model=DeleteResponse, responses=ERROR_RESPONSES)
+    @app.delete("/adapters/{name:task}", response_model=DeleteResponse, responses=ERROR_RESPONSES)
     def delete(self, name: TaskPath, expected_version: ExpectedQuery = None) -> DeleteResponse:
         """(admin) Remove a task and all its versions (``?expected_version=``: 409 unless active)."""
+        before = self.engine.show(name)["active_version"]
         self.engine.delete(name, expected_version)
+        self._audit("delete", name, before=before)
         return DeleteResponse(name=name, deleted=True)
 
+    # Declared last: ``{name:path}`` would also match ``team/task/rollout``, so the routes
+    # with a word after the name come first (service.auth's table reads the same way).
+    @app.get("/adapters/{name:task}", response_model=AdapterInfo, responses=ERROR_RESPONSES)
+    def show_adapter(self, name: TaskPath) -> AdapterInfo:
+        """One task (``team/task`` for a task in namespace ``team``)."""
+        return AdapterInfo(**self.engine.show(name))
+
+    def _audit(self, what: str, task: str | None, **fields) -> None:
+        """An audit record of an admin action by this request's caller (service.audit)."""
+        audit.record(self.engine.store, access.current().id, what, task, **fields)
 
 # Around BentoML's whole app (its 404 page, /readyz, /livez, /metrics, /docs.json included);
 # the first added is the outermost: ReplicaHeader labels every response, rewritten ones too;

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -102,7 +103,20 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description=(
         "Bearer token for register/activate/delete/pin. Unset = those endpoints are refused (403)."))
     inference_token: SecretStr | None = Field(None, description=(
-        "Bearer token for predict/list/show. Unset = those endpoints are open."))
+        "Bearer token for predict/list/show. Unset = those endpoints are open (to every "
+        "namespace: a multi-team server sets it, and then every read needs a token)."))
+    jwt_public_key_file: Path | None = Field(None, description=(
+        "PEM public key of an identity provider: bearer JWTs it signs (RS256/ES256) are accepted, "
+        "their grant read from jwt_claim (service/jwt_auth.py)."))
+    jwt_jwks_file: Path | None = Field(None, description=(
+        "A JSON Web Key Set file instead of one PEM key (a token's 'kid' picks the key)."))
+    jwt_claim: str = Field("taskswap", min_length=1, max_length=64, description=(
+        "The JWT claim holding {\"role\": ..., \"namespaces\": [...]}."))
+    jwt_audience: str | None = Field(None, max_length=256, description="Required 'aud' of JWTs, if set.")
+    jwt_issuer: str | None = Field(None, max_length=256, description="Required 'iss' of JWTs, if set.")
+    token_ttl_s: float = Field(5.0, ge=0, le=3600, description=(
+        "How long a replica caches a scoped token's record (service.tokens): a token created, "
+        "rotated or revoked on another replica takes effect here within this many seconds."))
 
     # ---- batching -------------------------------------------------------------------
     max_batch_rows: int = Field(64, ge=1, le=4096, description="Trunk rows gathered into one batch.")
@@ -258,6 +272,11 @@ class Settings(BaseSettings):
                 and self.admin_token.get_secret_value() == self.inference_token.get_secret_value()):
             raise ValueError("TASKSWAP_ADMIN_TOKEN and TASKSWAP_INFERENCE_TOKEN must differ, "
                              "or the inference token would grant admin rights")
+        if self.jwt_public_key_file is not None and self.jwt_jwks_file is not None:
+            raise ValueError("set TASKSWAP_JWT_PUBLIC_KEY_FILE or TASKSWAP_JWT_JWKS_FILE, not both")
+        for f in (self.jwt_public_key_file, self.jwt_jwks_file):
+            if f is not None and not f.is_file():
+                raise ValueError(f"JWT key file {str(f)!r} does not exist")
         return self
 
     def backbone_specs(self) -> list[BackboneSpec]:

@@ -38,7 +38,7 @@ import httpx
 from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
-from training import cli_adapt
+from training import cli_adapt, cli_tokens
 from training.cli_generation import add_generation_args, cmd_evaluate_generation, cmd_train_generation, \
     is_generation_folder
 
@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
 
     cli_adapt.add_parser(sub)
+    cli_tokens.add_parser(sub)
     q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
     q.add_argument("task")
     q.add_argument("texts", nargs="*", help="texts to classify")
@@ -701,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,
                 "predict": cmd_predict, "data": cmd_data,
-                "adapt": cli_adapt.cmd_adapt}[args.command](args)
+                "adapt": cli_adapt.cmd_adapt, "tokens": cli_tokens.cmd_tokens}[args.command](args)
     except TaskswapError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if len(exc.problems) > 1:

@@ -96,7 +96,7 @@ def parse_manifest(data: dict) -> Manifest:
     >>> parse_manifest({"name": "Bad Name", "kind": "head", "backbone": {"name": "text"}})
     Traceback (most recent call last):
     ...
-    adapters.errors.InvalidAdapter: adapter.json: name: String should match pattern '^[a-z0-9][a-z0-9_.-]{0,63}$'
+    adapters.errors.InvalidAdapter: adapter.json: name: String should match pattern '^([a-z0-9][a-z0-9_.-]{0,31}/)?[a-z0-9][a-z0-9_.-]{0,63}$'
     """
     try:
         return Manifest.model_validate(data)

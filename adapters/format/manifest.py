@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adapters.format.labels import nfc_labels
 
 FORMAT_VERSION = 1
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+# A task name, optionally qualified by its namespace (``team/task``, adapters.namespaces);
+# the store's check_name adds the finer rules (no 'default/', no URL word as a task).
+NAME_PATTERN = r"^([a-z0-9][a-z0-9_.-]{0,31}/)?[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
 class BackboneRef(BaseModel):
@@ -124,7 +126,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     format_version: int = Field(FORMAT_VERSION, ge=1)
-    name: str = Field(pattern=NAME_PATTERN, description="Task name: lowercase, digits, '_', '-', '.'.")
+    name: str = Field(pattern=NAME_PATTERN, description="Task name: lowercase, digits, '_', '-', '.', optionally 'namespace/task'.")
     kind: str = Field(description="Adapter kind: a key of adapters.kinds.KINDS ('head', 'lora', 'top_layers').")
     task_type: str = Field("single_label", description=(
         "Task type: a key of adapters.tasks.TASK_TYPES ('single_label', 'multi_label', 'regression', 'token_classification', 'generation', 'detection', 'segmentation')."))

@@ -6,6 +6,9 @@ Layout (relative to the store root)::
     tasks/<name>/alias.json          {"active": <version>, "versions": [...]}
     tasks/<name>/versions/<sha256>/  immutable adapter files (content-addressed)
     tasks/<name>/rollout.json        the task's shadow/canary policy, if any (atomic, bumps)
+    ns/<namespace>/tasks/<task>/     the same three for a qualified name ``namespace/task``;
+                                     the default namespace keeps ``tasks/<name>/`` (stores
+                                     written before namespaces open unchanged)
     index.json                       every alias and policy at one generation (see below)
     jobs/<id>.json                   fit-job records (one writer each: the worker running it)
     staging/<uuid>/                  uploads being written; never read as adapters
@@ -45,8 +48,17 @@ from typing import Callable
 from pydantic import BaseModel, Field, PrivateAttr
 
 from adapters.errors import Conflict, InvalidInput, NotFound
+from adapters.namespaces import DEFAULT_NAMESPACE, SEPARATOR, qualified, split_name
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+# The words that follow a task in a URL (``/adapters/team/task/rollout``,
+# ``/v2/models/team/task/versions/<v>/infer``): the task part of a qualified name may not be
+# one, so ``/adapters/team/rollout`` can only mean the rollout of task ``team``. A bare name
+# keeps every word (``/adapters/rollout`` is one segment: no ambiguity).
+ROUTE_WORDS = frozenset({"activate", "pin", "fit", "adapt", "rollout", "promote", "versions",
+                         "ready", "infer"})
+MAX_NAME_CHARS = 32 + 1 + 64  # namespace / task
 _VERSION = re.compile(r"^[0-9a-f]{8,64}$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _DOC_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}(/[a-z0-9][a-z0-9_.-]{0,127}){0,3}$")
@@ -149,10 +161,79 @@ def parse_index(body: bytes | None) -> StoreIndex | None:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):  # fullmatch: '$' admits 'x\n'
-        raise InvalidInput(f"task name {name!r} is invalid: use 1-64 lowercase letters, digits, "
-                           "'_', '-' or '.', starting with a letter or digit")
+    """A task name, bare (``sentiment``, the default namespace) or qualified (``team/task``).
+
+    >>> check_name("sentiment"), check_name("vision/defects")
+    ('sentiment', 'vision/defects')
+    """
+    if not isinstance(name, str):
+        raise InvalidInput(f"task name {name!r} is invalid: it must be a string")
+    namespace, sep, task = name.partition(SEPARATOR)
+    if not sep:
+        if not _NAME.fullmatch(name):  # fullmatch: '$' admits 'x\n'
+            raise InvalidInput(f"task name {name[:100]!r} is invalid: use 1-64 lowercase letters, digits, "
+                               "'_', '-' or '.', starting with a letter or digit, optionally "
+                               "after a namespace ('team/task')")
+        return name
+    problems = []
+    if not _NAMESPACE.fullmatch(namespace):
+        problems.append(f"its namespace {namespace[:40]!r} must be 1-32 lowercase letters, digits, "
+                        "'_', '-' or '.', starting with a letter or digit")
+    elif namespace == DEFAULT_NAMESPACE:
+        problems.append(f"the default namespace is written bare: use {task[:64]!r}")
+    if not _NAME.fullmatch(task):
+        problems.append(f"its task {task[:70]!r} must be 1-64 lowercase letters, digits, '_', '-' "
+                        "or '.', starting with a letter or digit (one '/' at most)")
+    elif task in ROUTE_WORDS:
+        problems.append(f"its task may not be a URL word ({', '.join(sorted(ROUTE_WORDS))})")
+    if problems:
+        raise InvalidInput(f"task name {name[:100]!r} is invalid: " + "; ".join(problems))
     return name
+
+
+def task_prefix(name: str) -> str:
+    """Where a task's files sit, relative to the store root.
+
+    >>> task_prefix("sentiment"), task_prefix("vision/defects")
+    ('tasks/sentiment', 'ns/vision/tasks/defects')
+    """
+    namespace, task = split_name(check_name(name))
+    return f"tasks/{task}" if namespace == DEFAULT_NAMESPACE else f"ns/{namespace}/tasks/{task}"
+
+
+def name_of_prefix(parts: list[str]) -> str | None:
+    """The task name of a prefix split on '/' (``["ns", "team", "tasks", "t"]`` or
+    ``["tasks", "t"]``), or None when it is neither layout.
+
+    >>> name_of_prefix(["ns", "team", "tasks", "t"]), name_of_prefix(["tasks", "t"])
+    ('team/t', 't')
+    """
+    if len(parts) == 2 and parts[0] == "tasks":
+        return parts[1]
+    if len(parts) == 4 and parts[0] == "ns" and parts[2] == "tasks" and parts[1] != DEFAULT_NAMESPACE:
+        return qualified(parts[1], parts[3])
+    return None
+
+
+def stored_task(ref: str) -> str | None:
+    """The task a store path points into (``tasks/x/...``, ``ns/team/tasks/x/...``,
+    ``./`` and empty parts ignored), :data:`NAMESPACES_ROOT` for a path inside ``ns/`` that
+    names no task, or None for a path outside both (``imports/...``).
+
+    >>> stored_task("ns/team/tasks/x/versions/ab12"), stored_task("./tasks//x/versions/ab12/.")
+    ('team/x', 'x')
+    >>> stored_task("ns/team"), stored_task("imports/x")
+    ('ns/', None)
+    """
+    parts = [p for p in str(ref).split("/") if p not in ("", ".")]
+    if parts[:1] == ["tasks"] and len(parts) >= 2:
+        return parts[1]
+    if parts[:1] == ["ns"]:
+        return (name_of_prefix(parts[:4]) if len(parts) >= 4 else None) or NAMESPACES_ROOT
+    return None
+
+
+NAMESPACES_ROOT = "ns/"  # stored_task's answer for a path in ns/ naming no task (never a task name)
 
 
 EXPECT_NO_VERSION = ""  # ``expected``: the task must have no active version (a first registration)
@@ -243,6 +324,7 @@ class AdapterStore(ABC):
 
     def resolve_store_path(self, ref: str) -> Path:
         """A folder inside the store named by a request (``tasks/x/versions/<sha>``,
+        ``ns/team/tasks/x/versions/<sha>``,
         or a path under ``imports/``); anything else is refused."""
         raise InvalidInput("this store does not support registration by path")
 

@@ -24,8 +24,8 @@ from adapters.errors import InvalidInput, NotFound
 from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import content_hash
 from adapters.store.base import (AdapterStore, Alias, StoreIndex, VersionInfo, changed_since, check_expected,
-                                 check_document_key, check_job_id, check_name, check_version, generation_bumped,
-                                 parse_generation, parse_index)
+                                 check_document_key, check_job_id, check_version, generation_bumped, name_of_prefix,
+                                 parse_generation, parse_index, task_prefix)
 
 
 def _now() -> str:
@@ -73,7 +73,15 @@ class LocalStore(AdapterStore):
 
     # ---- versions ------------------------------------------------------------------
     def _task_dir(self, name: str) -> Path:
-        return self.root / "tasks" / check_name(name)
+        return self.root / task_prefix(name)
+
+    def _task_dirs(self) -> list[tuple[str, Path]]:
+        """Every task folder with its name: ``tasks/<name>`` (the default namespace) and
+        ``ns/<namespace>/tasks/<task>``, sorted by name."""
+        found = [(d.name, d) for d in (self.root / "tasks").iterdir()]
+        for ns in (self.root / "ns").glob("*/tasks"):
+            found += [(name_of_prefix(["ns", ns.parent.name, "tasks", d.name]), d) for d in ns.iterdir()]
+        return sorted((n, d) for n, d in found if n is not None)
 
     def put_version(self, name: str, folder: Path, replace: dict[str, bytes] | None = None) -> str:
         stage = self.root / "staging" / uuid.uuid4().hex
@@ -117,10 +125,10 @@ class LocalStore(AdapterStore):
 
     def list_aliases(self) -> dict[str, Alias]:
         out = {}
-        for d in sorted((self.root / "tasks").iterdir()):
-            alias = self.get_alias(d.name) if (d / "alias.json").exists() else None
+        for name, d in self._task_dirs():
+            alias = self.get_alias(name) if (d / "alias.json").exists() else None
             if alias is not None:
-                out[d.name] = alias
+                out[name] = alias
         return out
 
     def _write_alias(self, alias: Alias) -> None:
@@ -154,7 +162,7 @@ class LocalStore(AdapterStore):
             if not (task / "alias.json").exists():
                 raise NotFound(f"task {name!r} is not registered")
             check_expected(name, self.get_alias(name), expected)
-            trash = self.root / "staging" / f"deleted-{name}-{uuid.uuid4().hex}"
+            trash = self.root / "staging" / f"deleted-{name.replace('/', '+')}-{uuid.uuid4().hex}"
             os.rename(task, trash)  # the task vanishes atomically; files go after
             _fsync_dir(task.parent)
             self._bump(name)
@@ -286,13 +294,13 @@ class LocalStore(AdapterStore):
             if p.stat().st_mtime < cutoff or p.name.startswith("deleted-"):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 removed.append(str(p.relative_to(self.root)))
-        for task in sorted((self.root / "tasks").iterdir()):
+        for name, task in self._task_dirs():
             # The lock per task, not across the sweep: a sweep of 100,000 tasks takes many
             # seconds, and a registration (whose publish takes the lock) must not wait on it.
             with self._locked():
                 if not task.is_dir():
                     continue  # deleted meanwhile
-                alias = self.get_alias(task.name)
+                alias = self.get_alias(name)
                 keep = {v.version for v in alias.versions} if alias else set()
                 vdir = task / "versions"
                 for v in (vdir.iterdir() if vdir.is_dir() else []):

@@ -6,6 +6,7 @@ Same layout and promises as :mod:`adapters.store.local`, with no lock and no ren
     <prefix>/tasks/<name>/alias.json                 switched by a conditional put
     <prefix>/tasks/<name>/versions/<sha>/<file>      immutable, content-addressed
     <prefix>/tasks/<name>/versions/<sha>/.complete.json   written last: file list + sha256s
+    <prefix>/ns/<namespace>/tasks/<task>/...         the same for a qualified name 'namespace/task'
     <prefix>/imports/...                             adapters uploaded for registration by path
     <prefix>/index.json                              every alias and policy at one generation (derived)
 
@@ -59,7 +60,7 @@ from adapters.file_modes import make_readable
 from adapters.format.adapter_dir import MAX_FILES, content_hash, content_hash_of
 from adapters.home import taskswap_home
 from adapters.store.base import (AdapterStore, Alias, StoreIndex, VersionInfo, changed_since, check_expected,
-                                 check_document_key, check_job_id, check_name, check_version, generation_bumped,
+                                 check_document_key, check_job_id, check_version, generation_bumped, name_of_prefix, task_prefix,
                                  parse_generation, parse_index)
 
 MARKER = ".complete.json"
@@ -257,7 +258,7 @@ class FsspecStore(AdapterStore):
 
     # ---- versions --------------------------------------------------------------------
     def _version_rel(self, name: str, version: str) -> str:
-        return f"tasks/{check_name(name)}/versions/{check_version(version)}"
+        return f"{task_prefix(name)}/versions/{check_version(version)}"
 
     def put_version(self, name: str, folder: Path, replace: dict[str, bytes] | None = None) -> str:
         folder = Path(folder)
@@ -286,7 +287,7 @@ class FsspecStore(AdapterStore):
         return json.loads(got[0])
 
     def version_path(self, name: str, version: str) -> Path:
-        cached = self.cache / "tasks" / check_name(name) / check_version(version)
+        cached = self.cache / task_prefix(name) / check_version(version)
         if cached.is_dir():
             return cached
         marker = self._marker(name, version)
@@ -319,7 +320,7 @@ class FsspecStore(AdapterStore):
 
     # ---- aliases -----------------------------------------------------------------------
     def _alias_rel(self, name: str) -> str:
-        return f"tasks/{check_name(name)}/alias.json"
+        return f"{task_prefix(name)}/alias.json"
 
     def get_alias(self, name: str) -> Alias | None:
         got = self._get(self._alias_rel(name))
@@ -334,7 +335,7 @@ class FsspecStore(AdapterStore):
             snap, now = self._snapshot, time.monotonic()
             changed = changed_since(snap[0], gen, changes) if snap and now - snap[2] < FULL_LIST_EVERY_S else None
             if changed is None:
-                names, aliases, listed_at = sorted(self._list("tasks/", delimiter=True)), {}, now
+                names, aliases, listed_at = self._task_names(), {}, now
             else:
                 names, aliases, listed_at = sorted(changed), dict(snap[1]), snap[2]
             # Any read error but "no such key" is raised by _get_many: never mistake an
@@ -346,6 +347,13 @@ class FsspecStore(AdapterStore):
                     aliases[name] = Alias.model_validate_json(body)
             self._snapshot = (gen, aliases, listed_at)
             return dict(aliases)
+
+    def _task_names(self) -> list[str]:
+        """Every task folder's name: ``tasks/<name>/`` and ``ns/<namespace>/tasks/<task>/``."""
+        names = list(self._list("tasks/", delimiter=True))
+        for ns in self._list("ns/", delimiter=True):
+            names += [name_of_prefix(["ns", ns, "tasks", t]) for t in self._list(f"ns/{ns}/tasks/", delimiter=True)]
+        return sorted(n for n in names if n is not None)
 
     def changes_since(self, generation: int) -> tuple[int, dict[str, Alias | None]] | None:
         """One GET of the generation document, then one GET per changed task's alias."""
@@ -409,7 +417,7 @@ class FsspecStore(AdapterStore):
         return self._update_alias(name, change)
 
     def _rollout_rel(self, name: str) -> str:
-        return f"tasks/{check_name(name)}/rollout.json"
+        return f"{task_prefix(name)}/rollout.json"
 
     def get_rollout(self, name: str) -> dict | None:
         got = self._get(self._rollout_rel(name))
@@ -492,10 +500,11 @@ class FsspecStore(AdapterStore):
         """Remove unreferenced versions (and half uploads) older than ``grace_s``, from the
         bucket and from this host's cache. Age = the marker's last write (see put_version)."""
         removed, cutoff = [], time.time() - grace_s
-        for name in self._list("tasks/", delimiter=True):
+        for name in self._task_names():
             groups: dict[str, list[dict]] = {}
-            for obj in self._list(f"tasks/{name}/versions/"):
-                version = obj["rel"].split("/")[3]
+            versions_rel = f"{task_prefix(name)}/versions/"
+            for obj in self._list(versions_rel):
+                version = obj["rel"][len(versions_rel):].split("/")[0]
                 groups.setdefault(version, []).append(obj)
             alias = self.get_alias(name)  # read after listing: a version published meanwhile is kept
             keep = {v.version for v in alias.versions} if alias else set()
@@ -504,19 +513,20 @@ class FsspecStore(AdapterStore):
                 age_ref = markers[0]["mtime"] if markers else max(o["mtime"] for o in objs)
                 if version not in keep and age_ref < cutoff:
                     self._remove([o["rel"] for o in objs])
-                    removed.append(f"tasks/{name}/versions/{version}")
+                    removed.append(f"{task_prefix(name)}/versions/{version}")
         removed += self._gc_cache(cutoff)
         return removed
 
     def _gc_cache(self, cutoff: float) -> list[str]:
         removed = []
-        referenced = {(n, v.version) for n, a in self.list_aliases().items() for v in a.versions}
-        for task in (self.cache / "tasks").glob("*"):
+        referenced = {(task_prefix(n), v.version) for n, a in self.list_aliases().items() for v in a.versions}
+        for task in [*(self.cache / "tasks").glob("*"), *(self.cache / "ns").glob("*/tasks/*")]:
+            rel = task.relative_to(self.cache).as_posix()
             for entry in task.iterdir():
-                stale = entry.name.startswith(".") or (task.name, entry.name) not in referenced
+                stale = entry.name.startswith(".") or (rel, entry.name) not in referenced
                 if stale and entry.stat().st_mtime < cutoff:
                     shutil.rmtree(entry, ignore_errors=True)
-                    removed.append(f"cache:tasks/{task.name}/{entry.name}")
+                    removed.append(f"cache:{rel}/{entry.name}")
         for entry in (self.cache / "imports").glob("*"):
             if entry.stat().st_mtime < cutoff:
                 shutil.rmtree(entry, ignore_errors=True)
@@ -526,15 +536,17 @@ class FsspecStore(AdapterStore):
     # ---- registration by store path ----------------------------------------------------
     def resolve_store_path(self, ref: str) -> Path:
         """``imports/<folder>`` (downloaded to a local cache folder) or
-        ``tasks/<name>/versions/<sha>``; anything else is refused."""
+        ``tasks/<name>/versions/<sha>`` (``ns/<namespace>/tasks/<task>/versions/<sha>``);
+        anything else is refused."""
         if (not isinstance(ref, str) or not ref.strip("/") or ref.startswith("/") or "\\" in ref
                 or "\0" in ref or len(ref) > 1024
                 or any(part in ("", ".", "..") for part in ref.strip("/").split("/"))):
             raise InvalidInput(f"store path {ref!r} must be a relative key prefix like 'imports/my-adapter', "
                                "without '.', '..' or empty parts")
         parts = ref.strip("/").split("/")
-        if len(parts) == 4 and parts[0] == "tasks" and parts[2] == "versions":
-            return self.version_path(parts[1], parts[3])
+        task = name_of_prefix(parts[:-2]) if len(parts) >= 4 and parts[-2] == "versions" else None
+        if task is not None:
+            return self.version_path(task, parts[-1])
         if parts[0] != "imports" or len(parts) < 2:
             raise InvalidInput(f"store path {ref!r} is outside the import area; upload the adapter under "
                                f"{self.url}/imports/ and name it as 'imports/<folder>'")

@@ -229,7 +229,7 @@ def test_list_adapters_pages_and_filters_by_name(server, tmp_path, text_backbone
     assert seen == [f"pager-{i}" for i in range(5)]
     assert server.get("/adapters", params={"name": "no-such-task"}).json()["adapters"] == []
     for params, field in [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset"),
-                          ({"name": "x" * 65}, "name")]:
+                          ({"name": "x" * 98}, "name")]:  # a filter up to a qualified name's 97 characters
         r = server.get("/adapters", params=params)
         assert r.status_code == 422 and field in r.text, (params, r.text)
     # a typo in a query parameter is named, not silently ignored (which would list every task)

@@ -156,8 +156,9 @@ def _recording(store, monkeypatch, deny: str | None = None) -> list[tuple[str, s
 
 
 def test_list_aliases_is_one_listing_and_one_get_per_task(url, folders, monkeypatch):
-    """A first listing (no snapshot yet): the generation, one listing, one GET per task
-    folder; no per-key probes (fs.cat's were 4x slower)."""
+    """A first listing (no snapshot yet): the generation, one listing of tasks/ and one of
+    ns/ (the namespaces' folders; one more per namespace), one GET per task folder; no
+    per-key probes (fs.cat's were 4x slower)."""
     store = open_store(url)
     for name in ("a", "b", "c"):
         v = store.put_version(name, folders[0])
@@ -167,7 +168,8 @@ def test_list_aliases_is_one_listing_and_one_get_per_task(url, folders, monkeypa
     assert sorted(store.list_aliases()) == ["a", "b"]
     p = store.prefix
     assert sorted(calls) == [("get_object", f"{p}/generation")] + \
-        [("get_object", f"{p}/tasks/{n}/alias.json") for n in "abc"] + [("list_objects_v2", f"{p}/tasks/")]
+        [("get_object", f"{p}/tasks/{n}/alias.json") for n in "abc"] + \
+        [("list_objects_v2", f"{p}/ns/"), ("list_objects_v2", f"{p}/tasks/")]
 
 
 def test_list_aliases_follows_the_change_log(url, folders, monkeypatch):
