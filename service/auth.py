@@ -86,6 +86,7 @@ _ADMIN_ROUTES = [
     ("POST", re.compile(r"^/adapters/[^/]+/(activate|pin|fit|adapt|rollout|promote)/?$")),
     ("DELETE", re.compile(r"^/adapters/[^/]+(/rollout)?/?$")),
     ("GET", re.compile(r"^/jobs(/.*)?$")),  # job records carry training metrics
+    *((m, re.compile(r"^/admin/namespaces/[^/]+/quota/?$")) for m in ("GET", "PUT", "DELETE")),
 ]
 _OPEN_ROUTES = [("GET", re.compile(r"^/v2/health/(live|ready)/?$"))]  # probes, like /livez, /readyz
 

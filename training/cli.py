@@ -37,7 +37,7 @@ import httpx
 from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
-from training import cli_adapt
+from training import cli_adapt, cli_quota
 from training.cli_generation import add_generation_args, cmd_evaluate_generation, cmd_train_generation, \
     is_generation_folder
 
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--conll", action="store_true", help="also write TASK-{train,test}.conll")
 
     cli_adapt.add_parser(sub)
+    cli_quota.add_parser(sub, default_url())
     q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
     q.add_argument("task")
     q.add_argument("texts", nargs="*", help="texts to classify")
@@ -625,13 +626,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if getattr(args, "quiet", False) and args.command != "predict":
+    if getattr(args, "quiet", False) and args.command not in ("predict", "quota"):
         from transformers.utils import logging as hf_logging  # lazy: see the module docstring
         hf_logging.disable_progress_bar()  # "Loading weights" bars
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,
                 "predict": cmd_predict, "data": cmd_data,
-                "adapt": cli_adapt.cmd_adapt}[args.command](args)
+                "adapt": cli_adapt.cmd_adapt, "quota": cli_quota.cmd_quota}[args.command](args)
     except TaskswapError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if len(exc.problems) > 1:

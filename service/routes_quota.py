@@ -1,0 +1,85 @@
+"""``GET / PUT / DELETE /admin/namespaces/{namespace}/quota`` (admin): a namespace's quota.
+
+The quota is a store document (:mod:`adapters.quotas`), so every replica applies it: this
+process at once, the others within ``TASKSWAP_QUOTA_TTL_S`` plus one watcher interval. PUT
+replaces the whole quota (a field left out is no limit); DELETE removes it (no limits,
+weight 1). Each answer carries the namespace's usage as this worker sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
+
+from adapters.quota_checks import usage
+from adapters.quotas import Quota, check_namespace
+from service.routes_common import Svc
+from service.schemas import ERROR_RESPONSES
+
+router = APIRouter()
+NamespacePath = Annotated[str, Path(min_length=1, max_length=64, description=(
+    "Namespace: 'default' holds the unqualified task names."))]
+
+
+class QuotaUsage(BaseModel):
+    tasks: int = Field(description="Tasks the namespace holds (the store, as this worker follows it).")
+    stored_bytes: int = Field(description="Bytes of its tasks' stored versions (as recorded at registration).")
+    resident_bytes: int = Field(description="Its evictable adapters resident in this worker.")
+    jobs: int = Field(description="Its fit/adapt jobs queued or running on this worker.")
+
+
+class QuotaInfo(BaseModel):
+    namespace: str
+    quota: Quota = Field(description="The limits in force (a field that is null: no limit).")
+    stored: bool = Field(description="Whether the store holds a quota for it (false: no limits, weight 1).")
+    usage: QuotaUsage
+
+
+def _info(svc, namespace: str, quota: Quota | None) -> QuotaInfo:
+    engine = svc.engine
+    engine.sync(wait=False)
+    registry = engine.registry
+    used = usage(registry.table.aliases().items(), namespace)
+    with registry.table.lock:
+        resident = registry.residency.namespace_bytes().get(namespace, 0)
+    return QuotaInfo(namespace=namespace, quota=quota or Quota(), stored=quota is not None,
+                     usage=QuotaUsage(tasks=used.tasks, stored_bytes=used.stored_bytes,
+                                      resident_bytes=resident, jobs=engine.rollouts.jobs.live(namespace)))
+
+
+@router.get("/admin/namespaces/{namespace}/quota", response_model=QuotaInfo, responses=ERROR_RESPONSES)
+async def get_quota(namespace: NamespacePath, svc: Svc) -> QuotaInfo:
+    """(admin) The namespace's quota and usage."""
+    svc.engine.require_ready()
+    namespace = check_namespace(namespace)
+    return await anyio.to_thread.run_sync(lambda: _info(svc, namespace, svc.engine.quotas.read(namespace)))
+
+
+@router.put("/admin/namespaces/{namespace}/quota", response_model=QuotaInfo, responses=ERROR_RESPONSES)
+async def set_quota(namespace: NamespacePath, body: Quota, svc: Svc) -> QuotaInfo:
+    """(admin) Replace the namespace's quota (fields left out: no limit). Existing tasks and
+    versions stay when a new limit is below the usage; new registrations are refused."""
+    svc.engine.require_ready()
+    namespace = check_namespace(namespace)
+
+    def put() -> QuotaInfo:
+        quota = svc.engine.quotas.set(namespace, body)
+        with svc.engine.registry.table.lock:  # a smaller resident share applies at once
+            svc.engine.registry.residency.fit(keep=None)
+        return _info(svc, namespace, quota)
+    return await anyio.to_thread.run_sync(put)
+
+
+@router.delete("/admin/namespaces/{namespace}/quota", response_model=QuotaInfo, responses=ERROR_RESPONSES)
+async def clear_quota(namespace: NamespacePath, svc: Svc) -> QuotaInfo:
+    """(admin) Remove the namespace's quota: no limits, weight 1."""
+    svc.engine.require_ready()
+    namespace = check_namespace(namespace)
+
+    def clear() -> QuotaInfo:
+        svc.engine.quotas.clear(namespace)
+        return _info(svc, namespace, None)
+    return await anyio.to_thread.run_sync(clear)
