@@ -66,24 +66,29 @@ class RateLimits:
             self._buckets[key] = held
         return held[1]
 
+    def admit_request(self, namespace: str, quota: Quota) -> None:
+        """Take one request token (before any work is done for the request)."""
+        self._take(namespace, quota, "requests", quota.requests_per_s, 1, lambda wait: (
+            f"namespace {namespace!r} is over its request rate quota (requests_per_s "
+            f"{quota.requests_per_s:g}, burst {quota.burst_s:g}s on this worker); retry in {wait:.2f}s"))
+
+    def admit_rows(self, namespace: str, quota: Quota, rows: int) -> None:
+        """Take ``rows`` row tokens (once the request's trunk rows are known). A request refused
+        here keeps its request token spent: it was a request."""
+        self._take(namespace, quota, "rows", quota.rows_per_s, rows, lambda wait: (
+            f"namespace {namespace!r} is over its rows quota (rows_per_s {quota.rows_per_s:g}, burst "
+            f"{quota.burst_s:g}s on this worker; this request is {rows} rows); retry in {wait:.2f}s"))
+
     def admit(self, namespace: str, quota: Quota, rows: int) -> None:
-        if quota.requests_per_s is None and quota.rows_per_s is None and not self._buckets:
+        """:meth:`admit_request` then :meth:`admit_rows`."""
+        self.admit_request(namespace, quota)
+        self.admit_rows(namespace, quota, rows)
+
+    def _take(self, namespace: str, quota: Quota, which: str, rate: float | None, n: float, message) -> None:
+        if rate is None and not self._buckets:
             return
         with self._lock:
-            requests = self._bucket(namespace, "requests", quota.requests_per_s, quota.burst_s)
-            row_bucket = self._bucket(namespace, "rows", quota.rows_per_s, quota.burst_s)
-            if requests is not None:
-                wait = requests.take(1)
-                if wait > 0:
-                    raise RateLimited(f"namespace {namespace!r} is over its request rate quota "
-                                      f"(requests_per_s {quota.requests_per_s:g}, burst {quota.burst_s:g}s "
-                                      f"on this worker); retry in {wait:.2f}s", retry_after_s=wait)
-            if row_bucket is not None:
-                wait = row_bucket.take(rows)
-                if wait > 0:
-                    if requests is not None:
-                        requests.take(-1)  # refused: give the request token back
-                    raise RateLimited(f"namespace {namespace!r} is over its rows quota (rows_per_s "
-                                      f"{quota.rows_per_s:g}, burst {quota.burst_s:g}s on this worker; "
-                                      f"this request is {rows} rows); retry in {wait:.2f}s",
-                                      retry_after_s=wait)
+            bucket = self._bucket(namespace, which, rate, quota.burst_s)
+            wait = bucket.take(n) if bucket is not None else 0.0
+        if wait > 0:
+            raise RateLimited(message(wait), retry_after_s=wait)

@@ -254,13 +254,14 @@ class Engine:
         called once the batch has run; ``options`` are task types' request options
         (detection's ``threshold``, ``max_detections``), checked against each task's limits."""
         self.require_ready()
+        spaces = self._admit_requests(tasks)  # a request over its rate costs no work
         # prepare may load an evicted LoRA from the store, and the cost estimate tokenises:
         # keep both off the event loop.
         prepared, cost = await anyio.to_thread.run_sync(lambda: self._costed(
             self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
                                  rollout=self.registry, routing_key=routing_key, options=options)))
-        namespace = self._admit(tasks, prepared.rows)
-        results = await self._submit(prepared, cost, namespace)
+        self._admit_rows(spaces, prepared.rows)
+        results = await self._submit(prepared, cost, spaces[0])
         _check_finite(results, prepared.backbone.name)
         self.rollouts.observe(results)
         if self.metrics is not None:
@@ -275,9 +276,11 @@ class Engine:
         """Pooled features of ``backbone`` (``.embeddings``, ``[inputs, hidden]``; ``.tokens``: the
         real tokens the trunk read, for text), batched with all other traffic."""
         self.require_ready()
+        spaces = self._admit_requests([])
         prepared, cost = await anyio.to_thread.run_sync(
             lambda: self._costed(self.runtime.prepare_embed(backbone, inputs, modality, embed)))
-        results = await self._submit(prepared, cost, self._admit([], prepared.rows))
+        self._admit_rows(spaces, prepared.rows)
+        results = await self._submit(prepared, cost, spaces[0])
         _check_finite(results, backbone)
         return results
 
@@ -287,14 +290,19 @@ class Engine:
         check_cost(cost, self.settings)
         return prepared, cost
 
-    def _admit(self, tasks: list[str], rows: int) -> str:
-        """The namespace a request queues in (its first task's; a request naming no task,
-        an embedding, is in the default namespace), once every namespace it names has room
-        in its rate quotas (:class:`adapters.errors.RateLimited`, 429, otherwise)."""
+    def _admit_requests(self, tasks: list[str]) -> list[str]:
+        """The namespaces a request names (the first: where it queues; a request naming no
+        task, an embedding, is in the default namespace), once each has room in its request
+        rate (:class:`adapters.errors.RateLimited`, 429, otherwise)."""
         spaces = list(dict.fromkeys(namespace_of(t) for t in tasks)) or [DEFAULT_NAMESPACE]
         for namespace in spaces:
-            self.rates.admit(namespace, self.quotas.get(namespace), rows)
-        return spaces[0]
+            self.rates.admit_request(namespace, self.quotas.get(namespace))
+        return spaces
+
+    def _admit_rows(self, spaces: list[str], rows: int) -> None:
+        """Each namespace's rows-per-second bucket takes the request's trunk rows (429 otherwise)."""
+        for namespace in spaces:
+            self.rates.admit_rows(namespace, self.quotas.get(namespace), rows)
 
     async def _submit(self, prepared: PreparedRequest, cost: Cost, namespace: str = DEFAULT_NAMESPACE) -> Results:
         """Queue ``prepared`` in slices under the caller's client key within ``namespace``
@@ -353,7 +361,7 @@ class Engine:
         (sticky per ``routing_key``)."""
         self.require_ready()
         task, _, version = model.partition("@")
-        self._admit([task], 1)  # a generation is one request and one row of its namespace's rates
+        self._admit_rows(self._admit_requests([task]), 1)  # a generation: one request, one row
         adapter = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
         if not version:
             adapter = canary_choice(self.registry, self.registry, task, routing_key) or adapter

@@ -3,7 +3,8 @@
 The quota is a store document (:mod:`adapters.quotas`), so every replica applies it: this
 process at once, the others within ``TASKSWAP_QUOTA_TTL_S`` plus one watcher interval. PUT
 replaces the whole quota (a field left out is no limit); DELETE removes it (no limits,
-weight 1). Each answer carries the namespace's usage as this worker sees it.
+weight 1). A namespace without a quota is a 404 for GET and DELETE (like a deleted task:
+nothing is there). Each answer carries the namespace's usage as this worker sees it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import anyio
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from adapters.errors import NotFound
 from adapters.quota_checks import usage
 from adapters.quotas import Quota, check_namespace
 from service.routes_common import Svc
@@ -50,12 +52,23 @@ def _info(svc, namespace: str, quota: Quota | None) -> QuotaInfo:
                                       resident_bytes=resident, jobs=engine.rollouts.jobs.live(namespace)))
 
 
+def _stored(svc, namespace: str) -> Quota:
+    quota = svc.engine.quotas.read(namespace)
+    if quota is None:
+        raise NotFound(f"namespace {namespace!r} has no quota (no limits, weight 1); set one with "
+                       f"PUT /admin/namespaces/{namespace}/quota")
+    return quota
+
+
 @router.get("/admin/namespaces/{namespace}/quota", response_model=QuotaInfo, responses=ERROR_RESPONSES)
 async def get_quota(namespace: NamespacePath, svc: Svc) -> QuotaInfo:
-    """(admin) The namespace's quota and usage."""
+    """(admin) The namespace's quota and usage; 404 when it has no quota (no limits, weight 1)."""
     svc.engine.require_ready()
     namespace = check_namespace(namespace)
-    return await anyio.to_thread.run_sync(lambda: _info(svc, namespace, svc.engine.quotas.read(namespace)))
+
+    def get() -> QuotaInfo:
+        return _info(svc, namespace, _stored(svc, namespace))
+    return await anyio.to_thread.run_sync(get)
 
 
 @router.put("/admin/namespaces/{namespace}/quota", response_model=QuotaInfo, responses=ERROR_RESPONSES)
@@ -75,11 +88,12 @@ async def set_quota(namespace: NamespacePath, body: Quota, svc: Svc) -> QuotaInf
 
 @router.delete("/admin/namespaces/{namespace}/quota", response_model=QuotaInfo, responses=ERROR_RESPONSES)
 async def clear_quota(namespace: NamespacePath, svc: Svc) -> QuotaInfo:
-    """(admin) Remove the namespace's quota: no limits, weight 1."""
+    """(admin) Remove the namespace's quota: no limits, weight 1 (404 when it has none)."""
     svc.engine.require_ready()
     namespace = check_namespace(namespace)
 
     def clear() -> QuotaInfo:
+        _stored(svc, namespace)
         svc.engine.quotas.clear(namespace)
         return _info(svc, namespace, None)
     return await anyio.to_thread.run_sync(clear)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,10 @@ def quota(srv):
 
 
 def usage(srv) -> dict:
+    """The default namespace's usage (set with a quota of no limits if it has none)."""
     r = srv.get(QUOTA, admin=True)
+    if r.status_code == 404:
+        r = srv.request("PUT", QUOTA, admin=True, json={})
     assert r.status_code == 200, r.text
     return r.json()["usage"]
 
@@ -53,10 +57,12 @@ def stored_versions(srv, task: str) -> list[str]:
 
 def test_admin_api_sets_reads_and_clears_a_quota(srv):
     assert srv.get(QUOTA).status_code == 401  # admin only
-    r = srv.get(QUOTA, admin=True)
+    srv.delete(QUOTA, admin=True)  # none left by another test
+    assert_error(srv.get(QUOTA, admin=True), 404, "no quota", "PUT")  # none: no limits, weight 1
+    r = srv.request("PUT", QUOTA, admin=True, json={})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["stored"] is False and body["quota"]["max_tasks"] is None and body["quota"]["weight"] == 1
+    assert body["stored"] is True and body["quota"]["max_tasks"] is None and body["quota"]["weight"] == 1
     assert body["usage"]["tasks"] >= 1 and body["usage"]["stored_bytes"] > 0
     r = srv.request("PUT", QUOTA, admin=True, json={"max_tasks": 10, "requests_per_s": 50, "weight": 2})
     assert r.status_code == 200, r.text
@@ -70,7 +76,8 @@ def test_admin_api_sets_reads_and_clears_a_quota(srv):
     assert_error(srv.request("PUT", "/admin/namespaces/Bad.Name!/quota", admin=True, json={}), 400, "namespace")
     r = srv.delete(QUOTA, admin=True)
     assert r.status_code == 200 and r.json()["stored"] is False
-    assert srv.get(QUOTA, admin=True).json()["quota"]["max_tasks"] is None
+    assert srv.get(QUOTA, admin=True).status_code == 404
+    assert srv.delete(QUOTA, admin=True).status_code == 404
     assert srv.internal_errors() == []
 
 
@@ -186,7 +193,26 @@ def test_cli_sets_reads_and_clears_a_quota(srv, capsys):
     assert got["stored"] is True and got["quota"]["weight"] == 2 and got["usage"]["tasks"] >= 1
     assert main(["quota", "clear", "default", *base]) == 0
     assert json.loads(capsys.readouterr().out)["stored"] is False
+    assert main(["quota", "get", "default", *base]) == 1
+    assert "404" in capsys.readouterr().err
     assert main(["quota", "get", "default", "--url", srv.url, "--token", "wrong"]) == 1
     assert "401" in capsys.readouterr().err
     assert main(["quota", "set", "default", "--weight", "0", *base]) == 1
     assert "weight" in capsys.readouterr().err
+
+
+def test_another_replica_applies_a_quota_within_its_ttl(srv, server_factory, tiny_dir, quota):
+    other = server_factory.start(store=srv.store, backbones=tiny_backbones_env(tiny_dir), admin_token=srv.admin,
+                                 env={"TASKSWAP_QUOTA_TTL_S": "0.2", "TASKSWAP_SYNC_INTERVAL_S": "0.1"})
+    try:
+        assert other.predict("base", texts=["no quota yet"]).status_code == 200
+        quota(max_tasks=0, requests_per_s=0.01, burst_s=1)  # through the first replica
+        deadline = time.monotonic() + 60  # a bound on the wait, not a measurement
+        statuses = []
+        while time.monotonic() < deadline and 429 not in statuses:
+            statuses.append(other.predict("base", texts=["counted by the other replica"]).status_code)
+            time.sleep(0.1)
+        assert 429 in statuses, statuses
+        assert other.get(QUOTA, admin=True).json()["quota"]["max_tasks"] == 0
+    finally:
+        other.stop()

@@ -192,3 +192,88 @@ def test_rate_buckets_are_per_namespace():
     with pytest.raises(RateLimited, match="rows_per_s 10"):
         rates.admit("team-a", rows, 1)
     rates.admit("team-a", Quota(rows_per_s=20.0), 20)  # a changed quota: a full bucket of its shape
+
+
+# ---- the resident share, two namespaces ------------------------------------------------------
+def test_a_namespace_over_its_resident_share_evicts_its_own_adapters_not_anothers(
+        registry, backbones, text_backbone, tmp_path):
+    from adapters.registry import Registry
+    from adapters.store import open_store
+    from support.factories import peft_lora_dir
+    src = str(text_backbone.source_path)
+    # real LoRA versions, stored and loaded under bare names (the store refuses qualified ones)
+    loras = [registry.register(peft_lora_dir(tmp_path / f"l{i}", src, seed=i), name=f"l{i}") for i in range(4)]
+    size = max(a.nbytes for a in loras)
+    # a second process's table holding them as tasks of two namespaces
+    other = Registry(open_store(str(tmp_path / "other")), backbones, adapter_budget_bytes=10 * size)
+    other.residency.share = {"team-a": 2 * size}.get  # team-b: no share of its own
+    names = ["team-b/x", "team-a/x", "team-a/y", "team-a/z"]
+    with other.table.lock:
+        for name, loaded in zip(names, loras):
+            alias = Alias(name=name, active=loaded.version, updated_at="",
+                          versions=[VersionInfo(version=loaded.version, kind=loaded.kind, created_at="")])
+            other.residency.install(name, alias, loaded)
+    held = [k[0] for k in other.residency.cache]
+    assert held == ["team-b/x", "team-a/y", "team-a/z"]  # team-a's least recently used went, not team-b's
+    assert other.residency.namespace_bytes()["team-a"] <= 2 * size
+    with other.table.lock:
+        other.residency.touch(("team-a/y", loras[2].version))
+        other.residency.share = {"team-a": size}.get  # a smaller share: fitted at the next fit
+        other.residency.fit(keep=None)
+    assert [k[0] for k in other.residency.cache] == ["team-b/x", "team-a/y"]
+    assert other.table.get("team-a/z").versions[loras[3].version].state == "evicted"
+
+
+# ---- the batcher: namespaces first, over a real runtime -------------------------------------
+class Gated:
+    """A real runtime that records each batch's inputs and holds the first batch until
+    released, so everything submitted meanwhile is queued together."""
+
+    def __init__(self, runtime):
+        import threading
+        self.runtime, self.batches = runtime, []
+        self.release, self.started = threading.Event(), threading.Event()
+
+    def run(self, reqs):
+        self.batches.append([x for r in reqs for x in r.inputs])
+        if len(self.batches) == 1:
+            self.started.set()
+            self.release.wait(60)
+        return self.runtime.run(reqs)
+
+
+def test_the_batcher_serves_a_namespace_of_one_client_beside_a_namespace_of_eight(
+        registry, text_backbone, tmp_path, one_torch_thread):
+    from adapters.batching import Batcher
+    from adapters.cost import estimate
+    from adapters.runtime import Runtime
+    from support.factories import head_adapter
+    registry.register(head_adapter(tmp_path / "h", text_backbone, "h"))
+    rt = Runtime(registry)
+    a_texts = {c: [f"a{c}{i} the same number of words" for i in range(3)] for c in range(8)}
+    b_texts = [f"b{i} the same number of words" for i in range(3)]
+    budget = max(estimate(rt.prepare(["h"], [t], "text")).total
+                 for t in [*b_texts, *(t for ts in a_texts.values() for t in ts)])
+    gated = Gated(rt)
+    b = Batcher(gated, max_batch_rows=64, max_wait_ms=0, slice_cost=budget)  # a slice = an input = a batch
+    try:
+        gate = b.submit(rt.prepare(["h"], ["gate"], "text"), "gate")
+        gated.started.wait(60)
+        futures = []
+        for c, texts in a_texts.items():  # namespace A: eight clients, three inputs each
+            req = rt.prepare(["h"], texts, "text")
+            futures.append(b.submit(req, f"a-client-{c}", estimate(req), namespace="team-a"))
+        req = rt.prepare(["h"], b_texts, "text")  # namespace B: one client, three inputs
+        futures.append(b.submit(req, "b-client", estimate(req), namespace="team-b"))
+        gated.release.set()
+        for f in [gate, *futures]:
+            f.result(timeout=120)
+    finally:
+        b.close()
+    order = [x for batch in gated.batches[1:] for x in batch]
+    assert sorted(order) == sorted([*b_texts, *(t for ts in a_texts.values() for t in ts)])
+    last_b = max(order.index(t) for t in b_texts)
+    # B holds half the worker while both wait: its three inputs within the first seven
+    # (by clients alone it would be one in nine, its last input near the end of A's 24)
+    assert last_b <= 6, order
+    assert b.queued_rows == 0
