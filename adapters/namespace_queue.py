@@ -22,6 +22,7 @@ and :meth:`peek` returns what :meth:`pop` will.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -66,16 +67,28 @@ class NamespaceQueue:
         if len(self._round) == 1:
             self._fresh = True  # a second namespace arriving finds this one at a fresh turn
             return self._round[0]
+        missed = 0
         while True:
             ns = self._round[0]
             if self._fresh:
                 self._deficit[ns] += self.quantum * self._weights[ns]
                 self._fresh = False
-            cost = self._queues[ns].peek()[0]
-            if cost <= self._deficit[ns]:
+            if self._queues[ns].peek()[0] <= self._deficit[ns]:
                 return ns
             self._round.rotate(-1)  # its turn ends; the deficit carries to its next turn
             self._fresh = True
+            missed += 1
+            if missed == len(self._round):  # a whole round served nobody: skip at once the
+                self._skip_idle_rounds()   # rounds that would serve nobody either
+                missed = 0
+
+    def _skip_idle_rounds(self) -> None:
+        """Add, to every namespace, the quanta of the rounds before the first in which one of
+        them can afford its next item (the same order as turning them one by one, in O(1) turns)."""
+        rounds = min(math.ceil((self._queues[ns].peek()[0] - self._deficit[ns]) / (self.quantum * self._weights[ns]))
+                     for ns in self._round)
+        for ns in self._round:
+            self._deficit[ns] += (rounds - 1) * self.quantum * self._weights[ns]
 
     def peek(self) -> Any:
         """The item :meth:`pop` would return (IndexError when empty)."""

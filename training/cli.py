@@ -11,6 +11,7 @@
     taskswap predict fashion --image shoe.png
     taskswap data silver --task ner --out data/silver     # silver NER/POS files (spaCy-tagged)
     taskswap adapt --task reviews --target-data drugs.txt --out out/reviews-drugs   # training.cli_adapt
+    taskswap quota set team-a --max-tasks 50 --weight 2   # a namespace's quota (admin): training.cli_quota
 
 ``register``, ``predict`` and ``evaluate --url`` talk to the server through
 :class:`taskswap_client.Client` (``predict`` imports no torch: it starts in a blink).
