@@ -36,9 +36,10 @@ PREFIX = "quotas"
 
 
 class Quota(BaseModel):
-    """One namespace's limits (None: no limit) and its fair-sharing weight."""
+    """One namespace's limits (None: no limit) and its fair-sharing weight. Strict: a
+    ``false`` is no number of jobs (an int is still a float)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     max_tasks: int | None = Field(None, ge=0, le=10**9, description="Tasks the namespace may hold.")
     max_stored_bytes: int | None = Field(None, ge=0, le=1 << 60, description=(
         "Bytes of every stored version of the namespace's tasks (each version's files; "

@@ -73,6 +73,7 @@ def test_admin_api_sets_reads_and_clears_a_quota(srv):
     assert_error(srv.request("PUT", QUOTA, admin=True, json={"max_tasks": -1}), 422, "max_tasks")
     assert_error(srv.request("PUT", QUOTA, admin=True, json={"max_taks": 3}), 422, "max_taks")
     assert_error(srv.request("PUT", QUOTA, admin=True, json={"weight": 0}), 422, "weight")
+    assert_error(srv.request("PUT", QUOTA, admin=True, json={"max_jobs": False}), 422, "max_jobs")
     assert_error(srv.request("PUT", "/admin/namespaces/Bad.Name!/quota", admin=True, json={}), 400, "namespace")
     r = srv.delete(QUOTA, admin=True)
     assert r.status_code == 200 and r.json()["stored"] is False
