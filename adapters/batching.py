@@ -3,7 +3,9 @@
 A request may come with its estimated cost (:mod:`adapters.cost`); it is then cut into
 slices of at most ``slice_cost`` (:mod:`adapters.slices`: whole inputs, so an input costlier
 than that is a slice of its own), and every slice is queued under the request's client key
-in a fair queue (:mod:`adapters.fair_queue`: start-time fair queuing weighted by cost). One
+in a fair queue (:mod:`adapters.fair_queue`: start-time fair queuing weighted by cost)
+within the request's namespace, and namespaces take turns by weight
+(:mod:`adapters.namespace_queue`: deficit round-robin). One
 worker thread takes the slice first in fair order, gathers more in that order until
 ``max_batch_rows`` trunk rows or ``slice_cost`` of estimated work (or ``max_wait_ms`` have
 passed), and runs them as one batch. So a batch is bounded in work and memory, and a light
@@ -32,7 +34,8 @@ from dataclasses import dataclass, field
 
 from adapters.cost import Cost
 from adapters.errors import CapacityError, TaskswapError
-from adapters.fair_queue import FairQueue
+from adapters.namespace_queue import NamespaceQueue
+from adapters.namespaces import DEFAULT_NAMESPACE
 from adapters.runtime import PreparedRequest, Runtime
 from adapters.slices import cut, merge, slice_request
 
@@ -54,6 +57,7 @@ class _Slice:
     index: int
     req: PreparedRequest  # or any item with ``rows``
     cost: float
+    namespace: str = DEFAULT_NAMESPACE
 
     @property
     def rows(self) -> int:
@@ -76,14 +80,18 @@ class Batcher:
     """
 
     def __init__(self, runtime: Runtime, max_batch_rows: int = 64, max_wait_ms: float = 5.0,
-                 max_queue_rows: int = 4096, on_batch=None, slice_cost: float | None = None):
+                 max_queue_rows: int = 4096, on_batch=None, slice_cost: float | None = None,
+                 on_usage=None):
         self.runtime = runtime
         self.max_batch_rows = max_batch_rows
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_rows = max_queue_rows
         self.slice_cost = slice_cost  # None: a request is one slice, a batch bounded in rows only
         self.on_batch = on_batch  # callback(n_slices, n_rows, seconds)
-        self._fq = FairQueue()
+        # callback({namespace: (rows, seconds)}) per batch: its time shared by the slices' cost
+        self.on_usage = on_usage
+        # a namespace's turn is one batch's work at weight 1
+        self._fq = NamespaceQueue(quantum=float(slice_cost or max_batch_rows))
         self._queued_rows = 0
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -95,9 +103,11 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    def submit(self, req: PreparedRequest, client: str = "", cost: Cost | None = None) -> Future:
-        """Queue ``req`` for ``client`` (its fair-queuing key); ``cost``: its estimate, which
-        cuts it into slices of at most ``slice_cost``."""
+    def submit(self, req: PreparedRequest, client: str = "", cost: Cost | None = None,
+               namespace: str = DEFAULT_NAMESPACE, weight: float = 1.0) -> Future:
+        """Queue ``req`` for ``client`` (its fair-queuing key) in ``namespace`` (whose share
+        is ``weight``); ``cost``: its estimate, which cuts it into slices of at most
+        ``slice_cost``."""
         fut: Future = Future()
         if cost is not None and self.slice_cost:
             parts = cut(list(cost.per_input), self.slice_cost)
@@ -117,7 +127,7 @@ class Batcher:
             if stamps is not None:
                 stamps["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
             for i, (s, c) in enumerate(zip(slices, costs)):
-                self._fq.push(client, c, _Slice(job, i, s, c))
+                self._fq.push(namespace, client, c, _Slice(job, i, s, c, namespace), weight)
             self._ready.notify()
         return fut
 
@@ -185,8 +195,16 @@ class Batcher:
                     self._queued_rows -= rows
             for s, result, exc in outcomes:
                 self._complete(s, result, exc)
+            seconds = time.perf_counter() - start
             if self.on_batch:
-                self.on_batch(len(items), rows, time.perf_counter() - start)
+                self.on_batch(len(items), rows, seconds)
+            if self.on_usage:
+                self.on_usage(_usage(items, seconds))
+
+    def waiting(self) -> dict[str, int]:
+        """Slices waiting per namespace."""
+        with self._lock:
+            return self._fq.waiting()
 
     @staticmethod
     def _complete(s: _Slice, result, exc: BaseException | None) -> None:
@@ -226,3 +244,14 @@ class Batcher:
             outcomes.append((items[0], None, exc))
             return
         outcomes.extend((s, res, None) for s, res in zip(items, results))
+
+
+def _usage(items: list[_Slice], seconds: float) -> dict[str, tuple[int, float]]:
+    """Rows and a share of the batch's ``seconds`` (by estimated cost) per namespace."""
+    total = sum(s.cost for s in items)
+    out: dict[str, list] = {}
+    for s in items:
+        acc = out.setdefault(s.namespace, [0, 0.0])
+        acc[0] += s.rows
+        acc[1] += seconds * (s.cost / total if total > 0 else 1.0 / len(items))
+    return {ns: (rows, sec) for ns, (rows, sec) in out.items()}

@@ -77,3 +77,17 @@ class AdapterUnavailable(TaskswapError):
 
 class Unauthorized(TaskswapError):
     """Missing or wrong bearer token, or admin calls on a server with no admin token."""
+
+
+class QuotaExceeded(TaskswapError):
+    """A namespace is at one of its size quotas (tasks, stored bytes, resident bytes, jobs):
+    the message names the quota and its numbers; nothing was written."""
+
+    def __init__(self, message: str, quota: str = ""):
+        super().__init__(message)
+        self.quota = quota
+
+
+class RateLimited(CapacityError):
+    """A namespace is over its request-rate or rows-per-second quota: retry after
+    ``retry_after_s`` (429 with ``Retry-After``)."""

@@ -40,6 +40,7 @@ from adapters.follower import StoreFollower
 from adapters.format.adapter_dir import manifest_bytes
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
 from adapters.plugin_checks import read_adapter_dir
+from adapters.quota_checks import folder_bytes
 from adapters.residency import Residency, evictable, release
 from adapters.rollout import Mode, RolloutPolicy, now
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name
@@ -87,6 +88,9 @@ class Lifecycle:
         # How a registration's dry run runs its probe request: None = in the caller's
         # thread; a server routes it through its batcher (adapters.dryrun).
         self.run_probe = None
+        # Size quotas: admit(name, stored bytes, loaded, is_new_task) raises to refuse a
+        # registration before anything is stored (adapters.quota_checks); None = no quotas.
+        self.admit = None
 
     # ---- following the store -------------------------------------------------------------
     def sync(self, force: bool = False, wait: bool = True) -> bool:
@@ -151,13 +155,22 @@ class Lifecycle:
         except BaseException:
             release(pending)  # caches a probe batch built from it
             raise
+        replace = {"adapter.json": manifest_bytes(prep.manifest)}
+        size = folder_bytes(adir.path, replace)
         with self.writer:
-            version = self.store.put_version(name, adir.path, {"adapter.json": manifest_bytes(prep.manifest)})
+            if self.admit is not None:
+                try:
+                    self.follower.sync()  # count what the namespace holds as the store says now
+                    self.admit(name, size, pending, self.table.get(name) is None)
+                except BaseException:
+                    release(pending)
+                    raise
+            version = self.store.put_version(name, adir.path, replace)
             # The same tensors under their stored version (caches derived from them are keyed
             # by the tensors, so the dry run's stay valid).
             loaded = pending.with_version(version)
             info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,
-                               task_type=prep.manifest.task_type,
+                               task_type=prep.manifest.task_type, size=size,
                                created_at=datetime.now(timezone.utc).isoformat())
             # The store's compare-and-swap runs outside the table lock (request threads and
             # the batch worker's metrics take it); the writer lock and local_seq keep a

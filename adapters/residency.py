@@ -89,6 +89,11 @@ class AdapterCache:
         item = self._items.get(key)
         return item[0] if item is not None else None
 
+    def size(self, key: Key) -> int:
+        """The bytes ``key`` counts for (0 if not held)."""
+        item = self._items.get(key)
+        return item[1] if item is not None else 0
+
     def add(self, key: Key, adapter: LoadedAdapter, nbytes: int | None = None) -> None:
         """Hold ``adapter`` as ``key``, the most recently used (no eviction: see :meth:`shrink`)."""
         old = self._items.pop(key, None)
@@ -133,6 +138,9 @@ class Residency:
         self.cache = AdapterCache(budget_bytes, self._removed)
         # A lookup's miss: catch up with the store on one task (set to the follower's).
         self.catch_up: Callable[[str], None] = lambda task: None
+        # A namespace's share of the budget in bytes (its quota's max_resident_bytes), or
+        # None for no share of its own; read under the table lock, so it must do no I/O.
+        self.share: Callable[[str], int | None] = lambda namespace: None
 
     # ---- the one way out of memory ----------------------------------------------------
     def _removed(self, key: Key, loaded: LoadedAdapter) -> None:
@@ -323,17 +331,25 @@ class Residency:
         self.fit(keep=key)
 
     def fit(self, keep: Key | None) -> None:
-        """Evict until the resident bytes fit the budget (caller holds the table lock).
+        """Evict until every namespace fits its share and the resident bytes fit the budget
+        (caller holds the table lock).
 
         Victims in order: versions no longer active, then other versions of ``keep``'s task
         (``keep`` is being loaded to replace them), then active versions from least recently
         used. Never evicted: ``keep`` (the one just loaded, even if alone over budget) and
-        the active version of a pinned task.
+        the active version of a pinned task. A namespace over its share (:attr:`share`)
+        loses its own adapters first, in that order, so its loads never push another
+        namespace's adapters out beyond what the whole budget requires.
         """
+        self._fit_shares(keep)
         if self.cache.nbytes <= self.cache.budget_bytes:
             return
+        self.cache.shrink(self._victims(list(self.cache), keep))
+
+    def _victims(self, keys: list[Key], keep: Key | None) -> list[Key]:
+        """``keys`` (in LRU order) in the order they may be evicted (see :meth:`fit`)."""
         stale, replaced, live = [], [], []
-        for k in self.cache:
+        for k in keys:
             row = self.table.get(k[0])
             if row is None or row.alias.active != k[1]:
                 stale.append(k)
@@ -347,5 +363,28 @@ class Residency:
             entry = row.versions.get(k[1]) if row is not None else None
             return entry is not None and entry.pinned
 
-        self.cache.shrink([k for k in stale if k != keep]
-                          + [k for k in replaced + live if k != keep and not pinned(k)])
+        return ([k for k in stale if k != keep]
+                + [k for k in replaced + live if k != keep and not pinned(k)])
+
+    def _fit_shares(self, keep: Key | None) -> None:
+        by_namespace: dict[str, list[Key]] = {}
+        for k in self.cache:
+            by_namespace.setdefault(namespace_of(k[0]), []).append(k)
+        for namespace, keys in by_namespace.items():
+            limit = self.share(namespace)
+            if limit is None:
+                continue
+            held = sum(self.cache.size(k) for k in keys)
+            for k in self._victims(keys, keep):
+                if held <= limit:
+                    break
+                held -= self.cache.size(k)
+                self.cache.remove(k)
+
+    def namespace_bytes(self) -> dict[str, int]:
+        """Resident evictable bytes per namespace (a snapshot)."""
+        out: dict[str, int] = {}
+        for k in self.cache:
+            ns = namespace_of(k[0])
+            out[ns] = out.get(ns, 0) + self.cache.size(k)
+        return out

@@ -40,6 +40,10 @@ from adapters.generation.events import GenerationHandle
 from adapters.generation.requests import Overrides, request_for
 from adapters.generation.shadow import ShadowPair
 from adapters.loading import LoadedAdapter
+from adapters.namespaces import DEFAULT_NAMESPACE, namespace_of
+from adapters.quota_checks import RegistrationQuota, usage_by_namespace
+from adapters.quotas import QuotaBook
+from adapters.rate_limits import RateLimits
 from adapters.registry import Registry
 from adapters.rollout import canary_choice
 from adapters.runtime import EmbedSpec, PreparedRequest, Results, Runtime
@@ -81,6 +85,8 @@ class Engine:
         self.rollouts = None  # service.rollouts.Rollouts once started
         self.registrations: RegistrationQueue | None = None  # POST /adapters runs there
         self.prediction_log = PredictionLog.from_settings(settings)
+        self.quotas: QuotaBook | None = None  # every namespace's quota (docs/tenancy.md)
+        self.rates = RateLimits()  # request-rate and rows-per-second buckets per namespace
 
     # ---- lifecycle -------------------------------------------------------------------
     def start_in_background(self) -> threading.Thread:
@@ -127,13 +133,18 @@ class Engine:
         gc.collect()
         gc.freeze()
         stages["gc freeze"] = time.perf_counter() - t
+        self.quotas = QuotaBook(store, s.quota_ttl_s)
+        self.quotas.refresh(force=True)
+        registry.lifecycle.admit = RegistrationQuota(self.quotas, lambda: registry.table.aliases().items())
+        registry.residency.share = lambda namespace: self.quotas.get(namespace).max_resident_bytes
         self.store, self.registry = store, registry
         self.tokens = TokenBook(store, s.token_ttl_s)
         self.rollouts = Rollouts(self)  # policies arrive on the registry's task rows with each sync
         self.runtime = Runtime(registry, max_forward_rows=s.max_forward_rows,
                                token_budget=s.token_budget or None)
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
-                               on_batch=self._on_batch, slice_cost=s.slice_cost or None)
+                               on_batch=self._on_batch, slice_cost=s.slice_cost or None,
+                               on_usage=self.metrics.on_namespace_usage if self.metrics is not None else None)
         registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
         limits = EngineLimits(kv_budget_bytes=int(s.generation_kv_budget_mb * (1 << 20)),
                               max_running=s.generation_max_running, max_waiting=s.generation_max_waiting,
@@ -143,6 +154,7 @@ class Engine:
         self.registrations = RegistrationQueue(s.register_max_queued, s.register_niceness)
         self.watcher = StoreWatcher(self.sync, s.sync_interval_s).start()
         self._publish_state()
+        self._publish_stored()
         log.info("speed settings in use: %s", self.speed_settings())
         self.state = "ready"
         log.info("ready in %.1fs: backbones %s, %d tasks from %s (%s, %d changes replayed); stages: %s",
@@ -205,7 +217,15 @@ class Engine:
         an admin call holds the registry's writer lock (that call brings this process up to date)."""
         changed = self.registry.sync(wait=wait)  # rollout policies ride on the tasks' rows
         self._publish_state()
+        if self.quotas is not None and self.quotas.refresh():  # every quota_ttl_s
+            self._publish_stored()
         return changed
+
+    def _publish_stored(self) -> None:
+        """The stored-bytes gauge per namespace (one pass over the table: every quota_ttl_s)."""
+        if self.metrics is not None and self.registry is not None:
+            used = usage_by_namespace(self.registry.table.aliases().items())
+            self.metrics.set_stored({ns: u.stored_bytes for ns, u in used.items()})
 
     def _on_batch(self, n_requests: int, n_rows: int, seconds: float) -> None:
         if self.metrics is not None:
@@ -240,12 +260,14 @@ class Engine:
         (detection's ``threshold``, ``max_detections``), checked against each task's limits."""
         self.require_ready()
         access.check("infer", tasks)  # a task in a namespace the caller cannot read: 404
+        spaces = self._admit_requests(tasks)  # a request over its rate costs no work
         # prepare may load an evicted LoRA from the store, and the cost estimate tokenises:
         # keep both off the event loop.
         prepared, cost = await anyio.to_thread.run_sync(lambda: self._costed(
             self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
                                  rollout=self.registry, routing_key=routing_key, options=options)))
-        results = await self._submit(prepared, cost)
+        self._admit_rows(spaces, prepared.rows)
+        results = await self._submit(prepared, cost, spaces[0])
         _check_finite(results, prepared.backbone.name)
         self.rollouts.observe(results)
         if self.metrics is not None:
@@ -260,9 +282,11 @@ class Engine:
         """Pooled features of ``backbone`` (``.embeddings``, ``[inputs, hidden]``; ``.tokens``: the
         real tokens the trunk read, for text), batched with all other traffic."""
         self.require_ready()
+        spaces = self._admit_requests([])
         prepared, cost = await anyio.to_thread.run_sync(
             lambda: self._costed(self.runtime.prepare_embed(backbone, inputs, modality, embed)))
-        results = await self._submit(prepared, cost)
+        self._admit_rows(spaces, prepared.rows)
+        results = await self._submit(prepared, cost, spaces[0])
         _check_finite(results, backbone)
         return results
 
@@ -272,9 +296,24 @@ class Engine:
         check_cost(cost, self.settings)
         return prepared, cost
 
-    async def _submit(self, prepared: PreparedRequest, cost: Cost) -> Results:
-        """Queue ``prepared`` in slices under the caller's client key (fair queuing)."""
-        future = self.batcher.submit(prepared, CLIENT.get(), cost)
+    def _admit_requests(self, tasks: list[str]) -> list[str]:
+        """The namespaces a request names (the first: where it queues; a request naming no
+        task, an embedding, is in the default namespace), once each has room in its request
+        rate (:class:`adapters.errors.RateLimited`, 429, otherwise)."""
+        spaces = list(dict.fromkeys(namespace_of(t) for t in tasks)) or [DEFAULT_NAMESPACE]
+        for namespace in spaces:
+            self.rates.admit_request(namespace, self.quotas.get(namespace))
+        return spaces
+
+    def _admit_rows(self, spaces: list[str], rows: int) -> None:
+        """Each namespace's rows-per-second bucket takes the request's trunk rows (429 otherwise)."""
+        for namespace in spaces:
+            self.rates.admit_rows(namespace, self.quotas.get(namespace), rows)
+
+    async def _submit(self, prepared: PreparedRequest, cost: Cost, namespace: str = DEFAULT_NAMESPACE) -> Results:
+        """Queue ``prepared`` in slices under the caller's client key within ``namespace``
+        (fair queuing: namespaces by weight, then clients)."""
+        future = self.batcher.submit(prepared, CLIENT.get(), cost, namespace, self.quotas.weight(namespace))
         self._publish_queue()
         try:
             # shield: a timeout or a client hang-up must not cancel the batcher's future,
@@ -330,6 +369,7 @@ class Engine:
         self.require_ready()
         task, _, version = model.partition("@")
         access.check("infer", [task])
+        self._admit_rows(self._admit_requests([task]), 1)  # a generation: one request, one row
         adapter = self.registry.resolve_version(task, version) if version else self.registry.resolve(task)
         if not version:
             adapter = canary_choice(self.registry, self.registry, task, routing_key) or adapter

@@ -25,6 +25,10 @@ CapacityError          429     queue full; ``Retry-After`` says when to come bac
 Unauthorized           401     missing or wrong bearer token (``WWW-Authenticate: Bearer``)
 Forbidden              403     admin endpoint without an admin token configured, or with
                                the inference token
+QuotaExceeded          403     a namespace at a size quota (tasks, stored or resident bytes,
+                               jobs); the message names the quota and its numbers
+RateLimited            429     a namespace over its request or rows-per-second rate;
+                               ``Retry-After`` says when its bucket has room
 NotReady               503     backbones still loading; ``Retry-After``
 AdapterUnavailable     503     a stored adapter version failed to load when this request
                                needed it (corrupt files, a backbone this replica lacks):
@@ -49,8 +53,8 @@ from starlette.routing import Match
 
 from adapters.redact import redact
 from adapters.errors import (AdapterUnavailable, CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
-                             InvalidInput, NonFiniteOutput, NotFound, TaskswapError, Unauthorized,
-                             Unsupported)
+                             InvalidInput, NonFiniteOutput, NotFound, QuotaExceeded, RateLimited,
+                             TaskswapError, Unauthorized, Unsupported)
 
 log = logging.getLogger("taskswap.service")
 
@@ -80,6 +84,7 @@ class PredictTimeout(TaskswapError):
 _STATUS: list[tuple[type[TaskswapError], int, str]] = [
     (PayloadTooLarge, 413, "payload_too_large"),
     (Forbidden, 403, "forbidden"),
+    (QuotaExceeded, 403, "quota_exceeded"),
     (Unauthorized, 401, "unauthorized"),
     (NotFound, 404, "not_found"),
     (NonFiniteOutput, 422, "non_finite_output"),
@@ -88,6 +93,7 @@ _STATUS: list[tuple[type[TaskswapError], int, str]] = [
     (IncompatibleAdapter, 409, "incompatible_adapter"),
     (Conflict, 409, "conflict"),
     (InvalidInput, 400, "invalid_input"),
+    (RateLimited, 429, "rate_limited"),
     (CapacityError, 429, "over_capacity"),
     (NotReady, 503, "not_ready"),
     (AdapterUnavailable, 503, "adapter_unavailable"),

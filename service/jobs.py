@@ -50,7 +50,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from adapters.errors import CapacityError, NotFound, TaskswapError
+from adapters.errors import CapacityError, NotFound, QuotaExceeded, TaskswapError
+from adapters.namespaces import namespace_of
 from adapters.redact import redact
 
 log = logging.getLogger("taskswap.jobs")
@@ -120,8 +121,10 @@ class JobRunner:
 
     def __init__(self, store, replica_id: str, finish: Callable[[Job, Path, dict], dict] | None,
                  max_jobs: int = 1, max_queued: int = 4, timeout_s: float = 900.0,
-                 niceness: int = 10, threads: int = 1, lease_s: float = 60.0, start: bool = True):
+                 niceness: int = 10, threads: int = 1, lease_s: float = 60.0, start: bool = True,
+                 max_jobs_of: Callable[[str], int | None] = lambda namespace: None):
         self.store = store
+        self.max_jobs_of = max_jobs_of  # a namespace's quota of jobs at once on this worker (None: none)
         self.lease_s = lease_s
         self.replica_id = replica_id
         self.finish = finish
@@ -147,6 +150,7 @@ class JobRunner:
         """Queue a job (``kind``: a key of :data:`CHILD_MODULES`); returns its record (status
         ``queued``) or raises 429 when full."""
         with self._lock:
+            self._check_quota(task)
             if self._waiting >= self.max_queued:
                 raise CapacityError(f"{self._waiting} fit jobs are already waiting (limit "
                                     f"{self.max_queued}, TASKSWAP_FIT_MAX_QUEUED); retry later",
@@ -160,6 +164,23 @@ class JobRunner:
         self._save(job)
         self._q.put(job)
         return dict(job.record)
+
+    def live(self, namespace: str) -> int:
+        """Jobs of ``namespace`` queued or running on this worker."""
+        return sum(1 for job in list(self._jobs.values())
+                   if namespace_of(job.task) == namespace and job.record.get("status") in _LIVE)
+
+    def _check_quota(self, task: str) -> None:
+        namespace = namespace_of(task)
+        limit = self.max_jobs_of(namespace)
+        if limit is None:
+            return
+        live = self.live(namespace)
+        if live >= limit:
+            raise QuotaExceeded(f"namespace {namespace!r} is at its max_jobs quota: {live} fit/adapt "
+                                f"jobs queued or running on this worker of {limit}; wait for one to "
+                                "finish (GET /jobs/{id}) or ask an admin to raise the quota",
+                                quota="max_jobs")
 
     def get(self, job_id: str) -> dict:
         """The job's record: this worker's copy if it runs here, else the store's."""

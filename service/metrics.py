@@ -4,7 +4,10 @@ Built with ``bentoml.metrics`` so they work in BentoML's multi-process mode (eve
 worker writes to the shared prometheus directory; ``/metrics`` merges them).
 Per-task series have a bounded label set: the first ``max_tasks`` task names that were
 *successfully* served get their own label value, everything else is ``other`` — so
-requests naming random, unregistered tasks cannot blow up the series count.
+requests naming random, unregistered tasks cannot blow up the series count. Per-namespace
+series (requests, rows, trunk milliseconds, stored bytes) are bounded the same way: the
+first ``max_namespaces`` namespaces seen get their own value, the rest count as ``_other``
+(no namespace can be called that: names start with a letter or digit).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import threading
 
 import bentoml
+
+from adapters.namespaces import namespace_of
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -22,6 +27,7 @@ _TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _ADDED_BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1)
 VERSIONS_PER_TASK = 4  # version label values per task (active, candidate, recent); the rest 'other' 
 OTHER = "other"
+OTHER_NAMESPACE = "_other"
 
 
 class TaskLabels:
@@ -47,6 +53,25 @@ class TaskLabels:
                 self._known.add(task)
                 return task
         return OTHER
+
+
+class NamespaceLabels(TaskLabels):
+    """Namespaces onto at most ``max_namespaces`` label values plus ``_other``.
+
+    >>> n = NamespaceLabels(1)
+    >>> n.label("team-a", claim=True), n.label("other", claim=True), n.label("team-a")
+    ('team-a', '_other', 'team-a')
+    """
+
+    def label(self, task: str, claim: bool = False) -> str:
+        if task in self._known:
+            return task
+        if claim:
+            with self._lock:
+                if len(self._known) < self.max_tasks:
+                    self._known.add(task)
+                    return task
+        return OTHER_NAMESPACE
 
 
 class BoundedValues:
@@ -77,8 +102,10 @@ class BoundedValues:
 class ServiceMetrics:
     """All Taskswap metrics of one process; also the registry's and batcher's observer."""
 
-    def __init__(self, max_tasks: int = 50, max_labels: int = 20):
+    def __init__(self, max_tasks: int = 50, max_labels: int = 20, max_namespaces: int = 100):
         self.tasks = TaskLabels(max_tasks)
+        self.namespaces = NamespaceLabels(max_namespaces)
+        self._stored_labels: set[str] = set()
         self.versions = BoundedValues(VERSIONS_PER_TASK)
         self.labels = BoundedValues(max_labels)
         m = bentoml.metrics
@@ -150,6 +177,20 @@ class ServiceMetrics:
                                   documentation="Inputs embedded per backbone (/embed, /v1/embeddings, predict embed).")
         self.generation = m.Gauge(name="taskswap_store_generation", multiprocess_mode="livemax",
                                   documentation="Store generation this worker has caught up with.")
+        # ---- per namespace (docs/tenancy.md), at most max_namespaces values + '_other' ----
+        self.ns_requests = m.Counter(name="taskswap_namespace_requests", labelnames=["namespace", "status"],
+                                     documentation=("Requests naming tasks, per namespace (of the first "
+                                                    "task) and HTTP status; 429 includes rate quotas."))
+        self.ns_rows = m.Counter(name="taskswap_namespace_rows", labelnames=["namespace"],
+                                 documentation=("Trunk rows the batch worker ran per namespace (/embed "
+                                                "and registration dry runs under 'default')."))
+        self.ns_trunk_ms = m.Counter(name="taskswap_namespace_trunk_milliseconds", labelnames=["namespace"],
+                                     documentation=("Batch worker milliseconds per namespace: each batch's "
+                                                    "time shared by its slices' estimated cost."))
+        self.ns_stored = m.Gauge(name="taskswap_namespace_stored_bytes", labelnames=["namespace"],
+                                 multiprocess_mode="livemax", documentation=(
+                                     "Bytes of every stored version of the namespace's tasks (as recorded "
+                                     "at registration), refreshed every TASKSWAP_QUOTA_TTL_S."))
         # ---- generation tasks (docs/generation.md) ----
         self.gen_prompt_tokens = m.Counter(name="taskswap_generation_prompt_tokens", labelnames=["task"],
                                            documentation="Prompt tokens read per generation task.")
@@ -168,6 +209,9 @@ class ServiceMetrics:
     # ---- per request -----------------------------------------------------------------
     def observe_request(self, tasks: list[str], status: int, seconds: float, n_inputs: int) -> None:
         ok = status < 400
+        if tasks:
+            namespace = self.namespaces.label(namespace_of(tasks[0]), claim=ok)
+            self.ns_requests.labels(namespace=namespace, status=str(status)).inc()
         for task in tasks:
             label = self.tasks.label(task, claim=ok)
             self.requests.labels(task=label, status=str(status)).inc()
@@ -249,6 +293,25 @@ class ServiceMetrics:
         self.batch_requests.observe(n_requests)
         self.batch_rows.observe(n_rows)
         self.batch_seconds.observe(seconds)
+
+    def on_namespace_usage(self, usage: dict[str, tuple[int, float]]) -> None:
+        """One batch's rows and seconds per namespace (the batcher's ``on_usage``)."""
+        for namespace, (rows, seconds) in usage.items():
+            label = self.namespaces.label(namespace, claim=True)
+            self.ns_rows.labels(namespace=label).inc(rows)
+            self.ns_trunk_ms.labels(namespace=label).inc(seconds * 1000.0)
+
+    def set_stored(self, stored: dict[str, int]) -> None:
+        """Stored bytes per namespace (namespaces past the cap summed under '_other')."""
+        totals: dict[str, int] = {}
+        for namespace, nbytes in stored.items():
+            label = self.namespaces.label(namespace, claim=True)
+            totals[label] = totals.get(label, 0) + nbytes
+        for label in self._stored_labels - totals.keys():  # a namespace emptied since
+            self.ns_stored.labels(namespace=label).set(0)
+        for label, nbytes in totals.items():
+            self.ns_stored.labels(namespace=label).set(nbytes)
+        self._stored_labels = set(totals)
 
     def set_state(self, queued_rows: int, loaded: int, generation: int) -> None:
         self.queue_rows.set(queued_rows)

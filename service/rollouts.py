@@ -44,7 +44,8 @@ class Rollouts:
         self.jobs = JobRunner(engine.store, s.replica_id, self._finish_fit,
                               max_jobs=s.fit_max_jobs, max_queued=s.fit_max_queued,
                               timeout_s=s.fit_timeout_s, niceness=s.fit_niceness, threads=s.fit_threads,
-                              lease_s=s.fit_lease_s)
+                              lease_s=s.fit_lease_s,
+                              max_jobs_of=lambda namespace: engine.quotas.get(namespace).max_jobs)
 
     def close(self) -> None:
         self.jobs.close()

@@ -17,8 +17,9 @@ is set): ``POST /predict`` (texts, images or audio), ``POST /predict/upload``, `
 ``POST /adapters/{name}/rollout``, ``POST /adapters/{name}/promote`` and
 ``DELETE /adapters/{name}/rollout`` (admin); and, in their own modules, ``POST /embed``
 (:mod:`service.routes_embed`), the OpenAI-compatible ``/v1/embeddings`` and ``/v1/models``
-(:mod:`service.routes_openai`) and the Open Inference Protocol's ``/v2/...``
-(:mod:`service.routes_v2`).
+(:mod:`service.routes_openai`), the Open Inference Protocol's ``/v2/...``
+(:mod:`service.routes_v2`) and ``GET/PUT/DELETE /admin/namespaces/{namespace}/quota`` (admin,
+:mod:`service.routes_quota`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from service.routes_common import json_response  # noqa: E402
 from service.routes_completions import router as completions_router  # noqa: E402
 from service.routes_embed import router as embed_router  # noqa: E402
 from service.routes_openai import router as openai_router  # noqa: E402
+from service.routes_quota import router as quota_router  # noqa: E402
 from service.routes_tgi import router as tgi_router  # noqa: E402
 from service.routes_v2 import router as v2_router  # noqa: E402
 from service.v2_binary import V2BinaryBody  # noqa: E402
@@ -131,7 +133,7 @@ app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
-for _router in (embed_router, openai_router, completions_router, tgi_router, v2_router, admin_router):  # routes that call self.engine too
+for _router in (embed_router, openai_router, completions_router, tgi_router, v2_router, admin_router, quota_router):  # routes that call self.engine too
     app.include_router(_router)
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {
@@ -161,7 +163,8 @@ class Taskswap:
         self.limits = InputLimits.from_settings(self.settings)
         self.audio_limits = audio_limits_from(self.settings)
         decoding.configure(self.settings.decode_budget_mb << 20, self.settings.decode_wait_s)
-        self.metrics = ServiceMetrics(self.settings.metrics_max_tasks, self.settings.metrics_max_labels)
+        self.metrics = ServiceMetrics(self.settings.metrics_max_tasks, self.settings.metrics_max_labels,
+                                      self.settings.metrics_max_namespaces)
         self.engine = engine_module.Engine(self.settings, self.metrics)
         get_auth().attach(lambda: self.engine.tokens)  # scoped tokens: read from the store
         self.engine.start_in_background()

@@ -213,6 +213,14 @@ class Settings(BaseSettings):
                             description="Name of this replica in /adapters (default hostname-pid).")
     metrics_max_tasks: int = Field(50, ge=1, le=10_000, description=(
         "Distinct task label values in metrics; further tasks are counted as 'other'."))
+    metrics_max_namespaces: int = Field(100, ge=1, le=10_000, description=(
+        "Distinct namespace label values in the per-namespace metrics; further namespaces are "
+        "counted as '_other'."))
+
+    # ---- namespaces: quotas and fair sharing (docs/tenancy.md) --------------------------
+    quota_ttl_s: float = Field(5.0, ge=0.05, le=3600, description=(
+        "Quotas are re-read from the store this often (by the store watcher): a change made "
+        "through another replica is in force here within this plus sync_interval_s."))
 
     # ---- fit jobs and rollouts ----------------------------------------------------------
     fit_max_examples: int = Field(5000, ge=4, le=1_000_000, description=(

@@ -110,6 +110,9 @@ class VersionInfo(BaseModel):
     # What the version's manifest says it does ('generation', 'single_label', ...), so a listing
     # can tell generation tasks apart without loading them; None in aliases written before it.
     task_type: str | None = None
+    # Bytes of the version's files as stored (namespace stored-bytes quotas add these up);
+    # None in aliases written before it.
+    size: int | None = None
 
 
 class Alias(BaseModel):

@@ -1,0 +1,174 @@
+"""Tenancy: namespace A floods the server at ten times its share while namespace B sends a steady load.
+
+    python -m bench tenancy --threads 1                 # MiniLM, 3 rounds of 3 phases x 20 s
+    python -m bench tenancy --tiny --seconds 3 --rounds 1   # quick, a tiny random backbone
+
+A real ``bentoml serve`` on 127.0.0.1 (``tests/support/server.py``) with one head task in
+each of two namespaces, ``team-a/x`` and ``team-b/y`` (qualified names: this needs a server
+whose store accepts them; on one that refuses them the bench stops at registration and says
+so). Both namespaces have the default weight 1, so each is entitled to half the batch worker
+when both have work waiting.
+
+- **B** (steady): ``--b-clients`` clients (one loopback address each) each send 4 texts, then
+  pause ``--b-pause`` seconds: well under half the server's capacity.
+- **A** (flood): ``--a-clients`` clients send 32 texts each, back to back: about ten times
+  B's rows in flight, far more than its half.
+
+Three phases per round, interleaved over ``--rounds`` rounds in one run so the machine's
+drift hits them alike: B alone, A alone, both. Reported (``bench/results/tenancy.{json,md}``):
+B's p99 with A flooding over B's p99 alone (goal <= 1.5), A's rows/s with B beside it over A
+alone (A gets the capacity B leaves: near 1 minus B's share), failures (goal 0), and the load
+average at the start and end: on a shared machine the figures are only comparable within one
+run, and a loaded machine's figures are marked as taken under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import TEXT_SPEC, load, machine, percentile, run_for, save_results
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the real-server helper the tests use
+
+from support.server import ServerFactory  # noqa: E402
+
+TASK_A, TASK_B = "team-a/x", "team-b/y"
+B_TEXTS = ["a great movie", "the plot was awful and boring", "fine", "I would watch it again"]
+A_TEXTS = [f"review {i}: the actors were good but the story was slow and long" for i in range(32)]
+
+
+def client_loop(url: str, address: str, body: dict, pause_s: float, stop: threading.Event, log: list) -> None:
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(base_url=url, timeout=300, transport=transport) as c:
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                status = c.post("/predict", json=body).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            log.append((status, time.perf_counter() - t, len(body["texts"])))
+            if pause_s:
+                stop.wait(pause_s)
+
+
+def phase(url: str, seconds: float, a_clients: int, b_clients: int, b_pause: float) -> dict:
+    """One phase: the named clients for ``seconds``; each side's log and the wall time."""
+    stop = threading.Event()
+    logs: dict[str, list] = {"a": [], "b": []}
+    threads = [threading.Thread(target=client_loop, args=(
+        url, f"127.0.0.{21 + i}", {"task": TASK_A, "texts": A_TEXTS}, 0.0, stop, logs["a"])) for i in range(a_clients)]
+    threads += [threading.Thread(target=client_loop, args=(
+        url, f"127.0.0.{41 + i}", {"task": TASK_B, "texts": B_TEXTS}, b_pause, stop, logs["b"])) for i in range(b_clients)]
+    wall = run_for(threads, stop, seconds, join_timeout=900)
+    return {"wall": wall, **logs}
+
+
+def summary(log: list, wall: float) -> dict:
+    ok = [(t, n) for s, t, n in log if s == 200]
+    lat = [t for t, _ in ok]
+    return {"requests": len(log), "ok": len(ok), "failed": len(log) - len(ok),
+            "statuses": dict(collections.Counter(str(s) for s, _, _ in log)),
+            "p50_s": round(percentile(lat, 50), 4) if lat else None,
+            "p99_s": round(percentile(lat, 99), 4) if lat else None,
+            "rows_per_s": round(sum(n for _, n in ok) / wall, 2) if wall else 0.0, "latencies": lat}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=20, help="each phase")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of (B alone, A alone, both)")
+    ap.add_argument("--a-clients", type=int, default=8)
+    ap.add_argument("--b-clients", type=int, default=2)
+    ap.add_argument("--b-pause", type=float, default=0.2, help="seconds each B client waits between requests")
+    ap.add_argument("--threads", type=int, default=1, help="TASKSWAP_TORCH_THREADS of the server")
+    ap.add_argument("--tiny", action="store_true", help="a tiny random text backbone")
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args(argv)
+    load_start = machine()["load_avg"]
+
+    with tempfile.TemporaryDirectory(prefix="tenancy-") as tmp, ServerFactory(Path(tmp)) as servers:
+        root = Path(tmp)
+        from adapters.format.archive import make_archive
+        from support.factories import head_adapter
+        if args.tiny:
+            from adapters.backbones.tiny import tiny_backbone_spec
+            spec = tiny_backbone_spec("text", root / "t")
+        else:
+            spec = TEXT_SPEC
+        text = load(spec)
+        env = [{"name": spec.name, "source": spec.source, "max_length": spec.max_length, "image_size": spec.image_size}]
+        srv = servers.start(store=root / "store", backbones=env, ready_timeout_s=900,
+                            env={"TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_PREDICT_TIMEOUT_S": "600",
+                                 "TASKSWAP_MAX_QUEUE_ROWS": "65536"})
+        for i, task in enumerate((TASK_A, TASK_B)):
+            r = srv.register_archive(make_archive(head_adapter(root / f"h{i}", text, f"h{i}", seed=i)), name=task)
+            if r.status_code != 201:
+                print(f"registering {task!r} failed ({r.status_code}: {r.text[:300]}): this server does not "
+                      "accept qualified 'namespace/task' names yet, so there are no two namespaces to compare",
+                      file=sys.stderr)
+                return 2
+        for task in (TASK_A, TASK_B):  # warm each path once
+            assert srv.predict(task, texts=B_TEXTS).status_code == 200
+        runs: dict[str, list] = {"b_alone": [], "a_alone": [], "both": []}
+        for _ in range(args.rounds):  # interleaved: drift hits every phase alike
+            runs["b_alone"].append(phase(srv.url, args.seconds, 0, args.b_clients, args.b_pause))
+            runs["a_alone"].append(phase(srv.url, args.seconds, args.a_clients, 0, args.b_pause))
+            runs["both"].append(phase(srv.url, args.seconds, args.a_clients, args.b_clients, args.b_pause))
+        internal = srv.internal_errors()
+    load_end = machine()["load_avg"]
+
+    def merged(name: str, side: str) -> dict:
+        log = [x for run in runs[name] for x in run[side]]
+        return summary(log, sum(run["wall"] for run in runs[name]))
+
+    b_alone, b_both = merged("b_alone", "b"), merged("both", "b")
+    a_alone, a_both = merged("a_alone", "a"), merged("both", "a")
+    ratio_b = round(b_both["p99_s"] / b_alone["p99_s"], 2) if b_alone["p99_s"] and b_both["p99_s"] else None
+    ratio_a = round(a_both["rows_per_s"] / a_alone["rows_per_s"], 2) if a_alone["rows_per_s"] else None
+    failed = sum(s["failed"] for s in (b_alone, b_both, a_alone, a_both))
+    loaded = max(load_start[0], load_end[0]) > 0.5 * (machine()["cpus"] or 1)
+    report = {
+        "command": "python -m bench tenancy " + " ".join(sys.argv[1:]), "machine": machine(),
+        "load_avg_start": load_start, "load_avg_end": load_end, "under_load": loaded,
+        "server_threads": args.threads, "seconds_per_phase": args.seconds, "rounds": args.rounds,
+        "a_clients": args.a_clients, "b_clients": args.b_clients, "b_pause_s": args.b_pause,
+        "b_alone": {k: v for k, v in b_alone.items() if k != "latencies"},
+        "b_with_a": {k: v for k, v in b_both.items() if k != "latencies"},
+        "a_alone": {k: v for k, v in a_alone.items() if k != "latencies"},
+        "a_with_b": {k: v for k, v in a_both.items() if k != "latencies"},
+        "b_p99_ratio": ratio_b, "a_rows_per_s_ratio": ratio_a,
+        "a_offered_over_b": round(a_both["rows_per_s"] / b_both["rows_per_s"], 1) if b_both["rows_per_s"] else None,
+        "failed": failed, "tracebacks": len(internal),
+    }
+    goals = {"B p99 with A flooding <= 1.5x alone": ratio_b is not None and ratio_b <= 1.5,
+             "A keeps progressing": a_both["ok"] > 0, "no failure": failed == 0}
+    report["goals"] = goals
+    ok = failed == 0 and not internal and goals["A keeps progressing"]
+    report["verdict"] = "pass" if ok else "fail"
+    m = report["machine"]
+    mark = " (under load: not a claim about the goal)" if loaded else ""
+    lines = [f"# Tenancy: namespace A floods, namespace B steady ({report['verdict']})", "",
+             f"`{report['command']}`; {m['cpus']} CPUs, server torch threads {args.threads}, load average "
+             f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end{mark}; "
+             f"{args.rounds} rounds x (B alone, A alone, both) x {args.seconds:g} s, interleaved", "",
+             "| measure | alone | beside the other | ratio | goal |", "|---|---|---|---|---|",
+             f"| B p99 | {b_alone['p99_s']} s | {b_both['p99_s']} s | x{ratio_b} | <= x1.5: "
+             f"{'met' if goals['B p99 with A flooding <= 1.5x alone'] else 'missed'}{mark} |",
+             f"| B p50 | {b_alone['p50_s']} s | {b_both['p50_s']} s | | |",
+             f"| A rows/s | {a_alone['rows_per_s']} | {a_both['rows_per_s']} | x{ratio_a} | the capacity B leaves |",
+             f"| B rows/s | {b_alone['rows_per_s']} | {b_both['rows_per_s']} | | |",
+             f"| failures / tracebacks | | {failed} / {len(internal)} | | 0 |"]
+    md = "\n".join(lines) + "\n"
+    print(md)
+    if not args.no_save:
+        save_results("tenancy", report, md)
+    return 0 if ok else 1
