@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from adapters.backbones.base import Backbone
-from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
+from adapters.errors import IncompatibleAdapter, InvalidInput
 from adapters.format.adapter_dir import AdapterDir, write_manifest
 from adapters.format.interning import compact_manifest
 from adapters.format.manifest import Manifest

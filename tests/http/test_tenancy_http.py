@@ -381,3 +381,30 @@ def test_a_store_in_the_layout_of_before_is_served_unchanged(server_factory, tin
     assert [a["name"] for a in old.get("/adapters").json()["adapters"]] == ["legacy"]
     assert old.get("/v2/models/legacy/ready").json()["ready"] is True
     old.stop()
+
+
+# ---- quotas across namespaces -----------------------------------------------------------------
+def test_quotas_per_namespace_and_who_may_set_them(srv, world, text_backbone):
+    quota, tmp = "/admin/namespaces/team/quota", world["tmp"]
+    adm_team = _bearer(world, "adm_team")
+    # a team's own admin reads its quota but cannot set or clear one (its limits, its weight)
+    r = srv.request("PUT", quota, token=adm_team, json={"weight": 100})
+    assert r.status_code == 403 and "every namespace" in r.json()["message"], r.text
+    assert srv.get("/admin/namespaces/other/quota", token=adm_team).status_code == 403
+    r = srv.request("PUT", quota, admin=True, json={})
+    held = r.json()["usage"]["tasks"]
+    assert r.status_code == 200 and held >= 2, r.text  # team/sent, team/other at least
+    r = srv.request("PUT", quota, admin=True, json={"max_tasks": held})  # full
+    try:
+        assert srv.get(quota, token=adm_team).json()["quota"]["max_tasks"] == held
+        r = srv.register_archive(_archive(tmp / "q-team", text_backbone, "x"), name="team/third")
+        assert r.status_code == 403 and "max_tasks" in r.text, r.text
+        assert srv.get("/adapters/team/third", admin=True).status_code == 404  # nothing half-registered
+        # another namespace is not limited by team's quota
+        r = srv.register_archive(_archive(tmp / "q-other", text_backbone, "x"), name="other/first")
+        assert r.status_code == 201, r.text
+        assert srv.delete("/adapters/other/first", admin=True).status_code == 200
+        audit = srv.get("/admin/audit", admin=True, params={"namespace": "team"}).json()
+        assert any(rec["what"] == "quota-set" for rec in audit["records"]), audit
+    finally:
+        assert srv.delete(quota, admin=True).status_code == 200
