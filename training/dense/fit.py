@@ -17,6 +17,7 @@ from adapters.backbones.base import Backbone
 from adapters.dense_heads import DenseHead
 from adapters.format import DenseSpec
 from training.dense.data import DenseData
+from training.progress import LAST_EPOCH, Progress
 from training.dense.targets import (detection_targets, flip_boxes, flip_image, flip_mask,
                                     mask_target)
 
@@ -35,6 +36,7 @@ class DenseFitConfig:
     seed: int = 0
     trunk_batch: int = 32
     limits: dict = field(default_factory=dict)  # score_threshold, max_detections... for the manifest
+    progress: bool = True  # a step bar per epoch on a TTY, one line per epoch elsewhere (training.progress)
 
 
 @dataclass
@@ -74,18 +76,25 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) ->
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     n, history = len(images), []
     gen = torch.Generator().manual_seed(cfg.seed)
+    # no validation split: the cosine schedule's end (the last epoch) is what is kept
+    progress = Progress(f"{cfg.task_type} head", cfg.epochs, None, cfg.progress, epoch_lines=False)
+    steps = (n + cfg.batch_size - 1) // cfg.batch_size
     head.train()
-    for _ in range(cfg.epochs):
+    for epoch in range(1, cfg.epochs + 1):
         total = 0.0
-        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
-            out = head([m[idx] for m in maps])  # [b, n_out, g, g]
-            loss = task.dense_loss(out, targets, idx, n_cls)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
+        with progress.epoch(epoch, steps) as bar:
+            for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
+                out = head([m[idx] for m in maps])  # [b, n_out, g, g]
+                loss = task.dense_loss(out, targets, idx, n_cls)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                bar.step(loss.item())
         sched.step()
         history.append(total / n)
+        progress.epoch_done(epoch, history[-1])
+    progress.kept(len(history), len(history), LAST_EPOCH)
     head.eval().requires_grad_(False)
     return DenseFit(head, spec, history, {"trunk": t_trunk, "fit": time.perf_counter() - t0 - t_trunk})
 
