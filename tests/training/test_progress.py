@@ -209,3 +209,17 @@ def test_the_cli_prints_the_rule_that_kept_the_epoch(tmp_path, text_backbone, ca
     out, err = capsys.readouterr()
     assert re.search(r"wrote adapter .* \(kept epoch \d of 2 \(by highest validation accuracy\)\)", out), out
     assert "\r" not in err
+
+
+def test_the_plot_legend_names_the_rule_that_kept_the_epoch(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import training.plots as plots
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figure to read its legend
+    plots.plot_loss_curves({"train_loss": [1.0, 0.5, 0.4], "val_loss": [1.0, 0.6, 0.7],
+                            "val_accuracy": [0.2, 0.5, 0.4], "best_epoch": 2, "kept_by": "highest validation R²",
+                            "headline_name": "R²", "loss_name": "MSE (standardised)"}, tmp_path / "c.png", "t")
+    labels = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
+    plt.close(figures[0])
+    assert "kept epoch 2 of 3 (by highest validation R²)" in labels and "validation R²" in labels
+    assert not any("loss)" in x for x in labels)  # no "best val loss" when R² chose
