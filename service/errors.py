@@ -9,6 +9,8 @@ decides their status codes, and adds the few errors that only exist over HTTP
 error                  status  why
 =====================  ======  ==========================================================
 InvalidInput           400     a malformed request: empty, oversized, undecodable, wrong modality
+UnfittableData         422     a fit request whose examples the trainer would refuse (one
+                               class, too few for the validation split): service/fit_data.py
 (schema validation)    422     the JSON/form does not match the declared request model (also
                                any pydantic model the core builds from request data)
 InvalidAdapter         422     the uploaded adapter breaks the format (pickle, links, manifest)
@@ -52,6 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from adapters.redact import redact
+from service.fit_data import UnfittableData
 from adapters.errors import (AdapterUnavailable, CapacityError, Conflict, IncompatibleAdapter, InvalidAdapter,
                              InvalidInput, NonFiniteOutput, NotFound, QuotaExceeded, RateLimited,
                              TaskswapError, Unauthorized, Unsupported)
@@ -88,6 +91,7 @@ _STATUS: list[tuple[type[TaskswapError], int, str]] = [
     (Unauthorized, 401, "unauthorized"),
     (NotFound, 404, "not_found"),
     (NonFiniteOutput, 422, "non_finite_output"),
+    (UnfittableData, 422, "unfittable_data"),
     (InvalidAdapter, 422, "invalid_adapter"),
     (Unsupported, 422, "unsupported"),
     (IncompatibleAdapter, 409, "incompatible_adapter"),

@@ -29,6 +29,7 @@ from pathlib import Path
 from adapters.errors import Conflict, InvalidInput, NotFound, TaskswapError
 from adapters.store.base import EXPECT_NO_VERSION, check_name
 from service.headline import if_better, recorded
+from service.fit_data import check_fit_data
 from service.fit_inputs import check_fit_examples, check_job_images, check_job_texts
 from service.jobs import Job, JobRunner
 
@@ -68,6 +69,8 @@ class Rollouts:
             raise NotFound(f"task {task!r} has no active version to run a {body.promote} beside; "
                            "fit it with promote='active' first")
         backbone = self._backbone_for(task, body.backbone, modality)
+        active_type = self.engine.registry.show(task)["task_type"] if alias is not None else None
+        check_fit_data(ex.labels, body.options.val_fraction, active_type)  # the trainer's refusals: 422 now
         spec = {"name": task, "labels": ex.labels, "label_names": ex.label_names,
                 "texts": ex.texts, "images": ex.images, "options": body.options.model_dump(),
                 "backbone": _spec_dict(backbone)}

@@ -14,6 +14,7 @@ from pathlib import Path
 from string import Template
 
 from training.metrics import SplitMetrics
+from training.progress import kept_line
 
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 HEADINGS = ["## Summary", "## Data", "## Method", "## Hyper-parameters", "## Metrics",
@@ -39,6 +40,7 @@ class CardFacts:
     report_split: str
     best_epoch: int
     epochs_run: int
+    kept_by: str  # the selection rule that chose best_epoch, in words (training.progress)
     train_seconds: float
     device: str
     created_at: str
@@ -90,7 +92,7 @@ def render_card(f: CardFacts) -> str:
         "detail_title": f.metrics[f.report_split].DETAIL_TITLE,
         "plot_line": (f"![{f.plot_file[:-4].replace('_', ' ')} ({f.report_split})]({f.plot_file})"
                       if f.plot_file else ""),
-        "best_epoch": str(f.best_epoch), "epochs_run": str(f.epochs_run),
+        "kept_line": "K" + kept_line(f.best_epoch, f.epochs_run, f.kept_by)[1:],
         "report_split": f.report_split,
         "class_rows": f.metrics[f.report_split].detail_table(),
         "usage": _usage(f, servable),

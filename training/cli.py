@@ -40,6 +40,7 @@ from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
 from training import cli_adapt, cli_quota, cli_tokens
+from training.progress import is_tty, kept_line
 from training.cli_generation import add_generation_args, cmd_evaluate_generation, cmd_train_generation, \
     is_generation_folder
 
@@ -395,7 +396,7 @@ def _train_dense(args, spec) -> int:
     cfg = DenseFitConfig(args.task_type, args.strides or list(task.default_strides),
                          input_size=args.input_size or task.default_input_size,
                          epochs=args.epochs or 40, lr=args.lr or 3e-3, batch_size=args.batch_size or 16,
-                         scale_jitter=args.scale_jitter, seed=args.seed)
+                         scale_jitter=args.scale_jitter, seed=args.seed, progress=not args.quiet)
     result = train_dense(args.name, load_backbone(spec), train, tests, cfg, args.out or Path("out") / args.name)
     print(f"wrote adapter {result.path} in {result.seconds:.1f} s")
     for split, m in result.metrics.items():
@@ -443,7 +444,7 @@ def _default_cache():
 def _print_result(result) -> None:
     kind = "adapter" if result.servable else "baseline report (not servable)"
     print(f"wrote {kind} {result.path} in {result.seconds:.1f} s "
-          f"(best epoch {result.history.best_epoch} of {len(result.history.train_loss)})")
+          f"({kept_line(result.history.best_epoch, len(result.history.train_loss), result.history.kept_by)})")
     first = next(iter(result.metrics.values()))
     print(first.CARD_HEADER.splitlines()[0])
     for split, m in result.metrics.items():
@@ -698,9 +699,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if getattr(args, "quiet", False) and args.command not in ("predict", "quota"):
+    if (getattr(args, "quiet", False) or not is_tty(sys.stderr)) and args.command not in ("predict", "quota", "tokens"):
         from transformers.utils import logging as hf_logging  # lazy: see the module docstring
-        hf_logging.disable_progress_bar()  # "Loading weights" bars
+        hf_logging.disable_progress_bar()  # "Loading weights" bars: carriage-return frames in a log
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,
                 "predict": cmd_predict, "data": cmd_data,

@@ -107,7 +107,8 @@ class TrainConfig(BaseModel):
     """LoRA/top_layers/scratch: stop at the first step past this wall-clock budget (mid-epoch if need be),
     score that state on validation, and keep the best state seen."""
     progress: bool = True
-    """Show tqdm progress bars (stderr)."""
+    """Show progress on stderr (:mod:`training.progress`): a step bar per epoch on a TTY, one line
+    per epoch (and what was kept, by which rule) anywhere else."""
 
     @model_validator(mode="after")
     def _method_defaults(self):

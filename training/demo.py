@@ -62,6 +62,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from adapters.backbones.base import load_backbone  # noqa: E402
 from adapters.backbones.causal_lm import load_lm_backbone  # noqa: E402
@@ -76,6 +77,7 @@ from training.data.spoken_digits import SpokenDigitsUnavailable, asterisk_digits
 from training.data.tokens import load_punctuation  # noqa: E402
 from training.generation.translation import DEMOS, load_translation, translation_spec  # noqa: E402
 from training.generation_run import train_generation  # noqa: E402
+from training.progress import is_tty  # noqa: E402
 from training.tasks import training_task  # noqa: E402
 from training.tokens import train_tokens  # noqa: E402
 from training.trainer import train  # noqa: E402
@@ -274,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown demo tasks {unknown}; choose from {[t.name for t in DEMO_TASKS]}",
               file=sys.stderr)
         return 2
+    if args.no_progress or not is_tty(sys.stderr):
+        hf_logging.disable_progress_bar()  # "Loading weights" bars: carriage-return frames in a log
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     log.info("torch threads: %d", threads)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
@@ -31,6 +30,7 @@ from adapters.tasks import output_names
 from adapters.tasks.base import RowResult
 from training.data import LabelledData, open_image, open_input
 from training.metrics import ClassificationMetrics, classification_metrics
+from training.progress import work
 
 
 @dataclass
@@ -96,10 +96,11 @@ def run_in_process(adapter_dir: Path, data: LabelledData, backbone: Backbone | B
             raise InvalidInput(f"the adapter takes {modality} inputs but the data is {data.modality}")
         runtime = Runtime(registry)
         rows: list[RowResult] = []
-        for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit="batch",
-                          disable=not progress, leave=False):
-            chunk = [open_input(x, modality) for x in data.inputs[start:start + batch_size]]
-            rows += runtime.run([runtime.prepare([loaded.name], chunk, modality, options=options)])[0][0].rows
+        with work(len(data), "evaluate", progress) as bar:
+            for start in range(0, len(data), batch_size):
+                chunk = [open_input(x, modality) for x in data.inputs[start:start + batch_size]]
+                rows += runtime.run([runtime.prepare([loaded.name], chunk, modality, options=options)])[0][0].rows
+                bar.update(len(chunk))
     return loaded, rows
 
 
@@ -113,16 +114,17 @@ def served_predictions(client, task: str, data: LabelledData, batch_size: int = 
     error (evaluate again), so the metrics always describe exactly one version.
     """
     predictions, versions = [], []
-    for start in tqdm(range(0, len(data), batch_size), desc="evaluate", unit="batch",
-                      disable=not progress, leave=False):
-        chunk = data.inputs[start:start + batch_size]
-        if data.modality == "image":
-            answer = client.predict(task, images=[_encoded_image(x) for x in chunk], **(options or {}))
-        else:
-            answer = client.predict(task, texts=list(chunk))
-        result = answer.results[0]
-        versions.append(result.version)
-        predictions += result.predictions
+    with work(len(data), "evaluate", progress) as bar:
+        for start in range(0, len(data), batch_size):
+            chunk = data.inputs[start:start + batch_size]
+            if data.modality == "image":
+                answer = client.predict(task, images=[_encoded_image(x) for x in chunk], **(options or {}))
+            else:
+                answer = client.predict(task, texts=list(chunk))
+            result = answer.results[0]
+            versions.append(result.version)
+            predictions += result.predictions
+            bar.update(len(chunk))
     if len(set(versions)) > 1:
         raise InvalidInput(f"task {task!r} changed version during the evaluation "
                            f"({', '.join(sorted({v[:12] for v in versions}))}); evaluate again")

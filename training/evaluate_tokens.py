@@ -22,8 +22,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from adapters.backbones.base import Backbone, BackboneSpec, load_backbone
 from adapters.errors import InvalidInput
 from adapters.plugin_checks import read_adapter_dir
@@ -34,6 +32,7 @@ from adapters.tasks import task_type
 from adapters.tasks.token_metrics import TokenMetrics, token_metrics
 from training.data.tokens import TokenData
 from training.evaluate import backbone_spec_for
+from training.progress import work
 
 
 @dataclass
@@ -105,11 +104,12 @@ def evaluate_tagger(adapter_dir: Path, data: TokenData, backbone: Backbone | Bac
         runtime = Runtime(registry)
         texts, starts = zip(*(sentence_text(s) for s in data.sentences)) if len(data) else ((), ())
         rows = []
-        for start in tqdm(range(0, len(texts), batch_size), desc="evaluate", unit="batch",
-                          disable=not progress, leave=False):
-            chunk = list(texts[start:start + batch_size])
-            answer = runtime.run([runtime.prepare([loaded.name], chunk, "text")])[0][0]
-            rows += [[(w["start"], w["label"]) for w in r.words] for r in answer.rows]
+        with work(len(texts), "evaluate", progress, unit="sentences") as bar:
+            for start in range(0, len(texts), batch_size):
+                chunk = list(texts[start:start + batch_size])
+                answer = runtime.run([runtime.prepare([loaded.name], chunk, "text")])[0][0]
+                rows += [[(w["start"], w["label"]) for w in r.words] for r in answer.rows]
+                bar.update(len(chunk))
     pred, unmatched = served_tags(rows, list(starts), list(loaded.labels))
     metrics = token_metrics(data.tags, pred, list(data.label_names))
     return TokenEvaluation(loaded.name, loaded.version, metrics, unmatched)
@@ -121,11 +121,13 @@ def evaluate_served_tagger(client, task: str, data: TokenData, batch_size: int =
     every answer must come from one adapter version (else evaluate again)."""
     texts, starts = zip(*(sentence_text(s) for s in data.sentences)) if len(data) else ((), ())
     rows, versions = [], []
-    for start in tqdm(range(0, len(texts), batch_size), desc="evaluate", unit="batch",
-                      disable=not progress, leave=False):
-        result = client.predict(task, texts=list(texts[start:start + batch_size])).results[0]
-        versions.append(result.version)
-        rows += [[(w.start, w.label) for w in p.words or []] for p in result.predictions]
+    with work(len(texts), "evaluate", progress, unit="sentences") as bar:
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start:start + batch_size])
+            result = client.predict(task, texts=chunk).results[0]
+            versions.append(result.version)
+            rows += [[(w.start, w.label) for w in p.words or []] for p in result.predictions]
+            bar.update(len(chunk))
     if len(set(versions)) > 1:
         raise InvalidInput(f"task {task!r} changed version during the evaluation "
                            f"({', '.join(sorted({v[:12] for v in versions}))}); evaluate again")

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from adapters.backbones.audio_io import Audio
 from adapters.backbones.base import Backbone
 from adapters.home import taskswap_home
 from training.data import open_input
+from training.progress import work
 
 
 def default_cache_dir() -> Path:
@@ -73,7 +73,7 @@ def compute_features(backbone: Backbone, inputs: list, pooling: str, batch_size:
                      progress: bool = True, desc: str = "features") -> torch.Tensor:
     """``[len(inputs), hidden]`` float32 CPU features, ``batch_size`` rows per forward."""
     parts = []
-    with tqdm(total=len(inputs), desc=desc, unit="ex", disable=not progress, leave=False) as bar:
+    with work(len(inputs), desc, progress) as bar:
         for start in range(0, len(inputs), batch_size):
             chunk = [_as_model_input(x, backbone.modality) for x in inputs[start:start + batch_size]]
             parts.append(backbone.forward(backbone.preprocess(chunk)).get(pooling).cpu())

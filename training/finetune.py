@@ -14,7 +14,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from adapters.backbones.base import Backbone, Features
 from adapters.format import HeadSpec
@@ -23,6 +22,7 @@ from training.config import TrainConfig
 from training.data import LabelledData, open_input
 from training.features import extract_features
 from training.head_fit import EarlyStopping, History, _features_for_head, fold_standardisation
+from training.progress import LAST_EPOCH, Progress, highest
 from training.tasks import training_task
 
 
@@ -113,9 +113,10 @@ class BestHeadline:
     the lower validation loss; ``step`` returns True after ``patience`` epochs without a
     better one (the interface of :class:`training.head_fit.EarlyStopping`)."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, headline_name: str = "accuracy"):
         self.patience, self.best_epoch, self.state, self._bad = patience, 0, None, 0
         self.best: tuple[float, float] | None = None  # (headline, loss)
+        self.rule = highest(headline_name)  # what chose the kept epoch, in words
 
     def step(self, epoch: int, val_loss: float, state: dict, headline: float = 0.0) -> bool:
         b = self.best
@@ -131,6 +132,8 @@ class KeepLast:
     """Keeps the newest state and never stops early (``select == "last"``): with a schedule
     that decays to 0, the end of the schedule is the state to keep, and on a small validation
     set the best-scoring epoch is partly chance."""
+
+    rule = LAST_EPOCH
 
     def __init__(self):
         self.best_epoch, self.state = 0, None
@@ -224,11 +227,12 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
     if loop.warmup_fraction is not None and cfg.schedule == "linear":
         plan = _Schedule(steps * cfg.epochs, loop.warmup_fraction, deadline)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
-    stop = (BestHeadline(cfg.patience) if cfg.select == "headline" else KeepLast() if cfg.select == "last"
-            else EarlyStopping(cfg.patience))
+    task = training_task(cfg.task_type)
+    stop = (BestHeadline(cfg.patience, task.headline_name) if cfg.select == "headline"
+            else KeepLast() if cfg.select == "last" else EarlyStopping(cfg.patience))
+    progress = Progress(desc, cfg.epochs, task.headline_name, cfg.progress)
     hist = History()
     loop.set_train(False)
-    task = training_task(cfg.task_type)
     loss0, head0 = _val_loss(loop, backbone, val, pooling, cfg.feature_batch_size, task, scaling)
     stop.step(0, loss0, loop.state(), head0)
     y_all = task.targets(train, scaling)
@@ -238,8 +242,7 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
         loop.set_train(True)
         order = torch.randperm(len(train), generator=gen).tolist()
         total = 0.0
-        with tqdm(total=steps, desc=f"{desc} epoch {epoch}/{cfg.epochs}", unit="step",
-                  disable=not cfg.progress, leave=False) as bar:
+        with progress.epoch(epoch, steps) as bar:
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 feats = encode(loop.model, backbone, [train.inputs[i] for i in idx], pooling)
@@ -253,8 +256,7 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
                     plan.stepped()
                     sched.step()
                 total += float(loss.detach()) * len(idx)
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                bar.step(float(loss.detach()))
                 if deadline is not None and time.monotonic() > deadline:
                     break  # an epoch of a full trunk can outlast the budget: stop mid-epoch
                 if plan is not None and plan.finished:
@@ -266,9 +268,7 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
         hist.rows_seen += seen
         hist.val_loss.append(val_loss)
         hist.val_accuracy.append(val_acc)
-        if cfg.progress:
-            tqdm.write(f"{desc} epoch {epoch}: train loss {total / seen:.4f}, "
-                       f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}")
+        progress.epoch_done(epoch, total / seen, val_loss, val_acc)
         if stop.step(epoch, val_loss, loop.state(), val_acc):
             hist.stopped_early = True
             break
@@ -277,5 +277,6 @@ def run_loop(loop: Loop, backbone: Backbone, train: LabelledData, val: LabelledD
             break
     loop.load(stop.state)
     loop.set_train(False)
-    hist.best_epoch = stop.best_epoch
+    hist.best_epoch, hist.kept_by = stop.best_epoch, stop.rule
+    progress.kept(hist.best_epoch, len(hist.train_loss), hist.kept_by)
     return hist

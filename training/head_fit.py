@@ -26,11 +26,11 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from adapters.format import HeadSpec
 from adapters.heads import Head
 from training.init_from import WarmStart, unfold_into
+from training.progress import LOWEST_LOSS, Progress
 from training.tasks import TrainingTask, training_task
 
 
@@ -52,13 +52,14 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = 0
+    kept_by: str = LOWEST_LOSS  # the selection rule that chose best_epoch, in words (training.progress)
     stopped_early: bool = False
     rows_seen: int = 0  # training rows passed through the model (epochs x rows, cut epochs counted)
     time_capped: bool = False  # stopped by max_train_minutes rather than by patience or epochs
 
     def to_dict(self) -> dict:
         return {"train_loss": self.train_loss, "val_loss": self.val_loss,
-                "val_accuracy": self.val_accuracy, "best_epoch": self.best_epoch,
+                "val_accuracy": self.val_accuracy, "best_epoch": self.best_epoch, "kept_by": self.kept_by,
                 "stopped_early": self.stopped_early, "rows_seen": self.rows_seen,
                 "time_capped": self.time_capped}
 
@@ -70,7 +71,9 @@ class HeadFit:
 
 
 class EarlyStopping:
-    """Keeps the best state seen; ``step`` returns True when it is time to stop."""
+    """Keeps the state of the lowest validation loss; ``step`` returns True when it is time to stop."""
+
+    rule = LOWEST_LOSS  # what chose the kept epoch, in words
 
     def __init__(self, patience: int):
         self.patience = patience
@@ -93,7 +96,7 @@ class EarlyStopping:
 def train_epochs(cfg, n_train: int, opt: torch.optim.Optimizer,
                  batch_loss: Callable[[list[int]], tuple[torch.Tensor, int]],
                  validate: Callable[[], tuple[float, float]], snapshot: Callable[[], dict],
-                 set_train: Callable[[bool], None]) -> tuple[History, EarlyStopping]:
+                 set_train: Callable[[bool], None], desc: str = "tagger") -> tuple[History, EarlyStopping]:
     """The epoch loop that keeps the state of the lowest validation loss (the token taggers').
 
     Each epoch shuffles ``range(n_train)`` (``cfg.seed``) into batches of ``cfg.batch_size``
@@ -101,35 +104,43 @@ def train_epochs(cfg, n_train: int, opt: torch.optim.Optimizer,
     averages; ``validate()`` returns ``(val loss, headline)`` after the epoch, in eval mode
     (``set_train``); ``snapshot()`` is the state kept while it is the best. Stops after
     ``cfg.patience`` epochs without a lower loss, or mid-epoch at ``cfg.max_train_minutes``.
+    Progress (``cfg.progress``): :class:`training.progress.Progress` named ``desc``.
     The caller loads ``stop.state``.
     """
     stop, hist = EarlyStopping(cfg.patience), History()
+    progress = Progress(desc, cfg.epochs, training_task(cfg.task_type).headline_name, cfg.progress)
     gen = torch.Generator().manual_seed(cfg.seed)
     deadline = None if cfg.max_train_minutes is None else time.monotonic() + 60 * cfg.max_train_minutes
+    steps = (n_train + cfg.batch_size - 1) // cfg.batch_size
     for epoch in range(1, cfg.epochs + 1):
         set_train(True)
         order = torch.randperm(n_train, generator=gen).tolist()
         total, seen = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            loss, n = batch_loss(order[start:start + cfg.batch_size])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * n
-            seen += n
-            if deadline is not None and time.monotonic() > deadline:
-                hist.time_capped = True
-                break
+        with progress.epoch(epoch, steps) as bar:
+            for start in range(0, len(order), cfg.batch_size):
+                loss, n = batch_loss(order[start:start + cfg.batch_size])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * n
+                seen += n
+                bar.step(float(loss.detach()))
+                if deadline is not None and time.monotonic() > deadline:
+                    hist.time_capped = True
+                    break
         hist.rows_seen += seen
         set_train(False)
         val_loss, headline = validate()
         hist.train_loss.append(total / max(seen, 1))
         hist.val_loss.append(val_loss)
         hist.val_accuracy.append(headline)
+        progress.epoch_done(epoch, hist.train_loss[-1], val_loss, headline,
+                            "stopped by max_train_minutes" if hist.time_capped else "")
         if stop.step(epoch, val_loss, snapshot()) or hist.time_capped:
             hist.stopped_early = not hist.time_capped
             break
-    hist.best_epoch = stop.best_epoch
+    hist.best_epoch, hist.kept_by = stop.best_epoch, stop.rule
+    progress.kept(hist.best_epoch, len(hist.train_loss), hist.kept_by)
     return hist, stop
 
 STD_FLOOR = 0.1  # a dimension's std is taken as at least this share of the median std
@@ -193,30 +204,35 @@ def fit_head(spec: HeadSpec, n_labels: int, train_x: torch.Tensor, train_y: torc
     tx, vx = prep(train_x), prep(val_x)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stop, hist = EarlyStopping(cfg.patience), History()
-    bar = tqdm(range(1, cfg.epochs + 1), desc="head", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
+    # epochs of a head on cached features take milliseconds: no summary line per epoch on a TTY
+    bars = Progress("head", cfg.epochs, task.headline_name, progress, epoch_lines=False)
+    steps = (len(tx) + cfg.batch_size - 1) // cfg.batch_size
+    for epoch in range(1, cfg.epochs + 1):
         head.train()
         order = torch.randperm(len(tx), generator=gen)
         total = 0.0
-        for start in range(0, len(tx), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            loss = task.loss(head(tx[idx]), train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+        with bars.epoch(epoch, steps) as bar:
+            for start in range(0, len(tx), cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                loss = task.loss(head(tx[idx]), train_y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                bar.step(float(loss.detach()))
         hist.rows_seen += len(tx)
         head.eval()
         val_loss, val_acc = evaluate_head(head, vx, val_y, task)
         hist.train_loss.append(total / len(tx))
         hist.val_loss.append(val_loss)
         hist.val_accuracy.append(val_acc)
-        bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
+        bars.epoch_done(epoch, hist.train_loss[-1], val_loss, val_acc)
         if stop.step(epoch, val_loss, head.state_dict()):
             hist.stopped_early = True
             break
     head.load_state_dict(stop.state)
-    hist.best_epoch = stop.best_epoch
+    hist.best_epoch, hist.kept_by = stop.best_epoch, stop.rule
+    bars.kept(hist.best_epoch, len(hist.train_loss), hist.kept_by)
     final = Head(spec, n_labels)  # the real spec (normalize as asked) with folded weights
     final.load_state_dict(head.state_dict())
     fold_standardisation(final, mean, std)

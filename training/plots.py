@@ -16,18 +16,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from adapters.tasks.plots import plot_confusion, plot_predicted_vs_true  # noqa: E402,F401
+from training.progress import kept_line  # noqa: E402
 
 _PNG_META = {"Software": None}  # keep bytes stable across matplotlib versions
 
 
 def plot_loss_curves(history: dict, path: Path, title: str) -> Path:
-    """Train/validation loss (left axis) and validation accuracy (right axis) per epoch."""
+    """Train/validation loss (left axis) and the validation headline (right axis) per epoch;
+    the kept epoch marked with the rule that chose it (``history["kept_by"]``)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     ax.plot(epochs, history["train_loss"], label="train loss")
     ax.plot(epochs, history["val_loss"], label="validation loss")
     if history.get("best_epoch"):
-        ax.axvline(history["best_epoch"], color="grey", linestyle=":", label="kept (best val loss)")
+        ax.axvline(history["best_epoch"], color="grey", linestyle=":",
+                   label=kept_line(history["best_epoch"], len(history["train_loss"]), history["kept_by"]))
     ax.set_xlabel("epoch")
     ax.set_ylabel(history.get("loss_name", "cross-entropy"))
     ax2 = ax.twinx()

@@ -113,7 +113,7 @@ def fit_token_lora(backbone: Backbone, train: TokenData, val: TokenData, cfg: Tr
         return {"lora": {n: p.detach().clone() for n, p in peft_model.named_parameters() if n in trainable},
                 "head": copy.deepcopy(head.state_dict())}
 
-    hist, stop = train_epochs(cfg, len(train), opt, batch_loss, val_loss, snapshot, head.train)
+    hist, stop = train_epochs(cfg, len(train), opt, batch_loss, val_loss, snapshot, head.train, "token lora")
     peft_model.load_state_dict(stop.state["lora"], strict=False)
     head.load_state_dict(stop.state["head"])
     head = head.eval().requires_grad_(False)

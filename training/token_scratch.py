@@ -123,7 +123,7 @@ def fit_token_scratch(backbone: Backbone, train: TokenData, val: TokenData, cfg:
         return float(task.loss(vlogits, vy)), task.headline(vlogits, vy)
 
     hist, stop = train_epochs(cfg, len(tr), opt, batch_loss, validate,
-                              lambda: copy.deepcopy(model.state_dict()), model.train)
+                              lambda: copy.deepcopy(model.state_dict()), model.train, "token scratch")
     model.load_state_dict(stop.state)
     model.eval()
 

@@ -124,7 +124,7 @@ def _export(out, cfg, backbone, splits, fit: TokenFit, metrics, outputs, seconds
         hyper["lora_targets"] = fit.lora_targets
     info = {"method": cfg.method, "hyperparameters": hyper, "data": train.source,
             "examples": {s: len(d) for s, d in splits.items()}, "tag_counts": train.tag_counts(),
-            "best_epoch": hist.best_epoch, "epochs_run": len(hist.train_loss),
+            "best_epoch": hist.best_epoch, "kept_by": hist.kept_by, "epochs_run": len(hist.train_loss),
             "stopped_early": hist.stopped_early, "seconds": round(seconds, 2), "finished_at": finished,
             "torch": torch.__version__, "words_past_max_length": cut}
     if fit.trained_parameters is not None:
@@ -147,7 +147,8 @@ def _export(out, cfg, backbone, splits, fit: TokenFit, metrics, outputs, seconds
                       backbone_name=backbone.name, backbone_source=backbone.spec.source,
                       fingerprint=backbone.fingerprint, preprocessing=backbone.preprocessing_settings(),
                       data=lines, hyper=hyper, metrics=metrics, report_split=report,
-                      best_epoch=hist.best_epoch, epochs_run=len(hist.train_loss), train_seconds=seconds,
+                      best_epoch=hist.best_epoch, epochs_run=len(hist.train_loss), kept_by=hist.kept_by,
+                      train_seconds=seconds,
                       device=str(backbone.device), created_at=finished, n_train=len(train),
                       lora_targets=fit.lora_targets, plot_file=plot, outputs_word=task.outputs_word,
                       loss_words=task.loss_words, label_note=train.label_note)

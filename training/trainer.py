@@ -149,6 +149,7 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
     info = {"method": cfg.method, "hyperparameters": hyper, "data": train.source,
             "examples": {s: len(d) for s, d in splits.items()},
             "class_counts": train.class_counts(), "best_epoch": fitted.history.best_epoch,
+            "kept_by": fitted.history.kept_by,
             "epochs_run": len(fitted.history.train_loss), "stopped_early": fitted.history.stopped_early,
             "seconds": round(seconds, 2), "finished_at": finished, "torch": torch.__version__,
             **fitted.notes}
@@ -162,6 +163,7 @@ def export(out: Path, cfg: TrainConfig, backbone: Backbone, splits: dict[str, La
         fingerprint=backbone.fingerprint, preprocessing=backbone.preprocessing_settings(),
         data=_data_lines(splits, cfg, carved), hyper=hyper, metrics=metrics, report_split=_report_split(metrics),
         best_epoch=fitted.history.best_epoch, epochs_run=len(fitted.history.train_loss),
+        kept_by=fitted.history.kept_by,
         train_seconds=seconds, device=str(backbone.device), created_at=finished,
         n_train=len(train), lora_targets=fitted.lora_targets,
         plot_file=task.plot(splits.get(_report_split(metrics)), outputs[_report_split(metrics)],

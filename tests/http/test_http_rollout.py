@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.http_helpers import wait_for_job
+from support.factories import regression_head
+from support.http_helpers import register_ok, wait_for_job
 from support.replica_helpers import head_archive, wait_for
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (fixture)
 
@@ -221,11 +222,43 @@ def test_fit_bad_requests_are_refused_at_once(srv, body, status, words):
     assert words in r.text
 
 
-def test_fit_bad_data_fails_the_job_with_the_cli_message(srv):
-    job = run_job(srv, "oneclass", {"texts": ["a", "b", "c", "d", "e"], "labels": ["x"] * 5})
-    assert job["status"] == "failed"
-    assert "a classifier needs at least 2" in job["error"]["message"]
-    assert srv.get("/adapters/oneclass").status_code == 404
+@pytest.mark.parametrize("body, words", [
+    ({"texts": ["a", "b", "c", "d", "e"], "labels": ["x"] * 5}, ["1 class ['x']", "a classifier needs at least 2"]),
+    # label_names may name more classes: a class without examples teaches nothing
+    ({"texts": ["a", "b", "c", "d"], "labels": ["x"] * 4, "label_names": ["x", "y"]}, ["1 class ['x']"]),
+    ({"texts": ["a", "b", "c"], "labels": ["x", "y", "x"]}, ["only 3 examples", "at least 4"]),
+    ({"texts": ["a", "b", "c", "d"], "labels": ["w", "x", "y", "z"]},
+     ["validation split (options.val_fraction=0.2) would be empty", "every class has a single example"]),
+    ({"texts": ["a", "b", "c"], "labels": ["x", "x", "x"]}, ["1 class", "only 3 examples"]),  # all at once
+])
+def test_fit_data_the_trainer_would_refuse_is_a_422_at_submission(srv, body, words):
+    """Not a 202 whose job fails seconds later: the job's trainer refusals, named at once."""
+    r = srv.post("/adapters/unfit/fit", admin=True, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "unfittable_data"
+    for w in words:
+        assert w in r.json()["message"], r.text
+    assert srv.get("/adapters/unfit").status_code == 404
+
+
+def test_fit_over_a_regression_task_is_refused_at_submission(srv, text_backbone, tmp_path):
+    """A fit makes single_label heads: it would turn a regressor into a classifier."""
+    folder, _ = regression_head(tmp_path / "r", text_backbone, "rated", ("valence",))
+    register_ok(srv, folder)
+    texts, labels = examples(4)
+    for promote in ("active", "shadow"):
+        r = srv.post("/adapters/rated/fit", admin=True, json={"texts": texts, "labels": labels, "promote": promote})
+        assert r.status_code == 422, r.text
+        assert "active version is a regression task" in r.text and "--task-type regression" in r.text
+    assert srv.get("/adapters/rated").json()["task_type"] == "regression"
+
+
+def test_the_smallest_fittable_request_fits(srv):
+    """The rules refuse no more than the trainer does: 2 classes, 4 examples, a 1-row split."""
+    job = run_job(srv, "smallest", {"texts": ["good", "bad bad bad", "great", "awful awful"],
+                                    "labels": ["pos", "neg", "pos", "neg"], "options": {"epochs": 5}})
+    assert job["status"] == "succeeded", job
+    assert sum(job["result"]["examples"].values()) == 4
 
 
 def test_fit_and_jobs_need_the_admin_token(srv):

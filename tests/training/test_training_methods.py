@@ -95,7 +95,7 @@ def test_the_card_names_the_kind_the_method_wrote(method, words):
                       labels=["a", "b"], backbone_name="text", backbone_source="tiny", fingerprint="sha256:" + "0" * 64,
                       preprocessing={}, data=["toy"], hyper={"pooling": "mean", "layers": 2, "hidden": []},
                       metrics={"validation": m}, report_split="validation", best_epoch=1, epochs_run=1,
-                      train_seconds=1.0, device="cpu", created_at="now")
+                      kept_by="lowest validation loss", train_seconds=1.0, device="cpu", created_at="now")
     first = render_card(facts).split("\n## ")[0]
     assert f"**{words}**" in first
     others = {"head adapter", "LoRA adapter", "top-layers adapter"} - {words}

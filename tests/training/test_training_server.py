@@ -108,6 +108,7 @@ def test_regression_evaluated_from_folder_and_server_with_the_trainers_numbers(s
             assert got[key] == pytest.approx(trained[key], rel=1e-4, abs=1e-4), (path.name, key)
         for name in ("rating", "length"):
             assert got["per_output"][name]["r2"] == pytest.approx(trained["per_output"][name]["r2"], abs=1e-4)
+        assert f"{got['r2']:.4f}" == _card_cells(out, "test")["R²"]  # the card's headline too
     assert trained["per_output"]["rating"]["r2"] > 0  # better than the mean: equal numbers mean something
 
     # data that lacks an output the task answers: a clear error, exit 2
@@ -131,3 +132,73 @@ def test_lora_adapter_registered_over_http_serves_the_trainer_scores(srv, specs,
     with pytest.raises(RegistrationFailed) as err:  # the same adapter under a name the server refuses
         register_with_server(r.path, srv.url, srv.admin, name="Not A Name")
     assert err.value.status in (400, 422)
+
+
+def _card_cells(out, split: str) -> dict[str, str]:
+    """The model card's metrics row of ``split``, by column (as the card prints them)."""
+    lines = (out / "README.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| split |"))
+    names = [c.strip() for c in lines[header].strip("|").split("|")]
+    row = next(line for line in lines[header + 2:] if line.startswith(f"| {split} |"))
+    return dict(zip(names, (c.strip() for c in row.strip("|").split("|"))))
+
+
+def test_classifier_evaluated_from_folder_and_server_with_the_trainers_numbers(srv, specs, tmp_path, capsys):
+    """``taskswap evaluate`` (folder, and ``--url``) prints the accuracy and macro-F1 the trainer
+    wrote to metrics.json and the card for the same test file."""
+    train_csv = write_text_csv(tmp_path / "train.csv", sentiment_rows(60, seed=0))
+    test_csv = write_text_csv(tmp_path / "test.csv", sentiment_rows(20, seed=7))
+    out = tmp_path / "cls"
+    assert cli.main(["train", "--name", "cls", "--data", str(train_csv), "--test-data", str(test_csv),
+                     "--backbone", specs["text"].source, "--backbone-name", "text", "--out", str(out),
+                     "--quiet", "--no-cache", "--register", srv.url, "--token", srv.admin]) == 0
+    trained = json.loads((out / "metrics.json").read_text())["metrics"]["test"]
+    card = _card_cells(out, "test")
+    capsys.readouterr()
+    for where, args in (("folder", [str(out)]), ("served", ["--url", srv.url, "--task", "cls"])):
+        path = tmp_path / f"{where}.json"
+        assert cli.main(["evaluate", *args, "--data", str(test_csv), "--json", str(path), "--quiet"]) == 0, \
+            capsys.readouterr().err
+        got = json.loads(path.read_text())
+        assert got["n"] == trained["n"] == 20
+        for key in ("accuracy", "macro_f1", "loss"):
+            assert got[key] == pytest.approx(trained[key], abs=1e-5), (where, key)
+        assert f"{got['accuracy']:.4f}" == card["accuracy"] and f"{got['macro_f1']:.4f}" == card["macro-F1"]
+
+
+def test_tagger_evaluated_from_folder_and_server_with_the_trainers_numbers(srv, specs, tmp_path, capsys):
+    """A token task: ``taskswap evaluate`` on the folder and through ``--url`` scores the test
+    file with the token accuracy and entity F1 the trainer wrote (metrics.json and the card)."""
+    rng = np.random.default_rng(0)
+    vocab = {"good": "B-PER", "great": "B-PER", "film": "I-PER", "movie": "I-PER"}
+    others = ["the", "a", "is", "fun", "bad", "plot", "was", "long"]
+
+    def sentences(n):
+        rows = []
+        for _ in range(n):
+            words = list(rng.choice(others, 2)) + list(rng.choice(["good", "great"], 1)) \
+                + list(rng.choice(["film", "movie"], 1)) + list(rng.choice(others, 2))
+            rows.append({"tokens": words, "tags": [vocab.get(w, "O") for w in words]})
+        return rows
+    for name, n in (("train", 40), ("test", 12)):
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in sentences(n)) + "\n")
+    out = tmp_path / "tagger"
+    assert cli.main(["train", "--name", "tagger", "--task-type", "token_classification",
+                     "--data", str(tmp_path / "train.jsonl"), "--test-data", str(tmp_path / "test.jsonl"),
+                     "--backbone", specs["text"].source, "--backbone-name", "text", "--max-length",
+                     str(specs["text"].max_length), "--epochs", "30", "--out", str(out), "--quiet",
+                     "--register", srv.url, "--token", srv.admin]) == 0, capsys.readouterr().err
+    trained = json.loads((out / "metrics.json").read_text())["metrics"]["test"]
+    card = _card_cells(out, "test")
+    capsys.readouterr()
+    for where, args in (("folder", [str(out)]), ("served", ["--url", srv.url, "--task", "tagger"])):
+        path = tmp_path / f"{where}.json"
+        assert cli.main(["evaluate", *args, "--data", str(tmp_path / "test.jsonl"), "--json", str(path),
+                         "--quiet"]) == 0, capsys.readouterr().err
+        got = json.loads(path.read_text())
+        assert got["n"] == trained["n"] == 72 and got["unmatched_words"] == 0
+        for key in ("accuracy", "f1", "precision", "recall"):
+            assert got[key] == pytest.approx(trained[key], abs=1e-6), (where, key)
+        assert got["confusion"] == trained["confusion"]
+        assert f"{got['accuracy']:.4f}" == card["token accuracy"] and f"{got['f1']:.4f}" == card["entity F1"]
+    assert trained["accuracy"] > 0.6  # it learned something: equal numbers mean something

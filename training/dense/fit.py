@@ -20,6 +20,7 @@ from adapters.format import DenseSpec
 from training.dense.data import DenseData
 from training.dense.augment import augmented
 from training.dense.targets import detection_targets, mask_target
+from training.progress import LAST_EPOCH, Progress
 
 LOWEST_THRESHOLD = 0.01
 """A trained detector's ``dense.min_score_threshold``: the mAP is scored on the boxes a request
@@ -43,6 +44,7 @@ class DenseFitConfig:
     trunk_batch: int = 32
     limits: dict = field(default_factory=lambda: {"min_score_threshold": LOWEST_THRESHOLD})
     """score_threshold, min_score_threshold, max_detections... for the manifest's ``dense``."""
+    progress: bool = True  # a step bar per epoch on a TTY, one line per epoch elsewhere (training.progress)
 
 
 @dataclass
@@ -83,18 +85,25 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) ->
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     n, history = len(images), []
     gen = torch.Generator().manual_seed(cfg.seed)
+    # no validation split: the cosine schedule's end (the last epoch) is what is kept
+    progress = Progress(f"{cfg.task_type} head", cfg.epochs, None, cfg.progress, epoch_lines=False)
+    steps = (n + cfg.batch_size - 1) // cfg.batch_size
     head.train()
-    for _ in range(cfg.epochs):
+    for epoch in range(1, cfg.epochs + 1):
         total = 0.0
-        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
-            out = head([m[idx] for m in maps])  # [b, n_out, g, g]
-            loss = task.dense_loss(out, targets, idx, n_cls)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
+        with progress.epoch(epoch, steps) as bar:
+            for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
+                out = head([m[idx] for m in maps])  # [b, n_out, g, g]
+                loss = task.dense_loss(out, targets, idx, n_cls)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                bar.step(loss.item())
         sched.step()
         history.append(total / n)
+        progress.epoch_done(epoch, history[-1])
+    progress.kept(len(history), len(history), LAST_EPOCH)
     head.eval().requires_grad_(False)
     return DenseFit(head, spec, history, {"trunk": t_trunk, "fit": time.perf_counter() - t0 - t_trunk})
 

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 
 from training.generation.metrics import METRICS
+from training.progress import kept_line
 
 HEADINGS = ["## Summary", "## Data", "## Prompt", "## Method", "## Metrics", "## Examples",
             "## Plots", "## How to use", "## Limitations"]
@@ -47,7 +48,7 @@ def render_generation_card(f: GenerationCardFacts) -> str:
             zip(f.history["train_loss"], f.history["val_loss"], f.history["val_chrf"])))
         curves = ("\n\nPer epoch (validation chrF on the validation sample):\n\n| epoch | train loss | "
                   "val loss | val chrF |\n|---|---|---|---|\n" + curves +
-                  f"\n\nKept: epoch {f.history['best_epoch']}"
+                  "\n\nK" + kept_line(f.history["best_epoch"], len(f.history["train_loss"]), f.history["kept_by"])[1:]
                   + (" (training stopped by its time budget)" if f.history.get("time_capped") else "") + ".")
     lim = "\n".join(f"- {x}" for x in f.limitations) or "- Scores are on the splits above only."
     return f"""# {f.name}

@@ -27,6 +27,7 @@ from training.generation.data import GenerationData
 from training.generation.decode import greedy_texts
 from training.generation.encode import Encoded, encode
 from training.generation.metrics import generation_scores
+from training.progress import LAST_EPOCH, LOWEST_LOSS, Progress, highest
 
 log = logging.getLogger("taskswap.training")
 
@@ -42,13 +43,14 @@ class GenerationHistory:
     val_loss: list[float] = field(default_factory=list)
     val_chrf: list[float] = field(default_factory=list)
     best_epoch: int = 0
+    kept_by: str = ""  # the selection rule that chose best_epoch, in words (training.progress)
     steps: int = 0
     tokens_seen: int = 0
     time_capped: bool = False
 
     def to_dict(self) -> dict:
         return {"train_loss": self.train_loss, "val_loss": self.val_loss, "val_chrf": self.val_chrf,
-                "best_epoch": self.best_epoch, "steps": self.steps, "tokens_seen": self.tokens_seen,
+                "best_epoch": self.best_epoch, "kept_by": self.kept_by, "steps": self.steps, "tokens_seen": self.tokens_seen,
                 "time_capped": self.time_capped}
 
 
@@ -115,39 +117,47 @@ def fit_generation_lora(backbone, train: GenerationData, val: GenerationData, sp
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     hist = GenerationHistory()
+    select = cfg.select or "headline"
+    hist.kept_by = {"headline": highest("chrF"), "loss": LOWEST_LOSS, "last": LAST_EPOCH}[select]
+    progress = Progress("generation lora", cfg.epochs, "chrF", cfg.progress)
     best_score, best_state = None, None
     deadline = time.monotonic() + cfg.max_train_minutes * 60 if cfg.max_train_minutes else None
     model.train()
     for epoch in range(cfg.epochs):
         losses = []
-        for batch in length_buckets([len(e.ids) for e in enc_train], cfg.batch_size, seed=cfg.seed + epoch):
-            b = collate([enc_train[i] for i in batch], pad)
-            loss = model(**b).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            hist.steps += 1
-            hist.tokens_seen += int(b["attention_mask"].sum())
-            if deadline is not None and time.monotonic() > deadline:
-                hist.time_capped = True
-                break
+        with progress.epoch(epoch + 1, steps_per_epoch) as bar:
+            for batch in length_buckets([len(e.ids) for e in enc_train], cfg.batch_size, seed=cfg.seed + epoch):
+                b = collate([enc_train[i] for i in batch], pad)
+                loss = model(**b).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                bar.step(losses[-1])
+                hist.steps += 1
+                hist.tokens_seen += int(b["attention_mask"].sum())
+                if deadline is not None and time.monotonic() > deadline:
+                    hist.time_capped = True
+                    break
         hist.train_loss.append(sum(losses) / len(losses))
         hist.val_loss.append(_val_loss(model, enc_val, pad, cfg.batch_size))
         hyps = greedy_texts(model, tok, val_eval, spec, backbone.eos_token_ids, max_new)
         hist.val_chrf.append(generation_scores(hyps, [e.completion for e in val_eval])["chrf"])
         score = {"headline": (hist.val_chrf[-1], -hist.val_loss[-1]), "loss": (-hist.val_loss[-1],),
-                 "last": (epoch,)}[cfg.select or "headline"]
+                 "last": (epoch,)}[select]
         log.info("epoch %d: train loss %.4f, val loss %.4f, val chrF %.2f", epoch + 1, hist.train_loss[-1],
                  hist.val_loss[-1], hist.val_chrf[-1])
+        progress.epoch_done(epoch + 1, hist.train_loss[-1], hist.val_loss[-1], hist.val_chrf[-1],
+                            "stopped by max_train_minutes" if hist.time_capped else "")
         if best_score is None or score > best_score:
             best_score, hist.best_epoch = score, epoch + 1
             best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
         if hist.time_capped:
             break
+    progress.kept(hist.best_epoch, len(hist.train_loss), hist.kept_by)
     set_peft_model_state_dict(model, best_state)
     model.eval()
     return GenerationFit(model, hist, targets)

@@ -15,6 +15,7 @@ def plot_generation_curves(history: dict, out: Path, title: str) -> str | None:
         return None
     curves = {"train_loss": history["train_loss"], "val_loss": history["val_loss"],
               "val_accuracy": [c / 100 for c in history["val_chrf"]], "best_epoch": history["best_epoch"],
+              "kept_by": history["kept_by"],
               "loss_name": "cross-entropy per completion token", "headline_name": "chrF / 100"}
     plot_loss_curves(curves, Path(out) / PLOT_FILE, title)
     return PLOT_FILE

@@ -18,7 +18,7 @@ class LoraMethod(TrainingMethod):
     generation_recipe = ("PEFT LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the frozen language "
                          "model, trained with AdamW (warm-up then linear decay, clipped gradients) on the "
                          "completion's tokens only, in length-bucketed batches; the prompt is rendered as the "
-                         "server renders it. The epoch with the best validation chrF was kept.")
+                         "server renders it.")  # the card's epoch table says which epoch was kept, and by which rule
     kind_words = "LoRA adapter"
     recipe = ("LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the backbone, trained jointly "
               "with a {head} on `{pooling}`-pooled features ({start}) with AdamW, warm-up then linear "
