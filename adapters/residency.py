@@ -262,7 +262,7 @@ class Residency:
             start = time.perf_counter()
             folder = self.store.version_path(name, version)
             # A stored version is immutable and already complete: check it, write nothing.
-            prep = prepare_adapter(folder, self.backbones)
+            prep = prepare_adapter(folder, self.backbones, shared=self.resolve_version)
             loaded = load_adapter(prep, version)
             loaded = replace(loaded, load_seconds=time.perf_counter() - start)
             with table.lock:

@@ -98,6 +98,9 @@ class VersionInfo(BaseModel):
     # What the version's manifest says it does ('generation', 'single_label', ...), so a listing
     # can tell generation tasks apart without loading them; None in aliases written before it.
     task_type: str | None = None
+    # The shared adaptation this version rides on ("name@version", kind 'multitask'), so
+    # deleting the adaptation can name the tasks that use it without loading any manifest.
+    shared: str | None = None
 
 
 class Alias(BaseModel):
