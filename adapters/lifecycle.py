@@ -171,7 +171,7 @@ class Lifecycle:
         """
         adir = read_adapter_dir(Path(folder))  # refuses links / pickles before anything else
         prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True,
-                               shared=self.residency.resolve_version)
+                               shared=self.residency.shared_adaptation)
         name = check_name(prep.manifest.name)
         if activate and expected is not None:  # a 409 before the dry run and the upload
             check_expected(name, self.store.get_alias(name), expected)

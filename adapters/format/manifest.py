@@ -124,9 +124,9 @@ class SharedRef(BaseModel):
     of an adaptation registered under its own name (kind ``shared_lora``)."""
 
     name: str = Field(pattern=NAME_PATTERN, description="The shared adaptation's registered name.")
-    version: str = Field(pattern=r"^[0-9a-f]{8,64}$", description=(
-        "Its stored version (sha256, or a unique prefix of at least 8 hex characters at "
-        "registration; stored as the full id)."))
+    version: str | None = Field(None, pattern=r"^[0-9a-f]{8,64}$", description=(
+        "Its stored version (sha256, or a unique prefix of at least 8 hex characters); "
+        "None at registration: its active version then. Stored as the full id."))
 
 
 class Manifest(BaseModel):

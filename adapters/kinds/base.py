@@ -141,7 +141,7 @@ class AdapterKind:
     def bind(self, m: "Manifest", backbone: "Backbone", plan, shared) -> tuple[object, "Manifest"]:
         """``(plan, manifest)`` once the completed manifest is known: a kind that rides on a
         shared adaptation resolves ``m.shared`` through ``shared(name, version)`` (a loaded
-        adapter; None when no store is in reach) and checks it. Default: nothing to bind."""
+        adapter; version None: the active one; ``shared`` None when no store is in reach) and checks it. Default: nothing to bind."""
         return plan, m
 
     def check(self, adir: "AdapterDir", m: "Manifest", backbone: "Backbone", plan) -> None:

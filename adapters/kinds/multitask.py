@@ -3,7 +3,8 @@
 Its folder holds ``adapter.json`` (with ``shared: {name, version}``) and
 ``head.safetensors``; the LoRA is the shared adaptation's, registered once under its own
 name (kind ``shared_lora``, :mod:`adapters.kinds.shared_lora`). At registration and at
-every load, :meth:`MultitaskKind.bind` resolves that version (through the store, loaded
+every load, :meth:`MultitaskKind.bind` resolves that version (its active one when the manifest names none, at
+registration; through the store, loaded
 once per process however many tasks ride on it) and checks it: it must exist, be a shared
 adaptation, and run on the task's backbone; the head must read that backbone's features.
 
@@ -44,7 +45,8 @@ class MultitaskKind(AdapterKind):
             base = shared(m.shared.name, m.shared.version)
         except NotFound as exc:
             raise IncompatibleAdapter(f"task {m.name!r} rides on shared adaptation {m.shared.name!r}"
-                                      f"@{m.shared.version[:12]}, which is not registered here ({exc.message}); "
+                                      f"@{(m.shared.version or 'active')[:12]}, which is not registered here "
+                                      f"({exc.message}); "
                                       "register the shared adaptation first") from exc
         if not base.impl.provides_shared_trunk:
             raise IncompatibleAdapter(f"{m.shared.name!r} is a {base.kind} task, not a shared "
@@ -53,7 +55,7 @@ class MultitaskKind(AdapterKind):
             raise IncompatibleAdapter(f"shared adaptation {m.shared.name!r}@{base.version[:12]} runs on "
                                       f"backbone {base.backbone.name!r} but task {m.name!r} on "
                                       f"{backbone.name!r}; a task and its shared adaptation share one backbone")
-        if base.version != m.shared.version:  # a prefix at registration: stored as the full id
+        if base.version != m.shared.version:  # a prefix or none at registration: stored as the full id
             m = m.model_copy(update={"shared": m.shared.model_copy(update={"version": base.version})})
         return base, m
 
