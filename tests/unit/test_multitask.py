@@ -66,10 +66,13 @@ def test_a_shared_adaptation_is_its_own_versioned_entry(shared_setup):
     assert versions[-1]["shared"] == f"base@{base.version}"
 
 
-def test_a_version_prefix_is_stored_as_the_full_id(registry, text_backbone, tmp_path, one_torch_thread):
+def test_a_version_prefix_or_none_is_stored_as_the_full_id(registry, text_backbone, tmp_path, one_torch_thread):
     base = registry.register(shared_lora_dir(tmp_path / "base", text_backbone, "base"))
     t = registry.register(multitask_task_dir(tmp_path / "t", text_backbone, "t", "base", base.version[:12]))
     assert t.manifest.shared.version == base.version
+    u = registry.register(multitask_task_dir(tmp_path / "u", text_backbone, "u", "base", None))
+    assert u.manifest.shared.version == base.version  # none named: the active one, stored exactly
+    assert registry.store.get_alias("u").versions[-1].shared == f"base@{base.version}"
 
 
 def test_riders_run_the_adapted_trunk_once_and_match_each_task_alone(shared_setup, counted):
@@ -159,3 +162,89 @@ def test_delete_never_removes_an_adaptation_in_use(shared_setup):
     registry.delete("topic")
     registry.delete("base")
     assert "base" not in registry.aliases
+
+
+# ---- sets: a new adaptation version moves its tasks with it, all or none ------------------
+def actives(registry, names) -> dict:
+    return {n: registry.store.get_alias(n).active for n in names}
+
+
+def new_base(tmp_path, text_backbone, seed: int):
+    return shared_lora_dir(tmp_path / f"base-{seed}", text_backbone, "base", seed=seed)
+
+
+def test_a_new_adaptation_version_moves_every_task_and_rolls_back(shared_setup, text_backbone, tmp_path):
+    registry, base = shared_setup
+    sets, names = registry.shared_sets, ["base", *LABELS]
+    before = actives(registry, names)
+    head = multitask_task_dir(tmp_path / "new-topic", text_backbone, "topic", "base", base.version,
+                              LABELS["topic"], seed=99)  # a new head for one task; the others carry theirs
+    doc = sets.register(new_base(tmp_path, text_backbone, 4), {"topic": head})
+    after = actives(registry, names)
+    assert all(after[n] != before[n] for n in names)
+    assert doc["active"] == {"adaptation": after["base"], "tasks": {t: after[t] for t in LABELS}}
+    assert doc["previous"]["adaptation"] == base.version and doc["pending"] is None
+    for t in LABELS:
+        loaded = registry.resolve(t)
+        assert loaded.manifest.shared.version == after["base"]
+        assert loaded.weights is registry.resolve_version("base", after["base"]).weights
+    rt = Runtime(registry)
+    assert rt.prepare(list(LABELS), TEXTS, "text").rows == len(TEXTS)  # still one row per input
+    sets.rollback("base")
+    assert actives(registry, names) == before
+    assert registry.resolve("sentiment").manifest.shared.version == base.version
+
+
+def test_a_failure_in_the_middle_of_a_switch_leaves_the_old_set(shared_setup, text_backbone, tmp_path,
+                                                                 monkeypatch):
+    registry, _ = shared_setup
+    names = ["base", *LABELS]
+    before = actives(registry, names)
+    real, calls = registry.lifecycle.activate, []
+
+    def failing(task, version, expected=None):
+        calls.append(task)
+        if len(calls) == 3:  # the adaptation and one task have switched
+            raise OSError("the store went away")
+        return real(task, version, expected)
+
+    monkeypatch.setattr(registry.lifecycle, "activate", failing)
+    with pytest.raises(OSError, match="went away"):
+        registry.shared_sets.register(new_base(tmp_path, text_backbone, 5))
+    assert actives(registry, names) == before
+    assert registry.shared_sets.document("base")["pending"] is None
+
+
+def test_a_crash_in_the_middle_of_a_switch_is_undone_by_the_next_process(shared_setup, text_backbone,
+                                                                           tmp_path, monkeypatch, backbones):
+    """The crash: the aliases half switched, ``pending`` still in the document, no undo ran
+    (a killed process runs no handler). A new process on the store recovers the old set."""
+    from adapters.registry import Registry
+    registry, _ = shared_setup
+    names = ["base", *LABELS]
+    before = actives(registry, names)
+    sets = registry.shared_sets
+    real_move = sets._move
+
+    def crash_half_way(name, target):
+        if target["adaptation"] == before["base"]:
+            raise SystemExit("killed")  # the undo: a dead process never gets there
+        real = registry.lifecycle.activate
+        real(name, target["adaptation"])
+        first = sorted(target["tasks"])[0]
+        real(first, target["tasks"][first])
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(sets, "_move", crash_half_way)
+    with pytest.raises(SystemExit):
+        sets.register(new_base(tmp_path, text_backbone, 6))
+    half = actives(registry, names)
+    assert half["base"] != before["base"] and sum(half[t] != before[t] for t in LABELS) == 1
+    assert sets.document("base")["pending"] is not None
+    monkeypatch.setattr(sets, "_move", real_move)
+    restarted = Registry(registry.store, backbones)
+    restarted.sync()
+    assert restarted.shared_sets.recover("base") is True
+    assert actives(restarted, names) == before
+    assert restarted.shared_sets.document("base")["pending"] is None
+    assert restarted.resolve("sentiment").manifest.shared.version == before["base"]
