@@ -27,7 +27,7 @@ PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 def shared_lora_dir(folder: Path, backbone, name: str, seed: int = 0, r: int = 4) -> Path:
     """A shared adaptation: PEFT LoRA factors (no classifier) + adapter.json (kind shared_lora)."""
     folder = Path(folder)
-    peft_lora_dir(folder, backbone.spec.source, seed=seed, r=r)
+    peft_lora_dir(folder, str(backbone.source_path), seed=seed, r=r)
     tensors = load_file(str(folder / "adapter_model.safetensors"))
     save_file({k: v for k, v in tensors.items() if "lora_" in k}, str(folder / "adapter_model.safetensors"))
     cfg = json.loads((folder / "adapter_config.json").read_text())
