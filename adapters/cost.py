@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from adapters.trunk_rows import own_row_adapters
+
 # Token-layers per unit of the other modalities: MiniLM-L6 read ~36,000 token-layers/s,
 # MobileNetV2 at 96 px ~110 images/s, speech_embedding ~430 windows/s (1 thread, this
 # machine): one pixel ~ 1/32 of a token-layer, one audio window ~ 80.
@@ -82,8 +84,9 @@ def estimate(request) -> Cost:
     bb = request.backbone
     scorers = request.scorers()
     tok = [a for a in scorers if "tokens" in a.task.needs(a.manifest)]
-    factors = [a.impl.cost_factor(a.weights, bb) for a in scorers if not a.impl.shares_trunk_row]
-    per_token = [a.impl.cost_factor(a.weights, bb) for a in tok if not a.impl.shares_trunk_row]
+    # tasks riding on one shared adaptation cost its rows once
+    factors = [a.impl.cost_factor(a.weights, bb) for a in own_row_adapters(scorers)]
+    per_token = [a.impl.cost_factor(a.weights, bb) for a in own_row_adapters(tok)]
     plain_tok = any(a.impl.shares_trunk_row for a in tok)
     short, windows = input_units(bb, request.inputs, per_token=False)
     long_ = short if not tok else input_units(bb, request.inputs, per_token=True)[0]

@@ -82,6 +82,9 @@ def check_outputs_finite(adapter, run=None) -> None:
     if adapter.task.generates:  # decodes on a language model: its own probe (adapters.generation.probe)
         check_generation_finite(adapter)
         return
+    if adapter.head is None:  # a shared trunk adaptation: nothing to score, its trunk must be finite
+        check_trunk_finite(adapter)
+        return
     bb = adapter.backbone
     needs = adapter.task.needs(adapter.manifest) if adapter.impl.shares_trunk_row else {"tokens"}
     if needs <= set(bb.available_poolings):  # reads the frozen trunk's pooled features only
@@ -90,6 +93,24 @@ def check_outputs_finite(adapter, run=None) -> None:
         probe = PreparedRequest(bb, probe_inputs(bb), [adapter])
         result = (run(probe) if run is not None else Runtime(None).run([probe])[0])[0]
     check_rows_finite(result, f"adapter {adapter.name!r} on its registration probe")
+
+
+def check_trunk_finite(adapter) -> None:
+    """Run the probes through the trunk as ``adapter`` (a head-less shared adaptation)
+    changes it and refuse it if the features its tasks would read are not finite. This one
+    forward runs in the caller's thread (a request cannot name a task with no head), under
+    the backbone's lock like every pass, so never at the same time as the batch worker's."""
+    bb = adapter.backbone
+    inputs = probe_inputs(bb)
+    state = adapter.impl.trunk_state(adapter.weights)
+    got: list[torch.Tensor] = []
+    adapter.impl.trunk_pass.forward(bb, bb.preprocess(inputs), [state] * len(inputs),
+                                    lambda f: got.append(f.get(bb.default_pooling)))
+    pooled = got[0]  # [probes, hidden]
+    if not bool(torch.isfinite(pooled).all()):
+        raise NonFiniteOutput(f"shared adaptation {adapter.name!r} on its registration probe: the "
+                              f"adapted trunk's {bb.default_pooling} features are not finite; check "
+                              "its LoRA factors and lora_alpha")
 
 
 def _non_finite(value, path: str) -> list[str]:

@@ -38,12 +38,33 @@ from adapters.dryrun import check_outputs_finite
 from adapters.errors import Conflict, IncompatibleAdapter, NotFound
 from adapters.follower import StoreFollower
 from adapters.format.adapter_dir import manifest_bytes
+from adapters.kinds import KINDS
 from adapters.loading import LoadedAdapter, load_adapter, prepare_adapter
 from adapters.plugin_checks import read_adapter_dir
 from adapters.quota_checks import folder_bytes
 from adapters.residency import Residency, evictable, release
 from adapters.rollout import Mode, RolloutPolicy, now
 from adapters.store.base import AdapterStore, Alias, VersionInfo, check_expected, check_name
+
+
+SHARED_KINDS = frozenset(k.name for k in KINDS.values() if k.provides_shared_trunk)
+"""Kinds whose versions other tasks ride on (``shared_lora``)."""
+
+
+def shared_ref(m) -> str | None:
+    """``"name@version"`` of the shared adaptation a manifest rides on, or None."""
+    return None if m.shared is None else f"{m.shared.name}@{m.shared.version}"
+
+
+def riders(aliases: dict[str, Alias], shared: str) -> list[str]:
+    """Tasks with any stored version riding on shared adaptation ``shared``, sorted.
+
+    >>> v = VersionInfo(version="a" * 64, kind="multitask", created_at="", shared="base@" + "b" * 64)
+    >>> riders({"t": Alias(name="t", active="a" * 64, versions=[v], updated_at="")}, "base")
+    ['t']
+    """
+    return sorted(n for n, a in aliases.items()
+                  if any(v.shared is not None and v.shared.split("@")[0] == shared for v in a.versions))
 
 
 class Change(NamedTuple):
@@ -142,7 +163,8 @@ class Lifecycle:
         override), before the dry run: it raises to refuse a caller that may not change it.
         """
         adir = read_adapter_dir(Path(folder))  # refuses links / pickles before anything else
-        prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True)
+        prep = prepare_adapter(adir, self.backbones, name, labels, backbone, fresh=True,
+                               shared=self.residency.shared_adaptation)
         name = check_name(prep.manifest.name)
         if authorize is not None:
             authorize(name)
@@ -171,6 +193,7 @@ class Lifecycle:
             loaded = pending.with_version(version)
             info = VersionInfo(version=version, kind=prep.manifest.kind, labels=prep.manifest.labels,
                                task_type=prep.manifest.task_type, size=size,
+                               shared=shared_ref(prep.manifest),
                                created_at=datetime.now(timezone.utc).isoformat())
             # The store's compare-and-swap runs outside the table lock (request threads and
             # the batch worker's metrics take it); the writer lock and local_seq keep a
@@ -201,9 +224,18 @@ class Lifecycle:
         return Change(loaded, alias.replaced)
 
     def delete(self, name: str, expected: str | None = None) -> None:
-        """Delete a task from the store (and its rollout policy), then from the table."""
+        """Delete a task from the store (and its rollout policy), then from the table.
+
+        A shared adaptation that any stored version of another task rides on is refused
+        (:class:`Conflict`, naming those tasks): delete or re-register them first. Deleting
+        a task that rides on one never touches the adaptation (it is its own entry)."""
         with self.writer:
-            self._fresh_alias(name)
+            alias = self._fresh_alias(name)
+            if any(v.kind in SHARED_KINDS for v in alias.versions):
+                users = riders(self.store.list_aliases(), name)
+                if users:
+                    raise Conflict(f"shared adaptation {name!r} is used by tasks {users}; delete "
+                                   "them (or register their new versions on another adaptation) first")
             self.store.delete(name, expected=expected)  # no table lock held
             try:  # an object store keeps the policy file; a re-registered task must not inherit it
                 if self.store.get_rollout(name) is not None:

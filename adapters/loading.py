@@ -145,7 +145,7 @@ def _check_backbone(m: Manifest, backbone: Backbone) -> None:
 
 def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], name: str | None = None,
                     labels: list[str] | None = None, backbone: str | None = None,
-                    write: bool = False, fresh: bool = False) -> PreparedAdapter:
+                    write: bool = False, fresh: bool = False, shared=None) -> PreparedAdapter:
     """Check an adapter folder against the served backbones and complete its manifest.
 
     ``name`` and ``labels`` (the output names: labels, or a regression's outputs) override
@@ -153,6 +153,8 @@ def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], n
     them). Nothing is written unless ``write=True`` (then the completed ``adapter.json``).
     ``fresh`` (a registration): values derived at registration (``lora_modules``) are
     recomputed from the adapter's own files, never taken from an uploaded manifest.
+    ``shared(name, version)``: the loaded shared adaptation a ``multitask`` task rides on
+    (the registry's lookup; None: such a task is refused with a message).
     """
     adir = folder if isinstance(folder, AdapterDir) else read_adapter_dir(Path(folder))
     bb = pick_backbone(adir, backbones, backbone)
@@ -169,6 +171,7 @@ def prepare_adapter(folder: Path | AdapterDir, backbones: dict[str, Backbone], n
     if updates:
         manifest = validate_manifest(Manifest.model_validate({**manifest.model_dump(), **updates}))
     _check_backbone(manifest, bb)
+    plan, manifest = impl.bind(manifest, bb, plan, shared)
     impl.check(adir, manifest, bb, plan)
     if isinstance(plan, LoraPlan):  # per-module r/alpha: patterns matched (bounded) once, stored
         manifest = with_lora_modules(manifest, adir.peft_config,

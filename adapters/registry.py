@@ -25,6 +25,7 @@ from adapters.backbones.base import Backbone
 from adapters.errors import NotFound
 from adapters.follower import StoreFollower
 from adapters.lifecycle import Change, Lifecycle
+from adapters.shared_sets import SharedSets
 from adapters.loading import LoadedAdapter
 from adapters.residency import Residency
 from adapters.rollout import RolloutPolicy
@@ -57,6 +58,7 @@ class Registry:
         self.follower = StoreFollower(store, self.residency, full_sync_every_s)
         self.residency.catch_up = self.follower.catch_up
         self.lifecycle = Lifecycle(store, self.residency, self.follower, backbones, events)
+        self.shared_sets = SharedSets(self.lifecycle)  # a shared adaptation and its tasks, as one set
 
     def _let_go(self, key, loaded: LoadedAdapter) -> None:
         self.residency.let_go(key, loaded)

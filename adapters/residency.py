@@ -208,6 +208,11 @@ class Residency:
                 return loaded
         return self.load_on_use(task, target, activate=False)
 
+    def shared_adaptation(self, name: str, version: str | None) -> LoadedAdapter:
+        """The shared adaptation a ``multitask`` task rides on: that stored version (id or
+        prefix), or its active one when None (a registration naming no version)."""
+        return self.resolve(check_name(name)) if version is None else self.resolve_version(name, version)
+
     def candidate(self, task: str, version: str) -> LoadedAdapter:
         """A stored, non-active version of ``task`` (a rollout candidate), loaded once.
 
@@ -275,7 +280,7 @@ class Residency:
             start = time.perf_counter()
             folder = self.store.version_path(name, version)
             # A stored version is immutable and already complete: check it, write nothing.
-            prep = prepare_adapter(folder, self.backbones)
+            prep = prepare_adapter(folder, self.backbones, shared=self.shared_adaptation)
             loaded = load_adapter(prep, version)
             loaded = replace(loaded, load_seconds=time.perf_counter() - start)
             with table.lock:

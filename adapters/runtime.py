@@ -6,7 +6,9 @@ adapter versions; ``run`` (in the batch worker) executes a list of prepared requ
 1. group requests by backbone and preprocess all their inputs once;
 2. build rows, as each adapter's kind says: one plain row per input shared by the
    request's tasks that read the frozen trunk (heads), plus one row per (input, task) for
-   kinds that change the trunk (LoRA), each row carrying its kind's trunk state;
+   kinds that change the trunk (LoRA), each row carrying its kind's trunk state; tasks of
+   a request whose states are equal (``RowState.key``: riding on one shared adaptation
+   version) share one adapted row per input;
 3. run the rows through their kind's trunk pass (:mod:`adapters.kinds.trunk`: plain,
    per-row LoRA deltas, or one adapter's merged weights) in sub-batches — text rows sorted
    by length and cut under a budget of padded tokens (:mod:`adapters.length_batches`), so
@@ -33,6 +35,7 @@ import torch
 from adapters.backbones.base import Backbone, map_feature, map_strides
 from adapters.embed_spec import DEFAULT_TOKEN_BUDGET, EmbedSpec  # noqa: F401  (re-exported)
 from adapters.errors import InvalidInput, NotFound, TaskswapError
+from adapters.trunk_rows import own_row_adapters
 from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
 from adapters.loading import LoadedAdapter
@@ -106,7 +109,7 @@ class PreparedRequest:
         own trunk rows (LoRA); shadow candidates included (a LoRA candidate costs its rows);
         plus, for texts longer than ``max_length`` tokens, one more per extra window on each
         of the rows per-token tasks read. This is what ``max_batch_rows`` and the queue limit count."""
-        own = sum(not a.impl.shares_trunk_row for a in self.scorers())
+        own = len(own_row_adapters(self.scorers()))
         return len(self.inputs) * (self.plain_groups + own) + self.extra_windows * self.token_row_groups
 
     @property
@@ -115,7 +118,7 @@ class PreparedRequest:
         text, :meth:`Runtime._trunk`): the shared plain row if a token head reads it, plus
         each token task's own rows (LoRA)."""
         tok = [a for a in self.scorers() if "tokens" in a.task.needs(a.manifest)]
-        return int(any(a.impl.shares_trunk_row for a in tok)) + sum(not a.impl.shares_trunk_row for a in tok)
+        return int(any(a.impl.shares_trunk_row for a in tok)) + len(own_row_adapters(tok))
 
 
 @dataclass
@@ -307,14 +310,28 @@ class Runtime:
                 row_pass.extend([trunk_pass] * n)
                 return rows
 
+            own: dict[tuple, list[int]] = {}  # trunk state key -> this request's rows of it
+
+            def own_rows(a) -> tuple[list[int], int]:
+                """``a``'s rows and how many were added for it: tasks whose states are
+                equal (riding on one shared adaptation) read the same rows."""
+                state = a.impl.trunk_state(a.weights)
+                key = None if state is None else state.key
+                if key is not None and key in own:
+                    return own[key], 0
+                rows = new_rows(state, a.impl.trunk_pass)
+                if key is not None:
+                    own[key] = rows
+                return rows, n
+
             shared_rows = new_rows(None, PLAIN_PASS) if r.plain_rows else None
-            plan.append([(a, shared_rows if a.impl.shares_trunk_row
-                          else new_rows(a.impl.trunk_state(a.weights), a.impl.trunk_pass))
+            plan.append([(a, shared_rows if a.impl.shares_trunk_row else own_rows(a)[0])
                          for a in r.adapters])
             plain.append(shared_rows)
             # a head candidate reads the plain rows (0 extra); a LoRA candidate gets its own
+            # unless an answering task already runs its trunk state
             shadow_plan.append([(i, c, shared_rows, 0) if c.impl.shares_trunk_row
-                                else (i, c, new_rows(c.impl.trunk_state(c.weights), c.impl.trunk_pass), n)
+                                else (i, c, *own_rows(c))
                                 for i, c in enumerate(r.shadows) if c is not None])
         pairs = [(a, rows) for tasks in plan for a, rows in tasks]
         shadow_pairs = [(c, rows) for entries in shadow_plan for _, c, rows, _ in entries]

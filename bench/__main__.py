@@ -25,6 +25,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "rollout": ("rollout_bench", "what rollouts cost: shadow throughput, p99 while fitting, fit time"),
     "dense": ("dense_bench", "a detector alone, a classifier alone and both in one request at 224 px: images/s, ratios"),
     "top-layers": ("top_layers_bench", "serving cost of top_layers (and LoRA) adapters in mixed traffic"),
+    "multitask": ("multitask_bench", "N tasks asked about the same inputs: one shared LoRA vs N separate LoRAs"),
     "top-layers-compare": ("top_layers_compare", "head vs LoRA vs top_layers vs scratch vs plain PEFT: accuracy and time"),
     "peft-plain": ("peft_plain", "the plain PEFT LoRA script alone: accuracy of a trick-free reference"),
     "generation-transfer": ("generation_transfer", "zero-shot vs few-shot vs LoRA at N pairs on held-out catalogs (en->fr/de/es)"),

@@ -231,6 +231,8 @@ class VersionOut(BaseModel):
     kind: str
     created_at: str
     labels: list[str]
+    shared: str | None = Field(None, description=(
+        "Kind 'multitask': the shared adaptation this version rides on, 'name@version'."))
 
 
 class AdapterInfo(BaseModel):

@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "translate-en-fr|de|es; --method lora or prompt)")
     t.add_argument("--out", type=Path, help="output folder (default out/NAME)")
     _add_data_args(t, required=False)
+    mt = t.add_argument_group("multitask (one shared LoRA trained jointly with a head per task)")
+    mt.add_argument("--multitask", type=_csv_list, metavar="A.csv,B.csv,...",
+                    help="train one LoRA (named --name) jointly with one head per data file (task "
+                         "names from the file names); writes OUT/NAME (the shared adaptation) and "
+                         "OUT/<task> per task, ready to register in that order")
+    mt.add_argument("--task-weights", type=_csv_list, metavar="W1,W2,...",
+                    help="multitask: per-task loss weights in --multitask's order (default 1 each)")
     t.add_argument("--val-data", type=Path, help="validation file/folder (default: carve off --val-fraction)")
     t.add_argument("--test-data", type=Path, help="held-out test file/folder, scored after training")
     d = t.add_argument_group("dense tasks (detection, segmentation)")
@@ -320,6 +327,9 @@ def cmd_train(args) -> int:
     from adapters.tasks import task_type  # lazy: see the module docstring
     from training.trainer import train
 
+    if args.multitask:
+        from training.cli_multitask import cmd_train_multitask  # lazy: see the module docstring
+        return cmd_train_multitask(args, backbone_spec, data_source, _register)
     # no --task-type: a dense demo's own type, else single_label
     args.task_type = args.task_type or DENSE_DEMOS.get(args.demo, "single_label")
     if task_type(args.task_type).features == "maps":  # its own trainer: training/dense/

@@ -121,6 +121,16 @@ class GenerationSpec(BaseModel):
         return self
 
 
+class SharedRef(BaseModel):
+    """The shared trunk adaptation a task rides on (kind ``multitask``): one stored version
+    of an adaptation registered under its own name (kind ``shared_lora``)."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="The shared adaptation's registered name.")
+    version: str | None = Field(None, pattern=r"^[0-9a-f]{8,64}$", description=(
+        "Its stored version (sha256, or a unique prefix of at least 8 hex characters); "
+        "None at registration: its active version then. Stored as the full id."))
+
+
 class Manifest(BaseModel):
     """The contents of ``adapter.json``."""
 
@@ -140,6 +150,9 @@ class Manifest(BaseModel):
         "Dense task types (detection, segmentation): the head on the spatial maps and its limits."))
     generation: GenerationSpec | None = Field(None, description=(
         "Generation tasks: prompt template or system prompt, stop sequences, limits, sampling defaults."))
+    shared: SharedRef | None = Field(None, description=(
+        "Kind 'multitask': the shared trunk adaptation (name and version) whose adapted trunk "
+        "this task's head reads; every task naming the same version shares its trunk rows."))
     preprocessing: dict = Field(default_factory=dict,
                                 description="Backbone preprocessing it was trained with (image_size, max_length).")
     metrics: dict = Field(default_factory=dict)

@@ -9,10 +9,14 @@ from adapters.errors import InvalidAdapter
 from adapters.kinds.base import AdapterKind, TrunkPass
 from adapters.kinds.head import HeadKind
 from adapters.kinds.lora import LoraKind
+from adapters.kinds.multitask import MultitaskKind
 from adapters.kinds.prompt import PromptKind
+from adapters.kinds.shared_lora import SharedLoraKind
 from adapters.kinds.top_layers import TopLayersKind
 
-KINDS: dict[str, AdapterKind] = {k.name: k for k in (HeadKind(), LoraKind(), TopLayersKind(), PromptKind())}
+_LORA = LoraKind()  # shared_lora and multitask rows join its bucket
+KINDS: dict[str, AdapterKind] = {k.name: k for k in (HeadKind(), _LORA, TopLayersKind(), PromptKind(),
+                                                     SharedLoraKind(_LORA), MultitaskKind(_LORA))}
 
 
 def adapter_kind(name: str) -> AdapterKind:

@@ -55,6 +55,12 @@ class RowState:
     kind: "AdapterKind"
     weights: object
 
+    @property
+    def key(self) -> tuple[int, int]:
+        """Rows of one input whose states have equal keys compute the same thing: the
+        runtime runs them once (tasks riding on one shared adaptation)."""
+        return id(self.kind), id(self.weights)
+
 
 Exit = tuple[int, list[int], Callable]
 """``(block, rows, run)``: ``rows`` of a chunk leave the frozen trunk before ``block`` and
@@ -113,6 +119,9 @@ class AdapterKind:
     """True: the adapter reads the plain frozen trunk (one row per input per request)."""
     trunk_pass: ClassVar[TrunkPass]
     """The pass its rows run in; kinds naming the same object share a forward."""
+    provides_shared_trunk: ClassVar[bool] = False
+    """True: an adapter of this kind is a shared trunk adaptation other tasks may ride on
+    (``shared_lora``); a task naming anything else in its manifest's ``shared`` is refused."""
 
     # ---- registration: headers only -------------------------------------------------------
     def plan(self, adir: "AdapterDir", backbone: "Backbone"):
@@ -128,6 +137,12 @@ class AdapterKind:
                             name: str, names: list[str] | None) -> "Manifest":
         """The manifest of a third-party directory that has none (e.g. plain PEFT)."""
         raise InvalidAdapter(f"a {self.name} adapter needs an adapter.json")
+
+    def bind(self, m: "Manifest", backbone: "Backbone", plan, shared) -> tuple[object, "Manifest"]:
+        """``(plan, manifest)`` once the completed manifest is known: a kind that rides on a
+        shared adaptation resolves ``m.shared`` through ``shared(name, version)`` (a loaded
+        adapter; version None: the active one; ``shared`` None when no store is in reach) and checks it. Default: nothing to bind."""
+        return plan, m
 
     def check(self, adir: "AdapterDir", m: "Manifest", backbone: "Backbone", plan) -> None:
         """Check the head (and anything else) against the completed manifest, headers only."""

@@ -113,6 +113,9 @@ class VersionInfo(BaseModel):
     # Bytes of the version's files as stored (namespace stored-bytes quotas add these up);
     # None in aliases written before it.
     size: int | None = None
+    # The shared adaptation this version rides on ("name@version", kind 'multitask'), so
+    # deleting the adaptation can name the tasks that use it without loading any manifest.
+    shared: str | None = None
 
 
 class Alias(BaseModel):

@@ -15,10 +15,12 @@ from adapters.tasks.regression import Regression
 from adapters.tasks.segmentation import Segmentation
 from adapters.tasks.single_label import SingleLabel
 from adapters.tasks.token_classification import TokenClassification
+from adapters.tasks.trunk_adaptation import TrunkAdaptation
 
 TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SingleLabel(), MultiLabel(), Regression(),
                                                        TokenClassification(), Generation(),
-                                                       Detection(), Segmentation())}
+                                                       Detection(), Segmentation(),
+                                                       TrunkAdaptation())}
 
 
 def task_type(name: str) -> TaskType:

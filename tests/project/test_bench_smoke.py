@@ -109,6 +109,13 @@ def test_top_layers_with_lora(results):
     assert all(finite(r["ratio_to_raw"]) for r in rows.values())
 
 
+def test_multitask(results):
+    bench(["multitask", "--smoke"])
+    res = written(results, "multitask-smoke")
+    assert set(res["results"]) == {"raw", "shared x3", "separate x3"}
+    assert finite(res["shared_over_separate"]) and res["shared_over_separate"] > 0
+
+
 def test_top_layers_compare_every_method(results):
     bench(["top-layers-compare", "--smoke"])
     res = written(results, "top_layers_accuracy-smoke")

@@ -35,7 +35,9 @@ def values(result, outputs) -> torch.Tensor:
 
 # ---- the tables ---------------------------------------------------------------------------
 def test_tables_name_every_kind_and_task_type():
-    assert set(KINDS) == {"head", "lora", "top_layers", "prompt"}
+    assert set(KINDS) == {"head", "lora", "top_layers", "prompt", "shared_lora", "multitask"}
+    # rows of a shared adaptation and of the tasks riding on it join the one LoRA bucket
+    assert KINDS["shared_lora"].lora is KINDS["lora"] and KINDS["multitask"].lora is KINDS["lora"]
     assert {"single_label", "multi_label", "regression"} <= set(TASK_TYPES)
     assert KINDS["lora"].evictable and not KINDS["head"].evictable
     assert KINDS["head"].trunk_pass is KINDS["lora"].trunk_pass  # heads and LoRA share a forward

@@ -16,10 +16,11 @@ from training.tasks.regression import RegressionTraining
 from training.tasks.segmentation import SegmentationTraining
 from training.tasks.single_label import SingleLabelTraining
 from training.tasks.token_classification import TokenClassificationTraining
+from training.tasks.trunk_adaptation import TrunkAdaptationTraining
 
 TRAINING_TASKS: dict[str, TrainingTask] = {t.name: t for t in (
     SingleLabelTraining(), MultiLabelTraining(), RegressionTraining(), TokenClassificationTraining(),
-    DetectionTraining(), SegmentationTraining(), GenerationTraining())}
+    DetectionTraining(), SegmentationTraining(), GenerationTraining(), TrunkAdaptationTraining())}
 
 
 def training_task(name: str) -> TrainingTask:
