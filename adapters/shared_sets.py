@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from adapters.errors import Conflict, InvalidInput, NotFound
-from adapters.lifecycle import SHARED_KINDS, Lifecycle, riders
+from adapters.lifecycle import SHARED_KINDS, Lifecycle
 from adapters.plugin_checks import read_adapter_dir
 from adapters.store.base import check_name
 

@@ -68,6 +68,7 @@ def build(root: Path, tiny: bool):
     heads = write_heads(root / "heads", text, 2, prefix="h")
     img = write_heads(root / "img", vision, 1, prefix="img")
     sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "resilience"))  # the hostile inputs the tests send
     from support.factories import head_adapter, peft_lora_dir
     from test_fuzz_archive import CASES
     from test_hardening_http import peft_token_cls_dir
