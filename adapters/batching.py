@@ -13,6 +13,13 @@ request arriving behind a heavy one waits for at most the batch in progress: the
 request's latency grows with its own size, not the others'. Its slices' answers are kept
 (outputs, not activations) until the last one is done, then merged into one answer.
 
+While namespaces compete (more than one submitted work within the last
+:data:`COMPETING_WINDOW_S`), batches shrink to ``slice_cost / slice_split`` of work and a
+namespace's turn to one such batch: a batch is not preempted, so what a light namespace's
+request waits for is the batch in flight plus its own, and both are then that small. Slices
+are cut at that finer grain always (``slice_split`` of them make one full batch again when a
+single namespace is active, so a lone namespace's batches are as large as before).
+
 The wait is only for a worker that was idle: slices that queued while the previous batch
 ran are taken at once (they had that whole batch's time to gather; waiting longer would
 leave the trunk idle for ``max_wait_ms`` between every two batches under steady load). The
@@ -40,6 +47,8 @@ from adapters.runtime import PreparedRequest, Runtime
 from adapters.slices import cut, merge, slice_request
 
 log = logging.getLogger("taskswap.batching")
+
+COMPETING_WINDOW_S = 1.0  # namespaces that submitted within this long compete for the worker
 
 
 @dataclass
@@ -81,17 +90,22 @@ class Batcher:
 
     def __init__(self, runtime: Runtime, max_batch_rows: int = 64, max_wait_ms: float = 5.0,
                  max_queue_rows: int = 4096, on_batch=None, slice_cost: float | None = None,
-                 on_usage=None):
+                 on_usage=None, slice_split: int = 1):
         self.runtime = runtime
         self.max_batch_rows = max_batch_rows
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_rows = max_queue_rows
         self.slice_cost = slice_cost  # None: a request is one slice, a batch bounded in rows only
+        if slice_split < 1:
+            raise ValueError(f"slice_split {slice_split} must be >= 1")
+        # slices are cut at this grain; while namespaces compete a batch holds at most this much
+        self.grain = slice_cost / slice_split if slice_cost else None
+        self._last_submit: dict[str, float] = {}  # namespace -> monotonic time of its last submit
         self.on_batch = on_batch  # callback(n_slices, n_rows, seconds)
         # callback({namespace: (rows, seconds)}) per batch: its time shared by the slices' cost
         self.on_usage = on_usage
-        # a namespace's turn is one batch's work at weight 1
-        self._fq = NamespaceQueue(quantum=float(slice_cost or max_batch_rows))
+        # a namespace's turn is one (competing) batch's work at weight 1
+        self._fq = NamespaceQueue(quantum=float(self.grain or max_batch_rows))
         self._queued_rows = 0
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -110,7 +124,7 @@ class Batcher:
         ``slice_cost``."""
         fut: Future = Future()
         if cost is not None and self.slice_cost:
-            parts = cut(list(cost.per_input), self.slice_cost)
+            parts = cut(list(cost.per_input), self.grain)
             slices = slice_request(req, parts)
             costs = [sum(cost.per_input[p.start:p.stop]) for p in parts]
         else:
@@ -124,6 +138,7 @@ class Batcher:
                 raise CapacityError(f"server is at capacity ({self._queued_rows} rows queued, "
                                     f"limit {self.max_queue_rows}); retry shortly", retry_after_s=1)
             self._queued_rows += req.rows
+            self._last_submit[namespace] = time.monotonic()
             if stamps is not None:
                 stamps["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
             for i, (s, c) in enumerate(zip(slices, costs)):
@@ -148,6 +163,16 @@ class Batcher:
             self._queued_rows -= s.rows
         return None
 
+    def _budget(self) -> float | None:
+        """A batch's work limit (under the lock): ``slice_cost``, or one grain while
+        namespaces compete (submitted within :data:`COMPETING_WINDOW_S`)."""
+        if not self.slice_cost:
+            return None
+        now = time.monotonic()
+        for ns in [n for n, t in self._last_submit.items() if now - t > COMPETING_WINDOW_S]:
+            del self._last_submit[ns]
+        return self.grain if len(self._last_submit) > 1 else self.slice_cost
+
     def _take(self) -> list[_Slice] | None:
         with self._lock:
             wait_s = 0.0  # a backlog (slices queued during the last batch): take it without waiting
@@ -158,6 +183,7 @@ class Batcher:
                 wait_s = self.max_wait_s  # idle: the first slice waits max_wait_s for company
             first = self._fq.pop()
             items, rows, cost = [first], first.rows, first.cost
+            budget = self._budget()
             deadline = time.monotonic() + wait_s
             while rows < self.max_batch_rows:
                 nxt = self._next()
@@ -167,8 +193,8 @@ class Batcher:
                         break
                     self._ready.wait(left)
                     continue
-                if self.slice_cost and cost + nxt.cost > self.slice_cost:
-                    break  # the batch's work stays within one slice's budget
+                if budget and cost + nxt.cost > budget:
+                    break  # the batch's work stays within its budget
                 items.append(self._fq.pop())
                 rows += nxt.rows
                 cost += nxt.cost

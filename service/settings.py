@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         "each, and the batch worker interleaves slices of different clients (client = bearer "
         "token and peer address) by start-time fair queuing; a batch holds at most this much "
         "work. 4096 is ~0.1 s on MiniLM with 1 thread. 0 = off: a request runs whole."))
+    slice_split: int = Field(4, ge=1, le=64, description=(
+        "Fair sharing between namespaces: requests are cut into slices of slice_cost / "
+        "slice_split, and while more than one namespace sends work (within the last second) "
+        "a batch holds at most one such slice's work and a namespace's turn is one batch, so a "
+        "light namespace waits for small batches only; with one namespace active, slice_split "
+        "slices make one full batch as before. 1 = off (docs/tenancy.md)."))
     max_request_cost: int = Field(2_000_000, ge=1, description=(
         "Estimated cost of one request, in the same token-layers as slice_cost; 413 beyond."))
     max_request_token_windows: int = Field(2048, ge=1, description=(

@@ -7,16 +7,21 @@ Orders and counts only: every clock here is a fake one the test moves."""
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
+from adapters.batching import Batcher
+from adapters.cost import estimate
 from adapters.errors import QuotaExceeded, RateLimited
 from adapters.fair_queue import FairQueue
 from adapters.namespace_queue import NamespaceQueue
 from adapters.quota_checks import RegistrationQuota, usage, usage_by_namespace
 from adapters.quotas import Quota, QuotaBook
 from adapters.rate_limits import RateLimits
+from adapters.runtime import Runtime
 from adapters.store.base import Alias, VersionInfo
+from support.factories import head_adapter
 from support.s3 import moto_s3  # noqa: F401  (session fixture)
 from support.store_fixtures import kind, make_store  # noqa: F401  (fixtures: local and S3 stores)
 
@@ -230,7 +235,6 @@ class Gated:
     released, so everything submitted meanwhile is queued together."""
 
     def __init__(self, runtime):
-        import threading
         self.runtime, self.batches = runtime, []
         self.release, self.started = threading.Event(), threading.Event()
 
@@ -244,10 +248,6 @@ class Gated:
 
 def test_the_batcher_serves_a_namespace_of_one_client_beside_a_namespace_of_eight(
         registry, text_backbone, tmp_path, one_torch_thread):
-    from adapters.batching import Batcher
-    from adapters.cost import estimate
-    from adapters.runtime import Runtime
-    from support.factories import head_adapter
     registry.register(head_adapter(tmp_path / "h", text_backbone, "h"))
     rt = Runtime(registry)
     a_texts = {c: [f"a{c}{i} the same number of words" for i in range(3)] for c in range(8)}
@@ -277,3 +277,35 @@ def test_the_batcher_serves_a_namespace_of_one_client_beside_a_namespace_of_eigh
     # (by clients alone it would be one in nine, its last input near the end of A's 24)
     assert last_b <= 6, order
     assert b.queued_rows == 0
+
+
+def test_batches_shrink_to_one_grain_while_namespaces_compete(registry, text_backbone, tmp_path,
+                                                              one_torch_thread):
+    registry.register(head_adapter(tmp_path / "h", text_backbone, "h"))
+    rt = Runtime(registry)
+    texts = [f"{i} the same number of words here" for i in range(16)]
+    one = max(estimate(rt.prepare(["h"], [t], "text")).total for t in texts)
+
+    def batches(namespaces: list[str]) -> list[list[str]]:
+        gated = Gated(rt)
+        b = Batcher(gated, max_batch_rows=64, max_wait_ms=0, slice_cost=8 * one, slice_split=4)
+        try:
+            gate = b.submit(rt.prepare(["h"], ["gate"], "text"), "gate", namespace=namespaces[0])
+            gated.started.wait(60)
+            futures = []
+            for k, ns in enumerate(namespaces):
+                req = rt.prepare(["h"], texts[8 * k:8 * k + 8], "text")
+                futures.append(b.submit(req, f"{ns}-client", estimate(req), namespace=ns))
+            gated.release.set()
+            for f in [gate, *futures]:
+                f.result(timeout=120)
+        finally:
+            b.close()
+        return gated.batches[1:]
+
+    alone = batches(["team-a", "team-a"])  # one namespace: full batches of 8 inputs, as before
+    assert [len(x) for x in alone] == [8, 8], alone
+    both = batches(["team-a", "team-b"])  # two compete: batches of one grain (2 inputs), turns
+    assert [len(x) for x in both] == [2] * 8, both
+    owners = ["a" if x[0] in texts[:8] else "b" for x in both]
+    assert owners == ["a", "b"] * 4, both  # one batch each in turn
