@@ -12,6 +12,7 @@ import torch
 from adapters.format.archive import make_archive
 from support.factories import head_adapter
 from support.http_helpers import assert_error
+from service.request_limits import MAX_TASK_NAME_CHARS
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
 
 pytestmark = pytest.mark.server
@@ -206,7 +207,7 @@ def test_task_names_follow_one_rule_in_json_and_multipart(srv):
     assert_error(many_csv, 400, "33 tasks", "at most 32")
     long = "x" * 100_000
     r = srv.post("/predict/upload", files=files, data={"task": long})
-    assert_error(r, 400, "100000 characters", "at most 64")
+    assert_error(r, 400, "100000 characters", f"at most {MAX_TASK_NAME_CHARS}")
     assert long not in r.text  # not echoed back
     j = srv.post("/predict", json={"tasks": [long], "images": ["x"]})
     assert j.status_code == 422 and long not in j.text

@@ -129,10 +129,15 @@ def test_store_ref_through_a_symlink_is_refused(tmp_path):
     assert store.resolve_store_path("imports/real") == (store.root / "imports" / "real").resolve()
 
 
-@pytest.mark.parametrize("bad", ["abc\n", "ABC", "../x", "a/b", "", "a" * 65, "x\0"])
-def test_task_names_are_one_path_component(bad):
+@pytest.mark.parametrize("bad", ["abc\n", "ABC", "../x", "a/../b", "a/b/c", "/a", "a/", "default/a", "",
+                                 "a" * 65, "x\0"])
+def test_task_names_are_one_path_component_or_a_namespace_and_one(bad):
     with pytest.raises(InvalidInput):
         check_name(bad)
+
+
+def test_a_qualified_name_is_two_path_components():
+    assert check_name("team/task") == "team/task"
 
 
 def test_versions_are_hex_only():
