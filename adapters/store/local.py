@@ -51,6 +51,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _replace_json(path: Path, doc: dict | None) -> None:
+    """Write ``doc`` at ``path`` atomically (its folder made if missing), or remove the file
+    when ``doc`` is None (callers hold the store lock)."""
+    if doc is None:
+        if path.exists():
+            path.unlink()
+            _fsync_dir(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(doc, indent=2).encode())
+
+
 class LocalStore(AdapterStore):
     """``open_store('/var/lib/taskswap/store')`` — see :mod:`adapters.store.base` for the layout."""
 
@@ -191,14 +203,9 @@ class LocalStore(AdapterStore):
         path = self._task_dir(name) / "rollout.json"
         with self._locked():
             new = change(self.get_rollout(name))  # may raise: nothing written then
-            if new is None:
-                if path.exists():
-                    path.unlink()
-                    _fsync_dir(path.parent)
-            else:
-                if not (path.parent / "alias.json").exists():
-                    raise NotFound(f"task {name!r} is not registered")
-                write_atomic(path, json.dumps(new, indent=2).encode())
+            if new is not None and not (path.parent / "alias.json").exists():
+                raise NotFound(f"task {name!r} is not registered")
+            _replace_json(path, new)
             self._bump(name)
             return new
 
@@ -228,13 +235,7 @@ class LocalStore(AdapterStore):
         path = self._document_path(key)
         with self._locked():
             new = change(self.get_document(key))  # may raise: nothing written then
-            if new is None:
-                if path.exists():
-                    path.unlink()
-                    _fsync_dir(path.parent)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, json.dumps(new, indent=2).encode())
+            _replace_json(path, new)
             return new
 
     def create_document(self, key: str, doc: dict) -> bool:

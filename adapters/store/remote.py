@@ -256,6 +256,14 @@ class FsspecStore(AdapterStore):
         raise Conflict(f"{rel} changed {self.cas_attempts} times while this update was retried; "
                        "too many concurrent writers, try again")
 
+    def _cas_json(self, rel: str, change: Callable[[dict | None], dict | None]) -> dict | None:
+        """:meth:`_cas` over a JSON document: ``change`` sees and returns dicts (None: absent)."""
+        def on_bytes(body: bytes | None) -> bytes | None:
+            new = change(json.loads(body) if body is not None else None)
+            return json.dumps(new, indent=2).encode() if new is not None else None
+        out = self._cas(rel, on_bytes)
+        return json.loads(out) if out is not None else None
+
     # ---- versions --------------------------------------------------------------------
     def _version_rel(self, name: str, version: str) -> str:
         return f"{task_prefix(name)}/versions/{check_version(version)}"
@@ -425,15 +433,14 @@ class FsspecStore(AdapterStore):
 
     def update_rollout(self, name: str, change: Callable[[dict | None], dict | None]) -> dict | None:
         """Conditional put (If-Match) like an alias, then a named bump: replicas re-read it."""
-        def on_bytes(body: bytes | None) -> bytes | None:
-            current = json.loads(body) if body is not None else None
+        def checked(current: dict | None) -> dict | None:
             new = change(current)
             if new is not None and self.get_alias(name) is None:
                 raise NotFound(f"task {name!r} is not registered")
-            return json.dumps(new, indent=2).encode() if new is not None else None
-        out = self._cas(self._rollout_rel(name), on_bytes)
+            return new
+        out = self._cas_json(self._rollout_rel(name), checked)
         self._bump(name)
-        return json.loads(out) if out is not None else None
+        return out
 
     def list_rollouts(self, names: list[str]) -> dict[str, dict]:
         bodies = self._get_many([self._rollout_rel(n) for n in names])
@@ -456,11 +463,7 @@ class FsspecStore(AdapterStore):
 
     def update_document(self, key: str, change: Callable[[dict | None], dict | None]) -> dict | None:
         """Conditional put (If-Match / If-None-Match), retried on a lost race like an alias."""
-        def on_bytes(body: bytes | None) -> bytes | None:
-            new = change(json.loads(body) if body is not None else None)
-            return json.dumps(new, indent=2).encode() if new is not None else None
-        out = self._cas(self._document_rel(key), on_bytes)
-        return json.loads(out) if out is not None else None
+        return self._cas_json(self._document_rel(key), change)
 
     def create_document(self, key: str, doc: dict) -> bool:
         try:
