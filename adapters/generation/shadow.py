@@ -72,7 +72,10 @@ class ShadowPair:
             side.reason = "failed"
         else:
             return
-        if side is self._active and side.reason in ("cancelled", "failed") and self._handle is not None:
+        if side is self._active and side.reason in ("cancelled", "failed"):
+            if self._handle is None:  # never admitted: no candidate was started
+                self._close(skipped=True)
+                return
             self._handle.cancel()  # the caller went away: its candidate stops too
         if self._active.reason is not None and self._candidate.reason is not None:
             self._close(skipped=any(s.reason in ("cancelled", "failed", "preempted")

@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from adapters.generation.engine import DecodeEngine, EngineLimits
-from adapters.generation.events import Admitted, Delta, Finished, GenerationRequest
+from adapters.errors import CapacityError
+from adapters.generation.events import Admitted, Delta, Failed, Finished, GenerationRequest
 from adapters.generation.sampling import SamplingParams
 from adapters.generation.shadow import ShadowPair
 from adapters.shadow import ShadowStats
@@ -118,3 +119,11 @@ def test_a_shadow_pair_compares_the_candidates_tokens_and_skips_what_cannot_run(
     assert 0.5 <= r["agreement"] < 1.0 and r["candidate_tokens"] >= 3
     assert r["mean_token_agreement"] < 1.0
     assert r["mean_abs_delta_top_score"] is None and r["confusion"] == {}
+
+
+def test_a_caller_refused_before_admission_counts_as_skipped_and_starts_no_candidate():
+    stats, started, caller = ShadowStats("t", "a" * 64, "b" * 64), [], Recorder()
+    pair = ShadowPair(stats, caller, lambda sink: started.append(sink))
+    pair.primary(Failed(CapacityError("the KV cache budget stayed full")))
+    assert started == [] and isinstance(caller.events[0], Failed)
+    assert (stats.report()["rows"], stats.report()["skipped"]) == (0, 1)
