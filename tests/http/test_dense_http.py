@@ -15,6 +15,7 @@ from support.dense_factories import dense_adapter
 from support.factories import head_adapter
 from support.http_helpers import assert_error, b64, png_bytes, register_ok
 from support.server import server, server_factory  # noqa: F401  (pytest fixtures)
+from taskswap_client import Client, Detection, InvalidRequest, Mask
 
 pytestmark = pytest.mark.server
 
@@ -130,7 +131,6 @@ def _image_input(http, pngs):
 
 
 def test_typed_client_returns_dataclasses_for_boxes_and_masks(server, tmp_path, vision_backbone):
-    from taskswap_client import Client, Detection, InvalidRequest, Mask
     det = dense_adapter(tmp_path / "d", vision_backbone, "clboxes", input_size=64, max_detections=4,
                         min_score_threshold=0.05, score_threshold=0.3, seed=5)
     seg = dense_adapter(tmp_path / "s", vision_backbone, "clregions", task_type="segmentation",
