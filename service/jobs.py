@@ -122,8 +122,10 @@ class JobRunner:
     def __init__(self, store, replica_id: str, finish: Callable[[Job, Path, dict], dict] | None,
                  max_jobs: int = 1, max_queued: int = 4, timeout_s: float = 900.0,
                  niceness: int = 10, threads: int = 1, lease_s: float = 60.0, start: bool = True,
-                 max_jobs_of: Callable[[str], int | None] = lambda namespace: None):
+                 max_jobs_of: Callable[[str], int | None] = lambda namespace: None,
+                 keep_finished: int = 256):
         self.store = store
+        self.keep_finished = keep_finished  # finished jobs kept in memory (older ones: the store's record)
         self.max_jobs_of = max_jobs_of  # a namespace's quota of jobs at once on this worker (None: none)
         self.lease_s = lease_s
         self.replica_id = replica_id
@@ -283,6 +285,15 @@ class JobRunner:
                                  f"the fit job failed ({type(exc).__name__}: {redact(str(exc))[:300]})")})
             finally:
                 job.spec = {}  # the examples are no longer needed in memory
+                self._forget_finished()
+
+    def _forget_finished(self) -> None:
+        """Drop the oldest finished jobs from memory past ``keep_finished``: their records stay
+        in the store (``get`` reads them there), so a long-running worker's memory stays bounded."""
+        with self._lock:
+            done = [j for j in list(self._jobs.values()) if j.record.get("status") not in _LIVE]
+            for job in done[:max(0, len(done) - self.keep_finished)]:
+                del self._jobs[job.id]
 
     def _run(self, job: Job) -> None:
         self._update(job, status="running", phase="starting", started_at=_now())

@@ -216,3 +216,15 @@ def test_a_job_whose_lease_ran_out_is_failed_and_its_stalled_owner_stands_down(s
     del old["heartbeat_at"], old["lease_s"]
     store.put_job(old["id"], old)
     assert reader.get(old["id"])["status"] == "running"
+
+
+def test_finished_jobs_leave_the_workers_memory_and_are_read_from_the_store(store):
+    from service.jobs import JobRunner
+    runner = JobRunner(store, "a", finish=None, start=False, max_queued=10, keep_finished=2)
+    ids = [runner.submit("t", "active", {}, 4)["id"] for _ in range(5)]
+    for job_id in ids[:4]:
+        runner._update(runner._jobs[job_id], status="succeeded", phase="done")
+    runner._forget_finished()
+    assert set(runner._jobs) == set(ids[2:])  # the two newest finished ones and the queued one
+    for job_id in ids:  # every record still answers: the forgotten ones from the store
+        assert runner.get(job_id)["status"] == ("queued" if job_id == ids[4] else "succeeded")
