@@ -32,6 +32,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "transfer-report": ("transfer_report", "head vs LoRA vs scratch per label budget (--task tokens: taggers)"),
     "domain": ("domain", "domain adaptation (CORAL) film -> drug reviews: share of the gap to target-supervised closed"),
     "affinity": ("affinity", "task-affinity routing vs round-robin behind HAProxy, 3 replicas, LoRA tasks 2.5x a budget"),
+    "proxy-stop": ("proxy_stop", "replicas stopped one by one behind HAProxy under load: failed or unanswered requests"),
     "convergence": ("convergence", "replica convergence over HTTP on a local and an S3 store"),
     "crash-loop": ("crash_loop", "kill -9 the server during registrations, again and again, and check"),
     "fuzz": ("fuzz", "the long schemathesis run against a real server's own OpenAPI schema"),

@@ -81,6 +81,7 @@ def test_inference_is_hashed_on_the_task_and_retried_admin_is_round_robin():
     [retry] = [d for d in inference if d.startswith("retry-on")]
     assert {"conn-failure", "empty-response", "503"} <= set(retry.split()[1:])
     assert [d for d in admin if d.startswith("retry-on")] == ["retry-on conn-failure"]  # never replayed
+    assert "option http-buffer-request" in inference  # the whole request is there to replay
     assert "balance roundrobin" in admin
     # The KServe v2 path fills the routing key when the client sent none.
     assert any("set-header X-Taskswap-Task %[path,field(4,/)]" in d for d in front)
