@@ -64,12 +64,12 @@ def variant_config(name: str) -> str:
     raise SystemExit(f"unknown variant {name!r}: deployed, no-buffer or server-close")
 
 
-def one_run(root: Path, variant: str, args, tasks: list[str], backbones: list[dict]) -> dict:
+def one_run(root: Path, store: Path, variant: str, args, tasks: list[str], backbones: list[dict]) -> dict:
     """Start the replicas and the proxy, stop all replicas but the first under load."""
     answered, failures, closed, stop = Counter(), [], [], threading.Event()
     (root / "servers").mkdir()
     with ServerFactory(root / "servers") as servers:
-        replicas = [servers.start(store=root / "store", backbones=backbones, admin_token=None, wait=False,
+        replicas = [servers.start(store=store, backbones=backbones, admin_token=None, wait=False,
                                   ready_timeout_s=600, env={"TASKSWAP_REPLICA_ID": f"r{k}"})
                     for k in range(1, args.replicas + 1)]
         for srv in replicas:
@@ -161,7 +161,7 @@ def main(argv=None) -> None:
             for variant in (variants if rnd % 2 == 0 else variants[::-1]):
                 run_root = root / f"run-{len(runs)}"
                 run_root.mkdir()
-                runs.append(one_run(run_root, variant, args, tasks, backbones))
+                runs.append(one_run(run_root, root / "store", variant, args, tasks, backbones))
                 print({k: x for k, x in runs[-1].items() if k != "samples"}, flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
