@@ -146,6 +146,23 @@ class Settings(BaseSettings):
         "a batch holds at most one such slice's work and a namespace's turn is one batch, so a "
         "light namespace waits for small batches only; with one namespace active, slice_split "
         "slices make one full batch as before. 1 = off (docs/tenancy.md)."))
+    gil_switch_ms: float = Field(5.0, ge=0.05, le=100.0, description=(
+        "Python's thread switch interval (sys.setswitchinterval) in each worker process, ms. "
+        "The batch worker gives up the GIL at every torch op and, while a request thread runs "
+        "Python (parsing, answers), waits up to this long to get it back, once per op "
+        "(docs/tenancy.md, 'Where the time went'). 5 is Python's own default."))
+    namespace_max_inflight: int = Field(4, ge=0, le=4096, description=(
+        "Requests of one namespace past admission at once (decoding, prepare and its "
+        "tokenising, the cost estimate, the batcher's queue, the trunk); the next ones wait "
+        "before any preprocessing, at no CPU cost, so a flooding namespace's request-path work "
+        "cannot crowd another namespace's out (docs/tenancy.md). 0 = no gate."))
+    namespace_max_waiting: int = Field(256, ge=0, le=65536, description=(
+        "Requests of one namespace waiting for admission; beyond this a request gets 429 "
+        "with Retry-After."))
+    server_timing: bool = Field(False, description=(
+        "Add a Server-Timing header to /predict answers: milliseconds spent in admission, "
+        "preparation, the queue, the batch and after it (service/server_timing.py). Off by "
+        "default: it tells a caller how busy the server is."))
     max_request_cost: int = Field(2_000_000, ge=1, description=(
         "Estimated cost of one request, in the same token-layers as slice_cost; 413 beyond."))
     max_request_token_windows: int = Field(2048, ge=1, description=(
