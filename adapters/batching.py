@@ -15,8 +15,9 @@ request's latency grows with its own size, not the others'. Its slices' answers 
 
 While namespaces compete (more than one submitted work within the last
 :data:`COMPETING_WINDOW_S`), batches shrink to ``slice_cost / slice_split`` of work and a
-namespace's turn to one such batch: a batch is not preempted, so what a light namespace's
-request waits for is the batch in flight plus its own, and both are then that small. Slices
+namespace's turn to one such batch, which holds that namespace's slices only: a batch is not
+preempted, so what a light namespace's request waits for is the batch in flight plus its own,
+both are then that small, and its own holds no other namespace's work. Slices
 are cut at that finer grain always (``slice_split`` of them make one full batch again when a
 single namespace is active, so a lone namespace's batches are as large as before).
 
@@ -184,6 +185,7 @@ class Batcher:
             first = self._fq.pop()
             items, rows, cost = [first], first.rows, first.cost
             budget = self._budget()
+            competing = budget is not None and budget < self.slice_cost
             deadline = time.monotonic() + wait_s
             while rows < self.max_batch_rows:
                 nxt = self._next()
@@ -195,6 +197,8 @@ class Batcher:
                     continue
                 if budget and cost + nxt.cost > budget:
                     break  # the batch's work stays within its budget
+                if competing and nxt.namespace != first.namespace:
+                    break  # a namespace's turn is its own batch: no one waits on another's work in it
                 items.append(self._fq.pop())
                 rows += nxt.rows
                 cost += nxt.cost

@@ -62,6 +62,7 @@ from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, MAX_TASK_NAME_CHARS, MAX_TASKS, check_task_names, check_texts  # noqa: E402
 from service.request_inputs import check_items, decode_items, decode_raw  # noqa: E402
 from service.metrics import ServiceMetrics  # noqa: E402
+from service.metrics_guard import MetricsGuard  # noqa: E402
 from service.parent_watch import watch_parent  # noqa: E402
 from service import server_timing  # noqa: E402
 from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
@@ -464,6 +465,8 @@ Taskswap.add_asgi_middleware(ReplicaHeader, replica_id=lambda: get_settings().re
 Taskswap.add_asgi_middleware(HeadAsGet)
 Taskswap.add_asgi_middleware(ProtocolErrors)
 Taskswap.add_asgi_middleware(JsonNotFound)
+Taskswap.add_asgi_middleware(MetricsGuard, token=lambda: (  # /metrics: 404 without its token, when one is set
+    t.get_secret_value() if (t := get_settings().metrics_token) is not None else None))
 
 
 async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] | None, str | None, str | None]:

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     inference_token: SecretStr | None = Field(None, description=(
         "Bearer token for predict/list/show. Unset = those endpoints are open (to every "
         "namespace: a multi-team server sets it, and then every read needs a token)."))
+    metrics_token: SecretStr | None = Field(None, description=(
+        "Bearer token a /metrics scrape must send; without it (or with another) /metrics answers "
+        "the 404 of a missing route. Unset = /metrics is open (service/metrics_guard.py)."))
     jwt_public_key_file: Path | None = Field(None, description=(
         "PEM public key of an identity provider: bearer JWTs it signs (RS256/ES256) are accepted, "
         "their grant read from jwt_claim (service/jwt_auth.py)."))
@@ -282,12 +285,12 @@ class Settings(BaseSettings):
                               FutureWarning, stacklevel=2)
         return data
 
-    @field_validator("admin_token", "inference_token", mode="before")
+    @field_validator("admin_token", "inference_token", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, v):
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("admin_token", "inference_token")
+    @field_validator("admin_token", "inference_token", "metrics_token")
     @classmethod
     def _long_enough(cls, v: SecretStr | None):
         if v is not None and len(v.get_secret_value()) < 16:

@@ -343,3 +343,34 @@ def test_batches_shrink_to_one_grain_while_namespaces_compete(registry, text_bac
     owners = ["a" if x[0] in texts[:8] else "b" for x in both]
     # one batch each in turn; team-b first: team-a's gate request was served, team-b is new
     assert owners == ["b", "a"] * 4, both
+
+
+def test_while_namespaces_compete_a_batch_holds_one_namespace_s_slices(registry, text_backbone, tmp_path,
+                                                                         one_torch_thread):
+    """A light namespace's batch is its own: no other namespace's slice rides in it, even one
+    that would fit the grain, so its batch costs its own work."""
+    registry.register(head_adapter(tmp_path / "h", text_backbone, "h"))
+    rt = Runtime(registry)
+    a_texts = [f"a{i} the same number of words here" for i in range(6)]
+    b_texts = ["b0 the same number of words here"]
+    one = max(estimate(rt.prepare(["h"], [t], "text")).total for t in a_texts + b_texts)
+    gated = Gated(rt)
+    b = Batcher(gated, max_batch_rows=64, max_wait_ms=0, slice_cost=8 * one, slice_split=4)  # grain: 2 inputs
+    try:
+        gate = b.submit(rt.prepare(["h"], ["gate"], "text"), "gate", namespace="team-a")
+        gated.started.wait(60)
+        futures = []
+        for c, text in enumerate(a_texts):  # team-a: six clients of one input each
+            req = rt.prepare(["h"], [text], "text")
+            futures.append(b.submit(req, f"a{c}", estimate(req), namespace="team-a"))
+        req = rt.prepare(["h"], b_texts, "text")
+        futures.append(b.submit(req, "b", estimate(req), namespace="team-b"))
+        gated.release.set()
+        answers = [f.result(timeout=120) for f in [gate, *futures]]
+    finally:
+        b.close()
+    owners = [{x[0] for x in batch} for batch in gated.batches[1:]]
+    assert all(len(o) == 1 for o in owners), gated.batches  # never a mixed batch
+    assert gated.batches[1] == b_texts  # team-b (new) first and alone, though an 'a' input would fit the grain
+    assert sorted(len(x) for x in gated.batches[2:]) == [2, 2, 2]  # team-a's in batches of one grain
+    assert [len(a[0].rows) for a in answers[1:]] == [1] * 7

@@ -2,7 +2,8 @@
 request of the light namespace is answered, the flood still progresses, and the flood's requests
 past its in-flight and waiting slots are 429s with Retry-After naming the settings, never a
 failure of anyone else's request. Correctness only: no timing is asserted (that is
-``python -m bench tenancy``). Each answer carries its stages in ``Server-Timing``.
+``python -m bench tenancy``). Each answer carries its stages in ``Server-Timing``. And the
+``/metrics`` scrape with ``TASKSWAP_METRICS_TOKEN`` set: the 404 of a missing route without it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from support.server import server_factory, tiny_backbones_env  # noqa: F401  (py
 pytestmark = pytest.mark.server
 A_TEXTS = [f"review {i}: the actors were good but the story was slow" for i in range(24)]
 B_TEXTS = ["a great movie", "awful", "fine", "I would watch it again"]
+SCRAPE = "scrape-" + "m" * 24
 
 
 @pytest.fixture(scope="module")
 def srv(server_factory, tiny_dir, tmp_path_factory, text_backbone):
     env = {"TASKSWAP_NAMESPACE_MAX_INFLIGHT": "2", "TASKSWAP_NAMESPACE_MAX_WAITING": "3",
-           "TASKSWAP_SERVER_TIMING": "1", "TASKSWAP_SLICE_COST": "64"}
+           "TASKSWAP_SERVER_TIMING": "1", "TASKSWAP_SLICE_COST": "64", "TASKSWAP_METRICS_TOKEN": SCRAPE}
     s = server_factory.start(store=tmp_path_factory.mktemp("flood-store"),
                              backbones=tiny_backbones_env(tiny_dir), env=env)
     root = tmp_path_factory.mktemp("flood-adapters")
@@ -74,3 +76,15 @@ def test_a_light_namespace_is_answered_beside_a_flood_and_the_flood_progresses(s
         assert "TASKSWAP_NAMESPACE_MAX_INFLIGHT" in body and "team-a" in body
     assert not srv.internal_errors()
 
+
+
+def test_metrics_scrape_needs_its_token_and_is_otherwise_a_missing_route(srv):
+    missing = httpx.get(srv.url + "/metricz")  # a route that does not exist
+    assert missing.status_code == 404
+    want = {k: v.replace("/metricz", "/metrics") if isinstance(v, str) else [p.replace("/metricz", "/metrics") for p in v]
+            for k, v in missing.json().items()}
+    for headers in ({}, {"Authorization": "Bearer " + "x" * 31}, {"Authorization": SCRAPE}):
+        r = httpx.get(srv.url + "/metrics", headers=headers)
+        assert (r.status_code, r.json()) == (404, want), headers
+    ok = httpx.get(srv.url + "/metrics", headers={"Authorization": f"Bearer {SCRAPE}"})
+    assert ok.status_code == 200 and "taskswap_" in ok.text, ok.text[:300]
