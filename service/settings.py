@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         "Add a Server-Timing header to /predict answers: milliseconds spent in admission, "
         "preparation, the queue, the batch and after it (service/server_timing.py). Off by "
         "default: it tells a caller how busy the server is."))
+    competing_window_s: float = Field(10.0, ge=0.0, le=3600.0, description=(
+        "Namespaces that sent work within this many seconds compete: while two or more do, "
+        "batches hold one slice_cost / slice_split of work each (docs/tenancy.md). Longer than a "
+        "light namespace's pause between requests, or its next request finds a full batch in "
+        "flight; the cost is smaller batches for a flood that long after the last light request."))
     max_request_cost: int = Field(2_000_000, ge=1, description=(
         "Estimated cost of one request, in the same token-layers as slice_cost; 413 beyond."))
     max_request_token_windows: int = Field(2048, ge=1, description=(

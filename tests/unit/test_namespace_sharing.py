@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 
@@ -374,3 +375,17 @@ def test_while_namespaces_compete_a_batch_holds_one_namespace_s_slices(registry,
     assert gated.batches[1] == b_texts  # team-b (new) first and alone, though an 'a' input would fit the grain
     assert sorted(len(x) for x in gated.batches[2:]) == [2, 2, 2]  # team-a's in batches of one grain
     assert [len(a[0].rows) for a in answers[1:]] == [1] * 7
+
+
+def test_a_namespace_that_sent_work_within_the_window_still_competes(registry):
+    """A light namespace pausing longer than a second between requests (a loaded machine) still
+    competes: the flood's batches stay one grain until the window after its last request."""
+    b = Batcher(Runtime(registry), slice_cost=4096, slice_split=4, competing_window_s=10.0)
+    try:
+        now = time.monotonic()
+        b._last_submit.update({"team-a": now, "team-b": now - 5.0})  # team-b's last request 5 s ago
+        assert b._budget() == 1024
+        b._last_submit["team-b"] = now - 11.0
+        assert b._budget() == 4096 and "team-b" not in b._last_submit
+    finally:
+        b.close()
