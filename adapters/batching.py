@@ -14,9 +14,10 @@ request's latency grows with its own size, not the others'. Its slices' answers 
 (outputs, not activations) until the last one is done, then merged into one answer.
 
 While namespaces compete (more than one submitted work within the last
-:data:`COMPETING_WINDOW_S`), batches shrink to ``slice_cost / slice_split`` of work and a
-namespace's turn to one such batch: a batch is not preempted, so what a light namespace's
-request waits for is the batch in flight plus its own, and both are then that small. Slices
+``competing_window_s``), batches shrink to ``slice_cost / slice_split`` of work and a
+namespace's turn to one such batch, which holds that namespace's slices only: a batch is not
+preempted, so what a light namespace's request waits for is the batch in flight plus its own,
+both are then that small, and its own holds no other namespace's work. Slices
 are cut at that finer grain always (``slice_split`` of them make one full batch again when a
 single namespace is active, so a lone namespace's batches are as large as before).
 
@@ -48,7 +49,6 @@ from adapters.slices import cut, merge, slice_request
 
 log = logging.getLogger("taskswap.batching")
 
-COMPETING_WINDOW_S = 1.0  # namespaces that submitted within this long compete for the worker
 
 
 @dataclass
@@ -90,7 +90,7 @@ class Batcher:
 
     def __init__(self, runtime: Runtime, max_batch_rows: int = 64, max_wait_ms: float = 5.0,
                  max_queue_rows: int = 4096, on_batch=None, slice_cost: float | None = None,
-                 on_usage=None, slice_split: int = 1):
+                 on_usage=None, slice_split: int = 1, competing_window_s: float = 10.0):
         self.runtime = runtime
         self.max_batch_rows = max_batch_rows
         self.max_wait_s = max_wait_ms / 1000.0
@@ -101,6 +101,9 @@ class Batcher:
         # slices are cut at this grain; while namespaces compete a batch holds at most this much
         self.grain = slice_cost / slice_split if slice_cost else None
         self._last_submit: dict[str, float] = {}  # namespace -> monotonic time of its last submit
+        # namespaces that submitted within this long compete for the worker: longer than a light
+        # namespace's pause between requests, or its next request finds a full batch in flight
+        self.competing_window_s = competing_window_s
         self.on_batch = on_batch  # callback(n_slices, n_rows, seconds)
         # callback({namespace: (rows, seconds)}) per batch: its time shared by the slices' cost
         self.on_usage = on_usage
@@ -165,11 +168,11 @@ class Batcher:
 
     def _budget(self) -> float | None:
         """A batch's work limit (under the lock): ``slice_cost``, or one grain while
-        namespaces compete (submitted within :data:`COMPETING_WINDOW_S`)."""
+        namespaces compete (submitted within ``competing_window_s``)."""
         if not self.slice_cost:
             return None
         now = time.monotonic()
-        for ns in [n for n, t in self._last_submit.items() if now - t > COMPETING_WINDOW_S]:
+        for ns in [n for n, t in self._last_submit.items() if now - t > self.competing_window_s]:
             del self._last_submit[ns]
         return self.grain if len(self._last_submit) > 1 else self.slice_cost
 
@@ -184,6 +187,7 @@ class Batcher:
             first = self._fq.pop()
             items, rows, cost = [first], first.rows, first.cost
             budget = self._budget()
+            competing = budget is not None and budget < self.slice_cost
             deadline = time.monotonic() + wait_s
             while rows < self.max_batch_rows:
                 nxt = self._next()
@@ -195,6 +199,8 @@ class Batcher:
                     continue
                 if budget and cost + nxt.cost > budget:
                     break  # the batch's work stays within its budget
+                if competing and nxt.namespace != first.namespace:
+                    break  # a namespace's turn is its own batch: no one waits on another's work in it
                 items.append(self._fq.pop())
                 rows += nxt.rows
                 cost += nxt.cost

@@ -48,7 +48,7 @@ class Quota(BaseModel):
         "The namespace's share of the evictable adapters' budget on each worker (LoRA, top "
         "layers): past it, its own least recently used adapters are evicted first."))
     max_jobs: int | None = Field(None, ge=0, le=10_000, description=(
-        "Fit/adapt jobs queued or running at once on each worker."))
+        "Fit/adapt jobs queued or running at once, over every replica (counted through the store)."))
     requests_per_s: float | None = Field(None, ge=0.001, le=1e6, description=(
         "Inference requests per second, per worker (token bucket)."))
     rows_per_s: float | None = Field(None, ge=0.001, le=1e9, description=(

@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helper the tests use
 
 from support.server import ServerFactory  # noqa: E402
+from service import server_timing  # noqa: E402
 
 TASK_A, TASK_B = "team-a/x", "team-b/y"
 B_TEXTS = ["a great movie", "the plot was awful and boring", "fine", "I would watch it again"]
@@ -51,11 +52,17 @@ def client_loop(url: str, address: str, body: dict, pause_s: float, stop: thread
     with httpx.Client(base_url=url, timeout=300, transport=transport) as c:
         while not stop.is_set():
             t = time.perf_counter()
+            stages = {}
             try:
-                status = c.post("/predict", json=body).status_code
+                r = c.post("/predict", json=body)
+                status = r.status_code
+                stages = server_timing.parse(r.headers.get(server_timing.HEADER, ""))
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
-            log.append((status, time.perf_counter() - t, len(body["texts"])))
+            wall = time.perf_counter() - t
+            # the rest: HTTP parsing, request validation, the event loop, sending the answer
+            stages["outside"] = round(wall * 1000 - sum(stages.values()), 3)
+            log.append((status, wall, len(body["texts"]), stages))
             if pause_s:
                 stop.wait(pause_s)
 
@@ -72,11 +79,20 @@ def phase(url: str, seconds: float, a_clients: int, b_clients: int, b_pause: flo
     return {"wall": wall, **logs}
 
 
+def stage_table(log: list) -> dict:
+    """Per stage of the answered requests' Server-Timing: ``{stage: (p50 ms, p99 ms)}``."""
+    ok = [st for s, _, _, st in log if s == 200]
+    names = [n for n in ("admit", "pre", "queue", "run", "post", "outside") if any(n in st for st in ok)]
+    return {n: (round(percentile([st.get(n, 0.0) for st in ok], 50), 1),
+                round(percentile([st.get(n, 0.0) for st in ok], 99), 1)) for n in names}
+
+
 def summary(log: list, wall: float) -> dict:
-    ok = [(t, n) for s, t, n in log if s == 200]
+    ok = [(t, n) for s, t, n, _ in log if s == 200]
     lat = [t for t, _ in ok]
     return {"requests": len(log), "ok": len(ok), "failed": len(log) - len(ok),
-            "statuses": dict(collections.Counter(str(s) for s, _, _ in log)),
+            "statuses": dict(collections.Counter(str(s) for s, _, _, _ in log)),
+            "stages_ms": stage_table(log),
             "p50_s": round(percentile(lat, 50), 4) if lat else None,
             "p99_s": round(percentile(lat, 99), 4) if lat else None,
             "rows_per_s": round(sum(n for _, n in ok) / wall, 2) if wall else 0.0, "latencies": lat}
@@ -90,6 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--b-clients", type=int, default=2)
     ap.add_argument("--b-pause", type=float, default=0.2, help="seconds each B client waits between requests")
     ap.add_argument("--threads", type=int, default=1, help="TASKSWAP_TORCH_THREADS of the server")
+    ap.add_argument("--gate", type=int, default=None,
+                    help="TASKSWAP_NAMESPACE_MAX_INFLIGHT of the server (0: no admission gate; default: the server's)")
+    ap.add_argument("--switch-ms", type=float, default=None, help="TASKSWAP_GIL_SWITCH_MS of the server")
     ap.add_argument("--tiny", action="store_true", help="a tiny random text backbone")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -108,7 +127,9 @@ def main(argv=None) -> int:
         env = [{"name": spec.name, "source": spec.source, "max_length": spec.max_length, "image_size": spec.image_size}]
         srv = servers.start(store=root / "store", backbones=env, ready_timeout_s=900,
                             env={"TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_PREDICT_TIMEOUT_S": "600",
-                                 "TASKSWAP_MAX_QUEUE_ROWS": "65536"})
+                                 "TASKSWAP_MAX_QUEUE_ROWS": "65536", "TASKSWAP_SERVER_TIMING": "1",
+                                 **({} if args.gate is None else {"TASKSWAP_NAMESPACE_MAX_INFLIGHT": str(args.gate)}),
+                                 **({} if args.switch_ms is None else {"TASKSWAP_GIL_SWITCH_MS": str(args.switch_ms)})})
         for i, task in enumerate((TASK_A, TASK_B)):
             r = srv.register_archive(make_archive(head_adapter(root / f"h{i}", text, f"h{i}", seed=i)), name=task)
             if r.status_code != 201:
@@ -139,7 +160,7 @@ def main(argv=None) -> int:
     report = {
         "command": "python -m bench tenancy " + " ".join(sys.argv[1:]), "machine": machine(),
         "load_avg_start": load_start, "load_avg_end": load_end, "under_load": loaded,
-        "server_threads": args.threads, "seconds_per_phase": args.seconds, "rounds": args.rounds,
+        "server_threads": args.threads, "namespace_max_inflight": args.gate, "gil_switch_ms": args.switch_ms, "seconds_per_phase": args.seconds, "rounds": args.rounds,
         "a_clients": args.a_clients, "b_clients": args.b_clients, "b_pause_s": args.b_pause,
         "b_alone": {k: v for k, v in b_alone.items() if k != "latencies"},
         "b_with_a": {k: v for k, v in b_both.items() if k != "latencies"},
@@ -166,7 +187,13 @@ def main(argv=None) -> int:
              f"| B p50 | {b_alone['p50_s']} s | {b_both['p50_s']} s | | |",
              f"| A rows/s | {a_alone['rows_per_s']} | {a_both['rows_per_s']} | x{ratio_a} | the capacity B leaves |",
              f"| B rows/s | {b_alone['rows_per_s']} | {b_both['rows_per_s']} | | |",
-             f"| failures / tracebacks | | {failed} / {len(internal)} | | 0 |"]
+             f"| failures / tracebacks | | {failed} / {len(internal)} | | 0 |", "",
+             "Where B's time goes (its answers' `Server-Timing`, ms, p50 / p99; `outside`: the client's "
+             "wall time minus the server's stages: HTTP parsing, validation, the event loop, sending):", "",
+             "| stage | B alone | B beside A | A beside B |", "|---|---|---|---|"]
+    for stage in b_both["stages_ms"]:
+        cell = lambda s: "{} / {}".format(*s["stages_ms"][stage]) if stage in s["stages_ms"] else ""  # noqa: E731
+        lines.append(f"| {stage} | {cell(b_alone)} | {cell(b_both)} | {cell(a_both)} |")
     md = "\n".join(lines) + "\n"
     print(md)
     if not args.no_save:

@@ -16,8 +16,10 @@ an orchestrator restarts the pod.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import sys
 import tempfile
 import threading
 import time
@@ -50,6 +52,7 @@ from adapters.runtime import EmbedSpec, PreparedRequest, Results, Runtime
 from adapters.upload_cleanup import collect_stale_uploads
 from adapters.store import open_store
 from service import access
+from service.admission import NamespaceGate
 from service.client_key import CLIENT
 from service.errors import NotReady, PredictTimeout
 from service.inputs import InputLimits, check_registration_fields
@@ -87,6 +90,9 @@ class Engine:
         self.prediction_log = PredictionLog.from_settings(settings)
         self.quotas: QuotaBook | None = None  # every namespace's quota (docs/tenancy.md)
         self.rates = RateLimits()  # request-rate and rows-per-second buckets per namespace
+        # requests of one namespace past admission at once (service.admission); None: no gate
+        self.gate = (NamespaceGate(settings.namespace_max_inflight, settings.namespace_max_waiting)
+                     if settings.namespace_max_inflight else None)
 
     # ---- lifecycle -------------------------------------------------------------------
     def start_in_background(self) -> threading.Thread:
@@ -106,6 +112,7 @@ class Engine:
         s = self.settings
         t0 = time.perf_counter()
         torch.set_num_threads(s.torch_threads)
+        sys.setswitchinterval(s.gil_switch_ms / 1000)  # how long the batch worker waits for the GIL per op
         Image.MAX_IMAGE_PIXELS = s.max_image_pixels  # PIL's own decompression-bomb guard
         for spec in s.backbone_specs():
             log.info("loading backbone %r from %s", spec.name, spec.source)
@@ -145,7 +152,7 @@ class Engine:
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch, slice_cost=s.slice_cost or None,
                                on_usage=self.metrics.on_namespace_usage if self.metrics is not None else None,
-                               slice_split=s.slice_split)
+                               slice_split=s.slice_split, competing_window_s=s.competing_window_s)
         registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
         limits = EngineLimits(kv_budget_bytes=int(s.generation_kv_budget_mb * (1 << 20)),
                               max_running=s.generation_max_running, max_waiting=s.generation_max_waiting,
@@ -252,23 +259,29 @@ class Engine:
     # ---- inference ---------------------------------------------------------------------
     async def predict(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
                       versions: dict[str, str] | None = None, routing_key: str | None = None,
-                      trace=None, options: dict | None = None) -> tuple[str, Results]:
+                      trace=None, options: dict | None = None,
+                      stamps: dict[str, int] | None = None) -> tuple[str, Results]:
         """Validate and pin ``tasks`` (in a worker thread), await the shared batcher;
         returns (backbone name, one result per task, plus ``.embeddings`` when ``embed``).
         ``versions`` pins tasks to stored versions instead of their active ones;
         ``routing_key`` keeps a caller on one side of a canary; ``trace(prepared)`` is
         called once the batch has run; ``options`` are task types' request options
-        (detection's ``threshold``, ``max_detections``), checked against each task's limits."""
+        (detection's ``threshold``, ``max_detections``), checked against each task's limits.
+        ``stamps``: ``time.time_ns()`` stamps taken before (``entered``), copied into the
+        request's timings with the ones taken here (:mod:`service.server_timing`)."""
         self.require_ready()
         access.check("infer", tasks)  # a task in a namespace the caller cannot read: 404
         spaces = self._admit_requests(tasks)  # a request over its rate costs no work
-        # prepare may load an evicted LoRA from the store, and the cost estimate tokenises:
-        # keep both off the event loop.
-        prepared, cost = await anyio.to_thread.run_sync(lambda: self._costed(
-            self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
-                                 rollout=self.registry, routing_key=routing_key, options=options)))
-        self._admit_rows(spaces, prepared.rows)
-        results = await self._submit(prepared, cost, spaces[0])
+        async with self.admitted(spaces[0]):
+            stamps = {**(stamps or {}), "admitted": time.time_ns()}
+            # prepare may load an evicted LoRA from the store, and the cost estimate tokenises:
+            # keep both off the event loop.
+            prepared, cost = await anyio.to_thread.run_sync(lambda: self._costed(
+                self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
+                                     rollout=self.registry, routing_key=routing_key, options=options)))
+            prepared.timings.update(stamps)
+            self._admit_rows(spaces, prepared.rows)
+            results = await self._submit(prepared, cost, spaces[0])
         _check_finite(results, prepared.backbone.name)
         self.rollouts.observe(results)
         if self.metrics is not None:
@@ -284,12 +297,18 @@ class Engine:
         real tokens the trunk read, for text), batched with all other traffic."""
         self.require_ready()
         spaces = self._admit_requests([])
-        prepared, cost = await anyio.to_thread.run_sync(
-            lambda: self._costed(self.runtime.prepare_embed(backbone, inputs, modality, embed)))
-        self._admit_rows(spaces, prepared.rows)
-        results = await self._submit(prepared, cost, spaces[0])
+        async with self.admitted(spaces[0]):
+            prepared, cost = await anyio.to_thread.run_sync(
+                lambda: self._costed(self.runtime.prepare_embed(backbone, inputs, modality, embed)))
+            self._admit_rows(spaces, prepared.rows)
+            results = await self._submit(prepared, cost, spaces[0])
         _check_finite(results, backbone)
         return results
+
+    def admitted(self, namespace: str):
+        """An async context holding one of ``namespace``'s in-flight slots
+        (:mod:`service.admission`; a no-op without the gate)."""
+        return self.gate.slot(namespace) if self.gate is not None else contextlib.nullcontext()
 
     def _costed(self, prepared: PreparedRequest) -> tuple[PreparedRequest, Cost]:
         """``prepared`` with its estimated cost, refused (413) past a per-request cap."""

@@ -13,7 +13,8 @@ priority (``nice``) with few torch threads:
   load time (seconds for the embedded models).
 
 At most ``fit_max_jobs`` children run at once per worker; ``fit_max_queued`` more may wait,
-beyond that a fit gets 429. The child writes the adapter folder; the worker then registers
+beyond that a fit gets 429. A namespace's ``max_jobs`` quota counts its jobs on every replica
+(:mod:`service.job_slots`). The child writes the adapter folder; the worker then registers
 it through the same path as an upload (validated, content-addressed, atomic), as the active
 version or as a shadow/canary candidate. Job records are written to the store
 (``jobs/<id>.json``) at every phase change, so any replica or worker answers ``GET /jobs/{id}``.
@@ -50,9 +51,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from adapters.errors import CapacityError, NotFound, QuotaExceeded, TaskswapError
+from adapters.errors import CapacityError, InvalidInput, NotFound, QuotaExceeded, TaskswapError
 from adapters.namespaces import namespace_of
 from adapters.redact import redact
+from service.job_slots import JobSlots
 
 log = logging.getLogger("taskswap.jobs")
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +128,8 @@ class JobRunner:
                  keep_finished: int = 256):
         self.store = store
         self.keep_finished = keep_finished  # finished jobs kept in memory (older ones: the store's record)
-        self.max_jobs_of = max_jobs_of  # a namespace's quota of jobs at once on this worker (None: none)
+        self.max_jobs_of = max_jobs_of  # a namespace's quota of jobs at once, all replicas (None: none)
+        self._slots = JobSlots(store, lease_s, self._record_of, self._holds_slot)
         self.lease_s = lease_s
         self.replica_id = replica_id
         self.finish = finish
@@ -151,14 +154,15 @@ class JobRunner:
                kind: str = "fit") -> dict:
         """Queue a job (``kind``: a key of :data:`CHILD_MODULES`); returns its record (status
         ``queued``) or raises 429 when full."""
+        job_id = uuid.uuid4().hex
         with self._lock:
-            self._check_quota(task)
             if self._waiting >= self.max_queued:
                 raise CapacityError(f"{self._waiting} fit jobs are already waiting (limit "
                                     f"{self.max_queued}, TASKSWAP_FIT_MAX_QUEUED); retry later",
                                     retry_after_s=10)
+            self._check_quota(task, job_id)
             self._waiting += 1
-        job = Job(uuid.uuid4().hex, task, promote, examples, spec, extra or {}, kind=kind)
+        job = Job(job_id, task, promote, examples, spec, extra or {}, kind=kind)
         job.record = {"id": job.id, "kind": kind, "task": task, "status": "queued", "phase": "queued",
                       "promote": promote, "examples": examples, "created_at": _now(),
                       "replica_id": self.replica_id, "lease_s": self.lease_s, "heartbeat_at": _now()}
@@ -172,9 +176,17 @@ class JobRunner:
         return sum(1 for job in list(self._jobs.values())
                    if namespace_of(job.task) == namespace and job.record.get("status") in _LIVE)
 
-    def _check_quota(self, task: str) -> None:
+    def _check_quota(self, task: str, job_id: str) -> None:
+        """Claim one of the namespace's job slots, counted over every replica through the
+        store (:mod:`service.job_slots`); a store without documents counts this worker's."""
         namespace = namespace_of(task)
         limit = self.max_jobs_of(namespace)
+        if self.store is not None:
+            try:
+                self._slots.claim(namespace, job_id, limit)
+                return
+            except InvalidInput:  # a store that keeps no documents: this worker's jobs only
+                pass
         if limit is None:
             return
         live = self.live(namespace)
@@ -183,6 +195,15 @@ class JobRunner:
                                 f"jobs queued or running on this worker of {limit}; wait for one to "
                                 "finish (GET /jobs/{id}) or ask an admin to raise the quota",
                                 quota="max_jobs")
+
+    def _record_of(self, job_id: str) -> dict | None:
+        job = self._jobs.get(job_id)
+        return dict(job.record) if job is not None else self.store.get_job(job_id)
+
+    def _holds_slot(self, record: dict) -> bool:
+        """Queued or running, and its worker's lease renewed within ``lease_s``."""
+        age = _heartbeat_age(record)
+        return record.get("status") in _LIVE and (age is None or age <= float(record.get("lease_s", self.lease_s)))
 
     def get(self, job_id: str) -> dict:
         """The job's record: this worker's copy if it runs here, else the store's."""

@@ -62,7 +62,9 @@ from service.errors import install_error_handlers, status_for  # noqa: E402
 from service.inputs import InputLimits, MAX_TASK_NAME_CHARS, MAX_TASKS, check_task_names, check_texts  # noqa: E402
 from service.request_inputs import check_items, decode_items, decode_raw  # noqa: E402
 from service.metrics import ServiceMetrics  # noqa: E402
+from service.metrics_guard import MetricsGuard  # noqa: E402
 from service.parent_watch import watch_parent  # noqa: E402
+from service import server_timing  # noqa: E402
 from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, ReadTimeout,  # noqa: E402
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
@@ -241,18 +243,27 @@ class Taskswap:
                        options: dict | None = None) -> Response:
         """``inline``: ``decode`` is cheap (text checks) and runs here, without a thread hop."""
         start, status = time.perf_counter(), 500
+        stamps, seen = {"entered": time.time_ns()}, []
+
+        def trace(prepared) -> None:
+            seen.append(prepared.timings)
+            record_prediction_spans(prepared, tasks)
         try:
             self.engine.require_ready()
             # image/audio decoding is CPU work: a worker thread
             inputs = decode() if inline else await anyio.to_thread.run_sync(decode)
             backbone, results = await self.engine.predict(
-                tasks, inputs, modality, embed, routing_key=routing_key,
-                trace=lambda p: record_prediction_spans(p, tasks), options=options)
+                tasks, inputs, modality, embed, routing_key=routing_key, trace=trace, options=options,
+                stamps=stamps)
             status = 200
-            return json_response(PredictResponse(backbone=backbone, results=[TaskPrediction(
+            response = json_response(PredictResponse(backbone=backbone, results=[TaskPrediction(
                 task=r.task, version=r.version, kind=r.kind, task_type=r.task_type, role=r.role,
                 predictions=[_prediction(p, subtokens) for p in r.rows]) for r in results],
                 embeddings=self._embedded(backbone, results.embeddings)), exclude_none=True)
+            if self.settings.server_timing and seen:
+                response.headers[server_timing.HEADER] = server_timing.header(
+                    server_timing.stages(seen[0], time.time_ns()))
+            return response
         except TaskswapError as exc:
             status = status_for(exc)[0]
             raise
@@ -454,6 +465,8 @@ Taskswap.add_asgi_middleware(ReplicaHeader, replica_id=lambda: get_settings().re
 Taskswap.add_asgi_middleware(HeadAsGet)
 Taskswap.add_asgi_middleware(ProtocolErrors)
 Taskswap.add_asgi_middleware(JsonNotFound)
+Taskswap.add_asgi_middleware(MetricsGuard, token=lambda: (  # /metrics: 404 without its token, when one is set
+    t.get_secret_value() if (t := get_settings().metrics_token) is not None else None))
 
 
 async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] | None, str | None, str | None]:

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     inference_token: SecretStr | None = Field(None, description=(
         "Bearer token for predict/list/show. Unset = those endpoints are open (to every "
         "namespace: a multi-team server sets it, and then every read needs a token)."))
+    metrics_token: SecretStr | None = Field(None, description=(
+        "Bearer token a /metrics scrape must send; without it (or with another) /metrics answers "
+        "the 404 of a missing route. Unset = /metrics is open (service/metrics_guard.py)."))
     jwt_public_key_file: Path | None = Field(None, description=(
         "PEM public key of an identity provider: bearer JWTs it signs (RS256/ES256) are accepted, "
         "their grant read from jwt_claim (service/jwt_auth.py)."))
@@ -146,6 +149,28 @@ class Settings(BaseSettings):
         "a batch holds at most one such slice's work and a namespace's turn is one batch, so a "
         "light namespace waits for small batches only; with one namespace active, slice_split "
         "slices make one full batch as before. 1 = off (docs/tenancy.md)."))
+    gil_switch_ms: float = Field(5.0, ge=0.05, le=100.0, description=(
+        "Python's thread switch interval (sys.setswitchinterval) in each worker process, ms. "
+        "The batch worker gives up the GIL at every torch op and, while a request thread runs "
+        "Python (parsing, answers), waits up to this long to get it back, once per op "
+        "(docs/tenancy.md, 'Where the time went'). 5 is Python's own default."))
+    namespace_max_inflight: int = Field(4, ge=0, le=4096, description=(
+        "Requests of one namespace past admission at once (decoding, prepare and its "
+        "tokenising, the cost estimate, the batcher's queue, the trunk); the next ones wait "
+        "before any preprocessing, at no CPU cost, so a flooding namespace's request-path work "
+        "cannot crowd another namespace's out (docs/tenancy.md). 0 = no gate."))
+    namespace_max_waiting: int = Field(256, ge=0, le=65536, description=(
+        "Requests of one namespace waiting for admission; beyond this a request gets 429 "
+        "with Retry-After."))
+    server_timing: bool = Field(False, description=(
+        "Add a Server-Timing header to /predict answers: milliseconds spent in admission, "
+        "preparation, the queue, the batch and after it (service/server_timing.py). Off by "
+        "default: it tells a caller how busy the server is."))
+    competing_window_s: float = Field(10.0, ge=0.0, le=3600.0, description=(
+        "Namespaces that sent work within this many seconds compete: while two or more do, "
+        "batches hold one slice_cost / slice_split of work each (docs/tenancy.md). Longer than a "
+        "light namespace's pause between requests, or its next request finds a full batch in "
+        "flight; the cost is smaller batches for a flood that long after the last light request."))
     max_request_cost: int = Field(2_000_000, ge=1, description=(
         "Estimated cost of one request, in the same token-layers as slice_cost; 413 beyond."))
     max_request_token_windows: int = Field(2048, ge=1, description=(
@@ -265,12 +290,12 @@ class Settings(BaseSettings):
                               FutureWarning, stacklevel=2)
         return data
 
-    @field_validator("admin_token", "inference_token", mode="before")
+    @field_validator("admin_token", "inference_token", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, v):
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("admin_token", "inference_token")
+    @field_validator("admin_token", "inference_token", "metrics_token")
     @classmethod
     def _long_enough(cls, v: SecretStr | None):
         if v is not None and len(v.get_secret_value()) < 16:

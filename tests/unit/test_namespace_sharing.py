@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 
@@ -53,8 +54,41 @@ def test_a_namespace_arriving_behind_a_backlog_waits_at_most_one_turn():
         q.push("team-a", "a", 1.0, f"a{i}")
     assert [q.pop() for _ in range(3)] == ["a0", "a1", "a2"]
     q.push("team-b", "b", 1.0, "b0")
-    nxt = [q.pop() for _ in range(6)]
-    assert "b0" in nxt and nxt.index("b0") <= 4
+    assert q.pop() == "b0"  # not even one turn: team-a was served alone, team-b is new
+
+
+def test_a_namespace_arriving_beside_a_flood_is_served_next():
+    q = NamespaceQueue(quantum=4.0)
+    for i in range(1000):
+        q.push("team-a", "a", 1.0, f"a{i}")
+    for i in range(100):
+        q.push("team-c", "c", 1.0, f"c{i}")  # two backlogged namespaces in their rounds
+    [q.pop() for _ in range(9)]
+    q.push("team-b", "b", 3.0, "b0")  # light, nothing waiting: its first turn is the next one
+    assert q.pop() == "b0"
+    [q.pop() for _ in range(20)]
+    q.push("team-b", "b", 3.0, "b1")  # and again, once its empty turn has come round
+    assert q.pop() == "b1"
+
+
+def test_sending_one_item_at_a_time_buys_no_more_than_a_share():
+    """A namespace that pushes its next item as soon as the last is taken is new only when its
+    empty turn has come round: it gets its quantum per round like a backlogged one, not one
+    extra each time it empties."""
+    for alone_first in (False, True):
+        q = NamespaceQueue(quantum=4.0)
+        for i in range(2000):
+            q.push("team-a", "a", 1.0, ("a", 1.0))
+        if alone_first:
+            [q.pop() for _ in range(3)]
+        q.push("team-b", "b", 4.0, ("b", 4.0))
+        served = {"a": 0.0, "b": 0.0}
+        for _ in range(400):
+            ns, cost = q.pop()
+            served[ns] += cost
+            if ns == "b":
+                q.push("team-b", "b", 4.0, ("b", 4.0))
+        assert abs(served["a"] - served["b"]) <= 8.0, served  # equal work, within one quantum each
 
 
 def test_weights_share_the_work_in_proportion():
@@ -308,4 +342,50 @@ def test_batches_shrink_to_one_grain_while_namespaces_compete(registry, text_bac
     both = batches(["team-a", "team-b"])  # two compete: batches of one grain (2 inputs), turns
     assert [len(x) for x in both] == [2] * 8, both
     owners = ["a" if x[0] in texts[:8] else "b" for x in both]
-    assert owners == ["a", "b"] * 4, both  # one batch each in turn
+    # one batch each in turn; team-b first: team-a's gate request was served, team-b is new
+    assert owners == ["b", "a"] * 4, both
+
+
+def test_while_namespaces_compete_a_batch_holds_one_namespace_s_slices(registry, text_backbone, tmp_path,
+                                                                         one_torch_thread):
+    """A light namespace's batch is its own: no other namespace's slice rides in it, even one
+    that would fit the grain, so its batch costs its own work."""
+    registry.register(head_adapter(tmp_path / "h", text_backbone, "h"))
+    rt = Runtime(registry)
+    a_texts = [f"a{i} the same number of words here" for i in range(6)]
+    b_texts = ["b0 the same number of words here"]
+    one = max(estimate(rt.prepare(["h"], [t], "text")).total for t in a_texts + b_texts)
+    gated = Gated(rt)
+    b = Batcher(gated, max_batch_rows=64, max_wait_ms=0, slice_cost=8 * one, slice_split=4)  # grain: 2 inputs
+    try:
+        gate = b.submit(rt.prepare(["h"], ["gate"], "text"), "gate", namespace="team-a")
+        gated.started.wait(60)
+        futures = []
+        for c, text in enumerate(a_texts):  # team-a: six clients of one input each
+            req = rt.prepare(["h"], [text], "text")
+            futures.append(b.submit(req, f"a{c}", estimate(req), namespace="team-a"))
+        req = rt.prepare(["h"], b_texts, "text")
+        futures.append(b.submit(req, "b", estimate(req), namespace="team-b"))
+        gated.release.set()
+        answers = [f.result(timeout=120) for f in [gate, *futures]]
+    finally:
+        b.close()
+    owners = [{x[0] for x in batch} for batch in gated.batches[1:]]
+    assert all(len(o) == 1 for o in owners), gated.batches  # never a mixed batch
+    assert gated.batches[1] == b_texts  # team-b (new) first and alone, though an 'a' input would fit the grain
+    assert sorted(len(x) for x in gated.batches[2:]) == [2, 2, 2]  # team-a's in batches of one grain
+    assert [len(a[0].rows) for a in answers[1:]] == [1] * 7
+
+
+def test_a_namespace_that_sent_work_within_the_window_still_competes(registry):
+    """A light namespace pausing longer than a second between requests (a loaded machine) still
+    competes: the flood's batches stay one grain until the window after its last request."""
+    b = Batcher(Runtime(registry), slice_cost=4096, slice_split=4, competing_window_s=10.0)
+    try:
+        now = time.monotonic()
+        b._last_submit.update({"team-a": now, "team-b": now - 5.0})  # team-b's last request 5 s ago
+        assert b._budget() == 1024
+        b._last_submit["team-b"] = now - 11.0
+        assert b._budget() == 4096 and "team-b" not in b._last_submit
+    finally:
+        b.close()
