@@ -31,6 +31,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "generation-transfer": ("generation_transfer", "zero-shot vs few-shot vs LoRA at N pairs on held-out catalogs (en->fr/de/es)"),
     "transfer-report": ("transfer_report", "head vs LoRA vs scratch per label budget (--task tokens: taggers)"),
     "domain": ("domain", "domain adaptation (CORAL, pseudo_label) on film -> drug reviews and Fashion-MNIST -> negatives: share of the gap to target-supervised closed"),
+    "domain-probe": ("domain_probe", "why the drug-review figures look odd: linear probes swept over regularisation, source thresholds"),
     "init-from": ("init_from_bench", "few-label warm start (--init-from) vs from zero at 10 / 50 / 200 target labels"),
     "affinity": ("affinity", "task-affinity routing vs round-robin behind HAProxy, 3 replicas, LoRA tasks 2.5x a budget"),
     "convergence": ("convergence", "replica convergence over HTTP on a local and an S3 store"),

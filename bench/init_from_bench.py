@@ -68,6 +68,8 @@ def run_seed(args, shift, backbone, seed, budgets, work, cache) -> list[dict]:
             row[f"{start}_accuracy"] = r.metrics["test"].accuracy
             row[f"{start}_macro_f1"] = r.metrics["test"].macro_f1
             row[f"{start}_seconds"] = round(time.perf_counter() - t0, 2)
+            if init is not None:  # what the manifest says it started from
+                row["warm_from"] = r.manifest.training["init_from"]["task"]
         row["gain_accuracy"] = row["warm_accuracy"] - row["zero_accuracy"]
         print(f"{shift} seed {seed} k={len(few)}: zero {row['zero_accuracy']:.4f}, warm {row['warm_accuracy']:.4f}",
               flush=True)

@@ -7,14 +7,16 @@ This is the Python API behind ``taskswap adapt`` and ``POST /adapters/{task}/ada
     >>> r.manifest.training["adaptation"]["method"]
     'coral'
 
-The source is a ``head`` adapter folder (a store version, or a training output). Its
-feature statistics come from its ``source_stats.safetensors`` (recorded by ``taskswap
-train`` since it existed) or, for older adapters, from ``source_inputs`` (its training
-inputs, again). The adapted folder is an ordinary head adapter (same labels, backbone and
-preprocessing) whose manifest records, under ``training.adaptation``, the source version,
-the method, the target data's fingerprint (sha256 over its inputs) and where the source
-statistics came from; its own ``source_stats.safetensors`` holds the *target* statistics
-(the distribution the adapted head now reads), so it can be adapted again.
+The source is a ``head`` adapter folder (a store version, or a training output). A method
+that reads source feature statistics (``coral``) takes them from its
+``source_stats.safetensors`` (recorded by ``taskswap train`` since it existed) or, for older
+adapters, from ``source_inputs`` (its training inputs, again). The adapted folder is an
+ordinary adapter of the method's kind (``coral``: a head; ``pseudo_label``: a LoRA; same
+labels, backbone and preprocessing) whose manifest records, under ``training.adaptation``,
+the source version, the method, the target data's fingerprint (sha256 over its inputs) and
+where the source statistics came from. A head-only method's version also holds the *target*
+statistics in its own ``source_stats.safetensors`` (the distribution the adapted head now
+reads), so it can be adapted again.
 
 With ``target_labelled`` (a few labelled target examples, used only for scoring), the
 manifest's metrics are the adapted head's on them (``val_*``), and the result also holds

@@ -8,7 +8,8 @@
 
 The source is a registered task's version in a store (``--task NAME[@VERSION]`` with
 ``--store``, default ``$TASKSWAP_STORE`` or ``var/store``) or an adapter folder
-(``--adapter``). The output folder is an ordinary head adapter: register it, then roll it
+(``--adapter``). The output folder is an ordinary adapter (``coral``: a head,
+``pseudo_label``: a LoRA): register it, then roll it
 out as a shadow or canary candidate (docs/rollout.md), or send the inputs to the server's
 ``POST /adapters/{task}/adapt`` job, which does both.
 

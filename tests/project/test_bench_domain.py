@@ -57,3 +57,14 @@ def test_fashion_shift_renders_the_target_as_negatives():
     assert len(source) == len(target_train) == 20 and source.label_names == target_test.label_names
     # garments are light on black; their negatives dark on white: the corner pixel says which
     assert np.asarray(source.inputs[0])[0, 0].max() < 128 and np.asarray(target_train.inputs[0])[0, 0].min() > 127
+
+
+def test_init_from_smoke_compares_both_starts_per_budget(results, tmp_path):
+    assert bench(["init-from", "--smoke", "--seeds", "0", "--budgets", "10,20", "--tiny-root", str(tmp_path / "tiny")]) == 0
+    res = json.loads((results / "init-from-smoke.json").read_text())
+    assert [r["labels"] for r in res["rows"]] == [10, 20]
+    for r in res["rows"]:
+        assert 0.0 <= r["zero_accuracy"] <= 1.0 and 0.0 <= r["warm_accuracy"] <= 1.0
+        assert r["gain_accuracy"] == pytest.approx(r["warm_accuracy"] - r["zero_accuracy"])
+        assert r["warm_from"] == "source"  # the warm run's manifest names the source task it started from
+    assert "| smoke | 10 |" in (results / "init-from-smoke.md").read_text()
