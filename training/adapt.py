@@ -7,14 +7,16 @@ This is the Python API behind ``taskswap adapt`` and ``POST /adapters/{task}/ada
     >>> r.manifest.training["adaptation"]["method"]
     'coral'
 
-The source is a ``head`` adapter folder (a store version, or a training output). Its
-feature statistics come from its ``source_stats.safetensors`` (recorded by ``taskswap
-train`` since it existed) or, for older adapters, from ``source_inputs`` (its training
-inputs, again). The adapted folder is an ordinary head adapter (same labels, backbone and
-preprocessing) whose manifest records, under ``training.adaptation``, the source version,
-the method, the target data's fingerprint (sha256 over its inputs) and where the source
-statistics came from; its own ``source_stats.safetensors`` holds the *target* statistics
-(the distribution the adapted head now reads), so it can be adapted again.
+The source is a ``head`` adapter folder (a store version, or a training output). A method
+that reads source feature statistics (``coral``) takes them from its
+``source_stats.safetensors`` (recorded by ``taskswap train`` since it existed) or, for older
+adapters, from ``source_inputs`` (its training inputs, again). The adapted folder is an
+ordinary adapter of the method's kind (``coral``: a head; ``pseudo_label``: a LoRA; same
+labels, backbone and preprocessing) whose manifest records, under ``training.adaptation``,
+the source version, the method, the target data's fingerprint (sha256 over its inputs) and
+where the source statistics came from. A head-only method's version also holds the *target*
+statistics in its own ``source_stats.safetensors`` (the distribution the adapted head now
+reads), so it can be adapted again.
 
 With ``target_labelled`` (a few labelled target examples, used only for scoring), the
 manifest's metrics are the adapted head's on them (``val_*``), and the result also holds
@@ -40,10 +42,10 @@ from adapters.format import content_hash
 from adapters.heads import Head
 from adapters.plugin_checks import read_adapter_dir, validate_manifest
 from training.data import LabelledData
-from training.domain import AdaptConfig, FeatureStats, adaptation_method
-from training.domain.stats import first_layer_inputs
+from training.domain import AdaptConfig, AdaptContext, FeatureStats, adaptation_method
+from training.feature_stats import first_layer_inputs
 from training.evaluate import backbone_spec_for
-from training.export import prepare_output_dir, write_head_dir
+from training.export import prepare_output_dir
 from training.features import extract_features, inputs_digest
 from training.fitted import FitOutput
 from training.head_fit import History
@@ -91,12 +93,14 @@ def _features(backbone: Backbone, inputs: list, manifest, cfg: AdaptConfig, cach
     return first_layer_inputs(x, manifest.head.normalize)  # [n, dim]
 
 
-def _scores(head: Head, pooling: str, feats: dict, data: LabelledData, task_type: str, scaling):
+def _scores(head: Head, pooling: str, feats: dict, data: LabelledData, task_type: str, scaling, predict=None):
+    """``data``'s metrics: ``predict`` (a trunk-adapting method's), else ``head`` on the frozen features."""
     task = training_task(task_type)
 
-    def predict(inputs):
+    def on_features(inputs):
         with torch.no_grad():
             return task.outputs(head(feats[id(inputs)]), scaling)
+    predict = predict or on_features
     return evaluate_split(FitOutput(head, History(), predict, pooling, scaling=scaling), data, task_type)[0]
 
 
@@ -110,11 +114,14 @@ def adapt(source_dir, target_inputs: list, out_dir, config: AdaptConfig | None =
     method = adaptation_method(cfg.method)
     source_dir = Path(source_dir)
     manifest = _check_source(source_dir)
+    if method.task_types is not None and manifest.task_type not in method.task_types:
+        raise InvalidInput(f"{method.name} adapts {list(method.task_types)} tasks; {manifest.name!r} is "
+                           f"{manifest.task_type!r} (use coral)")
     if len(target_inputs) < MIN_TARGET_ROWS:
         raise InvalidInput(f"{len(target_inputs)} target inputs; give at least {MIN_TARGET_ROWS} "
                            "(the adaptation estimates their feature covariance)")
     recorded = FeatureStats.load(source_dir)
-    if recorded is None and not source_inputs:
+    if recorded is None and not source_inputs and method.needs_source_stats:
         raise InvalidInput(f"{source_dir} records no source feature statistics ({'source_stats.safetensors'} "
                            "is written by `taskswap train` for head adapters); pass the source "
                            "training data (--source-data, or source_texts over HTTP)")
@@ -127,25 +134,27 @@ def adapt(source_dir, target_inputs: list, out_dir, config: AdaptConfig | None =
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     target = _features(backbone, target_inputs, manifest, cfg, cache_dir, "target features")
-    if recorded is not None:
+    if not method.needs_source_stats:
+        source, stats_from = None, f"not used by {method.name}"
+    elif recorded is not None:
         source, stats_from = recorded, "recorded in the source adapter (source_stats.safetensors)"
     else:
         source = FeatureStats.of(_features(backbone, source_inputs, manifest, cfg, cache_dir, "source features"))
         stats_from = f"computed from {len(source_inputs)} source inputs given at adaptation time"
-    if source.dim != manifest.head.input_dim:
+    if source is not None and source.dim != manifest.head.input_dim:
         raise InvalidAdapter(f"source statistics are {source.dim}-d but the head reads "
                              f"{manifest.head.input_dim}-d features")
     head = load_head(source_dir, manifest)
-    adapted = method.adapt(head, source, target, cfg)
+    adapted = method.run(AdaptContext(head, manifest, source, list(target_inputs), target, backbone), cfg)
     seconds = time.perf_counter() - start
     metrics, new_metrics = {}, {}
     if target_labelled is not None:
         feats = {id(target_labelled.inputs): _features(backbone, target_labelled.inputs, manifest, cfg,
                                                        cache_dir, "labelled target features")}
         # a head that normalises does so again on these normalised rows: idempotent
-        for key, h in (("adapted", adapted), ("source", head)):
+        for key, h, predict in (("adapted", adapted.head, adapted.predict), ("source", head, None)):
             metrics[key] = _scores(h, manifest.head.pooling, feats, target_labelled, manifest.task_type,
-                                   manifest.target_scaling)
+                                   manifest.target_scaling, predict)
         new_metrics = training_task(manifest.task_type).manifest_metrics({"validation": metrics["adapted"]})
     version = content_hash(source_dir)
     fingerprint = inputs_digest(target_inputs)
@@ -153,16 +162,17 @@ def adapt(source_dir, target_inputs: list, out_dir, config: AdaptConfig | None =
               "target_data": {"sha256": fingerprint, "inputs": len(target_inputs),
                               "description": target_description},
               "source_statistics": stats_from, "settings": asdict(cfg) | {"progress": None},
-              "trunk_changed": method.trunk_changed, "source_metrics": manifest.metrics,
-              "seconds": round(seconds, 2)}
+              "trunk_changed": method.trunk_changed, "kind": method.kind, "source_kind": manifest.kind,
+              "source_metrics": manifest.metrics, "seconds": round(seconds, 2), **adapted.notes}
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    new = manifest.model_copy(update={"metrics": new_metrics, "created_at": finished,
+    new = manifest.model_copy(update={"kind": method.kind, "metrics": new_metrics, "created_at": finished,
                                       "training": {**manifest.training, "adaptation": record}})
     new = validate_manifest(new)
-    card = _card(source_dir, record, method.recipe.format(source_rows=source.rows, target_rows=len(target_inputs),
-                                                          shrinkage=cfg.shrinkage), metrics)
-    write_head_dir(out, new, adapted, card)
-    FeatureStats.of(target).save(out)  # what the adapted head now reads
+    card = _card(source_dir, record, method.recipe.format(**asdict(cfg), source_rows=source.rows if source else 0,
+                                                          target_rows=len(target_inputs)), metrics)
+    method.write(out, new, card, adapted)
+    if not method.trunk_changed:
+        FeatureStats.of(target).save(out)  # what the adapted head now reads (the frozen trunk's)
     log.info("adapted %s (%s) to %d target inputs in %.1fs", manifest.name, method.name,
              len(target_inputs), seconds)
     return AdaptResult(out, new, version, fingerprint, seconds, metrics)

@@ -22,7 +22,7 @@ from adapters.format.adapter_dir import write_manifest
 from adapters.file_modes import make_readable
 from adapters.heads import Head
 from adapters.kinds.top_layers import write_top_layers_adapter
-from training.domain.stats import STATS_FILE
+from training.feature_stats import STATS_FILE
 
 # Files a training run writes; anything else in an existing output folder is the user's.
 OWN_FILES = {"adapter.json", "head.safetensors", "adapter_config.json", "adapter_model.safetensors",

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from adapters.heads import Head
-from training.domain.stats import FeatureStats
+from training.feature_stats import FeatureStats
 from training.head_fit import History
 
 

@@ -5,7 +5,7 @@ Example::
     >>> from adapters.backbones.base import load_backbone
     >>> from adapters.backbones.tiny import tiny_backbone_spec
     >>>     >>> from training.data import LabelledData
-from training.domain.stats import FeatureStats, first_layer_inputs
+from training.feature_stats import FeatureStats, first_layer_inputs
     >>> bb = load_backbone(tiny_backbone_spec("text", "/tmp/tiny-doc"))
     >>> d = LabelledData("text", ["good", "bad"] * 8, [1, 0] * 8, ["neg", "pos"], "toy")
     >>> out = fit_probe(bb, d, d, TrainConfig(name="t", epochs=5, progress=False), None)
@@ -27,7 +27,7 @@ from adapters.errors import InvalidInput
 from adapters.format import HeadSpec
 from training.config import TrainConfig
 from training.data import LabelledData
-from training.domain.stats import FeatureStats, first_layer_inputs
+from training.feature_stats import FeatureStats, first_layer_inputs
 from training.features import extract_features
 from training.fitted import FitOutput
 from training.head_fit import HeadFitConfig, fit_head

@@ -73,12 +73,46 @@ def test_adapt_if_better_compares_on_the_labelled_target_examples(srv, reviews):
     assert job["result"]["metrics"]["val_examples"] == 12
 
 
+def test_pseudo_label_adapt_registers_a_lora_shadow_candidate(srv, reviews):
+    target = shifted(POS * 2 + NEG * 2)
+    job = run_job(srv, "reviews", "adapt", {"texts": target, "method": "pseudo_label", "epochs": 2})
+    assert job["status"] == "succeeded", job
+    res = job["result"]
+    assert res["role"] == "shadow" and not res["promoted"] and res["version"] != reviews
+    rec = res["adaptation"]
+    assert rec["method"] == "pseudo_label" and rec["kind"] == "lora" and rec["source_version"] == reviews
+    assert rec["target_data"]["inputs"] == 24 and rec["trunk_changed"] is True
+    shown = srv.get("/adapters/reviews").json()
+    assert any(v["version"] == res["version"] and v["kind"] == "lora" for v in shown["versions"]), shown
+    # the shadow LoRA version scores the same rows beside the active head, which answers
+    r = srv.post("/predict", json={"task": "reviews", "texts": target[:4]})
+    assert r.status_code == 200 and r.json()["results"][0]["version"] == reviews
+    assert srv.get("/adapters/reviews/rollout").json()["shadow"][0]["rows"] == 4
+    assert srv.delete("/adapters/reviews/rollout", admin=True).json()["mode"] == "none"
+
+
+def test_if_better_refuses_a_pseudo_label_version_that_is_worse(srv, reviews):
+    """Self-training on target inputs of one class only, with a large step, drags every
+    input towards that class: worse on balanced labelled examples, so never promoted."""
+    job = run_job(srv, "reviews", "adapt", {
+        "texts": shifted(NEG * 4), "method": "pseudo_label", "epochs": 20, "lr": 0.05, "keep_fraction": 1,
+        "promote": "if_better", "val_texts": POS + NEG, "val_labels": ["pos"] * 6 + ["neg"] * 6})
+    assert job["status"] == "succeeded", job
+    cmp = job["result"]["comparison"]
+    assert cmp["active_version"] == reviews
+    assert cmp["candidate_val_accuracy"] < cmp["active_val_accuracy"], cmp
+    assert job["result"]["promoted"] is False
+    assert srv.get("/adapters/reviews").json()["active_version"] == reviews
+
+
 @pytest.mark.parametrize("body,status,message", [
     ({"texts": ["a text"] * 5}, 422, "at least 20"),
     ({"texts": ["a text"] * 20, "promote": "if_better"}, 422, "needs labelled target examples"),
     ({"texts": ["a text"] * 20, "val_texts": ["x", "y"], "val_labels": ["pos"]}, 422, "2 labelled target examples but 1"),
     ({"texts": ["a text"] * 20, "source_images": ["aGk=", "aGk="]}, 422, "same kind"),
     ({"texts": ["a text"] * 20, "method": "dann"}, 422, "coral"),
+    ({"texts": ["a text"] * 20, "method": "pseudo_label", "epochs": 0}, 422, "epochs"),
+    ({"texts": ["a text"] * 20, "method": "pseudo_label", "keep_fraction": 2}, 422, "keep_fraction"),
     ({"texts": ["a text"] * 20, "val_texts": ["x"], "val_labels": ["maybe"]}, 400, "not labels of 'reviews'"),
     ({"texts": ["a text"] * 19 + [""]}, 400, "texts[19] is empty"),
     ({"texts": ["a text"] * 20, "source_texts": ["fine", " "]}, 400, "source_texts[1] is empty"),

@@ -23,7 +23,7 @@ from training.data import LabelledData
 from training.data.unlabelled import load_unlabelled
 from training.domain import STATS_FILE, AdaptConfig, FeatureStats, adaptation_method
 from training.domain.coral import coral_map, fold_affine
-from training.domain.stats import first_layer_inputs
+from training.feature_stats import first_layer_inputs
 from training.features import extract_features, inputs_digest
 from training.trainer import train
 
@@ -199,3 +199,81 @@ def test_cli_bad_input_exits_2_with_the_reason(source_adapter, text_backbone, tm
     code = cli.main(["adapt", *extra, "--store", str(tmp_path / "store"), "--target-data",
                      str(tmp_path / "t.txt"), "--out", str(tmp_path / "o"), "--quiet"])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_pseudo_label_writes_a_lora_version_served_as_trained(source_adapter, text_backbone, tmp_path):
+    target_rows = _shifted(sentiment_rows(40, seed=11))
+    target = [t for t, _ in target_rows]
+    cfg = AdaptConfig(method="pseudo_label", epochs=2, lr=5e-3, batch_size=8, progress=False)
+    r = adapt(source_adapter, target, tmp_path / "adapted", cfg, text_backbone,
+              target_labelled=_data(target_rows[:20], "target"), target_description="toy target")
+    m = r.manifest
+    rec = m.training["adaptation"]
+    assert m.kind == "lora" and rec["kind"] == "lora" and rec["source_kind"] == "head" and rec["trunk_changed"]
+    assert rec["method"] == "pseudo_label" and rec["source_version"] == content_hash(source_adapter)
+    assert rec["target_data"] == {"sha256": inputs_digest(target), "inputs": 40, "description": "toy target"}
+    assert rec["source_statistics"] == "not used by pseudo_label" and rec["lora_parameters"] > 0
+    assert len(rec["pseudo_labels_kept_per_epoch"]) == 2 and 0 < rec["pseudo_labels_kept_per_epoch"][0] <= 40
+    assert {"adapter_config.json", "adapter_model.safetensors", "head.safetensors"} <= {f.name for f in r.path.iterdir()}
+    assert not (r.path / STATS_FILE).exists()  # the frozen trunk's statistics are not what it reads
+    card = (r.path / "README.md").read_text()
+    assert "## Domain adaptation" in card and "Self-training" in card and rec["source_version"][:12] in card
+    # the source head is kept; the trunk moved: the LoRA factors are not all zero
+    from safetensors.torch import load_file
+    assert torch.equal(load_file(str(r.path / "head.safetensors"))["layers.0.weight"],
+                       load_file(str(source_adapter / "head.safetensors"))["layers.0.weight"])
+    assert any(t.abs().sum() > 0 for k, t in load_file(str(r.path / "adapter_model.safetensors")).items()
+               if "lora_B" in k)
+    # served through the real registry and runtime (per-row LoRA) == what the run scored
+    reg = Registry(open_store(str(tmp_path / "store")), {"text": text_backbone})
+    loaded = reg.register(r.path)
+    assert loaded.version != content_hash(source_adapter)
+    rt = Runtime(reg)
+    res = rt.run([rt.prepare([loaded.name], target[:20], "text")])[0][0]
+    served = [max(row.scores, key=row.scores.get) for row in res.rows]
+    labelled = _data(target_rows[:20], "target")
+    acc = sum(s == labelled.label_names[y] for s, y in zip(served, labelled.labels)) / 20
+    assert acc == pytest.approx(r.metrics["adapted"].accuracy)
+
+
+def test_pseudo_label_refuses_what_it_cannot_adapt(source_adapter, text_backbone, tmp_path):
+    with pytest.raises(InvalidInput, match="keep_fraction"):
+        AdaptConfig(method="pseudo_label", keep_fraction=0)
+    with pytest.raises(InvalidInput, match="epochs"):
+        AdaptConfig(method="pseudo_label", epochs=0)
+    with pytest.raises(InvalidInput, match="at least 20"):
+        adapt(source_adapter, ["a text"] * 5, tmp_path / "x", AdaptConfig(method="pseudo_label", progress=False),
+              text_backbone)
+
+
+def test_class_balanced_pseudo_labels_keep_the_minority_class():
+    from training.domain.pseudo_label import class_balanced_mask
+    # 8 rows predicted class 0 with high confidence, 2 rows class 1 with low confidence
+    probs = torch.tensor([[0.99, 0.01]] * 8 + [[0.4, 0.6], [0.3, 0.7]])
+    keep = class_balanced_mask(probs, 0.5)
+    assert keep[:8].sum() == 4 and keep[8:].tolist() == [False, True]
+    # a global top-50% threshold would keep no row of class 1
+    assert (probs.max(-1).values.argsort(descending=True)[:5] < 8).all()
+
+
+def test_cli_pseudo_label_adapts_a_registered_task_into_a_lora_version(source_adapter, text_backbone, tmp_path,
+                                                                        capsys):
+    from training import cli
+    store = open_store(str(tmp_path / "store"))
+    reg = Registry(store, {"text": text_backbone})
+    version = reg.register(source_adapter).version
+    target = tmp_path / "target.txt"
+    target.write_text("\n".join(t for t, _ in _shifted(sentiment_rows(30, seed=5))))
+    code = cli.main(["adapt", "--task", "sentiment", "--store", str(tmp_path / "store"), "--method", "pseudo_label",
+                     "--epochs", "1", "--lr", "0.005", "--lora-r", "4", "--target-data", str(target),
+                     "--out", str(tmp_path / "out"), "--quiet", "--no-cache"])
+    assert code == 0 and "pseudo_label" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "out" / "adapter.json").read_text())
+    rec = manifest["training"]["adaptation"]
+    assert manifest["kind"] == "lora" and rec["source_version"] == version
+    assert rec["settings"]["lora_r"] == 4 and rec["settings"]["epochs"] == 1
+    assert json.loads((tmp_path / "out" / "adapter_config.json").read_text())["r"] == 4
+    assert reg.register(tmp_path / "out").version != version
+    code = cli.main(["adapt", "--task", "sentiment", "--store", str(tmp_path / "store"), "--method", "pseudo_label",
+                     "--keep-fraction", "0", "--target-data", str(target), "--out", str(tmp_path / "o2"), "--quiet"])
+    assert code == 2 and "keep_fraction must be in (0, 1]" in capsys.readouterr().err

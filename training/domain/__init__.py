@@ -9,11 +9,12 @@ Example::
 from __future__ import annotations
 
 from adapters.errors import InvalidInput
-from training.domain.base import AdaptationMethod, AdaptConfig
+from training.domain.base import AdaptationMethod, AdaptConfig, AdaptContext, Adapted
 from training.domain.coral_method import CoralMethod
-from training.domain.stats import STATS_FILE, FeatureStats
+from training.domain.pseudo_label_method import PseudoLabelMethod
+from training.feature_stats import STATS_FILE, FeatureStats
 
-ADAPTATIONS: dict[str, AdaptationMethod] = {m.name: m for m in (CoralMethod(),)}
+ADAPTATIONS: dict[str, AdaptationMethod] = {m.name: m for m in (CoralMethod(), PseudoLabelMethod())}
 
 
 def adaptation_method(name: str) -> AdaptationMethod:
@@ -24,5 +25,5 @@ def adaptation_method(name: str) -> AdaptationMethod:
     return m
 
 
-__all__ = ["ADAPTATIONS", "STATS_FILE", "AdaptConfig", "AdaptationMethod", "FeatureStats",
+__all__ = ["ADAPTATIONS", "STATS_FILE", "AdaptConfig", "AdaptContext", "Adapted", "AdaptationMethod", "FeatureStats",
            "adaptation_method"]

@@ -13,7 +13,7 @@ may have fewer rows than dimensions, and the inverse square root needs a floor).
 Example::
 
     >>> import torch
-    >>> from training.domain.stats import FeatureStats
+    >>> from training.feature_stats import FeatureStats
     >>> s, t = FeatureStats.of(torch.randn(500, 3)), FeatureStats.of(3 * torch.randn(500, 3) + 1)
     >>> a, c = coral_map(s, t, shrinkage=0.0)
     >>> z = (3 * torch.randn(20000, 3) + 1).double() @ a.T + c
@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from adapters.heads import Head
-from training.domain.stats import FeatureStats
+from training.feature_stats import FeatureStats
 
 
 def _shrunk(cov: torch.Tensor, shrinkage: float) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from training.domain.base import AdaptationMethod
 from training.domain.coral import coral_map, fold_affine
-from training.domain.stats import FeatureStats
+from training.feature_stats import FeatureStats
 
 
 class CoralMethod(AdaptationMethod):

