@@ -121,6 +121,9 @@ class Engine:
                             events=self.metrics)
         t = time.perf_counter()
         started = registry.start()  # rows from the store's index; adapters load on first use
+        if started["shared_sets"]["recovered"]:  # half-switched sets a dead replica left, put back
+            log.warning("start-up: shared adaptation sets put back on their active set: %s",
+                        started["shared_sets"]["recovered"])
         stages["table"] = time.perf_counter() - t
         t = time.perf_counter()
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
