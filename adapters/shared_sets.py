@@ -36,7 +36,7 @@ import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from adapters.errors import Conflict, InvalidInput, NotFound
 from adapters.lifecycle import SHARED_KINDS, Lifecycle
@@ -87,6 +87,47 @@ class SharedSets:
     def document(self, name: str) -> dict | None:
         return self.store.get_document(set_key(name))
 
+    def riders(self, name: str, aliases: dict | None = None) -> dict[str, dict[str, str]]:
+        """``{adaptation version: {task: its newest version riding on it}}`` over every stored
+        version of every task (active or not)."""
+        prefix = f"{name}@"
+        out: dict[str, dict[str, str]] = {}
+        for task, alias in sorted((aliases if aliases is not None else self.store.list_aliases()).items()):
+            for v in alias.versions:  # oldest first: the newest one riding on a version wins
+                if v.shared is not None and v.shared.startswith(prefix):
+                    out.setdefault(v.shared[len(prefix):], {})[task] = v.version
+        return out
+
+    def summaries(self) -> list[dict]:
+        """``[{"name", "active": {"adaptation", "tasks"}}]`` of every shared adaptation (a task
+        whose active version is one), by name, from one listing of the aliases."""
+        aliases = self.store.list_aliases()
+        riding: dict[str, dict[str, str]] = {}
+        for task, a in sorted(aliases.items()):
+            ref = a.find(a.active).shared
+            if ref is not None:
+                riding.setdefault(ref, {})[task] = a.active
+        return [{"name": t, "active": {"adaptation": a.active, "tasks": riding.get(f"{t}@{a.active}", {})}}
+                for t, a in sorted(aliases.items()) if a.find(a.active).kind in SHARED_KINDS]
+
+    def describe(self, name: str) -> dict:
+        """The set's record and every version of the adaptation with the tasks riding on it:
+        ``{"name", "active": {"adaptation", "tasks"}, "previous", "pending", "versions":
+        [{"version", "created_at", "active", "tasks": {task: version}}]}`` (versions oldest first)."""
+        aliases = self.store.list_aliases()
+        alias = aliases.get(check_name(name))
+        if alias is None or alias.find(alias.active).kind not in SHARED_KINDS:
+            raise NotFound(f"shared adaptation {name!r} is not registered"
+                           + ("" if alias is None else f" ({name!r} is a {alias.find(alias.active).kind} task)"))
+        ref = f"{name}@{alias.active}"
+        active = {"adaptation": alias.active,
+                  "tasks": {t: a.active for t, a in sorted(aliases.items()) if a.find(a.active).shared == ref}}
+        riders, doc = self.riders(name, aliases), self.document(name) or {}
+        versions = [{"version": v.version, "created_at": v.created_at, "active": v.version == alias.active,
+                     "tasks": riders.get(v.version, {})} for v in alias.versions if v.kind in SHARED_KINDS]
+        return {"name": name, "active": active, "previous": doc.get("previous"), "pending": doc.get("pending"),
+                "versions": versions}
+
     def names(self, namespaces: Iterable[str] = ()) -> list[str]:
         """Every shared adaptation that has a set document: the bare names and those of
         ``namespaces`` (``team/base``), sorted."""
@@ -96,19 +137,27 @@ class SharedSets:
         return sorted(k.partition("/")[2] for k in keys)
 
     # ---- switching ----------------------------------------------------------------------
-    def register(self, folder: Path, task_folders: dict[str, Path] | None = None) -> dict:
+    def register(self, folder: Path, task_folders: dict[str, Path] | None = None,
+                 authorize: Callable[[str], None] | None = None) -> dict:
         """Register a new version of the shared adaptation in ``folder`` and a new version of
         every task riding on it (``task_folders[task]``: that task's new head folder; other
-        riders carry their head over), then switch them all as one set. Returns the document."""
+        riders carry their head over), then switch them all as one set. Returns the document.
+        ``authorize(name)`` is called on the adaptation's and every rider's name before
+        anything is written (the service's role check)."""
         task_folders = dict(task_folders or {})
         adir = read_adapter_dir(Path(folder))
         if adir.manifest is None:
             raise InvalidInput("a shared adaptation folder needs its adapter.json (kind 'shared_lora')")
+        if adir.manifest.kind not in SHARED_KINDS:
+            raise InvalidInput(f"the adaptation's folder is a {adir.manifest.kind!r} adapter; a set's new "
+                               f"version needs a shared adaptation (kind {sorted(SHARED_KINDS)})")
         name = check_name(adir.manifest.name)
         lc = self.lifecycle
         with lc.writer:
             self.recover(name)
             old = self.current(name)
+            for task in (name, *sorted(old["tasks"])) if authorize is not None else ():
+                authorize(task)
             unknown = sorted(set(task_folders) - set(old["tasks"]))
             if unknown:
                 raise InvalidInput(f"tasks {unknown} do not ride on {name!r} (its tasks: {sorted(old['tasks'])}); "
@@ -123,6 +172,28 @@ class SharedSets:
                     rider = _on_version(Path(src), Path(tmp) / task, task, name, new_version)
                     tasks[task] = lc.register(rider, activate=False).loaded.version
             return self._switch(name, old, {"adaptation": new_version, "tasks": tasks})
+
+    def activate(self, name: str, version: str) -> dict:
+        """Switch to the set of adaptation version ``version`` (an id or unique prefix): the
+        adaptation and every task riding on it now, each to its newest version riding on
+        ``version``; all or none. A ``Conflict`` names the tasks that have no such version."""
+        with self.lifecycle.writer:
+            self.recover(name)
+            old = self.current(name)
+            alias = self.store.get_alias(name)
+            info = alias.find(version)
+            if info.kind not in SHARED_KINDS:
+                raise InvalidInput(f"version {info.version[:12]} of {name!r} is a {info.kind} version, "
+                                   "not a shared adaptation")
+            if info.version == old["adaptation"]:
+                raise Conflict(f"version {info.version[:12]} is already the active version of {name!r}")
+            on_target = self.riders(name).get(info.version, {})
+            missing = sorted(set(old["tasks"]) - set(on_target))
+            if missing:
+                raise Conflict(f"tasks {missing} ride on {name!r} now but have no version on its version "
+                               f"{info.version[:12]}: register their versions on it first (nothing was switched)")
+            return self._switch(name, old, {"adaptation": info.version,
+                                            "tasks": {t: on_target[t] for t in sorted(old["tasks"])}})
 
     def rollback(self, name: str) -> dict:
         """Switch back to the set that was active before the current one."""
