@@ -26,6 +26,7 @@ written after every seed: ``bench/results/multitask-accuracy.{md,json}``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -55,9 +56,9 @@ SHARED = "reviews"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench multitask --accuracy", description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (samples, initialisation, order)")
-    p.add_argument("--train", type=int, default=400, help="training examples per task")
-    p.add_argument("--val", type=int, default=100, help="validation examples per task (picks the kept epoch)")
-    p.add_argument("--test", type=int, default=400, help="test examples per task (the same for every seed)")
+    p.add_argument("--train", type=int, default=150, help="training examples per task")
+    p.add_argument("--val", type=int, default=50, help="validation examples per task (picks the kept epoch)")
+    p.add_argument("--test", type=int, default=300, help="test examples per task (the same for every seed)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4, help="the LoRA factors' learning rate")
@@ -67,9 +68,13 @@ def parse_args(argv=None):
                    help="a cap on each training run (alone: per task; joint: the run); None: no cap")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    p.add_argument("--merge", nargs="+", metavar="JSON", default=None, help=(
+        "no training: one report from the results of runs over different seeds with the same "
+        "settings (e.g. seeds run side by side: --seeds 1 and --seeds 2, each with its own "
+        "TASKSWAP_BENCH_RESULTS folder)"))
     args = p.parse_args(argv)
     if args.smoke:
-        args.seeds, args.train, args.val, args.test, args.epochs = "0", 24, 12, 24, 1
+        args.seeds, args.train, args.val, args.test, args.epochs = args.seeds.split(",")[0], 24, 12, 24, 1
     return args
 
 
@@ -173,9 +178,37 @@ def report(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+SETTINGS = ("sizes", "epochs", "batch_size", "lr", "head_lr", "lora_r", "backbone")
+
+
+def merge(paths: list[str]) -> int:
+    """One report from several runs' JSON (same settings, different seeds)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    for part, path in zip(parts[1:], paths[1:]):
+        differ = [k for k in SETTINGS if part[k] != parts[0][k]]
+        if differ:
+            raise SystemExit(f"{path}: settings {differ} differ from {paths[0]}'s; merge only runs of one setting")
+    rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["seed"])
+    seeds = [r["seed"] for r in rows]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"seeds {seeds} repeat; merge runs of different seeds")
+    loads = [part["load_before"] for part in parts] + [part["load_after"] for part in parts]
+    meta = {**{k: parts[0][k] for k in SETTINGS}, "machine": parts[0]["machine"], "seeds": seeds,
+            "command": " + ".join(f"`{part['command']}`" for part in parts).strip("`"),
+            "load_before": [part["load_before"] for part in parts], "load_after": [part["load_after"] for part in parts],
+            "merged_from": [part["command"] for part in parts]}
+    md = report(rows, meta)
+    save_results("multitask-accuracy", {**meta, "rows": rows, "summary": summary(rows),
+                                        "load_range_1min": [min(x[0] for x in loads), max(x[0] for x in loads)]}, md)
+    print(md)
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     load_before = [round(x, 2) for x in os.getloadavg()]
