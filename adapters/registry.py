@@ -25,7 +25,8 @@ from adapters.backbones.base import Backbone
 from adapters.errors import NotFound
 from adapters.follower import StoreFollower
 from adapters.lifecycle import Change, Lifecycle
-from adapters.shared_sets import SharedSets
+from adapters.namespaces import namespace_of
+from adapters.shared_sets import SWITCH_GRACE_S, SharedSets
 from adapters.loading import LoadedAdapter
 from adapters.residency import Residency
 from adapters.rollout import RolloutPolicy
@@ -222,10 +223,15 @@ class Registry:
         """The candidate becomes active; ``replaced`` is the version active before."""
         return self.lifecycle.promote(task)
 
-    def start(self) -> dict:
+    def start(self, set_grace_s: float = SWITCH_GRACE_S) -> dict:
         """Start-up: every task's row from the store's index, nothing loaded; each task's
-        adapter loads on its first request (see :meth:`StoreFollower.start`)."""
-        return self.lifecycle.start()
+        adapter loads on its first request (see :meth:`StoreFollower.start`). Then a shared
+        adaptation's set that a dead process left half switched is put back on one set
+        (:meth:`SharedSets.recover_at_start`); the answer's ``"shared_sets"`` says which."""
+        started = self.lifecycle.start()
+        with self.table.lock:
+            namespaces = {namespace_of(name) for name in self.table.rows if "/" in name}
+        return {**started, "shared_sets": self.shared_sets.recover_at_start(namespaces, set_grace_s)}
 
     @property
     def last_start(self) -> dict:

@@ -3,6 +3,7 @@ LoRA adaptation vs the same number of separate LoRA tasks, as throughput ratios.
 
     python -m bench multitask --threads 1 --rounds 5
     python -m bench multitask --smoke        # a tiny random backbone, 1 round
+    python -m bench multitask --accuracy     # accuracy joint vs alone (bench/multitask_accuracy.py)
 
 MiniLM-L6 on 64 Rotten Tomatoes snippets (16-64 tokens) per call, one request per call
 asking ``--tasks`` tasks (default 3) about all 64 inputs. Variants, interleaved
@@ -38,6 +39,7 @@ import torch  # noqa: E402
 from adapters.registry import Registry  # noqa: E402
 from adapters.runtime import Runtime  # noqa: E402
 from adapters.store import open_store  # noqa: E402
+from bench import multitask_accuracy  # noqa: E402
 from bench.common import SMOKE_HELP, TEXT_SPEC, inputs_for, interleave, load, machine, save_results, smoke_specs  # noqa: E402
 from support.multitask_factories import lora_task_dir, multitask_task_dir, shared_lora_dir  # noqa: E402
 
@@ -45,6 +47,10 @@ BATCH = 64
 
 
 def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--accuracy" in argv:  # the other half of the report: accuracy joint vs alone
+        multitask_accuracy.main([a for a in argv if a != "--accuracy"])
+        return
     ap = argparse.ArgumentParser(prog="python -m bench multitask", description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)

@@ -25,7 +25,7 @@ from adapters.store.base import AdapterStore
 
 log = logging.getLogger("taskswap.audit")
 ACTIONS = ("register", "activate", "delete", "pin", "rollout_set", "rollout_clear", "promote", "fit",
-           "adapt", "token_create", "token_rotate", "token_revoke")
+           "adapt", "token_create", "token_rotate", "token_revoke", "shared_set_activate", "shared_set_register")
 
 
 def _key_time(t: datetime) -> str:

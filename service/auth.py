@@ -149,6 +149,9 @@ _RULES: list[tuple[str, re.Pattern, str | None]] = [
     ("POST", re.compile(rf"^/adapters/{_N}/(activate|pin|fit|adapt|rollout|promote)/?$"), "register"),
     ("DELETE", re.compile(rf"^/adapters/{_N}/rollout/?$"), "register"),
     ("DELETE", re.compile(rf"^/adapters/{_N}/?$"), "register"),
+    ("POST", re.compile(rf"^/shared-sets/{_N}/activate/?$"), "register"),  # and on its tasks: the engine
+    ("POST", re.compile(r"^/shared-sets/?$"), "register"),  # the names are in the upload
+    ("GET", re.compile(rf"^/shared-sets/{_N}/?$"), "infer"),
     ("GET", re.compile(r"^/jobs(/.*)?$"), "register"),  # job records carry training metrics
     ("GET", re.compile(rf"^/adapters/{_N}/rollout/?$"), "infer"),
     ("GET", re.compile(rf"^/adapters/{_N}/?$"), "infer"),

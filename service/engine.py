@@ -37,6 +37,7 @@ from adapters.cost import Cost, estimate
 from adapters.dryrun import check_embeddings_finite, check_rows_finite
 from adapters.errors import CapacityError, InvalidInput, NotFound
 from adapters.format.archive import extract_archive
+from adapters.plugin_checks import read_adapter_dir
 from adapters.generation.engine import DecodeEngine, EngineLimits
 from adapters.generation.events import GenerationHandle
 from adapters.generation.requests import Overrides, request_for
@@ -128,6 +129,9 @@ class Engine:
                             events=self.metrics)
         t = time.perf_counter()
         started = registry.start()  # rows from the store's index; adapters load on first use
+        if started["shared_sets"]["recovered"]:  # half-switched sets a dead replica left, put back
+            log.warning("start-up: shared adaptation sets put back on their active set: %s",
+                        started["shared_sets"]["recovered"])
         stages["table"] = time.perf_counter() - t
         t = time.perf_counter()
         for bb in self.backbones.values():  # warm-up: one real forward pass per backbone
@@ -539,6 +543,65 @@ class Engine:
         access.check("infer", [name])
         return self.registry.show(name)
 
+    # ---- shared adaptation sets (docs/multitask.md) ----------------------------------------
+    def shared_sets(self) -> list[dict]:
+        """Every shared adaptation the caller can read, with its active set (tasks the
+        caller cannot read left out)."""
+        self.require_ready()
+        principal = access.current()
+        return [_readable_set(s, principal) for s in self.registry.shared_sets.summaries()
+                if principal.reads_name(s["name"])]
+
+    def shared_set(self, name: str) -> dict:
+        self.require_ready()
+        access.check("infer", [name])
+        return _readable_set(self.registry.shared_sets.describe(name), access.current())
+
+    def activate_shared_set(self, name: str, version: str | None) -> tuple[dict, dict]:
+        """Switch ``name``'s set to adaptation ``version``'s (None: the previous set), all or
+        none; the caller needs ``register`` on the adaptation and on every task of the set.
+        Returns ``(the set before, the set document after)``."""
+        self.require_ready()
+        sets = self.registry.shared_sets
+        access.check("register", [name])
+        before = sets.current(name)
+        previous = (sets.document(name) or {}).get("previous") or {"tasks": {}}
+        access.check("register", sorted({*before["tasks"], *(previous["tasks"] if version is None else ())}))
+        doc = sets.activate(name, version) if version is not None else sets.rollback(name)
+        self._publish_state()
+        return before, doc
+
+    def register_shared_set(self, data: bytes, heads: list[bytes], authorize=None) -> tuple[dict, dict]:
+        """A new version of a shared adaptation (archive ``data``) and of every task riding on
+        it (``heads``: archives of task folders with new heads; the other riders carry theirs
+        over), switched as one set (:meth:`SharedSets.register`). Runs on the registration
+        thread. Returns ``(the set before, the set document after)``."""
+        self.require_ready()
+        s = self.settings
+        with tempfile.TemporaryDirectory(prefix="taskswap-upload-") as tmp:
+            folder = extract_archive(data, Path(tmp) / "adaptation", max_bytes=s.max_archive_bytes,
+                                     max_entries=s.max_archive_entries)
+            task_folders: dict[str, Path] = {}
+            for i, head in enumerate(heads):
+                hdir = extract_archive(head, Path(tmp) / f"head-{i}", max_bytes=s.max_archive_bytes,
+                                       max_entries=s.max_archive_entries)
+                task = read_adapter_dir(hdir).manifest
+                if task is None:
+                    raise InvalidInput(f"heads[{i}]: a task's archive needs its adapter.json (kind 'multitask')")
+                if task.name in task_folders:
+                    raise InvalidInput(f"heads[{i}]: task {task.name!r} is given twice")
+                task_folders[task.name] = hdir
+            sets = self.registry.shared_sets
+            manifest = read_adapter_dir(folder).manifest
+            if manifest is None:
+                raise InvalidInput("file: the shared adaptation's archive needs its adapter.json (kind 'shared_lora')")
+            if authorize is not None:
+                authorize(manifest.name)  # before anything says whether it exists
+            before = sets.current(manifest.name)
+            doc = sets.register(folder, task_folders, authorize=authorize)
+        self._publish_state()
+        return before, doc
+
     def describe_backbones(self) -> list[dict]:
         self.require_ready()
         return [{**bb.describe(), "poolings": list(bb.available_poolings),
@@ -552,3 +615,17 @@ def _check_finite(results: Results, backbone: str) -> None:
     for r in results:
         check_rows_finite(r, "this request")
     check_embeddings_finite(results.embeddings, backbone, "this request")
+
+
+def _readable_set(d: dict, principal) -> dict:
+    """A set's description with the tasks of namespaces ``principal`` cannot read left out."""
+    def keep(state):
+        return None if state is None else {**state, "tasks": {t: v for t, v in state["tasks"].items()
+                                                              if principal.reads_name(t)}}
+    out = {**d, "active": keep(d["active"])}
+    for k in ("previous", "pending"):
+        if k in d:
+            out[k] = keep(d[k])
+    if "versions" in d:
+        out["versions"] = [keep(v) for v in d["versions"]]
+    return out

@@ -75,6 +75,7 @@ from service.routes_completions import router as completions_router  # noqa: E40
 from service.routes_embed import router as embed_router  # noqa: E402
 from service.routes_openai import router as openai_router  # noqa: E402
 from service.routes_quota import router as quota_router  # noqa: E402
+from service.routes_shared_sets import router as shared_sets_router  # noqa: E402
 from service.routes_tgi import router as tgi_router  # noqa: E402
 from service.routes_v2 import router as v2_router  # noqa: E402
 from service.v2_binary import V2BinaryBody  # noqa: E402
@@ -135,7 +136,8 @@ app.add_middleware(BodyLimit, limit=lambda: get_settings().max_upload_bytes)
 app.add_middleware(ReadTimeout, timeout=lambda: get_settings().read_timeout_s)
 app.add_middleware(AuthGuard, auth=get_auth)
 app.add_middleware(LastResort)
-for _router in (embed_router, openai_router, completions_router, tgi_router, v2_router, admin_router, quota_router):  # routes that call self.engine too
+for _router in (embed_router, openai_router, completions_router, tgi_router, v2_router, admin_router, quota_router,
+                shared_sets_router):  # routes that call self.engine too
     app.include_router(_router)
 
 _REGISTER_BODY = {"requestBody": {"required": True, "content": {

@@ -116,6 +116,15 @@ def test_multitask(results):
     assert finite(res["shared_over_separate"]) and res["shared_over_separate"] > 0
 
 
+def test_multitask_accuracy(results):
+    bench(["multitask", "--accuracy", "--smoke"])
+    res = written(results, "multitask-accuracy-smoke")
+    assert set(res["summary"]) == {"sentiment", "subjectivity", "person"}
+    for row in res["rows"]:
+        for variant in ("alone", "joint"):
+            assert all(0 <= row[variant][t][m] <= 1 for t in res["summary"] for m in ("accuracy", "macro_f1"))
+
+
 def test_top_layers_compare_every_method(results):
     bench(["top-layers-compare", "--smoke"])
     res = written(results, "top_layers_accuracy-smoke")

@@ -248,3 +248,22 @@ def test_a_crash_in_the_middle_of_a_switch_is_undone_by_the_next_process(shared_
     assert actives(restarted, names) == before
     assert restarted.shared_sets.document("base")["pending"] is None
     assert restarted.resolve("sentiment").manifest.shared.version == before["base"]
+
+
+def test_a_set_version_is_activated_all_or_none(shared_setup, text_backbone, tmp_path):
+    """``activate(name, version)`` switches the adaptation and every task riding on it to their
+    versions on that adaptation version; a task with none is a Conflict naming it, nothing moved."""
+    registry, base = shared_setup
+    sets, names = registry.shared_sets, ["base", *LABELS]
+    before = actives(registry, names)
+    sets.register(new_base(tmp_path, text_backbone, 7))
+    moved = actives(registry, names)
+    doc = sets.activate("base", base.version[:12])  # back by version, as a rollback would
+    assert actives(registry, names) == before and doc["previous"]["adaptation"] == moved["base"]
+    assert sets.describe("base")["versions"][-1]["tasks"] == {t: moved[t] for t in LABELS}
+    bare = registry.lifecycle.register(new_base(tmp_path, text_backbone, 8), activate=False).loaded.version
+    with pytest.raises(Conflict, match="sentiment.*subjective.*topic.*nothing was switched"):
+        sets.activate("base", bare)
+    assert actives(registry, names) == before and sets.document("base")["pending"] is None
+    with pytest.raises(Conflict, match="already the active version"):
+        sets.activate("base", base.version)

