@@ -26,7 +26,7 @@ from adapters.backbones.base import Backbone
 from training.dense.augment import augmented
 from training.dense.data import DenseData
 from training.dense.fit import DenseFit, DenseFitConfig, fit_epochs, new_head
-from training.lora import trainable_copy
+from training.trunk_copy import trainable_copy
 
 
 def _pointwise(m: nn.Module) -> bool:
