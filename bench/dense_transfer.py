@@ -60,6 +60,8 @@ def parse_args(argv=None):
     ap.add_argument("--cap", type=float, default=15.0, help="seconds of training per run, maps included")
     ap.add_argument("--epochs", type=int, default=40, help="epochs when the cap does not stop a run first")
     ap.add_argument("--input-size", type=int, default=96, help="square input size of every run")
+    ap.add_argument("--flip", action="store_true", help="add every training image's mirror image (twice the "
+                    "trunk work per epoch; off by default)")
     ap.add_argument("--types", default="detection,segmentation")
     ap.add_argument("--methods", default=",".join(k for k, m in METHODS.items() if m.fits_dense))
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; 1 seed, sizes 4/8, 1 s cap")
@@ -108,7 +110,7 @@ def run(args, root: Path) -> None:
                 for method in order:
                     cfg = DenseFitConfig(task_type, list(task.default_strides), method=method,
                                          input_size=args.input_size, epochs=args.epochs, seed=seed,
-                                         max_seconds=args.cap, progress=False, width=32)
+                                         max_seconds=args.cap, progress=False, width=32, flip=args.flip)
                     fit = METHODS[method].fit_dense(bb, train, cfg, task)
                     scores = {split: score(fit, d, cfg) for split, d in tests.items()}
                     row = {"task_type": task_type, "size": n, "seed": seed, "method": method,
@@ -133,10 +135,12 @@ def _summary(rows: list[dict], key: str) -> tuple[float, float]:
 def report(args, rows: list[dict], loads: list[float], seconds: float) -> None:
     m = machine()
     cmd = "python -m bench dense-transfer" + (" --smoke" if args.smoke else
-                                             f" --cap {args.cap:g} --input-size {args.input_size} --threads {args.threads}")
+                                             (f" --det-sizes {','.join(map(str, args.det_sizes))} --seg-sizes {','.join(map(str, args.seg_sizes))}"
+                                              f" --det-test {args.det_test} --cap {args.cap:g} --input-size {args.input_size}"
+                                              f" --threads {args.threads}{' --flip' if args.flip else ''}"))
     md = [f"# Dense transfer: frozen-trunk head vs LoRA vs from scratch ({'tiny random backbone' if args.smoke else 'MobileNetV2, ImageNet weights'})",
           "", f"`{cmd}`; {m['cpus']} CPUs, torch {m['torch']}, {args.threads} thread(s), "
-          f"{args.input_size} px, training capped at {args.cap:g} s per run (maps included, at most "
+          f"{args.input_size} px, flips {'on' if args.flip else 'off'}, training capped at {args.cap:g} s per run (maps included, at most "
           f"{args.epochs} epochs), seeds {args.seeds}; load average (1 min) {min(loads):.1f}-{max(loads):.1f} "
           f"over the run ({seconds / 60:.1f} min). Mean ± sd over seeds.", ""]
     goal = {}

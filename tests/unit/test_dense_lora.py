@@ -79,16 +79,19 @@ def test_the_files_are_peft_s_with_a_dense_manifest(trained):
     assert m["training"]["lora_modules"] == len(cfg["target_modules"])
 
 
-def test_targets_are_pointwise_convs_up_to_the_deepest_map(vision_backbone):
+def test_targets_are_pointwise_convs_before_the_deepest_map(vision_backbone):
     model = copy.deepcopy(vision_backbone.model)
     px = torch.zeros(1, 3, 64, 64)
-    up_to_8, up_to_32 = dense_lora_targets(model, px, 8), dense_lora_targets(model, px, 32)
+    maps = vision_backbone.feature_maps
+    up_to_8, up_to_32 = dense_lora_targets(model, px, maps[8]), dense_lora_targets(model, px, maps[32])
     assert set(up_to_8) < set(up_to_32)
     mods = dict(model.named_modules())
     for name in up_to_32:
         conv = mods[name]
         assert conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
     assert not any("conv_3x3" in n or "first_conv" in n for n in up_to_32)
+    # the last 1x1 conv runs after the stride-32 map: no factors there
+    assert "conv_1x1.convolution" in mods and "conv_1x1.convolution" not in up_to_32
 
 
 def test_served_boxes_are_the_peft_model_s(runtime, trained, vision_backbone):

@@ -2,9 +2,8 @@
 jointly with a dense head on the maps the adapted trunk gives.
 
 Targets: every 1x1, stride-1, groups-1 convolution (MobileNetV2's ``expand_1x1`` /
-``reduce_1x1``) whose output lies at or above the deepest map the head reads (a stride-32
-layer cannot change a stride-16 map, so it gets no factors the server would run for
-nothing). Depthwise 3x3 convolutions (groups > 1) and strided ones are left alone: the
+``reduce_1x1``) that runs before the deepest map the head reads is made (a later layer cannot
+change a map read, so it gets no factors the server would run for nothing). Depthwise 3x3 convolutions (groups > 1) and strided ones are left alone: the
 server's per-row LoRA applies groups-1 convolutions only (``adapters/lora/weights.py``).
 
 Images are preprocessed once at the task's input size (with their mirror and jittered copies,
@@ -23,6 +22,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from adapters.backbones.base import Backbone
+from adapters.errors import InvalidInput
 from training.dense.augment import augmented
 from training.dense.data import DenseData
 from training.dense.fit import DenseFit, DenseFitConfig, fit_epochs, new_head
@@ -34,28 +34,30 @@ def _pointwise(m: nn.Module) -> bool:
             and m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str))
 
 
-def dense_lora_targets(model: nn.Module, pixels: torch.Tensor, deepest: int) -> list[str]:
-    """Full names of the pointwise convolutions of ``model`` whose output is at a stride of at
-    most ``deepest``, found by running ``pixels`` (``[1, 3, S, S]``) with forward hooks.
+def dense_lora_targets(model: nn.Module, pixels: torch.Tensor, map_index: int) -> list[str]:
+    """Full names of the pointwise convolutions of ``model`` that run before its hidden state
+    ``map_index`` (the deepest map the head reads) is made: a layer after it cannot change any
+    map read. Found by running ``pixels`` (``[1, 3, S, S]``) with forward hooks.
 
     >>> from adapters.backbones.tiny import tiny_vision_model
-    >>> names = dense_lora_targets(tiny_vision_model(), torch.zeros(1, 3, 32, 32), 8)
+    >>> names = dense_lora_targets(tiny_vision_model(), torch.zeros(1, 3, 32, 32), 3)
     >>> names[0], all("1x1" in n for n in names)
     ('conv_stem.reduce_1x1.convolution', True)
     """
-    strides: dict[str, int] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if _pointwise(m):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: strides.__setitem__(name, pixels.shape[-1] // out.shape[-1])))
+    ran: list[tuple[str, nn.Module, object]] = []  # every module, in the order it finished
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: ran.append((name, mod, out)))
+             for name, m in model.named_modules() if name]
     try:
         with torch.no_grad():
-            model(pixel_values=pixels)
+            last = model(pixel_values=pixels, output_hidden_states=True).hidden_states[map_index]
     finally:  # the hooks never outlive the probe
         for h in hooks:
             h.remove()
-    return [n for n, s in strides.items() if s <= deepest]
+    made = [i for i, (_, _, out) in enumerate(ran) if out is last]
+    if not made:
+        raise InvalidInput("no layer of this backbone gives its map as a module output; name the "
+                           "LoRA targets by hand")
+    return [name for name, mod, _ in ran[:made[0]] if _pointwise(mod)]
 
 
 def fit_dense_lora(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) -> DenseFit:
@@ -65,7 +67,7 @@ def fit_dense_lora(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, tas
     train = augmented(data, cfg.flip, cfg.scale_jitter, cfg.seed)
     pixels = backbone.preprocess(train.images, cfg.input_size)["pixel_values"].to(backbone.device)
     model = trainable_copy(backbone)
-    targets = dense_lora_targets(model, pixels[:1], max(cfg.strides))
+    targets = dense_lora_targets(model, pixels[:1], backbone.feature_maps[max(cfg.strides)])
     peft_model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                   target_modules=targets, bias="none"))
     peft_model.eval()  # BatchNorm statistics stay the pretrained ones (the server's)
