@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an adapter (head, lora, top_layers) or a from-scratch baseline")
     t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
     t.add_argument("--method", default="head",
-                   help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS")
+                   help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS "
+                        "(detection and segmentation: head, lora or scratch)")
     t.add_argument("--task-type", default=None,
                    choices=["single_label", "regression", "token_classification", "detection",
                             "segmentation", "generation"],
