@@ -24,6 +24,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "scale-populate": ("scale_populate", "fill a store with many head tasks quickly (for scale)"),
     "rollout": ("rollout_bench", "what rollouts cost: shadow throughput, p99 while fitting, fit time"),
     "dense": ("dense_bench", "a detector alone, a classifier alone and both in one request at 224 px: images/s, ratios"),
+    "dense-transfer": ("dense_transfer", "detection/segmentation: frozen head vs LoRA vs scratch at 3 data sizes, 3 seeds, one time cap"),
     "top-layers": ("top_layers_bench", "serving cost of top_layers (and LoRA) adapters in mixed traffic"),
     "multitask": ("multitask_bench", "N tasks asked about the same inputs: one shared LoRA vs N separate LoRAs"),
     "top-layers-compare": ("top_layers_compare", "head vs LoRA vs top_layers vs scratch vs plain PEFT: accuracy and time"),

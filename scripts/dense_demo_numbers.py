@@ -21,11 +21,11 @@ if which == "det":
     cfg = DenseFitConfig("detection", [8, 16], input_size=160, epochs=40)
     fit = fit_dense(bb, tr, cfg, training_task(cfg.task_type))
     print("fit", fit.seconds, fit.history[::8], flush=True)
-    print(score(fit, bb, te, cfg), time.perf_counter() - t)
+    print(score(fit, te, cfg), time.perf_counter() - t)
 else:
     tr, te = brain_regions("train"), brain_regions("test")
     cfg = DenseFitConfig("segmentation", [8, 16, 32], input_size=224, epochs=40)
     fit = fit_dense(bb, tr, cfg, training_task(cfg.task_type))
     print("fit", fit.seconds, fit.history[::8], flush=True)
     for vol in ("ch2", "ch2bet"):
-        print(vol, score(fit, bb, brain_regions("test", vol), cfg), time.perf_counter() - t)
+        print(vol, score(fit, brain_regions("test", vol), cfg), time.perf_counter() - t)

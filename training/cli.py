@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an adapter (head, lora, top_layers) or a from-scratch baseline")
     t.add_argument("--name", required=True, help="task name (lowercase, digits, _ - .)")
     t.add_argument("--method", default="head",
-                   help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS")
+                   help="head (default), lora, top_layers, or scratch (a baseline): a key of training.methods.METHODS "
+                        "(detection and segmentation: head, lora or scratch)")
     t.add_argument("--task-type", default=None,
                    choices=["single_label", "regression", "token_classification", "detection",
                             "segmentation", "generation"],
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scale-jitter", type=_float_pair, metavar="LOW,HIGH",
                    help="add one copy of every training image (and flip) zoomed by a factor drawn from "
                         "LOW..HIGH, e.g. 0.75,1.33, boxes and masks moved with it (default: none)")
+    d.add_argument("--max-seconds", type=float, help="a cap on the training time in seconds (maps "
+                   "included): the epochs stop at the first step past it (default: none)")
     t.add_argument("--test-limit", type=int, default=1000,
                    help="with --demo: examples of the demo's test split to score (default 1000)")
     _add_backbone_args(t, required=False)
@@ -378,10 +381,13 @@ def _train_dense(args, spec) -> int:
     from training.dense import demos
     from training.dense.data import load_coco, load_mask_folders
     from training.dense.fit import DenseFitConfig
-    from training.dense_run import train_dense
+    from training.dense_run import dense_method, train_dense
     from training.tasks import training_task
 
     task = training_task(args.task_type)
+    method = dense_method(args.method)  # before any data is read
+    if args.register and not method.servable:
+        raise InvalidInput(f"--method {args.method} is a baseline report, not an adapter; drop --register")
     if args.demo and DENSE_DEMOS.get(args.demo) != args.task_type:
         raise InvalidInput(f"--demo {args.demo!r} is not a {args.task_type} data set; use one of "
                            f"{[d for d, t in DENSE_DEMOS.items() if t == args.task_type]}")
@@ -406,7 +412,8 @@ def _train_dense(args, spec) -> int:
     cfg = DenseFitConfig(args.task_type, args.strides or list(task.default_strides),
                          input_size=args.input_size or task.default_input_size,
                          epochs=args.epochs or 40, lr=args.lr or 3e-3, batch_size=args.batch_size or 16,
-                         scale_jitter=args.scale_jitter, seed=args.seed, progress=not args.quiet)
+                         scale_jitter=args.scale_jitter, seed=args.seed, progress=not args.quiet,
+                         method=args.method, **_dense_method_options(args))
     result = train_dense(args.name, load_backbone(spec), train, tests, cfg, args.out or Path("out") / args.name)
     print(f"wrote adapter {result.path} in {result.seconds:.1f} s")
     for split, m in result.metrics.items():
@@ -415,6 +422,12 @@ def _train_dense(args, spec) -> int:
     if args.register:
         return _register(result.path, args.register, args.token)
     return 0
+
+
+def _dense_method_options(args) -> dict:
+    """The LoRA flags a dense run takes (``--lora-r``, ``--lora-alpha``; ``--trunk-lr``... unset: defaults)."""
+    names = {"lora_r": "lora_r", "lora_alpha": "lora_alpha", "max_seconds": "max_seconds"}
+    return {k: getattr(args, a) for k, a in names.items() if getattr(args, a, None) is not None}
 
 
 def _train_tokens(args, config, spec) -> int:

@@ -1,6 +1,8 @@
-"""``taskswap train`` for dense task types: fit a head on the frozen maps, score it on the
-held-out sets with the served decoding, write a head adapter directory (manifest with the
-``dense`` spec and metrics, ``head.safetensors``, model card).
+"""``taskswap train`` for dense task types: fit by the run's method (``cfg.method``: a head
+on the frozen maps, LoRA on the trunk plus a head, or a from-scratch baseline; each method's
+``fit_dense``), score on the held-out sets with the served decoding, write the method's
+folder (a head or LoRA adapter directory with the ``dense`` spec and metrics, or a baseline's
+report) with a model card.
 
 >>> # see tests/training/test_dense_training.py for a run on a tiny backbone
 """
@@ -13,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.backbones.base import Backbone
-from adapters.format import BackboneRef, Manifest, write_head_adapter
+from adapters.errors import InvalidInput
+from adapters.format import BackboneRef, Manifest
 from adapters.plugin_checks import validate_manifest
 from training.dense.data import DenseData
-from training.dense.fit import DenseFitConfig, fit_dense, trunk_maps
+from training.dense.fit import DenseFit, DenseFitConfig
+from training.methods import METHODS, training_method
 from training.tasks import training_task
 
 
@@ -27,51 +31,67 @@ class DenseResult:
     seconds: float
 
 
-def score(fit, backbone: Backbone, data: DenseData, cfg: DenseFitConfig) -> dict:
+def score(fit: DenseFit, data: DenseData, cfg: DenseFitConfig) -> dict:
     """The served answers' scores of ``fit`` on ``data``: COCO mAP or IoU."""
-    maps = trunk_maps(backbone, data.images, cfg.strides, cfg.input_size, cfg.trunk_batch)
-    return training_task(cfg.task_type).dense_scores(fit.head, maps, data, cfg, fit.spec)
+    return training_task(cfg.task_type).dense_scores(fit.head, fit.maps_of(data.images), data, cfg, fit.spec)
+
+
+def dense_method(name: str):
+    """The training method ``name`` if it fits dense tasks; an ``InvalidInput`` naming those that do."""
+    method = training_method(name) if name in METHODS else None
+    if method is None or not method.fits_dense:
+        raise InvalidInput(f"--method {name!r} does not train detection or segmentation tasks; use one of "
+                           f"{[k for k, m in METHODS.items() if m.fits_dense]}")
+    return method
 
 
 def train_dense(name: str, backbone: Backbone, train: DenseData, tests: dict[str, DenseData],
                 cfg: DenseFitConfig, out: Path) -> DenseResult:
-    """Fit, score on each of ``tests`` (split name -> data), write the adapter to ``out``."""
+    """Fit by ``cfg.method``, score on each of ``tests`` (split name -> data), write to ``out``."""
     start = time.perf_counter()
     task = training_task(cfg.task_type)
-    fit = fit_dense(backbone, train, cfg, task)
-    metrics = {split: score(fit, backbone, d, cfg) for split, d in tests.items()}
+    method = dense_method(cfg.method)
+    fit = method.fit_dense(backbone, train, cfg, task)
+    metrics = {split: score(fit, d, cfg) for split, d in tests.items()}
     key, words = task.headline_metric, task.headline_name
     flat = {f"{split}_{k}": v for split, m in metrics.items() for k, v in m.items()
             if isinstance(v, (int, float))}
     first = next(iter(tests), None)
     if first is not None:
         flat.update(task.headline_record(first))
-    m = validate_manifest(Manifest(
-        name=name, kind="head", task_type=cfg.task_type, labels=list(train.label_names),
-        backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint, source=backbone.spec.source),
-        dense=fit.spec, metrics=flat,
-        training={"method": "head", "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
-                  "flip": cfg.flip, "scale_jitter": list(cfg.scale_jitter) if cfg.scale_jitter else None,
-                  "seed": cfg.seed, "train_images": len(train),
-                  "trunk_seconds": round(fit.seconds["trunk"], 1), "fit_seconds": round(fit.seconds["fit"], 1),
-                  "final_loss": fit.history[-1] if fit.history else None}))
-    path = write_head_adapter(out, m, fit.head.state_for_file(),
-                              card=_card(name, cfg, train, tests, metrics, fit, words, key))
-    return DenseResult(path, metrics, time.perf_counter() - start)
+    m = None
+    if method.servable:
+        m = validate_manifest(Manifest(
+            name=name, kind=method.kind, task_type=cfg.task_type, labels=list(train.label_names),
+            backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint, source=backbone.spec.source),
+            dense=fit.spec, metrics=flat, training=_record(cfg, train, fit)))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    method.write_dense(out, m, _card(name, cfg, train, tests, metrics, fit, words, key, method), fit)
+    return DenseResult(out, metrics, time.perf_counter() - start)
 
 
-def _card(name, cfg, train, tests, metrics, fit, words, key) -> str:
-    lines = [f"# {name}", "",
-             f"A {cfg.task_type} head (a one-level FPN over strides {cfg.strides}, width {cfg.width}) "
-             f"on the frozen trunk's spatial maps at {cfg.input_size} px; labels: {', '.join(train.label_names)}.",
-             "", "## Data", "", f"- train: {train.source}"]
+def _record(cfg: DenseFitConfig, train: DenseData, fit: DenseFit) -> dict:
+    return {"method": cfg.method, "epochs": cfg.epochs, "epochs_run": len(fit.history), "lr": cfg.lr,
+            "batch_size": cfg.batch_size, "flip": cfg.flip,
+            "scale_jitter": list(cfg.scale_jitter) if cfg.scale_jitter else None,
+            "seed": cfg.seed, "train_images": len(train), "max_seconds": cfg.max_seconds,
+            "trunk_seconds": round(fit.seconds["trunk"], 1), "fit_seconds": round(fit.seconds["fit"], 1),
+            "final_loss": fit.history[-1] if fit.history else None, **fit.notes}
+
+
+def _card(name, cfg, train, tests, metrics, fit, words, key, method) -> str:
+    recipe = method.dense_recipe.format(strides=cfg.strides, width=cfg.width, input_size=cfg.input_size)
+    lines = [f"# {name}", "", f"A {cfg.task_type} task ({cfg.method}). {recipe}",
+             f"Labels: {', '.join(train.label_names)}.", "", "## Data", "", f"- train: {train.source}"]
     lines += [f"- {split}: {d.source}" for split, d in tests.items()]
     lines += ["", "## Metrics", "", f"| split | {words} | all |", "|---|---|---|"]
     for split, m in metrics.items():
         lines.append(f"| {split} | {m[key]:.3f} | {json.dumps(m)} |")
+    stopped = (f" (stopped by the {cfg.max_seconds:g} s cap)" if len(fit.history) < cfg.epochs else "")
     lines += ["", "## Training", "",
-              f"{cfg.epochs} epochs, AdamW lr {cfg.lr} (cosine), batch {cfg.batch_size}, "
-              f"horizontal flips {'on' if cfg.flip else 'off'}, scale jitter "
-              f"{'{}-{}'.format(*cfg.scale_jitter) if cfg.scale_jitter else 'off'}, seed {cfg.seed}; maps computed once "
-              f"({fit.seconds['trunk']:.1f} s), head fitted in {fit.seconds['fit']:.1f} s.", ""]
+              f"{len(fit.history)} of {cfg.epochs} epochs{stopped}, AdamW lr {cfg.lr} (cosine), batch "
+              f"{cfg.batch_size}, horizontal flips {'on' if cfg.flip else 'off'}, scale jitter "
+              f"{'{}-{}'.format(*cfg.scale_jitter) if cfg.scale_jitter else 'off'}, seed {cfg.seed}; "
+              f"trunk maps {fit.seconds['trunk']:.1f} s, fit {fit.seconds['fit']:.1f} s.", ""]
     return "\n".join(lines)

@@ -31,17 +31,16 @@ import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
-from transformers import AutoModel
 
 from adapters.backbones.base import Backbone
-from adapters.backbones.fingerprint import model_fingerprint
-from adapters.errors import IncompatibleAdapter, InvalidInput
+from adapters.errors import InvalidInput
 from training.config import TrainConfig
 from training.data import LabelledData
 from training.finetune import Loop, StandardisedHead, fresh_head, predict_probs, run_loop
 from training.fitted import FitOutput
 from training.probe import fit_probe, head_spec
 from training.tasks import training_task
+from training.trunk_copy import trainable_copy  # noqa: F401  (re-exported: token_fit, top_layers, multitask)
 
 # Attention projections to adapt, per naming convention (BERT/ViT/DeiT, LLaMA/CLIP, DistilBERT).
 _ATTENTION_PAIRS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"))
@@ -131,15 +130,6 @@ def _check_servable(peft_model) -> list[str]:
         raise InvalidInput(f"LoRA targets the server cannot apply per row: {bad[:8]}; target Linear "
                            "layers or groups-1 convolutions only")
     return adapted
-
-
-def trainable_copy(backbone: Backbone) -> nn.Module:
-    """A fresh float32 copy of the backbone's weights, checked to be the same weights."""
-    model = AutoModel.from_pretrained(backbone.source_path)
-    if model_fingerprint(model) != backbone.fingerprint:
-        raise IncompatibleAdapter(f"the weights at {backbone.source_path} changed since backbone "
-                                  f"{backbone.name!r} was loaded; reload it and train again")
-    return model.to(backbone.device).eval()
 
 
 def starting_head(cfg: TrainConfig, backbone: Backbone, train: LabelledData, val: LabelledData,

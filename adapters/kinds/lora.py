@@ -14,7 +14,6 @@ import torch
 from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.format.manifest import BackboneRef, HeadSpec, Manifest
 from adapters.format.safetensors_io import load_tensors
-from adapters.heads import check_head_header
 from adapters.kinds.base import AdapterKind, RowState
 from adapters.kinds.lora_rows import LoraRows
 from adapters.kinds.trunk import COMPOSED_TRUNK
@@ -97,9 +96,8 @@ class LoraKind(AdapterKind):
             InvalidAdapter.collect(problems, "generation LoRA")
             return
         n_out = len(output_names(m))
-        if "head.safetensors" in adir.headers:
-            check_head_header(m.head, n_out, adir.headers["head.safetensors"], backbone.hidden_size,
-                              backbone.head_inputs)
+        if "head.safetensors" in adir.headers:  # the task type's head: pooled, per-token or dense
+            task_type(m.task_type).check_head(m, adir.headers["head.safetensors"], backbone)
             return
         prefix = peft_head_prefix(plan.extras)
         if prefix is None or m.head is None or m.head.hidden:

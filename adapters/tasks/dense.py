@@ -36,6 +36,9 @@ class DenseTaskType(TaskType):
     """A task whose head reads spatial maps; subclasses set :meth:`n_out` and :meth:`rows`."""
 
     features = "maps"
+    kinds: tuple[str, ...] = ("head", "lora")
+    """Adapter kinds a dense task may be: its dense head on the frozen maps (``head``) or on
+    maps through its own LoRA deltas on the trunk's convolutions (``lora``)."""
 
     def n_out(self, m) -> int:
         """Output channels of the head for ``m``."""
@@ -54,8 +57,9 @@ class DenseTaskType(TaskType):
             problems.append(f"a {self.name} task needs 'dense' (strides, in_channels, width)")
         if m.head is not None:
             problems.append(f"a {self.name} task has no pooled 'head'; its head is 'dense'")
-        if m.kind != "head":
-            problems.append(f"kind {m.kind!r} is not supported for {self.name} tasks yet; use 'head'")
+        if m.kind not in self.kinds:
+            problems.append(f"kind {m.kind!r} is not supported for {self.name} tasks yet; use one of "
+                            f"{list(self.kinds)}")
         return problems
 
     def from_peft(self, n_outputs: int, names: list[str] | None) -> dict:

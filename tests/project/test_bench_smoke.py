@@ -102,6 +102,16 @@ def test_dense(results):
     assert finite(res["mixed_vs_slower"]) and res["slower"] in ("classifier", "detector")
 
 
+def test_dense_transfer(results):
+    bench(["dense-transfer", "--smoke"])
+    res = written(results, "dense_transfer-smoke")
+    runs = {(r["task_type"], r["size"], r["method"]) for r in res["rows"]}
+    assert runs == {(t, n, m) for t in ("detection", "segmentation") for n in (4, 8)
+                    for m in ("head", "lora", "scratch")}
+    assert all(r["epochs_run"] >= 1 and 0 <= r[k] <= 1 for r in res["rows"]
+               for k in (("map50", "map") if r["task_type"] == "detection" else ("miou", "miou_ch2bet")))
+
+
 def test_top_layers_with_lora(results):
     bench(["top-layers", "--smoke", "--lora"])
     rows = written(results, "top_layers_bench_lora-smoke")["results"]

@@ -126,3 +126,25 @@ def test_cli_trains_a_detector_from_coco_files(tmp_path, vision_backbone, capsys
     code = cli.main(["train", "--name", "x", "--demo", "brain-regions", "--task-type", "detection",
                      "--backbone", vision_backbone.spec.source, "--out", str(tmp_path / "x")])
     assert code != 0 and "not a detection data set" in capsys.readouterr().err
+
+
+def test_cli_dense_methods_come_from_the_method_table(tmp_path, vision_backbone, capsys):
+    """--method picks the dense fitting from the table: a scratch baseline writes a report (and
+    refuses --register); a method that fits no dense task is named with the ones that do."""
+    from training import cli
+    train_file = write_coco(squares(8, 5), tmp_path / "train")
+    test_file = write_coco(squares(3, 6), tmp_path / "test")
+    common = ["--task-type", "detection", "--data", str(train_file), "--backbone", vision_backbone.spec.source,
+              "--backbone-name", "vision", "--image-size", "32", "--input-size", "64", "--epochs", "1", "--quiet"]
+    out = tmp_path / "scratch"
+    code = cli.main(["train", "--name", "s", "--method", "scratch", "--test-data", str(test_file),
+                     "--out", str(out), "--max-seconds", "30", *common])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md"] and "from random weights" in (out / "README.md").read_text()
+    code = cli.main(["train", "--name", "t", "--method", "top_layers", "--out", str(tmp_path / "t"), *common])
+    err = capsys.readouterr().err
+    assert code != 0 and "'top_layers' does not train detection" in err and "lora" in err
+    code = cli.main(["train", "--name", "s", "--method", "scratch", "--register", "http://127.0.0.1:9",
+                     "--out", str(tmp_path / "s2"), *common])
+    assert code != 0 and "baseline report" in capsys.readouterr().err

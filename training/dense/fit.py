@@ -1,6 +1,7 @@
 """Fit a dense head on the frozen trunk's spatial maps, computed once per image (and once
 per flipped or scale-jittered copy, :mod:`training.dense.augment`) and cached in memory; then
-score it with the served decoding.
+score it with the served decoding. The epoch loop (:func:`fit_epochs`) is shared with the
+methods that train maps too (:mod:`training.dense.lora_fit`, :mod:`training.dense.scratch_fit`).
 
 Detection: CenterNet's penalty-reduced focal loss on the heat maps plus L1 on the centre
 cells' offsets and log sizes. Segmentation: pixel cross-entropy at the input size.
@@ -9,6 +10,7 @@ cells' offsets and log sizes. Segmentation: pixel cross-entropy at the input siz
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +35,7 @@ class DenseFitConfig:
 
     task_type: str
     strides: list[int]
+    method: str = "head"  # a key of training.methods.METHODS that fits dense tasks (fits_dense)
     input_size: int = 224
     width: int = 64
     epochs: int = 30
@@ -45,6 +48,13 @@ class DenseFitConfig:
     limits: dict = field(default_factory=lambda: {"min_score_threshold": LOWEST_THRESHOLD})
     """score_threshold, min_score_threshold, max_detections... for the manifest's ``dense``."""
     progress: bool = True  # a step bar per epoch on a TTY, one line per epoch elsewhere (training.progress)
+    max_seconds: float | None = None
+    """A cap on the whole run's training time (maps included): the loop stops at the first step
+    past it (the cosine schedule then ends early). None: every epoch runs."""
+    lora_r: int = 8
+    lora_alpha: int = 16
+    trunk_lr: float = 1e-3
+    """The learning rate of trained trunk weights (LoRA factors, a from-scratch trunk)."""
 
 
 @dataclass
@@ -53,6 +63,11 @@ class DenseFit:
     spec: DenseSpec
     history: list[float]
     seconds: dict
+    maps_of: Callable[[list], list[torch.Tensor]]
+    """The fitted trunk's maps of images (one ``[n, c, h, w]`` CPU tensor per stride): the frozen
+    trunk's for a head, through the LoRA deltas for LoRA, the own trunk's for a from-scratch model."""
+    peft_model: object | None = None  # lora: the PEFT model whose save_pretrained writes the files
+    notes: dict = field(default_factory=dict)  # what the manifest's training record adds (targets...)
 
 
 def trunk_maps(backbone: Backbone, images: list, strides: list[int], size: int,
@@ -72,40 +87,62 @@ def fit_dense(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, task) ->
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     train = augmented(data, cfg.flip, cfg.scale_jitter, cfg.seed)
-    images = train.images
-    maps = trunk_maps(backbone, images, cfg.strides, cfg.input_size, cfg.trunk_batch)
+    maps = trunk_maps(backbone, train.images, cfg.strides, cfg.input_size, cfg.trunk_batch)
     t_trunk = time.perf_counter() - t0
-    spec = DenseSpec(strides=list(cfg.strides), in_channels=[int(m.shape[1]) for m in maps],
-                     width=cfg.width, input_size=cfg.input_size, **cfg.limits)
-    n_cls = len(data.label_names)
+    head, spec = new_head(cfg, [int(m.shape[1]) for m in maps], len(data.label_names), task)
+    history = fit_epochs(head, train, cfg, task, lambda idx: head([m[idx] for m in maps]),
+                         [{"params": list(head.parameters()), "lr": cfg.lr}], t0)
+    head.eval().requires_grad_(False)
+    return DenseFit(head, spec, history, {"trunk": t_trunk, "fit": time.perf_counter() - t0 - t_trunk},
+                    lambda images: trunk_maps(backbone, images, cfg.strides, cfg.input_size, cfg.trunk_batch))
+
+
+def new_head(cfg: DenseFitConfig, channels: list[int], n_cls: int, task) -> tuple[DenseHead, DenseSpec]:
+    """A fresh dense head (seeded by the caller) reading maps of ``channels`` at ``cfg.strides``."""
+    spec = DenseSpec(strides=list(cfg.strides), in_channels=channels, width=cfg.width,
+                     input_size=cfg.input_size, **cfg.limits)
     head = DenseHead(spec, task.n_out(n_cls))
     task.init_head(head, n_cls)
+    return head, spec
+
+
+def fit_epochs(head: DenseHead, train: DenseData, cfg: DenseFitConfig, task,
+               outputs: Callable[[torch.Tensor], torch.Tensor], groups: list[dict],
+               started: float) -> list[float]:
+    """AdamW over ``groups`` (cosine schedule) on ``task``'s loss of ``outputs(idx)`` (the head's
+    ``[b, n_out, g, g]`` on the training rows ``idx``); mean loss per epoch. Stops at the first
+    step past ``cfg.max_seconds`` after ``started`` (the epoch it cut counts with its steps run)."""
+    n_cls = len(train.label_names)
     targets = task.dense_targets(train, cfg, head.stride)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
-    n, history = len(images), []
+    n, history = len(train), []
     gen = torch.Generator().manual_seed(cfg.seed)
     # no validation split: the cosine schedule's end (the last epoch) is what is kept
-    progress = Progress(f"{cfg.task_type} head", cfg.epochs, None, cfg.progress, epoch_lines=False)
+    progress = Progress(f"{cfg.task_type} {cfg.method}", cfg.epochs, None, cfg.progress, epoch_lines=False)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     head.train()
+    out_of_time = False
     for epoch in range(1, cfg.epochs + 1):
-        total = 0.0
+        total, seen = 0.0, 0
         with progress.epoch(epoch, steps) as bar:
             for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
-                out = head([m[idx] for m in maps])  # [b, n_out, g, g]
-                loss = task.dense_loss(out, targets, idx, n_cls)
+                loss = task.dense_loss(outputs(idx), targets, idx, n_cls)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += loss.item() * len(idx)
+                total, seen = total + loss.item() * len(idx), seen + len(idx)
                 bar.step(loss.item())
+                if cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds:
+                    out_of_time = True
+                    break
         sched.step()
-        history.append(total / n)
+        history.append(total / max(seen, 1))
         progress.epoch_done(epoch, history[-1])
+        if out_of_time:
+            break
     progress.kept(len(history), len(history), LAST_EPOCH)
-    head.eval().requires_grad_(False)
-    return DenseFit(head, spec, history, {"trunk": t_trunk, "fit": time.perf_counter() - t0 - t_trunk})
+    return history
 
 
 def detection_target_set(data: DenseData, cfg: DenseFitConfig, stride: int):

@@ -49,6 +49,11 @@ class TrainingMethod:
     """Trains per-token task types (:meth:`fit_tokens`)."""
     fits_generation: ClassVar[bool] = False
     """Trains generation tasks on a language model (:meth:`fit_generation`)."""
+    fits_dense: ClassVar[bool] = False
+    """Trains dense task types (detection, segmentation: :meth:`fit_dense`)."""
+    dense_recipe: ClassVar[str] = ""
+    """The dense card's words for how the run trained (``str.format`` fields: ``strides``,
+    ``width``, ``input_size``)."""
     needs_data: ClassVar[bool] = True
     """A run needs examples (``prompt`` does not: a generation task from its template alone)."""
     generation_recipe: ClassVar[str] = ""
@@ -104,6 +109,16 @@ class TrainingMethod:
 
     def fit_tokens(self, backbone: Backbone, train: TokenData, val: TokenData, cfg: TrainConfig) -> TokenFit:
         """Fit on tagged sentences (per-token task types; only where :attr:`fits_tokens`)."""
+        raise NotImplementedError
+
+    def fit_dense(self, backbone: Backbone, train, cfg, task):
+        """Fit a dense task (``train``: a ``DenseData``, ``cfg``: a ``DenseFitConfig``, ``task``: the
+        type's training half) and return a :class:`training.dense.fit.DenseFit` (only where
+        :attr:`fits_dense`)."""
+        raise NotImplementedError
+
+    def write_dense(self, out: Path, manifest: Manifest | None, card: str, fit) -> None:
+        """Write a dense run's folder (the adapter of :attr:`kind`, or a baseline's report)."""
         raise NotImplementedError
 
     def fit_generation(self, backbone, train: GenerationData, val: GenerationData, spec: GenerationSpec,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from adapters.format import write_head_adapter
+from training.dense.fit import fit_dense
 from training.export import write_head_dir
 from training.method_settings import HEAD
 from training.methods.base import TrainingMethod
@@ -14,6 +16,9 @@ class HeadMethod(TrainingMethod):
     kind = "head"
     scores_train_split = True
     fits_tokens = True
+    fits_dense = True
+    dense_recipe = ("A head (a one-level FPN over strides {strides}, width {width}) on the frozen trunk's "
+                    "spatial maps at {input_size} px, computed once per image and cached.")
     kind_words = "head adapter"
     recipe = ("The backbone stays frozen. Its pooled features (`{pooling}` pooling) were computed "
               "once for every example and cached; a {head} was fitted on them with AdamW and "
@@ -35,3 +40,9 @@ class HeadMethod(TrainingMethod):
         stats = getattr(fit, "feature_stats", None)  # pooled heads (a TokenFit has none)
         if stats is not None:
             stats.save(out)  # source statistics for a later `taskswap adapt` (training.domain)
+
+    def fit_dense(self, backbone, train, cfg, task):
+        return fit_dense(backbone, train, cfg, task)
+
+    def write_dense(self, out, manifest, card, fit):
+        write_head_adapter(out, manifest, fit.head.state_for_file(), card=card)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from training.dense.lora_fit import fit_dense_lora
 from training.export import write_lora_dir
 from training.generation.fit import fit_generation_lora
 from training.lora import fit_lora
@@ -15,6 +16,11 @@ class LoraMethod(TrainingMethod):
     kind = "lora"
     fits_tokens = True
     fits_generation = True
+    fits_dense = True
+    dense_recipe = ("LoRA on the trunk's pointwise (1x1, stride-1) convolutions up to the deepest map read, "
+                    "trained jointly with a head (a one-level FPN over strides {strides}, width {width}) on "
+                    "the adapted trunk's maps at {input_size} px; BatchNorm statistics frozen. The server "
+                    "runs this task's rows through its own LoRA deltas.")
     generation_recipe = ("PEFT LoRA (rank {lora_r}, alpha {lora_alpha}) on `{targets}` of the frozen language "
                          "model, trained with AdamW (warm-up then linear decay, clipped gradients) on the "
                          "completion's tokens only, in length-bucketed batches; the prompt is rendered as the "
@@ -39,4 +45,10 @@ class LoraMethod(TrainingMethod):
         return fit_generation_lora(backbone, train, val, spec, cfg, eval_limit=eval_limit)
 
     def write(self, out, manifest, card, fit):
+        write_lora_dir(out, manifest, fit.head, fit.peft_model, card)
+
+    def fit_dense(self, backbone, train, cfg, task):
+        return fit_dense_lora(backbone, train, cfg, task)
+
+    def write_dense(self, out, manifest, card, fit):
         write_lora_dir(out, manifest, fit.head, fit.peft_model, card)

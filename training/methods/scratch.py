@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from training.dense.scratch_fit import fit_dense_scratch
 from training.export import write_report_dir
 from training.fitted import TokenFit
 from training.method_settings import SCRATCH
@@ -14,6 +15,10 @@ class ScratchMethod(TrainingMethod):
     settings = SCRATCH
     kind = None
     fits_tokens = True
+    fits_dense = True
+    dense_recipe = ("Baseline: a small conv net from random weights (training/dense/scratch_fit.py) giving maps "
+                    "at strides {strides}, with the same head (width {width}), trained end to end at "
+                    "{input_size} px. Not an adapter of the frozen backbone.")
     recipe = ("Baseline: the backbone's architecture (same config) initialised at random and trained "
               "end to end with a {head} on `{pooling}`-pooled features. It shows what the "
               "pretrained weights buy; it is not an adapter of the frozen backbone.")
@@ -36,3 +41,9 @@ class ScratchMethod(TrainingMethod):
 
     def write(self, out, manifest, card, fit):
         write_report_dir(out, card)  # metrics and plots are written beside it
+
+    def fit_dense(self, backbone, train, cfg, task):
+        return fit_dense_scratch(backbone, train, cfg, task)
+
+    def write_dense(self, out, manifest, card, fit):
+        write_report_dir(out, card)
