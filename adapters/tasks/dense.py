@@ -36,6 +36,8 @@ class DenseTaskType(TaskType):
     """A task whose head reads spatial maps; subclasses set :meth:`n_out` and :meth:`rows`."""
 
     features = "maps"
+    heads: frozenset[str] = frozenset({"fpn"})
+    """The ``dense.head`` architectures whose outputs this type can read."""
 
     def n_out(self, m) -> int:
         """Output channels of the head for ``m``."""
@@ -54,6 +56,8 @@ class DenseTaskType(TaskType):
             problems.append(f"a {self.name} task needs 'dense' (strides, in_channels, width)")
         if m.head is not None:
             problems.append(f"a {self.name} task has no pooled 'head'; its head is 'dense'")
+        if m.dense is not None and m.dense.head not in self.heads:
+            problems.append(f"dense.head {m.dense.head!r} is not a {self.name} head; use one of {sorted(self.heads)}")
         if m.kind != "head":
             problems.append(f"kind {m.kind!r} is not supported for {self.name} tasks yet; use 'head'")
         return problems
