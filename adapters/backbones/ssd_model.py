@@ -15,7 +15,7 @@ expansion), 32 (1280), 64, 128, 256 and 512 (the extras). The COCO box/class pre
 are not part of the backbone; they are the ``coco-objects`` task's head
 (:mod:`adapters.ssd_head`).
 
-    >>> m = SSDMobileNetV2Model(SSDMobileNetV2Config())
+    >>> m = SSDMobileNetV2Model(SSDMobileNetV2Config()).eval()
     >>> out = m(torch.zeros(1, 3, 300, 300), output_hidden_states=True)
     >>> [tuple(h.shape[-2:]) for h in out.hidden_states[-6:]]
     [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
