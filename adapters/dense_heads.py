@@ -7,6 +7,11 @@ them (a one-level FPN), then a 3x3 conv + ReLU and a 1x1 conv to ``n_out`` chann
 
 Weights live in ``head.safetensors`` as ``proj.{i}.weight`` / ``proj.{i}.bias``,
 ``fuse.weight`` / ``fuse.bias`` and ``out.weight`` / ``out.bias``.
+
+That is the ``fpn`` head, the one training fits. :data:`DENSE_HEADS` is the table of head
+architectures a manifest's ``dense.head`` names; ``ssd`` (:mod:`adapters.ssd_head`) runs a
+converted pretrained SSD's predictors. Each entry is an ``nn.Module`` class built as
+``cls(spec, n_out)`` with ``expected_shapes(spec, n_out)`` and a ``stride`` property.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from torch.nn import functional as F
 
 from adapters.errors import IncompatibleAdapter, InvalidAdapter
 from adapters.format.manifest import DenseSpec
+from adapters.ssd_head import SSDHead
 
 
 class DenseHead(nn.Module):
@@ -53,6 +59,20 @@ class DenseHead(nn.Module):
     def state_for_file(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 
+    @staticmethod
+    def expected_shapes(spec: DenseSpec, n_out: int) -> dict[str, tuple[int, ...]]:
+        return expected_dense_shapes(spec, n_out)
+
+
+DENSE_HEADS: dict[str, type[nn.Module]] = {"fpn": DenseHead, "ssd": SSDHead}
+
+
+def dense_head_class(spec: DenseSpec) -> type[nn.Module]:
+    """The head class ``spec.head`` names; an unknown name is the adapter's fault."""
+    if spec.head not in DENSE_HEADS:
+        raise InvalidAdapter(f"dense.head {spec.head!r} is not a known head; use one of {sorted(DENSE_HEADS)}")
+    return DENSE_HEADS[spec.head]
+
 
 def expected_dense_shapes(spec: DenseSpec, n_out: int) -> dict[str, tuple[int, ...]]:
     w = spec.width
@@ -76,7 +96,7 @@ def check_dense_header(spec: DenseSpec, n_out: int, header: dict, map_channels: 
             problems.append(f"dense.in_channels gives {c} channels at stride {s}, but the "
                             f"backbone's map there has {map_channels[s]}")
     IncompatibleAdapter.collect(problems, "dense head")
-    expected = expected_dense_shapes(spec, n_out)
+    expected = dense_head_class(spec).expected_shapes(spec, n_out)
     got = {k: tuple(v[1]) for k, v in header.items()}
     for k, shape in expected.items():
         if k not in got:
@@ -87,8 +107,9 @@ def check_dense_header(spec: DenseSpec, n_out: int, header: dict, map_channels: 
     InvalidAdapter.collect(problems, "dense head")
 
 
-def build_dense_head(spec: DenseSpec, n_out: int, tensors: dict[str, torch.Tensor]) -> DenseHead:
-    """A dense head in eval mode holding ``tensors`` (already shape-checked)."""
-    head = DenseHead(spec, n_out)
-    head.load_state_dict({k: tensors[k] for k in expected_dense_shapes(spec, n_out)})
+def build_dense_head(spec: DenseSpec, n_out: int, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """The head ``spec.head`` names, in eval mode, holding ``tensors`` (already shape-checked)."""
+    cls = dense_head_class(spec)
+    head = cls(spec, n_out)
+    head.load_state_dict({k: tensors[k] for k in cls.expected_shapes(spec, n_out)})
     return head.eval().requires_grad_(False)

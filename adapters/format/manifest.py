@@ -51,15 +51,51 @@ class HeadSpec(BaseModel):
         return self
 
 
+class SSDSpec(BaseModel):
+    """An SSD head's anchors, box coder and class channels (TensorFlow's object detection
+    API: ``ssd_anchor_generator`` and ``faster_rcnn_box_coder``); the defaults are those of
+    the model zoo's ssd_mobilenet_v2_coco."""
+
+    model_config = ConfigDict(extra="allow")
+    num_classes: int = Field(91, ge=2, le=1000, description=(
+        "Class channels per anchor, the background (channel 0) included."))
+    label_channels: list[int] = Field(min_length=1, description=(
+        "The class channel each of the manifest's labels reads, same order (unused ids are skipped)."))
+    anchors_per_cell: list[int] = Field(min_length=1, max_length=8, description=(
+        "Anchors per cell of each map read (3 on the lowest when its boxes are reduced)."))
+    min_scale: float = Field(0.2, ge=0.0, le=1.0)
+    max_scale: float = Field(0.95, ge=0.0, le=1.0)
+    aspect_ratios: list[float] = Field(default_factory=lambda: [1.0, 2.0, 0.5, 3.0, 0.3333], min_length=1)
+    interpolated_scale_aspect_ratio: float = Field(1.0, ge=0.0)
+    reduce_boxes_in_lowest_layer: bool = True
+    box_scales: list[float] = Field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0], min_length=4, max_length=4,
+                                    description="The box coder's (y, x, h, w) scale factors.")
+
+    @model_validator(mode="after")
+    def _channels(self):
+        bad = [c for c in self.label_channels if not 1 <= c < self.num_classes]
+        if bad:
+            raise ValueError(f"dense.ssd.label_channels {bad[:5]} are outside 1..{self.num_classes - 1} "
+                             "(channel 0 is the background)")
+        if len(set(self.label_channels)) != len(self.label_channels):
+            raise ValueError("dense.ssd.label_channels must be distinct")
+        return self
+
+
 class DenseSpec(BaseModel):
     """A dense head (detection, segmentation) on a vision backbone's spatial maps: which
     strides it reads, their channel counts, its width, the square input size its rows run
     at, and (detection) the answer limits a request may tighten within."""
 
     model_config = ConfigDict(extra="allow")
-    strides: list[int] = Field(min_length=1, max_length=3, description=(
+    head: str = Field("fpn", description=(
+        "The head's architecture, a key of adapters.dense_heads.DENSE_HEADS: 'fpn' (the maps "
+        "summed at the finest stride, a conv and a 1x1 out; trained here) or 'ssd' (an SSD's "
+        "3x3 box and class predictors per map over anchors, e.g. a converted pretrained detector)."))
+    strides: list[int] = Field(min_length=1, max_length=8, description=(
         "Strides of the maps the head reads, e.g. [8, 16]; the output is at the finest."))
-    in_channels: list[int] = Field(min_length=1, max_length=3, description="Channels of each map, same order.")
+    in_channels: list[int] = Field(min_length=1, max_length=8, description="Channels of each map, same order.")
+    ssd: SSDSpec | None = Field(None, description="Head 'ssd': its anchors, box coder and class channels.")
     width: int = Field(64, ge=1, le=1024, description="Channels inside the head.")
     input_size: int | None = Field(None, ge=32, le=1024, description=(
         "Square input size in pixels the task's rows run the trunk at; None = the backbone's."))

@@ -39,6 +39,8 @@ class DenseTaskType(TaskType):
     kinds: tuple[str, ...] = ("head", "lora")
     """Adapter kinds a dense task may be: its dense head on the frozen maps (``head``) or on
     maps through its own LoRA deltas on the trunk's convolutions (``lora``)."""
+    heads: frozenset[str] = frozenset({"fpn"})
+    """The ``dense.head`` architectures whose outputs this type can read."""
 
     def n_out(self, m) -> int:
         """Output channels of the head for ``m``."""
@@ -57,6 +59,8 @@ class DenseTaskType(TaskType):
             problems.append(f"a {self.name} task needs 'dense' (strides, in_channels, width)")
         if m.head is not None:
             problems.append(f"a {self.name} task has no pooled 'head'; its head is 'dense'")
+        if m.dense is not None and m.dense.head not in self.heads:
+            problems.append(f"dense.head {m.dense.head!r} is not a {self.name} head; use one of {sorted(self.heads)}")
         if m.kind not in self.kinds:
             problems.append(f"kind {m.kind!r} is not supported for {self.name} tasks yet; use one of "
                             f"{list(self.kinds)}")

@@ -7,6 +7,11 @@ Gaussian per box centre (exact boxes of small data sets suit it), and decoding t
 ``[labels..., offset_x, offset_y, log_w, log_h]``: a sigmoid heat map per class, the
 centre's sub-cell offset (sigmoid, in cells) and the box size (``exp``, in cells).
 
+A task may instead carry a converted pretrained SSD (``dense.head: "ssd"``,
+:mod:`adapters.ssd_head`: anchors, TF box decoding), e.g. the ``coco-objects`` demo on the
+``ssd-mobilenet-v2-coco`` backbone; its rows are decoded by :func:`decode_ssd`. Each head
+architecture this type reads has one decoder in ``DECODERS``.
+
 Answers per image: ``boxes``: ``[{"box": [x0, y0, x1, y1], "label", "score"}]`` in the
 caller's image pixels, best first, at most ``max_detections`` with a score at least the
 threshold (the manifest's ``dense.score_threshold``, or a request's ``threshold`` down to
@@ -29,6 +34,10 @@ MAX_LOG_SIZE = 8.0  # exp(8) cells: far past any input; keeps a wild output fini
 class Detection(DenseTaskType):
     name = "detection"
     options = frozenset({"threshold", "max_detections"})
+
+    @property
+    def heads(self) -> frozenset[str]:
+        return frozenset(DECODERS)
 
     def n_out(self, m) -> int:
         return len(m.labels) + 4
@@ -54,8 +63,8 @@ class Detection(DenseTaskType):
         m, options = adapter.manifest, options or {}
         threshold = options.get("threshold", m.dense.score_threshold)
         limit = options.get("max_detections", m.dense.max_detections)
-        return [RowResult(boxes=decode(raw, out.stride, out.input_size, size, m.labels, threshold,
-                                       limit, m.dense.nms_iou))
+        rows = DECODERS[m.dense.head]
+        return [RowResult(boxes=rows(raw, out, size, m, threshold, limit))
                 for raw, size in zip(out.raw, out.image_sizes)]
 
 
@@ -96,3 +105,39 @@ def decode(raw: torch.Tensor, stride: int, input_size: int, image_size: tuple[in
     kept = nms(boxes, scores, cls, iou, limit)
     return [{"box": [round(v, 2) for v in boxes[i].tolist()], "label": labels[int(cls[i])],
              "score": float(scores[i])} for i in kept]
+
+
+def decode_ssd(raw: torch.Tensor, image_size: tuple[int, int], labels: list[str], threshold: float,
+               limit: int, iou: float) -> list[dict]:
+    """Boxes of one image from an SSD head's output ``raw [anchors, 4 + labels]`` (boxes as
+    fractions of the input, then label scores): per-class NMS over the candidates at or
+    above ``threshold`` (the best ``MAX_SSD_CANDIDATES``), best first, at most ``limit``."""
+    boxes, scores = raw[:, :4], raw[:, 4:]  # [n, 4], [n, labels]
+    anchor, cls = torch.nonzero(scores >= threshold, as_tuple=True)
+    if not len(anchor):
+        return []
+    cand = scores[anchor, cls]
+    if len(cand) > MAX_SSD_CANDIDATES:
+        cand, top = cand.topk(MAX_SSD_CANDIDATES)
+        anchor, cls = anchor[top], cls[top]
+    w, h = image_size
+    picked = boxes[anchor] * torch.tensor([w, h, w, h], dtype=boxes.dtype)  # the caller's pixels
+    kept = nms(picked, cand, cls, iou, limit)
+    return [{"box": [round(v, 2) for v in picked[i].tolist()], "label": labels[int(cls[i])],
+             "score": float(cand[i])} for i in kept]
+
+
+MAX_SSD_CANDIDATES = 1000
+"""The most (anchor, label) pairs NMS looks at per image (TF's postprocessor keeps 100 per class)."""
+
+
+def _centernet_rows(raw, out, size, m, threshold, limit) -> list[dict]:
+    return decode(raw, out.stride, out.input_size, size, m.labels, threshold, limit, m.dense.nms_iou)
+
+
+def _ssd_rows(raw, out, size, m, threshold, limit) -> list[dict]:
+    return decode_ssd(raw, size, m.labels, threshold, limit, m.dense.nms_iou)
+
+
+DECODERS = {"fpn": _centernet_rows, "ssd": _ssd_rows}
+"""``dense.head`` -> how its output of one row becomes boxes."""
