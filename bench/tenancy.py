@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gate", type=int, default=None,
                     help="TASKSWAP_NAMESPACE_MAX_INFLIGHT of the server (0: no admission gate; default: the server's)")
     ap.add_argument("--switch-ms", type=float, default=None, help="TASKSWAP_GIL_SWITCH_MS of the server")
+    ap.add_argument("--split", type=int, default=None, help="TASKSWAP_SLICE_SPLIT of the server (default: the server's)")
     ap.add_argument("--tiny", action="store_true", help="a tiny random text backbone")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -129,7 +130,8 @@ def main(argv=None) -> int:
                             env={"TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_PREDICT_TIMEOUT_S": "600",
                                  "TASKSWAP_MAX_QUEUE_ROWS": "65536", "TASKSWAP_SERVER_TIMING": "1",
                                  **({} if args.gate is None else {"TASKSWAP_NAMESPACE_MAX_INFLIGHT": str(args.gate)}),
-                                 **({} if args.switch_ms is None else {"TASKSWAP_GIL_SWITCH_MS": str(args.switch_ms)})})
+                                 **({} if args.switch_ms is None else {"TASKSWAP_GIL_SWITCH_MS": str(args.switch_ms)}),
+                                 **({} if args.split is None else {"TASKSWAP_SLICE_SPLIT": str(args.split)})})
         for i, task in enumerate((TASK_A, TASK_B)):
             r = srv.register_archive(make_archive(head_adapter(root / f"h{i}", text, f"h{i}", seed=i)), name=task)
             if r.status_code != 201:
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
     report = {
         "command": "python -m bench tenancy " + " ".join(sys.argv[1:]), "machine": machine(),
         "load_avg_start": load_start, "load_avg_end": load_end, "under_load": loaded,
-        "server_threads": args.threads, "namespace_max_inflight": args.gate, "gil_switch_ms": args.switch_ms, "seconds_per_phase": args.seconds, "rounds": args.rounds,
+        "server_threads": args.threads, "namespace_max_inflight": args.gate, "gil_switch_ms": args.switch_ms, "slice_split": args.split, "seconds_per_phase": args.seconds, "rounds": args.rounds,
         "a_clients": args.a_clients, "b_clients": args.b_clients, "b_pause_s": args.b_pause,
         "b_alone": {k: v for k, v in b_alone.items() if k != "latencies"},
         "b_with_a": {k: v for k, v in b_both.items() if k != "latencies"},

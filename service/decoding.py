@@ -25,6 +25,7 @@ import time
 from PIL import Image
 
 from adapters.errors import CapacityError
+from adapters.source_size import SOURCE_SIZE
 
 
 _REDUCIBLE = ("L", "RGB", "RGBA")  # modes PIL resizes with a real filter (others: NEAREST)
@@ -115,6 +116,7 @@ def _fixed_mmap_threshold(threshold: int = 1 << 20) -> None:
 def decode_reduced(im: Image.Image, side: int) -> Image.Image:
     """Decode an opened image to RGB, at most ``side`` pixels a side, holding the budget
     for its full-size buffer while it exists."""
+    sent = im.size  # from the header: what the caller's pixel coordinates refer to
     im.draft("RGB", (side, side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale; others: no-op
     with BUDGET.hold(decoded_bytes(im)):
         im.load()  # decode now: a truncated file fails here, not inside a shared batch
@@ -122,4 +124,7 @@ def decode_reduced(im: Image.Image, side: int) -> Image.Image:
             im = im.convert("RGB")  # palette / 1-bit / 16-bit / CMYK: filter in RGB
         if max(im.size) > side:
             im.thumbnail((side, side), Image.BILINEAR, reducing_gap=2.0)
-        return im.convert("RGB")
+        out = im.convert("RGB")
+        if out.size != sent:  # boxes and masks answer in the sent image's pixels (adapters/source_size.py)
+            out.info[SOURCE_SIZE] = sent
+        return out

@@ -15,18 +15,21 @@ import torch
 from adapters.backbones.feature_names import map_feature
 from adapters.dense_heads import DenseHead, build_dense_head, check_dense_header
 from adapters.errors import InvalidAdapter
+from adapters.source_size import source_size
 from adapters.tasks.base import BatchFeatures, TaskType
 
 
 @dataclass
 class DenseOutputs:
     """One task's head outputs: ``raw[r] [n_out, h, w]`` (CPU float32) per row at ``stride``
-    of a square ``input_size`` input, and each row's image ``(width, height)``."""
+    of a square ``input_size`` input, each row's image ``(width, height)`` as decoded and as
+    the caller sent it (larger when decoding reduced it: adapters/source_size.py)."""
 
     raw: list[torch.Tensor]
     stride: int
     input_size: int
     image_sizes: list[tuple[int, int]]
+    source_sizes: list[tuple[int, int]]
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -91,12 +94,16 @@ class DenseTaskType(TaskType):
             maps = [features.maps[s][rows] for s in a.manifest.dense.strides]  # [rows, c, h, w] each
             raw = head(maps).float().cpu()  # [rows, n_out, h, w]
             size = maps[0].shape[-1] * a.manifest.dense.strides[0]
-            out.append(DenseOutputs(list(raw), head.stride, size,
-                                    [_image_size(features.inputs[r], size) for r in rows]))
+            images = [features.inputs[r] for r in rows]
+            out.append(DenseOutputs(list(raw), head.stride, size, [_image_size(x, size) for x in images],
+                                    [_image_size(x, size, sent=True) for x in images]))
         return out
 
 
-def _image_size(image, size: int) -> tuple[int, int]:
-    """``(width, height)`` of the caller's image (the input size when it is not a PIL image)."""
-    return tuple(image.size) if hasattr(image, "size") and isinstance(image.size, tuple) else (size, size)
+def _image_size(image, size: int, sent: bool = False) -> tuple[int, int]:
+    """``(width, height)`` of the caller's image as decoded, or as sent (``sent``); the input
+    size when it is not a PIL image."""
+    if not (hasattr(image, "size") and isinstance(image.size, tuple)):
+        return (size, size)
+    return source_size(image) if sent else tuple(image.size)
 

@@ -65,7 +65,7 @@ class Detection(DenseTaskType):
         limit = options.get("max_detections", m.dense.max_detections)
         rows = DECODERS[m.dense.head]
         return [RowResult(boxes=rows(raw, out, size, m, threshold, limit))
-                for raw, size in zip(out.raw, out.image_sizes)]
+                for raw, size in zip(out.raw, out.source_sizes)]
 
 
     def arrays(self, rows: list[RowResult]) -> list[OutputArray]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from adapters.tasks.base import OutputArray, RowResult
@@ -42,7 +43,8 @@ class Segmentation(DenseTaskType):
         if isinstance(out, torch.Tensor):  # a probe of the answer's fields: no maps
             return [RowResult(shares=dict.fromkeys(labels, 0.0), segments=[], mask_png="")
                     for _ in range(len(out))]
-        return [answer(label_map(raw, size), labels) for raw, size in zip(out.raw, out.image_sizes)]
+        return [answer(label_map(raw, size, sent), labels)
+                for raw, size, sent in zip(out.raw, out.image_sizes, out.source_sizes)]
 
 
     def arrays(self, rows: list[RowResult]) -> list[OutputArray]:
@@ -64,11 +66,18 @@ class Segmentation(DenseTaskType):
                                                dtype=np.float32).reshape(len(rows), len(labels)), labels)]
 
 
-def label_map(raw: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
-    """The class index of every pixel ``[height, width]`` of the caller's image."""
+def label_map(raw: torch.Tensor, image_size: tuple[int, int],
+              sent_size: tuple[int, int] | None = None) -> np.ndarray:
+    """The class index of every pixel ``[height, width]`` of the caller's image: chosen at the
+    decoded ``image_size`` (logits resized bilinearly), then, when the caller sent a larger
+    image (``sent_size``), scaled up nearest-neighbour: one byte per sent pixel, never one
+    float per class and pixel."""
     w, h = image_size
     logits = F.interpolate(raw[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-    return logits.argmax(0).numpy().astype(np.uint8)
+    classes = logits.argmax(0).numpy().astype(np.uint8)
+    if sent_size is None or tuple(sent_size) == (w, h):
+        return classes
+    return np.asarray(Image.fromarray(classes).resize(tuple(sent_size), Image.NEAREST))
 
 
 def answer(classes: np.ndarray, labels: list[str]) -> RowResult:

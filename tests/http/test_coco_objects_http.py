@@ -45,6 +45,11 @@ def test_golden_photos_over_http(coco_server):
         # JPEG (quality 95) on the way: the scores move by about 0.01 from the in-process test's.
         assert top["label"] == label and low - 0.03 <= top["score"] <= high + 0.03, (name, row["boxes"])
         assert all(b["score"] >= 0.5 for b in row["boxes"])  # the manifest's default threshold
+    # Boxes are in the sent photo's pixels, not the reduced one's (TASKSWAP_IMAGE_DECODE_SIDE,
+    # 448): the cup spans x 172-411 of the 600 x 400 coffee photo (in-process, full size).
+    cup = body["results"][0]["predictions"][names.index("coffee")]["boxes"][0]["box"]
+    print("coffee over HTTP:", body["results"][0]["predictions"][names.index("coffee")]["boxes"])
+    assert abs(cup[0] - 172) < 12 and abs(cup[2] - 411) < 12 and cup[3] <= 400, cup
 
 
 def test_request_options_and_their_limits(coco_server):

@@ -15,8 +15,10 @@ from PIL import Image
 from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.format import DenseSpec
 from adapters.runtime import EmbedSpec, Runtime
+from adapters.source_size import SOURCE_SIZE, source_size
 from adapters.tasks.detection import decode
 from adapters.tasks.masks import rle_decode, rle_encode
+from service.inputs import InputLimits, decode_image
 from support.dense_factories import dense_adapter
 from support.factories import head_adapter
 
@@ -105,6 +107,28 @@ def test_answers_are_in_the_caller_s_pixels(dense):
             k = ["background", "brain", "skull"].index(s["label"])
             assert (rle_decode(s["rle"]) == (mask == k)).all()
             assert s["share"] == pytest.approx((mask == k).mean())
+
+
+def test_an_image_reduced_while_decoding_answers_in_the_sent_image_s_pixels(dense):
+    """Decoding keeps at most ``image_decode_side`` pixels a side (service/decoding.py); boxes
+    and masks still come back in the pixels of the image the caller sent."""
+    big = Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    big.save(buf, format="PNG")
+    reduced = decode_image(buf.getvalue(), "images[0]", InputLimits(image_decode_side=100))
+    assert reduced.size == (100, 75) and source_size(reduced) == (400, 300)
+    plain = reduced.copy()  # the same pixels, as if the caller had sent the small image
+    plain.info.pop(SOURCE_SIZE, None)
+    opts = {"threshold": 0.05}
+    sent = by_task(dense.run([dense.prepare(["det", "seg"], [reduced], "image", options=opts)])[0])
+    small = by_task(dense.run([dense.prepare(["det", "seg"], [plain], "image", options=opts)])[0])
+    assert sent["det"].rows[0].boxes and len(sent["det"].rows[0].boxes) == len(small["det"].rows[0].boxes)
+    for a, b in zip(sent["det"].rows[0].boxes, small["det"].rows[0].boxes):
+        assert np.allclose(a["box"], np.array(b["box"]) * 4, atol=0.05)  # boxes are rounded to 0.01 and a["score"] == b["score"]
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(sent["seg"].rows[0].mask_png))))
+    small_mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(small["seg"].rows[0].mask_png))))
+    assert mask.shape == (300, 400) and small_mask.shape == (75, 100)
+    assert (mask[::4, ::4] == small_mask).all()  # nearest-neighbour: each decoded pixel, 4x4 times
 
 
 def test_decode_maps_a_known_peak_back_to_the_image():
