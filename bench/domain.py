@@ -38,11 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from adapters.backbones.base import load_backbone  # noqa: E402
-from adapters.backbones.defaults import default_spec  # noqa: E402
-from adapters.backbones.tiny import tiny_backbone_spec  # noqa: E402
 from bench.common import SMOKE_HELP, machine, save_results  # noqa: E402
-from bench.domain_shifts import BACKBONES, load_shift  # noqa: E402
+from bench.domain_shifts import chosen_shifts, load_shift, shift_backbone  # noqa: E402
 from training.adapt import adapt  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.domain import AdaptConfig  # noqa: E402
@@ -145,21 +142,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    shifts = ["smoke"] if args.smoke else [x.strip() for x in args.shifts.split(",") if x.strip()]
-    unknown = [x for x in shifts if x not in BACKBONES or (x == "smoke") != args.smoke]
-    if unknown:
-        raise SystemExit(f"unknown shifts {unknown}; use drugs, fashion")
+    shifts = chosen_shifts(args)
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows, names = [], {}
     with tempfile.TemporaryDirectory(prefix="taskswap-domain-") as tmp:
         work = Path(tmp)
         for shift in shifts:
-            modality = BACKBONES[shift]
-            spec = (tiny_backbone_spec(modality, Path(args.tiny_root or work / "tiny") / modality) if args.smoke
-                    else default_spec(modality))
-            backbone = load_backbone(spec)
-            names[shift] = backbone.name + (" (tiny random)" if args.smoke else f" ({spec.source})")
-            cache = None if args.smoke else work / "features"
+            backbone, names[shift], cache = shift_backbone(shift, args, work)
             rows += [run_seed(args, shift, backbone, int(s), work, cache) for s in args.seeds.split(",")]
     meta = {"command": "python -m bench domain " + " ".join(sys.argv[2:] if argv is None else argv),
             "backbones": names, "machine": machine(), "load_before": load_before,

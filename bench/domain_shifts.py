@@ -24,10 +24,14 @@ Example::
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from PIL import ImageOps
 
+from adapters.backbones.base import Backbone, load_backbone
+from adapters.backbones.defaults import default_spec
+from adapters.backbones.tiny import tiny_backbone_spec
 from training.data import LabelledData, load_demo, stratified_sample
 from training.data.drug_reviews import load_drug_reviews
 
@@ -79,3 +83,23 @@ def load_shift(name: str, seed: int, rows: int):
     """``(source, target_train, target_test)`` of shift ``name``; ``rows``: the source's and the
     target training set's size (at most what the data set has)."""
     return LOADERS[name](seed, rows)
+
+
+def chosen_shifts(args) -> list[str]:
+    """The shifts a bench's ``--shifts`` names (``smoke`` alone with ``--smoke``)."""
+    shifts = ["smoke"] if args.smoke else [x.strip() for x in args.shifts.split(",") if x.strip()]
+    unknown = [x for x in shifts if x not in BACKBONES or (x == "smoke") != args.smoke]
+    if unknown:
+        raise SystemExit(f"unknown shifts {unknown}; use drugs, fashion")
+    return shifts
+
+
+def shift_backbone(shift: str, args, work: Path) -> tuple[Backbone, str, Path | None]:
+    """The backbone a shift runs on (a tiny random one with ``--smoke``), its name for the
+    results, and the feature cache folder (none with ``--smoke``)."""
+    modality = BACKBONES[shift]
+    spec = (tiny_backbone_spec(modality, Path(args.tiny_root or work / "tiny") / modality) if args.smoke
+            else default_spec(modality))
+    backbone = load_backbone(spec)
+    name = backbone.name + (" (tiny random)" if args.smoke else f" ({spec.source})")
+    return backbone, name, (None if args.smoke else work / "features")

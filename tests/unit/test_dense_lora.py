@@ -18,6 +18,7 @@ from adapters.errors import InvalidAdapter
 from adapters.format import DenseSpec
 from adapters.format.safetensors_io import load_tensors
 from adapters.runtime import EmbedSpec, Runtime
+from support.dense_compare import same_rows
 from support.dense_factories import dense_adapter, squares
 from support.factories import head_adapter
 from training.dense.fit import DenseFitConfig
@@ -128,20 +129,6 @@ def test_lora_changes_the_answers(runtime, trained, tmp_path, registry, vision_b
     a = runtime.run([runtime.prepare(["det_lora"], imgs, "image", options={"threshold": 0.01})])[0][0]
     b = runtime.run([runtime.prepare(["det_frozen"], imgs, "image", options={"threshold": 0.01})])[0][0]
     assert [[x["score"] for x in r.boxes] for r in a.rows] != [[x["score"] for x in r.boxes] for r in b.rows]
-
-
-def same_rows(got, ref):
-    for g, r in zip(got.rows, ref.rows):
-        if r.boxes is not None:
-            assert [b["label"] for b in g.boxes] == [b["label"] for b in r.boxes]
-            for a, b in zip(g.boxes, r.boxes):
-                assert abs(a["score"] - b["score"]) < TOL
-                assert np.allclose(a["box"], b["box"], atol=1e-2)
-        elif r.shares is not None:
-            assert g.mask_png == r.mask_png
-            assert all(abs(g.shares[k] - r.shares[k]) < TOL for k in r.shares)
-        else:
-            assert g.label == r.label and abs(g.score - r.score) < TOL
 
 
 def test_mixed_batch_rows_equal_each_row_alone(runtime):

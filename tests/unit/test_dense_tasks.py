@@ -19,10 +19,9 @@ from adapters.source_size import SOURCE_SIZE, source_size
 from adapters.tasks.detection import decode
 from adapters.tasks.masks import rle_decode, rle_encode
 from service.inputs import InputLimits, decode_image
+from support.dense_compare import same_rows
 from support.dense_factories import dense_adapter
 from support.factories import head_adapter
-
-TOL = 1e-5
 
 
 def images():
@@ -54,20 +53,6 @@ def dense(tmp_path, registry, vision_backbone):
 
 def by_task(results):
     return {r.task: r for r in results}
-
-
-def same_rows(got, ref):
-    for g, r in zip(got.rows, ref.rows):
-        if r.boxes is not None:
-            assert len(g.boxes) == len(r.boxes)
-            for a, b in zip(g.boxes, r.boxes):
-                assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < TOL
-                assert np.allclose(a["box"], b["box"], atol=1e-2)
-        elif r.shares is not None:
-            assert g.mask_png == r.mask_png
-            assert all(abs(g.shares[k] - r.shares[k]) < TOL for k in r.shares)
-        else:
-            assert g.label == r.label and abs(g.score - r.score) < TOL
 
 
 def test_mixed_sizes_and_types_equal_each_row_alone(dense, vision_backbone, monkeypatch):
