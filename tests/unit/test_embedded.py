@@ -36,7 +36,8 @@ def mobilenet_dir(home):
 
 
 def test_names():
-    assert EMBEDDED_NAMES == ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding", "SmolLM2-135M-Instruct")
+    assert EMBEDDED_NAMES == ("all-MiniLM-L6-v2", "mobilenet_v2", "speech_embedding", "SmolLM2-135M-Instruct",
+                              "ssd-mobilenet-v2-coco")
 
 
 def test_mobilenet_folder_layout(mobilenet_dir, home):
