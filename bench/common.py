@@ -306,6 +306,15 @@ def run_for(threads: list[threading.Thread], stop: threading.Event, seconds: flo
     return time.monotonic() - t0
 
 
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of seeds' results.
+
+    >>> mean_sd([1.0, 3.0])
+    (2.0, 1.4142135623730951)
+    """
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100) by linear interpolation."""
     v = sorted(values)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import SMOKE_HELP, VISION_SPEC, load, machine, save_results, smoke_specs
+from bench.common import SMOKE_HELP, VISION_SPEC, load, machine, mean_sd, save_results, smoke_specs
 from training.dense import demos
 from training.dense.fit import DenseFitConfig
 from training.dense_run import score
@@ -128,8 +128,7 @@ def run(args, root: Path) -> None:
 
 
 def _summary(rows: list[dict], key: str) -> tuple[float, float]:
-    vals = [r[key] for r in rows]
-    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return mean_sd([r[key] for r in rows])
 
 
 def report(args, rows: list[dict], loads: list[float], seconds: float) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from bench.common import SMOKE_HELP, machine, save_results  # noqa: E402
+from bench.common import SMOKE_HELP, machine, mean_sd, save_results  # noqa: E402
 from bench.domain_shifts import chosen_shifts, load_shift, shift_backbone  # noqa: E402
 from training.adapt import adapt  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -104,9 +103,7 @@ def run_seed(args, shift: str, backbone, seed: int, work: Path, cache) -> dict:
 
 def _mean_sd(rows, key) -> tuple[float | None, float | None]:
     vals = [r[key] for r in rows if r[key] is not None]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return mean_sd(vals) if vals else (None, None)
 
 
 def report(rows, meta) -> str:

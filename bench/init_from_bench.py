@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from bench.common import SMOKE_HELP, machine, save_results  # noqa: E402
+from bench.common import SMOKE_HELP, machine, mean_sd, save_results  # noqa: E402
 from bench.domain_shifts import chosen_shifts, load_shift, shift_backbone  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import stratified_sample  # noqa: E402
@@ -74,10 +73,6 @@ def run_seed(args, shift, backbone, seed, budgets, work, cache) -> list[dict]:
     return rows
 
 
-def _mean_sd(vals):
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
 def report(rows, meta) -> str:
     lines = ["# Warm start (--init-from) vs from zero at a few target labels", "",
              f"Command: `{meta['command']}`; backbones {meta['backbones']}; torch threads "
@@ -88,7 +83,7 @@ def report(rows, meta) -> str:
     keys = dict.fromkeys((r["shift"], r["labels"]) for r in rows)
     for shift, k in keys:
         mine = [r for r in rows if r["shift"] == shift and r["labels"] == k]
-        cells = [_mean_sd([r[key] for r in mine]) for key in
+        cells = [mean_sd([r[key] for r in mine]) for key in
                  ("zero_accuracy", "warm_accuracy", "gain_accuracy", "zero_macro_f1", "warm_macro_f1")]
         lines.append(f"| {shift} | {k} | " + " | ".join(f"{m:.4f} ± {sd:.4f}" for m, sd in cells[:3]) + " | "
                      + " | ".join(f"{m:.4f}" for m, _ in cells[3:]) + f" | {len(mine)} |")

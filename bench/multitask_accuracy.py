@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from adapters.registry import Registry  # noqa: E402
 from adapters.runtime import Runtime  # noqa: E402
 from adapters.store import open_store  # noqa: E402
 from adapters.tasks.metrics import classification_metrics  # noqa: E402
-from bench.common import SMOKE_HELP, TEXT_SPEC, load, machine, save_results, smoke_specs  # noqa: E402
+from bench.common import SMOKE_HELP, TEXT_SPEC, load, machine, mean_sd, save_results, smoke_specs  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data.dataset import stratified_split  # noqa: E402
 from training.data.review_tasks import REVIEW_TASKS  # noqa: E402
@@ -134,8 +133,6 @@ def run_seed(args, backbone, seed: int, work: Path) -> dict:
     return row
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def summary(rows: list[dict]) -> dict:
@@ -147,7 +144,7 @@ def summary(rows: list[dict]) -> dict:
             a = [r["alone"][task][metric] for r in rows]
             j = [r["joint"][task][metric] for r in rows]
             d = [100 * (y - x) for x, y in zip(a, j)]
-            out[task][metric] = {"alone": _mean_sd(a), "joint": _mean_sd(j), "joint_minus_alone_points": _mean_sd(d)}
+            out[task][metric] = {"alone": mean_sd(a), "joint": mean_sd(j), "joint_minus_alone_points": mean_sd(d)}
     return out
 
 
