@@ -1,14 +1,17 @@
-"""Transfer report for generation: zero-shot vs few-shot prompt vs LoRA at N pairs, on the
-translation demo's held-out catalogs (Debian gettext, split by catalog: training/generation/translation.py).
+"""Transfer report for generation: zero-shot vs few-shot prompt vs LoRA at N pairs, on a
+generation demo's held-out split: the translation demo's held-out catalogs (Debian gettext,
+split by catalog: training/generation/translation.py) or the man-page summaries' held-out
+packages (training/generation/man_pages.py).
 
     python -m bench generation-transfer --lang fr --sizes 100,1000 --seeds 0 --test-limit 100
+    python -m bench generation-transfer --demo summarise-man --sizes 100,500 --test-limit 100
     python -m bench generation-transfer --smoke      # tiny random LM, a few pairs: the code path only
 
-Every variant decodes greedily the same held-out test sentences (a seeded sample of
-``--test-limit`` from the test catalogs) and is scored with sacrebleu chrF/BLEU
+Every variant decodes greedily the same held-out test examples (a seeded sample of
+``--test-limit`` from the test split) and is scored with sacrebleu chrF/BLEU
 (training/generation/metrics.py). Few-shot: ``--shots`` training pairs as earlier chat turns.
 LoRA: ``taskswap train --task-type generation --method lora`` on a seeded sample of N training
-pairs, the epoch kept by validation chrF (validation catalogs). Results, with the machine, its
+pairs, the epoch kept by validation chrF (the validation split). Results, with the machine, its
 threads and load average, go to bench/results/generation_transfer.{json,md}.
 """
 
@@ -27,7 +30,8 @@ from adapters.backbones.causal_lm import load_lm_backbone
 from adapters.backbones.tiny import tiny_lm_spec
 from bench.common import machine, save_results
 from training.config import TrainConfig
-from training.generation.translation import DEMOS, load_translation, translation_spec
+from training.generation.demos import DEMOS, held_out_groups
+from training.generation.translation import LANGUAGES
 from training.generation.data import GenerationData, GenerationExample
 from training.generation_run import score_examples, train_generation
 
@@ -44,7 +48,8 @@ def few_shot(test: GenerationData, shots: list[GenerationExample], template: str
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench generation-transfer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--lang", default="fr", choices=sorted(c for c in (d[-2:] for d in DEMOS)))
+    p.add_argument("--lang", default="fr", choices=sorted(LANGUAGES), help="translation: en->LANG")
+    p.add_argument("--demo", choices=sorted(DEMOS), help="a generation demo (default translate-en-LANG)")
     p.add_argument("--sizes", default="100,1000", help="LoRA training pairs, comma-separated")
     p.add_argument("--seeds", default="0", help="seeds, comma-separated (sampling of pairs, init, order)")
     p.add_argument("--test-limit", type=int, default=100)
@@ -67,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         spec_bb = BackboneSpec(name="lm", source="embedded:SmolLM2-135M-Instruct")
     bb = load_lm_backbone(spec_bb)
-    demo = load_translation(f"translate-en-{a.lang}")
+    name = a.demo or f"translate-en-{a.lang}"
+    demo = DEMOS[name].load()
     test = demo["test"].sample(a.test_limit, 0)
-    spec = translation_spec(a.lang)
+    spec = DEMOS[name].spec()
     if a.smoke:
         spec = spec.model_copy(update={"max_new_tokens": 8})
     rows = []
@@ -97,16 +103,18 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1], flush=True)
     m = machine()
     command = "python -m bench generation-transfer " + " ".join(argv if argv is not None else os.sys.argv[2:])
-    payload = {"command": command, "machine": m, "lang": a.lang, "test_sentences": len(test),
-               "test_catalogs": demo["test"].notes["catalogs"]["test"], "settings": vars(a), "rows": rows,
+    held = DEMOS[name].held_out
+    payload = {"command": command, "machine": m, "demo": name, "test_examples": len(test),
+               f"test_{held}": held_out_groups(demo["test"]), "settings": vars(a), "rows": rows,
                "load_avg_end": os.getloadavg()}
-    md = [f"# Generation transfer, en->{a.lang} ({'smoke: tiny random LM' if a.smoke else spec_bb.source})", "",
+    md = [f"# Generation transfer, {name} ({'smoke: tiny random LM' if a.smoke else spec_bb.source})", "",
           f"`{command}`; {m['threads']} torch threads, {m['cpus']} CPUs, load average at the start "
-          f"{m['load_avg'][0]:.1f} / end {payload['load_avg_end'][0]:.1f}; test: {len(test)} sentences of the "
-          f"held-out catalogs ({payload['test_catalogs']}).", "",
+          f"{m['load_avg'][0]:.1f} / end {payload['load_avg_end'][0]:.1f}; test: {len(test)} examples of the "
+          f"held-out {held} ({payload[f'test_{held}']}).", "",
           "| variant | pairs | seed | chrF | BLEU | exact match | train s | best epoch |", "|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['variant']} | {r['pairs']} | {r['seed']} | {r['chrf']:.2f} | {r['bleu']:.2f} | "
            f"{r['exact_match']:.2f} | {r['train_s']} | {r.get('best_epoch', '')} |" for r in rows]
-    save_results(f"generation_transfer_{a.lang}" + ("-smoke" if a.smoke else ""), payload, "\n".join(md) + "\n")
+    results = f"generation_transfer_{a.lang}" if name.startswith("translate-") else f"generation_transfer_{name}"
+    save_results(results + ("-smoke" if a.smoke else ""), payload, "\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -75,7 +75,7 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                      "CoNLL (word<TAB>tag) or JSONL ({tokens, tags})")
     src.add_argument("--demo", help="bundled data set: fashion-mnist, textile, digits, rotten-tomatoes, "
                      "spoken-digits; whissell (regression: pleasantness, activation, imagery); punctuation "
-                     "(token_classification); translate-en-fr, translate-en-de, translate-en-es (generation)")
+                     "(token_classification); translate-en-fr, translate-en-de, translate-en-es, summarise-man (generation)")
     g.add_argument("--format", default="auto", choices=["auto", "text", "image-folder", "image-csv",
                                                               "audio-folder", "audio-csv"],
                    help="force the loader (default: from the path)")

@@ -5,6 +5,7 @@
     taskswap train --task-type generation --method lora --name fr --demo translate-en-fr --limit 1000
     taskswap train --task-type generation --method prompt --name fr0 --prompt-template '...'  # no data
     taskswap evaluate out/fr --demo translate-en-fr
+    taskswap train --task-type generation --method lora --name man --demo summarise-man --limit 500
     taskswap evaluate --url http://127.0.0.1:3000 --task fr --data test.jsonl
 
 Kept apart from :mod:`training.cli` (its options and commands) so each stays small; like it, the
@@ -62,16 +63,17 @@ def generation_spec(args, base=None):
 
 
 def generation_data(args, split: str, path: Path | None, limit: int | None = None):
-    """``(data, demo spec)`` of one split: a JSONL file, or the translation demo's split, at most
-    ``limit`` examples (a seeded sample)."""
-    from training.generation.translation import DEMOS, load_translation, translation_spec  # lazy (docstring)
+    """``(data, demo spec)`` of one split: a JSONL file, or a generation demo's split (translation,
+    man-page summaries), at most ``limit`` examples (a seeded sample)."""
+    from training.generation.demos import DEMOS  # lazy (docstring)
     from training.generation.data import load_generation_file
     seed = getattr(args, "seed", 0)
     if path is not None:
         return load_generation_file(path, limit=limit, seed=seed), None
     if args.demo in DEMOS:
-        data = load_translation(args.demo)[split]
-        return (data.sample(limit, seed) if limit else data), translation_spec(DEMOS[args.demo])
+        demo = DEMOS[args.demo]
+        data = demo.load()[split]
+        return (data.sample(limit, seed) if limit else data), demo.spec()
     raise InvalidInput(f"--demo {args.demo!r} is not a generation data set; use one of {sorted(DEMOS)} or "
                        "--data FILE.jsonl")
 

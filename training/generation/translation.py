@@ -18,11 +18,11 @@ catalog and the Debian packages read are recorded in the data's notes (the model
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 from adapters.errors import InvalidInput
 from adapters.format.manifest import GenerationSpec
+from training.generation.debian import debian_packages
 from training.generation.mo_catalogs import read_mo
 from training.generation.data import GenerationData, GenerationExample
 
@@ -68,21 +68,6 @@ def catalog_pairs(lang: str, root: Path = LOCALE_ROOT) -> dict[str, list[tuple[s
         if keep:
             out[mo.stem] = list(dict.fromkeys(keep))
     return out
-
-
-def debian_packages(files: list[Path]) -> list[str]:
-    """``package=version`` of the Debian packages owning ``files`` (``dpkg-query``; [] without dpkg)."""
-    try:
-        owners = subprocess.run(["dpkg-query", "-S", *map(str, files)], capture_output=True, text=True,
-                                timeout=60).stdout
-        names = sorted({line.split(":", 1)[0].split(",")[0].strip() for line in owners.splitlines() if ":" in line})
-        if not names:
-            return []
-        versions = subprocess.run(["dpkg-query", "-W", "-f", "${Package}=${Version}\\n", *names],
-                                  capture_output=True, text=True, timeout=60).stdout
-        return sorted(versions.split())
-    except (OSError, subprocess.SubprocessError):
-        return []
 
 
 def translation_spec(lang: str) -> GenerationSpec:
