@@ -101,7 +101,7 @@ class Batcher:
     def __init__(self, runtime: Runtime, max_batch_rows: int = 64, max_wait_ms: float = 5.0,
                  max_queue_rows: int = 4096, on_batch=None, slice_cost: float | None = None,
                  on_usage=None, slice_split: int = 1, competing_window_s: float = 10.0,
-                 preempt: bool = False, max_parked: int = 1):
+                 preempt: bool = False, max_parked: int = 1, on_park=None):
         self.runtime = runtime
         # A running batch may pause between trunk blocks while another namespace's owed work
         # runs (``runtime.run(items, pause=...)``); at most ``max_parked`` batches wait parked.
@@ -110,6 +110,7 @@ class Batcher:
         self.preempt = preempt
         self.max_parked = max_parked
         self.preemptions = 0  # batches run while another was parked, since start
+        self.on_park = on_park  # callback() each time a running batch is parked
         self._parked = 0  # batches parked below the one running (batch worker thread only)
         self._nested_s = 0.0  # seconds spent running batches while another was parked
         self.max_batch_rows = max_batch_rows
@@ -289,6 +290,8 @@ class Batcher:
             items = self._gather(self._fq.pop(), 0.0, own_only=True)
         self._parked += 1
         self.preemptions += 1
+        if self.on_park:
+            self.on_park()
         mark, start = self._nested_s, time.perf_counter()
         try:
             self._run_batch(items)

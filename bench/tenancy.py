@@ -79,6 +79,12 @@ def phase(url: str, seconds: float, a_clients: int, b_clients: int, b_pause: flo
     return {"wall": wall, **logs}
 
 
+def batches_parked(metrics_text: str) -> float | None:
+    """``taskswap_batches_parked_total`` summed over the server's workers (None: not exported)."""
+    lines = [ln for ln in metrics_text.splitlines() if ln.startswith("taskswap_batches_parked_total")]
+    return sum(float(ln.split()[-1]) for ln in lines) if lines else None
+
+
 def stage_table(log: list) -> dict:
     """Per stage of the answered requests' Server-Timing: ``{stage: (p50 ms, p99 ms)}``."""
     ok = [st for s, _, _, st in log if s == 200]
@@ -110,6 +116,9 @@ def main(argv=None) -> int:
                     help="TASKSWAP_NAMESPACE_MAX_INFLIGHT of the server (0: no admission gate; default: the server's)")
     ap.add_argument("--switch-ms", type=float, default=None, help="TASKSWAP_GIL_SWITCH_MS of the server")
     ap.add_argument("--split", type=int, default=None, help="TASKSWAP_SLICE_SPLIT of the server (default: the server's)")
+    ap.add_argument("--preempt", choices=["on", "off"], default=None,
+                    help="TASKSWAP_PREEMPT of the server: park a running batch between trunk blocks for "
+                         "another namespace's owed work (default: the server's, on)")
     ap.add_argument("--tiny", action="store_true", help="a tiny random text backbone")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -131,7 +140,8 @@ def main(argv=None) -> int:
                                  "TASKSWAP_MAX_QUEUE_ROWS": "65536", "TASKSWAP_SERVER_TIMING": "1",
                                  **({} if args.gate is None else {"TASKSWAP_NAMESPACE_MAX_INFLIGHT": str(args.gate)}),
                                  **({} if args.switch_ms is None else {"TASKSWAP_GIL_SWITCH_MS": str(args.switch_ms)}),
-                                 **({} if args.split is None else {"TASKSWAP_SLICE_SPLIT": str(args.split)})})
+                                 **({} if args.split is None else {"TASKSWAP_SLICE_SPLIT": str(args.split)}),
+                                 **({} if args.preempt is None else {"TASKSWAP_PREEMPT": "1" if args.preempt == "on" else "0"})})
         for i, task in enumerate((TASK_A, TASK_B)):
             r = srv.register_archive(make_archive(head_adapter(root / f"h{i}", text, f"h{i}", seed=i)), name=task)
             if r.status_code != 201:
@@ -147,6 +157,7 @@ def main(argv=None) -> int:
             runs["a_alone"].append(phase(srv.url, args.seconds, args.a_clients, 0, args.b_pause))
             runs["both"].append(phase(srv.url, args.seconds, args.a_clients, args.b_clients, args.b_pause))
         internal = srv.internal_errors()
+        parked = batches_parked(srv.get("/metrics").text)
     load_end = machine()["load_avg"]
 
     def merged(name: str, side: str) -> dict:
@@ -162,7 +173,7 @@ def main(argv=None) -> int:
     report = {
         "command": "python -m bench tenancy " + " ".join(sys.argv[1:]), "machine": machine(),
         "load_avg_start": load_start, "load_avg_end": load_end, "under_load": loaded,
-        "server_threads": args.threads, "namespace_max_inflight": args.gate, "gil_switch_ms": args.switch_ms, "slice_split": args.split, "seconds_per_phase": args.seconds, "rounds": args.rounds,
+        "server_threads": args.threads, "namespace_max_inflight": args.gate, "gil_switch_ms": args.switch_ms, "slice_split": args.split, "preempt": args.preempt, "seconds_per_phase": args.seconds, "rounds": args.rounds,
         "a_clients": args.a_clients, "b_clients": args.b_clients, "b_pause_s": args.b_pause,
         "b_alone": {k: v for k, v in b_alone.items() if k != "latencies"},
         "b_with_a": {k: v for k, v in b_both.items() if k != "latencies"},
@@ -170,7 +181,7 @@ def main(argv=None) -> int:
         "a_with_b": {k: v for k, v in a_both.items() if k != "latencies"},
         "b_p99_ratio": ratio_b, "a_rows_per_s_ratio": ratio_a,
         "a_offered_over_b": round(a_both["rows_per_s"] / b_both["rows_per_s"], 1) if b_both["rows_per_s"] else None,
-        "failed": failed, "tracebacks": len(internal),
+        "failed": failed, "tracebacks": len(internal), "batches_parked": parked,
     }
     goals = {"B p99 with A flooding <= 1.5x alone": ratio_b is not None and ratio_b <= 1.5,
              "A keeps progressing": a_both["ok"] > 0, "no failure": failed == 0}
@@ -190,6 +201,8 @@ def main(argv=None) -> int:
              f"| A rows/s | {a_alone['rows_per_s']} | {a_both['rows_per_s']} | x{ratio_a} | the capacity B leaves |",
              f"| B rows/s | {b_alone['rows_per_s']} | {b_both['rows_per_s']} | | |",
              f"| failures / tracebacks | | {failed} / {len(internal)} | | 0 |", "",
+             f"Batches of one namespace parked between trunk blocks for the other's "
+             f"(`taskswap_batches_parked_total`, whole run): {parked}", "",
              "Where B's time goes (its answers' `Server-Timing`, ms, p50 / p99; `outside`: the client's "
              "wall time minus the server's stages: HTTP parsing, validation, the event loop, sending):", "",
              "| stage | B alone | B beside A | A beside B |", "|---|---|---|---|"]

@@ -157,7 +157,8 @@ class Engine:
                                on_batch=self._on_batch, slice_cost=s.slice_cost or None,
                                on_usage=self.metrics.on_namespace_usage if self.metrics is not None else None,
                                slice_split=s.slice_split, competing_window_s=s.competing_window_s,
-                               preempt=s.preempt)
+                               preempt=s.preempt,
+                               on_park=self.metrics.on_park if self.metrics is not None else None)
         registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
         limits = EngineLimits(kv_budget_bytes=int(s.generation_kv_budget_mb * (1 << 20)),
                               max_running=s.generation_max_running, max_waiting=s.generation_max_waiting,
