@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import sys
 import tempfile
 import threading
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
     load_start = machine()["load_avg"]
     settings = ["on", "off"] if args.preempt == "both" else [args.preempt]
 
-    with tempfile.TemporaryDirectory(prefix="tenancy-") as tmp, ServerFactory(Path(tmp)) as servers:
+    with tempfile.TemporaryDirectory(prefix="tenancy-") as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
         from adapters.format.archive import make_archive
         from support.factories import head_adapter
@@ -186,6 +187,10 @@ def main(argv=None) -> int:
         env = [{"name": spec.name, "source": spec.source, "max_length": spec.max_length, "image_size": spec.image_size}]
         srvs = {}
         for n, preempt in enumerate(settings):
+            # a folder (so a BENTOML_HOME and its metrics directory) per server: two servers
+            # sharing one would count each other's metrics, or lose them
+            (root / f"server{n}").mkdir()
+            servers = stack.enter_context(ServerFactory(root / f"server{n}"))
             srv = srvs[preempt] = servers.start(
                 store=root / f"store{n}", backbones=env, ready_timeout_s=900,
                 env={"TASKSWAP_TORCH_THREADS": str(args.threads), "TASKSWAP_PREDICT_TIMEOUT_S": "600",
