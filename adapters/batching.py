@@ -15,11 +15,21 @@ request's latency grows with its own size, not the others'. Its slices' answers 
 
 While namespaces compete (more than one submitted work within the last
 ``competing_window_s``), batches shrink to ``slice_cost / slice_split`` of work and a
-namespace's turn to one such batch, which holds that namespace's slices only: a batch is not
-preempted, so what a light namespace's request waits for is the batch in flight plus its own,
-both are then that small, and its own holds no other namespace's work. Slices
-are cut at that finer grain always (``slice_split`` of them make one full batch again when a
-single namespace is active, so a lone namespace's batches are as large as before).
+namespace's turn to one such batch, which holds that namespace's slices only: what a light
+namespace's request waits for is the batch in flight plus its own, both are then that small,
+and its own holds no other namespace's work. Slices are cut at that finer grain always
+(``slice_split`` of them make one full batch again when a single namespace is active, so a
+lone namespace's batches are as large as before).
+
+With ``preempt``, the batch in flight is not waited for either: between two trunk blocks it
+asks whether the slice next in fair order is another namespace's (a newcomer, or a namespace
+whose turn came); if so it is *parked* (its hidden states and mask stay as they are, its
+kinds' changes to the shared model are let go: :mod:`adapters.kinds.pausing`), that
+namespace's batch is gathered without waiting and run to the end, and the parked batch
+resumes where it stopped, with the same answers. At most ``max_parked`` batches are parked
+at once (a batch run while the limit is reached is not preemptible), so memory stays bounded
+by that many batches' activations. Chunks of a backbone without a block layout pause between
+chunks only (:mod:`adapters.kinds.stepwise`).
 
 The wait is only for a worker that was idle: slices that queued while the previous batch
 ran are taken at once (they had that whole batch's time to gather; waiting longer would
@@ -90,8 +100,19 @@ class Batcher:
 
     def __init__(self, runtime: Runtime, max_batch_rows: int = 64, max_wait_ms: float = 5.0,
                  max_queue_rows: int = 4096, on_batch=None, slice_cost: float | None = None,
-                 on_usage=None, slice_split: int = 1, competing_window_s: float = 10.0):
+                 on_usage=None, slice_split: int = 1, competing_window_s: float = 10.0,
+                 preempt: bool = False, max_parked: int = 1, on_park=None):
         self.runtime = runtime
+        # A running batch may pause between trunk blocks while another namespace's owed work
+        # runs (``runtime.run(items, pause=...)``); at most ``max_parked`` batches wait parked.
+        if max_parked < 1:
+            raise ValueError(f"max_parked {max_parked} must be >= 1")
+        self.preempt = preempt
+        self.max_parked = max_parked
+        self.preemptions = 0  # batches run while another was parked, since start
+        self.on_park = on_park  # callback() each time a running batch is parked
+        self._parked = 0  # batches parked below the one running (batch worker thread only)
+        self._nested_s = 0.0  # seconds spent running batches while another was parked
         self.max_batch_rows = max_batch_rows
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_rows = max_queue_rows
@@ -184,54 +205,99 @@ class Batcher:
                     return None
                 self._ready.wait()
                 wait_s = self.max_wait_s  # idle: the first slice waits max_wait_s for company
-            first = self._fq.pop()
-            items, rows, cost = [first], first.rows, first.cost
-            budget = self._budget()
-            competing = budget is not None and budget < self.slice_cost
-            deadline = time.monotonic() + wait_s
-            while rows < self.max_batch_rows:
-                nxt = self._next()
-                if nxt is None:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or self._closed:
-                        break
-                    self._ready.wait(left)
-                    continue
-                if budget and cost + nxt.cost > budget:
-                    break  # the batch's work stays within its budget
-                if competing and nxt.namespace != first.namespace:
-                    break  # a namespace's turn is its own batch: no one waits on another's work in it
-                items.append(self._fq.pop())
-                rows += nxt.rows
-                cost += nxt.cost
-            return items
+            return self._gather(self._fq.pop(), wait_s)
+
+    def _gather(self, first: _Slice, wait_s: float, own_only: bool = False) -> list[_Slice]:
+        """``first`` and the slices that join its batch in fair order (under the lock):
+        waiting up to ``wait_s`` for company, within the batch's rows and work; ``own_only``:
+        ``first``'s namespace's slices only (as always while namespaces compete)."""
+        items, rows, cost = [first], first.rows, first.cost
+        budget = self._budget()
+        competing = own_only or (budget is not None and budget < self.slice_cost)
+        deadline = time.monotonic() + wait_s
+        while rows < self.max_batch_rows:
+            nxt = self._next()
+            if nxt is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    break
+                self._ready.wait(left)
+                continue
+            if budget and cost + nxt.cost > budget:
+                break  # the batch's work stays within its budget
+            if competing and nxt.namespace != first.namespace:
+                break  # a namespace's turn is its own batch: no one waits on another's work in it
+            items.append(self._fq.pop())
+            rows += nxt.rows
+            cost += nxt.cost
+        return items
 
     def _loop(self) -> None:
         while True:
             items = self._take()
             if items is None:
                 return
-            rows = sum(s.rows for s in items)
-            start = time.perf_counter()
-            outcomes: list[tuple[_Slice, object, BaseException | None]] = []
-            try:
-                self._run_isolated(items, outcomes)
-            except Exception as exc:  # a safety net: the loop must never die
-                log.exception("batch worker error")
-                answered = {id(s) for s, _, _ in outcomes}
-                outcomes += [(s, None, exc) for s in items if id(s) not in answered]
-            finally:
-                # The rows leave the queue before any caller hears back, so a client's next
-                # request never finds its own finished rows still counted (a spurious 429).
-                with self._lock:
-                    self._queued_rows -= rows
-            for s, result, exc in outcomes:
-                self._complete(s, result, exc)
-            seconds = time.perf_counter() - start
-            if self.on_batch:
-                self.on_batch(len(items), rows, seconds)
-            if self.on_usage:
-                self.on_usage(_usage(items, seconds))
+            self._run_batch(items)
+
+    def _run_batch(self, items: list[_Slice]) -> None:
+        """Run one batch, answer its slices, report it."""
+        rows = sum(s.rows for s in items)
+        start = time.perf_counter()
+        nested_before = self._nested_s
+        outcomes: list[tuple[_Slice, object, BaseException | None]] = []
+        try:
+            self._run_isolated(items, outcomes)
+        except Exception as exc:  # a safety net: the loop must never die
+            log.exception("batch worker error")
+            answered = {id(s) for s, _, _ in outcomes}
+            outcomes += [(s, None, exc) for s in items if id(s) not in answered]
+        finally:
+            # The rows leave the queue before any caller hears back, so a client's next
+            # request never finds its own finished rows still counted (a spurious 429).
+            with self._lock:
+                self._queued_rows -= rows
+        for s, result, exc in outcomes:
+            self._complete(s, result, exc)
+        # its own time: not the batches that ran while it was parked
+        seconds = time.perf_counter() - start - (self._nested_s - nested_before)
+        if self.on_batch:
+            self.on_batch(len(items), rows, seconds)
+        if self.on_usage:
+            self.on_usage(_usage(items, seconds))
+
+    # ---- preemption between trunk blocks (the batch worker's thread only) ------------------
+    def _pause_for(self, items: list[_Slice]) -> "_OwedWork | None":
+        if not self.preempt or self._parked >= self.max_parked:
+            return None
+        return _OwedWork(self, frozenset(s.namespace for s in items))
+
+    def _owed(self, running: frozenset[str]) -> bool:
+        """Whether the slice next in fair order belongs to a namespace not in the running
+        batch (it is owed the worker now: a newcomer, or its turn came), and a batch may park."""
+        if self._parked >= self.max_parked or not len(self._fq):
+            return False
+        with self._lock:
+            nxt = self._next()
+            return nxt is not None and nxt.namespace not in running
+
+    def _run_owed(self, running: frozenset[str]) -> None:
+        """Take the owed namespace's batch (no wait for company) and run it to the end while
+        the calling batch is parked."""
+        with self._lock:
+            nxt = self._next()
+            if nxt is None or nxt.namespace in running:
+                return
+            items = self._gather(self._fq.pop(), 0.0, own_only=True)
+        self._parked += 1
+        self.preemptions += 1
+        if self.on_park:
+            self.on_park()
+        mark, start = self._nested_s, time.perf_counter()
+        try:
+            self._run_batch(items)
+        finally:
+            self._parked -= 1
+            self._nested_s = mark + (time.perf_counter() - start)
 
     def waiting(self) -> dict[str, int]:
         """Slices waiting per namespace."""
@@ -262,7 +328,9 @@ class Batcher:
         alone, so every other request still gets its own (correct) answer. Appends
         ``(slice, result, exception)`` per item to ``outcomes`` (the caller completes them)."""
         try:
-            results = self.runtime.run([s.req for s in items])
+            pause = self._pause_for(items)
+            reqs = [s.req for s in items]
+            results = self.runtime.run(reqs) if pause is None else self.runtime.run(reqs, pause=pause)
         except Exception as exc:  # one failed batch fails its own requests, never the loop
             if len(items) > 1:
                 log.warning("batch of %d slices failed (%s: %s); retrying in halves",
@@ -276,6 +344,25 @@ class Batcher:
             outcomes.append((items[0], None, exc))
             return
         outcomes.extend((s, res, None) for s, res in zip(items, results))
+
+
+class _OwedWork:
+    """The :class:`~adapters.kinds.base.Pause` a running batch offers between trunk blocks:
+    due when another namespace's slice is next in fair order; running it runs that
+    namespace's batch while this one is parked."""
+
+    def __init__(self, batcher: Batcher, running: frozenset[str]):
+        self.batcher = batcher
+        self.running = running
+
+    def due(self) -> bool:
+        return self.batcher._owed(self.running)
+
+    def run(self) -> None:
+        try:
+            self.batcher._run_owed(self.running)
+        except Exception:  # noqa: BLE001 - the parked batch must resume whatever happened
+            log.exception("a preempting batch failed in the batch worker")
 
 
 def _usage(items: list[_Slice], seconds: float) -> dict[str, tuple[int, float]]:

@@ -36,6 +36,8 @@ from adapters.backbones.base import Backbone, map_feature, map_strides
 from adapters.embed_spec import DEFAULT_TOKEN_BUDGET, EmbedSpec  # noqa: F401  (re-exported)
 from adapters.errors import InvalidInput, NotFound, TaskswapError
 from adapters.trunk_rows import own_row_adapters
+from adapters.kinds.base import Pause
+from adapters.kinds.pausing import let_pause
 from adapters.kinds.trunk import COMPOSED_TRUNK
 from adapters.length_batches import fixed_sub_batches, plan_sub_batches
 from adapters.loading import LoadedAdapter
@@ -257,8 +259,11 @@ class Runtime:
             raise InvalidInput(f"backbone {backbone!r} takes {need}, but {modality} inputs were sent")
         return PreparedRequest(bb, list(inputs), [], _embed_on(bb, embed))
 
-    def run(self, requests: list[PreparedRequest]) -> list[Results]:
+    def run(self, requests: list[PreparedRequest], pause: Pause | None = None) -> list[Results]:
         """Results per request, per task in the order the request named them.
+
+        ``pause``: offered between trunk blocks (the batch worker's preemption: other work
+        owed the worker runs there, and this batch resumes; its answers are unchanged).
 
         Requests are grouped by (backbone, input size): a request whose tasks run at
         different sizes (a detector at 320 px beside a classifier at the backbone's 96) is
@@ -270,7 +275,7 @@ class Runtime:
             groups.setdefault((part.backbone.name, part.input_size), []).append(k)
         done: list[Results | None] = [None] * len(parts)
         for ks in groups.values():
-            for k, res in zip(ks, self._run_group([parts[k][2] for k in ks])):
+            for k, res in zip(ks, self._run_group([parts[k][2] for k in ks], pause)):
                 done[k] = res
         out: list[Results] = []
         for i, r in enumerate(requests):
@@ -288,7 +293,7 @@ class Runtime:
             out.append(Results(results, embeddings, tokens))
         return out
 
-    def _run_group(self, reqs: list[PreparedRequest]) -> list[Results]:
+    def _run_group(self, reqs: list[PreparedRequest], pause: Pause | None = None) -> list[Results]:
         bb = reqs[0].backbone
         started = time.time_ns()
         inputs, row_input, row_state, row_pass = [], [], [], []  # per trunk row
@@ -340,7 +345,7 @@ class Runtime:
         token_rows = {r for n, rows in reads if "tokens" in n for r in rows}
         t0 = time.perf_counter()
         feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs, token_rows,
-                            reqs[0].input_size)
+                            reqs[0].input_size, pause)
         trunk_s = time.perf_counter() - t0
         trunk_done = time.time_ns()
         it = iter(_score(pairs, feats))
@@ -372,7 +377,7 @@ class Runtime:
 
     def _trunk(self, bb: Backbone, inputs: list, row_input: list[int], row_state: list,
                row_pass: list, needs: set[str], token_rows: set[int] = frozenset(),
-               size: int | None = None) -> BatchFeatures:
+               size: int | None = None, pause: Pause | None = None) -> BatchFeatures:
         """The features ``needs`` asks for, for every row, on the backbone's device.
 
         A "unit" is one row of one forward: a trunk row reading one preprocessed sequence.
@@ -431,7 +436,9 @@ class Runtime:
         # Units run in their row's kind's pass (heads and LoRA name the same one).
         for p in dict.fromkeys(row_pass):
             mine = [u for u in range(len(unit_row)) if row_pass[unit_row[u]] is p]
-            for sub in self.plan(None if lengths is None else [lengths[u] for u in mine], len(mine)):
+            for j, sub in enumerate(self.plan(None if lengths is None else [lengths[u] for u in mine], len(mine))):
+                if j:
+                    let_pause(pause)  # between chunks nothing is applied: a pause even where blocks cannot
                 chunk = [mine[j] for j in sub]
                 batch = {k: v[ue[chunk]] for k, v in enc.items()}
                 keep = None
@@ -442,7 +449,8 @@ class Runtime:
                     else:  # input_ids, attention_mask, token_type_ids: [units, seq]
                         batch = {k: v[:, keep] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v
                                  for k, v in batch.items()}
-                p.forward(bb, batch, [row_state[unit_row[u]] for u in chunk], collector(keep), strides)
+                p.forward(bb, batch, [row_state[unit_row[u]] for u in chunk], collector(keep), strides,
+                          pause=pause)
                 order.extend(chunk)
         back = None if order == list(range(len(order))) else torch.argsort(torch.tensor(order))
         n = len(row_input)  # units 0..n-1 are the rows themselves

@@ -41,6 +41,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "fuzz": ("fuzz", "the long schemathesis run against a real server's own OpenAPI schema"),
     "hostile-load": ("hostile_load", "honest clients and attackers on one real server, for minutes"),
     "fairness": ("fairness", "one client sending the costliest valid requests beside honest clients: p99, RSS, its own throughput"),
+    "preempt": ("preempt", "what preemption between trunk blocks costs a namespace alone: rows/s on vs off, in process"),
     "tenancy": ("tenancy", "namespace A floods at 10x its share beside namespace B's steady load: B's p99, A's rows/s"),
     "load-faults": ("load_faults", "prediction load while adapters are registered, rolled back and deleted"),
     "memory-churn": ("memory_churn", "server memory under register -> predict -> delete cycles"),

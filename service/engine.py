@@ -156,7 +156,9 @@ class Engine:
         self.batcher = Batcher(self.runtime, s.max_batch_rows, s.max_wait_ms, s.max_queue_rows,
                                on_batch=self._on_batch, slice_cost=s.slice_cost or None,
                                on_usage=self.metrics.on_namespace_usage if self.metrics is not None else None,
-                               slice_split=s.slice_split, competing_window_s=s.competing_window_s)
+                               slice_split=s.slice_split, competing_window_s=s.competing_window_s,
+                               preempt=s.preempt,
+                               on_park=self.metrics.on_park if self.metrics is not None else None)
         registry.run_probe = self._run_probe  # registration dry runs join ordinary batches
         limits = EngineLimits(kv_budget_bytes=int(s.generation_kv_budget_mb * (1 << 20)),
                               max_running=s.generation_max_running, max_waiting=s.generation_max_waiting,

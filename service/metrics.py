@@ -155,6 +155,9 @@ class ServiceMetrics:
                                           documentation="Requests merged into one batch.")
         self.batch_seconds = m.Histogram(name="taskswap_batch_seconds", buckets=_LATENCY_BUCKETS,
                                          documentation="Time to run one batch.")
+        self.batches_parked = m.Counter(name="taskswap_batches_parked", documentation=(
+            "Batches parked between trunk blocks while another namespace's owed batch ran "
+            "(TASKSWAP_PREEMPT, docs/tenancy.md)."))
         self.queue_rows = m.Gauge(name="taskswap_queue_rows", multiprocess_mode="livesum",
                                   documentation="Rows waiting for the batcher.")
         # Autoscaling signals (deploy/hpa.yaml): the queue above, and how full the adapter
@@ -293,6 +296,10 @@ class ServiceMetrics:
         self.batch_requests.observe(n_requests)
         self.batch_rows.observe(n_rows)
         self.batch_seconds.observe(seconds)
+
+    def on_park(self) -> None:
+        """A running batch was parked for another namespace's (the batcher's ``on_park``)."""
+        self.batches_parked.inc()
 
     def on_namespace_usage(self, usage: dict[str, tuple[int, float]]) -> None:
         """One batch's rows and seconds per namespace (the batcher's ``on_usage``)."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Protocol
 
 import torch
 
@@ -90,16 +90,31 @@ class KindBatch:
         return []
 
 
+class Pause(Protocol):
+    """A point between two trunk blocks where a running chunk may let other work run first
+    (preemption, :mod:`adapters.kinds.pausing`): ``due()`` says, cheaply, whether work that is
+    owed the worker now is waiting; ``run()`` runs it to the end and returns. The pass calls
+    ``run()`` only with none of its changes applied to the shared model, and resumes exactly
+    where it stopped (its hidden states stay as they were)."""
+
+    def due(self) -> bool: ...
+
+    def run(self) -> None: ...
+
+
 class TrunkPass:
     """Runs one chunk of trunk rows (``[rows, ...]`` preprocessed tensors) in one forward."""
 
     def forward(self, backbone: "Backbone", batch: dict[str, torch.Tensor], states: list,
-                collect: Callable[["Features"], None], maps: tuple[int, ...] = ()) -> None:
+                collect: Callable[["Features"], None], maps: tuple[int, ...] = (),
+                pause: Pause | None = None) -> None:
         """Run ``batch`` with ``states[i]`` (a kind's :meth:`AdapterKind.trunk_state`, or None
         for a plain row) applied to row ``i``; call ``collect(features)`` once, while whatever
         the pass changed on the shared model is still in place, with the spatial maps at
         ``maps`` strides kept (``Features.map``). Hold ``backbone.lock`` while
-        the shared model is changed or run, and leave it exactly as found, even on error."""
+        the shared model is changed or run, and leave it exactly as found, even on error.
+        ``pause``: offered between trunk blocks where the pass can stop and resume (None: run
+        through)."""
         raise NotImplementedError
 
 

@@ -5,7 +5,9 @@ rows that change nothing below their exit share the frozen trunk); the frozen st
 blocks run once on those up to the lowest exit any row needs; from each block on, the rows
 still on the frozen trunk continue (with every kind's changes for exactly those rows,
 :meth:`KindBatch.applied`), and at an exit its rows leave and run their own blocks, one call
-per exit (:meth:`KindBatch.exits`). The finish (pooler) runs once on every row.
+per exit (:meth:`KindBatch.exits`). The finish (pooler) runs once on every row. Between
+frozen blocks the chunk may pause (:mod:`adapters.kinds.pausing`) and resume from its hidden
+states; a task's own blocks above its exit run in one call, without a pause.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import contextlib
 import torch
 
 from adapters.backbones.base import Features
-from adapters.kinds.base import KindBatch
+from adapters.kinds.base import KindBatch, Pause
 from adapters.kinds.layouts import layout_of
+from adapters.kinds.pausing import Held, let_pause
 
 
 def _row_keys(batch: dict[str, torch.Tensor], kinds: list[KindBatch], n: int) -> list[int]:
@@ -40,8 +43,10 @@ def _applied(kinds: list[KindBatch], rows: list[int]):
 
 
 def piecewise_forward(backbone, batch: dict[str, torch.Tensor], kinds: list[KindBatch], n: int,
-                      collect) -> None:
-    """Run a chunk of ``n`` rows piecewise (see the module docstring); ``collect`` once."""
+                      collect, pause: Pause | None = None) -> None:
+    """Run a chunk of ``n`` rows piecewise (see the module docstring); ``collect`` once.
+    ``pause`` is offered after each frozen block (not inside a task's own blocks, which run
+    in one call per exit)."""
     model, lay = backbone.model, layout_of(backbone)
     rep = _row_keys(batch, kinds, n)  # on the CPU tensors, before they move
     batch = {k: v.to(backbone.device) for k, v in batch.items()}
@@ -70,10 +75,11 @@ def piecewise_forward(backbone, batch: dict[str, torch.Tensor], kinds: list[Kind
     with backbone.lock, torch.inference_mode():
         idx = torch.tensor(uniq, dtype=torch.long, device=backbone.device)
         sub_mask = None if mask is None else mask[idx]
-        with _applied(kinds, uniq):
+        with Held(kinds, uniq) as held:
             h = lay.stem(model, {k: v[idx] for k, v in batch.items()})  # [uniq, ...]
             for b in range(low):
                 h = lay.run_block(block_mods[b], h, sub_mask, model)
+                held.between_blocks(pause)
         active = list(range(len(uniq)))  # positions in uniq still on the frozen trunk
         for b in range(low, n_blocks + 1):
             where = {p: j for j, p in enumerate(active)}
@@ -95,6 +101,7 @@ def piecewise_forward(backbone, batch: dict[str, torch.Tensor], kinds: list[Kind
             a_mask = None if mask is None else mask[torch.tensor(a_rows, dtype=torch.long, device=mask.device)]
             with _applied(kinds, a_rows):
                 h = lay.run_block(block_mods[b], h, a_mask, model)
+            let_pause(pause)  # nothing applied here: other work may run
         if active and low <= n_blocks:
             where = {p: j for j, p in enumerate(active)}
             for i in range(n):

@@ -5,7 +5,9 @@ names its kind), and each kind builds its bucket's :class:`~adapters.kinds.base.
 (LoRAX's per-kind ``BatchAdapterWeights``). When no row leaves the frozen trunk, the
 backbone runs whole with every kind's changes applied (LoRA: per-row deltas in the forward
 hooks, :mod:`adapters.lora.batch`, or one adapter's merged weights); when some do (a
-top-layers task's own blocks), it runs piecewise (:mod:`adapters.kinds.piecewise`).
+top-layers task's own blocks), it runs piecewise (:mod:`adapters.kinds.piecewise`). Given a
+pause (preemption: the batch worker lets owed work of another namespace run between blocks),
+a chunk runs block by block (:mod:`adapters.kinds.stepwise`) where its backbone has a layout.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 from adapters.errors import InvalidInput
 from adapters.kinds.base import KindBatch, TrunkPass
 from adapters.kinds.piecewise import piecewise_forward
+from adapters.kinds.stepwise import can_step, stepwise_forward
 
 
 def kind_batches(backbone, states: list) -> list[KindBatch]:
@@ -29,13 +32,15 @@ def kind_batches(backbone, states: list) -> list[KindBatch]:
 
 
 class ComposedTrunk(TrunkPass):
-    def forward(self, backbone, batch, states, collect, maps=()) -> None:
+    def forward(self, backbone, batch, states, collect, maps=(), pause=None) -> None:
         kinds = kind_batches(backbone, states)
         if any(k.exits() for k in kinds):
             if maps:
                 raise InvalidInput("spatial maps are not collected beside top_layers rows yet; "
                                    "send the map-reading task in a request of its own")
-            return piecewise_forward(backbone, batch, kinds, len(states), collect)
+            return piecewise_forward(backbone, batch, kinds, len(states), collect, pause)
+        if pause is not None and can_step(backbone, maps):  # preemptible between blocks
+            return stepwise_forward(backbone, batch, kinds, collect, pause)
         with backbone.lock, contextlib.ExitStack() as stack:
             for k in kinds:
                 stack.enter_context(k.applied())

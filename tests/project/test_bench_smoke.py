@@ -169,6 +169,13 @@ def test_scale_populate(results, tmp_path, capsys):
     assert "'written': 4" in capsys.readouterr().out
 
 
+def test_preempt(results):
+    assert bench(["preempt", "--tiny", "--rounds", "3", "--calls", "1", "--requests", "2"]) == 0
+    res = written(results, "preempt")
+    assert set(res["rows_per_s_median"]) == {"off", "on"} and finite(res["on_over_off"])
+    assert res["preemptions"] == 0  # one namespace alone never parks a batch
+
+
 def test_knobs(results):
     bench(["knobs", "--smoke"])
     res = written(results, "knobs-smoke")
@@ -298,6 +305,7 @@ def test_convergence(results):
     ["fuzz", "--examples", "1", "--timeout", "300"],
     ["hostile-load", "--seconds", "3", "--tiny"],
     ["fairness", "--seconds", "4", "--alone", "2", "--tiny", "--lora-rank", "16"],
+    ["tenancy", "--seconds", "2", "--rounds", "1", "--tiny"],
     ["load-faults", "--seconds", "3", "--tiny", "--period", "0.5"],
     ["memory-churn", "--cycles", "3", "--warmup", "1", "--every", "1", "--tiny"],
 ], ids=lambda a: a[0])
