@@ -149,12 +149,13 @@ class Settings(BaseSettings):
         "a batch holds at most one such slice's work and a namespace's turn is one batch, so a "
         "light namespace waits for small batches only; with one namespace active, slice_split "
         "slices make one full batch as before. 1 = off (docs/tenancy.md)."))
-    preempt: bool = Field(True, description=(
+    preempt: bool = Field(False, description=(
         "Preemption between trunk blocks: a running batch asks, after each block, whether "
         "another namespace's work is owed the batch worker (a newcomer, or its turn came); if "
         "so it is parked (hidden states kept, answers unchanged), that namespace's batch runs, "
         "and it resumes (docs/tenancy.md). Backbones without a block layout pause between "
-        "chunks only. Off: a batch runs to its end once started."))
+        "chunks only. Off (the default: on a quiet machine it made the light namespace's p99 "
+        "worse, docs/tenancy.md): a batch runs to its end once started."))
     gil_switch_ms: float = Field(5.0, ge=0.05, le=100.0, description=(
         "Python's thread switch interval (sys.setswitchinterval) in each worker process, ms. "
         "The batch worker gives up the GIL at every torch op and, while a request thread runs "
