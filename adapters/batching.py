@@ -45,7 +45,7 @@ from adapters.errors import CapacityError, TaskswapError
 from adapters.namespace_queue import NamespaceQueue
 from adapters.namespaces import DEFAULT_NAMESPACE
 from adapters.runtime import PreparedRequest, Runtime
-from adapters.slices import cut, merge, slice_request
+from adapters.slices import cut, merge, slice_with_costs
 
 log = logging.getLogger("taskswap.batching")
 
@@ -127,20 +127,21 @@ class Batcher:
         ``slice_cost``."""
         fut: Future = Future()
         if cost is not None and self.slice_cost:
-            parts = cut(list(cost.per_input), self.grain)
-            slices = slice_request(req, parts)
-            costs = [sum(cost.per_input[p.start:p.stop]) for p in parts]
+            parts = cut(list(cost.per_input), self.grain, cost.units)
+            slices, costs = zip(*slice_with_costs(req, parts, cost.per_input))
         else:
             slices, costs = [req], [float(cost.total if cost is not None else req.rows)]
+        # parts of one input each run its rows: the queue counts the slices' rows
+        rows = sum(s.rows for s in slices)
         job = _Job(fut, [None] * len(slices), len(slices))
         stamps = getattr(req, "timings", None)  # a PreparedRequest's; an item needs only ``rows``
         with self._lock:
             if self._closed:
                 raise CapacityError("server is shutting down", retry_after_s=5)
-            if self._queued_rows + req.rows > self.max_queue_rows and self._queued_rows > 0:
+            if self._queued_rows + rows > self.max_queue_rows and self._queued_rows > 0:
                 raise CapacityError(f"server is at capacity ({self._queued_rows} rows queued, "
                                     f"limit {self.max_queue_rows}); retry shortly", retry_after_s=1)
-            self._queued_rows += req.rows
+            self._queued_rows += rows
             self._last_submit[namespace] = time.monotonic()
             if stamps is not None:
                 stamps["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
@@ -238,8 +239,7 @@ class Batcher:
         with self._lock:
             return self._fq.waiting()
 
-    @staticmethod
-    def _complete(s: _Slice, result, exc: BaseException | None) -> None:
+    def _complete(self, s: _Slice, result, exc: BaseException | None) -> None:
         """Record one slice's outcome; the request's future is set by its first failure or
         its last slice."""
         job = s.job
@@ -252,7 +252,8 @@ class Batcher:
         job.left -= 1
         if job.left == 0:
             try:
-                job.future.set_result(merge(job.parts) if len(job.parts) > 1 else job.parts[0])
+                job.future.set_result(merge(job.parts, self.runtime.answer)
+                                      if len(job.parts) > 1 else job.parts[0])
             except Exception as merge_exc:  # noqa: BLE001 - never leave a caller hanging
                 log.exception("merging a request's slices failed")
                 job.future.set_exception(merge_exc)
