@@ -278,12 +278,8 @@ class Runtime:
         different sizes (a detector at 320 px beside a classifier at the backbone's 96) is
         split into one part per size, and each group runs the trunk once for all its parts.
         """
-        partial = [k for k, r in enumerate(requests) if r.partial]
-        if partial:  # parts of one input: their features, answered once all parts ran
-            whole = [k for k in range(len(requests)) if not requests[k].partial]
-            done_parts = dict(zip(partial, self._run_group([requests[k] for k in partial], features_only=True)))
-            done_whole = dict(zip(whole, self.run([requests[k] for k in whole]) if whole else []))
-            return [done_parts[k] if k in done_parts else done_whole[k] for k in range(len(requests))]
+        if any(r.partial for r in requests):
+            return self._run_with_parts(requests)
         parts = [(i, idx, part) for i, r in enumerate(requests) for idx, part in _split_by_size(r)]
         groups: dict[tuple, list[int]] = {}
         for k, (_, _, part) in enumerate(parts):
@@ -307,6 +303,17 @@ class Runtime:
                 tokens = res.tokens if res.tokens is not None else tokens
             out.append(Results(results, embeddings, tokens))
         return out
+
+    def _run_with_parts(self, requests: list[PreparedRequest]) -> list:
+        """:meth:`run` for a batch holding parts of inputs: each part's :class:`PartFeatures`
+        (one trunk pass per backbone for them), the other requests' results as usual."""
+        partial = [k for k, r in enumerate(requests) if r.partial]
+        whole = [k for k, r in enumerate(requests) if not r.partial]
+        done = dict(zip(whole, self.run([requests[k] for k in whole]) if whole else []))
+        for bb in dict.fromkeys(requests[k].backbone.name for k in partial):
+            mine = [k for k in partial if requests[k].backbone.name == bb]
+            done.update(zip(mine, self._run_group([requests[k] for k in mine], features_only=True)))
+        return [done[k] for k in range(len(requests))]
 
     def answer(self, req: PreparedRequest, features: BatchFeatures) -> Results:
         """``req``'s answers on ``features`` its trunk rows already gave (one input's parts,
