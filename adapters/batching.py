@@ -45,7 +45,7 @@ from adapters.errors import CapacityError, TaskswapError
 from adapters.namespace_queue import NamespaceQueue
 from adapters.namespaces import DEFAULT_NAMESPACE
 from adapters.runtime import PreparedRequest, Runtime
-from adapters.slices import cut, merge, slice_with_costs
+from adapters.slices import cut, merge, settle, slice_with_costs
 
 log = logging.getLogger("taskswap.batching")
 
@@ -250,6 +250,12 @@ class Batcher:
             return
         job.parts[s.index] = result
         job.left -= 1
+        try:  # an input whose parts all ran is answered now: its features are not kept
+            settle(job.parts, s.index, self.runtime.answer)
+        except Exception as exc:  # noqa: BLE001 - never leave a caller hanging
+            log.exception("answering an input's parts failed")
+            job.future.set_exception(exc)
+            return
         if job.left == 0:
             try:
                 job.future.set_result(merge(job.parts, self.runtime.answer)

@@ -136,10 +136,36 @@ def merge(parts: list, answer=None) -> Results:
     return Results(tasks, emb, tokens)
 
 
+_SETTLED = object()
+"""Where a part's features were, once its input's parts were answered (:func:`settle`)."""
+
+
+def settle(parts: list, index: int, answer) -> None:
+    """If slot ``index`` of ``parts`` (a request's slice results so far, None where still
+    running) completed every part of its input, replace that run by the input's answers
+    (``answer(request, features)``), in place: its features are let go at once, not held
+    until the request's last slice."""
+    if not isinstance(parts[index], PartFeatures):
+        return
+    start = index
+    while parts[start].request.inputs[0].lo > 0:
+        start -= 1
+        if not isinstance(parts[start], PartFeatures):
+            return  # an earlier part still runs
+    end = index
+    while parts[end].request.inputs[0].hi < parts[end].request.inputs[0].total:
+        end += 1
+        if not isinstance(parts[end], PartFeatures):
+            return  # a later part still runs
+    parts[start] = answer(*merge_parts(parts[start:end + 1]))
+    for k in range(start + 1, end + 1):
+        parts[k] = _SETTLED
+
+
 def _answer_parts(parts: list, answer) -> list[Results]:
     """``parts`` with each run of one input's :class:`PartFeatures` replaced by its answers."""
     out, run = [], []
-    for p in parts + [None]:
+    for p in [p for p in parts if p is not _SETTLED] + [None]:
         if isinstance(p, PartFeatures) and (not run or p.request.inputs[0].lo > run[-1].request.inputs[0].lo):
             run.append(p)
             continue

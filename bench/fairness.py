@@ -164,13 +164,15 @@ def main(argv=None) -> int:
                         status = type(exc).__name__
                     heavy_log.append((name, status, time.perf_counter() - t))
 
+        heavy_threads = [threading.Thread(target=heavy_loop, args=(name,)) for name in heavy]
+
         def sampler() -> None:
-            while not stop.is_set():
+            """Until the phase ends and every heavy request in flight then is answered."""
+            while not stop.is_set() or any(t.is_alive() for t in heavy_threads):
                 rss.append(tree_rss_bytes(srv.proc.pid))
                 time.sleep(0.05)
 
-        extra = [threading.Thread(target=heavy_loop, args=(name,)) for name in heavy]
-        extra.append(threading.Thread(target=sampler))
+        extra = heavy_threads + [threading.Thread(target=sampler)]
         loaded, wall = honest_phase(srv.url, args.honest, args.seconds, stop, extra)
         internal = srv.internal_errors()
         speed = srv.get("/metrics").status_code  # the server still answers

@@ -9,11 +9,16 @@ import pytest
 import torch
 
 from adapters.backbones.audio_io import Audio
+from adapters.backbones.base import load_backbone
+from adapters.backbones.tiny import tiny_backbone_spec
+from adapters.batching import Batcher
 from adapters.backbones.audio_preprocess import AudioPart
 from adapters.backbones.preprocess import TextPart
 from adapters.cost import estimate
+from adapters.registry import Registry
 from adapters.runtime import EmbedSpec, PartFeatures, Runtime
-from adapters.slices import Parts, cut, merge, slice_with_costs
+from adapters.store import open_store
+from adapters.slices import Parts, cut, merge, settle, slice_with_costs
 from support.factories import head_adapter, peft_lora_dir, regression_head
 from support.token_factories import peft_token_dir, token_head_adapter
 
@@ -95,8 +100,6 @@ def test_a_text_with_a_pooled_lora_task_is_cut_only_between_inputs(text_tasks):
 # ---- audio ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def audio_backbone(tmp_path_factory):
-    from adapters.backbones.base import load_backbone
-    from adapters.backbones.tiny import tiny_backbone_spec
     return load_backbone(tiny_backbone_spec("audio", tmp_path_factory.mktemp("tiny-audio") / "a"))
 
 
@@ -114,8 +117,6 @@ def long_clip(seconds: float, rate: int = 22050, seed: int = 0) -> Audio:
 
 
 def test_a_long_audio_clip_run_in_parts_equals_the_unsplit_run(tmp_path, audio_backbone, one_torch_thread):
-    from adapters.registry import Registry
-    from adapters.store import open_store
     reg = Registry(open_store(str(tmp_path / "store")), {"audio": audio_backbone})
     reg.sync()
     reg.register(head_adapter(tmp_path / "m", audio_backbone, "m", labels=("a", "b", "c"), seed=1, hidden=(8,)))
@@ -144,8 +145,6 @@ def test_a_long_audio_clip_run_in_parts_equals_the_unsplit_run(tmp_path, audio_b
 
 
 def test_a_part_keeps_features_not_activations(tmp_path, audio_backbone, one_torch_thread):
-    from adapters.registry import Registry
-    from adapters.store import open_store
     reg = Registry(open_store(str(tmp_path / "store")), {"audio": audio_backbone})
     reg.sync()
     reg.register(head_adapter(tmp_path / "m", audio_backbone, "m", seed=1))
@@ -161,3 +160,33 @@ def test_a_part_keeps_features_not_activations(tmp_path, audio_backbone, one_tor
 def test_a_clip_the_model_cannot_cut_stays_whole(audio_backbone):
     clip = long_clip(0.5)
     assert audio_backbone.preprocessor.parts(audio_backbone.model, clip, per_part=2) is None
+
+
+def test_the_batcher_answers_each_input_once_its_parts_ran(text_tasks):
+    """Through the batcher: every input's parts are answered as soon as its last part ran
+    (their features let go then), and the request's answer is the unsplit one."""
+    rt = text_tasks
+    texts = [LONG, "between the two", LONG[:400]]
+    req = rt.prepare(["t", "tl"], texts, "text")
+    whole = rt.run([rt.prepare(["t", "tl"], texts, "text")])[0]
+    answered = []
+
+    class Counting:
+        def run(self, reqs):
+            return rt.run(reqs)
+
+        def answer(self, r, feats):
+            answered.append(r.inputs[0])
+            return rt.answer(r, feats)
+
+    b = Batcher(Counting(), max_wait_ms=0, slice_cost=400.0)
+    try:
+        got = b.submit(req, "x", estimate(req)).result(timeout=300)
+    finally:
+        b.close()
+    assert answered == [LONG, LONG[:400]]  # once per cut input, as a whole string
+    assert b.queued_rows == 0
+    for m, w in zip(got, whole):
+        assert np.allclose(np.concatenate([np.array(x) for x in token_scores(m)]),
+                           np.concatenate([np.array(x) for x in token_scores(w)]), atol=1e-5)
+    assert settle([None], 0, None) is None  # nothing to settle where no part ran
