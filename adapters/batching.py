@@ -1,8 +1,9 @@
 """A micro-batcher: requests from many threads, whatever their task, run together, fairly.
 
 A request may come with its estimated cost (:mod:`adapters.cost`); it is then cut into
-slices of at most ``slice_cost`` (:mod:`adapters.slices`: whole inputs, so an input costlier
-than that is a slice of its own), and every slice is queued under the request's client key
+slices of at most ``slice_cost`` (:mod:`adapters.slices`: runs of whole inputs, and an input
+costlier than that in parts of its windows where every row reads every window, else a slice
+of its own), and every slice is queued under the request's client key
 in a fair queue (:mod:`adapters.fair_queue`: start-time fair queuing weighted by cost)
 within the request's namespace, and namespaces take turns by weight
 (:mod:`adapters.namespace_queue`: deficit round-robin). One
@@ -11,7 +12,8 @@ worker thread takes the slice first in fair order, gathers more in that order un
 passed), and runs them as one batch. So a batch is bounded in work and memory, and a light
 request arriving behind a heavy one waits for at most the batch in progress: the heavy
 request's latency grows with its own size, not the others'. Its slices' answers are kept
-(outputs, not activations) until the last one is done, then merged into one answer.
+(outputs, not activations; a part's features until its input's last part ran, then its
+answers) until the last one is done, then merged into one answer.
 
 While namespaces compete (more than one submitted work within the last
 ``competing_window_s``), batches shrink to ``slice_cost / slice_split`` of work and a
