@@ -1,8 +1,9 @@
 """A micro-batcher: requests from many threads, whatever their task, run together, fairly.
 
 A request may come with its estimated cost (:mod:`adapters.cost`); it is then cut into
-slices of at most ``slice_cost`` (:mod:`adapters.slices`: whole inputs, so an input costlier
-than that is a slice of its own), and every slice is queued under the request's client key
+slices of at most ``slice_cost`` (:mod:`adapters.slices`: runs of whole inputs, and an input
+costlier than that in parts of its windows where every row reads every window, else a slice
+of its own), and every slice is queued under the request's client key
 in a fair queue (:mod:`adapters.fair_queue`: start-time fair queuing weighted by cost)
 within the request's namespace, and namespaces take turns by weight
 (:mod:`adapters.namespace_queue`: deficit round-robin). One
@@ -11,7 +12,8 @@ worker thread takes the slice first in fair order, gathers more in that order un
 passed), and runs them as one batch. So a batch is bounded in work and memory, and a light
 request arriving behind a heavy one waits for at most the batch in progress: the heavy
 request's latency grows with its own size, not the others'. Its slices' answers are kept
-(outputs, not activations) until the last one is done, then merged into one answer.
+(outputs, not activations; a part's features until its input's last part ran, then its
+answers) until the last one is done, then merged into one answer.
 
 While namespaces compete (more than one submitted work within the last
 ``competing_window_s``), batches shrink to ``slice_cost / slice_split`` of work and a
@@ -55,7 +57,7 @@ from adapters.errors import CapacityError, TaskswapError
 from adapters.namespace_queue import NamespaceQueue
 from adapters.namespaces import DEFAULT_NAMESPACE
 from adapters.runtime import PreparedRequest, Runtime
-from adapters.slices import cut, merge, slice_request
+from adapters.slices import cut, merge, settle, slice_with_costs
 
 log = logging.getLogger("taskswap.batching")
 
@@ -148,20 +150,21 @@ class Batcher:
         ``slice_cost``."""
         fut: Future = Future()
         if cost is not None and self.slice_cost:
-            parts = cut(list(cost.per_input), self.grain)
-            slices = slice_request(req, parts)
-            costs = [sum(cost.per_input[p.start:p.stop]) for p in parts]
+            parts = cut(list(cost.per_input), self.grain, cost.units)
+            slices, costs = zip(*slice_with_costs(req, parts, cost.per_input))
         else:
             slices, costs = [req], [float(cost.total if cost is not None else req.rows)]
+        # parts of one input each run its rows: the queue counts the slices' rows
+        rows = sum(s.rows for s in slices)
         job = _Job(fut, [None] * len(slices), len(slices))
         stamps = getattr(req, "timings", None)  # a PreparedRequest's; an item needs only ``rows``
         with self._lock:
             if self._closed:
                 raise CapacityError("server is shutting down", retry_after_s=5)
-            if self._queued_rows + req.rows > self.max_queue_rows and self._queued_rows > 0:
+            if self._queued_rows + rows > self.max_queue_rows and self._queued_rows > 0:
                 raise CapacityError(f"server is at capacity ({self._queued_rows} rows queued, "
                                     f"limit {self.max_queue_rows}); retry shortly", retry_after_s=1)
-            self._queued_rows += req.rows
+            self._queued_rows += rows
             self._last_submit[namespace] = time.monotonic()
             if stamps is not None:
                 stamps["submitted"] = time.time_ns()  # queue wait = runtime's "started" - this
@@ -304,8 +307,7 @@ class Batcher:
         with self._lock:
             return self._fq.waiting()
 
-    @staticmethod
-    def _complete(s: _Slice, result, exc: BaseException | None) -> None:
+    def _complete(self, s: _Slice, result, exc: BaseException | None) -> None:
         """Record one slice's outcome; the request's future is set by its first failure or
         its last slice."""
         job = s.job
@@ -316,9 +318,16 @@ class Batcher:
             return
         job.parts[s.index] = result
         job.left -= 1
+        try:  # an input whose parts all ran is answered now: its features are not kept
+            settle(job.parts, s.index, self.runtime.answer)
+        except Exception as exc:  # noqa: BLE001 - never leave a caller hanging
+            log.exception("answering an input's parts failed")
+            job.future.set_exception(exc)
+            return
         if job.left == 0:
             try:
-                job.future.set_result(merge(job.parts) if len(job.parts) > 1 else job.parts[0])
+                job.future.set_result(merge(job.parts, self.runtime.answer)
+                                      if len(job.parts) > 1 else job.parts[0])
             except Exception as merge_exc:  # noqa: BLE001 - never leave a caller hanging
                 log.exception("merging a request's slices failed")
                 job.future.set_exception(merge_exc)

@@ -19,6 +19,9 @@ the trunk's full depth (factor 1).
 
 The estimate is per input (:attr:`Cost.per_input`), so a request can be cut into slices of
 bounded cost (:mod:`adapters.slices`) and scheduled fairly (:mod:`adapters.fair_queue`).
+:attr:`Cost.units` says where one input may be cut too: into runs of its windows, when
+every trunk row of the request reads every window (an audio clip's 80 ms windows; a long
+text's token windows when only per-token tasks read it), its cost spread evenly over them.
 
 >>> Cost((10.0, 30.0), windows=2, audio_seconds=0.0).total
 40.0
@@ -47,6 +50,8 @@ class Cost:
     per_input: tuple[float, ...]
     windows: int
     audio_seconds: float
+    units: tuple[int, ...] = ()
+    """Per input, the windows it may be cut into (1 or absent: cut only between inputs)."""
 
     @property
     def total(self) -> float:
@@ -96,7 +101,21 @@ def estimate(request) -> Cost:
         own = sum(f * s for f in factors) + sum(f * (w - s) for f in per_token)
         per_input.append(plain + own)
     seconds = sum(getattr(x, "seconds", 0.0) for x in request.inputs)
-    return Cost(tuple(per_input), sum(windows) if tok else 0, float(seconds))
+    return Cost(tuple(per_input), sum(windows) if tok else 0, float(seconds),
+                _cut_units(request, windows, tok, factors, plain_tok))
+
+
+def _cut_units(request, windows: list[int], tok: list, factors: list, plain_tok: bool) -> tuple[int, ...]:
+    """Windows per input at which the input may be cut (:attr:`Cost.units`): every row of the
+    request must read every window, or a part would run rows that need only its first."""
+    bb = request.backbone
+    if bb.modality == "audio" and hasattr(bb.preprocessor, "parts"):
+        return tuple(_audio_windows(bb, clip) for clip in request.inputs)
+    every_row_reads_tokens = (len(factors) == len(own_row_adapters(tok))
+                              and (plain_tok or not request.plain_rows))
+    if bb.modality == "text" and tok and every_row_reads_tokens:
+        return tuple(windows)
+    return ()
 
 
 def _audio_windows(backbone, clip) -> int:

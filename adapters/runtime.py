@@ -84,6 +84,10 @@ class PreparedRequest:
     windows: list[int] | None = None
     """Token windows per input when per-token tasks read them (set by ``prepare``), so a
     slice of the request counts its own ``extra_windows``."""
+    partial: bool = False
+    """A slice over some windows of one input (:mod:`adapters.slices`): :meth:`Runtime.run`
+    answers its rows' features (:class:`PartFeatures`), which :meth:`Runtime.answer` turns
+    into the input's answers once every part has run."""
 
     def scorers(self) -> list[LoadedAdapter]:
         """The adapters that read this request's rows: its tasks and their shadow candidates."""
@@ -141,6 +145,16 @@ class ShadowResult:
     result: TaskResult
     added_seconds: float  # this task's share of the candidate's head time (and own trunk rows)
     extra_trunk_rows: int  # trunk rows run only for the candidate (0 for a head on shared rows)
+
+
+@dataclass
+class PartFeatures:
+    """What a partial request's slice keeps until its input's other parts have run: its
+    rows' features over its windows (pooled ``[rows, hidden]``, per-token runs, no
+    activations), merged by :func:`adapters.part_features.merge_parts`."""
+
+    request: PreparedRequest
+    features: BatchFeatures
 
 
 class Results(list):
@@ -269,6 +283,8 @@ class Runtime:
         different sizes (a detector at 320 px beside a classifier at the backbone's 96) is
         split into one part per size, and each group runs the trunk once for all its parts.
         """
+        if any(r.partial for r in requests):
+            return self._run_with_parts(requests, pause)
         parts = [(i, idx, part) for i, r in enumerate(requests) for idx, part in _split_by_size(r)]
         groups: dict[tuple, list[int]] = {}
         for k, (_, _, part) in enumerate(parts):
@@ -293,7 +309,24 @@ class Runtime:
             out.append(Results(results, embeddings, tokens))
         return out
 
-    def _run_group(self, reqs: list[PreparedRequest], pause: Pause | None = None) -> list[Results]:
+    def _run_with_parts(self, requests: list[PreparedRequest], pause: Pause | None = None) -> list:
+        """:meth:`run` for a batch holding parts of inputs: each part's :class:`PartFeatures`
+        (one trunk pass per backbone for them), the other requests' results as usual."""
+        partial = [k for k, r in enumerate(requests) if r.partial]
+        whole = [k for k, r in enumerate(requests) if not r.partial]
+        done = dict(zip(whole, self.run([requests[k] for k in whole], pause) if whole else []))
+        for bb in dict.fromkeys(requests[k].backbone.name for k in partial):
+            mine = [k for k in partial if requests[k].backbone.name == bb]
+            done.update(zip(mine, self._run_group([requests[k] for k in mine], pause, features_only=True)))
+        return [done[k] for k in range(len(requests))]
+
+    def answer(self, req: PreparedRequest, features: BatchFeatures) -> Results:
+        """``req``'s answers on ``features`` its trunk rows already gave (one input's parts,
+        merged): the heads, embeddings and shadows of :meth:`run`, without a trunk pass."""
+        return self._run_group([req], features=features)[0]
+
+    def _run_group(self, reqs: list[PreparedRequest], pause: Pause | None = None,
+                   features: BatchFeatures | None = None, features_only: bool = False) -> list:
         bb = reqs[0].backbone
         started = time.time_ns()
         inputs, row_input, row_state, row_pass = [], [], [], []  # per trunk row
@@ -344,9 +377,11 @@ class Runtime:
         needs = set().union(*(n for n, _ in reads), {r.embed.pooling for r in reqs if r.embed is not None})
         token_rows = {r for n, rows in reads if "tokens" in n for r in rows}
         t0 = time.perf_counter()
-        feats = self._trunk(bb, inputs, row_input, row_state, row_pass, needs, token_rows,
-                            reqs[0].input_size, pause)
+        feats = features or self._trunk(bb, inputs, row_input, row_state, row_pass, needs, token_rows,
+                                        reqs[0].input_size, pause)
         trunk_s = time.perf_counter() - t0
+        if features_only:
+            return [PartFeatures(r, _rows_of(feats, row_input, s, e)) for r, (s, e) in zip(reqs, spans)]
         trunk_done = time.time_ns()
         it = iter(_score(pairs, feats))
         counts = feats.input_tokens
@@ -550,6 +585,8 @@ def _stitch(h: torch.Tensor, win, row_input: list[int], unit_row: list[int],
     for r, i in enumerate(row_input):
         if r in many:
             layouts.append([(unit_of[(r, w)], p) for w, p in win.layout(i)])
+        elif win.is_part(i):  # one window of a longer text: the tokens it owns
+            layouts.append([(r, p) for _, p in win.layout(i)])
         else:
             e = unit_enc[r]
             layouts.append([(r, p) for p in range(int(win.batch["attention_mask"][e].sum()))])
@@ -567,6 +604,23 @@ def _stitch(h: torch.Tensor, win, row_input: list[int], unit_row: list[int],
     word_ids = torch.where(mask.bool(), win.word_ids[enc_rows, pos], -1)  # [rows, t]
     hidden = h[units.to(h.device), pos.to(h.device)]  # [rows, t, hidden]
     return TokenFeatures(hidden, mask.to(h.device), offsets, word_ids)
+
+
+def _rows_of(feats: BatchFeatures, row_input: list[int], start: int, end: int) -> BatchFeatures:
+    """``feats`` of the rows reading inputs ``start..end-1`` (one request's), on the CPU."""
+    rows = [r for r, i in enumerate(row_input) if start <= i < end]
+    idx = torch.tensor(rows, dtype=torch.long)
+    tokens = None
+    if feats.tokens is not None:
+        t = feats.tokens.rows(rows)
+        keep = int(t.mask.sum(1).max()) if len(rows) else 0  # drop the batch's wider padding
+        tokens = TokenFeatures(t.hidden[:, :keep].cpu(), t.mask[:, :keep].cpu(),
+                               None if t.offsets is None else t.offsets[:, :keep],
+                               None if t.word_ids is None else t.word_ids[:, :keep])
+    return BatchFeatures({p: v[idx.to(v.device)].cpu() for p, v in feats.pooled.items()}, tokens,
+                         [feats.inputs[r] for r in rows],
+                         {s: v[idx.to(v.device)].cpu() for s, v in feats.maps.items()},
+                         None if feats.input_tokens is None else feats.input_tokens[start:end])
 
 
 def _reorder(t: torch.Tensor, back: torch.Tensor | None) -> torch.Tensor:

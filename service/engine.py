@@ -339,7 +339,10 @@ class Engine:
     async def _submit(self, prepared: PreparedRequest, cost: Cost, namespace: str = DEFAULT_NAMESPACE) -> Results:
         """Queue ``prepared`` in slices under the caller's client key within ``namespace``
         (fair queuing: namespaces by weight, then clients)."""
-        future = self.batcher.submit(prepared, CLIENT.get(), cost, namespace, self.quotas.weight(namespace))
+        client, weight = CLIENT.get(), self.quotas.weight(namespace)
+        # cutting one long input into parts resamples and scans an audio clip: off the event loop
+        future = await anyio.to_thread.run_sync(
+            lambda: self.batcher.submit(prepared, client, cost, namespace, weight))
         self._publish_queue()
         try:
             # shield: a timeout or a client hang-up must not cancel the batcher's future,

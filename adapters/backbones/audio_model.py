@@ -125,8 +125,11 @@ class MelFrontEnd(nn.Module):
         c = self.config
         return torch.where(samples >= c.n_fft, (samples - c.n_fft) // c.hop_length + 1, 0)
 
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Always in float32: int16-scaled power reaches ~1e14, far past float16's range."""
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor,
+                peak: torch.Tensor | None = None) -> torch.Tensor:
+        """Always in float32: int16-scaled power reaches ~1e14, far past float16's range.
+        ``peak [rows]``: the dB peak to clamp ``top_db`` below, per row, when the row is a
+        part of a longer clip (:meth:`peak_db` of the whole clip); NaN or None: the row's own."""
         c = self.config
         x = (waveform.float() * c.input_scale).unsqueeze(1)  # [rows, 1, samples], int16 scale
         real = nn.functional.conv1d(x, self.stft_real.float(), stride=c.hop_length)  # [rows, bins, frames]
@@ -136,9 +139,31 @@ class MelFrontEnd(nn.Module):
         # The graph clamps at (max - top_db) over its whole input; per clip, over its own frames.
         frames = torch.arange(db.shape[1], device=db.device)
         valid = frames[None, :] < self.num_frames(lengths)[:, None]  # [rows, frames]
-        peak = db.masked_fill(~valid[:, :, None], float("-inf")).amax(dim=(1, 2))  # [rows]
-        db = torch.maximum(db, (peak - c.top_db)[:, None, None])
+        own = db.masked_fill(~valid[:, :, None], float("-inf")).amax(dim=(1, 2))  # [rows]
+        if peak is not None:
+            peak = peak.to(own)
+            own = torch.where(torch.isnan(peak), own, peak)
+        db = torch.maximum(db, (own - c.top_db)[:, None, None])
         return db * c.mel_scale + c.mel_offset
+
+    @torch.no_grad()
+    def peak_db(self, waveform: torch.Tensor, chunk_frames: int = 4096) -> float:
+        """The loudest mel value (dB, before the ``top_db`` clamp) of one clip ``[samples]``,
+        the number :meth:`forward` clamps below; computed ``chunk_frames`` at a time, so a
+        long clip never holds its whole spectrogram."""
+        c = self.config
+        frames = int(self.num_frames(torch.tensor(len(waveform))))
+        best = float("-inf")
+        for f0 in range(0, frames, chunk_frames):
+            f1 = min(frames, f0 + chunk_frames)
+            x = waveform[f0 * c.hop_length:(f1 - 1) * c.hop_length + c.n_fft].float()
+            x = (x * c.input_scale)[None, None]  # [1, 1, samples]
+            real = nn.functional.conv1d(x, self.stft_real.float(), stride=c.hop_length)
+            imag = nn.functional.conv1d(x, self.stft_imag.float(), stride=c.hop_length)
+            power = (real.square() + imag.square()).transpose(1, 2)  # [1, frames, bins]
+            db = 10.0 * torch.log10((power @ self.mel_weights.float()).clamp(min=1e-10))
+            best = max(best, float(db.max()))
+        return best
 
 
 class ConvBlock(nn.Module):
@@ -212,15 +237,34 @@ class SpeechEmbeddingModel(PreTrainedModel):
         frames = self.mel.num_frames(samples)
         return torch.where(frames >= c.window_frames, (frames - c.window_frames) // c.window_step + 1, 0)
 
+    def window_samples(self, lo: int, hi: int) -> tuple[int, int]:
+        """The samples ``[start, end)`` that windows ``lo..hi-1`` of a clip read: the part of
+        the waveform a slice over those windows needs (each window reads ``min_samples``
+        samples, and window ``j`` starts ``window_step`` hops after window ``j - 1``).
+
+        >>> m = SpeechEmbeddingModel(SpeechEmbeddingConfig())
+        >>> m.window_samples(0, 1), m.window_samples(2, 4)
+        ((0, 12512), (2560, 16352))
+        """
+        c = self.config
+        step = c.window_step * c.hop_length
+        return lo * step, (hi - 1) * step + c.min_samples
+
+    def peak_db(self, waveform: torch.Tensor) -> float:
+        """The clip-wide dB peak its mel front end clamps below (see :meth:`MelFrontEnd.peak_db`)."""
+        return self.mel.peak_db(waveform)
+
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                **kwargs) -> SpeechEmbeddingOutput:
+                mel_peak: torch.Tensor | None = None, **kwargs) -> SpeechEmbeddingOutput:
+        """``mel_peak [rows]``: for rows that are parts of a longer clip, that clip's
+        :meth:`peak_db` (NaN for whole clips), so a part's windows equal the whole clip's."""
         c = self.config
         rows, samples = input_values.shape
         if attention_mask is None:
             lengths = torch.full((rows,), samples, device=input_values.device)
         else:
             lengths = attention_mask.sum(dim=1)  # clips are left-aligned, padding at the end
-        mel = self.mel(input_values, lengths)  # [rows, frames, mels]
+        mel = self.mel(input_values, lengths, mel_peak)  # [rows, frames, mels]
         if mel.shape[1] < c.window_frames:
             raise ValueError(f"clips must have at least {c.min_samples} samples; pad them "
                              f"(the preprocessor does), got {samples}")

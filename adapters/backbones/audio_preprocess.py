@@ -10,6 +10,12 @@ model (``min_samples``, 0.78 s for speech_embedding) is then padded with digital
 both sides, so a short keyword sits in the middle of its only window; the batch is
 right-padded to its longest clip, and ``attention_mask`` marks each clip's own samples, so
 every row's output is the same whatever else is in the batch.
+
+A long clip may be cut into parts of whole model windows (:meth:`AudioPreprocessor.parts`,
+for a model that says which samples its windows read and what its front end clamps at:
+``window_samples`` and ``peak_db``): each :class:`AudioPart` holds only the samples its
+windows read (their left context included) and the whole clip's mel peak, so its windows
+equal the whole clip's; the batch worker runs one part at a time between other requests.
 """
 
 from __future__ import annotations
@@ -17,8 +23,39 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dataclasses import dataclass
+
 from adapters.backbones.audio_io import Audio, resample
 from adapters.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class AudioPart:
+    """Windows ``lo..hi-1`` of a clip of ``total`` windows: ``samples`` are what those windows
+    read, already at the model's rate and trimmed as the whole clip was; ``peak`` is the
+    whole clip's mel peak (dB). Pooled features of the parts combine into the clip's:
+    :meth:`combine`."""
+
+    samples: np.ndarray
+    sample_rate: int
+    peak: float
+    lo: int
+    hi: int
+    total: int
+    seconds: float = 0.0  # counted once, on the clip the request sent
+
+    @property
+    def units(self) -> int:
+        return self.hi - self.lo
+
+    @staticmethod
+    def combine(pooling: str, pooled: list[torch.Tensor], parts: list["AudioPart"]) -> torch.Tensor:
+        """The clip's ``pooling`` from its parts' (each ``[hidden]``): a mean over all windows
+        is the parts' means weighted by their windows; anything else reads the first window."""
+        if pooling != "mean":
+            return pooled[0]
+        w = torch.tensor([p.units for p in parts], dtype=pooled[0].dtype, device=pooled[0].device)
+        return (torch.stack(pooled) * w[:, None]).sum(0) / w.sum()
 
 
 class AudioPreprocessor:
@@ -38,19 +75,42 @@ class AudioPreprocessor:
         self.trim_db = trim_db  # 0 = no trimming
 
     def __call__(self, clips: list) -> dict[str, torch.Tensor]:
-        bad = [i for i, c in enumerate(clips) if not isinstance(c, Audio)]
+        bad = [i for i, c in enumerate(clips) if not isinstance(c, (Audio, AudioPart))]
         if bad:
             raise InvalidInput(f"inputs {bad[:5]} are not audio clips; this backbone takes audio")
-        waves = [self._fit(c) for c in clips]
+        waves = [c.samples if isinstance(c, AudioPart) else self.fit(c) for c in clips]
         n = max(len(w) for w in waves)
         values = np.zeros((len(waves), n), dtype=np.float32)  # [rows, samples]
         mask = np.zeros((len(waves), n), dtype=np.int32)  # [rows, samples]
         for i, w in enumerate(waves):
             values[i, :len(w)] = w
             mask[i, :len(w)] = 1
-        return {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(mask)}
+        out = {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(mask)}
+        if any(isinstance(c, AudioPart) for c in clips):  # [rows]: NaN = a whole clip's own peak
+            out["mel_peak"] = torch.tensor([c.peak if isinstance(c, AudioPart) else float("nan")
+                                            for c in clips], dtype=torch.float32)
+        return out
 
-    def _fit(self, clip: Audio) -> np.ndarray:
+    def parts(self, model, clip: Audio, per_part: int) -> list[AudioPart] | None:
+        """``clip`` as parts of at most ``per_part`` model windows, or None when it is one
+        part (or ``model`` cannot say which samples a window reads)."""
+        if not (hasattr(model, "window_samples") and hasattr(model, "peak_db")):
+            return None
+        w = self.fit(clip)
+        total = int(model.num_windows(torch.tensor([len(w)]))[0])
+        if total <= per_part:
+            return None
+        device = next(model.parameters()).device
+        peak = model.peak_db(torch.from_numpy(w).to(device))
+        out = []
+        for lo in range(0, total, per_part):
+            hi = min(total, lo + per_part)
+            start, end = model.window_samples(lo, hi)
+            out.append(AudioPart(w[start:end], self.sample_rate, peak, lo, hi, total))
+        return out
+
+    def fit(self, clip: Audio) -> np.ndarray:
+        """``clip`` as the model reads it: resampled, trimmed, a short one padded."""
         w = resample(clip.samples, clip.sample_rate, self.sample_rate)
         if self.trim_db:
             w = trim_silence(w, self.sample_rate, self.trim_db)

@@ -16,6 +16,40 @@ from PIL import Image
 from adapters.errors import InvalidInput
 
 
+class TextPart(str):
+    """Token windows ``lo..hi-1`` of a text of ``total`` windows (:meth:`TextPreprocessor.windows`):
+    the whole text (so character offsets stay the text's own), read over those windows only.
+    Its token features are the run of the text's stitched sequence those windows own
+    (:meth:`TokenWindows.layout`), so the parts' runs, joined in order, are the whole text's;
+    its pooled features are window 0's, as the whole text's are (:meth:`combine`).
+
+    >>> p = TextPart("a long text", 2, 4, 5)
+    >>> (str(p), p.lo, p.hi, p.total, p.units)
+    ('a long text', 2, 4, 5, 2)
+    """
+
+    lo: int
+    hi: int
+    total: int
+
+    def __new__(cls, text: str, lo: int, hi: int, total: int):
+        self = super().__new__(cls, text)
+        self.lo, self.hi, self.total = lo, hi, total
+        return self
+
+    def __reduce__(self):
+        return (TextPart, (str(self), self.lo, self.hi, self.total))
+
+    @property
+    def units(self) -> int:
+        return self.hi - self.lo
+
+    @staticmethod
+    def combine(pooling: str, pooled: list[torch.Tensor], parts: list["TextPart"]) -> torch.Tensor:
+        """Pooled features of a text read window 0 (its truncated encoding): the first part's."""
+        return pooled[0]
+
+
 class TextPreprocessor:
     """Tokenise a list of strings, padding to the longest and truncating to ``max_length``.
 
@@ -66,7 +100,11 @@ class TextPreprocessor:
         for j, i in enumerate(owner):
             first[i].append(j)
         content = self.max_length - self.tokenizer.num_special_tokens_to_add()
-        return TokenWindows(dict(enc), first, offsets, word_ids, special, content - self.stride)
+        # a TextPart reads its own windows; the layout still knows the text's every window
+        parts = {i: (t.lo, t.hi) for i, t in enumerate(texts) if isinstance(t, TextPart)}
+        mine = [ws[parts[i][0]:parts[i][1]] if i in parts else ws for i, ws in enumerate(first)]
+        return TokenWindows(dict(enc), mine, offsets, word_ids, special, content - self.stride,
+                            all_windows=first)
 
     def window_counts(self, texts: list) -> list[int]:
         """How many windows :meth:`windows` cuts each text into (1 unless it is longer than
@@ -94,10 +132,13 @@ class TextPreprocessor:
                                  return_token_type_ids=False)
         counts, first = [0] * len(texts), [0] * len(texts)
         for i, ids in zip(enc["overflow_to_sample_mapping"], enc["input_ids"]):
-            if counts[i] == 0:
+            lo = texts[i].lo if isinstance(texts[i], TextPart) else 0
+            if counts[i] == lo:
                 first[i] = len(ids)
             counts[i] += 1
-        return list(zip(counts, first))
+        # a TextPart counts its own windows (its first one's tokens: where it starts)
+        return [(t.units, f) if isinstance(t, TextPart) else (c, f)
+                for t, c, f in zip(texts, counts, first)]
 
     def settings(self) -> dict:
         return {"max_length": self.max_length}
@@ -122,13 +163,24 @@ class TokenWindows:
     window, the trailing ones from the last.
     """
 
-    def __init__(self, batch, windows, offsets, word_ids, special, step):
+    def __init__(self, batch, windows, offsets, word_ids, special, step, all_windows=None):
         self.batch, self.windows, self.offsets = batch, windows, offsets
         self.word_ids, self.special, self.step = word_ids, special, step
+        # every window of each text; ``windows[i]`` is a run of them for a TextPart
+        self.all_windows = windows if all_windows is None else all_windows
+
+    def is_part(self, i: int) -> bool:
+        return len(self.windows[i]) != len(self.all_windows[i])
 
     def layout(self, i: int) -> list[tuple[int, int]]:
-        """``(window, position)`` of each token of text ``i`` in its stitched sequence."""
-        ws = self.windows[i]
+        """``(window, position)`` of each token of text ``i`` in its stitched sequence; for a
+        :class:`TextPart`, the run of that sequence its windows own."""
+        if self.is_part(i):
+            own = set(self.windows[i])
+            return [(w, p) for w, p in self._layout(self.all_windows[i]) if w in own]
+        return self._layout(self.windows[i])
+
+    def _layout(self, ws: list[int]) -> list[tuple[int, int]]:
         if len(ws) == 1:
             return [(ws[0], p) for p in range(int(self.batch["attention_mask"][ws[0]].sum()))]
         best: dict[int, tuple[int, int, int]] = {}  # content index -> (context, window, pos)
