@@ -318,16 +318,17 @@ class Batcher:
             return
         job.parts[s.index] = result
         job.left -= 1
+        # a runtime without parts of inputs (a plain item runtime) needs no ``answer``
+        answer = getattr(self.runtime, "answer", None)
         try:  # an input whose parts all ran is answered now: its features are not kept
-            settle(job.parts, s.index, self.runtime.answer)
+            settle(job.parts, s.index, answer)
         except Exception as exc:  # noqa: BLE001 - never leave a caller hanging
             log.exception("answering an input's parts failed")
             job.future.set_exception(exc)
             return
         if job.left == 0:
             try:
-                job.future.set_result(merge(job.parts, self.runtime.answer)
-                                      if len(job.parts) > 1 else job.parts[0])
+                job.future.set_result(merge(job.parts, answer) if len(job.parts) > 1 else job.parts[0])
             except Exception as merge_exc:  # noqa: BLE001 - never leave a caller hanging
                 log.exception("merging a request's slices failed")
                 job.future.set_exception(merge_exc)
