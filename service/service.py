@@ -203,7 +203,7 @@ class Taskswap:
                 return await self._generate(tasks, check_texts(texts, self.limits), request)
             return await self._predict(tasks, len(texts), lambda: decode_items(
                 texts, "text", "texts", self.limits, self.audio_limits), "text", embed, key,
-                subtokens=body.subtokens, inline=True, options=body.options())
+                subtokens=body.subtokens, options=body.options())
         modality, field = ("audio", "audio") if body.audio is not None else ("image", "images")
         items = (body.audio if body.audio is not None else body.images) or []
         check_items(items, field, self.limits)
@@ -241,9 +241,10 @@ class Taskswap:
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
                        embed: EmbedSpec | None = None, routing_key: str | None = None,
-                       subtokens: bool = False, inline: bool = False,
-                       options: dict | None = None) -> Response:
-        """``inline``: ``decode`` is cheap (text checks) and runs here, without a thread hop."""
+                       subtokens: bool = False, options: dict | None = None) -> Response:
+        """``decode()`` checks the texts or decodes the images / clips: the engine calls it once
+        the namespace's in-flight slot is granted (:mod:`service.admission`), in the worker
+        thread that prepares the request, so a request waiting for admission costs no CPU."""
         start, status = time.perf_counter(), 500
         stamps, seen = {"entered": time.time_ns()}, []
 
@@ -252,10 +253,8 @@ class Taskswap:
             record_prediction_spans(prepared, tasks)
         try:
             self.engine.require_ready()
-            # image/audio decoding is CPU work: a worker thread
-            inputs = decode() if inline else await anyio.to_thread.run_sync(decode)
             backbone, results = await self.engine.predict(
-                tasks, inputs, modality, embed, routing_key=routing_key, trace=trace, options=options,
+                tasks, decode, modality, embed, routing_key=routing_key, trace=trace, options=options,
                 stamps=stamps)
             status = 200
             response = json_response(PredictResponse(backbone=backbone, results=[TaskPrediction(
