@@ -69,6 +69,7 @@ from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, 
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
 from service.query_params import refuse_unknown_query  # noqa: E402
+from service.upload_form import read_file  # noqa: E402
 from service.routes_admin import router as admin_router  # noqa: E402
 from service.routes_common import json_response  # noqa: E402
 from service.routes_completions import router as completions_router  # noqa: E402
@@ -474,13 +475,8 @@ async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] 
     """``file`` + optional ``name``/``labels``/``backbone``/``expected_version`` from a multipart registration."""
     form = await request.form(max_files=1, max_fields=8)
     try:
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InvalidInput("multipart field 'file' (the adapter archive) is missing: "
-                               "curl -F file=@adapter.zip ...")
-        data = await upload.read()
-        if not data:
-            raise InvalidInput("the uploaded archive is empty")
+        data = await read_file(form, "the adapter archive", "curl -F file=@adapter.zip ...",
+                               "the uploaded archive is empty")
         fields = {}
         for key in ("name", "labels", "backbone", "expected_version"):
             value = form.get(key)

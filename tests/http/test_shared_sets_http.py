@@ -96,6 +96,10 @@ def test_errors_name_the_problem(srv, world, text_backbone):
     r = srv.post("/shared-sets/st-base/activate", admin=True, json={"version": world["v1"], "x": 1})
     assert r.status_code == 422
     assert_error(srv.post("/shared-sets", admin=True, files={"heads": ("h.zip", b"x")}), 400, "file")
+    assert_error(srv.post("/shared-sets", admin=True, data={"file": "base.zip"}, files={"heads": ("h.zip", b"x")}),
+                 400, "multipart field 'file' (the shared adaptation's archive) is missing")
+    assert_error(srv.post("/shared-sets", admin=True, files={"file": ("base.zip", b"")}), 400,
+                 "an uploaded archive is empty")
     stray = multitask_task_dir(world["tmp"] / "stray", text_backbone, "st-stray", "st-base", None, seed=3)
     r = register_set(srv, shared_lora_dir(world["tmp"] / "b3", text_backbone, "st-base", seed=3), [stray])
     assert_error(r, 400, "st-stray", "do not ride on")
