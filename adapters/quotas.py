@@ -49,6 +49,11 @@ class Quota(BaseModel):
         "layers): past it, its own least recently used adapters are evicted first."))
     max_jobs: int | None = Field(None, ge=0, le=10_000, description=(
         "Fit/adapt jobs queued or running at once, over every replica (counted through the store)."))
+    max_inflight: int | None = Field(None, ge=1, le=4096, description=(
+        "Requests of the namespace past admission at once on each worker (decoding, prepare, "
+        "the queue, the trunk); the next ones wait at no CPU cost, up to "
+        "TASKSWAP_NAMESPACE_MAX_WAITING, then 429. Null: the server's "
+        "TASKSWAP_NAMESPACE_MAX_INFLIGHT."))
     requests_per_s: float | None = Field(None, ge=0.001, le=1e6, description=(
         "Inference requests per second, per worker (token bucket)."))
     rows_per_s: float | None = Field(None, ge=0.001, le=1e9, description=(

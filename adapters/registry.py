@@ -227,7 +227,9 @@ class Registry:
         """Start-up: every task's row from the store's index, nothing loaded; each task's
         adapter loads on its first request (see :meth:`StoreFollower.start`). Then a shared
         adaptation's set that a dead process left half switched is put back on one set
-        (:meth:`SharedSets.recover_at_start`); the answer's ``"shared_sets"`` says which."""
+        (:meth:`SharedSets.recover_at_start`: those whose owner's lease has expired; ``set_grace_s``
+        is the lease of a set document written before leases existed); the answer's
+        ``"shared_sets"`` says which."""
         started = self.lifecycle.start()
         with self.table.lock:
             namespaces = {namespace_of(name) for name in self.table.rows if "/" in name}

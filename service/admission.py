@@ -1,5 +1,6 @@
 """Admission per namespace before any preprocessing: at most ``max_inflight`` requests of a
-namespace are past this gate at once (decoding, ``prepare`` with its tokenising, the cost
+namespace (its ``max_inflight`` quota, else the server's default) are past this gate at once
+(decoding of images and audio, ``prepare`` with its tokenising, the cost
 estimate, the batcher's queue, the trunk); the next ``max_waiting`` wait here in arrival
 order, on an asyncio future (no thread, no CPU); beyond those a request is refused at once
 with :class:`~adapters.errors.CapacityError` (429 + ``Retry-After``) naming the setting.
@@ -38,15 +39,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from typing import Callable
 
 from adapters.errors import CapacityError
 
 
 class NamespaceGate:
-    def __init__(self, max_inflight: int, max_waiting: int):
-        if max_inflight < 1 or max_waiting < 0:
-            raise ValueError(f"max_inflight {max_inflight} must be >= 1 and max_waiting {max_waiting} >= 0")
-        self.max_inflight, self.max_waiting = max_inflight, max_waiting
+    """``limit_of(namespace)``: that namespace's own in-flight limit (its ``max_inflight``
+    quota), None for the default ``max_inflight`` (itself None: no limit, the requests are
+    still counted). A limit is read at each arrival and each release, so a quota changed
+    while requests wait applies from the next release on."""
+
+    def __init__(self, max_inflight: int | None, max_waiting: int,
+                 limit_of: Callable[[str], int | None] = lambda namespace: None):
+        if (max_inflight is not None and max_inflight < 1) or max_waiting < 0:
+            raise ValueError(f"max_inflight {max_inflight} must be >= 1 (or None) and max_waiting {max_waiting} >= 0")
+        self.max_inflight, self.max_waiting, self.limit_of = max_inflight, max_waiting, limit_of
         self._inflight: dict[str, int] = {}
         self._queues: dict[str, deque[asyncio.Future]] = {}
 
@@ -55,6 +63,15 @@ class NamespaceGate:
 
     def waiting(self, namespace: str) -> int:
         return len(self._queues.get(namespace, ()))
+
+    def limit(self, namespace: str) -> int | None:
+        """``namespace``'s in-flight limit: its own, else the default (None: none)."""
+        own = self.limit_of(namespace)
+        return own if own is not None else self.max_inflight
+
+    def _has_room(self, namespace: str) -> bool:
+        limit = self.limit(namespace)
+        return limit is None or self._inflight.get(namespace, 0) < limit
 
     @contextlib.asynccontextmanager
     async def slot(self, namespace: str):
@@ -66,43 +83,50 @@ class NamespaceGate:
             self._release(namespace)
 
     async def _acquire(self, namespace: str) -> None:
-        if self._inflight.get(namespace, 0) < self.max_inflight and not self._queues.get(namespace):
+        if self._has_room(namespace) and not self._queues.get(namespace):
             self._inflight[namespace] = self._inflight.get(namespace, 0) + 1
             return
         queue = self._queues.setdefault(namespace, deque())
         if len(queue) >= self.max_waiting:
+            own = self.limit_of(namespace) is not None
             raise CapacityError(
-                f"namespace {namespace!r} has {self._inflight.get(namespace, 0)} requests in flight and "
-                f"{len(queue)} waiting, the most this server takes per namespace "
-                "(TASKSWAP_NAMESPACE_MAX_INFLIGHT, TASKSWAP_NAMESPACE_MAX_WAITING); retry shortly",
-                retry_after_s=1)
+                f"namespace {namespace!r} has {self._inflight.get(namespace, 0)} requests in flight "
+                f"(its limit {self.limit(namespace)}, "
+                + ("its max_inflight quota" if own else "TASKSWAP_NAMESPACE_MAX_INFLIGHT or a max_inflight quota")
+                + f") and {len(queue)} waiting, the most this server takes (TASKSWAP_NAMESPACE_MAX_WAITING); "
+                "retry shortly", retry_after_s=1)
         turn = asyncio.get_running_loop().create_future()
         queue.append(turn)
         try:
-            await turn  # the slot is handed over by _release (the count already includes us)
+            await turn  # the slot is handed over by _wake (the count already includes us)
         except BaseException:
             if turn.done() and not turn.cancelled():
                 self._release(namespace)  # handed a slot while being cancelled: pass it on
             else:
                 waiting = self._queues.get(namespace)
-                if waiting is not None and turn in waiting:  # _release may have dropped it already
+                if waiting is not None and turn in waiting:  # _wake may have dropped it already
                     waiting.remove(turn)
                     if not waiting:
                         del self._queues[namespace]
             raise
 
     def _release(self, namespace: str) -> None:
-        queue = self._queues.get(namespace)
-        while queue:
-            turn = queue.popleft()
-            if not queue:
-                del self._queues[namespace]
-            if not turn.done():
-                turn.set_result(None)  # the slot passes to the next waiter, count unchanged
-                return
-            queue = self._queues.get(namespace)
         left = self._inflight.get(namespace, 0) - 1
         if left > 0:
             self._inflight[namespace] = left
         else:
             self._inflight.pop(namespace, None)
+        self._wake(namespace)
+
+    def _wake(self, namespace: str) -> None:
+        """Hand free slots to the waiters, first come first served, while the limit (read
+        now: a raised quota admits several at once) leaves room."""
+        queue = self._queues.get(namespace)
+        while queue and self._has_room(namespace):
+            turn = queue.popleft()
+            if not queue:
+                del self._queues[namespace]
+            if not turn.done():
+                self._inflight[namespace] = self._inflight.get(namespace, 0) + 1
+                turn.set_result(None)
+            queue = self._queues.get(namespace)

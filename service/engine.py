@@ -16,7 +16,6 @@ an orchestrator restarts the pod.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import sys
@@ -25,6 +24,7 @@ import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import Callable, Sequence
 
 import anyio
 import torch
@@ -66,6 +66,9 @@ from service.settings import Settings
 from service.watcher import StoreWatcher
 
 log = logging.getLogger("taskswap.service")
+Inputs = Sequence | Callable[[], list]
+"""A request's inputs, or a function decoding them, called once the request is admitted
+(:mod:`service.admission`): a request waiting for its namespace's slot has decoded nothing."""
 
 
 class Engine:
@@ -91,9 +94,10 @@ class Engine:
         self.prediction_log = PredictionLog.from_settings(settings)
         self.quotas: QuotaBook | None = None  # every namespace's quota (docs/tenancy.md)
         self.rates = RateLimits()  # request-rate and rows-per-second buckets per namespace
-        # requests of one namespace past admission at once (service.admission); None: no gate
-        self.gate = (NamespaceGate(settings.namespace_max_inflight, settings.namespace_max_waiting)
-                     if settings.namespace_max_inflight else None)
+        # requests of one namespace past admission at once (service.admission): the namespace's
+        # max_inflight quota, else TASKSWAP_NAMESPACE_MAX_INFLIGHT (0: no limit, still counted)
+        self.gate = NamespaceGate(settings.namespace_max_inflight or None, settings.namespace_max_waiting,
+                                  limit_of=self._max_inflight_of)
 
     # ---- lifecycle -------------------------------------------------------------------
     def start_in_background(self) -> threading.Thread:
@@ -263,12 +267,14 @@ class Engine:
             self.metrics.set_queue(self.batcher.queued_rows)
 
     # ---- inference ---------------------------------------------------------------------
-    async def predict(self, tasks: list[str], inputs: list, modality: str, embed: EmbedSpec | None = None,
+    async def predict(self, tasks: list[str], inputs: Inputs, modality: str, embed: EmbedSpec | None = None,
                       versions: dict[str, str] | None = None, routing_key: str | None = None,
                       trace=None, options: dict | None = None,
                       stamps: dict[str, int] | None = None) -> tuple[str, Results]:
         """Validate and pin ``tasks`` (in a worker thread), await the shared batcher;
         returns (backbone name, one result per task, plus ``.embeddings`` when ``embed``).
+        ``inputs``: the inputs, or a function that decodes them (images, audio), called only
+        once the namespace's in-flight slot is granted, in the worker thread that prepares.
         ``versions`` pins tasks to stored versions instead of their active ones;
         ``routing_key`` keeps a caller on one side of a canary; ``trace(prepared)`` is
         called once the batch has run; ``options`` are task types' request options
@@ -283,7 +289,7 @@ class Engine:
             # prepare may load an evicted LoRA from the store, and the cost estimate tokenises:
             # keep both off the event loop.
             prepared, cost = await anyio.to_thread.run_sync(lambda: self._costed(
-                self.runtime.prepare(tasks, inputs, modality, embed=embed, versions=versions,
+                self.runtime.prepare(tasks, _decoded(inputs), modality, embed=embed, versions=versions,
                                      rollout=self.registry, routing_key=routing_key, options=options)))
             prepared.timings.update(stamps)
             self._admit_rows(spaces, prepared.rows)
@@ -293,28 +299,32 @@ class Engine:
         if self.metrics is not None:
             self.metrics.observe_predictions(results)
         if self.prediction_log.enabled:
-            self.prediction_log.write(results, inputs)
+            self.prediction_log.write(results, prepared.inputs)
         if trace is not None:
             trace(prepared)
         return prepared.backbone.name, results
 
-    async def embed(self, backbone: str, inputs: list, modality: str, embed: EmbedSpec) -> Results:
+    async def embed(self, backbone: str, inputs: Inputs, modality: str, embed: EmbedSpec) -> Results:
         """Pooled features of ``backbone`` (``.embeddings``, ``[inputs, hidden]``; ``.tokens``: the
-        real tokens the trunk read, for text), batched with all other traffic."""
+        real tokens the trunk read, for text), batched with all other traffic. ``inputs`` as
+        for :meth:`predict` (a decoding function runs once admitted)."""
         self.require_ready()
         spaces = self._admit_requests([])
         async with self.admitted(spaces[0]):
             prepared, cost = await anyio.to_thread.run_sync(
-                lambda: self._costed(self.runtime.prepare_embed(backbone, inputs, modality, embed)))
+                lambda: self._costed(self.runtime.prepare_embed(backbone, _decoded(inputs), modality, embed)))
             self._admit_rows(spaces, prepared.rows)
             results = await self._submit(prepared, cost, spaces[0])
         _check_finite(results, backbone)
         return results
 
     def admitted(self, namespace: str):
-        """An async context holding one of ``namespace``'s in-flight slots
-        (:mod:`service.admission`; a no-op without the gate)."""
-        return self.gate.slot(namespace) if self.gate is not None else contextlib.nullcontext()
+        """An async context holding one of ``namespace``'s in-flight slots (:mod:`service.admission`)."""
+        return self.gate.slot(namespace)
+
+    def _max_inflight_of(self, namespace: str) -> int | None:
+        """``namespace``'s ``max_inflight`` quota (None: the server's default)."""
+        return self.quotas.get(namespace).max_inflight if self.quotas is not None else None
 
     def _costed(self, prepared: PreparedRequest) -> tuple[PreparedRequest, Cost]:
         """``prepared`` with its estimated cost, refused (413) past a per-request cap."""
@@ -611,6 +621,11 @@ class Engine:
         self.require_ready()
         return [{**bb.describe(), "poolings": list(bb.available_poolings),
                  "default_pooling": bb.default_pooling} for bb in self.backbones.values()]
+
+
+def _decoded(inputs: Inputs) -> list:
+    """The inputs themselves, or what the decoding function given in their stead returns."""
+    return inputs() if callable(inputs) else inputs
 
 
 def _check_finite(results: Results, backbone: str) -> None:

@@ -8,7 +8,12 @@ whose worker stopped renewing its lease (its heartbeat older than ``lease_s``), 
 whose record was never written within ``lease_s`` of its claim (a worker that died in
 between). Then, if ``limit`` jobs still hold slots, the claim is refused with
 :class:`~adapters.errors.QuotaExceeded` (403 naming ``max_jobs``) and nothing is written.
-No release step: a job's slot ends with its record (final, or lease expired).
+
+A job that ends (succeeded, failed, or found lost) releases its slot at once
+(:meth:`JobSlots.release`, one more compare-and-swap that drops its entry and any other
+entry no longer holding a slot), so the document holds only live jobs. The pruning at the
+next claim stays as the fallback for a worker that died before it could release: its
+entry goes once its record is final or its lease has expired.
 """
 
 from __future__ import annotations
@@ -61,3 +66,27 @@ class JobSlots:
 
         self.store.update_document(slots_key(namespace), change)
         return held[0]
+
+    def release(self, namespace: str, job_id: str) -> bool:
+        """Drop ``job_id``'s entry (its job has ended) and every entry no longer holding a
+        slot; True if its entry was there. Writes nothing when there is nothing to drop."""
+        found: list[bool] = []
+
+        def change(doc: dict | None) -> dict | None:
+            entries = (doc or {}).get("jobs", [])
+            now = datetime.now(timezone.utc)
+            kept = [e for e in entries if e.get("id") != job_id and self.holds(e, now)]
+            found[:] = [any(e.get("id") == job_id for e in entries)]
+            if doc is None or len(kept) == len(entries):
+                raise _Unchanged
+            return {**doc, "jobs": kept}
+
+        try:
+            self.store.update_document(slots_key(namespace), change)
+        except _Unchanged:
+            pass
+        return bool(found and found[0])
+
+
+class _Unchanged(Exception):
+    """Raised inside a document change that has nothing to write (no store write at all)."""

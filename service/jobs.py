@@ -14,7 +14,7 @@ priority (``nice``) with few torch threads:
 
 At most ``fit_max_jobs`` children run at once per worker; ``fit_max_queued`` more may wait,
 beyond that a fit gets 429. A namespace's ``max_jobs`` quota counts its jobs on every replica
-(:mod:`service.job_slots`). The child writes the adapter folder; the worker then registers
+(:mod:`service.job_slots`); a job releases its slot when it ends. The child writes the adapter folder; the worker then registers
 it through the same path as an upload (validated, content-addressed, atomic), as the active
 version or as a shadow/canary candidate. Job records are written to the store
 (``jobs/<id>.json``) at every phase change, so any replica or worker answers ``GET /jobs/{id}``.
@@ -306,7 +306,22 @@ class JobRunner:
                                  f"the fit job failed ({type(exc).__name__}: {redact(str(exc))[:300]})")})
             finally:
                 job.spec = {}  # the examples are no longer needed in memory
+                self._release_slot(job)
                 self._forget_finished()
+
+    def _release_slot(self, job: Job) -> None:
+        """The job has ended: free its namespace's job slot now (:meth:`JobSlots.release`). A
+        store that keeps no documents counted this worker's jobs, which end with their records;
+        a failed write leaves the slot to the next claim's pruning (its record is final)."""
+        if self.store is None:
+            return
+        try:
+            self._slots.release(namespace_of(job.task), job.id)
+        except InvalidInput:  # a store without documents: nothing was claimed there
+            pass
+        except Exception as exc:  # noqa: BLE001 - the next claim prunes the entry of a final record
+            log.warning("job %s: its job slot was not released (%s: %s); the next claim drops it",
+                        job.id, type(exc).__name__, exc)
 
     def _forget_finished(self) -> None:
         """Drop the oldest finished jobs from memory past ``keep_finished``: their records stay

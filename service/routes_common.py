@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
-import anyio
 from bentoml import get_current_service
 from fastapi import Depends, Response
 from pydantic import BaseModel
@@ -59,13 +58,11 @@ def json_response(model: BaseModel, exclude_none: bool = False) -> Response:
 FIELDS = {"text": "texts", "image": "images", "audio": "audio"}  # modality -> request field
 
 
-async def decode_inputs(svc, items: list[str], modality: str, where: str | None = None) -> list:
-    """Checked texts, or base64 images / audio clips decoded in a worker thread, for a
-    backbone of ``modality``, with the same limits as ``/predict``
-    (:mod:`service.request_inputs`); ``where`` names the field in error messages."""
+def deferred_inputs(svc, items: list[str], modality: str, where: str | None = None) -> Callable[[], list]:
+    """The count checked now (it costs nothing), and a function that checks the texts or
+    decodes the base64 images / audio clips for a backbone of ``modality``, with the same
+    limits as ``/predict`` (:mod:`service.request_inputs`); the engine calls it once the
+    request is admitted, in its worker thread. ``where`` names the field in error messages."""
     where = where or FIELDS.get(modality, modality)
     check_items(items, where, svc.limits)
-    if modality == "text":
-        return decode_items(items, modality, where, svc.limits, svc.audio_limits)
-    return await anyio.to_thread.run_sync(
-        lambda: decode_items(items, modality, where, svc.limits, svc.audio_limits))
+    return lambda: decode_items(items, modality, where, svc.limits, svc.audio_limits)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from adapters.embed_spec import EmbedSpec
-from service.routes_common import Svc, decode_inputs, json_response, observed
+from service.routes_common import Svc, deferred_inputs, json_response, observed
 from service.schemas import ERROR_RESPONSES, EmbedRequest, EmbedResponse
 
 router = APIRouter()
@@ -21,10 +21,10 @@ async def embed(body: EmbedRequest, svc: Svc) -> Response:
     async with observed(svc, "embed"):
         modality, items = body.modality_and_items()
         bb = svc.engine.backbone(body.backbone, modality)
-        inputs = await decode_inputs(svc, items, modality)
+        decode = deferred_inputs(svc, items, modality)  # decoded once admitted (service.admission)
         spec = EmbedSpec(body.pooling, body.normalize)
-        vectors = (await svc.engine.embed(bb.name, inputs, modality, spec)).embeddings  # [inputs, hidden]
-        svc.metrics.observe_embedded(bb.name, len(inputs))
+        vectors = (await svc.engine.embed(bb.name, decode, modality, spec)).embeddings  # [inputs, hidden]
+        svc.metrics.observe_embedded(bb.name, len(items))
         return json_response(EmbedResponse(
             backbone=bb.name, pooling=body.pooling or bb.default_pooling, normalized=body.normalize,
             dimensions=int(vectors.shape[1]), embeddings=vectors.tolist()))

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.errors import InvalidInput
 from adapters.embed_spec import EmbedSpec
 from service.protocol_errors import OpenAIError, error_responses
-from service.routes_common import Svc, decode_inputs, json_response, observed
+from service.routes_common import Svc, deferred_inputs, json_response, observed
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 _RESPONSES = error_responses(OpenAIError)
@@ -102,11 +102,11 @@ async def embeddings(body: EmbeddingsRequest, svc: Svc) -> Response:
             raise InvalidInput(f"dimensions {body.dimensions} is not supported: model {bb.name!r} "
                                f"returns {bb.hidden_size}-d vectors; omit dimensions or pass "
                                f"{bb.hidden_size}")
-        inputs = await decode_inputs(svc, items, bb.modality, where="input")
-        results = await svc.engine.embed(bb.name, inputs, bb.modality, EmbedSpec(None, True))
+        decode = deferred_inputs(svc, items, bb.modality, where="input")  # decoded once admitted
+        results = await svc.engine.embed(bb.name, decode, bb.modality, EmbedSpec(None, True))
         vectors = results.embeddings  # [inputs, hidden]
         tokens = results.tokens or 0  # counted from the batch's own tokenisation (text), not again
-        svc.metrics.observe_embedded(bb.name, len(inputs))
+        svc.metrics.observe_embedded(bb.name, len(items))
         if body.encoding_format == "base64":
             rows = np.ascontiguousarray(vectors.numpy(), dtype="<f4")  # [inputs, hidden]
             data = [Embedding(index=i, embedding=base64.b64encode(r.tobytes()).decode())

@@ -53,6 +53,7 @@ class QuotaUsage(BaseModel):
     stored_bytes: int = Field(description="Bytes of its tasks' stored versions (as recorded at registration).")
     resident_bytes: int = Field(description="Its evictable adapters resident in this worker.")
     jobs: int = Field(description="Its fit/adapt jobs queued or running on this worker.")
+    in_flight: int = Field(description="Its requests past admission on this worker now (max_inflight).")
 
 
 class QuotaInfo(BaseModel):
@@ -71,7 +72,8 @@ def _info(svc, namespace: str, quota: Quota | None) -> QuotaInfo:
         resident = registry.residency.namespace_bytes().get(namespace, 0)
     return QuotaInfo(namespace=namespace, quota=quota or Quota(), stored=quota is not None,
                      usage=QuotaUsage(tasks=used.tasks, stored_bytes=used.stored_bytes,
-                                      resident_bytes=resident, jobs=engine.rollouts.jobs.live(namespace)))
+                                      resident_bytes=resident, jobs=engine.rollouts.jobs.live(namespace),
+                                      in_flight=engine.gate.in_flight(namespace)))
 
 
 def _stored(svc, namespace: str) -> Quota:

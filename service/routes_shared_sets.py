@@ -29,6 +29,7 @@ from service.request_limits import MAX_TASK_NAME_CHARS
 from service.routes_common import Svc
 from service.schemas import ERROR_RESPONSES
 from service.shared_set_schemas import SetActivateRequest, SharedSetInfo, SharedSetList, SharedSetSummary
+from service.upload_form import read_file
 
 router = APIRouter(prefix="/shared-sets")
 MAX_HEADS = 64  # task archives in one set registration
@@ -61,11 +62,8 @@ async def register_set(request: Request, svc: Svc) -> SharedSetInfo:
     principal = current()
     form = await request.form(max_files=1 + MAX_HEADS, max_fields=4)
     try:
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InvalidInput("multipart field 'file' (the shared adaptation's archive) is missing: "
-                               "curl -F file=@base.zip [-F heads=@task.zip ...]")
-        data = await upload.read()
+        data = await read_file(form, "the shared adaptation's archive",
+                               "curl -F file=@base.zip [-F heads=@task.zip ...]", "an uploaded archive is empty")
         heads = []
         for i, h in enumerate(form.getlist("heads")):
             if isinstance(h, str):
@@ -76,7 +74,7 @@ async def register_set(request: Request, svc: Svc) -> SharedSetInfo:
             raise InvalidInput(f"multipart fields {unknown} are unknown; send 'file' and optional 'heads'")
     finally:
         await form.close()
-    if not data or not all(heads):
+    if not all(heads):
         raise InvalidInput("an uploaded archive is empty")
 
     def authorize(task: str) -> None:

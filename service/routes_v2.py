@@ -53,7 +53,7 @@ from service.errors import status_for
 from service.protocol_errors import V2Error, error_responses
 from service import task_paths  # noqa: F401  (registers the {task:task} convertor)
 from service.request_limits import MAX_TASK_NAME_CHARS
-from service.routes_common import Svc, decode_inputs, observed
+from service.routes_common import Svc, deferred_inputs, observed
 
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"])
 _RESPONSES = error_responses(V2Error)
@@ -278,12 +278,12 @@ async def _infer(svc, task: str, version: str | None, body: InferRequest) -> Inf
             modality = loaded.backbone.modality
             items = _bytes_input(body, _input_name(modality))
             wanted = _wanted_outputs(body, [t.name for t in _probe_tensors(loaded)])
-            inputs = await decode_inputs(svc, items, modality, where="inputs[0].data")
+            decode = deferred_inputs(svc, items, modality, where="inputs[0].data")  # decoded once admitted
             # Pinned to the version resolved above: a rollback landing now cannot change it.
-            _, results = await svc.engine.predict([task], inputs, modality,
+            _, results = await svc.engine.predict([task], decode, modality,
                                                   versions={task: loaded.version},
                                                   options=_task_options(body.parameters))
-            status, n_inputs = 200, len(inputs)
+            status, n_inputs = 200, len(items)
     except TaskswapError as exc:
         status = status_for(exc)[0]
         raise

@@ -4,7 +4,8 @@ The stages, from the handler's entry (after HTTP parsing and request validation)
 being built, in milliseconds of wall time:
 
 - ``admit``: waiting for the namespace's in-flight slot (:mod:`service.admission`);
-- ``pre``: input checks, the worker-thread hop, ``prepare`` and the cost estimate (tokenising);
+- ``pre``: the worker-thread hop, input checks or image/audio decoding, ``prepare`` and the
+  cost estimate (tokenising);
 - ``queue``: in the batcher's fair queue until the request's first slice starts;
 - ``run``: from its first slice's start to its last slice's heads (other requests' slices run
   in between when it is sliced);

@@ -69,6 +69,7 @@ from service.middleware import (BodyLimit, HeadAsGet, JsonNotFound, LastResort, 
                                 ReplicaHeader)
 from service.protocol_errors import ProtocolErrors  # noqa: E402
 from service.query_params import refuse_unknown_query  # noqa: E402
+from service.upload_form import read_file  # noqa: E402
 from service.routes_admin import router as admin_router  # noqa: E402
 from service.routes_common import json_response  # noqa: E402
 from service.routes_completions import router as completions_router  # noqa: E402
@@ -203,7 +204,7 @@ class Taskswap:
                 return await self._generate(tasks, check_texts(texts, self.limits), request)
             return await self._predict(tasks, len(texts), lambda: decode_items(
                 texts, "text", "texts", self.limits, self.audio_limits), "text", embed, key,
-                subtokens=body.subtokens, inline=True, options=body.options())
+                subtokens=body.subtokens, options=body.options())
         modality, field = ("audio", "audio") if body.audio is not None else ("image", "images")
         items = (body.audio if body.audio is not None else body.images) or []
         check_items(items, field, self.limits)
@@ -241,9 +242,10 @@ class Taskswap:
 
     async def _predict(self, tasks: list[str], n_inputs: int, decode, modality: str,
                        embed: EmbedSpec | None = None, routing_key: str | None = None,
-                       subtokens: bool = False, inline: bool = False,
-                       options: dict | None = None) -> Response:
-        """``inline``: ``decode`` is cheap (text checks) and runs here, without a thread hop."""
+                       subtokens: bool = False, options: dict | None = None) -> Response:
+        """``decode()`` checks the texts or decodes the images / clips: the engine calls it once
+        the namespace's in-flight slot is granted (:mod:`service.admission`), in the worker
+        thread that prepares the request, so a request waiting for admission costs no CPU."""
         start, status = time.perf_counter(), 500
         stamps, seen = {"entered": time.time_ns()}, []
 
@@ -252,10 +254,8 @@ class Taskswap:
             record_prediction_spans(prepared, tasks)
         try:
             self.engine.require_ready()
-            # image/audio decoding is CPU work: a worker thread
-            inputs = decode() if inline else await anyio.to_thread.run_sync(decode)
             backbone, results = await self.engine.predict(
-                tasks, inputs, modality, embed, routing_key=routing_key, trace=trace, options=options,
+                tasks, decode, modality, embed, routing_key=routing_key, trace=trace, options=options,
                 stamps=stamps)
             status = 200
             response = json_response(PredictResponse(backbone=backbone, results=[TaskPrediction(
@@ -475,13 +475,8 @@ async def _archive_form(request: Request) -> tuple[bytes, str | None, list[str] 
     """``file`` + optional ``name``/``labels``/``backbone``/``expected_version`` from a multipart registration."""
     form = await request.form(max_files=1, max_fields=8)
     try:
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InvalidInput("multipart field 'file' (the adapter archive) is missing: "
-                               "curl -F file=@adapter.zip ...")
-        data = await upload.read()
-        if not data:
-            raise InvalidInput("the uploaded archive is empty")
+        data = await read_file(form, "the adapter archive", "curl -F file=@adapter.zip ...",
+                               "the uploaded archive is empty")
         fields = {}
         for key in ("name", "labels", "backbone", "expected_version"):
             value = form.get(key)

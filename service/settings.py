@@ -165,7 +165,8 @@ class Settings(BaseSettings):
         "Requests of one namespace past admission at once (decoding, prepare and its "
         "tokenising, the cost estimate, the batcher's queue, the trunk); the next ones wait "
         "before any preprocessing, at no CPU cost, so a flooding namespace's request-path work "
-        "cannot crowd another namespace's out (docs/tenancy.md). 0 = no gate."))
+        "cannot crowd another namespace's out (docs/tenancy.md). A namespace's max_inflight "
+        "quota replaces it for that namespace. 0 = no limit for a namespace without one."))
     namespace_max_waiting: int = Field(256, ge=0, le=65536, description=(
         "Requests of one namespace waiting for admission; beyond this a request gets 429 "
         "with Retry-After."))

@@ -25,10 +25,12 @@ from taskswap_client.generation import (GeneratedToken, GenerationResult, Stream
                                         Usage)
 from taskswap_client.transport import TaskswapResponseError, TaskswapTimeout
 from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,
-                                    EmbedResponse, PredictResponse, RegisterResponse)
+                                    EmbedResponse, PredictResponse, RegisterResponse, SharedSetInfo,
+                                    SharedSetList)
 
 __all__ = ["AdapterInfo", "AdapterList", "AsyncClient", "BackboneList", "Client", "Conflict", "DeleteResponse",
            "DenseAnswer", "Detection", "EmbedResponse", "GeneratedToken", "GenerationFailed", "GenerationResult", "GenerationTimeout",
-           "InvalidRequest", "Mask", "OverCapacity", "PredictResponse", "RegisterResponse", "StreamEnd", "StreamEvent",
+           "InvalidRequest", "Mask", "OverCapacity", "PredictResponse", "RegisterResponse", "SharedSetInfo",
+           "SharedSetList", "StreamEnd", "StreamEvent",
            "TaskNotFound", "TaskswapHTTPError", "TaskswapResponseError", "TaskswapTimeout", "TokenDelta",
            "Unauthorized", "Usage"]

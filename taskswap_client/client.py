@@ -34,7 +34,8 @@ from taskswap_client.generation import (GenerationResult, StreamEvent, StreamRea
                                         parse_result)
 from taskswap_client.transport import TaskswapResponseError, TaskswapTimeout, send_async, send_sync  # noqa: F401  (TaskswapTimeout: documented above)
 from taskswap_client.models import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,
-                                    EmbedResponse, PredictResponse, RegisterResponse)
+                                    EmbedResponse, PredictResponse, RegisterResponse, SharedSetInfo,
+                                    SharedSetList)
 
 RETRY_STATUSES = (429, 503)
 ImageLike = bytes | str | os.PathLike  # encoded image bytes, or a path to an image file
@@ -48,7 +49,7 @@ class Call:
     path: str
     model: type[BaseModel] | None
     json: Any = None
-    files: dict | None = None
+    files: dict | list | None = None  # a list of (field, file) pairs repeats a field
     data: dict | None = None
     params: dict | None = None
     ok: tuple[int, ...] = (200, 201)
@@ -124,13 +125,7 @@ class _Calls:
     @staticmethod
     def register(path: str | os.PathLike, name: str | None, labels: Sequence[str] | None,
                  backbone: str | None, expected_version: str | None = None) -> Call:
-        p = Path(path)
-        if p.is_dir():
-            archive, filename = zip_folder(p), f"{p.name}.zip"
-        elif p.is_file():
-            archive, filename = p.read_bytes(), p.name
-        else:
-            raise FileNotFoundError(f"{p} is neither an adapter folder nor an archive")
+        filename, archive = _archive(path)
         fields = {k: v for k, v in (("name", name), ("backbone", backbone),
                                     ("labels", json.dumps(list(labels)) if labels else None),
                                     ("expected_version", expected_version)) if v}
@@ -151,6 +146,16 @@ class _Calls:
     def delete(name: str, expected_version: str | None = None) -> Call:
         params = {"expected_version": expected_version} if expected_version else None
         return Call("DELETE", f"/adapters/{name}", DeleteResponse, params=params)
+
+    @staticmethod
+    def register_shared_set(path: str | os.PathLike, heads: Sequence[str | os.PathLike] = ()) -> Call:
+        files = [("file", _archive(path)), *(("heads", _archive(h)) for h in heads)]
+        return Call("POST", "/shared-sets", SharedSetInfo, files=files)
+
+    @staticmethod
+    def activate_shared_set(name: str, version: str | None) -> Call:
+        return Call("POST", f"/shared-sets/{name}/activate", SharedSetInfo,
+                    json={"version": version} if version is not None else {})
 
 
 class _Base:
@@ -309,6 +314,26 @@ class Client(_Base):
     def show(self, name: str) -> AdapterInfo:
         return self._send(Call("GET", f"/adapters/{name}", AdapterInfo))
 
+    # ---- shared adaptation sets (docs/multitask.md) ---------------------------------------
+    def shared_sets(self) -> SharedSetList:
+        """Every shared adaptation this token can read, with its active set."""
+        return self._send(Call("GET", "/shared-sets", SharedSetList))
+
+    def shared_set(self, name: str) -> SharedSetInfo:
+        """One shared adaptation: its active, previous and pending sets and every version."""
+        return self._send(Call("GET", f"/shared-sets/{name}", SharedSetInfo))
+
+    def register_shared_set(self, path: str | os.PathLike,
+                            heads: Sequence[str | os.PathLike] = ()) -> SharedSetInfo:
+        """(register) A new version of a shared adaptation (folder or archive) and of every
+        task riding on it (``heads``: folders or archives of tasks with new heads; the others
+        carry theirs over), switched as one set."""
+        return self._send(_Calls.register_shared_set(path, heads))
+
+    def activate_shared_set(self, name: str, version: str | None = None) -> SharedSetInfo:
+        """(register) Switch to the set of adaptation ``version``; None: back to the previous set."""
+        return self._send(_Calls.activate_shared_set(name, version))
+
     def backbones(self) -> BackboneList:
         return self._send(Call("GET", "/backbones", BackboneList))
 
@@ -436,6 +461,18 @@ class AsyncClient(_Base):
     async def show(self, name: str) -> AdapterInfo:
         return await self._send(Call("GET", f"/adapters/{name}", AdapterInfo))
 
+    async def shared_sets(self) -> SharedSetList:
+        return await self._send(Call("GET", "/shared-sets", SharedSetList))
+
+    async def shared_set(self, name: str) -> SharedSetInfo:
+        return await self._send(Call("GET", f"/shared-sets/{name}", SharedSetInfo))
+
+    async def register_shared_set(self, path, heads=()) -> SharedSetInfo:
+        return await self._send(_Calls.register_shared_set(path, heads))
+
+    async def activate_shared_set(self, name: str, version: str | None = None) -> SharedSetInfo:
+        return await self._send(_Calls.activate_shared_set(name, version))
+
     async def backbones(self) -> BackboneList:
         return await self._send(Call("GET", "/backbones", BackboneList))
 
@@ -484,6 +521,16 @@ def _inputs(texts: Sequence[str] | None, images: Sequence[ImageLike] | None) -> 
 
 def _image_bytes(x: ImageLike) -> bytes:
     return x if isinstance(x, bytes) else Path(x).read_bytes()
+
+
+def _archive(path: str | os.PathLike) -> tuple[str, bytes]:
+    """``(filename, bytes)`` of an adapter folder (zipped here) or an archive file."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{p.name}.zip", zip_folder(p)
+    if p.is_file():
+        return p.name, p.read_bytes()
+    raise FileNotFoundError(f"{p} is neither an adapter folder nor an archive")
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -3,3 +3,5 @@
 from service.schemas import (AdapterInfo, AdapterList, BackboneList, DeleteResponse,  # noqa: F401
                              EmbedRequest, EmbedResponse, ErrorResponse, PredictRequest,
                              PredictResponse, RegisterResponse)
+from service.shared_set_schemas import (SetState, SetVersion, SharedSetInfo, SharedSetList,  # noqa: F401
+                                       SharedSetSummary)

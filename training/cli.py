@@ -13,6 +13,7 @@
     taskswap data digits-coco --out data/digits           # a COCO detection data set (train/, test/)
     taskswap adapt --task reviews --target-data drugs.txt --out out/reviews-drugs   # training.cli_adapt
     taskswap quota set team-a --max-tasks 50 --weight 2   # a namespace's quota (admin): training.cli_quota
+    taskswap sets rollback reviews-base                   # a shared adaptation's set: training.cli_sets
 
 ``register``, ``predict`` and ``evaluate --url`` talk to the server through
 :class:`taskswap_client.Client` (``predict`` imports no torch: it starts in a blink).
@@ -39,7 +40,7 @@ import httpx
 from pydantic import ValidationError
 
 from adapters.errors import InvalidInput, TaskswapError
-from training import cli_adapt, cli_quota, cli_tokens
+from training import cli_adapt, cli_quota, cli_sets, cli_tokens
 from training.progress import is_tty, kept_line
 from training.cli_generation import add_generation_args, cmd_evaluate_generation, cmd_train_generation, \
     is_generation_folder
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_adapt.add_parser(sub)
     cli_tokens.add_parser(sub)
     cli_quota.add_parser(sub, default_url())
+    cli_sets.add_parser(sub, default_url())
     q = sub.add_parser("predict", help="ask a running server for one task's answers (quick check)")
     q.add_argument("task")
     q.add_argument("texts", nargs="*", help="texts to classify")
@@ -722,14 +724,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if (getattr(args, "quiet", False) or not is_tty(sys.stderr)) and args.command not in ("predict", "quota", "tokens"):
+    if (getattr(args, "quiet", False) or not is_tty(sys.stderr)) and args.command not in ("predict", "quota", "tokens", "sets"):
         from transformers.utils import logging as hf_logging  # lazy: see the module docstring
         hf_logging.disable_progress_bar()  # "Loading weights" bars: carriage-return frames in a log
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "register": cmd_register,
                 "predict": cmd_predict, "data": cmd_data,
                 "adapt": cli_adapt.cmd_adapt, "tokens": cli_tokens.cmd_tokens,
-                "quota": cli_quota.cmd_quota}[args.command](args)
+                "quota": cli_quota.cmd_quota, "sets": cli_sets.cmd_sets}[args.command](args)
     except TaskswapError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if len(exc.problems) > 1:

@@ -1,7 +1,8 @@
 """``taskswap quota get|set|clear NAMESPACE``: a namespace's quota on a running server.
 
     taskswap quota get default
-    taskswap quota set team-a --max-tasks 50 --max-stored-bytes 2e9 --requests-per-s 20 --weight 2
+    taskswap quota set team-a --max-tasks 50 --max-stored-bytes 2e9 --requests-per-s 20 --weight 2 \\
+        --max-inflight 8
     taskswap quota clear team-a
 
 It calls ``/admin/namespaces/{namespace}/quota`` with the admin token (``--token``, default
@@ -22,9 +23,10 @@ import httpx
 # option -> (quota field, type); sizes take a float so 2e9 works
 FIELDS = {"max-tasks": ("max_tasks", int), "max-stored-bytes": ("max_stored_bytes", float),
           "max-resident-bytes": ("max_resident_bytes", float), "max-jobs": ("max_jobs", int),
+          "max-inflight": ("max_inflight", int),
           "requests-per-s": ("requests_per_s", float), "rows-per-s": ("rows_per_s", float),
           "burst-s": ("burst_s", float), "weight": ("weight", float)}
-_INTEGRAL = {"max_tasks", "max_stored_bytes", "max_resident_bytes", "max_jobs"}
+_INTEGRAL = {"max_tasks", "max_stored_bytes", "max_resident_bytes", "max_jobs", "max_inflight"}
 
 
 def add_parser(sub, default_url: str) -> argparse.ArgumentParser:
@@ -48,7 +50,7 @@ def body_of(args) -> dict:
     """The PUT body from ``set``'s options (sizes as whole bytes).
 
     >>> body_of(argparse.Namespace(max_tasks=3, max_stored_bytes=2e9, max_resident_bytes=None,
-    ...         max_jobs=None, requests_per_s=None, rows_per_s=None, burst_s=None, weight=2.0))
+    ...         max_jobs=None, max_inflight=None, requests_per_s=None, rows_per_s=None, burst_s=None, weight=2.0))
     {'max_tasks': 3, 'max_stored_bytes': 2000000000, 'weight': 2.0}
     """
     body = {}

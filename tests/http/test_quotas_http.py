@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from adapters.format.archive import make_archive
+from adapters.store import open_store
+from service.job_slots import slots_key
 from support.factories import head_adapter, peft_lora_dir
 from support.http_helpers import assert_error, register_ok, wait_for_job
+from support.replica_helpers import wait_for
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
 
 pytestmark = pytest.mark.server
@@ -145,6 +148,9 @@ def test_max_jobs_refuses_a_fit_job(srv, quota):
     r = srv.post("/adapters/quota-fit/fit", admin=True, json=body)
     assert r.status_code == 202, r.text
     assert wait_for_job(srv, r.json()["id"])["status"] == "succeeded"
+    # the job released its slot when it ended (no later claim pruned it): no entry is left
+    store = open_store(str(srv.store))
+    wait_for(lambda: store.get_document(slots_key("default"))["jobs"] == [], "the ended job's slot released")
 
 
 def test_request_rate_is_a_429_with_retry_after(srv, quota):

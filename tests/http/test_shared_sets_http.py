@@ -15,6 +15,7 @@ from adapters.format.archive import make_archive
 from support.http_helpers import assert_error, predict_ok, register_ok
 from support.multitask_factories import multitask_task_dir, shared_lora_dir
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixtures)
+from taskswap_client import SharedSetInfo
 
 pytestmark = pytest.mark.server
 
@@ -95,6 +96,10 @@ def test_errors_name_the_problem(srv, world, text_backbone):
     r = srv.post("/shared-sets/st-base/activate", admin=True, json={"version": world["v1"], "x": 1})
     assert r.status_code == 422
     assert_error(srv.post("/shared-sets", admin=True, files={"heads": ("h.zip", b"x")}), 400, "file")
+    assert_error(srv.post("/shared-sets", admin=True, data={"file": "base.zip"}, files={"heads": ("h.zip", b"x")}),
+                 400, "multipart field 'file' (the shared adaptation's archive) is missing")
+    assert_error(srv.post("/shared-sets", admin=True, files={"file": ("base.zip", b"")}), 400,
+                 "an uploaded archive is empty")
     stray = multitask_task_dir(world["tmp"] / "stray", text_backbone, "st-stray", "st-base", None, seed=3)
     r = register_set(srv, shared_lora_dir(world["tmp"] / "b3", text_backbone, "st-base", seed=3), [stray])
     assert_error(r, 400, "st-stray", "do not ride on")
@@ -183,4 +188,47 @@ def test_deleting_a_task_keeps_the_adaptation_others_use(srv, world):
     assert_error(srv.delete("/adapters/st-base", admin=True), 409, "st-topic")
     shown = srv.get("/shared-sets/st-base").json()
     assert shown["active"]["tasks"].keys() == {"st-topic"}
+    assert srv.internal_errors() == []
+
+
+def test_the_sets_cli_lists_shows_registers_activates_and_rolls_back(srv, world, text_backbone, capsys,
+                                                                      monkeypatch):
+    """``taskswap sets ...`` through the typed client, on ``team/base`` (the URL from
+    ``TASKSWAP_URL``, as the other sub-commands take it)."""
+    from training.cli import main
+    monkeypatch.setenv("TASKSWAP_URL", srv.url)
+    tmp = world["tmp"]
+    before = srv.get("/shared-sets/team/base").json()["active"]
+
+    def run(*args) -> tuple[int, str, str]:
+        code = main(["sets", "--token", srv.admin, *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, _ = run("list")
+    assert code == 0 and any(line.split("\t")[:2] == ["team/base", before["adaptation"][:12]]
+                             for line in out.splitlines()), out
+    head = multitask_task_dir(tmp / "cli-head", text_backbone, "team/task", "team/base", before["adaptation"], seed=41)
+    code, out, err = run("--json", "register", str(shared_lora_dir(tmp / "cli-base", text_backbone, "team/base",
+                                                                   seed=40)), "--head", str(head))
+    assert code == 0, err
+    registered = SharedSetInfo.model_validate_json(out)
+    assert registered.active.adaptation != before["adaptation"] and registered.previous.model_dump() == before
+    assert srv.get("/shared-sets/team/base").json()["active"] == registered.active.model_dump()
+    code, out, _ = run("show", "team/base")
+    assert code == 0 and out.startswith(f"team/base: active {registered.active.adaptation[:12]}")
+    assert f"previous {before['adaptation'][:12]}" in out and out.count("\n") >= 3  # record + two versions
+    code, out, _ = run("rollback", "team/base")
+    assert code == 0 and srv.get("/shared-sets/team/base").json()["active"] == before
+    code, out, _ = run("activate", "team/base", registered.active.adaptation[:10])
+    assert code == 0 and srv.get("/shared-sets/team/base").json()["active"] == registered.active.model_dump()
+    code, _, err = run("activate", "team/base", "0" * 12)  # no such version: refused, nothing moves
+    assert code == 2 and "0" * 12 in err
+    code, _, err = run("show", "team/nothing")
+    assert code == 2 and "404" in err
+    code, _, err = run("register", str(tmp / "no-such-folder"))
+    assert code == 2 and "no-such-folder" in err
+    assert srv.get("/shared-sets/team/base").json()["active"] == registered.active.model_dump()
+    code, _, err = run("--url", "http://127.0.0.1:9", "list")
+    assert code == 1 and "cannot reach" in err
     assert srv.internal_errors() == []

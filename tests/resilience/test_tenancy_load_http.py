@@ -16,6 +16,7 @@ import pytest
 from adapters.format.archive import make_archive
 from service import server_timing
 from support.factories import head_adapter
+from support.http_helpers import b64, png_bytes
 from support.server import server_factory, tiny_backbones_env  # noqa: F401  (pytest fixture)
 
 pytestmark = pytest.mark.server
@@ -25,7 +26,7 @@ SCRAPE = "scrape-" + "m" * 24
 
 
 @pytest.fixture(scope="module")
-def srv(server_factory, tiny_dir, tmp_path_factory, text_backbone):
+def srv(server_factory, tiny_dir, tmp_path_factory, text_backbone, vision_backbone):
     env = {"TASKSWAP_NAMESPACE_MAX_INFLIGHT": "2", "TASKSWAP_NAMESPACE_MAX_WAITING": "3",
            "TASKSWAP_SERVER_TIMING": "1", "TASKSWAP_SLICE_COST": "64", "TASKSWAP_METRICS_TOKEN": SCRAPE}
     s = server_factory.start(store=tmp_path_factory.mktemp("flood-store"),
@@ -34,6 +35,8 @@ def srv(server_factory, tiny_dir, tmp_path_factory, text_backbone):
     for i, task in enumerate(("team-a/x", "team-b/y")):
         r = s.register_archive(make_archive(head_adapter(root / f"h{i}", text_backbone, f"h{i}", seed=i)), name=task)
         assert r.status_code == 201, r.text
+    r = s.register_archive(make_archive(head_adapter(root / "pics", vision_backbone, "pics")), name="team-c/pics")
+    assert r.status_code == 201, r.text
     return s
 
 
@@ -76,6 +79,74 @@ def test_a_light_namespace_is_answered_beside_a_flood_and_the_flood_progresses(s
         assert "TASKSWAP_NAMESPACE_MAX_INFLIGHT" in body and "team-a" in body
     assert not srv.internal_errors()
 
+
+
+def _image_flood(url: str, address: str, body: dict, stop: threading.Event, log: list) -> None:
+    with httpx.Client(base_url=url, timeout=120, transport=httpx.HTTPTransport(local_address=address)) as c:
+        while not stop.is_set():
+            r = c.post("/predict", json=body)
+            log.append((r.status_code, r.headers.get("retry-after"), r.json()))
+            if len([x for x in log if x[0] == 429]) >= 3 and len([x for x in log if x[0] == 200]) >= 3:
+                stop.set()
+
+
+def test_an_image_flood_is_decoded_only_once_admitted_answers_unchanged_and_excess_refused(srv):
+    """Images are decoded after the namespace's slot is granted (service.engine): the answers
+    under a flood equal the answer alone, and past 2 slots and 3 waiting places the excess is
+    a 429 with Retry-After naming the settings, as for texts."""
+    body = {"task": "team-c/pics", "images": [b64(png_bytes((200, 30, 30), size=(320, 240))),
+                                              b64(png_bytes((20, 160, 40), size=(300, 200)))]}
+    alone = httpx.post(srv.url + "/predict", json=body, timeout=120)
+    assert alone.status_code == 200, alone.text
+    want = alone.json()["results"][0]["predictions"]
+    stop, log = threading.Event(), []
+    flood = [threading.Thread(target=_image_flood, args=(srv.url, f"127.0.0.{70 + i}", body, stop, log))
+             for i in range(10)]
+    for t in flood:
+        t.start()
+    stop.wait(300)
+    stop.set()
+    for t in flood:
+        t.join(timeout=120)
+    assert {s for s, _, _ in log} <= {200, 429}, [x for x in log if x[0] not in (200, 429)][:3]
+    answered = [b for s, _, b in log if s == 200]
+    refused = [(ra, b) for s, ra, b in log if s == 429]
+    assert answered and refused, (len(answered), len(refused))
+    for b in answered:
+        for got, exp in zip(b["results"][0]["predictions"], want):
+            assert got["label"] == exp["label"] and got["scores"] == pytest.approx(exp["scores"], abs=1e-5)
+    for retry_after, b in refused:
+        assert retry_after is not None and int(retry_after) >= 1
+        assert "TASKSWAP_NAMESPACE_MAX_WAITING" in b["message"] and "team-c" in b["message"]
+    assert not srv.internal_errors()
+
+
+def test_a_namespace_s_max_inflight_quota_replaces_the_server_default(srv):
+    """team-c's quota sets its own in-flight limit (1, where the server's is 2): its excess is
+    refused naming the quota; the quota and the namespace's requests in flight read back."""
+    path = "/admin/namespaces/team-c/quota"
+    r = srv.request("PUT", path, admin=True, json={"max_inflight": 1})
+    assert r.status_code == 200 and r.json()["quota"]["max_inflight"] == 1, r.text
+    assert srv.request("PUT", path, admin=True, json={"max_inflight": 0}).status_code == 422
+    try:
+        body = {"task": "team-c/pics", "images": [b64(png_bytes((90, 90, 200), size=(320, 240)))]}
+        stop, log = threading.Event(), []
+        flood = [threading.Thread(target=_image_flood, args=(srv.url, f"127.0.0.{90 + i}", body, stop, log))
+                 for i in range(10)]
+        for t in flood:
+            t.start()
+        stop.wait(300)
+        stop.set()
+        for t in flood:
+            t.join(timeout=120)
+        assert {s for s, _, _ in log} <= {200, 429}
+        refused = [b["message"] for s, _, b in log if s == 429]
+        assert refused and all("its max_inflight quota" in m and "its limit 1" in m for m in refused), refused[:2]
+        usage = srv.request("GET", path, admin=True).json()["usage"]
+        assert usage["in_flight"] == 0  # every request answered: none holds a slot
+    finally:
+        assert srv.request("DELETE", path, admin=True).status_code == 200
+    assert not srv.internal_errors()
 
 
 def test_metrics_scrape_needs_its_token_and_is_otherwise_a_missing_route(srv):

@@ -11,7 +11,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from adapters.errors import CapacityError, QuotaExceeded
+from service.job_slots import slots_key
 from service.jobs import JobRunner
+from support.replica_helpers import wait_for
 from support.s3 import moto_s3  # noqa: F401  (session fixture)
 from support.store_fixtures import kind, make_store  # noqa: F401  (fixtures: local and S3 stores)
 
@@ -76,3 +78,36 @@ def test_racing_replicas_never_both_take_the_last_slot(make_store):
 def test_no_quota_no_limit(make_store):
     r = _runner(make_store(), "r1", {})
     assert all(r.submit("team-a/x", "active", {}, 4)["status"] == "queued" for _ in range(5))
+
+
+def _slot_ids(store, namespace: str) -> list[str]:
+    return [e["id"] for e in (store.get_document(slots_key(namespace)) or {}).get("jobs", [])]
+
+
+def test_an_ended_job_releases_its_slot_at_once_for_every_replica(make_store):
+    limits = {"team-a": 2}
+    here, there = _runner(make_store(), "r1", limits), _runner(make_store(), "r2", limits)
+    first = here.submit("team-a/x", "active", {}, 4)
+    second = there.submit("team-a/y", "active", {}, 4)
+    assert _slot_ids(here.store, "team-a") == [first["id"], second["id"]]
+    _finish(here, first["id"])
+    here._release_slot(here._jobs[first["id"]])  # what the runner's loop does when a job ends
+    assert _slot_ids(there.store, "team-a") == [second["id"]]  # gone from the store, not only pruned later
+    assert there._slots.release("team-a", first["id"]) is False  # twice: nothing to drop, nothing written
+    there.submit("team-a/z", "active", {}, 4)
+
+
+def test_a_running_runner_releases_the_slot_of_a_job_that_ends(make_store, tmp_path):
+    """A started runner, a real child that fails at once (its spec names no examples): the
+    job ends failed and its entry leaves the slot document without any later claim."""
+    store = make_store()
+    runner = JobRunner(store=store, replica_id="r1", finish=None, max_jobs=1, max_queued=5,
+                       lease_s=60.0, max_jobs_of=lambda ns: 1)
+    try:
+        job = runner.submit("team-a/x", "active", {"bogus": True}, 1)
+        assert _slot_ids(store, "team-a") == [job["id"]]
+        wait_for(lambda: _slot_ids(store, "team-a") == [], "the ended job's slot released", timeout_s=300)
+        assert runner.get(job["id"])["status"] == "failed"
+        assert store.get_document(slots_key("team-a")) == {"jobs": []}
+    finally:
+        runner.close()

@@ -10,12 +10,15 @@ on cannot be deleted (409 naming them); deleting a task leaves the adaptation.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 import torch
 
 from adapters.cost import estimate
 from adapters.errors import Conflict, IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.runtime import Runtime
+from adapters.shared_sets import SWITCH_LEASE_S
 from support.factories import head_adapter, peft_lora_dir
 from support.multitask_factories import lora_task_dir, multitask_task_dir, shared_lora_dir
 
@@ -226,16 +229,18 @@ def test_a_crash_in_the_middle_of_a_switch_is_undone_by_the_next_process(shared_
     sets = registry.shared_sets
     real_move = sets._move
 
-    def crash_half_way(name, target):
-        if target["adaptation"] == before["base"]:
-            raise SystemExit("killed")  # the undo: a dead process never gets there
+    def crash_half_way(name, target, token, moved=None):
         real = registry.lifecycle.activate
         real(name, target["adaptation"])
         first = sorted(target["tasks"])[0]
         real(first, target["tasks"][first])
-        raise SystemExit("killed")
+        raise SystemExit("killed")  # a killed process runs no undo: the patched activate is gone
+
+    def killed(moved):
+        raise SystemExit("killed")  # the undo: a dead process never gets there
 
     monkeypatch.setattr(sets, "_move", crash_half_way)
+    monkeypatch.setattr(sets, "_put_back", killed)
     with pytest.raises(SystemExit):
         sets.register(new_base(tmp_path, text_backbone, 6))
     half = actives(registry, names)
@@ -244,6 +249,10 @@ def test_a_crash_in_the_middle_of_a_switch_is_undone_by_the_next_process(shared_
     monkeypatch.setattr(sets, "_move", real_move)
     restarted = Registry(registry.store, backbones)
     restarted.sync()
+    with pytest.raises(Conflict, match="in progress"):  # its lease still runs: it may be alive
+        restarted.shared_sets.recover("base")
+    later = datetime.now(timezone.utc) + timedelta(seconds=SWITCH_LEASE_S + 1)
+    restarted.shared_sets.clock = lambda: later  # the dead switch's lease has run out
     assert restarted.shared_sets.recover("base") is True
     assert actives(restarted, names) == before
     assert restarted.shared_sets.document("base")["pending"] is None
