@@ -120,11 +120,14 @@ def test_label_shift_adapt_registers_a_head_shadow_candidate_with_the_estimated_
 
 
 def test_if_better_refuses_a_label_shift_version_that_is_worse(srv, reviews):
-    """Target inputs of one class only: EM puts (nearly) all the prior on it, the folded bias
-    calls every input that class, worse on balanced labelled examples: never promoted."""
+    """Target inputs of one class only: EM puts (nearly) all the prior on it and the folded bias
+    moves answers only towards it, so on positive labelled examples, some of them mixed words
+    the source head calls positive by a small margin, the candidate is worse: never promoted."""
+    val = shifted(POS + ["good bad", "great awful", "fine boring", "a good and bad film", "bad good",
+                         "awful great", "good dull", "boring fine"])
     job = run_job(srv, "reviews", "adapt", {
         "texts": shifted(NEG * 4), "method": "label_shift", "promote": "if_better",
-        "val_texts": shifted(POS + NEG), "val_labels": ["pos"] * 6 + ["neg"] * 6})
+        "val_texts": val, "val_labels": ["pos"] * len(val)})
     assert job["status"] == "succeeded", job
     assert job["result"]["adaptation"]["label_shift"]["target_prior"]["neg"] > 0.9
     cmp = job["result"]["comparison"]
