@@ -11,10 +11,11 @@ The source is a ``head`` adapter folder (a store version, or a training output).
 that reads source feature statistics (``coral``) takes them from its
 ``source_stats.safetensors`` (recorded by ``taskswap train`` since it existed) or, for older
 adapters, from ``source_inputs`` (its training inputs, again). The adapted folder is an
-ordinary adapter of the method's kind (``coral``: a head; ``pseudo_label``: a LoRA; same
+ordinary adapter of the method's kind (``coral``, ``label_shift``: a head; ``pseudo_label``: a LoRA; same
 labels, backbone and preprocessing) whose manifest records, under ``training.adaptation``,
 the source version, the method, the target data's fingerprint (sha256 over its inputs) and
-where the source statistics came from. A head-only method's version also holds the *target*
+where the source statistics came from. ``label_shift`` also reads the source head's calibration
+(``source_calibration.json``, written by ``taskswap train``). A head-only method's version also holds the *target*
 statistics in its own ``source_stats.safetensors`` (the distribution the adapted head now
 reads), so it can be adapted again.
 

@@ -1,6 +1,7 @@
 """POST /adapters/{task}/adapt on the real server: a job whose new version (CORAL folded into
-the head, a pseudo-labelled LoRA, or the target prior folded into the bias) goes through the same gate as a fit: shadow by default, if_better on labelled
-target examples; bad requests get a 4xx naming the problem."""
+the head, a pseudo-labelled LoRA, or the target prior folded into the bias) goes through the
+same gate as a fit: shadow by default, if_better on labelled target examples; bad requests
+get a 4xx naming the problem."""
 
 from __future__ import annotations
 
