@@ -12,6 +12,11 @@ target test split scores every version.
   (light background, dark garment; Debian ``dataset-fashion-mnist``). Source and target
   training sets are disjoint stratified samples of the official training split; the target
   test set is the inverted official test split (stratified sample).
+- ``fashion-prior``: a pure class-prior shift, built on purpose: Fashion-MNIST photos with
+  balanced classes -> Fashion-MNIST photos where pullovers and shirts (two classes the source
+  heads confuse with coats and T-shirts) are a quarter each and the other eight classes 1/16
+  each (:data:`FASHION_PRIOR`), in the target training and test sets alike. No feature shift:
+  the case a label-shift correction is made for.
 - ``smoke``: made-up texts for a tiny random backbone (the bench's ``--smoke``).
 
 Example::
@@ -33,9 +38,11 @@ from adapters.backbones.base import Backbone, load_backbone
 from adapters.backbones.defaults import default_spec
 from adapters.backbones.tiny import tiny_backbone_spec
 from training.data import LabelledData, load_demo, stratified_sample
+from training.data.dataset import stratified_sample_indices
 from training.data.drug_reviews import load_drug_reviews
 
-BACKBONES = {"drugs": "text", "fashion": "vision", "smoke": "text"}
+BACKBONES = {"drugs": "text", "fashion": "vision", "fashion-prior": "vision", "smoke": "text"}
+FASHION_PRIOR = (1 / 16, 1 / 16, 1 / 4, 1 / 16, 1 / 16, 1 / 16, 1 / 4, 1 / 16, 1 / 16, 1 / 16)
 
 
 def _drugs(seed: int, rows: int):
@@ -61,6 +68,26 @@ def _fashion(seed: int, rows: int):
     return source, target_train, target_test
 
 
+def _with_prior(data: LabelledData, prior, rows: int, seed: int) -> LabelledData:
+    """A seeded sample of ``data`` with ``round(prior[c] * rows)`` examples of class ``c``."""
+    g, keep = torch.Generator().manual_seed(seed), []
+    for c, p in enumerate(prior):
+        idx = [i for i, y in enumerate(data.labels) if y == c]
+        n = round(p * rows)
+        if n > len(idx):
+            raise SystemExit(f"class {c} has {len(idx)} examples, the prior asks {n}; use fewer --rows")
+        keep += [idx[i] for i in torch.randperm(len(idx), generator=g)[:n].tolist()]
+    return replace(data.subset(sorted(keep)), source=data.source + ", class prior skewed (FASHION_PRIOR)")
+
+
+def _fashion_prior(seed: int, rows: int):
+    pool = load_demo("fashion-mnist", "train", limit=4 * rows, seed=seed)  # stratified, 4 x rows
+    src = set(stratified_sample_indices(pool.labels, rows, seed))
+    source, rest = pool.subset(sorted(src)), pool.subset([i for i in range(len(pool)) if i not in src])
+    test = load_demo("fashion-mnist", "test", limit=3 * rows, seed=seed)
+    return source, _with_prior(rest, FASHION_PRIOR, rows, seed), _with_prior(test, FASHION_PRIOR, rows, seed)
+
+
 def _smoke(seed: int, rows: int):
     g = torch.Generator().manual_seed(seed)
     pos, neg = ["good", "great", "fine", "love"], ["bad", "awful", "boring", "dull"]
@@ -76,7 +103,7 @@ def _smoke(seed: int, rows: int):
     return make(rows, "the film was {}"), make(rows, shifted), make(30, shifted)
 
 
-LOADERS = {"drugs": _drugs, "fashion": _fashion, "smoke": _smoke}
+LOADERS = {"drugs": _drugs, "fashion": _fashion, "fashion-prior": _fashion_prior, "smoke": _smoke}
 
 
 def load_shift(name: str, seed: int, rows: int):
@@ -90,7 +117,7 @@ def chosen_shifts(args) -> list[str]:
     shifts = ["smoke"] if args.smoke else [x.strip() for x in args.shifts.split(",") if x.strip()]
     unknown = [x for x in shifts if x not in BACKBONES or (x == "smoke") != args.smoke]
     if unknown:
-        raise SystemExit(f"unknown shifts {unknown}; use drugs, fashion")
+        raise SystemExit(f"unknown shifts {unknown}; use {', '.join(x for x in BACKBONES if x != 'smoke')}")
     return shifts
 
 

@@ -35,7 +35,7 @@ from training.config import TrainConfig  # noqa: E402
 from training.data import stratified_sample  # noqa: E402
 from training.trainer import train  # noqa: E402
 
-DEFAULT_ROWS = {"drugs": 546, "fashion": 500, "smoke": 40}
+DEFAULT_ROWS = {"drugs": 546, "fashion": 500, "fashion-prior": 500, "smoke": 40}
 
 
 def parse_args(argv=None):

@@ -115,16 +115,22 @@ class AdaptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[str] | None = Field(None, min_length=20, description="Unlabelled target texts (at least 20).")
     images: list[str] | None = Field(None, min_length=20, description="Unlabelled base64 target images (at least 20).")
-    method: Literal["coral", "pseudo_label"] = Field("coral", description=(
-        "'coral': align the target's pooled-feature statistics to the source's, folded into the head "
-        "(a head adapter; serves at zero extra cost). 'pseudo_label': a LoRA on the trunk self-trained "
-        "on the target inputs under the frozen source head (a LoRA adapter; single-label tasks; "
-        "its rows cost their own adapted trunk pass)."))
+    method: Literal["coral", "pseudo_label", "label_shift", "coral+label_shift", "pseudo_label+label_shift"] = Field(
+        "coral", description=(
+            "'coral': align the target's pooled-feature statistics to the source's, folded into the head "
+            "(a head adapter; serves at zero extra cost). 'pseudo_label': a LoRA on the trunk self-trained "
+            "on the target inputs under the frozen source head (a LoRA adapter; single-label tasks; "
+            "its rows cost their own adapted trunk pass). 'label_shift': the target class prior "
+            "re-estimated by EM over the head's calibrated posteriors, folded into its bias (a head "
+            "adapter; single-label tasks whose head recorded its calibration). 'coral+label_shift', "
+            "'pseudo_label+label_shift': the first method, then the prior correction."))
     shrinkage: float = Field(0.1, ge=0, le=10, description="coral: covariance shrinkage (times the mean variance).")
     epochs: int = Field(2, ge=1, le=20, description="pseudo_label: passes over the target inputs.")
     lr: float = Field(5e-4, ge=1e-6, le=0.1, description="pseudo_label: the LoRA factors' learning rate.")
     keep_fraction: float = Field(0.5, ge=0.01, le=1, description=(
         "pseudo_label: per predicted class, the most confident share of the target inputs kept as pseudo-labels."))
+    em_iterations: int = Field(100, ge=1, le=10000, description=(
+        "label_shift: at most this many EM iterations for the target class prior."))
     source_texts: list[str] | None = Field(None, min_length=2, description=(
         "The source task's training texts: needed only when its adapter records no feature statistics."))
     source_images: list[str] | None = Field(None, min_length=2, description="As source_texts, for images.")

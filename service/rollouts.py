@@ -117,6 +117,7 @@ class Rollouts:
         backbone = self._backbone_for(task, None, modality)
         spec = {"name": task, "source_dir": version_dir, "method": body.method, "shrinkage": body.shrinkage,
                 "epochs": body.epochs, "lr": body.lr, "keep_fraction": body.keep_fraction,
+                "em_iterations": body.em_iterations,
                 "modality": modality, **inputs, "val_labels": body.val_labels, "backbone": _spec_dict(backbone)}
         if body.promote == "if_better":
             spec["compare_with"] = version_dir

@@ -11,10 +11,11 @@ The source is a ``head`` adapter folder (a store version, or a training output).
 that reads source feature statistics (``coral``) takes them from its
 ``source_stats.safetensors`` (recorded by ``taskswap train`` since it existed) or, for older
 adapters, from ``source_inputs`` (its training inputs, again). The adapted folder is an
-ordinary adapter of the method's kind (``coral``: a head; ``pseudo_label``: a LoRA; same
+ordinary adapter of the method's kind (``coral``, ``label_shift``: a head; ``pseudo_label``: a LoRA; same
 labels, backbone and preprocessing) whose manifest records, under ``training.adaptation``,
 the source version, the method, the target data's fingerprint (sha256 over its inputs) and
-where the source statistics came from. A head-only method's version also holds the *target*
+where the source statistics came from. ``label_shift`` also reads the source head's calibration
+(``source_calibration.json``, written by ``taskswap train``). A head-only method's version also holds the *target*
 statistics in its own ``source_stats.safetensors`` (the distribution the adapted head now
 reads), so it can be adapted again.
 
@@ -41,6 +42,7 @@ from adapters.errors import IncompatibleAdapter, InvalidAdapter, InvalidInput
 from adapters.format import content_hash
 from adapters.heads import Head
 from adapters.plugin_checks import read_adapter_dir, validate_manifest
+from training.calibration import Calibration
 from training.data import LabelledData
 from training.domain import AdaptConfig, AdaptContext, FeatureStats, adaptation_method
 from training.feature_stats import first_layer_inputs
@@ -125,6 +127,11 @@ def adapt(source_dir, target_inputs: list, out_dir, config: AdaptConfig | None =
         raise InvalidInput(f"{source_dir} records no source feature statistics ({'source_stats.safetensors'} "
                            "is written by `taskswap train` for head adapters); pass the source "
                            "training data (--source-data, or source_texts over HTTP)")
+    calibration = Calibration.load(source_dir) if method.needs_calibration else None
+    if method.needs_calibration and calibration is None:
+        raise InvalidInput(f"{source_dir} records no calibration (source_calibration.json, written by "
+                           "`taskswap train --method head` for single-label heads on their validation split); "
+                           f"{method.name} needs it: retrain the source head, or use coral / pseudo_label")
     if backbone is None:
         backbone = load_backbone(backbone_spec_for(source_dir))
     if backbone.fingerprint != manifest.backbone.fingerprint:
@@ -145,7 +152,8 @@ def adapt(source_dir, target_inputs: list, out_dir, config: AdaptConfig | None =
         raise InvalidAdapter(f"source statistics are {source.dim}-d but the head reads "
                              f"{manifest.head.input_dim}-d features")
     head = load_head(source_dir, manifest)
-    adapted = method.run(AdaptContext(head, manifest, source, list(target_inputs), target, backbone), cfg)
+    adapted = method.run(AdaptContext(head, manifest, source, list(target_inputs), target, backbone, calibration),
+                         cfg)
     seconds = time.perf_counter() - start
     metrics, new_metrics = {}, {}
     if target_labelled is not None:
@@ -169,7 +177,8 @@ def adapt(source_dir, target_inputs: list, out_dir, config: AdaptConfig | None =
                                       "training": {**manifest.training, "adaptation": record}})
     new = validate_manifest(new)
     card = _card(source_dir, record, method.recipe.format(**asdict(cfg), source_rows=source.rows if source else 0,
-                                                          target_rows=len(target_inputs)), metrics)
+                                                          target_rows=len(target_inputs)), metrics,
+                 method.card_lines(adapted.notes))
     method.write(out, new, card, adapted)
     if not method.trunk_changed:
         FeatureStats.of(target).save(out)  # what the adapted head now reads (the frozen trunk's)
@@ -178,14 +187,14 @@ def adapt(source_dir, target_inputs: list, out_dir, config: AdaptConfig | None =
     return AdaptResult(out, new, version, fingerprint, seconds, metrics)
 
 
-def _card(source_dir: Path, record: dict, recipe: str, metrics: dict) -> str:
+def _card(source_dir: Path, record: dict, recipe: str, metrics: dict, found: list[str]) -> str:
     """The source card with a domain-adaptation section first."""
     lines = ["## Domain adaptation", "",
              f"This version is the `{record['source_task']}` version `{record['source_version'][:12]}` "
              f"adapted to a new domain without labels, by `{record['method']}`.", "", recipe, "",
              f"- target data: {record['target_data']['inputs']} inputs ({record['target_data']['description']}), "
              f"sha256 `{record['target_data']['sha256'][:16]}…`",
-             f"- source statistics: {record['source_statistics']}"]
+             f"- source statistics: {record['source_statistics']}", *found]
     if metrics:
         lines += ["", "On the labelled target examples given for scoring only (never for fitting):", ""]
         for key, m in metrics.items():

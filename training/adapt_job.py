@@ -5,7 +5,7 @@ Same contract as :mod:`training.fit_job` (which it shares the phases, exit codes
 active-version comparison with): the server writes a spec (JSON: ``source_dir``, the
 task's active version folder in the store; ``texts`` or ``images``; optional
 ``source_*`` and labelled ``val_*``; ``method`` and its settings (``shrinkage``, ``epochs``,
-``lr``, ``keep_fraction``), the backbone), runs
+``lr``, ``keep_fraction``, ``em_iterations``), the backbone), runs
 ``python -m training.adapt_job SPEC OUT``, and registers ``OUT/adapter/`` as
 ``OUT/result.json`` and the job's ``promote`` say. The adaptation is
 :func:`training.adapt.adapt`, the code behind ``taskswap adapt``.
@@ -59,7 +59,8 @@ def _labelled(spec: dict, labels: list[str]) -> LabelledData | None:
 def run(spec: dict, out: Path) -> dict:
     torch.set_num_threads(int(spec.get("threads") or 1))
     cfg = AdaptConfig(method=spec.get("method", "coral"), shrinkage=spec.get("shrinkage", 0.1), progress=False,
-                      epochs=spec.get("epochs", 2), lr=spec.get("lr", 5e-4), keep_fraction=spec.get("keep_fraction", 0.5))
+                      epochs=spec.get("epochs", 2), lr=spec.get("lr", 5e-4), keep_fraction=spec.get("keep_fraction", 0.5),
+                      em_iterations=spec.get("em_iterations", 100))
     source_dir = Path(spec["source_dir"])
     target = _inputs(spec, "")
     labelled = _labelled(spec, adapter_labels(source_dir) or [])

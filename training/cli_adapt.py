@@ -8,7 +8,7 @@
 
 The source is a registered task's version in a store (``--task NAME[@VERSION]`` with
 ``--store``, default ``$TASKSWAP_STORE`` or ``var/store``) or an adapter folder
-(``--adapter``). The output folder is an ordinary adapter (``coral``: a head,
+(``--adapter``). The output folder is an ordinary adapter (``coral``, ``label_shift``: a head,
 ``pseudo_label``: a LoRA): register it, then roll it
 out as a shadow or canary candidate (docs/rollout.md), or send the inputs to the server's
 ``POST /adapters/{task}/adapt`` job, which does both.
@@ -44,7 +44,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "score both versions and record the adapted one's metrics")
     a.add_argument("--method", default="coral",
                    help="adaptation method (a key of training.domain.ADAPTATIONS): 'coral' (a head adapter, "
-                        "no trunk change) or 'pseudo_label' (a LoRA self-trained on the target inputs)")
+                        "no trunk change), 'pseudo_label' (a LoRA self-trained on the target inputs), "
+                        "'label_shift' (the target class prior by EM, folded into the head's bias), or "
+                        "'coral+label_shift' / 'pseudo_label+label_shift' (the first, then the prior)")
     a.add_argument("--shrinkage", type=float, default=0.1,
                    help="coral: shrink covariances towards this times the mean variance (default 0.1)")
     a.add_argument("--epochs", type=int, default=2, help="pseudo_label: passes over the target inputs (default 2)")
@@ -55,6 +57,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="pseudo_label: per predicted class, the most confident share kept as pseudo-labels (0.5)")
     a.add_argument("--entropy-weight", type=float, default=1.0,
                    help="pseudo_label: weight of the prediction-entropy term over all target inputs (1.0)")
+    a.add_argument("--em-iterations", type=int, default=100,
+                   help="label_shift: at most this many EM iterations for the target prior (default 100)")
     a.add_argument("--out", type=Path, required=True, help="output folder for the adapted version")
     a.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,7 +83,8 @@ def cmd_adapt(args) -> int:
     from training.sources import DataSource
     cfg = AdaptConfig(method=args.method, shrinkage=args.shrinkage, progress=not args.quiet, epochs=args.epochs,
                       lr=args.lr, batch_size=args.batch_size, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-                      keep_fraction=args.keep_fraction, entropy_weight=args.entropy_weight)
+                      keep_fraction=args.keep_fraction, entropy_weight=args.entropy_weight,
+                      em_iterations=args.em_iterations)
     adaptation_method(args.method)  # an unknown name fails before anything loads
     folder = source_folder(args)
     backbone = load_backbone(backbone_spec_for(folder))

@@ -22,12 +22,13 @@ from adapters.format.adapter_dir import write_manifest
 from adapters.file_modes import make_readable
 from adapters.heads import Head
 from adapters.kinds.top_layers import write_top_layers_adapter
+from training.calibration import CALIBRATION_FILE
 from training.feature_stats import STATS_FILE
 
 # Files a training run writes; anything else in an existing output folder is the user's.
 OWN_FILES = {"adapter.json", "head.safetensors", "adapter_config.json", "adapter_model.safetensors",
              "README.md", "metrics.json", "loss_curves.png", "confusion_matrix.png",
-             "predicted_vs_true.png", "top_layers.safetensors", STATS_FILE}
+             "predicted_vs_true.png", "top_layers.safetensors", STATS_FILE, CALIBRATION_FILE}
 
 
 def prepare_output_dir(path: Path) -> Path:

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from adapters.heads import Head
+from training.calibration import Calibration
 from training.feature_stats import FeatureStats
 from training.head_fit import History
 
@@ -37,6 +38,9 @@ class FitOutput:
     """``top_layers``: ``{"blocks": [indices], "state": {backbone tensor name: tensor}}``."""
     feature_stats: FeatureStats | None = None
     """The training rows' first-layer feature statistics (head method), for domain adaptation."""
+    calibration: Calibration | None = None
+    """The head's calibration on the validation split (head method, task types that calibrate),
+    for prior-shift adaptation (:mod:`training.domain.label_shift`)."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ import torch
 from adapters.backbones.base import Backbone
 from adapters.errors import InvalidInput
 from adapters.format import HeadSpec
+from training.calibration import fit_calibration
 from training.config import TrainConfig
 from training.data import LabelledData
 from training.feature_stats import FeatureStats, first_layer_inputs
@@ -75,6 +76,11 @@ def fit_probe(backbone: Backbone, train: LabelledData, val: LabelledData, cfg: T
         with torch.no_grad():
             return task.outputs(fit.head(features(inputs, "features")), scaling)  # [n, k]
 
+    calibration = None
+    if task.calibrates:  # for a later prior-shift adaptation (training.domain.label_shift)
+        with torch.no_grad():
+            calibration = fit_calibration(fit.head(vx), task.targets(val, scaling))
     return FitOutput(fit.head, fit.history, predict, spec.pooling, scaling=scaling,
                      feature_stats=FeatureStats.of(first_layer_inputs(tx, spec.normalize)),
+                     calibration=calibration,
                      notes={"init_from": warm.record()} if warm else {})

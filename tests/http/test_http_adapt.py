@@ -1,6 +1,7 @@
 """POST /adapters/{task}/adapt on the real server: a job whose new version (CORAL folded into
-the head) goes through the same gate as a fit: shadow by default, if_better on labelled
-target examples; bad requests get a 4xx naming the problem."""
+the head, a pseudo-labelled LoRA, or the target prior folded into the bias) goes through the
+same gate as a fit: shadow by default, if_better on labelled target examples; bad requests
+get a 4xx naming the problem."""
 
 from __future__ import annotations
 
@@ -105,6 +106,38 @@ def test_if_better_refuses_a_pseudo_label_version_that_is_worse(srv, reviews):
     assert srv.get("/adapters/reviews").json()["active_version"] == reviews
 
 
+def test_label_shift_adapt_registers_a_head_shadow_candidate_with_the_estimated_prior(srv, reviews):
+    target = shifted(NEG * 3 + POS)  # three quarters negative; the source was balanced
+    job = run_job(srv, "reviews", "adapt", {"texts": target, "method": "label_shift"})
+    assert job["status"] == "succeeded", job
+    res = job["result"]
+    assert res["role"] == "shadow" and not res["promoted"] and res["version"] != reviews
+    rec = res["adaptation"]
+    assert rec["method"] == "label_shift" and rec["kind"] == "head" and rec["source_version"] == reviews
+    assert rec["target_data"]["inputs"] == 24 and rec["settings"]["em_iterations"] == 100
+    prior = rec["label_shift"]["target_prior"]
+    assert set(prior) == {"neg", "pos"} and prior["neg"] > rec["label_shift"]["source_prior"]["neg"]
+    assert srv.delete("/adapters/reviews/rollout", admin=True).json()["mode"] == "none"
+
+
+def test_if_better_refuses_a_label_shift_version_that_is_worse(srv, reviews):
+    """Target inputs of one class only: EM puts (nearly) all the prior on it and the folded bias
+    moves answers only towards it, so on positive labelled examples, some of them mixed words
+    the source head calls positive by a small margin, the candidate is worse: never promoted."""
+    val = shifted(POS + ["good bad", "great awful", "fine boring", "a good and bad film", "bad good",
+                         "awful great", "good dull", "boring fine"])
+    job = run_job(srv, "reviews", "adapt", {
+        "texts": shifted(NEG * 4), "method": "label_shift", "promote": "if_better",
+        "val_texts": val, "val_labels": ["pos"] * len(val)})
+    assert job["status"] == "succeeded", job
+    assert job["result"]["adaptation"]["label_shift"]["target_prior"]["neg"] > 0.9
+    cmp = job["result"]["comparison"]
+    assert cmp["active_version"] == reviews
+    assert cmp["candidate_val_accuracy"] < cmp["active_val_accuracy"], cmp
+    assert job["result"]["promoted"] is False
+    assert srv.get("/adapters/reviews").json()["active_version"] == reviews
+
+
 @pytest.mark.parametrize("body,status,message", [
     ({"texts": ["a text"] * 5}, 422, "at least 20"),
     ({"texts": ["a text"] * 20, "promote": "if_better"}, 422, "needs labelled target examples"),
@@ -113,6 +146,8 @@ def test_if_better_refuses_a_pseudo_label_version_that_is_worse(srv, reviews):
     ({"texts": ["a text"] * 20, "method": "dann"}, 422, "coral"),
     ({"texts": ["a text"] * 20, "method": "pseudo_label", "epochs": 0}, 422, "epochs"),
     ({"texts": ["a text"] * 20, "method": "pseudo_label", "keep_fraction": 2}, 422, "keep_fraction"),
+    ({"texts": ["a text"] * 20, "method": "label_shift", "em_iterations": 0}, 422, "em_iterations"),
+    ({"texts": ["a text"] * 20, "method": "label_shift+coral"}, 422, "coral+label_shift"),
     ({"texts": ["a text"] * 20, "val_texts": ["x"], "val_labels": ["maybe"]}, 400, "not labels of 'reviews'"),
     ({"texts": ["a text"] * 19 + [""]}, 400, "texts[19] is empty"),
     ({"texts": ["a text"] * 20, "source_texts": ["fine", " "]}, 400, "source_texts[1] is empty"),

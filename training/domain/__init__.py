@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from adapters.errors import InvalidInput
 from training.domain.base import AdaptationMethod, AdaptConfig, AdaptContext, Adapted
+from training.domain.composed import Composed
 from training.domain.coral_method import CoralMethod
+from training.domain.label_shift_method import LabelShiftMethod
 from training.domain.pseudo_label_method import PseudoLabelMethod
 from training.feature_stats import STATS_FILE, FeatureStats
 
-ADAPTATIONS: dict[str, AdaptationMethod] = {m.name: m for m in (CoralMethod(), PseudoLabelMethod())}
+ADAPTATIONS: dict[str, AdaptationMethod] = {m.name: m for m in (
+    CoralMethod(), PseudoLabelMethod(), LabelShiftMethod(),
+    Composed(CoralMethod(), LabelShiftMethod()), Composed(PseudoLabelMethod(), LabelShiftMethod()))}
 
 
 def adaptation_method(name: str) -> AdaptationMethod:

@@ -6,6 +6,9 @@ the backbone) and returns an :class:`Adapted`: a head, and for a method that cha
 trunk, the trained PEFT model and how it scores inputs. Adding a method is one new file
 with a subclass and one entry in :data:`training.domain.ADAPTATIONS`; the adapt run
 (:mod:`training.adapt`), its CLI and its HTTP job name no method.
+
+A method that can also *refine* another's result (``refines``: it changes only the head of
+an :class:`Adapted`, e.g. a prior-shift bias) composes after one: :mod:`training.domain.composed`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from adapters.backbones.base import Backbone
 from adapters.errors import InvalidInput
 from adapters.format import Manifest
 from adapters.heads import Head
+from training.calibration import Calibration
 from training.export import write_head_dir
 from training.feature_stats import FeatureStats
 
@@ -41,6 +45,8 @@ class AdaptConfig:
     lora_alpha: int = 16
     keep_fraction: float = 0.5  # per predicted class, the most confident share kept as pseudo-labels
     entropy_weight: float = 1.0  # weight of the mean prediction entropy over every target row
+    # label_shift: EM over the calibrated source posteriors of the target inputs
+    em_iterations: int = 100  # at most; it stops when no class's prior moves by 1e-6
 
     def __post_init__(self):
         problems = []
@@ -58,6 +64,8 @@ class AdaptConfig:
             problems.append(f"keep_fraction must be in (0, 1], got {self.keep_fraction}; 0.5 is the default")
         if not 0.0 <= self.entropy_weight <= 100.0:
             problems.append(f"entropy_weight must be between 0 and 100, got {self.entropy_weight}")
+        if not 1 <= self.em_iterations <= 10000:
+            problems.append(f"em_iterations must be between 1 and 10000, got {self.em_iterations}")
         InvalidInput.collect(problems, "adaptation settings")
 
 
@@ -71,6 +79,7 @@ class AdaptContext:
     target_inputs: list  # unlabelled target texts / file paths
     target_features: torch.Tensor  # [rows, dim] what the head's first layer reads, frozen trunk
     backbone: Backbone
+    calibration: Calibration | None = None  # the source head's, on its validation split (None: not needed)
 
 
 @dataclass
@@ -93,6 +102,10 @@ class AdaptationMethod:
     """Whether the adapted version changes the trunk (LoRA, top layers) or only the head."""
     needs_source_stats: ClassVar[bool] = True
     """Whether it reads the source domain's feature statistics (``ctx.source``; None otherwise)."""
+    needs_calibration: ClassVar[bool] = False
+    """Whether it reads the source head's calibration (``ctx.calibration``; None otherwise)."""
+    refines: ClassVar[bool] = False
+    """Whether :meth:`refine` can take another method's result (it may come second in a composition)."""
     task_types: ClassVar[tuple[str, ...] | None] = None
     """Task types it can adapt (None: any pooled one)."""
     recipe: ClassVar[str] = ""
@@ -103,10 +116,18 @@ class AdaptationMethod:
         """The adapted version's parts; by default :meth:`adapt` on the head alone."""
         return Adapted(self.adapt(ctx.head, ctx.source, ctx.target_features, cfg))
 
+    def refine(self, ctx: AdaptContext, adapted: Adapted, cfg: AdaptConfig) -> Adapted:
+        """``adapted`` with this method applied on top (methods with ``refines`` only)."""
+        raise NotImplementedError
+
     def adapt(self, head: Head, source: FeatureStats, target_features: torch.Tensor,
               cfg: AdaptConfig) -> Head:
         """The adapted head; ``target_features [rows, dim]`` are first-layer inputs."""
         raise NotImplementedError
+
+    def card_lines(self, notes: dict) -> list[str]:
+        """Model-card lines on what this run found (``notes``: the :class:`Adapted`'s)."""
+        return []
 
     def write(self, out: Path, manifest: Manifest, card: str, adapted: Adapted) -> None:
         """Write the adapted version's folder (a head adapter by default)."""

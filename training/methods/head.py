@@ -40,6 +40,9 @@ class HeadMethod(TrainingMethod):
         stats = getattr(fit, "feature_stats", None)  # pooled heads (a TokenFit has none)
         if stats is not None:
             stats.save(out)  # source statistics for a later `taskswap adapt` (training.domain)
+        calibration = getattr(fit, "calibration", None)
+        if calibration is not None:
+            calibration.save(out)  # for `taskswap adapt --method label_shift`
 
     def fit_dense(self, backbone, train, cfg, task):
         return fit_dense(backbone, train, cfg, task)

@@ -41,6 +41,9 @@ class TrainingTask:
     """The headline's direction: what a rollout's ``if_better`` promotes on."""
     real_valued: ClassVar[bool] = False
     """Targets are real values (``LabelledData.values``), not class indices."""
+    calibrates: ClassVar[bool] = False
+    """Whether a head method run fits and records a softmax calibration on its validation split
+    (``source_calibration.json``, :mod:`training.calibration`) for prior-shift adaptation."""
 
     # ---- the headline, as the manifest records it ----------------------------------------
     def headline_record(self, prefix: str = "val") -> dict:

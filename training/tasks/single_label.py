@@ -11,6 +11,7 @@ from training.tasks.base import TrainingTask
 
 class SingleLabelTraining(TrainingTask):
     name = "single_label"
+    calibrates = True
 
     def check_data(self, data) -> list[str]:
         present = [n for n, c in data.class_counts().items() if c > 0]
