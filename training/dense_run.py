@@ -1,5 +1,6 @@
 """``taskswap train`` for dense task types: fit by the run's method (``cfg.method``: a head
-on the frozen maps, LoRA on the trunk plus a head, or a from-scratch baseline; each method's
+on the frozen maps, LoRA on the trunk plus a head, the top blocks' own copy plus a head, or a
+from-scratch baseline; each method's
 ``fit_dense``), score on the held-out sets with the served decoding, write the method's
 folder (a head or LoRA adapter directory with the ``dense`` spec and metrics, or a baseline's
 report) with a model card.
@@ -64,7 +65,7 @@ def train_dense(name: str, backbone: Backbone, train: DenseData, tests: dict[str
         m = validate_manifest(Manifest(
             name=name, kind=method.kind, task_type=cfg.task_type, labels=list(train.label_names),
             backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint, source=backbone.spec.source),
-            dense=fit.spec, metrics=flat, training=_record(cfg, train, fit)))
+            dense=fit.spec, metrics=flat, training=_record(cfg, train, fit), **fit.manifest_extra))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     method.write_dense(out, m, _card(name, cfg, train, tests, metrics, fit, words, key, method), fit)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 
-from adapters.errors import InvalidInput
 from adapters.kinds.base import KindBatch, TrunkPass
 from adapters.kinds.piecewise import piecewise_forward
 
@@ -32,10 +31,7 @@ class ComposedTrunk(TrunkPass):
     def forward(self, backbone, batch, states, collect, maps=()) -> None:
         kinds = kind_batches(backbone, states)
         if any(k.exits() for k in kinds):
-            if maps:
-                raise InvalidInput("spatial maps are not collected beside top_layers rows yet; "
-                                   "send the map-reading task in a request of its own")
-            return piecewise_forward(backbone, batch, kinds, len(states), collect)
+            return piecewise_forward(backbone, batch, kinds, len(states), collect, maps)
         with backbone.lock, contextlib.ExitStack() as stack:
             for k in kinds:
                 stack.enter_context(k.applied())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from adapters.errors import InvalidInput
 from adapters.tasks.masks import png_decode
 from training.dense import demos
+from training.dense.coco_masks import load_coco_masks
 from training.dense.data import load_mask_folders
 from training.dense.fit import mask_target_set, segmentation_loss
 from training.dense.metrics import label_maps, segmentation_scores
@@ -38,9 +41,15 @@ class SegmentationTraining(DenseTraining):
         return segmentation_scores(data, [png_decode(a.mask_png) for a in answers])
 
     def load_files(self, path, labels, masks=None, image_root=None):
+        if Path(path).suffix.lower() == ".json":  # a COCO file: polygons / RLE in 'segmentation'
+            data = load_coco_masks(path, image_root)
+            if labels is not None and data.label_names != list(labels):
+                raise InvalidInput(f"{path}: its labels {data.label_names} (background, then the categories "
+                                   f"in id order) are not the task's labels {list(labels)}")
+            return data
         if masks is None:
-            raise InvalidInput("a segmentation data set is an image folder (--data) and a folder of PNG "
-                               "masks (--masks, <image stem>.png)")
+            raise InvalidInput("a segmentation data set is a COCO file with 'segmentation' annotations, or an "
+                               "image folder (--data) and a folder of PNG masks (--masks, <image stem>.png)")
         return load_mask_folders(path, masks, list(labels))
 
     def demo_test(self, limit, seed=0):
