@@ -141,7 +141,8 @@ def test_cli_dense_methods_come_from_the_method_table(tmp_path, vision_backbone,
                      "--out", str(out), "--max-seconds", "30", *common])
     printed = capsys.readouterr()
     assert code == 0, printed.err
-    assert sorted(p.name for p in out.iterdir()) == ["README.md"] and "from random weights" in (out / "README.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "loss_curve.png", "pr_curve.png", "predictions.png"]
+    assert "from random weights" in (out / "README.md").read_text()
     code = cli.main(["train", "--name", "t", "--method", "prompt", "--out", str(tmp_path / "t"), *common])
     err = capsys.readouterr().err
     assert code != 0 and "'prompt' does not train detection" in err and "lora" in err and "top_layers" in err

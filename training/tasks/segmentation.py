@@ -11,6 +11,7 @@ from training.dense.coco_masks import load_coco_masks
 from training.dense.data import load_mask_folders
 from training.dense.fit import mask_target_set, segmentation_loss
 from training.dense.metrics import label_maps, segmentation_scores
+from training.dense.plots import draw_masks, plot_iou_bars
 from training.tasks.dense import DenseTraining
 
 
@@ -36,6 +37,14 @@ class SegmentationTraining(DenseTraining):
 
     def dense_scores(self, head, maps, data, cfg, spec) -> dict:
         return segmentation_scores(data, label_maps(head, maps, data))
+
+    def dense_plots(self, head, maps, data, cfg, spec, folder, split):
+        masks = label_maps(head, maps, data)
+        plot_iou_bars(segmentation_scores(data, masks)["iou"], folder / "iou_per_class.png", f"IoU per class ({split})")
+        draw_masks(data.images, masks, data.masks, len(data.label_names), folder / "predictions.png",
+                   f"answered and true masks ({split})")
+        return [("iou_per_class.png", f"IoU per class, {split}"),
+                ("predictions.png", f"answered masks on the first {split} images")]
 
     def served_scores(self, data, answers: list) -> dict:
         return segmentation_scores(data, [png_decode(a.mask_png) for a in answers])
