@@ -5,6 +5,7 @@ malformed, and trained end to end through ``taskswap train --task-type segmentat
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def _uncompressed(mask: np.ndarray) -> dict:
     return {"size": list(mask.shape), "counts": counts}
 
 
-def _write(folder, annotations, size=(40, 30)) -> "Path":  # noqa: F821
+def _write(folder: Path, annotations, size=(40, 30)) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, (20, 20, 20)).save(folder / "a.png")
     doc = {"images": [{"id": 7, "file_name": "a.png", "width": size[0], "height": size[1]}],

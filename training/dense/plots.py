@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 _PNG_META = {"Software": None}  # keep bytes stable across matplotlib versions
 DRAWN = 4
@@ -21,7 +21,7 @@ DRAWN = 4
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=100, metadata=_PNG_META)
     plt.close(fig)
     return path
@@ -90,10 +90,11 @@ def draw_boxes(images: list, answers: list[list[dict]], truths: list[tuple], pat
     return _save(fig, path)
 
 
-def draw_masks(images: list, predicted: list[np.ndarray], true: list[np.ndarray], n_labels: int,
+def draw_masks(images: list, predicted: list[np.ndarray], true: list[np.ndarray], label_names: list[str],
                path: Path, title: str) -> Path:
-    """The first images (top), their answered masks (middle) and true masks (bottom), one colour per label."""
-    n = min(DRAWN, len(images))
+    """The first images (top), their answered masks (middle) and true masks (bottom), one colour
+    per label (the legend names them)."""
+    n, n_labels = min(DRAWN, len(images)), len(label_names)
     fig, axes = plt.subplots(3, n, figsize=(2.6 * n, 7.5), squeeze=False)
     cmap = plt.get_cmap("tab20", max(n_labels, 2))
     for j in range(n):
@@ -104,5 +105,7 @@ def draw_masks(images: list, predicted: list[np.ndarray], true: list[np.ndarray]
             axes[r][j].axis("off")
     axes[1][0].set_title("answered", fontsize=8, loc="left")
     axes[2][0].set_title("true", fontsize=8, loc="left")
+    fig.legend(handles=[Patch(color=cmap(k), label=name) for k, name in enumerate(label_names)],
+               loc="lower center", ncol=min(n_labels, 6), fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)

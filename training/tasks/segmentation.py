@@ -41,7 +41,7 @@ class SegmentationTraining(DenseTraining):
     def dense_plots(self, head, maps, data, cfg, spec, folder, split):
         masks = label_maps(head, maps, data)
         plot_iou_bars(segmentation_scores(data, masks)["iou"], folder / "iou_per_class.png", f"IoU per class ({split})")
-        draw_masks(data.images, masks, data.masks, len(data.label_names), folder / "predictions.png",
+        draw_masks(data.images, masks, data.masks, data.label_names, folder / "predictions.png",
                    f"answered and true masks ({split})")
         return [("iou_per_class.png", f"IoU per class, {split}"),
                 ("predictions.png", f"answered masks on the first {split} images")]
