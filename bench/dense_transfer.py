@@ -1,6 +1,7 @@
-"""Transfer report for dense tasks: a head on the frozen trunk vs LoRA on the trunk + head vs a
-from-scratch conv net with the same head, at three training-set sizes, over seeds, each run
-under the same cap on its training time (maps included).
+"""Transfer report for dense tasks: a head on the frozen trunk vs LoRA on the trunk + head vs the
+top blocks' own copy + head vs a from-scratch conv net with the same head, at three training-set
+sizes, over seeds, each run under the same cap on its training time (maps included; for LoRA and
+top layers the warm start's head fit too, :mod:`training.dense.warm`).
 
     python -m bench dense-transfer                     # the full report, ~20 min on 1 thread
     python -m bench dense-transfer --smoke             # a tiny random backbone: checks it runs
@@ -14,7 +15,8 @@ under the same cap on its training time (maps included).
   slices (mIoU, scikit-learn's ``jaccard_score`` as the trainer) and on the same slices of the
   skull-stripped volume (a domain shift).
 
-Every run goes through the training-method table (``fits_dense``: head, lora, scratch) exactly as
+Every run goes through the training-method table (``fits_dense``: head, lora, top_layers,
+scratch) exactly as
 ``taskswap train --task-type ... --method ...`` does, with ``max_seconds`` = ``--cap``; the
 order of the methods rotates from run to run so that a change of machine load falls on each.
 The goal checked: the frozen-trunk head's detection mAP@[.5:.95] (and mAP@.5) at the smallest size
@@ -113,8 +115,9 @@ def run(args, root: Path) -> None:
                                          max_seconds=args.cap, progress=False, width=32, flip=args.flip)
                     fit = METHODS[method].fit_dense(bb, train, cfg, task)
                     scores = {split: score(fit, d, cfg) for split, d in tests.items()}
+                    warm = fit.notes.get("warm_start") or {}
                     row = {"task_type": task_type, "size": n, "seed": seed, "method": method,
-                           "epochs_run": len(fit.history), "fit_s": round(fit.seconds["fit"] + fit.seconds["trunk"], 1),
+                           "epochs_run": len(fit.history), "warm_epochs": warm.get("head_epochs", 0), "fit_s": round(fit.seconds["fit"] + fit.seconds["trunk"], 1),
                            **{k: scores["test"][k] for k in METRICS[task_type]}}
                     if "ch2bet" in scores:
                         row["miou_ch2bet"] = scores["ch2bet"]["miou"]
@@ -127,6 +130,12 @@ def run(args, root: Path) -> None:
     report(args, rows, loads, time.perf_counter() - started)
 
 
+def _warm(rows: list[dict]) -> str:
+    """`` (+ k)``: the mean epochs of the warm start's head fit, when the method has one."""
+    k = statistics.mean(r.get("warm_epochs", 0) for r in rows)
+    return f" (+ {k:.0f})" if k else ""
+
+
 def _summary(rows: list[dict], key: str) -> tuple[float, float]:
     return mean_sd([r[key] for r in rows])
 
@@ -137,7 +146,7 @@ def report(args, rows: list[dict], loads: list[float], seconds: float) -> None:
                                              (f" --det-sizes {','.join(map(str, args.det_sizes))} --seg-sizes {','.join(map(str, args.seg_sizes))}"
                                               f" --det-test {args.det_test} --cap {args.cap:g} --input-size {args.input_size}"
                                               f" --threads {args.threads}{' --flip' if args.flip else ''}"))
-    md = [f"# Dense transfer: frozen-trunk head vs LoRA vs from scratch ({'tiny random backbone' if args.smoke else 'MobileNetV2, ImageNet weights'})",
+    md = [f"# Dense transfer: frozen-trunk head vs LoRA vs top layers vs from scratch ({'tiny random backbone' if args.smoke else 'MobileNetV2, ImageNet weights'})",
           "", f"`{cmd}`; {m['cpus']} CPUs, torch {m['torch']}, {args.threads} thread(s), "
           f"{args.input_size} px, flips {'on' if args.flip else 'off'}, training capped at {args.cap:g} s per run (maps included, at most "
           f"{args.epochs} epochs), seeds {args.seeds}; load average (1 min) {min(loads):.1f}-{max(loads):.1f} "
@@ -146,7 +155,7 @@ def report(args, rows: list[dict], loads: list[float], seconds: float) -> None:
     for task_type in dict.fromkeys(r["task_type"] for r in rows):
         keys = list(METRICS[task_type]) + (["miou_ch2bet"] if task_type == "segmentation" else [])
         md += [f"## {task_type}", "", "| train size | method | " + " | ".join(WORDS[k] for k in keys)
-               + " | epochs run | seconds |", "|---" * (len(keys) + 4) + "|"]
+               + " | epochs run (+ warm-start head epochs) | seconds |", "|---" * (len(keys) + 4) + "|"]
         sizes = list(dict.fromkeys(r["size"] for r in rows if r["task_type"] == task_type))
         for n in sizes:
             for method in dict.fromkeys(r["method"] for r in rows):
@@ -155,7 +164,7 @@ def report(args, rows: list[dict], loads: list[float], seconds: float) -> None:
                     continue
                 cells = ["{:.3f} ± {:.3f}".format(*_summary(sel, k)) for k in keys]
                 md.append(f"| {n} | {method} | " + " | ".join(cells)
-                          + f" | {statistics.mean(r['epochs_run'] for r in sel):.0f} "
+                          + f" | {statistics.mean(r['epochs_run'] for r in sel):.0f}{_warm(sel)} "
                           f"| {statistics.mean(r['fit_s'] for r in sel):.1f} |")
         first = [r for r in rows if r["task_type"] == task_type and r["size"] == sizes[0]]
         head = [r for r in first if r["method"] == "head"]

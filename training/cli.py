@@ -381,7 +381,7 @@ def _train_dense(args, spec) -> int:
     """Detection and segmentation heads on the frozen trunk's maps (training/dense/)."""
     from adapters.backbones.base import load_backbone  # lazy: see the module docstring
     from training.dense import demos
-    from training.dense.data import load_coco, load_mask_folders
+    from training.dense.data import load_mask_folders
     from training.dense.fit import DenseFitConfig
     from training.dense_run import dense_method, train_dense
     from training.tasks import training_task
@@ -400,10 +400,10 @@ def _train_dense(args, spec) -> int:
     elif args.demo == "brain-regions":
         train = demos.brain_regions("train")
         tests = {"test": demos.brain_regions("test"), "test_ch2bet": demos.brain_regions("test", "ch2bet")}
-    elif args.data is not None and args.data.suffix == ".json":  # a COCO file
-        train, tests = load_coco(args.data, args.image_root), {}
+    elif args.data is not None and args.data.suffix == ".json":  # a COCO file: boxes, or polygons / RLE
+        train, tests = task.load_files(args.data, None, image_root=args.image_root), {}
         if args.test_data:
-            tests["test"] = load_coco(args.test_data, args.image_root)
+            tests["test"] = task.load_files(args.test_data, train.label_names, image_root=args.image_root)
     else:
         if not args.masks or not args.labels:
             raise InvalidInput("segmentation from folders needs --masks (PNG masks) and --labels "
@@ -427,8 +427,9 @@ def _train_dense(args, spec) -> int:
 
 
 def _dense_method_options(args) -> dict:
-    """The LoRA flags a dense run takes (``--lora-r``, ``--lora-alpha``; ``--trunk-lr``... unset: defaults)."""
-    names = {"lora_r": "lora_r", "lora_alpha": "lora_alpha", "max_seconds": "max_seconds"}
+    """The LoRA and top-layers flags a dense run takes (``--lora-r``, ``--lora-alpha``, ``--layers``;
+    unset: defaults)."""
+    names = {"lora_r": "lora_r", "lora_alpha": "lora_alpha", "max_seconds": "max_seconds", "layers": "layers"}
     return {k: getattr(args, a) for k, a in names.items() if getattr(args, a, None) is not None}
 
 

@@ -1,5 +1,6 @@
 """``taskswap train`` for dense task types: fit by the run's method (``cfg.method``: a head
-on the frozen maps, LoRA on the trunk plus a head, or a from-scratch baseline; each method's
+on the frozen maps, LoRA on the trunk plus a head, the top blocks' own copy plus a head, or a
+from-scratch baseline; each method's
 ``fit_dense``), score on the held-out sets with the served decoding, write the method's
 folder (a head or LoRA adapter directory with the ``dense`` spec and metrics, or a baseline's
 report) with a model card.
@@ -20,6 +21,7 @@ from adapters.format import BackboneRef, Manifest
 from adapters.plugin_checks import validate_manifest
 from training.dense.data import DenseData
 from training.dense.fit import DenseFit, DenseFitConfig
+from training.dense.plots import plot_dense_loss
 from training.methods import METHODS, training_method
 from training.tasks import training_task
 
@@ -52,7 +54,8 @@ def train_dense(name: str, backbone: Backbone, train: DenseData, tests: dict[str
     task = training_task(cfg.task_type)
     method = dense_method(cfg.method)
     fit = method.fit_dense(backbone, train, cfg, task)
-    metrics = {split: score(fit, d, cfg) for split, d in tests.items()}
+    maps = {split: fit.maps_of(d.images) for split, d in tests.items()}
+    metrics = {split: task.dense_scores(fit.head, maps[split], d, cfg, fit.spec) for split, d in tests.items()}
     key, words = task.headline_metric, task.headline_name
     flat = {f"{split}_{k}": v for split, m in metrics.items() for k, v in m.items()
             if isinstance(v, (int, float))}
@@ -64,10 +67,16 @@ def train_dense(name: str, backbone: Backbone, train: DenseData, tests: dict[str
         m = validate_manifest(Manifest(
             name=name, kind=method.kind, task_type=cfg.task_type, labels=list(train.label_names),
             backbone=BackboneRef(name=backbone.name, fingerprint=backbone.fingerprint, source=backbone.spec.source),
-            dense=fit.spec, metrics=flat, training=_record(cfg, train, fit)))
+            dense=fit.spec, metrics=flat, training=_record(cfg, train, fit), **fit.manifest_extra))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    method.write_dense(out, m, _card(name, cfg, train, tests, metrics, fit, words, key, method), fit)
+    plots = []
+    if fit.history:
+        plot_dense_loss(fit.history, out / "loss_curve.png", f"{name}: training loss", task.loss_name)
+        plots.append(("loss_curve.png", "training loss per epoch"))
+    if first is not None:
+        plots += task.dense_plots(fit.head, maps[first], tests[first], cfg, fit.spec, out, first)
+    method.write_dense(out, m, _card(name, cfg, train, tests, metrics, fit, words, key, method, plots), fit)
     return DenseResult(out, metrics, time.perf_counter() - start)
 
 
@@ -80,7 +89,7 @@ def _record(cfg: DenseFitConfig, train: DenseData, fit: DenseFit) -> dict:
             "final_loss": fit.history[-1] if fit.history else None, **fit.notes}
 
 
-def _card(name, cfg, train, tests, metrics, fit, words, key, method) -> str:
+def _card(name, cfg, train, tests, metrics, fit, words, key, method, plots) -> str:
     recipe = method.dense_recipe.format(strides=cfg.strides, width=cfg.width, input_size=cfg.input_size)
     lines = [f"# {name}", "", f"A {cfg.task_type} task ({cfg.method}). {recipe}",
              f"Labels: {', '.join(train.label_names)}.", "", "## Data", "", f"- train: {train.source}"]
@@ -94,4 +103,6 @@ def _card(name, cfg, train, tests, metrics, fit, words, key, method) -> str:
               f"{cfg.batch_size}, horizontal flips {'on' if cfg.flip else 'off'}, scale jitter "
               f"{'{}-{}'.format(*cfg.scale_jitter) if cfg.scale_jitter else 'off'}, seed {cfg.seed}; "
               f"trunk maps {fit.seconds['trunk']:.1f} s, fit {fit.seconds['fit']:.1f} s.", ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{caption}]({file})" for file, caption in plots] + [""]
     return "\n".join(lines)

@@ -62,10 +62,12 @@ class RowState:
         return id(self.kind), id(self.weights)
 
 
-Exit = tuple[int, list[int], Callable]
-"""``(block, rows, run)``: ``rows`` of a chunk leave the frozen trunk before ``block`` and
-``run(layout, block_modules, model, h, mask)`` takes their hidden state ``h [len(rows), ...]``
-through their own remaining blocks (``mask`` = their attention mask or None)."""
+Exit = tuple[int, list[int], Callable, int]
+"""``(block, rows, run, end)``: ``rows`` of a chunk leave the frozen trunk before ``block`` and
+``run(layout, block_modules, model, h, mask, tap)`` takes their hidden state ``h [len(rows), ...]``
+through their own blocks ``block .. end - 1`` (``mask`` = their attention mask or None;
+``tap(b, t)``, when given, receives block ``b``'s hidden state). ``end`` below the number of
+blocks: the rows stop there (a dense task reads nothing above its deepest map)."""
 
 
 class KindBatch:

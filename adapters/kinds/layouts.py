@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call
 from transformers.masking_utils import create_bidirectional_mask
 
+from adapters.backbones.feature_names import map_strides
 from adapters.errors import IncompatibleAdapter
 
 
@@ -29,9 +30,26 @@ class Layout:
         raise NotImplementedError
 
     def run_block(self, mods: list[nn.Module], h: torch.Tensor, mask: torch.Tensor | None,
-                  model: nn.Module, params: list[dict] | None = None) -> torch.Tensor:
-        """Run one block on ``h`` (the backbone's own modules, or ``params`` swapped into them)."""
+                  model: nn.Module, params: list[dict] | None = None, tap=None) -> torch.Tensor:
+        """Run one block on ``h`` (the backbone's own modules, or ``params`` swapped into them);
+        ``tap(t)``, when given, receives the block's entry of the model's ``hidden_states``."""
         raise NotImplementedError
+
+    def hidden_index(self, block: int) -> int:
+        """The index into the model's ``hidden_states`` of what ``block`` gives ``tap``."""
+        raise NotImplementedError
+
+    def block_of_hidden(self, index: int) -> int:
+        """The block whose ``tap`` gives the model's ``hidden_states[index]``."""
+        raise NotImplementedError
+
+    def last_block_read(self, model: nn.Module, backbone, needs: set[str]) -> int:
+        """The deepest block whose output a task reading ``needs`` sees: the block that makes
+        the deepest spatial map read (``map:<stride>``), else the last block."""
+        strides = map_strides(needs)
+        if not strides:
+            return len(self.block_modules(model)) - 1
+        return self.block_of_hidden(backbone.feature_maps[max(strides)])
 
     def finish(self, model: nn.Module, h: torch.Tensor):
         """``last_hidden_state`` / ``pooler_output`` like the model's own output."""
@@ -57,8 +75,17 @@ class BertLayout(Layout):
             return None
         return create_bidirectional_mask(config=model.config, inputs_embeds=h, attention_mask=mask)
 
-    def run_block(self, mods, h, mask, model, params=None):
-        return _call(mods[0], None if params is None else params[0], h, self._mask(model, h, mask))
+    def run_block(self, mods, h, mask, model, params=None, tap=None):
+        h = _call(mods[0], None if params is None else params[0], h, self._mask(model, h, mask))
+        if tap is not None:
+            tap(h)
+        return h
+
+    def hidden_index(self, block):
+        return block + 1  # hidden_states[0] is the embeddings' output
+
+    def block_of_hidden(self, index):
+        return index - 1
 
     def finish(self, model, h):
         pooled = model.pooler(h) if getattr(model, "pooler", None) is not None else None
@@ -73,10 +100,18 @@ class MobileNetV2Layout(Layout):
     def stem(self, model, batch):
         return model.conv_stem(batch["pixel_values"])
 
-    def run_block(self, mods, h, mask, model, params=None):
+    def run_block(self, mods, h, mask, model, params=None, tap=None):
         for j, mod in enumerate(mods):
             h = _call(mod, None if params is None else params[j], h)
+            if j == 0 and tap is not None:  # layer.{i}'s output; the last block's conv_1x1 is not a map
+                tap(h)
         return h
+
+    def hidden_index(self, block):
+        return block  # hidden_states[i] is layer.{i}'s output (the stem's is not among them)
+
+    def block_of_hidden(self, index):
+        return index
 
     def finish(self, model, h):
         pooled = torch.flatten(model.pooler(h), 1) if model.pooler is not None else None
@@ -87,6 +122,7 @@ class MobileNetV2Layout(Layout):
 class _Out:
     last_hidden_state: torch.Tensor
     pooler_output: torch.Tensor | None
+    hidden_states: list | None = None  # the maps a piecewise pass was asked for (None elsewhere)
 
 
 LAYOUTS: dict[str, Layout] = {"bert": BertLayout(), "roberta": BertLayout(), "mobilenet_v2": MobileNetV2Layout()}

@@ -8,6 +8,10 @@ embeddings and pooler, MobileNet's stem, stay frozen).
 
 Blocks (:class:`adapters.kinds.layouts.Layout`): a BERT-like encoder's ``encoder.layer.{i}``;
 a MobileNetV2's inverted-residual ``layer.{i}``, the last one together with the final ``conv_1x1``.
+The blocks end at the deepest block the task reads (:meth:`Layout.last_block_read`): the last
+block for a pooled or per-token head; for a dense head, the block that makes the deepest map
+it reads (a detector on MobileNetV2's stride 8/16 maps: ``layer.11``), so its rows leave the
+trunk there for good and no block above runs for them.
 
 Serving shares the trunk below the split. These rows run in the composed trunk pass with
 heads and LoRA (:mod:`adapters.kinds.trunk`): this kind's share of a chunk
@@ -32,11 +36,10 @@ from torch import nn
 from adapters.errors import IncompatibleAdapter, InvalidAdapter
 from adapters.format.adapter_dir import write_head_adapter
 from adapters.format.safetensors_io import load_tensors
-from adapters.heads import check_head_header
 from adapters.kinds.base import AdapterKind, KindBatch, RowState
 from adapters.kinds.layouts import LAYOUTS, BertLayout, Layout, MobileNetV2Layout, layout_of
 from adapters.kinds.trunk import COMPOSED_TRUNK
-from adapters.tasks import output_names
+from adapters.tasks import task_type
 
 WEIGHTS_FILE = "top_layers.safetensors"
 
@@ -61,6 +64,11 @@ class TopLayersWeights:
         self.params = params
 
     @property
+    def end(self) -> int:
+        """The block after this adapter's last one."""
+        return self.split + len(self.params)
+
+    @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for blk in self.params for d in blk for t in d.values())
 
@@ -71,10 +79,12 @@ class TopLayersWeights:
                                              for blk in self.params])
 
     def run(self, lay: Layout, block_mods: list, model: nn.Module, h: torch.Tensor,
-            mask: torch.Tensor | None) -> torch.Tensor:
-        """``h`` (the frozen trunk's hidden state at the split) through these blocks."""
-        for blk, params in zip(block_mods, self.params):
-            h = lay.run_block(blk, h, mask, model, params)
+            mask: torch.Tensor | None, tap=None) -> torch.Tensor:
+        """``h`` (the frozen trunk's hidden state at the split) through these blocks;
+        ``tap(block, t)`` receives each block's hidden state (the model's ``hidden_states``)."""
+        for b, (blk, params) in enumerate(zip(block_mods, self.params), start=self.split):
+            h = lay.run_block(blk, h, mask, model, params,
+                              None if tap is None else (lambda t, b=b: tap(b, t)))
         return h
 
 
@@ -109,10 +119,14 @@ class TopLayersKind(AdapterKind):
         lay = layout_of(backbone)
         n = len(lay.block_modules(backbone.model))
         blocks = manifest_blocks(m)
-        want = list(range(n - len(blocks), n))
+        # the manifest was checked against its task type when read: needs() is defined
+        end = lay.last_block_read(backbone.model, backbone, task_type(m.task_type).needs(m)) + 1
+        want = list(range(end - len(blocks), end))
         if blocks != want:
-            raise IncompatibleAdapter(f"top_layers.blocks {blocks} must be the last {len(blocks)} of "
-                                      f"backbone {backbone.name!r}'s {n} blocks: {want}")
+            what = (f"the last {len(blocks)} of backbone {backbone.name!r}'s {n} blocks" if end == n else
+                    f"the {len(blocks)} blocks up to block {end - 1}, which makes the deepest map this "
+                    f"{m.task_type} task reads")
+            raise IncompatibleAdapter(f"top_layers.blocks {blocks} must be {what}: {want}")
         header = adir.headers[WEIGHTS_FILE]
         expected = {}
         for b in blocks:
@@ -140,8 +154,8 @@ class TopLayersKind(AdapterKind):
         if not m.backbone.fingerprint:
             raise InvalidAdapter("a top_layers adapter must name its backbone's fingerprint: its "
                                  "blocks only make sense on the exact frozen blocks below them")
-        check_head_header(m.head, len(output_names(m)), adir.headers["head.safetensors"],
-                          backbone.hidden_size, backbone.head_inputs)
+        # the task type's head: pooled or per-token (m.head), or dense (m.dense)
+        task_type(m.task_type).check_head(m, adir.headers["head.safetensors"], backbone)
 
     def load(self, adir, m, backbone, plan):
         tensors = load_tensors(adir.path / WEIGHTS_FILE)
@@ -185,7 +199,7 @@ class TopLayersRows(KindBatch):
         for i, w in enumerate(self.weights):
             if w is not None:
                 tasks.setdefault(id(w), (w, []))[1].append(i)
-        return [(w.split, rows, w.run) for w, rows in tasks.values()]
+        return [(w.split, rows, w.run, w.end) for w, rows in tasks.values()]
 
 
 # ---- writing ------------------------------------------------------------------------------

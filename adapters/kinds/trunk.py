@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 
-from adapters.errors import InvalidInput
 from adapters.kinds.base import KindBatch, TrunkPass
 from adapters.kinds.piecewise import piecewise_forward
 from adapters.kinds.stepwise import can_step, stepwise_forward
@@ -35,10 +34,7 @@ class ComposedTrunk(TrunkPass):
     def forward(self, backbone, batch, states, collect, maps=(), pause=None) -> None:
         kinds = kind_batches(backbone, states)
         if any(k.exits() for k in kinds):
-            if maps:
-                raise InvalidInput("spatial maps are not collected beside top_layers rows yet; "
-                                   "send the map-reading task in a request of its own")
-            return piecewise_forward(backbone, batch, kinds, len(states), collect, pause)
+            return piecewise_forward(backbone, batch, kinds, len(states), collect, maps, pause)
         if pause is not None and can_step(backbone, maps):  # preemptible between blocks
             return stepwise_forward(backbone, batch, kinds, collect, pause)
         with backbone.lock, contextlib.ExitStack() as stack:

@@ -39,9 +39,10 @@ class DenseTaskType(TaskType):
     """A task whose head reads spatial maps; subclasses set :meth:`n_out` and :meth:`rows`."""
 
     features = "maps"
-    kinds: tuple[str, ...] = ("head", "lora")
-    """Adapter kinds a dense task may be: its dense head on the frozen maps (``head``) or on
-    maps through its own LoRA deltas on the trunk's convolutions (``lora``)."""
+    kinds: tuple[str, ...] = ("head", "lora", "top_layers")
+    """Adapter kinds a dense task may be: its dense head on the frozen maps (``head``), on
+    maps through its own LoRA deltas on the trunk's convolutions (``lora``), or on maps whose
+    deepest blocks are its own copy (``top_layers``: the blocks up to its deepest map)."""
     heads: frozenset[str] = frozenset({"fpn"})
     """The ``dense.head`` architectures whose outputs this type can read."""
 

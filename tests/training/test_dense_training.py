@@ -141,10 +141,11 @@ def test_cli_dense_methods_come_from_the_method_table(tmp_path, vision_backbone,
                      "--out", str(out), "--max-seconds", "30", *common])
     printed = capsys.readouterr()
     assert code == 0, printed.err
-    assert sorted(p.name for p in out.iterdir()) == ["README.md"] and "from random weights" in (out / "README.md").read_text()
-    code = cli.main(["train", "--name", "t", "--method", "top_layers", "--out", str(tmp_path / "t"), *common])
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "loss_curve.png", "pr_curve.png", "predictions.png"]
+    assert "from random weights" in (out / "README.md").read_text()
+    code = cli.main(["train", "--name", "t", "--method", "prompt", "--out", str(tmp_path / "t"), *common])
     err = capsys.readouterr().err
-    assert code != 0 and "'top_layers' does not train detection" in err and "lora" in err
+    assert code != 0 and "'prompt' does not train detection" in err and "lora" in err and "top_layers" in err
     code = cli.main(["train", "--name", "s", "--method", "scratch", "--register", "http://127.0.0.1:9",
                      "--out", str(tmp_path / "s2"), *common])
     assert code != 0 and "baseline report" in capsys.readouterr().err

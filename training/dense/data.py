@@ -63,16 +63,7 @@ def load_coco(path: Path, image_root: Path | None = None) -> DenseData:
     and ``category_id``, ``categories``); image ``file_name``\\ s are read under
     ``image_root`` (default: the JSON file's folder). Crowd annotations are skipped."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"{path}: not a readable COCO JSON file ({exc})") from exc
-    missing = [k for k in ("images", "annotations", "categories") if k not in doc]
-    if missing:
-        raise InvalidInput(f"{path}: a COCO file needs {missing}")
-    cats = sorted(doc["categories"], key=lambda c: c["id"])
-    if not cats:
-        raise InvalidInput(f"{path}: 'categories' is empty")
+    doc, cats = read_coco(path)
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     root = Path(image_root) if image_root else path.parent
     per_image: dict[int, list] = {im["id"]: [] for im in doc["images"]}
@@ -87,17 +78,38 @@ def load_coco(path: Path, image_root: Path | None = None) -> DenseData:
         per_image[a["image_id"]].append((x, y, x + w, y + h, cat_index[a["category_id"]]))
     images, boxes, classes, ids = [], [], [], []
     for im in doc["images"]:
-        f = root / im["file_name"]
-        try:
-            images.append(Image.open(f).convert("RGB"))
-        except OSError as exc:
-            raise InvalidInput(f"{path}: image {im['file_name']!r} cannot be read under {root} ({exc})") from exc
+        images.append(coco_image(path, root, im))
         rows = np.array(per_image[im["id"]], dtype=np.float32).reshape(-1, 5)
         boxes.append(rows[:, :4])
         classes.append(rows[:, 4].astype(np.int64))
         ids.append(int(im["id"]))
     return DenseData(images, [c["name"] for c in cats], f"COCO file {path.name} ({len(images)} images)",
                      boxes, classes, None, ids)
+
+
+def read_coco(path: Path) -> tuple[dict, list[dict]]:
+    """``(document, categories in id order)`` of a COCO JSON file, checked for its three lists."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{path}: not a readable COCO JSON file ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{path}: a COCO file is a JSON object with images, annotations, categories")
+    missing = [k for k in ("images", "annotations", "categories") if k not in doc]
+    if missing:
+        raise InvalidInput(f"{path}: a COCO file needs {missing}")
+    cats = sorted(doc["categories"], key=lambda c: c["id"])
+    if not cats:
+        raise InvalidInput(f"{path}: 'categories' is empty")
+    return doc, cats
+
+
+def coco_image(path: Path, root: Path, im: dict) -> Image.Image:
+    """The RGB image of a COCO ``images`` entry, read under ``root``."""
+    try:
+        return Image.open(root / im["file_name"]).convert("RGB")
+    except OSError as exc:
+        raise InvalidInput(f"{path}: image {im['file_name']!r} cannot be read under {root} ({exc})") from exc
 
 
 def write_coco(data: DenseData, folder: Path) -> Path:

@@ -55,6 +55,15 @@ class DenseFitConfig:
     lora_alpha: int = 16
     trunk_lr: float = 1e-3
     """The learning rate of trained trunk weights (LoRA factors, a from-scratch trunk)."""
+    layers: int = 2
+    """top_layers: how many blocks, up to the one that makes the deepest map read, are the task's own."""
+    blocks_lr: float = 3e-4
+    """top_layers: the learning rate of those blocks (pretrained weights: lower than ``trunk_lr``)."""
+    warm_start: bool = True
+    """lora/top_layers: fit the head on the frozen maps first (as ``head`` does) and start the joint
+    training from it, so the run starts where the head ends (:mod:`training.dense.warm`)."""
+    warm_epochs: int | None = None
+    """Epochs of that head fit (None: ``epochs``); with a cap it gets at most half of ``max_seconds``."""
 
 
 @dataclass
@@ -67,6 +76,8 @@ class DenseFit:
     """The fitted trunk's maps of images (one ``[n, c, h, w]`` CPU tensor per stride): the frozen
     trunk's for a head, through the LoRA deltas for LoRA, the own trunk's for a from-scratch model."""
     peft_model: object | None = None  # lora: the PEFT model whose save_pretrained writes the files
+    trunk_state: dict | None = None  # top_layers: the own blocks' tensors under the backbone's names
+    manifest_extra: dict = field(default_factory=dict)  # what the method adds to the manifest (top_layers.blocks)
     notes: dict = field(default_factory=dict)  # what the manifest's training record adds (targets...)
 
 

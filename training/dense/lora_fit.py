@@ -9,7 +9,8 @@ server's per-row LoRA applies groups-1 convolutions only (``adapters/lora/weight
 Images are preprocessed once at the task's input size (with their mirror and jittered copies,
 :mod:`training.dense.augment`); every step runs the trunk with the LoRA deltas (BatchNorm
 statistics frozen: the base model stays in eval mode) and the head on its maps, and the
-task's loss trains LoRA factors (``trunk_lr``) and head (``lr``) together. The result is saved
+task's loss trains LoRA factors (``trunk_lr``) and head (``lr``) together, the head warm-started
+on the frozen maps (:mod:`training.dense.warm`; ``warm_start=False``: a fresh head). The result is saved
 with PEFT's ``save_pretrained`` beside ``head.safetensors`` (:func:`training.export.write_lora_dir`).
 """
 
@@ -25,7 +26,8 @@ from adapters.backbones.base import Backbone
 from adapters.errors import InvalidInput
 from training.dense.augment import augmented
 from training.dense.data import DenseData
-from training.dense.fit import DenseFit, DenseFitConfig, fit_epochs, new_head
+from training.dense.fit import DenseFit, DenseFitConfig, fit_epochs
+from training.dense.warm import start_head
 from training.trunk_copy import trainable_copy
 
 
@@ -79,7 +81,7 @@ def fit_dense_lora(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, tas
 
     with torch.no_grad():
         channels = [int(m.shape[1]) for m in maps(pixels[:1])]
-    head, spec = new_head(cfg, channels, len(data.label_names), task)
+    head, spec, warm = start_head(backbone, data, cfg, task, channels)
     lora_params = [p for p in peft_model.parameters() if p.requires_grad]
     groups = [{"params": lora_params, "lr": cfg.trunk_lr}, {"params": list(head.parameters()), "lr": cfg.lr}]
     history = fit_epochs(head, train, cfg, task, lambda idx: head(maps(pixels[idx])), groups, t0)
@@ -96,5 +98,5 @@ def fit_dense_lora(backbone: Backbone, data: DenseData, cfg: DenseFitConfig, tas
 
     return DenseFit(head, spec, history, {"trunk": 0.0, "fit": time.perf_counter() - t0}, maps_of,
                     peft_model=peft_model,
-                    notes={"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_modules": len(targets),
+                    notes={**warm, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_modules": len(targets),
                            "lora_parameters": sum(p.numel() for p in lora_params), "trunk_lr": cfg.trunk_lr})

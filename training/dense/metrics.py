@@ -37,8 +37,8 @@ def detections(head: DenseHead, maps, data: DenseData, input_size: int, spec: De
             for raw, im in zip(head_outputs(head, maps), data.images)]
 
 
-def coco_map(data: DenseData, dets: list[list[dict]]) -> dict:
-    """``{"map": mAP@[.5:.95], "map50": mAP@.5, "map_small"...}`` of ``dets`` against ``data``'s boxes."""
+def _coco_eval(data: DenseData, dets: list[list[dict]]):
+    """pycocotools' accumulated ``COCOeval`` of ``dets`` against ``data``'s boxes (None: no box answered)."""
     gt = {"images": [{"id": i, "width": im.width, "height": im.height} for i, im in zip(data.ids, data.images)],
           "categories": [{"id": k + 1, "name": n} for k, n in enumerate(data.label_names)], "annotations": []}
     for i, b, c in zip(data.ids, data.boxes, data.classes):
@@ -54,13 +54,34 @@ def coco_map(data: DenseData, dets: list[list[dict]]) -> dict:
         coco.dataset = gt
         coco.createIndex()
         if not res:
-            return {"map": 0.0, "map50": 0.0, "n_images": len(data)}
+            return None
         ev = COCOeval(coco, coco.loadRes(res), "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    return ev
+
+
+def coco_map(data: DenseData, dets: list[list[dict]]) -> dict:
+    """``{"map": mAP@[.5:.95], "map50": mAP@.5, "map75"...}`` of ``dets`` against ``data``'s boxes."""
+    ev = _coco_eval(data, dets)
+    if ev is None:
+        return {"map": 0.0, "map50": 0.0, "n_images": len(data)}
     s = ev.stats
     return {"map": float(s[0]), "map50": float(s[1]), "map75": float(s[2]), "n_images": len(data)}
+
+
+def pr_curve50(data: DenseData, dets: list[list[dict]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(recall points, {label: precision at each})`` at IoU 0.5, all areas, the most detections
+    COCOeval keeps: its accumulated precision (the curve whose mean is mAP@.5); NaN where a label
+    has no true box, zeros when nothing was answered."""
+    ev = _coco_eval(data, dets)
+    if ev is None:
+        recall = np.linspace(0, 1, 101)
+        return recall, {n: np.zeros_like(recall) for n in data.label_names}
+    p = ev.eval["precision"][0, :, :, 0, -1]  # [recall points, labels]
+    p = np.where(p < 0, np.nan, p)  # -1: no true box of that label
+    return np.asarray(ev.params.recThrs), {n: p[:, k] for k, n in enumerate(data.label_names)}
 
 
 def label_maps(head: DenseHead, maps, data: DenseData) -> list[np.ndarray]:

@@ -38,6 +38,11 @@ class DenseTraining(TrainingTask):
         server would decode them with a request's :meth:`serving_options`."""
         raise NotImplementedError
 
+    def dense_plots(self, head, maps, data, cfg, spec, folder: Path, split: str) -> list[tuple[str, str]]:
+        """Write this type's evaluation plots of ``head`` on cached ``maps`` of held-out ``data``
+        (``split``) into ``folder`` (:mod:`training.dense.plots`); ``(file name, caption)`` each."""
+        raise NotImplementedError
+
     # ---- held-out evaluation: the same scores from served answers -------------------------
     def serving_options(self, dense_spec) -> dict:
         """The request options (``/predict``'s ``threshold``...) under which a server's answers

@@ -8,7 +8,8 @@ from adapters.errors import InvalidInput
 from training.dense import demos
 from training.dense.data import load_coco
 from training.dense.fit import detection_loss, detection_target_set
-from training.dense.metrics import coco_map, detections
+from training.dense.metrics import coco_map, detections, pr_curve50
+from training.dense.plots import draw_boxes, plot_pr
 from training.tasks.dense import DenseTraining
 
 HEAT_PRIOR = -2.19  # CenterNet's initial heat-map bias: sigmoid = 0.1
@@ -41,6 +42,15 @@ class DetectionTraining(DenseTraining):
 
     def dense_scores(self, head, maps, data, cfg, spec) -> dict:
         return coco_map(data, detections(head, maps, data, cfg.input_size, spec))
+
+    def dense_plots(self, head, maps, data, cfg, spec, folder, split):
+        dets = detections(head, maps, data, cfg.input_size, spec)
+        recall, precision = pr_curve50(data, dets)
+        plot_pr(recall, precision, folder / "pr_curve.png", f"precision-recall at IoU 0.5 ({split})")
+        truths = [(b.tolist(), [data.label_names[k] for k in c.tolist()]) for b, c in zip(data.boxes, data.classes)]
+        draw_boxes(data.images, dets, truths, folder / "predictions.png", f"{split}", spec.score_threshold)
+        return [("pr_curve.png", f"precision-recall at IoU 0.5, {split}"),
+                ("predictions.png", f"answered boxes on the first {split} images")]
 
     def serving_options(self, dense_spec) -> dict:
         return {"threshold": dense_spec.min_score_threshold, "max_detections": dense_spec.max_detections}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from adapters.errors import InvalidInput
 from adapters.tasks.masks import png_decode
 from training.dense import demos
+from training.dense.coco_masks import load_coco_masks
 from training.dense.data import load_mask_folders
 from training.dense.fit import mask_target_set, segmentation_loss
 from training.dense.metrics import label_maps, segmentation_scores
+from training.dense.plots import draw_masks, plot_iou_bars
 from training.tasks.dense import DenseTraining
 
 
@@ -34,13 +38,27 @@ class SegmentationTraining(DenseTraining):
     def dense_scores(self, head, maps, data, cfg, spec) -> dict:
         return segmentation_scores(data, label_maps(head, maps, data))
 
+    def dense_plots(self, head, maps, data, cfg, spec, folder, split):
+        masks = label_maps(head, maps, data)
+        plot_iou_bars(segmentation_scores(data, masks)["iou"], folder / "iou_per_class.png", f"IoU per class ({split})")
+        draw_masks(data.images, masks, data.masks, data.label_names, folder / "predictions.png",
+                   f"answered and true masks ({split})")
+        return [("iou_per_class.png", f"IoU per class, {split}"),
+                ("predictions.png", f"answered masks on the first {split} images")]
+
     def served_scores(self, data, answers: list) -> dict:
         return segmentation_scores(data, [png_decode(a.mask_png) for a in answers])
 
     def load_files(self, path, labels, masks=None, image_root=None):
+        if Path(path).suffix.lower() == ".json":  # a COCO file: polygons / RLE in 'segmentation'
+            data = load_coco_masks(path, image_root)
+            if labels is not None and data.label_names != list(labels):
+                raise InvalidInput(f"{path}: its labels {data.label_names} (background, then the categories "
+                                   f"in id order) are not the task's labels {list(labels)}")
+            return data
         if masks is None:
-            raise InvalidInput("a segmentation data set is an image folder (--data) and a folder of PNG "
-                               "masks (--masks, <image stem>.png)")
+            raise InvalidInput("a segmentation data set is a COCO file with 'segmentation' annotations, or an "
+                               "image folder (--data) and a folder of PNG masks (--masks, <image stem>.png)")
         return load_mask_folders(path, masks, list(labels))
 
     def demo_test(self, limit, seed=0):
