@@ -107,7 +107,7 @@ def test_dense_transfer(results):
     res = written(results, "dense_transfer-smoke")
     runs = {(r["task_type"], r["size"], r["method"]) for r in res["rows"]}
     assert runs == {(t, n, m) for t in ("detection", "segmentation") for n in (4, 8)
-                    for m in ("head", "lora", "scratch")}
+                    for m in ("head", "lora", "top_layers", "scratch")}
     assert all(r["epochs_run"] >= 1 and 0 <= r[k] <= 1 for r in res["rows"]
                for k in (("map50", "map") if r["task_type"] == "detection" else ("miou", "miou_ch2bet")))
 
